@@ -1,0 +1,39 @@
+//! The `neptune` command: the CLI and every Neptune daemon as a subcommand.
+//! Thin by design: parse arguments, call a library, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "neptune", version, about = "Neptune: Infrastructure as a Service for whole Virtual Infrastructures")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Design Virtual Infrastructure topologies: check, convert, generate.
+    #[command(subcommand)]
+    Topology(cmd::topology::TopologyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Topology(c) => cmd::topology::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("neptune: {err:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
