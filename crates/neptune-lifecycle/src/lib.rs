@@ -290,7 +290,11 @@ fn refusal(from: ViState, event: Event) -> TransitionRefused {
         (_, E::Migrate) => "only a running VI can be migrated",
         _ => "the lifecycle does not allow it",
     };
-    TransitionRefused { from, event, reason }
+    TransitionRefused {
+        from,
+        event,
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -319,16 +323,36 @@ mod tests {
     #[test]
     fn paper_happy_path() {
         let mut s = ViState::Defined;
-        for e in [Event::Request, Event::Accept, Event::Deploy, Event::Succeeded] {
+        for e in [
+            Event::Request,
+            Event::Accept,
+            Event::Deploy,
+            Event::Succeeded,
+        ] {
             s = s.next(e).unwrap();
         }
         assert_eq!(s, ViState::Running);
-        s = s.next(Event::Suspend).unwrap().next(Event::Succeeded).unwrap();
+        s = s
+            .next(Event::Suspend)
+            .unwrap()
+            .next(Event::Succeeded)
+            .unwrap();
         assert_eq!(s, ViState::Suspended);
-        assert!(!s.occupies_hosts(), "suspended frees hosts for future reallocation");
-        s = s.next(Event::Resume).unwrap().next(Event::Succeeded).unwrap();
+        assert!(
+            !s.occupies_hosts(),
+            "suspended frees hosts for future reallocation"
+        );
+        s = s
+            .next(Event::Resume)
+            .unwrap()
+            .next(Event::Succeeded)
+            .unwrap();
         assert_eq!(s, ViState::Running);
-        s = s.next(Event::Terminate).unwrap().next(Event::Succeeded).unwrap();
+        s = s
+            .next(Event::Terminate)
+            .unwrap()
+            .next(Event::Succeeded)
+            .unwrap();
         assert_eq!(s, ViState::Terminated);
     }
 
@@ -340,7 +364,10 @@ mod tests {
             "cannot accept a VI that is running: only a requested VI can be accepted"
         );
         let err = ViState::Terminated.next(Event::Terminate).unwrap_err();
-        assert_eq!(err.to_string(), "cannot terminate a VI that is terminated: a terminated VI is final");
+        assert_eq!(
+            err.to_string(),
+            "cannot terminate a VI that is terminated: a terminated VI is final"
+        );
         let err = ViState::Deploying.next(Event::Terminate).unwrap_err();
         assert!(err.reason.contains("wait"), "{err}");
     }
@@ -351,14 +378,21 @@ mod tests {
             assert_eq!(s.can_accept(), s == ViState::Requested);
             assert_eq!(s.can_edit(), s == ViState::Defined);
             assert_eq!(s.can_resume(), s == ViState::Suspended);
-            assert_eq!(s.can_terminate(), !s.is_in_progress() && !s.is_final(), "{s}");
+            assert_eq!(
+                s.can_terminate(),
+                !s.is_in_progress() && !s.is_final(),
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn every_state_reaches_terminated() {
         for s in ViState::ALL {
-            assert!(reachable_from(s).contains(&ViState::Terminated), "{s} cannot reach terminated");
+            assert!(
+                reachable_from(s).contains(&ViState::Terminated),
+                "{s} cannot reach terminated"
+            );
         }
     }
 
@@ -367,7 +401,10 @@ mod tests {
         for e in Event::ALL {
             assert!(transition(ViState::Terminated, e).is_err());
         }
-        assert_eq!(reachable_from(ViState::Terminated), BTreeSet::from([ViState::Terminated]));
+        assert_eq!(
+            reachable_from(ViState::Terminated),
+            BTreeSet::from([ViState::Terminated])
+        );
     }
 
     #[test]
@@ -377,8 +414,14 @@ mod tests {
 
     #[test]
     fn json_names() {
-        assert_eq!(serde_json::to_string(&ViState::Suspended).unwrap(), "\"suspended\"");
-        assert_eq!(serde_json::to_string(&Event::RolledBack).unwrap(), "\"rolled_back\"");
+        assert_eq!(
+            serde_json::to_string(&ViState::Suspended).unwrap(),
+            "\"suspended\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Event::RolledBack).unwrap(),
+            "\"rolled_back\""
+        );
     }
 
     fn event() -> impl Strategy<Value = Event> {

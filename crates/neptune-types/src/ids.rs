@@ -15,13 +15,26 @@ fn check_id(kind: &'static str, value: &str) -> Result<(), DomainError> {
         return Err(DomainError::EmptyId { kind });
     };
     if value.chars().count() > MAX_ID_LEN {
-        return Err(DomainError::IdTooLong { kind, value: value.to_owned(), max: MAX_ID_LEN });
+        return Err(DomainError::IdTooLong {
+            kind,
+            value: value.to_owned(),
+            max: MAX_ID_LEN,
+        });
     }
     if !first.is_ascii_alphanumeric() {
-        return Err(DomainError::IdCharacter { kind, value: value.to_owned(), bad: first });
+        return Err(DomainError::IdCharacter {
+            kind,
+            value: value.to_owned(),
+            bad: first,
+        });
     }
-    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Err(DomainError::IdCharacter { kind, value: value.to_owned(), bad });
+    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(DomainError::IdCharacter {
+            kind,
+            value: value.to_owned(),
+            bad,
+        });
     }
     Ok(())
 }
@@ -112,10 +125,22 @@ mod tests {
 
     #[test]
     fn refuses_bad_ids() {
-        assert_eq!(NodeId::new(""), Err(DomainError::EmptyId { kind: "node id" }));
-        assert!(matches!(NodeId::new("-x"), Err(DomainError::IdCharacter { bad: '-', .. })));
-        assert!(matches!(NodeId::new("a b"), Err(DomainError::IdCharacter { bad: ' ', .. })));
-        assert!(matches!(NodeId::new("a".repeat(65)), Err(DomainError::IdTooLong { .. })));
+        assert_eq!(
+            NodeId::new(""),
+            Err(DomainError::EmptyId { kind: "node id" })
+        );
+        assert!(matches!(
+            NodeId::new("-x"),
+            Err(DomainError::IdCharacter { bad: '-', .. })
+        ));
+        assert!(matches!(
+            NodeId::new("a b"),
+            Err(DomainError::IdCharacter { bad: ' ', .. })
+        ));
+        assert!(matches!(
+            NodeId::new("a".repeat(65)),
+            Err(DomainError::IdTooLong { .. })
+        ));
         assert!(NodeId::new("a".repeat(64)).is_ok());
     }
 

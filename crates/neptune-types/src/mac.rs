@@ -39,7 +39,9 @@ impl FromStr for MacAddr {
 
     /// Six hex pairs separated by `:` or `-` (case-insensitive), unicast only.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let syntax = || DomainError::MacSyntax { value: s.to_owned() };
+        let syntax = || DomainError::MacSyntax {
+            value: s.to_owned(),
+        };
         let text = s.trim();
         let mut out = [0u8; 6];
         let sep = if text.contains('-') { '-' } else { ':' };
@@ -56,7 +58,9 @@ impl FromStr for MacAddr {
         }
         let mac = MacAddr(out);
         if mac.is_multicast() {
-            return Err(DomainError::MacMulticast { value: mac.to_string() });
+            return Err(DomainError::MacMulticast {
+                value: mac.to_string(),
+            });
         }
         Ok(mac)
     }
@@ -65,7 +69,11 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -99,15 +107,31 @@ mod tests {
         let mac: MacAddr = "1E:87:3F:D6:E7:8D".parse().unwrap();
         assert_eq!(mac.0, [0x1E, 0x87, 0x3F, 0xD6, 0xE7, 0x8D]);
         assert_eq!(mac.to_string(), "1E:87:3F:D6:E7:8D");
-        assert_eq!("2e-90-eb-bb-89-4c".parse::<MacAddr>().unwrap().to_string(), "2E:90:EB:BB:89:4C");
+        assert_eq!(
+            "2e-90-eb-bb-89-4c".parse::<MacAddr>().unwrap().to_string(),
+            "2E:90:EB:BB:89:4C"
+        );
     }
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "1E:87:3F:D6:E7", "1E:87:3F:D6:E7:8D:00", "1E:87:3F:D6:E7:8G", "1E873FD6E78D", "1E:87:3F:D6:E7:8"] {
-            assert!(matches!(bad.parse::<MacAddr>(), Err(DomainError::MacSyntax { .. })), "{bad}");
+        for bad in [
+            "",
+            "1E:87:3F:D6:E7",
+            "1E:87:3F:D6:E7:8D:00",
+            "1E:87:3F:D6:E7:8G",
+            "1E873FD6E78D",
+            "1E:87:3F:D6:E7:8",
+        ] {
+            assert!(
+                matches!(bad.parse::<MacAddr>(), Err(DomainError::MacSyntax { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!("01:00:5E:00:00:01".parse::<MacAddr>(), Err(DomainError::MacMulticast { .. })));
+        assert!(matches!(
+            "01:00:5E:00:00:01".parse::<MacAddr>(),
+            Err(DomainError::MacMulticast { .. })
+        ));
     }
 
     proptest! {

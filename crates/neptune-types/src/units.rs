@@ -18,11 +18,17 @@ const MAX_FRACTION_DIGITS: u32 = 12;
 /// Accepts `2`, `2.5` and the paper's `2,0`, with surrounding whitespace.
 pub fn parse_decimal(text: &str) -> Result<(u128, u32), DomainError> {
     let value = text.trim();
-    let nan = || DomainError::NotANumber { value: text.to_owned() };
-    let too_large = || DomainError::TooLarge { value: text.to_owned() };
+    let nan = || DomainError::NotANumber {
+        value: text.to_owned(),
+    };
+    let too_large = || DomainError::TooLarge {
+        value: text.to_owned(),
+    };
     if let Some(rest) = value.strip_prefix('-') {
         return match parse_decimal(rest) {
-            Ok(_) => Err(DomainError::Negative { value: text.to_owned() }),
+            Ok(_) => Err(DomainError::Negative {
+                value: text.to_owned(),
+            }),
             Err(_) => Err(nan()),
         };
     }
@@ -44,7 +50,10 @@ pub fn parse_decimal(text: &str) -> Result<(u128, u32), DomainError> {
     }
     let mut n: u128 = 0;
     for b in int.bytes().chain(frac.bytes()) {
-        n = n.checked_mul(10).and_then(|n| n.checked_add(u128::from(b - b'0'))).ok_or_else(too_large)?;
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u128::from(b - b'0')))
+            .ok_or_else(too_large)?;
     }
     Ok((n, scale))
 }
@@ -52,13 +61,19 @@ pub fn parse_decimal(text: &str) -> Result<(u128, u32), DomainError> {
 fn parse_whole(text: &str) -> Result<u64, DomainError> {
     let (n, scale) = parse_decimal(text)?;
     if scale != 0 {
-        return Err(DomainError::NotAnInteger { value: text.to_owned() });
+        return Err(DomainError::NotAnInteger {
+            value: text.to_owned(),
+        });
     }
-    u64::try_from(n).map_err(|_| DomainError::TooLarge { value: text.to_owned() })
+    u64::try_from(n).map_err(|_| DomainError::TooLarge {
+        value: text.to_owned(),
+    })
 }
 
 /// A size in mebibytes (2^20 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Mib(pub u64);
 
@@ -76,7 +91,9 @@ impl Mib {
 
     /// GiB from text such as `2,0` or `1.5`, rounded up to a whole MiB.
     pub fn parse_gib(text: &str) -> Result<Self, DomainError> {
-        let too_large = || DomainError::TooLarge { value: text.to_owned() };
+        let too_large = || DomainError::TooLarge {
+            value: text.to_owned(),
+        };
         let (n, scale) = parse_decimal(text)?;
         let denom = 10u128.pow(scale);
         let mib = n.checked_mul(1024).ok_or_else(too_large)?.div_ceil(denom);
@@ -132,7 +149,9 @@ impl fmt::Display for Mib {
 }
 
 /// A bandwidth in megabits per second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Mbps(pub u64);
 
@@ -157,14 +176,20 @@ impl fmt::Display for Mbps {
 }
 
 /// A clock frequency in megahertz.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Mhz(pub u32);
 
 impl Mhz {
     pub fn parse(text: &str) -> Result<Self, DomainError> {
         let n = parse_whole(text)?;
-        u32::try_from(n).map(Mhz).map_err(|_| DomainError::TooLarge { value: text.to_owned() })
+        u32::try_from(n)
+            .map(Mhz)
+            .map_err(|_| DomainError::TooLarge {
+                value: text.to_owned(),
+            })
     }
 }
 
@@ -190,17 +215,38 @@ mod tests {
 
     #[test]
     fn decimal_errors_name_the_problem() {
-        assert!(matches!(parse_decimal("two"), Err(DomainError::NotANumber { .. })));
-        assert!(matches!(parse_decimal(""), Err(DomainError::NotANumber { .. })));
-        assert!(matches!(parse_decimal("1.2.3"), Err(DomainError::NotANumber { .. })));
-        assert!(matches!(parse_decimal("1.2,3"), Err(DomainError::NotANumber { .. })));
-        assert!(matches!(parse_decimal("-3"), Err(DomainError::Negative { .. })));
-        assert!(matches!(parse_decimal("1e3"), Err(DomainError::NotANumber { .. })));
+        assert!(matches!(
+            parse_decimal("two"),
+            Err(DomainError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            parse_decimal(""),
+            Err(DomainError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            parse_decimal("1.2.3"),
+            Err(DomainError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            parse_decimal("1.2,3"),
+            Err(DomainError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            parse_decimal("-3"),
+            Err(DomainError::Negative { .. })
+        ));
+        assert!(matches!(
+            parse_decimal("1e3"),
+            Err(DomainError::NotANumber { .. })
+        ));
         assert!(matches!(
             parse_decimal("999999999999999999999999999"),
             Err(DomainError::TooLarge { .. })
         ));
-        assert!(matches!(Mib::parse("1.5"), Err(DomainError::NotAnInteger { .. })));
+        assert!(matches!(
+            Mib::parse("1.5"),
+            Err(DomainError::NotAnInteger { .. })
+        ));
     }
 
     #[test]
