@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "neptune", version, about = "Neptune: Infrastructure as a Service for whole Virtual Infrastructures")]
+#[command(
+    name = "neptune",
+    version,
+    about = "Neptune: Infrastructure as a Service for whole Virtual Infrastructures"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
