@@ -1,0 +1,158 @@
+//! Neptune placement: map a whole Virtual Infrastructure (VI) onto physical
+//! hosts. Pure: no I/O, no clock, randomness only from a caller's seed (same
+//! input and seed, same placement).
+//!
+//! # Model
+//!
+//! - **VI graph** ([`VirtualGraph`]): VMs with vCPU / RAM / disk demands and
+//!   point-to-point virtual links with a bandwidth. **A LAN is expanded into
+//!   a clique** ([`VirtualGraph::add_lan`]): one link of the LAN's bandwidth
+//!   between every pair of members. This is the conservative reading (any two
+//!   members may talk at full rate), it keeps the graph a plain graph that
+//!   every partitioner reads (METIS format), and the cut counts each pair that
+//!   a host boundary separates. It is not a hyperedge model.
+//! - **Inventory** ([`Inventory`]): hosts with capacities, a VM-slot limit,
+//!   a datacenter, and the load other VIs already put there (capacity minus
+//!   load is what this VI may use).
+//! - **Physical network** ([`PhysicalNetwork`]): unlimited; the paper's
+//!   experiment model, a link of bandwidth B between every pair of hosts
+//!   ([`PhysicalNetwork::FullMesh`]); or a tree of switches with host uplinks
+//!   and switch links, each with a capacity and existing load.
+//! - **Constraints** ([`Constraints`]): a datacenter, manual pins, anti-affinity.
+//!
+//! A placement ([`Placement`]) gives the host of every node, the load of every
+//! physical link, the cut (bandwidth between hosts) and the **admissibility**
+//! verdict: every physical link within its capacity. Host capacity (slots,
+//! vCPU, RAM, disk), pins and anti-affinity are hard: no solver returns a
+//! placement that breaks them; when nothing fits, [`PlacementError::NothingFits`]
+//! names the resource and where it ran out. [`validate`] checks an admin's
+//! manual map the same way and lists every violation.
+//!
+//! # Solvers
+//!
+//! The paper splits placement into partitioning and partition-to-host
+//! mapping. Here both are one step: the parts *are* the hosts (each with its
+//! own residual capacity), so the map needs no second stage and heterogeneous
+//! hosts are handled exactly.
+//!
+//! - [`SolverKind::KernighanLin`], the paper's: a random initial solution,
+//!   Kernighan–Lin two-way swap passes between every pair of adjacent hosts
+//!   until a full sweep gains nothing; restarted (5 times in the paper) and the
+//!   best returned, with each restart's cost and the restart `i*` that found it
+//!   ([`KlTrace`]). Like the paper's, it does not search for admissibility.
+//! - [`SolverKind::Multilevel`], the production solver: heavy-edge coarsening
+//!   under the host capacity, greedy graph growing onto hosts, refinement by
+//!   moves, swaps and KL pair passes on every level, then admissibility
+//!   repair (moves and swaps that lower the overload of the physical links);
+//!   several V-cycles, the best kept (admissible first, then smallest cut).
+
+#![allow(
+    clippy::needless_range_loop,
+    reason = "graph code indexes several parallel arrays by node and bin"
+)]
+
+mod error;
+mod eval;
+mod instance;
+mod kl;
+pub mod metis;
+mod model;
+mod multilevel;
+mod network;
+mod rng;
+
+pub use error::{PlacementError, Resource};
+pub use eval::{evaluate, validate, LinkLoad, Placement, Violation};
+pub use kl::KlTrace;
+pub use model::{
+    Constraints, Host, Inventory, PhysicalNetwork, Problem, Resources, Switch, TreeNetwork, Uplink,
+    VirtualGraph, VirtualLink, VirtualNode,
+};
+pub use network::PhysicalLink;
+pub use rng::Rng;
+
+use serde::{Deserialize, Serialize};
+
+/// Which solver to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SolverKind {
+    /// The paper's Kernighan–Lin with random restarts.
+    KernighanLin,
+    /// The production multilevel solver.
+    Multilevel,
+}
+
+/// How to solve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// The solver.
+    pub solver: SolverKind,
+    /// Restarts (KL; the paper uses 5) or V-cycles (multilevel). `None`: 5 for
+    /// KL, a number that shrinks with the VI's size for multilevel.
+    pub restarts: Option<usize>,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            solver: SolverKind::Multilevel,
+            restarts: None,
+            seed: 1,
+        }
+    }
+}
+
+/// A placement and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Solution {
+    /// The placement.
+    pub placement: Placement,
+    /// For KL: each restart's cost and i*.
+    pub kl: Option<KlTrace>,
+}
+
+/// V-cycles of the multilevel solver for a VI of `n` nodes.
+pub fn default_cycles(n: usize) -> usize {
+    match n {
+        0..=64 => 48,
+        65..=256 => 16,
+        257..=2_000 => 8,
+        2_001..=20_000 => 3,
+        _ => 1,
+    }
+}
+
+/// Places a VI.
+pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, PlacementError> {
+    let (inst, bin_host) = instance::Instance::from_problem(problem)?;
+    let router = network::Router::new(problem)?;
+    let mut rng = Rng::new(options.seed);
+    let (state, trace) = match options.solver {
+        SolverKind::KernighanLin => {
+            let (st, trace) = kl::solve(&inst, &mut rng, options.restarts.unwrap_or(5))?;
+            (st, Some(trace))
+        }
+        SolverKind::Multilevel => {
+            let cycles = options.restarts.unwrap_or_else(|| default_cycles(inst.n()));
+            let st = multilevel::solve(
+                &inst,
+                &router,
+                &bin_host,
+                &mut rng,
+                multilevel::Settings { cycles },
+            )?;
+            (st, None)
+        }
+    };
+    let host_of: Vec<usize> = state.bin.iter().map(|&b| bin_host[b as usize]).collect();
+    let placement = evaluate(problem, &host_of)?;
+    Ok(Solution {
+        placement,
+        kl: trace,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,579 @@
+//! The production solver: multilevel coarsening (heavy-edge matching under
+//! the host capacity), greedy graph growing onto hosts at the coarsest level,
+//! and, on the way back, refinement by gain-driven moves and swaps plus
+//! Kernighan–Lin pair passes, all under exact capacity; then admissibility
+//! repair on the physical network. Several V-cycles from different seeds,
+//! the best kept (admissible first, then the smallest cut).
+
+use crate::error::PlacementError;
+use crate::instance::{add, le, Instance, State, NONE, W};
+use crate::kl::{self, Scratch};
+use crate::network::{Loads, Router};
+use crate::rng::Rng;
+
+/// One coarsening step: matches nodes by heavy edges, never merging pinned
+/// or anti-affine nodes, never beyond what one host can take.
+/// Returns the coarse instance and the fine -> coarse map.
+fn coarsen(inst: &Instance, rng: &mut Rng, classes: &[W]) -> (Instance, Vec<u32>) {
+    let n = inst.n();
+    let mut mate = vec![NONE; n];
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    let free = |v: usize| inst.fixed[v].is_none() && inst.aa[v].is_empty();
+    for &v in &order {
+        if mate[v] != NONE || !free(v) {
+            continue;
+        }
+        let mut best: Option<(f64, usize)> = None;
+        for (u, w) in inst.neighbors(v) {
+            if mate[u] != NONE || u == v || !free(u) {
+                continue;
+            }
+            let sum = add(inst.wt[v], inst.wt[u]);
+            if !classes.iter().any(|c| le(sum, *c)) {
+                continue;
+            }
+            let rating = w as f64 / ((inst.wt[v][0].max(1) * inst.wt[u][0].max(1)) as f64);
+            if best.is_none_or(|b| rating > b.0) {
+                best = Some((rating, u));
+            }
+        }
+        if let Some((_, u)) = best {
+            mate[v] = u as u32;
+            mate[u] = v as u32;
+        }
+    }
+    let mut cmap = vec![NONE; n];
+    let mut wt = Vec::new();
+    let mut fixed = Vec::new();
+    let mut aa = Vec::new();
+    for v in 0..n {
+        if cmap[v] != NONE {
+            continue;
+        }
+        let c = wt.len() as u32;
+        cmap[v] = c;
+        let mut w = inst.wt[v];
+        if mate[v] != NONE {
+            let u = mate[v] as usize;
+            cmap[u] = c;
+            w = add(w, inst.wt[u]);
+        }
+        wt.push(w);
+        fixed.push(inst.fixed[v]);
+        aa.push(inst.aa[v].clone());
+    }
+    let mut edges = Vec::new();
+    for v in 0..n {
+        for (u, w) in inst.neighbors(v) {
+            if u > v && cmap[u] != cmap[v] {
+                edges.push((cmap[v] as usize, cmap[u] as usize, w));
+            }
+        }
+    }
+    let (xadj, adj, ew) = Instance::csr(wt.len(), &edges);
+    let coarse = Instance {
+        xadj,
+        adj,
+        ew,
+        wt,
+        cap: inst.cap.clone(),
+        fixed,
+        aa,
+    };
+    (coarse, cmap)
+}
+
+/// Greedy graph growing: fills bins one after another with the unassigned
+/// node most connected to the bin that still fits; then places leftovers
+/// wherever they fit. Returns the nodes that fit nowhere.
+fn grow(inst: &Instance, st: &mut State, rng: &mut Rng) -> Vec<usize> {
+    let n = inst.n();
+    for v in 0..n {
+        if st.bin[v] == NONE {
+            if let Some(b) = inst.fixed[v] {
+                if st.fits(inst, v, b as usize, None) {
+                    st.insert(inst, v, b as usize);
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).filter(|&v| st.bin[v] == NONE).collect();
+    rng.shuffle(&mut order);
+    let mut bins: Vec<usize> = (0..inst.bins()).collect();
+    rng.shuffle(&mut bins);
+    let mut conn = vec![0u64; n];
+    let mut front: Vec<usize> = Vec::new();
+    let mut cursor = 0usize;
+    for &b in &bins {
+        front.clear();
+        for &m in &st.members[b] {
+            for (u, w) in inst.neighbors(m as usize) {
+                if st.bin[u] == NONE {
+                    if conn[u] == 0 {
+                        front.push(u);
+                    }
+                    conn[u] += w.max(1);
+                }
+            }
+        }
+        loop {
+            if st.load[b][0] >= inst.cap[b][0] {
+                break;
+            }
+            let mut pick: Option<usize> = None;
+            for &u in &front {
+                if st.bin[u] == NONE
+                    && conn[u] > 0
+                    && pick.is_none_or(|p| conn[u] > conn[p])
+                    && st.fits(inst, u, b, None)
+                {
+                    pick = Some(u);
+                }
+            }
+            if pick.is_none() {
+                while cursor < order.len() && st.bin[order[cursor]] != NONE {
+                    cursor += 1;
+                }
+                pick = order[cursor.min(order.len())..]
+                    .iter()
+                    .take(64)
+                    .copied()
+                    .find(|&u| st.bin[u] == NONE && st.fits(inst, u, b, None));
+            }
+            let Some(v) = pick else { break };
+            st.insert(inst, v, b);
+            conn[v] = 0;
+            for (u, w) in inst.neighbors(v) {
+                if st.bin[u] == NONE {
+                    if conn[u] == 0 {
+                        front.push(u);
+                    }
+                    conn[u] += w.max(1);
+                }
+            }
+        }
+        for &u in &front {
+            conn[u] = 0;
+        }
+    }
+    let mut left = Vec::new();
+    let mut bconn = vec![0u64; inst.bins()];
+    for &v in &order {
+        if st.bin[v] != NONE {
+            continue;
+        }
+        let mut touched = Vec::new();
+        for (u, w) in inst.neighbors(v) {
+            let b = st.bin[u];
+            if b != NONE {
+                if bconn[b as usize] == 0 {
+                    touched.push(b as usize);
+                }
+                bconn[b as usize] += w.max(1);
+            }
+        }
+        let mut pick = touched
+            .iter()
+            .copied()
+            .filter(|&b| st.fits(inst, v, b, None))
+            .max_by_key(|&b| (bconn[b], std::cmp::Reverse(b)));
+        for &b in &touched {
+            bconn[b] = 0;
+        }
+        if pick.is_none() {
+            pick = (0..inst.bins()).find(|&b| st.fits(inst, v, b, None));
+        }
+        match pick {
+            Some(b) => st.insert(inst, v, b),
+            None => left.push(v),
+        }
+    }
+    left
+}
+
+/// One sweep of gain-driven moves (to a bin with room) and swaps (with a
+/// node of a full bin), each applied only when it lowers the cut.
+fn greedy_sweep(inst: &Instance, st: &mut State, rng: &mut Rng, conn: &mut [u64]) -> u64 {
+    let mut order: Vec<usize> = (0..inst.n()).filter(|&v| inst.fixed[v].is_none()).collect();
+    rng.shuffle(&mut order);
+    let mut gained = 0u64;
+    let mut touched: Vec<usize> = Vec::new();
+    for v in order {
+        let a = st.bin[v] as usize;
+        touched.clear();
+        for (u, w) in inst.neighbors(v) {
+            let b = st.bin[u] as usize;
+            if conn[b] == 0 {
+                touched.push(b);
+            }
+            conn[b] += w;
+        }
+        let own = conn[a];
+        let mut best_move: Option<(u64, usize)> = None;
+        for &b in &touched {
+            if b != a
+                && conn[b] > own
+                && best_move.is_none_or(|m| conn[b] - own > m.0)
+                && st.fits(inst, v, b, None)
+            {
+                best_move = Some((conn[b] - own, b));
+            }
+        }
+        if let Some((g, b)) = best_move {
+            st.relocate(inst, v, b);
+            gained += g;
+        } else {
+            let mut cands: Vec<usize> = touched.iter().copied().filter(|&b| b != a).collect();
+            cands.sort_by_key(|&b| (std::cmp::Reverse(conn[b]), b));
+            cands.truncate(3);
+            let mut best_swap: Option<(i64, usize)> = None;
+            for &b in &cands {
+                for &u in &st.members[b] {
+                    let u = u as usize;
+                    if inst.fixed[u].is_some() {
+                        continue;
+                    }
+                    let (mut ua, mut ub, mut uv) = (0i64, 0i64, 0i64);
+                    for (x, w) in inst.neighbors(u) {
+                        let bx = st.bin[x] as usize;
+                        if x == v {
+                            uv += w as i64;
+                        }
+                        if bx == a {
+                            ua += w as i64;
+                        } else if bx == b {
+                            ub += w as i64;
+                        }
+                    }
+                    let g = conn[b] as i64 - own as i64 + ua - ub - 2 * uv;
+                    if g > 0
+                        && best_swap.is_none_or(|s| g > s.0)
+                        && st.fits(inst, v, b, Some(u))
+                        && st.fits(inst, u, a, Some(v))
+                    {
+                        best_swap = Some((g, u));
+                    }
+                }
+            }
+            if let Some((g, u)) = best_swap {
+                let b = st.bin[u] as usize;
+                st.remove(inst, v);
+                st.remove(inst, u);
+                st.insert(inst, v, b);
+                st.insert(inst, u, a);
+                gained += g as u64;
+            }
+        }
+        for &b in &touched {
+            conn[b] = 0;
+        }
+    }
+    gained
+}
+
+/// Local search at one level: greedy sweeps, then KL pair passes, until
+/// neither gains (or `rounds`).
+fn refine(
+    inst: &Instance,
+    st: &mut State,
+    rng: &mut Rng,
+    sc: &mut Scratch,
+    rounds: usize,
+    kl_passes: usize,
+) {
+    let mut conn = vec![0u64; inst.bins()];
+    for _ in 0..rounds {
+        let mut g = 0;
+        for _ in 0..4 {
+            let s = greedy_sweep(inst, st, rng, &mut conn);
+            g += s;
+            if s == 0 {
+                break;
+            }
+        }
+        if kl_passes > 0 {
+            g += kl::kl_sweeps(inst, st, sc, kl_passes);
+        }
+        if g == 0 {
+            break;
+        }
+    }
+}
+
+/// Settings of the production solver.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) cycles: usize,
+}
+
+/// One V-cycle from `rng`: returns a complete state or the reason nothing fits.
+fn vcycle(inst: &Instance, rng: &mut Rng, sc: &mut Scratch) -> Result<State, PlacementError> {
+    let mut classes: Vec<W> = inst.cap.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    if classes.len() > 8 {
+        let mut m = [0u64; 4];
+        for c in &classes {
+            for d in 0..4 {
+                m[d] = m[d].max(c[d]);
+            }
+        }
+        classes = vec![m];
+    }
+    let mut levels: Vec<(Instance, Vec<u32>)> = Vec::new();
+    let mut cur = inst.clone();
+    while cur.n() > 2 * inst.bins().max(8) {
+        let (coarse, cmap) = coarsen(&cur, rng, &classes);
+        if coarse.n() as f64 > 0.95 * cur.n() as f64 {
+            break;
+        }
+        levels.push((cur, cmap));
+        cur = coarse;
+    }
+    let mut st = State::empty(&cur);
+    let mut left = grow(&cur, &mut st, rng);
+    if !left.is_empty() && levels.is_empty() {
+        return Err(kl::blocked(&cur, &st, left[0]));
+    }
+    let deep = levels.len();
+    if left.is_empty() {
+        refine(&cur, &mut st, rng, sc, 8, 0);
+    }
+    while let Some((fine, cmap)) = levels.pop() {
+        let bins: Vec<u32> = cmap.iter().map(|&c| st.bin[c as usize]).collect();
+        st = State::from_bins(&fine, &bins);
+        if !left.is_empty() {
+            left = grow(&fine, &mut st, rng);
+            if !left.is_empty() && levels.is_empty() {
+                return Err(kl::blocked(&fine, &st, left[0]));
+            }
+        }
+        if left.is_empty() {
+            let kl_passes = if levels.is_empty() { 64 } else { 0 };
+            refine(&fine, &mut st, rng, sc, 8, kl_passes);
+        }
+        cur = fine;
+    }
+    let _ = deep;
+    let _ = cur;
+    Ok(st)
+}
+
+/// Moves and swaps that lower (overload, cut) lexicographically, focused on
+/// nodes whose traffic crosses an overloaded physical link.
+pub(crate) fn repair(
+    inst: &Instance,
+    st: &mut State,
+    router: &Router<'_>,
+    bin_host: &[usize],
+    rng: &mut Rng,
+    budget: usize,
+    max_kicks: usize,
+) {
+    let mut loads = Loads::new(router);
+    for v in 0..inst.n() {
+        for (u, w) in inst.neighbors(v) {
+            if u > v {
+                let (a, b) = (bin_host[st.bin[v] as usize], bin_host[st.bin[u] as usize]);
+                loads.traffic(a, b, w, true);
+            }
+        }
+    }
+    let mut route = Vec::new();
+    let mut cut = st.cut(inst) as i64;
+    let mut best = (loads.overload, cut, st.bin.clone());
+    let mut kicks = 0usize;
+    for _ in 0..budget {
+        if loads.overload == 0 {
+            return;
+        }
+        if (loads.overload, cut) < (best.0, best.1) {
+            best = (loads.overload, cut, st.bin.clone());
+        }
+        // Nodes with traffic on an overloaded link.
+        let mut hot: Vec<usize> = Vec::new();
+        for v in 0..inst.n() {
+            if inst.fixed[v].is_some() {
+                continue;
+            }
+            let hv = bin_host[st.bin[v] as usize];
+            let is_hot = inst.neighbors(v).any(|(u, _)| {
+                let hu = bin_host[st.bin[u] as usize];
+                router.route(hv, hu, &mut route);
+                route.iter().any(|l| {
+                    let (c, _) = router.capacity(*l);
+                    loads.load.get(l).is_some_and(|x| *x > c)
+                })
+            });
+            if is_hot {
+                hot.push(v);
+            }
+        }
+        rng.shuffle(&mut hot);
+        let mut improved = false;
+        'search: for &v in &hot {
+            let a = st.bin[v] as usize;
+            let mut targets: Vec<usize> = (0..inst.bins()).filter(|&b| b != a).collect();
+            if targets.len() > 32 {
+                rng.shuffle(&mut targets);
+                targets.truncate(32);
+            }
+            for &b in &targets {
+                let base = (loads.overload, cut);
+                if st.fits(inst, v, b, None) {
+                    let d = shift(inst, st, &mut loads, bin_host, v, b);
+                    if (loads.overload, cut + d) < base {
+                        cut += d;
+                        improved = true;
+                        break 'search;
+                    }
+                    shift(inst, st, &mut loads, bin_host, v, a);
+                }
+                let members: Vec<u32> = st.members[b].clone();
+                for u in members {
+                    let u = u as usize;
+                    if inst.fixed[u].is_some()
+                        || !st.fits(inst, v, b, Some(u))
+                        || !st.fits(inst, u, a, Some(v))
+                    {
+                        continue;
+                    }
+                    let d1 = shift(inst, st, &mut loads, bin_host, v, b);
+                    let d2 = shift(inst, st, &mut loads, bin_host, u, a);
+                    if (loads.overload, cut + d1 + d2) < base {
+                        cut += d1 + d2;
+                        improved = true;
+                        break 'search;
+                    }
+                    shift(inst, st, &mut loads, bin_host, u, b);
+                    shift(inst, st, &mut loads, bin_host, v, a);
+                }
+            }
+        }
+        if !improved {
+            // Stuck: kick with a random feasible swap of a hot node, go on.
+            kicks += 1;
+            if kicks > max_kicks || hot.is_empty() {
+                break;
+            }
+            for _ in 0..16 {
+                let v = hot[rng.below(hot.len())];
+                let a = st.bin[v] as usize;
+                let b = rng.below(inst.bins());
+                if b == a {
+                    continue;
+                }
+                if st.fits(inst, v, b, None) {
+                    cut += shift(inst, st, &mut loads, bin_host, v, b);
+                    break;
+                }
+                let Some(&u) = st.members[b].get(rng.below(st.members[b].len().max(1))) else {
+                    continue;
+                };
+                let u = u as usize;
+                if inst.fixed[u].is_none()
+                    && st.fits(inst, v, b, Some(u))
+                    && st.fits(inst, u, a, Some(v))
+                {
+                    cut += shift(inst, st, &mut loads, bin_host, v, b);
+                    cut += shift(inst, st, &mut loads, bin_host, u, a);
+                    break;
+                }
+            }
+        }
+    }
+    if loads.overload == 0 || (loads.overload, cut) < (best.0, best.1) {
+        return;
+    }
+    let restore = State::from_bins(inst, &best.2);
+    *st = restore;
+}
+
+/// Moves `v` to bin `to` (capacity unchecked), updating link loads; returns
+/// the change of the cut.
+fn shift(
+    inst: &Instance,
+    st: &mut State,
+    loads: &mut Loads<'_>,
+    bin_host: &[usize],
+    v: usize,
+    to: usize,
+) -> i64 {
+    let from = st.bin[v] as usize;
+    let (hf, ht) = (bin_host[from], bin_host[to]);
+    let mut d = 0i64;
+    for (u, w) in inst.neighbors(v) {
+        let bu = st.bin[u] as usize;
+        let hu = bin_host[bu];
+        loads.traffic(hf, hu, w, false);
+        loads.traffic(ht, hu, w, true);
+        d += i64::from(bu != to) * w as i64 - i64::from(bu != from) * w as i64;
+    }
+    st.relocate(inst, v, to);
+    d
+}
+
+/// The production solver. Returns the best state found and the overload left.
+pub(crate) fn solve(
+    inst: &Instance,
+    router: &Router<'_>,
+    bin_host: &[usize],
+    rng: &mut Rng,
+    settings: Settings,
+) -> Result<State, PlacementError> {
+    let mut sc = Scratch::default();
+    let mut best: Option<((u64, u64), State)> = None;
+    let mut first_err = None;
+    for _ in 0..settings.cycles.max(1) {
+        let mut r = rng.fork();
+        let mut st = match vcycle(inst, &mut r, &mut sc) {
+            Ok(st) => st,
+            Err(e) => {
+                first_err.get_or_insert(e);
+                continue;
+            }
+        };
+        repair(
+            inst,
+            &mut st,
+            router,
+            bin_host,
+            &mut r,
+            4 * inst.n() + 16,
+            200,
+        );
+        let over = overload(inst, &st, router, bin_host);
+        let key = (over, st.cut(inst));
+        if best.as_ref().is_none_or(|(k, _)| key < *k) {
+            best = Some((key, st));
+        }
+    }
+    match (best, first_err) {
+        (Some((_, st)), _) => Ok(st),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(PlacementError::Invalid("no cycle ran".to_owned())),
+    }
+}
+
+pub(crate) fn overload(
+    inst: &Instance,
+    st: &State,
+    router: &Router<'_>,
+    bin_host: &[usize],
+) -> u64 {
+    let mut loads = Loads::new(router);
+    for v in 0..inst.n() {
+        for (u, w) in inst.neighbors(v) {
+            if u > v {
+                loads.traffic(
+                    bin_host[st.bin[v] as usize],
+                    bin_host[st.bin[u] as usize],
+                    w,
+                    true,
+                );
+            }
+        }
+    }
+    loads.overload
+}

@@ -1,0 +1,605 @@
+//! Tests of the whole engine: hard constraints, determinism, exact small
+//! cases checked by brute force, reasons when nothing fits.
+
+use proptest::prelude::*;
+
+use crate::Rng;
+use crate::*;
+
+fn random_graph(n: usize, m: usize, seed: u64, maxw: u64) -> VirtualGraph {
+    let mut r = Rng::new(seed);
+    let mut g = VirtualGraph::with_nodes(n, Resources::ZERO);
+    for _ in 0..m {
+        let a = r.below(n);
+        let b = r.below(n);
+        if a != b {
+            g.link(a, b, 1 + r.below(maxw as usize) as u64);
+        }
+    }
+    g
+}
+
+fn opts(solver: SolverKind, seed: u64) -> Options {
+    Options {
+        solver,
+        restarts: None,
+        seed,
+    }
+}
+
+/// Every assignment of `n` nodes to `h` hosts with at most `k` per host:
+/// (min cut, min cut among admissible ones).
+fn brute_force(p: &Problem, k: usize) -> (u64, Option<u64>) {
+    let n = p.graph.nodes.len();
+    let h = p.inventory.hosts.len();
+    let mut host_of = vec![0usize; n];
+    let mut best = u64::MAX;
+    let mut best_adm: Option<u64> = None;
+    loop {
+        let mut count = vec![0usize; h];
+        for &x in &host_of {
+            count[x] += 1;
+        }
+        if count.iter().all(|&c| c <= k) {
+            let e = evaluate(p, &host_of).unwrap();
+            best = best.min(e.cut);
+            if e.admissible {
+                best_adm = Some(best_adm.map_or(e.cut, |b: u64| b.min(e.cut)));
+            }
+        }
+        let mut i = 0;
+        loop {
+            if i == n {
+                return (best, best_adm);
+            }
+            host_of[i] += 1;
+            if host_of[i] < h {
+                break;
+            }
+            host_of[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn multilevel_finds_the_optimum_of_small_instances() {
+    for seed in 0..12 {
+        let g = random_graph(9, 20, seed, 10);
+        let p = Problem::groups(g, 3, None);
+        let (opt, _) = brute_force(&p, 3);
+        let s = solve(&p, &opts(SolverKind::Multilevel, seed)).unwrap();
+        assert_eq!(s.placement.cut, opt, "instance {seed}");
+        assert!(s.placement.max_group <= 3);
+    }
+}
+
+/// (cut, heaviest host-pair load) of every assignment with at most `k` per host.
+fn all_placements(g: &VirtualGraph, k: u32) -> Vec<(u64, u64)> {
+    let p = Problem::groups(g.clone(), k, Some(u64::MAX));
+    let n = g.nodes.len();
+    let h = p.inventory.hosts.len();
+    let mut host_of = vec![0usize; n];
+    let mut out = Vec::new();
+    loop {
+        let mut count = vec![0usize; h];
+        for &x in &host_of {
+            count[x] += 1;
+        }
+        if count.iter().all(|&c| c <= k as usize) {
+            let e = evaluate(&p, &host_of).unwrap();
+            out.push((
+                e.cut,
+                e.link_loads.iter().map(|l| l.load).max().unwrap_or(0),
+            ));
+        }
+        let mut i = 0;
+        loop {
+            if i == n {
+                return out;
+            }
+            host_of[i] += 1;
+            if host_of[i] < h {
+                break;
+            }
+            host_of[i] = 0;
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn multilevel_finds_an_admissible_placement_when_one_exists() {
+    let mut tight = 0;
+    for seed in 0..10 {
+        let g = random_graph(8, 16, 100 + seed, 10);
+        let all = all_placements(&g, 2);
+        let opt = all.iter().map(|x| x.0).min().unwrap();
+        // The smallest B for which some placement is admissible, and the one
+        // just below the optimum's heaviest pair.
+        let b_min = all.iter().map(|x| x.1).min().unwrap();
+        let b_opt = all
+            .iter()
+            .filter(|x| x.0 == opt)
+            .map(|x| x.1)
+            .min()
+            .unwrap();
+        for b in [b_min, (b_min + b_opt) / 2, b_opt.saturating_sub(1)] {
+            if b < b_min {
+                continue;
+            }
+            let best_adm = all.iter().filter(|x| x.1 <= b).map(|x| x.0).min().unwrap();
+            if best_adm > opt {
+                tight += 1;
+            }
+            let p = Problem::groups(g.clone(), 2, Some(b));
+            let s = solve(&p, &opts(SolverKind::Multilevel, seed)).unwrap();
+            assert!(s.placement.admissible, "instance {seed} with B = {b}");
+            assert!(s.placement.link_loads.iter().all(|l| l.load <= l.capacity));
+        }
+    }
+    // The instances must exercise the repair: in some, the best cut is not admissible.
+    assert!(tight > 0);
+}
+
+#[test]
+fn kl_records_each_restart_and_the_iteration_of_the_best() {
+    let g = random_graph(40, 120, 5, 10);
+    let p = Problem::groups(g, 5, Some(100));
+    let s = solve(
+        &p,
+        &Options {
+            solver: SolverKind::KernighanLin,
+            restarts: Some(5),
+            seed: 9,
+        },
+    )
+    .unwrap();
+    let t = s.kl.unwrap();
+    assert_eq!(t.restart_costs.len(), 5);
+    let min = *t.restart_costs.iter().min().unwrap();
+    assert_eq!(s.placement.cut, min);
+    assert_eq!(t.restart_costs[t.best_iteration - 1], min);
+    assert!(t.restart_costs[..t.best_iteration - 1]
+        .iter()
+        .all(|&c| c > min));
+    assert!(s.placement.max_group <= 5);
+}
+
+#[test]
+fn kl_pass_reaches_a_swap_local_optimum() {
+    // After KL no single swap between two hosts lowers the cut.
+    let g = random_graph(20, 60, 3, 10);
+    let p = Problem::groups(g, 5, None);
+    let s = solve(
+        &p,
+        &Options {
+            solver: SolverKind::KernighanLin,
+            restarts: Some(1),
+            seed: 4,
+        },
+    )
+    .unwrap();
+    let h = s.placement.host_of.clone();
+    for a in 0..20 {
+        for b in 0..20 {
+            if h[a] != h[b] {
+                let mut x = h.clone();
+                x.swap(a, b);
+                assert!(evaluate(&p, &x).unwrap().cut >= s.placement.cut);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_production_solver_beats_kl_on_medium_graphs() {
+    let (mut ml_total, mut kl_total) = (0, 0);
+    for seed in 0..4 {
+        let g = random_graph(300, 1200, seed, 10);
+        let p = Problem::groups(g, 5, None);
+        let ml = solve(&p, &opts(SolverKind::Multilevel, seed)).unwrap();
+        let kl = solve(&p, &opts(SolverKind::KernighanLin, seed)).unwrap();
+        assert!(ml.placement.max_group <= 5 && kl.placement.max_group <= 5);
+        ml_total += ml.placement.cut;
+        kl_total += kl.placement.cut;
+    }
+    assert!(ml_total < kl_total, "multilevel {ml_total}, KL {kl_total}");
+}
+
+fn host(name: &str, dc: &str, vcpu: u64, ram: u64, slots: u32) -> Host {
+    Host {
+        name: name.into(),
+        datacenter: dc.into(),
+        capacity: Resources {
+            vcpu,
+            ram_mib: ram,
+            disk_gib: 1000,
+        },
+        max_vms: slots,
+        load: Resources::ZERO,
+        vms: 0,
+    }
+}
+
+fn vm_graph(demands: &[(u64, u64)]) -> VirtualGraph {
+    VirtualGraph {
+        nodes: demands
+            .iter()
+            .enumerate()
+            .map(|(i, &(vcpu, ram))| VirtualNode {
+                name: format!("vm{i}"),
+                demand: Resources {
+                    vcpu,
+                    ram_mib: ram,
+                    disk_gib: 10,
+                },
+            })
+            .collect(),
+        links: Vec::new(),
+    }
+}
+
+#[test]
+fn a_node_bigger_than_any_host_names_the_resource() {
+    let p = Problem {
+        graph: vm_graph(&[(2, 512), (16, 512)]),
+        inventory: Inventory {
+            hosts: vec![host("h1", "dc", 8, 4096, 4), host("h2", "dc", 8, 4096, 4)],
+        },
+        network: PhysicalNetwork::Unlimited,
+        constraints: Constraints::default(),
+    };
+    match solve(&p, &Options::default()) {
+        Err(PlacementError::NothingFits {
+            resource,
+            location,
+            need,
+            available,
+        }) => {
+            assert_eq!(resource, Resource::Vcpu);
+            assert!(location.contains("vm1"), "{location}");
+            assert_eq!((need, available), (16, 8));
+        }
+        other => panic!("expected NothingFits, got {other:?}"),
+    }
+}
+
+#[test]
+fn totals_over_the_datacenter_name_the_resource_and_the_datacenter() {
+    let mut p = Problem {
+        graph: vm_graph(&[(1, 3000), (1, 3000), (1, 3000)]),
+        inventory: Inventory {
+            hosts: vec![
+                host("a1", "A", 8, 4096, 4),
+                host("a2", "A", 8, 4096, 4),
+                host("b1", "B", 8, 65536, 4),
+            ],
+        },
+        network: PhysicalNetwork::Unlimited,
+        constraints: Constraints {
+            datacenter: Some("A".into()),
+            ..Default::default()
+        },
+    };
+    let e = solve(&p, &Options::default()).unwrap_err();
+    match &e {
+        PlacementError::NothingFits {
+            resource: Resource::RamMib,
+            location,
+            ..
+        } => {
+            assert!(location.contains('A'));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("RAM"));
+    // In datacenter B everything fits, on b1.
+    p.constraints.datacenter = Some("B".into());
+    let s = solve(&p, &Options::default()).unwrap();
+    assert!(s.placement.host_of.iter().all(|&h| h == 2));
+}
+
+#[test]
+fn bin_packing_that_fails_after_packing_gives_a_reason() {
+    // Totals fit (3 vcpu + 3 + 3 = 9 <= 10) but no host of 5 takes two 3s
+    // plus the sizes force a leftover: 3,3,3 into hosts of 5,5 -> one host
+    // would need 6.
+    let p = Problem {
+        graph: vm_graph(&[(3, 1), (3, 1), (3, 1)]),
+        inventory: Inventory {
+            hosts: vec![host("h1", "dc", 5, 100, 8), host("h2", "dc", 5, 100, 8)],
+        },
+        network: PhysicalNetwork::Unlimited,
+        constraints: Constraints::default(),
+    };
+    for solver in [SolverKind::Multilevel, SolverKind::KernighanLin] {
+        match solve(&p, &opts(solver, 1)) {
+            Err(PlacementError::NothingFits { resource, .. }) => {
+                assert_eq!(resource, Resource::Vcpu)
+            }
+            other => panic!("expected NothingFits, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn pins_over_a_host_and_anti_affinity_over_the_hosts_are_reported() {
+    let base = Problem {
+        graph: vm_graph(&[(1, 1), (1, 1), (1, 1)]),
+        inventory: Inventory {
+            hosts: vec![host("h1", "dc", 8, 100, 2), host("h2", "dc", 8, 100, 2)],
+        },
+        network: PhysicalNetwork::Unlimited,
+        constraints: Constraints::default(),
+    };
+    let mut p = base.clone();
+    p.constraints.pins = vec![(0, 0), (1, 0), (2, 0)];
+    match solve(&p, &Options::default()) {
+        Err(PlacementError::NothingFits {
+            resource: Resource::VmSlots,
+            location,
+            need: 3,
+            available: 2,
+        }) => {
+            assert!(location.contains("h1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut p = base;
+    p.constraints.anti_affinity = vec![vec![0, 1, 2]];
+    assert!(matches!(
+        solve(&p, &Options::default()),
+        Err(PlacementError::NothingFits {
+            resource: Resource::DistinctHosts,
+            need: 3,
+            available: 2,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_manual_map_reports_every_violation() {
+    let mut g = vm_graph(&[(4, 100), (4, 100), (4, 100), (1, 1)]);
+    g.link(0, 3, 80);
+    g.link(1, 3, 80);
+    let p = Problem {
+        graph: g,
+        inventory: Inventory {
+            hosts: vec![
+                host("h1", "dc", 8, 1000, 8),
+                host("h2", "dc", 8, 1000, 8),
+                host("x", "other", 8, 1000, 8),
+            ],
+        },
+        network: PhysicalNetwork::FullMesh { bandwidth: 100 },
+        constraints: Constraints {
+            datacenter: Some("dc".into()),
+            pins: vec![(3, 1)],
+            anti_affinity: vec![vec![0, 1]],
+        },
+    };
+    // 0,1,2 on h1: 12 vCPU > 8, anti-affinity 0/1; 3 on h2 (pinned there: ok);
+    // link load h1-h2 = 160 > 100.
+    let v = validate(&p, &[Some(0), Some(0), Some(0), Some(1)]);
+    assert!(v.iter().any(|x| matches!(
+        x,
+        Violation::OverCapacity {
+            resource: Resource::Vcpu,
+            used: 12,
+            capacity: 8,
+            ..
+        }
+    )));
+    assert!(v
+        .iter()
+        .any(|x| matches!(x, Violation::AntiAffinity { group: 0, .. })));
+    assert!(v.iter().any(|x| matches!(
+        x,
+        Violation::LinkOverCapacity {
+            load: 160,
+            capacity: 100,
+            ..
+        }
+    )));
+    assert_eq!(v.len(), 3, "{v:?}");
+    // Pin broken, a node outside the datacenter, one unplaced, one on an unknown host.
+    let v = validate(&p, &[Some(2), None, Some(7), Some(0)]);
+    assert!(v
+        .iter()
+        .any(|x| matches!(x, Violation::OutsideDatacenter { .. })));
+    assert!(v.iter().any(|x| matches!(x, Violation::Unplaced { .. })));
+    assert!(v
+        .iter()
+        .any(|x| matches!(x, Violation::UnknownHost { host: 7, .. })));
+    assert!(v.iter().any(|x| matches!(x, Violation::PinViolated { .. })));
+    for x in &v {
+        assert!(!x.to_string().is_empty());
+    }
+    // A good map has none.
+    assert!(validate(&p, &[Some(0), Some(1), Some(0), Some(1)]).is_empty());
+}
+
+#[test]
+fn tree_network_loads_follow_the_path_through_the_switches() {
+    // root <- rack0 (h0, h1), rack1 (h2).
+    let t = TreeNetwork {
+        switches: vec![
+            Switch {
+                name: "root".into(),
+                parent: None,
+                uplink_capacity: 0,
+                uplink_load: 0,
+            },
+            Switch {
+                name: "rack0".into(),
+                parent: Some(0),
+                uplink_capacity: 100,
+                uplink_load: 30,
+            },
+            Switch {
+                name: "rack1".into(),
+                parent: Some(0),
+                uplink_capacity: 100,
+                uplink_load: 0,
+            },
+        ],
+        host_uplinks: vec![
+            Uplink {
+                switch: 1,
+                capacity: 100,
+                load: 0,
+            },
+            Uplink {
+                switch: 1,
+                capacity: 100,
+                load: 0,
+            },
+            Uplink {
+                switch: 2,
+                capacity: 100,
+                load: 0,
+            },
+        ],
+    };
+    let mut g = VirtualGraph::with_nodes(3, Resources::ZERO);
+    g.link(0, 1, 50);
+    g.link(1, 2, 60);
+    let mut p = Problem::groups(g, 1, None);
+    p.network = PhysicalNetwork::Tree(t);
+    let e = evaluate(&p, &[0, 1, 2]).unwrap();
+    let load = |l: PhysicalLink| e.link_loads.iter().find(|x| x.link == l).map(|x| x.load);
+    assert_eq!(load(PhysicalLink::HostUplink(0)), Some(50));
+    assert_eq!(load(PhysicalLink::HostUplink(1)), Some(110));
+    assert_eq!(load(PhysicalLink::SwitchUplink(1)), Some(90));
+    assert_eq!(load(PhysicalLink::SwitchUplink(2)), Some(60));
+    assert!(!e.admissible);
+    // The solver with 2 slots per host finds the admissible one: 1 and 2 together.
+    for h in &mut p.inventory.hosts {
+        h.max_vms = 2;
+    }
+    let s = solve(&p, &Options::default()).unwrap();
+    assert!(s.placement.admissible, "{:?}", s.placement);
+}
+
+#[test]
+fn a_lan_expands_into_a_clique() {
+    let mut g = VirtualGraph::with_nodes(4, Resources::ZERO);
+    g.add_lan(&[0, 1, 2, 3], 7);
+    assert_eq!(g.links.len(), 6);
+    let p = Problem::groups(g, 2, None);
+    assert_eq!(evaluate(&p, &[0, 0, 1, 1]).unwrap().cut, 28);
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    n: usize,
+    edges: Vec<(usize, usize, u64)>,
+    k: u32,
+    seed: u64,
+    pins: Vec<(usize, usize)>,
+    aa: Vec<usize>,
+    kl: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (4usize..40, 1u32..7, any::<u64>(), any::<bool>()).prop_flat_map(|(n, k, seed, kl)| {
+        let hosts = n.div_ceil(k as usize);
+        (
+            prop::collection::vec((0..n, 0..n, 1u64..20), 0..3 * n),
+            prop::collection::vec((0..n, 0..hosts), 0..3),
+            prop::collection::vec(0..n, 0..3),
+        )
+            .prop_map(move |(edges, pins, aa)| Case {
+                n,
+                edges,
+                k,
+                seed,
+                pins,
+                aa,
+                kl,
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn solutions_respect_every_hard_constraint(c in case()) {
+        let mut g = VirtualGraph::with_nodes(c.n, Resources::ZERO);
+        for &(a, b, w) in &c.edges {
+            g.link(a, b, w);
+        }
+        let mut p = Problem::groups(g, c.k, Some(50));
+        // One pin per node, at most one node per host, so pins always fit.
+        let mut pins: Vec<(usize, usize)> = Vec::new();
+        for &(v, h) in &c.pins {
+            if pins.iter().all(|&(pv, ph)| pv != v && ph != h) {
+                pins.push((v, h));
+            }
+        }
+        p.constraints.pins = pins.clone();
+        let mut aa = c.aa.clone();
+        aa.sort_unstable();
+        aa.dedup();
+        if aa.len() <= p.inventory.hosts.len() {
+            p.constraints.anti_affinity = vec![aa];
+        }
+        let o = Options {
+            solver: if c.kl { SolverKind::KernighanLin } else { SolverKind::Multilevel },
+            restarts: Some(2),
+            seed: c.seed,
+        };
+        match solve(&p, &o) {
+            Ok(s) => {
+                prop_assert_eq!(s.placement.host_of.len(), c.n);
+                prop_assert!(s.placement.max_group <= c.k as usize);
+                let map: Vec<Option<usize>> = s.placement.host_of.iter().map(|&h| Some(h)).collect();
+                let violations = validate(&p, &map);
+                // Only link capacity may be broken, and then the verdict says so.
+                prop_assert!(violations.iter().all(|v| matches!(v, Violation::LinkOverCapacity { .. })), "{:?}", violations);
+                prop_assert_eq!(violations.is_empty(), s.placement.admissible);
+                for &(v, h) in &pins {
+                    prop_assert_eq!(s.placement.host_of[v], h);
+                }
+                prop_assert_eq!(evaluate(&p, &s.placement.host_of).unwrap().cut, s.placement.cut);
+                // Same seed, same result.
+                prop_assert_eq!(solve(&p, &o).unwrap(), s);
+            }
+            Err(PlacementError::NothingFits { .. }) => {
+                // Only possible here when anti-affinity and pins conflict
+                // with the slot limit; the reason must then be about them.
+                prop_assert!(!p.constraints.anti_affinity.is_empty() || !pins.is_empty());
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn heterogeneous_hosts_are_never_over_capacity(
+        demands in prop::collection::vec((1u64..5, 1u64..5), 1..24),
+        caps in prop::collection::vec((4u64..12, 4u64..12, 1u32..6), 1..8),
+        seed in any::<u64>(),
+    ) {
+        let mut g = vm_graph(&demands);
+        for i in 1..demands.len() {
+            g.link(i - 1, i, 5);
+        }
+        let p = Problem {
+            graph: g,
+            inventory: Inventory { hosts: caps.iter().enumerate().map(|(i, &(c, r, s))| host(&format!("h{i}"), "dc", c, r, s)).collect() },
+            network: PhysicalNetwork::Unlimited,
+            constraints: Constraints::default(),
+        };
+        match solve(&p, &Options { seed, ..Options::default() }) {
+            Ok(s) => {
+                let map: Vec<Option<usize>> = s.placement.host_of.iter().map(|&h| Some(h)).collect();
+                prop_assert!(validate(&p, &map).is_empty());
+            }
+            Err(PlacementError::NothingFits { .. }) => {}
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+}
