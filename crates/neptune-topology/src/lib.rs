@@ -103,6 +103,11 @@ pub fn from_json(text: &str) -> Result<Topology, Vec<Diagnostic>> {
         let message = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
         vec![Diagnostic::at(line, column, Problem::Syntax(message))]
     })?;
+    // The XML reader trims text content; trim here too so both forms agree.
+    for node in &mut topo.nodes {
+        node.name = node.name.trim().to_owned();
+        node.description = node.description.trim().to_owned();
+    }
     let problems = validate(&topo);
     if !problems.is_empty() {
         return Err(problems

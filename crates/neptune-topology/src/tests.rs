@@ -584,3 +584,42 @@ fn generated_macs_are_stable_and_unique() {
         .collect();
     assert_eq!(macs.len(), 4);
 }
+
+/// The dialect's documentation shows documents that load and a JSON form
+/// that is what `to_json` writes.
+#[test]
+fn documented_examples_are_true() {
+    let doc = include_str!("../../../docs/topology-xml.md");
+    let blocks = |lang: &str| -> Vec<String> {
+        let fence = format!("```{lang}\n");
+        doc.split(fence.as_str())
+            .skip(1)
+            .filter_map(|b| b.split("```").next().map(str::to_owned))
+            .collect()
+    };
+    let documents: Vec<String> = blocks("xml")
+        .into_iter()
+        .filter(|b| b.starts_with("<?xml"))
+        .collect();
+    assert_eq!(documents.len(), 2);
+    assert_eq!(from_xml(&documents[0]).unwrap(), from_xml(FIG3).unwrap());
+    assert_eq!(
+        documents[1],
+        SHOP.replace(
+            "<!-- A NAT/firewall entry point in front of two web backends on a LAN. -->\n",
+            ""
+        )
+    );
+    let json = &blocks("json")[0];
+    let shown: serde_json::Value = serde_json::from_str(json).unwrap();
+    let actual: serde_json::Value =
+        serde_json::from_str(&to_json(&from_xml(FIG3).unwrap())).unwrap();
+    assert_eq!(shown, actual);
+    // The error listing is what the reader says about many-errors.xml.
+    let listing: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("many-errors.xml:"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listing, messages(&from_xml(MANY_ERRORS).unwrap_err()));
+}

@@ -182,9 +182,15 @@ pub fn validate(topo: &Topology) -> Vec<(Loc, Problem)> {
                 Problem::NotPositive { what: "disk size" },
             ));
         }
-        let texts = [&node.name, &node.cpu.name, &node.cpu.kind, &node.os.name]
-            .into_iter()
-            .chain([&node.os.username, &node.software.template]);
+        let texts: [&str; 7] = [
+            &node.name,
+            &node.cpu.name,
+            &node.cpu.kind,
+            &node.os.name,
+            &node.os.username,
+            node.os.password.expose(),
+            &node.software.template,
+        ];
         if has_control(&node.description, true)
             || texts.into_iter().any(|t| has_control(t, false))
             || node.software.software.iter().any(|s| {
