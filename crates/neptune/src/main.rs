@@ -23,12 +23,16 @@ enum Command {
     /// Design Virtual Infrastructure topologies: check, convert, generate.
     #[command(subcommand)]
     Topology(cmd::topology::TopologyCommand),
+    /// Place a VI graph onto hosts: the paper's KL or the production solver.
+    #[command(subcommand)]
+    Placement(cmd::placement::PlacementCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Topology(c) => cmd::topology::run(c),
+        Command::Placement(c) => cmd::placement::run(c),
     };
     match result {
         Ok(code) => code,

@@ -1,3 +1,4 @@
 //! One module per subcommand group.
 
+pub(crate) mod placement;
 pub(crate) mod topology;
