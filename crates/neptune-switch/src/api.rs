@@ -1,0 +1,349 @@
+//! The control API (HTTP JSON). Every call is authenticated (see [`crate::auth`]).
+//!
+//! | method | path | body | effect |
+//! | --- | --- | --- | --- |
+//! | GET | `/v1/health` | | `{"status":"ok"}` |
+//! | GET | `/v1/state` | | home prefixes, peers, table, data plane counters |
+//! | PUT | `/v1/bindings/{home}` | [`MobilityBinding`] | bind a Home Address to a Care-of Address |
+//! | DELETE | `/v1/bindings/{home}?generation=N` | | end a binding |
+//! | PUT | `/v1/visitors/{addr}` | [`Visitor`] | deliver an address hosted here |
+//! | DELETE | `/v1/visitors/{addr}?generation=N` | | stop delivering it |
+//!
+//! PUT and DELETE are idempotent: a repeat answers `200` with
+//! `"outcome":"unchanged"`. An older generation answers `409`; an address
+//! outside the home prefixes or a care-of address that is not a peer `422`;
+//! a missing, stale, replayed or wrong signature `401`.
+//!
+//! Every accepted update is persisted (atomically) before it is applied to
+//! the data plane and before the answer.
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth::{self, SwitchKey, Verifier};
+use crate::config::SwitchConfig;
+use crate::dataplane::{DataPlane, DataPlaneStats};
+use crate::prefix::Ipv4Prefix;
+use crate::state::{MobilityBinding, Outcome, Policy, Refusal, SwitchTable, Visitor};
+
+/// The switch as the API sees it.
+#[derive(Debug)]
+pub struct App {
+    config: SwitchConfig,
+    inner: Mutex<Inner>,
+    plane: Arc<dyn DataPlane>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: SwitchTable,
+    verifier: Verifier,
+}
+
+/// `GET /v1/state`.
+#[derive(Debug, Serialize)]
+pub struct StateView<'a> {
+    /// Switch name.
+    pub name: &'a str,
+    /// Its Care-of Address.
+    pub care_of: Ipv4Addr,
+    /// Home prefixes.
+    pub home_prefixes: &'a [Ipv4Prefix],
+    /// Peers.
+    pub peers: &'a [Ipv4Addr],
+    /// The table.
+    pub table: &'a SwitchTable,
+    /// Data plane counters.
+    pub data_plane: DataPlaneStats,
+}
+
+/// An API error, converted to HTTP here and only here.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("unauthenticated: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no such resource")]
+    NotFound,
+    #[error("method not allowed")]
+    Method,
+    #[error("persisting the table failed; nothing changed")]
+    Persist(#[source] std::io::Error),
+    #[error("persisted, but the data plane is not yet applied (retrying): {0}")]
+    Apply(String),
+    #[error("internal state poisoned")]
+    Poisoned,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Refused(
+                Refusal::StaleGeneration { .. } | Refusal::GenerationReused { .. },
+            ) => (StatusCode::CONFLICT, "stale_generation"),
+            ApiError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Method => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Persist(_) | ApiError::Poisoned => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            ApiError::Apply(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_plane_pending"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, cause = ?std::error::Error::source(&self).map(ToString::to_string), "request failed");
+        }
+        (
+            status,
+            Json(json!({ "error": self.to_string(), "code": code })),
+        )
+            .into_response()
+    }
+}
+
+impl App {
+    /// Assembles the app; the table must already be applied to the plane.
+    pub fn new(
+        config: SwitchConfig,
+        key: SwitchKey,
+        table: SwitchTable,
+        plane: Arc<dyn DataPlane>,
+    ) -> Self {
+        let verifier = Verifier::new(key, config.max_clock_skew_secs);
+        App {
+            config,
+            inner: Mutex::new(Inner { table, verifier }),
+            plane,
+        }
+    }
+
+    /// Re-applies the whole table (repairs drift).
+    pub fn reconcile(&self) {
+        let table = match self.inner.lock() {
+            Ok(i) => i.table.clone(),
+            Err(_) => return,
+        };
+        if let Err(e) = self.plane.apply(&table, &table.addresses()) {
+            tracing::debug!(error = %anyhow::Error::from(e), "reconcile incomplete");
+        }
+    }
+
+    fn handle(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let mut inner = self.inner.lock().map_err(|_| ApiError::Poisoned)?;
+        inner.verifier.verify(
+            auth::unix_now(),
+            method.as_str(),
+            target,
+            header("authorization"),
+            header(auth::TIMESTAMP_HEADER),
+            header(auth::NONCE_HEADER),
+            body,
+        )?;
+        let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["v1", "health"]) => Ok(Json(json!({ "status": "ok" })).into_response()),
+            (&Method::GET, ["v1", "state"]) => {
+                let view = StateView {
+                    name: &self.config.name,
+                    care_of: self.config.care_of,
+                    home_prefixes: &self.config.home_prefixes,
+                    peers: &self.config.peers,
+                    table: &inner.table,
+                    data_plane: self.plane.stats(),
+                };
+                Ok(Json(view).into_response())
+            }
+            (m, ["v1", kind @ ("bindings" | "visitors"), addr]) => {
+                let addr: Ipv4Addr = addr.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("{addr:?} is not an IPv4 address"))
+                })?;
+                let mut next = inner.table.clone();
+                let policy = Policy {
+                    home_prefixes: &self.config.home_prefixes,
+                    peers: &self.config.peers,
+                };
+                let outcome = match (m, *kind) {
+                    (&Method::PUT, "bindings") => {
+                        next.put_binding(&policy, addr, parse_body::<MobilityBinding>(body)?)?
+                    }
+                    (&Method::PUT, "visitors") => {
+                        next.put_visitor(addr, parse_body::<Visitor>(body)?)?
+                    }
+                    (&Method::DELETE, "bindings") => next.delete_binding(addr, generation(uri)?)?,
+                    (&Method::DELETE, "visitors") => next.delete_visitor(addr, generation(uri)?)?,
+                    _ => return Err(ApiError::Method),
+                };
+                if outcome == Outcome::Changed || next != inner.table {
+                    next.save(&self.config.state_file)
+                        .map_err(ApiError::Persist)?;
+                    inner.table = next;
+                    tracing::info!(%addr, kind = *kind, method = %m, forwarding = ?inner.table.forwarding(addr), "table updated");
+                }
+                // Applied even when unchanged: a repeat also repairs the data plane.
+                self.plane
+                    .apply(&inner.table, &[addr])
+                    .map_err(|e| ApiError::Apply(format!("{:#}", anyhow::Error::from(e))))?;
+                Ok(Json(json!({ "outcome": outcome })).into_response())
+            }
+            (_, ["v1", "health" | "state"]) => Err(ApiError::Method),
+            _ => Err(ApiError::NotFound),
+        }
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn generation(uri: &Uri) -> Result<u64, ApiError> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("generation="))
+        .and_then(|g| g.parse().ok())
+        .ok_or_else(|| ApiError::BadRequest("DELETE needs ?generation=N".into()))
+}
+
+async fn handler(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match app.handle(&method, &uri, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The router of the control API.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(handler).with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::sim::SimulatedPlane;
+
+    fn app(dir: &std::path::Path) -> (App, SwitchKey) {
+        let key = SwitchKey::new(b"test key of enough bytes".to_vec()).unwrap();
+        let config: SwitchConfig = serde_json::from_value(json!({
+            "listen": "127.0.0.1:0", "state_file": dir.join("t.json"), "key_file": dir.join("k"),
+            "care_of": "198.18.1.2", "home_prefixes": ["203.0.113.0/24"], "peers": ["198.18.2.2"]
+        }))
+        .unwrap();
+        let plane: Arc<dyn DataPlane> = Arc::new(SimulatedPlane::default());
+        (
+            App::new(config, key.clone(), SwitchTable::default(), plane),
+            key,
+        )
+    }
+
+    fn call(app: &App, key: &SwitchKey, method: Method, target: &str, body: &str) -> StatusCode {
+        let mut headers = HeaderMap::new();
+        for (k, v) in auth::signed_headers(key, method.as_str(), target, body.as_bytes()) {
+            headers.insert(k, v.parse().unwrap());
+        }
+        let uri: Uri = target.parse().unwrap();
+        match app.handle(&method, &uri, &headers, body.as_bytes()) {
+            Ok(r) => r.status(),
+            Err(e) => e.into_response().status(),
+        }
+    }
+
+    #[test]
+    fn binding_lifecycle_over_the_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, key) = app(dir.path());
+        let b = r#"{"care_of":"198.18.2.2","vi":"vi-1","key":7,"generation":1}"#;
+        assert_eq!(
+            call(&app, &key, Method::PUT, "/v1/bindings/203.0.113.10", b),
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&app, &key, Method::PUT, "/v1/bindings/203.0.113.10", b),
+            StatusCode::OK
+        );
+        let persisted = SwitchTable::load(&dir.path().join("t.json")).unwrap();
+        assert_eq!(persisted.bindings.len(), 1);
+        let outside = r#"{"care_of":"198.18.2.2","vi":"vi-1","key":7,"generation":1}"#;
+        assert_eq!(
+            call(&app, &key, Method::PUT, "/v1/bindings/192.0.2.1", outside),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let non_peer = r#"{"care_of":"192.0.2.66","vi":"vi-1","key":7,"generation":2}"#;
+        assert_eq!(
+            call(
+                &app,
+                &key,
+                Method::PUT,
+                "/v1/bindings/203.0.113.10",
+                non_peer
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            call(
+                &app,
+                &key,
+                Method::DELETE,
+                "/v1/bindings/203.0.113.10?generation=0",
+                ""
+            ),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            call(
+                &app,
+                &key,
+                Method::DELETE,
+                "/v1/bindings/203.0.113.10?generation=2",
+                ""
+            ),
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&app, &key, Method::DELETE, "/v1/bindings/203.0.113.10", ""),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            call(&app, &key, Method::PUT, "/v1/bindings/203.0.113.10", "{"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            call(&app, &key, Method::GET, "/v1/state", ""),
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&app, &key, Method::GET, "/v1/nothing", ""),
+            StatusCode::NOT_FOUND
+        );
+        let other = SwitchKey::new(b"some other key, wrong".to_vec()).unwrap();
+        assert_eq!(
+            call(&app, &other, Method::GET, "/v1/health", ""),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The kernel data plane: lightweight-tunnel routes through one `external`
+//! tunnel device, programmed over rtnetlink.
+//!
+//! Home switch: `H/32 encap ip id KEY src CARE_OF_SELF dst CARE_OF dev nsw-gpe0`
+//! per binding; a move replaces that one route atomically.
+//!
+//! Foreign switch: the device decapsulates; policy rules confine what it
+//! accepts:
+//!
+//! | priority | rule |
+//! | --- | --- |
+//! | base + i | `from PEER_i to CARE_OF ipproto udp dport 4790 lookup local` |
+//! | base + 40 | `to CARE_OF ipproto udp dport 4790 blackhole` (non-peers) |
+//! | base + 50 | `iif nsw-gpe0 lookup VISITORS` |
+//! | base + 51 | `iif nsw-gpe0 blackhole` |
+//! | base + 60 | `lookup local` (moved here from priority 0) |
+//!
+//! The local table is moved behind these rules so that the peer check runs
+//! before local delivery; everything else keeps its order.
+//!
+//! MTU: VXLAN-GPE adds 36 bytes (outer IPv4 20, UDP 8, GPE 8), IP-in-IP 20;
+//! the device MTU is 1500 minus that, so a correspondent sending full-size
+//! packets with DF receives "fragmentation needed" from the home switch and
+//! path-MTU discovery converges.
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use super::{link_stat, DataPlane, DataPlaneError, DataPlaneStats, Routes};
+use crate::config::{KernelConfig, SwitchConfig, TunnelDeviceKind};
+use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget, Rule, TABLE_LOCAL};
+use crate::state::SwitchTable;
+
+const IPPROTO_UDP: u8 = 17;
+
+/// Kernel lightweight tunnels.
+#[derive(Debug)]
+pub struct KernelPlane {
+    routes: Mutex<Routes>,
+    device: String,
+    device_index: u32,
+    care_of: Ipv4Addr,
+}
+
+impl KernelPlane {
+    /// Creates the device, the blackholes and the rules.
+    pub fn start(config: &SwitchConfig, k: &KernelConfig) -> Result<Self, DataPlaneError> {
+        let mut nl = Netlink::open()?;
+        match k.device_kind {
+            TunnelDeviceKind::VxlanGpe => nl.add_vxlan_gpe(&k.device, config.care_of, k.port)?,
+            TunnelDeviceKind::Ipip => nl.add_ipip_external(&k.device)?,
+        }
+        let device_index = Netlink::index(&k.device)?;
+        let mtu = k.mtu.unwrap_or(1500 - k.device_kind.overhead());
+        nl.set_up(device_index, Some(mtu))?;
+        // Decapsulated packets come from correspondents anywhere: no reverse-path check.
+        set_ipv4_conf(&k.device, "rp_filter", "0")?;
+        let mut routes = Routes {
+            nl,
+            visitor_table: k.visitor_table,
+        };
+        routes.blackhole_home(config)?;
+        install_rules(&mut routes.nl, config, k)?;
+        routes.confine_ingress(&k.device, k.rule_base)?;
+        Ok(KernelPlane {
+            routes: Mutex::new(routes),
+            device: k.device.clone(),
+            device_index,
+            care_of: config.care_of,
+        })
+    }
+}
+
+fn install_rules(
+    nl: &mut Netlink,
+    config: &SwitchConfig,
+    k: &KernelConfig,
+) -> Result<(), DataPlaneError> {
+    let base = k.rule_base;
+    for prio in base..base + 64 {
+        if prio != base + 50 && prio != base + 51 {
+            nl.delete_rules(prio, None)?;
+        }
+    }
+    let (proto, dport) = match k.device_kind {
+        TunnelDeviceKind::VxlanGpe => (IPPROTO_UDP, Some(k.port)),
+        TunnelDeviceKind::Ipip => (crate::packet::IPPROTO_IPIP, None),
+    };
+    for (i, peer) in config.peers.iter().take(40).enumerate() {
+        nl.add_rule(&Rule {
+            priority: base + u32::try_from(i).unwrap_or(0),
+            from: Some((*peer, 32)),
+            to: Some((config.care_of, 32)),
+            ip_proto: Some(proto),
+            dport,
+            table: Some(TABLE_LOCAL),
+            ..Rule::default()
+        })?;
+    }
+    nl.add_rule(&Rule {
+        priority: base + 40,
+        to: Some((config.care_of, 32)),
+        ip_proto: Some(proto),
+        dport,
+        table: None,
+        ..Rule::default()
+    })?;
+    nl.add_rule(&Rule {
+        priority: base + 60,
+        table: Some(TABLE_LOCAL),
+        ..Rule::default()
+    })?;
+    // Only now that local lookups continue at base + 60, drop the one at 0.
+    nl.delete_rules(0, Some(TABLE_LOCAL))?;
+    Ok(())
+}
+
+impl DataPlane for KernelPlane {
+    fn kind(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn apply(&self, table: &SwitchTable, addrs: &[Ipv4Addr]) -> Result<(), DataPlaneError> {
+        let mut routes = self.routes.lock().map_err(|_| DataPlaneError::Poisoned)?;
+        let mut first_err = None;
+        for addr in addrs {
+            let r = routes.apply(*addr, &table.forwarding(*addr), |care_of, key| {
+                Ok(RouteTarget::Encap {
+                    oif: self.device_index,
+                    id: u64::from(key),
+                    dst: care_of,
+                    src: self.care_of,
+                })
+            });
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn stats(&self) -> DataPlaneStats {
+        let mut s = DataPlaneStats {
+            kind: "kernel",
+            ..DataPlaneStats::default()
+        };
+        for (k, n) in [
+            ("tunnel_tx_packets", "tx_packets"),
+            ("tunnel_rx_packets", "rx_packets"),
+            ("tunnel_tx_dropped", "tx_dropped"),
+            ("tunnel_rx_dropped", "rx_dropped"),
+        ] {
+            s.counters.insert(k, link_stat(&self.device, n));
+        }
+        s
+    }
+}

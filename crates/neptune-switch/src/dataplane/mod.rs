@@ -1,0 +1,155 @@
+//! The `DataPlane` port and its three adapters.
+//!
+//! The table says, per address, what packets should do ([`Forwarding`]); a
+//! data plane makes it so. `apply` is idempotent and is called after every
+//! accepted update, at start (before the API serves) and periodically (to
+//! repair drift, e.g. a visitor port that appeared late).
+//!
+//! - [`sim::SimulatedPlane`]: records what it was told (for `neptune up` and tests).
+//! - [`kernel::KernelPlane`]: one `external` tunnel device (VXLAN-GPE, or
+//!   `ipip` where the module exists) and one /32 route per binding carrying a
+//!   lightweight-tunnel encap; a move is one atomic route replace.
+//! - [`userspace::UserspacePlane`]: RFC 2003 in userspace, a TUN device plus a
+//!   raw IPPROTO_IPIP socket, batched with recvmmsg/sendmmsg.
+//!
+//! Both real planes install, on the home switch, a blackhole route for each
+//! home prefix, so packets for an address between two bindings are dropped
+//! rather than looped back to the Internet; and a policy table so that
+//! decapsulated packets can only reach visitors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{DataPlaneConfig, SwitchConfig};
+use crate::netlink::{Netlink, NetlinkError, RouteTarget, Rule, TABLE_MAIN};
+use crate::state::{Forwarding, SwitchTable};
+
+pub mod kernel;
+pub mod sim;
+mod tun;
+pub mod userspace;
+
+/// A data plane failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// Programming the kernel failed.
+    #[error("programming the kernel")]
+    Netlink(#[from] NetlinkError),
+    /// Device or socket I/O failed.
+    #[error("data plane I/O")]
+    Io(#[from] std::io::Error),
+    /// A lock was poisoned by a panicking thread.
+    #[error("data plane state poisoned")]
+    Poisoned,
+}
+
+/// Counters of a data plane (packets, drops by reason).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DataPlaneStats {
+    /// Adapter name.
+    pub kind: &'static str,
+    /// Named counters.
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+/// The port: make packets follow the table.
+pub trait DataPlane: Send + Sync + fmt::Debug {
+    /// Adapter name.
+    fn kind(&self) -> &'static str;
+    /// Makes forwarding of `addrs` match `table`.
+    fn apply(&self, table: &SwitchTable, addrs: &[Ipv4Addr]) -> Result<(), DataPlaneError>;
+    /// Counters.
+    fn stats(&self) -> DataPlaneStats;
+}
+
+/// Builds and starts the configured adapter.
+pub fn build(config: &SwitchConfig) -> Result<Arc<dyn DataPlane>, DataPlaneError> {
+    Ok(match &config.data_plane {
+        DataPlaneConfig::Simulated => Arc::new(sim::SimulatedPlane::default()),
+        DataPlaneConfig::Kernel(k) => Arc::new(kernel::KernelPlane::start(config, k)?),
+        DataPlaneConfig::Userspace(u) => Arc::new(userspace::UserspacePlane::start(config, u)?),
+    })
+}
+
+/// Routes shared by the kernel and userspace planes: /32 per address in the
+/// main table, visitors also in the visitor table.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    pub(crate) nl: Netlink,
+    pub(crate) visitor_table: u32,
+}
+
+impl Routes {
+    /// Programs one address; `tunnel` says how a binding's route looks.
+    pub(crate) fn apply(
+        &mut self,
+        addr: Ipv4Addr,
+        forwarding: &Forwarding,
+        tunnel: impl Fn(Ipv4Addr, u32) -> Result<RouteTarget, DataPlaneError>,
+    ) -> Result<(), DataPlaneError> {
+        match forwarding {
+            Forwarding::Tunnel { care_of, key } => {
+                let target = tunnel(*care_of, *key)?;
+                self.nl.replace_route(TABLE_MAIN, addr, 32, &target)?;
+                self.nl.delete_route(self.visitor_table, addr, 32)?;
+            }
+            Forwarding::Local { port, via } => {
+                let oif = Netlink::index(port)?;
+                self.nl.set_up(oif, None)?;
+                let target = RouteTarget::Device { oif, via: *via };
+                self.nl.replace_route(TABLE_MAIN, addr, 32, &target)?;
+                self.nl
+                    .replace_route(self.visitor_table, addr, 32, &target)?;
+            }
+            Forwarding::Absent => {
+                self.nl.delete_route(TABLE_MAIN, addr, 32)?;
+                self.nl.delete_route(self.visitor_table, addr, 32)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Blackholes the home prefixes.
+    pub(crate) fn blackhole_home(&mut self, config: &SwitchConfig) -> Result<(), DataPlaneError> {
+        for p in &config.home_prefixes {
+            self.nl.replace_route(
+                TABLE_MAIN,
+                p.addr(),
+                p.prefix_len(),
+                &RouteTarget::Blackhole,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Decapsulated packets (arriving on `dev`) may only reach visitors.
+    pub(crate) fn confine_ingress(&mut self, dev: &str, base: u32) -> Result<(), DataPlaneError> {
+        for prio in [base + 50, base + 51] {
+            self.nl.delete_rules(prio, None)?;
+        }
+        self.nl.add_rule(&Rule {
+            priority: base + 50,
+            iif: Some(dev.to_owned()),
+            table: Some(self.visitor_table),
+            ..Rule::default()
+        })?;
+        self.nl.add_rule(&Rule {
+            priority: base + 51,
+            iif: Some(dev.to_owned()),
+            ..Rule::default()
+        })?;
+        Ok(())
+    }
+}
+
+/// Reads `/sys/class/net/DEV/statistics/NAME` (0 if unreadable).
+pub(crate) fn link_stat(dev: &str, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/statistics/{name}"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,56 @@
+//! Opening a TUN device: the one `ioctl` that safe crates here do not wrap.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd as _;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// `struct ifreq` as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes.
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens (creating if needed) the TUN device `name`, IP packets only (no
+/// packet-information prefix). The device lives as long as the file.
+pub(crate) fn open_tun(name: &str) -> io::Result<File> {
+    if !crate::state::valid_ifname(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid TUN name",
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TUN | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: the descriptor is open and owned by `file` for the whole call;
+    // TUNSETIFF reads and writes one `struct ifreq` (40 bytes on Linux), which
+    // `IfReq` matches in size and in the layout of the fields the kernel uses
+    // (name, then flags); `req` is a live, exclusively borrowed local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ifreq_has_the_kernel_size() {
+        assert_eq!(std::mem::size_of::<super::IfReq>(), 40);
+    }
+}

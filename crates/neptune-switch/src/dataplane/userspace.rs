@@ -1,0 +1,356 @@
+//! The userspace data plane: RFC 2003 IP-in-IP on the wire, no kernel
+//! tunnel module needed.
+//!
+//! - Home switch: the kernel routes each bound Home Address into a TUN
+//!   device (`H/32 dev nsw-tun0`); the encapsulation thread reads batches from
+//!   the TUN, looks up the Care-of Address and sends each packet with
+//!   `sendmmsg` on a raw IPPROTO_IPIP socket bound to this switch's Care-of
+//!   Address (the kernel writes the 20-byte outer header).
+//! - Foreign switch: the decapsulation thread receives batches with
+//!   `recvmmsg` on the same raw socket, checks the outer source is a peer and
+//!   the inner destination a visitor, and writes the inner packet to the TUN,
+//!   from where the kernel routes it to the visitor's port. Everything else is
+//!   dropped and counted.
+//!
+//! MTU: the TUN's MTU is 1480 (1500 minus the outer header), so full-size
+//! packets with DF draw "fragmentation needed" from the home switch.
+//! The VI tunnel key is not carried (RFC 2003 has no key field).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{DataPlane, DataPlaneError, DataPlaneStats, Routes};
+use crate::config::{SwitchConfig, UserspaceConfig};
+use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget};
+use crate::packet::{decapsulate, Drop as Dropped, Ipv4Header, IPPROTO_IPIP};
+use crate::state::{Forwarding, SwitchTable};
+
+const BUF: usize = 65536;
+
+#[derive(Debug, Default)]
+struct Counters {
+    encapsulated: AtomicU64,
+    decapsulated: AtomicU64,
+    dropped_not_peer: AtomicU64,
+    dropped_not_visitor: AtomicU64,
+    dropped_malformed: AtomicU64,
+    dropped_no_binding: AtomicU64,
+    send_errors: AtomicU64,
+    tun_write_errors: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    bindings: HashMap<Ipv4Addr, Ipv4Addr>,
+    visitors: HashSet<Ipv4Addr>,
+    peers: HashSet<Ipv4Addr>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    tables: RwLock<Tables>,
+    counters: Counters,
+    stop: AtomicBool,
+}
+
+/// TUN + raw IP-in-IP sockets.
+#[derive(Debug)]
+pub struct UserspacePlane {
+    routes: Mutex<Routes>,
+    tun_index: u32,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl UserspacePlane {
+    /// Creates the TUN device and the raw socket, and starts both threads.
+    pub fn start(config: &SwitchConfig, u: &UserspaceConfig) -> Result<Self, DataPlaneError> {
+        let tun = super::tun::open_tun(&u.tun)?;
+        nix::fcntl::fcntl(
+            &tun,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(std::io::Error::from)?;
+        let mut nl = Netlink::open()?;
+        let tun_index = Netlink::index(&u.tun)?;
+        nl.set_up(tun_index, Some(u.mtu))?;
+        set_ipv4_conf(&u.tun, "rp_filter", "0")?;
+        let mut routes = Routes {
+            nl,
+            visitor_table: u.visitor_table,
+        };
+        routes.blackhole_home(config)?;
+        routes.confine_ingress(&u.tun, u.rule_base)?;
+
+        let sock = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_IPIP))),
+        )?;
+        sock.bind(&SocketAddrV4::new(config.care_of, 0).into())?;
+        sock.set_recv_buffer_size(8 << 20)?;
+        sock.set_send_buffer_size(8 << 20)?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+
+        let shared = Arc::new(Shared {
+            tables: RwLock::new(Tables {
+                peers: config.peers.iter().copied().collect(),
+                ..Tables::default()
+            }),
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
+        });
+        let tun = Arc::new(tun);
+        let sock = Arc::new(sock);
+        let batch = u.batch;
+        let mut threads = Vec::new();
+        {
+            let (tun, sock, shared) = (tun.clone(), sock.clone(), shared.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ess-encap".into())
+                    .spawn(move || encap_loop(&tun, &sock, &shared, batch))?,
+            );
+        }
+        {
+            let (tun, sock, shared) = (tun, sock, shared.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("ess-decap".into())
+                    .spawn(move || decap_loop(&tun, &sock, &shared, batch))?,
+            );
+        }
+        Ok(UserspacePlane {
+            routes: Mutex::new(routes),
+            tun_index,
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+}
+
+impl Drop for UserspacePlane {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut threads) = self.threads.lock() {
+            for t in threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
+    let mut bufs = vec![vec![0u8; BUF]; batch];
+    let mut lens = vec![0usize; batch];
+    let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
+    let c = &shared.counters;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(tun.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "polling the TUN device");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        let mut n = 0;
+        while n < batch {
+            match (&*tun).read(&mut bufs[n]) {
+                Ok(len) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the TUN device");
+                    break;
+                }
+            }
+        }
+        let mut out: Vec<(usize, SockaddrIn)> = Vec::with_capacity(n);
+        if let Ok(t) = shared.tables.read() {
+            for i in 0..n {
+                match Ipv4Header::parse(&bufs[i][..lens[i]]) {
+                    Ok(h) => match t.bindings.get(&h.dst) {
+                        Some(care_of) => {
+                            out.push((i, SockaddrIn::from(SocketAddrV4::new(*care_of, 0))))
+                        }
+                        None => bump(&c.dropped_no_binding),
+                    },
+                    Err(_) => bump(&c.dropped_malformed),
+                }
+            }
+        }
+        let slices: Vec<[IoSlice<'_>; 1]> = out
+            .iter()
+            .map(|(i, _)| [IoSlice::new(&bufs[*i][..lens[*i]])])
+            .collect();
+        let addrs: Vec<Option<SockaddrIn>> = out.iter().map(|(_, a)| Some(*a)).collect();
+        let mut start = 0;
+        while start < slices.len() {
+            let sent = sendmmsg(
+                sock.as_raw_fd(),
+                &mut headers,
+                slices[start..].iter(),
+                &addrs[start..],
+                [],
+                MsgFlags::empty(),
+            )
+            .map(|r| r.count());
+            match sent {
+                Ok(0) | Err(_) => {
+                    // The first message of the rest failed: count it, go on.
+                    bump(&c.send_errors);
+                    start += 1;
+                }
+                Ok(k) => {
+                    c.encapsulated
+                        .fetch_add(u64::try_from(k).unwrap_or(0), Ordering::Relaxed);
+                    start += k;
+                }
+            }
+        }
+    }
+}
+
+fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
+    let mut bufs = vec![vec![0u8; BUF]; batch];
+    let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
+    let c = &shared.counters;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let lens: Vec<usize> = {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            match recvmmsg(
+                sock.as_raw_fd(),
+                &mut headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(r) => r.map(|m| m.bytes).collect(),
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving IP-in-IP");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+        };
+        let Ok(t) = shared.tables.read() else {
+            continue;
+        };
+        for (buf, len) in bufs.iter().zip(lens) {
+            let packet = &buf[..len.min(buf.len())];
+            match decapsulate(
+                packet,
+                |a| t.peers.contains(&a),
+                |a| t.visitors.contains(&a),
+            ) {
+                Ok(d) => match (&*tun).write(&packet[d.inner_range]) {
+                    Ok(_) => bump(&c.decapsulated),
+                    Err(_) => bump(&c.tun_write_errors),
+                },
+                Err(Dropped::NotPeer) => bump(&c.dropped_not_peer),
+                Err(Dropped::NotVisitor) => bump(&c.dropped_not_visitor),
+                Err(_) => bump(&c.dropped_malformed),
+            }
+        }
+    }
+}
+
+impl DataPlane for UserspacePlane {
+    fn kind(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn apply(&self, table: &SwitchTable, addrs: &[Ipv4Addr]) -> Result<(), DataPlaneError> {
+        let mut routes = self.routes.lock().map_err(|_| DataPlaneError::Poisoned)?;
+        let mut first_err = None;
+        for addr in addrs {
+            let forwarding = table.forwarding(*addr);
+            // Tables first for a new binding (packets may arrive as soon as the
+            // route exists), routes first for a removed one.
+            {
+                let mut t = self
+                    .shared
+                    .tables
+                    .write()
+                    .map_err(|_| DataPlaneError::Poisoned)?;
+                match &forwarding {
+                    Forwarding::Tunnel { care_of, .. } => {
+                        t.bindings.insert(*addr, *care_of);
+                        t.visitors.remove(addr);
+                    }
+                    Forwarding::Local { .. } => {
+                        t.visitors.insert(*addr);
+                        t.bindings.remove(addr);
+                    }
+                    Forwarding::Absent => {}
+                }
+            }
+            let tun = self.tun_index;
+            if let Err(e) = routes.apply(*addr, &forwarding, |_, _| {
+                Ok(RouteTarget::Device {
+                    oif: tun,
+                    via: None,
+                })
+            }) {
+                first_err.get_or_insert(e);
+            }
+            if forwarding == Forwarding::Absent {
+                let mut t = self
+                    .shared
+                    .tables
+                    .write()
+                    .map_err(|_| DataPlaneError::Poisoned)?;
+                t.bindings.remove(addr);
+                t.visitors.remove(addr);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn stats(&self) -> DataPlaneStats {
+        let c = &self.shared.counters;
+        let mut s = DataPlaneStats {
+            kind: "userspace",
+            ..DataPlaneStats::default()
+        };
+        for (k, v) in [
+            ("encapsulated", &c.encapsulated),
+            ("decapsulated", &c.decapsulated),
+            ("dropped_not_peer", &c.dropped_not_peer),
+            ("dropped_not_visitor", &c.dropped_not_visitor),
+            ("dropped_malformed", &c.dropped_malformed),
+            ("dropped_no_binding", &c.dropped_no_binding),
+            ("send_errors", &c.send_errors),
+            ("tun_write_errors", &c.tun_write_errors),
+        ] {
+            s.counters.insert(k, v.load(Ordering::Relaxed));
+        }
+        s
+    }
+}
