@@ -26,6 +26,8 @@ enum Command {
     /// Place a VI graph onto hosts: the paper's KL or the production solver.
     #[command(subcommand)]
     Placement(cmd::placement::PlacementCommand),
+    /// Run an Edge Service Switch: Mobility Binding Table, tunnels, control API.
+    Switch(cmd::switch::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Topology(c) => cmd::topology::run(c),
         Command::Placement(c) => cmd::placement::run(c),
+        Command::Switch(a) => cmd::switch::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
 //! One module per subcommand group.
 
 pub(crate) mod placement;
+pub(crate) mod switch;
 pub(crate) mod topology;
