@@ -34,6 +34,7 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_VXLAN_LOCAL: u16 = 4;
+const IFLA_VXLAN_LEARNING: u16 = 7;
 const IFLA_VXLAN_PORT: u16 = 15;
 const IFLA_VXLAN_COLLECT_METADATA: u16 = 25;
 const IFLA_VXLAN_GPE: u16 = 27;
@@ -319,7 +320,9 @@ impl Netlink {
         m.begin(IFLA_LINKINFO)
             .string(IFLA_INFO_KIND, "vxlan")
             .begin(IFLA_INFO_DATA);
+        // GPE refuses learning, which the kernel turns on unless told.
         m.addr(IFLA_VXLAN_LOCAL, local)
+            .attr(IFLA_VXLAN_LEARNING, &[0])
             .attr(IFLA_VXLAN_PORT, &port.to_be_bytes())
             .attr(IFLA_VXLAN_COLLECT_METADATA, &[1])
             .attr(IFLA_VXLAN_GPE, &[]);
