@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Turns the benchmark CSVs in docs/ into PNG plots and markdown tables
+(docs/placement-results.md).
+
+usage: report.py [--docs DIR]
+"""
+import argparse
+import collections
+import csv
+import os
+import statistics
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def num(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def table2(docs, md):
+    rows = load(os.path.join(docs, "placement-table2.csv"))
+    if not rows:
+        return
+    md.append("## Table 2: iteration i* of the best solution (faithful KL, 5 restarts)\n")
+    md.append("Counts over the runs (percent when runs = 100). Ours | paper. `ties`: runs where more than one "
+              "restart reached the best cut (i* is then the first); `adm`: runs whose best placement is "
+              "admissible (every host pair <= 100).\n")
+    md.append("| instance | ours i*=1 | 2 | 3 | 4 | 5 | paper i*=1 | 2 | 3 | 4 | 5 | ties | adm | mean time (s) |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    fig, axes = plt.subplots(3, 3, figsize=(11, 8), sharey=True)
+    for i, r in enumerate(rows):
+        ours = [int(r[f"istar{j}"]) for j in range(1, 6)]
+        paper = [int(r[f"paper{j}"]) for j in range(1, 6)]
+        md.append(f"| {r['n']}x{r['n']}, {r['arcs_per_node']} arcs/node | " + " | ".join(map(str, ours)) + " | "
+                  + " | ".join(map(str, paper)) + f" | {r['ties_at_best']} | {r['admissible']} | "
+                  f"{float(r['mean_time_s']):.4f} |")
+        ax = axes[i // 3][i % 3]
+        x = range(1, 6)
+        scale = 100.0 / int(r["runs"])
+        ax.bar([v - 0.2 for v in x], [o * scale for o in ours], width=0.4, label="Neptune KL")
+        ax.bar([v + 0.2 for v in x], paper, width=0.4, label="paper")
+        ax.set_title(f"n={r['n']}, {r['arcs_per_node']} arcs/node", fontsize=9)
+        ax.set_xticks(list(x))
+    axes[0][0].legend(fontsize=8)
+    fig.supxlabel("i* (restart that found the best cut)")
+    fig.supylabel("% of runs")
+    fig.tight_layout()
+    fig.savefig(os.path.join(docs, "placement-table2.png"), dpi=110)
+    plt.close(fig)
+    md.append("")
+
+
+def fig6(docs, md):
+    rows = load(os.path.join(docs, "placement-fig6.csv"))
+    if not rows:
+        return
+    md.append("## Fig. 6: time vs n (density 2 %, groups of 5)\n")
+    md.append("The paper gives Fig. 6 only as a plot (Java, 1.73 GHz T2250); no numbers are in its text.\n")
+    md.append("| n | arcs | KL x5 restarts (s) | KL cut | multilevel (s) | multilevel cut |")
+    md.append("|---|---|---|---|---|---|")
+    for r in rows:
+        md.append(f"| {r['n']} | {r['edges']} | {float(r['kl_time_s']):.4f} | {r['kl_cut']} | "
+                  f"{float(r['multilevel_time_s']):.4f} | {r['multilevel_cut']} |")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    n = [int(r["n"]) for r in rows]
+    ax.plot(n, [float(r["kl_time_s"]) for r in rows], "o-", label="faithful KL, 5 restarts")
+    ax.plot(n, [float(r["multilevel_time_s"]) for r in rows], "s-", label="multilevel (production)")
+    ax.set_xlabel("n (VMs)")
+    ax.set_ylabel("time (s)")
+    ax.set_title("Fig. 6 reproduction: solver time vs n")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(docs, "placement-fig6.png"), dpi=110)
+    plt.close(fig)
+    md.append("")
+
+
+def compare(docs, md):
+    rows = load(os.path.join(docs, "placement-compare.csv"))
+    if not rows:
+        return
+    md.append("## Side by side (arcs family, groups of K = 5, host-pair bandwidth 100)\n")
+    md.append("Ratio: cut / optimum (ILP, n = 20) or cut / best cut that respects the group size (other n); "
+              "mean over instances. `opt`: instances where the tool found the optimum. `over`: instances "
+              "with a group over K. `adm`: instances with every host pair within 100. Time: median of the "
+              "repetitions, mean over instances; memory: peak RSS.\n")
+    md.append("| n | tool | instances | mean ratio | max ratio | opt | over | adm | time (s) | peak MiB |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|")
+    by = collections.defaultdict(list)
+    for r in rows:
+        by[(int(r["n"]), r["tool"])].append(r)
+    order = ["ilp", "ilp-adm", "neptune-default", "neptune-kl", "mtkahypar", "kahip", "scotch", "metis", "random"]
+    sizes = sorted({k[0] for k in by})
+    series = collections.defaultdict(dict)
+    for n in sizes:
+        for tool in order:
+            rs = by.get((n, tool))
+            if not rs:
+                continue
+            ok = [r for r in rs if r["status"] == "ok"]
+            ratios = [num(r["ratio"]) for r in ok if num(r["ratio"]) is not None]
+            times = [num(r["time_s"]) for r in ok if num(r["time_s"]) is not None]
+            mems = [num(r["peak_mib"]) for r in ok if num(r["peak_mib"]) is not None]
+            opt = sum(1 for r in ok if r["reference"] == "optimum" and num(r["ratio"]) == 1.0)
+            over = sum(1 for r in ok if r["over_nodes"] not in ("", "0"))
+            adm = sum(1 for r in ok if r["admissible"] == "True")
+            mr = statistics.mean(ratios) if ratios else None
+            mt = statistics.mean(times) if times else None
+            md.append(f"| {n} | {tool} | {len(ok)}/{len(rs)} | {mr:.4f} | {max(ratios):.4f} | "
+                      f"{opt if n == 20 else '-'} | {over} | {adm} | {mt:.3f} | {max(mems):.0f} |"
+                      if ratios else f"| {n} | {tool} | {len(ok)}/{len(rs)} | - | - | - | - | - | - | - |")
+            if mr is not None:
+                series[tool][n] = (mr, mt)
+    md.append("")
+    for what, idx, fname, ylabel in (("ratio", 0, "placement-compare-ratio.png", "cut / reference"),
+                                     ("time", 1, "placement-compare-time.png", "median wall time (s)")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for tool in order:
+            if tool not in series or tool.startswith("ilp"):
+                continue
+            xs = sorted(series[tool])
+            ax.plot(xs, [series[tool][x][idx] for x in xs], "o-", label=tool)
+        ax.set_xscale("log")
+        if what == "time":
+            ax.set_yscale("log")
+        ax.set_xlabel("n (VMs)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Placement, groups of 5: {what}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(docs, fname), dpi=110)
+        plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", default=os.path.join(HERE, "..", "..", "docs"))
+    a = ap.parse_args()
+    md = ["# Placement benchmark results", "",
+          "Generated by `bench/placement/report.py` from the CSVs beside this file; "
+          "see `bench/placement/README.md` for the commands.", ""]
+    table2(a.docs, md)
+    fig6(a.docs, md)
+    compare(a.docs, md)
+    with open(os.path.join(a.docs, "placement-results.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
