@@ -1,6 +1,7 @@
 //! Packet parsing for the userspace data plane: IPv4 headers and RFC 2003
 //! IP-in-IP decapsulation. Every input is untrusted; nothing here panics
-//! (fuzzed by `fuzz_targets/switch_packet.rs`).
+//! (fuzzed by `fuzz/fuzz_targets/switch_packet.rs`, which includes this
+//! file by path: keep it free of dependencies beyond `std`).
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -28,24 +29,34 @@ pub struct Ipv4Header {
 }
 
 /// Why a packet was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
     /// Not a well-formed IPv4 packet.
-    #[error("malformed packet")]
     Malformed,
     /// Outer packet is not IP-in-IP.
-    #[error("not IP-in-IP")]
     NotIpip,
     /// Outer source is not a peer switch.
-    #[error("outer source is not a peer")]
     NotPeer,
     /// Inner destination is not hosted here.
-    #[error("inner destination is not a visitor")]
     NotVisitor,
     /// No binding for the destination.
-    #[error("no binding")]
     NoBinding,
 }
+
+// Written out (no derive crate) so the fuzz target can include this file alone.
+impl std::fmt::Display for Drop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Drop::Malformed => "malformed packet",
+            Drop::NotIpip => "not IP-in-IP",
+            Drop::NotPeer => "outer source is not a peer",
+            Drop::NotVisitor => "inner destination is not a visitor",
+            Drop::NoBinding => "no binding",
+        })
+    }
+}
+
+impl std::error::Error for Drop {}
 
 impl Ipv4Header {
     /// Parses and checks the header at the start of `buf`.

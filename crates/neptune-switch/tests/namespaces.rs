@@ -20,33 +20,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const STALL_LIMIT: Duration = Duration::from_secs(1);
 
-fn ok(r: std::io::Result<neptune_switch::client::Reply>) {
-    let r = r.expect("control call");
-    assert_eq!(r.status, 200, "{}", r.body);
-}
-
-/// Re-plugs the VM into `to` and tells the switches, as the Manager will:
-/// the foreign switch accepts the visitor, the home switch binds, the old
-/// datacenter forgets the visitor.
-fn move_vm(bed: &mut Testbed, to: &'static str, generation: u64) -> Instant {
-    let from = bed.vm_at;
-    let started = Instant::now();
-    bed.replug(to);
-    let home = HOME.to_string();
-    ok(bed
-        .client(to)
-        .put_visitor(&home, "vmport", "vi-1", 7, generation));
-    if to == "a" {
-        ok(bed.client("a").delete_binding(&home, generation));
-    } else {
-        ok(bed
-            .client("a")
-            .put_binding(&home, bed.ess[to].care_of, generation));
-    }
-    ok(bed.client(from).delete_visitor(&home, generation));
-    started
-}
-
 fn is_encapsulated(plane: Plane, h: &[u8; 24], from: Ipv4Addr, to: Ipv4Addr) -> bool {
     src(h) == from
         && dst(h) == to
@@ -66,7 +39,7 @@ fn move_and_check(
     generation: u64,
 ) -> Duration {
     echo.take_max_gap();
-    move_vm(bed, to, generation);
+    bed.move_vm(to, generation);
     echo.wait_rounds(20);
     let stall = echo.take_max_gap();
     eprintln!(

@@ -34,6 +34,15 @@ pub const API_PORT: u16 = 7400;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// The daemon: `$NEPTUNE_SWITCHD` if set (the benchmark sets it to a
+/// release build), else the `neptune-switchd` built for these tests.
+pub fn daemon_path() -> PathBuf {
+    std::env::var_os("NEPTUNE_SWITCHD")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_BIN_EXE_neptune-switchd").map(PathBuf::from))
+        .expect("NEPTUNE_SWITCHD is not set and this is not the switch's test build")
+}
+
 /// Fails loudly (never silently passes) when the tests cannot run.
 pub fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status")
@@ -355,6 +364,30 @@ impl Testbed {
         self.vm_at = to;
     }
 
+    /// Re-plugs the VM into `to` and tells the switches, as the Manager will:
+    /// the foreign switch accepts the visitor, the home switch binds (or
+    /// unbinds when the VM comes home), the old datacenter forgets the visitor.
+    pub fn move_vm(&mut self, to: &'static str, generation: u64) {
+        let from = self.vm_at;
+        self.replug(to);
+        let home = HOME.to_string();
+        let ok = |r: std::io::Result<neptune_switch::client::Reply>| {
+            let r = r.expect("control call");
+            assert_eq!(r.status, 200, "{}", r.body);
+        };
+        ok(self
+            .client(to)
+            .put_visitor(&home, "vmport", "vi-1", 7, generation));
+        if to == "a" {
+            ok(self.client("a").delete_binding(&home, generation));
+        } else {
+            ok(self
+                .client("a")
+                .put_binding(&home, self.ess[to].care_of, generation));
+        }
+        ok(self.client(from).delete_visitor(&home, generation));
+    }
+
     pub fn client(&self, ess: &str) -> NsClient {
         NsClient {
             ns: self.ess[ess].ns.clone(),
@@ -374,13 +407,9 @@ impl Testbed {
             .open(&ess.log)
             .expect("log");
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ess.ns,
-                env!("CARGO_BIN_EXE_neptune-switchd"),
-                "--config",
-            ])
+            .args(["netns", "exec", &ess.ns])
+            .arg(daemon_path())
+            .arg("--config")
             .arg(&ess.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

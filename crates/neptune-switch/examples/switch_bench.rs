@@ -1,0 +1,165 @@
+//! Benchmark of the Edge Service Switch, in one run: iperf3 TCP throughput
+//! and UDP packets/s from the correspondent to the VM's home address through
+//! plain routing (VM at home), the kernel data plane and the userspace data
+//! plane (VM in datacenter B, tunnelled by ess-a), as ratios to plain
+//! routing; and the migration stall of a TCP connection in milliseconds.
+//!
+//! Run through `bench/switch/run.sh` (root; builds release binaries). It
+//! lives here as an example of `neptune-switch` so that it shares the root
+//! tests' namespace testbed and builds with the workspace.
+
+// A benchmark prints its report.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "../tests/namespaces/testbed.rs"]
+mod testbed;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+use testbed::{EchoSession, Plane, Testbed, HOME};
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Throughput {
+    tcp_gbps: f64,
+    udp_pps: f64,
+}
+
+fn iperf(bed: &Testbed, secs: u32, udp: bool) -> anyhow::Result<Value> {
+    let vm = bed.ns("vm");
+    let cn = bed.ns("cn");
+    let home = HOME.to_string();
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", &vm, "iperf3", "-s", "-1", "-B", &home, "-p", "5201",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 -s (is iperf3 installed?)")?;
+    std::thread::sleep(Duration::from_millis(400));
+    let secs = secs.to_string();
+    let mut args = vec![
+        "netns", "exec", &cn, "iperf3", "-c", &home, "-p", "5201", "-t", &secs, "-J",
+    ];
+    if udp {
+        args.extend(["-u", "-b", "0", "-l", "64"]);
+    }
+    let out = Command::new("ip")
+        .args(&args)
+        .output()
+        .context("running iperf3 -c")?;
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    if let Some(e) = v.get("error") {
+        bail!("iperf3: {e}");
+    }
+    Ok(v)
+}
+
+fn measure(bed: &Testbed, secs: u32) -> anyhow::Result<Throughput> {
+    let tcp = iperf(bed, secs, false)?;
+    let bps = tcp["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let udp = iperf(bed, secs, true)?;
+    let sum = &udp["end"]["sum"];
+    let packets = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    let seconds = sum["seconds"].as_f64().unwrap_or(1.0).max(0.001);
+    Ok(Throughput {
+        tcp_gbps: bps / 1e9,
+        udp_pps: (packets - lost) / seconds,
+    })
+}
+
+/// Moves A -> B -> C -> A -> B with a TCP echo running; stall of each move in ms.
+fn stalls(bed: &mut Testbed) -> anyhow::Result<Vec<(String, u128)>> {
+    let echo = EchoSession::start(bed);
+    let mut out = Vec::new();
+    for (generation, to) in [(1, "b"), (2, "c"), (3, "a"), (4, "b")] {
+        echo.wait_rounds(20);
+        echo.take_max_gap();
+        let from = bed.vm_at;
+        bed.move_vm(to, generation);
+        echo.wait_rounds(20);
+        out.push((format!("{from}->{to}"), echo.take_max_gap().as_millis()));
+    }
+    echo.finish()
+        .map_err(|e| anyhow::anyhow!("the TCP connection broke: {e}"))?;
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    let secs: u32 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    if std::env::var_os("NEPTUNE_SWITCHD").is_none() {
+        // target/<profile>/examples/switch_bench -> target/<profile>/neptune-switchd
+        let exe = std::env::current_exe()?;
+        let profile_dir = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .context("locating the target directory")?;
+        let beside = profile_dir.join("neptune-switchd");
+        std::env::set_var("NEPTUNE_SWITCHD", &beside);
+    }
+    eprintln!("daemon: {}", testbed::daemon_path().display());
+
+    let mut kernel_bed = Testbed::new(Plane::Kernel);
+    eprintln!("plain routing (VM at home) ...");
+    let plain = measure(&kernel_bed, secs)?;
+    eprintln!("kernel data plane: migrations ...");
+    let kernel_stalls = stalls(&mut kernel_bed)?;
+    eprintln!("kernel data plane: throughput (VM in B) ...");
+    let kernel = measure(&kernel_bed, secs)?;
+    drop(kernel_bed);
+
+    let mut user_bed = Testbed::new(Plane::Userspace);
+    eprintln!("userspace data plane: migrations ...");
+    let user_stalls = stalls(&mut user_bed)?;
+    eprintln!("userspace data plane: throughput (VM in B) ...");
+    let user = measure(&user_bed, secs)?;
+    let user_state = user_bed.client("a").state();
+    drop(user_bed);
+
+    let row = |name: &str, t: Throughput| {
+        format!(
+            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            t.tcp_gbps,
+            t.tcp_gbps / plain.tcp_gbps.max(1e-9),
+            t.udp_pps,
+            t.udp_pps / plain.udp_pps.max(1e-9)
+        )
+    };
+    println!("| path | TCP Gbit/s | TCP ratio | UDP 64 B packets/s received | pps ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("{}", row("plain routing (VM at home)", plain));
+    println!("{}", row("kernel data plane (VXLAN-GPE)", kernel));
+    println!("{}", row("userspace data plane (TUN + raw IP-in-IP)", user));
+    println!();
+    println!(
+        "userspace / kernel TCP: {:.2}",
+        user.tcp_gbps / kernel.tcp_gbps.max(1e-9)
+    );
+    println!();
+    println!("| move | kernel stall ms | userspace stall ms |");
+    println!("| --- | ---: | ---: |");
+    for ((m, k), (_, u)) in kernel_stalls.iter().zip(&user_stalls) {
+        println!("| {m} | {k} | {u} |");
+    }
+    let report = json!({
+        "seconds_per_run": secs,
+        "plain": { "tcp_gbps": plain.tcp_gbps, "udp_pps": plain.udp_pps },
+        "kernel": { "tcp_gbps": kernel.tcp_gbps, "udp_pps": kernel.udp_pps, "stalls_ms": kernel_stalls },
+        "userspace": { "tcp_gbps": user.tcp_gbps, "udp_pps": user.udp_pps, "stalls_ms": user_stalls,
+                       "home_switch_counters": user_state["data_plane"]["counters"] },
+    });
+    println!();
+    println!("```json\n{}\n```", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
