@@ -23,12 +23,15 @@
 //! Free space is a buddy system over CIDR blocks with best fit (module
 //! `space`); [`Allocations::utilisation`] reports each pool's use.
 
+pub use ipnet;
+
 mod allocations;
 mod config;
 mod names;
 mod plan;
 mod request;
 mod space;
+mod topology;
 
 pub use allocations::{
     Allocation, Allocations, CommitError, Owner, PoolUsage, ReleaseError, RestoreError, StoreRow,

@@ -96,6 +96,14 @@ name!(
     "datacenter name"
 );
 
+impl From<&neptune_types::TopologyId> for ViId {
+    /// A topology id is always a valid VI id (the CLI plans a topology as
+    /// the VI of the same name).
+    fn from(id: &neptune_types::TopologyId) -> Self {
+        Self(id.as_str().to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

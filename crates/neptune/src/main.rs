@@ -26,6 +26,9 @@ enum Command {
     /// Place a VI graph onto hosts: the paper's KL or the production solver.
     #[command(subcommand)]
     Placement(cmd::placement::PlacementCommand),
+    /// Plan addresses: a subnet per link, an address per interface, Home Addresses.
+    #[command(subcommand)]
+    Address(cmd::address::AddressCommand),
     /// Run an Edge Service Switch: Mobility Binding Table, tunnels, control API.
     Switch(cmd::switch::Args),
 }
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Topology(c) => cmd::topology::run(c),
         Command::Placement(c) => cmd::placement::run(c),
+        Command::Address(c) => cmd::address::run(c),
         Command::Switch(a) => cmd::switch::run(a),
     };
     match result {

@@ -1,5 +1,6 @@
 //! One module per subcommand group.
 
+pub(crate) mod address;
 pub(crate) mod placement;
 pub(crate) mod switch;
 pub(crate) mod topology;
