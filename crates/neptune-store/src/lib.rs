@@ -1,0 +1,110 @@
+//! The Manager's Store port and its adapters.
+//!
+//! [`Store`] is what the Manager needs from a database. Two adapters
+//! implement it over the same SQL through sqlx's `Any` driver:
+//!
+//! - **SQLite**, the embedded default: a file in the data directory (WAL,
+//!   foreign keys on, a busy timeout so writers queue instead of failing);
+//! - **PostgreSQL**, for scale: several Managers share one database.
+//!
+//! Each has its own migrations (`migrations/sqlite`, `migrations/postgres`)
+//! because DDL differs; queries are written once, in the SQL both speak.
+//! Uniqueness that matters is enforced by the database (unique names, one
+//! token hash), and lifecycle changes are compare-and-set on the state, so
+//! two concurrent requests cannot both win. `tests/conformance.rs` runs one
+//! suite against both.
+
+mod records;
+mod sql;
+
+use async_trait::async_trait;
+use neptune_lifecycle::ViState;
+use thiserror::Error;
+use uuid::Uuid;
+
+pub use records::*;
+pub use sql::{Backend, SqlStore};
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// A uniqueness constraint refused the write.
+    #[error("{what} already exists")]
+    Duplicate { what: &'static str },
+    /// A compare-and-set lost: the row changed since it was read.
+    #[error("{what} changed concurrently (expected {expected})")]
+    Conflict {
+        what: &'static str,
+        expected: String,
+    },
+    #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://...)")]
+    UnsupportedUrl(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("migrating the database schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the Manager keeps. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    fn backend(&self) -> Backend;
+
+    // Users and credentials.
+    async fn create_user(&self, user: &UserRecord) -> Result<()>;
+    async fn user(&self, id: Uuid) -> Result<UserRecord>;
+    async fn user_by_name(&self, name: &str) -> Result<UserRecord>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    async fn count_admins(&self) -> Result<i64>;
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
+    /// The user a token hash belongs to, if the token exists and has not expired at `now`.
+    async fn user_for_token(&self, hash: &str, now: i64) -> Result<(TokenRecord, UserRecord)>;
+    async fn delete_token(&self, hash: &str) -> Result<()>;
+
+    // Datacenters and hosts.
+    async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()>;
+    async fn list_datacenters(&self) -> Result<Vec<DatacenterRecord>>;
+    async fn datacenter_by_name(&self, name: &str) -> Result<DatacenterRecord>;
+    /// Registers a host, or updates its capacities and Agent URL if it is known by name.
+    async fn upsert_host(&self, host: &HostRecord) -> Result<HostRecord>;
+    async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
+    async fn host_heartbeat(&self, id: Uuid, now: i64) -> Result<()>;
+    /// Marks hosts not heard from since `before` as unreachable; returns how many.
+    async fn mark_unreachable(&self, before: i64) -> Result<u64>;
+
+    // Templates.
+    async fn create_template(&self, t: &TemplateRecord) -> Result<()>;
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
+    async fn template_by_name(&self, name: &str) -> Result<TemplateRecord>;
+
+    // Virtual Infrastructures.
+    async fn create_vi(&self, vi: &ViRecord) -> Result<()>;
+    async fn vi(&self, id: Uuid) -> Result<ViRecord>;
+    /// All VIs, or those of one owner.
+    async fn list_vis(&self, owner: Option<Uuid>) -> Result<Vec<ViRecord>>;
+    /// Replaces the design of a VI that is still `defined` and at `version`.
+    async fn update_vi_design(
+        &self,
+        id: Uuid,
+        version: i64,
+        name: &str,
+        design_xml: &str,
+        now: i64,
+    ) -> Result<ViRecord>;
+    /// Moves a VI from `from` to `change.to`, only if it is still in `from`
+    /// (compare-and-set), and records the event.
+    async fn transition_vi(&self, id: Uuid, from: ViState, change: &Transition)
+        -> Result<ViRecord>;
+    async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>>;
+}
+
+/// Connects to `url` (`sqlite://PATH` or `postgres://...`) and migrates the schema.
+pub async fn connect(url: &str) -> Result<SqlStore> {
+    SqlStore::connect(url).await
+}

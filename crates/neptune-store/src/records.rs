@@ -1,0 +1,193 @@
+//! Rows as the Manager sees them. Times are milliseconds since the Unix epoch.
+
+use neptune_lifecycle::ViState;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+/// What one user may hold at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub vms: i64,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub public_addresses: i64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            vms: 64,
+            vcpus: 128,
+            ram_mib: 256 * 1024,
+            public_addresses: 16,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub name: String,
+    /// An argon2 PHC string; never leaves the Manager.
+    pub password_hash: String,
+    pub role: Role,
+    pub quota: Quota,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("quota", &self.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// From a password login; expires.
+    Session,
+    /// For the CLI and scripts; named, revocable.
+    Api,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Session => "session",
+            TokenKind::Api => "api",
+        }
+    }
+}
+
+/// A credential. Only the SHA-256 of the token is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub hash: String,
+    pub user_id: Uuid,
+    pub kind: TokenKind,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatacenterRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    Ready,
+    Unreachable,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Ready => "ready",
+            HostState::Unreachable => "unreachable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostRecord {
+    pub id: Uuid,
+    pub datacenter_id: Uuid,
+    pub name: String,
+    pub agent_url: String,
+    pub cpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+    pub vm_slots: i64,
+    pub state: HostState,
+    pub last_seen: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub owner_id: Option<Uuid>,
+    pub image_path: String,
+    /// The image format qemu-img reported (`qcow2`, `raw`).
+    pub format: String,
+    /// The image's virtual size.
+    pub size_mib: i64,
+    pub os_name: String,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+    /// JSON array of software entries.
+    pub software: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViRecord {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub name: String,
+    pub state: ViState,
+    /// The design in the XML dialect: the exact, password-carrying form.
+    pub design_xml: String,
+    pub home_datacenter_id: Option<Uuid>,
+    pub reject_reason: Option<String>,
+    /// Bumped by every change; edits are compare-and-set on it.
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A lifecycle change to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub to: ViState,
+    pub actor: Uuid,
+    pub at: i64,
+    /// Set on reject, cleared otherwise.
+    pub reject_reason: Option<String>,
+    /// The home datacenter chosen at accept (kept otherwise).
+    pub home_datacenter_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViEventRecord {
+    pub vi_id: Uuid,
+    pub at: i64,
+    pub from_state: ViState,
+    pub to_state: ViState,
+    pub actor: Uuid,
+    pub reason: Option<String>,
+}

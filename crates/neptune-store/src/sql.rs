@@ -1,0 +1,635 @@
+//! The SQL adapters: one implementation of [`Store`] over sqlx's `Any`
+//! driver, with the SQLite and PostgreSQL backends' differences (connection
+//! setup, migrations, error codes) kept here.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use neptune_lifecycle::ViState;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, Row};
+use uuid::Uuid;
+
+use crate::records::*;
+use crate::{Result, Store, StoreError};
+
+/// Which database an [`SqlStore`] speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The SQLite or PostgreSQL adapter.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let (version, description, sql) = match backend {
+        Backend::Sqlite => (
+            1,
+            "initial",
+            include_str!("../migrations/sqlite/0001_initial.sql"),
+        ),
+        Backend::Postgres => (
+            1,
+            "initial",
+            include_str!("../migrations/postgres/0001_initial.sql"),
+        ),
+    };
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            version,
+            Cow::Borrowed(description),
+            MigrationType::Simple,
+            Cow::Borrowed(sql),
+            false,
+        )]),
+        ..Migrator::DEFAULT
+    }
+}
+
+impl SqlStore {
+    /// Connects to `url` and brings the schema up to date.
+    ///
+    /// `sqlite://PATH` creates the file if needed; `sqlite::memory:` is a
+    /// private in-memory database (one connection). `postgres://...` needs
+    /// an existing database.
+    pub async fn connect(url: &str) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let url = match backend {
+            Backend::Sqlite => {
+                let memory = url.contains(":memory:");
+                // SQLite has one writer; a few connections serve concurrent
+                // readers and writers queue on the busy timeout.
+                opts = opts.max_connections(if memory { 1 } else { 8 }).after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
+                            .await?;
+                        Ok(())
+                    })
+                });
+                if memory || url.contains('?') {
+                    url.to_owned()
+                } else {
+                    format!("{url}?mode=rwc")
+                }
+            }
+            Backend::Postgres => {
+                opts = opts.max_connections(16);
+                url.to_owned()
+            }
+        };
+        let pool = opts.connect(&url).await.map_err(StoreError::Database)?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers proceed while a writer commits; it persists in the file.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(StoreError::Database)?;
+        }
+        migrator(backend)
+            .run(&pool)
+            .await
+            .map_err(StoreError::Migrate)?;
+        Ok(SqlStore { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Duplicate`].
+fn write_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate { what },
+        _ => StoreError::Database(err),
+    }
+}
+
+fn read_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| match err {
+        sqlx::Error::RowNotFound => StoreError::NotFound { what },
+        other => StoreError::Database(other),
+    }
+}
+
+fn uuid(row: &AnyRow, col: &str) -> Result<Uuid> {
+    let s: String = row.try_get(col).map_err(StoreError::Database)?;
+    Uuid::from_str(&s).map_err(|_| StoreError::Corrupt(format!("{col} {s:?} is not a UUID")))
+}
+
+fn opt_uuid(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
+    let s: Option<String> = row.try_get(col).map_err(StoreError::Database)?;
+    s.map(|s| {
+        Uuid::from_str(&s).map_err(|_| StoreError::Corrupt(format!("{col} {s:?} is not a UUID")))
+    })
+    .transpose()
+}
+
+fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(col).map_err(StoreError::Database)
+}
+
+fn vi_state(s: &str) -> Result<ViState> {
+    ViState::ALL
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown VI state {s:?}")))
+}
+
+fn user_row(row: &AnyRow) -> Result<UserRecord> {
+    let role: String = get(row, "role")?;
+    Ok(UserRecord {
+        id: uuid(row, "id")?,
+        name: get(row, "name")?,
+        password_hash: get(row, "password_hash")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role:?}")))?,
+        quota: Quota {
+            vms: get(row, "quota_vms")?,
+            vcpus: get(row, "quota_vcpus")?,
+            ram_mib: get(row, "quota_ram_mib")?,
+            public_addresses: get(row, "quota_public_addresses")?,
+        },
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn token_row(row: &AnyRow) -> Result<TokenRecord> {
+    let kind: String = get(row, "kind")?;
+    Ok(TokenRecord {
+        hash: get(row, "hash")?,
+        user_id: uuid(row, "user_id")?,
+        kind: if kind == "api" {
+            TokenKind::Api
+        } else {
+            TokenKind::Session
+        },
+        name: get(row, "token_name")?,
+        created_at: get(row, "token_created_at")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}
+
+fn datacenter_row(row: &AnyRow) -> Result<DatacenterRecord> {
+    Ok(DatacenterRecord {
+        id: uuid(row, "id")?,
+        name: get(row, "name")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn host_row(row: &AnyRow) -> Result<HostRecord> {
+    let state: String = get(row, "state")?;
+    Ok(HostRecord {
+        id: uuid(row, "id")?,
+        datacenter_id: uuid(row, "datacenter_id")?,
+        name: get(row, "name")?,
+        agent_url: get(row, "agent_url")?,
+        cpus: get(row, "cpus")?,
+        ram_mib: get(row, "ram_mib")?,
+        disk_mib: get(row, "disk_mib")?,
+        vm_slots: get(row, "vm_slots")?,
+        state: if state == "ready" {
+            HostState::Ready
+        } else {
+            HostState::Unreachable
+        },
+        last_seen: get(row, "last_seen")?,
+    })
+}
+
+fn template_row(row: &AnyRow) -> Result<TemplateRecord> {
+    Ok(TemplateRecord {
+        id: uuid(row, "id")?,
+        name: get(row, "name")?,
+        owner_id: opt_uuid(row, "owner_id")?,
+        image_path: get(row, "image_path")?,
+        format: get(row, "format")?,
+        size_mib: get(row, "size_mib")?,
+        os_name: get(row, "os_name")?,
+        vcpus: get(row, "vcpus")?,
+        ram_mib: get(row, "ram_mib")?,
+        disk_mib: get(row, "disk_mib")?,
+        software: get(row, "software")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn vi_row(row: &AnyRow) -> Result<ViRecord> {
+    let state: String = get(row, "state")?;
+    Ok(ViRecord {
+        id: uuid(row, "id")?,
+        owner_id: uuid(row, "owner_id")?,
+        name: get(row, "name")?,
+        state: vi_state(&state)?,
+        design_xml: get(row, "design_xml")?,
+        home_datacenter_id: opt_uuid(row, "home_datacenter_id")?,
+        reject_reason: get(row, "reject_reason")?,
+        version: get(row, "version")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+const VI_COLUMNS: &str =
+    "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, version, created_at, updated_at";
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn create_user(&self, u: &UserRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (id, name, password_hash, role, quota_vms, quota_vcpus, quota_ram_mib, \
+             quota_public_addresses, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(u.id.to_string())
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.role.as_str())
+        .bind(u.quota.vms)
+        .bind(u.quota.vcpus)
+        .bind(u.quota.ram_mib)
+        .bind(u.quota.public_addresses)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(write_err("user"))?;
+        Ok(())
+    }
+
+    async fn user(&self, id: Uuid) -> Result<UserRecord> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(read_err("user"))?;
+        user_row(&row)
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<UserRecord> {
+        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(read_err("user"))?;
+        user_row(&row)
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        rows.iter().map(user_row).collect()
+    }
+
+    async fn count_admins(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        get(&row, "n")
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (hash, user_id, kind, name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&t.hash)
+        .bind(t.user_id.to_string())
+        .bind(t.kind.as_str())
+        .bind(&t.name)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(write_err("token"))?;
+        Ok(())
+    }
+
+    async fn user_for_token(&self, hash: &str, now: i64) -> Result<(TokenRecord, UserRecord)> {
+        let row = sqlx::query(
+            "SELECT u.*, t.hash, t.user_id, t.kind, t.name AS token_name, t.created_at AS token_created_at, \
+             t.expires_at FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
+        )
+        .bind(hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(read_err("token"))?;
+        Ok((token_row(&row)?, user_row(&row)?))
+    }
+
+    async fn delete_token(&self, hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(())
+    }
+
+    async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {
+        sqlx::query("INSERT INTO datacenters (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(dc.id.to_string())
+            .bind(&dc.name)
+            .bind(dc.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(write_err("datacenter"))?;
+        Ok(())
+    }
+
+    async fn list_datacenters(&self) -> Result<Vec<DatacenterRecord>> {
+        let rows = sqlx::query("SELECT * FROM datacenters ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        rows.iter().map(datacenter_row).collect()
+    }
+
+    async fn datacenter_by_name(&self, name: &str) -> Result<DatacenterRecord> {
+        let row = sqlx::query("SELECT * FROM datacenters WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(read_err("datacenter"))?;
+        datacenter_row(&row)
+    }
+
+    async fn upsert_host(&self, h: &HostRecord) -> Result<HostRecord> {
+        let row = sqlx::query(
+            "INSERT INTO hosts (id, datacenter_id, name, agent_url, cpus, ram_mib, disk_mib, vm_slots, state, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (name) DO UPDATE SET datacenter_id = excluded.datacenter_id, agent_url = excluded.agent_url, \
+             cpus = excluded.cpus, ram_mib = excluded.ram_mib, disk_mib = excluded.disk_mib, \
+             vm_slots = excluded.vm_slots, state = excluded.state, last_seen = excluded.last_seen \
+             RETURNING *",
+        )
+        .bind(h.id.to_string())
+        .bind(h.datacenter_id.to_string())
+        .bind(&h.name)
+        .bind(&h.agent_url)
+        .bind(h.cpus)
+        .bind(h.ram_mib)
+        .bind(h.disk_mib)
+        .bind(h.vm_slots)
+        .bind(h.state.as_str())
+        .bind(h.last_seen)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(write_err("host"))?;
+        host_row(&row)
+    }
+
+    async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
+        let rows = sqlx::query("SELECT * FROM hosts ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        rows.iter().map(host_row).collect()
+    }
+
+    async fn host_heartbeat(&self, id: Uuid, now: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE hosts SET last_seen = $1, state = 'ready' WHERE id = $2")
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "host" });
+        }
+        Ok(())
+    }
+
+    async fn mark_unreachable(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE hosts SET state = 'unreachable' WHERE state = 'ready' AND last_seen < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_template(&self, t: &TemplateRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO templates (id, name, owner_id, image_path, format, size_mib, os_name, vcpus, ram_mib, \
+             disk_mib, software, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(t.id.to_string())
+        .bind(&t.name)
+        .bind(t.owner_id.map(|u| u.to_string()))
+        .bind(&t.image_path)
+        .bind(&t.format)
+        .bind(t.size_mib)
+        .bind(&t.os_name)
+        .bind(t.vcpus)
+        .bind(t.ram_mib)
+        .bind(t.disk_mib)
+        .bind(&t.software)
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(write_err("template"))?;
+        Ok(())
+    }
+
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>> {
+        let rows = sqlx::query("SELECT * FROM templates ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        rows.iter().map(template_row).collect()
+    }
+
+    async fn template_by_name(&self, name: &str) -> Result<TemplateRecord> {
+        let row = sqlx::query("SELECT * FROM templates WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(read_err("template"))?;
+        template_row(&row)
+    }
+
+    async fn create_vi(&self, vi: &ViRecord) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO vis ({VI_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(vi.id.to_string())
+        .bind(vi.owner_id.to_string())
+        .bind(&vi.name)
+        .bind(vi.state.as_str())
+        .bind(&vi.design_xml)
+        .bind(vi.home_datacenter_id.map(|u| u.to_string()))
+        .bind(vi.reject_reason.clone())
+        .bind(vi.version)
+        .bind(vi.created_at)
+        .bind(vi.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(write_err("VI"))?;
+        Ok(())
+    }
+
+    async fn vi(&self, id: Uuid) -> Result<ViRecord> {
+        let row = sqlx::query(&format!("SELECT {VI_COLUMNS} FROM vis WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(read_err("VI"))?;
+        vi_row(&row)
+    }
+
+    async fn list_vis(&self, owner: Option<Uuid>) -> Result<Vec<ViRecord>> {
+        let rows = match owner {
+            Some(o) => {
+                sqlx::query(&format!(
+                    "SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id"
+                ))
+                .bind(o.to_string())
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(StoreError::Database)?;
+        rows.iter().map(vi_row).collect()
+    }
+
+    async fn update_vi_design(
+        &self,
+        id: Uuid,
+        version: i64,
+        name: &str,
+        design_xml: &str,
+        now: i64,
+    ) -> Result<ViRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE vis SET name = $1, design_xml = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4 AND version = $5 AND state = 'defined' RETURNING {VI_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(design_xml)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        match row {
+            Some(row) => vi_row(&row),
+            None => {
+                let current = self.vi(id).await?;
+                Err(StoreError::Conflict {
+                    what: "VI",
+                    expected: format!(
+                        "version {version} in state defined, found version {} in state {}",
+                        current.version, current.state
+                    ),
+                })
+            }
+        }
+    }
+
+    async fn transition_vi(
+        &self,
+        id: Uuid,
+        from: ViState,
+        change: &Transition,
+    ) -> Result<ViRecord> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        let row = sqlx::query(&format!(
+            "UPDATE vis SET state = $1, reject_reason = $2, \
+             home_datacenter_id = COALESCE($3, home_datacenter_id), version = version + 1, updated_at = $4 \
+             WHERE id = $5 AND state = $6 RETURNING {VI_COLUMNS}"
+        ))
+        .bind(change.to.as_str())
+        .bind(change.reject_reason.clone())
+        .bind(change.home_datacenter_id.map(|u| u.to_string()))
+        .bind(change.at)
+        .bind(id.to_string())
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::Database)?;
+        let Some(row) = row else {
+            drop(tx);
+            let current = self.vi(id).await?;
+            return Err(StoreError::Conflict {
+                what: "VI",
+                expected: format!("state {from}, found {}", current.state),
+            });
+        };
+        sqlx::query("INSERT INTO vi_events (vi_id, at, from_state, to_state, actor, reason) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(id.to_string())
+            .bind(change.at)
+            .bind(from.as_str())
+            .bind(change.to.as_str())
+            .bind(change.actor.to_string())
+            .bind(change.reject_reason.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?;
+        tx.commit().await.map_err(StoreError::Database)?;
+        vi_row(&row)
+    }
+
+    async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>> {
+        let rows = sqlx::query("SELECT * FROM vi_events WHERE vi_id = $1 ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        rows.iter()
+            .map(|row| {
+                let from: String = get(row, "from_state")?;
+                let to: String = get(row, "to_state")?;
+                Ok(ViEventRecord {
+                    vi_id: uuid(row, "vi_id")?,
+                    at: get(row, "at")?,
+                    from_state: vi_state(&from)?,
+                    to_state: vi_state(&to)?,
+                    actor: uuid(row, "actor")?,
+                    reason: get(row, "reason")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,389 @@
+//! One conformance suite, run against both adapters: SQLite in a temporary
+//! file, and PostgreSQL in a fresh database of the server named by
+//! `NEPTUNE_TEST_POSTGRES_URL` (`scripts/postgres-test-server` starts one;
+//! `scripts/test-all` exports it). In CI (`CI` set) a missing PostgreSQL is
+//! a failure, not a skip.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // test helpers fail loudly
+
+use std::sync::Arc;
+
+use neptune_lifecycle::ViState;
+use neptune_store::*;
+use uuid::Uuid;
+
+async fn sqlite() -> (SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("neptune.db").display());
+    (connect(&url).await.unwrap(), dir)
+}
+
+/// A fresh database on the test server, or `None` outside CI when no server is configured.
+async fn postgres() -> Option<SqlStore> {
+    let Ok(base) = std::env::var("NEPTUNE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL suite: set NEPTUNE_TEST_POSTGRES_URL"
+        );
+        eprintln!("PostgreSQL suite not run: NEPTUNE_TEST_POSTGRES_URL is not set (scripts/postgres-test-server)");
+        return None;
+    };
+    let admin = connect_admin(&base).await;
+    let name = format!("neptune_test_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("bad URL {base}"),
+    };
+    Some(connect(&url).await.unwrap())
+}
+
+async fn connect_admin(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url).await.unwrap()
+}
+
+fn user(name: &str, role: Role) -> UserRecord {
+    UserRecord {
+        id: Uuid::new_v4(),
+        name: name.to_owned(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        role,
+        quota: Quota::default(),
+        created_at: 1,
+    }
+}
+
+fn vi(owner: Uuid, name: &str) -> ViRecord {
+    ViRecord {
+        id: Uuid::new_v4(),
+        owner_id: owner,
+        name: name.to_owned(),
+        state: ViState::Defined,
+        design_xml: "<topology id=\"t\"/>".to_owned(),
+        home_datacenter_id: None,
+        reject_reason: None,
+        version: 1,
+        created_at: 10,
+        updated_at: 10,
+    }
+}
+
+async fn users_and_tokens(s: &dyn Store) {
+    let alice = user("alice", Role::User);
+    s.create_user(&alice).await.unwrap();
+    assert!(matches!(
+        s.create_user(&user("alice", Role::Admin)).await,
+        Err(StoreError::Duplicate { what: "user" })
+    ));
+    assert_eq!(s.user_by_name("alice").await.unwrap(), alice);
+    assert_eq!(s.user(alice.id).await.unwrap().name, "alice");
+    assert!(matches!(
+        s.user(Uuid::new_v4()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(s.count_admins().await.unwrap(), 0);
+    s.create_user(&user("root", Role::Admin)).await.unwrap();
+    assert_eq!(s.count_admins().await.unwrap(), 1);
+    assert_eq!(
+        s.list_users()
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect::<Vec<_>>(),
+        ["alice", "root"]
+    );
+
+    let token = TokenRecord {
+        hash: "h1".into(),
+        user_id: alice.id,
+        kind: TokenKind::Session,
+        name: "login".into(),
+        created_at: 100,
+        expires_at: Some(200),
+    };
+    s.insert_token(&token).await.unwrap();
+    assert!(matches!(
+        s.insert_token(&token).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    let (t, u) = s.user_for_token("h1", 150).await.unwrap();
+    assert_eq!((t, u.id), (token.clone(), alice.id));
+    assert!(
+        matches!(
+            s.user_for_token("h1", 200).await,
+            Err(StoreError::NotFound { .. })
+        ),
+        "expired"
+    );
+    let api = TokenRecord {
+        hash: "h2".into(),
+        kind: TokenKind::Api,
+        expires_at: None,
+        ..token
+    };
+    s.insert_token(&api).await.unwrap();
+    assert_eq!(
+        s.user_for_token("h2", i64::MAX - 1).await.unwrap().0.kind,
+        TokenKind::Api
+    );
+    s.delete_token("h2").await.unwrap();
+    assert!(s.user_for_token("h2", 0).await.is_err());
+}
+
+async fn datacenters_and_hosts(s: &dyn Store) {
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: "napoli".into(),
+        created_at: 1,
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    assert!(matches!(
+        s.create_datacenter(&DatacenterRecord {
+            id: Uuid::new_v4(),
+            ..dc.clone()
+        })
+        .await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(s.datacenter_by_name("napoli").await.unwrap(), dc);
+    let host = HostRecord {
+        id: Uuid::new_v4(),
+        datacenter_id: dc.id,
+        name: "h1".into(),
+        agent_url: "http://127.0.0.1:1".into(),
+        cpus: 8,
+        ram_mib: 16384,
+        disk_mib: 100_000,
+        vm_slots: 10,
+        state: HostState::Ready,
+        last_seen: 1000,
+    };
+    let stored = s.upsert_host(&host).await.unwrap();
+    assert_eq!(stored, host);
+    // Re-registration by name keeps the id and updates capacities.
+    let again = s
+        .upsert_host(&HostRecord {
+            id: Uuid::new_v4(),
+            cpus: 16,
+            ..host.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.cpus), (host.id, 16));
+    assert_eq!(s.list_hosts().await.unwrap().len(), 1);
+    assert_eq!(s.mark_unreachable(500).await.unwrap(), 0);
+    assert_eq!(s.mark_unreachable(2000).await.unwrap(), 1);
+    assert_eq!(
+        s.list_hosts().await.unwrap()[0].state,
+        HostState::Unreachable
+    );
+    s.host_heartbeat(host.id, 3000).await.unwrap();
+    assert_eq!(s.list_hosts().await.unwrap()[0].state, HostState::Ready);
+    assert!(matches!(
+        s.host_heartbeat(Uuid::new_v4(), 1).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // The database refuses nonsense capacities.
+    assert!(s
+        .upsert_host(&HostRecord {
+            id: Uuid::new_v4(),
+            name: "h2".into(),
+            cpus: 0,
+            ..host
+        })
+        .await
+        .is_err());
+}
+
+async fn templates(s: &dyn Store) {
+    let t = TemplateRecord {
+        id: Uuid::new_v4(),
+        name: "debian-12".into(),
+        owner_id: None,
+        image_path: "/var/lib/neptune/images/debian-12.qcow2".into(),
+        format: "qcow2".into(),
+        size_mib: 2048,
+        os_name: "Debian".into(),
+        vcpus: 1,
+        ram_mib: 512,
+        disk_mib: 4096,
+        software: "[]".into(),
+        created_at: 5,
+    };
+    s.create_template(&t).await.unwrap();
+    assert!(matches!(
+        s.create_template(&t).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(s.template_by_name("debian-12").await.unwrap(), t);
+    assert_eq!(s.list_templates().await.unwrap(), vec![t]);
+}
+
+async fn vi_lifecycle(s: &dyn Store) {
+    let owner = user("owner", Role::User);
+    let admin = user("boss", Role::Admin);
+    s.create_user(&owner).await.unwrap();
+    s.create_user(&admin).await.unwrap();
+    let v = vi(owner.id, "shop");
+    s.create_vi(&v).await.unwrap();
+    assert_eq!(s.vi(v.id).await.unwrap(), v);
+    let other = vi(admin.id, "lab");
+    s.create_vi(&other).await.unwrap();
+    assert_eq!(s.list_vis(Some(owner.id)).await.unwrap(), vec![v.clone()]);
+    assert_eq!(s.list_vis(None).await.unwrap().len(), 2);
+
+    // Edits are compare-and-set on the version.
+    let edited = s
+        .update_vi_design(v.id, 1, "shop2", "<topology id=\"u\"/>", 20)
+        .await
+        .unwrap();
+    assert_eq!((edited.name.as_str(), edited.version), ("shop2", 2));
+    assert!(matches!(
+        s.update_vi_design(v.id, 1, "x", "y", 21).await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    let change = |to, actor| Transition {
+        to,
+        actor,
+        at: 30,
+        reject_reason: None,
+        home_datacenter_id: None,
+    };
+    let requested = s
+        .transition_vi(
+            v.id,
+            ViState::Defined,
+            &change(ViState::Requested, owner.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (requested.state, requested.version),
+        (ViState::Requested, 3)
+    );
+    // Edits only while defined.
+    assert!(matches!(
+        s.update_vi_design(v.id, 3, "x", "y", 31).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    // The loser of a race on the same state gets a conflict.
+    let lost = s
+        .transition_vi(
+            v.id,
+            ViState::Defined,
+            &change(ViState::Requested, owner.id),
+        )
+        .await;
+    assert!(matches!(lost, Err(StoreError::Conflict { .. })), "{lost:?}");
+    let rejected = s
+        .transition_vi(
+            v.id,
+            ViState::Requested,
+            &Transition {
+                reject_reason: Some("too big".into()),
+                ..change(ViState::Rejected, admin.id)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.reject_reason.as_deref(), Some("too big"));
+    let events = s.vi_events(v.id).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.from_state, e.to_state))
+            .collect::<Vec<_>>(),
+        [
+            (ViState::Defined, ViState::Requested),
+            (ViState::Requested, ViState::Rejected)
+        ]
+    );
+    assert_eq!(events[1].actor, admin.id);
+    assert_eq!(events[1].reason.as_deref(), Some("too big"));
+    assert!(matches!(
+        s.vi(Uuid::new_v4()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// Many concurrent compare-and-set transitions of one VI: exactly one wins.
+async fn concurrent_transitions(s: Arc<dyn Store>) {
+    let owner = user("racer", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let v = vi(owner.id, "race");
+    s.create_vi(&v).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let change = Transition {
+                to: ViState::Requested,
+                actor: owner.id,
+                at: 1,
+                reject_reason: None,
+                home_datacenter_id: None,
+            };
+            s.transition_vi(v.id, ViState::Defined, &change)
+                .await
+                .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(s.vi_events(v.id).await.unwrap().len(), 1);
+}
+
+async fn suite(store: SqlStore) {
+    let s: Arc<dyn Store> = Arc::new(store);
+    users_and_tokens(s.as_ref()).await;
+    datacenters_and_hosts(s.as_ref()).await;
+    templates(s.as_ref()).await;
+    vi_lifecycle(s.as_ref()).await;
+    concurrent_transitions(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_conforms() {
+    let (store, _dir) = sqlite().await;
+    assert_eq!(store.backend(), Backend::Sqlite);
+    suite(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conforms() {
+    if let Some(store) = postgres().await {
+        assert_eq!(store.backend(), Backend::Postgres);
+        suite(store).await;
+    }
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let s = connect(&url).await.unwrap();
+    s.create_user(&user("kept", Role::User)).await.unwrap();
+    s.close().await;
+    let s = connect(&url).await.unwrap();
+    assert_eq!(s.user_by_name("kept").await.unwrap().name, "kept");
+}
+
+#[tokio::test]
+async fn unsupported_url_is_named() {
+    let err = connect("mysql://x").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unsupported database URL \"mysql://x\" (expected sqlite://PATH or postgres://...)"
+    );
+}
