@@ -187,7 +187,7 @@ impl App {
                         next.put_binding(&policy, addr, parse_body::<MobilityBinding>(body)?)?
                     }
                     (&Method::PUT, "visitors") => {
-                        next.put_visitor(addr, parse_body::<Visitor>(body)?)?
+                        next.put_visitor(&policy, addr, parse_body::<Visitor>(body)?)?
                     }
                     (&Method::DELETE, "bindings") => next.delete_binding(addr, generation(uri)?)?,
                     (&Method::DELETE, "visitors") => next.delete_visitor(addr, generation(uri)?)?,

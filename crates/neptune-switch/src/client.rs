@@ -143,6 +143,16 @@ impl ControlClient {
         self.call("PUT", &format!("/v1/visitors/{addr}"), &body.to_string())
     }
 
+    /// `PUT /v1/visitors/{addr}` with every field.
+    pub fn put_visitor_with(
+        &self,
+        addr: &str,
+        visitor: &crate::state::Visitor,
+    ) -> std::io::Result<Reply> {
+        let body = serde_json::to_string(visitor).map_err(std::io::Error::other)?;
+        self.call("PUT", &format!("/v1/visitors/{addr}"), &body)
+    }
+
     /// `DELETE /v1/visitors/{addr}?generation=N`.
     pub fn delete_visitor(&self, addr: &str, generation: u64) -> std::io::Result<Reply> {
         self.call(

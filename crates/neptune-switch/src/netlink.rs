@@ -418,40 +418,19 @@ impl Netlink {
         }
     }
 
-    /// Adds a policy rule (fails with EEXIST if the same rule exists).
+    /// Adds a policy rule (an identical existing rule is fine).
     pub fn add_rule(&mut self, rule: &Rule) -> Result<(), NetlinkError> {
-        let mut m = Msg::new(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL);
-        let action = if rule.table.is_some() {
-            FR_ACT_TO_TBL
-        } else {
-            FR_ACT_BLACKHOLE
-        };
-        let dl = rule.to.map(|t| t.1).unwrap_or(0);
-        let sl = rule.from.map(|f| f.1).unwrap_or(0);
-        m.raw(&rulehdr(dl, sl, action));
-        m.u32(FRA_PRIORITY, rule.priority);
-        if let Some((a, _)) = rule.from {
-            m.addr(FRA_SRC, a);
-        }
-        if let Some((a, _)) = rule.to {
-            m.addr(FRA_DST, a);
-        }
-        if let Some(iif) = &rule.iif {
-            m.string(FRA_IIFNAME, iif);
-        }
-        if let Some(p) = rule.ip_proto {
-            m.attr(FRA_IP_PROTO, &[p]);
-        }
-        if let Some(p) = rule.dport {
-            let mut range = [0u8; 4];
-            range[0..2].copy_from_slice(&p.to_ne_bytes());
-            range[2..4].copy_from_slice(&p.to_ne_bytes());
-            m.attr(FRA_DPORT_RANGE, &range);
-        }
-        if let Some(t) = rule.table {
-            m.u32(FRA_TABLE, t);
-        }
+        let m = rule_msg(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule);
         exists_ok(self.request("rule add", m))
+    }
+
+    /// Deletes the rule matching `rule`'s selectors; absent is fine.
+    pub fn delete_rule(&mut self, rule: &Rule) -> Result<(), NetlinkError> {
+        let m = rule_msg(RTM_DELRULE, 0, rule);
+        match self.request("rule delete", m) {
+            Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::ESRCH)) => Ok(()),
+            other => other,
+        }
     }
 
     /// Deletes every rule at `priority` (optionally only those looking up `table`).
@@ -473,6 +452,41 @@ impl Netlink {
         }
         Ok(())
     }
+}
+
+fn rule_msg(kind: u16, flags: u16, rule: &Rule) -> Msg {
+    let mut m = Msg::new(kind, flags);
+    let action = if rule.table.is_some() {
+        FR_ACT_TO_TBL
+    } else {
+        FR_ACT_BLACKHOLE
+    };
+    let dl = rule.to.map(|t| t.1).unwrap_or(0);
+    let sl = rule.from.map(|f| f.1).unwrap_or(0);
+    m.raw(&rulehdr(dl, sl, action));
+    m.u32(FRA_PRIORITY, rule.priority);
+    if let Some((a, _)) = rule.from {
+        m.addr(FRA_SRC, a);
+    }
+    if let Some((a, _)) = rule.to {
+        m.addr(FRA_DST, a);
+    }
+    if let Some(iif) = &rule.iif {
+        m.string(FRA_IIFNAME, iif);
+    }
+    if let Some(p) = rule.ip_proto {
+        m.attr(FRA_IP_PROTO, &[p]);
+    }
+    if let Some(p) = rule.dport {
+        let mut range = [0u8; 4];
+        range[0..2].copy_from_slice(&p.to_ne_bytes());
+        range[2..4].copy_from_slice(&p.to_ne_bytes());
+        m.attr(FRA_DPORT_RANGE, &range);
+    }
+    if let Some(t) = rule.table {
+        m.u32(FRA_TABLE, t);
+    }
+    m
 }
 
 fn exists_ok(r: Result<(), NetlinkError>) -> Result<(), NetlinkError> {

@@ -105,6 +105,16 @@ pub fn decapsulate(
     is_peer: impl Fn(Ipv4Addr) -> bool,
     is_visitor: impl Fn(Ipv4Addr) -> bool,
 ) -> Result<Decapsulated, Drop> {
+    decapsulate_with(buf, is_peer, |inner| is_visitor(inner.dst))
+}
+
+/// [`decapsulate`] with any test of the inner header (a home switch also
+/// accepts reverse-tunnelled packets whose source is one of its home addresses).
+pub fn decapsulate_with(
+    buf: &[u8],
+    is_peer: impl Fn(Ipv4Addr) -> bool,
+    accept_inner: impl Fn(&Ipv4Header) -> bool,
+) -> Result<Decapsulated, Drop> {
     let outer = Ipv4Header::parse(buf)?;
     if outer.protocol != IPPROTO_IPIP || outer.fragment {
         return Err(Drop::NotIpip);
@@ -116,7 +126,7 @@ pub fn decapsulate(
         .get(outer.header_len..outer.total_len)
         .ok_or(Drop::Malformed)?;
     let inner = Ipv4Header::parse(payload)?;
-    if !is_visitor(inner.dst) {
+    if !accept_inner(&inner) {
         return Err(Drop::NotVisitor);
     }
     let start = outer.header_len;

@@ -50,6 +50,11 @@ pub struct Visitor {
     pub key: u32,
     /// Orders updates of this address.
     pub generation: u64,
+    /// Reverse tunnelling (RFC 3024 style): packets from this address are
+    /// tunnelled to its home switch (this care-of address, a peer) instead of
+    /// leaving directly, for providers that drop foreign sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_tunnel: Option<Ipv4Addr>,
 }
 
 /// Generation of a removal.
@@ -92,6 +97,8 @@ pub enum Forwarding {
         port: String,
         /// Next hop.
         via: Option<Ipv4Addr>,
+        /// Tunnel the address's own packets to its home switch (and key).
+        reverse: Option<(Ipv4Addr, u32)>,
     },
     /// Nothing of ours (a home prefix's blackhole covers it).
     Absent,
@@ -230,6 +237,7 @@ impl SwitchTable {
             return Forwarding::Local {
                 port: v.port.clone(),
                 via: v.via,
+                reverse: v.reverse_tunnel.map(|home| (home, v.key)),
             };
         }
         Forwarding::Absent
@@ -321,7 +329,17 @@ impl SwitchTable {
     }
 
     /// Installs or replaces a visitor.
-    pub fn put_visitor(&mut self, addr: Ipv4Addr, visitor: Visitor) -> Result<Outcome, Refusal> {
+    pub fn put_visitor(
+        &mut self,
+        policy: &Policy<'_>,
+        addr: Ipv4Addr,
+        visitor: Visitor,
+    ) -> Result<Outcome, Refusal> {
+        if let Some(home) = visitor.reverse_tunnel {
+            if !policy.peers.contains(&home) {
+                return Err(Refusal::NotPeer(home));
+            }
+        }
         if !valid_ifname(&visitor.port) {
             return Err(Refusal::Invalid {
                 field: "port",
@@ -512,13 +530,32 @@ mod tests {
             vi: "vi-1".into(),
             key: 7,
             generation: 1,
+            reverse_tunnel: None,
         };
-        assert_eq!(t.put_visitor(H, v.clone()), Ok(Outcome::Changed));
+        assert_eq!(t.put_visitor(&pol, H, v.clone()), Ok(Outcome::Changed));
         assert_eq!(
             t.forwarding(H),
             Forwarding::Local {
                 port: "vm0".into(),
-                via: None
+                via: None,
+                reverse: None
+            }
+        );
+        let mut rev = v.clone();
+        rev.generation = 2;
+        rev.reverse_tunnel = Some(Ipv4Addr::new(6, 6, 6, 6));
+        assert!(matches!(
+            t.put_visitor(&pol, H, rev.clone()),
+            Err(Refusal::NotPeer(_))
+        ));
+        rev.reverse_tunnel = Some(Ipv4Addr::new(198, 18, 2, 2));
+        assert_eq!(t.put_visitor(&pol, H, rev), Ok(Outcome::Changed));
+        assert_eq!(
+            t.forwarding(H),
+            Forwarding::Local {
+                port: "vm0".into(),
+                via: None,
+                reverse: Some((Ipv4Addr::new(198, 18, 2, 2), 7))
             }
         );
         t.put_binding(&pol, H, b([198, 18, 2, 2], 2)).unwrap();
@@ -526,7 +563,7 @@ mod tests {
         let mut bad = v.clone();
         bad.port = "../etc".into();
         bad.generation = 5;
-        assert!(t.put_visitor(H, bad).is_err());
+        assert!(t.put_visitor(&pol, H, bad).is_err());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("table.json");
         t.save(&path).unwrap();

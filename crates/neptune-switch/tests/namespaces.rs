@@ -228,6 +228,63 @@ fn migration_scenario(plane: Plane) {
     );
 }
 
+/// A provider behind DC B drops packets whose source is not its own (strict
+/// reverse-path filter on the router's link to B): with reverse tunnelling the
+/// VM's answers go home through the tunnel and the connection still works.
+fn reverse_tunnelling_scenario(plane: Plane) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = Testbed::new(plane);
+    let inet = bed.ns("inet");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &inet,
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/net/ipv4/conf/to-b/rp_filter",
+    ]);
+    let echo = EchoSession::start(&bed);
+    echo.take_max_gap();
+    let home_switch = bed.ess["a"].care_of;
+    bed.move_vm_with("b", 1, Some(home_switch));
+    echo.wait_rounds(20);
+    let stall = echo.take_max_gap();
+    eprintln!(
+        "{plane:?}: move to b with reverse tunnelling: longest stall {} ms",
+        stall.as_millis()
+    );
+    assert!(stall < STALL_LIMIT, "stall {stall:?}");
+    let from_b = Capture::start(&inet, "to-b");
+    echo.wait_rounds(30);
+    let from_b = from_b.finish();
+    assert_eq!(
+        from_b.iter().filter(|h| src(h) == HOME).count(),
+        0,
+        "the VM's answers left DC B directly"
+    );
+    let tunnelled = from_b
+        .iter()
+        .filter(|h| is_encapsulated(plane, h, bed.ess["b"].care_of, home_switch))
+        .count();
+    assert!(
+        tunnelled > 0,
+        "no reverse-tunnelled packet from ess-b to ess-a"
+    );
+    echo.finish()
+        .unwrap_or_else(|e| panic!("the TCP connection broke: {e}"));
+}
+
+#[test]
+fn kernel_data_plane_tunnels_reverse_traffic_home_on_request() {
+    reverse_tunnelling_scenario(Plane::Kernel);
+}
+
+#[test]
+fn userspace_data_plane_tunnels_reverse_traffic_home_on_request() {
+    reverse_tunnelling_scenario(Plane::Userspace);
+}
+
 #[test]
 fn kernel_data_plane_keeps_a_tcp_connection_across_datacenters() {
     migration_scenario(Plane::Kernel);

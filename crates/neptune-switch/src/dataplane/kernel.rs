@@ -11,6 +11,8 @@
 //! | --- | --- |
 //! | base + i | `from PEER_i to CARE_OF ipproto udp dport 4790 lookup local` |
 //! | base + 40 | `to CARE_OF ipproto udp dport 4790 blackhole` (non-peers) |
+//! | base + 45 | `from VISITOR iif PORT lookup REVERSE_k` (reverse tunnelling) |
+//! | base + 49 | `from HOME_PREFIX iif nsw-gpe0 lookup main` (reverse tunnelled) |
 //! | base + 50 | `iif nsw-gpe0 lookup VISITORS` |
 //! | base + 51 | `iif nsw-gpe0 blackhole` |
 //! | base + 60 | `lookup local` (moved here from priority 0) |
@@ -58,10 +60,12 @@ impl KernelPlane {
         let mut routes = Routes {
             nl,
             visitor_table: k.visitor_table,
+            rule_base: k.rule_base,
+            peers: config.peers.clone(),
         };
         routes.blackhole_home(config)?;
         install_rules(&mut routes.nl, config, k)?;
-        routes.confine_ingress(&k.device, k.rule_base)?;
+        routes.confine_ingress(&k.device, config)?;
         Ok(KernelPlane {
             routes: Mutex::new(routes),
             device: k.device.clone(),
@@ -78,7 +82,8 @@ fn install_rules(
 ) -> Result<(), DataPlaneError> {
     let base = k.rule_base;
     for prio in base..base + 64 {
-        if prio != base + 50 && prio != base + 51 {
+        // The ingress rules are replaced by `confine_ingress`.
+        if !(base + 49..=base + 51).contains(&prio) {
             nl.delete_rules(prio, None)?;
         }
     }

@@ -76,38 +76,78 @@ pub fn build(config: &SwitchConfig) -> Result<Arc<dyn DataPlane>, DataPlaneError
 }
 
 /// Routes shared by the kernel and userspace planes: /32 per address in the
-/// main table, visitors also in the visitor table.
+/// main table, visitors also in the visitor table, and for reverse-tunnelled
+/// visitors a source rule into a per-home-switch table whose default route
+/// leads into the tunnel.
 #[derive(Debug)]
 pub(crate) struct Routes {
     pub(crate) nl: Netlink,
     pub(crate) visitor_table: u32,
+    pub(crate) rule_base: u32,
+    pub(crate) peers: Vec<Ipv4Addr>,
 }
 
+/// Priority of the reverse-tunnelling source rules (relative to the base).
+const REVERSE_RULE: u32 = 45;
+/// Priority of the rule that lets reverse-tunnelled packets from home
+/// addresses out of the home switch.
+const HOME_SOURCE_RULE: u32 = 49;
+
 impl Routes {
-    /// Programs one address; `tunnel` says how a binding's route looks.
+    /// Table of the reverse tunnel towards `home` (one per peer).
+    fn reverse_table(&self, home: Ipv4Addr) -> Option<u32> {
+        let i = self.peers.iter().position(|p| *p == home)?;
+        Some(self.visitor_table + 1 + u32::try_from(i).ok()?)
+    }
+
+    /// Programs one address; `tunnel` says how a route into the tunnel looks.
     pub(crate) fn apply(
         &mut self,
         addr: Ipv4Addr,
         forwarding: &Forwarding,
         tunnel: impl Fn(Ipv4Addr, u32) -> Result<RouteTarget, DataPlaneError>,
     ) -> Result<(), DataPlaneError> {
+        let mut reverse_rule = Rule {
+            priority: self.rule_base + REVERSE_RULE,
+            from: Some((addr, 32)),
+            ..Rule::default()
+        };
         match forwarding {
             Forwarding::Tunnel { care_of, key } => {
                 let target = tunnel(*care_of, *key)?;
                 self.nl.replace_route(TABLE_MAIN, addr, 32, &target)?;
                 self.nl.delete_route(self.visitor_table, addr, 32)?;
+                self.nl.delete_rule(&reverse_rule)?;
             }
-            Forwarding::Local { port, via } => {
+            Forwarding::Local { port, via, reverse } => {
                 let oif = Netlink::index(port)?;
                 self.nl.set_up(oif, None)?;
                 let target = RouteTarget::Device { oif, via: *via };
                 self.nl.replace_route(TABLE_MAIN, addr, 32, &target)?;
                 self.nl
                     .replace_route(self.visitor_table, addr, 32, &target)?;
+                match reverse.and_then(|(home, key)| Some((home, key, self.reverse_table(home)?))) {
+                    Some((home, key, table)) => {
+                        let default = tunnel(home, key)?;
+                        self.nl
+                            .replace_route(table, Ipv4Addr::UNSPECIFIED, 0, &default)?;
+                        reverse_rule.iif = Some(port.clone());
+                        reverse_rule.table = Some(table);
+                        // Replace: drop whatever rule the address had, then add.
+                        self.nl.delete_rule(&Rule {
+                            table: None,
+                            iif: None,
+                            ..reverse_rule.clone()
+                        })?;
+                        self.nl.add_rule(&reverse_rule)?;
+                    }
+                    None => self.nl.delete_rule(&reverse_rule)?,
+                }
             }
             Forwarding::Absent => {
                 self.nl.delete_route(TABLE_MAIN, addr, 32)?;
                 self.nl.delete_route(self.visitor_table, addr, 32)?;
+                self.nl.delete_rule(&reverse_rule)?;
             }
         }
         Ok(())
@@ -126,10 +166,25 @@ impl Routes {
         Ok(())
     }
 
-    /// Decapsulated packets (arriving on `dev`) may only reach visitors.
-    pub(crate) fn confine_ingress(&mut self, dev: &str, base: u32) -> Result<(), DataPlaneError> {
-        for prio in [base + 50, base + 51] {
+    /// Decapsulated packets (arriving on `dev`) may only reach visitors, or,
+    /// reverse-tunnelled from a home address of this switch, the Internet.
+    pub(crate) fn confine_ingress(
+        &mut self,
+        dev: &str,
+        config: &SwitchConfig,
+    ) -> Result<(), DataPlaneError> {
+        let base = self.rule_base;
+        for prio in [base + HOME_SOURCE_RULE, base + 50, base + 51] {
             self.nl.delete_rules(prio, None)?;
+        }
+        for p in &config.home_prefixes {
+            self.nl.add_rule(&Rule {
+                priority: base + HOME_SOURCE_RULE,
+                from: Some((p.addr(), p.prefix_len())),
+                iif: Some(dev.to_owned()),
+                table: Some(TABLE_MAIN),
+                ..Rule::default()
+            })?;
         }
         self.nl.add_rule(&Rule {
             priority: base + 50,

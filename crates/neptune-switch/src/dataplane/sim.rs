@@ -65,7 +65,12 @@ mod tests {
         let plane = SimulatedPlane::default();
         let mut t = SwitchTable::default();
         let a = Ipv4Addr::new(203, 0, 113, 10);
+        let policy = crate::state::Policy {
+            home_prefixes: &[],
+            peers: &[],
+        };
         t.put_visitor(
+            &policy,
             a,
             Visitor {
                 port: "vm0".into(),
@@ -73,6 +78,7 @@ mod tests {
                 vi: "v".into(),
                 key: 1,
                 generation: 1,
+                reverse_tunnel: None,
             },
         )
         .unwrap();

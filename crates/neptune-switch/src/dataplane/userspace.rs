@@ -34,7 +34,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::{DataPlane, DataPlaneError, DataPlaneStats, Routes};
 use crate::config::{SwitchConfig, UserspaceConfig};
 use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget};
-use crate::packet::{decapsulate, Drop as Dropped, Ipv4Header, IPPROTO_IPIP};
+use crate::packet::{decapsulate_with, Drop as Dropped, Ipv4Header, IPPROTO_IPIP};
+use crate::prefix::Ipv4Prefix;
 use crate::state::{Forwarding, SwitchTable};
 
 const BUF: usize = 65536;
@@ -53,9 +54,14 @@ struct Counters {
 
 #[derive(Debug, Default)]
 struct Tables {
+    /// Home Address -> Care-of Address (home switch).
     bindings: HashMap<Ipv4Addr, Ipv4Addr>,
+    /// Addresses delivered here (foreign switch).
     visitors: HashSet<Ipv4Addr>,
+    /// Reverse-tunnelled visitors -> their home switch.
+    reverse: HashMap<Ipv4Addr, Ipv4Addr>,
     peers: HashSet<Ipv4Addr>,
+    home_prefixes: Vec<Ipv4Prefix>,
 }
 
 #[derive(Debug)]
@@ -90,9 +96,11 @@ impl UserspacePlane {
         let mut routes = Routes {
             nl,
             visitor_table: u.visitor_table,
+            rule_base: u.rule_base,
+            peers: config.peers.clone(),
         };
         routes.blackhole_home(config)?;
-        routes.confine_ingress(&u.tun, u.rule_base)?;
+        routes.confine_ingress(&u.tun, config)?;
 
         let sock = Socket::new(
             Domain::IPV4,
@@ -107,6 +115,7 @@ impl UserspacePlane {
         let shared = Arc::new(Shared {
             tables: RwLock::new(Tables {
                 peers: config.peers.iter().copied().collect(),
+                home_prefixes: config.home_prefixes.clone(),
                 ..Tables::default()
             }),
             counters: Counters::default(),
@@ -191,7 +200,9 @@ fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
         if let Ok(t) = shared.tables.read() {
             for i in 0..n {
                 match Ipv4Header::parse(&bufs[i][..lens[i]]) {
-                    Ok(h) => match t.bindings.get(&h.dst) {
+                    // Home switch: by destination; foreign switch, reverse
+                    // tunnelling: by source.
+                    Ok(h) => match t.bindings.get(&h.dst).or_else(|| t.reverse.get(&h.src)) {
                         Some(care_of) => {
                             out.push((i, SockaddrIn::from(SocketAddrV4::new(*care_of, 0))))
                         }
@@ -264,11 +275,11 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
         };
         for (buf, len) in bufs.iter().zip(lens) {
             let packet = &buf[..len.min(buf.len())];
-            match decapsulate(
-                packet,
-                |a| t.peers.contains(&a),
-                |a| t.visitors.contains(&a),
-            ) {
+            let accept = |inner: &Ipv4Header| {
+                t.visitors.contains(&inner.dst)
+                    || t.home_prefixes.iter().any(|p| p.contains(inner.src))
+            };
+            match decapsulate_with(packet, |a| t.peers.contains(&a), accept) {
                 Ok(d) => match (&*tun).write(&packet[d.inner_range]) {
                     Ok(_) => bump(&c.decapsulated),
                     Err(_) => bump(&c.tun_write_errors),
@@ -303,10 +314,15 @@ impl DataPlane for UserspacePlane {
                     Forwarding::Tunnel { care_of, .. } => {
                         t.bindings.insert(*addr, *care_of);
                         t.visitors.remove(addr);
+                        t.reverse.remove(addr);
                     }
-                    Forwarding::Local { .. } => {
+                    Forwarding::Local { reverse, .. } => {
                         t.visitors.insert(*addr);
                         t.bindings.remove(addr);
+                        match reverse {
+                            Some((home, _)) => t.reverse.insert(*addr, *home),
+                            None => t.reverse.remove(addr),
+                        };
                     }
                     Forwarding::Absent => {}
                 }
@@ -328,6 +344,7 @@ impl DataPlane for UserspacePlane {
                     .map_err(|_| DataPlaneError::Poisoned)?;
                 t.bindings.remove(addr);
                 t.visitors.remove(addr);
+                t.reverse.remove(addr);
             }
         }
         first_err.map_or(Ok(()), Err)

@@ -368,6 +368,11 @@ impl Testbed {
     /// the foreign switch accepts the visitor, the home switch binds (or
     /// unbinds when the VM comes home), the old datacenter forgets the visitor.
     pub fn move_vm(&mut self, to: &'static str, generation: u64) {
+        self.move_vm_with(to, generation, None);
+    }
+
+    /// [`Testbed::move_vm`], optionally with reverse tunnelling to `reverse`.
+    pub fn move_vm_with(&mut self, to: &'static str, generation: u64, reverse: Option<Ipv4Addr>) {
         let from = self.vm_at;
         self.replug(to);
         let home = HOME.to_string();
@@ -375,9 +380,15 @@ impl Testbed {
             let r = r.expect("control call");
             assert_eq!(r.status, 200, "{}", r.body);
         };
-        ok(self
-            .client(to)
-            .put_visitor(&home, "vmport", "vi-1", 7, generation));
+        let visitor = neptune_switch::state::Visitor {
+            port: "vmport".into(),
+            via: None,
+            vi: "vi-1".into(),
+            key: 7,
+            generation,
+            reverse_tunnel: reverse,
+        };
+        ok(self.client(to).put_visitor_with(&home, visitor));
         if to == "a" {
             ok(self.client("a").delete_binding(&home, generation));
         } else {
@@ -534,6 +545,14 @@ impl NsClient {
     ) -> std::io::Result<neptune_switch::client::Reply> {
         let (addr, port, vi) = (addr.to_owned(), port.to_owned(), vi.to_owned());
         self.run(move |c| c.put_visitor(&addr, &port, &vi, key, generation))
+    }
+    pub fn put_visitor_with(
+        &self,
+        addr: &str,
+        visitor: neptune_switch::state::Visitor,
+    ) -> std::io::Result<neptune_switch::client::Reply> {
+        let addr = addr.to_owned();
+        self.run(move |c| c.put_visitor_with(&addr, &visitor))
     }
     pub fn delete_visitor(
         &self,
