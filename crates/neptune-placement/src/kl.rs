@@ -10,6 +10,12 @@ use crate::rng::Rng;
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     local: Vec<u32>,
+    nodes: Vec<u32>,
+    m: Vec<i64>,
+    side: Vec<u8>,
+    locked: Vec<bool>,
+    d: Vec<i64>,
+    seq: Vec<(usize, usize)>,
 }
 
 /// One Kernighan–Lin pass between bins `a` and `b`: tentatively swap the
@@ -26,37 +32,44 @@ pub(crate) fn kl_pair(
     if sc.local.len() < inst.n() {
         sc.local.resize(inst.n(), 0);
     }
-    let nodes: Vec<u32> = st.members[a]
-        .iter()
-        .chain(st.members[b].iter())
-        .copied()
-        .collect();
+    let Scratch {
+        local,
+        nodes,
+        m,
+        side,
+        locked,
+        d,
+        seq,
+    } = sc;
+    nodes.clear();
+    nodes.extend(st.members[a].iter().chain(st.members[b].iter()).copied());
     let na = st.members[a].len();
     let k = nodes.len();
     if na == 0 || na == k {
         return 0;
     }
     for (i, &v) in nodes.iter().enumerate() {
-        sc.local[v as usize] = i as u32 + 1;
+        local[v as usize] = i as u32 + 1;
     }
-    let mut m = vec![0i64; k * k];
+    m.clear();
+    m.resize(k * k, 0);
     for (i, &v) in nodes.iter().enumerate() {
         for (u, w) in inst.neighbors(v as usize) {
-            let j = sc.local[u];
+            let j = local[u];
             if j > 0 {
                 m[i * k + (j as usize - 1)] = w as i64;
             }
         }
     }
-    for &v in &nodes {
-        sc.local[v as usize] = 0;
+    for &v in nodes.iter() {
+        local[v as usize] = 0;
     }
-    let mut side: Vec<u8> = (0..k).map(|i| u8::from(i >= na)).collect();
-    let mut locked: Vec<bool> = nodes
-        .iter()
-        .map(|&v| inst.fixed[v as usize].is_some())
-        .collect();
-    let mut d = vec![0i64; k];
+    side.clear();
+    side.extend((0..k).map(|i| u8::from(i >= na)));
+    locked.clear();
+    locked.extend(nodes.iter().map(|&v| inst.fixed[v as usize].is_some()));
+    d.clear();
+    d.resize(k, 0);
     for i in 0..k {
         for j in 0..k {
             if i != j {
@@ -70,7 +83,7 @@ pub(crate) fn kl_pair(
     }
     let any_aa = nodes.iter().any(|&v| !inst.aa[v as usize].is_empty());
     let (mut la, mut lb) = (st.load[a], st.load[b]);
-    let mut seq: Vec<(usize, usize)> = Vec::new();
+    seq.clear();
     let mut total = 0i64;
     let mut best = 0i64;
     let mut best_len = 0usize;
@@ -95,7 +108,7 @@ pub(crate) fn kl_pair(
                 if !le(na_load, inst.cap[a]) || !le(nb_load, inst.cap[b]) {
                     continue;
                 }
-                if any_aa && !aa_ok(inst, &nodes, &side, x, y) {
+                if any_aa && !aa_ok(inst, nodes, side, x, y) {
                     continue;
                 }
                 pick = Some((g, x, y));
@@ -169,23 +182,59 @@ pub(crate) fn adjacent_bin_pairs(inst: &Instance, st: &State) -> Vec<(u32, u32)>
 }
 
 /// Repeats KL passes over all pairs of adjacent bins until a full sweep gains
-/// nothing (or `max_sweeps`). Returns the total gain.
+/// nothing (or `max_sweeps`). A pass between two bins depends only on their
+/// members, so after the first sweep only pairs with a bin changed in the
+/// previous sweep are passed again: the result is the same as passing every
+/// pair, at a fraction of the cost. Returns the total gain.
 pub(crate) fn kl_sweeps(
     inst: &Instance,
     st: &mut State,
     sc: &mut Scratch,
     max_sweeps: usize,
+    only: Option<Vec<bool>>,
 ) -> u64 {
     let mut gained = 0u64;
-    for _ in 0..max_sweeps {
+    let first_all = only.is_none();
+    let mut changed = only.unwrap_or_else(|| vec![true; inst.bins()]);
+    let mut next = vec![false; inst.bins()];
+    for round in 0..max_sweeps {
         let mut sweep = 0u64;
-        for (a, b) in adjacent_bin_pairs(inst, st) {
-            sweep += kl_pair(inst, st, a as usize, b as usize, sc);
+        let pairs = if round == 0 && first_all {
+            adjacent_bin_pairs(inst, st)
+        } else {
+            let mut pairs = Vec::new();
+            for a in (0..inst.bins()).filter(|&a| changed[a]) {
+                for &v in &st.members[a] {
+                    for (u, _) in inst.neighbors(v as usize) {
+                        let b = st.bin[u];
+                        if b as usize != a {
+                            pairs.push(((a as u32).min(b), (a as u32).max(b)));
+                        }
+                    }
+                }
+            }
+            pairs.sort_unstable();
+            pairs.dedup();
+            pairs
+        };
+        for (a, b) in pairs {
+            let (a, b) = (a as usize, b as usize);
+            if !changed[a] && !changed[b] {
+                continue;
+            }
+            let g = kl_pair(inst, st, a, b, sc);
+            if g > 0 {
+                next[a] = true;
+                next[b] = true;
+                sweep += g;
+            }
         }
         gained += sweep;
         if sweep == 0 {
             break;
         }
+        std::mem::swap(&mut changed, &mut next);
+        next.iter_mut().for_each(|x| *x = false);
     }
     gained
 }
@@ -269,7 +318,7 @@ pub(crate) fn solve(
     let mut best_iteration = 1;
     for i in 0..restarts.max(1) {
         let mut st = random_initial(inst, rng)?;
-        kl_sweeps(inst, &mut st, &mut sc, usize::MAX);
+        kl_sweeps(inst, &mut st, &mut sc, usize::MAX, None);
         let c = st.cut(inst);
         costs.push(c);
         if best.as_ref().is_none_or(|(bc, _)| c < *bc) {

@@ -141,7 +141,11 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
                 &router,
                 &bin_host,
                 &mut rng,
-                multilevel::Settings { cycles },
+                multilevel::Settings {
+                    cycles,
+                    iterations: if inst.n() > 20_000 { 1 } else { 4 },
+                    coarse_kl: if inst.n() > 20_000 { 0 } else { 8 },
+                },
             )?;
             (st, None)
         }

@@ -14,7 +14,12 @@ use crate::rng::Rng;
 /// One coarsening step: matches nodes by heavy edges, never merging pinned
 /// or anti-affine nodes, never beyond what one host can take.
 /// Returns the coarse instance and the fine -> coarse map.
-fn coarsen(inst: &Instance, rng: &mut Rng, classes: &[W]) -> (Instance, Vec<u32>) {
+fn coarsen(
+    inst: &Instance,
+    rng: &mut Rng,
+    classes: &[W],
+    part: Option<&[u32]>,
+) -> (Instance, Vec<u32>) {
     let n = inst.n();
     let mut mate = vec![NONE; n];
     let mut order: Vec<usize> = (0..n).collect();
@@ -26,7 +31,7 @@ fn coarsen(inst: &Instance, rng: &mut Rng, classes: &[W]) -> (Instance, Vec<u32>
         }
         let mut best: Option<(f64, usize)> = None;
         for (u, w) in inst.neighbors(v) {
-            if mate[u] != NONE || u == v || !free(u) {
+            if mate[u] != NONE || u == v || !free(u) || part.is_some_and(|p| p[u] != p[v]) {
                 continue;
             }
             let sum = add(inst.wt[v], inst.wt[u]);
@@ -194,7 +199,13 @@ fn grow(inst: &Instance, st: &mut State, rng: &mut Rng) -> Vec<usize> {
 
 /// One sweep of gain-driven moves (to a bin with room) and swaps (with a
 /// node of a full bin), each applied only when it lowers the cut.
-fn greedy_sweep(inst: &Instance, st: &mut State, rng: &mut Rng, conn: &mut [u64]) -> u64 {
+fn greedy_sweep(
+    inst: &Instance,
+    st: &mut State,
+    rng: &mut Rng,
+    conn: &mut [u64],
+    changed: &mut [bool],
+) -> u64 {
     let mut order: Vec<usize> = (0..inst.n()).filter(|&v| inst.fixed[v].is_none()).collect();
     rng.shuffle(&mut order);
     let mut gained = 0u64;
@@ -221,6 +232,8 @@ fn greedy_sweep(inst: &Instance, st: &mut State, rng: &mut Rng, conn: &mut [u64]
             }
         }
         if let Some((g, b)) = best_move {
+            changed[a] = true;
+            changed[b] = true;
             st.relocate(inst, v, b);
             gained += g;
         } else {
@@ -258,6 +271,8 @@ fn greedy_sweep(inst: &Instance, st: &mut State, rng: &mut Rng, conn: &mut [u64]
             }
             if let Some((g, u)) = best_swap {
                 let b = st.bin[u] as usize;
+                changed[a] = true;
+                changed[b] = true;
                 st.remove(inst, v);
                 st.remove(inst, u);
                 st.insert(inst, v, b);
@@ -283,17 +298,19 @@ fn refine(
     kl_passes: usize,
 ) {
     let mut conn = vec![0u64; inst.bins()];
-    for _ in 0..rounds {
+    for round in 0..rounds {
         let mut g = 0;
+        let mut changed = vec![false; inst.bins()];
         for _ in 0..4 {
-            let s = greedy_sweep(inst, st, rng, &mut conn);
+            let s = greedy_sweep(inst, st, rng, &mut conn, &mut changed);
             g += s;
             if s == 0 {
                 break;
             }
         }
         if kl_passes > 0 {
-            g += kl::kl_sweeps(inst, st, sc, kl_passes);
+            let only = if round == 0 { None } else { Some(changed) };
+            g += kl::kl_sweeps(inst, st, sc, kl_passes, only);
         }
         if g == 0 {
             break;
@@ -304,11 +321,15 @@ fn refine(
 /// Settings of the production solver.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
+    /// V-cycles from scratch.
     pub(crate) cycles: usize,
+    /// Iterated V-cycles after each, at most (stopped when one does not improve).
+    pub(crate) iterations: usize,
+    /// KL sweeps on coarse levels.
+    pub(crate) coarse_kl: usize,
 }
 
-/// One V-cycle from `rng`: returns a complete state or the reason nothing fits.
-fn vcycle(inst: &Instance, rng: &mut Rng, sc: &mut Scratch) -> Result<State, PlacementError> {
+fn capacity_classes(inst: &Instance) -> Vec<W> {
     let mut classes: Vec<W> = inst.cap.clone();
     classes.sort_unstable();
     classes.dedup();
@@ -321,24 +342,53 @@ fn vcycle(inst: &Instance, rng: &mut Rng, sc: &mut Scratch) -> Result<State, Pla
         }
         classes = vec![m];
     }
+    classes
+}
+
+/// One V-cycle. From scratch (`start` = None): coarsen, grow at the coarsest
+/// level, refine on the way back. Iterated (`start` = a complete state):
+/// coarsen only inside the bins of `start`, so every level carries `start`,
+/// and refine it on every level (moving whole clusters on coarse levels).
+fn vcycle(
+    inst: &Instance,
+    rng: &mut Rng,
+    sc: &mut Scratch,
+    start: Option<&State>,
+    coarse_kl: usize,
+) -> Result<State, PlacementError> {
+    let classes = capacity_classes(inst);
     let mut levels: Vec<(Instance, Vec<u32>)> = Vec::new();
     let mut cur = inst.clone();
+    let mut part: Option<Vec<u32>> = start.map(|s| s.bin.clone());
     while cur.n() > 2 * inst.bins().max(8) {
-        let (coarse, cmap) = coarsen(&cur, rng, &classes);
+        let (coarse, cmap) = coarsen(&cur, rng, &classes, part.as_deref());
         if coarse.n() as f64 > 0.95 * cur.n() as f64 {
             break;
+        }
+        if let Some(p) = &part {
+            let mut cp = vec![NONE; coarse.n()];
+            for (v, &c) in cmap.iter().enumerate() {
+                cp[c as usize] = p[v];
+            }
+            part = Some(cp);
         }
         levels.push((cur, cmap));
         cur = coarse;
     }
-    let mut st = State::empty(&cur);
-    let mut left = grow(&cur, &mut st, rng);
-    if !left.is_empty() && levels.is_empty() {
-        return Err(kl::blocked(&cur, &st, left[0]));
+    let mut st;
+    let mut left = Vec::new();
+    if let Some(p) = &part {
+        st = State::from_bins(&cur, p);
+    } else {
+        st = State::empty(&cur);
+        left = grow(&cur, &mut st, rng);
+        if !left.is_empty() && levels.is_empty() {
+            return Err(kl::blocked(&cur, &st, left[0]));
+        }
     }
-    let deep = levels.len();
     if left.is_empty() {
-        refine(&cur, &mut st, rng, sc, 8, 0);
+        let passes = if levels.is_empty() { 64 } else { coarse_kl };
+        refine(&cur, &mut st, rng, sc, 8, passes);
     }
     while let Some((fine, cmap)) = levels.pop() {
         let bins: Vec<u32> = cmap.iter().map(|&c| st.bin[c as usize]).collect();
@@ -350,13 +400,10 @@ fn vcycle(inst: &Instance, rng: &mut Rng, sc: &mut Scratch) -> Result<State, Pla
             }
         }
         if left.is_empty() {
-            let kl_passes = if levels.is_empty() { 64 } else { 0 };
-            refine(&fine, &mut st, rng, sc, 8, kl_passes);
+            let passes = if levels.is_empty() { 64 } else { coarse_kl };
+            refine(&fine, &mut st, rng, sc, 8, passes);
         }
-        cur = fine;
     }
-    let _ = deep;
-    let _ = cur;
     Ok(st)
 }
 
@@ -527,13 +574,24 @@ pub(crate) fn solve(
     let mut first_err = None;
     for _ in 0..settings.cycles.max(1) {
         let mut r = rng.fork();
-        let mut st = match vcycle(inst, &mut r, &mut sc) {
+        let mut st = match vcycle(inst, &mut r, &mut sc, None, settings.coarse_kl) {
             Ok(st) => st,
             Err(e) => {
                 first_err.get_or_insert(e);
                 continue;
             }
         };
+        // Iterated V-cycles while they improve.
+        let mut cut = st.cut(inst);
+        for _ in 0..settings.iterations {
+            let next = vcycle(inst, &mut r, &mut sc, Some(&st), settings.coarse_kl)?;
+            let c = next.cut(inst);
+            if c >= cut {
+                break;
+            }
+            st = next;
+            cut = c;
+        }
         repair(
             inst,
             &mut st,
