@@ -1,0 +1,269 @@
+//! Neptune's public REST API (`/api/v1`): the request and response types,
+//! shared by the Manager (server), the typed client and the CLI. Their
+//! OpenAPI schemas come from the code (utoipa); the Manager assembles the
+//! document, checked in as `openapi/neptune.json`.
+//!
+//! Errors are always [`ErrorBody`]: a stable machine `code` and a human
+//! `message`.
+
+use neptune_lifecycle::ViState;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable: `unauthenticated`, `forbidden`, `not_found`,
+    /// `conflict`, `invalid_topology`, `invalid_request`, `quota_exceeded`, `internal`.
+    pub code: String,
+    /// For people; may change between versions.
+    pub message: String,
+    /// Problems of a topology document, one per line (`LINE:COL: MESSAGE`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bearer token: send it as `Authorization: Bearer TOKEN`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub token: String,
+    /// Milliseconds since the Unix epoch; absent for API tokens.
+    pub expires_at: Option<i64>,
+    pub user: User,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateApiToken {
+    /// A label to recognise the token by.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Quota {
+    pub vms: i64,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub public_addresses: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Role,
+    pub quota: Quota,
+}
+
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateUser {
+    pub name: String,
+    pub password: String,
+    pub role: Role,
+    /// Defaults apply when absent.
+    pub quota: Option<Quota>,
+}
+
+impl std::fmt::Debug for CreateUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUser")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Datacenter {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateDatacenter {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    Ready,
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub id: Uuid,
+    pub datacenter: String,
+    pub name: String,
+    pub agent_url: String,
+    pub cpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+    pub vm_slots: i64,
+    pub state: HostState,
+    /// Milliseconds since the Unix epoch.
+    pub last_seen: i64,
+}
+
+/// What an Agent reports when it registers its host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterHost {
+    pub datacenter: String,
+    pub name: String,
+    pub agent_url: String,
+    pub cpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+    pub vm_slots: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Software {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Template {
+    pub id: Uuid,
+    pub name: String,
+    pub format: String,
+    pub size_mib: i64,
+    pub os_name: String,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+    pub software: Vec<Software>,
+}
+
+/// Registers an image file of the Manager's image repository as a template.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateTemplate {
+    pub name: String,
+    /// A path inside the Manager's image directory.
+    pub image: String,
+    #[serde(default)]
+    pub os_name: String,
+    pub vcpus: Option<i64>,
+    pub ram_mib: Option<i64>,
+    pub disk_mib: Option<i64>,
+    #[serde(default)]
+    pub software: Vec<Software>,
+}
+
+/// A predefined topology of the catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CatalogueRequest {
+    /// `line`, `ring`, `star`, `tree`, `full-mesh`, `nat-backends`, `three-tier`, `cluster`.
+    pub kind: String,
+    pub nodes: Option<usize>,
+    /// Mbit/s of every virtual link.
+    pub bandwidth: Option<u64>,
+    pub template: Option<String>,
+}
+
+/// A new VI (or a new design for a defined one), from exactly one source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ViDesign {
+    /// Defaults to the topology's id.
+    pub name: Option<String>,
+    /// The paper's XML dialect.
+    pub xml: Option<String>,
+    /// The JSON form of the topology.
+    #[schema(value_type = Option<Object>)]
+    pub topology: Option<serde_json::Value>,
+    pub catalogue: Option<CatalogueRequest>,
+    /// Required when editing: the version the edit is based on.
+    pub version: Option<i64>,
+}
+
+/// Totals of a VI's design.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ViSummary {
+    pub nodes: usize,
+    pub links: usize,
+    pub entry_points: usize,
+    pub vcpus: u64,
+    pub ram_mib: u64,
+    pub disk_mib: u64,
+    /// Mbit/s, summed over virtual links.
+    pub bandwidth_mbps: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Vi {
+    pub id: Uuid,
+    pub name: String,
+    pub owner: String,
+    #[schema(value_type = String)]
+    pub state: ViState,
+    pub summary: ViSummary,
+    pub home_datacenter: Option<String>,
+    pub reject_reason: Option<String>,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A VI with its design (JSON form; the OS password is never included).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ViDetail {
+    #[serde(flatten)]
+    pub vi: Vi,
+    #[schema(value_type = Object)]
+    pub topology: serde_json::Value,
+    pub events: Vec<ViEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ViEvent {
+    pub at: i64,
+    #[schema(value_type = String)]
+    pub from: ViState,
+    #[schema(value_type = String)]
+    pub to: ViState,
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RejectRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct AcceptRequest {
+    /// The home datacenter (by name); defaults to the first with room.
+    pub datacenter: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}

@@ -1,0 +1,97 @@
+//! The Manager's one error type, converted to HTTP at the edge.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use neptune_api::ErrorBody;
+use neptune_store::StoreError;
+
+/// Why a request failed. `Display` is the message users see; causes are
+/// logged once, where the error is turned into a response.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication required: send Authorization: Bearer TOKEN")]
+    Unauthenticated,
+    #[error("wrong user name or password")]
+    BadCredentials,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the topology is invalid ({} problems)", .0.len())]
+    InvalidTopology(Vec<String>),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated | ApiError::BadCredentials => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidTopology(_) => "invalid_topology",
+            ApiError::QuotaExceeded(_) => "quota_exceeded",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::InvalidRequest(_) | ApiError::InvalidTopology(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound { what } => ApiError::NotFound(what),
+            StoreError::Duplicate { what } => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::Conflict { .. } => ApiError::Conflict(err.to_string()),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<neptune_lifecycle::TransitionRefused> for ApiError {
+    fn from(err: neptune_lifecycle::TransitionRefused) -> Self {
+        ApiError::Conflict(err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        let details = match &self {
+            ApiError::InvalidTopology(d) => d.clone(),
+            _ => Vec::new(),
+        };
+        let body = ErrorBody {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+            details,
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,254 @@
+//! Datacenters, hosts, templates and the topology catalogue.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use neptune_api as api;
+use neptune_store::{DatacenterRecord, HostRecord, HostState, TemplateRecord};
+use neptune_topology::catalogue::Kind;
+use uuid::Uuid;
+
+use super::{datacenter_out, host_out, template_out};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::{now_ms, AppState};
+
+/// The datacenters of the Service Switching domain.
+#[utoipa::path(get, path = "/api/v1/datacenters", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::Datacenter>), (status = 401, body = api::ErrorBody)))]
+pub(crate) async fn list_datacenters(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<api::Datacenter>>> {
+    Ok(Json(
+        state
+            .store
+            .list_datacenters()
+            .await?
+            .iter()
+            .map(datacenter_out)
+            .collect(),
+    ))
+}
+
+/// Adds a datacenter (administrators only).
+#[utoipa::path(post, path = "/api/v1/datacenters", request_body = api::CreateDatacenter, security(("bearer" = [])),
+    responses((status = 201, body = api::Datacenter), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn create_datacenter(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<api::CreateDatacenter>,
+) -> ApiResult<(StatusCode, Json<api::Datacenter>)> {
+    caller.require_admin()?;
+    neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
+        ApiError::InvalidRequest(
+            "a datacenter name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
+        )
+    })?;
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: req.name,
+        created_at: now_ms(),
+    };
+    state.store.create_datacenter(&dc).await?;
+    Ok((StatusCode::CREATED, Json(datacenter_out(&dc))))
+}
+
+/// Hosts with their capacities and health (administrators only).
+#[utoipa::path(get, path = "/api/v1/hosts", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::Host>), (status = 403, body = api::ErrorBody)))]
+pub(crate) async fn list_hosts(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<api::Host>>> {
+    caller.require_admin()?;
+    let names: HashMap<Uuid, String> = state
+        .store
+        .list_datacenters()
+        .await?
+        .into_iter()
+        .map(|d| (d.id, d.name))
+        .collect();
+    let hosts = state.store.list_hosts().await?;
+    Ok(Json(
+        hosts
+            .iter()
+            .map(|h| host_out(h, names.get(&h.datacenter_id).map_or("?", String::as_str)))
+            .collect(),
+    ))
+}
+
+/// Registers a host (or refreshes its registration) in a datacenter
+/// (administrators and their Agents only).
+#[utoipa::path(post, path = "/api/v1/hosts", request_body = api::RegisterHost, security(("bearer" = [])),
+    responses((status = 200, body = api::Host), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn register_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<api::RegisterHost>,
+) -> ApiResult<Json<api::Host>> {
+    caller.require_admin()?;
+    if req.cpus <= 0 || req.ram_mib <= 0 || req.disk_mib <= 0 || req.vm_slots <= 0 {
+        return Err(ApiError::InvalidRequest(
+            "cpus, ram_mib, disk_mib and vm_slots must be positive".into(),
+        ));
+    }
+    neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
+        ApiError::InvalidRequest("a host name is 1 to 64 letters, digits, '-', '_' or '.'".into())
+    })?;
+    let dc = state.store.datacenter_by_name(&req.datacenter).await?;
+    let host = state
+        .store
+        .upsert_host(&HostRecord {
+            id: Uuid::new_v4(),
+            datacenter_id: dc.id,
+            name: req.name,
+            agent_url: req.agent_url,
+            cpus: req.cpus,
+            ram_mib: req.ram_mib,
+            disk_mib: req.disk_mib,
+            vm_slots: req.vm_slots,
+            state: HostState::Ready,
+            last_seen: now_ms(),
+        })
+        .await?;
+    Ok(Json(host_out(&host, &dc.name)))
+}
+
+/// The template repository.
+#[utoipa::path(get, path = "/api/v1/templates", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::Template>), (status = 401, body = api::ErrorBody)))]
+pub(crate) async fn list_templates(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<api::Template>>> {
+    Ok(Json(
+        state
+            .store
+            .list_templates()
+            .await?
+            .iter()
+            .map(template_out)
+            .collect(),
+    ))
+}
+
+/// Registers an image of the image repository as a template
+/// (administrators only). `qemu-img` reads its format and size.
+#[utoipa::path(post, path = "/api/v1/templates", request_body = api::CreateTemplate, security(("bearer" = [])),
+    responses((status = 201, body = api::Template), (status = 403, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn create_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<api::CreateTemplate>,
+) -> ApiResult<(StatusCode, Json<api::Template>)> {
+    caller.require_admin()?;
+    neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
+        ApiError::InvalidRequest(
+            "a template name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
+        )
+    })?;
+    let path = inside_repository(&state.config.image_dir, &req.image)?;
+    let info = image_info(&path).await?;
+    let positive = |v: Option<i64>, default: i64, what: &str| match v {
+        Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let size_mib = i64::try_from(info.virtual_size.div_ceil(1 << 20)).unwrap_or(i64::MAX);
+    let t = TemplateRecord {
+        id: Uuid::new_v4(),
+        name: req.name,
+        owner_id: Some(caller.user.id),
+        image_path: path.to_string_lossy().into_owned(),
+        format: info.format,
+        size_mib,
+        os_name: req.os_name,
+        vcpus: positive(req.vcpus, 1, "vcpus")?,
+        ram_mib: positive(req.ram_mib, 512, "ram_mib")?,
+        disk_mib: positive(req.disk_mib, size_mib.max(1), "disk_mib")?,
+        software: serde_json::to_string(&req.software).map_err(|e| ApiError::Internal(e.into()))?,
+        created_at: now_ms(),
+    };
+    if t.disk_mib < t.size_mib {
+        return Err(ApiError::InvalidRequest(format!(
+            "disk_mib {} is smaller than the image's virtual size ({} MiB)",
+            t.disk_mib, t.size_mib
+        )));
+    }
+    state.store.create_template(&t).await?;
+    Ok((StatusCode::CREATED, Json(template_out(&t))))
+}
+
+/// Resolves `image` inside the repository; refuses anything that escapes it.
+fn inside_repository(repo: &Path, image: &str) -> ApiResult<PathBuf> {
+    let candidate = repo.join(image);
+    let resolved = candidate.canonicalize().map_err(|_| {
+        ApiError::InvalidRequest(format!("image {image:?} not found in the image repository"))
+    })?;
+    let root = repo
+        .canonicalize()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("image repository: {e}")))?;
+    if !resolved.starts_with(&root) || !resolved.is_file() {
+        return Err(ApiError::InvalidRequest(format!(
+            "image {image:?} is not a file inside the image repository"
+        )));
+    }
+    Ok(resolved)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ImageInfo {
+    format: String,
+    #[serde(rename = "virtual-size")]
+    virtual_size: u64,
+}
+
+async fn image_info(path: &Path) -> ApiResult<ImageInfo> {
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["info", "--output=json", "--force-share"])
+        .arg(path)
+        .output()
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("running qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(ApiError::InvalidRequest(format!(
+            "qemu-img cannot read the image: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("qemu-img output: {e}")))
+}
+
+/// A kind of the catalogue of predefined topologies.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct CatalogueKind {
+    kind: String,
+    description: String,
+    min_nodes: usize,
+    max_nodes: usize,
+    default_nodes: usize,
+}
+
+/// The catalogue of predefined topologies.
+#[utoipa::path(get, path = "/api/v1/catalogue", security(("bearer" = [])),
+    responses((status = 200, body = Vec<CatalogueKind>), (status = 401, body = api::ErrorBody)))]
+pub(crate) async fn catalogue(_caller: Caller) -> Json<Vec<CatalogueKind>> {
+    Json(
+        Kind::ALL
+            .iter()
+            .map(|k| CatalogueKind {
+                kind: k.name().to_owned(),
+                description: k.description().to_owned(),
+                min_nodes: k.min_nodes(),
+                max_nodes: k.max_nodes(),
+                default_nodes: k.default_nodes(),
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,127 @@
+//! The HTTP JSON API under `/api/v1`: routing and the conversions between
+//! store records and API types. Handlers live in one module per resource.
+
+mod identity;
+mod infrastructure;
+mod vis;
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use neptune_api as api;
+use neptune_store::{
+    DatacenterRecord, HostRecord, HostState, Quota, Role, TemplateRecord, UserRecord,
+};
+
+use crate::AppState;
+
+pub(crate) use identity::*;
+pub(crate) use infrastructure::*;
+pub(crate) use vis::*;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/tokens", post(create_api_token))
+        .route("/me", get(me))
+        .route("/users", get(list_users).post(create_user))
+        .route(
+            "/datacenters",
+            get(list_datacenters).post(create_datacenter),
+        )
+        .route("/hosts", get(list_hosts).post(register_host))
+        .route("/templates", get(list_templates).post(create_template))
+        .route("/catalogue", get(catalogue))
+        .route("/vis", get(list_vis).post(create_vi))
+        .route("/vis/{id}", get(show_vi).put(edit_vi))
+        .route("/vis/{id}/request", post(request_vi))
+        .route("/vis/{id}/withdraw", post(withdraw_vi))
+        .route("/vis/{id}/revise", post(revise_vi))
+        .route("/vis/{id}/accept", post(accept_vi))
+        .route("/vis/{id}/reject", post(reject_vi))
+        .route("/vis/{id}/terminate", post(terminate_vi));
+    Router::new()
+        .route("/healthz", get(health))
+        .nest("/api/v1", v1)
+        .with_state(state)
+}
+
+/// Liveness of the Manager.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = api::Health)))]
+pub(crate) async fn health() -> Json<api::Health> {
+    Json(api::Health {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi())
+}
+
+pub(crate) fn role(r: Role) -> api::Role {
+    match r {
+        Role::Admin => api::Role::Admin,
+        Role::User => api::Role::User,
+    }
+}
+
+pub(crate) fn quota_out(q: Quota) -> api::Quota {
+    api::Quota {
+        vms: q.vms,
+        vcpus: q.vcpus,
+        ram_mib: q.ram_mib,
+        public_addresses: q.public_addresses,
+    }
+}
+
+pub(crate) fn user_out(u: &UserRecord) -> api::User {
+    api::User {
+        id: u.id,
+        name: u.name.clone(),
+        role: role(u.role),
+        quota: quota_out(u.quota),
+    }
+}
+
+pub(crate) fn datacenter_out(d: &DatacenterRecord) -> api::Datacenter {
+    api::Datacenter {
+        id: d.id,
+        name: d.name.clone(),
+    }
+}
+
+pub(crate) fn host_out(h: &HostRecord, datacenter: &str) -> api::Host {
+    api::Host {
+        id: h.id,
+        datacenter: datacenter.to_owned(),
+        name: h.name.clone(),
+        agent_url: h.agent_url.clone(),
+        cpus: h.cpus,
+        ram_mib: h.ram_mib,
+        disk_mib: h.disk_mib,
+        vm_slots: h.vm_slots,
+        state: match h.state {
+            HostState::Ready => api::HostState::Ready,
+            HostState::Unreachable => api::HostState::Unreachable,
+        },
+        last_seen: h.last_seen,
+    }
+}
+
+pub(crate) fn template_out(t: &TemplateRecord) -> api::Template {
+    api::Template {
+        id: t.id,
+        name: t.name.clone(),
+        format: t.format.clone(),
+        size_mib: t.size_mib,
+        os_name: t.os_name.clone(),
+        vcpus: t.vcpus,
+        ram_mib: t.ram_mib,
+        disk_mib: t.disk_mib,
+        software: serde_json::from_str(&t.software).unwrap_or_default(),
+    }
+}

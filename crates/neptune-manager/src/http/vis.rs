@@ -1,0 +1,449 @@
+//! Virtual Infrastructures: design, request, approval, lifecycle.
+//!
+//! A user sees and changes only their own VIs (others' are "not found", so
+//! their existence does not leak); administrators see all, and only they
+//! accept or reject. Every change goes through the lifecycle state machine
+//! and is compare-and-set in the store.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use neptune_api as api;
+use neptune_lifecycle::{Event, ViState};
+use neptune_store::{Quota, Transition, ViRecord};
+use neptune_topology::catalogue::{self, Params};
+use neptune_topology::Topology;
+use neptune_types::Mbps;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::{now_ms, AppState};
+
+/// Turns a design request into a validated topology.
+fn topology_of(design: &api::ViDesign) -> ApiResult<Topology> {
+    let sources = [
+        design.xml.is_some(),
+        design.topology.is_some(),
+        design.catalogue.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(ApiError::InvalidRequest(
+            "give exactly one of \"xml\", \"topology\" (JSON) or \"catalogue\"".to_owned(),
+        ));
+    }
+    let invalid = |diags: Vec<neptune_topology::Diagnostic>| {
+        ApiError::InvalidTopology(diags.iter().map(ToString::to_string).collect())
+    };
+    if let Some(xml) = &design.xml {
+        return neptune_topology::from_xml(xml).map_err(invalid);
+    }
+    if let Some(json) = &design.topology {
+        return neptune_topology::from_json(&json.to_string()).map_err(invalid);
+    }
+    let Some(c) = &design.catalogue else {
+        return Err(ApiError::InvalidRequest("no design given".to_owned()));
+    };
+    let kind = catalogue::kind(&c.kind).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let mut params = Params::new(kind);
+    if let Some(n) = c.nodes {
+        params.nodes = n;
+    }
+    if let Some(b) = c.bandwidth {
+        params.bandwidth = Mbps(b);
+    }
+    if let Some(t) = &c.template {
+        params.template = t.clone();
+    }
+    catalogue::generate(kind, &params).map_err(|e| ApiError::InvalidRequest(e.to_string()))
+}
+
+fn design_of(vi: &ViRecord) -> ApiResult<Topology> {
+    neptune_topology::from_xml(&vi.design_xml).map_err(|d| {
+        ApiError::Internal(anyhow::anyhow!(
+            "stored design of VI {} does not load: {:?}",
+            vi.id,
+            d
+        ))
+    })
+}
+
+fn summary(topo: &Topology) -> api::ViSummary {
+    let s = topo.summary();
+    api::ViSummary {
+        nodes: s.nodes,
+        links: s.links,
+        entry_points: s.entry_points,
+        vcpus: s.vcpus,
+        ram_mib: s.ram.0,
+        disk_mib: s.disk.0,
+        bandwidth_mbps: s.bandwidth.0,
+    }
+}
+
+async fn names(state: &AppState) -> ApiResult<(HashMap<Uuid, String>, HashMap<Uuid, String>)> {
+    let users = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.name))
+        .collect();
+    let dcs = state
+        .store
+        .list_datacenters()
+        .await?
+        .into_iter()
+        .map(|d| (d.id, d.name))
+        .collect();
+    Ok((users, dcs))
+}
+
+fn vi_out(
+    vi: &ViRecord,
+    users: &HashMap<Uuid, String>,
+    dcs: &HashMap<Uuid, String>,
+) -> ApiResult<api::Vi> {
+    let topo = design_of(vi)?;
+    Ok(api::Vi {
+        id: vi.id,
+        name: vi.name.clone(),
+        owner: users.get(&vi.owner_id).cloned().unwrap_or_default(),
+        state: vi.state,
+        summary: summary(&topo),
+        home_datacenter: vi.home_datacenter_id.and_then(|d| dcs.get(&d).cloned()),
+        reject_reason: vi.reject_reason.clone(),
+        version: vi.version,
+        created_at: vi.created_at,
+        updated_at: vi.updated_at,
+    })
+}
+
+/// The VI if the caller may see it; someone else's VI is "not found".
+async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+    let vi = state.store.vi(id).await?;
+    if vi.owner_id != caller.user.id && !caller.is_admin() {
+        return Err(ApiError::NotFound("VI"));
+    }
+    Ok(vi)
+}
+
+fn require_owner(caller: &Caller, vi: &ViRecord) -> ApiResult<()> {
+    if vi.owner_id == caller.user.id {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("only the VI's owner may do this"))
+    }
+}
+
+/// States in which a VI counts against its owner's quota.
+fn counts_against_quota(s: ViState) -> bool {
+    !matches!(
+        s,
+        ViState::Defined | ViState::Rejected | ViState::Terminated
+    )
+}
+
+/// Refuses when `vi` together with the owner's other committed VIs exceeds the quota.
+async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
+    let owner = state.store.user(vi.owner_id).await?;
+    let Quota {
+        vms,
+        vcpus,
+        ram_mib,
+        public_addresses,
+    } = owner.quota;
+    let mut used = (0i64, 0i64, 0i64, 0i64);
+    let others = state.store.list_vis(Some(vi.owner_id)).await?;
+    for other in others
+        .iter()
+        .filter(|o| o.id != vi.id && counts_against_quota(o.state))
+        .chain([vi])
+    {
+        let s = design_of(other)?.summary();
+        used.0 += s.nodes as i64;
+        used.1 += s.vcpus as i64;
+        used.2 += s.ram.0 as i64;
+        used.3 += s.entry_points as i64;
+    }
+    let over = [
+        ("VMs", used.0, vms),
+        ("vCPUs", used.1, vcpus),
+        ("MiB of RAM", used.2, ram_mib),
+        ("public addresses", used.3, public_addresses),
+    ]
+    .into_iter()
+    .find(|(_, u, q)| u > q);
+    match over {
+        Some((what, u, q)) => Err(ApiError::QuotaExceeded(format!(
+            "this would bring {} to {u} {what}; the quota is {q}",
+            owner.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
+    let (users, dcs) = names(state).await?;
+    let topo = design_of(vi)?;
+    let events = state
+        .store
+        .vi_events(vi.id)
+        .await?
+        .into_iter()
+        .map(|e| api::ViEvent {
+            at: e.at,
+            from: e.from_state,
+            to: e.to_state,
+            actor: users.get(&e.actor).cloned().unwrap_or_default(),
+            reason: e.reason,
+        })
+        .collect();
+    let topology = serde_json::from_str(&neptune_topology::to_json(&topo))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(api::ViDetail {
+        vi: vi_out(vi, &users, &dcs)?,
+        topology,
+        events,
+    })
+}
+
+fn vi_name(design: &api::ViDesign, topo: &Topology) -> ApiResult<String> {
+    let name = design.name.clone().unwrap_or_else(|| topo.id.to_string());
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "a VI name is 1 to 100 printable characters".to_owned(),
+        ));
+    }
+    Ok(name)
+}
+
+/// Creates a VI (state `defined`) from XML, JSON or a catalogue kind.
+#[utoipa::path(post, path = "/api/v1/vis", request_body = api::ViDesign, security(("bearer" = [])),
+    responses((status = 201, body = api::ViDetail), (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn create_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(design): Json<api::ViDesign>,
+) -> ApiResult<(StatusCode, Json<api::ViDetail>)> {
+    let topo = topology_of(&design)?;
+    let now = now_ms();
+    let vi = ViRecord {
+        id: Uuid::new_v4(),
+        owner_id: caller.user.id,
+        name: vi_name(&design, &topo)?,
+        state: ViState::Defined,
+        design_xml: neptune_topology::to_xml(&topo),
+        home_datacenter_id: None,
+        reject_reason: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_vi(&vi).await?;
+    Ok((StatusCode::CREATED, Json(detail(&state, &vi).await?)))
+}
+
+/// The caller's VIs (administrators: all VIs).
+#[utoipa::path(get, path = "/api/v1/vis", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::Vi>), (status = 401, body = api::ErrorBody)))]
+pub(crate) async fn list_vis(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<api::Vi>>> {
+    let owner = if caller.is_admin() {
+        None
+    } else {
+        Some(caller.user.id)
+    };
+    let (users, dcs) = names(&state).await?;
+    let vis = state.store.list_vis(owner).await?;
+    Ok(Json(
+        vis.iter()
+            .map(|v| vi_out(v, &users, &dcs))
+            .collect::<ApiResult<_>>()?,
+    ))
+}
+
+/// One VI with its design and history.
+#[utoipa::path(get, path = "/api/v1/vis/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn show_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::ViDetail>> {
+    let vi = visible(&state, &caller, id).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Replaces the design of a defined VI (the owner's; `version` must match).
+#[utoipa::path(put, path = "/api/v1/vis/{id}", params(("id" = Uuid, Path)), request_body = api::ViDesign,
+    security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn edit_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(design): Json<api::ViDesign>,
+) -> ApiResult<Json<api::ViDetail>> {
+    let vi = visible(&state, &caller, id).await?;
+    require_owner(&caller, &vi)?;
+    vi.state.next(Event::Edit)?;
+    let topo = topology_of(&design)?;
+    let version = design.version.ok_or_else(|| {
+        ApiError::InvalidRequest("an edit names the \"version\" it is based on".to_owned())
+    })?;
+    let updated = state
+        .store
+        .update_vi_design(
+            id,
+            version,
+            &vi_name(&design, &topo)?,
+            &neptune_topology::to_xml(&topo),
+            now_ms(),
+        )
+        .await?;
+    Ok(Json(detail(&state, &updated).await?))
+}
+
+/// Applies a lifecycle event through the state machine and the store.
+async fn apply(
+    state: &AppState,
+    caller: &Caller,
+    vi: &ViRecord,
+    event: Event,
+    reject_reason: Option<String>,
+    home_datacenter_id: Option<Uuid>,
+) -> ApiResult<ViRecord> {
+    let to = vi.state.next(event)?;
+    let change = Transition {
+        to,
+        actor: caller.user.id,
+        at: now_ms(),
+        reject_reason,
+        home_datacenter_id,
+    };
+    Ok(state.store.transition_vi(vi.id, vi.state, &change).await?)
+}
+
+/// Asks for the VI to be allocated (the owner; checks the quota).
+#[utoipa::path(post, path = "/api/v1/vis/{id}/request", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn request_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::ViDetail>> {
+    let vi = visible(&state, &caller, id).await?;
+    require_owner(&caller, &vi)?;
+    vi.state.next(Event::Request)?;
+    check_quota(&state, &vi).await?;
+    let vi = apply(&state, &caller, &vi, Event::Request, None, None).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Takes a pending request back (the owner), to edit the design.
+#[utoipa::path(post, path = "/api/v1/vis/{id}/withdraw", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn withdraw_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::ViDetail>> {
+    let vi = visible(&state, &caller, id).await?;
+    require_owner(&caller, &vi)?;
+    let vi = apply(&state, &caller, &vi, Event::Withdraw, None, None).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Takes a rejected design back to `defined` (the owner), to edit it.
+#[utoipa::path(post, path = "/api/v1/vis/{id}/revise", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn revise_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::ViDetail>> {
+    let vi = visible(&state, &caller, id).await?;
+    require_owner(&caller, &vi)?;
+    let vi = apply(&state, &caller, &vi, Event::Revise, None, None).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Accepts a requested VI (administrators only), choosing its home datacenter.
+#[utoipa::path(post, path = "/api/v1/vis/{id}/accept", params(("id" = Uuid, Path)), request_body = api::AcceptRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn accept_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    body: Option<Json<api::AcceptRequest>>,
+) -> ApiResult<Json<api::ViDetail>> {
+    caller.require_admin()?;
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let vi = visible(&state, &caller, id).await?;
+    vi.state.next(Event::Accept)?;
+    let dc = match &req.datacenter {
+        Some(name) => state.store.datacenter_by_name(name).await?,
+        None => state
+            .store
+            .list_datacenters()
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ApiError::Conflict("no datacenter is registered to host the VI".to_owned())
+            })?,
+    };
+    check_quota(&state, &vi).await?;
+    let vi = apply(&state, &caller, &vi, Event::Accept, None, Some(dc.id)).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Rejects a requested VI with a reason (administrators only).
+#[utoipa::path(post, path = "/api/v1/vis/{id}/reject", params(("id" = Uuid, Path)), request_body = api::RejectRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn reject_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(req): Json<api::RejectRequest>,
+) -> ApiResult<Json<api::ViDetail>> {
+    caller.require_admin()?;
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        return Err(ApiError::InvalidRequest(
+            "a rejection carries a reason of 1 to 1000 characters".to_owned(),
+        ));
+    }
+    let vi = visible(&state, &caller, id).await?;
+    let vi = apply(&state, &caller, &vi, Event::Reject, Some(reason), None).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Terminates a VI (its owner or an administrator).
+#[utoipa::path(post, path = "/api/v1/vis/{id}/terminate", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn terminate_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::ViDetail>> {
+    let vi = visible(&state, &caller, id).await?;
+    let held_hosts = vi.state.occupies_hosts();
+    let mut vi = apply(&state, &caller, &vi, Event::Terminate, None, None).await?;
+    if vi.state == ViState::Terminating && !held_hosts {
+        // Accepted but never deployed: nothing to release on any host.
+        vi = apply(&state, &caller, &vi, Event::Succeeded, None, None).await?;
+    }
+    Ok(Json(detail(&state, &vi).await?))
+}

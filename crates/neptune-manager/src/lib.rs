@@ -1,0 +1,170 @@
+//! The Neptune Manager: the control plane of the paper's "Neptune Manager".
+//!
+//! Users design Virtual Infrastructures and request them; administrators
+//! accept or reject them; the lifecycle state machine guards every change.
+//! State lives behind the [`neptune_store::Store`] port (SQLite by default,
+//! PostgreSQL at scale). The HTTP JSON API is under `/api/v1`, documented by
+//! the OpenAPI document that [`openapi()`] builds from the code.
+
+pub mod auth;
+pub mod error;
+mod http;
+mod openapi;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use neptune_store::{Quota, Role, Store, UserRecord};
+use uuid::Uuid;
+
+pub use openapi::openapi;
+
+/// How a Manager runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The store: `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// The image repository: template images live under it.
+    pub image_dir: PathBuf,
+    /// The first administrator's password; generated (and shown once) when absent.
+    pub admin_password: Option<String>,
+    /// How long a login session lasts.
+    pub session_ttl_ms: i64,
+}
+
+impl Config {
+    pub fn new(database_url: impl Into<String>, image_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            database_url: database_url.into(),
+            image_dir: image_dir.into(),
+            admin_password: None,
+            session_ttl_ms: 12 * 3600 * 1000,
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+}
+
+/// A Manager ready to serve.
+#[derive(Debug)]
+pub struct Manager {
+    state: AppState,
+    /// Set when this start created the first administrator.
+    pub created_admin: Option<(String, String)>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Manager {
+    /// Opens the store (migrating it) and makes sure an administrator exists.
+    pub async fn open(config: Config) -> anyhow::Result<Manager> {
+        let store = neptune_store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!("opening the store at {}", redact_url(&config.database_url))
+            })?;
+        Manager::with_store(Arc::new(store), config).await
+    }
+
+    pub async fn with_store(store: Arc<dyn Store>, config: Config) -> anyhow::Result<Manager> {
+        let mut created_admin = None;
+        if store.count_admins().await? == 0 {
+            let password = match &config.admin_password {
+                Some(p) => p.clone(),
+                None => auth::generate_password()?,
+            };
+            let admin = UserRecord {
+                id: Uuid::new_v4(),
+                name: "admin".to_owned(),
+                password_hash: auth::hash_password(&password)?,
+                role: Role::Admin,
+                quota: Quota::default(),
+                created_at: now_ms(),
+            };
+            match store.create_user(&admin).await {
+                Ok(()) => created_admin = Some((admin.name, password)),
+                // Another Manager sharing the database won the race.
+                Err(neptune_store::StoreError::Duplicate { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Manager {
+            state: AppState {
+                store,
+                config: Arc::new(config),
+            },
+            created_admin,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving the API")
+    }
+
+    /// Binds `addr` and returns the listener and the address actually bound (port 0 picks one).
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://neptune:hunter2@db:5432/n"),
+            "postgres://neptune:***@db:5432/n"
+        );
+        assert_eq!(
+            super::redact_url("sqlite:///var/lib/neptune/n.db"),
+            "sqlite:///var/lib/neptune/n.db"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! The OpenAPI document, generated from the handlers and API types. The
+//! checked-in copy (`openapi/neptune.json` at the repository root) is
+//! compared with this in a test, so code and document never drift.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::http;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Neptune", description = "Infrastructure as a Service for whole Virtual Infrastructures: design, approval, placement, deployment, Service Switching."),
+    paths(
+        http::health, http::openapi_json,
+        http::login, http::logout, http::create_api_token, http::me, http::list_users, http::create_user,
+        http::list_datacenters, http::create_datacenter, http::list_hosts, http::register_host,
+        http::list_templates, http::create_template, http::catalogue,
+        http::create_vi, http::list_vis, http::show_vi, http::edit_vi,
+        http::request_vi, http::withdraw_vi, http::revise_vi, http::accept_vi, http::reject_vi, http::terminate_vi,
+    ),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of the Manager's API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
