@@ -179,7 +179,7 @@ pub enum PlanError {
         link: LinkId,
         address: Ipv4Addr,
         first: InterfaceRef,
-        second: InterfaceRef,
+        second: Box<InterfaceRef>,
     },
     #[error("the pinned addresses of link {link} do not fit in one subnet of its pool with room for {needed} addresses")]
     AddressesApart { link: LinkId, needed: u64 },
@@ -195,7 +195,7 @@ pub enum PlanError {
         link: LinkId,
         subnet: Ipv4Net,
         held: Ipv4Net,
-        held_by: Owner,
+        held_by: Box<Owner>,
     },
     #[error("entry point {0} is listed twice")]
     DuplicateEntryPoint(InterfaceRef),
@@ -221,7 +221,7 @@ pub enum PlanError {
     HomeAddressTaken {
         entry_point: InterfaceRef,
         address: Ipv4Addr,
-        held_by: Owner,
+        held_by: Box<Owner>,
     },
     #[error("{pools} cannot hold a /{len} ({size} addresses) for {what}: {free} addresses free, largest free block {largest}")]
     Exhausted {
@@ -367,7 +367,7 @@ fn pinned_subnet(
                 link: link.clone(),
                 address: *address,
                 first: first.interface_ref(),
-                second: ep.interface_ref(),
+                second: Box::new(ep.interface_ref()),
             });
         }
     }
@@ -493,7 +493,7 @@ pub fn plan(snapshot: &Allocations, request: &ViRequest) -> Result<Plan, PlanErr
                 link: link.clone(),
                 subnet,
                 held: to_net(held),
-                held_by: held_by.clone(),
+                held_by: Box::new(held_by.clone()),
             });
         }
         apart.push((i, from_net(subnet)));
@@ -713,7 +713,7 @@ fn plan_entry_points(
             return Err(PlanError::HomeAddressTaken {
                 entry_point: ep.interface_ref(),
                 address,
-                held_by: held_by.clone(),
+                held_by: Box::new(held_by.clone()),
             });
         }
         chosen.push((pool, block));
@@ -784,4 +784,19 @@ fn plan_entry_points(
         });
     }
     Ok(plans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_stay_small() {
+        // Results of `plan` are passed around by callers; keep the error lean.
+        assert!(
+            std::mem::size_of::<PlanError>() < 128,
+            "{}",
+            std::mem::size_of::<PlanError>()
+        );
+    }
 }

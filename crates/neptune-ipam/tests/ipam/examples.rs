@@ -203,10 +203,7 @@ fn pins_taken_by_another_vi_are_refused_naming_the_holder() {
     req.entry_points[0].home_address = Some(ip("192.0.2.255"));
     assert!(matches!(
         plan(&domain, &req),
-        Err(PlanError::HomeAddressTaken {
-            held_by: Owner::Reserved { .. },
-            ..
-        })
+        Err(PlanError::HomeAddressTaken { held_by, .. }) if matches!(*held_by, Owner::Reserved { .. })
     ));
 }
 
