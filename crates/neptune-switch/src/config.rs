@@ -118,6 +118,10 @@ pub struct UserspaceConfig {
     /// Packets per recvmmsg/sendmmsg batch.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// TUN offloads: TCP super-packets cut in userspace on the home switch,
+    /// segments joined again on the foreign switch (see `offload`).
+    #[serde(default = "default_true")]
+    pub offload: bool,
     /// Routing table that holds the routes to visitors.
     #[serde(default = "default_visitor_table")]
     pub visitor_table: u32,
@@ -132,6 +136,7 @@ impl Default for UserspaceConfig {
             tun: default_tun(),
             mtu: default_tun_mtu(),
             batch: default_batch(),
+            offload: true,
             visitor_table: default_visitor_table(),
             rule_base: default_rule_base(),
         }
@@ -176,6 +181,9 @@ fn default_tun() -> String {
 }
 fn default_tun_mtu() -> u32 {
     1480
+}
+fn default_true() -> bool {
+    true
 }
 fn default_batch() -> usize {
     64

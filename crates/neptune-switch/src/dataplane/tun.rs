@@ -8,6 +8,10 @@ use std::os::fd::AsRawFd as _;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUN_F_CSUM: libc::c_ulong = 0x01;
+const TUN_F_TSO4: libc::c_ulong = 0x02;
 
 /// `struct ifreq` as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes.
 #[repr(C)]
@@ -18,8 +22,10 @@ struct IfReq {
 }
 
 /// Opens (creating if needed) the TUN device `name`, IP packets only (no
-/// packet-information prefix). The device lives as long as the file.
-pub(crate) fn open_tun(name: &str) -> io::Result<File> {
+/// packet-information prefix). With `offload`, every packet carries a
+/// `virtio_net_hdr` and the kernel may hand over TCPv4 super-packets with
+/// partial checksums (TSO4, CSUM). The device lives as long as the file.
+pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
     if !crate::state::valid_ifname(name) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -32,7 +38,7 @@ pub(crate) fn open_tun(name: &str) -> io::Result<File> {
         .open("/dev/net/tun")?;
     let mut req = IfReq {
         name: [0; 16],
-        flags: IFF_TUN | IFF_NO_PI,
+        flags: IFF_TUN | IFF_NO_PI | if offload { IFF_VNET_HDR } else { 0 },
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -43,6 +49,20 @@ pub(crate) fn open_tun(name: &str) -> io::Result<File> {
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
+    }
+    if offload {
+        // SAFETY: the descriptor is open and owned by `file`; TUNSETOFFLOAD
+        // takes its argument by value (the offload flags), no memory is passed.
+        let rc = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                TUNSETOFFLOAD as _,
+                TUN_F_CSUM | TUN_F_TSO4,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(file)
 }

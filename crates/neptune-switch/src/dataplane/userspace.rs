@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
 use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -34,6 +35,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::{DataPlane, DataPlaneError, DataPlaneStats, Routes};
 use crate::config::{SwitchConfig, UserspaceConfig};
 use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget};
+use crate::offload::{
+    complete_checksum, segment_tcp4, Coalescer, VnetHdr, GSO_NONE, GSO_TCPV4, NEEDS_CSUM,
+    VNET_HDR_LEN,
+};
 use crate::packet::{decapsulate_with, Drop as Dropped, Ipv4Header, IPPROTO_IPIP};
 use crate::prefix::Ipv4Prefix;
 use crate::state::{Forwarding, SwitchTable};
@@ -49,6 +54,8 @@ struct Counters {
     dropped_malformed: AtomicU64,
     dropped_no_binding: AtomicU64,
     send_errors: AtomicU64,
+    super_packets: AtomicU64,
+    coalesced_writes: AtomicU64,
     tun_write_errors: AtomicU64,
 }
 
@@ -83,7 +90,7 @@ pub struct UserspacePlane {
 impl UserspacePlane {
     /// Creates the TUN device and the raw socket, and starts both threads.
     pub fn start(config: &SwitchConfig, u: &UserspaceConfig) -> Result<Self, DataPlaneError> {
-        let tun = super::tun::open_tun(&u.tun)?;
+        let tun = super::tun::open_tun(&u.tun, u.offload)?;
         nix::fcntl::fcntl(
             &tun,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -124,13 +131,14 @@ impl UserspacePlane {
         let tun = Arc::new(tun);
         let sock = Arc::new(sock);
         let batch = u.batch;
+        let offload = u.offload;
         let mut threads = Vec::new();
         {
             let (tun, sock, shared) = (tun.clone(), sock.clone(), shared.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("ess-encap".into())
-                    .spawn(move || encap_loop(&tun, &sock, &shared, batch))?,
+                    .spawn(move || encap_loop(&tun, &sock, &shared, batch, offload))?,
             );
         }
         {
@@ -138,7 +146,7 @@ impl UserspacePlane {
             threads.push(
                 std::thread::Builder::new()
                     .name("ess-decap".into())
-                    .spawn(move || decap_loop(&tun, &sock, &shared, batch))?,
+                    .spawn(move || decap_loop(&tun, &sock, &shared, batch, offload))?,
             );
         }
         Ok(UserspacePlane {
@@ -165,10 +173,18 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
-    let mut bufs = vec![vec![0u8; BUF]; batch];
+/// Most segments sent per `sendmmsg`.
+const SEND_BATCH: usize = 256;
+
+fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload: bool) {
+    let mut bufs = vec![vec![0u8; BUF + VNET_HDR_LEN]; batch];
     let mut lens = vec![0usize; batch];
-    let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
+    let mut headers = MultiHeaders::<SockaddrIn>::preallocate(SEND_BATCH, None);
+    // Packets to send, copied (or cut) into one arena.
+    let mut arena: Vec<u8> = Vec::with_capacity(batch * 2048);
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    let mut addrs: Vec<Option<SockaddrIn>> = Vec::new();
+    let skip = if offload { VNET_HDR_LEN } else { 0 };
     let c = &shared.counters;
     while !shared.stop.load(Ordering::Relaxed) {
         let mut fds = [PollFd::new(tun.as_fd(), PollFlags::POLLIN)];
@@ -196,27 +212,66 @@ fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
                 }
             }
         }
-        let mut out: Vec<(usize, SockaddrIn)> = Vec::with_capacity(n);
+        arena.clear();
+        ranges.clear();
+        addrs.clear();
         if let Ok(t) = shared.tables.read() {
             for i in 0..n {
-                match Ipv4Header::parse(&bufs[i][..lens[i]]) {
-                    // Home switch: by destination; foreign switch, reverse
-                    // tunnelling: by source.
-                    Ok(h) => match t.bindings.get(&h.dst).or_else(|| t.reverse.get(&h.src)) {
-                        Some(care_of) => {
-                            out.push((i, SockaddrIn::from(SocketAddrV4::new(*care_of, 0))))
-                        }
-                        None => bump(&c.dropped_no_binding),
-                    },
-                    Err(_) => bump(&c.dropped_malformed),
+                let Some(frame) = bufs[i].get_mut(..lens[i]) else {
+                    continue;
+                };
+                let (vnet, pkt) = frame.split_at_mut(skip.min(frame.len()));
+                let h = match Ipv4Header::parse(pkt) {
+                    Ok(h) => h,
+                    Err(_) => {
+                        bump(&c.dropped_malformed);
+                        continue;
+                    }
+                };
+                // Home switch: by destination; foreign switch, reverse
+                // tunnelling: by source.
+                let Some(care_of) = t.bindings.get(&h.dst).or_else(|| t.reverse.get(&h.src)) else {
+                    bump(&c.dropped_no_binding);
+                    continue;
+                };
+                let to = SockaddrIn::from(SocketAddrV4::new(*care_of, 0));
+                let before = ranges.len();
+                let ok = match VnetHdr::parse(vnet) {
+                    Some(v) if v.gso_type == GSO_TCPV4 => {
+                        bump(&c.super_packets);
+                        segment_tcp4(pkt, usize::from(v.gso_size), &mut arena, &mut ranges).is_ok()
+                    }
+                    Some(v) if v.gso_type != GSO_NONE => false,
+                    Some(v) if v.flags & NEEDS_CSUM != 0 => {
+                        let r = complete_checksum(
+                            pkt,
+                            usize::from(v.csum_start),
+                            usize::from(v.csum_offset),
+                        );
+                        let start = arena.len();
+                        arena.extend_from_slice(pkt);
+                        ranges.push(start..arena.len());
+                        r.is_ok()
+                    }
+                    _ => {
+                        let start = arena.len();
+                        arena.extend_from_slice(pkt);
+                        ranges.push(start..arena.len());
+                        true
+                    }
+                };
+                if !ok {
+                    ranges.truncate(before);
+                    bump(&c.dropped_malformed);
+                    continue;
                 }
+                addrs.resize(ranges.len(), Some(to));
             }
         }
-        let slices: Vec<[IoSlice<'_>; 1]> = out
+        let slices: Vec<[IoSlice<'_>; 1]> = ranges
             .iter()
-            .map(|(i, _)| [IoSlice::new(&bufs[*i][..lens[*i]])])
+            .map(|r| [IoSlice::new(&arena[r.clone()])])
             .collect();
-        let addrs: Vec<Option<SockaddrIn>> = out.iter().map(|(_, a)| Some(*a)).collect();
         let mut start = 0;
         while start < slices.len() {
             let sent = sendmmsg(
@@ -244,10 +299,31 @@ fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
     }
 }
 
-fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
+/// Writes one packet to the TUN device (with a `virtio_net_hdr` when offloading).
+fn write_tun(tun: &File, offload: bool, hdr: VnetHdr, packet: &[u8]) -> std::io::Result<usize> {
+    if offload {
+        let h = hdr.to_bytes();
+        (&*tun).write_vectored(&[IoSlice::new(&h), IoSlice::new(packet)])
+    } else {
+        (&*tun).write(packet)
+    }
+}
+
+fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload: bool) {
     let mut bufs = vec![vec![0u8; BUF]; batch];
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
+    let mut coalescer = Coalescer::default();
     let c = &shared.counters;
+    let flush = |co: &mut Coalescer| {
+        if let Some(w) = co.take() {
+            let coalesced = w.hdr.gso_type != GSO_NONE;
+            match write_tun(tun, offload, w.hdr, w.packet) {
+                Ok(_) if coalesced => bump(&c.coalesced_writes),
+                Ok(_) => {}
+                Err(_) => bump(&c.tun_write_errors),
+            }
+        }
+    };
     while !shared.stop.load(Ordering::Relaxed) {
         let lens: Vec<usize> = {
             let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
@@ -280,15 +356,29 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize) {
                     || t.home_prefixes.iter().any(|p| p.contains(inner.src))
             };
             match decapsulate_with(packet, |a| t.peers.contains(&a), accept) {
-                Ok(d) => match (&*tun).write(&packet[d.inner_range]) {
-                    Ok(_) => bump(&c.decapsulated),
-                    Err(_) => bump(&c.tun_write_errors),
-                },
+                Ok(d) => {
+                    bump(&c.decapsulated);
+                    let inner = &packet[d.inner_range];
+                    if offload {
+                        if coalescer.offer(inner) {
+                            continue;
+                        }
+                        flush(&mut coalescer);
+                        if coalescer.offer(inner) {
+                            continue;
+                        }
+                    }
+                    if write_tun(tun, offload, VnetHdr::default(), inner).is_err() {
+                        bump(&c.tun_write_errors);
+                    }
+                }
                 Err(Dropped::NotPeer) => bump(&c.dropped_not_peer),
                 Err(Dropped::NotVisitor) => bump(&c.dropped_not_visitor),
                 Err(_) => bump(&c.dropped_malformed),
             }
         }
+        drop(t);
+        flush(&mut coalescer);
     }
 }
 
@@ -364,6 +454,8 @@ impl DataPlane for UserspacePlane {
             ("dropped_malformed", &c.dropped_malformed),
             ("dropped_no_binding", &c.dropped_no_binding),
             ("send_errors", &c.send_errors),
+            ("super_packets", &c.super_packets),
+            ("coalesced_writes", &c.coalesced_writes),
             ("tun_write_errors", &c.tun_write_errors),
         ] {
             s.counters.insert(k, v.load(Ordering::Relaxed));

@@ -668,6 +668,57 @@ impl EchoSession {
     }
 }
 
+/// Sends `bytes` of a known pattern from the correspondent to the VM over a
+/// fresh TCP connection; returns what the VM received, hashed (FNV-1a).
+pub fn bulk_transfer(bed: &Testbed, bytes: usize) -> (usize, u64) {
+    let listener = in_ns(&bed.ns("vm"), || {
+        TcpListener::bind((HOME, 5002)).expect("listen")
+    });
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut n = 0;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    for b in &buf[..k] {
+                        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+                    }
+                    n += k;
+                }
+            }
+        }
+        (n, h)
+    });
+    let stream = in_ns(&bed.ns("cn"), || {
+        TcpStream::connect((HOME, 5002)).expect("connect")
+    });
+    let mut s = stream;
+    let data = pattern(bytes);
+    s.write_all(&data).expect("bulk write");
+    drop(s);
+    server.join().expect("bulk server")
+}
+
+/// The bulk pattern and its FNV-1a hash.
+pub fn pattern(bytes: usize) -> Vec<u8> {
+    (0..bytes)
+        .map(|i| (i.wrapping_mul(7) ^ (i >> 11)) as u8)
+        .collect()
+}
+
+pub fn fnv(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
 /// Counts IPv4 packets arriving at the Internet router on one interface.
 pub struct Capture {
     stop: Arc<AtomicBool>,
