@@ -223,7 +223,7 @@ pub enum PlanError {
         address: Ipv4Addr,
         held_by: Box<Owner>,
     },
-    #[error("{pools} cannot hold a /{len} ({size} addresses) for {what}: {free} addresses free, largest free block {largest}")]
+    #[error("{pools} cannot hold a /{len} ({}) for {what}: {} free, largest free block {largest}", addresses(*.size), addresses(*.free))]
     Exhausted {
         pools: String,
         what: String,
@@ -232,6 +232,15 @@ pub enum PlanError {
         free: u64,
         largest: LargestFree,
     },
+}
+
+/// "1 address", "16 addresses".
+fn addresses(n: u64) -> String {
+    if n == 1 {
+        "1 address".to_owned()
+    } else {
+        format!("{n} addresses")
+    }
 }
 
 /// Host addresses in a subnet of prefix length `len`.
@@ -542,7 +551,11 @@ pub fn plan(snapshot: &Allocations, request: &ViRequest) -> Result<Plan, PlanErr
                 .min_by_key(|&(start, len)| (len, start));
             return Err(PlanError::Exhausted {
                 pools: describe(&refs, "the private pools"),
-                what: format!("the address block of VI {vi} ({} links)", auto.len()),
+                what: format!(
+                    "the address block of VI {vi} ({} link{})",
+                    auto.len(),
+                    if auto.len() == 1 { "" } else { "s" }
+                ),
                 len,
                 size: total.next_power_of_two(),
                 free: private.iter().map(|&i| pools[i].space.free()).sum(),

@@ -368,13 +368,13 @@ fn exhaustion_names_the_pool_the_need_and_the_free_space() {
     assert_eq!(
         err.to_string(),
         "private pool 10.0.0.0/28 cannot hold a /28 (16 addresses) for the address block of \
-         VI b (1 links): 12 addresses free, largest free block 10.0.0.8/29"
+         VI b (1 link): 12 addresses free, largest free block 10.0.0.8/29"
     );
     // The /30 home pool has two usable addresses; a took one.
     let err = plan(&domain, &sized_vi("c", &[2], 2)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "home pool 192.0.2.0/30 of datacenter napoli cannot hold a /32 (1 addresses) for the \
+        "home pool 192.0.2.0/30 of datacenter napoli cannot hold a /32 (1 address) for the \
          Home Address of entry point gw1/eth0 of VI c: 0 addresses free, largest free block \
          192.0.2.2/32"
     );
