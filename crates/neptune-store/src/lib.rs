@@ -39,6 +39,9 @@ pub enum StoreError {
         what: &'static str,
         expected: String,
     },
+    /// A host cannot take a VM (capacity, slots, or not ready).
+    #[error("host {host} has no room for VM {node}")]
+    NoRoom { host: Uuid, node: String },
     #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl(String),
     #[error("stored data is corrupt: {0}")]
@@ -102,6 +105,57 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn transition_vi(&self, id: Uuid, from: ViState, change: &Transition)
         -> Result<ViRecord>;
     async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>>;
+
+    // Placement reservations.
+    /// In one transaction: moves the VI from `from` (compare-and-set) and
+    /// reserves every VM's slot and resources on its host. A host without
+    /// room (or not ready) fails the whole commit with [`StoreError::NoRoom`].
+    async fn transition_with_placement(
+        &self,
+        id: Uuid,
+        from: ViState,
+        change: &Transition,
+        vms: &[VmRecord],
+    ) -> Result<ViRecord>;
+    async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>>;
+    /// Frees every VM slot of the VI; returns how many. Idempotent.
+    async fn release_vms(&self, vi: Uuid) -> Result<u64>;
+
+    // Durable jobs.
+    /// In one transaction: moves the VI from `from` and creates the job that carries the change out.
+    async fn start_job(
+        &self,
+        job: &JobRecord,
+        from: ViState,
+        change: &Transition,
+    ) -> Result<ViRecord>;
+    async fn job(&self, id: Uuid) -> Result<JobRecord>;
+    async fn jobs_of_vi(&self, vi: Uuid) -> Result<Vec<JobRecord>>;
+    /// Jobs running or rolling back, oldest first.
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
+    /// Takes (or renews) the job's lease for `owner` until `until`, unless
+    /// another owner holds an unexpired lease at `now`.
+    async fn claim_job(&self, id: Uuid, owner: &str, now: i64, until: i64) -> Result<bool>;
+    /// Records progress: compare-and-set on (state, cursor).
+    async fn update_job(
+        &self,
+        id: Uuid,
+        expected: (JobState, i64),
+        state: JobState,
+        cursor: i64,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<JobRecord>;
+    /// In one transaction: ends the job in `state` and moves its VI from `from`.
+    async fn finish_job(
+        &self,
+        id: Uuid,
+        expected: JobState,
+        state: JobState,
+        error: Option<&str>,
+        vi_from: ViState,
+        change: &Transition,
+    ) -> Result<ViRecord>;
 }
 
 /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and migrates the schema.

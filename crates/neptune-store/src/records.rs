@@ -133,6 +133,90 @@ pub struct HostRecord {
     pub vm_slots: i64,
     pub state: HostState,
     pub last_seen: i64,
+    /// What placed VMs take (kept by the store; ignored on registration).
+    pub used: HostUsage,
+}
+
+/// Resources of a host taken by placed VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct HostUsage {
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+    pub slots: i64,
+}
+
+/// A VM of a VI placed on a host: the slot and resources it holds there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    pub vi_id: Uuid,
+    pub node_id: String,
+    pub host_id: Uuid,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Steps run forward.
+    Running,
+    /// A step failed; finished steps are being undone, last first.
+    RollingBack,
+    Succeeded,
+    /// Every finished step was undone.
+    RolledBack,
+    /// An undo failed too: an operator must look.
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::RollingBack => "rolling_back",
+            JobState::Succeeded => "succeeded",
+            JobState::RolledBack => "rolled_back",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Running,
+            JobState::RollingBack,
+            JobState::Succeeded,
+            JobState::RolledBack,
+            JobState::Failed,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobState::Running | JobState::RollingBack)
+    }
+}
+
+/// A durable job: its steps (JSON, interpreted by the Manager) and how far
+/// it got. `cursor` counts the steps done; rolling back, it counts the
+/// steps still to undo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub vi_id: Uuid,
+    pub kind: String,
+    pub state: JobState,
+    pub steps: String,
+    pub cursor: i64,
+    pub total: i64,
+    pub error: Option<String>,
+    /// The Manager instance running it, while its lease lasts.
+    pub owner: Option<String>,
+    pub lease_until: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

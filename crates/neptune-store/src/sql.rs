@@ -30,27 +30,49 @@ pub struct SqlStore {
     backend: Backend,
 }
 
+/// The migrations of each backend, in order. Applied ones are never edited:
+/// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let (version, description, sql) = match backend {
-        Backend::Sqlite => (
-            1,
-            "initial",
-            include_str!("../migrations/sqlite/0001_initial.sql"),
-        ),
-        Backend::Postgres => (
-            1,
-            "initial",
-            include_str!("../migrations/postgres/0001_initial.sql"),
-        ),
+    let files: [(i64, &'static str, &'static str); 2] = match backend {
+        Backend::Sqlite => [
+            (
+                1,
+                "initial",
+                include_str!("../migrations/sqlite/0001_initial.sql"),
+            ),
+            (
+                2,
+                "placement and jobs",
+                include_str!("../migrations/sqlite/0002_placement_jobs.sql"),
+            ),
+        ],
+        Backend::Postgres => [
+            (
+                1,
+                "initial",
+                include_str!("../migrations/postgres/0001_initial.sql"),
+            ),
+            (
+                2,
+                "placement and jobs",
+                include_str!("../migrations/postgres/0002_placement_jobs.sql"),
+            ),
+        ],
     };
+    let migrations = files
+        .into_iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        })
+        .collect();
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            version,
-            Cow::Borrowed(description),
-            MigrationType::Simple,
-            Cow::Borrowed(sql),
-            false,
-        )]),
+        migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
     }
 }
@@ -107,6 +129,16 @@ impl SqlStore {
             .await
             .map_err(StoreError::Migrate)?;
         Ok(SqlStore { pool, backend })
+    }
+
+    async fn vi_conflict(&self, id: Uuid, from: ViState) -> StoreError {
+        match self.vi(id).await {
+            Ok(current) => StoreError::Conflict {
+                what: "VI",
+                expected: format!("state {from}, found {}", current.state),
+            },
+            Err(e) => e,
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -219,6 +251,12 @@ fn host_row(row: &AnyRow) -> Result<HostRecord> {
             HostState::Unreachable
         },
         last_seen: get(row, "last_seen")?,
+        used: HostUsage {
+            vcpus: get(row, "used_vcpus")?,
+            ram_mib: get(row, "used_ram_mib")?,
+            disk_mib: get(row, "used_disk_mib")?,
+            slots: get(row, "used_slots")?,
+        },
     })
 }
 
@@ -253,6 +291,79 @@ fn vi_row(row: &AnyRow) -> Result<ViRecord> {
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
     })
+}
+
+fn vm_row(row: &AnyRow) -> Result<VmRecord> {
+    Ok(VmRecord {
+        vi_id: uuid(row, "vi_id")?,
+        node_id: get(row, "node_id")?,
+        host_id: uuid(row, "host_id")?,
+        vcpus: get(row, "vcpus")?,
+        ram_mib: get(row, "ram_mib")?,
+        disk_mib: get(row, "disk_mib")?,
+    })
+}
+
+fn job_row(row: &AnyRow) -> Result<JobRecord> {
+    let state: String = get(row, "state")?;
+    Ok(JobRecord {
+        id: uuid(row, "id")?,
+        vi_id: uuid(row, "vi_id")?,
+        kind: get(row, "kind")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown job state {state:?}")))?,
+        steps: get(row, "steps")?,
+        cursor: get(row, "cursor")?,
+        total: get(row, "total")?,
+        error: get(row, "error")?,
+        owner: get(row, "owner")?,
+        lease_until: get(row, "lease_until")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+const JOB_COLUMNS: &str =
+    "id, vi_id, kind, state, steps, cursor, total, error, owner, lease_until, created_at, updated_at";
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// The VI compare-and-set and its event, inside a transaction.
+async fn transition_in(
+    tx: &mut Tx<'_>,
+    id: Uuid,
+    from: ViState,
+    change: &Transition,
+) -> Result<Option<ViRecord>> {
+    let row = sqlx::query(&format!(
+        "UPDATE vis SET state = $1, reject_reason = $2, \
+         home_datacenter_id = COALESCE($3, home_datacenter_id), version = version + 1, updated_at = $4 \
+         WHERE id = $5 AND state = $6 RETURNING {VI_COLUMNS}"
+    ))
+    .bind(change.to.as_str())
+    .bind(change.reject_reason.clone())
+    .bind(change.home_datacenter_id.map(|u| u.to_string()))
+    .bind(change.at)
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(StoreError::Database)?;
+    let Some(row) = row else { return Ok(None) };
+    sqlx::query(
+        "INSERT INTO vi_events (vi_id, at, from_state, to_state, actor, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(change.at)
+    .bind(from.as_str())
+    .bind(change.to.as_str())
+    .bind(change.actor.to_string())
+    .bind(change.reject_reason.clone())
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::Database)?;
+    vi_row(&row).map(Some)
 }
 
 const VI_COLUMNS: &str =
@@ -575,40 +686,16 @@ impl Store for SqlStore {
         change: &Transition,
     ) -> Result<ViRecord> {
         let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
-        let row = sqlx::query(&format!(
-            "UPDATE vis SET state = $1, reject_reason = $2, \
-             home_datacenter_id = COALESCE($3, home_datacenter_id), version = version + 1, updated_at = $4 \
-             WHERE id = $5 AND state = $6 RETURNING {VI_COLUMNS}"
-        ))
-        .bind(change.to.as_str())
-        .bind(change.reject_reason.clone())
-        .bind(change.home_datacenter_id.map(|u| u.to_string()))
-        .bind(change.at)
-        .bind(id.to_string())
-        .bind(from.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::Database)?;
-        let Some(row) = row else {
-            drop(tx);
-            let current = self.vi(id).await?;
-            return Err(StoreError::Conflict {
-                what: "VI",
-                expected: format!("state {from}, found {}", current.state),
-            });
-        };
-        sqlx::query("INSERT INTO vi_events (vi_id, at, from_state, to_state, actor, reason) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(id.to_string())
-            .bind(change.at)
-            .bind(from.as_str())
-            .bind(change.to.as_str())
-            .bind(change.actor.to_string())
-            .bind(change.reject_reason.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Database)?;
-        tx.commit().await.map_err(StoreError::Database)?;
-        vi_row(&row)
+        match transition_in(&mut tx, id, from, change).await? {
+            Some(vi) => {
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(vi)
+            }
+            None => {
+                drop(tx);
+                Err(self.vi_conflict(id, from).await)
+            }
+        }
     }
 
     async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>> {
@@ -631,5 +718,241 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn transition_with_placement(
+        &self,
+        id: Uuid,
+        from: ViState,
+        change: &Transition,
+        vms: &[VmRecord],
+    ) -> Result<ViRecord> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        let Some(vi) = transition_in(&mut tx, id, from, change).await? else {
+            drop(tx);
+            return Err(self.vi_conflict(id, from).await);
+        };
+        for vm in vms {
+            // Conditional on room: the database decides, so concurrent
+            // commits cannot overfill a host.
+            let done = sqlx::query(
+                "UPDATE hosts SET used_vcpus = used_vcpus + $1, used_ram_mib = used_ram_mib + $2, \
+                 used_disk_mib = used_disk_mib + $3, used_slots = used_slots + 1 \
+                 WHERE id = $4 AND state = 'ready' AND used_vcpus + $1 <= cpus \
+                 AND used_ram_mib + $2 <= ram_mib AND used_disk_mib + $3 <= disk_mib \
+                 AND used_slots + 1 <= vm_slots",
+            )
+            .bind(vm.vcpus)
+            .bind(vm.ram_mib)
+            .bind(vm.disk_mib)
+            .bind(vm.host_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::NoRoom {
+                    host: vm.host_id,
+                    node: vm.node_id.clone(),
+                });
+            }
+            sqlx::query(
+                "INSERT INTO vms (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(vm.vi_id.to_string())
+            .bind(&vm.node_id)
+            .bind(vm.host_id.to_string())
+            .bind(vm.vcpus)
+            .bind(vm.ram_mib)
+            .bind(vm.disk_mib)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_err("VM placement"))?;
+        }
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(vi)
+    }
+
+    async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>> {
+        let rows = sqlx::query("SELECT * FROM vms WHERE vi_id = $1 ORDER BY node_id")
+            .bind(vi.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        rows.iter().map(vm_row).collect()
+    }
+
+    async fn release_vms(&self, vi: Uuid) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        // Delete first: the rows deleted are exactly the ones this call releases.
+        let rows = sqlx::query("DELETE FROM vms WHERE vi_id = $1 RETURNING *")
+            .bind(vi.to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?;
+        for row in &rows {
+            let vm = vm_row(row)?;
+            sqlx::query(
+                "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
+                 used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1 WHERE id = $4",
+            )
+            .bind(vm.vcpus)
+            .bind(vm.ram_mib)
+            .bind(vm.disk_mib)
+            .bind(vm.host_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?;
+        }
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn start_job(
+        &self,
+        job: &JobRecord,
+        from: ViState,
+        change: &Transition,
+    ) -> Result<ViRecord> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        let Some(vi) = transition_in(&mut tx, job.vi_id, from, change).await? else {
+            drop(tx);
+            return Err(self.vi_conflict(job.vi_id, from).await);
+        };
+        sqlx::query(&format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(job.id.to_string())
+        .bind(job.vi_id.to_string())
+        .bind(&job.kind)
+        .bind(job.state.as_str())
+        .bind(&job.steps)
+        .bind(job.cursor)
+        .bind(job.total)
+        .bind(job.error.clone())
+        .bind(job.owner.clone())
+        .bind(job.lease_until)
+        .bind(job.created_at)
+        .bind(job.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err("job"))?;
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(vi)
+    }
+
+    async fn job(&self, id: Uuid) -> Result<JobRecord> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(read_err("job"))?;
+        job_row(&row)
+    }
+
+    async fn jobs_of_vi(&self, vi: Uuid) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE vi_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(vi.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('running', 'rolling_back') \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn claim_job(&self, id: Uuid, owner: &str, now: i64, until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET owner = $1, lease_until = $2 \
+             WHERE id = $3 AND (owner IS NULL OR owner = $1 OR lease_until < $4)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_job(
+        &self,
+        id: Uuid,
+        expected: (JobState, i64),
+        state: JobState,
+        cursor: i64,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<JobRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE jobs SET state = $1, cursor = $2, error = COALESCE($3, error), updated_at = $4 \
+             WHERE id = $5 AND state = $6 AND cursor = $7 RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(state.as_str())
+        .bind(cursor)
+        .bind(error.map(str::to_owned))
+        .bind(now)
+        .bind(id.to_string())
+        .bind(expected.0.as_str())
+        .bind(expected.1)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        match row {
+            Some(row) => job_row(&row),
+            None => Err(StoreError::Conflict {
+                what: "job",
+                expected: format!("{} at step {}", expected.0.as_str(), expected.1),
+            }),
+        }
+    }
+
+    async fn finish_job(
+        &self,
+        id: Uuid,
+        expected: JobState,
+        state: JobState,
+        error: Option<&str>,
+        vi_from: ViState,
+        change: &Transition,
+    ) -> Result<ViRecord> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        let row = sqlx::query(
+            "UPDATE jobs SET state = $1, error = COALESCE($2, error), updated_at = $3, owner = NULL \
+             WHERE id = $4 AND state = $5 RETURNING vi_id",
+        )
+        .bind(state.as_str())
+        .bind(error.map(str::to_owned))
+        .bind(change.at)
+        .bind(id.to_string())
+        .bind(expected.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::Database)?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict {
+                what: "job",
+                expected: expected.as_str().to_owned(),
+            });
+        };
+        let vi_id = uuid(&row, "vi_id")?;
+        let Some(vi) = transition_in(&mut tx, vi_id, vi_from, change).await? else {
+            drop(tx);
+            return Err(self.vi_conflict(vi_id, vi_from).await);
+        };
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(vi)
     }
 }

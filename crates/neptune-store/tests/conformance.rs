@@ -162,6 +162,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
         vm_slots: 10,
         state: HostState::Ready,
         last_seen: 1000,
+        used: HostUsage::default(),
     };
     let stored = s.upsert_host(&host).await.unwrap();
     assert_eq!(stored, host);
@@ -344,12 +345,348 @@ async fn concurrent_transitions(s: Arc<dyn Store>) {
     assert_eq!(s.vi_events(v.id).await.unwrap().len(), 1);
 }
 
+fn host(dc: Uuid, name: &str, cpus: i64, ram_mib: i64, slots: i64) -> HostRecord {
+    HostRecord {
+        id: Uuid::new_v4(),
+        datacenter_id: dc,
+        name: name.to_owned(),
+        agent_url: "http://127.0.0.1:1".into(),
+        cpus,
+        ram_mib,
+        disk_mib: 1_000_000,
+        vm_slots: slots,
+        state: HostState::Ready,
+        last_seen: 1,
+        used: HostUsage::default(),
+    }
+}
+
+fn vm(vi: Uuid, node: &str, host: Uuid, vcpus: i64, ram_mib: i64) -> VmRecord {
+    VmRecord {
+        vi_id: vi,
+        node_id: node.to_owned(),
+        host_id: host,
+        vcpus,
+        ram_mib,
+        disk_mib: 1024,
+    }
+}
+
+fn to(state: ViState, actor: Uuid) -> Transition {
+    Transition {
+        to: state,
+        actor,
+        at: 50,
+        reject_reason: None,
+        home_datacenter_id: None,
+    }
+}
+
+async fn placement_reservations(s: &dyn Store) {
+    let owner = user("placer", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: "dc-place".into(),
+        created_at: 1,
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    let h1 = s.upsert_host(&host(dc.id, "p1", 4, 4096, 2)).await.unwrap();
+    let h2 = s.upsert_host(&host(dc.id, "p2", 4, 4096, 8)).await.unwrap();
+    let mut v = vi(owner.id, "placed");
+    v.state = ViState::Requested;
+    s.create_vi(&v).await.unwrap();
+
+    // A VM that does not fit fails the whole commit: state and usage unchanged.
+    let too_big = [vm(v.id, "a", h1.id, 2, 1024), vm(v.id, "b", h1.id, 4, 1024)];
+    let err = s
+        .transition_with_placement(
+            v.id,
+            ViState::Requested,
+            &to(ViState::Accepted, owner.id),
+            &too_big,
+        )
+        .await;
+    assert!(
+        matches!(err, Err(StoreError::NoRoom { ref node, .. }) if node == "b"),
+        "{err:?}"
+    );
+    assert_eq!(s.vi(v.id).await.unwrap().state, ViState::Requested);
+    assert!(s.vms(v.id).await.unwrap().is_empty());
+    assert_eq!(
+        s.list_hosts()
+            .await
+            .unwrap()
+            .iter()
+            .find(|h| h.id == h1.id)
+            .unwrap()
+            .used,
+        HostUsage::default()
+    );
+    // The VM-slot limit counts too.
+    let three = [
+        vm(v.id, "a", h1.id, 1, 10),
+        vm(v.id, "b", h1.id, 1, 10),
+        vm(v.id, "c", h1.id, 1, 10),
+    ];
+    let err = s
+        .transition_with_placement(
+            v.id,
+            ViState::Requested,
+            &to(ViState::Accepted, owner.id),
+            &three,
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::NoRoom { .. })), "{err:?}");
+
+    let fits = [vm(v.id, "a", h1.id, 2, 1024), vm(v.id, "b", h2.id, 4, 4096)];
+    let accepted = s
+        .transition_with_placement(
+            v.id,
+            ViState::Requested,
+            &to(ViState::Accepted, owner.id),
+            &fits,
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted.state, ViState::Accepted);
+    assert_eq!(s.vms(v.id).await.unwrap(), fits.to_vec());
+    let used: Vec<HostUsage> = {
+        let hosts = s.list_hosts().await.unwrap();
+        [h1.id, h2.id]
+            .iter()
+            .map(|id| hosts.iter().find(|h| h.id == *id).unwrap().used)
+            .collect()
+    };
+    assert_eq!(
+        used[0],
+        HostUsage {
+            vcpus: 2,
+            ram_mib: 1024,
+            disk_mib: 1024,
+            slots: 1
+        }
+    );
+    assert_eq!(
+        used[1],
+        HostUsage {
+            vcpus: 4,
+            ram_mib: 4096,
+            disk_mib: 1024,
+            slots: 1
+        }
+    );
+    // Re-registration of a host keeps its usage.
+    let again = s.upsert_host(&host(dc.id, "p1", 4, 4096, 2)).await.unwrap();
+    assert_eq!(again.used.slots, 1);
+
+    assert_eq!(s.release_vms(v.id).await.unwrap(), 2);
+    assert_eq!(s.release_vms(v.id).await.unwrap(), 0, "idempotent");
+    assert!(s
+        .list_hosts()
+        .await
+        .unwrap()
+        .iter()
+        .all(|h| h.used == HostUsage::default()));
+}
+
+/// Concurrent commits competing for the last slots: the database lets
+/// exactly as many in as fit.
+async fn concurrent_reservations(s: Arc<dyn Store>) {
+    let owner = user("crowd", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: "dc-crowd".into(),
+        created_at: 1,
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    let h = s
+        .upsert_host(&host(dc.id, "crowded", 64, 65536, 5))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut v = vi(owner.id, &format!("c{i}"));
+            v.state = ViState::Requested;
+            s.create_vi(&v).await.unwrap();
+            let vms = [vm(v.id, "only", h.id, 1, 100)];
+            s.transition_with_placement(
+                v.id,
+                ViState::Requested,
+                &to(ViState::Accepted, owner.id),
+                &vms,
+            )
+            .await
+            .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 5);
+    let hosts = s.list_hosts().await.unwrap();
+    assert_eq!(hosts.iter().find(|x| x.id == h.id).unwrap().used.slots, 5);
+}
+
+async fn durable_jobs(s: &dyn Store) {
+    let owner = user("jobber", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let mut v = vi(owner.id, "jobbed");
+    v.state = ViState::Accepted;
+    s.create_vi(&v).await.unwrap();
+    let job = JobRecord {
+        id: Uuid::new_v4(),
+        vi_id: v.id,
+        kind: "deploy".into(),
+        state: JobState::Running,
+        steps: "[1,2,3]".into(),
+        cursor: 0,
+        total: 3,
+        error: None,
+        owner: None,
+        lease_until: 0,
+        created_at: 60,
+        updated_at: 60,
+    };
+    let deploying = s
+        .start_job(&job, ViState::Accepted, &to(ViState::Deploying, owner.id))
+        .await
+        .unwrap();
+    assert_eq!(deploying.state, ViState::Deploying);
+    assert!(s
+        .start_job(
+            &JobRecord {
+                id: Uuid::new_v4(),
+                ..job.clone()
+            },
+            ViState::Accepted,
+            &to(ViState::Deploying, owner.id)
+        )
+        .await
+        .is_err());
+    assert_eq!(s.job(job.id).await.unwrap(), job);
+    assert_eq!(
+        s.unfinished_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|j| j.id == job.id)
+            .count(),
+        1
+    );
+
+    // Leases: one owner at a time until the lease runs out.
+    assert!(s.claim_job(job.id, "m1", 100, 200).await.unwrap());
+    assert!(!s.claim_job(job.id, "m2", 150, 250).await.unwrap());
+    assert!(
+        s.claim_job(job.id, "m1", 150, 300).await.unwrap(),
+        "renewal"
+    );
+    assert!(
+        s.claim_job(job.id, "m2", 301, 400).await.unwrap(),
+        "expired lease is taken over"
+    );
+
+    // Progress is compare-and-set.
+    let j = s
+        .update_job(
+            job.id,
+            (JobState::Running, 0),
+            JobState::Running,
+            1,
+            None,
+            70,
+        )
+        .await
+        .unwrap();
+    assert_eq!(j.cursor, 1);
+    assert!(matches!(
+        s.update_job(
+            job.id,
+            (JobState::Running, 0),
+            JobState::Running,
+            1,
+            None,
+            71
+        )
+        .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let j = s
+        .update_job(
+            job.id,
+            (JobState::Running, 1),
+            JobState::RollingBack,
+            1,
+            Some("boom"),
+            72,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (j.state, j.error.as_deref()),
+        (JobState::RollingBack, Some("boom"))
+    );
+    let j = s
+        .update_job(
+            job.id,
+            (JobState::RollingBack, 1),
+            JobState::RollingBack,
+            0,
+            None,
+            73,
+        )
+        .await
+        .unwrap();
+    assert_eq!(j.error.as_deref(), Some("boom"), "the first error is kept");
+    let back = s
+        .finish_job(
+            job.id,
+            JobState::RollingBack,
+            JobState::RolledBack,
+            None,
+            ViState::Deploying,
+            &to(ViState::Accepted, owner.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.state, ViState::Accepted);
+    let j = s.job(job.id).await.unwrap();
+    assert_eq!((j.state, j.owner), (JobState::RolledBack, None));
+    assert!(s
+        .unfinished_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .all(|u| u.id != job.id));
+    assert_eq!(s.jobs_of_vi(v.id).await.unwrap().len(), 1);
+    // Finishing twice is refused.
+    assert!(s
+        .finish_job(
+            job.id,
+            JobState::RollingBack,
+            JobState::RolledBack,
+            None,
+            ViState::Deploying,
+            &to(ViState::Accepted, owner.id)
+        )
+        .await
+        .is_err());
+}
+
 async fn suite(store: SqlStore) {
     let s: Arc<dyn Store> = Arc::new(store);
     users_and_tokens(s.as_ref()).await;
     datacenters_and_hosts(s.as_ref()).await;
     templates(s.as_ref()).await;
     vi_lifecycle(s.as_ref()).await;
+    placement_reservations(s.as_ref()).await;
+    durable_jobs(s.as_ref()).await;
+    concurrent_reservations(s.clone()).await;
     concurrent_transitions(s).await;
 }
 

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
-use neptune_store::{DatacenterRecord, HostRecord, HostState, TemplateRecord};
+use neptune_store::{DatacenterRecord, HostRecord, HostState, HostUsage, TemplateRecord};
 use neptune_topology::catalogue::Kind;
 use uuid::Uuid;
 
@@ -113,6 +113,7 @@ pub(crate) async fn register_host(
             vm_slots: req.vm_slots,
             state: HostState::Ready,
             last_seen: now_ms(),
+            used: HostUsage::default(),
         })
         .await?;
     Ok(Json(host_out(&host, &dc.name)))
