@@ -46,7 +46,7 @@ def read_metis(path):
 
 
 def evaluate(n, edges, blocks):
-    if blocks is None or len(blocks) != n:
+    if not isinstance(blocks, list) or len(blocks) != n:
         return None
     cut = 0
     pair = collections.Counter()
@@ -79,8 +79,8 @@ def run_measured(cmd, cwd=None):
 def read_blocks(path):
     with open(path) as f:
         text = f.read().split()
-    if text and text[0] == "infeasible":
-        return None
+    if text and text[0] in ("infeasible", "timeout"):
+        return text[0]
     return [int(x) for x in text]
 
 
@@ -123,6 +123,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "..", "..", "docs", "placement-compare.csv"))
     ap.add_argument("--sizes", default="20,100,400,1000,10000,100000")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps-large", type=int, default=1, help="repetitions at n >= 100000")
     ap.add_argument("--tools", default=",".join(LIMITS))
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
@@ -146,7 +147,7 @@ def main():
                 lim = LIMITS.get(tool)
                 if lim is not None and n > lim:
                     continue
-                reps = 1 if tool.startswith("ilp") else a.reps
+                reps = 1 if tool.startswith("ilp") else (a.reps_large if n >= 100000 else a.reps)
                 times, mems, res, status = [], [], None, "ok"
                 for r in range(reps):
                     cmd, blocks_of = tool_command(tool, inst, n, k, a.seed, work, a.neptune)
@@ -164,7 +165,7 @@ def main():
                             break
                         res = evaluate(n, edges, blocks)
                         if res is None:
-                            status = "infeasible" if blocks is None else "bad result"
+                            status = blocks if isinstance(blocks, str) else "bad result"
                 rows.append(dict(instance=name, n=n, arcs=arcs, idx=idx, tool=tool, status=status,
                                  cut=res["cut"] if res else "", max_group=res["max_group"] if res else "",
                                  over_groups=res["over_groups"] if res else "",

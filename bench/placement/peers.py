@@ -9,6 +9,8 @@ import random
 import sys
 import time
 
+TIME_LIMIT = 120  # seconds for one ILP
+
 
 def read_metis(path):
     with open(path) as f:
@@ -75,7 +77,7 @@ def ilp_run(path, k_groups, pair_capacity=None):
     wmap = {(a, b): c for a, b, c in edges}
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", 600.0)
+    h.setOptionValue("time_limit", float(TIME_LIMIT))
     h.setOptionValue("mip_rel_gap", 0.0)
     inf = highspy.kHighsInf
     if pair_capacity is None:
@@ -99,6 +101,8 @@ def ilp_run(path, k_groups, pair_capacity=None):
                     for (p, q, r) in ((a, b, c), (a, c, b), (b, c, a)):
                         h.addRow(-inf, 1.0, 3, np.array([p, q, r], dtype=np.int32), np.array([1.0, 1.0, -1.0]))
         h.run()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return "timeout"
         x = h.getSolution().col_value
         same = lambda a, b: x[key(a, b)] > 0.5
         blocks = [-1] * n
@@ -148,8 +152,10 @@ def ilp_run(path, k_groups, pair_capacity=None):
             h.addRow(-inf, float(pair_capacity), len(cols), np.array(cols, dtype=np.int32), np.array(vals))
     h.run()
     status = h.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
+    if status == highspy.HighsModelStatus.kInfeasible:
         return None
+    if status != highspy.HighsModelStatus.kOptimal:
+        return "timeout"
     x = h.getSolution().col_value
     return [max(range(G), key=lambda g: x[y(v, g)]) for v in range(n)]
 
@@ -179,6 +185,8 @@ def main():
     with open(out, "w") as f:
         if blocks is None:
             f.write("infeasible\n")
+        elif blocks == "timeout":
+            f.write("timeout\n")
         else:
             f.write("\n".join(str(b) for b in blocks) + "\n")
 

@@ -292,6 +292,8 @@ pub(crate) struct State {
     pub(crate) load: Vec<W>,
     pub(crate) members: Vec<Vec<u32>>,
     pos: Vec<u32>,
+    /// When recording: (node, bin it left), for undo.
+    pub(crate) log: Option<Vec<(u32, u32)>>,
     /// Per bin, the anti-affinity groups present (sorted, with counts).
     aa_in: Vec<Vec<(u32, u32)>>,
 }
@@ -306,6 +308,7 @@ impl State {
             members: vec![Vec::new(); inst.bins()],
             pos: vec![0; inst.n()],
             aa_in: vec![Vec::new(); inst.bins()],
+            log: None,
         }
     }
 
@@ -352,6 +355,9 @@ impl State {
 
     pub(crate) fn remove(&mut self, inst: &Instance, v: usize) {
         let b = self.bin[v] as usize;
+        if let Some(log) = &mut self.log {
+            log.push((v as u32, b as u32));
+        }
         self.load[b] = sub(self.load[b], inst.wt[v]);
         let p = self.pos[v] as usize;
         self.members[b].swap_remove(p);

@@ -16,6 +16,7 @@ pub(crate) struct Scratch {
     locked: Vec<bool>,
     d: Vec<i64>,
     seq: Vec<(usize, usize)>,
+    mark: Vec<u8>,
 }
 
 /// One Kernighan–Lin pass between bins `a` and `b`: tentatively swap the
@@ -40,6 +41,7 @@ pub(crate) fn kl_pair(
         locked,
         d,
         seq,
+        ..
     } = sc;
     nodes.clear();
     nodes.extend(st.members[a].iter().chain(st.members[b].iter()).copied());
@@ -191,50 +193,74 @@ pub(crate) fn kl_sweeps(
     st: &mut State,
     sc: &mut Scratch,
     max_sweeps: usize,
-    only: Option<Vec<bool>>,
+    only: Option<Vec<u32>>,
 ) -> u64 {
-    let mut gained = 0u64;
+    const CHANGED: u8 = 1;
+    const NEXT: u8 = 2;
+    let nb = inst.bins();
+    if sc.mark.len() < nb {
+        sc.mark.resize(nb, 0);
+    }
     let first_all = only.is_none();
-    let mut changed = only.unwrap_or_else(|| vec![true; inst.bins()]);
-    let mut next = vec![false; inst.bins()];
+    let mut changed: Vec<u32> = only.unwrap_or_else(|| (0..nb as u32).collect());
+    changed.retain(|&a| {
+        let fresh = sc.mark[a as usize] & CHANGED == 0;
+        sc.mark[a as usize] |= CHANGED;
+        fresh
+    });
+    let mut next: Vec<u32> = Vec::new();
+    let mut gained = 0u64;
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
     for round in 0..max_sweeps {
         let mut sweep = 0u64;
-        let pairs = if round == 0 && first_all {
-            adjacent_bin_pairs(inst, st)
+        if round == 0 && first_all {
+            pairs = adjacent_bin_pairs(inst, st);
         } else {
-            let mut pairs = Vec::new();
-            for a in (0..inst.bins()).filter(|&a| changed[a]) {
-                for &v in &st.members[a] {
+            pairs.clear();
+            for &a in &changed {
+                for &v in &st.members[a as usize] {
                     for (u, _) in inst.neighbors(v as usize) {
                         let b = st.bin[u];
-                        if b as usize != a {
-                            pairs.push(((a as u32).min(b), (a as u32).max(b)));
+                        if b != a {
+                            pairs.push((a.min(b), a.max(b)));
                         }
                     }
                 }
             }
             pairs.sort_unstable();
             pairs.dedup();
-            pairs
-        };
-        for (a, b) in pairs {
+        }
+        for &(a, b) in &pairs {
             let (a, b) = (a as usize, b as usize);
-            if !changed[a] && !changed[b] {
+            if sc.mark[a] & CHANGED == 0 && sc.mark[b] & CHANGED == 0 {
                 continue;
             }
             let g = kl_pair(inst, st, a, b, sc);
             if g > 0 {
-                next[a] = true;
-                next[b] = true;
+                for x in [a, b] {
+                    if sc.mark[x] & NEXT == 0 {
+                        sc.mark[x] |= NEXT;
+                        next.push(x as u32);
+                    }
+                }
                 sweep += g;
             }
         }
         gained += sweep;
+        for &a in &changed {
+            sc.mark[a as usize] &= !CHANGED;
+        }
         if sweep == 0 {
             break;
         }
+        for &a in &next {
+            sc.mark[a as usize] = CHANGED;
+        }
         std::mem::swap(&mut changed, &mut next);
-        next.iter_mut().for_each(|x| *x = false);
+        next.clear();
+    }
+    for &a in changed.iter().chain(next.iter()) {
+        sc.mark[a as usize] = 0;
     }
     gained
 }

@@ -118,10 +118,20 @@ pub fn default_cycles(n: usize) -> usize {
     match n {
         0..=64 => 48,
         65..=256 => 16,
-        257..=2_000 => 8,
+        257..=2_000 => 4,
         2_001..=20_000 => 3,
         _ => 1,
     }
+}
+
+/// Iterated-local-search steps per V-cycle for a VI of `n` nodes.
+fn ils_steps(n: usize, cycles: usize) -> usize {
+    let total = match n {
+        0..=2_000 => 4 * n,
+        2_001..=20_000 => n,
+        _ => n / 4,
+    };
+    total / cycles.max(1)
 }
 
 /// Places a VI.
@@ -145,6 +155,7 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
                     cycles,
                     iterations: if inst.n() > 20_000 { 1 } else { 4 },
                     coarse_kl: if inst.n() > 20_000 { 0 } else { 8 },
+                    ils_steps: ils_steps(inst.n(), cycles),
                 },
             )?;
             (st, None)

@@ -309,7 +309,15 @@ fn refine(
             }
         }
         if kl_passes > 0 {
-            let only = if round == 0 { None } else { Some(changed) };
+            let only = if round == 0 {
+                None
+            } else {
+                Some(
+                    (0..inst.bins() as u32)
+                        .filter(|&b| changed[b as usize])
+                        .collect(),
+                )
+            };
             g += kl::kl_sweeps(inst, st, sc, kl_passes, only);
         }
         if g == 0 {
@@ -325,6 +333,8 @@ pub(crate) struct Settings {
     pub(crate) cycles: usize,
     /// Iterated V-cycles after each, at most (stopped when one does not improve).
     pub(crate) iterations: usize,
+    /// Steps of iterated local search at the end of each cycle.
+    pub(crate) ils_steps: usize,
     /// KL sweeps on coarse levels.
     pub(crate) coarse_kl: usize,
 }
@@ -405,6 +415,66 @@ fn vcycle(
         }
     }
     Ok(st)
+}
+
+/// Iterated local search at the finest level: a random swap between two
+/// adjacent hosts, then KL passes over the host pairs it touched (and those
+/// they touch in turn); kept when the cut does not grow, undone otherwise.
+fn perturb_and_refine(
+    inst: &Instance,
+    st: &mut State,
+    rng: &mut Rng,
+    sc: &mut Scratch,
+    steps: usize,
+) {
+    if inst.n() < 2 || inst.bins() < 2 {
+        return;
+    }
+    for _ in 0..steps {
+        let v = rng.below(inst.n());
+        if inst.fixed[v].is_some() || inst.xadj[v] == inst.xadj[v + 1] {
+            continue;
+        }
+        let deg = inst.xadj[v + 1] - inst.xadj[v];
+        let x = inst.adj[inst.xadj[v] + rng.below(deg)] as usize;
+        let (a, b) = (st.bin[v] as usize, st.bin[x] as usize);
+        if a == b || st.members[b].is_empty() {
+            continue;
+        }
+        let u = st.members[b][rng.below(st.members[b].len())] as usize;
+        if inst.fixed[u].is_some() || !st.fits(inst, v, b, Some(u)) || !st.fits(inst, u, a, Some(v))
+        {
+            continue;
+        }
+        // Cut change of the swap.
+        let mut delta = 0i64;
+        for (y, w) in inst.neighbors(v) {
+            if y == u {
+                continue;
+            }
+            let by = st.bin[y] as usize;
+            delta += w as i64 * (i64::from(by != b) - i64::from(by != a));
+        }
+        for (y, w) in inst.neighbors(u) {
+            if y == v {
+                continue;
+            }
+            let by = st.bin[y] as usize;
+            delta += w as i64 * (i64::from(by != a) - i64::from(by != b));
+        }
+        st.log = Some(Vec::new());
+        st.remove(inst, v);
+        st.remove(inst, u);
+        st.insert(inst, v, b);
+        st.insert(inst, u, a);
+        let gain = kl::kl_sweeps(inst, st, sc, 16, Some(vec![a as u32, b as u32])) as i64;
+        let log = st.log.take().unwrap_or_default();
+        if delta - gain > 0 {
+            for &(y, from) in log.iter().rev() {
+                st.relocate(inst, y as usize, from as usize);
+            }
+        }
+    }
 }
 
 /// Moves and swaps that lower (overload, cut) lexicographically, focused on
@@ -592,6 +662,7 @@ pub(crate) fn solve(
             st = next;
             cut = c;
         }
+        perturb_and_refine(inst, &mut st, &mut r, &mut sc, settings.ils_steps);
         repair(
             inst,
             &mut st,
