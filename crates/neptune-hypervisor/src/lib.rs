@@ -1,0 +1,151 @@
+//! The Hypervisor port: what an Agent asks of the virtualisation layer of
+//! its host. Every operation is idempotent (defining a defined VM with the
+//! same spec, destroying an absent one, starting a running one all
+//! succeed), so a durable job can repeat a step after a crash.
+//!
+//! Adapters: [`sim::SimHypervisor`] (in memory, with configurable delays and
+//! fault injection, for `neptune up`, CI speed and scale tests); libvirt
+//! arrives beside it behind the same trait.
+
+pub mod sim;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// What a VM is made of. `name` is unique on the host (the Manager uses
+/// `<vi-id>-<node-id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_mib: u64,
+    pub disk_mib: u64,
+    /// The VM's own disk, as returned by [`Hypervisor::prepare_disk`].
+    pub disk: String,
+    pub nics: Vec<Nic>,
+}
+
+/// A virtual NIC: its MAC and the host network (bridge) of its virtual link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    pub mac: String,
+    pub network: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Defined, not running.
+    Stopped,
+    Running,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub name: String,
+    pub state: VmState,
+    pub spec: VmSpec,
+}
+
+/// The host's capacity, as the Agent registers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpus: u32,
+    pub ram_mib: u64,
+    pub disk_mib: u64,
+    pub vm_slots: u32,
+}
+
+/// The operations, for delays and fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    PrepareDisk,
+    RemoveDisk,
+    Define,
+    Start,
+    Save,
+    Restore,
+    Destroy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HypervisorError {
+    #[error("VM {0:?} is not defined on this host")]
+    NoSuchVm(String),
+    #[error("VM {name:?} is already defined with a different spec")]
+    SpecMismatch { name: String },
+    #[error("saved state {0:?} does not exist")]
+    NoSavedState(String),
+    #[error("template image {0:?} does not exist")]
+    NoImage(String),
+    #[error("the host has no room: {0}")]
+    NoRoom(String),
+    /// An injected fault (simulated adapter) or a hypervisor failure.
+    #[error("{op:?} of {vm:?} failed: {message}")]
+    Failed { op: Op, vm: String, message: String },
+    /// The request itself is malformed (a VM name that is not a safe file
+    /// name, a zero-sized VM): repeating it will not help.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The hypervisor (or the Agent in front of it) did not answer: the
+    /// operation may or may not have happened. Every operation is
+    /// idempotent, so repeating it is safe.
+    #[error("the hypervisor is unreachable: {0}")]
+    Unreachable(String),
+}
+
+impl HypervisorError {
+    /// Whether repeating the same call may succeed without anything else
+    /// changing first (an unreachable hypervisor, a failed operation).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::Failed { .. })
+    }
+}
+
+/// Checks that `name` can name a VM: 1 to 128 ASCII letters, digits, `-`,
+/// `_` or `.`, not starting with `.` (it becomes a file name on the host).
+pub fn validate_vm_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(HypervisorError::InvalidRequest(format!(
+            "{name:?} is not a VM name (1 to 128 letters, digits, '-', '_' or '.', not starting with '.')"
+        )))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, HypervisorError>;
+
+/// The port. Implementations are shared across tasks.
+#[async_trait]
+pub trait Hypervisor: Send + Sync + std::fmt::Debug {
+    fn capacity(&self) -> Capacity;
+
+    /// Makes the VM's disk from a template image (a copy or an overlay) and
+    /// returns its path. Idempotent.
+    async fn prepare_disk(&self, vm: &str, template_image: &str, size_mib: u64) -> Result<String>;
+    /// Deletes the VM's disk; absent is fine.
+    async fn remove_disk(&self, vm: &str) -> Result<()>;
+    /// Defines the VM (stopped). Idempotent for the same spec.
+    async fn define(&self, spec: &VmSpec) -> Result<()>;
+    /// Starts a defined VM; running is fine.
+    async fn start(&self, vm: &str) -> Result<()>;
+    /// Saves the VM's memory to `state_path` and removes it from the host
+    /// (the paper's suspend: the host is freed "for future reallocation").
+    /// A VM already saved there and gone is fine.
+    async fn save(&self, vm: &str, state_path: &str) -> Result<()>;
+    /// Defines and starts a VM from a state saved by [`Hypervisor::save`]
+    /// (possibly on another host). Running is fine.
+    async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<()>;
+    /// Stops and undefines the VM (its disk stays); absent is fine.
+    async fn destroy(&self, vm: &str) -> Result<()>;
+    async fn list(&self) -> Result<Vec<VmInfo>>;
+}

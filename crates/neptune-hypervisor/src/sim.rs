@@ -1,0 +1,926 @@
+//! The simulated hypervisor: VMs live in memory, disks and saved states are
+//! real (small) files, so the Manager's jobs, the Agents' HTTP API and the
+//! leak checks of the tests see the same effects a real host would show.
+//!
+//! Layout under the root directory given at construction:
+//!
+//! ```text
+//! <root>/disks/<vm>.img   one per prepared disk: JSON {template_image, size_mib}
+//! <root>/vms.json         the defined VMs (so an Agent restart keeps them,
+//!                         as libvirt keeps persistent domains)
+//! ```
+//!
+//! A saved state (`save`) is a JSON file at the path the caller chooses; any
+//! other `SimHypervisor` that can read that path (another host sharing the
+//! directory) can `restore` it.
+//!
+//! For tests: every operation can be slowed down ([`SimConfig::delays`],
+//! [`SimHypervisor::set_delay`]) and made to fail ([`Fault`],
+//! [`SimHypervisor::set_faults`]). The delay is served before the fault is
+//! checked and before anything changes, and no lock is held meanwhile, so
+//! operations on different VMs overlap as on a real host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    validate_vm_name, Capacity, Hypervisor, HypervisorError, Op, Result, VmInfo, VmSpec, VmState,
+};
+
+/// Makes the next calls of an operation fail with
+/// [`HypervisorError::Failed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub op: Op,
+    /// Only VMs whose name contains this text; every VM when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_pattern: Option<String>,
+    /// How many matching calls fail; every one when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u32>,
+}
+
+impl Fault {
+    /// Fails every call of `op`.
+    pub fn always(op: Op) -> Self {
+        Fault {
+            op,
+            vm_pattern: None,
+            remaining: None,
+        }
+    }
+
+    /// Fails the next `n` calls of `op`.
+    pub fn times(op: Op, n: u32) -> Self {
+        Fault {
+            op,
+            vm_pattern: None,
+            remaining: Some(n),
+        }
+    }
+
+    /// Restricts the fault to VMs whose name contains `pattern`.
+    pub fn for_vm(mut self, pattern: impl Into<String>) -> Self {
+        self.vm_pattern = Some(pattern.into());
+        self
+    }
+
+    fn matches(&self, op: Op, vm: &str) -> bool {
+        self.op == op
+            && self.remaining != Some(0)
+            && self.vm_pattern.as_deref().is_none_or(|p| vm.contains(p))
+    }
+}
+
+/// How a [`SimHypervisor`] behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Where disks and the VM table live (created if absent).
+    pub root: PathBuf,
+    pub capacity: Capacity,
+    /// Time each operation takes; absent means instant.
+    pub delays: HashMap<Op, Duration>,
+    /// Faults active from the start.
+    pub faults: Vec<Fault>,
+}
+
+impl SimConfig {
+    /// Instant operations, no faults.
+    pub fn new(root: impl Into<PathBuf>, capacity: Capacity) -> Self {
+        SimConfig {
+            root: root.into(),
+            capacity,
+            delays: HashMap::new(),
+            faults: Vec::new(),
+        }
+    }
+
+    /// The same delay for every operation.
+    pub fn with_uniform_delay(mut self, delay: Duration) -> Self {
+        for op in ALL_OPS {
+            self.delays.insert(op, delay);
+        }
+        self
+    }
+}
+
+/// Every operation, for configuring them all at once.
+pub const ALL_OPS: [Op; 7] = [
+    Op::PrepareDisk,
+    Op::RemoveDisk,
+    Op::Define,
+    Op::Start,
+    Op::Save,
+    Op::Restore,
+    Op::Destroy,
+];
+
+/// Why a [`SimHypervisor`] could not open its root directory.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot create {}", .path.display())]
+    CreateRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a VM table", .path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The content of a simulated disk file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DiskFile {
+    template_image: String,
+    size_mib: u64,
+}
+
+/// The content of a saved-state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SavedState {
+    spec: VmSpec,
+    /// Whether the VM ran when it was saved (informative).
+    was_running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SimVm {
+    spec: VmSpec,
+    state: VmState,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    vms: BTreeMap<String, SimVm>,
+    /// Prepared disks: VM name -> size (MiB).
+    disks: BTreeMap<String, u64>,
+    delays: HashMap<Op, Duration>,
+    faults: Vec<Fault>,
+}
+
+/// The simulated adapter of the [`Hypervisor`] port.
+#[derive(Debug)]
+pub struct SimHypervisor {
+    root: PathBuf,
+    capacity: Capacity,
+    inner: Mutex<Inner>,
+}
+
+impl SimHypervisor {
+    /// Opens (creating if needed) the root directory and picks up the disks
+    /// and VMs a previous instance left there.
+    pub fn new(config: SimConfig) -> std::result::Result<Self, SimError> {
+        let SimConfig {
+            root,
+            capacity,
+            delays,
+            faults,
+        } = config;
+        let disks_dir = root.join("disks");
+        std::fs::create_dir_all(&disks_dir).map_err(|source| SimError::CreateRoot {
+            path: disks_dir.clone(),
+            source,
+        })?;
+        let mut disks = BTreeMap::new();
+        let entries = std::fs::read_dir(&disks_dir).map_err(|source| SimError::Read {
+            path: disks_dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(vm) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".img"))
+            else {
+                continue;
+            };
+            // A disk file that cannot be read still takes room: count it
+            // as empty rather than refusing to start the host.
+            let size = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<DiskFile>(&b).ok())
+                .map_or(0, |d| d.size_mib);
+            disks.insert(vm.to_owned(), size);
+        }
+        let table = root.join("vms.json");
+        let vms = match std::fs::read(&table) {
+            Ok(bytes) => serde_json::from_slice::<Vec<SimVm>>(&bytes)
+                .map_err(|source| SimError::Parse {
+                    path: table.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|vm| (vm.spec.name.clone(), vm))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => {
+                return Err(SimError::Read {
+                    path: table,
+                    source,
+                })
+            }
+        };
+        Ok(SimHypervisor {
+            root,
+            capacity,
+            inner: Mutex::new(Inner {
+                vms,
+                disks,
+                delays,
+                faults,
+            }),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the disk of `vm` lives.
+    pub fn disk_path(&self, vm: &str) -> PathBuf {
+        self.root.join("disks").join(format!("{vm}.img"))
+    }
+
+    /// Replaces the active faults.
+    pub fn set_faults(&self, faults: Vec<Fault>) {
+        self.lock().faults = faults;
+    }
+
+    /// Adds one fault to the active ones.
+    pub fn add_fault(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    /// The active faults (with their remaining counts).
+    pub fn faults(&self) -> Vec<Fault> {
+        self.lock().faults.clone()
+    }
+
+    /// Sets the time `op` takes (zero: instant).
+    pub fn set_delay(&self, op: Op, delay: Duration) {
+        let mut inner = self.lock();
+        if delay.is_zero() {
+            inner.delays.remove(&op);
+        } else {
+            inner.delays.insert(op, delay);
+        }
+    }
+
+    /// Replaces every delay.
+    pub fn set_delays(&self, delays: HashMap<Op, Duration>) {
+        self.lock().delays = delays;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves consistent data
+        // (every update is a single insert or remove), so keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves the delay of `op`, then fails if a fault says so.
+    async fn enter(&self, op: Op, vm: &str) -> Result<()> {
+        let delay = self.lock().delays.get(&op).copied();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut inner = self.lock();
+        let Some(fault) = inner.faults.iter_mut().find(|f| f.matches(op, vm)) else {
+            return Ok(());
+        };
+        if let Some(n) = fault.remaining.as_mut() {
+            *n -= 1;
+        }
+        inner.faults.retain(|f| f.remaining != Some(0));
+        Err(HypervisorError::Failed {
+            op,
+            vm: vm.to_owned(),
+            message: "injected fault".into(),
+        })
+    }
+
+    fn failed(op: Op, vm: &str, what: &str, err: &dyn std::fmt::Display) -> HypervisorError {
+        HypervisorError::Failed {
+            op,
+            vm: vm.to_owned(),
+            message: format!("{what}: {err}"),
+        }
+    }
+
+    /// Writes the VM table; called with the lock held so writes are ordered.
+    fn persist(&self, op: Op, vm: &str, inner: &Inner) -> Result<()> {
+        let vms: Vec<&SimVm> = inner.vms.values().collect();
+        let bytes = serde_json::to_vec_pretty(&vms)
+            .map_err(|e| Self::failed(op, vm, "cannot encode the VM table", &e))?;
+        write_atomically(&self.root.join("vms.json"), &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the VM table", &e))
+    }
+
+    /// Refuses `spec` if it does not fit beside the VMs already defined.
+    fn check_room(&self, inner: &Inner, spec: &VmSpec) -> Result<()> {
+        let c = self.capacity;
+        let slots = inner.vms.len() as u64 + 1;
+        let vcpus: u64 = inner
+            .vms
+            .values()
+            .map(|v| u64::from(v.spec.vcpus))
+            .sum::<u64>()
+            + u64::from(spec.vcpus);
+        let ram: u64 = inner
+            .vms
+            .values()
+            .map(|v| v.spec.ram_mib)
+            .fold(spec.ram_mib, u64::saturating_add);
+        if slots > u64::from(c.vm_slots) {
+            return Err(HypervisorError::NoRoom(format!(
+                "all {} VM slots are taken",
+                c.vm_slots
+            )));
+        }
+        if vcpus > u64::from(c.cpus) {
+            return Err(HypervisorError::NoRoom(format!(
+                "{vcpus} vCPUs would exceed the host's {}",
+                c.cpus
+            )));
+        }
+        if ram > c.ram_mib {
+            return Err(HypervisorError::NoRoom(format!(
+                "{ram} MiB of RAM would exceed the host's {} MiB",
+                c.ram_mib
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_spec(spec: &VmSpec) -> Result<()> {
+    validate_vm_name(&spec.name)?;
+    if spec.vcpus == 0 || spec.ram_mib == 0 {
+        return Err(HypervisorError::InvalidRequest(format!(
+            "VM {:?} needs at least one vCPU and some RAM",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a temporary file beside `path`, syncs it and renames it over
+/// `path`, creating the parent directory if needed.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+#[async_trait]
+impl Hypervisor for SimHypervisor {
+    fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    async fn prepare_disk(&self, vm: &str, template_image: &str, size_mib: u64) -> Result<String> {
+        let op = Op::PrepareDisk;
+        validate_vm_name(vm)?;
+        self.enter(op, vm).await?;
+        let path = self.disk_path(vm);
+        let shown = path.display().to_string();
+        let wanted = DiskFile {
+            template_image: template_image.to_owned(),
+            size_mib,
+        };
+        let mut inner = self.lock();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                return match serde_json::from_slice::<DiskFile>(&bytes) {
+                    Ok(existing) if existing == wanted => Ok(shown),
+                    _ => Err(HypervisorError::SpecMismatch {
+                        name: vm.to_owned(),
+                    }),
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Self::failed(op, vm, "cannot read the disk", &e)),
+        }
+        if !Path::new(template_image).is_file() {
+            return Err(HypervisorError::NoImage(template_image.to_owned()));
+        }
+        let used: u64 = inner
+            .disks
+            .iter()
+            .filter(|(name, _)| name.as_str() != vm)
+            .map(|(_, size)| *size)
+            .fold(size_mib, u64::saturating_add);
+        if used > self.capacity.disk_mib {
+            return Err(HypervisorError::NoRoom(format!(
+                "{used} MiB of disks would exceed the host's {} MiB",
+                self.capacity.disk_mib
+            )));
+        }
+        let bytes = serde_json::to_vec(&wanted)
+            .map_err(|e| Self::failed(op, vm, "cannot encode the disk", &e))?;
+        write_atomically(&path, &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the disk", &e))?;
+        inner.disks.insert(vm.to_owned(), size_mib);
+        Ok(shown)
+    }
+
+    async fn remove_disk(&self, vm: &str) -> Result<()> {
+        let op = Op::RemoveDisk;
+        validate_vm_name(vm)?;
+        self.enter(op, vm).await?;
+        let mut inner = self.lock();
+        match std::fs::remove_file(self.disk_path(vm)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Self::failed(op, vm, "cannot delete the disk", &e)),
+        }
+        inner.disks.remove(vm);
+        Ok(())
+    }
+
+    async fn define(&self, spec: &VmSpec) -> Result<()> {
+        let op = Op::Define;
+        check_spec(spec)?;
+        self.enter(op, &spec.name).await?;
+        let mut inner = self.lock();
+        if let Some(existing) = inner.vms.get(&spec.name) {
+            return if existing.spec == *spec {
+                Ok(())
+            } else {
+                Err(HypervisorError::SpecMismatch {
+                    name: spec.name.clone(),
+                })
+            };
+        }
+        self.check_room(&inner, spec)?;
+        inner.vms.insert(
+            spec.name.clone(),
+            SimVm {
+                spec: spec.clone(),
+                state: VmState::Stopped,
+            },
+        );
+        if let Err(e) = self.persist(op, &spec.name, &inner) {
+            inner.vms.remove(&spec.name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn start(&self, vm: &str) -> Result<()> {
+        let op = Op::Start;
+        validate_vm_name(vm)?;
+        self.enter(op, vm).await?;
+        let mut inner = self.lock();
+        let Some(entry) = inner.vms.get_mut(vm) else {
+            return Err(HypervisorError::NoSuchVm(vm.to_owned()));
+        };
+        if entry.state == VmState::Running {
+            return Ok(());
+        }
+        entry.state = VmState::Running;
+        if let Err(e) = self.persist(op, vm, &inner) {
+            if let Some(entry) = inner.vms.get_mut(vm) {
+                entry.state = VmState::Stopped;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn save(&self, vm: &str, state_path: &str) -> Result<()> {
+        let op = Op::Save;
+        validate_vm_name(vm)?;
+        self.enter(op, vm).await?;
+        let mut inner = self.lock();
+        let Some(entry) = inner.vms.get(vm) else {
+            // Already saved (and gone) is fine; never saved is not.
+            return if Path::new(state_path).is_file() {
+                Ok(())
+            } else {
+                Err(HypervisorError::NoSuchVm(vm.to_owned()))
+            };
+        };
+        let saved = SavedState {
+            spec: entry.spec.clone(),
+            was_running: entry.state == VmState::Running,
+        };
+        let bytes = serde_json::to_vec_pretty(&saved)
+            .map_err(|e| Self::failed(op, vm, "cannot encode the state", &e))?;
+        write_atomically(Path::new(state_path), &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the state", &e))?;
+        let removed = inner.vms.remove(vm);
+        if let Err(e) = self.persist(op, vm, &inner) {
+            if let Some(r) = removed {
+                inner.vms.insert(vm.to_owned(), r);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<()> {
+        let op = Op::Restore;
+        check_spec(spec)?;
+        let vm = spec.name.as_str();
+        self.enter(op, vm).await?;
+        let mut inner = self.lock();
+        if let Some(existing) = inner.vms.get_mut(vm) {
+            if existing.spec != *spec {
+                return Err(HypervisorError::SpecMismatch {
+                    name: vm.to_owned(),
+                });
+            }
+            if existing.state == VmState::Running {
+                return Ok(());
+            }
+            // Defined but stopped (say, a restore interrupted before the
+            // start): start it.
+            existing.state = VmState::Running;
+            return self.persist(op, vm, &inner);
+        }
+        let bytes = match std::fs::read(state_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HypervisorError::NoSavedState(state_path.to_owned()))
+            }
+            Err(e) => return Err(Self::failed(op, vm, "cannot read the state", &e)),
+        };
+        let saved: SavedState = serde_json::from_slice(&bytes)
+            .map_err(|e| Self::failed(op, vm, "the saved state is unreadable", &e))?;
+        if saved.spec.name != spec.name {
+            return Err(Self::failed(
+                op,
+                vm,
+                "the saved state belongs to another VM",
+                &format_args!("{:?}", saved.spec.name),
+            ));
+        }
+        self.check_room(&inner, spec)?;
+        inner.vms.insert(
+            vm.to_owned(),
+            SimVm {
+                spec: spec.clone(),
+                state: VmState::Running,
+            },
+        );
+        if let Err(e) = self.persist(op, vm, &inner) {
+            inner.vms.remove(vm);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, vm: &str) -> Result<()> {
+        let op = Op::Destroy;
+        validate_vm_name(vm)?;
+        self.enter(op, vm).await?;
+        let mut inner = self.lock();
+        let Some(removed) = inner.vms.remove(vm) else {
+            return Ok(());
+        };
+        if let Err(e) = self.persist(op, vm, &inner) {
+            inner.vms.insert(vm.to_owned(), removed);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<VmInfo>> {
+        Ok(self
+            .lock()
+            .vms
+            .values()
+            .map(|v| VmInfo {
+                name: v.spec.name.clone(),
+                state: v.state,
+                spec: v.spec.clone(),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::Nic;
+
+    const CAP: Capacity = Capacity {
+        cpus: 4,
+        ram_mib: 4096,
+        disk_mib: 10_000,
+        vm_slots: 3,
+    };
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        image: String,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("debian.qcow2");
+        std::fs::write(&image, b"template").unwrap();
+        Fixture {
+            image: image.display().to_string(),
+            dir,
+        }
+    }
+
+    fn host(f: &Fixture, name: &str) -> SimHypervisor {
+        SimHypervisor::new(SimConfig::new(f.dir.path().join(name), CAP)).unwrap()
+    }
+
+    fn spec(name: &str, vcpus: u32, ram_mib: u64, disk: &str) -> VmSpec {
+        VmSpec {
+            name: name.into(),
+            vcpus,
+            ram_mib,
+            disk_mib: 1024,
+            disk: disk.into(),
+            nics: vec![Nic {
+                mac: "52:54:00:00:00:01".into(),
+                network: "br-l1".into(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn lifecycle_is_idempotent() {
+        let f = fixture();
+        let h = host(&f, "h1");
+        let disk = h.prepare_disk("vi1-a", &f.image, 1024).await.unwrap();
+        assert_eq!(h.prepare_disk("vi1-a", &f.image, 1024).await.unwrap(), disk);
+        assert!(Path::new(&disk).is_file());
+        assert!(std::fs::read_to_string(&disk)
+            .unwrap()
+            .contains("debian.qcow2"));
+        assert_eq!(
+            h.prepare_disk("vi1-a", &f.image, 2048).await,
+            Err(HypervisorError::SpecMismatch {
+                name: "vi1-a".into()
+            })
+        );
+
+        let s = spec("vi1-a", 1, 512, &disk);
+        h.define(&s).await.unwrap();
+        h.define(&s).await.unwrap();
+        let other = VmSpec {
+            vcpus: 2,
+            ..s.clone()
+        };
+        assert_eq!(
+            h.define(&other).await,
+            Err(HypervisorError::SpecMismatch {
+                name: "vi1-a".into()
+            })
+        );
+        assert_eq!(h.list().await.unwrap()[0].state, VmState::Stopped);
+        h.start("vi1-a").await.unwrap();
+        h.start("vi1-a").await.unwrap();
+        assert_eq!(h.list().await.unwrap()[0].state, VmState::Running);
+
+        h.destroy("vi1-a").await.unwrap();
+        h.destroy("vi1-a").await.unwrap();
+        assert!(h.list().await.unwrap().is_empty());
+        assert!(Path::new(&disk).is_file(), "destroy keeps the disk");
+        h.remove_disk("vi1-a").await.unwrap();
+        h.remove_disk("vi1-a").await.unwrap();
+        assert!(!Path::new(&disk).exists());
+    }
+
+    #[tokio::test]
+    async fn refusals() {
+        let f = fixture();
+        let h = host(&f, "h1");
+        assert_eq!(
+            h.start("ghost").await,
+            Err(HypervisorError::NoSuchVm("ghost".into()))
+        );
+        assert_eq!(
+            h.save("ghost", "/nonexistent/state").await,
+            Err(HypervisorError::NoSuchVm("ghost".into()))
+        );
+        assert_eq!(
+            h.prepare_disk("a", "/nonexistent/image", 1).await,
+            Err(HypervisorError::NoImage("/nonexistent/image".into()))
+        );
+        for bad in ["", "../etc", "a/b", ".hidden", "a b"] {
+            assert!(matches!(
+                h.prepare_disk(bad, &f.image, 1).await,
+                Err(HypervisorError::InvalidRequest(_))
+            ));
+            assert!(matches!(
+                h.define(&spec(bad, 1, 1, "d")).await,
+                Err(HypervisorError::InvalidRequest(_))
+            ));
+        }
+        assert!(matches!(
+            h.define(&spec("zero", 0, 1, "d")).await,
+            Err(HypervisorError::InvalidRequest(_))
+        ));
+        let missing = f.dir.path().join("missing.state").display().to_string();
+        assert_eq!(
+            h.restore(&spec("a", 1, 1, "d"), &missing).await,
+            Err(HypervisorError::NoSavedState(missing.clone()))
+        );
+    }
+
+    #[tokio::test]
+    async fn capacity_is_enforced() {
+        let f = fixture();
+        let h = host(&f, "h1");
+        // vCPUs: 4 on the host.
+        h.define(&spec("a", 3, 100, "d")).await.unwrap();
+        assert!(matches!(
+            h.define(&spec("b", 2, 100, "d")).await,
+            Err(HypervisorError::NoRoom(_))
+        ));
+        // RAM: 4096 MiB.
+        assert!(matches!(
+            h.define(&spec("b", 1, 4000, "d")).await,
+            Err(HypervisorError::NoRoom(_))
+        ));
+        h.define(&spec("b", 1, 100, "d")).await.unwrap();
+        // Slots: 3 (a VM of zero... one more vCPU would not fit anyway, so
+        // free some first).
+        h.destroy("a").await.unwrap();
+        h.define(&spec("c", 1, 100, "d")).await.unwrap();
+        h.define(&spec("d", 1, 100, "d")).await.unwrap();
+        let err = h.define(&spec("e", 1, 100, "d")).await.unwrap_err();
+        assert!(matches!(&err, HypervisorError::NoRoom(m) if m.contains("slots")));
+        // A defined VM redefined with its own spec needs no new room.
+        h.define(&spec("d", 1, 100, "d")).await.unwrap();
+        // Disks: 10 000 MiB.
+        h.prepare_disk("a", &f.image, 6000).await.unwrap();
+        assert!(matches!(
+            h.prepare_disk("b", &f.image, 5000).await,
+            Err(HypervisorError::NoRoom(_))
+        ));
+        h.remove_disk("a").await.unwrap();
+        h.prepare_disk("b", &f.image, 5000).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn save_on_one_host_restore_on_another() {
+        let f = fixture();
+        let a = host(&f, "a");
+        let b = host(&f, "b");
+        let state = f.dir.path().join("states/vi1-web.state");
+        let state = state.display().to_string();
+        let s = spec("vi1-web", 2, 1024, "d");
+        a.define(&s).await.unwrap();
+        a.start("vi1-web").await.unwrap();
+        a.save("vi1-web", &state).await.unwrap();
+        assert!(a.list().await.unwrap().is_empty(), "save frees the host");
+        a.save("vi1-web", &state).await.unwrap(); // saved and gone: fine
+
+        b.restore(&s, &state).await.unwrap();
+        b.restore(&s, &state).await.unwrap();
+        let vms = b.list().await.unwrap();
+        assert_eq!(vms.len(), 1);
+        assert_eq!(vms[0].state, VmState::Running);
+        assert_eq!(vms[0].spec, s);
+
+        let other = spec("vi1-db", 1, 1, "d");
+        assert!(matches!(
+            a.restore(&other, &state).await,
+            Err(HypervisorError::Failed {
+                op: Op::Restore,
+                ..
+            })
+        ));
+        let bigger = VmSpec {
+            ram_mib: 2048,
+            ..s.clone()
+        };
+        assert_eq!(
+            b.restore(&bigger, &state).await,
+            Err(HypervisorError::SpecMismatch {
+                name: "vi1-web".into()
+            })
+        );
+        // No room on the target: refused, nothing defined.
+        let small = SimHypervisor::new(SimConfig::new(
+            f.dir.path().join("small"),
+            Capacity { cpus: 1, ..CAP },
+        ))
+        .unwrap();
+        assert!(matches!(
+            small.restore(&s, &state).await,
+            Err(HypervisorError::NoRoom(_))
+        ));
+        assert!(small.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn faults_fail_the_next_calls() {
+        let f = fixture();
+        let h = host(&f, "h1");
+        h.set_faults(vec![Fault::times(Op::Define, 2).for_vm("-db")]);
+        h.define(&spec("vi1-web", 1, 1, "d")).await.unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                h.define(&spec("vi1-db", 1, 1, "d")).await,
+                Err(HypervisorError::Failed { op: Op::Define, ref vm, .. }) if vm == "vi1-db"
+            ));
+        }
+        h.define(&spec("vi1-db", 1, 1, "d")).await.unwrap();
+        assert!(h.faults().is_empty(), "spent faults are dropped");
+
+        h.add_fault(Fault::always(Op::Start));
+        for _ in 0..3 {
+            let err = h.start("vi1-web").await.unwrap_err();
+            assert!(err.is_retryable());
+        }
+        assert_eq!(h.list().await.unwrap()[0].state, VmState::Stopped);
+        h.set_faults(Vec::new());
+        h.start("vi1-web").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn delays_are_served_concurrently() {
+        let f = fixture();
+        let h = Arc::new(
+            SimHypervisor::new(
+                SimConfig::new(f.dir.path().join("h1"), CAP)
+                    .with_uniform_delay(Duration::from_millis(150)),
+            )
+            .unwrap(),
+        );
+        let t = Instant::now();
+        h.define(&spec("a", 1, 1, "d")).await.unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(150));
+
+        // Three starts at once take about one delay, not three.
+        h.define(&spec("b", 1, 1, "d")).await.unwrap();
+        h.define(&spec("c", 1, 1, "d")).await.unwrap();
+        let t = Instant::now();
+        let tasks: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|vm| {
+                let h = h.clone();
+                tokio::spawn(async move { h.start(vm).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(150), "{took:?}");
+        assert!(took < Duration::from_millis(400), "{took:?}");
+
+        h.set_delay(Op::Destroy, Duration::ZERO);
+        let t = Instant::now();
+        h.destroy("a").await.unwrap();
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_new_instance_finds_the_disks_and_vms() {
+        let f = fixture();
+        let h = host(&f, "h1");
+        h.prepare_disk("a", &f.image, 6000).await.unwrap();
+        h.define(&spec("a", 1, 1, "d")).await.unwrap();
+        h.start("a").await.unwrap();
+        drop(h);
+        let h = host(&f, "h1");
+        let vms = h.list().await.unwrap();
+        assert_eq!(vms.len(), 1);
+        assert_eq!(vms[0].state, VmState::Running);
+        assert!(matches!(
+            h.prepare_disk("b", &f.image, 5000).await,
+            Err(HypervisorError::NoRoom(_))
+        ));
+    }
+}
