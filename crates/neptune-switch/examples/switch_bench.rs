@@ -105,8 +105,7 @@ fn main() -> anyhow::Result<()> {
             .parent()
             .and_then(|p| p.parent())
             .context("locating the target directory")?;
-        let beside = profile_dir.join("neptune-switchd");
-        std::env::set_var("NEPTUNE_SWITCHD", &beside);
+        std::env::set_var("NEPTUNE_SWITCHD", profile_dir.join("neptune-switchd"));
     }
     eprintln!("daemon: {}", testbed::daemon_path().display());
 
@@ -119,45 +118,66 @@ fn main() -> anyhow::Result<()> {
     let kernel = measure(&kernel_bed, secs)?;
     drop(kernel_bed);
 
-    let mut user_bed = Testbed::new(Plane::Userspace);
-    eprintln!("userspace data plane: migrations ...");
-    let user_stalls = stalls(&mut user_bed)?;
-    eprintln!("userspace data plane: throughput (VM in B) ...");
-    let user = measure(&user_bed, secs)?;
-    let user_state = user_bed.client("a").state();
-    drop(user_bed);
+    let mut results = Vec::new();
+    for (plane, name) in [
+        (
+            Plane::Userspace,
+            "userspace data plane (TUN + raw IP-in-IP, RFC 2003)",
+        ),
+        (
+            Plane::UserspaceGpe,
+            "userspace data plane (TUN + VXLAN-GPE, UDP GSO/GRO)",
+        ),
+    ] {
+        let mut bed = Testbed::new(plane);
+        eprintln!("{name}: migrations ...");
+        let s = stalls(&mut bed)?;
+        eprintln!("{name}: throughput (VM in B) ...");
+        let t = measure(&bed, secs)?;
+        let counters = bed.client("a").state()["data_plane"]["counters"].clone();
+        results.push((name, t, s, counters));
+    }
 
     let row = |name: &str, t: Throughput| {
         format!(
-            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} |",
             t.tcp_gbps,
             t.tcp_gbps / plain.tcp_gbps.max(1e-9),
             t.udp_pps,
-            t.udp_pps / plain.udp_pps.max(1e-9)
+            t.udp_pps / plain.udp_pps.max(1e-9),
+            t.tcp_gbps / kernel.tcp_gbps.max(1e-9),
         )
     };
-    println!("| path | TCP Gbit/s | TCP ratio | UDP 64 B packets/s received | pps ratio |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| path | TCP Gbit/s | TCP / plain | UDP 64 B packets/s received | pps / plain | TCP / kernel |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     println!("{}", row("plain routing (VM at home)", plain));
     println!("{}", row("kernel data plane (VXLAN-GPE)", kernel));
-    println!("{}", row("userspace data plane (TUN + raw IP-in-IP)", user));
+    for (name, t, _, _) in &results {
+        println!("{}", row(name, *t));
+    }
     println!();
     println!(
-        "userspace / kernel TCP: {:.2}",
-        user.tcp_gbps / kernel.tcp_gbps.max(1e-9)
+        "| move | kernel stall ms | userspace IP-in-IP stall ms | userspace VXLAN-GPE stall ms |"
     );
-    println!();
-    println!("| move | kernel stall ms | userspace stall ms |");
-    println!("| --- | ---: | ---: |");
-    for ((m, k), (_, u)) in kernel_stalls.iter().zip(&user_stalls) {
-        println!("| {m} | {k} | {u} |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (i, (m, k)) in kernel_stalls.iter().enumerate() {
+        let u = |r: usize| {
+            results
+                .get(r)
+                .and_then(|x| x.2.get(i))
+                .map(|x| x.1)
+                .unwrap_or(0)
+        };
+        println!("| {m} | {k} | {} | {} |", u(0), u(1));
     }
     let report = json!({
         "seconds_per_run": secs,
         "plain": { "tcp_gbps": plain.tcp_gbps, "udp_pps": plain.udp_pps },
         "kernel": { "tcp_gbps": kernel.tcp_gbps, "udp_pps": kernel.udp_pps, "stalls_ms": kernel_stalls },
-        "userspace": { "tcp_gbps": user.tcp_gbps, "udp_pps": user.udp_pps, "stalls_ms": user_stalls,
-                       "home_switch_counters": user_state["data_plane"]["counters"] },
+        "userspace": results.iter().map(|(name, t, s, counters)| json!({
+            "path": name, "tcp_gbps": t.tcp_gbps, "udp_pps": t.udp_pps, "stalls_ms": s,
+            "home_switch_counters": counters,
+        })).collect::<Vec<_>>(),
     });
     println!();
     println!("```json\n{}\n```", serde_json::to_string_pretty(&report)?);

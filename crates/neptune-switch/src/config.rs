@@ -122,6 +122,14 @@ pub struct UserspaceConfig {
     /// segments joined again on the foreign switch (see `offload`).
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// What goes on the wire: RFC 2003 IP-in-IP (default), or VXLAN-GPE over
+    /// UDP, which the kernel can carry with UDP segmentation and receive
+    /// coalescing offloads (and which talks to the kernel data plane).
+    #[serde(default)]
+    pub wire: UserspaceWire,
+    /// UDP port of the `vxlan-gpe` wire.
+    #[serde(default = "default_port")]
+    pub port: u16,
     /// Routing table that holds the routes to visitors.
     #[serde(default = "default_visitor_table")]
     pub visitor_table: u32,
@@ -137,10 +145,23 @@ impl Default for UserspaceConfig {
             mtu: default_tun_mtu(),
             batch: default_batch(),
             offload: true,
+            wire: UserspaceWire::default(),
+            port: default_port(),
             visitor_table: default_visitor_table(),
             rule_base: default_rule_base(),
         }
     }
+}
+
+/// Encapsulation of the userspace data plane.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserspaceWire {
+    /// RFC 2003 over raw IPPROTO_IPIP sockets.
+    #[default]
+    Ipip,
+    /// VXLAN-GPE over a UDP socket with UDP_SEGMENT / UDP_GRO.
+    VxlanGpe,
 }
 
 /// Kind of the kernel tunnel device.

@@ -29,17 +29,22 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::{
+    recvmmsg, recvmsg, sendmmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags,
+    MultiHeaders, SockaddrIn,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{DataPlane, DataPlaneError, DataPlaneStats, Routes};
-use crate::config::{SwitchConfig, UserspaceConfig};
+use crate::config::{SwitchConfig, UserspaceConfig, UserspaceWire};
 use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget};
 use crate::offload::{
     complete_checksum, segment_tcp4, Coalescer, VnetHdr, GSO_NONE, GSO_TCPV4, NEEDS_CSUM,
     VNET_HDR_LEN,
 };
-use crate::packet::{decapsulate_with, Drop as Dropped, Ipv4Header, IPPROTO_IPIP};
+use crate::packet::{
+    decapsulate_with, vxlan_gpe_header, Drop as Dropped, Ipv4Header, IPPROTO_IPIP,
+};
 use crate::prefix::Ipv4Prefix;
 use crate::state::{Forwarding, SwitchTable};
 
@@ -67,6 +72,8 @@ struct Tables {
     visitors: HashSet<Ipv4Addr>,
     /// Reverse-tunnelled visitors -> their home switch.
     reverse: HashMap<Ipv4Addr, Ipv4Addr>,
+    /// Tunnel key per address (VNI on the VXLAN-GPE wire).
+    keys: HashMap<Ipv4Addr, u32>,
     peers: HashSet<Ipv4Addr>,
     home_prefixes: Vec<Ipv4Prefix>,
 }
@@ -90,7 +97,7 @@ pub struct UserspacePlane {
 impl UserspacePlane {
     /// Creates the TUN device and the raw socket, and starts both threads.
     pub fn start(config: &SwitchConfig, u: &UserspaceConfig) -> Result<Self, DataPlaneError> {
-        let tun = super::tun::open_tun(&u.tun, u.offload)?;
+        let tun = super::tun::open_tun(&u.tun, u.offload || u.wire == UserspaceWire::VxlanGpe)?;
         nix::fcntl::fcntl(
             &tun,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -98,7 +105,12 @@ impl UserspacePlane {
         .map_err(std::io::Error::from)?;
         let mut nl = Netlink::open()?;
         let tun_index = Netlink::index(&u.tun)?;
-        nl.set_up(tun_index, Some(u.mtu))?;
+        // VXLAN-GPE adds 36 bytes on the wire instead of 20.
+        let mtu = match u.wire {
+            UserspaceWire::Ipip => u.mtu,
+            UserspaceWire::VxlanGpe => u.mtu.min(1500 - 36),
+        };
+        nl.set_up(tun_index, Some(mtu))?;
         set_ipv4_conf(&u.tun, "rp_filter", "0")?;
         let mut routes = Routes {
             nl,
@@ -109,12 +121,23 @@ impl UserspacePlane {
         routes.blackhole_home(config)?;
         routes.confine_ingress(&u.tun, config)?;
 
-        let sock = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(IPPROTO_IPIP))),
-        )?;
-        sock.bind(&SocketAddrV4::new(config.care_of, 0).into())?;
+        let gpe = u.wire == UserspaceWire::VxlanGpe;
+        let sock = if gpe {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&SocketAddrV4::new(config.care_of, u.port).into())?;
+            // Receive coalesced datagrams (one read per train of segments).
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::UdpGroSegment, &true)
+                .map_err(std::io::Error::from)?;
+            s
+        } else {
+            let s = Socket::new(
+                Domain::IPV4,
+                Type::RAW,
+                Some(Protocol::from(i32::from(IPPROTO_IPIP))),
+            )?;
+            s.bind(&SocketAddrV4::new(config.care_of, 0).into())?;
+            s
+        };
         sock.set_recv_buffer_size(8 << 20)?;
         sock.set_send_buffer_size(8 << 20)?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -131,23 +154,33 @@ impl UserspacePlane {
         let tun = Arc::new(tun);
         let sock = Arc::new(sock);
         let batch = u.batch;
-        let offload = u.offload;
+        // The VXLAN-GPE wire is built around the offloads.
+        let offload = u.offload || gpe;
+        let port = u.port;
         let mut threads = Vec::new();
         {
             let (tun, sock, shared) = (tun.clone(), sock.clone(), shared.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("ess-encap".into())
-                    .spawn(move || encap_loop(&tun, &sock, &shared, batch, offload))?,
-            );
+            threads.push(std::thread::Builder::new().name("ess-encap".into()).spawn(
+                move || {
+                    if gpe {
+                        encap_loop_gpe(&tun, &sock, &shared, batch, port)
+                    } else {
+                        encap_loop(&tun, &sock, &shared, batch, offload)
+                    }
+                },
+            )?);
         }
         {
             let (tun, sock, shared) = (tun, sock, shared.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("ess-decap".into())
-                    .spawn(move || decap_loop(&tun, &sock, &shared, batch, offload))?,
-            );
+            threads.push(std::thread::Builder::new().name("ess-decap".into()).spawn(
+                move || {
+                    if gpe {
+                        decap_loop_gpe(&tun, &sock, &shared)
+                    } else {
+                        decap_loop(&tun, &sock, &shared, batch, offload)
+                    }
+                },
+            )?);
         }
         Ok(UserspacePlane {
             routes: Mutex::new(routes),
@@ -382,6 +415,244 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
     }
 }
 
+/// Reads up to `batch` frames from the TUN (after waiting for the first);
+/// returns how many.
+fn read_tun_batch(tun: &File, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize {
+    let mut fds = [PollFd::new(tun.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(200u16)) {
+        Ok(0) | Err(Errno::EINTR) => return 0,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "polling the TUN device");
+            std::thread::sleep(Duration::from_millis(100));
+            return 0;
+        }
+    }
+    let mut n = 0;
+    while n < bufs.len() {
+        match (&*tun).read(&mut bufs[n]) {
+            Ok(len) => {
+                lens[n] = len;
+                n += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::warn!(error = %e, "reading the TUN device");
+                }
+                break;
+            }
+        }
+    }
+    n
+}
+
+/// Largest UDP payload the switch sends in one segmentation-offload call.
+const MAX_GSO_BYTES: usize = 65000;
+/// Most datagrams per segmentation-offload call (the kernel's limit is 64 or 128).
+const MAX_GSO_SEGMENTS: usize = 64;
+
+/// Home switch, VXLAN-GPE wire: each TCP super-packet read from the TUN is cut
+/// into segments, each segment gets a GPE header, and the train of equal-size
+/// datagrams leaves in one `sendmsg` with `UDP_SEGMENT`.
+fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port: u16) {
+    let mut bufs = vec![vec![0u8; BUF + VNET_HDR_LEN]; batch];
+    let mut lens = vec![0usize; batch];
+    let mut segs: Vec<u8> = Vec::with_capacity(BUF * 2);
+    let mut seg_ranges: Vec<Range<usize>> = Vec::new();
+    let mut train: Vec<u8> = Vec::with_capacity(BUF * 2);
+    let c = &shared.counters;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let n = read_tun_batch(tun, &mut bufs, &mut lens);
+        let Ok(t) = shared.tables.read() else {
+            continue;
+        };
+        for i in 0..n {
+            let Some(frame) = bufs[i].get_mut(..lens[i]) else {
+                continue;
+            };
+            let (vnet, pkt) = frame.split_at_mut(VNET_HDR_LEN.min(frame.len()));
+            let Ok(h) = Ipv4Header::parse(pkt) else {
+                bump(&c.dropped_malformed);
+                continue;
+            };
+            let Some((care_of, key)) = t
+                .bindings
+                .get(&h.dst)
+                .or_else(|| t.reverse.get(&h.src))
+                .map(|coa| {
+                    let key = t.keys.get(&h.dst).or_else(|| t.keys.get(&h.src));
+                    (*coa, key.copied().unwrap_or(0))
+                })
+            else {
+                bump(&c.dropped_no_binding);
+                continue;
+            };
+            segs.clear();
+            seg_ranges.clear();
+            let ok = match VnetHdr::parse(vnet) {
+                Some(v) if v.gso_type == GSO_TCPV4 => {
+                    bump(&c.super_packets);
+                    segment_tcp4(pkt, usize::from(v.gso_size), &mut segs, &mut seg_ranges).is_ok()
+                }
+                Some(v) if v.gso_type != GSO_NONE => false,
+                Some(v) => {
+                    let r = if v.flags & NEEDS_CSUM != 0 {
+                        complete_checksum(
+                            pkt,
+                            usize::from(v.csum_start),
+                            usize::from(v.csum_offset),
+                        )
+                    } else {
+                        Ok(())
+                    };
+                    segs.extend_from_slice(pkt);
+                    seg_ranges.push(0..segs.len());
+                    r.is_ok()
+                }
+                None => false,
+            };
+            if !ok {
+                bump(&c.dropped_malformed);
+                continue;
+            }
+            let to = SockaddrIn::from(SocketAddrV4::new(care_of, port));
+            let gpe = vxlan_gpe_header(key);
+            // Trains of equal-size datagrams; a shorter one ends a train.
+            let mut k = 0;
+            while k < seg_ranges.len() {
+                train.clear();
+                let size = seg_ranges[k].len() + gpe.len();
+                let mut count = 0;
+                while k < seg_ranges.len()
+                    && count < MAX_GSO_SEGMENTS
+                    && train.len() + size <= MAX_GSO_BYTES
+                {
+                    let r = seg_ranges[k].clone();
+                    let this = r.len() + gpe.len();
+                    if this > size {
+                        break;
+                    }
+                    train.extend_from_slice(&gpe);
+                    train.extend_from_slice(&segs[r]);
+                    count += 1;
+                    k += 1;
+                    if this < size {
+                        break;
+                    }
+                }
+                let seg = u16::try_from(size).unwrap_or(u16::MAX);
+                let gso = [ControlMessage::UdpGsoSegments(&seg)];
+                let cmsgs: &[ControlMessage<'_>] = if count > 1 { &gso } else { &[] };
+                match sendmsg(
+                    sock.as_raw_fd(),
+                    &[IoSlice::new(&train)],
+                    cmsgs,
+                    MsgFlags::empty(),
+                    Some(&to),
+                ) {
+                    Ok(_) => {
+                        c.encapsulated
+                            .fetch_add(u64::try_from(count).unwrap_or(0), Ordering::Relaxed);
+                    }
+                    Err(_) => bump(&c.send_errors),
+                }
+            }
+        }
+    }
+}
+
+/// Foreign switch, VXLAN-GPE wire: one `recvmsg` returns a train of
+/// datagrams (UDP_GRO) from one peer; each is checked and its inner packet
+/// joined with the next ones of its flow before the TUN write.
+fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
+    let mut buf = vec![0u8; BUF];
+    let mut cmsg = nix::cmsg_space!(i32);
+    let mut coalescer = Coalescer::default();
+    let c = &shared.counters;
+    let flush = |co: &mut Coalescer| {
+        if let Some(w) = co.take() {
+            let coalesced = w.hdr.gso_type != GSO_NONE;
+            match write_tun(tun, true, w.hdr, w.packet) {
+                Ok(_) if coalesced => bump(&c.coalesced_writes),
+                Ok(_) => {}
+                Err(_) => bump(&c.tun_write_errors),
+            }
+        }
+    };
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (bytes, from, seg) = {
+            let mut iov = [IoSliceMut::new(&mut buf[..])];
+            match recvmsg::<SockaddrIn>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            ) {
+                Ok(m) => {
+                    let mut seg = None;
+                    if let Ok(cmsgs) = m.cmsgs() {
+                        for cm in cmsgs {
+                            if let ControlMessageOwned::UdpGroSegments(s) = cm {
+                                seg = usize::try_from(s).ok();
+                            }
+                        }
+                    }
+                    (m.bytes, m.address.map(|a| a.ip()), seg)
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving VXLAN-GPE");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+        };
+        let Ok(t) = shared.tables.read() else {
+            continue;
+        };
+        let data = &buf[..bytes.min(buf.len())];
+        let seg = seg.filter(|s| *s > 0).unwrap_or(data.len().max(1));
+        if !from.is_some_and(|a| t.peers.contains(&a)) {
+            c.dropped_not_peer.fetch_add(
+                u64::try_from(data.len().div_ceil(seg)).unwrap_or(1),
+                Ordering::Relaxed,
+            );
+            continue;
+        }
+        for dgram in data.chunks(seg) {
+            // Flags with P (next protocol present), next protocol 1: IPv4.
+            let ok_hdr = dgram.len() > 8 && dgram[0] & 0x04 != 0 && dgram[3] == 0x01;
+            let Some(inner) = dgram.get(8..).filter(|_| ok_hdr) else {
+                bump(&c.dropped_malformed);
+                continue;
+            };
+            let Ok(h) = Ipv4Header::parse(inner) else {
+                bump(&c.dropped_malformed);
+                continue;
+            };
+            if !(t.visitors.contains(&h.dst) || t.home_prefixes.iter().any(|p| p.contains(h.src))) {
+                bump(&c.dropped_not_visitor);
+                continue;
+            }
+            bump(&c.decapsulated);
+            let inner = &inner[..h.total_len];
+            if coalescer.offer(inner) {
+                continue;
+            }
+            flush(&mut coalescer);
+            if coalescer.offer(inner) {
+                continue;
+            }
+            if write_tun(tun, true, VnetHdr::default(), inner).is_err() {
+                bump(&c.tun_write_errors);
+            }
+        }
+        drop(t);
+        flush(&mut coalescer);
+    }
+}
+
 impl DataPlane for UserspacePlane {
     fn kind(&self) -> &'static str {
         "userspace"
@@ -401,7 +672,8 @@ impl DataPlane for UserspacePlane {
                     .write()
                     .map_err(|_| DataPlaneError::Poisoned)?;
                 match &forwarding {
-                    Forwarding::Tunnel { care_of, .. } => {
+                    Forwarding::Tunnel { care_of, key } => {
+                        t.keys.insert(*addr, *key);
                         t.bindings.insert(*addr, *care_of);
                         t.visitors.remove(addr);
                         t.reverse.remove(addr);
@@ -410,7 +682,10 @@ impl DataPlane for UserspacePlane {
                         t.visitors.insert(*addr);
                         t.bindings.remove(addr);
                         match reverse {
-                            Some((home, _)) => t.reverse.insert(*addr, *home),
+                            Some((home, key)) => {
+                                t.keys.insert(*addr, *key);
+                                t.reverse.insert(*addr, *home)
+                            }
                             None => t.reverse.remove(addr),
                         };
                     }
@@ -435,6 +710,7 @@ impl DataPlane for UserspacePlane {
                 t.bindings.remove(addr);
                 t.visitors.remove(addr);
                 t.reverse.remove(addr);
+                t.keys.remove(addr);
             }
         }
         first_err.map_or(Ok(()), Err)

@@ -116,6 +116,15 @@ pub fn spawn_in_ns<T: Send + 'static>(
 pub enum Plane {
     Kernel,
     Userspace,
+    /// The userspace plane with VXLAN-GPE on the wire (UDP offloads).
+    UserspaceGpe,
+}
+
+impl Plane {
+    /// Whether VXLAN-GPE (UDP 4790) is on the wire.
+    pub fn gpe(self) -> bool {
+        matches!(self, Plane::Kernel | Plane::UserspaceGpe)
+    }
 }
 
 /// One ESS of the bed.
@@ -189,6 +198,7 @@ impl Testbed {
             let plane_json = match plane {
                 Plane::Kernel => r#"{"kind":"kernel"}"#,
                 Plane::Userspace => r#"{"kind":"userspace"}"#,
+                Plane::UserspaceGpe => r#"{"kind":"userspace","wire":"vxlan-gpe"}"#,
             };
             let config = format!(
                 r#"{{"name":"ess-{name}","listen":"127.0.0.1:{API_PORT}","state_file":"{}","key_file":"{}",
@@ -698,6 +708,8 @@ pub fn bulk_transfer(bed: &Testbed, bytes: usize) -> (usize, u64) {
         TcpStream::connect((HOME, 5002)).expect("connect")
     });
     let mut s = stream;
+    s.set_write_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let data = pattern(bytes);
     s.write_all(&data).expect("bulk write");
     drop(s);
@@ -810,7 +822,7 @@ pub fn send_tunnel_packet(plane: Plane, from_ns: &str, to: Ipv4Addr, payload: &[
         let inner =
             neptune_switch::packet::build_udp(CN, 4444, HOME, 7777, &payload).expect("inner");
         match plane {
-            Plane::Kernel => {
+            Plane::Kernel | Plane::UserspaceGpe => {
                 let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
                 let mut pkt = neptune_switch::packet::vxlan_gpe_header(7).to_vec();
                 pkt.extend_from_slice(&inner);
