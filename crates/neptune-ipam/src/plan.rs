@@ -197,6 +197,15 @@ pub enum PlanError {
         held: Ipv4Net,
         held_by: Box<Owner>,
     },
+    #[error("pinned address {address} of {interface} needs subnet {subnet} for link {link}, but {held} is held by {held_by}")]
+    AddressTaken {
+        link: LinkId,
+        interface: InterfaceRef,
+        address: Ipv4Addr,
+        subnet: Ipv4Net,
+        held: Ipv4Net,
+        held_by: Box<Owner>,
+    },
     #[error("entry point {0} is listed twice")]
     DuplicateEntryPoint(InterfaceRef),
     #[error("VI {0} has entry points but no home datacenter")]
@@ -498,11 +507,27 @@ pub fn plan(snapshot: &Allocations, request: &ViRequest) -> Result<Plan, PlanErr
             }
         }
         if let Err((held, held_by)) = pools[pool].space.check_free(from_net(subnet)) {
-            return Err(PlanError::SubnetTaken {
-                link: link.clone(),
-                subnet,
-                held: to_net(held),
-                held_by: Box::new(held_by.clone()),
+            let implied_by = shapes[i]
+                .request
+                .end_points
+                .iter()
+                .find_map(|ep| ep.address.map(|a| (ep.interface_ref(), a)))
+                .filter(|_| shapes[i].request.subnet.is_none());
+            return Err(match implied_by {
+                Some((interface, address)) => PlanError::AddressTaken {
+                    link: link.clone(),
+                    interface,
+                    address,
+                    subnet,
+                    held: to_net(held),
+                    held_by: Box::new(held_by.clone()),
+                },
+                None => PlanError::SubnetTaken {
+                    link: link.clone(),
+                    subnet,
+                    held: to_net(held),
+                    held_by: Box::new(held_by.clone()),
+                },
             });
         }
         apart.push((i, from_net(subnet)));

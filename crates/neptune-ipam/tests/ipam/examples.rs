@@ -194,6 +194,13 @@ fn pins_taken_by_another_vi_are_refused_naming_the_holder() {
         Err(PlanError::SubnetTaken { .. })
     ));
     let mut req = sized_vi("second", &[2], 1);
+    req.links[0].end_points[1].address = Some(ip("10.0.0.5"));
+    assert_eq!(
+        plan(&domain, &req).unwrap_err().to_string(),
+        "pinned address 10.0.0.5 of n0x1/eth0 needs subnet 10.0.0.4/31 for link l0, but \
+         10.0.0.0/28 is held by the address block of VI luigi"
+    );
+    let mut req = sized_vi("second", &[2], 1);
     req.entry_points[0].home_address = Some(ip("192.0.2.1"));
     assert_eq!(
         plan(&domain, &req).unwrap_err().to_string(),

@@ -356,8 +356,15 @@ fn run(ops: Vec<Op>) {
                         assert_eq!(p.links[0].interfaces[1].address, address);
                         world.commit(&p).unwrap();
                     }
-                    Err(PlanError::SubnetTaken { .. }) => {
-                        assert!(taken, "{address} refused though free")
+                    Err(PlanError::AddressTaken {
+                        address: a,
+                        subnet: n,
+                        held,
+                        ..
+                    }) => {
+                        assert!(taken, "{address} refused though free");
+                        assert_eq!((a, n), (address, subnet));
+                        assert!(overlaps(held, subnet));
                     }
                     Err(err) => panic!("unexpected {err}"),
                 }
