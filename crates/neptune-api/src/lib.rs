@@ -238,6 +238,10 @@ pub struct ViDetail {
     #[schema(value_type = Object)]
     pub topology: serde_json::Value,
     pub events: Vec<ViEvent>,
+    /// Where each VM runs (once accepted).
+    pub vms: Vec<PlannedVm>,
+    /// Jobs that carried out changes, oldest first.
+    pub jobs: Vec<Job>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -258,12 +262,57 @@ pub struct RejectRequest {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct AcceptRequest {
-    /// The home datacenter (by name); defaults to the first with room.
+    /// The home datacenter (by name); defaults to the first one.
     pub datacenter: Option<String>,
+    /// A manual placement: node id -> host name, for every node. Validated
+    /// like an automatic one; absent, Neptune places the VI itself.
+    pub placement: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: String,
     pub version: String,
+}
+
+/// One VM of a placement plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlannedVm {
+    pub node: String,
+    pub host: String,
+    pub vcpus: i64,
+    pub ram_mib: i64,
+    pub disk_mib: i64,
+}
+
+/// What accepting a VI would do: computed from the design and the current
+/// inventory; computing it changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    pub datacenter: String,
+    pub vms: Vec<PlannedVm>,
+    /// Mbit/s of virtual links whose ends land on different hosts.
+    pub cut_mbps: u64,
+    /// Every physical link within its capacity.
+    pub admissible: bool,
+}
+
+/// A durable job and its progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    pub vi: Uuid,
+    /// `deploy` or `terminate`.
+    pub kind: String,
+    /// `running`, `rolling_back`, `succeeded`, `rolled_back` or `failed`.
+    pub state: String,
+    /// Steps done (rolling back: steps still to undo).
+    pub step: i64,
+    pub total: i64,
+    /// The step running now (or undone now).
+    pub step_name: String,
+    pub percent: u8,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }

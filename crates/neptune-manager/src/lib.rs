@@ -9,7 +9,9 @@
 pub mod auth;
 pub mod error;
 mod http;
+pub mod jobs;
 mod openapi;
+pub mod plan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +52,7 @@ impl Config {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    pub jobs: jobs::Jobs,
 }
 
 /// A Manager ready to serve.
@@ -70,16 +73,23 @@ pub fn now_ms() -> i64 {
 
 impl Manager {
     /// Opens the store (migrating it) and makes sure an administrator exists.
-    pub async fn open(config: Config) -> anyhow::Result<Manager> {
+    pub async fn open(
+        config: Config,
+        hosts: Arc<dyn jobs::HostDirectory>,
+    ) -> anyhow::Result<Manager> {
         let store = neptune_store::connect(&config.database_url)
             .await
             .with_context(|| {
                 format!("opening the store at {}", redact_url(&config.database_url))
             })?;
-        Manager::with_store(Arc::new(store), config).await
+        Manager::with_store(Arc::new(store), config, hosts).await
     }
 
-    pub async fn with_store(store: Arc<dyn Store>, config: Config) -> anyhow::Result<Manager> {
+    pub async fn with_store(
+        store: Arc<dyn Store>,
+        config: Config,
+        hosts: Arc<dyn jobs::HostDirectory>,
+    ) -> anyhow::Result<Manager> {
         let mut created_admin = None;
         if store.count_admins().await? == 0 {
             let password = match &config.admin_password {
@@ -101,13 +111,20 @@ impl Manager {
                 Err(e) => return Err(e.into()),
             }
         }
+        let jobs = jobs::Jobs::new(store.clone(), hosts);
         Ok(Manager {
             state: AppState {
                 store,
                 config: Arc::new(config),
+                jobs,
             },
             created_admin,
         })
+    }
+
+    /// Resumes the jobs a previous run left unfinished: each finishes or rolls back.
+    pub async fn resume_jobs(&self) -> anyhow::Result<usize> {
+        self.state.jobs.resume_unfinished().await
     }
 
     pub fn state(&self) -> &AppState {

@@ -16,7 +16,8 @@ use crate::http;
         http::list_datacenters, http::create_datacenter, http::list_hosts, http::register_host,
         http::list_templates, http::create_template, http::catalogue,
         http::create_vi, http::list_vis, http::show_vi, http::edit_vi,
-        http::request_vi, http::withdraw_vi, http::revise_vi, http::accept_vi, http::reject_vi, http::terminate_vi,
+        http::request_vi, http::withdraw_vi, http::revise_vi, http::plan_vi, http::accept_vi, http::reject_vi, http::terminate_vi,
+        http::vi_jobs, http::show_job, http::job_events,
     ),
     modifiers(&BearerAuth),
 )]

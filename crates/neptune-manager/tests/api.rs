@@ -7,6 +7,12 @@
 
 use std::path::Path;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
+use neptune_hypervisor::{Capacity, Hypervisor, Op};
+use neptune_manager::jobs::HostDirectory;
 use neptune_manager::{Config, Manager};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -19,7 +25,44 @@ struct TestManager {
     base: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
+    sims: Arc<SimDirectory>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Simulated hypervisors, one per host name, created on first use.
+#[derive(Debug)]
+struct SimDirectory {
+    root: std::path::PathBuf,
+    sims: Mutex<HashMap<String, Arc<SimHypervisor>>>,
+}
+
+impl SimDirectory {
+    fn sim(&self, host: &str) -> Arc<SimHypervisor> {
+        let mut sims = self.sims.lock().unwrap();
+        sims.entry(host.to_owned())
+            .or_insert_with(|| {
+                let capacity = Capacity {
+                    cpus: 64,
+                    ram_mib: 1 << 20,
+                    disk_mib: 1 << 30,
+                    vm_slots: 1000,
+                };
+                Arc::new(
+                    SimHypervisor::new(SimConfig::new(self.root.join(host), capacity)).unwrap(),
+                )
+            })
+            .clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl HostDirectory for SimDirectory {
+    async fn hypervisor(
+        &self,
+        host: &neptune_store::HostRecord,
+    ) -> anyhow::Result<Arc<dyn Hypervisor>> {
+        Ok(self.sim(&host.name))
+    }
 }
 
 enum Db {
@@ -64,7 +107,11 @@ async fn start(db: Db) -> Option<TestManager> {
     std::fs::create_dir_all(&images).unwrap();
     let mut config = Config::new(url, &images);
     config.admin_password = Some(ADMIN_PASSWORD.to_owned());
-    let manager = Manager::open(config).await.unwrap();
+    let sims = Arc::new(SimDirectory {
+        root: dir.path().join("hosts"),
+        sims: Mutex::default(),
+    });
+    let manager = Manager::open(config, sims.clone()).await.unwrap();
     assert_eq!(
         manager.created_admin.as_ref().map(|(n, _)| n.as_str()),
         Some("admin")
@@ -83,6 +130,7 @@ async fn start(db: Db) -> Option<TestManager> {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
         dir,
+        sims,
         _shutdown: tx,
     })
 }
@@ -165,6 +213,73 @@ impl TestManager {
     }
 }
 
+impl TestManager {
+    /// Registers `n` hosts in napoli and the default template.
+    async fn infrastructure(&self, admin: &str, hosts: usize, slots: i64) {
+        for i in 0..hosts {
+            let body = json!({"datacenter": "napoli", "name": format!("host{i}"), "agent_url": "http://127.0.0.1:9",
+                "cpus": 32, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": slots});
+            let (s, v) = self
+                .call(Method::POST, "/api/v1/hosts", Some(admin), Some(body))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+        let image = self.dir.path().join("images/debian-12.qcow2");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&image)
+            .arg("64M")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let (s, v) = self
+            .call(
+                Method::POST,
+                "/api/v1/templates",
+                Some(admin),
+                Some(json!({"name": "debian-12", "image": "debian-12.qcow2", "disk_mib": 8192})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// Polls the VI until it leaves `transient`, returning its detail.
+    async fn wait_vi(&self, token: &str, id: &str, transient: &str) -> Value {
+        for _ in 0..400 {
+            let (_, v) = self
+                .call(Method::GET, &format!("/api/v1/vis/{id}"), Some(token), None)
+                .await;
+            if v["state"] != transient {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("VI {id} stayed {transient}");
+    }
+
+    /// Every VM on every simulated host, by name.
+    async fn vms_everywhere(&self) -> Vec<String> {
+        let sims: Vec<Arc<SimHypervisor>> =
+            self.sims.sims.lock().unwrap().values().cloned().collect();
+        let mut names = Vec::new();
+        for sim in sims {
+            names.extend(sim.list().await.unwrap().into_iter().map(|v| v.name));
+        }
+        names.sort();
+        names
+    }
+
+    fn disks_everywhere(&self) -> usize {
+        let root = self.dir.path().join("hosts");
+        std::fs::read_dir(&root).map_or(0, |hosts| {
+            hosts
+                .filter_map(Result::ok)
+                .map(|h| std::fs::read_dir(h.path().join("disks")).map_or(0, |d| d.count()))
+                .sum()
+        })
+    }
+}
+
 struct People {
     admin: String,
     alice: String,
@@ -173,6 +288,7 @@ struct People {
 
 async fn lifecycle_with_approval(m: &TestManager) {
     let p = m.people().await;
+    m.infrastructure(&p.admin, 2, 10).await;
     let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
     let id = vi["id"].as_str().unwrap().to_owned();
     assert_eq!(vi["state"], "defined");
@@ -282,7 +398,7 @@ async fn lifecycle_with_approval(m: &TestManager) {
         .await;
     assert_eq!(
         (s, v["state"].as_str()),
-        (StatusCode::OK, Some("accepted")),
+        (StatusCode::OK, Some("deploying")),
         "{v}"
     );
     assert_eq!(v["home_datacenter"], "napoli");
@@ -302,7 +418,8 @@ async fn lifecycle_with_approval(m: &TestManager) {
         history,
         [
             ("defined", "requested", "alice"),
-            ("requested", "accepted", "admin")
+            ("requested", "accepted", "admin"),
+            ("accepted", "deploying", "admin")
         ]
     );
 
@@ -317,7 +434,9 @@ async fn lifecycle_with_approval(m: &TestManager) {
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
 
-    // Terminate (accepted, never deployed: nothing to release).
+    // Running once deployed; terminated by a job.
+    let v = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(v["state"], "running", "{v}");
     let (s, v) = m
         .call(
             Method::POST,
@@ -328,9 +447,11 @@ async fn lifecycle_with_approval(m: &TestManager) {
         .await;
     assert_eq!(
         (s, v["state"].as_str()),
-        (StatusCode::OK, Some("terminated")),
+        (StatusCode::OK, Some("terminating")),
         "{v}"
     );
+    let v = m.wait_vi(&p.alice, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
     let (s, _) = m
         .call(
             Method::POST,
@@ -501,6 +622,7 @@ async fn quotas_are_enforced(m: &TestManager) {
 
 async fn concurrent_accepts_have_one_winner(m: &TestManager) {
     let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
     let vi = m
         .create_vi(&p.alice, json!({"catalogue": {"kind": "star", "nodes": 3}}))
         .await;
@@ -543,18 +665,18 @@ async fn concurrent_accepts_have_one_winner(m: &TestManager) {
             .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
         "{statuses:?}"
     );
-    let (_, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
+    let v = m.wait_vi(&p.admin, &id, "deploying").await;
+    let accepts = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["to"] == "accepted")
+        .count();
+    assert_eq!(accepts, 1, "{v}");
     assert_eq!(
-        v["events"].as_array().unwrap().len(),
-        2,
-        "one request, one accept"
+        v["vms"].as_array().unwrap().len(),
+        3,
+        "one reservation per VM: {v}"
     );
 }
 
@@ -765,6 +887,7 @@ async fn hosts_register_and_list(m: &TestManager) {
 /// Every endpoint x {anonymous, user A (owner), user B, admin}.
 async fn authorization_matrix(m: &TestManager) {
     let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
     let vi = m
         .create_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 2}}))
         .await;
@@ -916,10 +1039,36 @@ async fn authorization_matrix(m: &TestManager) {
             [S::UNAUTHORIZED, ANY, S::NOT_FOUND, S::FORBIDDEN],
         ),
         (
+            Method::GET,
+            format!("/api/v1/vis/{id}/plan"),
+            None,
+            [S::UNAUTHORIZED, ANY, S::NOT_FOUND, ANY],
+        ),
+        (
             Method::POST,
             format!("/api/v1/vis/{id}/accept"),
             None,
             [S::UNAUTHORIZED, S::FORBIDDEN, S::FORBIDDEN, ANY],
+        ),
+        // Not a call: waits until the deploy job has finished.
+        (Method::OPTIONS, "wait-running".into(), None, [ANY; 4]),
+        (
+            Method::GET,
+            format!("/api/v1/vis/{id}/jobs"),
+            None,
+            [S::UNAUTHORIZED, ANY, S::NOT_FOUND, ANY],
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs/{job}".into(),
+            None,
+            [S::UNAUTHORIZED, ANY, S::NOT_FOUND, ANY],
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs/{job}/events".into(),
+            None,
+            [S::UNAUTHORIZED, ANY, S::NOT_FOUND, ANY],
         ),
         (
             Method::POST,
@@ -935,7 +1084,15 @@ async fn authorization_matrix(m: &TestManager) {
         ),
     ];
     let mut failures = Vec::new();
+    let mut job = String::new();
     for (method, path, body, expected) in &rows {
+        if path == "wait-running" {
+            let v = m.wait_vi(&p.admin, &id, "deploying").await;
+            assert_eq!(v["state"], "running", "{v}");
+            job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+            continue;
+        }
+        let path = &path.replace("{job}", &job);
         let callers = [
             None,
             Some(p.alice.as_str()),
@@ -960,6 +1117,255 @@ async fn authorization_matrix(m: &TestManager) {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+async fn deploy_and_terminate(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 2, 4).await;
+    let vi = m
+        .create_vi(
+            &p.alice,
+            json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
+        )
+        .await;
+    let id = vi["id"].as_str().unwrap().to_owned();
+    m.call(
+        Method::POST,
+        &format!("/api/v1/vis/{id}/request"),
+        Some(&p.alice),
+        None,
+    )
+    .await;
+
+    // The plan preview changes nothing.
+    let (s, plan) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}/plan"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["vms"].as_array().unwrap().len(), 6);
+    assert_eq!(plan["datacenter"], "napoli");
+    for h in ["host0", "host1"] {
+        let on = plan["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["host"] == h)
+            .count();
+        assert!(on <= 4, "{h} has {on} VMs: {plan}");
+    }
+    let (_, hosts) = m
+        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
+        .await;
+    assert!(hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["used_slots"].as_i64() == Some(0) || h["used_slots"].is_null()));
+
+    let (s, v) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{id}/accept"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("deploying")),
+        "{v}"
+    );
+    let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["jobs"][0]["total"], 18, "6 copies, 6 defines, 6 starts");
+    let v = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["vms"].as_array().unwrap().len(), 6);
+    let (_, j) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/jobs/{job}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (j["state"].as_str(), j["percent"].as_u64()),
+        (Some("succeeded"), Some(100))
+    );
+    let (s, _) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/jobs/{job}"),
+            Some(&p.bob),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(m.vms_everywhere().await.len(), 6);
+    assert_eq!(m.disks_everywhere(), 6);
+
+    // Progress as server-sent events: the stream of a finished job ends with its last state.
+    let text = m
+        .http
+        .get(format!("{}/api/v1/jobs/{job}/events", m.base))
+        .bearer_auth(&p.alice)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("event: progress"), "{text}");
+    assert!(text.contains("\"state\":\"succeeded\""), "{text}");
+
+    let (s, v) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{id}/terminate"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("terminating")),
+        "{v}"
+    );
+    let v = m.wait_vi(&p.alice, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    assert!(m.vms_everywhere().await.is_empty(), "VMs leaked");
+    assert_eq!(m.disks_everywhere(), 0, "disks leaked");
+    assert!(v["vms"].as_array().unwrap().is_empty(), "slots leaked");
+}
+
+async fn failed_deploy_rolls_back(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let vi = m
+        .create_vi(
+            &p.alice,
+            json!({"catalogue": {"kind": "cluster", "nodes": 3}}),
+        )
+        .await;
+    let id = vi["id"].as_str().unwrap().to_owned();
+    m.call(
+        Method::POST,
+        &format!("/api/v1/vis/{id}/request"),
+        Some(&p.alice),
+        None,
+    )
+    .await;
+    // The last VM never starts: the two started, all defined and all disks are undone.
+    m.sims
+        .sim("host0")
+        .add_fault(Fault::always(Op::Start).for_vm("worker2"));
+    let (s, v) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{id}/accept"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(v["state"], "accepted", "rolled back to accepted: {v}");
+    let job = &v["jobs"][0];
+    assert_eq!(job["state"], "rolled_back");
+    assert!(
+        job["error"].as_str().unwrap().contains("start nt-"),
+        "{job}"
+    );
+    assert!(m.vms_everywhere().await.is_empty());
+    assert_eq!(m.disks_everywhere(), 0);
+    // Terminating the accepted VI frees its reserved slots.
+    m.sims.sim("host0").set_faults(Vec::new());
+    m.call(
+        Method::POST,
+        &format!("/api/v1/vis/{id}/terminate"),
+        Some(&p.alice),
+        None,
+    )
+    .await;
+    let v = m.wait_vi(&p.alice, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    assert!(v["vms"].as_array().unwrap().is_empty());
+}
+
+async fn capacity_is_never_exceeded(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 3).await;
+    let a = m
+        .create_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .await;
+    let b = m
+        .create_vi(&p.bob, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .await;
+    for (vi, t) in [(&a, &p.alice), (&b, &p.bob)] {
+        m.call(
+            Method::POST,
+            &format!("/api/v1/vis/{}/request", vi["id"].as_str().unwrap()),
+            Some(t),
+            None,
+        )
+        .await;
+    }
+    let (s, _) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{}/accept", a["id"].as_str().unwrap()),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{}/accept", b["id"].as_str().unwrap()),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("nothing fits"),
+        "{v}"
+    );
+    let (_, still) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{}", b["id"].as_str().unwrap()),
+            Some(&p.bob),
+            None,
+        )
+        .await;
+    assert_eq!(
+        still["state"], "requested",
+        "a refused accept changes nothing"
+    );
+    // A manual map that overfills the host is refused with the reason.
+    let (s, v) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{}/accept", b["id"].as_str().unwrap()),
+            Some(&p.admin),
+            Some(json!({"placement": {"node0": "host0", "node1": "ghost"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"ghost\" is not a ready host"),
+        "{v}"
+    );
 }
 
 macro_rules! on_both_stores {
@@ -991,6 +1397,9 @@ on_both_stores!(
     templates_from_images,
     hosts_register_and_list,
     authorization_matrix,
+    deploy_and_terminate,
+    failed_deploy_rolls_back,
+    capacity_is_never_exceeded,
 );
 
 #[test]

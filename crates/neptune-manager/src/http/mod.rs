@@ -3,6 +3,7 @@
 
 mod identity;
 mod infrastructure;
+pub(crate) mod jobs;
 mod vis;
 
 use axum::routing::{get, post};
@@ -16,6 +17,7 @@ use crate::AppState;
 
 pub(crate) use identity::*;
 pub(crate) use infrastructure::*;
+pub(crate) use jobs::*;
 pub(crate) use vis::*;
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -38,9 +40,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vis/{id}/request", post(request_vi))
         .route("/vis/{id}/withdraw", post(withdraw_vi))
         .route("/vis/{id}/revise", post(revise_vi))
+        .route("/vis/{id}/plan", get(plan_vi))
+        .route("/vis/{id}/jobs", get(vi_jobs))
         .route("/vis/{id}/accept", post(accept_vi))
         .route("/vis/{id}/reject", post(reject_vi))
-        .route("/vis/{id}/terminate", post(terminate_vi));
+        .route("/vis/{id}/terminate", post(terminate_vi))
+        .route("/jobs/{id}", get(show_job))
+        .route("/jobs/{id}/events", get(job_events));
     Router::new()
         .route("/healthz", get(health))
         .nest("/api/v1", v1)

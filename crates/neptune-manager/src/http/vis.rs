@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
+use neptune_hypervisor::VmSpec;
 use neptune_lifecycle::{Event, ViState};
-use neptune_store::{Quota, Transition, ViRecord};
+use neptune_store::{Quota, StoreError, Transition, ViRecord, VmRecord};
 use neptune_topology::catalogue::{self, Params};
 use neptune_topology::Topology;
 use neptune_types::Mbps;
@@ -20,6 +21,8 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::jobs::{self, JobKind, Step};
+use crate::plan::{place, PlanError};
 use crate::{now_ms, AppState};
 
 /// Turns a design request into a validated topology.
@@ -203,10 +206,39 @@ async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
         .collect();
     let topology = serde_json::from_str(&neptune_topology::to_json(&topo))
         .map_err(|e| ApiError::Internal(e.into()))?;
+    let hosts: HashMap<Uuid, String> = state
+        .store
+        .list_hosts()
+        .await?
+        .into_iter()
+        .map(|h| (h.id, h.name))
+        .collect();
+    let vms = state
+        .store
+        .vms(vi.id)
+        .await?
+        .into_iter()
+        .map(|v| api::PlannedVm {
+            host: hosts.get(&v.host_id).cloned().unwrap_or_default(),
+            node: v.node_id,
+            vcpus: v.vcpus,
+            ram_mib: v.ram_mib,
+            disk_mib: v.disk_mib,
+        })
+        .collect();
+    let jobs = state
+        .store
+        .jobs_of_vi(vi.id)
+        .await?
+        .iter()
+        .map(super::jobs::job_out)
+        .collect();
     Ok(api::ViDetail {
         vi: vi_out(vi, &users, &dcs)?,
         topology,
         events,
+        vms,
+        jobs,
     })
 }
 
@@ -375,11 +407,146 @@ pub(crate) async fn revise_vi(
     Ok(Json(detail(&state, &vi).await?))
 }
 
-/// Accepts a requested VI (administrators only), choosing its home datacenter.
+/// The home datacenter named in the request, or the first one.
+async fn home_datacenter(
+    state: &AppState,
+    name: Option<&str>,
+) -> ApiResult<neptune_store::DatacenterRecord> {
+    match name {
+        Some(name) => Ok(state.store.datacenter_by_name(name).await?),
+        None => state
+            .store
+            .list_datacenters()
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ApiError::Conflict("no datacenter is registered to host the VI".to_owned())
+            }),
+    }
+}
+
+fn plan_error(err: PlanError) -> ApiError {
+    match err {
+        PlanError::Manual(_) => ApiError::InvalidRequest(err.to_string()),
+        other => ApiError::Conflict(other.to_string()),
+    }
+}
+
+/// A placement seed that is stable for a VI, so its plan preview and its
+/// acceptance agree when nothing changed in between.
+fn seed(vi: Uuid) -> u64 {
+    vi.as_u64_pair().0
+}
+
+/// The deploy steps of a placed VI: copy every template image (the
+/// paper's raw copy), define every VM, start every VM.
+async fn deploy_steps(
+    state: &AppState,
+    vi: Uuid,
+    topo: &Topology,
+    vms: &[VmRecord],
+) -> ApiResult<Vec<Step>> {
+    let mut copies = Vec::new();
+    let mut defines = Vec::new();
+    let mut starts = Vec::new();
+    for node in &topo.nodes {
+        let placed = vms
+            .iter()
+            .find(|v| v.node_id == node.id.as_str())
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("node {} is not placed", node.id)))?;
+        let name = if node.software.template.is_empty() {
+            catalogue::DEFAULT_TEMPLATE
+        } else {
+            node.software.template.as_str()
+        };
+        let template = match state.store.template_by_name(name).await {
+            Ok(t) => t,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ApiError::Conflict(format!(
+                    "node {} uses template {name:?}, which is not in the template repository",
+                    node.id
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let vm = jobs::vm_name(vi, node.id.as_str());
+        copies.push(Step::PrepareDisk {
+            host: placed.host_id,
+            vm: vm.clone(),
+            image: template.image_path.clone(),
+            size_mib: node.disk.0,
+        });
+        defines.push(Step::Define {
+            host: placed.host_id,
+            spec: VmSpec {
+                name: vm.clone(),
+                vcpus: node.vcpus(),
+                ram_mib: node.ram.0,
+                disk_mib: node.disk.0,
+                disk: String::new(),
+                nics: jobs::nics(vi, topo, node),
+            },
+            image: template.image_path,
+        });
+        starts.push(Step::Start {
+            host: placed.host_id,
+            vm,
+        });
+    }
+    Ok(copies.into_iter().chain(defines).chain(starts).collect())
+}
+
+/// The steps that take a VI off its hosts and free them.
+fn terminate_steps(vi: Uuid, vms: &[VmRecord]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for v in vms {
+        let vm = jobs::vm_name(vi, &v.node_id);
+        steps.push(Step::Destroy {
+            host: v.host_id,
+            vm: vm.clone(),
+        });
+        steps.push(Step::RemoveDisk {
+            host: v.host_id,
+            vm,
+        });
+    }
+    steps.push(Step::ReleaseHosts);
+    steps
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct PlanQuery {
+    /// The home datacenter to plan for (default: the first one).
+    datacenter: Option<String>,
+}
+
+/// What accepting the VI would do now: the placement of every VM (nothing
+/// is changed). For administrators and the VI's owner.
+#[utoipa::path(get, path = "/api/v1/vis/{id}/plan", params(("id" = Uuid, Path), PlanQuery), security(("bearer" = [])),
+    responses((status = 200, body = api::Plan), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn plan_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(query): Query<PlanQuery>,
+) -> ApiResult<Json<api::Plan>> {
+    let vi = visible(&state, &caller, id).await?;
+    let dc = home_datacenter(&state, query.datacenter.as_deref()).await?;
+    let topo = design_of(&vi)?;
+    let hosts = state.store.list_hosts().await?;
+    let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
+    deploy_steps(&state, vi.id, &topo, &plan.records).await?;
+    Ok(Json(plan.view))
+}
+
+/// Accepts a requested VI (administrators only): places it (automatically,
+/// or as the request's manual map says), reserves its hosts and starts
+/// deploying it. Follow the returned VI's job for progress.
 #[utoipa::path(post, path = "/api/v1/vis/{id}/accept", params(("id" = Uuid, Path)), request_body = api::AcceptRequest,
     security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
-        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
 pub(crate) async fn accept_vi(
     State(state): State<AppState>,
     caller: Caller,
@@ -390,21 +557,63 @@ pub(crate) async fn accept_vi(
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let vi = visible(&state, &caller, id).await?;
     vi.state.next(Event::Accept)?;
-    let dc = match &req.datacenter {
-        Some(name) => state.store.datacenter_by_name(name).await?,
-        None => state
-            .store
-            .list_datacenters()
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                ApiError::Conflict("no datacenter is registered to host the VI".to_owned())
-            })?,
-    };
+    let dc = home_datacenter(&state, req.datacenter.as_deref()).await?;
     check_quota(&state, &vi).await?;
-    let vi = apply(&state, &caller, &vi, Event::Accept, None, Some(dc.id)).await?;
+    let topo = design_of(&vi)?;
+    let manual: Option<HashMap<String, String>> = req.placement.map(|m| m.into_iter().collect());
+    // Plan on a snapshot, commit with the store's capacity checks; if a
+    // host filled up in between, plan again on the new snapshot.
+    let mut attempt = 0;
+    let (accepted, steps) = loop {
+        attempt += 1;
+        let hosts = state.store.list_hosts().await?;
+        let plan =
+            place(vi.id, &topo, &dc, &hosts, manual.as_ref(), seed(vi.id)).map_err(plan_error)?;
+        let steps = deploy_steps(&state, vi.id, &topo, &plan.records).await?;
+        let change = Transition {
+            to: ViState::Accepted,
+            actor: caller.user.id,
+            at: now_ms(),
+            reject_reason: None,
+            home_datacenter_id: Some(dc.id),
+        };
+        match state
+            .store
+            .transition_with_placement(vi.id, vi.state, &change, &plan.records)
+            .await
+        {
+            Ok(accepted) => break (accepted, steps),
+            Err(StoreError::NoRoom { .. }) if attempt < 3 && manual.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let vi = start_job(&state, &caller, &accepted, JobKind::Deploy, &steps).await?;
     Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Creates a job for `kind`, moving the VI to the job's state, and runs it.
+async fn start_job(
+    state: &AppState,
+    caller: &Caller,
+    vi: &ViRecord,
+    kind: JobKind,
+    steps: &[Step],
+) -> ApiResult<ViRecord> {
+    let job = jobs::new_job(vi.id, kind, steps).map_err(ApiError::Internal)?;
+    let event = match kind {
+        JobKind::Deploy => Event::Deploy,
+        JobKind::Terminate => Event::Terminate,
+    };
+    let change = Transition {
+        to: vi.state.next(event)?,
+        actor: caller.user.id,
+        at: now_ms(),
+        reject_reason: None,
+        home_datacenter_id: None,
+    };
+    let vi = state.store.start_job(&job, vi.state, &change).await?;
+    state.jobs.spawn(job.id);
+    Ok(vi)
 }
 
 /// Rejects a requested VI with a reason (administrators only).
@@ -430,7 +639,8 @@ pub(crate) async fn reject_vi(
     Ok(Json(detail(&state, &vi).await?))
 }
 
-/// Terminates a VI (its owner or an administrator).
+/// Terminates a VI (its owner or an administrator). A VI with VMs on
+/// hosts is terminated by a job (follow it); one without ends at once.
 #[utoipa::path(post, path = "/api/v1/vis/{id}/terminate", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn terminate_vi(
@@ -439,11 +649,19 @@ pub(crate) async fn terminate_vi(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = visible(&state, &caller, id).await?;
-    let held_hosts = vi.state.occupies_hosts();
-    let mut vi = apply(&state, &caller, &vi, Event::Terminate, None, None).await?;
-    if vi.state == ViState::Terminating && !held_hosts {
-        // Accepted but never deployed: nothing to release on any host.
-        vi = apply(&state, &caller, &vi, Event::Succeeded, None, None).await?;
-    }
+    let to = vi.state.next(Event::Terminate)?;
+    let vms = state.store.vms(vi.id).await?;
+    let vi = if to == ViState::Terminating {
+        start_job(
+            &state,
+            &caller,
+            &vi,
+            JobKind::Terminate,
+            &terminate_steps(vi.id, &vms),
+        )
+        .await?
+    } else {
+        apply(&state, &caller, &vi, Event::Terminate, None, None).await?
+    };
     Ok(Json(detail(&state, &vi).await?))
 }

@@ -1,0 +1,145 @@
+//! Job progress: by polling and as a server-sent event stream.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Json;
+use futures_util::stream::{self, Stream};
+use neptune_api as api;
+use neptune_store::JobRecord;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::Step;
+use crate::AppState;
+
+pub(crate) fn job_out(job: &JobRecord) -> api::Job {
+    let steps: Vec<Step> = serde_json::from_str(&job.steps).unwrap_or_default();
+    let rolling_back = job.state == neptune_store::JobState::RollingBack;
+    let current = if rolling_back {
+        job.cursor - 1
+    } else {
+        job.cursor
+    };
+    let step_name = usize::try_from(current)
+        .ok()
+        .and_then(|i| steps.get(i))
+        .map(|s| {
+            if rolling_back {
+                format!("undo {}", s.name())
+            } else {
+                s.name()
+            }
+        })
+        .unwrap_or_default();
+    let percent = if job.total == 0 {
+        100
+    } else {
+        u8::try_from((job.cursor.clamp(0, job.total) * 100) / job.total).unwrap_or(100)
+    };
+    api::Job {
+        id: job.id,
+        vi: job.vi_id,
+        kind: job.kind.clone(),
+        state: job.state.as_str().to_owned(),
+        step: job.cursor,
+        total: job.total,
+        step_name,
+        percent,
+        error: job.error.clone(),
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+    }
+}
+
+/// The job if the caller may see its VI.
+async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<JobRecord> {
+    let job = state.store.job(id).await?;
+    let vi = state.store.vi(job.vi_id).await?;
+    if vi.owner_id != caller.user.id && !caller.is_admin() {
+        return Err(ApiError::NotFound("job"));
+    }
+    Ok(job)
+}
+
+/// A job's progress.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::Job), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn show_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::Job>> {
+    Ok(Json(job_out(&visible_job(&state, &caller, id).await?)))
+}
+
+/// A job's progress as server-sent events: one `progress` event (a Job) per
+/// change, the stream ends after the job does.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "text/event-stream of `progress` events, each a Job"),
+        (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn job_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let first = visible_job(&state, &caller, id).await?;
+    // Polling the store keeps this right when another Manager runs the job.
+    let stream = stream::unfold(
+        (state, Some(first), None::<api::Job>, false),
+        move |(state, next, last, done)| async move {
+            if done {
+                return None;
+            }
+            let mut record = next;
+            loop {
+                let job = match record.take() {
+                    Some(j) => j,
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        match state.store.job(id).await {
+                            Ok(j) => j,
+                            Err(_) => return None,
+                        }
+                    }
+                };
+                let view = job_out(&job);
+                if last.as_ref() != Some(&view) {
+                    let finished = job.state.is_finished();
+                    let event = SseEvent::default()
+                        .event("progress")
+                        .json_data(&view)
+                        .unwrap_or_default();
+                    return Some((Ok(event), (state, None, Some(view), finished)));
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A VI's jobs, oldest first.
+#[utoipa::path(get, path = "/api/v1/vis/{id}/jobs", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::Job>), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn vi_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<api::Job>>> {
+    let vi = state.store.vi(id).await?;
+    if vi.owner_id != caller.user.id && !caller.is_admin() {
+        return Err(ApiError::NotFound("VI"));
+    }
+    Ok(Json(
+        state
+            .store
+            .jobs_of_vi(id)
+            .await?
+            .iter()
+            .map(job_out)
+            .collect(),
+    ))
+}

@@ -1,0 +1,428 @@
+//! Durable jobs: deploy and terminate a VI step by step, every step
+//! recorded in the store, idempotent and (where it makes sense) undoable.
+//!
+//! A job's steps are computed once, when it is created, and stored with it,
+//! so a Manager that restarts runs exactly the same steps. `cursor` counts
+//! the steps done. Running forward, the step at `cursor` is executed and
+//! then `cursor` advances (compare-and-set); a crash between the two repeats
+//! the step, which is why every step is idempotent. When a step fails, the
+//! job turns to rolling back and undoes the finished steps, last first; an
+//! undo that fails leaves the job (and its VI) `failed` for an operator.
+//! A lease per Manager keeps two Managers sharing a database from running
+//! the same job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use neptune_hypervisor::{Hypervisor, Nic, VmSpec};
+use neptune_lifecycle::{Event, ViState};
+use neptune_store::{HostRecord, JobRecord, JobState, Store, StoreError, Transition};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::now_ms;
+
+/// How the Manager reaches a host's hypervisor: through its Agent in
+/// production (see [`crate::agents`]).
+#[async_trait]
+pub trait HostDirectory: Send + Sync + std::fmt::Debug {
+    async fn hypervisor(&self, host: &HostRecord) -> anyhow::Result<Arc<dyn Hypervisor>>;
+}
+
+/// One step of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    /// Copy the template image to the host as the VM's disk.
+    PrepareDisk {
+        host: Uuid,
+        vm: String,
+        image: String,
+        size_mib: u64,
+    },
+    /// Create the VM with the node's resources and NICs.
+    Define {
+        host: Uuid,
+        spec: VmSpec,
+        image: String,
+    },
+    Start {
+        host: Uuid,
+        vm: String,
+    },
+    /// Stop and undefine the VM.
+    Destroy {
+        host: Uuid,
+        vm: String,
+    },
+    RemoveDisk {
+        host: Uuid,
+        vm: String,
+    },
+    /// Free the VI's VM slots on its hosts.
+    ReleaseHosts,
+}
+
+impl Step {
+    pub fn name(&self) -> String {
+        match self {
+            Step::PrepareDisk { vm, .. } => format!("copy image for {vm}"),
+            Step::Define { spec, .. } => format!("define {}", spec.name),
+            Step::Start { vm, .. } => format!("start {vm}"),
+            Step::Destroy { vm, .. } => format!("destroy {vm}"),
+            Step::RemoveDisk { vm, .. } => format!("remove disk of {vm}"),
+            Step::ReleaseHosts => "release hosts".to_owned(),
+        }
+    }
+
+    /// What puts the world back as it was before this step.
+    pub fn undo(&self) -> Option<Step> {
+        match self {
+            Step::PrepareDisk { host, vm, .. } => Some(Step::RemoveDisk {
+                host: *host,
+                vm: vm.clone(),
+            }),
+            Step::Define { host, spec, .. } => Some(Step::Destroy {
+                host: *host,
+                vm: spec.name.clone(),
+            }),
+            Step::Start { host, vm } => Some(Step::Destroy {
+                host: *host,
+                vm: vm.clone(),
+            }),
+            Step::Destroy { .. } | Step::RemoveDisk { .. } | Step::ReleaseHosts => None,
+        }
+    }
+}
+
+/// What a job does, and how its VI moves when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Deploy,
+    Terminate,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Deploy => "deploy",
+            JobKind::Terminate => "terminate",
+        }
+    }
+
+    fn parse(s: &str) -> Option<JobKind> {
+        match s {
+            "deploy" => Some(JobKind::Deploy),
+            "terminate" => Some(JobKind::Terminate),
+            _ => None,
+        }
+    }
+
+    /// The VI state while the job runs.
+    pub fn vi_state(self) -> ViState {
+        match self {
+            JobKind::Deploy => ViState::Deploying,
+            JobKind::Terminate => ViState::Terminating,
+        }
+    }
+
+    /// Whether a failed step is undone (deploy) or the job fails at once
+    /// (terminate only moves forward; it is retried by terminating again).
+    fn rolls_back(self) -> bool {
+        matches!(self, JobKind::Deploy)
+    }
+}
+
+/// A new job record with its steps, ready for [`Store::start_job`].
+pub fn new_job(vi: Uuid, kind: JobKind, steps: &[Step]) -> anyhow::Result<JobRecord> {
+    let now = now_ms();
+    Ok(JobRecord {
+        id: Uuid::new_v4(),
+        vi_id: vi,
+        kind: kind.as_str().to_owned(),
+        state: JobState::Running,
+        steps: serde_json::to_string(steps)?,
+        cursor: 0,
+        total: i64::try_from(steps.len())?,
+        error: None,
+        owner: None,
+        lease_until: 0,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// The name of a VM on its host.
+pub fn vm_name(vi: Uuid, node: &str) -> String {
+    let id = vi.simple().to_string();
+    format!("nt-{}-{node}", &id[..12])
+}
+
+/// The host network (bridge) of a virtual link.
+pub fn link_network(vi: Uuid, link: &str) -> String {
+    let id = vi.simple().to_string();
+    format!("nt-{}-{link}", &id[..8])
+}
+
+/// Runs jobs. One per Manager; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    store: Arc<dyn Store>,
+    hosts: Arc<dyn HostDirectory>,
+    /// This Manager's identity for job leases.
+    owner: String,
+    lease: Duration,
+}
+
+/// Tries of a step before it counts as failed (hosts and networks blink).
+const TRIES: u32 = 3;
+
+impl Jobs {
+    pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>) -> Self {
+        Jobs {
+            store,
+            hosts,
+            owner: format!("manager-{}", Uuid::new_v4()),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    /// Runs the job in the background.
+    pub fn spawn(&self, id: Uuid) {
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = jobs.run(id).await {
+                tracing::error!(job = %id, error = format!("{err:#}"), "job stopped");
+            }
+        });
+    }
+
+    /// Picks up every unfinished job (after a restart): each finishes or rolls back.
+    pub async fn resume_unfinished(&self) -> anyhow::Result<usize> {
+        let jobs = self.store.unfinished_jobs().await?;
+        for job in &jobs {
+            tracing::info!(job = %job.id, kind = job.kind, step = job.cursor, "resuming job");
+            self.spawn(job.id);
+        }
+        Ok(jobs.len())
+    }
+
+    /// Runs a job to its end. Returns early if another Manager holds it.
+    pub async fn run(&self, id: Uuid) -> anyhow::Result<()> {
+        loop {
+            let now = now_ms();
+            let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+            if !self
+                .store
+                .claim_job(id, &self.owner, now, now + lease_ms)
+                .await?
+            {
+                tracing::info!(job = %id, "another Manager runs this job");
+                return Ok(());
+            }
+            let job = self.store.job(id).await?;
+            let kind = JobKind::parse(&job.kind)
+                .ok_or_else(|| anyhow::anyhow!("unknown job kind {:?}", job.kind))?;
+            let steps: Vec<Step> = serde_json::from_str(&job.steps)?;
+            let cursor = usize::try_from(job.cursor)?;
+            match job.state {
+                JobState::Running if cursor >= steps.len() => {
+                    return self
+                        .finish(&job, kind, JobState::Succeeded, Event::Succeeded, None)
+                        .await;
+                }
+                JobState::Running => match self.execute(job.vi_id, &steps[cursor]).await {
+                    Ok(()) => {
+                        self.store
+                            .update_job(
+                                id,
+                                (JobState::Running, job.cursor),
+                                JobState::Running,
+                                job.cursor + 1,
+                                None,
+                                now_ms(),
+                            )
+                            .await?;
+                    }
+                    Err(err) => {
+                        let message = format!(
+                            "step {} ({}) failed: {err:#}",
+                            cursor + 1,
+                            steps[cursor].name()
+                        );
+                        tracing::warn!(job = %id, "{message}");
+                        if kind.rolls_back() {
+                            self.store
+                                .update_job(
+                                    id,
+                                    (JobState::Running, job.cursor),
+                                    JobState::RollingBack,
+                                    job.cursor,
+                                    Some(&message),
+                                    now_ms(),
+                                )
+                                .await?;
+                        } else {
+                            return self
+                                .finish(&job, kind, JobState::Failed, Event::Fail, Some(&message))
+                                .await;
+                        }
+                    }
+                },
+                JobState::RollingBack if cursor == 0 => {
+                    return self
+                        .finish(&job, kind, JobState::RolledBack, Event::RolledBack, None)
+                        .await;
+                }
+                JobState::RollingBack => {
+                    let undo = steps[cursor - 1].undo();
+                    let result = match &undo {
+                        Some(step) => self.execute(job.vi_id, step).await,
+                        None => Ok(()),
+                    };
+                    match result {
+                        Ok(()) => {
+                            self.store
+                                .update_job(
+                                    id,
+                                    (JobState::RollingBack, job.cursor),
+                                    JobState::RollingBack,
+                                    job.cursor - 1,
+                                    None,
+                                    now_ms(),
+                                )
+                                .await?;
+                        }
+                        Err(err) => {
+                            let message = format!(
+                                "undoing step {} ({}) failed: {err:#}",
+                                cursor,
+                                steps[cursor - 1].name()
+                            );
+                            return self
+                                .finish(&job, kind, JobState::Failed, Event::Fail, Some(&message))
+                                .await;
+                        }
+                    }
+                }
+                JobState::Succeeded | JobState::RolledBack | JobState::Failed => return Ok(()),
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        job: &JobRecord,
+        kind: JobKind,
+        state: JobState,
+        event: Event,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let from = kind.vi_state();
+        let to = from.next(event)?;
+        let change = Transition {
+            to,
+            actor: Uuid::nil(),
+            at: now_ms(),
+            reject_reason: None,
+            home_datacenter_id: None,
+        };
+        match self
+            .store
+            .finish_job(job.id, job.state, state, error, from, &change)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(job = %job.id, kind = kind.as_str(), state = state.as_str(), "job finished");
+                Ok(())
+            }
+            // Someone else finished it meanwhile.
+            Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn hypervisor(&self, host: Uuid) -> anyhow::Result<Arc<dyn Hypervisor>> {
+        let hosts = self.store.list_hosts().await?;
+        let record = hosts
+            .iter()
+            .find(|h| h.id == host)
+            .ok_or_else(|| anyhow::anyhow!("host {host} is gone"))?;
+        self.hosts.hypervisor(record).await
+    }
+
+    async fn execute(&self, vi: Uuid, step: &Step) -> anyhow::Result<()> {
+        let mut last = None;
+        for attempt in 0..TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            match self.execute_once(vi, step).await {
+                Ok(()) => return Ok(()),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
+    }
+
+    async fn execute_once(&self, vi: Uuid, step: &Step) -> anyhow::Result<()> {
+        match step {
+            Step::PrepareDisk {
+                host,
+                vm,
+                image,
+                size_mib,
+            } => {
+                self.hypervisor(*host)
+                    .await?
+                    .prepare_disk(vm, image, *size_mib)
+                    .await?;
+            }
+            Step::Define { host, spec, image } => {
+                let hv = self.hypervisor(*host).await?;
+                // The disk step ran before; asking again returns its path.
+                let disk = hv.prepare_disk(&spec.name, image, spec.disk_mib).await?;
+                hv.define(&VmSpec {
+                    disk,
+                    ..spec.clone()
+                })
+                .await?;
+            }
+            Step::Start { host, vm } => self.hypervisor(*host).await?.start(vm).await?,
+            Step::Destroy { host, vm } => self.hypervisor(*host).await?.destroy(vm).await?,
+            Step::RemoveDisk { host, vm } => self.hypervisor(*host).await?.remove_disk(vm).await?,
+            Step::ReleaseHosts => {
+                self.store.release_vms(vi).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The NICs of a node: one per interface, on its link's network (or the
+/// public network for an entry point that is on no link).
+pub fn nics(
+    vi: Uuid,
+    topo: &neptune_topology::Topology,
+    node: &neptune_topology::VirtualNode,
+) -> Vec<Nic> {
+    node.interfaces
+        .iter()
+        .map(|iface| {
+            let link = topo.links.iter().find(|l| {
+                l.endpoints
+                    .iter()
+                    .any(|e| e.node == node.id && e.interface == iface.name)
+            });
+            Nic {
+                mac: iface.mac.map(|m| m.to_string()).unwrap_or_default(),
+                network: match link {
+                    Some(l) => link_network(vi, l.id.as_str()),
+                    None => "public".to_owned(),
+                },
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,312 @@
+//! Planning a VI's placement: pure functions of the design and an inventory
+//! snapshot. Nothing here changes state; the Manager commits a plan in one
+//! transaction (the store refuses it if a host filled up meanwhile).
+
+use std::collections::HashMap;
+
+use neptune_api::{Plan, PlannedVm};
+use neptune_placement::{
+    Constraints, Host, Inventory, Options, PhysicalNetwork, Problem, Resources, SolverKind,
+    VirtualGraph, VirtualNode,
+};
+use neptune_store::{DatacenterRecord, HostRecord, HostState, VmRecord};
+use neptune_topology::Topology;
+use uuid::Uuid;
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("datacenter {0:?} has no ready host")]
+    NoHosts(String),
+    #[error("{0}")]
+    Placement(#[from] neptune_placement::PlacementError),
+    #[error("the manual placement is invalid: {}", .0.join("; "))]
+    Manual(Vec<String>),
+}
+
+/// A placement plan, as shown to the admin before accepting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementPlan {
+    /// What the admin sees.
+    pub view: Plan,
+    /// What the store commits.
+    pub records: Vec<VmRecord>,
+}
+
+/// The placement graph of a design: VMs with their demands, links with
+/// their bandwidth (a LAN expanded into a clique, see neptune-placement).
+pub fn graph(topo: &Topology) -> VirtualGraph {
+    let index: HashMap<&str, usize> = topo
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let mut g = VirtualGraph {
+        nodes: topo
+            .nodes
+            .iter()
+            .map(|n| VirtualNode {
+                name: n.id.to_string(),
+                demand: Resources {
+                    vcpu: u64::from(n.vcpus()),
+                    ram_mib: n.ram.0,
+                    disk_gib: n.disk.0.div_ceil(1024),
+                },
+            })
+            .collect(),
+        links: Vec::new(),
+    };
+    for link in &topo.links {
+        let members: Vec<usize> = link
+            .endpoints
+            .iter()
+            .filter_map(|e| index.get(e.node.as_str()).copied())
+            .collect();
+        g.add_lan(&members, link.bandwidth.0);
+    }
+    g
+}
+
+fn inventory(hosts: &[&HostRecord]) -> Inventory {
+    Inventory {
+        hosts: hosts
+            .iter()
+            .map(|h| Host {
+                name: h.name.clone(),
+                datacenter: h.datacenter_id.to_string(),
+                capacity: Resources {
+                    vcpu: h.cpus.max(0) as u64,
+                    ram_mib: h.ram_mib.max(0) as u64,
+                    disk_gib: (h.disk_mib.max(0) as u64) / 1024,
+                },
+                max_vms: u32::try_from(h.vm_slots.max(0)).unwrap_or(u32::MAX),
+                load: Resources {
+                    vcpu: h.used.vcpus.max(0) as u64,
+                    ram_mib: h.used.ram_mib.max(0) as u64,
+                    disk_gib: (h.used.disk_mib.max(0) as u64).div_ceil(1024),
+                },
+                vms: u32::try_from(h.used.slots.max(0)).unwrap_or(u32::MAX),
+            })
+            .collect(),
+    }
+}
+
+/// Places `topo` on the ready hosts of `dc`, automatically or, when
+/// `manual` maps node ids to host names, as the admin says (validated the
+/// same way, every violation reported).
+pub fn place(
+    vi: Uuid,
+    topo: &Topology,
+    dc: &DatacenterRecord,
+    hosts: &[HostRecord],
+    manual: Option<&HashMap<String, String>>,
+    seed: u64,
+) -> Result<PlacementPlan, PlanError> {
+    let ready: Vec<&HostRecord> = hosts
+        .iter()
+        .filter(|h| h.datacenter_id == dc.id && h.state == HostState::Ready)
+        .collect();
+    if ready.is_empty() {
+        return Err(PlanError::NoHosts(dc.name.clone()));
+    }
+    let problem = Problem {
+        graph: graph(topo),
+        inventory: inventory(&ready),
+        // Host uplink capacities are not registered yet: bandwidth does not
+        // constrain placement until they are, but the cut is still minimised.
+        network: PhysicalNetwork::Unlimited,
+        constraints: Constraints::default(),
+    };
+    let placement = match manual {
+        Some(map) => {
+            let mut errors = Vec::new();
+            let mut host_of = Vec::with_capacity(topo.nodes.len());
+            for node in &topo.nodes {
+                match map.get(node.id.as_str()) {
+                    Some(name) => match ready.iter().position(|h| &h.name == name) {
+                        Some(i) => host_of.push(i),
+                        None => errors.push(format!(
+                            "node {}: host {name:?} is not a ready host of datacenter {}",
+                            node.id, dc.name
+                        )),
+                    },
+                    None => errors.push(format!("node {} has no host", node.id)),
+                }
+            }
+            for name in map.keys() {
+                if !topo.nodes.iter().any(|n| n.id.as_str() == name) {
+                    errors.push(format!("the design has no node {name:?}"));
+                }
+            }
+            if !errors.is_empty() {
+                return Err(PlanError::Manual(errors));
+            }
+            let map: Vec<Option<usize>> = host_of.iter().copied().map(Some).collect();
+            let violations = neptune_placement::validate(&problem, &map);
+            if !violations.is_empty() {
+                return Err(PlanError::Manual(
+                    violations.iter().map(ToString::to_string).collect(),
+                ));
+            }
+            neptune_placement::evaluate(&problem, &host_of)?
+        }
+        None => {
+            let options = Options {
+                solver: SolverKind::Multilevel,
+                restarts: None,
+                seed,
+            };
+            neptune_placement::solve(&problem, &options)?.placement
+        }
+    };
+    let mut vms = Vec::new();
+    let mut records = Vec::new();
+    for (node, &h) in topo.nodes.iter().zip(&placement.host_of) {
+        let host = ready[h];
+        let vm = VmRecord {
+            vi_id: vi,
+            node_id: node.id.to_string(),
+            host_id: host.id,
+            vcpus: i64::from(node.vcpus()),
+            ram_mib: i64::try_from(node.ram.0).unwrap_or(i64::MAX),
+            disk_mib: i64::try_from(node.disk.0).unwrap_or(i64::MAX),
+        };
+        vms.push(PlannedVm {
+            node: vm.node_id.clone(),
+            host: host.name.clone(),
+            vcpus: vm.vcpus,
+            ram_mib: vm.ram_mib,
+            disk_mib: vm.disk_mib,
+        });
+        records.push(vm);
+    }
+    Ok(PlacementPlan {
+        view: Plan {
+            datacenter: dc.name.clone(),
+            vms,
+            cut_mbps: placement.cut,
+            admissible: placement.admissible,
+        },
+        records,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use neptune_store::HostUsage;
+    use neptune_topology::catalogue::{generate, Kind, Params};
+
+    use super::*;
+
+    fn host(dc: Uuid, name: &str, cpus: i64, slots: i64) -> HostRecord {
+        HostRecord {
+            id: Uuid::new_v4(),
+            datacenter_id: dc,
+            name: name.to_owned(),
+            agent_url: String::new(),
+            cpus,
+            ram_mib: 65536,
+            disk_mib: 1 << 20,
+            vm_slots: slots,
+            state: HostState::Ready,
+            last_seen: 0,
+            used: HostUsage::default(),
+        }
+    }
+
+    #[test]
+    fn places_within_capacity_and_minimises_the_cut() {
+        let dc = DatacenterRecord {
+            id: Uuid::new_v4(),
+            name: "a".into(),
+            created_at: 0,
+        };
+        let other = Uuid::new_v4();
+        let hosts = vec![
+            host(dc.id, "h1", 8, 3),
+            host(dc.id, "h2", 8, 3),
+            host(other, "elsewhere", 64, 64),
+        ];
+        let topo = generate(
+            Kind::Line,
+            &Params {
+                nodes: 6,
+                ..Params::new(Kind::Line)
+            },
+        )
+        .unwrap();
+        let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap();
+        assert_eq!(plan.view.vms.len(), 6);
+        assert!(
+            plan.view.vms.iter().all(|v| v.host != "elsewhere"),
+            "only the chosen datacenter"
+        );
+        for h in ["h1", "h2"] {
+            assert_eq!(plan.view.vms.iter().filter(|v| v.host == h).count(), 3);
+        }
+        assert_eq!(
+            plan.view.cut_mbps, 100,
+            "a line split in two halves cuts one link"
+        );
+    }
+
+    #[test]
+    fn refuses_what_does_not_fit_and_bad_manual_maps() {
+        let dc = DatacenterRecord {
+            id: Uuid::new_v4(),
+            name: "a".into(),
+            created_at: 0,
+        };
+        let hosts = vec![host(dc.id, "h1", 2, 10)];
+        let topo = generate(
+            Kind::Star,
+            &Params {
+                nodes: 4,
+                ..Params::new(Kind::Star)
+            },
+        )
+        .unwrap();
+        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap_err();
+        assert!(err.to_string().contains("nothing fits"), "{err}");
+        let empty = DatacenterRecord {
+            id: Uuid::new_v4(),
+            name: "b".into(),
+            created_at: 0,
+        };
+        assert!(matches!(
+            place(Uuid::new_v4(), &topo, &empty, &hosts, None, 1),
+            Err(PlanError::NoHosts(_))
+        ));
+
+        let hosts = vec![host(dc.id, "h1", 64, 10), host(dc.id, "h2", 64, 1)];
+        let mut map: HashMap<String, String> = topo
+            .nodes
+            .iter()
+            .map(|n| (n.id.to_string(), "h2".to_owned()))
+            .collect();
+        map.insert("ghost".into(), "h1".into());
+        map.insert("spoke1".into(), "nowhere".into());
+        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&map), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the design has no node \"ghost\""), "{err}");
+        assert!(
+            err.contains("node spoke1: host \"nowhere\" is not a ready host"),
+            "{err}"
+        );
+        map.remove("ghost");
+        map.insert("spoke1".into(), "h1".into());
+        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&map), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("h2"), "too many VMs on h2: {err}");
+        let fine: HashMap<String, String> = topo
+            .nodes
+            .iter()
+            .map(|n| (n.id.to_string(), "h1".to_owned()))
+            .collect();
+        let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&fine), 1).unwrap();
+        assert_eq!((plan.view.cut_mbps, plan.view.vms.len()), (0, 4));
+    }
+}
