@@ -135,6 +135,56 @@ mod tests {
     }
 
     #[test]
+    fn every_catalogue_topology_is_numbered_without_overlap() {
+        use neptune_topology::catalogue::{generate, Kind, Params};
+        let home = DatacenterName::new("napoli").unwrap();
+        let config = DomainConfig::simple(
+            "10.0.0.0/16".parse().unwrap(),
+            home.clone(),
+            "192.0.2.0/24".parse().unwrap(),
+        );
+        let mut domain = Allocations::new(config).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in Kind::ALL {
+            for nodes in [
+                kind.min_nodes(),
+                kind.default_nodes(),
+                kind.max_nodes().min(40),
+            ] {
+                let topo = generate(
+                    kind,
+                    &Params {
+                        nodes,
+                        ..Params::new(kind)
+                    },
+                )
+                .unwrap();
+                let vi = ViId::new(format!("{}-{nodes}", kind.name())).unwrap();
+                let req = ViRequest::from_topology(&topo, vi, Some(home.clone()));
+                let p = plan(&domain, &req).unwrap();
+                let endpoints: usize = topo.links.iter().map(|l| l.endpoints.len()).sum();
+                assert_eq!(p.interfaces().count(), endpoints, "{}", kind.name());
+                assert_eq!(p.entry_points.len(), topo.entry_points().count());
+                for (link, i) in p.interfaces() {
+                    assert!(link.subnet.contains(&i.address));
+                    assert!(seen.insert(i.address), "{} given twice", i.address);
+                }
+                for e in &p.entry_points {
+                    assert!(seen.insert(e.home_address));
+                }
+                domain.commit(&p).unwrap();
+            }
+        }
+        // The catalogue has links and entry points to number.
+        let homes = seen.iter().filter(|a| a.octets()[0] == 192).count();
+        assert!(
+            homes > 0 && seen.len() - homes > 100,
+            "{homes} of {}",
+            seen.len()
+        );
+    }
+
+    #[test]
     fn point_to_point_links_have_no_gateway() {
         let xml = SHOP
             .replace("type=\"lan\"", "type=\"point_to_point\"")
