@@ -1,0 +1,119 @@
+//! The Agent API: what travels between the Manager and an Agent.
+//!
+//! ```text
+//! GET    /healthz                      -> Health            (no token)
+//! GET    /v1/host                      -> HostInfo
+//! GET    /v1/vms                       -> [VmInfo]
+//! GET    /v1/vms/{name}                -> VmInfo
+//! PUT    /v1/vms/{name}/disk   PrepareDisk -> Disk
+//! DELETE /v1/vms/{name}/disk           -> 204
+//! PUT    /v1/vms/{name}        VmSpec  -> 204   (define)
+//! POST   /v1/vms/{name}/start          -> 204
+//! POST   /v1/vms/{name}/save   SaveVm  -> 204
+//! POST   /v1/vms/{name}/restore RestoreVm -> 204
+//! DELETE /v1/vms/{name}                -> 204   (destroy)
+//! ```
+//!
+//! Every call but `/healthz` carries `Authorization: Bearer <agent token>`.
+//! Every call is idempotent, as the [`neptune_hypervisor::Hypervisor`]
+//! operations behind it. A refusal is an [`ErrorBody`] whose `code` is one
+//! of [`codes`].
+
+use serde::{Deserialize, Serialize};
+
+pub use neptune_hypervisor::{Capacity, Nic, VmInfo, VmSpec, VmState};
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `"ok"`.
+    pub status: String,
+}
+
+/// `GET /v1/host`: the host this Agent drives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub name: String,
+    pub datacenter: String,
+    pub capacity: Capacity,
+}
+
+/// `PUT /v1/vms/{name}/disk`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareDisk {
+    /// Path of the template image on the host.
+    pub template_image: String,
+    pub size_mib: u64,
+}
+
+/// The answer to `PUT /v1/vms/{name}/disk`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Path of the VM's disk on the host (goes into [`VmSpec::disk`]).
+    pub disk: String,
+}
+
+/// `POST /v1/vms/{name}/save`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveVm {
+    pub state_path: String,
+}
+
+/// `POST /v1/vms/{name}/restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreVm {
+    pub spec: VmSpec,
+    pub state_path: String,
+}
+
+/// A refusal: a stable `code` (one of [`codes`]) and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    /// The hypervisor's own words for refusals that carry some (`no_room`,
+    /// `invalid_request`, `hypervisor_failed`), so a client can rebuild the
+    /// [`neptune_hypervisor::HypervisorError`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The error codes of [`ErrorBody::code`], with their HTTP statuses.
+pub mod codes {
+    /// 401: missing or wrong bearer token.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// 400: malformed body, bad VM name, path and body disagree.
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    /// 404: no such route.
+    pub const NOT_FOUND: &str = "not_found";
+    /// 404: the VM is not defined on this host.
+    pub const NO_SUCH_VM: &str = "no_such_vm";
+    /// 409: the VM (or its disk) exists with a different spec.
+    pub const SPEC_MISMATCH: &str = "spec_mismatch";
+    /// 409: the host's capacity would be exceeded.
+    pub const NO_ROOM: &str = "no_room";
+    /// 422: the template image does not exist on the host.
+    pub const NO_IMAGE: &str = "no_image";
+    /// 422: the saved state to restore does not exist.
+    pub const NO_SAVED_STATE: &str = "no_saved_state";
+    /// 502: the hypervisor failed the operation.
+    pub const HYPERVISOR_FAILED: &str = "hypervisor_failed";
+    /// 503: the hypervisor did not answer.
+    pub const HYPERVISOR_UNREACHABLE: &str = "hypervisor_unreachable";
+}
+
+/// The body the Agent posts to the Manager's `POST /api/v1/hosts`
+/// (registration, repeated as the heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterHost {
+    pub datacenter: String,
+    pub name: String,
+    pub agent_url: String,
+    pub cpus: u32,
+    pub ram_mib: u64,
+    pub disk_mib: u64,
+    pub vm_slots: u32,
+}

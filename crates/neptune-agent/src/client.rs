@@ -1,0 +1,466 @@
+//! [`AgentClient`]: the typed client of the Agent API, as the Manager uses
+//! it; and [`AgentHypervisor`], the same client behind the
+//! [`Hypervisor`] port, so the Manager's jobs drive a remote host exactly
+//! as they would drive a local hypervisor.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use neptune_hypervisor::{
+    validate_vm_name, Capacity, Hypervisor, HypervisorError, Op, VmInfo, VmSpec,
+};
+use neptune_types::Secret;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{self, codes, ErrorBody};
+
+/// Default time to establish a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time for a whole request (a simulated or real hypervisor
+/// operation included).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a call to an Agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer: connection refused, reset, or timed out. The operation
+    /// may or may not have happened; every Agent call is idempotent, so
+    /// repeating it is safe.
+    #[error("agent {url} is unreachable")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The Agent answered with a refusal.
+    #[error("agent refused the request ({status}, {code}): {message}")]
+    Refused {
+        status: u16,
+        /// One of [`crate::api::codes`] (or `http_<status>` when the answer
+        /// was not an Agent error body).
+        code: String,
+        message: String,
+        detail: Option<String>,
+    },
+    /// The Agent answered something this client cannot read.
+    #[error("agent {url} sent an unreadable answer")]
+    Protocol {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request was never sent: a VM name unfit for a URL.
+    #[error("invalid request")]
+    Invalid(#[source] HypervisorError),
+    #[error("cannot build the HTTP client")]
+    Build(#[source] reqwest::Error),
+}
+
+impl ClientError {
+    /// Whether repeating the same call may succeed: no answer, or an
+    /// Agent-side failure (5xx). Refusals (4xx) need something to change
+    /// first.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Refused { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The refusal's code, if the Agent refused.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The same failure in the port's terms. `op` and `vm` say which call
+    /// failed; `what` is the call's other argument the error may name (the
+    /// template image of a disk, the state path of a restore).
+    pub fn into_hypervisor_error(self, op: Op, vm: &str, what: &str) -> HypervisorError {
+        match self {
+            ClientError::Unreachable { .. } => HypervisorError::Unreachable(error_chain(&self)),
+            ClientError::Invalid(e) => e,
+            ClientError::Refused {
+                code,
+                message,
+                detail,
+                ..
+            } => {
+                let detail = detail.unwrap_or_else(|| message.clone());
+                match code.as_str() {
+                    codes::NO_SUCH_VM => HypervisorError::NoSuchVm(vm.to_owned()),
+                    codes::SPEC_MISMATCH => HypervisorError::SpecMismatch {
+                        name: vm.to_owned(),
+                    },
+                    codes::NO_ROOM => HypervisorError::NoRoom(detail),
+                    codes::NO_IMAGE => HypervisorError::NoImage(what.to_owned()),
+                    codes::NO_SAVED_STATE => HypervisorError::NoSavedState(what.to_owned()),
+                    codes::INVALID_REQUEST => HypervisorError::InvalidRequest(detail),
+                    codes::HYPERVISOR_UNREACHABLE => HypervisorError::Unreachable(detail),
+                    codes::HYPERVISOR_FAILED => HypervisorError::Failed {
+                        op,
+                        vm: vm.to_owned(),
+                        message: detail,
+                    },
+                    _ => HypervisorError::Failed {
+                        op,
+                        vm: vm.to_owned(),
+                        message: format!("agent refused ({code}): {message}"),
+                    },
+                }
+            }
+            ClientError::Protocol { .. } | ClientError::Build(_) => HypervisorError::Failed {
+                op,
+                vm: vm.to_owned(),
+                message: error_chain(&self),
+            },
+        }
+    }
+}
+
+/// `err` and its sources, one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// A typed client of one Agent. Cheap to clone (connections are pooled).
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    base: String,
+    token: Secret,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl AgentClient {
+    /// A client of the Agent at `base_url` (`http://host:port`) with the
+    /// default timeouts.
+    pub fn new(base_url: &str, token: Secret) -> Result<Self, ClientError> {
+        Self::with_timeouts(
+            base_url,
+            token,
+            DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_REQUEST_TIMEOUT,
+        )
+    }
+
+    /// A client with its own connection and request timeouts.
+    pub fn with_timeouts(
+        base_url: &str,
+        token: Secret,
+        connect: Duration,
+        request: Duration,
+    ) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(AgentClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            token,
+            timeout: request,
+            http,
+        })
+    }
+
+    /// The Agent's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /healthz` (needs no token).
+    pub async fn health(&self) -> Result<api::Health, ClientError> {
+        self.call(Method::GET, "/healthz", None::<&()>).await
+    }
+
+    /// `GET /v1/host`.
+    pub async fn host(&self) -> Result<api::HostInfo, ClientError> {
+        self.call(Method::GET, "/v1/host", None::<&()>).await
+    }
+
+    /// `GET /v1/vms`.
+    pub async fn list_vms(&self) -> Result<Vec<VmInfo>, ClientError> {
+        self.call(Method::GET, "/v1/vms", None::<&()>).await
+    }
+
+    /// `GET /v1/vms/{name}`.
+    pub async fn vm(&self, name: &str) -> Result<VmInfo, ClientError> {
+        let path = vm_path(name, "")?;
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `PUT /v1/vms/{name}/disk`: returns the disk's path on the host.
+    pub async fn prepare_disk(
+        &self,
+        name: &str,
+        template_image: &str,
+        size_mib: u64,
+    ) -> Result<String, ClientError> {
+        let path = vm_path(name, "/disk")?;
+        let body = api::PrepareDisk {
+            template_image: template_image.to_owned(),
+            size_mib,
+        };
+        let disk: api::Disk = self.call(Method::PUT, &path, Some(&body)).await?;
+        Ok(disk.disk)
+    }
+
+    /// `DELETE /v1/vms/{name}/disk`.
+    pub async fn remove_disk(&self, name: &str) -> Result<(), ClientError> {
+        let path = vm_path(name, "/disk")?;
+        self.call_empty(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `PUT /v1/vms/{name}`: defines the VM (stopped).
+    pub async fn define(&self, spec: &VmSpec) -> Result<(), ClientError> {
+        let path = vm_path(&spec.name, "")?;
+        self.call_empty(Method::PUT, &path, Some(spec)).await
+    }
+
+    /// `POST /v1/vms/{name}/start`.
+    pub async fn start(&self, name: &str) -> Result<(), ClientError> {
+        let path = vm_path(name, "/start")?;
+        self.call_empty(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/vms/{name}/save`: saves the VM to `state_path` and frees
+    /// the host.
+    pub async fn save(&self, name: &str, state_path: &str) -> Result<(), ClientError> {
+        let path = vm_path(name, "/save")?;
+        let body = api::SaveVm {
+            state_path: state_path.to_owned(),
+        };
+        self.call_empty(Method::POST, &path, Some(&body)).await
+    }
+
+    /// `POST /v1/vms/{name}/restore`: defines and starts the VM from a
+    /// saved state.
+    pub async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<(), ClientError> {
+        let path = vm_path(&spec.name, "/restore")?;
+        let body = api::RestoreVm {
+            spec: spec.clone(),
+            state_path: state_path.to_owned(),
+        };
+        self.call_empty(Method::POST, &path, Some(&body)).await
+    }
+
+    /// `DELETE /v1/vms/{name}`: stops and undefines the VM (its disk stays).
+    pub async fn destroy(&self, name: &str) -> Result<(), ClientError> {
+        let path = vm_path(name, "")?;
+        self.call_empty(Method::DELETE, &path, None::<&()>).await
+    }
+
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .timeout(self.timeout)
+            .bearer_auth(self.token.expose());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source: source.without_url(),
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.refusal(resp).await)
+    }
+
+    async fn refusal(&self, resp: reqwest::Response) -> ClientError {
+        let status = resp.status();
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(source) => {
+                return ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source: source.without_url(),
+                }
+            }
+        };
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => ClientError::Refused {
+                status: status.as_u16(),
+                code: b.code,
+                message: b.message,
+                detail: b.detail,
+            },
+            Err(_) => ClientError::Refused {
+                status: status.as_u16(),
+                code: format!("http_{}", status.as_u16()),
+                message: text.chars().take(200).collect(),
+                detail: None,
+            },
+        }
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        resp.json::<T>().await.map_err(|source| {
+            if source.is_decode() {
+                ClientError::Protocol {
+                    url: self.base.clone(),
+                    source: source.without_url(),
+                }
+            } else {
+                ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source: source.without_url(),
+                }
+            }
+        })
+    }
+
+    async fn call_empty<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        let resp = self.send(method, path, body).await?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(());
+        }
+        // Drain whatever came, so the connection can be reused.
+        resp.bytes()
+            .await
+            .map(|_| ())
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source: source.without_url(),
+            })
+    }
+}
+
+/// `/v1/vms/{name}{suffix}`, refusing names that are not VM names (they
+/// are the only part of a path that comes from outside).
+fn vm_path(name: &str, suffix: &str) -> Result<String, ClientError> {
+    validate_vm_name(name).map_err(ClientError::Invalid)?;
+    Ok(format!("/v1/vms/{name}{suffix}"))
+}
+
+/// A remote host's hypervisor, reached through its Agent: the
+/// [`Hypervisor`] port over [`AgentClient`]. Transport failures become
+/// [`HypervisorError::Unreachable`], refusals the variant they came from.
+#[derive(Debug, Clone)]
+pub struct AgentHypervisor {
+    client: AgentClient,
+    capacity: Capacity,
+}
+
+impl AgentHypervisor {
+    /// Wraps `client`; `capacity` is what the host registered (the port's
+    /// `capacity` cannot ask the Agent, it is not async).
+    pub fn new(client: AgentClient, capacity: Capacity) -> Self {
+        AgentHypervisor { client, capacity }
+    }
+
+    /// Wraps `client`, asking the Agent for its capacity.
+    pub async fn connect(client: AgentClient) -> Result<Self, ClientError> {
+        let host = client.host().await?;
+        Ok(Self::new(client, host.capacity))
+    }
+
+    /// The client inside.
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Hypervisor for AgentHypervisor {
+    fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    async fn prepare_disk(
+        &self,
+        vm: &str,
+        template_image: &str,
+        size_mib: u64,
+    ) -> neptune_hypervisor::Result<String> {
+        self.client
+            .prepare_disk(vm, template_image, size_mib)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::PrepareDisk, vm, template_image))
+    }
+
+    async fn remove_disk(&self, vm: &str) -> neptune_hypervisor::Result<()> {
+        self.client
+            .remove_disk(vm)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::RemoveDisk, vm, ""))
+    }
+
+    async fn define(&self, spec: &VmSpec) -> neptune_hypervisor::Result<()> {
+        self.client
+            .define(spec)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Define, &spec.name, ""))
+    }
+
+    async fn start(&self, vm: &str) -> neptune_hypervisor::Result<()> {
+        self.client
+            .start(vm)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Start, vm, ""))
+    }
+
+    async fn save(&self, vm: &str, state_path: &str) -> neptune_hypervisor::Result<()> {
+        self.client
+            .save(vm, state_path)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Save, vm, state_path))
+    }
+
+    async fn restore(&self, spec: &VmSpec, state_path: &str) -> neptune_hypervisor::Result<()> {
+        self.client
+            .restore(spec, state_path)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Restore, &spec.name, state_path))
+    }
+
+    async fn destroy(&self, vm: &str) -> neptune_hypervisor::Result<()> {
+        self.client
+            .destroy(vm)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Destroy, vm, ""))
+    }
+
+    async fn list(&self) -> neptune_hypervisor::Result<Vec<VmInfo>> {
+        // `list` has no `Op` to put in a `Failed`; a refused or unanswered
+        // listing both mean the host's state is unknown right now.
+        self.client
+            .list_vms()
+            .await
+            .map_err(|e| HypervisorError::Unreachable(error_chain(&e)))
+    }
+}

@@ -1,0 +1,143 @@
+//! The `neptune agent` daemon: options as the command line gives them,
+//! tokens read from files (never from the command line, where `ps` would
+//! show them), a runtime, and the Agent until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use neptune_hypervisor::sim::{SimConfig, SimHypervisor};
+use neptune_hypervisor::{Capacity, Hypervisor};
+use neptune_types::Secret;
+
+use crate::{AgentConfig, AgentError, ManagerLink};
+
+/// Which hypervisor adapter drives the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypervisorKind {
+    /// The simulated adapter: VMs in memory, disks as small files under
+    /// the data directory.
+    Sim,
+}
+
+/// What `neptune agent` is told.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub listen: SocketAddr,
+    pub name: String,
+    pub datacenter: String,
+    pub advertise_url: Option<String>,
+    /// The Manager to register with (none: standalone).
+    pub manager_url: Option<String>,
+    pub manager_token_file: Option<PathBuf>,
+    pub token_file: PathBuf,
+    pub hypervisor: HypervisorKind,
+    pub data_dir: PathBuf,
+    pub capacity: Capacity,
+    pub heartbeat: Duration,
+    pub log_level: tracing::Level,
+}
+
+/// Reads a token from `path`: the file's content without surrounding
+/// whitespace, which must not be empty.
+pub fn read_token(path: &Path) -> Result<Secret, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        AgentError::Config(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(AgentError::Config(format!(
+            "the token file {} is empty",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(file = %path.display(), "the token file is readable by other users (chmod 600 it)");
+            }
+        }
+    }
+    Ok(Secret::new(token))
+}
+
+impl DaemonOptions {
+    /// The Agent these options describe (opening the hypervisor).
+    pub fn into_config(self) -> Result<AgentConfig, AgentError> {
+        let token = read_token(&self.token_file)?;
+        let manager = match (self.manager_url, self.manager_token_file) {
+            (Some(url), Some(file)) => {
+                let mut link = ManagerLink::new(url, read_token(&file)?);
+                link.heartbeat = self.heartbeat;
+                Some(link)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(AgentError::Config(
+                    "--manager needs --manager-token-file".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(AgentError::Config(
+                    "--manager-token-file needs --manager".into(),
+                ))
+            }
+        };
+        let hypervisor: Arc<dyn Hypervisor> = match self.hypervisor {
+            HypervisorKind::Sim => Arc::new(
+                SimHypervisor::new(SimConfig::new(self.data_dir, self.capacity))
+                    .map_err(AgentError::Sim)?,
+            ),
+        };
+        Ok(AgentConfig {
+            name: self.name,
+            datacenter: self.datacenter,
+            listen: self.listen,
+            advertise_url: self.advertise_url,
+            token,
+            manager,
+            hypervisor,
+        })
+    }
+}
+
+/// Runs the Agent described by `options` until SIGINT or SIGTERM.
+pub fn run_blocking(options: DaemonOptions) -> Result<(), AgentError> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(options.log_level)
+        .try_init();
+    let config = options.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    runtime.block_on(crate::run(config, shutdown_signal()))
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C still ends the process.
+            std::future::pending::<()>().await;
+        }
+    }
+    tracing::info!("shutting down");
+}

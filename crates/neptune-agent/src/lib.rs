@@ -1,0 +1,182 @@
+//! The Neptune Agent: one per physical host. It serves the Agent API
+//! ([`api`]) over the host's [`Hypervisor`], and registers the host with
+//! the Manager, repeating the registration as its heartbeat.
+//!
+//! The Manager reaches hosts only through Agents, over HTTP, even when
+//! `neptune up` runs the Manager and several Agents in one process: every
+//! Agent is an instance ([`start`] returns its bound address), nothing is
+//! global.
+//!
+//! ```text
+//!   Manager ── AgentClient / AgentHypervisor ──HTTP──► Agent ──► Hypervisor (sim | libvirt)
+//!      ▲                                                 │
+//!      └──────── POST /api/v1/hosts (register, heartbeat)┘
+//! ```
+
+pub mod api;
+pub mod client;
+pub mod daemon;
+mod register;
+mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use neptune_hypervisor::Hypervisor;
+use neptune_types::Secret;
+use tokio::task::JoinHandle;
+
+pub use client::{AgentClient, AgentHypervisor, ClientError};
+pub use register::ManagerLink;
+
+/// Everything an Agent needs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The host's name (unique in the Service Switching domain).
+    pub name: String,
+    /// The datacenter the host belongs to (must exist in the Manager).
+    pub datacenter: String,
+    /// Address of the Agent API; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The URL the Manager should use to reach this Agent; by default
+    /// `http://<bound address>`.
+    pub advertise_url: Option<String>,
+    /// The token every API call (but `/healthz`) must carry.
+    pub token: Secret,
+    /// The Manager to register with; none for a standalone Agent.
+    pub manager: Option<ManagerLink>,
+    pub hypervisor: Arc<dyn Hypervisor>,
+}
+
+/// Why an Agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the Agent API server failed")]
+    Serve(#[source] std::io::Error),
+    #[error("the Agent task failed")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("cannot start the runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot open the simulated hypervisor")]
+    Sim(#[source] neptune_hypervisor::sim::SimError),
+}
+
+/// A running Agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    addr: SocketAddr,
+    url: String,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl RunningAgent {
+    /// The address the Agent API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL the Agent registers (where the Manager reaches it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Waits until the Agent stops (after its shutdown future completes
+    /// and in-flight requests finish).
+    pub async fn wait(self) -> Result<(), AgentError> {
+        self.task.await.map_err(AgentError::Task)?
+    }
+}
+
+/// A host name as the Manager accepts it: 1 to 64 letters, digits, `-`,
+/// `_` or `.`.
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Binds the Agent API and starts serving it (and registering with the
+/// Manager, if configured) in a task; returns once the listener is bound.
+/// The Agent stops when `shutdown` completes.
+pub async fn start(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningAgent, AgentError> {
+    if !valid_host_name(&config.name) {
+        return Err(AgentError::Config(format!(
+            "{:?} is not a host name (1 to 64 letters, digits, '-', '_' or '.')",
+            config.name
+        )));
+    }
+    if config.datacenter.is_empty() {
+        return Err(AgentError::Config("the datacenter name is empty".into()));
+    }
+    if config.token.is_empty() {
+        return Err(AgentError::Config("the agent token is empty".into()));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let capacity = config.hypervisor.capacity();
+    let app = server::router(server::ServerState {
+        hypervisor: config.hypervisor.clone(),
+        name: config.name.clone(),
+        datacenter: config.datacenter.clone(),
+        token: Arc::new(config.token.clone()),
+    });
+    let heartbeat = config.manager.clone().map(|link| {
+        let body = api::RegisterHost {
+            datacenter: config.datacenter.clone(),
+            name: config.name.clone(),
+            agent_url: url.clone(),
+            cpus: capacity.cpus,
+            ram_mib: capacity.ram_mib,
+            disk_mib: capacity.disk_mib,
+            vm_slots: capacity.vm_slots,
+        };
+        tokio::spawn(register::heartbeat_loop(link, body))
+    });
+    tracing::info!(host = %config.name, datacenter = %config.datacenter, %addr, "agent listening");
+    let name = config.name.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        tracing::info!(host = %name, "agent stopped");
+        served.map_err(AgentError::Serve)
+    });
+    Ok(RunningAgent { addr, url, task })
+}
+
+/// [`start`], then wait until the Agent stops.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    start(config, shutdown).await?.wait().await
+}

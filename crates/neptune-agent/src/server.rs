@@ -1,0 +1,273 @@
+//! The Agent's HTTP server: the routes of [`crate::api`] over a
+//! [`Hypervisor`], behind bearer-token authentication.
+//!
+//! [`HypervisorError`]s become [`ErrorBody`]s here, at the edge, and
+//! nowhere else.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use neptune_hypervisor::{validate_vm_name, Hypervisor, HypervisorError, VmInfo, VmSpec};
+use neptune_types::Secret;
+use subtle::ConstantTimeEq as _;
+
+use crate::api::{self, codes, ErrorBody};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerState {
+    pub(crate) hypervisor: Arc<dyn Hypervisor>,
+    pub(crate) name: String,
+    pub(crate) datacenter: String,
+    pub(crate) token: Arc<Secret>,
+}
+
+/// The Agent API router over `state`.
+pub(crate) fn router(state: ServerState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/host", get(host))
+        .route("/v1/vms", get(list_vms))
+        .route("/v1/vms/{name}", get(get_vm).put(define).delete(destroy))
+        .route("/v1/vms/{name}/disk", put(prepare_disk).delete(remove_disk))
+        .route("/v1/vms/{name}/start", post(start))
+        .route("/v1/vms/{name}/save", post(save))
+        .route("/v1/vms/{name}/restore", post(restore))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A refusal on its way out.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code: code.to_owned(),
+                message: message.into(),
+                detail: None,
+            },
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, message)
+    }
+}
+
+impl From<HypervisorError> for ApiError {
+    fn from(e: HypervisorError) -> Self {
+        use HypervisorError as E;
+        let (status, code, detail) = match &e {
+            E::NoSuchVm(_) => (StatusCode::NOT_FOUND, codes::NO_SUCH_VM, None),
+            E::SpecMismatch { .. } => (StatusCode::CONFLICT, codes::SPEC_MISMATCH, None),
+            E::NoRoom(d) => (StatusCode::CONFLICT, codes::NO_ROOM, Some(d.clone())),
+            E::NoImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::NO_IMAGE, None),
+            E::NoSavedState(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                codes::NO_SAVED_STATE,
+                None,
+            ),
+            E::InvalidRequest(d) => (
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                Some(d.clone()),
+            ),
+            E::Failed { message, .. } => (
+                StatusCode::BAD_GATEWAY,
+                codes::HYPERVISOR_FAILED,
+                Some(message.clone()),
+            ),
+            E::Unreachable(d) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::HYPERVISOR_UNREACHABLE,
+                Some(d.clone()),
+            ),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %e, "hypervisor operation failed");
+        }
+        ApiError {
+            status,
+            body: ErrorBody {
+                code: code.to_owned(),
+                message: e.to_string(),
+                detail,
+            },
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::invalid(e.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Refuses every request without the right bearer token. The comparison
+/// takes the same time wherever the tokens differ; the token is never
+/// logged nor echoed.
+async fn authenticate(State(state): State<ServerState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let ok = given.is_some_and(|g| bool::from(g.ct_eq(state.token.expose().as_bytes())));
+    if ok {
+        next.run(req).await
+    } else {
+        tracing::debug!(path = %req.uri().path(), "refused a request without the agent token");
+        let mut resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            "a valid agent token is required (Authorization: Bearer <token>)",
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        resp
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+async fn healthz() -> Json<api::Health> {
+    Json(api::Health {
+        status: "ok".into(),
+    })
+}
+
+async fn host(State(s): State<ServerState>) -> Json<api::HostInfo> {
+    Json(api::HostInfo {
+        name: s.name.clone(),
+        datacenter: s.datacenter.clone(),
+        capacity: s.hypervisor.capacity(),
+    })
+}
+
+async fn list_vms(State(s): State<ServerState>) -> ApiResult<Json<Vec<VmInfo>>> {
+    Ok(Json(s.hypervisor.list().await?))
+}
+
+fn vm_name(name: &str) -> ApiResult<()> {
+    validate_vm_name(name).map_err(ApiError::from)
+}
+
+fn same_name(path: &str, spec: &VmSpec) -> ApiResult<()> {
+    if spec.name == path {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "the path names VM {path:?} but the spec names {:?}",
+            spec.name
+        )))
+    }
+}
+
+async fn get_vm(State(s): State<ServerState>, Path(name): Path<String>) -> ApiResult<Json<VmInfo>> {
+    vm_name(&name)?;
+    s.hypervisor
+        .list()
+        .await?
+        .into_iter()
+        .find(|vm| vm.name == name)
+        .map(Json)
+        .ok_or_else(|| HypervisorError::NoSuchVm(name).into())
+}
+
+async fn prepare_disk(
+    State(s): State<ServerState>,
+    Path(name): Path<String>,
+    body: Result<Json<api::PrepareDisk>, JsonRejection>,
+) -> ApiResult<Json<api::Disk>> {
+    vm_name(&name)?;
+    let Json(req) = body?;
+    let disk = s
+        .hypervisor
+        .prepare_disk(&name, &req.template_image, req.size_mib)
+        .await?;
+    Ok(Json(api::Disk { disk }))
+}
+
+async fn remove_disk(
+    State(s): State<ServerState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    vm_name(&name)?;
+    s.hypervisor.remove_disk(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn define(
+    State(s): State<ServerState>,
+    Path(name): Path<String>,
+    body: Result<Json<VmSpec>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    vm_name(&name)?;
+    let Json(spec) = body?;
+    same_name(&name, &spec)?;
+    s.hypervisor.define(&spec).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start(State(s): State<ServerState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    vm_name(&name)?;
+    s.hypervisor.start(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn save(
+    State(s): State<ServerState>,
+    Path(name): Path<String>,
+    body: Result<Json<api::SaveVm>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    vm_name(&name)?;
+    let Json(req) = body?;
+    s.hypervisor.save(&name, &req.state_path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restore(
+    State(s): State<ServerState>,
+    Path(name): Path<String>,
+    body: Result<Json<api::RestoreVm>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    vm_name(&name)?;
+    let Json(req) = body?;
+    same_name(&name, &req.spec)?;
+    s.hypervisor.restore(&req.spec, &req.state_path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn destroy(State(s): State<ServerState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    vm_name(&name)?;
+    s.hypervisor.destroy(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,582 @@
+//! Real Agents on 127.0.0.1:0 over the simulated hypervisor, driven
+//! through `AgentClient` (and `AgentHypervisor`), plus a tiny fake Manager
+//! that records registrations.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use neptune_agent::api::{self, codes, Capacity, Nic, VmSpec, VmState};
+use neptune_agent::{
+    AgentClient, AgentConfig, AgentHypervisor, ClientError, ManagerLink, RunningAgent,
+};
+use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
+use neptune_hypervisor::{Hypervisor, HypervisorError, Op};
+use neptune_types::Secret;
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "agent-token-4f1c9e";
+
+const CAP: Capacity = Capacity {
+    cpus: 8,
+    ram_mib: 8192,
+    disk_mib: 100_000,
+    vm_slots: 4,
+};
+
+/// One Agent over one simulated host.
+struct Host {
+    agent: Option<RunningAgent>,
+    sim: Arc<SimHypervisor>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Host {
+    fn url(&self) -> String {
+        self.agent.as_ref().unwrap().url().to_owned()
+    }
+
+    fn client(&self) -> AgentClient {
+        AgentClient::new(&self.url(), Secret::new(TOKEN)).unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.agent.take().unwrap().wait().await.unwrap();
+    }
+}
+
+async fn start_host(root: &Path, name: &str, manager: Option<ManagerLink>) -> Host {
+    let sim = Arc::new(SimHypervisor::new(SimConfig::new(root.join(name), CAP)).unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let agent = neptune_agent::start(
+        AgentConfig {
+            name: name.into(),
+            datacenter: "napoli".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise_url: None,
+            token: Secret::new(TOKEN),
+            manager,
+            hypervisor: sim.clone(),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .unwrap();
+    Host {
+        agent: Some(agent),
+        sim,
+        stop: Some(stop),
+    }
+}
+
+fn image(dir: &Path) -> String {
+    let path = dir.join("debian-12.qcow2");
+    std::fs::write(&path, b"template").unwrap();
+    path.display().to_string()
+}
+
+fn spec(name: &str, disk: &str) -> VmSpec {
+    VmSpec {
+        name: name.into(),
+        vcpus: 2,
+        ram_mib: 1024,
+        disk_mib: 2048,
+        disk: disk.into(),
+        nics: vec![Nic {
+            mac: "52:54:00:12:34:56".into(),
+            network: "nbr-vi1-l1".into(),
+        }],
+    }
+}
+
+fn refused(err: &ClientError) -> (u16, &str) {
+    match err {
+        ClientError::Refused { status, code, .. } => (*status, code.as_str()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn auth_is_required_and_the_token_never_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+
+    // /healthz needs no token.
+    let anonymous = AgentClient::new(&host.url(), Secret::new("")).unwrap();
+    assert_eq!(anonymous.health().await.unwrap().status, "ok");
+
+    // No Authorization header at all.
+    let raw = reqwest::Client::new();
+    for path in ["/v1/host", "/v1/vms", "/v1/vms/a"] {
+        let resp = raw
+            .get(format!("{}{path}", host.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        let body: api::ErrorBody = resp.json().await.unwrap();
+        assert_eq!(body.code, codes::UNAUTHORIZED);
+    }
+    // Not a bearer token.
+    let resp = raw
+        .get(format!("{}/v1/host", host.url()))
+        .header("Authorization", format!("Basic {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // A wrong token, a prefix of the right one, a longer one.
+    for wrong in ["wrong", &TOKEN[..5], &format!("{TOKEN}x")] {
+        let client = AgentClient::new(&host.url(), Secret::new(wrong)).unwrap();
+        let err = client.host().await.unwrap_err();
+        assert_eq!(refused(&err), (401, codes::UNAUTHORIZED));
+        assert!(!err.is_retryable());
+        let err = client.define(&spec("vi1-a", "d")).await.unwrap_err();
+        assert_eq!(refused(&err), (401, codes::UNAUTHORIZED));
+        assert!(!err.to_string().contains(TOKEN));
+    }
+    assert!(host.sim.list().await.unwrap().is_empty());
+
+    // The right token; the answer does not carry it.
+    let resp = raw
+        .get(format!("{}/v1/host", host.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains(TOKEN));
+    let info: api::HostInfo = serde_json::from_str(&text).unwrap();
+    assert_eq!(info.name, "h1");
+    assert_eq!(info.datacenter, "napoli");
+    assert_eq!(info.capacity, CAP);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn full_lifecycle_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let host = start_host(dir.path(), "h1", None).await;
+    let c = host.client();
+
+    let disk = c.prepare_disk("vi1-web", &img, 2048).await.unwrap();
+    assert_eq!(c.prepare_disk("vi1-web", &img, 2048).await.unwrap(), disk);
+    assert!(Path::new(&disk).is_file());
+    assert!(disk.starts_with(&dir.path().join("h1").display().to_string()));
+
+    let s = spec("vi1-web", &disk);
+    c.define(&s).await.unwrap();
+    c.define(&s).await.unwrap();
+    assert_eq!(c.vm("vi1-web").await.unwrap().state, VmState::Stopped);
+    c.start("vi1-web").await.unwrap();
+    c.start("vi1-web").await.unwrap();
+    let vms = c.list_vms().await.unwrap();
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].state, VmState::Running);
+    assert_eq!(vms[0].spec, s);
+
+    c.destroy("vi1-web").await.unwrap();
+    c.destroy("vi1-web").await.unwrap();
+    assert!(c.list_vms().await.unwrap().is_empty());
+    assert_eq!(
+        refused(&c.vm("vi1-web").await.unwrap_err()),
+        (404, codes::NO_SUCH_VM)
+    );
+    assert!(Path::new(&disk).is_file(), "destroy keeps the disk");
+    c.remove_disk("vi1-web").await.unwrap();
+    c.remove_disk("vi1-web").await.unwrap();
+    assert!(!Path::new(&disk).exists());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_have_codes_and_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let host = start_host(dir.path(), "h1", None).await;
+    let c = host.client();
+
+    let err = c.start("ghost").await.unwrap_err();
+    assert_eq!(refused(&err), (404, codes::NO_SUCH_VM));
+    assert!(!err.is_retryable());
+
+    let s = spec("vi1-a", "d");
+    c.define(&s).await.unwrap();
+    let changed = VmSpec { vcpus: 1, ..s };
+    assert_eq!(
+        refused(&c.define(&changed).await.unwrap_err()),
+        (409, codes::SPEC_MISMATCH)
+    );
+
+    // Room: 8 vCPUs, 2 per VM, the first is defined.
+    for n in ["vi1-b", "vi1-c", "vi1-d"] {
+        c.define(&spec(n, "d")).await.unwrap();
+    }
+    assert_eq!(
+        refused(&c.define(&spec("vi1-e", "d")).await.unwrap_err()),
+        (409, codes::NO_ROOM)
+    );
+    assert_eq!(
+        refused(
+            &c.prepare_disk("vi1-a", "/no/such/image", 1)
+                .await
+                .unwrap_err()
+        ),
+        (422, codes::NO_IMAGE)
+    );
+    assert_eq!(
+        refused(
+            &c.restore(&spec("vi9-x", "d"), "/no/such/state")
+                .await
+                .unwrap_err()
+        ),
+        (422, codes::NO_SAVED_STATE)
+    );
+    assert_eq!(
+        refused(&c.prepare_disk("vi1-a", &img, 1_000_000).await.unwrap_err()),
+        (409, codes::NO_ROOM)
+    );
+    assert_eq!(
+        refused(&c.save("ghost", "/no/such/state").await.unwrap_err()),
+        (404, codes::NO_SUCH_VM)
+    );
+
+    // Names unfit for a path are refused before anything is sent.
+    assert!(matches!(
+        c.start("../etc").await,
+        Err(ClientError::Invalid(HypervisorError::InvalidRequest(_)))
+    ));
+
+    // Malformed bodies, a body naming another VM, an unknown route.
+    let raw = reqwest::Client::new();
+    let resp = raw
+        .put(format!("{}/v1/vms/vi1-z", host.url()))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<api::ErrorBody>().await.unwrap().code,
+        codes::INVALID_REQUEST
+    );
+    let resp = raw
+        .put(format!("{}/v1/vms/vi1-z", host.url()))
+        .bearer_auth(TOKEN)
+        .json(&spec("vi1-y", "d"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = raw
+        .post(format!("{}/v1/vms/.hidden/start", host.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = raw
+        .get(format!("{}/v2/nothing", host.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<api::ErrorBody>().await.unwrap().code,
+        codes::NOT_FOUND
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn injected_faults_surface_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let c = host.client();
+    c.define(&spec("vi1-web", "d")).await.unwrap();
+    c.define(&spec("vi1-db", "d")).await.unwrap();
+
+    host.sim
+        .set_faults(vec![Fault::times(Op::Start, 2).for_vm("-db")]);
+    c.start("vi1-web").await.unwrap();
+    let err = c.start("vi1-db").await.unwrap_err();
+    assert_eq!(refused(&err), (502, codes::HYPERVISOR_FAILED));
+    assert!(err.is_retryable());
+
+    // The same fault through the port: the variant comes back.
+    let hv = AgentHypervisor::connect(host.client()).await.unwrap();
+    assert_eq!(hv.capacity(), CAP);
+    match hv.start("vi1-db").await {
+        Err(HypervisorError::Failed { op, vm, message }) => {
+            assert_eq!(op, Op::Start);
+            assert_eq!(vm, "vi1-db");
+            assert!(message.contains("injected"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Spent: the third call succeeds.
+    hv.start("vi1-db").await.unwrap();
+    assert!(hv
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .all(|vm| vm.state == VmState::Running));
+
+    // Other refusals keep their variant through the port.
+    assert_eq!(
+        hv.start("ghost").await,
+        Err(HypervisorError::NoSuchVm("ghost".into()))
+    );
+    let huge = VmSpec {
+        vcpus: 8,
+        ..spec("vi1-x", "d")
+    };
+    assert!(matches!(
+        hv.define(&huge).await,
+        Err(HypervisorError::NoRoom(m)) if m.contains("vCPU")
+    ));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_and_slow_agents_are_retryable() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let c = AgentClient::new(&format!("http://{addr}"), Secret::new(TOKEN)).unwrap();
+    let err = c.list_vms().await.unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let hv = AgentHypervisor::new(c, CAP);
+    assert!(matches!(
+        hv.start("vi1-a").await,
+        Err(HypervisorError::Unreachable(_))
+    ));
+
+    // An operation slower than the client's timeout.
+    let host = start_host(dir.path(), "h1", None).await;
+    host.sim.set_delay(Op::Define, Duration::from_secs(2));
+    let c = AgentClient::with_timeouts(
+        &host.url(),
+        Secret::new(TOKEN),
+        Duration::from_secs(1),
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let err = c.define(&spec("vi1-slow", "d")).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+    assert!(t.elapsed() < Duration::from_millis(1500));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn save_on_one_agent_restore_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let a = start_host(dir.path(), "a", None).await;
+    let b = start_host(dir.path(), "b", None).await;
+    let (ca, cb) = (a.client(), b.client());
+    let state = dir.path().join("states").join("vi1-web.state");
+    let state = state.display().to_string();
+
+    let disk = ca.prepare_disk("vi1-web", &img, 2048).await.unwrap();
+    let s = spec("vi1-web", &disk);
+    ca.define(&s).await.unwrap();
+    ca.start("vi1-web").await.unwrap();
+    ca.save("vi1-web", &state).await.unwrap();
+    ca.save("vi1-web", &state).await.unwrap();
+    assert!(ca.list_vms().await.unwrap().is_empty(), "save frees host a");
+
+    cb.restore(&s, &state).await.unwrap();
+    cb.restore(&s, &state).await.unwrap();
+    let vms = cb.list_vms().await.unwrap();
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].state, VmState::Running);
+    assert_eq!(vms[0].spec, s);
+
+    // Through the port, with a spec that disagrees with the running VM.
+    let hv = AgentHypervisor::connect(cb.clone()).await.unwrap();
+    let other = VmSpec {
+        ram_mib: 4096,
+        ..s.clone()
+    };
+    assert_eq!(
+        hv.restore(&other, &state).await,
+        Err(HypervisorError::SpecMismatch {
+            name: "vi1-web".into()
+        })
+    );
+    assert_eq!(
+        hv.restore(&spec("vi1-db", "d"), "/no/such/state").await,
+        Err(HypervisorError::NoSavedState("/no/such/state".into()))
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// What the fake Manager saw.
+#[derive(Default)]
+struct Seen {
+    posts: Vec<(Option<String>, api::RegisterHost, Instant)>,
+    /// How many requests to refuse first (as a Manager that is down).
+    refuse_first: usize,
+    refused: usize,
+}
+
+async fn fake_manager(refuse_first: usize) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen {
+        refuse_first,
+        ..Seen::default()
+    }));
+    let app = Router::new()
+        .route(
+            "/api/v1/hosts",
+            post(
+                |axum::extract::State(seen): axum::extract::State<Arc<Mutex<Seen>>>,
+                 headers: HeaderMap,
+                 Json(body): Json<api::RegisterHost>| async move {
+                    let mut s = seen.lock().unwrap();
+                    if s.refused < s.refuse_first {
+                        s.refused += 1;
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    s.posts.push((auth, body, Instant::now()));
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+fn link(addr: SocketAddr) -> ManagerLink {
+    let mut link = ManagerLink::new(format!("http://{addr}/"), Secret::new("manager-token"));
+    link.heartbeat = Duration::from_millis(100);
+    link.max_backoff = Duration::from_millis(200);
+    link
+}
+
+async fn wait_for_posts(seen: &Mutex<Seen>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().posts.len() < n {
+        assert!(Instant::now() < deadline, "fewer than {n} registrations");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn registers_with_the_manager_and_keeps_the_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = fake_manager(0).await;
+    let host = start_host(dir.path(), "h1", Some(link(addr))).await;
+    wait_for_posts(&seen, 3).await;
+    {
+        let s = seen.lock().unwrap();
+        let (auth, body, _) = &s.posts[0];
+        assert_eq!(auth.as_deref(), Some("Bearer manager-token"));
+        assert_eq!(
+            *body,
+            api::RegisterHost {
+                datacenter: "napoli".into(),
+                name: "h1".into(),
+                agent_url: host.url(),
+                cpus: CAP.cpus,
+                ram_mib: CAP.ram_mib,
+                disk_mib: CAP.disk_mib,
+                vm_slots: CAP.vm_slots,
+            }
+        );
+        // Heartbeats about every 100 ms, not a busy loop.
+        let first = s.posts[0].2;
+        let third = s.posts[2].2;
+        assert!(third - first >= Duration::from_millis(150));
+    }
+    // The registered URL reaches the Agent.
+    let registered = seen.lock().unwrap().posts[0].1.agent_url.clone();
+    let c = AgentClient::new(&registered, Secret::new(TOKEN)).unwrap();
+    assert_eq!(c.host().await.unwrap().name, "h1");
+
+    // Once stopped, the heartbeat stops too.
+    host.stop().await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let n = seen.lock().unwrap().posts.len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(seen.lock().unwrap().posts.len(), n);
+}
+
+#[tokio::test]
+async fn keeps_trying_while_the_manager_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Manager that answers 503 three times, then accepts.
+    let (addr, seen) = fake_manager(3).await;
+    let host = start_host(dir.path(), "h1", Some(link(addr))).await;
+    wait_for_posts(&seen, 2).await;
+    assert_eq!(seen.lock().unwrap().refused, 3);
+    host.stop().await;
+
+    // A Manager that is not there at all: the Agent still serves.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = free.local_addr().unwrap();
+    drop(free);
+    let host = start_host(dir.path(), "h2", Some(link(gone))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(host.client().host().await.unwrap().name, "h2");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let url = host.url();
+    host.stop().await;
+    let c = AgentClient::new(&url, Secret::new(TOKEN)).unwrap();
+    assert!(matches!(
+        c.health().await,
+        Err(ClientError::Unreachable { .. })
+    ));
+
+    // A bad configuration is refused before binding.
+    let sim = Arc::new(SimHypervisor::new(SimConfig::new(dir.path().join("x"), CAP)).unwrap());
+    let err = neptune_agent::start(
+        AgentConfig {
+            name: "bad name".into(),
+            datacenter: "napoli".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise_url: None,
+            token: Secret::new(TOKEN),
+            manager: None,
+            hypervisor: sim,
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, neptune_agent::AgentError::Config(_)));
+}
