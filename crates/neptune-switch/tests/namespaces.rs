@@ -153,6 +153,20 @@ fn migration_scenario(plane: Plane) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let mut bed = Testbed::new(plane);
+    // The home switch blackholes its home prefix (no loop while a binding changes).
+    let blackholes = sh_out(&[
+        "ip",
+        "-n",
+        &bed.ess["a"].ns,
+        "route",
+        "show",
+        "type",
+        "blackhole",
+    ]);
+    assert!(
+        blackholes.contains("203.0.113.0/24"),
+        "no blackhole for the home prefix: {blackholes}"
+    );
     let echo = EchoSession::start(&bed);
 
     // A -> B.
