@@ -14,8 +14,9 @@
 //! outside the home prefixes or a care-of address that is not a peer `422`;
 //! a missing, stale, replayed or wrong signature `401`.
 //!
-//! Every accepted update is persisted (atomically) before it is applied to
-//! the data plane and before the answer.
+//! Every accepted update is applied to the data plane, then persisted
+//! (atomically), then answered; if it cannot be persisted the data plane is
+//! rolled back and the call fails, so an answered update is always on disk.
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -193,16 +194,23 @@ impl App {
                     (&Method::DELETE, "visitors") => next.delete_visitor(addr, generation(uri)?)?,
                     _ => return Err(ApiError::Method),
                 };
+                let apply_err = |e| ApiError::Apply(format!("{:#}", anyhow::Error::from(e)));
                 if outcome == Outcome::Changed || next != inner.table {
-                    next.save(&self.config.state_file)
-                        .map_err(ApiError::Persist)?;
+                    // Data plane first, so packets follow the move without
+                    // waiting for the disk; the answer waits for both. If the
+                    // table cannot be persisted, the data plane is rolled back.
+                    let applied = self.plane.apply(&next, &[addr]);
+                    if let Err(e) = next.save(&self.config.state_file) {
+                        let _ = self.plane.apply(&inner.table, &[addr]);
+                        return Err(ApiError::Persist(e));
+                    }
                     inner.table = next;
                     tracing::info!(%addr, kind = *kind, method = %m, forwarding = ?inner.table.forwarding(addr), "table updated");
+                    applied.map_err(apply_err)?;
+                } else {
+                    // A repeat also repairs the data plane.
+                    self.plane.apply(&inner.table, &[addr]).map_err(apply_err)?;
                 }
-                // Applied even when unchanged: a repeat also repairs the data plane.
-                self.plane
-                    .apply(&inner.table, &[addr])
-                    .map_err(|e| ApiError::Apply(format!("{:#}", anyhow::Error::from(e))))?;
                 Ok(Json(json!({ "outcome": outcome })).into_response())
             }
             (_, ["v1", "health" | "state"]) => Err(ApiError::Method),

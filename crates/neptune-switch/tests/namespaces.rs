@@ -39,15 +39,21 @@ fn move_and_check(
     generation: u64,
 ) -> Duration {
     echo.take_max_gap();
+    let started = Instant::now();
     bed.move_vm(to, generation);
+    let moved = started.elapsed();
     echo.wait_rounds(20);
     let stall = echo.take_max_gap();
     eprintln!(
-        "{:?}: move to {to}: longest stall {} ms",
+        "{:?}: move to {to}: longest stall {} ms (re-plug and control calls {} ms)",
         bed.plane,
-        stall.as_millis()
+        stall.as_millis(),
+        moved.as_millis()
     );
-    assert!(stall < STALL_LIMIT, "move to {to}: stall {stall:?}");
+    assert!(
+        stall < STALL_LIMIT,
+        "move to {to}: stall {stall:?}, re-plug and control calls took {moved:?}"
+    );
 
     let inet = bed.ns("inet");
     let from_a = Capture::start(&inet, "to-a");
@@ -186,6 +192,10 @@ fn migration_scenario(plane: Plane) {
         let b = bed.client("b").state();
         let count =
             |s: &serde_json::Value, k: &str| s["data_plane"]["counters"][k].as_u64().unwrap_or(0);
+        eprintln!(
+            "{plane:?} counters after the bulk transfer: a {} b {}",
+            a["data_plane"]["counters"], b["data_plane"]["counters"]
+        );
         assert!(
             count(&a, "super_packets") > 0,
             "no TCP super-packet cut at home: {a}"

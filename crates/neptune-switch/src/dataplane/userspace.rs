@@ -60,6 +60,7 @@ struct Counters {
     dropped_no_binding: AtomicU64,
     send_errors: AtomicU64,
     super_packets: AtomicU64,
+    wire_reads: AtomicU64,
     coalesced_writes: AtomicU64,
     tun_write_errors: AtomicU64,
 }
@@ -370,7 +371,10 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
                 MsgFlags::MSG_WAITFORONE,
                 None,
             ) {
-                Ok(r) => r.map(|m| m.bytes).collect(),
+                Ok(r) => {
+                    bump(&c.wire_reads);
+                    r.map(|m| m.bytes).collect()
+                }
                 Err(Errno::EAGAIN | Errno::EINTR) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving IP-in-IP");
@@ -608,6 +612,7 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
                 }
             }
         };
+        bump(&c.wire_reads);
         let Ok(t) = shared.tables.read() else {
             continue;
         };
@@ -731,6 +736,7 @@ impl DataPlane for UserspacePlane {
             ("dropped_no_binding", &c.dropped_no_binding),
             ("send_errors", &c.send_errors),
             ("super_packets", &c.super_packets),
+            ("wire_reads", &c.wire_reads),
             ("coalesced_writes", &c.coalesced_writes),
             ("tun_write_errors", &c.tun_write_errors),
         ] {
