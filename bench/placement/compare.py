@@ -6,8 +6,9 @@ usage: compare.py --neptune PATH --instances DIR [--out docs/placement-compare.c
                   [--sizes 20,100,...] [--reps 5] [--tools a,b,...]
 
 Every tool runs as its own process; wall time is the median of --reps runs,
-peak memory the largest maximum resident set size of the process (wait4).
-The cut, group sizes and admissibility of every result are computed here,
+peak memory the largest maximum resident set size (GNU time).
+Wall time includes process start (and, for the PyPI peers, the Python
+interpreter and module import). The cut, group sizes and admissibility of every result are computed here,
 the same way for every tool.
 """
 import argparse
@@ -64,16 +65,19 @@ def evaluate(n, edges, blocks):
 
 
 def run_measured(cmd, cwd=None):
-    """Runs cmd; returns (returncode, wall seconds, peak RSS MiB, stdout)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
-    out_chunks = []
-    # Read output before waiting so a full pipe cannot block the child.
-    out, err = p.stdout.read(), p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, wall, ru.ru_maxrss / 1024.0, out.decode(errors="replace"), err.decode(errors="replace")
+    """Runs cmd under GNU time; returns (returncode, wall seconds, peak RSS
+    MiB, stdout, stderr). GNU time is a small process, so the peak RSS it
+    reports is the tool's own (the Python parent's is not inherited)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        t0 = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + cmd,
+                           capture_output=True, cwd=cwd)
+        wall = time.perf_counter() - t0
+        try:
+            kib = float(rss.read().strip().split()[-1])
+        except (ValueError, IndexError):
+            kib = float("nan")
+    return p.returncode, wall, kib / 1024.0, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
 def read_blocks(path):
@@ -84,6 +88,20 @@ def read_blocks(path):
     return [int(x) for x in text]
 
 
+def solve_time(tool, out, wall):
+    """The tool's own solve time: neptune's JSON time_s, the PyPI peers'
+    in-process time, else the wall time of the process."""
+    try:
+        if tool.startswith("neptune"):
+            return json.loads(out)["time_s"]
+        m = re.search(r"solve_time_s=([0-9.]+)", out)
+        if m:
+            return float(m[1])
+    except (ValueError, KeyError):
+        pass
+    return wall
+
+
 def tool_command(tool, inst, n, k, seed, work, neptune):
     """(command, function that returns the blocks after it ran)."""
     part = os.path.join(work, f"{tool}.part")
@@ -92,6 +110,7 @@ def tool_command(tool, inst, n, k, seed, work, neptune):
         cmd = [neptune, "placement", "solve", inst, "--group-size", str(K), "--link-capacity", str(B),
                "--solver", solver, "--seed", str(seed), "--output", "json"]
         return cmd, lambda out: json.loads(out)["group"]
+
     if tool == "scotch":
         grf = os.path.join(work, "g.grf")
         if not os.path.exists(grf):
@@ -148,7 +167,7 @@ def main():
                 if lim is not None and n > lim:
                     continue
                 reps = 1 if tool.startswith("ilp") else (a.reps_large if n >= 100000 else a.reps)
-                times, mems, res, status = [], [], None, "ok"
+                times, solves, mems, res, status = [], [], [], None, "ok"
                 for r in range(reps):
                     cmd, blocks_of = tool_command(tool, inst, n, k, a.seed, work, a.neptune)
                     rc, wall, mem, out, err = run_measured(cmd)
@@ -156,6 +175,7 @@ def main():
                         status = f"exit {rc}: {err.strip()[-200:]}"
                         break
                     times.append(wall)
+                    solves.append(solve_time(tool, out, wall))
                     mems.append(mem)
                     if r == 0:
                         try:
@@ -172,10 +192,11 @@ def main():
                                  over_nodes=res["over_nodes"] if res else "",
                                  admissible=res["admissible"] if res else "",
                                  time_s=round(statistics.median(times), 4) if times else "",
+                                 solve_s=round(statistics.median(solves), 4) if solves else "",
                                  peak_mib=round(max(mems), 1) if mems else ""))
                 print(f"{name:28} {tool:16} {status:10} cut={rows[-1]['cut']!s:>8} "
                       f"max={rows[-1]['max_group']!s:>3} adm={rows[-1]['admissible']!s:5} "
-                      f"t={rows[-1]['time_s']!s:>8}s mem={rows[-1]['peak_mib']!s:>7}MiB", flush=True)
+                      f"t={rows[-1]['time_s']!s:>8}s solve={rows[-1]['solve_s']!s:>8}s mem={rows[-1]['peak_mib']!s:>7}MiB", flush=True)
         # Reference: ILP optimum at n = 20, else best cap-respecting cut.
         mine = [r for r in rows if r["instance"] == name]
         ilp = [r for r in mine if r["tool"] == "ilp" and r["cut"] != ""]
@@ -186,7 +207,7 @@ def main():
             r["ratio"] = round(r["cut"] / ref, 5) if ref and r["cut"] != "" else ""
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     fields = ["instance", "n", "arcs", "idx", "tool", "status", "cut", "reference", "ratio", "max_group",
-              "over_groups", "over_nodes", "admissible", "time_s", "peak_mib"]
+              "over_groups", "over_nodes", "admissible", "time_s", "solve_s", "peak_mib"]
     with open(a.out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()

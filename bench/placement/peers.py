@@ -165,6 +165,7 @@ def main():
     cap = None
     if "--pair-capacity" in sys.argv:
         cap = int(sys.argv[sys.argv.index("--pair-capacity") + 1])
+    t0 = time.perf_counter()
     if tool == "mtkahypar":
         blocks = mtkahypar_run(path, k, seed, "DEFAULT")
     elif tool == "mtkahypar-q":
@@ -182,6 +183,8 @@ def main():
         random.Random(seed).shuffle(blocks)
     else:
         sys.exit(f"unknown tool {tool}")
+    # In-process time (without interpreter start and imports), for compare.py.
+    print(f"solve_time_s={time.perf_counter() - t0:.6f}")
     with open(out, "w") as f:
         if blocks is None:
             f.write("infeasible\n")
