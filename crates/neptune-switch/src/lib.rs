@@ -35,7 +35,16 @@ use anyhow::Context as _;
 /// table, starts the data plane, re-applies the table, then serves the API.
 pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
     config.check()?;
+    warn_if_key_readable_by_others(&config.key_file);
     let key = auth::SwitchKey::from_file(&config.key_file)?;
+    if let Some(dir) = config
+        .state_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    }
     let table = state::SwitchTable::load(&config.state_file)?;
     let plane = dataplane::build(&config).context("starting the data plane")?;
     if let Err(e) = plane.apply(&table, &table.addresses()) {
@@ -74,6 +83,15 @@ pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
     reconciler.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+fn warn_if_key_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(key_file = %path.display(), "the key file is readable by group or others; chmod 600 it");
+        }
+    }
 }
 
 async fn shutdown_signal() {
