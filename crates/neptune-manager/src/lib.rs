@@ -6,12 +6,14 @@
 //! PostgreSQL at scale). The HTTP JSON API is under `/api/v1`, documented by
 //! the OpenAPI document that [`openapi()`] builds from the code.
 
+pub mod agents;
 pub mod auth;
 pub mod error;
 mod http;
 pub mod jobs;
 mod openapi;
 pub mod plan;
+pub mod up;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -148,6 +148,16 @@ pub(crate) async fn create_template(
     Json(req): Json<api::CreateTemplate>,
 ) -> ApiResult<(StatusCode, Json<api::Template>)> {
     caller.require_admin()?;
+    let t = register_template(&state, caller.user.id, req).await?;
+    Ok((StatusCode::CREATED, Json(template_out(&t))))
+}
+
+/// Registers an image of the repository as a template owned by `owner`.
+pub(crate) async fn register_template(
+    state: &AppState,
+    owner: Uuid,
+    req: api::CreateTemplate,
+) -> ApiResult<TemplateRecord> {
     neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
         ApiError::InvalidRequest(
             "a template name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
@@ -164,7 +174,7 @@ pub(crate) async fn create_template(
     let t = TemplateRecord {
         id: Uuid::new_v4(),
         name: req.name,
-        owner_id: Some(caller.user.id),
+        owner_id: Some(owner),
         image_path: path.to_string_lossy().into_owned(),
         format: info.format,
         size_mib,
@@ -182,7 +192,7 @@ pub(crate) async fn create_template(
         )));
     }
     state.store.create_template(&t).await?;
-    Ok((StatusCode::CREATED, Json(template_out(&t))))
+    Ok(t)
 }
 
 /// Resolves `image` inside the repository; refuses anything that escapes it.

@@ -1,0 +1,209 @@
+//! A typed client of the Manager's API (`/api/v1`), used by the CLI.
+
+use neptune_api as api;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the Manager at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The Manager refused: its stable code and message.
+    #[error("{message}")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+        details: Vec<String>,
+    },
+    #[error("unexpected answer from the Manager")]
+    Decode(#[source] reqwest::Error),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one Manager, optionally authenticated.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: Option<String>) -> Self {
+        Client {
+            base: base_url.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            if status == StatusCode::NO_CONTENT {
+                return serde_json::from_str("null").map_err(|_| ClientError::Api {
+                    status,
+                    code: "internal".into(),
+                    message: "empty answer".into(),
+                    details: vec![],
+                });
+            }
+            return resp.json().await.map_err(ClientError::Decode);
+        }
+        let body: Option<api::ErrorBody> = resp.json().await.ok();
+        Err(match body {
+            Some(b) => ClientError::Api {
+                status,
+                code: b.code,
+                message: b.message,
+                details: b.details,
+            },
+            None => ClientError::Api {
+                status,
+                code: "internal".into(),
+                message: format!("the Manager answered {status}"),
+                details: vec![],
+            },
+        })
+    }
+
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<api::TokenResponse, ClientError> {
+        let body = api::LoginRequest {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        };
+        self.call(Method::POST, "/auth/login", Some(&body)).await
+    }
+
+    pub async fn create_api_token(&self, name: &str) -> Result<api::TokenResponse, ClientError> {
+        self.call(
+            Method::POST,
+            "/tokens",
+            Some(&api::CreateApiToken {
+                name: name.to_owned(),
+            }),
+        )
+        .await
+    }
+
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.call::<(), Option<()>>(Method::POST, "/auth/logout", None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn me(&self) -> Result<api::User, ClientError> {
+        self.call::<(), _>(Method::GET, "/me", None).await
+    }
+
+    pub async fn datacenters(&self) -> Result<Vec<api::Datacenter>, ClientError> {
+        self.call::<(), _>(Method::GET, "/datacenters", None).await
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<api::Host>, ClientError> {
+        self.call::<(), _>(Method::GET, "/hosts", None).await
+    }
+
+    pub async fn templates(&self) -> Result<Vec<api::Template>, ClientError> {
+        self.call::<(), _>(Method::GET, "/templates", None).await
+    }
+
+    pub async fn create_template(
+        &self,
+        req: &api::CreateTemplate,
+    ) -> Result<api::Template, ClientError> {
+        self.call(Method::POST, "/templates", Some(req)).await
+    }
+
+    pub async fn vis(&self) -> Result<Vec<api::Vi>, ClientError> {
+        self.call::<(), _>(Method::GET, "/vis", None).await
+    }
+
+    pub async fn vi(&self, id: Uuid) -> Result<api::ViDetail, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/vis/{id}"), None)
+            .await
+    }
+
+    pub async fn create_vi(&self, design: &api::ViDesign) -> Result<api::ViDetail, ClientError> {
+        self.call(Method::POST, "/vis", Some(design)).await
+    }
+
+    pub async fn plan(&self, id: Uuid, datacenter: Option<&str>) -> Result<api::Plan, ClientError> {
+        let query = datacenter
+            .map(|d| format!("?datacenter={d}"))
+            .unwrap_or_default();
+        self.call::<(), _>(Method::GET, &format!("/vis/{id}/plan{query}"), None)
+            .await
+    }
+
+    /// `request`, `withdraw`, `revise` or `terminate`.
+    pub async fn act(&self, id: Uuid, action: &str) -> Result<api::ViDetail, ClientError> {
+        self.call::<(), _>(Method::POST, &format!("/vis/{id}/{action}"), None)
+            .await
+    }
+
+    pub async fn accept(
+        &self,
+        id: Uuid,
+        req: &api::AcceptRequest,
+    ) -> Result<api::ViDetail, ClientError> {
+        self.call(Method::POST, &format!("/vis/{id}/accept"), Some(req))
+            .await
+    }
+
+    pub async fn reject(&self, id: Uuid, reason: &str) -> Result<api::ViDetail, ClientError> {
+        let body = api::RejectRequest {
+            reason: reason.to_owned(),
+        };
+        self.call(Method::POST, &format!("/vis/{id}/reject"), Some(&body))
+            .await
+    }
+
+    pub async fn job(&self, id: Uuid) -> Result<api::Job, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/jobs/{id}"), None)
+            .await
+    }
+}

@@ -1,0 +1,272 @@
+//! `neptune up`: a whole Neptune on one machine, in one process — a Manager
+//! on SQLite in a data directory, and simulated datacenters whose hosts are
+//! real Agents (HTTP on 127.0.0.1) over simulated hypervisors. The same
+//! pieces as a real deployment; only the hypervisor is simulated.
+//!
+//! The data directory keeps the database, the template images, the
+//! simulated hosts' disks, and three secrets (mode 0600): the first
+//! administrator's password, the Agents' token and the Agents' Manager
+//! token.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use neptune_agent::{AgentConfig, ManagerLink};
+use neptune_hypervisor::sim::{SimConfig, SimHypervisor};
+use neptune_hypervisor::Capacity;
+use neptune_store::{DatacenterRecord, Role, StoreError, TokenKind, TokenRecord};
+use neptune_types::Secret;
+use uuid::Uuid;
+
+use crate::agents::AgentDirectory;
+use crate::{auth, now_ms, Config, Manager};
+
+/// What `neptune up` starts.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub datacenters: Vec<String>,
+    pub hosts_per_datacenter: usize,
+    /// Capacity of every simulated host.
+    pub host_capacity: Capacity,
+}
+
+impl UpOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        UpOptions {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            datacenters: vec!["napoli".to_owned(), "roma".to_owned()],
+            hosts_per_datacenter: 3,
+            host_capacity: Capacity {
+                cpus: 16,
+                ram_mib: 64 * 1024,
+                disk_mib: 1024 * 1024,
+                vm_slots: 16,
+            },
+        }
+    }
+}
+
+/// A running `neptune up`.
+#[derive(Debug)]
+pub struct Up {
+    /// The Manager's base URL.
+    pub url: String,
+    pub admin_name: String,
+    /// The first administrator's password (kept in the data directory).
+    pub admin_password: Secret,
+    pub hosts: Vec<String>,
+}
+
+/// Reads a secret file, or creates it (0600) with `make()`.
+fn secret_file(
+    path: &Path,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<Secret> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let text = text.trim().to_owned();
+        if !text.is_empty() {
+            return Ok(Secret::new(text));
+        }
+    }
+    let value = make()?;
+    write_secret(path, &value)?;
+    Ok(Secret::new(value))
+}
+
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{value}")?;
+    Ok(())
+}
+
+/// Starts everything and returns once it serves; it runs until `shutdown`.
+pub async fn start(
+    opts: UpOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Up, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let dir = &opts.data_dir;
+    for sub in ["images", "hosts"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+    }
+    let dir = dir.canonicalize()?;
+    let admin_password = secret_file(&dir.join("admin.password"), auth::generate_password)?;
+    let agent_token = secret_file(&dir.join("agent.token"), || Ok(auth::new_token()?.0))?;
+
+    let mut config = Config::new(
+        format!("sqlite://{}", dir.join("neptune.db").display()),
+        dir.join("images"),
+    );
+    config.admin_password = Some(admin_password.expose().to_owned());
+    let manager = Manager::open(config, Arc::new(AgentDirectory::new(agent_token.clone()))).await?;
+    let state = manager.state().clone();
+    let (listener, addr) = Manager::bind(opts.listen).await?;
+    let url = format!("http://{addr}");
+
+    // The Agents register with an admin API token of their own.
+    let admin = state
+        .store
+        .user_by_name("admin")
+        .await
+        .context("the administrator is missing")?;
+    let token_path = dir.join("agents-manager.token");
+    let registration = match std::fs::read_to_string(&token_path).map(|t| t.trim().to_owned()) {
+        Ok(t)
+            if state
+                .store
+                .user_for_token(&auth::token_hash(&t), now_ms())
+                .await
+                .is_ok() =>
+        {
+            Secret::new(t)
+        }
+        _ => {
+            let (token, hash) = auth::new_token()?;
+            state
+                .store
+                .insert_token(&TokenRecord {
+                    hash,
+                    user_id: admin.id,
+                    kind: TokenKind::Api,
+                    name: "neptune up agents".to_owned(),
+                    created_at: now_ms(),
+                    expires_at: None,
+                })
+                .await?;
+            write_secret(&token_path, &token)?;
+            Secret::new(token)
+        }
+    };
+    debug_assert_eq!(admin.role, Role::Admin);
+
+    for name in &opts.datacenters {
+        let dc = DatacenterRecord {
+            id: Uuid::new_v4(),
+            name: name.clone(),
+            created_at: now_ms(),
+        };
+        match state.store.create_datacenter(&dc).await {
+            Ok(()) | Err(StoreError::Duplicate { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // A default template so that catalogue designs deploy at once.
+    let default = neptune_topology::catalogue::DEFAULT_TEMPLATE;
+    if let Err(StoreError::NotFound { .. }) = state.store.template_by_name(default).await {
+        let image = dir.join("images").join(format!("{default}.qcow2"));
+        if !image.exists() {
+            let status = tokio::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&image)
+                .arg("2G")
+                .status()
+                .await
+                .context("running qemu-img (install qemu-utils)")?;
+            anyhow::ensure!(
+                status.success(),
+                "qemu-img could not create {}",
+                image.display()
+            );
+        }
+        let req = neptune_api::CreateTemplate {
+            name: default.to_owned(),
+            image: format!("{default}.qcow2"),
+            os_name: "Debian".to_owned(),
+            vcpus: Some(1),
+            ram_mib: Some(512),
+            disk_mib: Some(4096),
+            software: Vec::new(),
+        };
+        crate::http::register_template(&state, admin.id, req)
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the default template: {e}"))?;
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    let mut hosts = Vec::new();
+    let mut agents = Vec::new();
+    for dc in &opts.datacenters {
+        for i in 1..=opts.hosts_per_datacenter {
+            let name = format!("{dc}-{i}");
+            let sim = SimHypervisor::new(SimConfig::new(
+                dir.join("hosts").join(&name),
+                opts.host_capacity,
+            ))?;
+            let config = AgentConfig {
+                name: name.clone(),
+                datacenter: dc.clone(),
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                advertise_url: None,
+                token: agent_token.clone(),
+                manager: Some(ManagerLink::new(url.clone(), registration.clone())),
+                hypervisor: Arc::new(sim),
+            };
+            agents.push(neptune_agent::start(config, stopped()).await?);
+            hosts.push(name);
+        }
+    }
+
+    let serve_state = stopped();
+    let server = tokio::spawn(async move {
+        let resumed = manager.resume_jobs().await?;
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "resumed unfinished jobs");
+        }
+        let watchdog = tokio::spawn(mark_unreachable(manager.state().clone()));
+        let result = manager.serve(listener, serve_state).await;
+        watchdog.abort();
+        for agent in agents {
+            let _ = agent.wait().await;
+        }
+        result
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    Ok((
+        Up {
+            url,
+            admin_name: admin.name,
+            admin_password,
+            hosts,
+        },
+        server,
+    ))
+}
+
+/// Hosts whose Agent has not been heard from for three heartbeats are unreachable.
+async fn mark_unreachable(state: crate::AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Err(err) = state.store.mark_unreachable(now_ms() - 15_000).await {
+            tracing::warn!(error = %err, "marking unreachable hosts");
+        }
+    }
+}
