@@ -13,6 +13,9 @@ use neptune_types::Secret;
 
 use crate::{AgentConfig, AgentError, ManagerLink};
 
+/// Log levels, for command lines (`error` to `trace`).
+pub use tracing::Level as LogLevel;
+
 /// Which hypervisor adapter drives the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HypervisorKind {
@@ -36,7 +39,7 @@ pub struct DaemonOptions {
     pub data_dir: PathBuf,
     pub capacity: Capacity,
     pub heartbeat: Duration,
-    pub log_level: tracing::Level,
+    pub log_level: LogLevel,
 }
 
 /// Reads a token from `path`: the file's content without surrounding

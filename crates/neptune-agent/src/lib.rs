@@ -27,6 +27,8 @@ use neptune_hypervisor::Hypervisor;
 use neptune_types::Secret;
 use tokio::task::JoinHandle;
 
+pub use neptune_hypervisor::Capacity;
+
 pub use client::{AgentClient, AgentHypervisor, ClientError};
 pub use register::ManagerLink;
 

@@ -31,6 +31,8 @@ enum Command {
     Address(cmd::address::AddressCommand),
     /// Run an Edge Service Switch: Mobility Binding Table, tunnels, control API.
     Switch(cmd::switch::Args),
+    /// Run the Agent of one host: the Agent API over its hypervisor.
+    Agent(cmd::agent::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Placement(c) => cmd::placement::run(c),
         Command::Address(c) => cmd::address::run(c),
         Command::Switch(a) => cmd::switch::run(a),
+        Command::Agent(a) => cmd::agent::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One module per subcommand group.
 
 pub(crate) mod address;
+pub(crate) mod agent;
 pub(crate) mod placement;
 pub(crate) mod switch;
 pub(crate) mod topology;

@@ -1,0 +1,96 @@
+//! `neptune agent`: run the Agent of one physical host.
+//!
+//! Thin: the daemon lives in `neptune-agent` (`neptune_agent::daemon`).
+//! Tokens come from files, never from the command line (`ps` shows it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use neptune_agent::daemon::{DaemonOptions, HypervisorKind, LogLevel};
+use neptune_agent::Capacity;
+
+/// Which hypervisor adapter (flag form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HypervisorFlag {
+    /// Simulated: VMs in memory, disks as small files in the data directory.
+    Sim,
+}
+
+/// Arguments of `neptune agent`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address of the Agent API (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// The host's name, unique across datacenters.
+    #[arg(long)]
+    name: String,
+    /// The datacenter this host belongs to (must exist in the Manager).
+    #[arg(long)]
+    datacenter: String,
+    /// URL the Manager uses to reach this Agent (default: http://<listen>).
+    #[arg(long)]
+    advertise_url: Option<String>,
+    /// The Manager's URL to register with (omit to run standalone).
+    #[arg(long, requires = "manager_token_file")]
+    manager: Option<String>,
+    /// File holding a Manager API token of an administrator.
+    #[arg(long, requires = "manager")]
+    manager_token_file: Option<PathBuf>,
+    /// File holding the token callers of this Agent must present.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Hypervisor adapter.
+    #[arg(long, value_enum, default_value = "sim")]
+    hypervisor: HypervisorFlag,
+    /// Where disks and the VM table live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Physical CPUs offered to VMs.
+    #[arg(long, default_value_t = 16)]
+    cpus: u32,
+    /// RAM offered to VMs (MiB).
+    #[arg(long, default_value_t = 65_536)]
+    ram_mib: u64,
+    /// Disk offered to VM disks (MiB).
+    #[arg(long, default_value_t = 1_048_576)]
+    disk_mib: u64,
+    /// Most VMs at once.
+    #[arg(long, default_value_t = 32)]
+    vm_slots: u32,
+    /// Seconds between two registrations with the Manager (the heartbeat).
+    #[arg(long, default_value_t = 5)]
+    heartbeat_secs: u64,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    log_level: LogLevel,
+}
+
+/// Runs the Agent until SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = DaemonOptions {
+        listen: args.listen,
+        name: args.name,
+        datacenter: args.datacenter,
+        advertise_url: args.advertise_url,
+        manager_url: args.manager,
+        manager_token_file: args.manager_token_file,
+        token_file: args.token_file,
+        hypervisor: match args.hypervisor {
+            HypervisorFlag::Sim => HypervisorKind::Sim,
+        },
+        data_dir: args.data_dir,
+        capacity: Capacity {
+            cpus: args.cpus,
+            ram_mib: args.ram_mib,
+            disk_mib: args.disk_mib,
+            vm_slots: args.vm_slots,
+        },
+        heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        log_level: args.log_level,
+    };
+    neptune_agent::daemon::run_blocking(options)?;
+    Ok(ExitCode::SUCCESS)
+}
