@@ -580,3 +580,57 @@ async fn stops_on_shutdown() {
     .unwrap_err();
     assert!(matches!(err, neptune_agent::AgentError::Config(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_vms_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let big = Capacity {
+        cpus: 1000,
+        ram_mib: 1 << 30,
+        disk_mib: 1 << 30,
+        vm_slots: 100,
+    };
+    let sim = Arc::new(SimHypervisor::new(SimConfig::new(dir.path().join("h"), big)).unwrap());
+    let agent = neptune_agent::start(
+        AgentConfig {
+            name: "h".into(),
+            datacenter: "napoli".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise_url: None,
+            token: Secret::new(TOKEN),
+            manager: None,
+            hypervisor: sim.clone(),
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let c = AgentClient::new(agent.url(), Secret::new(TOKEN)).unwrap();
+    let tasks: Vec<_> = (0..101)
+        .map(|i| {
+            let (c, img) = (c.clone(), img.clone());
+            tokio::spawn(async move {
+                let name = format!("vi1-n{i}");
+                let disk = c.prepare_disk(&name, &img, 10).await?;
+                c.define(&spec(&name, &disk)).await?;
+                c.start(&name).await
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => {}
+            Err(e) => {
+                assert_eq!(e.code(), Some(codes::NO_ROOM), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    // 100 slots: exactly one of the 101 found no room.
+    assert_eq!(refused, 1);
+    let vms = c.list_vms().await.unwrap();
+    assert_eq!(vms.len(), 100);
+    assert!(vms.iter().all(|vm| vm.state == VmState::Running));
+}

@@ -21,7 +21,6 @@
 //! operations on different VMs overlap as on a real host.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -327,7 +326,7 @@ impl SimHypervisor {
     /// Writes the VM table; called with the lock held so writes are ordered.
     fn persist(&self, op: Op, vm: &str, inner: &Inner) -> Result<()> {
         let vms: Vec<&SimVm> = inner.vms.values().collect();
-        let bytes = serde_json::to_vec_pretty(&vms)
+        let bytes = serde_json::to_vec(&vms)
             .map_err(|e| Self::failed(op, vm, "cannot encode the VM table", &e))?;
         write_atomically(&self.root.join("vms.json"), &bytes)
             .map_err(|e| Self::failed(op, vm, "cannot write the VM table", &e))
@@ -381,8 +380,11 @@ fn check_spec(spec: &VmSpec) -> Result<()> {
     Ok(())
 }
 
-/// Writes a temporary file beside `path`, syncs it and renames it over
-/// `path`, creating the parent directory if needed.
+/// Writes a temporary file beside `path` and renames it over `path`,
+/// creating the parent directory if needed. A reader (or a restarted
+/// process) sees the old content or the new, never a mix. There is no
+/// fsync: this is a simulation, surviving a process crash is enough, and
+/// a sync per operation would make 100 VMs take seconds.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -390,10 +392,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 
