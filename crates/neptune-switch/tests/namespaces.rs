@@ -346,3 +346,100 @@ fn kernel_data_plane_keeps_a_tcp_connection_across_datacenters() {
 fn userspace_data_plane_keeps_a_tcp_connection_across_datacenters() {
     migration_scenario(Plane::Userspace);
 }
+
+/// The daemon with the simulated data plane, driven over real HTTP on
+/// loopback (no root needed): flags instead of a config file, persistence
+/// across a restart, and the refusals.
+#[test]
+fn simulated_switch_persists_its_table_across_restarts() {
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("key"), "00112233445566778899aabbccddeeff").expect("key");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = || {
+        Command::new(daemon_path())
+            .args([
+                "--listen",
+                &listen,
+                "--care-of",
+                "198.18.1.2",
+                "--data-plane",
+                "simulated",
+            ])
+            .args(["--home-prefix", "203.0.113.0/24", "--peer", "198.18.2.2"])
+            .arg("--state-file")
+            .arg(dir.path().join("state/table.json"))
+            .arg("--key-file")
+            .arg(dir.path().join("key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the switch")
+    };
+    let key = neptune_switch::auth::SwitchKey::from_file(&dir.path().join("key")).expect("key");
+    let client = neptune_switch::client::ControlClient::new(listen.parse().expect("addr"), key);
+    let wait_up = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !client
+            .call("GET", "/v1/health", "")
+            .is_ok_and(|r| r.status == 200)
+        {
+            assert!(Instant::now() < deadline, "the switch did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let first = Kill(start());
+    wait_up();
+    let r = client
+        .put_binding("203.0.113.10", "198.18.2.2", "vi-1", 7, 1)
+        .expect("call");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("changed"), "{}", r.body);
+    let again = client
+        .put_binding("203.0.113.10", "198.18.2.2", "vi-1", 7, 1)
+        .expect("call");
+    assert!(again.body.contains("unchanged"), "{}", again.body);
+    assert_eq!(
+        client
+            .raw("GET", "/v1/state", &[], "")
+            .expect("call")
+            .status,
+        401
+    );
+    drop(first);
+
+    let _second = Kill(start());
+    wait_up();
+    let state = client.call("GET", "/v1/state", "").expect("call");
+    let state: serde_json::Value = serde_json::from_str(&state.body).expect("JSON");
+    assert_eq!(
+        state["table"]["bindings"]["203.0.113.10"]["care_of"], "198.18.2.2",
+        "{state}"
+    );
+    assert_eq!(
+        state["data_plane"]["counters"]["tunnel_routes"], 1,
+        "not re-applied: {state}"
+    );
+    let stale = client
+        .put_binding("203.0.113.10", "198.18.2.2", "vi-1", 7, 0)
+        .expect("call");
+    assert_eq!(stale.status, 409, "{}", stale.body);
+    assert!(
+        !state.to_string().contains("00112233"),
+        "the key leaked into the state"
+    );
+}
