@@ -58,6 +58,12 @@ pub fn read_token(path: &Path) -> Result<Secret, AgentError> {
             path.display()
         )));
     }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AgentError::Config(format!(
+            "the token in {} is not printable ASCII without spaces",
+            path.display()
+        )));
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -143,4 +149,73 @@ pub async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn options(dir: &Path) -> DaemonOptions {
+        DaemonOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            name: "h1".into(),
+            datacenter: "napoli".into(),
+            advertise_url: None,
+            manager_url: None,
+            manager_token_file: None,
+            token_file: dir.join("agent.token"),
+            hypervisor: HypervisorKind::Sim,
+            data_dir: dir.join("data"),
+            capacity: Capacity {
+                cpus: 4,
+                ram_mib: 4096,
+                disk_mib: 10_000,
+                vm_slots: 4,
+            },
+            heartbeat: Duration::from_secs(5),
+            log_level: LogLevel::INFO,
+        }
+    }
+
+    #[test]
+    fn tokens_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t");
+        std::fs::write(&file, "  s3cret-token\n").unwrap();
+        assert_eq!(read_token(&file).unwrap().expose(), "s3cret-token");
+        for bad in ["", " \n", "two words", "line\nline"] {
+            std::fs::write(&file, bad).unwrap();
+            let err = read_token(&file).unwrap_err().to_string();
+            // The refusal never quotes the would-be token.
+            assert!(bad.trim().is_empty() || !err.contains(bad.trim()), "{err}");
+        }
+        assert!(read_token(&dir.path().join("absent")).is_err());
+    }
+
+    #[test]
+    fn options_become_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent.token"), "a-token").unwrap();
+        std::fs::write(dir.path().join("manager.token"), "m-token").unwrap();
+
+        let config = options(dir.path()).into_config().unwrap();
+        assert!(config.manager.is_none());
+        assert_eq!(config.token.expose(), "a-token");
+        assert_eq!(config.hypervisor.capacity().vm_slots, 4);
+        assert!(dir.path().join("data/disks").is_dir());
+
+        let mut o = options(dir.path());
+        o.manager_url = Some("http://127.0.0.1:9".into());
+        o.manager_token_file = Some(dir.path().join("manager.token"));
+        o.heartbeat = Duration::from_secs(2);
+        let link = o.into_config().unwrap().manager.unwrap();
+        assert_eq!(link.token.expose(), "m-token");
+        assert_eq!(link.heartbeat, Duration::from_secs(2));
+
+        let mut o = options(dir.path());
+        o.manager_url = Some("http://127.0.0.1:9".into());
+        assert!(matches!(o.into_config(), Err(AgentError::Config(_))));
+    }
 }
