@@ -164,6 +164,7 @@ impl AgentClient {
         request: Duration,
     ) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(connect)
             .build()
             .map_err(ClientError::Build)?;

@@ -91,6 +91,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 /// Registers `body` with the Manager forever (until the task is dropped).
 pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost) {
     let http = match reqwest::Client::builder()
+        .no_proxy()
         .connect_timeout(link.timeout)
         .build()
     {

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +44,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/healthz", get(healthz))
         .merge(v1)
         .fallback(not_found)
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 
@@ -154,6 +156,23 @@ async fn authenticate(State(state): State<ServerState>, req: Request, next: Next
     }
 }
 
+/// One debug line per request: method, path, status, time. Never headers
+/// (the token travels in one).
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "agent request"
+    );
+    resp
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
 }
@@ -176,8 +195,19 @@ async fn list_vms(State(s): State<ServerState>) -> ApiResult<Json<Vec<VmInfo>>> 
     Ok(Json(s.hypervisor.list().await?))
 }
 
-fn vm_name(name: &str) -> ApiResult<()> {
-    validate_vm_name(name).map_err(ApiError::from)
+/// The `{name}` of a `/v1/vms/{name}...` path, checked to be a VM name.
+struct VmName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for VmName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(e.body_text()))?;
+        validate_vm_name(&name)?;
+        Ok(VmName(name))
+    }
 }
 
 fn same_name(path: &str, spec: &VmSpec) -> ApiResult<()> {
@@ -191,8 +221,7 @@ fn same_name(path: &str, spec: &VmSpec) -> ApiResult<()> {
     }
 }
 
-async fn get_vm(State(s): State<ServerState>, Path(name): Path<String>) -> ApiResult<Json<VmInfo>> {
-    vm_name(&name)?;
+async fn get_vm(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<Json<VmInfo>> {
     s.hypervisor
         .list()
         .await?
@@ -204,10 +233,9 @@ async fn get_vm(State(s): State<ServerState>, Path(name): Path<String>) -> ApiRe
 
 async fn prepare_disk(
     State(s): State<ServerState>,
-    Path(name): Path<String>,
+    VmName(name): VmName,
     body: Result<Json<api::PrepareDisk>, JsonRejection>,
 ) -> ApiResult<Json<api::Disk>> {
-    vm_name(&name)?;
     let Json(req) = body?;
     let disk = s
         .hypervisor
@@ -216,39 +244,32 @@ async fn prepare_disk(
     Ok(Json(api::Disk { disk }))
 }
 
-async fn remove_disk(
-    State(s): State<ServerState>,
-    Path(name): Path<String>,
-) -> ApiResult<StatusCode> {
-    vm_name(&name)?;
+async fn remove_disk(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {
     s.hypervisor.remove_disk(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn define(
     State(s): State<ServerState>,
-    Path(name): Path<String>,
+    VmName(name): VmName,
     body: Result<Json<VmSpec>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
-    vm_name(&name)?;
     let Json(spec) = body?;
     same_name(&name, &spec)?;
     s.hypervisor.define(&spec).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn start(State(s): State<ServerState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    vm_name(&name)?;
+async fn start(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {
     s.hypervisor.start(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn save(
     State(s): State<ServerState>,
-    Path(name): Path<String>,
+    VmName(name): VmName,
     body: Result<Json<api::SaveVm>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
-    vm_name(&name)?;
     let Json(req) = body?;
     s.hypervisor.save(&name, &req.state_path).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -256,18 +277,16 @@ async fn save(
 
 async fn restore(
     State(s): State<ServerState>,
-    Path(name): Path<String>,
+    VmName(name): VmName,
     body: Result<Json<api::RestoreVm>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
-    vm_name(&name)?;
     let Json(req) = body?;
     same_name(&name, &req.spec)?;
     s.hypervisor.restore(&req.spec, &req.state_path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn destroy(State(s): State<ServerState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    vm_name(&name)?;
+async fn destroy(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {
     s.hypervisor.destroy(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

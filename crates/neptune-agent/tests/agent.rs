@@ -282,13 +282,19 @@ async fn refusals_have_codes_and_statuses() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    let resp = raw
-        .post(format!("{}/v1/vms/.hidden/start", host.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
+    for bad in [".hidden", "%2e%2e%2fetc", "%FF", "a%20b"] {
+        let resp = raw
+            .post(format!("{}/v1/vms/{bad}/start", host.url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        assert_eq!(
+            resp.json::<api::ErrorBody>().await.unwrap().code,
+            codes::INVALID_REQUEST
+        );
+    }
     let resp = raw
         .get(format!("{}/v2/nothing", host.url()))
         .bearer_auth(TOKEN)
