@@ -98,11 +98,16 @@ impl std::fmt::Debug for CreateUser {
 pub struct Datacenter {
     pub id: Uuid,
     pub name: String,
+    pub home_pools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateDatacenter {
     pub name: String,
+    /// Public prefixes routed to the datacenter's Edge Service Switch,
+    /// from which entry points get their Home Addresses.
+    #[serde(default)]
+    pub home_pools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -125,6 +130,11 @@ pub struct Host {
     pub state: HostState,
     /// Milliseconds since the Unix epoch.
     pub last_seen: i64,
+    /// What placed VMs take.
+    pub used_vcpus: i64,
+    pub used_ram_mib: i64,
+    pub used_disk_mib: i64,
+    pub used_slots: i64,
 }
 
 /// What an Agent reports when it registers its host.
@@ -240,6 +250,8 @@ pub struct ViDetail {
     pub events: Vec<ViEvent>,
     /// Where each VM runs (once accepted).
     pub vms: Vec<PlannedVm>,
+    /// Its addresses (once accepted).
+    pub addresses: Option<AddressPlan>,
     /// Jobs that carried out changes, oldest first.
     pub jobs: Vec<Job>,
 }
@@ -295,6 +307,7 @@ pub struct Plan {
     pub cut_mbps: u64,
     /// Every physical link within its capacity.
     pub admissible: bool,
+    pub addresses: AddressPlan,
 }
 
 /// A durable job and its progress.
@@ -315,4 +328,41 @@ pub struct Job {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A virtual link's subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LinkAddresses {
+    pub link: String,
+    pub subnet: String,
+    pub gateway: Option<String>,
+}
+
+/// An interface's address (with its prefix length).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InterfaceAddress {
+    pub node: String,
+    pub interface: String,
+    pub link: String,
+    pub address: String,
+}
+
+/// An entry point's public Home Address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HomeAddress {
+    pub node: String,
+    pub interface: String,
+    pub address: String,
+    pub datacenter: String,
+}
+
+/// A VI's address plan: a subnet per virtual link, an address per
+/// interface, a Home Address per entry point.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AddressPlan {
+    /// The block of the private pool the VI's links live in.
+    pub block: Option<String>,
+    pub links: Vec<LinkAddresses>,
+    pub interfaces: Vec<InterfaceAddress>,
+    pub home_addresses: Vec<HomeAddress>,
 }

@@ -62,6 +62,11 @@ pub enum Step {
     },
     /// Free the VI's VM slots on its hosts.
     ReleaseHosts,
+    /// Free the VI's addresses (its owned prefixes and, through `covers`,
+    /// the counts of the prefixes containing them).
+    ReleaseAddresses {
+        covers: Vec<(String, String)>,
+    },
 }
 
 impl Step {
@@ -73,6 +78,7 @@ impl Step {
             Step::Destroy { vm, .. } => format!("destroy {vm}"),
             Step::RemoveDisk { vm, .. } => format!("remove disk of {vm}"),
             Step::ReleaseHosts => "release hosts".to_owned(),
+            Step::ReleaseAddresses { .. } => "release addresses".to_owned(),
         }
     }
 
@@ -91,7 +97,10 @@ impl Step {
                 host: *host,
                 vm: vm.clone(),
             }),
-            Step::Destroy { .. } | Step::RemoveDisk { .. } | Step::ReleaseHosts => None,
+            Step::Destroy { .. }
+            | Step::RemoveDisk { .. }
+            | Step::ReleaseHosts
+            | Step::ReleaseAddresses { .. } => None,
         }
     }
 }
@@ -395,6 +404,9 @@ impl Jobs {
             Step::RemoveDisk { host, vm } => self.hypervisor(*host).await?.remove_disk(vm).await?,
             Step::ReleaseHosts => {
                 self.store.release_vms(vi).await?;
+            }
+            Step::ReleaseAddresses { covers } => {
+                self.store.release_addresses(vi, covers).await?;
             }
         }
         Ok(())

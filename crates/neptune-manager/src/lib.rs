@@ -36,6 +36,9 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How long a login session lasts.
     pub session_ttl_ms: i64,
+    /// The private pools of the Service Switching domain: every VI's links
+    /// are numbered from them, unique across all datacenters.
+    pub private_pools: Vec<neptune_ipam::ipnet::Ipv4Net>,
 }
 
 impl Config {
@@ -45,6 +48,11 @@ impl Config {
             image_dir: image_dir.into(),
             admin_password: None,
             session_ttl_ms: 12 * 3600 * 1000,
+            private_pools: vec![neptune_ipam::ipnet::Ipv4Net::new(
+                std::net::Ipv4Addr::new(10, 0, 0, 0),
+                8,
+            )
+            .expect("10.0.0.0/8 is a prefix")],
         }
     }
 }
@@ -55,6 +63,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub jobs: jobs::Jobs,
+    /// Accepts plan and commit one at a time in this Manager; Managers
+    /// sharing a database are kept apart by its constraints.
+    pub planning: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A Manager ready to serve.
@@ -119,6 +130,7 @@ impl Manager {
                 store,
                 config: Arc::new(config),
                 jobs,
+                planning: Arc::default(),
             },
             created_admin,
         })

@@ -4,12 +4,17 @@
 
 use std::collections::HashMap;
 
-use neptune_api::{Plan, PlannedVm};
+use neptune_api::{AddressPlan, HomeAddress, InterfaceAddress, LinkAddresses, Plan, PlannedVm};
+use neptune_ipam::ipnet::Ipv4Net;
+use neptune_ipam::{
+    Allocation, Allocations, DatacenterConfig, DatacenterName, DomainConfig, Owner, PointToPoint,
+    StoreRow, ViId, ViRequest,
+};
 use neptune_placement::{
     Constraints, Host, Inventory, Options, PhysicalNetwork, Problem, Resources, SolverKind,
     VirtualGraph, VirtualNode,
 };
-use neptune_store::{DatacenterRecord, HostRecord, HostState, VmRecord};
+use neptune_store::{AddressRow, DatacenterRecord, HostRecord, HostState, OwnedAddress, VmRecord};
 use neptune_topology::Topology;
 use uuid::Uuid;
 
@@ -187,6 +192,7 @@ pub fn place(
             vms,
             cut_mbps: placement.cut,
             admissible: placement.admissible,
+            addresses: AddressPlan::default(),
         },
         records,
     })
@@ -221,6 +227,7 @@ mod tests {
             id: Uuid::new_v4(),
             name: "a".into(),
             created_at: 0,
+            home_pools: vec![],
         };
         let other = Uuid::new_v4();
         let hosts = vec![
@@ -257,6 +264,7 @@ mod tests {
             id: Uuid::new_v4(),
             name: "a".into(),
             created_at: 0,
+            home_pools: vec![],
         };
         let hosts = vec![host(dc.id, "h1", 2, 10)];
         let topo = generate(
@@ -273,6 +281,7 @@ mod tests {
             id: Uuid::new_v4(),
             name: "b".into(),
             created_at: 0,
+            home_pools: vec![],
         };
         assert!(matches!(
             place(Uuid::new_v4(), &topo, &empty, &hosts, None, 1),
@@ -308,5 +317,167 @@ mod tests {
             .collect();
         let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&fine), 1).unwrap();
         assert_eq!((plan.view.cut_mbps, plan.view.vms.len()), (0, 4));
+    }
+}
+
+/// Why no address plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    #[error("the address configuration is invalid: {0}")]
+    Config(String),
+    #[error("stored addresses are corrupt: {0}")]
+    Stored(String),
+    #[error("{0}")]
+    Plan(#[from] neptune_ipam::PlanError),
+}
+
+/// The domain's address configuration: the Manager's private pools and
+/// every datacenter's Home Address pools.
+pub fn domain(
+    private_pools: &[Ipv4Net],
+    datacenters: &[DatacenterRecord],
+) -> Result<DomainConfig, AddressError> {
+    let mut dcs = Vec::new();
+    for dc in datacenters {
+        let name = DatacenterName::new(dc.name.as_str())
+            .map_err(|e| AddressError::Config(e.to_string()))?;
+        let pools = dc
+            .home_pools
+            .iter()
+            .map(|p| {
+                p.parse::<Ipv4Net>()
+                    .map_err(|_| AddressError::Config(format!("{p:?} is not a prefix")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        dcs.push(DatacenterConfig {
+            name,
+            home_pools: pools,
+        });
+    }
+    let config = DomainConfig {
+        private_pools: private_pools.to_vec(),
+        datacenters: dcs,
+        reserved: Vec::new(),
+        point_to_point: PointToPoint::default(),
+    };
+    config
+        .validate()
+        .map_err(|e| AddressError::Config(e.to_string()))?;
+    Ok(config)
+}
+
+/// The planner's snapshot: the domain and every stored allocation.
+pub fn snapshot(
+    config: DomainConfig,
+    stored: &[OwnedAddress],
+) -> Result<Allocations, AddressError> {
+    let allocations = stored
+        .iter()
+        .map(|row| {
+            let bad = |what: &str| {
+                AddressError::Stored(format!("{what} of row {}/{}", row.pool, row.prefix))
+            };
+            Ok(Allocation {
+                pool: row.pool.parse().map_err(|_| bad("pool"))?,
+                prefix: row.prefix.parse().map_err(|_| bad("prefix"))?,
+                owner: serde_json::from_str::<Owner>(&row.owner).map_err(|_| bad("owner"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, AddressError>>()?;
+    Allocations::restore(config, allocations).map_err(|e| AddressError::Stored(e.to_string()))
+}
+
+/// Plans the addresses of `topo` as VI `vi` homed in `home`.
+pub fn addresses(
+    snapshot: &Allocations,
+    vi: Uuid,
+    topo: &Topology,
+    home: &str,
+) -> Result<neptune_ipam::Plan, AddressError> {
+    let vi = ViId::new(vi.to_string()).map_err(|e| AddressError::Config(e.to_string()))?;
+    let home = DatacenterName::new(home).map_err(|e| AddressError::Config(e.to_string()))?;
+    let request = ViRequest::from_topology(topo, vi, Some(home));
+    Ok(neptune_ipam::plan(snapshot, &request)?)
+}
+
+/// The rows the store commits for `plan`.
+pub fn address_rows(plan: &neptune_ipam::Plan) -> Vec<AddressRow> {
+    plan.store_rows()
+        .into_iter()
+        .map(|row| match row {
+            StoreRow::Owned {
+                pool,
+                prefix,
+                owner,
+            } => AddressRow {
+                pool: pool.to_string(),
+                prefix: prefix.to_string(),
+                owner: Some(serde_json::to_string(&owner).unwrap_or_default()),
+            },
+            StoreRow::Covers { pool, prefix } => AddressRow {
+                pool: pool.to_string(),
+                prefix: prefix.to_string(),
+                owner: None,
+            },
+        })
+        .collect()
+}
+
+/// The covering prefixes of a VI's stored allocations (what releasing them decrements).
+pub fn covers_of(vi: Uuid, stored: &[OwnedAddress]) -> Vec<(String, String)> {
+    stored
+        .iter()
+        .filter(|row| row.vi_id == Some(vi))
+        .filter_map(|row| {
+            let pool: Ipv4Net = row.pool.parse().ok()?;
+            let prefix: Ipv4Net = row.prefix.parse().ok()?;
+            let owner = serde_json::from_str::<Owner>(&row.owner).ok()?;
+            let a = Allocation {
+                pool,
+                prefix,
+                owner,
+            };
+            Some(
+                a.covering_prefixes()
+                    .map(|c| (row.pool.clone(), c.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
+/// The API view of an address plan.
+pub fn address_view(plan: &neptune_ipam::Plan) -> AddressPlan {
+    AddressPlan {
+        block: plan.block.map(|b| b.to_string()),
+        links: plan
+            .links
+            .iter()
+            .map(|l| LinkAddresses {
+                link: l.link.to_string(),
+                subnet: l.subnet.to_string(),
+                gateway: l.gateway.map(|g| g.to_string()),
+            })
+            .collect(),
+        interfaces: plan
+            .interfaces()
+            .map(|(l, i)| InterfaceAddress {
+                node: i.node.to_string(),
+                interface: i.interface.to_string(),
+                link: l.link.to_string(),
+                address: i.cidr.to_string(),
+            })
+            .collect(),
+        home_addresses: plan
+            .entry_points
+            .iter()
+            .map(|e| HomeAddress {
+                node: e.node.to_string(),
+                interface: e.interface.to_string(),
+                address: e.home_address.to_string(),
+                datacenter: e.datacenter.to_string(),
+            })
+            .collect(),
     }
 }

@@ -153,11 +153,16 @@ pub async fn start(
     };
     debug_assert_eq!(admin.role, Role::Admin);
 
-    for name in &opts.datacenters {
+    for (i, name) in opts.datacenters.iter().enumerate() {
+        // Documentation prefixes (RFC 5737) stand in for public pools.
+        let pool = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]
+            .get(i)
+            .copied();
         let dc = DatacenterRecord {
             id: Uuid::new_v4(),
             name: name.clone(),
             created_at: now_ms(),
+            home_pools: pool.map(str::to_owned).into_iter().collect(),
         };
         match state.store.create_datacenter(&dc).await {
             Ok(()) | Err(StoreError::Duplicate { .. }) => {}

@@ -193,7 +193,7 @@ impl TestManager {
                 Method::POST,
                 "/api/v1/datacenters",
                 Some(&admin),
-                Some(json!({"name": "napoli"})),
+                Some(json!({"name": "napoli", "home_pools": ["192.0.2.0/24"]})),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED);
@@ -218,7 +218,7 @@ impl TestManager {
     async fn infrastructure(&self, admin: &str, hosts: usize, slots: i64) {
         for i in 0..hosts {
             let body = json!({"datacenter": "napoli", "name": format!("host{i}"), "agent_url": "http://127.0.0.1:9",
-                "cpus": 32, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": slots});
+                "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": slots});
             let (s, v) = self
                 .call(Method::POST, "/api/v1/hosts", Some(admin), Some(body))
                 .await;
@@ -1208,6 +1208,21 @@ async fn deploy_and_terminate(m: &TestManager) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(m.vms_everywhere().await.len(), 6);
     assert_eq!(m.disks_everywhere(), 6);
+    // Addresses: one LAN subnet, an address per linked interface, a Home Address for the gateway.
+    let addresses = &v["addresses"];
+    assert_eq!(
+        addresses["links"].as_array().unwrap().len(),
+        1,
+        "{addresses}"
+    );
+    assert_eq!(
+        addresses["interfaces"].as_array().unwrap().len(),
+        6,
+        "{addresses}"
+    );
+    let home = addresses["home_addresses"][0]["address"].as_str().unwrap();
+    assert!(home.starts_with("192.0.2."), "{addresses}");
+    assert_eq!(addresses["home_addresses"][0]["node"], "gateway");
 
     // Progress as server-sent events: the stream of a finished job ends with its last state.
     let text = m
@@ -1241,6 +1256,139 @@ async fn deploy_and_terminate(m: &TestManager) {
     assert!(m.vms_everywhere().await.is_empty(), "VMs leaked");
     assert_eq!(m.disks_everywhere(), 0, "disks leaked");
     assert!(v["vms"].as_array().unwrap().is_empty(), "slots leaked");
+    let (_, hosts) = m
+        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
+        .await;
+    assert!(
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["used_slots"] == 0 && h["used_ram_mib"] == 0),
+        "{hosts}"
+    );
+    // The freed Home Address and block serve the next VI.
+    let again = m
+        .create_vi(
+            &p.alice,
+            json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
+        )
+        .await;
+    let id2 = again["id"].as_str().unwrap().to_owned();
+    m.call(
+        Method::POST,
+        &format!("/api/v1/vis/{id2}/request"),
+        Some(&p.alice),
+        None,
+    )
+    .await;
+    let (_, plan2) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id2}/plan"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        plan2["addresses"]["home_addresses"][0]["address"], home,
+        "{plan2}"
+    );
+}
+
+/// 200 VIs accepted in parallel: every one placed, no address given twice,
+/// no host over capacity.
+async fn many_parallel_accepts(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 10, 50).await;
+    let quota =
+        json!({"vms": 1000, "vcpus": 1000, "ram_mib": 10_000_000, "public_addresses": 1000});
+    let (s, _) = m
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(&p.admin),
+            Some(
+                json!({"name": "big", "password": "big-password", "role": "user", "quota": quota}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let big = m.login("big", "big-password").await;
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let owner = &big;
+        let vi = m
+            .create_vi(
+                owner,
+                json!({"catalogue": {"kind": "nat-backends", "nodes": 2}}),
+            )
+            .await;
+        let id = vi["id"].as_str().unwrap().to_owned();
+        let (s, v) = m
+            .call(
+                Method::POST,
+                &format!("/api/v1/vis/{id}/request"),
+                Some(owner),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        ids.push(id);
+    }
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let (http, url, token) = (
+            m.http.clone(),
+            format!("{}/api/v1/vis/{id}/accept", m.base),
+            p.admin.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let resp = http.post(url).bearer_auth(token).send().await.unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mut addresses = std::collections::HashSet::new();
+    let mut blocks = Vec::new();
+    for id in &ids {
+        let v = m.wait_vi(&p.admin, id, "deploying").await;
+        assert_eq!(v["state"], "running", "{v}");
+        for i in v["addresses"]["interfaces"].as_array().unwrap() {
+            let a = i["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_owned();
+            assert!(addresses.insert(a.clone()), "address {a} given twice");
+        }
+        let h = v["addresses"]["home_addresses"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(addresses.insert(h.clone()), "Home Address {h} given twice");
+        blocks.push(v["addresses"]["block"].as_str().unwrap().to_owned());
+    }
+    blocks.sort();
+    blocks.dedup();
+    assert_eq!(blocks.len(), 200, "every VI has its own block");
+    let (_, hosts) = m
+        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
+        .await;
+    let mut placed = 0;
+    for h in hosts.as_array().unwrap() {
+        assert!(h["used_slots"].as_i64() <= h["vm_slots"].as_i64(), "{h}");
+        assert!(h["used_vcpus"].as_i64() <= h["cpus"].as_i64(), "{h}");
+        assert!(h["used_ram_mib"].as_i64() <= h["ram_mib"].as_i64(), "{h}");
+        placed += h["used_slots"].as_i64().unwrap();
+    }
+    assert_eq!(placed, 400);
+    assert_eq!(m.vms_everywhere().await.len(), 400);
 }
 
 async fn failed_deploy_rolls_back(m: &TestManager) {
@@ -1400,6 +1548,7 @@ on_both_stores!(
     deploy_and_terminate,
     failed_deploy_rolls_back,
     capacity_is_never_exceeded,
+    many_parallel_accepts,
 );
 
 #[test]

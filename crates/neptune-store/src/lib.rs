@@ -39,6 +39,9 @@ pub enum StoreError {
         what: &'static str,
         expected: String,
     },
+    /// An address plan lost: part of its space is taken.
+    #[error("address space {prefix} is taken")]
+    AddressTaken { prefix: String },
     /// A host cannot take a VM (capacity, slots, or not ready).
     #[error("host {host} has no room for VM {node}")]
     NoRoom { host: Uuid, node: String },
@@ -115,8 +118,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: Uuid,
         from: ViState,
         change: &Transition,
-        vms: &[VmRecord],
+        reservation: &Reservation,
     ) -> Result<ViRecord>;
+    /// Every owned address row (to rebuild the planner's snapshot).
+    async fn owned_addresses(&self) -> Result<Vec<OwnedAddress>>;
+    /// Deletes the VI's owned address rows and, if it removed any,
+    /// decrements `covers` (pool, prefix) rows. Idempotent.
+    async fn release_addresses(&self, vi: Uuid, covers: &[(String, String)]) -> Result<u64>;
     async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>>;
     /// Frees every VM slot of the VI; returns how many. Idempotent.
     async fn release_vms(&self, vi: Uuid) -> Result<u64>;

@@ -103,6 +103,8 @@ pub struct DatacenterRecord {
     pub id: Uuid,
     pub name: String,
     pub created_at: i64,
+    /// Public prefixes routed to the datacenter's Edge Service Switch (Home Addresses).
+    pub home_pools: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -252,6 +254,8 @@ pub struct ViRecord {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The address plan committed at acceptance (JSON).
+    pub address_plan: Option<String>,
 }
 
 /// A lifecycle change to record.
@@ -274,4 +278,30 @@ pub struct ViEventRecord {
     pub to_state: ViState,
     pub actor: Uuid,
     pub reason: Option<String>,
+}
+
+/// What accepting a VI reserves, committed with the transition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reservation {
+    pub vms: Vec<VmRecord>,
+    /// Rows of the address table: `owner` set for an owned prefix (JSON of
+    /// its owner), `None` for a covering prefix.
+    pub addresses: Vec<AddressRow>,
+    pub address_plan: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressRow {
+    pub pool: String,
+    pub prefix: String,
+    pub owner: Option<String>,
+}
+
+/// An owned address row, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedAddress {
+    pub pool: String,
+    pub prefix: String,
+    pub vi_id: Option<Uuid>,
+    pub owner: String,
 }

@@ -33,7 +33,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 2] = match backend {
+    let files: [(i64, &'static str, &'static str); 3] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -44,6 +44,11 @@ fn migrator(backend: Backend) -> Migrator {
                 2,
                 "placement and jobs",
                 include_str!("../migrations/sqlite/0002_placement_jobs.sql"),
+            ),
+            (
+                3,
+                "addresses",
+                include_str!("../migrations/sqlite/0003_addresses.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -56,6 +61,11 @@ fn migrator(backend: Backend) -> Migrator {
                 2,
                 "placement and jobs",
                 include_str!("../migrations/postgres/0002_placement_jobs.sql"),
+            ),
+            (
+                3,
+                "addresses",
+                include_str!("../migrations/postgres/0003_addresses.sql"),
             ),
         ],
     };
@@ -231,6 +241,14 @@ fn datacenter_row(row: &AnyRow) -> Result<DatacenterRecord> {
         id: uuid(row, "id")?,
         name: get(row, "name")?,
         created_at: get(row, "created_at")?,
+        home_pools: {
+            let pools: String = get(row, "home_pools")?;
+            pools
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        },
     })
 }
 
@@ -290,6 +308,7 @@ fn vi_row(row: &AnyRow) -> Result<ViRecord> {
         version: get(row, "version")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
+        address_plan: get(row, "address_plan")?,
     })
 }
 
@@ -367,7 +386,8 @@ async fn transition_in(
 }
 
 const VI_COLUMNS: &str =
-    "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, version, created_at, updated_at";
+    "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, \
+     version, created_at, updated_at, address_plan";
 
 #[async_trait]
 impl Store for SqlStore {
@@ -469,13 +489,16 @@ impl Store for SqlStore {
     }
 
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {
-        sqlx::query("INSERT INTO datacenters (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(dc.id.to_string())
-            .bind(&dc.name)
-            .bind(dc.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(write_err("datacenter"))?;
+        sqlx::query(
+            "INSERT INTO datacenters (id, name, created_at, home_pools) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(dc.id.to_string())
+        .bind(&dc.name)
+        .bind(dc.created_at)
+        .bind(dc.home_pools.join(","))
+        .execute(&self.pool)
+        .await
+        .map_err(write_err("datacenter"))?;
         Ok(())
     }
 
@@ -595,7 +618,7 @@ impl Store for SqlStore {
 
     async fn create_vi(&self, vi: &ViRecord) -> Result<()> {
         sqlx::query(&format!(
-            "INSERT INTO vis ({VI_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO vis ({VI_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(vi.id.to_string())
         .bind(vi.owner_id.to_string())
@@ -607,6 +630,7 @@ impl Store for SqlStore {
         .bind(vi.version)
         .bind(vi.created_at)
         .bind(vi.updated_at)
+        .bind(vi.address_plan.clone())
         .execute(&self.pool)
         .await
         .map_err(write_err("VI"))?;
@@ -725,13 +749,62 @@ impl Store for SqlStore {
         id: Uuid,
         from: ViState,
         change: &Transition,
-        vms: &[VmRecord],
+        reservation: &Reservation,
     ) -> Result<ViRecord> {
+        let vms = &reservation.vms;
         let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
         let Some(vi) = transition_in(&mut tx, id, from, change).await? else {
             drop(tx);
             return Err(self.vi_conflict(id, from).await);
         };
+        for row in &reservation.addresses {
+            let inserted = match &row.owner {
+                Some(owner) => sqlx::query(
+                    "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
+                     VALUES ($1, $2, 'owned', $3, $4, 1)",
+                )
+                .bind(&row.pool)
+                .bind(&row.prefix)
+                .bind(id.to_string())
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map(|d| d.rows_affected()),
+                None => sqlx::query(
+                    "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
+                     VALUES ($1, $2, 'covers', NULL, NULL, 1) \
+                     ON CONFLICT (pool, prefix) DO UPDATE SET count = addresses.count + 1 \
+                     WHERE addresses.kind = 'covers'",
+                )
+                .bind(&row.pool)
+                .bind(&row.prefix)
+                .execute(&mut *tx)
+                .await
+                .map(|d| d.rows_affected()),
+            };
+            match inserted {
+                Ok(1) => {}
+                Ok(_) => {
+                    return Err(StoreError::AddressTaken {
+                        prefix: row.prefix.clone(),
+                    })
+                }
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    return Err(StoreError::AddressTaken {
+                        prefix: row.prefix.clone(),
+                    })
+                }
+                Err(e) => return Err(StoreError::Database(e)),
+            }
+        }
+        if let Some(plan) = &reservation.address_plan {
+            sqlx::query("UPDATE vis SET address_plan = $1 WHERE id = $2")
+                .bind(plan)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+        }
         for vm in vms {
             // Conditional on room: the database decides, so concurrent
             // commits cannot overfill a host.
@@ -770,7 +843,58 @@ impl Store for SqlStore {
             .map_err(write_err("VM placement"))?;
         }
         tx.commit().await.map_err(StoreError::Database)?;
-        Ok(vi)
+        Ok(ViRecord {
+            address_plan: reservation.address_plan.clone(),
+            ..vi
+        })
+    }
+
+    async fn owned_addresses(&self) -> Result<Vec<OwnedAddress>> {
+        let rows =
+            sqlx::query("SELECT pool, prefix, vi_id, owner FROM addresses WHERE kind = 'owned'")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+        rows.iter()
+            .map(|r| {
+                Ok(OwnedAddress {
+                    pool: get(r, "pool")?,
+                    prefix: get(r, "prefix")?,
+                    vi_id: opt_uuid(r, "vi_id")?,
+                    owner: get::<Option<String>>(r, "owner")?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn release_addresses(&self, vi: Uuid, covers: &[(String, String)]) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        let deleted = sqlx::query("DELETE FROM addresses WHERE vi_id = $1 AND kind = 'owned'")
+            .bind(vi.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?
+            .rows_affected();
+        // Only the call that removed the owned rows releases their covers:
+        // a repeated release changes nothing.
+        if deleted > 0 {
+            for (pool, prefix) in covers {
+                sqlx::query(
+                    "UPDATE addresses SET count = count - 1 WHERE pool = $1 AND prefix = $2 AND kind = 'covers'",
+                )
+                .bind(pool)
+                .bind(prefix)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+            }
+            sqlx::query("DELETE FROM addresses WHERE kind = 'covers' AND count <= 0")
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+        }
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(deleted)
     }
 
     async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>> {

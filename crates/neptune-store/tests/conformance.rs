@@ -69,6 +69,7 @@ fn vi(owner: Uuid, name: &str) -> ViRecord {
         version: 1,
         created_at: 10,
         updated_at: 10,
+        address_plan: None,
     }
 }
 
@@ -140,6 +141,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
         id: Uuid::new_v4(),
         name: "napoli".into(),
         created_at: 1,
+        home_pools: vec![],
     };
     s.create_datacenter(&dc).await.unwrap();
     assert!(matches!(
@@ -389,6 +391,7 @@ async fn placement_reservations(s: &dyn Store) {
         id: Uuid::new_v4(),
         name: "dc-place".into(),
         created_at: 1,
+        home_pools: vec![],
     };
     s.create_datacenter(&dc).await.unwrap();
     let h1 = s.upsert_host(&host(dc.id, "p1", 4, 4096, 2)).await.unwrap();
@@ -404,7 +407,10 @@ async fn placement_reservations(s: &dyn Store) {
             v.id,
             ViState::Requested,
             &to(ViState::Accepted, owner.id),
-            &too_big,
+            &Reservation {
+                vms: too_big.to_vec(),
+                ..Default::default()
+            },
         )
         .await;
     assert!(
@@ -434,7 +440,10 @@ async fn placement_reservations(s: &dyn Store) {
             v.id,
             ViState::Requested,
             &to(ViState::Accepted, owner.id),
-            &three,
+            &Reservation {
+                vms: three.to_vec(),
+                ..Default::default()
+            },
         )
         .await;
     assert!(matches!(err, Err(StoreError::NoRoom { .. })), "{err:?}");
@@ -445,7 +454,10 @@ async fn placement_reservations(s: &dyn Store) {
             v.id,
             ViState::Requested,
             &to(ViState::Accepted, owner.id),
-            &fits,
+            &Reservation {
+                vms: fits.to_vec(),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -499,6 +511,7 @@ async fn concurrent_reservations(s: Arc<dyn Store>) {
         id: Uuid::new_v4(),
         name: "dc-crowd".into(),
         created_at: 1,
+        home_pools: vec![],
     };
     s.create_datacenter(&dc).await.unwrap();
     let h = s
@@ -517,7 +530,10 @@ async fn concurrent_reservations(s: Arc<dyn Store>) {
                 v.id,
                 ViState::Requested,
                 &to(ViState::Accepted, owner.id),
-                &vms,
+                &Reservation {
+                    vms: vms.to_vec(),
+                    ..Default::default()
+                },
             )
             .await
             .is_ok()
@@ -678,6 +694,122 @@ async fn durable_jobs(s: &dyn Store) {
         .is_err());
 }
 
+fn owned(pool: &str, prefix: &str) -> AddressRow {
+    AddressRow {
+        pool: pool.into(),
+        prefix: prefix.into(),
+        owner: Some(format!("{{\"block\":\"{prefix}\"}}")),
+    }
+}
+
+fn covers(pool: &str, prefix: &str) -> AddressRow {
+    AddressRow {
+        pool: pool.into(),
+        prefix: prefix.into(),
+        owner: None,
+    }
+}
+
+/// The address table refuses overlapping commits whatever snapshot they
+/// came from: an owned prefix where anything is, a cover where a prefix is owned.
+async fn address_uniqueness(s: &dyn Store) {
+    let owner = user("addr", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let p = "10.0.0.0/8";
+    let accept = |vi: &ViRecord, rows: Vec<AddressRow>| {
+        let vi = vi.id;
+        let reservation = Reservation {
+            addresses: rows,
+            address_plan: Some("{}".into()),
+            ..Default::default()
+        };
+        async move {
+            s.transition_with_placement(
+                vi,
+                ViState::Requested,
+                &to(ViState::Accepted, owner.id),
+                &reservation,
+            )
+            .await
+        }
+    };
+    let mut a = vi(owner.id, "a");
+    a.state = ViState::Requested;
+    let mut b = vi(owner.id, "b");
+    b.state = ViState::Requested;
+    let mut c = vi(owner.id, "c");
+    c.state = ViState::Requested;
+    for v in [&a, &b, &c] {
+        s.create_vi(v).await.unwrap();
+    }
+    // a takes 10.0.0.0/29 (covered by 10.0.0.0/28 .. within the pool).
+    let rows_a = vec![covers(p, "10.0.0.0/28"), owned(p, "10.0.0.0/29")];
+    let va = accept(&a, rows_a).await.unwrap();
+    assert_eq!(va.address_plan.as_deref(), Some("{}"));
+    assert_eq!(
+        s.vi(a.id).await.unwrap().address_plan.as_deref(),
+        Some("{}")
+    );
+    // b wants 10.0.0.0/28, which contains a's block: its owned insert hits a's cover.
+    let err = accept(&b, vec![owned(p, "10.0.0.0/28")]).await;
+    assert!(
+        matches!(err, Err(StoreError::AddressTaken { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.vi(b.id).await.unwrap().state,
+        ViState::Requested,
+        "nothing of b was committed"
+    );
+    // c wants 10.0.0.4/30, inside a's block: its cover of the /29 hits a's owned row.
+    let err = accept(
+        &c,
+        vec![
+            covers(p, "10.0.0.0/28"),
+            covers(p, "10.0.0.0/29"),
+            owned(p, "10.0.0.4/30"),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(err, Err(StoreError::AddressTaken { .. })),
+        "{err:?}"
+    );
+    // A disjoint block next to it shares the /28 cover.
+    accept(&c, vec![covers(p, "10.0.0.0/28"), owned(p, "10.0.0.8/29")])
+        .await
+        .unwrap();
+    let owned_rows = s.owned_addresses().await.unwrap();
+    assert_eq!(owned_rows.len(), 2);
+    assert!(owned_rows
+        .iter()
+        .any(|o| o.prefix == "10.0.0.0/29" && o.vi_id == Some(a.id)));
+    // Releasing a keeps c's cover alive; releasing twice changes nothing.
+    assert_eq!(
+        s.release_addresses(a.id, &[(p.into(), "10.0.0.0/28".into())])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.release_addresses(a.id, &[(p.into(), "10.0.0.0/28".into())])
+            .await
+            .unwrap(),
+        0
+    );
+    // Now b's /28 still collides with c's cover...
+    let err = accept(&b, vec![owned(p, "10.0.0.0/28")]).await;
+    assert!(
+        matches!(err, Err(StoreError::AddressTaken { .. })),
+        "{err:?}"
+    );
+    // ...until c is released too.
+    s.release_addresses(c.id, &[(p.into(), "10.0.0.0/28".into())])
+        .await
+        .unwrap();
+    accept(&b, vec![owned(p, "10.0.0.0/28")]).await.unwrap();
+}
+
 async fn suite(store: SqlStore) {
     let s: Arc<dyn Store> = Arc::new(store);
     users_and_tokens(s.as_ref()).await;
@@ -685,6 +817,7 @@ async fn suite(store: SqlStore) {
     templates(s.as_ref()).await;
     vi_lifecycle(s.as_ref()).await;
     placement_reservations(s.as_ref()).await;
+    address_uniqueness(s.as_ref()).await;
     durable_jobs(s.as_ref()).await;
     concurrent_reservations(s.clone()).await;
     concurrent_transitions(s).await;

@@ -20,6 +20,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a whole Neptune here: a Manager on SQLite and simulated datacenters.
+    Up(cmd::up::UpArgs),
+    /// Run the Manager daemon.
+    Manager(cmd::up::ManagerArgs),
+    /// Log in to a Manager; stores an API token for the other commands.
+    Login(cmd::client::LoginArgs),
+    /// Virtual Infrastructures: create, request, plan, accept, wait, terminate.
+    #[command(subcommand)]
+    Vi(cmd::client::ViCommand),
+    /// The template repository.
+    #[command(subcommand)]
+    Template(cmd::client::TemplateCommand),
+    /// Hosts and their Agents (administrators).
+    #[command(subcommand)]
+    Host(cmd::client::ListCommand),
+    #[command(subcommand)]
+    Datacenter(cmd::client::ListCommand),
     /// Design Virtual Infrastructure topologies: check, convert, generate.
     #[command(subcommand)]
     Topology(cmd::topology::TopologyCommand),
@@ -38,6 +55,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(a) => cmd::up::up(a),
+        Command::Manager(a) => cmd::up::manager(a),
+        Command::Login(a) => cmd::client::login(a),
+        Command::Vi(c) => cmd::client::vi(c),
+        Command::Template(c) => cmd::client::template(c),
+        Command::Host(c) => cmd::client::host(c),
+        Command::Datacenter(c) => cmd::client::datacenter(c),
         Command::Topology(c) => cmd::topology::run(c),
         Command::Placement(c) => cmd::placement::run(c),
         Command::Address(c) => cmd::address::run(c),

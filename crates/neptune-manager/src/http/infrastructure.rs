@@ -52,7 +52,13 @@ pub(crate) async fn create_datacenter(
         id: Uuid::new_v4(),
         name: req.name,
         created_at: now_ms(),
+        home_pools: req.home_pools,
     };
+    // The new pools must fit the domain: no host bits, no overlap.
+    let mut all = state.store.list_datacenters().await?;
+    all.push(dc.clone());
+    crate::plan::domain(&state.config.private_pools, &all)
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     state.store.create_datacenter(&dc).await?;
     Ok((StatusCode::CREATED, Json(datacenter_out(&dc))))
 }

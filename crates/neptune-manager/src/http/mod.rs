@@ -95,6 +95,7 @@ pub(crate) fn user_out(u: &UserRecord) -> api::User {
 
 pub(crate) fn datacenter_out(d: &DatacenterRecord) -> api::Datacenter {
     api::Datacenter {
+        home_pools: d.home_pools.clone(),
         id: d.id,
         name: d.name.clone(),
     }
@@ -115,6 +116,10 @@ pub(crate) fn host_out(h: &HostRecord, datacenter: &str) -> api::Host {
             HostState::Unreachable => api::HostState::Unreachable,
         },
         last_seen: h.last_seen,
+        used_vcpus: h.used.vcpus,
+        used_ram_mib: h.used.ram_mib,
+        used_disk_mib: h.used.disk_mib,
+        used_slots: h.used.slots,
     }
 }
 

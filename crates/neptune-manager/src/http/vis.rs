@@ -13,7 +13,7 @@ use axum::Json;
 use neptune_api as api;
 use neptune_hypervisor::VmSpec;
 use neptune_lifecycle::{Event, ViState};
-use neptune_store::{Quota, StoreError, Transition, ViRecord, VmRecord};
+use neptune_store::{Quota, Reservation, StoreError, Transition, ViRecord, VmRecord};
 use neptune_topology::catalogue::{self, Params};
 use neptune_topology::Topology;
 use neptune_types::Mbps;
@@ -233,7 +233,13 @@ async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
         .iter()
         .map(super::jobs::job_out)
         .collect();
+    let addresses = vi
+        .address_plan
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<neptune_ipam::Plan>(p).ok())
+        .map(|p| crate::plan::address_view(&p));
     Ok(api::ViDetail {
+        addresses,
         vi: vi_out(vi, &users, &dcs)?,
         topology,
         events,
@@ -273,6 +279,7 @@ pub(crate) async fn create_vi(
         version: 1,
         created_at: now,
         updated_at: now,
+        address_plan: None,
     };
     state.store.create_vi(&vi).await?;
     Ok((StatusCode::CREATED, Json(detail(&state, &vi).await?)))
@@ -407,6 +414,22 @@ pub(crate) async fn revise_vi(
     Ok(Json(detail(&state, &vi).await?))
 }
 
+/// The address plan of `topo` against the stored allocations (changes nothing).
+async fn plan_addresses(
+    state: &AppState,
+    vi: Uuid,
+    topo: &Topology,
+    home: &str,
+) -> ApiResult<neptune_ipam::Plan> {
+    let datacenters = state.store.list_datacenters().await?;
+    let domain = crate::plan::domain(&state.config.private_pools, &datacenters)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let stored = state.store.owned_addresses().await?;
+    let snapshot =
+        crate::plan::snapshot(domain, &stored).map_err(|e| ApiError::Internal(e.into()))?;
+    crate::plan::addresses(&snapshot, vi, topo, home).map_err(|e| ApiError::Conflict(e.to_string()))
+}
+
 /// The home datacenter named in the request, or the first one.
 async fn home_datacenter(
     state: &AppState,
@@ -497,8 +520,8 @@ async fn deploy_steps(
     Ok(copies.into_iter().chain(defines).chain(starts).collect())
 }
 
-/// The steps that take a VI off its hosts and free them.
-fn terminate_steps(vi: Uuid, vms: &[VmRecord]) -> Vec<Step> {
+/// The steps that take a VI off its hosts and free them and its addresses.
+fn terminate_steps(vi: Uuid, vms: &[VmRecord], covers: Vec<(String, String)>) -> Vec<Step> {
     let mut steps = Vec::new();
     for v in vms {
         let vm = jobs::vm_name(vi, &v.node_id);
@@ -512,6 +535,7 @@ fn terminate_steps(vi: Uuid, vms: &[VmRecord]) -> Vec<Step> {
         });
     }
     steps.push(Step::ReleaseHosts);
+    steps.push(Step::ReleaseAddresses { covers });
     steps
 }
 
@@ -537,7 +561,11 @@ pub(crate) async fn plan_vi(
     let hosts = state.store.list_hosts().await?;
     let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
     deploy_steps(&state, vi.id, &topo, &plan.records).await?;
-    Ok(Json(plan.view))
+    let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
+    Ok(Json(api::Plan {
+        addresses: crate::plan::address_view(&addresses),
+        ..plan.view
+    }))
 }
 
 /// Accepts a requested VI (administrators only): places it (automatically,
@@ -563,6 +591,7 @@ pub(crate) async fn accept_vi(
     let manual: Option<HashMap<String, String>> = req.placement.map(|m| m.into_iter().collect());
     // Plan on a snapshot, commit with the store's capacity checks; if a
     // host filled up in between, plan again on the new snapshot.
+    let _planning = state.planning.lock().await;
     let mut attempt = 0;
     let (accepted, steps) = loop {
         attempt += 1;
@@ -570,6 +599,14 @@ pub(crate) async fn accept_vi(
         let plan =
             place(vi.id, &topo, &dc, &hosts, manual.as_ref(), seed(vi.id)).map_err(plan_error)?;
         let steps = deploy_steps(&state, vi.id, &topo, &plan.records).await?;
+        let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
+        let reservation = Reservation {
+            vms: plan.records,
+            addresses: crate::plan::address_rows(&addresses),
+            address_plan: Some(
+                serde_json::to_string(&addresses).map_err(|e| ApiError::Internal(e.into()))?,
+            ),
+        };
         let change = Transition {
             to: ViState::Accepted,
             actor: caller.user.id,
@@ -579,11 +616,13 @@ pub(crate) async fn accept_vi(
         };
         match state
             .store
-            .transition_with_placement(vi.id, vi.state, &change, &plan.records)
+            .transition_with_placement(vi.id, vi.state, &change, &reservation)
             .await
         {
             Ok(accepted) => break (accepted, steps),
-            Err(StoreError::NoRoom { .. }) if attempt < 3 && manual.is_none() => continue,
+            // Another Manager took the room or the addresses: plan again.
+            Err(StoreError::NoRoom { .. }) if attempt < 5 && manual.is_none() => continue,
+            Err(StoreError::AddressTaken { .. }) if attempt < 5 => continue,
             Err(e) => return Err(e.into()),
         }
     };
@@ -652,14 +691,9 @@ pub(crate) async fn terminate_vi(
     let to = vi.state.next(Event::Terminate)?;
     let vms = state.store.vms(vi.id).await?;
     let vi = if to == ViState::Terminating {
-        start_job(
-            &state,
-            &caller,
-            &vi,
-            JobKind::Terminate,
-            &terminate_steps(vi.id, &vms),
-        )
-        .await?
+        let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?);
+        let steps = terminate_steps(vi.id, &vms, covers);
+        start_job(&state, &caller, &vi, JobKind::Terminate, &steps).await?
     } else {
         apply(&state, &caller, &vi, Event::Terminate, None, None).await?
     };

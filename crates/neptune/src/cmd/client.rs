@@ -1,0 +1,616 @@
+//! The Manager's API from the command line: `login`, `vi`, `template`,
+//! `host`, `datacenter`. Tables by default, `--output json` for scripts.
+//!
+//! Credentials: `neptune login` stores the Manager URL and an API token in
+//! `$NEPTUNE_CONFIG` (default `~/.config/neptune/credentials.json`, mode
+//! 0600); `NEPTUNE_URL` and `NEPTUNE_TOKEN` override it.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // printing is this command's job
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Subcommand, ValueEnum};
+use neptune_api as api;
+use neptune_client::{Client, ClientError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub(crate) enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoginArgs {
+    /// The Manager's URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, default_value = "admin")]
+    user: String,
+    /// Read the password from standard input (one line) instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ViCommand {
+    /// Create a VI from a topology file (XML or JSON) or a catalogue kind.
+    Create {
+        #[arg(short = 'f', long = "file", conflicts_with = "catalogue")]
+        file: Option<PathBuf>,
+        #[arg(long, required_unless_present = "file")]
+        catalogue: Option<String>,
+        #[arg(long, requires = "catalogue")]
+        nodes: Option<usize>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Your VIs (administrators: all).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    Show {
+        id: Uuid,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Ask for the VI to be allocated.
+    Request {
+        id: Uuid,
+    },
+    /// Take a pending request back.
+    Withdraw {
+        id: Uuid,
+    },
+    /// Take a rejected design back to edit it.
+    Revise {
+        id: Uuid,
+    },
+    /// Show what accepting would do (changes nothing).
+    Plan {
+        id: Uuid,
+        #[arg(long)]
+        datacenter: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Accept a request (administrators): place, reserve, deploy.
+    Accept {
+        id: Uuid,
+        #[arg(long)]
+        datacenter: Option<String>,
+        /// A manual placement: NODE=HOST for every node.
+        #[arg(long = "place", value_parser = parse_pin)]
+        place: Vec<(String, String)>,
+    },
+    /// Reject a request (administrators).
+    Reject {
+        id: Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+    Terminate {
+        id: Uuid,
+    },
+    /// Wait until the operation in progress ends, showing its progress.
+    Wait {
+        id: Uuid,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TemplateCommand {
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Register an image of the Manager's image repository (administrators).
+    Create {
+        name: String,
+        /// Path of the image inside the repository.
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value = "")]
+        os: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ListCommand {
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+fn parse_pin(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(n, h)| (n.to_owned(), h.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NODE=HOST"))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Credentials {
+    url: String,
+    token: String,
+}
+
+fn credentials_path() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NEPTUNE_CONFIG") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set (or set NEPTUNE_CONFIG)")?;
+    Ok(PathBuf::from(home).join(".config/neptune/credentials.json"))
+}
+
+fn client() -> anyhow::Result<Client> {
+    if let (Ok(url), Ok(token)) = (std::env::var("NEPTUNE_URL"), std::env::var("NEPTUNE_TOKEN")) {
+        return Ok(Client::new(&url, Some(token)));
+    }
+    let path = credentials_path()?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("not logged in (no {}): run `neptune login`", path.display()))?;
+    let creds: Credentials =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Client::new(&creds.url, Some(creds.token)))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// Turns API refusals into exit code 1 with the Manager's message.
+fn finish(result: Result<(), anyhow::Error>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => match err.downcast_ref::<ClientError>() {
+            Some(ClientError::Api {
+                code,
+                message,
+                details,
+                ..
+            }) => {
+                eprintln!("neptune: {message} ({code})");
+                for d in details {
+                    eprintln!("  {d}");
+                }
+                Ok(ExitCode::from(1))
+            }
+            _ => Err(err),
+        },
+    }
+}
+
+pub(crate) fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let password = if args.password_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        rpassword::prompt_password(format!("password for {}: ", args.user))?
+    };
+    finish(runtime()?.block_on(async {
+        let anonymous = Client::new(&args.url, None);
+        let session = anonymous.login(&args.user, &password).await?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cli".to_owned());
+        let session_client = Client::new(&args.url, Some(session.token));
+        let api_token = session_client
+            .create_api_token(&format!("neptune CLI on {host}"))
+            .await?;
+        session_client.logout().await?;
+        let path = credentials_path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let creds = Credentials {
+            url: args.url.clone(),
+            token: api_token.token,
+        };
+        write_private(&path, &serde_json::to_string_pretty(&creds)?)?;
+        println!(
+            "logged in to {} as {} ({:?})",
+            args.url, api_token.user.name, api_token.user.role
+        );
+        Ok(())
+    }))
+}
+
+fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn vi_rows(vis: &[api::Vi]) -> Vec<Vec<String>> {
+    vis.iter()
+        .map(|v| {
+            vec![
+                v.id.to_string(),
+                v.name.clone(),
+                v.owner.clone(),
+                v.state.to_string(),
+                v.summary.nodes.to_string(),
+                v.home_datacenter.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+const VI_HEADERS: [&str; 6] = ["ID", "NAME", "OWNER", "STATE", "VMS", "DATACENTER"];
+
+fn show_detail(d: &api::ViDetail, output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        return json(d);
+    }
+    table(&VI_HEADERS, vi_rows(std::slice::from_ref(&d.vi)));
+    if let Some(reason) = &d.vi.reject_reason {
+        println!("\nrejected: {reason}");
+    }
+    if !d.vms.is_empty() {
+        println!();
+        table(
+            &["NODE", "HOST", "VCPUS", "RAM MIB", "DISK MIB"],
+            d.vms
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.node.clone(),
+                        v.host.clone(),
+                        v.vcpus.to_string(),
+                        v.ram_mib.to_string(),
+                        v.disk_mib.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    if let Some(job) = d.jobs.last() {
+        println!(
+            "\nlast job: {} {} ({}/{}){}",
+            job.kind,
+            job.state,
+            job.step,
+            job.total,
+            job.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    let rt = runtime()?;
+    if let ViCommand::Wait { id, timeout } = cmd {
+        return rt.block_on(wait(&client, id, Duration::from_secs(timeout)));
+    }
+    finish(rt.block_on(async {
+        match cmd {
+            ViCommand::Create {
+                file,
+                catalogue,
+                nodes,
+                name,
+                output,
+            } => {
+                let mut design = api::ViDesign {
+                    name,
+                    ..Default::default()
+                };
+                if let Some(path) = file {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    if text.trim_start().starts_with('{') {
+                        design.topology = Some(
+                            serde_json::from_str(&text)
+                                .with_context(|| format!("{} is not JSON", path.display()))?,
+                        );
+                    } else {
+                        design.xml = Some(text);
+                    }
+                } else if let Some(kind) = catalogue {
+                    design.catalogue = Some(api::CatalogueRequest {
+                        kind,
+                        nodes,
+                        bandwidth: None,
+                        template: None,
+                    });
+                }
+                let d = client.create_vi(&design).await?;
+                show_detail(&d, output)
+            }
+            ViCommand::List { output } => {
+                let vis = client.vis().await?;
+                if output == Output::Json {
+                    return json(&vis);
+                }
+                table(&VI_HEADERS, vi_rows(&vis));
+                Ok(())
+            }
+            ViCommand::Show { id, output } => show_detail(&client.vi(id).await?, output),
+            ViCommand::Request { id } => {
+                show_detail(&client.act(id, "request").await?, Output::Table)
+            }
+            ViCommand::Withdraw { id } => {
+                show_detail(&client.act(id, "withdraw").await?, Output::Table)
+            }
+            ViCommand::Revise { id } => {
+                show_detail(&client.act(id, "revise").await?, Output::Table)
+            }
+            ViCommand::Terminate { id } => {
+                show_detail(&client.act(id, "terminate").await?, Output::Table)
+            }
+            ViCommand::Plan {
+                id,
+                datacenter,
+                output,
+            } => {
+                let plan = client.plan(id, datacenter.as_deref()).await?;
+                if output == Output::Json {
+                    return json(&plan);
+                }
+                println!(
+                    "datacenter {}: cut {} Mbit/s, {}",
+                    plan.datacenter,
+                    plan.cut_mbps,
+                    if plan.admissible {
+                        "admissible"
+                    } else {
+                        "NOT admissible"
+                    }
+                );
+                table(
+                    &["NODE", "HOST", "VCPUS", "RAM MIB", "DISK MIB"],
+                    plan.vms
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                v.node.clone(),
+                                v.host.clone(),
+                                v.vcpus.to_string(),
+                                v.ram_mib.to_string(),
+                                v.disk_mib.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            ViCommand::Accept {
+                id,
+                datacenter,
+                place,
+            } => {
+                let placement =
+                    (!place.is_empty()).then(|| place.into_iter().collect::<BTreeMap<_, _>>());
+                let d = client
+                    .accept(
+                        id,
+                        &api::AcceptRequest {
+                            datacenter,
+                            placement,
+                        },
+                    )
+                    .await?;
+                show_detail(&d, Output::Table)
+            }
+            ViCommand::Reject { id, reason } => {
+                show_detail(&client.reject(id, &reason).await?, Output::Table)
+            }
+            ViCommand::Wait { .. } => Ok(()),
+        }
+    }))
+}
+
+/// Follows the VI's current job with a progress bar until the VI settles.
+/// Exit 0 when it reached the operation's goal, 1 when the job failed or
+/// rolled back.
+async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(|e| anyhow::anyhow!("progress style: {e}"))?
+            .progress_chars("=> "),
+    );
+    loop {
+        let d = match client.vi(id).await {
+            Ok(d) => d,
+            Err(e) => return finish(Err(e.into())),
+        };
+        let job = d.jobs.last();
+        if let Some(job) = job {
+            bar.set_prefix(job.kind.clone());
+            bar.set_length(u64::try_from(job.total).unwrap_or(0));
+            bar.set_position(u64::try_from(job.step).unwrap_or(0));
+            bar.set_message(job.step_name.clone());
+        }
+        if !d.vi.state.is_in_progress() {
+            bar.finish_and_clear();
+            let failed = job.is_some_and(|j| j.state == "failed" || j.state == "rolled_back");
+            match job {
+                Some(j) if failed => {
+                    eprintln!(
+                        "{} {}: {}",
+                        j.kind,
+                        j.state,
+                        j.error.clone().unwrap_or_default()
+                    );
+                    println!("{}", d.vi.state);
+                    return Ok(ExitCode::from(1));
+                }
+                _ => {
+                    println!("{}", d.vi.state);
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bar.abandon();
+            bail!(
+                "VI {id} is still {} after {}s",
+                d.vi.state,
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    finish(runtime()?.block_on(async {
+        match cmd {
+            TemplateCommand::List { output } => {
+                let ts = client.templates().await?;
+                if output == Output::Json {
+                    return json(&ts);
+                }
+                table(
+                    &[
+                        "NAME", "FORMAT", "SIZE MIB", "OS", "VCPUS", "RAM MIB", "DISK MIB",
+                    ],
+                    ts.iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                t.format.clone(),
+                                t.size_mib.to_string(),
+                                t.os_name.clone(),
+                                t.vcpus.to_string(),
+                                t.ram_mib.to_string(),
+                                t.disk_mib.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            TemplateCommand::Create { name, image, os } => {
+                let t = client
+                    .create_template(&api::CreateTemplate {
+                        name,
+                        image,
+                        os_name: os,
+                        vcpus: None,
+                        ram_mib: None,
+                        disk_mib: None,
+                        software: vec![],
+                    })
+                    .await?;
+                println!(
+                    "template {} registered ({} {} MiB)",
+                    t.name, t.format, t.size_mib
+                );
+                Ok(())
+            }
+        }
+    }))
+}
+
+pub(crate) fn host(cmd: ListCommand) -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    finish(runtime()?.block_on(async {
+        let ListCommand::List { output } = cmd;
+        let hosts = client.hosts().await?;
+        if output == Output::Json {
+            return json(&hosts);
+        }
+        table(
+            &[
+                "NAME",
+                "DATACENTER",
+                "STATE",
+                "CPUS",
+                "RAM MIB",
+                "SLOTS",
+                "AGENT",
+            ],
+            hosts
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.name.clone(),
+                        h.datacenter.clone(),
+                        format!("{:?}", h.state).to_lowercase(),
+                        h.cpus.to_string(),
+                        h.ram_mib.to_string(),
+                        h.vm_slots.to_string(),
+                        h.agent_url.clone(),
+                    ]
+                })
+                .collect(),
+        );
+        Ok(())
+    }))
+}
+
+pub(crate) fn datacenter(cmd: ListCommand) -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    finish(runtime()?.block_on(async {
+        let ListCommand::List { output } = cmd;
+        let dcs = client.datacenters().await?;
+        if output == Output::Json {
+            return json(&dcs);
+        }
+        table(
+            &["NAME", "ID"],
+            dcs.iter()
+                .map(|d| vec![d.name.clone(), d.id.to_string()])
+                .collect(),
+        );
+        Ok(())
+    }))
+}

@@ -1,0 +1,133 @@
+//! `neptune up` and `neptune manager`: the Manager as a daemon, alone or
+//! with simulated datacenters.
+
+#![allow(clippy::print_stdout)] // printing the URL and credentials is the point
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use neptune_manager::up::{self, UpOptions};
+use neptune_manager::{Config, Manager};
+use neptune_types::Secret;
+
+/// Start a whole Neptune on this machine: a Manager on SQLite and two
+/// simulated datacenters whose hosts are real Agents.
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    /// Where the database, images and secrets live.
+    #[arg(long, default_value = "neptune-data")]
+    data_dir: PathBuf,
+    /// Address of the Manager's API (127.0.0.1 only by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Simulated hosts per datacenter.
+    #[arg(long, default_value_t = 3)]
+    hosts: usize,
+    /// Datacenters to simulate.
+    #[arg(long, value_delimiter = ',', default_value = "napoli,roma")]
+    datacenters: Vec<String>,
+}
+
+/// Run the Manager daemon (hosts come through their Agents).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ManagerArgs {
+    /// The store: sqlite://PATH or postgres://USER@HOST/DB (a password in a
+    /// URL is read from NEPTUNE_DATABASE_URL instead, to stay out of ps).
+    #[arg(long, env = "NEPTUNE_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The template image repository.
+    #[arg(long)]
+    image_dir: PathBuf,
+    /// File holding the token the Agents accept.
+    #[arg(long)]
+    agent_token_file: PathBuf,
+    /// File holding the first administrator's password (generated and
+    /// printed once when absent).
+    #[arg(long)]
+    admin_password_file: Option<PathBuf>,
+}
+
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    runtime()?.block_on(async {
+        let mut opts = UpOptions::new(&args.data_dir);
+        opts.listen = args.listen;
+        opts.hosts_per_datacenter = args.hosts;
+        opts.datacenters = args.datacenters;
+        let (running, server) = up::start(opts, ctrl_c()).await?;
+        println!("Neptune is up at {}", running.url);
+        println!(
+            "  API:         {}/api/v1  (OpenAPI: {}/api/v1/openapi.json)",
+            running.url, running.url
+        );
+        println!(
+            "  admin:       {} / {}",
+            running.admin_name,
+            running.admin_password.expose()
+        );
+        println!("  hosts:       {}", running.hosts.join(", "));
+        println!("  data:        {}", args.data_dir.display());
+        println!(
+            "  try:         neptune login --url {} --user admin",
+            running.url
+        );
+        println!("Ctrl-C stops it.");
+        server.await.context("the Manager task failed")??;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let read = |p: &PathBuf| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_owned())
+    };
+    let agent_token = Secret::new(read(&args.agent_token_file)?);
+    let mut config = Config::new(args.database_url, args.image_dir);
+    if let Some(p) = &args.admin_password_file {
+        config.admin_password = Some(read(p)?);
+    }
+    runtime()?.block_on(async {
+        let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token));
+        let manager = Manager::open(config, hosts).await?;
+        if let Some((name, password)) = &manager.created_admin {
+            println!("created the first administrator: {name} / {password} (shown once)");
+        }
+        let (listener, addr) = Manager::bind(args.listen).await?;
+        println!("Neptune Manager listening on http://{addr}");
+        let resumed = manager.resume_jobs().await?;
+        if resumed > 0 {
+            println!("resumed {resumed} unfinished jobs");
+        }
+        manager.serve(listener, ctrl_c()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
