@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use neptune_hypervisor::sim::{SimConfig, SimHypervisor};
-use neptune_hypervisor::{Capacity, Hypervisor};
+use neptune_hypervisor::sim::{SimConfig, SimHypervisor, ALL_OPS};
+use neptune_hypervisor::{Capacity, Hypervisor, Op};
 use neptune_types::Secret;
 
 use crate::{AgentConfig, AgentError, ManagerLink};
@@ -22,6 +22,40 @@ pub enum HypervisorKind {
     /// The simulated adapter: VMs in memory, disks as small files under
     /// the data directory.
     Sim,
+}
+
+/// `OP=MILLIS` (or `all=MILLIS`): the time a simulated operation takes,
+/// `OP` one of `prepare_disk`, `remove_disk`, `define`, `start`, `save`,
+/// `restore`, `destroy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimDelay {
+    pub ops: Vec<Op>,
+    pub delay: Duration,
+}
+
+impl std::str::FromStr for SimDelay {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage = || {
+            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy)")
+        };
+        let (op, millis) = text.split_once('=').ok_or_else(usage)?;
+        let millis: u64 = millis.trim().parse().map_err(|_| usage())?;
+        let op = op.trim();
+        let ops = if op == "all" {
+            ALL_OPS.to_vec()
+        } else {
+            vec![
+                serde_json::from_value::<Op>(serde_json::Value::String(op.to_owned()))
+                    .map_err(|_| usage())?,
+            ]
+        };
+        Ok(SimDelay {
+            ops,
+            delay: Duration::from_millis(millis),
+        })
+    }
 }
 
 /// What `neptune agent` is told.
@@ -39,6 +73,8 @@ pub struct DaemonOptions {
     pub data_dir: PathBuf,
     pub capacity: Capacity,
     pub heartbeat: Duration,
+    /// Times of simulated operations (later entries win).
+    pub sim_delays: Vec<SimDelay>,
     pub log_level: LogLevel,
 }
 
@@ -99,10 +135,15 @@ impl DaemonOptions {
             }
         };
         let hypervisor: Arc<dyn Hypervisor> = match self.hypervisor {
-            HypervisorKind::Sim => Arc::new(
-                SimHypervisor::new(SimConfig::new(self.data_dir, self.capacity))
-                    .map_err(AgentError::Sim)?,
-            ),
+            HypervisorKind::Sim => {
+                let mut sim = SimConfig::new(self.data_dir, self.capacity);
+                for d in &self.sim_delays {
+                    for op in &d.ops {
+                        sim.delays.insert(*op, d.delay);
+                    }
+                }
+                Arc::new(SimHypervisor::new(sim).map_err(AgentError::Sim)?)
+            }
         };
         Ok(AgentConfig {
             name: self.name,
@@ -175,6 +216,7 @@ mod tests {
                 vm_slots: 4,
             },
             heartbeat: Duration::from_secs(5),
+            sim_delays: vec!["all=5".parse().unwrap(), "start=20".parse().unwrap()],
             log_level: LogLevel::INFO,
         }
     }
@@ -217,5 +259,20 @@ mod tests {
         let mut o = options(dir.path());
         o.manager_url = Some("http://127.0.0.1:9".into());
         assert!(matches!(o.into_config(), Err(AgentError::Config(_))));
+    }
+
+    #[test]
+    fn sim_delays_parse() {
+        let d: SimDelay = "define=250".parse().unwrap();
+        assert_eq!(d.ops, vec![Op::Define]);
+        assert_eq!(d.delay, Duration::from_millis(250));
+        assert_eq!("all=1".parse::<SimDelay>().unwrap().ops.len(), 7);
+        assert_eq!(
+            "prepare_disk = 3".parse::<SimDelay>().unwrap().ops,
+            vec![Op::PrepareDisk]
+        );
+        for bad in ["define", "boot=1", "define=-1", "define=x", "=5"] {
+            assert!(bad.parse::<SimDelay>().is_err(), "{bad}");
+        }
     }
 }

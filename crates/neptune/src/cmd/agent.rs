@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use neptune_agent::daemon::{DaemonOptions, HypervisorKind, LogLevel};
+use neptune_agent::daemon::{DaemonOptions, HypervisorKind, LogLevel, SimDelay};
 use neptune_agent::Capacity;
 
 /// Which hypervisor adapter (flag form).
@@ -63,6 +63,11 @@ pub(crate) struct Args {
     /// Seconds between two registrations with the Manager (the heartbeat).
     #[arg(long, default_value_t = 5)]
     heartbeat_secs: u64,
+    /// Time a simulated operation takes, OP=MILLIS (repeatable; OP is
+    /// all, prepare_disk, remove_disk, define, start, save, restore or
+    /// destroy; later entries win).
+    #[arg(long = "sim-delay", value_name = "OP=MILLIS")]
+    sim_delays: Vec<SimDelay>,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: LogLevel,
@@ -89,6 +94,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             vm_slots: args.vm_slots,
         },
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        sim_delays: args.sim_delays,
         log_level: args.log_level,
     };
     neptune_agent::daemon::run_blocking(options)?;
