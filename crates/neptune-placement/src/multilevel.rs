@@ -640,7 +640,8 @@ pub(crate) fn solve(
     settings: Settings,
 ) -> Result<State, PlacementError> {
     let mut sc = Scratch::default();
-    let mut best: Option<((u64, u64), State)> = None;
+    let mut best: Option<((bool, u64), State)> = None;
+    let mut repair_failed = false;
     let mut first_err = None;
     for _ in 0..settings.cycles.max(1) {
         let mut r = rng.fork();
@@ -663,17 +664,25 @@ pub(crate) fn solve(
             cut = c;
         }
         perturb_and_refine(inst, &mut st, &mut r, &mut sc, settings.ils_steps);
-        repair(
-            inst,
-            &mut st,
-            router,
-            bin_host,
-            &mut r,
-            4 * inst.n() + 16,
-            200,
-        );
-        let over = overload(inst, &st, router, bin_host);
-        let key = (over, st.cut(inst));
+        // Repair only when the cut-optimised placement overloads a link.
+        // Once a repair has failed, later cycles try with a small budget
+        // (no admissible placement may exist at all).
+        if overload(inst, &st, router, bin_host) > 0 {
+            let before = st.clone();
+            let (budget, kicks) = if repair_failed {
+                (inst.n() + 16, 10)
+            } else {
+                (4 * inst.n() + 16, 200)
+            };
+            repair(inst, &mut st, router, bin_host, &mut r, budget, kicks);
+            if overload(inst, &st, router, bin_host) > 0 {
+                // Not admissible either way: keep the smaller cut.
+                repair_failed = true;
+                st = before;
+            }
+        }
+        let admissible = overload(inst, &st, router, bin_host) == 0;
+        let key = (!admissible, st.cut(inst));
         if best.as_ref().is_none_or(|(k, _)| key < *k) {
             best = Some((key, st));
         }

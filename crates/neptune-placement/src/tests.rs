@@ -143,6 +143,21 @@ fn multilevel_finds_an_admissible_placement_when_one_exists() {
 }
 
 #[test]
+fn without_an_admissible_placement_the_smallest_cut_is_returned_and_flagged() {
+    for seed in 0..6 {
+        let g = random_graph(8, 16, 300 + seed, 10);
+        let all = all_placements(&g, 2);
+        let opt = all.iter().map(|x| x.0).min().unwrap();
+        let b_min = all.iter().map(|x| x.1).min().unwrap();
+        let p = Problem::groups(g, 2, Some(b_min - 1));
+        let s = solve(&p, &opts(SolverKind::Multilevel, seed)).unwrap();
+        assert!(!s.placement.admissible);
+        assert!(s.placement.link_loads.iter().any(|l| l.load > l.capacity));
+        assert_eq!(s.placement.cut, opt, "instance {seed}");
+    }
+}
+
+#[test]
 fn kl_records_each_restart_and_the_iteration_of_the_best() {
     let g = random_graph(40, 120, 5, 10);
     let p = Problem::groups(g, 5, Some(100));
