@@ -180,42 +180,78 @@ pub fn link_network(vi: Uuid, link: &str) -> String {
 pub struct Jobs {
     store: Arc<dyn Store>,
     hosts: Arc<dyn HostDirectory>,
-    /// This Manager's identity for job leases.
+    /// This Manager's identity for job leases: stable across restarts, so a
+    /// restarted Manager takes its own jobs back at once.
     owner: String,
     lease: Duration,
+    /// Jobs this process is running now.
+    running: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
 }
 
 /// Tries of a step before it counts as failed (hosts and networks blink).
 const TRIES: u32 = 3;
 
 impl Jobs {
-    pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>) -> Self {
+    pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>, owner: String) -> Self {
         Jobs {
             store,
             hosts,
-            owner: format!("manager-{}", Uuid::new_v4()),
+            owner,
             lease: Duration::from_secs(30),
+            running: Arc::default(),
         }
     }
 
-    /// Runs the job in the background.
+    /// Runs the job in the background, unless this process already runs it.
     pub fn spawn(&self, id: Uuid) {
+        match self.running.lock() {
+            Ok(mut running) => {
+                if !running.insert(id) {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
         let jobs = self.clone();
         tokio::spawn(async move {
             if let Err(err) = jobs.run(id).await {
                 tracing::error!(job = %id, error = format!("{err:#}"), "job stopped");
             }
+            if let Ok(mut running) = jobs.running.lock() {
+                running.remove(&id);
+            }
         });
     }
 
-    /// Picks up every unfinished job (after a restart): each finishes or rolls back.
+    /// Picks up every unfinished job (after a restart): each finishes or
+    /// rolls back. Jobs leased by another live Manager are left to it.
     pub async fn resume_unfinished(&self) -> anyhow::Result<usize> {
+        let now = now_ms();
         let jobs = self.store.unfinished_jobs().await?;
-        for job in &jobs {
+        let mut resumed = 0;
+        let ours = |j: &JobRecord| {
+            j.owner.as_deref() == Some(self.owner.as_str())
+                || j.owner.is_none()
+                || j.lease_until < now
+        };
+        for job in jobs.iter().filter(|j| ours(j)) {
             tracing::info!(job = %job.id, kind = job.kind, step = job.cursor, "resuming job");
             self.spawn(job.id);
+            resumed += 1;
         }
-        Ok(jobs.len())
+        Ok(resumed)
+    }
+
+    /// Keeps looking for unfinished jobs whose Manager died (their lease
+    /// ran out) and takes them over. Runs until its task is dropped.
+    pub async fn supervise(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(err) = self.resume_unfinished().await {
+                tracing::warn!(error = format!("{err:#}"), "looking for orphaned jobs");
+            }
+        }
     }
 
     /// Runs a job to its end. Returns early if another Manager holds it.

@@ -36,6 +36,9 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How long a login session lasts.
     pub session_ttl_ms: i64,
+    /// This Manager's name among those sharing the store; keep it stable
+    /// across restarts so a restarted Manager resumes its own jobs at once.
+    pub instance: String,
     /// The private pools of the Service Switching domain: every VI's links
     /// are numbered from them, unique across all datacenters.
     pub private_pools: Vec<neptune_ipam::ipnet::Ipv4Net>,
@@ -48,6 +51,7 @@ impl Config {
             image_dir: image_dir.into(),
             admin_password: None,
             session_ttl_ms: 12 * 3600 * 1000,
+            instance: format!("manager-{}", Uuid::new_v4()),
             private_pools: vec![neptune_ipam::ipnet::Ipv4Net::new(
                 std::net::Ipv4Addr::new(10, 0, 0, 0),
                 8,
@@ -124,7 +128,7 @@ impl Manager {
                 Err(e) => return Err(e.into()),
             }
         }
-        let jobs = jobs::Jobs::new(store.clone(), hosts);
+        let jobs = jobs::Jobs::new(store.clone(), hosts, config.instance.clone());
         Ok(Manager {
             state: AppState {
                 store,
@@ -136,9 +140,19 @@ impl Manager {
         })
     }
 
-    /// Resumes the jobs a previous run left unfinished: each finishes or rolls back.
+    /// Resumes the jobs a previous run left unfinished (each finishes or
+    /// rolls back), then, in the background, keeps taking over jobs of
+    /// Managers that died and marks hosts whose Agent fell silent unreachable.
     pub async fn resume_jobs(&self) -> anyhow::Result<usize> {
-        self.state.jobs.resume_unfinished().await
+        let resumed = self.state.jobs.resume_unfinished().await?;
+        tokio::spawn(
+            self.state
+                .jobs
+                .clone()
+                .supervise(std::time::Duration::from_secs(5)),
+        );
+        tokio::spawn(mark_unreachable(self.state.clone()));
+        Ok(resumed)
     }
 
     pub fn state(&self) -> &AppState {
@@ -168,6 +182,18 @@ impl Manager {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         Ok((listener, local))
+    }
+}
+
+/// Hosts whose Agent has not been heard from for three heartbeats (15 s)
+/// are unreachable; placement skips them until they report again.
+async fn mark_unreachable(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Err(err) = state.store.mark_unreachable(now_ms() - 15_000).await {
+            tracing::warn!(error = %err, "marking unreachable hosts");
+        }
     }
 }
 

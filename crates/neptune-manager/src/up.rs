@@ -11,7 +11,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use neptune_agent::{AgentConfig, ManagerLink};
@@ -112,6 +111,7 @@ pub async fn start(
         dir.join("images"),
     );
     config.admin_password = Some(admin_password.expose().to_owned());
+    config.instance = format!("neptune-up:{}", dir.display());
     let manager = Manager::open(config, Arc::new(AgentDirectory::new(agent_token.clone()))).await?;
     let state = manager.state().clone();
     let (listener, addr) = Manager::bind(opts.listen).await?;
@@ -242,9 +242,7 @@ pub async fn start(
         if resumed > 0 {
             tracing::info!(jobs = resumed, "resumed unfinished jobs");
         }
-        let watchdog = tokio::spawn(mark_unreachable(manager.state().clone()));
         let result = manager.serve(listener, serve_state).await;
-        watchdog.abort();
         for agent in agents {
             let _ = agent.wait().await;
         }
@@ -263,15 +261,4 @@ pub async fn start(
         },
         server,
     ))
-}
-
-/// Hosts whose Agent has not been heard from for three heartbeats are unreachable.
-async fn mark_unreachable(state: crate::AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        if let Err(err) = state.store.mark_unreachable(now_ms() - 15_000).await {
-            tracing::warn!(error = %err, "marking unreachable hosts");
-        }
-    }
 }

@@ -50,6 +50,10 @@ pub(crate) struct ManagerArgs {
     /// printed once when absent).
     #[arg(long)]
     admin_password_file: Option<PathBuf>,
+    /// This Manager's name among Managers sharing the database (default:
+    /// HOSTNAME:PORT); stable across restarts so its jobs resume at once.
+    #[arg(long)]
+    instance: Option<String>,
 }
 
 pub(crate) fn init_logging() {
@@ -112,6 +116,12 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     };
     let agent_token = Secret::new(read(&args.agent_token_file)?);
     let mut config = Config::new(args.database_url, args.image_dir);
+    config.instance = args.instance.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        format!("{host}:{}", args.listen.port())
+    });
     if let Some(p) = &args.admin_password_file {
         config.admin_password = Some(read(p)?);
     }
