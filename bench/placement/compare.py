@@ -145,6 +145,7 @@ def main():
     ap.add_argument("--reps-large", type=int, default=1, help="repetitions at n >= 100000")
     ap.add_argument("--tools", default=",".join(LIMITS))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", help="earlier CSV: its rows for (instance, tool) not run now are kept")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
     tools = a.tools.split(",")
@@ -197,6 +198,18 @@ def main():
                 print(f"{name:28} {tool:16} {status:10} cut={rows[-1]['cut']!s:>8} "
                       f"max={rows[-1]['max_group']!s:>3} adm={rows[-1]['admissible']!s:5} "
                       f"t={rows[-1]['time_s']!s:>8}s solve={rows[-1]['solve_s']!s:>8}s mem={rows[-1]['peak_mib']!s:>7}MiB", flush=True)
+    if a.keep:
+        ran = {(r["instance"], r["tool"]) for r in rows}
+        with open(a.keep) as f:
+            for r in csv.DictReader(f):
+                if (r["instance"], r["tool"]) not in ran:
+                    for key in ("n", "arcs", "idx"):
+                        r[key] = int(r[key])
+                    for key in ("cut", "over_nodes"):
+                        r[key] = int(r[key]) if r[key] != "" else ""
+                    rows.append(r)
+    rows.sort(key=lambda r: (r["n"], r["arcs"], r["idx"]))
+    for name in sorted({r["instance"] for r in rows}):
         # Reference: ILP optimum at n = 20, else best cap-respecting cut.
         mine = [r for r in rows if r["instance"] == name]
         ilp = [r for r in mine if r["tool"] == "ilp" and r["cut"] != ""]
