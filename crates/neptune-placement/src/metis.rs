@@ -454,6 +454,24 @@ mod tests {
         }
 
         #[test]
+        fn never_panics_on_structured_noise(
+            header in (0usize..12, 0usize..20, prop::sample::select(vec!["", " 1", " 11", " 10", " 100", " 111", " 2", " 011 2"])),
+            lines in prop::collection::vec(prop::collection::vec(0u64..14, 0..8), 0..14),
+        ) {
+            let mut text = format!("{} {}{}\n", header.0, header.1, header.2);
+            for l in &lines {
+                let l: Vec<String> = l.iter().map(u64::to_string).collect();
+                text.push_str(&l.join(" "));
+                text.push('\n');
+            }
+            if let Ok(g) = p(&text) {
+                // Whatever is accepted is a consistent graph.
+                prop_assert!(g.edges.iter().all(|&(a, b, _)| a < b && b < g.n));
+                prop_assert_eq!(g.edges.len(), header.1);
+            }
+        }
+
+        #[test]
         fn write_then_read_round_trips(n in 1usize..30, raw in prop::collection::vec((0usize..30, 0usize..30, 1u64..100), 0..60)) {
             let edges: Vec<(usize, usize, u64)> = raw.into_iter().filter(|e| e.0 < n && e.1 < n).collect();
             let text = write(n, &edges);
