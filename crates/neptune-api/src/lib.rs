@@ -366,3 +366,18 @@ pub struct AddressPlan {
     pub interfaces: Vec<InterfaceAddress>,
     pub home_addresses: Vec<HomeAddress>,
 }
+
+/// How much of an address pool is in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PoolUsage {
+    pub pool: String,
+    /// `private`, or `home` for a datacenter's Home Address pool.
+    pub kind: String,
+    pub datacenter: Option<String>,
+    pub total: u64,
+    pub used: u64,
+    pub free: u64,
+    pub largest_free: Option<String>,
+    /// How many pieces the free space is cut into.
+    pub free_blocks: usize,
+}

@@ -1050,6 +1050,12 @@ async fn authorization_matrix(m: &TestManager) {
             None,
             [S::UNAUTHORIZED, S::FORBIDDEN, S::FORBIDDEN, ANY],
         ),
+        (
+            Method::GET,
+            "/api/v1/address-pools".into(),
+            None,
+            [S::UNAUTHORIZED, S::FORBIDDEN, S::FORBIDDEN, ANY],
+        ),
         // Not a call: waits until the deploy job has finished.
         (Method::OPTIONS, "wait-running".into(), None, [ANY; 4]),
         (

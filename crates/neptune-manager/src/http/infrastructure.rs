@@ -269,3 +269,43 @@ pub(crate) async fn catalogue(_caller: Caller) -> Json<Vec<CatalogueKind>> {
             .collect(),
     )
 }
+
+/// Use of every address pool of the domain (administrators only).
+#[utoipa::path(get, path = "/api/v1/address-pools", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::PoolUsage>), (status = 403, body = api::ErrorBody)))]
+pub(crate) async fn address_pools(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<api::PoolUsage>>> {
+    caller.require_admin()?;
+    let datacenters = state.store.list_datacenters().await?;
+    let domain = crate::plan::domain(&state.config.private_pools, &datacenters)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let stored = state.store.owned_addresses().await?;
+    let snapshot =
+        crate::plan::snapshot(domain, &stored).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Json(
+        snapshot
+            .utilisation()
+            .into_iter()
+            .map(|u| {
+                let (kind, datacenter) = match &u.pool.kind {
+                    neptune_ipam::PoolKind::Private => ("private", None),
+                    neptune_ipam::PoolKind::Home { datacenter } => {
+                        ("home", Some(datacenter.to_string()))
+                    }
+                };
+                api::PoolUsage {
+                    pool: u.pool.prefix.to_string(),
+                    kind: kind.to_owned(),
+                    datacenter,
+                    total: u.total,
+                    used: u.used,
+                    free: u.free,
+                    largest_free: u.largest_free.map(|n| n.to_string()),
+                    free_blocks: u.free_blocks,
+                }
+            })
+            .collect(),
+    ))
+}
