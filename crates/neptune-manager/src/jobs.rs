@@ -191,6 +191,34 @@ pub struct Jobs {
 /// Tries of a step before it counts as failed (hosts and networks blink).
 const TRIES: u32 = 3;
 
+/// Steps of one batch running at once.
+const PARALLEL: usize = 16;
+
+/// Whether two steps may run together: the same kind of step, on
+/// different VMs, with no order between them.
+fn same_phase(a: &Step, b: &Step) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+        && !matches!(a, Step::ReleaseHosts | Step::ReleaseAddresses { .. })
+}
+
+/// The end (exclusive) of the batch that starts at `from`.
+fn batch_end(steps: &[Step], from: usize) -> usize {
+    let mut end = from + 1;
+    while end < steps.len() && same_phase(&steps[from], &steps[end]) {
+        end += 1;
+    }
+    end
+}
+
+/// The start of the batch that ends (exclusive) at `to`.
+fn batch_start(steps: &[Step], to: usize) -> usize {
+    let mut start = to - 1;
+    while start > 0 && same_phase(&steps[to - 1], &steps[start - 1]) {
+        start -= 1;
+    }
+    start
+}
+
 impl Jobs {
     pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>, owner: String) -> Self {
         Jobs {
@@ -278,74 +306,89 @@ impl Jobs {
                         .finish(&job, kind, JobState::Succeeded, Event::Succeeded, None)
                         .await;
                 }
-                JobState::Running => match self.execute(job.vi_id, &steps[cursor]).await {
-                    Ok(()) => {
-                        self.store
-                            .update_job(
-                                id,
-                                (JobState::Running, job.cursor),
-                                JobState::Running,
-                                job.cursor + 1,
-                                None,
-                                now_ms(),
-                            )
-                            .await?;
-                    }
-                    Err(err) => {
-                        let message = format!(
-                            "step {} ({}) failed: {err:#}",
-                            cursor + 1,
-                            steps[cursor].name()
-                        );
-                        tracing::warn!(job = %id, "{message}");
-                        if kind.rolls_back() {
+                JobState::Running => {
+                    // Steps of one kind in a row (all copies, all defines,
+                    // all starts) run together; the cursor moves past the
+                    // whole batch once all of it is done.
+                    let end = batch_end(&steps, cursor);
+                    let failures = self.execute_all(job.vi_id, &steps[cursor..end]).await;
+                    let batch = i64::try_from(end - cursor)?;
+                    match failures.first() {
+                        None => {
                             self.store
                                 .update_job(
                                     id,
                                     (JobState::Running, job.cursor),
-                                    JobState::RollingBack,
-                                    job.cursor,
-                                    Some(&message),
+                                    JobState::Running,
+                                    job.cursor + batch,
+                                    None,
                                     now_ms(),
                                 )
                                 .await?;
-                        } else {
-                            return self
-                                .finish(&job, kind, JobState::Failed, Event::Fail, Some(&message))
-                                .await;
+                        }
+                        Some((i, err)) => {
+                            let message = format!(
+                                "step {} ({}) failed: {err:#}",
+                                cursor + i + 1,
+                                steps[cursor + i].name()
+                            );
+                            tracing::warn!(job = %id, "{message}");
+                            if kind.rolls_back() {
+                                // Part of the batch may have happened: undo
+                                // all of it (undoing what never happened is
+                                // harmless: every undo is idempotent).
+                                self.store
+                                    .update_job(
+                                        id,
+                                        (JobState::Running, job.cursor),
+                                        JobState::RollingBack,
+                                        job.cursor + batch,
+                                        Some(&message),
+                                        now_ms(),
+                                    )
+                                    .await?;
+                            } else {
+                                return self
+                                    .finish(
+                                        &job,
+                                        kind,
+                                        JobState::Failed,
+                                        Event::Fail,
+                                        Some(&message),
+                                    )
+                                    .await;
+                            }
                         }
                     }
-                },
+                }
                 JobState::RollingBack if cursor == 0 => {
                     return self
                         .finish(&job, kind, JobState::RolledBack, Event::RolledBack, None)
                         .await;
                 }
                 JobState::RollingBack => {
-                    let undo = steps[cursor - 1].undo();
-                    let result = match &undo {
-                        Some(step) => self.execute(job.vi_id, step).await,
-                        None => Ok(()),
-                    };
-                    match result {
-                        Ok(()) => {
+                    let start = batch_start(&steps, cursor);
+                    let undos: Vec<Step> = steps[start..cursor]
+                        .iter()
+                        .rev()
+                        .filter_map(Step::undo)
+                        .collect();
+                    let failures = self.execute_all(job.vi_id, &undos).await;
+                    match failures.first() {
+                        None => {
                             self.store
                                 .update_job(
                                     id,
                                     (JobState::RollingBack, job.cursor),
                                     JobState::RollingBack,
-                                    job.cursor - 1,
+                                    i64::try_from(start)?,
                                     None,
                                     now_ms(),
                                 )
                                 .await?;
                         }
-                        Err(err) => {
-                            let message = format!(
-                                "undoing step {} ({}) failed: {err:#}",
-                                cursor,
-                                steps[cursor - 1].name()
-                            );
+                        Some((i, err)) => {
+                            let message = format!("undo ({}) failed: {err:#}", undos[*i].name());
                             return self
                                 .finish(&job, kind, JobState::Failed, Event::Fail, Some(&message))
                                 .await;
@@ -396,6 +439,31 @@ impl Jobs {
             .find(|h| h.id == host)
             .ok_or_else(|| anyhow::anyhow!("host {host} is gone"))?;
         self.hosts.hypervisor(record).await
+    }
+
+    /// Runs `steps` concurrently (at most [`PARALLEL`] at a time); returns
+    /// the failures by index, in order.
+    async fn execute_all(&self, vi: Uuid, steps: &[Step]) -> Vec<(usize, anyhow::Error)> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, step) in steps.iter().cloned().enumerate() {
+            let jobs = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                (i, jobs.execute(vi, &step).await)
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((i, Err(e))) => failures.push((i, e)),
+                Err(e) => failures.push((0, anyhow::anyhow!("a step's task failed: {e}"))),
+            }
+        }
+        failures.sort_by_key(|(i, _)| *i);
+        failures
     }
 
     async fn execute(&self, vi: Uuid, step: &Step) -> anyhow::Result<()> {
