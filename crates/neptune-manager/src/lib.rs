@@ -23,6 +23,7 @@ use anyhow::Context;
 use neptune_store::{Quota, Role, Store, UserRecord};
 use uuid::Uuid;
 
+pub use http::views::Views;
 pub use openapi::openapi;
 
 /// How a Manager runs.
@@ -70,6 +71,8 @@ pub struct AppState {
     /// Accepts plan and commit one at a time in this Manager; Managers
     /// sharing a database are kept apart by its constraints.
     pub planning: Arc<tokio::sync::Mutex<()>>,
+    /// Parsed designs and step names, reused across reads.
+    pub views: Arc<Views>,
 }
 
 /// A Manager ready to serve.
@@ -135,6 +138,7 @@ impl Manager {
                 config: Arc::new(config),
                 jobs,
                 planning: Arc::default(),
+                views: Arc::default(),
             },
             created_admin,
         })

@@ -13,11 +13,10 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::Step;
 use crate::AppState;
 
-pub(crate) fn job_out(job: &JobRecord) -> api::Job {
-    let steps: Vec<Step> = serde_json::from_str(&job.steps).unwrap_or_default();
+pub(crate) fn job_out(views: &super::views::Views, job: &JobRecord) -> api::Job {
+    let names = views.step_names(job);
     let rolling_back = job.state == neptune_store::JobState::RollingBack;
     let current = if rolling_back {
         job.cursor - 1
@@ -26,12 +25,12 @@ pub(crate) fn job_out(job: &JobRecord) -> api::Job {
     };
     let step_name = usize::try_from(current)
         .ok()
-        .and_then(|i| steps.get(i))
+        .and_then(|i| names.get(i))
         .map(|s| {
             if rolling_back {
-                format!("undo {}", s.name())
+                format!("undo {s}")
             } else {
-                s.name()
+                s.clone()
             }
         })
         .unwrap_or_default();
@@ -73,7 +72,10 @@ pub(crate) async fn show_job(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::Job>> {
-    Ok(Json(job_out(&visible_job(&state, &caller, id).await?)))
+    Ok(Json(job_out(
+        &state.views,
+        &visible_job(&state, &caller, id).await?,
+    )))
 }
 
 /// A job's progress as server-sent events: one `progress` event (a Job) per
@@ -106,7 +108,7 @@ pub(crate) async fn job_events(
                         }
                     }
                 };
-                let view = job_out(&job);
+                let view = job_out(&state.views, &job);
                 if last.as_ref() != Some(&view) {
                     let finished = job.state.is_finished();
                     let event = SseEvent::default()
@@ -139,7 +141,7 @@ pub(crate) async fn vi_jobs(
             .jobs_of_vi(id)
             .await?
             .iter()
-            .map(job_out)
+            .map(|j| job_out(&state.views, j))
             .collect(),
     ))
 }

@@ -4,6 +4,7 @@
 mod identity;
 mod infrastructure;
 pub(crate) mod jobs;
+pub(crate) mod views;
 mod vis;
 
 use axum::routing::{get, post};

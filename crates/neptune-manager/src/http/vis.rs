@@ -63,7 +63,7 @@ fn topology_of(design: &api::ViDesign) -> ApiResult<Topology> {
     catalogue::generate(kind, &params).map_err(|e| ApiError::InvalidRequest(e.to_string()))
 }
 
-fn design_of(vi: &ViRecord) -> ApiResult<Topology> {
+pub(crate) fn design_of(vi: &ViRecord) -> ApiResult<Topology> {
     neptune_topology::from_xml(&vi.design_xml).map_err(|d| {
         ApiError::Internal(anyhow::anyhow!(
             "stored design of VI {} does not load: {:?}",
@@ -73,7 +73,7 @@ fn design_of(vi: &ViRecord) -> ApiResult<Topology> {
     })
 }
 
-fn summary(topo: &Topology) -> api::ViSummary {
+pub(crate) fn summary(topo: &Topology) -> api::ViSummary {
     let s = topo.summary();
     api::ViSummary {
         nodes: s.nodes,
@@ -105,17 +105,18 @@ async fn names(state: &AppState) -> ApiResult<(HashMap<Uuid, String>, HashMap<Uu
 }
 
 fn vi_out(
+    views: &super::views::Views,
     vi: &ViRecord,
     users: &HashMap<Uuid, String>,
     dcs: &HashMap<Uuid, String>,
 ) -> ApiResult<api::Vi> {
-    let topo = design_of(vi)?;
+    let design = views.design(vi)?;
     Ok(api::Vi {
         id: vi.id,
         name: vi.name.clone(),
         owner: users.get(&vi.owner_id).cloned().unwrap_or_default(),
         state: vi.state,
-        summary: summary(&topo),
+        summary: design.summary.clone(),
         home_datacenter: vi.home_datacenter_id.and_then(|d| dcs.get(&d).cloned()),
         reject_reason: vi.reject_reason.clone(),
         version: vi.version,
@@ -190,7 +191,7 @@ async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
 
 async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
     let (users, dcs) = names(state).await?;
-    let topo = design_of(vi)?;
+    let design = state.views.design(vi)?;
     let events = state
         .store
         .vi_events(vi.id)
@@ -204,8 +205,7 @@ async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
             reason: e.reason,
         })
         .collect();
-    let topology = serde_json::from_str(&neptune_topology::to_json(&topo))
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let topology = design.topology.clone();
     let hosts: HashMap<Uuid, String> = state
         .store
         .list_hosts()
@@ -231,7 +231,7 @@ async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
         .jobs_of_vi(vi.id)
         .await?
         .iter()
-        .map(super::jobs::job_out)
+        .map(|j| super::jobs::job_out(&state.views, j))
         .collect();
     let addresses = vi
         .address_plan
@@ -240,7 +240,7 @@ async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
         .map(|p| crate::plan::address_view(&p));
     Ok(api::ViDetail {
         addresses,
-        vi: vi_out(vi, &users, &dcs)?,
+        vi: vi_out(&state.views, vi, &users, &dcs)?,
         topology,
         events,
         vms,
@@ -301,7 +301,7 @@ pub(crate) async fn list_vis(
     let vis = state.store.list_vis(owner).await?;
     Ok(Json(
         vis.iter()
-            .map(|v| vi_out(v, &users, &dcs))
+            .map(|v| vi_out(&state.views, v, &users, &dcs))
             .collect::<ApiResult<_>>()?,
     ))
 }
