@@ -432,8 +432,11 @@ impl Jobs {
         }
     }
 
-    async fn hypervisor(&self, host: Uuid) -> anyhow::Result<Arc<dyn Hypervisor>> {
-        let hosts = self.store.list_hosts().await?;
+    async fn hypervisor(
+        &self,
+        hosts: &[HostRecord],
+        host: Uuid,
+    ) -> anyhow::Result<Arc<dyn Hypervisor>> {
         let record = hosts
             .iter()
             .find(|h| h.id == host)
@@ -444,14 +447,20 @@ impl Jobs {
     /// Runs `steps` concurrently (at most [`PARALLEL`] at a time); returns
     /// the failures by index, in order.
     async fn execute_all(&self, vi: Uuid, steps: &[Step]) -> Vec<(usize, anyhow::Error)> {
+        // The hosts are read once per batch, not once per step.
+        let hosts: Arc<Vec<HostRecord>> = match self.store.list_hosts().await {
+            Ok(h) => Arc::new(h),
+            Err(e) => return vec![(0, e.into())],
+        };
         let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, step) in steps.iter().cloned().enumerate() {
             let jobs = self.clone();
             let permits = permits.clone();
+            let hosts = hosts.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                (i, jobs.execute(vi, &step).await)
+                (i, jobs.execute(&hosts, vi, &step).await)
             });
         }
         let mut failures = Vec::new();
@@ -466,13 +475,13 @@ impl Jobs {
         failures
     }
 
-    async fn execute(&self, vi: Uuid, step: &Step) -> anyhow::Result<()> {
+    async fn execute(&self, hosts: &[HostRecord], vi: Uuid, step: &Step) -> anyhow::Result<()> {
         let mut last = None;
         for attempt in 0..TRIES {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
             }
-            match self.execute_once(vi, step).await {
+            match self.execute_once(hosts, vi, step).await {
                 Ok(()) => return Ok(()),
                 Err(err) => last = Some(err),
             }
@@ -480,7 +489,12 @@ impl Jobs {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
     }
 
-    async fn execute_once(&self, vi: Uuid, step: &Step) -> anyhow::Result<()> {
+    async fn execute_once(
+        &self,
+        hosts: &[HostRecord],
+        vi: Uuid,
+        step: &Step,
+    ) -> anyhow::Result<()> {
         match step {
             Step::PrepareDisk {
                 host,
@@ -488,13 +502,13 @@ impl Jobs {
                 image,
                 size_mib,
             } => {
-                self.hypervisor(*host)
+                self.hypervisor(hosts, *host)
                     .await?
                     .prepare_disk(vm, image, *size_mib)
                     .await?;
             }
             Step::Define { host, spec, image } => {
-                let hv = self.hypervisor(*host).await?;
+                let hv = self.hypervisor(hosts, *host).await?;
                 // The disk step ran before; asking again returns its path.
                 let disk = hv.prepare_disk(&spec.name, image, spec.disk_mib).await?;
                 hv.define(&VmSpec {
@@ -503,9 +517,11 @@ impl Jobs {
                 })
                 .await?;
             }
-            Step::Start { host, vm } => self.hypervisor(*host).await?.start(vm).await?,
-            Step::Destroy { host, vm } => self.hypervisor(*host).await?.destroy(vm).await?,
-            Step::RemoveDisk { host, vm } => self.hypervisor(*host).await?.remove_disk(vm).await?,
+            Step::Start { host, vm } => self.hypervisor(hosts, *host).await?.start(vm).await?,
+            Step::Destroy { host, vm } => self.hypervisor(hosts, *host).await?.destroy(vm).await?,
+            Step::RemoveDisk { host, vm } => {
+                self.hypervisor(hosts, *host).await?.remove_disk(vm).await?
+            }
             Step::ReleaseHosts => {
                 self.store.release_vms(vi).await?;
             }

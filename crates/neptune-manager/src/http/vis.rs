@@ -369,6 +369,23 @@ async fn apply(
     Ok(state.store.transition_vi(vi.id, vi.state, &change).await?)
 }
 
+/// An owner's lifecycle event on their own VI (request also checks the quota).
+async fn owner_event(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    event: Event,
+) -> ApiResult<Json<api::ViDetail>> {
+    let vi = visible(state, caller, id).await?;
+    require_owner(caller, &vi)?;
+    if event == Event::Request {
+        vi.state.next(event)?;
+        check_quota(state, &vi).await?;
+    }
+    let vi = apply(state, caller, &vi, event, None, None).await?;
+    Ok(Json(detail(state, &vi).await?))
+}
+
 /// Asks for the VI to be allocated (the owner; checks the quota).
 #[utoipa::path(post, path = "/api/v1/vis/{id}/request", params(("id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
@@ -378,12 +395,7 @@ pub(crate) async fn request_vi(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::ViDetail>> {
-    let vi = visible(&state, &caller, id).await?;
-    require_owner(&caller, &vi)?;
-    vi.state.next(Event::Request)?;
-    check_quota(&state, &vi).await?;
-    let vi = apply(&state, &caller, &vi, Event::Request, None, None).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    owner_event(&state, &caller, id, Event::Request).await
 }
 
 /// Takes a pending request back (the owner), to edit the design.
@@ -394,10 +406,7 @@ pub(crate) async fn withdraw_vi(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::ViDetail>> {
-    let vi = visible(&state, &caller, id).await?;
-    require_owner(&caller, &vi)?;
-    let vi = apply(&state, &caller, &vi, Event::Withdraw, None, None).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    owner_event(&state, &caller, id, Event::Withdraw).await
 }
 
 /// Takes a rejected design back to `defined` (the owner), to edit it.
@@ -408,10 +417,7 @@ pub(crate) async fn revise_vi(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::ViDetail>> {
-    let vi = visible(&state, &caller, id).await?;
-    require_owner(&caller, &vi)?;
-    let vi = apply(&state, &caller, &vi, Event::Revise, None, None).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    owner_event(&state, &caller, id, Event::Revise).await
 }
 
 /// The address plan of `topo` against the stored allocations (changes nothing).

@@ -266,6 +266,22 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// Where each VM runs (or would run).
+fn vm_table(vms: &[api::PlannedVm]) {
+    table(
+        &["NODE", "HOST", "VCPUS", "RAM MIB", "DISK MIB"],
+        vms.iter()
+            .map(|v| {
+                let numbers = [v.vcpus, v.ram_mib, v.disk_mib].map(|n| n.to_string());
+                [v.node.clone(), v.host.clone()]
+                    .into_iter()
+                    .chain(numbers)
+                    .collect()
+            })
+            .collect(),
+    );
+}
+
 fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -298,21 +314,7 @@ fn show_detail(d: &api::ViDetail, output: Output) -> anyhow::Result<()> {
     }
     if !d.vms.is_empty() {
         println!();
-        table(
-            &["NODE", "HOST", "VCPUS", "RAM MIB", "DISK MIB"],
-            d.vms
-                .iter()
-                .map(|v| {
-                    vec![
-                        v.node.clone(),
-                        v.host.clone(),
-                        v.vcpus.to_string(),
-                        v.ram_mib.to_string(),
-                        v.disk_mib.to_string(),
-                    ]
-                })
-                .collect(),
-        );
+        vm_table(&d.vms);
     }
     if let Some(job) = d.jobs.last() {
         println!(
@@ -411,21 +413,7 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
                         "NOT admissible"
                     }
                 );
-                table(
-                    &["NODE", "HOST", "VCPUS", "RAM MIB", "DISK MIB"],
-                    plan.vms
-                        .iter()
-                        .map(|v| {
-                            vec![
-                                v.node.clone(),
-                                v.host.clone(),
-                                v.vcpus.to_string(),
-                                v.ram_mib.to_string(),
-                                v.disk_mib.to_string(),
-                            ]
-                        })
-                        .collect(),
-                );
+                vm_table(&plan.vms);
                 Ok(())
             }
             ViCommand::Accept {
