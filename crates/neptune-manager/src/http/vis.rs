@@ -201,7 +201,12 @@ async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
             at: e.at,
             from: e.from_state,
             to: e.to_state,
-            actor: users.get(&e.actor).cloned().unwrap_or_default(),
+            // Jobs act as Neptune itself (the nil actor).
+            actor: match users.get(&e.actor) {
+                Some(name) => name.clone(),
+                None if e.actor.is_nil() => "neptune".to_owned(),
+                None => String::new(),
+            },
             reason: e.reason,
         })
         .collect();
