@@ -92,8 +92,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Virtual Infrastructures.
     async fn create_vi(&self, vi: &ViRecord) -> Result<()>;
     async fn vi(&self, id: Uuid) -> Result<ViRecord>;
+    /// The VI's owner and revision, in one indexed read: enough to
+    /// authorise a read and to tell whether a view of the VI built at an
+    /// earlier revision is still current.
+    async fn vi_stamp(&self, id: Uuid) -> Result<ViStamp>;
     /// All VIs, or those of one owner.
     async fn list_vis(&self, owner: Option<Uuid>) -> Result<Vec<ViRecord>>;
+    /// How many VIs [`Store::list_vis`] would list and their revisions'
+    /// total, from an index: enough to tell whether a list built earlier
+    /// is still current.
+    async fn vi_list_stamp(&self, owner: Option<Uuid>) -> Result<ViListStamp>;
     /// Replaces the design of a VI that is still `defined` and at `version`.
     async fn update_vi_design(
         &self,

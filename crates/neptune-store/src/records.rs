@@ -258,6 +258,28 @@ pub struct ViRecord {
     pub address_plan: Option<String>,
 }
 
+/// What a reader checks before reusing a view of a VI.
+///
+/// The database grows `revision` with every write of the VI row, its
+/// history, its jobs and its placement (triggers, so every write path and
+/// every Manager sharing the database counts). It never goes back, so a
+/// view built from reads made after seeing revision `r` shows everything
+/// written up to `r`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViStamp {
+    pub owner_id: Uuid,
+    pub revision: i64,
+}
+
+/// What a reader checks before reusing a list of VIs: how many there are
+/// and their revisions' total. VIs are never deleted and revisions never go
+/// back, so any write of a listed VI, or a new VI, changes the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViListStamp {
+    pub count: i64,
+    pub revisions: i64,
+}
+
 /// A lifecycle change to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {

@@ -810,6 +810,149 @@ async fn address_uniqueness(s: &dyn Store) {
     accept(&b, vec![owned(p, "10.0.0.0/28")]).await.unwrap();
 }
 
+/// Every write of what a VI's readers see grows its revision, whichever
+/// method makes it; reads and failed writes do not, nor do other VIs' writes.
+async fn vi_revisions(s: &dyn Store) {
+    let owner = user("revised", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: "dc-revisions".into(),
+        created_at: 1,
+        home_pools: vec![],
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    let h = s.upsert_host(&host(dc.id, "r1", 8, 8192, 8)).await.unwrap();
+    let v = vi(owner.id, "watched");
+    let other = vi(owner.id, "bystander");
+    s.create_vi(&v).await.unwrap();
+    s.create_vi(&other).await.unwrap();
+    assert!(matches!(
+        s.vi_stamp(Uuid::new_v4()).await,
+        Err(StoreError::NotFound { what: "VI" })
+    ));
+    let first = s.vi_stamp(v.id).await.unwrap();
+    assert_eq!(first.owner_id, owner.id);
+    let other_first = s.vi_stamp(other.id).await.unwrap();
+
+    let before = s.vi_list_stamp(Some(owner.id)).await.unwrap();
+    assert_eq!(before.count, 2);
+    let all = s.vi_list_stamp(None).await.unwrap();
+    assert!(all.count >= 2 && all.revisions >= before.revisions);
+    let mut last = (first.revision, before);
+    async fn grew(s: &dyn Store, vi: Uuid, owner: Uuid, last: &mut (i64, ViListStamp), what: &str) {
+        let stamp = s.vi_stamp(vi).await.unwrap();
+        let list = s.vi_list_stamp(Some(owner)).await.unwrap();
+        assert!(stamp.revision > last.0, "{what} did not grow the revision");
+        assert_ne!(list, last.1, "{what} did not change the list's stamp");
+        *last = (stamp.revision, list);
+    }
+    async fn unchanged(s: &dyn Store, vi: Uuid, owner: Uuid, last: &(i64, ViListStamp)) {
+        assert_eq!(s.vi_stamp(vi).await.unwrap().revision, last.0);
+        assert_eq!(s.vi_list_stamp(Some(owner)).await.unwrap(), last.1);
+    }
+    s.update_vi_design(v.id, 1, "watched", "<topology id=\"u\"/>", 20)
+        .await
+        .unwrap();
+    grew(s, v.id, owner.id, &mut last, "a design edit").await;
+    s.transition_vi(v.id, ViState::Defined, &to(ViState::Requested, owner.id))
+        .await
+        .unwrap();
+    grew(s, v.id, owner.id, &mut last, "a transition").await;
+
+    // Reads and refused writes leave it alone.
+    s.vi(v.id).await.unwrap();
+    s.vms(v.id).await.unwrap();
+    s.vi_events(v.id).await.unwrap();
+    assert!(s
+        .transition_vi(v.id, ViState::Defined, &to(ViState::Requested, owner.id))
+        .await
+        .is_err());
+    unchanged(s, v.id, owner.id, &last).await;
+
+    s.transition_with_placement(
+        v.id,
+        ViState::Requested,
+        &to(ViState::Accepted, owner.id),
+        &Reservation {
+            vms: vec![vm(v.id, "a", h.id, 1, 512), vm(v.id, "b", h.id, 1, 512)],
+            address_plan: Some("{}".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    grew(s, v.id, owner.id, &mut last, "a placement").await;
+    let job = JobRecord {
+        id: Uuid::new_v4(),
+        vi_id: v.id,
+        kind: "deploy".into(),
+        state: JobState::Running,
+        steps: "[1,2]".into(),
+        cursor: 0,
+        total: 2,
+        error: None,
+        owner: None,
+        lease_until: 0,
+        created_at: 60,
+        updated_at: 60,
+    };
+    s.start_job(&job, ViState::Accepted, &to(ViState::Deploying, owner.id))
+        .await
+        .unwrap();
+    grew(s, v.id, owner.id, &mut last, "starting a job").await;
+    s.update_job(
+        job.id,
+        (JobState::Running, 0),
+        JobState::Running,
+        1,
+        None,
+        70,
+    )
+    .await
+    .unwrap();
+    grew(s, v.id, owner.id, &mut last, "a job's progress").await;
+    s.finish_job(
+        job.id,
+        JobState::Running,
+        JobState::Succeeded,
+        None,
+        ViState::Deploying,
+        &to(ViState::Running, Uuid::nil()),
+    )
+    .await
+    .unwrap();
+    grew(s, v.id, owner.id, &mut last, "finishing a job").await;
+    assert_eq!(s.release_vms(v.id).await.unwrap(), 2);
+    grew(s, v.id, owner.id, &mut last, "releasing the placement").await;
+    assert_eq!(s.release_vms(v.id).await.unwrap(), 0);
+    unchanged(s, v.id, owner.id, &last).await;
+
+    assert_eq!(s.vi_stamp(other.id).await.unwrap(), other_first);
+
+    // A new VI changes its owner's list and everyone's, not other owners'.
+    let stranger = user("stranger", Role::User);
+    s.create_user(&stranger).await.unwrap();
+    let strangers = s.vi_list_stamp(Some(stranger.id)).await.unwrap();
+    assert_eq!(
+        strangers,
+        ViListStamp {
+            count: 0,
+            revisions: 0
+        }
+    );
+    let all = s.vi_list_stamp(None).await.unwrap();
+    s.create_vi(&vi(owner.id, "third")).await.unwrap();
+    let mine = s.vi_list_stamp(Some(owner.id)).await.unwrap();
+    assert_eq!(
+        (mine.count, mine.revisions),
+        (last.1.count + 1, last.1.revisions)
+    );
+    assert_eq!(s.vi_list_stamp(Some(stranger.id)).await.unwrap(), strangers);
+    let now = s.vi_list_stamp(None).await.unwrap();
+    assert_eq!((now.count, now.revisions), (all.count + 1, all.revisions));
+}
+
 async fn suite(store: SqlStore) {
     let s: Arc<dyn Store> = Arc::new(store);
     users_and_tokens(s.as_ref()).await;
@@ -819,6 +962,7 @@ async fn suite(store: SqlStore) {
     placement_reservations(s.as_ref()).await;
     address_uniqueness(s.as_ref()).await;
     durable_jobs(s.as_ref()).await;
+    vi_revisions(s.as_ref()).await;
     concurrent_reservations(s.clone()).await;
     concurrent_transitions(s).await;
 }
