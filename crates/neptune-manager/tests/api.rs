@@ -24,8 +24,10 @@ const SHOP: &str = include_str!("../../neptune-topology/testdata/web-with-links.
 struct TestManager {
     base: String,
     http: reqwest::Client,
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
     sims: Arc<SimDirectory>,
+    /// The database, for a second Manager sharing it.
+    url: String,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -105,7 +107,7 @@ async fn start(db: Db) -> Option<TestManager> {
     let url = database_url(&db, dir.path()).await?;
     let images = dir.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let mut config = Config::new(url, &images);
+    let mut config = Config::new(url.clone(), &images);
     config.admin_password = Some(ADMIN_PASSWORD.to_owned());
     let sims = Arc::new(SimDirectory {
         root: dir.path().join("hosts"),
@@ -116,6 +118,19 @@ async fn start(db: Db) -> Option<TestManager> {
         manager.created_admin.as_ref().map(|(n, _)| n.as_str()),
         Some("admin")
     );
+    let (base, tx) = serve(manager).await;
+    Some(TestManager {
+        base,
+        http: reqwest::Client::new(),
+        dir: Arc::new(dir),
+        sims,
+        url,
+        _shutdown: tx,
+    })
+}
+
+/// Serves `manager` on a port of its own until the sender is dropped.
+async fn serve(manager: Manager) -> (String, tokio::sync::oneshot::Sender<()>) {
     let (listener, addr) = Manager::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -126,16 +141,28 @@ async fn start(db: Db) -> Option<TestManager> {
             .await
             .unwrap();
     });
-    Some(TestManager {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        dir,
-        sims,
-        _shutdown: tx,
-    })
+    (format!("http://{addr}"), tx)
 }
 
 impl TestManager {
+    /// Another Manager on the same database and hosts, as Managers sharing
+    /// PostgreSQL are, with caches of its own.
+    async fn second(&self) -> TestManager {
+        let mut config = Config::new(self.url.clone(), self.dir.path().join("images"));
+        config.admin_password = Some(ADMIN_PASSWORD.to_owned());
+        let manager = Manager::open(config, self.sims.clone()).await.unwrap();
+        assert!(manager.created_admin.is_none());
+        let (base, tx) = serve(manager).await;
+        TestManager {
+            base,
+            http: self.http.clone(),
+            dir: self.dir.clone(),
+            sims: self.sims.clone(),
+            url: self.url.clone(),
+            _shutdown: tx,
+        }
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -1529,6 +1556,210 @@ async fn capacity_is_never_exceeded(m: &TestManager) {
     );
 }
 
+/// A VI's detail with its ETag, sending `If-None-Match` when given one.
+async fn detail_with_tag(
+    m: &TestManager,
+    token: &str,
+    id: &str,
+    if_none_match: Option<&str>,
+) -> (StatusCode, String, Value) {
+    let mut req = m
+        .http
+        .get(format!("{}/api/v1/vis/{id}", m.base))
+        .bearer_auth(token);
+    if let Some(tag) = if_none_match {
+        req = req.header("If-None-Match", tag);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let tag = resp
+        .headers()
+        .get("etag")
+        .map(|t| t.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        tag,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+/// Reads of a VI's detail are answered from a cache of serialised bodies;
+/// none may be older than a write the reader could have observed: its own
+/// changes, a job's progress recorded by the job runner, and changes made
+/// through another Manager sharing the database. Who may read is unchanged.
+async fn reads_are_never_stale(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 64).await;
+    let other = m.second().await;
+    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
+    let id = vi["id"].as_str().unwrap().to_owned();
+
+    let (s, tag, v) = detail_with_tag(m, &p.alice, &id, None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("defined")));
+    assert!(tag.starts_with('"') && tag.len() > 2, "{tag}");
+    let (s, again, v) = detail_with_tag(m, &p.alice, &id, Some(&tag)).await;
+    assert_eq!(
+        (s, &again, &v),
+        (StatusCode::NOT_MODIFIED, &tag, &Value::Null)
+    );
+    // The kept body is served only to those who may see the VI.
+    let (s, _, v) = detail_with_tag(m, &p.bob, &id, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, _, _) = detail_with_tag(m, &p.bob, &id, Some(&tag)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, admin_tag, _) = detail_with_tag(m, &p.admin, &id, None).await;
+    assert_eq!((s, &admin_tag), (StatusCode::OK, &tag));
+    let list = |token: &str| {
+        let token = token.to_owned();
+        async move {
+            let (s, v) = m.call(Method::GET, "/api/v1/vis", Some(&token), None).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap().to_owned(),
+                        v["state"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let shop = vi["name"].as_str().unwrap().to_owned();
+    assert_eq!(list(&p.alice).await, [(shop.clone(), "defined".to_owned())]);
+    assert_eq!(list(&p.admin).await, [(shop.clone(), "defined".to_owned())]);
+    assert!(list(&p.bob).await.is_empty());
+    // A VI made through another Manager joins the lists kept here.
+    other
+        .create_vi(&p.bob, json!({"catalogue": {"kind": "star", "nodes": 3}}))
+        .await;
+    assert_eq!(list(&p.bob).await.len(), 1);
+    assert_eq!(list(&p.admin).await.len(), 2);
+    assert_eq!(list(&p.alice).await, [(shop.clone(), "defined".to_owned())]);
+
+    // A change made through another Manager shows at once here.
+    let (s, v) = other
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{id}/request"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, requested_tag, v) = detail_with_tag(m, &p.alice, &id, Some(&tag)).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("requested"))
+    );
+    assert_ne!(requested_tag, tag);
+    assert_eq!(
+        list(&p.alice).await,
+        [(shop.clone(), "requested".to_owned())]
+    );
+
+    // The caller's own change shows at once too.
+    let (s, v) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{id}/withdraw"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, _, v) = detail_with_tag(m, &p.alice, &id, None).await;
+    assert_eq!(v["state"], "defined");
+    assert_eq!(list(&p.alice).await, [(shop.clone(), "defined".to_owned())]);
+    m.call(
+        Method::POST,
+        &format!("/api/v1/vis/{id}/request"),
+        Some(&p.alice),
+        None,
+    )
+    .await;
+
+    // A job's progress, written by the job runner, shows in every read
+    // made after it: the detail is never behind the job read just before.
+    m.sims
+        .sim("host0")
+        .set_delay(Op::Start, std::time::Duration::from_millis(150));
+    let (s, v) = m
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{id}/accept"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("deploying")),
+        "{v}"
+    );
+    let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let mut seen_steps = std::collections::BTreeSet::new();
+    loop {
+        let (_, j) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/jobs/{job}"),
+                Some(&p.alice),
+                None,
+            )
+            .await;
+        for reader in [m, &other] {
+            let (s, _, v) = detail_with_tag(reader, &p.alice, &id, None).await;
+            assert_eq!(s, StatusCode::OK);
+            let shown = &v["jobs"][0];
+            assert!(
+                shown["step"].as_i64() >= j["step"].as_i64(),
+                "{shown} is behind {j}"
+            );
+            if j["state"] == "succeeded" {
+                assert_eq!(shown["state"], "succeeded", "{v}");
+                assert_eq!(v["state"], "running", "{v}");
+                assert!(!v["vms"].as_array().unwrap().is_empty());
+            }
+            seen_steps.insert(shown["step"].as_i64().unwrap());
+        }
+        if j["state"] != "running" {
+            assert_eq!(j["state"], "succeeded", "{j}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen_steps.len() >= 2,
+        "no read during the deploy: {seen_steps:?}"
+    );
+
+    // Terminating through the other Manager: its job runs there, and the
+    // first Manager's reads follow.
+    m.sims.sim("host0").set_delays(HashMap::new());
+    let (_, running_tag, _) = detail_with_tag(m, &p.alice, &id, None).await;
+    let (s, v) = other
+        .call(
+            Method::POST,
+            &format!("/api/v1/vis/{id}/terminate"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, v) = detail_with_tag(m, &p.alice, &id, Some(&running_tag)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(v["state"], "running");
+    let v = m.wait_vi(&p.alice, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    assert!(v["vms"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["jobs"][1]["state"], "succeeded", "{v}");
+    assert_eq!(list(&p.alice).await, [(shop, "terminated".to_owned())]);
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1562,6 +1793,7 @@ on_both_stores!(
     failed_deploy_rolls_back,
     capacity_is_never_exceeded,
     many_parallel_accepts,
+    reads_are_never_stale,
 );
 
 #[test]

@@ -1,6 +1,7 @@
 //! The HTTP JSON API under `/api/v1`: routing and the conversions between
 //! store records and API types. Handlers live in one module per resource.
 
+mod cache;
 mod identity;
 mod infrastructure;
 pub(crate) mod jobs;

@@ -25,6 +25,13 @@ pub(crate) struct DesignView {
 pub struct Views {
     designs: Mutex<HashMap<(Uuid, i64), Arc<DesignView>>>,
     steps: Mutex<HashMap<Uuid, Arc<Vec<String>>>>,
+    /// VI details as sent, each valid at one store revision of its VI.
+    pub(crate) details: super::cache::Bodies<Uuid, i64>,
+    /// VI lists as sent, by owner (`None`: all VIs, for administrators).
+    pub(crate) lists: super::cache::Bodies<Option<Uuid>, neptune_store::ViListStamp>,
+    pub(crate) users: super::cache::NameMap,
+    pub(crate) datacenters: super::cache::NameMap,
+    pub(crate) hosts: super::cache::NameMap,
 }
 
 fn remember<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: K, value: V) -> V {

@@ -6,9 +6,11 @@
 //! and is compare-and-set in the store.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use neptune_api as api;
 use neptune_hypervisor::VmSpec;
@@ -86,22 +88,42 @@ pub(crate) fn summary(topo: &Topology) -> api::ViSummary {
     }
 }
 
-async fn names(state: &AppState) -> ApiResult<(HashMap<Uuid, String>, HashMap<Uuid, String>)> {
-    let users = state
-        .store
-        .list_users()
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.name))
-        .collect();
-    let dcs = state
-        .store
-        .list_datacenters()
-        .await?
-        .into_iter()
-        .map(|d| (d.id, d.name))
-        .collect();
-    Ok((users, dcs))
+type Names = Arc<HashMap<Uuid, String>>;
+
+/// Names of the users `ids`; the store is read only when one is new here.
+async fn user_names(state: &AppState, ids: impl Iterator<Item = Uuid>) -> ApiResult<Names> {
+    if let Some(names) = state.views.users.covering(ids) {
+        return Ok(names);
+    }
+    let users = state.store.list_users().await?;
+    Ok(state
+        .views
+        .users
+        .replace(users.into_iter().map(|u| (u.id, u.name)).collect()))
+}
+
+/// Names of the datacenters `ids`; the store is read only when one is new here.
+async fn datacenter_names(state: &AppState, ids: impl Iterator<Item = Uuid>) -> ApiResult<Names> {
+    if let Some(names) = state.views.datacenters.covering(ids) {
+        return Ok(names);
+    }
+    let dcs = state.store.list_datacenters().await?;
+    Ok(state
+        .views
+        .datacenters
+        .replace(dcs.into_iter().map(|d| (d.id, d.name)).collect()))
+}
+
+/// Names of the hosts `ids`; the store is read only when one is new here.
+async fn host_names(state: &AppState, ids: impl Iterator<Item = Uuid>) -> ApiResult<Names> {
+    if let Some(names) = state.views.hosts.covering(ids) {
+        return Ok(names);
+    }
+    let hosts = state.store.list_hosts().await?;
+    Ok(state
+        .views
+        .hosts
+        .replace(hosts.into_iter().map(|h| (h.id, h.name)).collect()))
 }
 
 fn vi_out(
@@ -125,10 +147,15 @@ fn vi_out(
     })
 }
 
+/// Whether the caller may see a VI of `owner`: its owner and administrators.
+fn may_see(caller: &Caller, owner: Uuid) -> bool {
+    owner == caller.user.id || caller.is_admin()
+}
+
 /// The VI if the caller may see it; someone else's VI is "not found".
 async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
     let vi = state.store.vi(id).await?;
-    if vi.owner_id != caller.user.id && !caller.is_admin() {
+    if !may_see(caller, vi.owner_id) {
         return Err(ApiError::NotFound("VI"));
     }
     Ok(vi)
@@ -190,12 +217,19 @@ async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
 }
 
 async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
-    let (users, dcs) = names(state).await?;
     let design = state.views.design(vi)?;
-    let events = state
-        .store
-        .vi_events(vi.id)
-        .await?
+    let events = state.store.vi_events(vi.id).await?;
+    let vms = state.store.vms(vi.id).await?;
+    let users = user_names(
+        state,
+        [vi.owner_id]
+            .into_iter()
+            .chain(events.iter().map(|e| e.actor).filter(|a| !a.is_nil())),
+    )
+    .await?;
+    let dcs = datacenter_names(state, vi.home_datacenter_id.into_iter()).await?;
+    let hosts = host_names(state, vms.iter().map(|v| v.host_id)).await?;
+    let events = events
         .into_iter()
         .map(|e| api::ViEvent {
             at: e.at,
@@ -211,17 +245,7 @@ async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
         })
         .collect();
     let topology = design.topology.clone();
-    let hosts: HashMap<Uuid, String> = state
-        .store
-        .list_hosts()
-        .await?
-        .into_iter()
-        .map(|h| (h.id, h.name))
-        .collect();
-    let vms = state
-        .store
-        .vms(vi.id)
-        .await?
+    let vms = vms
         .into_iter()
         .map(|v| api::PlannedVm {
             host: hosts.get(&v.host_id).cloned().unwrap_or_default(),
@@ -291,36 +315,85 @@ pub(crate) async fn create_vi(
 }
 
 /// The caller's VIs (administrators: all VIs).
-#[utoipa::path(get, path = "/api/v1/vis", security(("bearer" = [])),
-    responses((status = 200, body = Vec<api::Vi>), (status = 401, body = api::ErrorBody)))]
+///
+/// The answer carries an `ETag`; sent back in `If-None-Match`, it gets
+/// `304 Not Modified` while the list is unchanged.
+#[utoipa::path(get, path = "/api/v1/vis",
+    params(("If-None-Match" = Option<String>, Header, description = "The ETag of a list already held")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<api::Vi>,
+            headers(("ETag" = String, description = "Changes whenever the list does"))),
+        (status = 304, description = "The list named by If-None-Match is current",
+            headers(("ETag" = String))),
+        (status = 401, body = api::ErrorBody)))]
 pub(crate) async fn list_vis(
     State(state): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<Vec<api::Vi>>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let owner = if caller.is_admin() {
         None
     } else {
         Some(caller.user.id)
     };
-    let (users, dcs) = names(&state).await?;
+    // Read before the list, as for a VI's detail (see `cache`).
+    let stamp = state.store.vi_list_stamp(owner).await?;
+    if let Some(body) = state.views.lists.get(owner, stamp) {
+        return Ok(body.respond(&headers));
+    }
     let vis = state.store.list_vis(owner).await?;
-    Ok(Json(
-        vis.iter()
-            .map(|v| vi_out(&state.views, v, &users, &dcs))
-            .collect::<ApiResult<_>>()?,
-    ))
+    let users = user_names(&state, vis.iter().map(|v| v.owner_id)).await?;
+    let dcs = datacenter_names(&state, vis.iter().filter_map(|v| v.home_datacenter_id)).await?;
+    let list = vis
+        .iter()
+        .map(|v| vi_out(&state.views, v, &users, &dcs))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let json = serde_json::to_vec(&list).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(state
+        .views
+        .lists
+        .put(owner, stamp, json.into())
+        .respond(&headers))
 }
 
 /// One VI with its design and history.
-#[utoipa::path(get, path = "/api/v1/vis/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody)))]
+///
+/// The answer carries an `ETag`; sent back in `If-None-Match`, it gets
+/// `304 Not Modified` while the VI is unchanged.
+#[utoipa::path(get, path = "/api/v1/vis/{id}",
+    params(("id" = Uuid, Path),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of a detail already held")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = api::ViDetail,
+            headers(("ETag" = String, description = "Changes whenever the detail does"))),
+        (status = 304, description = "The detail named by If-None-Match is current",
+            headers(("ETag" = String))),
+        (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn show_vi(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<api::ViDetail>> {
-    let vi = visible(&state, &caller, id).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    // The stamp is read before anything the detail shows, so a body built
+    // now reflects at least this revision (see `cache`).
+    let stamp = state.store.vi_stamp(id).await?;
+    if !may_see(&caller, stamp.owner_id) {
+        return Err(ApiError::NotFound("VI"));
+    }
+    if let Some(body) = state.views.details.get(id, stamp.revision) {
+        return Ok(body.respond(&headers));
+    }
+    let vi = state.store.vi(id).await?;
+    let json = serde_json::to_vec(&detail(&state, &vi).await?)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(state
+        .views
+        .details
+        .put(id, stamp.revision, json.into())
+        .respond(&headers))
 }
 
 /// Replaces the design of a defined VI (the owner's; `version` must match).
