@@ -4,7 +4,7 @@
 //!    reached through real Agents over HTTP (the `neptune up` setup), five
 //!    runs, median and spread;
 //! 2. API read throughput and latency under `wrk` (if installed): an
-//!    authenticated GET of one VI and of `/me`, on SQLite.
+//!    authenticated GET of one VI, of the VI list and of `/me`, on SQLite.
 //!
 //!     cargo run --release -p neptune-bench-manager -- [--vms N] [--runs R] [--wrk-seconds S]
 
@@ -252,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             "GET /api/v1/vis/{id} (a 100-VM VI)",
             format!("/vis/{last_id}"),
         ),
+        ("GET /api/v1/vis (the admin's list)", "/vis".to_owned()),
         ("GET /api/v1/me", "/me".to_owned()),
     ] {
         let out = tokio::process::Command::new("wrk")
@@ -273,12 +274,14 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or("Requests/sec: ?")
             .trim()
             .to_owned();
-        let p99 = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("99%"))
-            .unwrap_or("99% ?")
-            .trim()
-            .to_owned();
+        let percentile = |p: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(p))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let (p50, p99) = (percentile("50%"), percentile("99%"));
         let errors = text
             .lines()
             .find(|l| l.contains("Non-2xx"))
@@ -286,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
             .trim()
             .to_owned();
         println!(
-            "== wrk -t2 -c32 -d{}s {what}: {rps}, latency p{p99} {errors}",
+            "== wrk -t2 -c32 -d{}s {what}: {rps}, latency p50 {p50}, p99 {p99} {errors}",
             args.wrk_seconds
         );
     }
