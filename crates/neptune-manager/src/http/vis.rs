@@ -617,6 +617,7 @@ pub(crate) async fn accept_vi(
             address_plan: Some(
                 serde_json::to_string(&addresses).map_err(|e| ApiError::Internal(e.into()))?,
             ),
+            job: None,
         };
         let change = Transition {
             to: ViState::Accepted,
