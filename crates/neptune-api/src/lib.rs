@@ -186,6 +186,19 @@ pub struct CreateTemplate {
     pub software: Vec<Software>,
 }
 
+/// Saves a VM of a running VI as a new template (its disk copied into the
+/// image repository). The owner of the VI or an administrator.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveTemplate {
+    /// The node of the VI whose VM is saved.
+    pub node: String,
+    /// The new template's name.
+    pub name: String,
+    /// Defaults to the OS of the template the VM was made from.
+    pub os_name: Option<String>,
+}
+
 /// A predefined topology of the catalogue.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CatalogueRequest {
@@ -315,7 +328,7 @@ pub struct Plan {
 pub struct Job {
     pub id: Uuid,
     pub vi: Uuid,
-    /// `deploy` or `terminate`.
+    /// `deploy`, `suspend`, `resume`, `terminate` or `save_template`.
     pub kind: String,
     /// `running`, `rolling_back`, `succeeded`, `rolled_back` or `failed`.
     pub state: String,

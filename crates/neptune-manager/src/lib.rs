@@ -13,6 +13,7 @@ mod http;
 pub mod jobs;
 mod openapi;
 pub mod plan;
+pub mod templates;
 pub mod up;
 
 use std::net::SocketAddr;

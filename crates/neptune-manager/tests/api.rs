@@ -1085,6 +1085,38 @@ async fn authorization_matrix(m: &TestManager) {
         ),
         (
             Method::POST,
+            format!("/api/v1/vis/{id}/templates"),
+            Some(json!({"node": "ghost", "name": "saved"})),
+            [
+                S::UNAUTHORIZED,
+                S::UNPROCESSABLE_ENTITY,
+                S::NOT_FOUND,
+                S::UNPROCESSABLE_ENTITY,
+            ],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/vis/{id}/resume"),
+            None,
+            [S::UNAUTHORIZED, S::CONFLICT, S::NOT_FOUND, S::CONFLICT],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/vis/{id}/suspend"),
+            None,
+            [S::UNAUTHORIZED, S::OK, S::NOT_FOUND, S::CONFLICT],
+        ),
+        // Not a call: waits until the suspend job has finished.
+        (Method::OPTIONS, "wait-suspended".into(), None, [ANY; 4]),
+        (
+            Method::POST,
+            format!("/api/v1/vis/{id}/resume"),
+            None,
+            [S::UNAUTHORIZED, S::OK, S::NOT_FOUND, S::CONFLICT],
+        ),
+        (Method::OPTIONS, "wait-resumed".into(), None, [ANY; 4]),
+        (
+            Method::POST,
             format!("/api/v1/vis/{id}/terminate"),
             None,
             [S::UNAUTHORIZED, S::OK, S::NOT_FOUND, S::CONFLICT],
@@ -1103,6 +1135,16 @@ async fn authorization_matrix(m: &TestManager) {
             let v = m.wait_vi(&p.admin, &id, "deploying").await;
             assert_eq!(v["state"], "running", "{v}");
             job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+            continue;
+        }
+        if path == "wait-suspended" {
+            let v = m.wait_vi(&p.admin, &id, "suspending").await;
+            assert_eq!(v["state"], "suspended", "{v}");
+            continue;
+        }
+        if path == "wait-resumed" {
+            let v = m.wait_vi(&p.admin, &id, "resuming").await;
+            assert_eq!(v["state"], "running", "{v}");
             continue;
         }
         let path = &path.replace("{job}", &job);
@@ -1529,6 +1571,340 @@ async fn capacity_is_never_exceeded(m: &TestManager) {
     );
 }
 
+impl TestManager {
+    async fn post(&self, token: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), body).await
+    }
+
+    /// Creates, requests and accepts a catalogue VI of alice's; waits until it runs.
+    async fn running_vi(&self, p: &People, kind: &str, nodes: usize) -> String {
+        let vi = self
+            .create_vi(
+                &p.alice,
+                json!({"catalogue": {"kind": kind, "nodes": nodes}}),
+            )
+            .await;
+        let id = vi["id"].as_str().unwrap().to_owned();
+        let (s, v) = self
+            .post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = self
+            .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let v = self.wait_vi(&p.alice, &id, "deploying").await;
+        assert_eq!(v["state"], "running", "{v}");
+        id
+    }
+
+    async fn used_slots(&self, admin: &str) -> i64 {
+        let (_, hosts) = self
+            .call(Method::GET, "/api/v1/hosts", Some(admin), None)
+            .await;
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["used_slots"].as_i64().unwrap())
+            .sum()
+    }
+
+    /// The files a suspend saved of VI `id`.
+    fn saved_files(&self, id: &str) -> Vec<String> {
+        let dir = self
+            .dir
+            .path()
+            .join("images/suspended")
+            .join(id.replace('-', ""));
+        let mut names: Vec<String> = std::fs::read_dir(dir).map_or(Vec::new(), |d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        });
+        names.sort();
+        names
+    }
+}
+
+/// The VI's newest job.
+fn last_job(vi: &Value) -> &Value {
+    vi["jobs"].as_array().unwrap().last().unwrap()
+}
+
+/// Suspend frees the hosts "for future reallocation"; resume places the VI
+/// again (refused, changing nothing, while there is no room), with the
+/// same addresses; terminate removes what a suspend saved.
+async fn suspend_and_resume(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 2, 4).await;
+    let id = m.running_vi(&p, "nat-backends", 6).await;
+    let (_, before) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(m.used_slots(&p.admin).await, 6);
+
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("suspending")),
+        "{v}"
+    );
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "suspended", "{v}");
+    assert_eq!(last_job(&v)["kind"], "suspend");
+    assert_eq!(last_job(&v)["state"], "succeeded");
+    assert!(v["vms"].as_array().unwrap().is_empty(), "hosts freed: {v}");
+    assert_eq!(m.used_slots(&p.admin).await, 0);
+    assert!(m.vms_everywhere().await.is_empty(), "no VM left on a host");
+    assert_eq!(m.disks_everywhere(), 0, "no disk left on a host");
+    let saved = m.saved_files(&id);
+    assert_eq!(saved.len(), 12, "a state and a disk per VM: {saved:?}");
+    assert_eq!(v["addresses"], before["addresses"], "addresses are kept");
+
+    // Another VI takes the room meanwhile: resuming is refused, nothing changes.
+    let other = m.running_vi(&p, "cluster", 3).await;
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (_, still) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(still["state"], "suspended");
+    assert_eq!(m.used_slots(&p.admin).await, 3);
+    assert_eq!(m.saved_files(&id).len(), 12);
+
+    let (s, _) = m
+        .post(&p.alice, &format!("/api/v1/vis/{other}/terminate"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    m.wait_vi(&p.alice, &other, "terminating").await;
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("resuming")),
+        "{v}"
+    );
+    let v = m.wait_vi(&p.alice, &id, "resuming").await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(last_job(&v)["kind"], "resume");
+    assert_eq!(v["vms"].as_array().unwrap().len(), 6);
+    assert_eq!(m.used_slots(&p.admin).await, 6);
+    assert_eq!(v["addresses"], before["addresses"], "addresses are kept");
+    let vms = m.vms_everywhere().await;
+    assert_eq!(vms.len(), 6, "{vms:?}");
+    assert_eq!(m.disks_everywhere(), 6);
+    assert!(
+        m.saved_files(&id).is_empty(),
+        "saved files removed after resume"
+    );
+
+    // Suspend again, then terminate the suspended VI: nothing is left.
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "suspended", "{v}");
+    assert_eq!(m.saved_files(&id).len(), 12);
+    let (s, _) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/terminate"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let v = m.wait_vi(&p.alice, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    assert!(m.saved_files(&id).is_empty(), "saved files leaked");
+    assert!(m.vms_everywhere().await.is_empty());
+    assert_eq!(m.disks_everywhere(), 0);
+    assert_eq!(m.used_slots(&p.admin).await, 0);
+}
+
+/// A failed suspend puts every VM back as it was; a failed resume frees the
+/// hosts it reserved and keeps what was saved, so it can be tried again.
+async fn failed_suspend_and_resume_roll_back(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let id = m.running_vi(&p, "cluster", 3).await;
+    let sim = m.sims.sim("host0");
+    sim.add_fault(Fault::always(Op::ExportDisk).for_vm("worker2"));
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "running", "rolled back: {v}");
+    let job = &last_job(&v);
+    assert_eq!(
+        (job["kind"].as_str(), job["state"].as_str()),
+        (Some("suspend"), Some("rolled_back")),
+        "{job}"
+    );
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("export disk of nt-"),
+        "{job}"
+    );
+    let running = sim.list().await.unwrap();
+    assert_eq!(running.len(), 3, "every VM is back");
+    assert!(running
+        .iter()
+        .all(|v| v.state == neptune_hypervisor::VmState::Running));
+    assert_eq!(m.disks_everywhere(), 3);
+    assert_eq!(m.used_slots(&p.admin).await, 3);
+    assert!(
+        m.saved_files(&id).is_empty(),
+        "nothing saved is left: {:?}",
+        m.saved_files(&id)
+    );
+
+    sim.set_faults(Vec::new());
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "suspended", "{v}");
+
+    sim.add_fault(Fault::always(Op::Restore).for_vm("head"));
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "resuming").await;
+    assert_eq!(v["state"], "suspended", "rolled back: {v}");
+    assert_eq!(last_job(&v)["state"], "rolled_back");
+    assert!(m.vms_everywhere().await.is_empty());
+    assert_eq!(m.disks_everywhere(), 0);
+    assert_eq!(
+        m.used_slots(&p.admin).await,
+        0,
+        "the reserved hosts are freed"
+    );
+    assert_eq!(m.saved_files(&id).len(), 6, "what was saved is kept");
+
+    sim.set_faults(Vec::new());
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "resuming").await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(m.vms_everywhere().await.len(), 3);
+}
+
+/// A VM of a running VI saved as a new template, which a new VI then uses.
+async fn vm_saved_as_template(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let id = m.running_vi(&p, "line", 2).await;
+    let path = format!("/api/v1/vis/{id}/templates");
+    let (s, job) = m
+        .post(
+            &p.alice,
+            &path,
+            Some(json!({"node": "node0", "name": "golden"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["kind"], "save_template");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let mut done = Value::Null;
+    for _ in 0..400 {
+        let (_, j) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/jobs/{job_id}"),
+                Some(&p.alice),
+                None,
+            )
+            .await;
+        if j["state"] != "running" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(v["state"], "running", "the VI's state is left alone");
+    let (_, list) = m
+        .call(Method::GET, "/api/v1/templates", Some(&p.bob), None)
+        .await;
+    let golden = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "golden")
+        .unwrap_or_else(|| panic!("no template golden: {list}"));
+    assert_eq!(golden["disk_mib"], 4096, "the node's disk size: {golden}");
+    // The image is a copy of the VM's disk in the repository.
+    let image = m.dir.path().join("images/saved-templates").join(format!(
+        "{}.img",
+        golden["id"].as_str().unwrap().replace('-', "")
+    ));
+    let disk = m
+        .sims
+        .sim("host0")
+        .disk_path(&format!("nt-{}-node0", &id.replace('-', "")[..12]));
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        std::fs::read(&disk).unwrap()
+    );
+
+    // Refusals: the name is taken, an unknown node, someone else's VI, a VI not running.
+    let (s, _) = m
+        .post(
+            &p.alice,
+            &path,
+            Some(json!({"node": "node1", "name": "golden"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = m
+        .post(
+            &p.alice,
+            &path,
+            Some(json!({"node": "nope", "name": "other"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = m
+        .post(
+            &p.bob,
+            &path,
+            Some(json!({"node": "node0", "name": "other"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A new VI made from the saved template deploys.
+    let xml = r#"<topology id="from-golden"><nodes><node id="solo"><ram dimension="512"/><hd dimension="4"/><software_configuration template="golden"/></node></nodes></topology>"#;
+    let vi = m.create_vi(&p.bob, json!({"xml": xml})).await;
+    let bob_vi = vi["id"].as_str().unwrap().to_owned();
+    m.post(&p.bob, &format!("/api/v1/vis/{bob_vi}/request"), None)
+        .await;
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{bob_vi}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = m.wait_vi(&p.bob, &bob_vi, "deploying").await;
+    assert_eq!(v["state"], "running", "{v}");
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1562,6 +1938,9 @@ on_both_stores!(
     failed_deploy_rolls_back,
     capacity_is_never_exceeded,
     many_parallel_accepts,
+    suspend_and_resume,
+    failed_suspend_and_resume_roll_back,
+    vm_saved_as_template,
 );
 
 #[test]

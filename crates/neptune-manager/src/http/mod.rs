@@ -4,6 +4,7 @@
 mod identity;
 mod infrastructure;
 pub(crate) mod jobs;
+mod operations;
 pub(crate) mod views;
 mod vis;
 
@@ -19,6 +20,7 @@ use crate::AppState;
 pub(crate) use identity::*;
 pub(crate) use infrastructure::*;
 pub(crate) use jobs::*;
+pub(crate) use operations::*;
 pub(crate) use vis::*;
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -46,6 +48,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vis/{id}/jobs", get(vi_jobs))
         .route("/vis/{id}/accept", post(accept_vi))
         .route("/vis/{id}/reject", post(reject_vi))
+        .route("/vis/{id}/suspend", post(suspend_vi))
+        .route("/vis/{id}/resume", post(resume_vi))
+        .route("/vis/{id}/templates", post(save_template))
         .route("/vis/{id}/terminate", post(terminate_vi))
         .route("/jobs/{id}", get(show_job))
         .route("/jobs/{id}/events", get(job_events));
