@@ -199,6 +199,29 @@ pub struct SaveTemplate {
     pub os_name: Option<String>,
 }
 
+/// What one reconciliation pass (store against Agents) found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileReport {
+    /// Hosts whose VMs were compared.
+    pub hosts_checked: usize,
+    /// Hosts whose Agent did not answer (nothing was decided about them).
+    pub hosts_unreachable: Vec<String>,
+    /// Stopped VMs of running VIs, started again (`host/vm`).
+    pub started: Vec<String>,
+    /// VIs turned failed because a VM is gone from its host.
+    pub failed: Vec<FailedVi>,
+    /// VMs that no VI places on their host, destroyed with their disks (`host/vm`).
+    pub reaped: Vec<String>,
+    /// What could not be done (`host/vm: error`).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FailedVi {
+    pub vi: Uuid,
+    pub reason: String,
+}
+
 /// A predefined topology of the catalogue.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CatalogueRequest {

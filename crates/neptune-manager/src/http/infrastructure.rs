@@ -290,3 +290,19 @@ pub(crate) async fn address_pools(
             .collect(),
     ))
 }
+
+/// Compares the store with what every host's Agent runs and puts drift
+/// right (administrators only); the Manager also does this periodically.
+#[utoipa::path(post, path = "/api/v1/reconcile", security(("bearer" = [])),
+    responses((status = 200, body = api::ReconcileReport), (status = 403, body = api::ErrorBody)))]
+pub(crate) async fn reconcile(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<api::ReconcileReport>> {
+    caller.require_admin()?;
+    Ok(Json(
+        crate::reconcile::reconcile(&state)
+            .await
+            .map_err(ApiError::Internal)?,
+    ))
+}

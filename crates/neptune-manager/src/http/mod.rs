@@ -39,6 +39,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/templates", get(list_templates).post(create_template))
         .route("/catalogue", get(catalogue))
         .route("/address-pools", get(address_pools))
+        .route("/reconcile", post(reconcile))
         .route("/vis", get(list_vis).post(create_vi))
         .route("/vis/{id}", get(show_vi).put(edit_vi))
         .route("/vis/{id}/request", post(request_vi))
