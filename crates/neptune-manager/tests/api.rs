@@ -1,4 +1,5 @@
-//! The Manager's API against a real Manager on port 0, on both stores:
+//! The Manager's API against a real Manager on port 0, its hosts real
+//! Agents over simulated hypervisors, on both stores:
 //! SQLite in a temporary directory and, when `NEPTUNE_TEST_POSTGRES_URL`
 //! names a server (scripts/test-all starts one; required in CI), a fresh
 //! PostgreSQL database.
@@ -14,6 +15,7 @@ use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{Capacity, Hypervisor, Op};
 use neptune_manager::jobs::HostDirectory;
 use neptune_manager::{Config, Manager};
+use neptune_types::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -29,12 +31,18 @@ struct TestManager {
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Simulated hypervisors, one per host name, created on first use.
+/// Hosts as the Manager reaches them in production: each a real Agent
+/// (HTTP on 127.0.0.1, token-authenticated) over a simulated hypervisor,
+/// created on first use. The tests reach the simulated hypervisors
+/// directly to inject faults and look for leaks.
 #[derive(Debug)]
 struct SimDirectory {
     root: std::path::PathBuf,
     sims: Mutex<HashMap<String, Arc<SimHypervisor>>>,
+    agents: tokio::sync::Mutex<HashMap<String, Arc<dyn Hypervisor>>>,
 }
+
+const AGENT_TOKEN: &str = "agent-token-for-tests";
 
 impl SimDirectory {
     fn sim(&self, host: &str) -> Arc<SimHypervisor> {
@@ -61,7 +69,29 @@ impl HostDirectory for SimDirectory {
         &self,
         host: &neptune_store::HostRecord,
     ) -> anyhow::Result<Arc<dyn Hypervisor>> {
-        Ok(self.sim(&host.name))
+        let mut agents = self.agents.lock().await;
+        if let Some(hv) = agents.get(&host.name) {
+            return Ok(hv.clone());
+        }
+        let sim = self.sim(&host.name);
+        let agent = neptune_agent::start(
+            neptune_agent::AgentConfig {
+                name: host.name.clone(),
+                datacenter: "napoli".to_owned(),
+                listen: "127.0.0.1:0".parse()?,
+                advertise_url: None,
+                token: Secret::new(AGENT_TOKEN),
+                manager: None,
+                hypervisor: sim.clone(),
+            },
+            std::future::pending(),
+        )
+        .await?;
+        let client = neptune_agent::AgentClient::new(agent.url(), Secret::new(AGENT_TOKEN))?;
+        let hv: Arc<dyn Hypervisor> =
+            Arc::new(neptune_agent::AgentHypervisor::new(client, sim.capacity()));
+        agents.insert(host.name.clone(), hv.clone());
+        Ok(hv)
     }
 }
 
@@ -110,6 +140,7 @@ async fn start(db: Db) -> Option<TestManager> {
     let sims = Arc::new(SimDirectory {
         root: dir.path().join("hosts"),
         sims: Mutex::default(),
+        agents: tokio::sync::Mutex::default(),
     });
     let manager = Manager::open(config, sims.clone()).await.unwrap();
     assert_eq!(
