@@ -719,6 +719,23 @@ impl Jobs {
     }
 }
 
+/// The VM of a node, as a job defines or restores it (its disk path comes
+/// from the host when the step runs).
+pub fn vm_spec(
+    vi: Uuid,
+    topo: &neptune_topology::Topology,
+    node: &neptune_topology::VirtualNode,
+) -> VmSpec {
+    VmSpec {
+        name: vm_name(vi, node.id.as_str()),
+        vcpus: node.vcpus(),
+        ram_mib: node.ram.0,
+        disk_mib: node.disk.0,
+        disk: String::new(),
+        nics: nics(vi, topo, node),
+    }
+}
+
 /// The NICs of a node: one per interface, on its link's network (or the
 /// public network for an entry point that is on no link).
 pub fn nics(

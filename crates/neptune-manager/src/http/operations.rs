@@ -185,14 +185,7 @@ pub(crate) async fn resume_vi(
             });
             restores.push(Step::Restore {
                 host: placed.host_id,
-                spec: VmSpec {
-                    name: vm.clone(),
-                    vcpus: node.vcpus(),
-                    ram_mib: node.ram.0,
-                    disk_mib: node.disk.0,
-                    disk: String::new(),
-                    nics: jobs::nics(vi.id, &topo, node),
-                },
+                spec: jobs::vm_spec(vi.id, &topo, node),
                 state: path_string(dir.join(format!("{vm}.state"))),
                 image: Some(disk),
             });

@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
-use neptune_hypervisor::VmSpec;
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{Quota, Reservation, StoreError, Transition, ViRecord, VmRecord};
 use neptune_topology::catalogue::{self, Params};
@@ -513,14 +512,7 @@ async fn deploy_steps(
         });
         defines.push(Step::Define {
             host: placed.host_id,
-            spec: VmSpec {
-                name: vm.clone(),
-                vcpus: node.vcpus(),
-                ram_mib: node.ram.0,
-                disk_mib: node.disk.0,
-                disk: String::new(),
-                nics: jobs::nics(vi, topo, node),
-            },
+            spec: jobs::vm_spec(vi, topo, node),
             image: template.image_path,
         });
         starts.push(Step::Start {

@@ -471,17 +471,30 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
     }))
 }
 
-/// Follows the VI's current job with a progress bar until the VI settles.
-/// Exit 0 when it reached the operation's goal, 1 when the job failed or
-/// rolled back.
-async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
-    let deadline = tokio::time::Instant::now() + timeout;
+/// A job's progress bar: its kind, steps done of all, the current step.
+fn progress_bar() -> anyhow::Result<indicatif::ProgressBar> {
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
             .map_err(|e| anyhow::anyhow!("progress style: {e}"))?
             .progress_chars("=> "),
     );
+    Ok(bar)
+}
+
+fn show_job_progress(bar: &indicatif::ProgressBar, job: &api::Job) {
+    bar.set_prefix(job.kind.clone());
+    bar.set_length(u64::try_from(job.total).unwrap_or(0));
+    bar.set_position(u64::try_from(job.step).unwrap_or(0));
+    bar.set_message(job.step_name.clone());
+}
+
+/// Follows the VI's current job with a progress bar until the VI settles.
+/// Exit 0 when it reached the operation's goal, 1 when the job failed or
+/// rolled back.
+async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let bar = progress_bar()?;
     loop {
         let d = match client.vi(id).await {
             Ok(d) => d,
@@ -489,10 +502,7 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
         };
         let job = d.jobs.last();
         if let Some(job) = job {
-            bar.set_prefix(job.kind.clone());
-            bar.set_length(u64::try_from(job.total).unwrap_or(0));
-            bar.set_position(u64::try_from(job.step).unwrap_or(0));
-            bar.set_message(job.step_name.clone());
+            show_job_progress(&bar, job);
         }
         if !d.vi.state.is_in_progress() {
             bar.finish_and_clear();
@@ -530,21 +540,13 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
 /// succeeded, 1 when it failed or rolled back.
 async fn wait_job(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let bar = indicatif::ProgressBar::new(1);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
-            .map_err(|e| anyhow::anyhow!("progress style: {e}"))?
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar()?;
     loop {
         let job = match client.job(id).await {
             Ok(j) => j,
             Err(e) => return finish(Err(e.into())),
         };
-        bar.set_prefix(job.kind.clone());
-        bar.set_length(u64::try_from(job.total).unwrap_or(0));
-        bar.set_position(u64::try_from(job.step).unwrap_or(0));
-        bar.set_message(job.step_name.clone());
+        show_job_progress(&bar, &job);
         match job.state.as_str() {
             "running" | "rolling_back" => {}
             "succeeded" => {
