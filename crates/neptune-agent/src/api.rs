@@ -7,6 +7,7 @@
 //! GET    /v1/vms/{name}                -> VmInfo
 //! PUT    /v1/vms/{name}/disk   PrepareDisk -> Disk
 //! DELETE /v1/vms/{name}/disk           -> 204
+//! POST   /v1/vms/{name}/disk/export ExportDisk -> 204
 //! PUT    /v1/vms/{name}        VmSpec  -> 204   (define)
 //! POST   /v1/vms/{name}/start          -> 204
 //! POST   /v1/vms/{name}/save   SaveVm  -> 204
@@ -54,6 +55,14 @@ pub struct Disk {
     pub disk: String,
 }
 
+/// `POST /v1/vms/{name}/disk/export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportDisk {
+    /// Where the copy goes, in the image repository the hosts share.
+    pub dest: String,
+}
+
 /// `POST /v1/vms/{name}/save`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +106,8 @@ pub mod codes {
     pub const NO_ROOM: &str = "no_room";
     /// 422: the template image does not exist on the host.
     pub const NO_IMAGE: &str = "no_image";
+    /// 404: the VM has no disk on this host (export).
+    pub const NO_DISK: &str = "no_disk";
     /// 422: the saved state to restore does not exist.
     pub const NO_SAVED_STATE: &str = "no_saved_state";
     /// 502: the hypervisor failed the operation.

@@ -98,6 +98,7 @@ impl ClientError {
                         name: vm.to_owned(),
                     },
                     codes::NO_ROOM => HypervisorError::NoRoom(detail),
+                    codes::NO_DISK => HypervisorError::NoDisk(vm.to_owned()),
                     codes::NO_IMAGE => HypervisorError::NoImage(what.to_owned()),
                     codes::NO_SAVED_STATE => HypervisorError::NoSavedState(what.to_owned()),
                     codes::INVALID_REQUEST => HypervisorError::InvalidRequest(detail),
@@ -234,6 +235,15 @@ impl AgentClient {
     pub async fn start(&self, name: &str) -> Result<(), ClientError> {
         let path = vm_path(name, "/start")?;
         self.call_empty(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/vms/{name}/disk/export`: copies the VM's disk to `dest`.
+    pub async fn export_disk(&self, name: &str, dest: &str) -> Result<(), ClientError> {
+        let path = vm_path(name, "/disk/export")?;
+        let body = api::ExportDisk {
+            dest: dest.to_owned(),
+        };
+        self.call_empty(Method::POST, &path, Some(&body)).await
     }
 
     /// `POST /v1/vms/{name}/save`: saves the VM to `state_path` and frees
@@ -447,6 +457,13 @@ impl Hypervisor for AgentHypervisor {
             .restore(spec, state_path)
             .await
             .map_err(|e| e.into_hypervisor_error(Op::Restore, &spec.name, state_path))
+    }
+
+    async fn export_disk(&self, vm: &str, dest: &str) -> neptune_hypervisor::Result<()> {
+        self.client
+            .export_disk(vm, dest)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::ExportDisk, vm, dest))
     }
 
     async fn destroy(&self, vm: &str) -> neptune_hypervisor::Result<()> {

@@ -26,7 +26,7 @@ pub enum HypervisorKind {
 
 /// `OP=MILLIS` (or `all=MILLIS`): the time a simulated operation takes,
 /// `OP` one of `prepare_disk`, `remove_disk`, `define`, `start`, `save`,
-/// `restore`, `destroy`.
+/// `restore`, `destroy`, `export_disk`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimDelay {
     pub ops: Vec<Op>,
@@ -38,7 +38,7 @@ impl std::str::FromStr for SimDelay {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let usage = || {
-            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy)")
+            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy, export_disk)")
         };
         let (op, millis) = text.split_once('=').ok_or_else(usage)?;
         let millis: u64 = millis.trim().parse().map_err(|_| usage())?;
@@ -266,7 +266,10 @@ mod tests {
         let d: SimDelay = "define=250".parse().unwrap();
         assert_eq!(d.ops, vec![Op::Define]);
         assert_eq!(d.delay, Duration::from_millis(250));
-        assert_eq!("all=1".parse::<SimDelay>().unwrap().ops.len(), 7);
+        assert_eq!(
+            "all=1".parse::<SimDelay>().unwrap().ops.len(),
+            ALL_OPS.len()
+        );
         assert_eq!(
             "prepare_disk = 3".parse::<SimDelay>().unwrap().ops,
             vec![Op::PrepareDisk]

@@ -36,6 +36,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/v1/vms", get(list_vms))
         .route("/v1/vms/{name}", get(get_vm).put(define).delete(destroy))
         .route("/v1/vms/{name}/disk", put(prepare_disk).delete(remove_disk))
+        .route("/v1/vms/{name}/disk/export", post(export_disk))
         .route("/v1/vms/{name}/start", post(start))
         .route("/v1/vms/{name}/save", post(save))
         .route("/v1/vms/{name}/restore", post(restore))
@@ -79,6 +80,7 @@ impl From<HypervisorError> for ApiError {
             E::NoSuchVm(_) => (StatusCode::NOT_FOUND, codes::NO_SUCH_VM, None),
             E::SpecMismatch { .. } => (StatusCode::CONFLICT, codes::SPEC_MISMATCH, None),
             E::NoRoom(d) => (StatusCode::CONFLICT, codes::NO_ROOM, Some(d.clone())),
+            E::NoDisk(_) => (StatusCode::NOT_FOUND, codes::NO_DISK, None),
             E::NoImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::NO_IMAGE, None),
             E::NoSavedState(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -246,6 +248,16 @@ async fn prepare_disk(
 
 async fn remove_disk(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {
     s.hypervisor.remove_disk(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn export_disk(
+    State(s): State<ServerState>,
+    VmName(name): VmName,
+    body: Result<Json<api::ExportDisk>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    s.hypervisor.export_disk(&name, &req.dest).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -252,6 +252,10 @@ async fn refusals_have_codes_and_statuses() {
         refused(&c.save("ghost", "/no/such/state").await.unwrap_err()),
         (404, codes::NO_SUCH_VM)
     );
+    assert_eq!(
+        refused(&c.export_disk("ghost", "/tmp/x").await.unwrap_err()),
+        (404, codes::NO_DISK)
+    );
 
     // Names unfit for a path are refused before anything is sent.
     assert!(matches!(
@@ -411,6 +415,19 @@ async fn save_on_one_agent_restore_on_another() {
     ca.save("vi1-web", &state).await.unwrap();
     ca.save("vi1-web", &state).await.unwrap();
     assert!(ca.list_vms().await.unwrap().is_empty(), "save frees host a");
+    // The disk travels through the shared repository.
+    let export = dir.path().join("repo").join("vi1-web.disk");
+    let export = export.display().to_string();
+    ca.export_disk("vi1-web", &export).await.unwrap();
+    ca.export_disk("vi1-web", &export).await.unwrap();
+    ca.remove_disk("vi1-web").await.unwrap();
+    assert!(
+        !std::path::Path::new(&disk).exists(),
+        "host a keeps no disk"
+    );
+    let moved = cb.prepare_disk("vi1-web", &export, 2048).await.unwrap();
+    assert_ne!(moved, disk);
+    let s = spec("vi1-web", &moved);
 
     cb.restore(&s, &state).await.unwrap();
     cb.restore(&s, &state).await.unwrap();

@@ -186,6 +186,42 @@ pub struct CreateTemplate {
     pub software: Vec<Software>,
 }
 
+/// Saves a VM of a running VI as a new template (its disk copied into the
+/// image repository). The owner of the VI or an administrator.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveTemplate {
+    /// The node of the VI whose VM is saved.
+    pub node: String,
+    /// The new template's name.
+    pub name: String,
+    /// Defaults to the OS of the template the VM was made from.
+    pub os_name: Option<String>,
+}
+
+/// What one reconciliation pass (store against Agents) found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReconcileReport {
+    /// Hosts whose VMs were compared.
+    pub hosts_checked: usize,
+    /// Hosts whose Agent did not answer (nothing was decided about them).
+    pub hosts_unreachable: Vec<String>,
+    /// Stopped VMs of running VIs, started again (`host/vm`).
+    pub started: Vec<String>,
+    /// VIs turned failed because a VM is gone from its host.
+    pub failed: Vec<FailedVi>,
+    /// VMs that no VI places on their host, destroyed with their disks (`host/vm`).
+    pub reaped: Vec<String>,
+    /// What could not be done (`host/vm: error`).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FailedVi {
+    pub vi: Uuid,
+    pub reason: String,
+}
+
 /// A predefined topology of the catalogue.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CatalogueRequest {
@@ -315,7 +351,7 @@ pub struct Plan {
 pub struct Job {
     pub id: Uuid,
     pub vi: Uuid,
-    /// `deploy` or `terminate`.
+    /// `deploy`, `suspend`, `resume`, `terminate` or `save_template`.
     pub kind: String,
     /// `running`, `rolling_back`, `succeeded`, `rolled_back` or `failed`.
     pub state: String,

@@ -179,7 +179,7 @@ impl Client {
             .await
     }
 
-    /// `request`, `withdraw`, `revise` or `terminate`.
+    /// `request`, `withdraw`, `revise`, `suspend`, `resume` or `terminate`.
     pub async fn act(&self, id: Uuid, action: &str) -> Result<api::ViDetail, ClientError> {
         self.call::<(), _>(Method::POST, &format!("/vis/{id}/{action}"), None)
             .await
@@ -199,6 +199,16 @@ impl Client {
             reason: reason.to_owned(),
         };
         self.call(Method::POST, &format!("/vis/{id}/reject"), Some(&body))
+            .await
+    }
+
+    /// Saves the VM of a node of a running VI as a new template; follow the job.
+    pub async fn save_template(
+        &self,
+        vi: Uuid,
+        req: &api::SaveTemplate,
+    ) -> Result<api::Job, ClientError> {
+        self.call(Method::POST, &format!("/vis/{vi}/templates"), Some(req))
             .await
     }
 

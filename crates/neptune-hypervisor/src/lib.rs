@@ -68,6 +68,7 @@ pub enum Op {
     Save,
     Restore,
     Destroy,
+    ExportDisk,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -76,6 +77,8 @@ pub enum HypervisorError {
     NoSuchVm(String),
     #[error("VM {name:?} is already defined with a different spec")]
     SpecMismatch { name: String },
+    #[error("VM {0:?} has no disk on this host")]
+    NoDisk(String),
     #[error("saved state {0:?} does not exist")]
     NoSavedState(String),
     #[error("template image {0:?} does not exist")]
@@ -145,6 +148,11 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Defines and starts a VM from a state saved by [`Hypervisor::save`]
     /// (possibly on another host). Running is fine.
     async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<()>;
+    /// Copies the VM's disk to `dest` (in the image repository), replacing
+    /// what is there: for a suspended VI to move to other hosts, and to save
+    /// a VM as a new template. The copy appears at `dest` whole or not at
+    /// all. A running VM gives a crash-consistent copy.
+    async fn export_disk(&self, vm: &str, dest: &str) -> Result<()>;
     /// Stops and undefines the VM (its disk stays); absent is fine.
     async fn destroy(&self, vm: &str) -> Result<()>;
     async fn list(&self) -> Result<Vec<VmInfo>>;

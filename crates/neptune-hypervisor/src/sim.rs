@@ -110,7 +110,7 @@ impl SimConfig {
 }
 
 /// Every operation, for configuring them all at once.
-pub const ALL_OPS: [Op; 7] = [
+pub const ALL_OPS: [Op; 8] = [
     Op::PrepareDisk,
     Op::RemoveDisk,
     Op::Define,
@@ -118,6 +118,7 @@ pub const ALL_OPS: [Op; 7] = [
     Op::Save,
     Op::Restore,
     Op::Destroy,
+    Op::ExportDisk,
 ];
 
 /// Why a [`SimHypervisor`] could not open its root directory.
@@ -595,6 +596,24 @@ impl Hypervisor for SimHypervisor {
         Ok(())
     }
 
+    async fn export_disk(&self, vm: &str, dest: &str) -> Result<()> {
+        let op = Op::ExportDisk;
+        validate_vm_name(vm)?;
+        self.enter(op, vm).await?;
+        // The lock keeps a concurrent remove_disk from deleting the disk
+        // half-way through the copy.
+        let _inner = self.lock();
+        let bytes = match std::fs::read(self.disk_path(vm)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HypervisorError::NoDisk(vm.to_owned()))
+            }
+            Err(e) => return Err(Self::failed(op, vm, "cannot read the disk", &e)),
+        };
+        write_atomically(Path::new(dest), &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the copy", &e))
+    }
+
     async fn destroy(&self, vm: &str) -> Result<()> {
         let op = Op::Destroy;
         validate_vm_name(vm)?;
@@ -840,6 +859,43 @@ mod tests {
             Err(HypervisorError::NoRoom(_))
         ));
         assert!(small.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_exported_disk_becomes_another_hosts_disk() {
+        let f = fixture();
+        let a = host(&f, "a");
+        let b = host(&f, "b");
+        let export = f.dir.path().join("repo/saved/vi1-web.disk");
+        let export = export.display().to_string();
+        assert_eq!(
+            a.export_disk("vi1-web", &export).await,
+            Err(HypervisorError::NoDisk("vi1-web".into()))
+        );
+        let disk = a.prepare_disk("vi1-web", &f.image, 1024).await.unwrap();
+        a.export_disk("vi1-web", &export).await.unwrap();
+        a.export_disk("vi1-web", &export).await.unwrap(); // again: the same copy
+        assert_eq!(
+            std::fs::read(&export).unwrap(),
+            std::fs::read(&disk).unwrap(),
+            "the export is a copy of the disk"
+        );
+        a.remove_disk("vi1-web").await.unwrap();
+        let moved = b.prepare_disk("vi1-web", &export, 1024).await.unwrap();
+        assert!(std::path::Path::new(&moved).is_file());
+        assert!(
+            !std::path::Path::new(&disk).exists(),
+            "host a's copy is gone"
+        );
+        a.set_faults(vec![Fault::times(Op::ExportDisk, 1)]);
+        a.prepare_disk("vi1-db", &f.image, 10).await.unwrap();
+        assert!(matches!(
+            a.export_disk("vi1-db", &export).await,
+            Err(HypervisorError::Failed {
+                op: Op::ExportDisk,
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! Durable jobs: deploy and terminate a VI step by step, every step
-//! recorded in the store, idempotent and (where it makes sense) undoable.
+//! Durable jobs: deploy, suspend, resume and terminate a VI, and save a VM
+//! as a template, step by step, every step recorded in the store,
+//! idempotent and (where it makes sense) undoable.
 //!
 //! A job's steps are computed once, when it is created, and stored with it,
 //! so a Manager that restarts runs exactly the same steps. `cursor` counts
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::now_ms;
+use crate::templates::NewTemplate;
 
 /// How the Manager reaches a host's hypervisor: through its Agent in
 /// production (see [`crate::agents`]).
@@ -62,6 +64,56 @@ pub enum Step {
     },
     /// Free the VI's VM slots on its hosts.
     ReleaseHosts,
+    /// Save the VM's memory to `state` (in the image repository) and take
+    /// it off its host. `spec` is the VM as its host runs it, to put it back.
+    Save {
+        host: Uuid,
+        spec: VmSpec,
+        state: String,
+    },
+    /// Copy the VM's disk to `dest` in the image repository.
+    ExportDisk {
+        host: Uuid,
+        vm: String,
+        dest: String,
+    },
+    /// Remove a disk that has been exported to `export` (undone by copying
+    /// it back).
+    DropDisk {
+        host: Uuid,
+        vm: String,
+        export: String,
+        size_mib: u64,
+    },
+    /// Define and start the VM from a saved state; with `image`, on the
+    /// disk copied from it (the step before made it; asking again returns
+    /// its path).
+    Restore {
+        host: Uuid,
+        spec: VmSpec,
+        state: String,
+        image: Option<String>,
+    },
+    /// Nothing to do: the hosts were reserved with the job. Undone by
+    /// releasing them.
+    HoldHosts,
+    /// Delete a file of the image repository; absent is fine.
+    DeleteFile {
+        path: String,
+    },
+    /// Make the directory of a suspended VI's states and disks (undone by
+    /// deleting it, so a suspend that rolls back leaves no file behind).
+    MakeSavedDir {
+        dir: String,
+    },
+    /// Delete a directory of saved states and disks; absent is fine.
+    DeleteSaved {
+        dir: String,
+    },
+    /// Register an exported image as a template.
+    RegisterTemplate {
+        template: NewTemplate,
+    },
     /// Free the VI's addresses (its owned prefixes and, through `covers`,
     /// the counts of the prefixes containing them).
     ReleaseAddresses {
@@ -78,6 +130,15 @@ impl Step {
             Step::Destroy { vm, .. } => format!("destroy {vm}"),
             Step::RemoveDisk { vm, .. } => format!("remove disk of {vm}"),
             Step::ReleaseHosts => "release hosts".to_owned(),
+            Step::Save { spec, .. } => format!("save {}", spec.name),
+            Step::ExportDisk { vm, .. } => format!("export disk of {vm}"),
+            Step::DropDisk { vm, .. } => format!("remove disk of {vm}"),
+            Step::Restore { spec, .. } => format!("restore {}", spec.name),
+            Step::HoldHosts => "reserve hosts".to_owned(),
+            Step::DeleteFile { path } => format!("delete {path}"),
+            Step::MakeSavedDir { .. } => "make the directory of saved states".to_owned(),
+            Step::DeleteSaved { .. } => "delete saved states".to_owned(),
+            Step::RegisterTemplate { template } => format!("register template {}", template.name),
             Step::ReleaseAddresses { .. } => "release addresses".to_owned(),
         }
     }
@@ -97,10 +158,37 @@ impl Step {
                 host: *host,
                 vm: vm.clone(),
             }),
+            Step::Save { host, spec, state } => Some(Step::Restore {
+                host: *host,
+                spec: spec.clone(),
+                state: state.clone(),
+                image: None,
+            }),
+            Step::ExportDisk { dest, .. } => Some(Step::DeleteFile { path: dest.clone() }),
+            Step::DropDisk {
+                host,
+                vm,
+                export,
+                size_mib,
+            } => Some(Step::PrepareDisk {
+                host: *host,
+                vm: vm.clone(),
+                image: export.clone(),
+                size_mib: *size_mib,
+            }),
+            Step::Restore { host, spec, .. } => Some(Step::Destroy {
+                host: *host,
+                vm: spec.name.clone(),
+            }),
+            Step::HoldHosts => Some(Step::ReleaseHosts),
+            Step::MakeSavedDir { dir } => Some(Step::DeleteSaved { dir: dir.clone() }),
             Step::Destroy { .. }
             | Step::RemoveDisk { .. }
             | Step::ReleaseHosts
-            | Step::ReleaseAddresses { .. } => None,
+            | Step::ReleaseAddresses { .. }
+            | Step::DeleteFile { .. }
+            | Step::DeleteSaved { .. }
+            | Step::RegisterTemplate { .. } => None,
         }
     }
 }
@@ -110,37 +198,50 @@ impl Step {
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Deploy,
+    Suspend,
+    Resume,
     Terminate,
+    /// Save a VM as a new template: the VI's state is left alone.
+    SaveTemplate,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Deploy => "deploy",
+            JobKind::Suspend => "suspend",
+            JobKind::Resume => "resume",
             JobKind::Terminate => "terminate",
+            JobKind::SaveTemplate => "save_template",
         }
     }
 
     fn parse(s: &str) -> Option<JobKind> {
         match s {
             "deploy" => Some(JobKind::Deploy),
+            "suspend" => Some(JobKind::Suspend),
+            "resume" => Some(JobKind::Resume),
             "terminate" => Some(JobKind::Terminate),
+            "save_template" => Some(JobKind::SaveTemplate),
             _ => None,
         }
     }
 
-    /// The VI state while the job runs.
-    pub fn vi_state(self) -> ViState {
+    /// The VI state while the job runs (none: the job leaves it alone).
+    pub fn vi_state(self) -> Option<ViState> {
         match self {
-            JobKind::Deploy => ViState::Deploying,
-            JobKind::Terminate => ViState::Terminating,
+            JobKind::Deploy => Some(ViState::Deploying),
+            JobKind::Suspend => Some(ViState::Suspending),
+            JobKind::Resume => Some(ViState::Resuming),
+            JobKind::Terminate => Some(ViState::Terminating),
+            JobKind::SaveTemplate => None,
         }
     }
 
-    /// Whether a failed step is undone (deploy) or the job fails at once
-    /// (terminate only moves forward; it is retried by terminating again).
+    /// Whether a failed step is undone or the job fails at once (terminate
+    /// only moves forward; it is retried by terminating again).
     fn rolls_back(self) -> bool {
-        matches!(self, JobKind::Deploy)
+        !matches!(self, JobKind::Terminate)
     }
 }
 
@@ -198,7 +299,15 @@ const PARALLEL: usize = 16;
 /// different VMs, with no order between them.
 fn same_phase(a: &Step, b: &Step) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
-        && !matches!(a, Step::ReleaseHosts | Step::ReleaseAddresses { .. })
+        && !matches!(
+            a,
+            Step::ReleaseHosts
+                | Step::ReleaseAddresses { .. }
+                | Step::HoldHosts
+                | Step::MakeSavedDir { .. }
+                | Step::DeleteSaved { .. }
+                | Step::RegisterTemplate { .. }
+        )
 }
 
 /// The end (exclusive) of the batch that starts at `from`.
@@ -228,6 +337,11 @@ impl Jobs {
             lease: Duration::from_secs(30),
             running: Arc::default(),
         }
+    }
+
+    /// The hypervisor of `host`, through its Agent.
+    pub async fn hypervisor_for(&self, host: &HostRecord) -> anyhow::Result<Arc<dyn Hypervisor>> {
+        self.hosts.hypervisor(host).await
     }
 
     /// Runs the job in the background, unless this process already runs it.
@@ -408,7 +522,27 @@ impl Jobs {
         event: Event,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
-        let from = kind.vi_state();
+        let Some(from) = kind.vi_state() else {
+            // The VI's state is not the job's: end the job alone.
+            return match self
+                .store
+                .update_job(
+                    job.id,
+                    (job.state, job.cursor),
+                    state,
+                    job.cursor,
+                    error,
+                    now_ms(),
+                )
+                .await
+            {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {
+                    tracing::info!(job = %job.id, kind = kind.as_str(), state = state.as_str(), "job finished");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            };
+        };
         let to = from.next(event)?;
         let change = Transition {
             to,
@@ -528,8 +662,77 @@ impl Jobs {
             Step::ReleaseAddresses { covers } => {
                 self.store.release_addresses(vi, covers).await?;
             }
+            Step::Save { host, spec, state } => {
+                self.hypervisor(hosts, *host)
+                    .await?
+                    .save(&spec.name, state)
+                    .await?
+            }
+            Step::ExportDisk { host, vm, dest } => {
+                if let Some(dir) = std::path::Path::new(dest).parent() {
+                    tokio::fs::create_dir_all(dir).await?;
+                }
+                self.hypervisor(hosts, *host)
+                    .await?
+                    .export_disk(vm, dest)
+                    .await?
+            }
+            Step::DropDisk { host, vm, .. } => {
+                self.hypervisor(hosts, *host).await?.remove_disk(vm).await?
+            }
+            Step::Restore {
+                host,
+                spec,
+                state,
+                image,
+            } => {
+                let hv = self.hypervisor(hosts, *host).await?;
+                let spec = match image {
+                    Some(image) => VmSpec {
+                        disk: hv.prepare_disk(&spec.name, image, spec.disk_mib).await?,
+                        ..spec.clone()
+                    },
+                    None => spec.clone(),
+                };
+                hv.restore(&spec, state).await?
+            }
+            Step::HoldHosts => {}
+            Step::MakeSavedDir { dir } => tokio::fs::create_dir_all(dir).await?,
+            Step::DeleteFile { path } => match tokio::fs::remove_file(path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
+            // The last step of a resume or a terminate: failing it would undo
+            // a finished resume for the sake of a few files, so a failure is
+            // logged for an operator instead.
+            Step::DeleteSaved { dir } => match tokio::fs::remove_dir_all(dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(%vi, dir, error = %e, "saved states left behind");
+                }
+                _ => {}
+            },
+            Step::RegisterTemplate { template } => {
+                crate::templates::register(self.store.as_ref(), template).await?;
+            }
         }
         Ok(())
+    }
+}
+
+/// The VM of a node, as a job defines or restores it (its disk path comes
+/// from the host when the step runs).
+pub fn vm_spec(
+    vi: Uuid,
+    topo: &neptune_topology::Topology,
+    node: &neptune_topology::VirtualNode,
+) -> VmSpec {
+    VmSpec {
+        name: vm_name(vi, node.id.as_str()),
+        vcpus: node.vcpus(),
+        ram_mib: node.ram.0,
+        disk_mib: node.disk.0,
+        disk: String::new(),
+        nics: nics(vi, topo, node),
     }
 }
 

@@ -13,6 +13,8 @@ mod http;
 pub mod jobs;
 mod openapi;
 pub mod plan;
+pub mod reconcile;
+pub mod templates;
 pub mod up;
 
 use std::net::SocketAddr;
@@ -43,6 +45,9 @@ pub struct Config {
     /// The private pools of the Service Switching domain: every VI's links
     /// are numbered from them, unique across all datacenters.
     pub private_pools: Vec<neptune_ipam::ipnet::Ipv4Net>,
+    /// How often the store is compared with what the Agents run (see
+    /// [`reconcile`]); none: only on demand (`POST /api/v1/reconcile`).
+    pub reconcile_every: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -58,6 +63,7 @@ impl Config {
                 8,
             )
             .expect("10.0.0.0/8 is a prefix")],
+            reconcile_every: Some(std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -146,7 +152,8 @@ impl Manager {
 
     /// Resumes the jobs a previous run left unfinished (each finishes or
     /// rolls back), then, in the background, keeps taking over jobs of
-    /// Managers that died and marks hosts whose Agent fell silent unreachable.
+    /// Managers that died, marks hosts whose Agent fell silent unreachable,
+    /// and reconciles the store with what the Agents run.
     pub async fn resume_jobs(&self) -> anyhow::Result<usize> {
         let resumed = self.state.jobs.resume_unfinished().await?;
         tokio::spawn(
@@ -156,6 +163,9 @@ impl Manager {
                 .supervise(std::time::Duration::from_secs(5)),
         );
         tokio::spawn(mark_unreachable(self.state.clone()));
+        if let Some(every) = self.state.config.reconcile_every {
+            tokio::spawn(reconcile::run(self.state.clone(), every));
+        }
         Ok(resumed)
     }
 

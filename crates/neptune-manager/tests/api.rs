@@ -1,4 +1,5 @@
-//! The Manager's API against a real Manager on port 0, on both stores:
+//! The Manager's API against a real Manager on port 0, its hosts real
+//! Agents over simulated hypervisors, on both stores:
 //! SQLite in a temporary directory and, when `NEPTUNE_TEST_POSTGRES_URL`
 //! names a server (scripts/test-all starts one; required in CI), a fresh
 //! PostgreSQL database.
@@ -14,6 +15,7 @@ use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{Capacity, Hypervisor, Op};
 use neptune_manager::jobs::HostDirectory;
 use neptune_manager::{Config, Manager};
+use neptune_types::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -31,12 +33,18 @@ struct TestManager {
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Simulated hypervisors, one per host name, created on first use.
+/// Hosts as the Manager reaches them in production: each a real Agent
+/// (HTTP on 127.0.0.1, token-authenticated) over a simulated hypervisor,
+/// created on first use. The tests reach the simulated hypervisors
+/// directly to inject faults and look for leaks.
 #[derive(Debug)]
 struct SimDirectory {
     root: std::path::PathBuf,
     sims: Mutex<HashMap<String, Arc<SimHypervisor>>>,
+    agents: tokio::sync::Mutex<HashMap<String, Arc<dyn Hypervisor>>>,
 }
+
+const AGENT_TOKEN: &str = "agent-token-for-tests";
 
 impl SimDirectory {
     fn sim(&self, host: &str) -> Arc<SimHypervisor> {
@@ -63,7 +71,29 @@ impl HostDirectory for SimDirectory {
         &self,
         host: &neptune_store::HostRecord,
     ) -> anyhow::Result<Arc<dyn Hypervisor>> {
-        Ok(self.sim(&host.name))
+        let mut agents = self.agents.lock().await;
+        if let Some(hv) = agents.get(&host.name) {
+            return Ok(hv.clone());
+        }
+        let sim = self.sim(&host.name);
+        let agent = neptune_agent::start(
+            neptune_agent::AgentConfig {
+                name: host.name.clone(),
+                datacenter: "napoli".to_owned(),
+                listen: "127.0.0.1:0".parse()?,
+                advertise_url: None,
+                token: Secret::new(AGENT_TOKEN),
+                manager: None,
+                hypervisor: sim.clone(),
+            },
+            std::future::pending(),
+        )
+        .await?;
+        let client = neptune_agent::AgentClient::new(agent.url(), Secret::new(AGENT_TOKEN))?;
+        let hv: Arc<dyn Hypervisor> =
+            Arc::new(neptune_agent::AgentHypervisor::new(client, sim.capacity()));
+        agents.insert(host.name.clone(), hv.clone());
+        Ok(hv)
     }
 }
 
@@ -112,6 +142,7 @@ async fn start(db: Db) -> Option<TestManager> {
     let sims = Arc::new(SimDirectory {
         root: dir.path().join("hosts"),
         sims: Mutex::default(),
+        agents: tokio::sync::Mutex::default(),
     });
     let manager = Manager::open(config, sims.clone()).await.unwrap();
     assert_eq!(
@@ -1090,6 +1121,12 @@ async fn authorization_matrix(m: &TestManager) {
             None,
             [S::UNAUTHORIZED, S::FORBIDDEN, S::FORBIDDEN, ANY],
         ),
+        (
+            Method::POST,
+            "/api/v1/reconcile".into(),
+            None,
+            [S::UNAUTHORIZED, S::FORBIDDEN, S::FORBIDDEN, ANY],
+        ),
         // Not a call: waits until the deploy job has finished.
         (Method::OPTIONS, "wait-running".into(), None, [ANY; 4]),
         (
@@ -1112,6 +1149,38 @@ async fn authorization_matrix(m: &TestManager) {
         ),
         (
             Method::POST,
+            format!("/api/v1/vis/{id}/templates"),
+            Some(json!({"node": "ghost", "name": "saved"})),
+            [
+                S::UNAUTHORIZED,
+                S::UNPROCESSABLE_ENTITY,
+                S::NOT_FOUND,
+                S::UNPROCESSABLE_ENTITY,
+            ],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/vis/{id}/resume"),
+            None,
+            [S::UNAUTHORIZED, S::CONFLICT, S::NOT_FOUND, S::CONFLICT],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/vis/{id}/suspend"),
+            None,
+            [S::UNAUTHORIZED, S::OK, S::NOT_FOUND, S::CONFLICT],
+        ),
+        // Not a call: waits until the suspend job has finished.
+        (Method::OPTIONS, "wait-suspended".into(), None, [ANY; 4]),
+        (
+            Method::POST,
+            format!("/api/v1/vis/{id}/resume"),
+            None,
+            [S::UNAUTHORIZED, S::OK, S::NOT_FOUND, S::CONFLICT],
+        ),
+        (Method::OPTIONS, "wait-resumed".into(), None, [ANY; 4]),
+        (
+            Method::POST,
             format!("/api/v1/vis/{id}/terminate"),
             None,
             [S::UNAUTHORIZED, S::OK, S::NOT_FOUND, S::CONFLICT],
@@ -1130,6 +1199,16 @@ async fn authorization_matrix(m: &TestManager) {
             let v = m.wait_vi(&p.admin, &id, "deploying").await;
             assert_eq!(v["state"], "running", "{v}");
             job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+            continue;
+        }
+        if path == "wait-suspended" {
+            let v = m.wait_vi(&p.admin, &id, "suspending").await;
+            assert_eq!(v["state"], "suspended", "{v}");
+            continue;
+        }
+        if path == "wait-resumed" {
+            let v = m.wait_vi(&p.admin, &id, "resuming").await;
+            assert_eq!(v["state"], "running", "{v}");
             continue;
         }
         let path = &path.replace("{job}", &job);
@@ -1760,6 +1839,448 @@ async fn reads_are_never_stale(m: &TestManager) {
     assert_eq!(list(&p.alice).await, [(shop, "terminated".to_owned())]);
 }
 
+impl TestManager {
+    async fn post(&self, token: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), body).await
+    }
+
+    /// Creates, requests and accepts a catalogue VI of alice's; waits until it runs.
+    async fn running_vi(&self, p: &People, kind: &str, nodes: usize) -> String {
+        let vi = self
+            .create_vi(
+                &p.alice,
+                json!({"catalogue": {"kind": kind, "nodes": nodes}}),
+            )
+            .await;
+        let id = vi["id"].as_str().unwrap().to_owned();
+        let (s, v) = self
+            .post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = self
+            .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let v = self.wait_vi(&p.alice, &id, "deploying").await;
+        assert_eq!(v["state"], "running", "{v}");
+        id
+    }
+
+    async fn used_slots(&self, admin: &str) -> i64 {
+        let (_, hosts) = self
+            .call(Method::GET, "/api/v1/hosts", Some(admin), None)
+            .await;
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["used_slots"].as_i64().unwrap())
+            .sum()
+    }
+
+    /// The files a suspend saved of VI `id`.
+    fn saved_files(&self, id: &str) -> Vec<String> {
+        let dir = self
+            .dir
+            .path()
+            .join("images/suspended")
+            .join(id.replace('-', ""));
+        let mut names: Vec<String> = std::fs::read_dir(dir).map_or(Vec::new(), |d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        });
+        names.sort();
+        names
+    }
+}
+
+/// The VI's newest job.
+fn last_job(vi: &Value) -> &Value {
+    vi["jobs"].as_array().unwrap().last().unwrap()
+}
+
+/// Suspend frees the hosts "for future reallocation"; resume places the VI
+/// again (refused, changing nothing, while there is no room), with the
+/// same addresses; terminate removes what a suspend saved.
+async fn suspend_and_resume(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 2, 4).await;
+    let id = m.running_vi(&p, "nat-backends", 6).await;
+    let (_, before) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(m.used_slots(&p.admin).await, 6);
+
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("suspending")),
+        "{v}"
+    );
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "suspended", "{v}");
+    assert_eq!(last_job(&v)["kind"], "suspend");
+    assert_eq!(last_job(&v)["state"], "succeeded");
+    assert!(v["vms"].as_array().unwrap().is_empty(), "hosts freed: {v}");
+    assert_eq!(m.used_slots(&p.admin).await, 0);
+    assert!(m.vms_everywhere().await.is_empty(), "no VM left on a host");
+    assert_eq!(m.disks_everywhere(), 0, "no disk left on a host");
+    let saved = m.saved_files(&id);
+    assert_eq!(saved.len(), 12, "a state and a disk per VM: {saved:?}");
+    assert_eq!(v["addresses"], before["addresses"], "addresses are kept");
+
+    // Another VI takes the room meanwhile: resuming is refused, nothing changes.
+    let other = m.running_vi(&p, "cluster", 3).await;
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (_, still) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(still["state"], "suspended");
+    assert_eq!(m.used_slots(&p.admin).await, 3);
+    assert_eq!(m.saved_files(&id).len(), 12);
+
+    let (s, _) = m
+        .post(&p.alice, &format!("/api/v1/vis/{other}/terminate"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    m.wait_vi(&p.alice, &other, "terminating").await;
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("resuming")),
+        "{v}"
+    );
+    let v = m.wait_vi(&p.alice, &id, "resuming").await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(last_job(&v)["kind"], "resume");
+    assert_eq!(v["vms"].as_array().unwrap().len(), 6);
+    assert_eq!(m.used_slots(&p.admin).await, 6);
+    assert_eq!(v["addresses"], before["addresses"], "addresses are kept");
+    let vms = m.vms_everywhere().await;
+    assert_eq!(vms.len(), 6, "{vms:?}");
+    assert_eq!(m.disks_everywhere(), 6);
+    assert!(
+        m.saved_files(&id).is_empty(),
+        "saved files removed after resume"
+    );
+
+    // Suspend again, then terminate the suspended VI: nothing is left.
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "suspended", "{v}");
+    assert_eq!(m.saved_files(&id).len(), 12);
+    let (s, _) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/terminate"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let v = m.wait_vi(&p.alice, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    assert!(m.saved_files(&id).is_empty(), "saved files leaked");
+    assert!(m.vms_everywhere().await.is_empty());
+    assert_eq!(m.disks_everywhere(), 0);
+    assert_eq!(m.used_slots(&p.admin).await, 0);
+}
+
+/// A failed suspend puts every VM back as it was; a failed resume frees the
+/// hosts it reserved and keeps what was saved, so it can be tried again.
+async fn failed_suspend_and_resume_roll_back(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let id = m.running_vi(&p, "cluster", 3).await;
+    let sim = m.sims.sim("host0");
+    sim.add_fault(Fault::always(Op::ExportDisk).for_vm("worker2"));
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "running", "rolled back: {v}");
+    let job = &last_job(&v);
+    assert_eq!(
+        (job["kind"].as_str(), job["state"].as_str()),
+        (Some("suspend"), Some("rolled_back")),
+        "{job}"
+    );
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("export disk of nt-"),
+        "{job}"
+    );
+    let running = sim.list().await.unwrap();
+    assert_eq!(running.len(), 3, "every VM is back");
+    assert!(running
+        .iter()
+        .all(|v| v.state == neptune_hypervisor::VmState::Running));
+    assert_eq!(m.disks_everywhere(), 3);
+    assert_eq!(m.used_slots(&p.admin).await, 3);
+    assert!(
+        m.saved_files(&id).is_empty(),
+        "nothing saved is left: {:?}",
+        m.saved_files(&id)
+    );
+
+    sim.set_faults(Vec::new());
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "suspending").await;
+    assert_eq!(v["state"], "suspended", "{v}");
+
+    sim.add_fault(Fault::always(Op::Restore).for_vm("head"));
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "resuming").await;
+    assert_eq!(v["state"], "suspended", "rolled back: {v}");
+    assert_eq!(last_job(&v)["state"], "rolled_back");
+    assert!(m.vms_everywhere().await.is_empty());
+    assert_eq!(m.disks_everywhere(), 0);
+    assert_eq!(
+        m.used_slots(&p.admin).await,
+        0,
+        "the reserved hosts are freed"
+    );
+    assert_eq!(m.saved_files(&id).len(), 6, "what was saved is kept");
+
+    sim.set_faults(Vec::new());
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "resuming").await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(m.vms_everywhere().await.len(), 3);
+}
+
+/// A VM of a running VI saved as a new template, which a new VI then uses.
+async fn vm_saved_as_template(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let id = m.running_vi(&p, "line", 2).await;
+    let path = format!("/api/v1/vis/{id}/templates");
+    let (s, job) = m
+        .post(
+            &p.alice,
+            &path,
+            Some(json!({"node": "node0", "name": "golden"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["kind"], "save_template");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let mut done = Value::Null;
+    for _ in 0..400 {
+        let (_, j) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/jobs/{job_id}"),
+                Some(&p.alice),
+                None,
+            )
+            .await;
+        if j["state"] != "running" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(v["state"], "running", "the VI's state is left alone");
+    let (_, list) = m
+        .call(Method::GET, "/api/v1/templates", Some(&p.bob), None)
+        .await;
+    let golden = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "golden")
+        .unwrap_or_else(|| panic!("no template golden: {list}"));
+    assert_eq!(golden["disk_mib"], 4096, "the node's disk size: {golden}");
+    // The image is a copy of the VM's disk in the repository.
+    let image = m.dir.path().join("images/saved-templates").join(format!(
+        "{}.img",
+        golden["id"].as_str().unwrap().replace('-', "")
+    ));
+    let disk = m
+        .sims
+        .sim("host0")
+        .disk_path(&format!("nt-{}-node0", &id.replace('-', "")[..12]));
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        std::fs::read(&disk).unwrap()
+    );
+
+    // Refusals: the name is taken, an unknown node, someone else's VI, a VI not running.
+    let (s, _) = m
+        .post(
+            &p.alice,
+            &path,
+            Some(json!({"node": "node1", "name": "golden"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = m
+        .post(
+            &p.alice,
+            &path,
+            Some(json!({"node": "nope", "name": "other"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = m
+        .post(
+            &p.bob,
+            &path,
+            Some(json!({"node": "node0", "name": "other"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A new VI made from the saved template deploys.
+    let xml = r#"<topology id="from-golden"><nodes><node id="solo"><ram dimension="512"/><hd dimension="4"/><software_configuration template="golden"/></node></nodes></topology>"#;
+    let vi = m.create_vi(&p.bob, json!({"xml": xml})).await;
+    let bob_vi = vi["id"].as_str().unwrap().to_owned();
+    m.post(&p.bob, &format!("/api/v1/vis/{bob_vi}/request"), None)
+        .await;
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{bob_vi}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = m.wait_vi(&p.bob, &bob_vi, "deploying").await;
+    assert_eq!(v["state"], "running", "{v}");
+}
+
+/// Drift between the store and a host, put right by a reconciliation pass:
+/// a stopped VM started, a VM gone failing its VI, a leaked VM destroyed,
+/// a VM that is not Neptune's left alone.
+async fn drift_is_reconciled(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let id = m.running_vi(&p, "cluster", 3).await;
+    let gone = m.running_vi(&p, "line", 2).await;
+    m.post(&p.alice, &format!("/api/v1/vis/{gone}/terminate"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &gone, "terminating").await;
+    assert_eq!(v["state"], "terminated");
+
+    let sim = m.sims.sim("host0");
+    let name = |vi: &str, node: &str| format!("nt-{}-{node}", &vi.replace('-', "")[..12]);
+    let spec_of = |vm: &str, list: &[neptune_hypervisor::VmInfo]| {
+        list.iter().find(|v| v.name == vm).unwrap().spec.clone()
+    };
+    let list = sim.list().await.unwrap();
+    // head: saved away and defined again, stopped.
+    let head = name(&id, "head");
+    let head_spec = spec_of(&head, &list);
+    let state = m.dir.path().join("head.state");
+    sim.save(&head, state.to_str().unwrap()).await.unwrap();
+    sim.define(&head_spec).await.unwrap();
+    // worker2: gone.
+    let worker2 = name(&id, "worker2");
+    sim.destroy(&worker2).await.unwrap();
+    // A leftover of the terminated VI, and a VM that is not Neptune's.
+    let leaked = name(&gone, "node0");
+    let image = m.dir.path().join("images/debian-12.qcow2");
+    for vm in [leaked.as_str(), "operators-own"] {
+        let disk = sim
+            .prepare_disk(vm, image.to_str().unwrap(), 10)
+            .await
+            .unwrap();
+        sim.define(&neptune_hypervisor::VmSpec {
+            name: vm.to_owned(),
+            disk,
+            ..head_spec.clone()
+        })
+        .await
+        .unwrap();
+    }
+
+    let (s, report) = m.post(&p.admin, "/api/v1/reconcile", None).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["hosts_checked"], 1, "{report}");
+    assert_eq!(
+        report["started"],
+        json!([format!("host0/{head}")]),
+        "{report}"
+    );
+    assert_eq!(
+        report["reaped"],
+        json!([format!("host0/{leaked}")]),
+        "{report}"
+    );
+    assert_eq!(report["failed"][0]["vi"], id, "{report}");
+    assert!(
+        report["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("VM {worker2} is gone from host host0")),
+        "{report}"
+    );
+    assert_eq!(report["errors"], json!([]), "{report}");
+
+    let list = sim.list().await.unwrap();
+    let state_of = |vm: &str| list.iter().find(|v| v.name == vm).map(|v| v.state);
+    assert_eq!(state_of(&head), Some(neptune_hypervisor::VmState::Running));
+    assert_eq!(state_of(&leaked), None, "the leftover is destroyed");
+    assert!(!sim.disk_path(&leaked).exists(), "with its disk");
+    assert!(
+        state_of("operators-own").is_some(),
+        "not Neptune's: left alone"
+    );
+    let (_, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(v["state"], "failed", "{v}");
+
+    // A second pass finds nothing more to do; the failed VI is left to its owner.
+    let (_, again) = m.post(&p.admin, "/api/v1/reconcile", None).await;
+    assert_eq!(
+        (&again["started"], &again["reaped"], &again["failed"]),
+        (&json!([]), &json!([]), &json!([])),
+        "{again}"
+    );
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/terminate"), None)
+        .await;
+    let v = m.wait_vi(&p.alice, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    let left: Vec<String> = sim
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(left, vec!["operators-own".to_owned()]);
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1793,6 +2314,10 @@ on_both_stores!(
     failed_deploy_rolls_back,
     capacity_is_never_exceeded,
     many_parallel_accepts,
+    suspend_and_resume,
+    failed_suspend_and_resume_roll_back,
+    vm_saved_as_template,
+    drift_is_reconciled,
     reads_are_never_stale,
 );
 

@@ -145,6 +145,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         from: ViState,
         change: &Transition,
     ) -> Result<ViRecord>;
+    /// Creates a job that leaves its VI's state alone (saving a VM as a
+    /// template), only if the VI is in `vi_state`.
+    async fn add_job(&self, job: &JobRecord, vi_state: ViState) -> Result<()>;
     async fn job(&self, id: Uuid) -> Result<JobRecord>;
     async fn jobs_of_vi(&self, vi: Uuid) -> Result<Vec<JobRecord>>;
     /// Jobs running or rolling back, oldest first.

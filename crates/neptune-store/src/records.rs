@@ -302,7 +302,7 @@ pub struct ViEventRecord {
     pub reason: Option<String>,
 }
 
-/// What accepting a VI reserves, committed with the transition.
+/// What accepting (or resuming) a VI reserves, committed with the transition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reservation {
     pub vms: Vec<VmRecord>,
@@ -310,6 +310,10 @@ pub struct Reservation {
     /// its owner), `None` for a covering prefix.
     pub addresses: Vec<AddressRow>,
     pub address_plan: Option<String>,
+    /// The job that carries the change out, created in the same commit (a
+    /// resume reserves hosts and starts its job at once, so a crash cannot
+    /// leave a resuming VI without a job).
+    pub job: Option<JobRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -357,6 +357,37 @@ const JOB_COLUMNS: &str =
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
+/// Inserts `job`; with `vi_state`, only if its VI is in that state (false
+/// when it is not: nothing inserted).
+async fn insert_job(tx: &mut Tx<'_>, job: &JobRecord, vi_state: Option<ViState>) -> Result<bool> {
+    let values = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12";
+    let sql = match vi_state {
+        None => format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({values})"),
+        Some(_) => format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) SELECT {values} \
+             WHERE EXISTS (SELECT 1 FROM vis WHERE id = $2 AND state = $13)"
+        ),
+    };
+    let mut query = sqlx::query(&sql)
+        .bind(job.id.to_string())
+        .bind(job.vi_id.to_string())
+        .bind(&job.kind)
+        .bind(job.state.as_str())
+        .bind(&job.steps)
+        .bind(job.cursor)
+        .bind(job.total)
+        .bind(job.error.clone())
+        .bind(job.owner.clone())
+        .bind(job.lease_until)
+        .bind(job.created_at)
+        .bind(job.updated_at);
+    if let Some(state) = vi_state {
+        query = query.bind(state.as_str());
+    }
+    let done = query.execute(&mut **tx).await.map_err(write_err("job"))?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// The VI compare-and-set and its event, inside a transaction.
 async fn transition_in(
     tx: &mut Tx<'_>,
@@ -892,9 +923,12 @@ impl Store for SqlStore {
             .await
             .map_err(write_err("VM placement"))?;
         }
+        if let Some(job) = &reservation.job {
+            insert_job(&mut tx, job, None).await?;
+        }
         tx.commit().await.map_err(StoreError::Database)?;
         Ok(ViRecord {
-            address_plan: reservation.address_plan.clone(),
+            address_plan: reservation.address_plan.clone().or(vi.address_plan),
             ..vi
         })
     }
@@ -993,26 +1027,19 @@ impl Store for SqlStore {
             drop(tx);
             return Err(self.vi_conflict(job.vi_id, from).await);
         };
-        sqlx::query(&format!(
-            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
-        .bind(job.id.to_string())
-        .bind(job.vi_id.to_string())
-        .bind(&job.kind)
-        .bind(job.state.as_str())
-        .bind(&job.steps)
-        .bind(job.cursor)
-        .bind(job.total)
-        .bind(job.error.clone())
-        .bind(job.owner.clone())
-        .bind(job.lease_until)
-        .bind(job.created_at)
-        .bind(job.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_err("job"))?;
+        insert_job(&mut tx, job, None).await?;
         tx.commit().await.map_err(StoreError::Database)?;
         Ok(vi)
+    }
+
+    async fn add_job(&self, job: &JobRecord, vi_state: ViState) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        if !insert_job(&mut tx, job, Some(vi_state)).await? {
+            drop(tx);
+            return Err(self.vi_conflict(job.vi_id, vi_state).await);
+        }
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(())
     }
 
     async fn job(&self, id: Uuid) -> Result<JobRecord> {

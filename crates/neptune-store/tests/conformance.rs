@@ -953,6 +953,98 @@ async fn vi_revisions(s: &dyn Store) {
     assert_eq!((now.count, now.revisions), (all.count + 1, all.revisions));
 }
 
+/// A resume reserves hosts and creates its job in one commit; a side job
+/// (saving a template) leaves its VI's state alone.
+async fn resume_reservations_and_side_jobs(s: &dyn Store) {
+    let owner = user("resumer", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: "dc-resume".into(),
+        created_at: 1,
+        home_pools: vec![],
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    let h = s.upsert_host(&host(dc.id, "r1", 4, 4096, 4)).await.unwrap();
+    let mut v = vi(owner.id, "resumed");
+    v.state = ViState::Suspended;
+    v.address_plan = Some("{\"kept\":true}".into());
+    s.create_vi(&v).await.unwrap();
+    let job = |kind: &str| JobRecord {
+        id: Uuid::new_v4(),
+        vi_id: v.id,
+        kind: kind.into(),
+        state: JobState::Running,
+        steps: "[]".into(),
+        cursor: 0,
+        total: 0,
+        error: None,
+        owner: None,
+        lease_until: 0,
+        created_at: 5,
+        updated_at: 5,
+    };
+    // No room: neither the transition, nor the VMs, nor the job.
+    let refused = job("resume");
+    let err = s
+        .transition_with_placement(
+            v.id,
+            ViState::Suspended,
+            &to(ViState::Resuming, owner.id),
+            &Reservation {
+                vms: vec![vm(v.id, "a", h.id, 8, 10)],
+                job: Some(refused.clone()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::NoRoom { .. })), "{err:?}");
+    assert!(matches!(
+        s.job(refused.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(s.vi(v.id).await.unwrap().state, ViState::Suspended);
+
+    let resume = job("resume");
+    let resuming = s
+        .transition_with_placement(
+            v.id,
+            ViState::Suspended,
+            &to(ViState::Resuming, owner.id),
+            &Reservation {
+                vms: vec![vm(v.id, "a", h.id, 2, 10)],
+                job: Some(resume.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(resuming.state, ViState::Resuming);
+    assert_eq!(
+        resuming.address_plan.as_deref(),
+        Some("{\"kept\":true}"),
+        "a reservation without an address plan keeps the VI's"
+    );
+    assert_eq!(s.job(resume.id).await.unwrap(), resume);
+    assert_eq!(s.vms(v.id).await.unwrap().len(), 1);
+
+    // A side job needs its VI in the given state, and changes nothing of it.
+    let side = job("save_template");
+    let err = s.add_job(&side, ViState::Running).await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    assert!(matches!(
+        s.job(side.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.add_job(&side, ViState::Resuming).await.unwrap();
+    assert_eq!(s.job(side.id).await.unwrap(), side);
+    let after = s.vi(v.id).await.unwrap();
+    assert_eq!(
+        (after.state, after.version),
+        (resuming.state, resuming.version)
+    );
+}
+
 async fn suite(store: SqlStore) {
     let s: Arc<dyn Store> = Arc::new(store);
     users_and_tokens(s.as_ref()).await;
@@ -962,6 +1054,7 @@ async fn suite(store: SqlStore) {
     placement_reservations(s.as_ref()).await;
     address_uniqueness(s.as_ref()).await;
     durable_jobs(s.as_ref()).await;
+    resume_reservations_and_side_jobs(s.as_ref()).await;
     vi_revisions(s.as_ref()).await;
     concurrent_reservations(s.clone()).await;
     concurrent_transitions(s).await;

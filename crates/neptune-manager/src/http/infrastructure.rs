@@ -170,13 +170,18 @@ pub(crate) async fn register_template(
         )
     })?;
     let path = inside_repository(&state.config.image_dir, &req.image)?;
-    let info = image_info(&path).await?;
+    let info = crate::templates::inspect(&path)
+        .await
+        .map_err(|e| match e {
+            crate::templates::ImageError::Unreadable(_) => ApiError::InvalidRequest(e.to_string()),
+            other => ApiError::Internal(other.into()),
+        })?;
     let positive = |v: Option<i64>, default: i64, what: &str| match v {
         Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
         Some(n) => Ok(n),
         None => Ok(default),
     };
-    let size_mib = i64::try_from(info.virtual_size.div_ceil(1 << 20)).unwrap_or(i64::MAX);
+    let size_mib = info.size_mib();
     let t = TemplateRecord {
         id: Uuid::new_v4(),
         name: req.name,
@@ -216,30 +221,6 @@ fn inside_repository(repo: &Path, image: &str) -> ApiResult<PathBuf> {
         )));
     }
     Ok(resolved)
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct ImageInfo {
-    format: String,
-    #[serde(rename = "virtual-size")]
-    virtual_size: u64,
-}
-
-async fn image_info(path: &Path) -> ApiResult<ImageInfo> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["info", "--output=json", "--force-share"])
-        .arg(path)
-        .output()
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("running qemu-img: {e}")))?;
-    if !out.status.success() {
-        return Err(ApiError::InvalidRequest(format!(
-            "qemu-img cannot read the image: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("qemu-img output: {e}")))
 }
 
 /// A kind of the catalogue of predefined topologies.
@@ -307,5 +288,21 @@ pub(crate) async fn address_pools(
                 }
             })
             .collect(),
+    ))
+}
+
+/// Compares the store with what every host's Agent runs and puts drift
+/// right (administrators only); the Manager also does this periodically.
+#[utoipa::path(post, path = "/api/v1/reconcile", security(("bearer" = [])),
+    responses((status = 200, body = api::ReconcileReport), (status = 403, body = api::ErrorBody)))]
+pub(crate) async fn reconcile(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<api::ReconcileReport>> {
+    caller.require_admin()?;
+    Ok(Json(
+        crate::reconcile::reconcile(&state)
+            .await
+            .map_err(ApiError::Internal)?,
     ))
 }

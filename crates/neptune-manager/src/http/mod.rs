@@ -5,6 +5,7 @@ mod cache;
 mod identity;
 mod infrastructure;
 pub(crate) mod jobs;
+mod operations;
 pub(crate) mod views;
 mod vis;
 
@@ -20,6 +21,7 @@ use crate::AppState;
 pub(crate) use identity::*;
 pub(crate) use infrastructure::*;
 pub(crate) use jobs::*;
+pub(crate) use operations::*;
 pub(crate) use vis::*;
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -38,6 +40,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/templates", get(list_templates).post(create_template))
         .route("/catalogue", get(catalogue))
         .route("/address-pools", get(address_pools))
+        .route("/reconcile", post(reconcile))
         .route("/vis", get(list_vis).post(create_vi))
         .route("/vis/{id}", get(show_vi).put(edit_vi))
         .route("/vis/{id}/request", post(request_vi))
@@ -47,6 +50,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vis/{id}/jobs", get(vi_jobs))
         .route("/vis/{id}/accept", post(accept_vi))
         .route("/vis/{id}/reject", post(reject_vi))
+        .route("/vis/{id}/suspend", post(suspend_vi))
+        .route("/vis/{id}/resume", post(resume_vi))
+        .route("/vis/{id}/templates", post(save_template))
         .route("/vis/{id}/terminate", post(terminate_vi))
         .route("/jobs/{id}", get(show_job))
         .route("/jobs/{id}/events", get(job_events));

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use neptune_api as api;
-use neptune_hypervisor::VmSpec;
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{Quota, Reservation, StoreError, Transition, ViRecord, VmRecord};
 use neptune_topology::catalogue::{self, Params};
@@ -153,7 +152,7 @@ fn may_see(caller: &Caller, owner: Uuid) -> bool {
 }
 
 /// The VI if the caller may see it; someone else's VI is "not found".
-async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+pub(super) async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
     let vi = state.store.vi(id).await?;
     if !may_see(caller, vi.owner_id) {
         return Err(ApiError::NotFound("VI"));
@@ -216,7 +215,7 @@ async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
     }
 }
 
-async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
+pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
     let design = state.views.design(vi)?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;
@@ -533,7 +532,7 @@ async fn home_datacenter(
     }
 }
 
-fn plan_error(err: PlanError) -> ApiError {
+pub(super) fn plan_error(err: PlanError) -> ApiError {
     match err {
         PlanError::Manual(_) => ApiError::InvalidRequest(err.to_string()),
         other => ApiError::Conflict(other.to_string()),
@@ -542,7 +541,7 @@ fn plan_error(err: PlanError) -> ApiError {
 
 /// A placement seed that is stable for a VI, so its plan preview and its
 /// acceptance agree when nothing changed in between.
-fn seed(vi: Uuid) -> u64 {
+pub(super) fn seed(vi: Uuid) -> u64 {
     vi.as_u64_pair().0
 }
 
@@ -586,14 +585,7 @@ async fn deploy_steps(
         });
         defines.push(Step::Define {
             host: placed.host_id,
-            spec: VmSpec {
-                name: vm.clone(),
-                vcpus: node.vcpus(),
-                ram_mib: node.ram.0,
-                disk_mib: node.disk.0,
-                disk: String::new(),
-                nics: jobs::nics(vi, topo, node),
-            },
+            spec: jobs::vm_spec(vi, topo, node),
             image: template.image_path,
         });
         starts.push(Step::Start {
@@ -604,8 +596,14 @@ async fn deploy_steps(
     Ok(copies.into_iter().chain(defines).chain(starts).collect())
 }
 
-/// The steps that take a VI off its hosts and free them and its addresses.
-fn terminate_steps(vi: Uuid, vms: &[VmRecord], covers: Vec<(String, String)>) -> Vec<Step> {
+/// The steps that take a VI off its hosts and free them, its addresses
+/// and what a suspend saved of it.
+fn terminate_steps(
+    vi: Uuid,
+    vms: &[VmRecord],
+    covers: Vec<(String, String)>,
+    saved: String,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     for v in vms {
         let vm = jobs::vm_name(vi, &v.node_id);
@@ -620,6 +618,7 @@ fn terminate_steps(vi: Uuid, vms: &[VmRecord], covers: Vec<(String, String)>) ->
     }
     steps.push(Step::ReleaseHosts);
     steps.push(Step::ReleaseAddresses { covers });
+    steps.push(Step::DeleteSaved { dir: saved });
     steps
 }
 
@@ -690,6 +689,7 @@ pub(crate) async fn accept_vi(
             address_plan: Some(
                 serde_json::to_string(&addresses).map_err(|e| ApiError::Internal(e.into()))?,
             ),
+            job: None,
         };
         let change = Transition {
             to: ViState::Accepted,
@@ -715,7 +715,7 @@ pub(crate) async fn accept_vi(
 }
 
 /// Creates a job for `kind`, moving the VI to the job's state, and runs it.
-async fn start_job(
+pub(super) async fn start_job(
     state: &AppState,
     caller: &Caller,
     vi: &ViRecord,
@@ -725,7 +725,14 @@ async fn start_job(
     let job = jobs::new_job(vi.id, kind, steps).map_err(ApiError::Internal)?;
     let event = match kind {
         JobKind::Deploy => Event::Deploy,
+        JobKind::Suspend => Event::Suspend,
+        JobKind::Resume => Event::Resume,
         JobKind::Terminate => Event::Terminate,
+        JobKind::SaveTemplate => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "saving a template leaves the VI's state alone"
+            )))
+        }
     };
     let change = Transition {
         to: vi.state.next(event)?,
@@ -776,7 +783,8 @@ pub(crate) async fn terminate_vi(
     let vms = state.store.vms(vi.id).await?;
     let vi = if to == ViState::Terminating {
         let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?);
-        let steps = terminate_steps(vi.id, &vms, covers);
+        let saved = super::operations::suspended_dir(&state, vi.id);
+        let steps = terminate_steps(vi.id, &vms, covers, saved.to_string_lossy().into_owned());
         start_job(&state, &caller, &vi, JobKind::Terminate, &steps).await?
     } else {
         apply(&state, &caller, &vi, Event::Terminate, None, None).await?

@@ -99,6 +99,14 @@ pub(crate) enum ViCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Suspend a running VI: its VMs are saved and its hosts freed.
+    Suspend {
+        id: Uuid,
+    },
+    /// Resume a suspended VI, placed again on whichever hosts have room.
+    Resume {
+        id: Uuid,
+    },
     Terminate {
         id: Uuid,
     },
@@ -125,6 +133,21 @@ pub(crate) enum TemplateCommand {
         image: String,
         #[arg(long, default_value = "")]
         os: String,
+    },
+    /// Save the VM of a node of a running VI as a new template.
+    Save {
+        /// The new template's name.
+        name: String,
+        #[arg(long)]
+        vi: Uuid,
+        #[arg(long)]
+        node: String,
+        /// Defaults to the OS of the template the VM was made from.
+        #[arg(long)]
+        os: Option<String>,
+        /// Return once the job has started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -391,6 +414,12 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
             ViCommand::Revise { id } => {
                 show_detail(&client.act(id, "revise").await?, Output::Table)
             }
+            ViCommand::Suspend { id } => {
+                show_detail(&client.act(id, "suspend").await?, Output::Table)
+            }
+            ViCommand::Resume { id } => {
+                show_detail(&client.act(id, "resume").await?, Output::Table)
+            }
             ViCommand::Terminate { id } => {
                 show_detail(&client.act(id, "terminate").await?, Output::Table)
             }
@@ -442,17 +471,30 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
     }))
 }
 
-/// Follows the VI's current job with a progress bar until the VI settles.
-/// Exit 0 when it reached the operation's goal, 1 when the job failed or
-/// rolled back.
-async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
-    let deadline = tokio::time::Instant::now() + timeout;
+/// A job's progress bar: its kind, steps done of all, the current step.
+fn progress_bar() -> anyhow::Result<indicatif::ProgressBar> {
     let bar = indicatif::ProgressBar::new(1);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
             .map_err(|e| anyhow::anyhow!("progress style: {e}"))?
             .progress_chars("=> "),
     );
+    Ok(bar)
+}
+
+fn show_job_progress(bar: &indicatif::ProgressBar, job: &api::Job) {
+    bar.set_prefix(job.kind.clone());
+    bar.set_length(u64::try_from(job.total).unwrap_or(0));
+    bar.set_position(u64::try_from(job.step).unwrap_or(0));
+    bar.set_message(job.step_name.clone());
+}
+
+/// Follows the VI's current job with a progress bar until the VI settles.
+/// Exit 0 when it reached the operation's goal, 1 when the job failed or
+/// rolled back.
+async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let bar = progress_bar()?;
     loop {
         let d = match client.vi(id).await {
             Ok(d) => d,
@@ -460,10 +502,7 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
         };
         let job = d.jobs.last();
         if let Some(job) = job {
-            bar.set_prefix(job.kind.clone());
-            bar.set_length(u64::try_from(job.total).unwrap_or(0));
-            bar.set_position(u64::try_from(job.step).unwrap_or(0));
-            bar.set_message(job.step_name.clone());
+            show_job_progress(&bar, job);
         }
         if !d.vi.state.is_in_progress() {
             bar.finish_and_clear();
@@ -497,9 +536,74 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
     }
 }
 
+/// Follows a job with a progress bar until it ends: exit 0 when it
+/// succeeded, 1 when it failed or rolled back.
+async fn wait_job(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let bar = progress_bar()?;
+    loop {
+        let job = match client.job(id).await {
+            Ok(j) => j,
+            Err(e) => return finish(Err(e.into())),
+        };
+        show_job_progress(&bar, &job);
+        match job.state.as_str() {
+            "running" | "rolling_back" => {}
+            "succeeded" => {
+                bar.finish_and_clear();
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => {
+                bar.finish_and_clear();
+                eprintln!("{} {other}: {}", job.kind, job.error.unwrap_or_default());
+                return Ok(ExitCode::from(1));
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bar.abandon();
+            bail!(
+                "job {id} is still {} after {}s",
+                job.state,
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
     let client = client()?;
-    finish(runtime()?.block_on(async {
+    let rt = runtime()?;
+    if let TemplateCommand::Save {
+        name,
+        vi,
+        node,
+        os,
+        no_wait,
+    } = cmd
+    {
+        return rt.block_on(async {
+            let req = api::SaveTemplate {
+                node,
+                name: name.clone(),
+                os_name: os,
+            };
+            let job = match client.save_template(vi, &req).await {
+                Ok(j) => j,
+                Err(e) => return finish(Err(e.into())),
+            };
+            if no_wait {
+                println!("job {} saves template {name}", job.id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let code = wait_job(&client, job.id, Duration::from_secs(3600)).await?;
+            if code == ExitCode::SUCCESS {
+                println!("template {name} saved");
+            }
+            Ok(code)
+        });
+    }
+    finish(rt.block_on(async {
         match cmd {
             TemplateCommand::List { output } => {
                 let ts = client.templates().await?;
@@ -544,6 +648,7 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
                 );
                 Ok(())
             }
+            TemplateCommand::Save { .. } => Ok(()),
         }
     }))
 }

@@ -54,6 +54,10 @@ pub(crate) struct ManagerArgs {
     /// HOSTNAME:PORT); stable across restarts so its jobs resume at once.
     #[arg(long)]
     instance: Option<String>,
+    /// Seconds between comparisons of the store with what the Agents run
+    /// (0: only on demand, POST /api/v1/reconcile).
+    #[arg(long, default_value_t = 60)]
+    reconcile_secs: u64,
 }
 
 pub(crate) fn init_logging() {
@@ -125,6 +129,8 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.admin_password_file {
         config.admin_password = Some(read(p)?);
     }
+    config.reconcile_every =
+        (args.reconcile_secs > 0).then(|| std::time::Duration::from_secs(args.reconcile_secs));
     runtime()?.block_on(async {
         let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token));
         let manager = Manager::open(config, hosts).await?;

@@ -1,7 +1,8 @@
 //! Durable jobs survive a crash: the real `neptune manager` process is
 //! killed (SIGKILL) while a deploy runs, after each step in turn, and
 //! restarted on the same database; the job finishes (or, when a step fails,
-//! rolls back) and nothing leaks: no VM, disk, VM slot or address.
+//! rolls back) and nothing leaks: no VM, disk, VM slot or address. The same
+//! for suspend and resume, killed part-way through.
 //!
 //! The hosts are real Agents (HTTP on 127.0.0.1) over simulated
 //! hypervisors whose every operation takes a while, run in this test so it
@@ -130,7 +131,7 @@ async fn everything_on(sims: &[Arc<SimHypervisor>], root: &Path) -> (usize, usiz
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn manager_killed_at_every_step_of_a_deploy() {
+async fn manager_killed_during_deploys_suspends_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("images")).unwrap();
@@ -374,5 +375,103 @@ async fn manager_killed_at_every_step_of_a_deploy() {
     for h in hosts.as_array().unwrap() {
         assert_eq!(h["used_slots"], 0, "slot leaked: {h}");
     }
+    sims[0].set_faults(Vec::new());
+    sims[1].set_faults(Vec::new());
+
+    // Suspend (14 steps) and resume (10 steps), the Manager killed part-way
+    // through each: the VI ends suspended with its hosts empty, then running
+    // again with nothing saved left behind.
+    let id = running_vi(&api).await;
+    let saved = d.join("images/suspended").join(id.replace('-', ""));
+    for (suspend_kill, resume_kill) in [(1, 1), (5, 5), (9, 9), (13, 3)] {
+        let (s, v) = api
+            .call(reqwest::Method::POST, &format!("/vis/{id}/suspend"), None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        kill_after_step(&api, &mut manager, &base, &v, suspend_kill, 14).await;
+        let v = settle(&api, &id, "suspending").await;
+        assert_eq!(
+            v["state"], "suspended",
+            "killed after step {suspend_kill}: {v}"
+        );
+        assert_eq!(everything_on(&sims, &hosts_root).await, (0, 0));
+        assert_eq!(std::fs::read_dir(&saved).unwrap().count(), 8);
+
+        let (s, v) = api
+            .call(reqwest::Method::POST, &format!("/vis/{id}/resume"), None)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        kill_after_step(&api, &mut manager, &base, &v, resume_kill, 10).await;
+        let v = settle(&api, &id, "resuming").await;
+        assert_eq!(
+            v["state"], "running",
+            "killed after step {resume_kill}: {v}"
+        );
+        assert_eq!(everything_on(&sims, &hosts_root).await, (4, 4));
+        assert!(!saved.exists(), "saved files left after a resume");
+    }
+    api.call(reqwest::Method::POST, &format!("/vis/{id}/terminate"), None)
+        .await;
+    let v = settle(&api, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    assert_eq!(everything_on(&sims, &hosts_root).await, (0, 0));
     let _ = stop.send(true);
+}
+
+/// A catalogue VI of 4 VMs, accepted and running.
+async fn running_vi(api: &Api) -> String {
+    let (s, vi) = api
+        .call(
+            reqwest::Method::POST,
+            "/vis",
+            Some(json!({"catalogue": {"kind": "nat-backends", "nodes": 4, "template": "base"}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{vi}");
+    let id = vi["id"].as_str().unwrap().to_owned();
+    api.call(reqwest::Method::POST, &format!("/vis/{id}/request"), None)
+        .await;
+    api.call(reqwest::Method::POST, &format!("/vis/{id}/accept"), None)
+        .await;
+    let v = settle(api, &id, "deploying").await;
+    assert_eq!(v["state"], "running", "{v}");
+    id
+}
+
+/// Kills and restarts the Manager once the VI's newest job has done `step` steps.
+async fn kill_after_step(
+    api: &Api,
+    manager: &mut ManagerProcess,
+    base: &str,
+    vi: &Value,
+    step: i64,
+    total: i64,
+) {
+    let job = vi["jobs"].as_array().unwrap().last().unwrap();
+    assert_eq!(job["total"], total, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = api.get(&format!("/jobs/{id}")).await;
+        if j["step"].as_i64().unwrap() >= step || j["state"] != "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job stuck: {j}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    manager.restart();
+    wait_for_manager(base).await;
+}
+
+/// Waits until the VI leaves `transient`.
+async fn settle(api: &Api, id: &str, transient: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = api.get(&format!("/vis/{id}")).await;
+        if v["state"] != transient {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "VI stuck {transient}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

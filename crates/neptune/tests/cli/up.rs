@@ -1,6 +1,7 @@
 //! `neptune up` and the API commands as a user runs them: the real binary
 //! starts a Manager with simulated datacenters; the CLI logs in, creates,
-//! requests, plans, accepts, waits for and terminates a VI.
+//! requests, plans, accepts, waits for, saves a VM of, suspends, resumes and
+//! terminates a VI.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
@@ -92,6 +93,16 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Disks on the simulated hosts `hosts` of `neptune up`.
+fn disks_on(dir: &Path, hosts: &[&str]) -> usize {
+    hosts
+        .iter()
+        .map(|h| {
+            std::fs::read_dir(dir.join("data/hosts").join(h).join("disks")).map_or(0, |d| d.count())
+        })
+        .sum()
 }
 
 #[test]
@@ -191,6 +202,47 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         })
         .sum();
     assert_eq!(disks, 4);
+
+    // A VM saved as a template, through the Agent of its host.
+    let saved = ok(&cli(
+        dir.path(),
+        &["template", "save", "golden", "--vi", &id, "--node", "head"],
+        None,
+    ));
+    assert!(saved.contains("template golden saved"), "{saved}");
+    let templates = ok(&cli(dir.path(), &["template", "list"], None));
+    assert!(templates.contains("golden"), "{templates}");
+    let taken = cli(
+        dir.path(),
+        &["template", "save", "golden", "--vi", &id, "--node", "head"],
+        None,
+    );
+    assert_eq!(taken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+
+    // Suspend frees the hosts; resume brings the VMs back through the Agents.
+    ok(&cli(dir.path(), &["vi", "suspend", &id], None));
+    assert_eq!(
+        ok(&cli(dir.path(), &["vi", "wait", &id], None)).trim(),
+        "suspended"
+    );
+    assert_eq!(disks_on(dir.path(), &["roma-1", "roma-2"]), 0);
+    let saved_dir = dir
+        .path()
+        .join("data/images/suspended")
+        .join(id.replace('-', ""));
+    assert_eq!(std::fs::read_dir(&saved_dir).unwrap().count(), 8);
+    ok(&cli(dir.path(), &["vi", "resume", &id], None));
+    assert_eq!(
+        ok(&cli(dir.path(), &["vi", "wait", &id], None)).trim(),
+        "running"
+    );
+    assert_eq!(disks_on(dir.path(), &["roma-1", "roma-2"]), 4);
+    assert!(!saved_dir.exists());
 
     ok(&cli(dir.path(), &["vi", "terminate", &id], None));
     assert_eq!(
