@@ -923,6 +923,18 @@ async fn vi_revisions(s: &dyn Store) {
     .await
     .unwrap();
     grew(s, v.id, owner.id, &mut last, "finishing a job").await;
+    // A side job (saving a template) leaves the VI row alone, yet shows in its detail.
+    s.add_job(
+        &JobRecord {
+            id: Uuid::new_v4(),
+            kind: "save_template".into(),
+            ..job.clone()
+        },
+        ViState::Running,
+    )
+    .await
+    .unwrap();
+    grew(s, v.id, owner.id, &mut last, "a side job").await;
     assert_eq!(s.release_vms(v.id).await.unwrap(), 2);
     grew(s, v.id, owner.id, &mut last, "releasing the placement").await;
     assert_eq!(s.release_vms(v.id).await.unwrap(), 0);
