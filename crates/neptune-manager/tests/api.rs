@@ -120,11 +120,13 @@ async fn database_url(db: &Db, dir: &Path) -> Option<String> {
 }
 
 async fn sqlx_create_database(base: &str) -> Option<String> {
-    // A fresh database through a throw-away store connection to the server's default database.
+    // A fresh database, made through a plain connection to the server's
+    // default database (a store connection would migrate that one).
     let name = format!("neptune_api_{}", Uuid::new_v4().simple());
-    let admin = neptune_store::connect(base).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(base).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(admin.pool())
+        .execute(&admin)
         .await
         .unwrap();
     admin.close().await;
