@@ -39,8 +39,8 @@ use super::{DataPlane, DataPlaneError, DataPlaneStats, Routes};
 use crate::config::{SwitchConfig, UserspaceConfig, UserspaceWire};
 use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget};
 use crate::offload::{
-    complete_checksum, segment_tcp4, Coalescer, VnetHdr, GSO_NONE, GSO_TCPV4, NEEDS_CSUM,
-    VNET_HDR_LEN,
+    complete_checksum, partial_checksum_hdr, segment_tcp4, whole_super_packet, Coalescer, VnetHdr,
+    GSO_NONE, GSO_TCPV4, NEEDS_CSUM, VNET_HDR_LEN,
 };
 use crate::packet::{
     decapsulate_with, vxlan_gpe_header, Drop as Dropped, Ipv4Header, IPPROTO_IPIP,
@@ -63,6 +63,8 @@ struct Counters {
     wire_reads: AtomicU64,
     coalesced_writes: AtomicU64,
     tun_write_errors: AtomicU64,
+    injected: AtomicU64,
+    whole_received: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +125,11 @@ impl UserspacePlane {
         routes.confine_ingress(&u.tun, config)?;
 
         let gpe = u.wire == UserspaceWire::VxlanGpe;
+        let injector = if gpe {
+            Some(Injector::open(&mut routes.nl, &u.tun, config.care_of)?)
+        } else {
+            None
+        };
         let sock = if gpe {
             let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             s.bind(&SocketAddrV4::new(config.care_of, u.port).into())?;
@@ -158,13 +165,14 @@ impl UserspacePlane {
         // The VXLAN-GPE wire is built around the offloads.
         let offload = u.offload || gpe;
         let port = u.port;
+        let inner_mtu = usize::try_from(mtu).unwrap_or(usize::MAX);
         let mut threads = Vec::new();
         {
             let (tun, sock, shared) = (tun.clone(), sock.clone(), shared.clone());
             threads.push(std::thread::Builder::new().name("ess-encap".into()).spawn(
                 move || {
                     if gpe {
-                        encap_loop_gpe(&tun, &sock, &shared, batch, port)
+                        encap_loop_gpe(&tun, &sock, &shared, batch, port, injector)
                     } else {
                         encap_loop(&tun, &sock, &shared, batch, offload)
                     }
@@ -176,7 +184,7 @@ impl UserspacePlane {
             threads.push(std::thread::Builder::new().name("ess-decap".into()).spawn(
                 move || {
                     if gpe {
-                        decap_loop_gpe(&tun, &sock, &shared)
+                        decap_loop_gpe(&tun, &sock, &shared, inner_mtu)
                     } else {
                         decap_loop(&tun, &sock, &shared, batch, offload)
                     }
@@ -451,6 +459,132 @@ fn read_tun_batch(tun: &File, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize
     n
 }
 
+/// What precedes the inner packet in a frame written to the injector:
+/// Ethernet, outer IPv4, UDP, VXLAN-GPE.
+const INJECT_HEAD: usize = 14 + 20 + 8 + 8;
+/// `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`.
+const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+/// Source MAC of injected frames (locally administered; never seen on a wire).
+const INJECT_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// The home switch's way to send a TCP super-packet as one VXLAN-GPE packet:
+/// written, encapsulated, to a TAP device with the UDP-tunnel GSO fields of
+/// the `virtio_net_hdr`, so the switch's own IP stack forwards it to the
+/// peer as a GSO packet, cut into wire-size datagrams only where a device
+/// needs it, as the kernel data plane does. Saves the cutting, the
+/// per-segment checksums and a copy in userspace, and every per-datagram
+/// cost in the stacks between the two switches.
+#[derive(Debug)]
+struct Injector {
+    tap: File,
+    mac: [u8; 6],
+    care_of: Ipv4Addr,
+    /// Cleared when the kernel refuses the tunnel header (before Linux 6.17):
+    /// the switch then cuts super-packets itself.
+    working: bool,
+    ip_id: u16,
+}
+
+impl Injector {
+    /// Opens the TAP (named after the TUN) and lets it hand packets from
+    /// this switch's own address to the forwarding path.
+    fn open(nl: &mut Netlink, tun: &str, care_of: Ipv4Addr) -> Result<Self, DataPlaneError> {
+        let name = injector_name(tun);
+        let (tap, mac) = super::tun::open_tap_injector(&name)?;
+        let index = Netlink::index(&name)?;
+        nl.set_up(index, None)?;
+        set_ipv4_conf(&name, "rp_filter", "0")?;
+        // The outer source is this switch's Care-of Address, a local address.
+        set_ipv4_conf(&name, "accept_local", "1")?;
+        set_ipv4_conf(&name, "forwarding", "1")?;
+        Ok(Injector {
+            tap,
+            mac,
+            care_of,
+            working: true,
+            ip_id: 0,
+        })
+    }
+
+    /// Sends one TCPv4 super-packet (its header `v` as read from the TUN).
+    /// `Ok(false)`: this one cannot go whole (too long once encapsulated);
+    /// cut it.
+    fn send(
+        &mut self,
+        v: VnetHdr,
+        pkt: &[u8],
+        to: Ipv4Addr,
+        port: u16,
+        key: u32,
+    ) -> std::io::Result<bool> {
+        let Ok(ip) = Ipv4Header::parse(pkt) else {
+            return Ok(false);
+        };
+        let thl = pkt
+            .get(ip.header_len + 12)
+            .map_or(0, |b| usize::from(b >> 4) * 4);
+        let outer_len = INJECT_HEAD - 14 + ip.total_len;
+        let (Ok(outer_len), Ok(hdr_len), Ok(csum_start)) = (
+            u16::try_from(outer_len),
+            u16::try_from(INJECT_HEAD + ip.header_len + thl),
+            u16::try_from(INJECT_HEAD + usize::from(v.csum_start)),
+        ) else {
+            return Ok(false);
+        };
+        if v.flags & NEEDS_CSUM == 0 || ip.total_len != pkt.len() {
+            return Ok(false);
+        }
+        let mut h = [0u8; super::tun::TUNNEL_VNET_HDR_LEN + INJECT_HEAD];
+        // struct virtio_net_hdr_v1_hash_tunnel, little-endian (the kernel
+        // reads tunnel headers as virtio 1.0, whatever the host order).
+        h[0] = NEEDS_CSUM;
+        h[1] = GSO_UDP_TUNNEL_IPV4 | GSO_TCPV4;
+        h[2..4].copy_from_slice(&hdr_len.to_le_bytes());
+        h[4..6].copy_from_slice(&v.gso_size.to_le_bytes());
+        h[6..8].copy_from_slice(&csum_start.to_le_bytes());
+        h[8..10].copy_from_slice(&v.csum_offset.to_le_bytes());
+        // num_buffers, hash value, report, padding: zero.
+        h[20..22].copy_from_slice(&(14u16 + 20).to_le_bytes());
+        h[22..24].copy_from_slice(&(14u16 + 20 + 16).to_le_bytes());
+        let f = &mut h[super::tun::TUNNEL_VNET_HDR_LEN..];
+        f[0..6].copy_from_slice(&self.mac);
+        f[6..12].copy_from_slice(&INJECT_SRC_MAC);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let o = &mut f[14..];
+        o[0] = 0x45;
+        o[2..4].copy_from_slice(&outer_len.to_be_bytes());
+        self.ip_id = self.ip_id.wrapping_add(1);
+        o[4..6].copy_from_slice(&self.ip_id.to_be_bytes());
+        o[6] = 0x40; // DF: path-MTU discovery, as the kernel tunnel does
+                     // One more than usual: the switch's own forwarding takes one off.
+        o[8] = 65;
+        o[9] = 17;
+        o[12..16].copy_from_slice(&self.care_of.octets());
+        o[16..20].copy_from_slice(&to.octets());
+        let c = crate::packet::checksum(&o[..20]);
+        o[10..12].copy_from_slice(&c.to_be_bytes());
+        o[20..22].copy_from_slice(&port.to_be_bytes());
+        o[22..24].copy_from_slice(&port.to_be_bytes());
+        o[24..26].copy_from_slice(&(outer_len - 20).to_be_bytes());
+        // UDP checksum 0, as the kernel VXLAN device sends over IPv4; the
+        // inner TCP checksum covers the payload.
+        o[28..36].copy_from_slice(&vxlan_gpe_header(key));
+        // A TAP write takes the frame whole or not at all.
+        let n = (&self.tap).write_vectored(&[IoSlice::new(&h), IoSlice::new(pkt)])?;
+        if n != h.len() + pkt.len() {
+            return Err(std::io::Error::other("short write to the injector"));
+        }
+        Ok(true)
+    }
+}
+
+/// The injector TAP's name: the TUN's with an `i` (cut to fit).
+fn injector_name(tun: &str) -> String {
+    let mut name: String = tun.chars().take(14).collect();
+    name.push('i');
+    name
+}
+
 /// Largest UDP payload the switch sends in one segmentation-offload call.
 const MAX_GSO_BYTES: usize = 65000;
 /// Most datagrams per segmentation-offload call (the kernel's limit is 64 or 128).
@@ -459,7 +593,14 @@ const MAX_GSO_SEGMENTS: usize = 64;
 /// Home switch, VXLAN-GPE wire: each TCP super-packet read from the TUN is cut
 /// into segments, each segment gets a GPE header, and the train of equal-size
 /// datagrams leaves in one `sendmsg` with `UDP_SEGMENT`.
-fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port: u16) {
+fn encap_loop_gpe(
+    tun: &File,
+    sock: &Socket,
+    shared: &Shared,
+    batch: usize,
+    port: u16,
+    mut injector: Option<Injector>,
+) {
     let mut bufs = vec![vec![0u8; BUF + VNET_HDR_LEN]; batch];
     let mut lens = vec![0usize; batch];
     let mut segs: Vec<u8> = Vec::with_capacity(BUF * 2);
@@ -492,6 +633,30 @@ fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port
                 bump(&c.dropped_no_binding);
                 continue;
             };
+            let v = VnetHdr::parse(vnet).unwrap_or_default();
+            if let Some(inj) = injector
+                .as_mut()
+                .filter(|i| i.working && v.gso_type == GSO_TCPV4)
+            {
+                match inj.send(v, pkt, care_of, port, key) {
+                    Ok(true) => {
+                        bump(&c.super_packets);
+                        bump(&c.injected);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        tracing::warn!(
+                            "the kernel refuses UDP-tunnel GSO writes; cutting super-packets in userspace"
+                        );
+                        inj.working = false;
+                    }
+                    Err(_) => {
+                        bump(&c.send_errors);
+                        continue;
+                    }
+                }
+            }
             segs.clear();
             seg_ranges.clear();
             let ok = match VnetHdr::parse(vnet) {
@@ -569,7 +734,7 @@ fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port
 /// Foreign switch, VXLAN-GPE wire: one `recvmsg` returns a train of
 /// datagrams (UDP_GRO) from one peer; each is checked and its inner packet
 /// joined with the next ones of its flow before the TUN write.
-fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
+fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, mtu: usize) {
     let mut buf = vec![0u8; BUF];
     let mut cmsg = nix::cmsg_space!(i32);
     let mut coalescer = Coalescer::default();
@@ -616,7 +781,7 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
         let Ok(t) = shared.tables.read() else {
             continue;
         };
-        let data = &buf[..bytes.min(buf.len())];
+        let data = &mut buf[..bytes.min(BUF)];
         let seg = seg.filter(|s| *s > 0).unwrap_or(data.len().max(1));
         if !from.is_some_and(|a| t.peers.contains(&a)) {
             c.dropped_not_peer.fetch_add(
@@ -625,10 +790,10 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
             );
             continue;
         }
-        for dgram in data.chunks(seg) {
+        for dgram in data.chunks_mut(seg) {
             // Flags with P (next protocol present), next protocol 1: IPv4.
             let ok_hdr = dgram.len() > 8 && dgram[0] & 0x04 != 0 && dgram[3] == 0x01;
-            let Some(inner) = dgram.get(8..).filter(|_| ok_hdr) else {
+            let Some(inner) = dgram.get_mut(8..).filter(|_| ok_hdr) else {
                 bump(&c.dropped_malformed);
                 continue;
             };
@@ -641,7 +806,23 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
                 continue;
             }
             bump(&c.decapsulated);
-            let inner = &inner[..h.total_len];
+            let inner = &mut inner[..h.total_len];
+            // A super-packet the peer's stack handed over uncut: one write.
+            match whole_super_packet(inner, mtu) {
+                Ok(None) => {}
+                Ok(Some(hdr)) => {
+                    flush(&mut coalescer);
+                    match write_tun(tun, true, hdr, inner) {
+                        Ok(_) => bump(&c.whole_received),
+                        Err(_) => bump(&c.tun_write_errors),
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    bump(&c.dropped_malformed);
+                    continue;
+                }
+            }
             if coalescer.offer(inner) {
                 continue;
             }
@@ -649,7 +830,10 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
             if coalescer.offer(inner) {
                 continue;
             }
-            if write_tun(tun, true, VnetHdr::default(), inner).is_err() {
+            // Alone: as it came, or, cut from a super-packet within this
+            // host, with its checksum still to be completed.
+            let hdr = partial_checksum_hdr(inner).unwrap_or_default();
+            if write_tun(tun, true, hdr, inner).is_err() {
                 bump(&c.tun_write_errors);
             }
         }
@@ -739,6 +923,8 @@ impl DataPlane for UserspacePlane {
             ("wire_reads", &c.wire_reads),
             ("coalesced_writes", &c.coalesced_writes),
             ("tun_write_errors", &c.tun_write_errors),
+            ("injected", &c.injected),
+            ("whole_received", &c.whole_received),
         ] {
             s.counters.insert(k, v.load(Ordering::Relaxed));
         }
