@@ -9,6 +9,11 @@
 //! super-packet, written to its TUN in one `write` with a header asking the
 //! kernel to segment it again (which veth passes through to the VM untouched).
 //! Checksums the kernel left partial ([`complete_checksum`]) are completed.
+//! When the home switch hands super-packets to its own stack (see
+//! `dataplane::userspace`), they usually reach the foreign switch whole,
+//! with the inner checksum still partial: [`whole_super_packet`] checks such
+//! a packet and gives the GSO header for one write; [`partial_checksum_hdr`]
+//! covers single segments in the same state.
 
 use std::net::Ipv4Addr;
 
@@ -116,6 +121,11 @@ fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
         u16::try_from(len).unwrap_or(u16::MAX),
     ];
     words.iter().map(|w| u32::from(*w)).sum()
+}
+
+/// The folded TCP pseudo-header sum, what a partial checksum field holds.
+pub fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, tcp_len: usize) -> u16 {
+    fold(pseudo(src, dst, TCP, tcp_len))
 }
 
 /// Completes a checksum the kernel left partial: the field at

@@ -74,6 +74,42 @@ pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
     Ok(file)
 }
 
+const IFF_NAPI: libc::c_short = 0x0010;
+
+/// Opens (creating if needed) the TUN device `name` through which the home
+/// switch hands RFC 2003 packets to its own IP stack, to be forwarded to the
+/// peer. `IFF_NAPI` puts every write through GRO, which joins the IP-in-IP
+/// segments of one TCP flow back into one GSO packet of the right kind
+/// (`SKB_GSO_IPXIP4`), something a `virtio_net_hdr` cannot express; held for
+/// `gro_flush_timeout` between writes, they cross the stacks up to the peer
+/// as one packet. Writes carry a plain `virtio_net_hdr` (checksums left
+/// partial).
+pub(crate) fn open_tun_injector(name: &str) -> io::Result<File> {
+    if !crate::state::valid_ifname(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid TUN name",
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | IFF_NAPI,
+        data: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: as in `open_tun`: an owned open descriptor and one live
+    // `struct ifreq`-sized local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// Opens (creating if needed) the TAP device `name` through which the home
 /// switch hands whole encapsulated super-packets to its own IP stack, to be
 /// forwarded to the peer: writes carry a 24-byte `virtio_net_hdr` with the

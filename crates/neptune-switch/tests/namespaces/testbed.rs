@@ -453,6 +453,11 @@ impl Testbed {
         }
     }
 
+    /// Process ids of the running switch daemons.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        self.daemons.values().map(Child::id).collect()
+    }
+
     /// Kills a daemon hard (no shutdown path).
     pub fn kill(&mut self, name: &'static str) {
         if let Some(mut c) = self.daemons.remove(name) {
