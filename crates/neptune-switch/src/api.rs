@@ -132,11 +132,15 @@ impl App {
 
     /// Re-applies the whole table (repairs drift).
     pub fn reconcile(&self) {
-        let table = match self.inner.lock() {
-            Ok(i) => i.table.clone(),
-            Err(_) => return,
+        // Applied under the lock: a copy applied after the lock is released
+        // could land after an update and undo it, sending a moved address
+        // to its previous switch until the next round (a stall of a whole
+        // reconcile period).
+        let Ok(inner) = self.inner.lock() else {
+            return;
         };
-        if let Err(e) = self.plane.apply(&table, &table.addresses()) {
+        let table = &inner.table;
+        if let Err(e) = self.plane.apply(table, &table.addresses()) {
             tracing::debug!(error = %anyhow::Error::from(e), "reconcile incomplete");
         }
     }
