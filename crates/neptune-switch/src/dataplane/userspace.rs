@@ -820,7 +820,15 @@ fn encap_loop_gpe(
     let mut train: Vec<u8> = Vec::with_capacity(BUF * 2);
     let c = &shared.counters;
     while !shared.stop.load(Ordering::Relaxed) {
-        let n = read_tun_batch(tun, &mut bufs, &mut lens);
+        // With the injector, one super-packet at a time: the kernel copies it
+        // out of the buffer right after copying it in, while it is still in
+        // cache (a batch of 64 KB reads would not fit).
+        let per_read = if injector.as_ref().is_some_and(|i| i.working) {
+            1
+        } else {
+            batch
+        };
+        let n = read_tun_batch(tun, &mut bufs[..per_read], &mut lens[..per_read]);
         let Ok(t) = shared.tables.read() else {
             continue;
         };
