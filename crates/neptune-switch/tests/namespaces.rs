@@ -24,8 +24,10 @@ fn is_encapsulated(plane: Plane, h: &[u8; 24], from: Ipv4Addr, to: Ipv4Addr) -> 
     src(h) == from
         && dst(h) == to
         && match plane {
-            Plane::Kernel | Plane::UserspaceGpe => udp_dport(h) == Some(4790),
-            Plane::Userspace => proto(h) == 4,
+            Plane::Kernel | Plane::UserspaceGpe | Plane::UserspaceGpeSockets => {
+                udp_dport(h) == Some(4790)
+            }
+            Plane::Userspace | Plane::UserspaceSockets => proto(h) == 4,
         }
 }
 
@@ -348,6 +350,13 @@ fn kernel_data_plane_keeps_a_tcp_connection_across_datacenters() {
 #[test]
 fn userspace_data_plane_keeps_a_tcp_connection_across_datacenters() {
     migration_scenario(Plane::Userspace);
+}
+
+/// The paths the switch falls back to when the kernel refuses the injector.
+#[test]
+fn userspace_data_plane_without_injector_keeps_a_tcp_connection_across_datacenters() {
+    migration_scenario(Plane::UserspaceSockets);
+    migration_scenario(Plane::UserspaceGpeSockets);
 }
 
 /// The daemon with the simulated data plane, driven over real HTTP on

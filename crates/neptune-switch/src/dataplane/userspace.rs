@@ -138,12 +138,12 @@ impl UserspacePlane {
         routes.confine_ingress(&u.tun, config)?;
 
         let gpe = u.wire == UserspaceWire::VxlanGpe;
-        let injector = if gpe {
+        let injector = if gpe && u.inject {
             Some(Injector::open(&mut routes.nl, &u.tun, config.care_of)?)
         } else {
             None
         };
-        let ipip_injector = if !gpe && u.offload {
+        let ipip_injector = if !gpe && u.offload && u.inject {
             Some(IpipInjector::open(&mut routes.nl, &u.tun, config.care_of)?)
         } else {
             None
