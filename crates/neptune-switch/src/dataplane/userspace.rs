@@ -400,6 +400,7 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
     let mut bufs = vec![vec![0u8; BUF]; batch];
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
     let mut coalescer = Coalescer::default();
+    let (mut cut, mut cut_ranges) = (Vec::new(), Vec::new());
     let c = &shared.counters;
     let flush = |co: &mut Coalescer| {
         if let Some(w) = co.take() {
@@ -460,9 +461,44 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
                             }
                             continue;
                         }
-                        Ok(Some(_)) | Err(_) => {
+                        Ok(Some(hdr)) => {
+                            // A TUN without offloads takes only packets that
+                            // fit: cut it here (checksums computed afresh).
+                            cut.clear();
+                            cut_ranges.clear();
+                            if segment_tcp4(
+                                inner,
+                                usize::from(hdr.gso_size),
+                                &mut cut,
+                                &mut cut_ranges,
+                            )
+                            .is_err()
+                            {
+                                bump(&c.dropped_malformed);
+                                continue;
+                            }
+                            for r in &cut_ranges {
+                                if write_tun(tun, false, VnetHdr::default(), &cut[r.clone()])
+                                    .is_err()
+                                {
+                                    bump(&c.tun_write_errors);
+                                }
+                            }
+                            bump(&c.whole_received);
+                            continue;
+                        }
+                        Err(_) => {
                             bump(&c.dropped_malformed);
                             continue;
+                        }
+                    }
+                    if !offload {
+                        if let Some(h) = partial_checksum_hdr(inner) {
+                            let _ = complete_checksum(
+                                inner,
+                                usize::from(h.csum_start),
+                                usize::from(h.csum_offset),
+                            );
                         }
                     }
                     if offload {
