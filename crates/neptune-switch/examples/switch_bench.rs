@@ -158,11 +158,11 @@ fn main() -> anyhow::Result<()> {
     for (plane, name) in [
         (
             Plane::Userspace,
-            "userspace data plane (TUN + raw IP-in-IP, RFC 2003)",
+            "userspace data plane, RFC 2003 (TUN, GRO injector)",
         ),
         (
             Plane::UserspaceGpe,
-            "userspace data plane (TUN + VXLAN-GPE, UDP GSO/GRO)",
+            "userspace data plane, VXLAN-GPE wire (TUN, GSO injector)",
         ),
     ] {
         let mut bed = Testbed::new(plane);
