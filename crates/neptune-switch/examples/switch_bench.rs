@@ -28,6 +28,8 @@ struct Throughput {
     /// CPU time of iperf3 (both ends) and the switch daemons per GB of the
     /// TCP run: what the path costs, whatever share of the machine it got.
     cpu_s_per_gb: f64,
+    /// The switch daemons' part of it.
+    daemons_cpu_s_per_gb: f64,
 }
 
 /// Clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on Linux).
@@ -49,14 +51,14 @@ fn cpu_seconds(pid: &str, at: usize) -> f64 {
     (get(at) + get(at + 1)) / TICKS
 }
 
-/// CPU seconds so far of the waited-for children (iperf3) and the daemons.
-fn cpu_now(bed: &Testbed) -> f64 {
-    cpu_seconds("self", 16)
-        + bed
-            .daemon_pids()
-            .iter()
-            .map(|p| cpu_seconds(&p.to_string(), 14))
-            .sum::<f64>()
+/// CPU seconds so far of the waited-for children (iperf3) and of the daemons.
+fn cpu_now(bed: &Testbed) -> (f64, f64) {
+    let daemons = bed
+        .daemon_pids()
+        .iter()
+        .map(|p| cpu_seconds(&p.to_string(), 14))
+        .sum::<f64>();
+    (cpu_seconds("self", 16), daemons)
 }
 
 fn iperf(bed: &Testbed, secs: u32, udp: bool) -> anyhow::Result<Value> {
@@ -95,7 +97,8 @@ fn iperf(bed: &Testbed, secs: u32, udp: bool) -> anyhow::Result<Value> {
 fn measure(bed: &Testbed, secs: u32) -> anyhow::Result<Throughput> {
     let cpu0 = cpu_now(bed);
     let tcp = iperf(bed, secs, false)?;
-    let cpu = cpu_now(bed) - cpu0;
+    let cpu1 = cpu_now(bed);
+    let (iperf_cpu, daemons_cpu) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     let bps = tcp["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);
@@ -108,7 +111,8 @@ fn measure(bed: &Testbed, secs: u32) -> anyhow::Result<Throughput> {
     Ok(Throughput {
         tcp_gbps: bps / 1e9,
         udp_pps: (packets - lost) / seconds,
-        cpu_s_per_gb: cpu / (bytes / 1e9).max(1e-9),
+        cpu_s_per_gb: (iperf_cpu + daemons_cpu) / (bytes / 1e9).max(1e-9),
+        daemons_cpu_s_per_gb: daemons_cpu / (bytes / 1e9).max(1e-9),
     })
 }
 
@@ -226,7 +230,8 @@ fn main() -> anyhow::Result<()> {
         "plain": { "tcp_gbps": plain.tcp_gbps, "udp_pps": plain.udp_pps, "cpu_s_per_gb": plain.cpu_s_per_gb },
         "kernel": { "tcp_gbps": kernel.tcp_gbps, "udp_pps": kernel.udp_pps, "cpu_s_per_gb": kernel.cpu_s_per_gb, "stalls_ms": kernel_stalls },
         "userspace": results.iter().map(|(name, t, s, counters)| json!({
-            "path": name, "tcp_gbps": t.tcp_gbps, "udp_pps": t.udp_pps, "cpu_s_per_gb": t.cpu_s_per_gb, "stalls_ms": s,
+            "path": name, "tcp_gbps": t.tcp_gbps, "udp_pps": t.udp_pps, "cpu_s_per_gb": t.cpu_s_per_gb,
+            "daemons_cpu_s_per_gb": t.daemons_cpu_s_per_gb, "stalls_ms": s,
             "switch_counters": counters,
         })).collect::<Vec<_>>(),
     });
