@@ -1,7 +1,8 @@
 //! The Edge Service Switch's packet code (userspace data plane, RFC 2003,
 //! TUN offloads) on arbitrary input: it never panics; whatever the
 //! decapsulation accepts is a well-formed inner packet inside the buffer, for
-//! a peer; every segment cut from a super-packet is a well-formed IPv4 packet.
+//! a peer; every segment cut from a super-packet is a well-formed IPv4 packet;
+//! a super-packet received whole is only handed on with segments that fit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -50,4 +51,14 @@ fuzz_target!(|data: &[u8]| {
     let mut copy = data.to_vec();
     let start = usize::from(data.first().copied().unwrap_or(0));
     let _ = offload::complete_checksum(&mut copy, start, 16);
+    // A super-packet received whole: the header asks for segments that fit
+    // the MTU, and what the checksum check lets through still parses.
+    let mut whole = data.to_vec();
+    let mtu = usize::from(data.get(1).copied().unwrap_or(0)) * 8;
+    if let Ok(Some(h)) = offload::whole_super_packet(&mut whole, mtu) {
+        let ip = packet::Ipv4Header::parse(&whole).expect("accepted packet parses");
+        assert!(usize::from(h.hdr_len) + usize::from(h.gso_size) <= mtu);
+        assert!(usize::from(h.hdr_len) < ip.total_len);
+    }
+    let _ = offload::partial_checksum_hdr(data);
 });

@@ -25,6 +25,40 @@ use testbed::{EchoSession, Plane, Testbed, HOME};
 struct Throughput {
     tcp_gbps: f64,
     udp_pps: f64,
+    /// CPU time of iperf3 (both ends) and the switch daemons per GB of the
+    /// TCP run: what the path costs, whatever share of the machine it got.
+    cpu_s_per_gb: f64,
+    /// The switch daemons' part of it.
+    daemons_cpu_s_per_gb: f64,
+}
+
+/// Clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// User + system CPU seconds in fields `at` and `at + 1` of `/proc/PID/stat`
+/// (14: the process's own, 16: its waited-for children's).
+fn cpu_seconds(pid: &str, at: usize) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which may hold spaces: field 3 is first.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let get = |n: usize| fields.get(n - 3).copied().unwrap_or(0.0);
+    (get(at) + get(at + 1)) / TICKS
+}
+
+/// CPU seconds so far of the waited-for children (iperf3) and of the daemons.
+fn cpu_now(bed: &Testbed) -> (f64, f64) {
+    let daemons = bed
+        .daemon_pids()
+        .iter()
+        .map(|p| cpu_seconds(&p.to_string(), 14))
+        .sum::<f64>();
+    (cpu_seconds("self", 16), daemons)
 }
 
 fn iperf(bed: &Testbed, secs: u32, udp: bool) -> anyhow::Result<Value> {
@@ -61,10 +95,14 @@ fn iperf(bed: &Testbed, secs: u32, udp: bool) -> anyhow::Result<Value> {
 }
 
 fn measure(bed: &Testbed, secs: u32) -> anyhow::Result<Throughput> {
+    let cpu0 = cpu_now(bed);
     let tcp = iperf(bed, secs, false)?;
+    let cpu1 = cpu_now(bed);
+    let (iperf_cpu, daemons_cpu) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     let bps = tcp["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);
+    let bytes = tcp["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
     let udp = iperf(bed, secs, true)?;
     let sum = &udp["end"]["sum"];
     let packets = sum["packets"].as_f64().unwrap_or(0.0);
@@ -73,6 +111,8 @@ fn measure(bed: &Testbed, secs: u32) -> anyhow::Result<Throughput> {
     Ok(Throughput {
         tcp_gbps: bps / 1e9,
         udp_pps: (packets - lost) / seconds,
+        cpu_s_per_gb: (iperf_cpu + daemons_cpu) / (bytes / 1e9).max(1e-9),
+        daemons_cpu_s_per_gb: daemons_cpu / (bytes / 1e9).max(1e-9),
     })
 }
 
@@ -122,11 +162,11 @@ fn main() -> anyhow::Result<()> {
     for (plane, name) in [
         (
             Plane::Userspace,
-            "userspace data plane (TUN + raw IP-in-IP, RFC 2003)",
+            "userspace data plane, RFC 2003 (TUN, GRO injector)",
         ),
         (
             Plane::UserspaceGpe,
-            "userspace data plane (TUN + VXLAN-GPE, UDP GSO/GRO)",
+            "userspace data plane, VXLAN-GPE wire (TUN, GSO injector)",
         ),
     ] {
         let mut bed = Testbed::new(plane);
@@ -134,22 +174,36 @@ fn main() -> anyhow::Result<()> {
         let s = stalls(&mut bed)?;
         eprintln!("{name}: throughput (VM in B) ...");
         let t = measure(&bed, secs)?;
-        let counters = bed.client("a").state()["data_plane"]["counters"].clone();
+        let counters = json!({
+            "home": bed.client("a").state()["data_plane"]["counters"],
+            "foreign": bed.client("b").state()["data_plane"]["counters"],
+        });
         results.push((name, t, s, counters));
     }
 
     let row = |name: &str, t: Throughput| {
         format!(
-            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
             t.tcp_gbps,
             t.tcp_gbps / plain.tcp_gbps.max(1e-9),
             t.udp_pps,
             t.udp_pps / plain.udp_pps.max(1e-9),
             t.tcp_gbps / kernel.tcp_gbps.max(1e-9),
+            t.cpu_s_per_gb,
+            kernel.cpu_s_per_gb / t.cpu_s_per_gb.max(1e-9),
         )
     };
-    println!("| path | TCP Gbit/s | TCP / plain | UDP 64 B packets/s received | pps / plain | TCP / kernel |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "load average (1, 5, 15 min) after the run: {}\n",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("| path | TCP Gbit/s | TCP / plain | UDP 64 B packets/s received | pps / plain | TCP / kernel | CPU s per GB (TCP) | kernel CPU / this CPU |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     println!("{}", row("plain routing (VM at home)", plain));
     println!("{}", row("kernel data plane (VXLAN-GPE)", kernel));
     for (name, t, _, _) in &results {
@@ -172,11 +226,13 @@ fn main() -> anyhow::Result<()> {
     }
     let report = json!({
         "seconds_per_run": secs,
-        "plain": { "tcp_gbps": plain.tcp_gbps, "udp_pps": plain.udp_pps },
-        "kernel": { "tcp_gbps": kernel.tcp_gbps, "udp_pps": kernel.udp_pps, "stalls_ms": kernel_stalls },
+        "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "plain": { "tcp_gbps": plain.tcp_gbps, "udp_pps": plain.udp_pps, "cpu_s_per_gb": plain.cpu_s_per_gb },
+        "kernel": { "tcp_gbps": kernel.tcp_gbps, "udp_pps": kernel.udp_pps, "cpu_s_per_gb": kernel.cpu_s_per_gb, "stalls_ms": kernel_stalls },
         "userspace": results.iter().map(|(name, t, s, counters)| json!({
-            "path": name, "tcp_gbps": t.tcp_gbps, "udp_pps": t.udp_pps, "stalls_ms": s,
-            "home_switch_counters": counters,
+            "path": name, "tcp_gbps": t.tcp_gbps, "udp_pps": t.udp_pps, "cpu_s_per_gb": t.cpu_s_per_gb,
+            "daemons_cpu_s_per_gb": t.daemons_cpu_s_per_gb, "stalls_ms": s,
+            "switch_counters": counters,
         })).collect::<Vec<_>>(),
     });
     println!();

@@ -132,11 +132,15 @@ impl App {
 
     /// Re-applies the whole table (repairs drift).
     pub fn reconcile(&self) {
-        let table = match self.inner.lock() {
-            Ok(i) => i.table.clone(),
-            Err(_) => return,
+        // Applied under the lock: a copy applied after the lock is released
+        // could land after an update and undo it, sending a moved address
+        // to its previous switch until the next round (a stall of a whole
+        // reconcile period).
+        let Ok(inner) = self.inner.lock() else {
+            return;
         };
-        if let Err(e) = self.plane.apply(&table, &table.addresses()) {
+        let table = &inner.table;
+        if let Err(e) = self.plane.apply(table, &table.addresses()) {
             tracing::debug!(error = %anyhow::Error::from(e), "reconcile incomplete");
         }
     }
@@ -352,6 +356,89 @@ mod tests {
         assert_eq!(
             call(&app, &other, Method::GET, "/v1/health", ""),
             StatusCode::UNAUTHORIZED
+        );
+    }
+
+    /// A plane whose first apply after `arm` (the reconciler's) stops until
+    /// released; remembers the last forwarding applied per address.
+    #[derive(Debug, Default)]
+    struct GatedPlane {
+        gate: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+        last: Mutex<std::collections::HashMap<Ipv4Addr, crate::state::Forwarding>>,
+    }
+
+    impl DataPlane for GatedPlane {
+        fn kind(&self) -> &'static str {
+            "gated"
+        }
+        fn apply(
+            &self,
+            table: &SwitchTable,
+            addrs: &[Ipv4Addr],
+        ) -> Result<(), crate::dataplane::DataPlaneError> {
+            let gate = self.gate.lock().unwrap().take();
+            if let Some((entered, release)) = gate {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
+            let mut last = self.last.lock().unwrap();
+            for a in addrs {
+                last.insert(*a, table.forwarding(*a));
+            }
+            Ok(())
+        }
+        fn stats(&self) -> crate::dataplane::DataPlaneStats {
+            crate::dataplane::DataPlaneStats::default()
+        }
+    }
+
+    #[test]
+    fn a_reconcile_round_never_undoes_an_update_made_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, key) = app(dir.path());
+        let plane = Arc::new(GatedPlane::default());
+        let app = Arc::new(App::new(
+            app.config.clone(),
+            key.clone(),
+            SwitchTable::default(),
+            plane.clone(),
+        ));
+        let home: Ipv4Addr = "203.0.113.10".parse().unwrap();
+        let b = r#"{"care_of":"198.18.2.2","vi":"vi-1","key":7,"generation":1}"#;
+        assert_eq!(
+            call(&app, &key, Method::PUT, "/v1/bindings/203.0.113.10", b),
+            StatusCode::OK
+        );
+        // The reconciler starts a round with the binding, and stops inside.
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        *plane.gate.lock().unwrap() = Some((entered_tx, release_rx));
+        let round = std::thread::spawn({
+            let app = app.clone();
+            move || app.reconcile()
+        });
+        entered_rx.recv().unwrap();
+        // Meanwhile the VI comes home: the binding goes.
+        let update = std::thread::spawn({
+            let (app, key) = (app.clone(), key.clone());
+            move || {
+                call(
+                    &app,
+                    &key,
+                    Method::DELETE,
+                    "/v1/bindings/203.0.113.10?generation=2",
+                    "",
+                )
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        release_tx.send(()).unwrap();
+        round.join().unwrap();
+        assert_eq!(update.join().unwrap(), StatusCode::OK);
+        assert_eq!(
+            plane.last.lock().unwrap().get(&home),
+            Some(&crate::state::Forwarding::Absent),
+            "the reconcile round put back the binding the update removed"
         );
     }
 }

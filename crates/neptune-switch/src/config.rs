@@ -122,6 +122,12 @@ pub struct UserspaceConfig {
     /// segments joined again on the foreign switch (see `offload`).
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// Hand TCP super-packets back to this switch's IP stack through an
+    /// injector device (`<tun>i`), which forwards them to the peer as GSO
+    /// packets (default); `false`: cut them in userspace and send the
+    /// segments through the socket. Needs `offload` on the RFC 2003 wire.
+    #[serde(default = "default_true")]
+    pub inject: bool,
     /// What goes on the wire: RFC 2003 IP-in-IP (default), or VXLAN-GPE over
     /// UDP, which the kernel can carry with UDP segmentation and receive
     /// coalescing offloads (and which talks to the kernel data plane).
@@ -145,6 +151,7 @@ impl Default for UserspaceConfig {
             mtu: default_tun_mtu(),
             batch: default_batch(),
             offload: true,
+            inject: true,
             wire: UserspaceWire::default(),
             port: default_port(),
             visitor_table: default_visitor_table(),

@@ -9,6 +9,11 @@
 //! super-packet, written to its TUN in one `write` with a header asking the
 //! kernel to segment it again (which veth passes through to the VM untouched).
 //! Checksums the kernel left partial ([`complete_checksum`]) are completed.
+//! When the home switch hands super-packets to its own stack (see
+//! `dataplane::userspace`), they usually reach the foreign switch whole,
+//! with the inner checksum still partial: [`whole_super_packet`] checks such
+//! a packet and gives the GSO header for one write; [`partial_checksum_hdr`]
+//! covers single segments in the same state.
 
 use std::net::Ipv4Addr;
 
@@ -22,6 +27,8 @@ pub const NEEDS_CSUM: u8 = 1;
 pub const GSO_NONE: u8 = 0;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
 pub const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_ECN`: the super-packet's first segment carries CWR.
+pub const GSO_ECN: u8 = 0x80;
 
 const TCP: u8 = 6;
 const FIN: u8 = 0x01;
@@ -116,6 +123,11 @@ fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
     words.iter().map(|w| u32::from(*w)).sum()
 }
 
+/// The folded TCP pseudo-header sum, what a partial checksum field holds.
+pub fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, tcp_len: usize) -> u16 {
+    fold(pseudo(src, dst, TCP, tcp_len))
+}
+
 /// Completes a checksum the kernel left partial: the field at
 /// `start + offset` holds the pseudo-header sum; the rest is summed from `start`.
 pub fn complete_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), Drop> {
@@ -131,6 +143,85 @@ pub fn complete_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<
 fn tcp_checksum_ok(ip: &Ipv4Header, pkt: &[u8]) -> bool {
     let seg = &pkt[ip.header_len..ip.total_len];
     fold(sum(seg, pseudo(ip.src, ip.dst, TCP, seg.len()))) == 0xffff
+}
+
+/// Whether the TCP checksum field holds only the pseudo-header sum: what the
+/// kernel leaves in a packet whose checksum is still to be completed
+/// (`CHECKSUM_PARTIAL`), and what a reader sees of such a packet when it is
+/// delivered within one host without ever being put on a wire.
+fn tcp_checksum_partial(ip: &Ipv4Header, pkt: &[u8]) -> bool {
+    let t = ip.header_len;
+    let Some(field) = pkt.get(t + 16..t + 18) else {
+        return false;
+    };
+    let partial = fold(pseudo(ip.src, ip.dst, TCP, ip.total_len - t));
+    u16::from_be_bytes([field[0], field[1]]) == partial
+}
+
+/// The TCP header length of a TCPv4 packet (not a fragment), if sane.
+fn tcp_header_len(ip: &Ipv4Header, pkt: &[u8]) -> Option<usize> {
+    if ip.protocol != TCP || ip.fragment {
+        return None;
+    }
+    let tcp = pkt.get(ip.header_len..ip.total_len)?;
+    let thl = usize::from(*tcp.get(12)? >> 4) * 4;
+    (thl >= 20 && thl <= tcp.len()).then_some(thl)
+}
+
+/// A TCPv4 packet longer than `mtu` arrived whole: a GSO super-packet that
+/// crossed from the peer's stack to this one without being cut (both ends
+/// on one host), or a reassembled datagram. Returns the header that asks the
+/// kernel to cut it into segments that fit `mtu`; the checksum field is left
+/// as a pseudo-header sum for the kernel to complete per segment. A complete
+/// checksum is verified first; a partial one is trusted, only a local stack
+/// writes one. `Ok(None)`: the packet fits `mtu` (or is not TCP), write it
+/// as it is.
+pub fn whole_super_packet(pkt: &mut [u8], mtu: usize) -> Result<Option<VnetHdr>, Drop> {
+    let ip = Ipv4Header::parse(pkt)?;
+    if ip.total_len <= mtu {
+        return Ok(None);
+    }
+    let Some(thl) = tcp_header_len(&ip, pkt) else {
+        return Ok(None);
+    };
+    let hdrs = ip.header_len + thl;
+    let mss = mtu
+        .checked_sub(hdrs)
+        .filter(|m| *m > 0)
+        .ok_or(Drop::Malformed)?;
+    let t = ip.header_len;
+    if !tcp_checksum_partial(&ip, pkt) {
+        if !tcp_checksum_ok(&ip, pkt) {
+            return Err(Drop::Malformed);
+        }
+        let partial = fold(pseudo(ip.src, ip.dst, TCP, ip.total_len - t));
+        pkt[t + 16..t + 18].copy_from_slice(&partial.to_be_bytes());
+    }
+    let cwr = pkt[t + 13] & CWR != 0;
+    Ok(Some(VnetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_TCPV4 | if cwr { GSO_ECN } else { 0 },
+        hdr_len: u16::try_from(hdrs).map_err(|_| Drop::Malformed)?,
+        gso_size: u16::try_from(mss).map_err(|_| Drop::Malformed)?,
+        csum_start: u16::try_from(t).map_err(|_| Drop::Malformed)?,
+        csum_offset: 16,
+    }))
+}
+
+/// For a single TCPv4 segment whose checksum is still partial (cut by a GSO
+/// within this host, handed over with `CHECKSUM_PARTIAL`): the header that
+/// asks the kernel to complete it. `None` for anything else.
+pub fn partial_checksum_hdr(pkt: &[u8]) -> Option<VnetHdr> {
+    let ip = Ipv4Header::parse(pkt).ok()?;
+    tcp_header_len(&ip, pkt)?;
+    tcp_checksum_partial(&ip, pkt).then(|| VnetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: u16::try_from(ip.header_len).unwrap_or(0),
+        csum_offset: 16,
+    })
 }
 
 /// Cuts a TCPv4 super-packet into segments of at most `mss` payload bytes,
@@ -411,6 +502,38 @@ mod tests {
     }
 
     #[test]
+    fn whole_super_packets_are_checked_and_handed_to_gso() {
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 249) as u8).collect();
+        let mut sup = tcp_packet(5, 0x10, &payload);
+        let hdr = whole_super_packet(&mut sup, 1464).unwrap().unwrap();
+        assert_eq!(hdr.gso_type, GSO_TCPV4);
+        assert_eq!(usize::from(hdr.gso_size), 1464 - 52);
+        assert_eq!((hdr.csum_start, hdr.csum_offset), (20, 16));
+        // Left partial, and a partial checksum is taken as it is.
+        let ip = Ipv4Header::parse(&sup).unwrap();
+        assert!(tcp_checksum_partial(&ip, &sup));
+        assert_eq!(whole_super_packet(&mut sup, 1464).unwrap(), Some(hdr));
+        // A complete but wrong checksum is refused.
+        let mut bad = tcp_packet(5, 0x10, &payload);
+        bad[3000] ^= 1;
+        assert!(whole_super_packet(&mut bad, 1464).is_err());
+        // What fits one segment is written as it is.
+        let mut small = tcp_packet(5, 0x10, &[1; 100]);
+        assert_eq!(whole_super_packet(&mut small, 1464).unwrap(), None);
+        assert_eq!(partial_checksum_hdr(&small), None);
+        let partial = fold(pseudo(A, B, TCP, small.len() - 20));
+        small[36..38].copy_from_slice(&partial.to_be_bytes());
+        let h = partial_checksum_hdr(&small).unwrap();
+        assert_eq!(
+            (h.flags, h.gso_type, h.csum_start),
+            (NEEDS_CSUM, GSO_NONE, 20)
+        );
+        // Headers too long for the MTU: refused, not cut at size zero.
+        let mut sup = tcp_packet(5, 0x10, &payload);
+        assert!(whole_super_packet(&mut sup, 40).is_err());
+    }
+
+    #[test]
     fn completes_partial_checksums_and_survives_garbage() {
         let mut p = tcp_packet(1, 0x10, &[9; 33]);
         let good = p.clone();
@@ -424,6 +547,9 @@ mod tests {
             let _ = segment_tcp4(&good[..n], 7, &mut out, &mut ranges);
             let mut c = Coalescer::default();
             let _ = c.offer(&good[..n]);
+            let mut cut = good[..n].to_vec();
+            let _ = whole_super_packet(&mut cut, 30);
+            let _ = partial_checksum_hdr(&cut);
         }
         assert!(segment_tcp4(&good, 0, &mut out, &mut ranges).is_err());
         let h = VnetHdr {

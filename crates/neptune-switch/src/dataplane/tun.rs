@@ -12,13 +12,20 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
+const IFF_TAP: libc::c_short = 0x0002;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+/// `sizeof(struct virtio_net_hdr_v1_hash_tunnel)`: a header this long lets
+/// writes carry GSO over UDP tunnels (Linux 6.17 and later).
+pub(crate) const TUNNEL_VNET_HDR_LEN: usize = 24;
 
 /// `struct ifreq` as TUNSETIFF reads it: the name, then the flags, padded to 40 bytes.
 #[repr(C)]
 struct IfReq {
     name: [u8; 16],
     flags: libc::c_short,
-    _pad: [u8; 22],
+    /// The union of `struct ifreq` past the flags (`sa_data` of an address).
+    data: [u8; 22],
 }
 
 /// Opens (creating if needed) the TUN device `name`, IP packets only (no
@@ -39,7 +46,7 @@ pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
     let mut req = IfReq {
         name: [0; 16],
         flags: IFF_TUN | IFF_NO_PI | if offload { IFF_VNET_HDR } else { 0 },
-        _pad: [0; 22],
+        data: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: the descriptor is open and owned by `file` for the whole call;
@@ -65,6 +72,101 @@ pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
         }
     }
     Ok(file)
+}
+
+const IFF_NAPI: libc::c_short = 0x0010;
+
+/// Opens (creating if needed) the TUN device `name` through which the home
+/// switch hands RFC 2003 packets to its own IP stack, to be forwarded to the
+/// peer. `IFF_NAPI` puts every write through GRO, which joins the IP-in-IP
+/// segments of one TCP flow back into one GSO packet of the right kind
+/// (`SKB_GSO_IPXIP4`), something a `virtio_net_hdr` cannot express; held for
+/// `gro_flush_timeout` between writes, they cross the stacks up to the peer
+/// as one packet. Writes carry a plain `virtio_net_hdr` (checksums left
+/// partial).
+pub(crate) fn open_tun_injector(name: &str) -> io::Result<File> {
+    if !crate::state::valid_ifname(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid TUN name",
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | IFF_NAPI,
+        data: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: as in `open_tun`: an owned open descriptor and one live
+    // `struct ifreq`-sized local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Opens (creating if needed) the TAP device `name` through which the home
+/// switch hands whole encapsulated super-packets to its own IP stack, to be
+/// forwarded to the peer: writes carry a 24-byte `virtio_net_hdr` with the
+/// UDP-tunnel GSO fields, so the kernel keeps one 64 KB packet up to where a
+/// device really has to segment it (none between two veth ends). Returns the
+/// file and the device's MAC address (frames must be sent to it).
+pub(crate) fn open_tap_injector(name: &str) -> io::Result<(File, [u8; 6])> {
+    if !crate::state::valid_ifname(name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid TAP name",
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        data: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: as in `open_tun`: an owned open descriptor and one live
+    // `struct ifreq`-sized local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let size = libc::c_int::try_from(TUNNEL_VNET_HDR_LEN).unwrap_or(libc::c_int::MAX);
+    // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which
+    // points at a live local for the duration of the call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            TUNSETVNETHDRSZ as _,
+            &size as *const libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The MAC sits in `ifr_hwaddr.sa_data`, right after the 2-byte family.
+    let mut hw = IfReq {
+        name: req.name,
+        flags: 0,
+        data: [0; 22],
+    };
+    // SAFETY: SIOCGIFHWADDR on a TUN/TAP descriptor writes one
+    // `struct ifreq` (40 bytes), the size of `IfReq`; `hw` is a live local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), SIOCGIFHWADDR as _, &mut hw as *mut IfReq) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&hw.data[..6]);
+    Ok((file, mac))
 }
 
 #[cfg(test)]

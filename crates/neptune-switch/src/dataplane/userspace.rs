@@ -1,20 +1,33 @@
-//! The userspace data plane: RFC 2003 IP-in-IP on the wire, no kernel
-//! tunnel module needed.
+//! The userspace data plane: RFC 2003 IP-in-IP (or VXLAN-GPE) on the wire,
+//! no kernel tunnel module needed.
 //!
 //! - Home switch: the kernel routes each bound Home Address into a TUN
 //!   device (`H/32 dev nsw-tun0`); the encapsulation thread reads batches from
-//!   the TUN, looks up the Care-of Address and sends each packet with
-//!   `sendmmsg` on a raw IPPROTO_IPIP socket bound to this switch's Care-of
-//!   Address (the kernel writes the 20-byte outer header).
-//! - Foreign switch: the decapsulation thread receives batches with
-//!   `recvmmsg` on the same raw socket, checks the outer source is a peer and
-//!   the inner destination a visitor, and writes the inner packet to the TUN,
-//!   from where the kernel routes it to the visitor's port. Everything else is
-//!   dropped and counted.
+//!   the TUN (TCP super-packets of up to 64 KB with `IFF_VNET_HDR`), looks up
+//!   the Care-of Address and encapsulates. Super-packets are handed back to
+//!   this switch's own IP stack through an injector device (`nsw-tun0i`),
+//!   which forwards them to the peer as GSO packets, cut to wire size only
+//!   where a device needs it, like the kernel data plane does:
+//!   - VXLAN-GPE wire: the whole super-packet, encapsulated, in one write to a
+//!     TAP with the UDP-tunnel GSO fields of the `virtio_net_hdr`;
+//!   - RFC 2003 wire: one write per IP-in-IP segment to a NAPI TUN, whose GRO
+//!     joins them again into one `SKB_GSO_IPXIP4` packet.
 //!
-//! MTU: the TUN's MTU is 1480 (1500 minus the outer header), so full-size
-//! packets with DF draw "fragmentation needed" from the home switch.
-//! The VI tunnel key is not carried (RFC 2003 has no key field).
+//!   Other packets (and everything on kernels that refuse the injector) go
+//!   out through `sendmmsg` on a raw IPPROTO_IPIP socket bound to this
+//!   switch's Care-of Address, or, VXLAN-GPE, as `UDP_SEGMENT` trains.
+//! - Foreign switch: the decapsulation thread receives batches with
+//!   `recvmmsg` on the same socket, checks the outer source is a peer and
+//!   the inner destination a visitor, and writes the inner packet to the TUN,
+//!   from where the kernel routes it to the visitor's port: a super-packet
+//!   that arrived whole in one write with a GSO header, segments joined into
+//!   one where they follow each other. Everything else is dropped and
+//!   counted.
+//!
+//! MTU: the TUN's MTU is 1480 (1500 minus the outer header; 1464 with
+//! VXLAN-GPE), so full-size packets with DF draw "fragmentation needed" from
+//! the home switch. The VI tunnel key is not carried by RFC 2003 (no key
+//! field); VXLAN-GPE carries it as the VNI.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -39,8 +52,8 @@ use super::{DataPlane, DataPlaneError, DataPlaneStats, Routes};
 use crate::config::{SwitchConfig, UserspaceConfig, UserspaceWire};
 use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget};
 use crate::offload::{
-    complete_checksum, segment_tcp4, Coalescer, VnetHdr, GSO_NONE, GSO_TCPV4, NEEDS_CSUM,
-    VNET_HDR_LEN,
+    complete_checksum, partial_checksum_hdr, segment_tcp4, whole_super_packet, Coalescer, VnetHdr,
+    GSO_NONE, GSO_TCPV4, NEEDS_CSUM, VNET_HDR_LEN,
 };
 use crate::packet::{
     decapsulate_with, vxlan_gpe_header, Drop as Dropped, Ipv4Header, IPPROTO_IPIP,
@@ -63,6 +76,8 @@ struct Counters {
     wire_reads: AtomicU64,
     coalesced_writes: AtomicU64,
     tun_write_errors: AtomicU64,
+    injected: AtomicU64,
+    whole_received: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +138,16 @@ impl UserspacePlane {
         routes.confine_ingress(&u.tun, config)?;
 
         let gpe = u.wire == UserspaceWire::VxlanGpe;
+        let injector = if gpe && u.inject {
+            Some(Injector::open(&mut routes.nl, &u.tun, config.care_of)?)
+        } else {
+            None
+        };
+        let ipip_injector = if !gpe && u.offload && u.inject {
+            Some(IpipInjector::open(&mut routes.nl, &u.tun, config.care_of)?)
+        } else {
+            None
+        };
         let sock = if gpe {
             let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             s.bind(&SocketAddrV4::new(config.care_of, u.port).into())?;
@@ -158,15 +183,16 @@ impl UserspacePlane {
         // The VXLAN-GPE wire is built around the offloads.
         let offload = u.offload || gpe;
         let port = u.port;
+        let inner_mtu = usize::try_from(mtu).unwrap_or(usize::MAX);
         let mut threads = Vec::new();
         {
             let (tun, sock, shared) = (tun.clone(), sock.clone(), shared.clone());
             threads.push(std::thread::Builder::new().name("ess-encap".into()).spawn(
                 move || {
                     if gpe {
-                        encap_loop_gpe(&tun, &sock, &shared, batch, port)
+                        encap_loop_gpe(&tun, &sock, &shared, batch, port, injector)
                     } else {
-                        encap_loop(&tun, &sock, &shared, batch, offload)
+                        encap_loop(&tun, &sock, &shared, batch, offload, ipip_injector)
                     }
                 },
             )?);
@@ -176,9 +202,9 @@ impl UserspacePlane {
             threads.push(std::thread::Builder::new().name("ess-decap".into()).spawn(
                 move || {
                     if gpe {
-                        decap_loop_gpe(&tun, &sock, &shared)
+                        decap_loop_gpe(&tun, &sock, &shared, inner_mtu)
                     } else {
-                        decap_loop(&tun, &sock, &shared, batch, offload)
+                        decap_loop(&tun, &sock, &shared, batch, offload, inner_mtu)
                     }
                 },
             )?);
@@ -210,7 +236,14 @@ fn bump(c: &AtomicU64) {
 /// Most segments sent per `sendmmsg`.
 const SEND_BATCH: usize = 256;
 
-fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload: bool) {
+fn encap_loop(
+    tun: &File,
+    sock: &Socket,
+    shared: &Shared,
+    batch: usize,
+    offload: bool,
+    mut injector: Option<IpipInjector>,
+) {
     let mut bufs = vec![vec![0u8; BUF + VNET_HDR_LEN]; batch];
     let mut lens = vec![0usize; batch];
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(SEND_BATCH, None);
@@ -268,6 +301,26 @@ fn encap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
                     bump(&c.dropped_no_binding);
                     continue;
                 };
+                if let Some(inj) = injector.as_mut().filter(|i| i.working && h.protocol == 6) {
+                    match inj.send(vnet, pkt, *care_of) {
+                        Ok(true) => {
+                            if VnetHdr::parse(vnet).is_some_and(|v| v.gso_type == GSO_TCPV4) {
+                                bump(&c.super_packets);
+                            }
+                            bump(&c.injected);
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                            tracing::warn!(error = %e, "the kernel refuses injected IP-in-IP; back to the raw socket");
+                            inj.working = false;
+                        }
+                        Err(_) => {
+                            bump(&c.send_errors);
+                            continue;
+                        }
+                    }
+                }
                 let to = SockaddrIn::from(SocketAddrV4::new(*care_of, 0));
                 let before = ranges.len();
                 let ok = match VnetHdr::parse(vnet) {
@@ -343,10 +396,11 @@ fn write_tun(tun: &File, offload: bool, hdr: VnetHdr, packet: &[u8]) -> std::io:
     }
 }
 
-fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload: bool) {
+fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload: bool, mtu: usize) {
     let mut bufs = vec![vec![0u8; BUF]; batch];
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(batch, None);
     let mut coalescer = Coalescer::default();
+    let (mut cut, mut cut_ranges) = (Vec::new(), Vec::new());
     let c = &shared.counters;
     let flush = |co: &mut Coalescer| {
         if let Some(w) = co.take() {
@@ -386,8 +440,8 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
         let Ok(t) = shared.tables.read() else {
             continue;
         };
-        for (buf, len) in bufs.iter().zip(lens) {
-            let packet = &buf[..len.min(buf.len())];
+        for (buf, len) in bufs.iter_mut().zip(lens) {
+            let packet = &mut buf[..len.min(BUF)];
             let accept = |inner: &Ipv4Header| {
                 t.visitors.contains(&inner.dst)
                     || t.home_prefixes.iter().any(|p| p.contains(inner.src))
@@ -395,7 +449,58 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
             match decapsulate_with(packet, |a| t.peers.contains(&a), accept) {
                 Ok(d) => {
                     bump(&c.decapsulated);
-                    let inner = &packet[d.inner_range];
+                    let inner = &mut packet[d.inner_range];
+                    // Joined by GRO on the way and handed over whole: one write.
+                    match whole_super_packet(inner, mtu) {
+                        Ok(None) => {}
+                        Ok(Some(hdr)) if offload => {
+                            flush(&mut coalescer);
+                            match write_tun(tun, true, hdr, inner) {
+                                Ok(_) => bump(&c.whole_received),
+                                Err(_) => bump(&c.tun_write_errors),
+                            }
+                            continue;
+                        }
+                        Ok(Some(hdr)) => {
+                            // A TUN without offloads takes only packets that
+                            // fit: cut it here (checksums computed afresh).
+                            cut.clear();
+                            cut_ranges.clear();
+                            if segment_tcp4(
+                                inner,
+                                usize::from(hdr.gso_size),
+                                &mut cut,
+                                &mut cut_ranges,
+                            )
+                            .is_err()
+                            {
+                                bump(&c.dropped_malformed);
+                                continue;
+                            }
+                            for r in &cut_ranges {
+                                if write_tun(tun, false, VnetHdr::default(), &cut[r.clone()])
+                                    .is_err()
+                                {
+                                    bump(&c.tun_write_errors);
+                                }
+                            }
+                            bump(&c.whole_received);
+                            continue;
+                        }
+                        Err(_) => {
+                            bump(&c.dropped_malformed);
+                            continue;
+                        }
+                    }
+                    if !offload {
+                        if let Some(h) = partial_checksum_hdr(inner) {
+                            let _ = complete_checksum(
+                                inner,
+                                usize::from(h.csum_start),
+                                usize::from(h.csum_offset),
+                            );
+                        }
+                    }
                     if offload {
                         if coalescer.offer(inner) {
                             continue;
@@ -405,7 +510,12 @@ fn decap_loop(tun: &File, sock: &Socket, shared: &Shared, batch: usize, offload:
                             continue;
                         }
                     }
-                    if write_tun(tun, offload, VnetHdr::default(), inner).is_err() {
+                    let hdr = if offload {
+                        partial_checksum_hdr(inner).unwrap_or_default()
+                    } else {
+                        VnetHdr::default()
+                    };
+                    if write_tun(tun, offload, hdr, inner).is_err() {
                         bump(&c.tun_write_errors);
                     }
                 }
@@ -451,6 +561,278 @@ fn read_tun_batch(tun: &File, bufs: &mut [Vec<u8>], lens: &mut [usize]) -> usize
     n
 }
 
+/// What precedes the inner packet in a frame written to the injector:
+/// Ethernet, outer IPv4, UDP, VXLAN-GPE.
+const INJECT_HEAD: usize = 14 + 20 + 8 + 8;
+/// `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`.
+const GSO_UDP_TUNNEL_IPV4: u8 = 0x20;
+/// Source MAC of injected frames (locally administered; never seen on a wire).
+const INJECT_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// The home switch's way to send a TCP super-packet as one VXLAN-GPE packet:
+/// written, encapsulated, to a TAP device with the UDP-tunnel GSO fields of
+/// the `virtio_net_hdr`, so the switch's own IP stack forwards it to the
+/// peer as a GSO packet, cut into wire-size datagrams only where a device
+/// needs it, as the kernel data plane does. Saves the cutting, the
+/// per-segment checksums and a copy in userspace, and every per-datagram
+/// cost in the stacks between the two switches.
+#[derive(Debug)]
+struct Injector {
+    tap: File,
+    mac: [u8; 6],
+    care_of: Ipv4Addr,
+    /// Cleared when the kernel refuses the tunnel header (before Linux 6.17):
+    /// the switch then cuts super-packets itself.
+    working: bool,
+    ip_id: u16,
+}
+
+impl Injector {
+    /// Opens the TAP (named after the TUN) and lets it hand packets from
+    /// this switch's own address to the forwarding path.
+    fn open(nl: &mut Netlink, tun: &str, care_of: Ipv4Addr) -> Result<Self, DataPlaneError> {
+        let name = injector_name(tun);
+        let (tap, mac) = super::tun::open_tap_injector(&name)?;
+        let index = Netlink::index(&name)?;
+        nl.set_up(index, None)?;
+        set_ipv4_conf(&name, "rp_filter", "0")?;
+        // The outer source is this switch's Care-of Address, a local address.
+        set_ipv4_conf(&name, "accept_local", "1")?;
+        set_ipv4_conf(&name, "forwarding", "1")?;
+        Ok(Injector {
+            tap,
+            mac,
+            care_of,
+            working: true,
+            ip_id: 0,
+        })
+    }
+
+    /// Sends one TCPv4 super-packet (its header `v` as read from the TUN).
+    /// `Ok(false)`: this one cannot go whole (too long once encapsulated);
+    /// cut it.
+    fn send(
+        &mut self,
+        v: VnetHdr,
+        pkt: &[u8],
+        to: Ipv4Addr,
+        port: u16,
+        key: u32,
+    ) -> std::io::Result<bool> {
+        let Ok(ip) = Ipv4Header::parse(pkt) else {
+            return Ok(false);
+        };
+        let thl = pkt
+            .get(ip.header_len + 12)
+            .map_or(0, |b| usize::from(b >> 4) * 4);
+        let outer_len = INJECT_HEAD - 14 + ip.total_len;
+        let (Ok(outer_len), Ok(hdr_len), Ok(csum_start)) = (
+            u16::try_from(outer_len),
+            u16::try_from(INJECT_HEAD + ip.header_len + thl),
+            u16::try_from(INJECT_HEAD + usize::from(v.csum_start)),
+        ) else {
+            return Ok(false);
+        };
+        if v.flags & NEEDS_CSUM == 0 || ip.total_len != pkt.len() {
+            return Ok(false);
+        }
+        let mut h = [0u8; super::tun::TUNNEL_VNET_HDR_LEN + INJECT_HEAD];
+        // struct virtio_net_hdr_v1_hash_tunnel, little-endian (the kernel
+        // reads tunnel headers as virtio 1.0, whatever the host order).
+        h[0] = NEEDS_CSUM;
+        h[1] = GSO_UDP_TUNNEL_IPV4 | GSO_TCPV4;
+        h[2..4].copy_from_slice(&hdr_len.to_le_bytes());
+        h[4..6].copy_from_slice(&v.gso_size.to_le_bytes());
+        h[6..8].copy_from_slice(&csum_start.to_le_bytes());
+        h[8..10].copy_from_slice(&v.csum_offset.to_le_bytes());
+        // num_buffers, hash value, report, padding: zero.
+        h[20..22].copy_from_slice(&(14u16 + 20).to_le_bytes());
+        h[22..24].copy_from_slice(&(14u16 + 20 + 16).to_le_bytes());
+        let f = &mut h[super::tun::TUNNEL_VNET_HDR_LEN..];
+        f[0..6].copy_from_slice(&self.mac);
+        f[6..12].copy_from_slice(&INJECT_SRC_MAC);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let o = &mut f[14..];
+        o[0] = 0x45;
+        o[2..4].copy_from_slice(&outer_len.to_be_bytes());
+        self.ip_id = self.ip_id.wrapping_add(1);
+        o[4..6].copy_from_slice(&self.ip_id.to_be_bytes());
+        o[6] = 0x40; // DF: path-MTU discovery, as the kernel tunnel does
+                     // One more than usual: the switch's own forwarding takes one off.
+        o[8] = 65;
+        o[9] = 17;
+        o[12..16].copy_from_slice(&self.care_of.octets());
+        o[16..20].copy_from_slice(&to.octets());
+        let c = crate::packet::checksum(&o[..20]);
+        o[10..12].copy_from_slice(&c.to_be_bytes());
+        o[20..22].copy_from_slice(&port.to_be_bytes());
+        o[22..24].copy_from_slice(&port.to_be_bytes());
+        o[24..26].copy_from_slice(&(outer_len - 20).to_be_bytes());
+        // UDP checksum 0, as the kernel VXLAN device sends over IPv4; the
+        // inner TCP checksum covers the payload.
+        o[28..36].copy_from_slice(&vxlan_gpe_header(key));
+        // A TAP write takes the frame whole or not at all.
+        let n = (&self.tap).write_vectored(&[IoSlice::new(&h), IoSlice::new(pkt)])?;
+        if n != h.len() + pkt.len() {
+            return Err(std::io::Error::other("short write to the injector"));
+        }
+        Ok(true)
+    }
+}
+
+/// The home switch's way to send RFC 2003 with GSO from userspace: each
+/// IP-in-IP segment is written to a NAPI TUN device, whose GRO joins the
+/// segments of a flow into one `SKB_GSO_IPXIP4` packet that the stack
+/// forwards whole (and cuts again only where a device must). Segments carry
+/// partial checksums: no checksum pass and no payload copy in userspace.
+#[derive(Debug)]
+struct IpipInjector {
+    tun: File,
+    care_of: Ipv4Addr,
+    /// Cleared when the kernel refuses a write: the raw socket takes over.
+    working: bool,
+    ip_id: u16,
+}
+
+/// How long GRO may hold IP-in-IP segments between two writes (ns): enough
+/// for the next segment of a super-packet, short against a round trip.
+const GRO_FLUSH_NS: &str = "50000";
+
+impl IpipInjector {
+    fn open(nl: &mut Netlink, tun: &str, care_of: Ipv4Addr) -> Result<Self, DataPlaneError> {
+        let name = injector_name(tun);
+        let file = super::tun::open_tun_injector(&name)?;
+        let index = Netlink::index(&name)?;
+        nl.set_up(index, None)?;
+        set_ipv4_conf(&name, "rp_filter", "0")?;
+        // The outer source is this switch's Care-of Address, a local address.
+        set_ipv4_conf(&name, "accept_local", "1")?;
+        set_ipv4_conf(&name, "forwarding", "1")?;
+        // Without it GRO flushes after every write: correct, only slower.
+        if let Err(e) = std::fs::write(
+            format!("/sys/class/net/{name}/gro_flush_timeout"),
+            GRO_FLUSH_NS,
+        ) {
+            tracing::warn!(error = %e, "setting gro_flush_timeout of the IP-in-IP injector");
+        }
+        Ok(IpipInjector {
+            tun: file,
+            care_of,
+            working: true,
+            ip_id: 0,
+        })
+    }
+
+    /// Sends one TCP packet read from the TUN (`vnet`: its header), cut into
+    /// segments if it is a super-packet, each in IP-in-IP. `Ok(false)`: not
+    /// a packet this path takes; send it another way.
+    fn send(&mut self, vnet: &[u8], pkt: &[u8], to: Ipv4Addr) -> std::io::Result<bool> {
+        let v = VnetHdr::parse(vnet).unwrap_or_default();
+        let Ok(ip) = Ipv4Header::parse(pkt) else {
+            return Ok(false);
+        };
+        if ip.protocol != 6 || ip.fragment || ip.total_len != pkt.len() {
+            return Ok(false);
+        }
+        let t = ip.header_len;
+        let thl = pkt.get(t + 12).map_or(0, |b| usize::from(b >> 4) * 4);
+        let hdrs = t + thl;
+        if thl < 20 || hdrs > pkt.len() || hdrs > 120 {
+            return Ok(false);
+        }
+        let (mss, n) = match v.gso_type {
+            GSO_TCPV4 if v.gso_size > 0 && v.flags & NEEDS_CSUM != 0 => {
+                let mss = usize::from(v.gso_size);
+                (mss, (pkt.len() - hdrs).div_ceil(mss).max(1))
+            }
+            GSO_NONE => (pkt.len() - hdrs, 1),
+            _ => return Ok(false),
+        };
+        let partial = v.flags & NEEDS_CSUM != 0;
+        if partial && (usize::from(v.csum_start) != t || v.csum_offset != 16) {
+            return Ok(false);
+        }
+        let seq0 = u32::from_be_bytes([pkt[t + 4], pkt[t + 5], pkt[t + 6], pkt[t + 7]]);
+        let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
+        let flags0 = pkt[t + 13];
+        let mut h = [0u8; VNET_HDR_LEN + 20 + 120];
+        for i in 0..n {
+            let payload = pkt
+                .get(hdrs + i * mss..(hdrs + (i + 1) * mss).min(pkt.len()))
+                .unwrap_or(&[]);
+            let seg_len = hdrs + payload.len();
+            let (Ok(seg_len16), Ok(outer_len)) =
+                (u16::try_from(seg_len), u16::try_from(seg_len + 20))
+            else {
+                return Ok(false);
+            };
+            let head = &mut h[..VNET_HDR_LEN + 20 + hdrs];
+            let vh = if partial || n > 1 {
+                VnetHdr {
+                    flags: NEEDS_CSUM,
+                    csum_start: u16::try_from(20 + t).unwrap_or(0),
+                    csum_offset: 16,
+                    ..VnetHdr::default()
+                }
+            } else {
+                VnetHdr::default()
+            };
+            head[..VNET_HDR_LEN].copy_from_slice(&vh.to_bytes());
+            let (o, inner) = head[VNET_HDR_LEN..].split_at_mut(20);
+            o.fill(0);
+            o[0] = 0x45;
+            o[2..4].copy_from_slice(&outer_len.to_be_bytes());
+            // Consecutive IDs: GRO joins only those.
+            self.ip_id = self.ip_id.wrapping_add(1);
+            o[4..6].copy_from_slice(&self.ip_id.to_be_bytes());
+            o[6] = 0x40;
+            // One more than usual: the switch's own forwarding takes one off.
+            o[8] = 65;
+            o[9] = IPPROTO_IPIP;
+            o[12..16].copy_from_slice(&self.care_of.octets());
+            o[16..20].copy_from_slice(&to.octets());
+            let c = crate::packet::checksum(o);
+            o[10..12].copy_from_slice(&c.to_be_bytes());
+            inner.copy_from_slice(&pkt[..hdrs]);
+            if n > 1 {
+                inner[2..4].copy_from_slice(&seg_len16.to_be_bytes());
+                let id = id0.wrapping_add(u16::try_from(i).unwrap_or(0));
+                inner[4..6].copy_from_slice(&id.to_be_bytes());
+                inner[10..12].copy_from_slice(&[0, 0]);
+                let c = crate::packet::checksum(&inner[..t]);
+                inner[10..12].copy_from_slice(&c.to_be_bytes());
+                let offset = u32::try_from(i * mss).unwrap_or(0);
+                inner[t + 4..t + 8].copy_from_slice(&seq0.wrapping_add(offset).to_be_bytes());
+                // As a TSO sets them: FIN and PSH on the last segment, CWR on the first.
+                let mut flags = flags0;
+                if i + 1 < n {
+                    flags &= !0x09;
+                }
+                if i > 0 {
+                    flags &= !0x80;
+                }
+                inner[t + 13] = flags;
+                let sum = crate::offload::pseudo_sum(ip.src, ip.dst, seg_len - t);
+                inner[t + 16..t + 18].copy_from_slice(&sum.to_be_bytes());
+            }
+            let want = head.len() + payload.len();
+            let written =
+                (&self.tun).write_vectored(&[IoSlice::new(head), IoSlice::new(payload)])?;
+            if written != want {
+                return Err(std::io::Error::other("short write to the injector"));
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The injector's name: the TUN's with an `i` (cut to fit).
+fn injector_name(tun: &str) -> String {
+    let mut name: String = tun.chars().take(14).collect();
+    name.push('i');
+    name
+}
+
 /// Largest UDP payload the switch sends in one segmentation-offload call.
 const MAX_GSO_BYTES: usize = 65000;
 /// Most datagrams per segmentation-offload call (the kernel's limit is 64 or 128).
@@ -459,7 +841,14 @@ const MAX_GSO_SEGMENTS: usize = 64;
 /// Home switch, VXLAN-GPE wire: each TCP super-packet read from the TUN is cut
 /// into segments, each segment gets a GPE header, and the train of equal-size
 /// datagrams leaves in one `sendmsg` with `UDP_SEGMENT`.
-fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port: u16) {
+fn encap_loop_gpe(
+    tun: &File,
+    sock: &Socket,
+    shared: &Shared,
+    batch: usize,
+    port: u16,
+    mut injector: Option<Injector>,
+) {
     let mut bufs = vec![vec![0u8; BUF + VNET_HDR_LEN]; batch];
     let mut lens = vec![0usize; batch];
     let mut segs: Vec<u8> = Vec::with_capacity(BUF * 2);
@@ -467,7 +856,15 @@ fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port
     let mut train: Vec<u8> = Vec::with_capacity(BUF * 2);
     let c = &shared.counters;
     while !shared.stop.load(Ordering::Relaxed) {
-        let n = read_tun_batch(tun, &mut bufs, &mut lens);
+        // With the injector, one super-packet at a time: the kernel copies it
+        // out of the buffer right after copying it in, while it is still in
+        // cache (a batch of 64 KB reads would not fit).
+        let per_read = if injector.as_ref().is_some_and(|i| i.working) {
+            1
+        } else {
+            batch
+        };
+        let n = read_tun_batch(tun, &mut bufs[..per_read], &mut lens[..per_read]);
         let Ok(t) = shared.tables.read() else {
             continue;
         };
@@ -492,6 +889,30 @@ fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port
                 bump(&c.dropped_no_binding);
                 continue;
             };
+            let v = VnetHdr::parse(vnet).unwrap_or_default();
+            if let Some(inj) = injector
+                .as_mut()
+                .filter(|i| i.working && v.gso_type == GSO_TCPV4)
+            {
+                match inj.send(v, pkt, care_of, port, key) {
+                    Ok(true) => {
+                        bump(&c.super_packets);
+                        bump(&c.injected);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        tracing::warn!(
+                            "the kernel refuses UDP-tunnel GSO writes; cutting super-packets in userspace"
+                        );
+                        inj.working = false;
+                    }
+                    Err(_) => {
+                        bump(&c.send_errors);
+                        continue;
+                    }
+                }
+            }
             segs.clear();
             seg_ranges.clear();
             let ok = match VnetHdr::parse(vnet) {
@@ -569,7 +990,7 @@ fn encap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, batch: usize, port
 /// Foreign switch, VXLAN-GPE wire: one `recvmsg` returns a train of
 /// datagrams (UDP_GRO) from one peer; each is checked and its inner packet
 /// joined with the next ones of its flow before the TUN write.
-fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
+fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, mtu: usize) {
     let mut buf = vec![0u8; BUF];
     let mut cmsg = nix::cmsg_space!(i32);
     let mut coalescer = Coalescer::default();
@@ -616,7 +1037,7 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
         let Ok(t) = shared.tables.read() else {
             continue;
         };
-        let data = &buf[..bytes.min(buf.len())];
+        let data = &mut buf[..bytes.min(BUF)];
         let seg = seg.filter(|s| *s > 0).unwrap_or(data.len().max(1));
         if !from.is_some_and(|a| t.peers.contains(&a)) {
             c.dropped_not_peer.fetch_add(
@@ -625,10 +1046,10 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
             );
             continue;
         }
-        for dgram in data.chunks(seg) {
+        for dgram in data.chunks_mut(seg) {
             // Flags with P (next protocol present), next protocol 1: IPv4.
             let ok_hdr = dgram.len() > 8 && dgram[0] & 0x04 != 0 && dgram[3] == 0x01;
-            let Some(inner) = dgram.get(8..).filter(|_| ok_hdr) else {
+            let Some(inner) = dgram.get_mut(8..).filter(|_| ok_hdr) else {
                 bump(&c.dropped_malformed);
                 continue;
             };
@@ -641,7 +1062,23 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
                 continue;
             }
             bump(&c.decapsulated);
-            let inner = &inner[..h.total_len];
+            let inner = &mut inner[..h.total_len];
+            // A super-packet the peer's stack handed over uncut: one write.
+            match whole_super_packet(inner, mtu) {
+                Ok(None) => {}
+                Ok(Some(hdr)) => {
+                    flush(&mut coalescer);
+                    match write_tun(tun, true, hdr, inner) {
+                        Ok(_) => bump(&c.whole_received),
+                        Err(_) => bump(&c.tun_write_errors),
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    bump(&c.dropped_malformed);
+                    continue;
+                }
+            }
             if coalescer.offer(inner) {
                 continue;
             }
@@ -649,7 +1086,10 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared) {
             if coalescer.offer(inner) {
                 continue;
             }
-            if write_tun(tun, true, VnetHdr::default(), inner).is_err() {
+            // Alone: as it came, or, cut from a super-packet within this
+            // host, with its checksum still to be completed.
+            let hdr = partial_checksum_hdr(inner).unwrap_or_default();
+            if write_tun(tun, true, hdr, inner).is_err() {
                 bump(&c.tun_write_errors);
             }
         }
@@ -739,6 +1179,8 @@ impl DataPlane for UserspacePlane {
             ("wire_reads", &c.wire_reads),
             ("coalesced_writes", &c.coalesced_writes),
             ("tun_write_errors", &c.tun_write_errors),
+            ("injected", &c.injected),
+            ("whole_received", &c.whole_received),
         ] {
             s.counters.insert(k, v.load(Ordering::Relaxed));
         }

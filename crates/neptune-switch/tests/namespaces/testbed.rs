@@ -118,12 +118,20 @@ pub enum Plane {
     Userspace,
     /// The userspace plane with VXLAN-GPE on the wire (UDP offloads).
     UserspaceGpe,
+    /// The userspace plane, RFC 2003, without the injector: super-packets
+    /// cut in userspace, segments sent by the raw socket and joined in B.
+    UserspaceSockets,
+    /// The same on the VXLAN-GPE wire: UDP_SEGMENT trains, UDP_GRO.
+    UserspaceGpeSockets,
 }
 
 impl Plane {
     /// Whether VXLAN-GPE (UDP 4790) is on the wire.
     pub fn gpe(self) -> bool {
-        matches!(self, Plane::Kernel | Plane::UserspaceGpe)
+        matches!(
+            self,
+            Plane::Kernel | Plane::UserspaceGpe | Plane::UserspaceGpeSockets
+        )
     }
 }
 
@@ -199,6 +207,10 @@ impl Testbed {
                 Plane::Kernel => r#"{"kind":"kernel"}"#,
                 Plane::Userspace => r#"{"kind":"userspace"}"#,
                 Plane::UserspaceGpe => r#"{"kind":"userspace","wire":"vxlan-gpe"}"#,
+                Plane::UserspaceSockets => r#"{"kind":"userspace","inject":false}"#,
+                Plane::UserspaceGpeSockets => {
+                    r#"{"kind":"userspace","wire":"vxlan-gpe","inject":false}"#
+                }
             };
             let config = format!(
                 r#"{{"name":"ess-{name}","listen":"127.0.0.1:{API_PORT}","state_file":"{}","key_file":"{}",
@@ -451,6 +463,11 @@ impl Testbed {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Process ids of the running switch daemons.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        self.daemons.values().map(Child::id).collect()
     }
 
     /// Kills a daemon hard (no shutdown path).
@@ -822,13 +839,13 @@ pub fn send_tunnel_packet(plane: Plane, from_ns: &str, to: Ipv4Addr, payload: &[
         let inner =
             neptune_switch::packet::build_udp(CN, 4444, HOME, 7777, &payload).expect("inner");
         match plane {
-            Plane::Kernel | Plane::UserspaceGpe => {
+            Plane::Kernel | Plane::UserspaceGpe | Plane::UserspaceGpeSockets => {
                 let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
                 let mut pkt = neptune_switch::packet::vxlan_gpe_header(7).to_vec();
                 pkt.extend_from_slice(&inner);
                 s.send_to(&pkt, SocketAddrV4::new(to, 4790)).expect("send");
             }
-            Plane::Userspace => {
+            Plane::Userspace | Plane::UserspaceSockets => {
                 let s = socket2::Socket::new(
                     socket2::Domain::IPV4,
                     socket2::Type::RAW,
