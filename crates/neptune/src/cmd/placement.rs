@@ -30,7 +30,7 @@ pub(crate) enum PlacementCommand {
         #[arg(long, value_enum, default_value_t = SolverArg::Default)]
         solver: SolverArg,
         /// Search effort of the default solver: `fast` takes about Scotch's
-        /// time, `high` 10-100x longer for a cut about 0.3 % smaller.
+        /// time, `high` 15-80x longer for a cut 0.5-2.5 % smaller.
         #[arg(long, value_enum, default_value_t = EffortArg::Fast)]
         effort: EffortArg,
         /// Restarts (KL, default 5) or V-cycles (default: by graph size).
