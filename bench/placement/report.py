@@ -209,7 +209,8 @@ def admissibility(docs, md):
     if not rows:
         return
     md.append("## Admissibility at n = 20 (host-pair bandwidth 100), checked by ILP\n")
-    md.append("`ilp-adm`: minimum cut subject to every host pair <= 100 (labelled ILP, HiGHS, 120 s limit). "
+    md.append("`ilp-adm`: minimum cut subject to every host pair <= 100 (labelled ILP, HiGHS, 120 s limit; "
+              "hosts numbered by their smallest node, the `ilp` optimum as a lower bound). "
               "An admissible placement exists when the ILP finds one or any solver returned one; none exists "
               "when the ILP proves infeasibility; unknown when the ILP timed out and no solver found one.\n")
     md.append("| arcs/node | instances | ILP: exists | ILP: none | ILP timeout | exists (ILP or a solver) | "
