@@ -11,7 +11,7 @@
 //! KL pair passes find them, but a pass costs the square of two hosts'
 //! members for every adjacent host pair, while an annealing step costs a
 //! few adjacency lists. Measured on the benchmark's instances, annealing
-//! reaches a given cut 10-50x sooner than iterated KL, so the default
+//! reaches a given cut 5-50x sooner than iterated KL, so the default
 //! ([`Effort::Fast`](crate::Effort)) anneals after a lightly refined
 //! V-cycle; [`Effort::High`](crate::Effort) adds the full KL refinement,
 //! iterated V-cycles and iterated local search of the original design.
