@@ -28,7 +28,7 @@ K = 5          # VMs per host (group size)
 B = 100        # physical bandwidth between every pair of hosts
 
 # Largest n each tool is run on (None: all).
-LIMITS = {"neptune-default": None, "neptune-kl": 10000, "scotch": None, "mtkahypar": None,
+LIMITS = {"neptune-default": None, "neptune-high": None, "neptune-kl": 10000, "scotch": None, "mtkahypar": None,
           "kahip": 1000, "metis": None, "random": None, "ilp": 20, "ilp-adm": 20}
 
 
@@ -105,10 +105,11 @@ def solve_time(tool, out, wall):
 def tool_command(tool, inst, n, k, seed, work, neptune):
     """(command, function that returns the blocks after it ran)."""
     part = os.path.join(work, f"{tool}.part")
-    if tool in ("neptune-default", "neptune-kl"):
-        solver = "default" if tool == "neptune-default" else "kl"
+    if tool in ("neptune-default", "neptune-high", "neptune-kl"):
+        solver = "kl" if tool == "neptune-kl" else "default"
+        effort = ["--effort", "high"] if tool == "neptune-high" else []
         cmd = [neptune, "placement", "solve", inst, "--group-size", str(K), "--link-capacity", str(B),
-               "--solver", solver, "--seed", str(seed), "--output", "json"]
+               "--solver", solver, "--seed", str(seed), "--output", "json"] + effort
         return cmd, lambda out: json.loads(out)["group"]
 
     if tool == "scotch":

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use neptune_placement::{metis, solve, Options, Problem, Resources, SolverKind, VirtualGraph};
+use neptune_placement::{
+    metis, solve, Effort, Options, Problem, Resources, SolverKind, VirtualGraph,
+};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of Neptune's placement")]
@@ -57,6 +59,9 @@ enum Cmd {
         /// V-cycles (default: by size).
         #[arg(long)]
         restarts: Option<usize>,
+        /// Search effort: the default preset, or `--high`.
+        #[arg(long)]
+        high: bool,
     },
     /// Fig. 6: time of the faithful KL (5 restarts) vs n, density family.
     Fig6 {
@@ -117,6 +122,7 @@ fn table2(runs: usize, csv: Option<PathBuf>) -> anyhow::Result<()> {
                     &p,
                     &Options {
                         solver: SolverKind::KernighanLin,
+                        effort: Effort::Fast,
                         restarts: Some(5),
                         seed,
                     },
@@ -196,6 +202,7 @@ fn fig6(reps: usize, max_n: usize, csv: Option<PathBuf>) -> anyhow::Result<()> {
                 &p,
                 &Options {
                     solver: SolverKind::KernighanLin,
+                    effort: Effort::Fast,
                     restarts: Some(5),
                     seed: r as u64,
                 },
@@ -208,6 +215,7 @@ fn fig6(reps: usize, max_n: usize, csv: Option<PathBuf>) -> anyhow::Result<()> {
                 &p,
                 &Options {
                     solver: SolverKind::Multilevel,
+                    effort: Effort::Fast,
                     restarts: None,
                     seed: r as u64,
                 },
@@ -260,6 +268,7 @@ fn main() -> anyhow::Result<()> {
             files,
             group_size,
             restarts,
+            high,
         } => {
             for f in files {
                 let text = std::fs::read_to_string(&f)
@@ -271,6 +280,7 @@ fn main() -> anyhow::Result<()> {
                     &p,
                     &Options {
                         solver: SolverKind::Multilevel,
+                        effort: if high { Effort::High } else { Effort::Fast },
                         restarts,
                         seed: 1,
                     },

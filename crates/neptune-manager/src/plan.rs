@@ -159,6 +159,7 @@ pub fn place(
         None => {
             let options = Options {
                 solver: SolverKind::Multilevel,
+                effort: neptune_placement::Effort::Fast,
                 restarts: None,
                 seed,
             };

@@ -1,6 +1,7 @@
 //! Routing of virtual-link traffic over the physical network.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -150,12 +151,38 @@ impl<'a> Router<'a> {
     }
 }
 
+/// A multiply-rotate hash for link keys (a few small integers). The standard
+/// SipHash resists collision attacks that cannot happen here (the keys are
+/// host and switch indices) and cost a sixth of a large solve.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LinkHasher(u64);
+
+impl Hasher for LinkHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Loads of physical links under an assignment, kept incrementally, with the
 /// total overload (sum over links of load above capacity).
 #[derive(Debug, Clone)]
 pub(crate) struct Loads<'a> {
     router: &'a Router<'a>,
-    pub(crate) load: HashMap<PhysicalLink, u64>,
+    pub(crate) load: HashMap<PhysicalLink, u64, BuildHasherDefault<LinkHasher>>,
     pub(crate) overload: u64,
     scratch: Vec<PhysicalLink>,
 }
@@ -164,7 +191,7 @@ impl<'a> Loads<'a> {
     pub(crate) fn new(router: &'a Router<'a>) -> Self {
         let mut s = Self {
             router,
-            load: HashMap::new(),
+            load: HashMap::default(),
             overload: 0,
             scratch: Vec::new(),
         };

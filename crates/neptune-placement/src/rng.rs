@@ -56,6 +56,18 @@ impl Rng {
         }
     }
 
+    /// A uniform integer in `0..n` (`0` when `n == 0`) by one multiplication:
+    /// biased by at most `n / 2^64`, negligible for a search's random
+    /// choices, and several times cheaper than [`Rng::below`] in a hot loop.
+    pub(crate) fn index(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// A uniform number in `[0, 1)`.
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// Fisher–Yates shuffle.
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {

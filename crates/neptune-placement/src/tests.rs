@@ -22,6 +22,7 @@ fn random_graph(n: usize, m: usize, seed: u64, maxw: u64) -> VirtualGraph {
 fn opts(solver: SolverKind, seed: u64) -> Options {
     Options {
         solver,
+        effort: Effort::Fast,
         restarts: None,
         seed,
     }
@@ -165,6 +166,7 @@ fn kl_records_each_restart_and_the_iteration_of_the_best() {
         &p,
         &Options {
             solver: SolverKind::KernighanLin,
+            effort: Effort::Fast,
             restarts: Some(5),
             seed: 9,
         },
@@ -190,6 +192,7 @@ fn kl_pass_reaches_a_swap_local_optimum() {
         &p,
         &Options {
             solver: SolverKind::KernighanLin,
+            effort: Effort::Fast,
             restarts: Some(1),
             seed: 4,
         },
@@ -220,6 +223,64 @@ fn the_production_solver_beats_kl_on_medium_graphs() {
         kl_total += kl.placement.cut;
     }
     assert!(ml_total < kl_total, "multilevel {ml_total}, KL {kl_total}");
+}
+
+#[test]
+fn the_high_effort_preset_cuts_no_more_than_the_default() {
+    let (mut fast_total, mut high_total) = (0, 0);
+    for seed in 0..3 {
+        let g = random_graph(150, 600, 100 + seed, 10);
+        let p = Problem::groups(g, 5, None);
+        let fast = solve(&p, &opts(SolverKind::Multilevel, seed)).unwrap();
+        let high = solve(
+            &p,
+            &Options {
+                effort: Effort::High,
+                ..opts(SolverKind::Multilevel, seed)
+            },
+        )
+        .unwrap();
+        assert!(fast.placement.max_group <= 5 && high.placement.max_group <= 5);
+        fast_total += fast.placement.cut;
+        high_total += high.placement.cut;
+    }
+    assert!(
+        high_total <= fast_total,
+        "high {high_total}, fast {fast_total}"
+    );
+}
+
+#[test]
+fn annealing_keeps_heterogeneous_hosts_and_anti_affinity_within_bounds() {
+    // Unequal demands and an anti-affinity group: every swap the annealing
+    // tries needs the full capacity check.
+    let demands: Vec<(u64, u64)> = (0..60).map(|i| (1 + i % 3, 1 + (i * 7) % 4)).collect();
+    let mut g = vm_graph(&demands);
+    let mut r = Rng::new(3);
+    for _ in 0..240 {
+        let (a, b) = (r.below(60), r.below(60));
+        if a != b {
+            g.link(a, b, 1 + r.below(9) as u64);
+        }
+    }
+    let hosts = (0..12)
+        .map(|i| host(&format!("h{i}"), "dc", 12 + (i % 3) as u64, 16, 6))
+        .collect();
+    let p = Problem {
+        graph: g,
+        inventory: Inventory { hosts },
+        network: PhysicalNetwork::Unlimited,
+        constraints: Constraints {
+            anti_affinity: vec![vec![0, 1, 2, 3, 4, 5]],
+            ..Constraints::default()
+        },
+    };
+    for seed in 0..4 {
+        let s = solve(&p, &opts(SolverKind::Multilevel, seed)).unwrap();
+        let map: Vec<Option<usize>> = s.placement.host_of.iter().map(|&h| Some(h)).collect();
+        assert_eq!(validate(&p, &map), vec![], "seed {seed}");
+        assert_eq!(solve(&p, &opts(SolverKind::Multilevel, seed)).unwrap(), s);
+    }
 }
 
 fn host(name: &str, dc: &str, vcpu: u64, ram: u64, slots: u32) -> Host {
@@ -516,26 +577,35 @@ struct Case {
     pins: Vec<(usize, usize)>,
     aa: Vec<usize>,
     kl: bool,
+    high: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (4usize..40, 1u32..7, any::<u64>(), any::<bool>()).prop_flat_map(|(n, k, seed, kl)| {
-        let hosts = n.div_ceil(k as usize);
-        (
-            prop::collection::vec((0..n, 0..n, 1u64..20), 0..3 * n),
-            prop::collection::vec((0..n, 0..hosts), 0..3),
-            prop::collection::vec(0..n, 0..3),
-        )
-            .prop_map(move |(edges, pins, aa)| Case {
-                n,
-                edges,
-                k,
-                seed,
-                pins,
-                aa,
-                kl,
-            })
-    })
+    (
+        4usize..40,
+        1u32..7,
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(n, k, seed, kl, high)| {
+            let hosts = n.div_ceil(k as usize);
+            (
+                prop::collection::vec((0..n, 0..n, 1u64..20), 0..3 * n),
+                prop::collection::vec((0..n, 0..hosts), 0..3),
+                prop::collection::vec(0..n, 0..3),
+            )
+                .prop_map(move |(edges, pins, aa)| Case {
+                    n,
+                    edges,
+                    k,
+                    seed,
+                    pins,
+                    aa,
+                    kl,
+                    high,
+                })
+        })
 }
 
 proptest! {
@@ -564,6 +634,7 @@ proptest! {
         }
         let o = Options {
             solver: if c.kl { SolverKind::KernighanLin } else { SolverKind::Multilevel },
+            effort: if c.high { Effort::High } else { Effort::Fast },
             restarts: Some(2),
             seed: c.seed,
         };

@@ -65,6 +65,29 @@ fn solve_finds_the_two_triangles_with_both_solvers() {
 }
 
 #[test]
+fn both_efforts_find_the_two_triangles_and_say_which_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = write(dir.path(), "g.graph", TWO_TRIANGLES);
+    for (args, effort) in [(&[][..], "fast"), (&["--effort", "high"][..], "high")] {
+        let mut all = vec!["placement", "solve", &g, "-k", "3", "--output", "json"];
+        all.extend_from_slice(args);
+        let o = neptune(&all);
+        assert!(
+            o.status.success(),
+            "{effort}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v = json(&o);
+        assert_eq!(v["effort"], effort);
+        assert_eq!(v["cut"], 1, "{effort}");
+        assert_eq!(v["max_group_size"], 3, "{effort}");
+    }
+    let o = neptune(&["placement", "solve", &g, "-k", "3", "--effort", "extreme"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--effort"));
+}
+
+#[test]
 fn kl_reports_each_restart_and_i_star() {
     let dir = tempfile::tempdir().unwrap();
     let g = write(dir.path(), "g.graph", TWO_TRIANGLES);
