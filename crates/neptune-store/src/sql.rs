@@ -886,7 +886,11 @@ impl Store for SqlStore {
                 .await
                 .map_err(StoreError::Database)?;
         }
-        for vm in vms {
+        // Hosts are locked in id order here and in release_vms, so an
+        // accept and a release sharing hosts cannot deadlock.
+        let mut ordered: Vec<&VmRecord> = vms.iter().collect();
+        ordered.sort_by_key(|vm| vm.host_id);
+        for vm in ordered {
             // Conditional on room: the database decides, so concurrent
             // commits cannot overfill a host.
             let done = sqlx::query(
@@ -998,8 +1002,10 @@ impl Store for SqlStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::Database)?;
-        for row in &rows {
-            let vm = vm_row(row)?;
+        let mut released = rows.iter().map(vm_row).collect::<Result<Vec<_>>>()?;
+        // Host rows are locked in id order, as in transition_with_placement.
+        released.sort_by_key(|vm| vm.host_id);
+        for vm in &released {
             sqlx::query(
                 "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
                  used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1 WHERE id = $4",

@@ -548,6 +548,82 @@ async fn concurrent_reservations(s: Arc<dyn Store>) {
     assert_eq!(hosts.iter().find(|x| x.id == h.id).unwrap().used.slots, 5);
 }
 
+/// Accepts and releases of VIs spread over the same hosts, in parallel,
+/// their VMs listed in opposite host orders: all succeed (PostgreSQL would
+/// abort one of two transactions that lock the same hosts in opposite
+/// orders), and the usage is exactly what stays reserved.
+async fn crossing_reservations_and_releases(s: Arc<dyn Store>) {
+    let owner = user("crossing", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: "dc-crossing".into(),
+        created_at: 1,
+        home_pools: vec![],
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..4 {
+        let h = host(dc.id, &format!("x{i}"), 1024, 1 << 20, 1024);
+        hosts.push(s.upsert_host(&h).await.unwrap().id);
+    }
+    let spread = |vi: Uuid, reverse: bool| {
+        let mut vms: Vec<VmRecord> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| vm(vi, &format!("n{i}"), *h, 1, 10))
+            .collect();
+        if reverse {
+            vms.reverse();
+        }
+        vms
+    };
+    let accept = |s: Arc<dyn Store>, vi: Uuid, vms: Vec<VmRecord>| async move {
+        s.transition_with_placement(
+            vi,
+            ViState::Requested,
+            &to(ViState::Accepted, Uuid::nil()),
+            &Reservation {
+                vms,
+                ..Default::default()
+            },
+        )
+        .await
+        .map(|_| ())
+    };
+    let mut old = Vec::new();
+    for i in 0..8 {
+        let mut v = vi(owner.id, &format!("old{i}"));
+        v.state = ViState::Requested;
+        s.create_vi(&v).await.unwrap();
+        accept(s.clone(), v.id, spread(v.id, i % 2 == 0))
+            .await
+            .unwrap();
+        old.push(v.id);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, id) in old.into_iter().enumerate() {
+        let s2 = s.clone();
+        tasks.spawn(async move { s2.release_vms(id).await.map(|_| ()) });
+        let mut v = vi(owner.id, &format!("new{i}"));
+        v.state = ViState::Requested;
+        s.create_vi(&v).await.unwrap();
+        tasks.spawn(accept(s.clone(), v.id, spread(v.id, i % 2 == 1)));
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let used: i64 = s
+        .list_hosts()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|h| hosts.contains(&h.id))
+        .map(|h| h.used.slots)
+        .sum();
+    assert_eq!(used, 8 * 4, "exactly the new VIs' VMs are reserved");
+}
+
 async fn durable_jobs(s: &dyn Store) {
     let owner = user("jobber", Role::User);
     s.create_user(&owner).await.unwrap();
@@ -1069,6 +1145,7 @@ async fn suite(store: SqlStore) {
     resume_reservations_and_side_jobs(s.as_ref()).await;
     vi_revisions(s.as_ref()).await;
     concurrent_reservations(s.clone()).await;
+    crossing_reservations_and_releases(s.clone()).await;
     concurrent_transitions(s).await;
 }
 
