@@ -127,4 +127,7 @@ pub struct RegisterHost {
     pub ram_mib: u64,
     pub disk_mib: u64,
     pub vm_slots: u32,
+    /// Mbit/s of the host's uplink; 0: not known.
+    #[serde(default)]
+    pub uplink_mbps: u64,
 }

@@ -72,6 +72,8 @@ pub struct DaemonOptions {
     pub hypervisor: HypervisorKind,
     pub data_dir: PathBuf,
     pub capacity: Capacity,
+    /// Mbit/s of the host's uplink (0: not known).
+    pub uplink_mbps: u64,
     pub heartbeat: Duration,
     /// Times of simulated operations (later entries win).
     pub sim_delays: Vec<SimDelay>,
@@ -153,6 +155,7 @@ impl DaemonOptions {
             token,
             manager,
             hypervisor,
+            uplink_mbps: self.uplink_mbps,
         })
     }
 }
@@ -215,6 +218,7 @@ mod tests {
                 disk_mib: 10_000,
                 vm_slots: 4,
             },
+            uplink_mbps: 1000,
             heartbeat: Duration::from_secs(5),
             sim_delays: vec!["all=5".parse().unwrap(), "start=20".parse().unwrap()],
             log_level: LogLevel::INFO,

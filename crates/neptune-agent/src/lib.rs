@@ -49,6 +49,9 @@ pub struct AgentConfig {
     /// The Manager to register with; none for a standalone Agent.
     pub manager: Option<ManagerLink>,
     pub hypervisor: Arc<dyn Hypervisor>,
+    /// Mbit/s of the host's uplink to its datacenter's switch, registered
+    /// with the Manager for placement; 0: not known (unlimited).
+    pub uplink_mbps: u64,
 }
 
 /// Why an Agent could not run.
@@ -157,6 +160,7 @@ pub async fn start(
             ram_mib: capacity.ram_mib,
             disk_mib: capacity.disk_mib,
             vm_slots: capacity.vm_slots,
+            uplink_mbps: config.uplink_mbps,
         };
         tokio::spawn(register::heartbeat_loop(link, body))
     });

@@ -64,6 +64,7 @@ async fn start_host(root: &Path, name: &str, manager: Option<ManagerLink>) -> Ho
             token: Secret::new(TOKEN),
             manager,
             hypervisor: sim.clone(),
+            uplink_mbps: 10_000,
         },
         async move {
             let _ = stopped.await;
@@ -533,6 +534,7 @@ async fn registers_with_the_manager_and_keeps_the_heartbeat() {
                 ram_mib: CAP.ram_mib,
                 disk_mib: CAP.disk_mib,
                 vm_slots: CAP.vm_slots,
+                uplink_mbps: 10_000,
             }
         );
         // Heartbeats about every 100 ms, not a busy loop.
@@ -596,6 +598,7 @@ async fn stops_on_shutdown() {
             token: Secret::new(TOKEN),
             manager: None,
             hypervisor: sim,
+            uplink_mbps: 0,
         },
         std::future::pending(),
     )
@@ -624,6 +627,7 @@ async fn a_hundred_vms_in_parallel() {
             token: Secret::new(TOKEN),
             manager: None,
             hypervisor: sim.clone(),
+            uplink_mbps: 0,
         },
         std::future::pending(),
     )

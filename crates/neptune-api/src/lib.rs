@@ -127,6 +127,8 @@ pub struct Host {
     pub ram_mib: i64,
     pub disk_mib: i64,
     pub vm_slots: i64,
+    /// Mbit/s of the host's uplink; 0 when not registered (unlimited).
+    pub uplink_mbps: i64,
     pub state: HostState,
     /// Milliseconds since the Unix epoch.
     pub last_seen: i64,
@@ -135,6 +137,8 @@ pub struct Host {
     pub used_ram_mib: i64,
     pub used_disk_mib: i64,
     pub used_slots: i64,
+    /// Mbit/s of the uplink that placed VMs' links to other hosts take.
+    pub used_uplink_mbps: i64,
 }
 
 /// What an Agent reports when it registers its host.
@@ -147,6 +151,10 @@ pub struct RegisterHost {
     pub ram_mib: i64,
     pub disk_mib: i64,
     pub vm_slots: i64,
+    /// Mbit/s of the host's uplink to its datacenter's switch; absent or 0:
+    /// not known, bandwidth does not limit placement on this host.
+    #[serde(default)]
+    pub uplink_mbps: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

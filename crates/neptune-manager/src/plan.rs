@@ -11,8 +11,8 @@ use neptune_ipam::{
     StoreRow, ViId, ViRequest,
 };
 use neptune_placement::{
-    Constraints, Host, Inventory, Options, PhysicalNetwork, Problem, Resources, SolverKind,
-    VirtualGraph, VirtualNode,
+    Constraints, Host, Inventory, Options, PhysicalNetwork, Problem, Resources, SolverKind, Switch,
+    TreeNetwork, Uplink, VirtualGraph, VirtualNode,
 };
 use neptune_store::{AddressRow, DatacenterRecord, HostRecord, HostState, OwnedAddress, VmRecord};
 use neptune_topology::Topology;
@@ -97,6 +97,56 @@ fn inventory(hosts: &[&HostRecord]) -> Inventory {
     }
 }
 
+/// Capacity given to links the Manager knows no limit for; far from
+/// `u64::MAX` so that loads added to it cannot overflow.
+const UNLIMITED_MBPS: u64 = u64::MAX / 4;
+
+/// The datacenter's network as the Manager knows it: every host's uplink to
+/// one switch, with the capacity its Agent registered and what placed VIs
+/// take of it. Traffic between two hosts crosses both uplinks. A host
+/// without a registered uplink does not limit bandwidth; when none has one,
+/// the network is unlimited (the cut is still minimised).
+fn network(hosts: &[&HostRecord]) -> PhysicalNetwork {
+    if hosts.iter().all(|h| h.uplink_mbps <= 0) {
+        return PhysicalNetwork::Unlimited;
+    }
+    let mbps = |v: i64| u64::try_from(v).unwrap_or(0);
+    PhysicalNetwork::Tree(TreeNetwork {
+        switches: vec![Switch {
+            name: "datacenter".to_owned(),
+            parent: None,
+            uplink_capacity: UNLIMITED_MBPS,
+            uplink_load: 0,
+        }],
+        host_uplinks: hosts
+            .iter()
+            .map(|h| Uplink {
+                switch: 0,
+                capacity: if h.uplink_mbps > 0 {
+                    mbps(h.uplink_mbps)
+                } else {
+                    UNLIMITED_MBPS
+                },
+                load: mbps(h.used.uplink_mbps),
+            })
+            .collect(),
+    })
+}
+
+/// Each node's share of its host's uplink: the bandwidth of its virtual
+/// links to nodes on other hosts. A host's shares add up to what the VI
+/// puts on its uplink, which the store reserves per VM.
+pub fn uplink_shares(graph: &VirtualGraph, host_of: &[usize]) -> Vec<u64> {
+    let mut shares = vec![0u64; graph.nodes.len()];
+    for l in &graph.links {
+        if host_of[l.a] != host_of[l.b] {
+            shares[l.a] = shares[l.a].saturating_add(l.bandwidth);
+            shares[l.b] = shares[l.b].saturating_add(l.bandwidth);
+        }
+    }
+    shares
+}
+
 /// Places `topo` on the ready hosts of `dc`, automatically or, when
 /// `manual` maps node ids to host names, as the admin says (validated the
 /// same way, every violation reported).
@@ -118,9 +168,7 @@ pub fn place(
     let problem = Problem {
         graph: graph(topo),
         inventory: inventory(&ready),
-        // Host uplink capacities are not registered yet: bandwidth does not
-        // constrain placement until they are, but the cut is still minimised.
-        network: PhysicalNetwork::Unlimited,
+        network: network(&ready),
         constraints: Constraints::default(),
     };
     let placement = match manual {
@@ -166,9 +214,10 @@ pub fn place(
             neptune_placement::solve(&problem, &options)?.placement
         }
     };
+    let shares = uplink_shares(&problem.graph, &placement.host_of);
     let mut vms = Vec::new();
     let mut records = Vec::new();
-    for (node, &h) in topo.nodes.iter().zip(&placement.host_of) {
+    for ((node, &h), share) in topo.nodes.iter().zip(&placement.host_of).zip(shares) {
         let host = ready[h];
         let vm = VmRecord {
             vi_id: vi,
@@ -177,6 +226,7 @@ pub fn place(
             vcpus: i64::from(node.vcpus()),
             ram_mib: i64::try_from(node.ram.0).unwrap_or(i64::MAX),
             disk_mib: i64::try_from(node.disk.0).unwrap_or(i64::MAX),
+            uplink_mbps: i64::try_from(share).unwrap_or(i64::MAX),
         };
         vms.push(PlannedVm {
             node: vm.node_id.clone(),
@@ -216,10 +266,73 @@ mod tests {
             ram_mib: 65536,
             disk_mib: 1 << 20,
             vm_slots: slots,
+            uplink_mbps: 0,
             state: HostState::Ready,
             last_seen: 0,
             used: HostUsage::default(),
         }
+    }
+
+    /// A line of 6 VMs (links of 100 Mbit/s) on two hosts of 3 slots: any
+    /// placement cuts at least one link, which crosses both uplinks.
+    #[test]
+    fn uplinks_limit_placement_and_are_shared_by_vms() {
+        let dc = DatacenterRecord {
+            id: Uuid::new_v4(),
+            name: "a".into(),
+            created_at: 0,
+            home_pools: vec![],
+        };
+        let topo = generate(
+            Kind::Line,
+            &Params {
+                nodes: 6,
+                ..Params::new(Kind::Line)
+            },
+        )
+        .unwrap();
+        let with_uplink = |name: &str, mbps: i64, used: i64| HostRecord {
+            uplink_mbps: mbps,
+            used: HostUsage {
+                uplink_mbps: used,
+                ..HostUsage::default()
+            },
+            ..host(dc.id, name, 8, 3)
+        };
+        let hosts = vec![with_uplink("h1", 100, 0), with_uplink("h2", 100, 0)];
+        let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap();
+        assert!(plan.view.admissible);
+        for h in &hosts {
+            let on_host: i64 = plan
+                .records
+                .iter()
+                .filter(|v| v.host_id == h.id)
+                .map(|v| v.uplink_mbps)
+                .sum();
+            assert_eq!(on_host, 100, "the cut link crosses {}'s uplink", h.name);
+        }
+        // Half of h1's uplink is taken by another VI: no placement fits.
+        let busy = vec![with_uplink("h1", 100, 50), with_uplink("h2", 100, 0)];
+        let plan = place(Uuid::new_v4(), &topo, &dc, &busy, None, 1).unwrap();
+        assert!(!plan.view.admissible, "{:?}", plan.view);
+        // A manual map cutting three links is refused, naming the uplink.
+        let map: HashMap<String, String> = topo
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.id.to_string(),
+                    if i % 2 == 0 { "h1" } else { "h2" }.to_owned(),
+                )
+            })
+            .collect();
+        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&map), 1).unwrap_err();
+        assert!(matches!(err, PlanError::Manual(_)), "{err}");
+        assert!(err.to_string().to_lowercase().contains("uplink"), "{err}");
+        // Without registered uplinks, bandwidth does not limit placement.
+        let plain = vec![host(dc.id, "h1", 8, 3), host(dc.id, "h2", 8, 3)];
+        assert!(place(Uuid::new_v4(), &topo, &dc, &plain, Some(&map), 1).is_ok());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct UpOptions {
     pub hosts_per_datacenter: usize,
     /// Capacity of every simulated host.
     pub host_capacity: Capacity,
+    /// Mbit/s of every simulated host's uplink (0: not known).
+    pub uplink_mbps: u64,
 }
 
 impl UpOptions {
@@ -47,6 +49,8 @@ impl UpOptions {
                 disk_mib: 1024 * 1024,
                 vm_slots: 16,
             },
+            // A 10 Gbit/s host port, as in a typical datacenter rack.
+            uplink_mbps: 10_000,
         }
     }
 }
@@ -229,6 +233,7 @@ pub async fn start(
                 token: agent_token.clone(),
                 manager: Some(ManagerLink::new(url.clone(), registration.clone())),
                 hypervisor: Arc::new(sim),
+                uplink_mbps: opts.uplink_mbps,
             };
             agents.push(neptune_agent::start(config, stopped()).await?);
             hosts.push(name);

@@ -85,6 +85,7 @@ impl HostDirectory for SimDirectory {
                 token: Secret::new(AGENT_TOKEN),
                 manager: None,
                 hypervisor: sim.clone(),
+                uplink_mbps: 0,
             },
             std::future::pending(),
         )
@@ -2283,6 +2284,96 @@ async fn drift_is_reconciled(m: &TestManager) {
     assert_eq!(left, vec!["operators-own".to_owned()]);
 }
 
+/// Hosts register their uplinks; placement keeps each VI's traffic between
+/// hosts within them, the store reserves it, and a VI that cannot fit is
+/// refused with the reason.
+async fn uplinks_limit_acceptance(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 0, 3).await;
+    for (name, uplink) in [("wide0", 150), ("wide1", 150), ("thin0", 50), ("thin1", 50)] {
+        let body = json!({"datacenter": "napoli", "name": name, "agent_url": "http://127.0.0.1:9",
+            "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": 3, "uplink_mbps": uplink});
+        let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(body)).await;
+        assert_eq!(
+            (s, v["uplink_mbps"].as_i64()),
+            (StatusCode::OK, Some(uplink)),
+            "{v}"
+        );
+    }
+    // A line of 6 VMs over two hosts of 3 slots cuts one 100 Mbit/s link,
+    // which only the wide hosts' uplinks can carry.
+    let first = m.running_vi(&p, "line", 6).await;
+    let (_, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{first}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert!(
+        v["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|vm| vm["host"].as_str().unwrap().starts_with("wide")),
+        "{v}"
+    );
+    let (_, hosts) = m
+        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
+        .await;
+    let used = |name: &str| {
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap()["used_uplink_mbps"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!((used("wide0"), used("wide1"), used("thin0")), (100, 100, 0));
+
+    // The next one would have to cross the thin uplinks: refused, nothing reserved.
+    let vi = m
+        .create_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 6}}))
+        .await;
+    let id = vi["id"].as_str().unwrap().to_owned();
+    m.post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
+        .await;
+    let (_, plan) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}/plan"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(plan["admissible"], false, "{plan}");
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("uplinks"), "{v}");
+    assert_eq!(m.used_slots(&p.admin).await, 6);
+
+    // Terminating the first frees its share of the uplinks.
+    m.post(&p.alice, &format!("/api/v1/vis/{first}/terminate"), None)
+        .await;
+    m.wait_vi(&p.alice, &first, "terminating").await;
+    let (_, hosts) = m
+        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
+        .await;
+    assert!(
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["used_uplink_mbps"] == 0),
+        "{hosts}"
+    );
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -2321,6 +2412,7 @@ on_both_stores!(
     vm_saved_as_template,
     drift_is_reconciled,
     reads_are_never_stale,
+    uplinks_limit_acceptance,
 );
 
 #[test]

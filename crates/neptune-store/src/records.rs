@@ -133,6 +133,9 @@ pub struct HostRecord {
     pub ram_mib: i64,
     pub disk_mib: i64,
     pub vm_slots: i64,
+    /// Mbit/s of the host's uplink to its datacenter's switch; 0 when not
+    /// registered (bandwidth then does not limit placement on it).
+    pub uplink_mbps: i64,
     pub state: HostState,
     pub last_seen: i64,
     /// What placed VMs take (kept by the store; ignored on registration).
@@ -146,6 +149,7 @@ pub struct HostUsage {
     pub ram_mib: i64,
     pub disk_mib: i64,
     pub slots: i64,
+    pub uplink_mbps: i64,
 }
 
 /// A VM of a VI placed on a host: the slot and resources it holds there.
@@ -157,6 +161,9 @@ pub struct VmRecord {
     pub vcpus: i64,
     pub ram_mib: i64,
     pub disk_mib: i64,
+    /// Mbit/s of the VM's virtual links to VMs on other hosts: its share of
+    /// its host's uplink.
+    pub uplink_mbps: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

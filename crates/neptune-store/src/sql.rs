@@ -33,7 +33,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 4] = match backend {
+    let files: [(i64, &'static str, &'static str); 5] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -54,6 +54,11 @@ fn migrator(backend: Backend) -> Migrator {
                 4,
                 "VI revisions",
                 include_str!("../migrations/sqlite/0004_vi_revisions.sql"),
+            ),
+            (
+                5,
+                "host uplinks",
+                include_str!("../migrations/sqlite/0005_uplinks.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -76,6 +81,11 @@ fn migrator(backend: Backend) -> Migrator {
                 4,
                 "VI revisions",
                 include_str!("../migrations/postgres/0004_vi_revisions.sql"),
+            ),
+            (
+                5,
+                "host uplinks",
+                include_str!("../migrations/postgres/0005_uplinks.sql"),
             ),
         ],
     };
@@ -273,6 +283,7 @@ fn host_row(row: &AnyRow) -> Result<HostRecord> {
         ram_mib: get(row, "ram_mib")?,
         disk_mib: get(row, "disk_mib")?,
         vm_slots: get(row, "vm_slots")?,
+        uplink_mbps: get(row, "uplink_mbps")?,
         state: if state == "ready" {
             HostState::Ready
         } else {
@@ -284,6 +295,7 @@ fn host_row(row: &AnyRow) -> Result<HostRecord> {
             ram_mib: get(row, "used_ram_mib")?,
             disk_mib: get(row, "used_disk_mib")?,
             slots: get(row, "used_slots")?,
+            uplink_mbps: get(row, "used_uplink_mbps")?,
         },
     })
 }
@@ -330,6 +342,7 @@ fn vm_row(row: &AnyRow) -> Result<VmRecord> {
         vcpus: get(row, "vcpus")?,
         ram_mib: get(row, "ram_mib")?,
         disk_mib: get(row, "disk_mib")?,
+        uplink_mbps: get(row, "uplink_mbps")?,
     })
 }
 
@@ -562,11 +575,12 @@ impl Store for SqlStore {
 
     async fn upsert_host(&self, h: &HostRecord) -> Result<HostRecord> {
         let row = sqlx::query(
-            "INSERT INTO hosts (id, datacenter_id, name, agent_url, cpus, ram_mib, disk_mib, vm_slots, state, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            "INSERT INTO hosts (id, datacenter_id, name, agent_url, cpus, ram_mib, disk_mib, vm_slots, state, last_seen, uplink_mbps) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (name) DO UPDATE SET datacenter_id = excluded.datacenter_id, agent_url = excluded.agent_url, \
              cpus = excluded.cpus, ram_mib = excluded.ram_mib, disk_mib = excluded.disk_mib, \
-             vm_slots = excluded.vm_slots, state = excluded.state, last_seen = excluded.last_seen \
+             vm_slots = excluded.vm_slots, state = excluded.state, last_seen = excluded.last_seen, \
+             uplink_mbps = excluded.uplink_mbps \
              RETURNING *",
         )
         .bind(h.id.to_string())
@@ -579,6 +593,7 @@ impl Store for SqlStore {
         .bind(h.vm_slots)
         .bind(h.state.as_str())
         .bind(h.last_seen)
+        .bind(h.uplink_mbps)
         .fetch_one(&self.pool)
         .await
         .map_err(write_err("host"))?;
@@ -895,15 +910,18 @@ impl Store for SqlStore {
             // commits cannot overfill a host.
             let done = sqlx::query(
                 "UPDATE hosts SET used_vcpus = used_vcpus + $1, used_ram_mib = used_ram_mib + $2, \
-                 used_disk_mib = used_disk_mib + $3, used_slots = used_slots + 1 \
+                 used_disk_mib = used_disk_mib + $3, used_slots = used_slots + 1, \
+                 used_uplink_mbps = used_uplink_mbps + $5 \
                  WHERE id = $4 AND state = 'ready' AND used_vcpus + $1 <= cpus \
                  AND used_ram_mib + $2 <= ram_mib AND used_disk_mib + $3 <= disk_mib \
-                 AND used_slots + 1 <= vm_slots",
+                 AND used_slots + 1 <= vm_slots \
+                 AND (uplink_mbps = 0 OR used_uplink_mbps + $5 <= uplink_mbps)",
             )
             .bind(vm.vcpus)
             .bind(vm.ram_mib)
             .bind(vm.disk_mib)
             .bind(vm.host_id.to_string())
+            .bind(vm.uplink_mbps)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Database)?;
@@ -914,8 +932,8 @@ impl Store for SqlStore {
                 });
             }
             sqlx::query(
-                "INSERT INTO vms (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO vms (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(vm.vi_id.to_string())
             .bind(&vm.node_id)
@@ -923,6 +941,7 @@ impl Store for SqlStore {
             .bind(vm.vcpus)
             .bind(vm.ram_mib)
             .bind(vm.disk_mib)
+            .bind(vm.uplink_mbps)
             .execute(&mut *tx)
             .await
             .map_err(write_err("VM placement"))?;
@@ -1008,12 +1027,14 @@ impl Store for SqlStore {
         for vm in &released {
             sqlx::query(
                 "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
-                 used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1 WHERE id = $4",
+                 used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1, \
+                 used_uplink_mbps = used_uplink_mbps - $5 WHERE id = $4",
             )
             .bind(vm.vcpus)
             .bind(vm.ram_mib)
             .bind(vm.disk_mib)
             .bind(vm.host_id.to_string())
+            .bind(vm.uplink_mbps)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Database)?;

@@ -162,6 +162,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
         ram_mib: 16384,
         disk_mib: 100_000,
         vm_slots: 10,
+        uplink_mbps: 10_000,
         state: HostState::Ready,
         last_seen: 1000,
         used: HostUsage::default(),
@@ -357,6 +358,7 @@ fn host(dc: Uuid, name: &str, cpus: i64, ram_mib: i64, slots: i64) -> HostRecord
         ram_mib,
         disk_mib: 1_000_000,
         vm_slots: slots,
+        uplink_mbps: 0,
         state: HostState::Ready,
         last_seen: 1,
         used: HostUsage::default(),
@@ -371,6 +373,7 @@ fn vm(vi: Uuid, node: &str, host: Uuid, vcpus: i64, ram_mib: i64) -> VmRecord {
         vcpus,
         ram_mib,
         disk_mib: 1024,
+        uplink_mbps: 0,
     }
 }
 
@@ -476,7 +479,8 @@ async fn placement_reservations(s: &dyn Store) {
             vcpus: 2,
             ram_mib: 1024,
             disk_mib: 1024,
-            slots: 1
+            slots: 1,
+            uplink_mbps: 0,
         }
     );
     assert_eq!(
@@ -485,7 +489,8 @@ async fn placement_reservations(s: &dyn Store) {
             vcpus: 4,
             ram_mib: 4096,
             disk_mib: 1024,
-            slots: 1
+            slots: 1,
+            uplink_mbps: 0,
         }
     );
     // Re-registration of a host keeps its usage.
@@ -622,6 +627,99 @@ async fn crossing_reservations_and_releases(s: Arc<dyn Store>) {
         .map(|h| h.used.slots)
         .sum();
     assert_eq!(used, 8 * 4, "exactly the new VIs' VMs are reserved");
+}
+
+/// A host's uplink is reserved like its other resources: a reservation
+/// that would exceed it fails whole; a host without a registered uplink
+/// (0) does not limit bandwidth.
+async fn uplink_reservations(s: &dyn Store) {
+    let owner = user("uplinker", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: "dc-uplink".into(),
+        created_at: 1,
+        home_pools: vec![],
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    let narrow = s
+        .upsert_host(&HostRecord {
+            uplink_mbps: 100,
+            ..host(dc.id, "u1", 16, 65536, 16)
+        })
+        .await
+        .unwrap();
+    let open = s
+        .upsert_host(&host(dc.id, "u2", 16, 65536, 16))
+        .await
+        .unwrap();
+    let with_uplink = |vi: Uuid, node: &str, h: Uuid, mbps: i64| VmRecord {
+        uplink_mbps: mbps,
+        ..vm(vi, node, h, 1, 10)
+    };
+    let reserve = |vms: Vec<VmRecord>| async move {
+        let mut v = vi(owner.id, "up");
+        v.state = ViState::Requested;
+        s.create_vi(&v).await.unwrap();
+        let vms: Vec<VmRecord> = vms
+            .into_iter()
+            .map(|m| VmRecord { vi_id: v.id, ..m })
+            .collect();
+        s.transition_with_placement(
+            v.id,
+            ViState::Requested,
+            &to(ViState::Accepted, owner.id),
+            &Reservation {
+                vms,
+                ..Default::default()
+            },
+        )
+        .await
+        .map(|r| r.id)
+    };
+    let nil = Uuid::nil();
+    let err = reserve(vec![
+        with_uplink(nil, "a", narrow.id, 60),
+        with_uplink(nil, "b", narrow.id, 50),
+    ])
+    .await;
+    assert!(
+        matches!(err, Err(StoreError::NoRoom { ref node, .. }) if node == "b"),
+        "{err:?}"
+    );
+    let first = reserve(vec![
+        with_uplink(nil, "a", narrow.id, 60),
+        with_uplink(nil, "b", narrow.id, 40),
+        with_uplink(nil, "c", open.id, 5000),
+    ])
+    .await
+    .unwrap();
+    let usage = |id: Uuid| async move {
+        s.list_hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|h| h.id == id)
+            .unwrap()
+            .used
+            .uplink_mbps
+    };
+    assert_eq!((usage(narrow.id).await, usage(open.id).await), (100, 5000));
+    assert_eq!(s.vms(first).await.unwrap()[0].uplink_mbps, 60);
+    // Full: even 1 Mbit/s more is refused; re-registering keeps the usage.
+    assert!(reserve(vec![with_uplink(nil, "d", narrow.id, 1)])
+        .await
+        .is_err());
+    let again = s
+        .upsert_host(&HostRecord {
+            uplink_mbps: 100,
+            ..host(dc.id, "u1", 16, 65536, 16)
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.used.uplink_mbps, 100);
+    s.release_vms(first).await.unwrap();
+    assert_eq!((usage(narrow.id).await, usage(open.id).await), (0, 0));
 }
 
 async fn durable_jobs(s: &dyn Store) {
@@ -1146,6 +1244,7 @@ async fn suite(store: SqlStore) {
     vi_revisions(s.as_ref()).await;
     concurrent_reservations(s.clone()).await;
     crossing_reservations_and_releases(s.clone()).await;
+    uplink_reservations(s.as_ref()).await;
     concurrent_transitions(s).await;
 }
 

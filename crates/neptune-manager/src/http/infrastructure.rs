@@ -102,6 +102,11 @@ pub(crate) async fn register_host(
             "cpus, ram_mib, disk_mib and vm_slots must be positive".into(),
         ));
     }
+    if req.uplink_mbps < 0 {
+        return Err(ApiError::InvalidRequest(
+            "uplink_mbps is 0 (not known) or positive".into(),
+        ));
+    }
     neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
         ApiError::InvalidRequest("a host name is 1 to 64 letters, digits, '-', '_' or '.'".into())
     })?;
@@ -117,6 +122,7 @@ pub(crate) async fn register_host(
             ram_mib: req.ram_mib,
             disk_mib: req.disk_mib,
             vm_slots: req.vm_slots,
+            uplink_mbps: req.uplink_mbps,
             state: HostState::Ready,
             last_seen: now_ms(),
             used: HostUsage::default(),

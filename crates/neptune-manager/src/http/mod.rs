@@ -120,6 +120,7 @@ pub(crate) fn host_out(h: &HostRecord, datacenter: &str) -> api::Host {
         ram_mib: h.ram_mib,
         disk_mib: h.disk_mib,
         vm_slots: h.vm_slots,
+        uplink_mbps: h.uplink_mbps,
         state: match h.state {
             HostState::Ready => api::HostState::Ready,
             HostState::Unreachable => api::HostState::Unreachable,
@@ -129,6 +130,7 @@ pub(crate) fn host_out(h: &HostRecord, datacenter: &str) -> api::Host {
         used_ram_mib: h.used.ram_mib,
         used_disk_mib: h.used.disk_mib,
         used_slots: h.used.slots,
+        used_uplink_mbps: h.used.uplink_mbps,
     }
 }
 

@@ -165,6 +165,7 @@ pub(crate) async fn resume_vi(
         attempt += 1;
         let hosts = state.store.list_hosts().await?;
         let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
+        super::vis::require_admissible(&plan)?;
         let mut copies = Vec::new();
         let mut restores = Vec::new();
         for node in &topo.nodes {

@@ -539,6 +539,20 @@ pub(super) fn plan_error(err: PlanError) -> ApiError {
     }
 }
 
+/// Refuses a placement whose traffic between hosts would exceed a host's
+/// uplink (the store would refuse its commit anyway; this says why).
+pub(super) fn require_admissible(plan: &crate::plan::PlacementPlan) -> ApiResult<()> {
+    if plan.view.admissible {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(format!(
+            "no placement fits the hosts' uplinks: the VI's links between hosts need {} Mbit/s \
+             and a host's uplink has less left (see the plan)",
+            plan.view.cut_mbps
+        )))
+    }
+}
+
 /// A placement seed that is stable for a VI, so its plan preview and its
 /// acceptance agree when nothing changed in between.
 pub(super) fn seed(vi: Uuid) -> u64 {
@@ -681,6 +695,7 @@ pub(crate) async fn accept_vi(
         let hosts = state.store.list_hosts().await?;
         let plan =
             place(vi.id, &topo, &dc, &hosts, manual.as_ref(), seed(vi.id)).map_err(plan_error)?;
+        require_admissible(&plan)?;
         let steps = deploy_steps(&state, vi.id, &topo, &plan.records).await?;
         let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
         let reservation = Reservation {

@@ -60,12 +60,16 @@ pub(crate) struct Args {
     /// Most VMs at once.
     #[arg(long, default_value_t = 32)]
     vm_slots: u32,
+    /// Mbit/s of the host's uplink to its datacenter's switch, for
+    /// placement (0: not known, bandwidth does not limit placement here).
+    #[arg(long, default_value_t = 0)]
+    uplink_mbps: u64,
     /// Seconds between two registrations with the Manager (the heartbeat).
     #[arg(long, default_value_t = 5)]
     heartbeat_secs: u64,
     /// Time a simulated operation takes, OP=MILLIS (repeatable; OP is
-    /// all, prepare_disk, remove_disk, define, start, save, restore or
-    /// destroy; later entries win).
+    /// all, prepare_disk, remove_disk, define, start, save, restore,
+    /// destroy or export_disk; later entries win).
     #[arg(long = "sim-delay", value_name = "OP=MILLIS")]
     sim_delays: Vec<SimDelay>,
     /// Log level (error, warn, info, debug, trace).
@@ -93,6 +97,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             disk_mib: args.disk_mib,
             vm_slots: args.vm_slots,
         },
+        uplink_mbps: args.uplink_mbps,
         heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
         sim_delays: args.sim_delays,
         log_level: args.log_level,

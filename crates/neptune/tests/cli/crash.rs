@@ -232,6 +232,7 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
                 token: Secret::new(AGENT_TOKEN),
                 manager: Some(link),
                 hypervisor: sim,
+                uplink_mbps: 10_000,
             },
             async move {
                 let _ = rx.wait_for(|s| *s).await;
