@@ -89,14 +89,14 @@ pub enum SolverKind {
 pub enum Effort {
     /// One V-cycle without refinement on the way up (several for VIs of up
     /// to 256 nodes), then simulated annealing for a number of steps
-    /// proportional to the VI's size. On the benchmark: 0.9-1.25x Scotch's
-    /// time, a cut smaller than Mt-KaHyPar's.
+    /// proportional to the VI's size. On the benchmark: a cut smaller than
+    /// Mt-KaHyPar's in 0.56-0.84x Scotch's CPU time (bench/placement).
     #[default]
     Fast,
     /// Full KL refinement on every level, iterated V-cycles, several
     /// V-cycles up to 20 000 nodes, longer annealing and iterated local
     /// search after it: on the benchmark 15-80x the time of `Fast` for a
-    /// cut 0.5-2.5 % smaller.
+    /// cut 0.5-2.5 % smaller (measured before `Fast`'s steps got cheaper).
     High,
 }
 
