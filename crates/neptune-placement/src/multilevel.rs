@@ -605,9 +605,14 @@ fn anneal_packed<Wt: Weight>(
         .unwrap_or(0);
     let mut in_b: Vec<(u32, i64)> = vec![(0, 0); max_deg];
     let mut t = t_hi;
+    // Each step draws the next step's node and loads the start of its
+    // adjacency, so that cache miss overlaps this step's work.
+    let mut next = free[rng.index(free.len())] as usize;
     for _ in 0..STAGES {
         for _ in 0..per {
-            let v = free[rng.index(free.len())] as usize;
+            let v = next;
+            next = free[rng.index(free.len())] as usize;
+            std::hint::black_box(g.nbr[g.xadj[next]].0);
             let a = st.bin[v] as usize;
             let nv = g.of(v);
             let b = st.bin[nv[rng.index(nv.len())].0 as usize] as usize;
