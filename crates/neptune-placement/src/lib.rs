@@ -90,7 +90,7 @@ pub enum Effort {
     /// One V-cycle without refinement on the way up (several for VIs of up
     /// to 256 nodes), then simulated annealing for a number of steps
     /// proportional to the VI's size. On the benchmark: a cut smaller than
-    /// Mt-KaHyPar's in 0.56-0.84x Scotch's CPU time (bench/placement).
+    /// Mt-KaHyPar's in 0.59-0.87x Scotch's CPU time (bench/placement).
     #[default]
     Fast,
     /// Full KL refinement on every level, iterated V-cycles, several
