@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{PlacementError, Resource};
 use crate::instance::{add, DIMS};
 use crate::model::Problem;
-use crate::network::{Loads, PhysicalLink, Router};
+use crate::network::{self, Loads, PhysicalLink, Router};
 
 /// Traffic on one physical link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,12 +179,44 @@ pub fn evaluate(p: &Problem, host_of: &[usize]) -> Result<Placement, PlacementEr
         )));
     }
     let router = Router::new(p)?;
+    let mut count = vec![0usize; hosts];
+    for &h in host_of {
+        count[h] += 1;
+    }
+    let max_group = count.into_iter().max().unwrap_or(0);
+    let cut = p
+        .graph
+        .links
+        .iter()
+        .filter(|l| host_of[l.a] != host_of[l.b])
+        .fold(0u64, |c, l| c.saturating_add(l.bandwidth));
+    if let Some(bandwidth) = router.mesh_bandwidth() {
+        let traffic = p
+            .graph
+            .links
+            .iter()
+            .map(|l| (host_of[l.a], host_of[l.b], l.bandwidth))
+            .filter(|&(a, b, w)| a != b && w > 0);
+        let link_loads: Vec<LinkLoad> = network::mesh_loads(hosts, traffic)
+            .into_iter()
+            .map(|(a, b, load)| LinkLoad {
+                link: PhysicalLink::HostPair { a, b },
+                load,
+                capacity: bandwidth,
+            })
+            .collect();
+        return Ok(Placement {
+            host_of: host_of.to_vec(),
+            cut,
+            admissible: link_loads.iter().all(|l| l.load <= bandwidth),
+            link_loads,
+            max_group,
+        });
+    }
     let mut loads = Loads::new(&router);
-    let mut cut = 0u64;
     for l in &p.graph.links {
         let (a, b) = (host_of[l.a], host_of[l.b]);
         if a != b {
-            cut = cut.saturating_add(l.bandwidth);
             loads.traffic(a, b, l.bandwidth, true);
         }
     }
@@ -199,16 +231,12 @@ pub fn evaluate(p: &Problem, host_of: &[usize]) -> Result<Placement, PlacementEr
         })
         .collect();
     link_loads.sort_by_key(|l| l.link);
-    let mut count = vec![0usize; hosts];
-    for &h in host_of {
-        count[h] += 1;
-    }
     Ok(Placement {
         host_of: host_of.to_vec(),
         cut,
         admissible: loads.overload == 0,
         link_loads,
-        max_group: count.into_iter().max().unwrap_or(0),
+        max_group,
     })
 }
 

@@ -89,14 +89,14 @@ pub enum SolverKind {
 pub enum Effort {
     /// One V-cycle without refinement on the way up (several for VIs of up
     /// to 256 nodes), then simulated annealing for a number of steps
-    /// proportional to the VI's size. On the benchmark: 0.9-1.25x Scotch's
-    /// time, a cut smaller than Mt-KaHyPar's.
+    /// proportional to the VI's size. On the benchmark: a cut smaller than
+    /// Mt-KaHyPar's in 0.59-0.87x Scotch's CPU time (bench/placement).
     #[default]
     Fast,
     /// Full KL refinement on every level, iterated V-cycles, several
     /// V-cycles up to 20 000 nodes, longer annealing and iterated local
     /// search after it: on the benchmark 15-80x the time of `Fast` for a
-    /// cut 0.5-2.5 % smaller.
+    /// cut 0.5-2.5 % smaller (measured before `Fast`'s steps got cheaper).
     High,
 }
 
@@ -158,14 +158,18 @@ pub fn default_cycles(n: usize, effort: Effort) -> usize {
 /// than n log n there, hence fewer steps per node for large VIs); small VIs
 /// get many, they cost microseconds. The fewer the steps, the colder the
 /// start: a short anneal cannot recover from much disorder, and the V-cycle
-/// already hands it a good placement.
+/// already hands it a good placement. A step prices its swap partner by the
+/// partner's links inside its host rather than reading its adjacency (see
+/// `multilevel::anneal`), which makes steps cheaper and each one a little
+/// less well aimed: VIs of a few hundred nodes, where steps cost
+/// microseconds in all, get twice the steps to make up for it.
 fn anneal_schedule(n: usize, effort: Effort) -> (usize, f64) {
     match (effort, n) {
         (Effort::Fast, 0..=256) => (100, 0.35),
-        (Effort::Fast, 257..=999) => (100, 0.35),
-        (Effort::Fast, 1_000..=2_000) => (40, 0.3),
-        (Effort::Fast, 2_001..=20_000) => (20, 0.15),
-        (Effort::Fast, _) => (4, 0.1),
+        (Effort::Fast, 257..=999) => (200, 0.35),
+        (Effort::Fast, 1_000..=2_000) => (40, 0.2),
+        (Effort::Fast, 2_001..=20_000) => (30, 0.15),
+        (Effort::Fast, _) => (6, 0.1),
         (Effort::High, 0..=2_000) => (400, 0.35),
         (Effort::High, _) => (200, 0.35),
     }

@@ -19,7 +19,7 @@
 use crate::error::PlacementError;
 use crate::instance::{add, le, Instance, State, NONE, W};
 use crate::kl::{self, Scratch};
-use crate::network::{Loads, Router};
+use crate::network::{self, Loads, Router};
 use crate::rng::Rng;
 
 /// One coarsening step: matches nodes by heavy edges, never merging pinned
@@ -262,8 +262,14 @@ fn greedy_sweep(
             gained += g;
         } else {
             let mut cands: Vec<usize> = touched.iter().copied().filter(|&b| b != a).collect();
-            cands.sort_by_key(|&b| (std::cmp::Reverse(conn[b]), b));
-            cands.truncate(3);
+            // The three best-connected hosts, in order (a selection, not a
+            // full sort: this runs for most nodes of every sweep).
+            let key = |&b: &usize| (std::cmp::Reverse(conn[b]), b);
+            if cands.len() > 3 {
+                cands.select_nth_unstable_by_key(2, key);
+                cands.truncate(3);
+            }
+            cands.sort_unstable_by_key(key);
             let mut best_swap: Option<(i64, usize)> = None;
             for &b in &cands {
                 for &u in &st.members[b] {
@@ -477,17 +483,85 @@ fn vcycle(
 
 /// Simulated annealing at the finest level: `moves` steps, each taking a
 /// node `v` to the host of a random neighbour, alone when it fits there,
-/// else exchanged with the member of that host that makes the best swap.
-/// Worse steps are taken with probability `exp(-delta / T)`, T falling
-/// geometrically from `hot` to 0.05 times the mean link bandwidth; the best state seen at the end of a
+/// else exchanged with the member of that host that looks best (priced by
+/// its links inside that host and to `v`). Worse steps are taken with
+/// probability `exp(-delta / T)`, T falling geometrically from `hot` to
+/// 0.05 times the mean link bandwidth; the best state seen at the end of a
 /// temperature stage is kept. Capacity, pins and anti-affinity are checked
 /// by every step, so every state visited is feasible.
 fn anneal(inst: &Instance, st: &mut State, rng: &mut Rng, moves: usize, hot: f64) {
-    const STAGES: usize = 64;
-    let nb = inst.bins();
-    if inst.n() < 2 || nb < 2 || moves == 0 {
+    if inst.n() < 2 || inst.bins() < 2 || moves == 0 {
         return;
     }
+    if inst.ew.iter().all(|&w| u32::try_from(w).is_ok()) {
+        anneal_packed(inst, &Packed::<u32>::new(inst), st, rng, moves, hot);
+    } else {
+        anneal_packed(inst, &Packed::<u64>::new(inst), st, rng, moves, hot);
+    }
+}
+
+/// A link weight as the annealing stores it.
+trait Weight: Copy {
+    fn from_u64(w: u64) -> Self;
+    fn wide(self) -> i64;
+}
+
+impl Weight for u32 {
+    // Used only when every weight fits (see `anneal`).
+    fn from_u64(w: u64) -> Self {
+        w as u32
+    }
+    fn wide(self) -> i64 {
+        i64::from(self)
+    }
+}
+
+impl Weight for u64 {
+    fn from_u64(w: u64) -> Self {
+        w
+    }
+    fn wide(self) -> i64 {
+        self as i64
+    }
+}
+
+/// The graph as the annealing reads it: each node's neighbours and link
+/// weights side by side (32-bit weights when they fit), so a node's
+/// adjacency is one or two cache lines instead of two arrays' worth. The
+/// annealing touches random nodes, and on large VIs these misses were most
+/// of its time.
+struct Packed<Wt> {
+    xadj: Vec<usize>,
+    nbr: Vec<(u32, Wt)>,
+}
+
+impl<Wt: Weight> Packed<Wt> {
+    fn new(inst: &Instance) -> Self {
+        Self {
+            xadj: inst.xadj.clone(),
+            nbr: inst
+                .adj
+                .iter()
+                .zip(&inst.ew)
+                .map(|(&u, &w)| (u, Wt::from_u64(w)))
+                .collect(),
+        }
+    }
+
+    fn of(&self, v: usize) -> &[(u32, Wt)] {
+        &self.nbr[self.xadj[v]..self.xadj[v + 1]]
+    }
+}
+
+fn anneal_packed<Wt: Weight>(
+    inst: &Instance,
+    g: &Packed<Wt>,
+    st: &mut State,
+    rng: &mut Rng,
+    moves: usize,
+    hot: f64,
+) {
+    const STAGES: usize = 64;
     let free: Vec<u32> = (0..inst.n())
         .filter(|&v| inst.fixed[v].is_none() && inst.xadj[v] < inst.xadj[v + 1])
         .map(|v| v as u32)
@@ -499,6 +573,8 @@ fn anneal(inst: &Instance, st: &mut State, rng: &mut Rng, moves: usize, hot: f64
     // places: then a swap needs no capacity check (the common case, and the
     // check is a fifth of the time otherwise).
     let plain = inst.aa.iter().all(Vec::is_empty) && inst.wt.iter().all(|w| *w == inst.wt[0]);
+    // Without pins the partner loop need not read each partner's pin.
+    let pinned = inst.fixed.iter().any(Option::is_some);
     // Temperatures relative to the mean link bandwidth, so the schedule
     // does not depend on the unit: at the end a step that cuts a typical
     // link is taken with probability e^-20.
@@ -510,66 +586,95 @@ fn anneal(inst: &Instance, st: &mut State, rng: &mut Rng, moves: usize, hot: f64
     let mut cut = st.cut(inst) as i64;
     let mut best_cut = cut;
     let mut best_bins: Option<Vec<u32>> = None;
+    // Weight of each node's links inside its own host, kept up to date on
+    // every accepted step. It prices a swap partner without reading the
+    // partner's adjacency: on large VIs those reads were cache misses and
+    // most of the annealing's time (one per member of the target host).
+    let mut own = vec![0i64; inst.n()];
+    for v in 0..inst.n() {
+        own[v] = inst
+            .neighbors(v)
+            .filter(|&(y, _)| st.bin[y] == st.bin[v])
+            .map(|(_, w)| w as i64)
+            .sum();
+    }
+    // Neighbours of `v` on the target host, with the link weight.
+    let max_deg = (0..inst.n())
+        .map(|v| inst.xadj[v + 1] - inst.xadj[v])
+        .max()
+        .unwrap_or(0);
+    let mut in_b: Vec<(u32, i64)> = vec![(0, 0); max_deg];
     let mut t = t_hi;
+    // Each step draws the next step's node and loads the start of its
+    // adjacency, so that cache miss overlaps this step's work.
+    let mut next = free[rng.index(free.len())] as usize;
     for _ in 0..STAGES {
         for _ in 0..per {
-            let v = free[rng.index(free.len())] as usize;
+            let v = next;
+            next = free[rng.index(free.len())] as usize;
+            std::hint::black_box(g.nbr[g.xadj[next]].0);
             let a = st.bin[v] as usize;
-            let deg = inst.xadj[v + 1] - inst.xadj[v];
-            let b = st.bin[inst.adj[inst.xadj[v] + rng.index(deg)] as usize] as usize;
+            let nv = g.of(v);
+            let b = st.bin[nv[rng.index(nv.len())].0 as usize] as usize;
             if a == b {
                 continue;
             }
-            let (mut va, mut vb) = (0i64, 0i64);
-            for (y, w) in inst.neighbors(v) {
-                let by = st.bin[y] as usize;
-                if by == a {
-                    va += w as i64;
-                } else if by == b {
-                    vb += w as i64;
-                }
+            let va = own[v];
+            let mut vb = 0i64;
+            // Without branches: whether a neighbour is on `b` is a coin
+            // toss the branch predictor loses.
+            let mut k = 0usize;
+            for &(y, w) in nv {
+                let on_b = st.bin[y as usize] as usize == b;
+                vb += i64::from(on_b) * w.wide();
+                in_b[k] = (y, w.wide());
+                k += usize::from(on_b);
             }
+            let in_b = &in_b[..k];
             let mut pick: Option<(i64, Option<usize>)> = None;
-            if st.fits(inst, v, b, None) {
+            let alone = if plain {
+                le(add(st.load[b], inst.wt[0]), inst.cap[b])
+            } else {
+                st.fits(inst, v, b, None)
+            };
+            if alone {
                 pick = Some((va - vb, None));
             } else {
+                // The partner: the member `u` of `b` whose swap costs least
+                // when its links to `a` are left out (an upper bound of the
+                // true change), then the true change for it alone.
+                let mut best: Option<(i64, usize, i64)> = None;
                 for &u in &st.members[b] {
                     let u = u as usize;
-                    if inst.fixed[u].is_some() {
+                    if pinned && inst.fixed[u].is_some() {
                         continue;
                     }
-                    let (mut ua, mut ub, mut uv) = (0i64, 0i64, 0i64);
-                    for (y, w) in inst.neighbors(u) {
-                        let by = st.bin[y] as usize;
-                        if y == v {
-                            uv = w as i64;
-                        }
-                        if by == a {
-                            ua += w as i64;
-                        } else if by == b {
-                            ub += w as i64;
-                        }
-                    }
-                    let d = va - vb + ub - ua + 2 * uv;
-                    if pick.is_none_or(|p| d < p.0)
+                    let uv = in_b.iter().find(|e| e.0 as usize == u).map_or(0, |e| e.1);
+                    let bound = own[u] + 2 * uv;
+                    if best.is_none_or(|p| bound < p.0)
                         && (plain || (st.fits(inst, v, b, Some(u)) && st.fits(inst, u, a, Some(v))))
                     {
-                        pick = Some((d, Some(u)));
+                        best = Some((bound, u, uv));
                     }
+                }
+                if let Some((bound, u, _)) = best {
+                    let ua: i64 = g
+                        .of(u)
+                        .iter()
+                        .filter(|&&(y, _)| st.bin[y as usize] as usize == a)
+                        .map(|&(_, w)| w.wide())
+                        .sum();
+                    pick = Some((va - vb + bound - ua, Some(u)));
                 }
             }
             let Some((d, u)) = pick else { continue };
-            if d > 0 && rng.unit() >= (-(d as f64) / t).exp() {
+            // Beyond 40 temperatures the odds are below e^-40: no draw.
+            if d > 0 && (d as f64 > 40.0 * t || rng.unit() >= (-(d as f64) / t).exp()) {
                 continue;
             }
-            match u {
-                None => st.relocate(inst, v, b),
-                Some(u) => {
-                    st.remove(inst, v);
-                    st.remove(inst, u);
-                    st.insert(inst, v, b);
-                    st.insert(inst, u, a);
-                }
+            shift_own(inst, g, st, &mut own, v, b);
+            if let Some(u) = u {
+                shift_own(inst, g, st, &mut own, u, a);
             }
             cut += d;
         }
@@ -584,6 +689,32 @@ fn anneal(inst: &Instance, st: &mut State, rng: &mut Rng, moves: usize, hot: f64
             *st = State::from_bins(inst, &bins);
         }
     }
+}
+
+/// Moves `v` to bin `b` (capacity unchecked) and updates `own`, the weight
+/// of each node's links inside its own bin.
+fn shift_own<Wt: Weight>(
+    inst: &Instance,
+    g: &Packed<Wt>,
+    st: &mut State,
+    own: &mut [i64],
+    v: usize,
+    b: usize,
+) {
+    let a = st.bin[v];
+    let mut vb = 0i64;
+    for &(y, w) in g.of(v) {
+        let (y, w) = (y as usize, w.wide());
+        let by = st.bin[y];
+        if by == a {
+            own[y] -= w;
+        } else if by == b as u32 {
+            own[y] += w;
+            vb += w;
+        }
+    }
+    own[v] = vb;
+    st.relocate(inst, v, b);
 }
 
 /// Iterated local search at the finest level: a random swap between two
@@ -883,16 +1014,26 @@ pub(crate) fn overload(
     router: &Router<'_>,
     bin_host: &[usize],
 ) -> u64 {
+    let host = |v: usize| bin_host[st.bin[v] as usize];
+    if let Some(bandwidth) = router.mesh_bandwidth() {
+        let traffic = (0..inst.n()).flat_map(|v| {
+            inst.neighbors(v)
+                .filter(move |&(u, _)| u > v)
+                .map(move |(u, w)| (host(v), host(u), w))
+                .filter(|&(a, b, _)| a != b)
+        });
+        let hosts = bin_host.iter().max().map_or(0, |&h| h + 1);
+        return network::mesh_loads(hosts, traffic)
+            .iter()
+            .fold(0u64, |o, &(_, _, l)| {
+                o.saturating_add(l.saturating_sub(bandwidth))
+            });
+    }
     let mut loads = Loads::new(router);
     for v in 0..inst.n() {
         for (u, w) in inst.neighbors(v) {
             if u > v {
-                loads.traffic(
-                    bin_host[st.bin[v] as usize],
-                    bin_host[st.bin[u] as usize],
-                    w,
-                    true,
-                );
+                loads.traffic(host(v), host(u), w, true);
             }
         }
     }

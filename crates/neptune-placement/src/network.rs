@@ -146,9 +146,62 @@ impl<'a> Router<'a> {
         }
     }
 
+    /// The bandwidth of every host pair when the network is a full mesh.
+    pub(crate) fn mesh_bandwidth(&self) -> Option<u64> {
+        match self.net {
+            PhysicalNetwork::FullMesh { bandwidth } => Some(*bandwidth),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_unlimited(&self) -> bool {
         matches!(self.net, PhysicalNetwork::Unlimited)
     }
+}
+
+/// Loads of the host pairs of a full mesh, from traffic `(a, b, w)` between
+/// hosts `a != b` of `hosts`: `(a, b, load)` with `a < b`, sorted, only pairs
+/// that carry traffic. Each pair's link is its own, so the loads are summed
+/// per lower host in a dense array instead of a hash map keyed by link
+/// (which was most of the time of evaluating a large placement).
+pub(crate) fn mesh_loads(
+    hosts: usize,
+    traffic: impl Iterator<Item = (usize, usize, u64)> + Clone,
+) -> Vec<(usize, usize, u64)> {
+    let mut start = vec![0usize; hosts + 1];
+    for (a, b, _) in traffic.clone() {
+        start[a.min(b) + 1] += 1;
+    }
+    for h in 0..hosts {
+        start[h + 1] += start[h];
+    }
+    let mut fill = start.clone();
+    let mut far = vec![(0usize, 0u64); start[hosts]];
+    for (a, b, w) in traffic {
+        let lo = a.min(b);
+        far[fill[lo]] = (a.max(b), w);
+        fill[lo] += 1;
+    }
+    let mut acc = vec![0u64; hosts];
+    let mut touched: Vec<usize> = Vec::new();
+    let mut out = Vec::new();
+    for a in 0..hosts {
+        touched.clear();
+        for &(b, w) in &far[start[a]..start[a + 1]] {
+            if acc[b] == 0 {
+                touched.push(b);
+            }
+            acc[b] = acc[b].saturating_add(w);
+        }
+        touched.sort_unstable();
+        for &b in &touched {
+            if acc[b] > 0 {
+                out.push((a, b, acc[b]));
+            }
+            acc[b] = 0;
+        }
+    }
+    out
 }
 
 /// A multiply-rotate hash for link keys (a few small integers). The standard

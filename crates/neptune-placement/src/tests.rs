@@ -689,3 +689,44 @@ proptest! {
         }
     }
 }
+
+/// The full mesh's loads are summed per host pair in a dense array, not in
+/// the hash map the other networks use: both must agree, link for link, on
+/// the loads, the overload and so the verdict.
+#[test]
+fn full_mesh_loads_agree_with_the_general_link_loads() {
+    for seed in 0..6 {
+        let g = random_graph(60, 240, seed, 30);
+        let p = Problem::groups(g, 4, Some(40));
+        let mut r = Rng::new(seed);
+        let host_of: Vec<usize> = (0..60).map(|_| r.below(15)).collect();
+        let fast = evaluate(&p, &host_of).unwrap();
+        let router = crate::network::Router::new(&p).unwrap();
+        let mut loads = crate::network::Loads::new(&router);
+        for l in &p.graph.links {
+            loads.traffic(host_of[l.a], host_of[l.b], l.bandwidth, true);
+        }
+        let mut general: Vec<(PhysicalLink, u64)> = loads
+            .load
+            .iter()
+            .filter(|(_, &w)| w > 0)
+            .map(|(&l, &w)| (l, w))
+            .collect();
+        general.sort();
+        let mesh: Vec<(PhysicalLink, u64)> =
+            fast.link_loads.iter().map(|l| (l.link, l.load)).collect();
+        assert_eq!(mesh, general);
+        assert!(fast.link_loads.iter().all(|l| l.capacity == 40));
+        assert_eq!(fast.admissible, loads.overload == 0);
+        // 40 per host pair is tight for random groups: the overload is
+        // exercised, not only the loads.
+        assert!(loads.overload > 0);
+        let inst_overload = {
+            let (inst, bin_host) = crate::instance::Instance::from_problem(&p).unwrap();
+            let bins: Vec<u32> = host_of.iter().map(|&h| h as u32).collect();
+            let st = crate::instance::State::from_bins(&inst, &bins);
+            crate::multilevel::overload(&inst, &st, &router, &bin_host)
+        };
+        assert_eq!(inst_overload, loads.overload);
+    }
+}
