@@ -2136,31 +2136,27 @@ async fn vm_saved_as_template(m: &TestManager) {
         std::fs::read(&disk).unwrap()
     );
 
-    // Refusals: the name is taken, an unknown node, someone else's VI, a VI not running.
-    let (s, _) = m
-        .post(
+    // Refusals: the name is taken, an unknown node, someone else's VI.
+    for (who, body, want) in [
+        (
             &p.alice,
-            &path,
-            Some(json!({"node": "node1", "name": "golden"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT);
-    let (s, _) = m
-        .post(
+            json!({"node": "node1", "name": "golden"}),
+            StatusCode::CONFLICT,
+        ),
+        (
             &p.alice,
-            &path,
-            Some(json!({"node": "nope", "name": "other"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = m
-        .post(
+            json!({"node": "nope", "name": "other"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
             &p.bob,
-            &path,
-            Some(json!({"node": "node0", "name": "other"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+            json!({"node": "node0", "name": "other"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let (s, v) = m.post(who, &path, Some(body)).await;
+        assert_eq!(s, want, "{v}");
+    }
 
     // A new VI made from the saved template deploys.
     let xml = r#"<topology id="from-golden"><nodes><node id="solo"><ram dimension="512"/><hd dimension="4"/><software_configuration template="golden"/></node></nodes></topology>"#;
@@ -2174,6 +2170,22 @@ async fn vm_saved_as_template(m: &TestManager) {
     assert_eq!(s, StatusCode::OK, "{v}");
     let v = m.wait_vi(&p.bob, &bob_vi, "deploying").await;
     assert_eq!(v["state"], "running", "{v}");
+    // Only a running VI's VMs are saved: one still defined is refused.
+    let defined = m
+        .create_vi(&p.bob, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .await;
+    let (s, v) = m
+        .post(
+            &p.bob,
+            &format!("/api/v1/vis/{}/templates", defined["id"].as_str().unwrap()),
+            Some(json!({"node": "node0", "name": "early"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("only a running VI"),
+        "{v}"
+    );
 }
 
 /// Drift between the store and a host, put right by a reconciliation pass:
