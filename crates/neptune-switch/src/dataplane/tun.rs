@@ -28,15 +28,14 @@ struct IfReq {
     data: [u8; 22],
 }
 
-/// Opens (creating if needed) the TUN device `name`, IP packets only (no
-/// packet-information prefix). With `offload`, every packet carries a
-/// `virtio_net_hdr` and the kernel may hand over TCPv4 super-packets with
-/// partial checksums (TSO4, CSUM). The device lives as long as the file.
-pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
+/// Opens `/dev/net/tun` and attaches it to the TUN/TAP device `name`
+/// (creating it if needed) with `flags`; returns the file and the request
+/// as the kernel left it. The device lives as long as the file.
+fn attach(name: &str, flags: libc::c_short) -> io::Result<(File, IfReq)> {
     if !crate::state::valid_ifname(name) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "invalid TUN name",
+            "invalid TUN/TAP name",
         ));
     }
     let file = OpenOptions::new()
@@ -45,7 +44,7 @@ pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
         .open("/dev/net/tun")?;
     let mut req = IfReq {
         name: [0; 16],
-        flags: IFF_TUN | IFF_NO_PI | if offload { IFF_VNET_HDR } else { 0 },
+        flags,
         data: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -57,6 +56,18 @@ pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok((file, req))
+}
+
+/// Opens (creating if needed) the TUN device `name`, IP packets only (no
+/// packet-information prefix). With `offload`, every packet carries a
+/// `virtio_net_hdr` and the kernel may hand over TCPv4 super-packets with
+/// partial checksums (TSO4, CSUM). The device lives as long as the file.
+pub(crate) fn open_tun(name: &str, offload: bool) -> io::Result<File> {
+    let (file, _) = attach(
+        name,
+        IFF_TUN | IFF_NO_PI | if offload { IFF_VNET_HDR } else { 0 },
+    )?;
     if offload {
         // SAFETY: the descriptor is open and owned by `file`; TUNSETOFFLOAD
         // takes its argument by value (the offload flags), no memory is passed.
@@ -85,29 +96,7 @@ const IFF_NAPI: libc::c_short = 0x0010;
 /// as one packet. Writes carry a plain `virtio_net_hdr` (checksums left
 /// partial).
 pub(crate) fn open_tun_injector(name: &str) -> io::Result<File> {
-    if !crate::state::valid_ifname(name) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "invalid TUN name",
-        ));
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    let mut req = IfReq {
-        name: [0; 16],
-        flags: IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | IFF_NAPI,
-        data: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: as in `open_tun`: an owned open descriptor and one live
-    // `struct ifreq`-sized local.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(file)
+    attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | IFF_NAPI).map(|(file, _)| file)
 }
 
 /// Opens (creating if needed) the TAP device `name` through which the home
@@ -117,28 +106,7 @@ pub(crate) fn open_tun_injector(name: &str) -> io::Result<File> {
 /// device really has to segment it (none between two veth ends). Returns the
 /// file and the device's MAC address (frames must be sent to it).
 pub(crate) fn open_tap_injector(name: &str) -> io::Result<(File, [u8; 6])> {
-    if !crate::state::valid_ifname(name) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "invalid TAP name",
-        ));
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    let mut req = IfReq {
-        name: [0; 16],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
-        data: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: as in `open_tun`: an owned open descriptor and one live
-    // `struct ifreq`-sized local.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let (file, req) = attach(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)?;
     let size = libc::c_int::try_from(TUNNEL_VNET_HDR_LEN).unwrap_or(libc::c_int::MAX);
     // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer, which
     // points at a live local for the duration of the call.
