@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use neptune_hypervisor::{Hypervisor, Nic, VmSpec};
+use neptune_hypervisor::{Hypervisor, Nic, VmInfo, VmSpec};
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{HostRecord, JobRecord, JobState, Store, StoreError, Transition};
 use serde::{Deserialize, Serialize};
@@ -342,6 +342,11 @@ impl Jobs {
     /// The hypervisor of `host`, through its Agent.
     pub async fn hypervisor_for(&self, host: &HostRecord) -> anyhow::Result<Arc<dyn Hypervisor>> {
         self.hosts.hypervisor(host).await
+    }
+
+    /// The VMs `host` runs, as its Agent reports them.
+    pub async fn vms_on(&self, host: &HostRecord) -> anyhow::Result<Vec<VmInfo>> {
+        Ok(self.hypervisor_for(host).await?.list().await?)
     }
 
     /// Runs the job in the background, unless this process already runs it.

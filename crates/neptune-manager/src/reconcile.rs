@@ -38,10 +38,6 @@ fn settled(s: ViState) -> bool {
     !s.is_in_progress() && s != ViState::Failed
 }
 
-async fn listing(state: &AppState, host: &HostRecord) -> anyhow::Result<Vec<VmInfo>> {
-    Ok(state.jobs.hypervisor_for(host).await?.list().await?)
-}
-
 /// One pass over every ready host.
 pub async fn reconcile(state: &AppState) -> anyhow::Result<Report> {
     let mut report = Report::default();
@@ -54,7 +50,7 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Report> {
         .collect();
     let mut listed: Vec<(&HostRecord, Vec<VmInfo>)> = Vec::new();
     for host in &hosts {
-        match listing(state, host).await {
+        match state.jobs.vms_on(host).await {
             Ok(vms) => listed.push((host, vms)),
             Err(e) => {
                 tracing::warn!(
@@ -114,7 +110,7 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Report> {
         };
         // Listed again now that the store has been read: a VM that a job
         // made meanwhile shows up here.
-        let again = match listing(state, host).await {
+        let again = match state.jobs.vms_on(host).await {
             Ok(vms) => vms,
             Err(_) => continue,
         };

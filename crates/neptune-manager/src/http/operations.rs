@@ -73,17 +73,7 @@ pub(crate) async fn suspend_vi(
             .iter()
             .find(|h| h.id == v.host_id)
             .ok_or_else(|| ApiError::Conflict(format!("host {} is gone", v.host_id)))?;
-        let listed = async {
-            state
-                .jobs
-                .hypervisor_for(host)
-                .await?
-                .list()
-                .await
-                .map_err(anyhow::Error::from)
-        }
-        .await
-        .map_err(|e| {
+        let listed = state.jobs.vms_on(host).await.map_err(|e| {
             ApiError::Conflict(format!(
                 "host {} cannot be asked for its VMs now: {e:#}",
                 host.name

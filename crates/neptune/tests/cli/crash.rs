@@ -249,72 +249,26 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
 
     // One VI of 4 VMs: 12 deploy steps. Kill the Manager after step k, for every k.
     let total = 12;
-    let mut ids = Vec::new();
     for kill_after in 0..total {
-        let (s, vi) = api
-            .call(
-                reqwest::Method::POST,
-                "/vis",
-                Some(
-                    json!({"catalogue": {"kind": "nat-backends", "nodes": 4, "template": "base"}}),
-                ),
-            )
-            .await;
-        assert_eq!(s, 201, "{vi}");
-        let id = vi["id"].as_str().unwrap().to_owned();
-        api.call(reqwest::Method::POST, &format!("/vis/{id}/request"), None)
-            .await;
+        let id = requested_vi(&api).await;
         let (s, v) = api
             .call(reqwest::Method::POST, &format!("/vis/{id}/accept"), None)
             .await;
         assert_eq!(s, 200, "{v}");
-        let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
-        assert_eq!(v["jobs"][0]["total"], total);
-        loop {
-            let j = api.get(&format!("/jobs/{job}")).await;
-            if j["step"].as_i64().unwrap() >= kill_after {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        manager.restart();
-        wait_for_manager(&base).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let v = loop {
-            let v = api.get(&format!("/vis/{id}")).await;
-            if v["state"] != "deploying" {
-                break v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "VI stuck deploying after a kill after step {kill_after}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        kill_after_step(&api, &mut manager, &base, &v, kill_after, total).await;
+        let v = settle(&api, &id, "deploying").await;
         assert_eq!(v["state"], "running", "killed after step {kill_after}: {v}");
         assert_eq!(v["jobs"][0]["state"], "succeeded");
-        ids.push(id);
         // Keep the hosts from filling up: terminate it, also across a kill.
         let (s, _) = api
-            .call(
-                reqwest::Method::POST,
-                &format!("/vis/{}/terminate", ids[ids.len() - 1]),
-                None,
-            )
+            .call(reqwest::Method::POST, &format!("/vis/{id}/terminate"), None)
             .await;
         assert_eq!(s, 200);
         tokio::time::sleep(Duration::from_millis(70 * (kill_after as u64 % 4))).await;
         manager.restart();
         wait_for_manager(&base).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = api.get(&format!("/vis/{}", ids[ids.len() - 1])).await;
-            if v["state"] == "terminated" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "VI stuck terminating: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let v = settle(&api, &id, "terminating").await;
+        assert_eq!(v["state"], "terminated", "{v}");
         assert_eq!(
             everything_on(&sims, &hosts_root).await,
             (0, 0),
@@ -325,16 +279,7 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     // A failing step, and a kill while the job rolls back: nothing stays behind.
     sims[0].add_fault(Fault::always(Op::Start));
     sims[1].add_fault(Fault::always(Op::Start));
-    let (_, vi) = api
-        .call(
-            reqwest::Method::POST,
-            "/vis",
-            Some(json!({"catalogue": {"kind": "nat-backends", "nodes": 4, "template": "base"}})),
-        )
-        .await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    api.call(reqwest::Method::POST, &format!("/vis/{id}/request"), None)
-        .await;
+    let id = requested_vi(&api).await;
     let (_, v) = api
         .call(reqwest::Method::POST, &format!("/vis/{id}/accept"), None)
         .await;
@@ -348,30 +293,15 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     }
     manager.restart();
     wait_for_manager(&base).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let v = loop {
-        let v = api.get(&format!("/vis/{id}")).await;
-        if v["state"] != "deploying" {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "stuck rolling back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let v = settle(&api, &id, "deploying").await;
     assert_eq!(v["state"], "accepted", "{v}");
     assert_eq!(v["jobs"][0]["state"], "rolled_back");
     assert_eq!(everything_on(&sims, &hosts_root).await, (0, 0));
     // Its reservations go with a terminate.
     api.call(reqwest::Method::POST, &format!("/vis/{id}/terminate"), None)
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = api.get(&format!("/vis/{id}")).await;
-        if v["state"] == "terminated" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "stuck terminating: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let v = settle(&api, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
     let hosts = api.get("/hosts").await;
     for h in hosts.as_array().unwrap() {
         assert_eq!(h["used_slots"], 0, "slot leaked: {h}");
@@ -419,8 +349,8 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     let _ = stop.send(true);
 }
 
-/// A catalogue VI of 4 VMs, accepted and running.
-async fn running_vi(api: &Api) -> String {
+/// A catalogue VI of 4 VMs (12 deploy steps), requested.
+async fn requested_vi(api: &Api) -> String {
     let (s, vi) = api
         .call(
             reqwest::Method::POST,
@@ -430,8 +360,16 @@ async fn running_vi(api: &Api) -> String {
         .await;
     assert_eq!(s, 201, "{vi}");
     let id = vi["id"].as_str().unwrap().to_owned();
-    api.call(reqwest::Method::POST, &format!("/vis/{id}/request"), None)
+    let (s, v) = api
+        .call(reqwest::Method::POST, &format!("/vis/{id}/request"), None)
         .await;
+    assert_eq!(s, 200, "{v}");
+    id
+}
+
+/// A catalogue VI of 4 VMs, accepted and running.
+async fn running_vi(api: &Api) -> String {
+    let id = requested_vi(api).await;
     api.call(reqwest::Method::POST, &format!("/vis/{id}/accept"), None)
         .await;
     let v = settle(api, &id, "deploying").await;
