@@ -1,14 +1,9 @@
 //! `neptune placement` run as a user runs it: the real binary, real files.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn neptune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_neptune"))
-        .args(args)
-        .output()
-        .expect("run neptune")
-}
+use super::neptune;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);

@@ -1,35 +1,8 @@
 //! `neptune topology` run as a user runs it: the real binary, real files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn neptune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_neptune"))
-        .args(args)
-        .output()
-        .expect("run neptune")
-}
-
-fn testdata(name: &str) -> String {
-    let p: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "neptune-topology",
-        "testdata",
-        name,
-    ]
-    .iter()
-    .collect();
-    p.to_string_lossy().into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use super::{neptune, stderr, stdout, testdata};
 
 #[test]
 fn check_summarises_figure_3() {
