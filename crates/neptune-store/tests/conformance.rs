@@ -348,6 +348,24 @@ async fn concurrent_transitions(s: Arc<dyn Store>) {
     assert_eq!(s.vi_events(v.id).await.unwrap().len(), 1);
 }
 
+/// A user and a datacenter of their own, for one test.
+async fn owner_and_datacenter(
+    s: &dyn Store,
+    user_name: &str,
+    dc: &str,
+) -> (UserRecord, DatacenterRecord) {
+    let owner = user(user_name, Role::User);
+    s.create_user(&owner).await.unwrap();
+    let dc = DatacenterRecord {
+        id: Uuid::new_v4(),
+        name: dc.into(),
+        created_at: 1,
+        home_pools: vec![],
+    };
+    s.create_datacenter(&dc).await.unwrap();
+    (owner, dc)
+}
+
 fn host(dc: Uuid, name: &str, cpus: i64, ram_mib: i64, slots: i64) -> HostRecord {
     HostRecord {
         id: Uuid::new_v4(),
@@ -388,15 +406,7 @@ fn to(state: ViState, actor: Uuid) -> Transition {
 }
 
 async fn placement_reservations(s: &dyn Store) {
-    let owner = user("placer", Role::User);
-    s.create_user(&owner).await.unwrap();
-    let dc = DatacenterRecord {
-        id: Uuid::new_v4(),
-        name: "dc-place".into(),
-        created_at: 1,
-        home_pools: vec![],
-    };
-    s.create_datacenter(&dc).await.unwrap();
+    let (owner, dc) = owner_and_datacenter(s, "placer", "dc-place").await;
     let h1 = s.upsert_host(&host(dc.id, "p1", 4, 4096, 2)).await.unwrap();
     let h2 = s.upsert_host(&host(dc.id, "p2", 4, 4096, 8)).await.unwrap();
     let mut v = vi(owner.id, "placed");
@@ -510,15 +520,7 @@ async fn placement_reservations(s: &dyn Store) {
 /// Concurrent commits competing for the last slots: the database lets
 /// exactly as many in as fit.
 async fn concurrent_reservations(s: Arc<dyn Store>) {
-    let owner = user("crowd", Role::User);
-    s.create_user(&owner).await.unwrap();
-    let dc = DatacenterRecord {
-        id: Uuid::new_v4(),
-        name: "dc-crowd".into(),
-        created_at: 1,
-        home_pools: vec![],
-    };
-    s.create_datacenter(&dc).await.unwrap();
+    let (owner, dc) = owner_and_datacenter(s.as_ref(), "crowd", "dc-crowd").await;
     let h = s
         .upsert_host(&host(dc.id, "crowded", 64, 65536, 5))
         .await
@@ -558,15 +560,7 @@ async fn concurrent_reservations(s: Arc<dyn Store>) {
 /// abort one of two transactions that lock the same hosts in opposite
 /// orders), and the usage is exactly what stays reserved.
 async fn crossing_reservations_and_releases(s: Arc<dyn Store>) {
-    let owner = user("crossing", Role::User);
-    s.create_user(&owner).await.unwrap();
-    let dc = DatacenterRecord {
-        id: Uuid::new_v4(),
-        name: "dc-crossing".into(),
-        created_at: 1,
-        home_pools: vec![],
-    };
-    s.create_datacenter(&dc).await.unwrap();
+    let (owner, dc) = owner_and_datacenter(s.as_ref(), "crossing", "dc-crossing").await;
     let mut hosts = Vec::new();
     for i in 0..4 {
         let h = host(dc.id, &format!("x{i}"), 1024, 1 << 20, 1024);
@@ -633,15 +627,7 @@ async fn crossing_reservations_and_releases(s: Arc<dyn Store>) {
 /// that would exceed it fails whole; a host without a registered uplink
 /// (0) does not limit bandwidth.
 async fn uplink_reservations(s: &dyn Store) {
-    let owner = user("uplinker", Role::User);
-    s.create_user(&owner).await.unwrap();
-    let dc = DatacenterRecord {
-        id: Uuid::new_v4(),
-        name: "dc-uplink".into(),
-        created_at: 1,
-        home_pools: vec![],
-    };
-    s.create_datacenter(&dc).await.unwrap();
+    let (owner, dc) = owner_and_datacenter(s, "uplinker", "dc-uplink").await;
     let narrow = s
         .upsert_host(&HostRecord {
             uplink_mbps: 100,
@@ -987,15 +973,7 @@ async fn address_uniqueness(s: &dyn Store) {
 /// Every write of what a VI's readers see grows its revision, whichever
 /// method makes it; reads and failed writes do not, nor do other VIs' writes.
 async fn vi_revisions(s: &dyn Store) {
-    let owner = user("revised", Role::User);
-    s.create_user(&owner).await.unwrap();
-    let dc = DatacenterRecord {
-        id: Uuid::new_v4(),
-        name: "dc-revisions".into(),
-        created_at: 1,
-        home_pools: vec![],
-    };
-    s.create_datacenter(&dc).await.unwrap();
+    let (owner, dc) = owner_and_datacenter(s, "revised", "dc-revisions").await;
     let h = s.upsert_host(&host(dc.id, "r1", 8, 8192, 8)).await.unwrap();
     let v = vi(owner.id, "watched");
     let other = vi(owner.id, "bystander");
@@ -1142,15 +1120,7 @@ async fn vi_revisions(s: &dyn Store) {
 /// A resume reserves hosts and creates its job in one commit; a side job
 /// (saving a template) leaves its VI's state alone.
 async fn resume_reservations_and_side_jobs(s: &dyn Store) {
-    let owner = user("resumer", Role::User);
-    s.create_user(&owner).await.unwrap();
-    let dc = DatacenterRecord {
-        id: Uuid::new_v4(),
-        name: "dc-resume".into(),
-        created_at: 1,
-        home_pools: vec![],
-    };
-    s.create_datacenter(&dc).await.unwrap();
+    let (owner, dc) = owner_and_datacenter(s, "resumer", "dc-resume").await;
     let h = s.upsert_host(&host(dc.id, "r1", 4, 4096, 4)).await.unwrap();
     let mut v = vi(owner.id, "resumed");
     v.state = ViState::Suspended;
