@@ -1244,20 +1244,12 @@ async fn authorization_matrix(m: &TestManager) {
 async fn deploy_and_terminate(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 2, 4).await;
-    let vi = m
-        .create_vi(
+    let id = m
+        .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
         )
         .await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    m.call(
-        Method::POST,
-        &format!("/api/v1/vis/{id}/request"),
-        Some(&p.alice),
-        None,
-    )
-    .await;
 
     // The plan preview changes nothing.
     let (s, plan) = m
@@ -1390,20 +1382,12 @@ async fn deploy_and_terminate(m: &TestManager) {
         "{hosts}"
     );
     // The freed Home Address and block serve the next VI.
-    let again = m
-        .create_vi(
+    let id2 = m
+        .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
         )
         .await;
-    let id2 = again["id"].as_str().unwrap().to_owned();
-    m.call(
-        Method::POST,
-        &format!("/api/v1/vis/{id2}/request"),
-        Some(&p.alice),
-        None,
-    )
-    .await;
     let (_, plan2) = m
         .call(
             Method::GET,
@@ -1516,20 +1500,12 @@ async fn many_parallel_accepts(m: &TestManager) {
 async fn failed_deploy_rolls_back(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
-    let vi = m
-        .create_vi(
+    let id = m
+        .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "cluster", "nodes": 3}}),
         )
         .await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    m.call(
-        Method::POST,
-        &format!("/api/v1/vis/{id}/request"),
-        Some(&p.alice),
-        None,
-    )
-    .await;
     // The last VM never starts: the two started, all defined and all disks are undone.
     m.sims
         .sim("host0")
@@ -1847,19 +1823,25 @@ impl TestManager {
         self.call(Method::POST, path, Some(token), body).await
     }
 
+    /// Creates and requests a VI of `token`'s user; returns its id.
+    async fn requested_vi(&self, token: &str, design: Value) -> String {
+        let vi = self.create_vi(token, design).await;
+        let id = vi["id"].as_str().unwrap().to_owned();
+        let (s, v) = self
+            .post(token, &format!("/api/v1/vis/{id}/request"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        id
+    }
+
     /// Creates, requests and accepts a catalogue VI of alice's; waits until it runs.
     async fn running_vi(&self, p: &People, kind: &str, nodes: usize) -> String {
-        let vi = self
-            .create_vi(
+        let id = self
+            .requested_vi(
                 &p.alice,
                 json!({"catalogue": {"kind": kind, "nodes": nodes}}),
             )
             .await;
-        let id = vi["id"].as_str().unwrap().to_owned();
-        let (s, v) = self
-            .post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
         let (s, v) = self
             .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
             .await;
@@ -2347,11 +2329,8 @@ async fn uplinks_limit_acceptance(m: &TestManager) {
     assert_eq!((used("wide0"), used("wide1"), used("thin0")), (100, 100, 0));
 
     // The next one would have to cross the thin uplinks: refused, nothing reserved.
-    let vi = m
-        .create_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 6}}))
-        .await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
+    let id = m
+        .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 6}}))
         .await;
     let (_, plan) = m
         .call(
