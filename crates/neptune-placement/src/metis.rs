@@ -99,27 +99,25 @@ fn err(line: usize, column: usize, message: impl Into<String>) -> MetisError {
 }
 
 fn num(t: &Tok<'_>, line: usize, what: &str) -> Result<u64, MetisError> {
-    t.text.parse::<u64>().map_err(|_| {
-        err(
-            line,
-            t.col,
-            format!(
-                "{what}: expected a non-negative integer, found {:?}",
-                t.text
-            ),
-        )
-    })
+    t.text.parse::<u64>().map_err(|_| bad(line, t, what))
 }
 
 /// Reads METIS text.
+///
+/// One pass over the bytes stores each vertex's neighbour entries as they
+/// come; a second checks every edge is listed from both ends with one
+/// weight, through the transposed entry lists (counting, not sorting: on
+/// large graphs the reader was a sixth of a whole placement when it sorted
+/// the entries). Positions are kept per vertex line, and an entry's column
+/// is found again only when it is wrong.
 pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    let mut lines = Lines::new(text);
     let (hline, header) = loop {
         match lines.next() {
             None => return Err(err(1, 1, "empty input: no header line")),
-            Some((_, l)) if l.trim_start().starts_with('%') => continue,
-            Some((_, l)) if l.trim().is_empty() => continue,
-            Some(x) => break x,
+            Some((_, _, l)) if is_comment(l) => continue,
+            Some((_, _, l)) if l.trim().is_empty() => continue,
+            Some((ln, _, l)) => break (ln, l),
         }
     };
     let ht: Vec<Tok<'_>> = tokens(header).collect();
@@ -128,18 +126,21 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
     }
     let n = num(&ht[0], hline, "vertex count")?;
     let m = num(&ht[1], hline, "edge count")?;
-    if n > limits.max_nodes as u64 {
+    // Vertices and entries are indexed by u32 below.
+    let max_nodes = (limits.max_nodes as u64).min(u64::from(u32::MAX - 1));
+    if n > max_nodes {
         return Err(err(
             hline,
             ht[0].col,
-            format!("{n} vertices exceed the limit of {}", limits.max_nodes),
+            format!("{n} vertices exceed the limit of {max_nodes}"),
         ));
     }
-    if m > limits.max_edges as u64 {
+    let max_edges = (limits.max_edges as u64).min(u64::from(u32::MAX / 2));
+    if m > max_edges {
         return Err(err(
             hline,
             ht[1].col,
-            format!("{m} edges exceed the limit of {}", limits.max_edges),
+            format!("{m} edges exceed the limit of {max_edges}"),
         ));
     }
     let (n, m) = (n as usize, m as usize);
@@ -175,17 +176,27 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
         }
         None => usize::from(has_vw),
     };
+    let mut rows = Rows {
+        text,
+        has_size,
+        ncon: if has_vw { ncon } else { 0 },
+        has_ew,
+        line: Vec::with_capacity(n),
+    };
     let mut vertex_weights = Vec::new();
-    // (lo, hi, w, line, col): from the lower end's line and from the higher end's.
-    let mut from_lo: Vec<(usize, usize, u64, usize, usize)> = Vec::with_capacity(m.min(1 << 20));
-    let mut from_hi: Vec<(usize, usize, u64, usize, usize)> = Vec::with_capacity(m.min(1 << 20));
-    let mut v = 0usize;
+    let cap = (2 * m).min(1 << 22);
+    // Row `v` of the entries: `nbr[xadj[v]..xadj[v + 1]]`, weights beside.
+    let mut xadj: Vec<u32> = Vec::with_capacity(n + 1);
+    xadj.push(0);
+    let mut nbr: Vec<u32> = Vec::with_capacity(cap);
+    let mut ewt: Vec<u64> = Vec::with_capacity(if has_ew { cap } else { 0 });
     let mut last_line = hline;
-    for (ln, line) in lines {
+    for (ln, start, line) in lines.by_ref() {
         last_line = ln;
-        if line.trim_start().starts_with('%') {
+        if is_comment(line) {
             continue;
         }
+        let v = rows.line.len();
         if v >= n {
             if line.trim().is_empty() {
                 continue;
@@ -196,11 +207,13 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
                 format!("more vertex lines than the {n} the header declares"),
             ));
         }
-        let mut it = tokens(line);
+        rows.line.push((ln, start));
+        let b = line.as_bytes();
+        let mut i = 0usize;
         if has_size {
-            match it.next() {
-                Some(t) => {
-                    num(&t, ln, "vertex size")?;
+            match next_num(line, &mut i) {
+                Some(r) => {
+                    r.map_err(|t| bad(ln, &t, "vertex size"))?;
                 }
                 None => return Err(err(ln, 1, "missing vertex size")),
             }
@@ -208,8 +221,8 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
         if has_vw {
             let mut w = Vec::with_capacity(ncon);
             for _ in 0..ncon {
-                match it.next() {
-                    Some(t) => w.push(num(&t, ln, "vertex weight")?),
+                match next_num(line, &mut i) {
+                    Some(r) => w.push(r.map_err(|t| bad(ln, &t, "vertex weight"))?),
                     None => {
                         return Err(err(
                             ln,
@@ -221,22 +234,22 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
             }
             vertex_weights.push(w);
         }
-        while let Some(t) = it.next() {
-            let u = num(&t, ln, "neighbour")?;
+        loop {
+            let col = skip_space(b, &mut i) + 1;
+            let Some(r) = next_num(line, &mut i) else {
+                break;
+            };
+            let u = r.map_err(|t| bad(ln, &t, "neighbour"))?;
             if u == 0 || u > n as u64 {
-                return Err(err(
-                    ln,
-                    t.col,
-                    format!("neighbour {u} out of range 1..={n}"),
-                ));
+                return Err(err(ln, col, format!("neighbour {u} out of range 1..={n}")));
             }
             let u = u as usize - 1;
             if u == v {
-                return Err(err(ln, t.col, format!("self-loop on vertex {}", v + 1)));
+                return Err(err(ln, col, format!("self-loop on vertex {}", v + 1)));
             }
-            let w = if has_ew {
-                match it.next() {
-                    Some(wt) => num(&wt, ln, "edge weight")?,
+            if has_ew {
+                match next_num(line, &mut i) {
+                    Some(r) => ewt.push(r.map_err(|t| bad(ln, &t, "edge weight"))?),
                     None => {
                         return Err(err(
                             ln,
@@ -245,101 +258,111 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
                         ))
                     }
                 }
-            } else {
-                1
-            };
-            if from_lo.len() + from_hi.len() >= 2 * m {
+            }
+            if nbr.len() >= 2 * m {
                 return Err(err(
                     ln,
-                    t.col,
+                    col,
                     format!("more edge entries than the 2 x {m} the header declares"),
                 ));
             }
-            if v < u {
-                from_lo.push((v, u, w, ln, t.col));
-            } else {
-                from_hi.push((u, v, w, ln, t.col));
-            }
+            nbr.push(u as u32);
         }
-        v += 1;
+        xadj.push(nbr.len() as u32);
     }
-    if v < n {
+    if rows.line.len() < n {
         return Err(err(
             last_line + 1,
             1,
-            format!("expected {n} vertex lines, found {v}"),
+            format!("expected {n} vertex lines, found {}", rows.line.len()),
         ));
     }
-    from_lo.sort_unstable();
-    from_hi.sort_unstable();
-    for pair in from_lo.windows(2) {
-        if pair[0].0 == pair[1].0 && pair[0].1 == pair[1].1 {
-            return Err(err(
-                pair[1].3,
-                pair[1].4,
-                format!("duplicate edge {}-{}", pair[1].0 + 1, pair[1].1 + 1),
-            ));
+    let weight = |k: usize| if has_ew { ewt[k] } else { 1 };
+    // The transposed rows: for each vertex, the entries that name it, in
+    // the order of the vertices listing them (so ascending).
+    let mut tx = vec![0u32; n + 1];
+    for &u in &nbr {
+        tx[u as usize + 1] += 1;
+    }
+    for v in 0..n {
+        tx[v + 1] += tx[v];
+    }
+    let mut fill = tx.clone();
+    let mut named: Vec<(u32, u32)> = vec![(0, 0); nbr.len()];
+    for v in 0..n {
+        for k in xadj[v]..xadj[v + 1] {
+            let u = nbr[k as usize] as usize;
+            named[fill[u] as usize] = (v as u32, k);
+            fill[u] += 1;
         }
     }
-    for pair in from_hi.windows(2) {
-        if pair[0].0 == pair[1].0 && pair[0].1 == pair[1].1 {
-            return Err(err(
-                pair[1].3,
-                pair[1].4,
-                format!("duplicate edge {}-{}", pair[1].1 + 1, pair[1].0 + 1),
-            ));
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut edges = Vec::with_capacity(from_lo.len());
-    while i < from_lo.len() || j < from_hi.len() {
-        let a = from_lo.get(i);
-        let b = from_hi.get(j);
-        match (a, b) {
-            (Some(a), Some(b)) if (a.0, a.1) == (b.0, b.1) => {
-                if a.2 != b.2 {
-                    return Err(err(
-                        b.3,
-                        b.4,
-                        format!(
-                            "edge {}-{} has weight {} here but {} on line {}",
-                            b.1 + 1,
-                            b.0 + 1,
-                            b.2,
-                            a.2,
-                            a.3
-                        ),
-                    ));
-                }
-                edges.push((a.0, a.1, a.2));
-                i += 1;
-                j += 1;
+    drop(fill);
+    // Per vertex `v`: `seen[u]` = v + 1 when row v names u (at entry
+    // `at[u]`); `met[u]` = v + 1 once row u names v back.
+    let mut seen = vec![0u32; n];
+    let mut met = vec![0u32; n];
+    let mut at = vec![0u32; n];
+    let mut edges = Vec::with_capacity(m);
+    for v in 0..n {
+        let stamp = v as u32 + 1;
+        let row = xadj[v] as usize..xadj[v + 1] as usize;
+        for k in row.clone() {
+            let u = nbr[k] as usize;
+            if seen[u] == stamp {
+                return Err(rows.at(
+                    v,
+                    k - row.start,
+                    format!("duplicate edge {}-{}", v + 1, u + 1),
+                ));
             }
-            (Some(a), b) if b.is_none_or(|b| (a.0, a.1) < (b.0, b.1)) => {
-                return Err(err(
-                    a.3,
-                    a.4,
+            seen[u] = stamp;
+            at[u] = k as u32;
+        }
+        for &(s, k2) in &named[tx[v] as usize..tx[v + 1] as usize] {
+            let (s, k2) = (s as usize, k2 as usize);
+            let (srow, w2) = (k2 - xadj[s] as usize, weight(k2));
+            if met[s] == stamp {
+                return Err(rows.at(s, srow, format!("duplicate edge {}-{}", s + 1, v + 1)));
+            }
+            met[s] = stamp;
+            if seen[s] != stamp {
+                return Err(rows.at(
+                    s,
+                    srow,
+                    format!("edge {}-{} is not listed at vertex {}", s + 1, v + 1, v + 1),
+                ));
+            }
+            let k = at[s] as usize;
+            let w = weight(k);
+            if w != w2 {
+                // Reported at the later line, as the second word on it.
+                let (hi, hrow, hw, lo, lw) = if s > v {
+                    (s, srow, w2, v, w)
+                } else {
+                    (v, k - row.start, w, s, w2)
+                };
+                return Err(rows.at(
+                    hi,
+                    hrow,
                     format!(
-                        "edge {}-{} is not listed at vertex {}",
-                        a.0 + 1,
-                        a.1 + 1,
-                        a.1 + 1
+                        "edge {}-{} has weight {hw} here but {lw} on line {}",
+                        hi + 1,
+                        lo + 1,
+                        rows.line[lo].0
                     ),
                 ));
             }
-            (_, Some(b)) => {
-                return Err(err(
-                    b.3,
-                    b.4,
-                    format!(
-                        "edge {}-{} is not listed at vertex {}",
-                        b.1 + 1,
-                        b.0 + 1,
-                        b.0 + 1
-                    ),
-                ));
+            if s > v {
+                edges.push((v, s, w));
             }
-            _ => break,
+        }
+        if let Some(k) = row.clone().find(|&k| met[nbr[k] as usize] != stamp) {
+            let u = nbr[k] as usize;
+            return Err(rows.at(
+                v,
+                k - row.start,
+                format!("edge {}-{} is not listed at vertex {}", v + 1, u + 1, u + 1),
+            ));
         }
     }
     if edges.len() != m {
@@ -354,6 +377,132 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
         vertex_weights,
         edges,
     })
+}
+
+/// Lines as `str::lines` gives them (split at `\n`, a trailing `\r`
+/// dropped), numbered from 1, with their byte offset.
+struct Lines<'a> {
+    text: &'a str,
+    pos: usize,
+    no: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            pos: 0,
+            no: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, usize, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.text.len() {
+            return None;
+        }
+        let rest = &self.text.as_bytes()[self.pos..];
+        let start = self.pos;
+        let end = rest.iter().position(|&c| c == b'\n');
+        let len = end.unwrap_or(rest.len());
+        self.pos += len + 1;
+        self.no += 1;
+        let line = self.text.get(start..start + len).unwrap_or("");
+        let line = match end {
+            Some(_) => line.strip_suffix('\r').unwrap_or(line),
+            None => line,
+        };
+        Some((self.no, start, line))
+    }
+}
+
+fn is_comment(line: &str) -> bool {
+    match line.bytes().find(|c| !c.is_ascii_whitespace()) {
+        Some(b'%') => true,
+        // Other whitespace than ASCII before a `%`, as `str::trim_start` sees it.
+        Some(c) if !c.is_ascii() => line.trim_start().starts_with('%'),
+        _ => false,
+    }
+}
+
+/// Advances `i` past whitespace; returns where it stopped.
+fn skip_space(b: &[u8], i: &mut usize) -> usize {
+    while *i < b.len() && b[*i].is_ascii_whitespace() {
+        *i += 1;
+    }
+    *i
+}
+
+/// The next token of `line` from `i` as a number: `None` at the end of the
+/// line, `Err` with the token when it is not a non-negative integer.
+fn next_num<'a>(line: &'a str, i: &mut usize) -> Option<Result<u64, Tok<'a>>> {
+    let b = line.as_bytes();
+    let start = skip_space(b, i);
+    if start >= b.len() {
+        return None;
+    }
+    let mut x = 0u64;
+    let mut ok = true;
+    while *i < b.len() && b[*i].is_ascii_digit() {
+        match x
+            .checked_mul(10)
+            .and_then(|x| x.checked_add(u64::from(b[*i] - b'0')))
+        {
+            Some(y) => x = y,
+            None => ok = false,
+        }
+        *i += 1;
+    }
+    if ok && *i > start && (*i == b.len() || b[*i].is_ascii_whitespace()) {
+        return Some(Ok(x));
+    }
+    while *i < b.len() && !b[*i].is_ascii_whitespace() {
+        *i += 1;
+    }
+    let t = Tok {
+        text: line.get(start..*i).unwrap_or(""),
+        col: start + 1,
+    };
+    // What `str::parse` takes besides digits (a leading `+`).
+    Some(t.text.parse::<u64>().map_err(|_| t))
+}
+
+fn bad(line: usize, t: &Tok<'_>, what: &str) -> MetisError {
+    err(
+        line,
+        t.col,
+        format!(
+            "{what}: expected a non-negative integer, found {:?}",
+            t.text
+        ),
+    )
+}
+
+/// Where each vertex's line is, to place an error at one of its entries.
+struct Rows<'a> {
+    text: &'a str,
+    has_size: bool,
+    ncon: usize,
+    has_ew: bool,
+    /// (line number, byte offset) of each vertex's line.
+    line: Vec<(usize, usize)>,
+}
+
+impl Rows<'_> {
+    /// An error at the `j`-th neighbour entry of vertex `v`.
+    fn at(&self, v: usize, j: usize, message: String) -> MetisError {
+        let (ln, start) = self.line[v];
+        let rest = self.text.get(start..).unwrap_or("");
+        let line = rest.split('\n').next().unwrap_or("");
+        let skip = usize::from(self.has_size) + self.ncon;
+        let col = tokens(line)
+            .nth(skip + j * (1 + usize::from(self.has_ew)))
+            .map_or(1, |t| t.col);
+        err(ln, col, message)
+    }
 }
 
 /// Writes a graph with edge weights (`fmt` 001); parallel edges are merged
@@ -393,6 +542,10 @@ impl fmt::Display for MetisGraph {
         f.write_str(&write(self.n, &self.edges))
     }
 }
+
+#[cfg(test)]
+#[path = "metis_reference.rs"]
+mod reference;
 
 #[cfg(test)]
 mod tests {
@@ -442,6 +595,26 @@ mod tests {
     }
 
     #[test]
+    fn edge_errors_point_at_the_entry() {
+        // Vertex 3 gives edge 1-3 another weight: reported on its line, at
+        // the neighbour, naming the line of the other end.
+        let e = p("3 2 1\n2 1 3 7\n1 1\n% c\n1 9\n").unwrap_err();
+        assert_eq!((e.line, e.column), (5, 1), "{e}");
+        assert!(e.message.contains("weight 9 here but 7 on line 2"), "{e}");
+        // Vertex 2 names 3, which does not name it back.
+        let e = p("3 2\n2\n1 3\n\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 3), "{e}");
+        assert!(
+            e.message.contains("edge 2-3 is not listed at vertex 3"),
+            "{e}"
+        );
+        // Vertex 1 names 2 twice.
+        let e = p("2 2 1\n2 4  2 4\n1 4\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 6), "{e}");
+        assert!(e.message.contains("duplicate edge 1-2"), "{e}");
+    }
+
+    #[test]
     fn too_many_edge_entries_stop_early() {
         let e = p("3 1\n2 3\n1\n1\n").unwrap_err();
         assert!(e.message.contains("more edge entries"), "{e}");
@@ -468,6 +641,72 @@ mod tests {
                 // Whatever is accepted is a consistent graph.
                 prop_assert!(g.edges.iter().all(|&(a, b, _)| a < b && b < g.n));
                 prop_assert_eq!(g.edges.len(), header.1);
+            }
+        }
+
+        /// Against the first reader, on files that are mostly valid: every
+        /// edge listed from both ends (with vertex sizes, vertex weights and
+        /// edge weights or without), then a few entries dropped, doubled,
+        /// changed, made unreadable or cut off.
+        #[test]
+        fn reads_as_the_reference_reader_does(
+            n in 1usize..12,
+            raw in prop::collection::vec((0usize..12, 0usize..12, 1u64..4), 0..30),
+            (size, ncon, weighted) in (any::<bool>(), 0usize..3, any::<bool>()),
+            damage in prop::collection::vec((0usize..12, 0usize..8, 0u8..5, 0u64..13), 0..3),
+            extra in prop::sample::select(vec!["", "\n", "% end\n", "\n\n", "5\n"]),
+        ) {
+            let edges: Vec<(usize, usize, u64)> = raw.into_iter().filter(|e| e.0 < n && e.1 < n).collect();
+            let text = write(n, &edges);
+            let mut lines = text.lines();
+            let m = lines.next().unwrap_or_default().split(' ').nth(1).unwrap_or("0").to_owned();
+            let mut rows: Vec<Vec<String>> = lines
+                .map(|line| {
+                    let mut row: Vec<String> = Vec::new();
+                    if size {
+                        row.push("1".to_owned());
+                    }
+                    row.extend((0..ncon).map(|c| (c + 2).to_string()));
+                    let words: Vec<&str> = line.split(' ').filter(|t| !t.is_empty()).collect();
+                    for pair in words.chunks(2) {
+                        row.push(pair[0].to_owned());
+                        if weighted {
+                            row.push(pair[1].to_owned());
+                        }
+                    }
+                    row
+                })
+                .collect();
+            for &(v, j, kind, x) in &damage {
+                let row = &mut rows[v % n];
+                if row.is_empty() {
+                    continue;
+                }
+                let j = j % row.len();
+                match kind {
+                    0 => drop(row.remove(j)),
+                    1 => row.insert(j, row[j].clone()),
+                    2 => row[j] = x.to_string(),
+                    3 => row[j] = format!("{x}x"),
+                    _ => row.truncate(j),
+                }
+            }
+            let fmt = format!("{}{}{}", u8::from(size), u8::from(ncon > 0), u8::from(weighted));
+            let mut text = match ncon {
+                0 | 1 => format!("{n} {m} {fmt}\n"),
+                _ => format!("{n} {m} {fmt} {ncon}\n"),
+            };
+            for r in &rows {
+                text.push_str(&r.join(" "));
+                text.push('\n');
+            }
+            text.push_str(extra);
+            let ours = p(&text);
+            let theirs = reference::parse(&text, Limits::default());
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "{text:?}: ours {ours:?}, reference {theirs:?}"),
             }
         }
 
