@@ -277,7 +277,6 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
             format!("expected {n} vertex lines, found {}", rows.line.len()),
         ));
     }
-    let weight = |k: usize| if has_ew { ewt[k] } else { 1 };
     // The transposed rows: for each vertex, the entries that name it, in
     // the order of the vertices listing them (so ascending).
     let mut tx = vec![0u32; n + 1];
@@ -287,12 +286,15 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
     for v in 0..n {
         tx[v + 1] += tx[v];
     }
+    // With each entry its weight, so that the check below reads these
+    // in order rather than the weights of random entries.
     let mut fill = tx.clone();
-    let mut named: Vec<(u32, u32)> = vec![(0, 0); nbr.len()];
+    let mut named: Vec<(u32, u32, u64)> = vec![(0, 0, 0); nbr.len()];
     for v in 0..n {
         for k in xadj[v]..xadj[v + 1] {
             let u = nbr[k as usize] as usize;
-            named[fill[u] as usize] = (v as u32, k);
+            let w = if has_ew { ewt[k as usize] } else { 1 };
+            named[fill[u] as usize] = (v as u32, k, w);
             fill[u] += 1;
         }
     }
@@ -318,26 +320,26 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
             seen[u] = stamp;
             at[u] = k as u32;
         }
-        for &(s, k2) in &named[tx[v] as usize..tx[v + 1] as usize] {
+        for &(s, k2, w2) in &named[tx[v] as usize..tx[v + 1] as usize] {
             let (s, k2) = (s as usize, k2 as usize);
-            let (srow, w2) = (k2 - xadj[s] as usize, weight(k2));
+            let srow = || k2 - xadj[s] as usize;
             if met[s] == stamp {
-                return Err(rows.at(s, srow, format!("duplicate edge {}-{}", s + 1, v + 1)));
+                return Err(rows.at(s, srow(), format!("duplicate edge {}-{}", s + 1, v + 1)));
             }
             met[s] = stamp;
             if seen[s] != stamp {
                 return Err(rows.at(
                     s,
-                    srow,
+                    srow(),
                     format!("edge {}-{} is not listed at vertex {}", s + 1, v + 1, v + 1),
                 ));
             }
             let k = at[s] as usize;
-            let w = weight(k);
+            let w = if has_ew { ewt[k] } else { 1 };
             if w != w2 {
                 // Reported at the later line, as the second word on it.
                 let (hi, hrow, hw, lo, lw) = if s > v {
-                    (s, srow, w2, v, w)
+                    (s, srow(), w2, v, w)
                 } else {
                     (v, k - row.start, w, s, w2)
                 };
@@ -406,7 +408,7 @@ impl<'a> Iterator for Lines<'a> {
         }
         let rest = &self.text.as_bytes()[self.pos..];
         let start = self.pos;
-        let end = rest.iter().position(|&c| c == b'\n');
+        let end = memchr::memchr(b'\n', rest);
         let len = end.unwrap_or(rest.len());
         self.pos += len + 1;
         self.no += 1;
