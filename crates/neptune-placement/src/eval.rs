@@ -197,14 +197,16 @@ pub fn evaluate(p: &Problem, host_of: &[usize]) -> Result<Placement, PlacementEr
             .iter()
             .map(|l| (host_of[l.a], host_of[l.b], l.bandwidth))
             .filter(|&(a, b, w)| a != b && w > 0);
-        let link_loads: Vec<LinkLoad> = network::mesh_loads(hosts, traffic)
-            .into_iter()
-            .map(|(a, b, load)| LinkLoad {
+        // At most one pair per crossing link: reserved, not grown (what is
+        // reserved and not written is never touched).
+        let mut link_loads = Vec::with_capacity(traffic.clone().count());
+        network::mesh_loads(hosts, traffic, |a, b, load| {
+            link_loads.push(LinkLoad {
                 link: PhysicalLink::HostPair { a, b },
                 load,
                 capacity: bandwidth,
-            })
-            .collect();
+            });
+        });
         return Ok(Placement {
             host_of: host_of.to_vec(),
             cut,

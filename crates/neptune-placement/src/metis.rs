@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::model::{Resources, VirtualGraph};
+use crate::model::{Resources, VirtualGraph, VirtualLink};
 
 /// Where and why a METIS file is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +60,17 @@ impl MetisGraph {
         for &(a, b, w) in &self.edges {
             g.link(a, b, w);
         }
+        g
+    }
+
+    /// The same, reusing the edge list's memory for the links.
+    pub fn into_virtual_graph(self) -> VirtualGraph {
+        let mut g = VirtualGraph::with_nodes(self.n, Resources::ZERO);
+        g.links = self
+            .edges
+            .into_iter()
+            .map(|(a, b, bandwidth)| VirtualLink { a, b, bandwidth })
+            .collect();
         g
     }
 }
@@ -721,6 +732,7 @@ mod tests {
             let total: u64 = edges.iter().filter(|e| e.0 != e.1).map(|e| e.2).sum();
             prop_assert_eq!(g.edges.iter().map(|e| e.2).sum::<u64>(), total);
             prop_assert_eq!(write(n, &g.edges), text);
+            prop_assert_eq!(g.to_virtual_graph(), g.clone().into_virtual_graph());
         }
     }
 }

@@ -160,14 +160,15 @@ impl<'a> Router<'a> {
 }
 
 /// Loads of the host pairs of a full mesh, from traffic `(a, b, w)` between
-/// hosts `a != b` of `hosts`: `(a, b, load)` with `a < b`, sorted, only pairs
-/// that carry traffic. Each pair's link is its own, so the loads are summed
+/// hosts `a != b` of `hosts`: `emit(a, b, load)` with `a < b`, in order,
+/// for the pairs that carry traffic. Each pair's link is its own, so the loads are summed
 /// per lower host in a dense array instead of a hash map keyed by link
 /// (which was most of the time of evaluating a large placement).
 pub(crate) fn mesh_loads(
     hosts: usize,
     traffic: impl Iterator<Item = (usize, usize, u64)> + Clone,
-) -> Vec<(usize, usize, u64)> {
+    mut emit: impl FnMut(usize, usize, u64),
+) {
     let mut start = vec![0usize; hosts + 1];
     for (a, b, _) in traffic.clone() {
         start[a.min(b) + 1] += 1;
@@ -184,7 +185,6 @@ pub(crate) fn mesh_loads(
     }
     let mut acc = vec![0u64; hosts];
     let mut touched: Vec<usize> = Vec::new();
-    let mut out = Vec::new();
     for a in 0..hosts {
         touched.clear();
         for &(b, w) in &far[start[a]..start[a + 1]] {
@@ -196,12 +196,11 @@ pub(crate) fn mesh_loads(
         touched.sort_unstable();
         for &b in &touched {
             if acc[b] > 0 {
-                out.push((a, b, acc[b]));
+                emit(a, b, acc[b]);
             }
             acc[b] = 0;
         }
     }
-    out
 }
 
 /// A multiply-rotate hash for link keys (a few small integers). The standard

@@ -690,6 +690,42 @@ proptest! {
     }
 }
 
+proptest! {
+    /// When every VM asks the same, the annealing checks a host's room by
+    /// counting its members against what the host's capacity allows in
+    /// every dimension: vCPU and RAM bind before the slots here.
+    #[test]
+    fn equal_demands_never_overfill_a_host(
+        n in 2usize..60,
+        (vcpu, ram) in (1u64..4, 1u64..4),
+        caps in prop::collection::vec((2u64..14, 2u64..14, 2u32..9), 2..12),
+        seed in any::<u64>(),
+    ) {
+        let mut g = vm_graph(&vec![(vcpu, ram); n]);
+        let mut r = Rng::new(seed);
+        for _ in 0..3 * n {
+            let (a, b) = (r.below(n), r.below(n));
+            if a != b {
+                g.link(a, b, 1 + r.below(9) as u64);
+            }
+        }
+        let p = Problem {
+            graph: g,
+            inventory: Inventory { hosts: caps.iter().enumerate().map(|(i, &(c, m, s))| host(&format!("h{i}"), "dc", c, m, s)).collect() },
+            network: PhysicalNetwork::Unlimited,
+            constraints: Constraints::default(),
+        };
+        match solve(&p, &Options { seed, ..Options::default() }) {
+            Ok(s) => {
+                let map: Vec<Option<usize>> = s.placement.host_of.iter().map(|&h| Some(h)).collect();
+                prop_assert_eq!(validate(&p, &map), vec![]);
+            }
+            Err(PlacementError::NothingFits { .. }) => {}
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+}
+
 /// The full mesh's loads are summed per host pair in a dense array, not in
 /// the hash map the other networks use: both must agree, link for link, on
 /// the loads, the overload and so the verdict.
