@@ -35,28 +35,43 @@ fn coarsen(
     let mut mate = vec![NONE; n];
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
-    let free = |v: usize| inst.fixed[v].is_none() && inst.aa[v].is_empty();
+    // Pinned and anti-affine nodes are never matched: marked as their own
+    // mates up front, so the loop below reads one array per neighbour.
+    for v in 0..n {
+        if inst.fixed[v].is_some() || !inst.aa[v].is_empty() {
+            mate[v] = v as u32;
+        }
+    }
     for &v in &order {
-        if mate[v] != NONE || !free(v) {
+        if mate[v] != NONE {
             continue;
         }
-        let mut best: Option<(f64, usize)> = None;
+        // Heaviest link per unit of the two ends' sizes: w / (s_v s_u),
+        // compared as w_a s_b > w_b s_a (the same order, without dividing).
+        let mut best: Option<(u64, u64, usize)> = None;
         for (u, w) in inst.neighbors(v) {
-            if mate[u] != NONE || u == v || !free(u) || part.is_some_and(|p| p[u] != p[v]) {
+            if mate[u] != NONE || u == v || part.is_some_and(|p| p[u] != p[v]) {
                 continue;
             }
             let sum = add(inst.wt[v], inst.wt[u]);
             if !classes.iter().any(|c| le(sum, *c)) {
                 continue;
             }
-            let rating = w as f64 / ((inst.wt[v][0].max(1) * inst.wt[u][0].max(1)) as f64);
-            if best.is_none_or(|b| rating > b.0) {
-                best = Some((rating, u));
+            let size = inst.wt[u][0].max(1);
+            if best.is_none_or(|(bw, bs, _)| {
+                u128::from(w) * u128::from(bs) > u128::from(bw) * u128::from(size)
+            }) {
+                best = Some((w, size, u));
             }
         }
-        if let Some((_, u)) = best {
+        if let Some((_, _, u)) = best {
             mate[v] = u as u32;
             mate[u] = v as u32;
+        }
+    }
+    for v in 0..n {
+        if mate[v] == v as u32 {
+            mate[v] = NONE;
         }
     }
     let mut cmap = vec![NONE; n];
@@ -863,11 +878,11 @@ fn anneal_packed<E: Entry>(
                     }
                 }
                 if let Some((bound, u, _)) = best {
+                    // Without branches, as for `v` above.
                     let ua: i64 = g
                         .of(u)
                         .iter()
-                        .filter(|&&e| st.bin[e.node()] as usize == a)
-                        .map(|&e| g.w(e))
+                        .map(|&e| i64::from(st.bin[e.node()] as usize == a) * g.w(e))
                         .sum();
                     pick = Some((va - vb + bound - ua, Some(u)));
                 }
