@@ -29,8 +29,8 @@ pub(crate) enum PlacementCommand {
         /// Solver: the paper's Kernighan–Lin or the production multilevel one.
         #[arg(long, value_enum, default_value_t = SolverArg::Default)]
         solver: SolverArg,
-        /// Search effort of the default solver: `fast` takes about Scotch's
-        /// time, `high` 15-80x longer for a cut 0.5-2.5 % smaller.
+        /// Search effort of the default solver: `fast` takes less than
+        /// Scotch's time, `high` 30-160x longer for a cut 0.4-2.1 % smaller.
         #[arg(long, value_enum, default_value_t = EffortArg::Fast)]
         effort: EffortArg,
         /// Restarts (KL, default 5) or V-cycles (default: by graph size).
