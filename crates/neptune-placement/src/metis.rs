@@ -131,66 +131,19 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
             Some((ln, _, l)) => break (ln, l),
         }
     };
-    let ht: Vec<Tok<'_>> = tokens(header).collect();
-    if ht.len() < 2 || ht.len() > 4 {
-        return Err(err(hline, 1, "header must be `n m [fmt [ncon]]`"));
-    }
-    let n = num(&ht[0], hline, "vertex count")?;
-    let m = num(&ht[1], hline, "edge count")?;
-    // Vertices and entries are indexed by u32 below.
-    let max_nodes = (limits.max_nodes as u64).min(u64::from(u32::MAX - 1));
-    if n > max_nodes {
-        return Err(err(
-            hline,
-            ht[0].col,
-            format!("{n} vertices exceed the limit of {max_nodes}"),
-        ));
-    }
-    let max_edges = (limits.max_edges as u64).min(u64::from(u32::MAX / 2));
-    if m > max_edges {
-        return Err(err(
-            hline,
-            ht[1].col,
-            format!("{m} edges exceed the limit of {max_edges}"),
-        ));
-    }
-    let (n, m) = (n as usize, m as usize);
-    let (mut has_size, mut has_vw, mut has_ew) = (false, false, false);
-    if let Some(f) = ht.get(2) {
-        if f.text.len() > 3 || !f.text.bytes().all(|c| c == b'0' || c == b'1') {
-            return Err(err(
-                hline,
-                f.col,
-                format!("fmt must be up to three binary digits, found {:?}", f.text),
-            ));
-        }
-        let padded = format!("{:0>3}", f.text);
-        let b = padded.as_bytes();
-        has_size = b[0] == b'1';
-        has_vw = b[1] == b'1';
-        has_ew = b[2] == b'1';
-    }
-    let ncon = match ht.get(3) {
-        Some(t) => {
-            let c = num(t, hline, "ncon")?;
-            if !has_vw {
-                return Err(err(
-                    hline,
-                    t.col,
-                    "ncon given but fmt declares no vertex weights",
-                ));
-            }
-            if c == 0 || c > 64 {
-                return Err(err(hline, t.col, "ncon must be between 1 and 64"));
-            }
-            c as usize
-        }
-        None => usize::from(has_vw),
-    };
+    let Header {
+        n,
+        m,
+        m_col,
+        has_size,
+        has_vw,
+        has_ew,
+        ncon,
+    } = read_header(hline, header, limits)?;
     let mut rows = Rows {
         text,
         has_size,
-        ncon: if has_vw { ncon } else { 0 },
+        ncon,
         has_ew,
         line: Vec::with_capacity(n),
     };
@@ -381,7 +334,7 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
     if edges.len() != m {
         return Err(err(
             hline,
-            ht[1].col,
+            m_col,
             format!("header declares {m} edges, the file lists {}", edges.len()),
         ));
     }
@@ -389,6 +342,87 @@ pub fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError> {
         n,
         vertex_weights,
         edges,
+    })
+}
+
+/// What a header line declares.
+struct Header {
+    n: usize,
+    m: usize,
+    /// Column of the edge count, where a wrong total is reported.
+    m_col: usize,
+    has_size: bool,
+    has_vw: bool,
+    has_ew: bool,
+    /// Vertex weights per vertex (0 without them).
+    ncon: usize,
+}
+
+/// Reads the header `n m [fmt [ncon]]` found on line `hline`.
+fn read_header(hline: usize, header: &str, limits: Limits) -> Result<Header, MetisError> {
+    let ht: Vec<Tok<'_>> = tokens(header).collect();
+    if ht.len() < 2 || ht.len() > 4 {
+        return Err(err(hline, 1, "header must be `n m [fmt [ncon]]`"));
+    }
+    let n = num(&ht[0], hline, "vertex count")?;
+    let m = num(&ht[1], hline, "edge count")?;
+    // Vertices and entries are indexed by u32 below.
+    let max_nodes = (limits.max_nodes as u64).min(u64::from(u32::MAX - 1));
+    if n > max_nodes {
+        return Err(err(
+            hline,
+            ht[0].col,
+            format!("{n} vertices exceed the limit of {max_nodes}"),
+        ));
+    }
+    let max_edges = (limits.max_edges as u64).min(u64::from(u32::MAX / 2));
+    if m > max_edges {
+        return Err(err(
+            hline,
+            ht[1].col,
+            format!("{m} edges exceed the limit of {max_edges}"),
+        ));
+    }
+    let (mut has_size, mut has_vw, mut has_ew) = (false, false, false);
+    if let Some(f) = ht.get(2) {
+        if f.text.len() > 3 || !f.text.bytes().all(|c| c == b'0' || c == b'1') {
+            return Err(err(
+                hline,
+                f.col,
+                format!("fmt must be up to three binary digits, found {:?}", f.text),
+            ));
+        }
+        let padded = format!("{:0>3}", f.text);
+        let b = padded.as_bytes();
+        has_size = b[0] == b'1';
+        has_vw = b[1] == b'1';
+        has_ew = b[2] == b'1';
+    }
+    let ncon = match ht.get(3) {
+        Some(t) => {
+            let c = num(t, hline, "ncon")?;
+            if !has_vw {
+                return Err(err(
+                    hline,
+                    t.col,
+                    "ncon given but fmt declares no vertex weights",
+                ));
+            }
+            if c == 0 || c > 64 {
+                return Err(err(hline, t.col, "ncon must be between 1 and 64"));
+            }
+            c as usize
+        }
+        None => usize::from(has_vw),
+    };
+    Ok(Header {
+        n: n as usize,
+        m: m as usize,
+        m_col: ht[1].col,
+        has_size,
+        has_vw,
+        has_ew,
+        ncon: if has_vw { ncon } else { 0 },
     })
 }
 

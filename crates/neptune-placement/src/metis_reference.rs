@@ -1,7 +1,7 @@
 //! The first METIS reader (sorting every entry), kept as the reference
 //! for the differential test of the current one.
 
-use super::{err, num, tokens, Limits, MetisError, MetisGraph, Tok};
+use super::{err, num, read_header, tokens, Header, Limits, MetisError, MetisGraph};
 
 /// The reader as it was before it stopped sorting, kept to check the new
 /// one against: the same graphs accepted, the same refused.
@@ -15,59 +15,15 @@ pub(super) fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError
             Some(x) => break x,
         }
     };
-    let ht: Vec<Tok<'_>> = tokens(header).collect();
-    if ht.len() < 2 || ht.len() > 4 {
-        return Err(err(hline, 1, "header must be `n m [fmt [ncon]]`"));
-    }
-    let n = num(&ht[0], hline, "vertex count")?;
-    let m = num(&ht[1], hline, "edge count")?;
-    if n > limits.max_nodes as u64 {
-        return Err(err(
-            hline,
-            ht[0].col,
-            format!("{n} vertices exceed the limit of {}", limits.max_nodes),
-        ));
-    }
-    if m > limits.max_edges as u64 {
-        return Err(err(
-            hline,
-            ht[1].col,
-            format!("{m} edges exceed the limit of {}", limits.max_edges),
-        ));
-    }
-    let (n, m) = (n as usize, m as usize);
-    let (mut has_size, mut has_vw, mut has_ew) = (false, false, false);
-    if let Some(f) = ht.get(2) {
-        if f.text.len() > 3 || !f.text.bytes().all(|c| c == b'0' || c == b'1') {
-            return Err(err(
-                hline,
-                f.col,
-                format!("fmt must be up to three binary digits, found {:?}", f.text),
-            ));
-        }
-        let padded = format!("{:0>3}", f.text);
-        let b = padded.as_bytes();
-        has_size = b[0] == b'1';
-        has_vw = b[1] == b'1';
-        has_ew = b[2] == b'1';
-    }
-    let ncon = match ht.get(3) {
-        Some(t) => {
-            let c = num(t, hline, "ncon")?;
-            if !has_vw {
-                return Err(err(
-                    hline,
-                    t.col,
-                    "ncon given but fmt declares no vertex weights",
-                ));
-            }
-            if c == 0 || c > 64 {
-                return Err(err(hline, t.col, "ncon must be between 1 and 64"));
-            }
-            c as usize
-        }
-        None => usize::from(has_vw),
-    };
+    let Header {
+        n,
+        m,
+        m_col,
+        has_size,
+        has_vw,
+        has_ew,
+        ncon,
+    } = read_header(hline, header, limits)?;
     let mut vertex_weights = Vec::new();
     // (lo, hi, w, line, col): from the lower end's line and from the higher end's.
     let mut from_lo: Vec<(usize, usize, u64, usize, usize)> = Vec::with_capacity(m.min(1 << 20));
@@ -238,7 +194,7 @@ pub(super) fn parse(text: &str, limits: Limits) -> Result<MetisGraph, MetisError
     if edges.len() != m {
         return Err(err(
             hline,
-            ht[1].col,
+            m_col,
             format!("header declares {m} edges, the file lists {}", edges.len()),
         ));
     }

@@ -892,9 +892,9 @@ fn anneal_packed<E: Entry>(
             if d > 0 && (d as f64 > 40.0 * t || rng.unit() >= (-(d as f64) / t).exp()) {
                 continue;
             }
-            shift_own(inst, g, st, &mut own, v, b);
+            shift_by(inst, g, st, &mut own, v, b);
             if let Some(u) = u {
-                shift_own(inst, g, st, &mut own, u, a);
+                shift_by(inst, g, st, &mut own, u, a);
             }
             cut += d;
         }
@@ -909,32 +909,6 @@ fn anneal_packed<E: Entry>(
             *st = State::from_bins(inst, &bins);
         }
     }
-}
-
-/// Moves `v` to bin `b` (capacity unchecked) and updates `own`, the weight
-/// of each node's links inside its own bin.
-fn shift_own<E: Entry>(
-    inst: &Instance,
-    g: &Packed<E>,
-    st: &mut State,
-    own: &mut [i64],
-    v: usize,
-    b: usize,
-) {
-    let a = st.bin[v];
-    let mut vb = 0i64;
-    for &e in g.of(v) {
-        let (y, w) = (e.node(), g.w(e));
-        let by = st.bin[y];
-        if by == a {
-            own[y] -= w;
-        } else if by == b as u32 {
-            own[y] += w;
-            vb += w;
-        }
-    }
-    own[v] = vb;
-    st.relocate(inst, v, b);
 }
 
 /// Iterated local search at the finest level: a random swap between two
