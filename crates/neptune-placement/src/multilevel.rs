@@ -164,6 +164,12 @@ fn grow(inst: &Instance, st: &mut State, rng: &mut Rng) -> Vec<usize> {
     let mut front: Vec<usize> = Vec::new();
     let mut cursor = 0usize;
     for &b in &bins {
+        // A full bin takes nobody: skip reading its members' links (on the
+        // way up, where only a few nodes are left to place, that was a scan
+        // of the whole graph for each level).
+        if st.load[b][0] >= inst.cap[b][0] {
+            continue;
+        }
         front.clear();
         for &m in &st.members[b] {
             for (u, w) in inst.neighbors(m as usize) {
