@@ -1131,6 +1131,87 @@ fn shift(
     d
 }
 
+/// What one cycle's search found.
+enum Searched {
+    /// A placement, before any repair.
+    Placed(State),
+    /// The V-cycle could not place every node.
+    Blocked(PlacementError),
+}
+
+/// One cycle's search: a V-cycle from scratch, iterated V-cycles while
+/// they improve, annealing, iterated local search.
+fn search(
+    inst: &Instance,
+    r: &mut Rng,
+    sc: &mut Scratch,
+    settings: &Settings,
+) -> Result<Searched, PlacementError> {
+    let mut st = match vcycle(inst, r, sc, None, settings) {
+        Ok(st) => st,
+        Err(e) => return Ok(Searched::Blocked(e)),
+    };
+    let mut cut = st.cut(inst);
+    for _ in 0..settings.iterations {
+        let next = vcycle(inst, r, sc, Some(&st), settings)?;
+        let c = next.cut(inst);
+        if c >= cut {
+            break;
+        }
+        st = next;
+        cut = c;
+    }
+    if settings.anneal > 0 {
+        anneal(
+            inst,
+            &mut st,
+            r,
+            settings.anneal.saturating_mul(inst.n()),
+            settings.anneal_hot,
+        );
+    }
+    perturb_and_refine(inst, &mut st, r, sc, settings.ils_steps);
+    Ok(Searched::Placed(st))
+}
+
+/// Runs every cycle's search, on as many threads as there are cores and
+/// cycles. Each cycle has its own generator, forked in cycle order, and the
+/// results come back in cycle order: the same on any number of cores.
+fn search_all(
+    inst: &Instance,
+    rngs: &mut [Rng],
+    settings: &Settings,
+    cores: usize,
+) -> Vec<Result<Searched, PlacementError>> {
+    let workers = cores.min(rngs.len()).max(1);
+    let mut chunks: Vec<Vec<(usize, &mut Rng)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, r) in rngs.iter_mut().enumerate() {
+        chunks[i % workers].push((i, r));
+    }
+    let run = |chunk: Vec<(usize, &mut Rng)>| {
+        let mut sc = Scratch::default();
+        chunk
+            .into_iter()
+            .map(|(i, r)| (i, search(inst, r, &mut sc, settings)))
+            .collect::<Vec<_>>()
+    };
+    let mut chunks = chunks.into_iter();
+    let first = chunks.next().unwrap_or_default();
+    let mut done = std::thread::scope(|s| {
+        let others: Vec<_> = chunks.map(|c| s.spawn(move || run(c))).collect();
+        let mut done = run(first);
+        for h in others {
+            match h.join() {
+                Ok(part) => done.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        done
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, res)| res).collect()
+}
+
 /// The production solver. Returns the best state found and the overload left.
 pub(crate) fn solve(
     inst: &Instance,
@@ -1139,40 +1220,20 @@ pub(crate) fn solve(
     rng: &mut Rng,
     settings: Settings,
 ) -> Result<State, PlacementError> {
-    let mut sc = Scratch::default();
+    let mut rngs: Vec<Rng> = (0..settings.cycles.max(1)).map(|_| rng.fork()).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let found = search_all(inst, &mut rngs, &settings, cores);
     let mut best: Option<((bool, u64), State)> = None;
     let mut repair_failed = false;
     let mut first_err = None;
-    for _ in 0..settings.cycles.max(1) {
-        let mut r = rng.fork();
-        let mut st = match vcycle(inst, &mut r, &mut sc, None, &settings) {
-            Ok(st) => st,
-            Err(e) => {
+    for (res, r) in found.into_iter().zip(rngs.iter_mut()) {
+        let mut st = match res? {
+            Searched::Placed(st) => st,
+            Searched::Blocked(e) => {
                 first_err.get_or_insert(e);
                 continue;
             }
         };
-        // Iterated V-cycles while they improve.
-        let mut cut = st.cut(inst);
-        for _ in 0..settings.iterations {
-            let next = vcycle(inst, &mut r, &mut sc, Some(&st), &settings)?;
-            let c = next.cut(inst);
-            if c >= cut {
-                break;
-            }
-            st = next;
-            cut = c;
-        }
-        if settings.anneal > 0 {
-            anneal(
-                inst,
-                &mut st,
-                &mut r,
-                settings.anneal.saturating_mul(inst.n()),
-                settings.anneal_hot,
-            );
-        }
-        perturb_and_refine(inst, &mut st, &mut r, &mut sc, settings.ils_steps);
         // Repair only when the cut-optimised placement overloads a link.
         // Once a repair has failed, later cycles try with a small budget
         // (no admissible placement may exist at all).
@@ -1184,7 +1245,7 @@ pub(crate) fn solve(
             } else {
                 (4 * inst.n() + 16, 200)
             };
-            repair(inst, &mut st, router, bin_host, &mut r, budget, kicks);
+            repair(inst, &mut st, router, bin_host, r, budget, kicks);
             over = overload(inst, &st, router, bin_host);
             if over > 0 {
                 // Not admissible either way: keep the smaller cut.
@@ -1331,6 +1392,47 @@ mod tests {
             let gained = greedy_sweep(&inst, &g, &mut st, &mut rng, &mut conn, &mut changed);
             assert_eq!(before - st.cut(&inst), gained);
         }
+    }
+
+    /// Cycles searched on several threads give what they give on one:
+    /// each has its own generator and the results come back in order.
+    #[test]
+    fn cycles_find_the_same_on_any_number_of_cores() {
+        let inst = instance(120, 400, 5, 9);
+        let settings = Settings {
+            cycles: 5,
+            iterations: 1,
+            ils_steps: 50,
+            coarse_kl: 2,
+            fine_kl: 4,
+            rounds: 2,
+            sweeps: 2,
+            anneal: 20,
+            anneal_hot: 0.3,
+        };
+        let run = |cores: usize| -> Vec<Vec<u32>> {
+            let mut root = Rng::new(4);
+            let mut rngs: Vec<Rng> = (0..settings.cycles).map(|_| root.fork()).collect();
+            let found = search_all(&inst, &mut rngs, &settings, cores);
+            let next: Vec<u64> = rngs.iter_mut().map(Rng::next_u64).collect();
+            found
+                .into_iter()
+                .zip(next)
+                .map(|(res, n)| match res {
+                    Ok(Searched::Placed(st)) => {
+                        let mut bins = st.bin.clone();
+                        bins.push(n as u32);
+                        bins
+                    }
+                    _ => Vec::new(),
+                })
+                .collect()
+        };
+        let one = run(1);
+        assert!(one.iter().all(|b| !b.is_empty()));
+        assert_ne!(one[0], one[1], "the cycles differ");
+        assert_eq!(run(2), one);
+        assert_eq!(run(3), one);
     }
 
     #[test]
