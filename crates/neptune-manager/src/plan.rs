@@ -273,24 +273,33 @@ mod tests {
         }
     }
 
+    fn datacenter(name: &str) -> DatacenterRecord {
+        DatacenterRecord {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            created_at: 0,
+            home_pools: vec![],
+        }
+    }
+
+    /// A catalogue design of `nodes` VMs.
+    fn design(kind: Kind, nodes: usize) -> Topology {
+        generate(
+            kind,
+            &Params {
+                nodes,
+                ..Params::new(kind)
+            },
+        )
+        .unwrap()
+    }
+
     /// A line of 6 VMs (links of 100 Mbit/s) on two hosts of 3 slots: any
     /// placement cuts at least one link, which crosses both uplinks.
     #[test]
     fn uplinks_limit_placement_and_are_shared_by_vms() {
-        let dc = DatacenterRecord {
-            id: Uuid::new_v4(),
-            name: "a".into(),
-            created_at: 0,
-            home_pools: vec![],
-        };
-        let topo = generate(
-            Kind::Line,
-            &Params {
-                nodes: 6,
-                ..Params::new(Kind::Line)
-            },
-        )
-        .unwrap();
+        let dc = datacenter("a");
+        let topo = design(Kind::Line, 6);
         let with_uplink = |name: &str, mbps: i64, used: i64| HostRecord {
             uplink_mbps: mbps,
             used: HostUsage {
@@ -337,26 +346,14 @@ mod tests {
 
     #[test]
     fn places_within_capacity_and_minimises_the_cut() {
-        let dc = DatacenterRecord {
-            id: Uuid::new_v4(),
-            name: "a".into(),
-            created_at: 0,
-            home_pools: vec![],
-        };
+        let dc = datacenter("a");
         let other = Uuid::new_v4();
         let hosts = vec![
             host(dc.id, "h1", 8, 3),
             host(dc.id, "h2", 8, 3),
             host(other, "elsewhere", 64, 64),
         ];
-        let topo = generate(
-            Kind::Line,
-            &Params {
-                nodes: 6,
-                ..Params::new(Kind::Line)
-            },
-        )
-        .unwrap();
+        let topo = design(Kind::Line, 6);
         let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap();
         assert_eq!(plan.view.vms.len(), 6);
         assert!(
@@ -374,29 +371,12 @@ mod tests {
 
     #[test]
     fn refuses_what_does_not_fit_and_bad_manual_maps() {
-        let dc = DatacenterRecord {
-            id: Uuid::new_v4(),
-            name: "a".into(),
-            created_at: 0,
-            home_pools: vec![],
-        };
+        let dc = datacenter("a");
         let hosts = vec![host(dc.id, "h1", 2, 10)];
-        let topo = generate(
-            Kind::Star,
-            &Params {
-                nodes: 4,
-                ..Params::new(Kind::Star)
-            },
-        )
-        .unwrap();
+        let topo = design(Kind::Star, 4);
         let err = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap_err();
         assert!(err.to_string().contains("nothing fits"), "{err}");
-        let empty = DatacenterRecord {
-            id: Uuid::new_v4(),
-            name: "b".into(),
-            created_at: 0,
-            home_pools: vec![],
-        };
+        let empty = datacenter("b");
         assert!(matches!(
             place(Uuid::new_v4(), &topo, &empty, &hosts, None, 1),
             Err(PlanError::NoHosts(_))

@@ -449,19 +449,9 @@ async fn lifecycle_with_approval(m: &TestManager) {
         (s, v["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("forbidden"))
     );
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/accept"),
-            Some(&p.admin),
-            Some(json!({"datacenter": "napoli"})),
-        )
+    let v = m
+        .accept(&p.admin, &id, Some(json!({"datacenter": "napoli"})))
         .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("deploying")),
-        "{v}"
-    );
     assert_eq!(v["home_datacenter"], "napoli");
     let history: Vec<(&str, &str, &str)> = v["events"]
         .as_array()
@@ -1281,19 +1271,7 @@ async fn deploy_and_terminate(m: &TestManager) {
         .iter()
         .all(|h| h["used_slots"] == 0));
 
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/accept"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("deploying")),
-        "{v}"
-    );
+    let v = m.accept(&p.admin, &id, None).await;
     let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(v["jobs"][0]["total"], 18, "6 copies, 6 defines, 6 starts");
     let v = m.wait_vi(&p.alice, &id, "deploying").await;
@@ -1745,19 +1723,7 @@ async fn reads_are_never_stale(m: &TestManager) {
     m.sims
         .sim("host0")
         .set_delay(Op::Start, std::time::Duration::from_millis(150));
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/accept"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("deploying")),
-        "{v}"
-    );
+    let v = m.accept(&p.admin, &id, None).await;
     let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
     let mut seen_steps = std::collections::BTreeSet::new();
     loop {
@@ -1823,6 +1789,20 @@ impl TestManager {
         self.call(Method::POST, path, Some(token), body).await
     }
 
+    /// Accepts a requested VI as `admin`; checks that it is deploying and
+    /// returns it.
+    async fn accept(&self, admin: &str, id: &str, body: Option<Value>) -> Value {
+        let (s, v) = self
+            .post(admin, &format!("/api/v1/vis/{id}/accept"), body)
+            .await;
+        assert_eq!(
+            (s, v["state"].as_str()),
+            (StatusCode::OK, Some("deploying")),
+            "{v}"
+        );
+        v
+    }
+
     /// Creates and requests a VI of `token`'s user; returns its id.
     async fn requested_vi(&self, token: &str, design: Value) -> String {
         let vi = self.create_vi(token, design).await;
@@ -1842,10 +1822,7 @@ impl TestManager {
                 json!({"catalogue": {"kind": kind, "nodes": nodes}}),
             )
             .await;
-        let (s, v) = self
-            .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        self.accept(&p.admin, &id, None).await;
         let v = self.wait_vi(&p.alice, &id, "deploying").await;
         assert_eq!(v["state"], "running", "{v}");
         id
