@@ -274,7 +274,7 @@ fn main() -> anyhow::Result<()> {
                 let text = std::fs::read_to_string(&f)
                     .with_context(|| format!("reading {}", f.display()))?;
                 let g = metis::parse(&text, metis::Limits::default())?;
-                let p = Problem::groups(g.to_virtual_graph(), group_size, Some(gen::PHYS_BW));
+                let p = Problem::groups(g.into_virtual_graph(), group_size, Some(gen::PHYS_BW));
                 let t = Instant::now();
                 let s = solve(
                     &p,

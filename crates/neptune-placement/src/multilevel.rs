@@ -288,14 +288,7 @@ fn greedy_sweep<G: Adjacency>(
     let n = inst.n();
     let mut order: Vec<usize> = (0..n).filter(|&v| inst.fixed[v].is_none()).collect();
     rng.shuffle(&mut order);
-    let mut own = vec![0i64; n];
-    for v in 0..n {
-        own[v] = g
-            .each(v)
-            .filter(|&(y, _)| st.bin[y] == st.bin[v])
-            .map(|(_, w)| w as i64)
-            .sum();
-    }
+    let mut own = own_weights(g, st);
     // Per node of a candidate bin: its links to `a`, and to `v` alone.
     let mut to_a = vec![0i64; n];
     let mut to_v = vec![0i64; n];
@@ -388,6 +381,18 @@ fn greedy_sweep<G: Adjacency>(
         }
     }
     gained
+}
+
+/// The weight of each node's links inside its own bin.
+fn own_weights<G: Adjacency>(g: &G, st: &State) -> Vec<i64> {
+    (0..st.bin.len())
+        .map(|v| {
+            g.each(v)
+                .filter(|&(y, _)| st.bin[y] == st.bin[v])
+                .map(|(_, w)| w as i64)
+                .sum()
+        })
+        .collect()
 }
 
 /// Moves `v` to bin `b` (capacity unchecked) and updates `own`, the weight
@@ -815,14 +820,7 @@ fn anneal_packed<E: Entry>(
     // every accepted step. It prices a swap partner without reading the
     // partner's adjacency: on large VIs those reads were cache misses and
     // most of the annealing's time (one per member of the target host).
-    let mut own = vec![0i64; inst.n()];
-    for v in 0..inst.n() {
-        own[v] = inst
-            .neighbors(v)
-            .filter(|&(y, _)| st.bin[y] == st.bin[v])
-            .map(|(_, w)| w as i64)
-            .sum();
-    }
+    let mut own = own_weights(g, st);
     // Neighbours of `v` on the target host, with the link weight.
     let max_deg = (0..inst.n())
         .map(|v| inst.xadj[v + 1] - inst.xadj[v])
