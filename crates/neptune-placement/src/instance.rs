@@ -395,6 +395,11 @@ impl State {
         self.bin[v] = NONE;
     }
 
+    /// Where `v` is in its bin's member list.
+    pub(crate) fn position(&self, v: usize) -> usize {
+        self.pos[v] as usize
+    }
+
     pub(crate) fn relocate(&mut self, inst: &Instance, v: usize, b: usize) {
         self.remove(inst, v);
         self.insert(inst, v, b);

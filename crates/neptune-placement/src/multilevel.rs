@@ -827,6 +827,8 @@ fn anneal_packed<E: Entry>(
         .max()
         .unwrap_or(0);
     let mut in_b: Vec<(u32, i64)> = vec![(0, 0); max_deg];
+    // Per member of the target host, the bound of its swap with `v`.
+    let mut bounds: Vec<i64> = Vec::new();
     let mut t = t_hi;
     // Each step draws the next step's node and loads the start of its
     // adjacency, so that cache miss overlaps this step's work.
@@ -867,21 +869,45 @@ fn anneal_packed<E: Entry>(
                 // The partner: the member `u` of `b` whose swap costs least
                 // when its links to `a` are left out (an upper bound of the
                 // true change), then the true change for it alone.
-                let mut best: Option<(i64, usize, i64)> = None;
-                for &u in &st.members[b] {
-                    let u = u as usize;
-                    if pinned && inst.fixed[u].is_some() {
-                        continue;
+                // Bounds by member position: each member's links inside
+                // `b`, plus twice its links to `v` (`v`'s few neighbours on
+                // `b`, added at their positions rather than looked up per
+                // member).
+                let mb = &st.members[b];
+                bounds.clear();
+                bounds.extend(mb.iter().map(|&u| own[u as usize]));
+                for &(y, w) in in_b {
+                    bounds[st.position(y as usize)] += 2 * w;
+                }
+                let mut best: Option<(i64, usize)> = None;
+                if plain && !pinned {
+                    // Anyone can trade places with `v`: the first least
+                    // bound, chosen without branches (which one wins is
+                    // a coin toss the branch predictor loses).
+                    if let Some((&first, rest)) = bounds.split_first() {
+                        let (mut at, mut least) = (0usize, first);
+                        for (i, &x) in rest.iter().enumerate() {
+                            let lower = x < least;
+                            least = if lower { x } else { least };
+                            at = if lower { i + 1 } else { at };
+                        }
+                        best = Some((least, mb[at] as usize));
                     }
-                    let uv = in_b.iter().find(|e| e.0 as usize == u).map_or(0, |e| e.1);
-                    let bound = own[u] + 2 * uv;
-                    if best.is_none_or(|p| bound < p.0)
-                        && (plain || (st.fits(inst, v, b, Some(u)) && st.fits(inst, u, a, Some(v))))
-                    {
-                        best = Some((bound, u, uv));
+                } else {
+                    for (&u, &bound) in mb.iter().zip(bounds.iter()) {
+                        let u = u as usize;
+                        if pinned && inst.fixed[u].is_some() {
+                            continue;
+                        }
+                        if best.is_none_or(|p| bound < p.0)
+                            && (plain
+                                || (st.fits(inst, v, b, Some(u)) && st.fits(inst, u, a, Some(v))))
+                        {
+                            best = Some((bound, u));
+                        }
                     }
                 }
-                if let Some((bound, u, _)) = best {
+                if let Some((bound, u)) = best {
                     // Without branches, as for `v` above.
                     let ua: i64 = g
                         .of(u)
