@@ -834,6 +834,7 @@ fn anneal_packed<E: Entry>(
     // adjacency, so that cache miss overlaps this step's work.
     let mut next = free[rng.index(free.len())] as usize;
     for _ in 0..STAGES {
+        let (limit, per_t) = (40.0 * t, 1.0 / t);
         for _ in 0..per {
             let v = next;
             next = free[rng.index(free.len())] as usize;
@@ -919,7 +920,7 @@ fn anneal_packed<E: Entry>(
             }
             let Some((d, u)) = pick else { continue };
             // Beyond 40 temperatures the odds are below e^-40: no draw.
-            if d > 0 && (d as f64 > 40.0 * t || refused(d as f64 / t, rng.unit())) {
+            if d > 0 && (d as f64 > limit || refused(d as f64 * per_t, rng.unit())) {
                 continue;
             }
             shift_by(inst, g, st, &mut own, v, b);
@@ -948,7 +949,7 @@ fn anneal_packed<E: Entry>(
 /// refused without it. The margin keeps the answer exactly `exp`'s despite
 /// rounding, so the search is the same, only cheaper.
 fn refused(x: f64, r: f64) -> bool {
-    let bound = 1.0 + x * (1.0 + x * (0.5 + x / 6.0));
+    let bound = 1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0)));
     r * bound >= 1.0 + 1e-9 || r >= (-x).exp()
 }
 
