@@ -159,8 +159,9 @@ pub fn default_cycles(n: usize, effort: Effort) -> usize {
 /// Scotch's time on the benchmark (bench/placement; Scotch grows more slowly
 /// than n log n there, hence fewer steps per node for large VIs); small VIs
 /// get many, they cost microseconds. The fewer the steps, the colder the
-/// start: a short anneal cannot recover from much disorder, and the V-cycle
-/// already hands it a good placement. A step prices its swap partner by the
+/// start: a short anneal cannot recover from much disorder, and the greedy
+/// growing (the V-cycle beyond 20 000 nodes) already hands it a good
+/// placement. A step prices its swap partner by the
 /// partner's links inside its host rather than reading its adjacency (see
 /// `multilevel::anneal`), which makes steps cheaper and each one a little
 /// less well aimed: VIs of a few hundred nodes, where steps cost
@@ -169,8 +170,8 @@ fn anneal_schedule(n: usize, effort: Effort) -> (usize, f64) {
     match (effort, n) {
         (Effort::Fast, 0..=256) => (100, 0.35),
         (Effort::Fast, 257..=999) => (200, 0.35),
-        (Effort::Fast, 1_000..=2_000) => (40, 0.2),
-        (Effort::Fast, 2_001..=20_000) => (30, 0.15),
+        (Effort::Fast, 1_000..=2_000) => (48, 0.2),
+        (Effort::Fast, 2_001..=20_000) => (34, 0.15),
         (Effort::Fast, _) => (6, 0.1),
         (Effort::High, 0..=2_000) => (400, 0.35),
         (Effort::High, _) => (200, 0.35),
@@ -208,6 +209,12 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
                 // No refinement on the way up: annealing does it for less.
                 Effort::Fast => multilevel::Settings {
                     cycles,
+                    // Up to 20 000 VMs the annealing finds smaller cuts
+                    // from the greedy growing's placement than from a
+                    // V-cycle's, and the coarsening's time is better spent
+                    // on more steps; beyond, a few steps per VM need the
+                    // V-cycle's start (bench/placement).
+                    coarsen: n > 20_000,
                     iterations: 0,
                     coarse_kl: 0,
                     fine_kl: 0,
@@ -219,6 +226,7 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
                 },
                 Effort::High => multilevel::Settings {
                     cycles,
+                    coarsen: true,
                     iterations: if n > 20_000 { 1 } else { 4 },
                     coarse_kl: if n > 20_000 { 0 } else { 8 },
                     fine_kl: 64,

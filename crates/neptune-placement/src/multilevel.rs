@@ -465,6 +465,9 @@ fn refine(
 pub(crate) struct Settings {
     /// V-cycles from scratch.
     pub(crate) cycles: usize,
+    /// Whether a V-cycle from scratch coarsens. Without, it is the greedy
+    /// growing at the finest level, then the refinement and annealing.
+    pub(crate) coarsen: bool,
     /// Iterated V-cycles after each, at most (stopped when one does not improve).
     pub(crate) iterations: usize,
     /// Steps of iterated local search at the end of each cycle.
@@ -515,7 +518,7 @@ fn vcycle(
     let mut part: Option<Vec<u32>> = start.map(|s| s.bin.clone());
     loop {
         let cur = coarser.last().map_or(inst, |l| &l.0);
-        if cur.n() <= 2 * inst.bins().max(8) {
+        if cur.n() <= 2 * inst.bins().max(8) || (start.is_none() && !settings.coarsen) {
             break;
         }
         let (coarse, cmap) = coarsen(cur, rng, &classes, part.as_deref());
@@ -1437,6 +1440,7 @@ mod tests {
         let inst = instance(120, 400, 5, 9);
         let settings = Settings {
             cycles: 5,
+            coarsen: true,
             iterations: 1,
             ils_steps: 50,
             coarse_kl: 2,
