@@ -87,18 +87,18 @@ pub enum SolverKind {
 /// How hard the production solver searches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effort {
-    /// One V-cycle without refinement on the way up (several for VIs of up
-    /// to 256 nodes), then simulated annealing for a number of steps
+    /// Greedy graph growing (beyond 20 000 nodes, a V-cycle without
+    /// refinement on the way up; several, the best kept, for VIs of up to
+    /// 256 nodes), then simulated annealing for a number of steps
     /// proportional to the VI's size. On the benchmark: a cut smaller than
-    /// Mt-KaHyPar's (within its run-to-run spread at 1000 nodes with 8 links
-    /// each) in 0.68-0.96x Scotch's wall time and 0.40-0.71x its CPU time
-    /// (bench/placement).
+    /// Mt-KaHyPar's in 0.65-0.91x Scotch's wall time and 0.38-0.75x its CPU
+    /// time (bench/placement).
     #[default]
     Fast,
     /// Full KL refinement on every level, iterated V-cycles, several
     /// V-cycles up to 20 000 nodes, longer annealing and iterated local
-    /// search after it: on the benchmark 20-80x the time of `Fast` for a
-    /// cut 0.4-2.1 % smaller.
+    /// search after it: on the benchmark 30-90x the time of `Fast` for a
+    /// cut 0.4-1.8 % smaller.
     High,
 }
 

@@ -30,7 +30,7 @@ pub(crate) enum PlacementCommand {
         #[arg(long, value_enum, default_value_t = SolverArg::Default)]
         solver: SolverArg,
         /// Search effort of the default solver: `fast` takes less than
-        /// Scotch's time, `high` 20-80x longer for a cut 0.4-2.1 % smaller.
+        /// Scotch's time, `high` 30-90x longer for a cut 0.4-1.8 % smaller.
         #[arg(long, value_enum, default_value_t = EffortArg::Fast)]
         effort: EffortArg,
         /// Restarts (KL, default 5) or V-cycles (default: by graph size).
