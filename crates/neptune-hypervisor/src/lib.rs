@@ -9,6 +9,8 @@
 
 pub mod sim;
 
+use std::path::{Path, PathBuf};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -126,6 +128,68 @@ pub fn validate_vm_name(name: &str) -> Result<()> {
 }
 
 pub type Result<T> = std::result::Result<T, HypervisorError>;
+
+/// Refuses a spec no adapter can run: a bad name, no vCPU or no RAM.
+pub(crate) fn check_spec(spec: &VmSpec) -> Result<()> {
+    validate_vm_name(&spec.name)?;
+    if spec.vcpus == 0 || spec.ram_mib == 0 {
+        return Err(HypervisorError::InvalidRequest(format!(
+            "VM {:?} needs at least one vCPU and some RAM",
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses `spec` if it does not fit in `capacity` beside the VMs of
+/// `others` (a slot, vCPUs and RAM each).
+pub(crate) fn check_room<'a>(
+    capacity: Capacity,
+    others: impl Iterator<Item = &'a VmSpec>,
+    spec: &VmSpec,
+) -> Result<()> {
+    let (mut slots, mut vcpus, mut ram) = (1u64, u64::from(spec.vcpus), spec.ram_mib);
+    for o in others {
+        slots += 1;
+        vcpus += u64::from(o.vcpus);
+        ram = ram.saturating_add(o.ram_mib);
+    }
+    if slots > u64::from(capacity.vm_slots) {
+        return Err(HypervisorError::NoRoom(format!(
+            "all {} VM slots are taken",
+            capacity.vm_slots
+        )));
+    }
+    if vcpus > u64::from(capacity.cpus) {
+        return Err(HypervisorError::NoRoom(format!(
+            "{vcpus} vCPUs would exceed the host's {}",
+            capacity.cpus
+        )));
+    }
+    if ram > capacity.ram_mib {
+        return Err(HypervisorError::NoRoom(format!(
+            "{ram} MiB of RAM would exceed the host's {} MiB",
+            capacity.ram_mib
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a temporary file beside `path` and renames it over `path`,
+/// creating the parent directory if needed. A reader (or a restarted
+/// process) sees the old content or the new, never a mix. There is no
+/// fsync: this is a simulation, surviving a process crash is enough, and
+/// a sync per operation would make 100 VMs take seconds.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
 
 /// The port. Implementations are shared across tasks.
 #[async_trait]

@@ -29,7 +29,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    validate_vm_name, Capacity, Hypervisor, HypervisorError, Op, Result, VmInfo, VmSpec, VmState,
+    check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
+    HypervisorError, Op, Result, VmInfo, VmSpec, VmState,
 };
 
 /// Makes the next calls of an operation fail with
@@ -335,66 +336,8 @@ impl SimHypervisor {
 
     /// Refuses `spec` if it does not fit beside the VMs already defined.
     fn check_room(&self, inner: &Inner, spec: &VmSpec) -> Result<()> {
-        let c = self.capacity;
-        let slots = inner.vms.len() as u64 + 1;
-        let vcpus: u64 = inner
-            .vms
-            .values()
-            .map(|v| u64::from(v.spec.vcpus))
-            .sum::<u64>()
-            + u64::from(spec.vcpus);
-        let ram: u64 = inner
-            .vms
-            .values()
-            .map(|v| v.spec.ram_mib)
-            .fold(spec.ram_mib, u64::saturating_add);
-        if slots > u64::from(c.vm_slots) {
-            return Err(HypervisorError::NoRoom(format!(
-                "all {} VM slots are taken",
-                c.vm_slots
-            )));
-        }
-        if vcpus > u64::from(c.cpus) {
-            return Err(HypervisorError::NoRoom(format!(
-                "{vcpus} vCPUs would exceed the host's {}",
-                c.cpus
-            )));
-        }
-        if ram > c.ram_mib {
-            return Err(HypervisorError::NoRoom(format!(
-                "{ram} MiB of RAM would exceed the host's {} MiB",
-                c.ram_mib
-            )));
-        }
-        Ok(())
+        check_room(self.capacity, inner.vms.values().map(|v| &v.spec), spec)
     }
-}
-
-fn check_spec(spec: &VmSpec) -> Result<()> {
-    validate_vm_name(&spec.name)?;
-    if spec.vcpus == 0 || spec.ram_mib == 0 {
-        return Err(HypervisorError::InvalidRequest(format!(
-            "VM {:?} needs at least one vCPU and some RAM",
-            spec.name
-        )));
-    }
-    Ok(())
-}
-
-/// Writes a temporary file beside `path` and renames it over `path`,
-/// creating the parent directory if needed. A reader (or a restarted
-/// process) sees the old content or the new, never a mix. There is no
-/// fsync: this is a simulation, surviving a process crash is enough, and
-/// a sync per operation would make 100 VMs take seconds.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[async_trait]
