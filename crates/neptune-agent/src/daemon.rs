@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
 use neptune_hypervisor::sim::{SimConfig, SimHypervisor, ALL_OPS};
 use neptune_hypervisor::{Capacity, Hypervisor, Op};
 use neptune_types::Secret;
@@ -22,6 +23,9 @@ pub enum HypervisorKind {
     /// The simulated adapter: VMs in memory, disks as small files under
     /// the data directory.
     Sim,
+    /// libvirt: QEMU/KVM domains, qcow2 disks under the data directory,
+    /// one libvirt network per virtual link.
+    Libvirt,
 }
 
 /// `OP=MILLIS` (or `all=MILLIS`): the time a simulated operation takes,
@@ -70,6 +74,10 @@ pub struct DaemonOptions {
     pub manager_token_file: Option<PathBuf>,
     pub token_file: PathBuf,
     pub hypervisor: HypervisorKind,
+    /// libvirt connection URI (the libvirt adapter).
+    pub libvirt_uri: String,
+    /// Whether libvirt guests run on KVM (`None`: when `/dev/kvm` exists).
+    pub kvm: Option<bool>,
     pub data_dir: PathBuf,
     pub capacity: Capacity,
     /// Mbit/s of the host's uplink (0: not known).
@@ -146,6 +154,15 @@ impl DaemonOptions {
                 }
                 Arc::new(SimHypervisor::new(sim).map_err(AgentError::Sim)?)
             }
+            HypervisorKind::Libvirt => Arc::new(
+                LibvirtHypervisor::new(LibvirtConfig {
+                    uri: self.libvirt_uri,
+                    data_dir: self.data_dir,
+                    capacity: self.capacity,
+                    kvm: self.kvm,
+                })
+                .map_err(AgentError::Libvirt)?,
+            ),
         };
         Ok(AgentConfig {
             name: self.name,
@@ -211,6 +228,8 @@ mod tests {
             manager_token_file: None,
             token_file: dir.join("agent.token"),
             hypervisor: HypervisorKind::Sim,
+            libvirt_uri: String::new(),
+            kvm: None,
             data_dir: dir.join("data"),
             capacity: Capacity {
                 cpus: 4,

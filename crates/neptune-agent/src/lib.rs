@@ -73,6 +73,8 @@ pub enum AgentError {
     Runtime(#[source] std::io::Error),
     #[error("cannot open the simulated hypervisor")]
     Sim(#[source] neptune_hypervisor::sim::SimError),
+    #[error("cannot make the libvirt hypervisor's disk directory")]
+    Libvirt(#[source] std::io::Error),
 }
 
 /// A running Agent.

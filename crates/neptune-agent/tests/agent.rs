@@ -661,3 +661,78 @@ async fn a_hundred_vms_in_parallel() {
     assert_eq!(vms.len(), 100);
     assert!(vms.iter().all(|vm| vm.state == VmState::Running));
 }
+
+/// An Agent configured as `neptune agent --hypervisor libvirt` runs real
+/// guests: a VM through the Agent API onto libvirt and back. The daemon is
+/// named by `NEPTUNE_TEST_LIBVIRT_URI` (`scripts/libvirt-test-server`); in
+/// CI (`CI` set) a missing libvirt is a failure, not a skip.
+#[tokio::test]
+async fn an_agent_over_libvirt_runs_real_guests() {
+    let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the libvirt tests: set NEPTUNE_TEST_LIBVIRT_URI"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&template)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let options = neptune_agent::daemon::DaemonOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        name: "lv1".into(),
+        datacenter: "napoli".into(),
+        advertise_url: None,
+        manager_url: None,
+        manager_token_file: None,
+        token_file,
+        hypervisor: neptune_agent::daemon::HypervisorKind::Libvirt,
+        libvirt_uri: uri.clone(),
+        kvm: Some(false),
+        data_dir: dir.path().join("data"),
+        capacity: CAP,
+        uplink_mbps: 0,
+        heartbeat: Duration::from_secs(5),
+        sim_delays: Vec::new(),
+        log_level: neptune_agent::daemon::LogLevel::INFO,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let agent = neptune_agent::start(options.into_config().unwrap(), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let c = AgentClient::new(agent.url(), Secret::new(TOKEN)).unwrap();
+    let vm = format!("ntt{}-agent", std::process::id());
+    let disk = c
+        .prepare_disk(&vm, template.to_str().unwrap(), 32)
+        .await
+        .unwrap();
+    let mut s = spec(&vm, &disk);
+    s.ram_mib = 64;
+    s.nics[0].network = format!("{vm}-lan");
+    c.define(&s).await.unwrap();
+    c.start(&vm).await.unwrap();
+    let listed = c.list_vms().await.unwrap();
+    let mine = listed.iter().find(|v| v.name == vm).unwrap();
+    assert_eq!((mine.state, &mine.spec), (VmState::Running, &s));
+    let out = std::process::Command::new("virsh")
+        .args(["--quiet", "--connect", &uri, "domstate", &vm])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "running");
+    c.destroy(&vm).await.unwrap();
+    c.remove_disk(&vm).await.unwrap();
+    assert!(c.list_vms().await.unwrap().iter().all(|v| v.name != vm));
+    assert!(!Path::new(&disk).exists());
+    stop.send(()).unwrap();
+    agent.wait().await.unwrap();
+}

@@ -3,10 +3,12 @@
 //! same spec, destroying an absent one, starting a running one all
 //! succeed), so a durable job can repeat a step after a crash.
 //!
-//! Adapters: [`sim::SimHypervisor`] (in memory, with configurable delays and
-//! fault injection, for `neptune up`, CI speed and scale tests); libvirt
-//! arrives beside it behind the same trait.
+//! Adapters: [`libvirt::LibvirtHypervisor`] (libvirt domains on QEMU/KVM,
+//! qcow2 disks, one isolated libvirt network per virtual link) and
+//! [`sim::SimHypervisor`] (in memory, with configurable delays and fault
+//! injection, for `neptune up`, CI speed and scale tests).
 
+pub mod libvirt;
 pub mod sim;
 
 use std::path::{Path, PathBuf};

@@ -16,6 +16,19 @@ use neptune_agent::Capacity;
 pub(crate) enum HypervisorFlag {
     /// Simulated: VMs in memory, disks as small files in the data directory.
     Sim,
+    /// libvirt: QEMU/KVM domains, qcow2 disks in the data directory, one
+    /// libvirt network per virtual link (needs virsh and qemu-img).
+    Libvirt,
+}
+
+/// Whether libvirt guests run on KVM (flag form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum KvmFlag {
+    /// KVM when the host has /dev/kvm.
+    Auto,
+    On,
+    /// Software emulation (QEMU TCG).
+    Off,
 }
 
 /// Arguments of `neptune agent`.
@@ -45,6 +58,12 @@ pub(crate) struct Args {
     /// Hypervisor adapter.
     #[arg(long, value_enum, default_value = "sim")]
     hypervisor: HypervisorFlag,
+    /// libvirt connection URI (`--hypervisor libvirt`).
+    #[arg(long, default_value = "qemu:///system")]
+    libvirt_uri: String,
+    /// Whether libvirt guests run on KVM.
+    #[arg(long, value_enum, default_value = "auto")]
+    kvm: KvmFlag,
     /// Where disks and the VM table live.
     #[arg(long)]
     data_dir: PathBuf,
@@ -89,6 +108,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         token_file: args.token_file,
         hypervisor: match args.hypervisor {
             HypervisorFlag::Sim => HypervisorKind::Sim,
+            HypervisorFlag::Libvirt => HypervisorKind::Libvirt,
+        },
+        libvirt_uri: args.libvirt_uri,
+        kvm: match args.kvm {
+            KvmFlag::Auto => None,
+            KvmFlag::On => Some(true),
+            KvmFlag::Off => Some(false),
         },
         data_dir: args.data_dir,
         capacity: Capacity {

@@ -1,0 +1,707 @@
+//! The libvirt adapter: VMs as libvirt domains (QEMU, with KVM where the
+//! host has it), disks as qcow2 files copied from the template image, and
+//! the virtual links as isolated libvirt networks, one bridge per link on
+//! the host.
+//!
+//! It drives libvirt through its own clients, `virsh` and `qemu-img`, as a
+//! host's tools would: a binding to the libvirt C library would make every
+//! build of the one `neptune` binary (the Manager's too, and `neptune up`'s
+//! simulated hosts) need libvirt's headers and library.
+//!
+//! What is Neptune's on a host: a domain carrying its [`VmSpec`] in its
+//! metadata (other domains are listed by nobody and never touched), the
+//! disks under `<data_dir>/disks`, and the networks its VMs use (removed
+//! with the last VM on them). Every operation is idempotent, as the port
+//! requires; the state of a crash half-way is recognised by the next call.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+use tokio::sync::Mutex;
+
+use crate::{
+    check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
+    HypervisorError, Op, Result, VmInfo, VmSpec, VmState,
+};
+
+/// The namespace of Neptune's element in a domain's metadata.
+const METADATA_NS: &str = "https://neptune-iaas.org/xmlns/libvirt/vm/1";
+
+/// How to reach libvirt and what the host offers.
+#[derive(Debug, Clone)]
+pub struct LibvirtConfig {
+    /// libvirt connection URI, such as `qemu:///system`.
+    pub uri: String,
+    /// Where VM disks live (`<data_dir>/disks`).
+    pub data_dir: PathBuf,
+    pub capacity: Capacity,
+    /// Whether guests run on KVM; `None`: when the host has `/dev/kvm`.
+    /// Set it to `false` where QEMU may not use the device (libvirt runs
+    /// QEMU as its own user, and a host without udev rules keeps
+    /// `/dev/kvm` to root): guests then run under software emulation.
+    pub kvm: Option<bool>,
+}
+
+/// The adapter.
+#[derive(Debug)]
+pub struct LibvirtHypervisor {
+    config: LibvirtConfig,
+    /// `kvm` where the host has it, else QEMU's software emulation.
+    domain_type: &'static str,
+    /// Serialises the operations that check room or share networks, so two
+    /// concurrent defines cannot both take the last slot.
+    admission: Mutex<()>,
+}
+
+/// What a disk was made from, kept beside it: a second `prepare_disk` with
+/// the same request finds it done, a different one is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DiskRecord {
+    template_image: String,
+    size_mib: u64,
+}
+
+/// The state file of a VM that was not running when saved: there is no
+/// memory to keep, and restoring it boots it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoppedState {
+    neptune_stopped_vm: VmSpec,
+}
+
+impl LibvirtHypervisor {
+    /// An adapter for `config`; creates the disk directory.
+    pub fn new(config: LibvirtConfig) -> std::io::Result<Self> {
+        std::fs::create_dir_all(config.data_dir.join("disks"))?;
+        let kvm = config.kvm.unwrap_or_else(|| Path::new("/dev/kvm").exists());
+        let domain_type = if kvm { "kvm" } else { "qemu" };
+        Ok(Self {
+            config,
+            domain_type,
+            admission: Mutex::new(()),
+        })
+    }
+
+    /// The path of `vm`'s disk.
+    pub fn disk_path(&self, vm: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("disks")
+            .join(format!("{vm}.qcow2"))
+    }
+
+    fn record_path(&self, vm: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("disks")
+            .join(format!("{vm}.qcow2.json"))
+    }
+
+    /// Runs `virsh` on the configured connection; its standard output, or
+    /// the error it printed.
+    async fn virsh(&self, op: Op, vm: &str, args: &[&str]) -> Result<String> {
+        let out = Command::new("virsh")
+            .arg("--quiet")
+            .arg("--connect")
+            .arg(&self.config.uri)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| HypervisorError::Unreachable(format!("cannot run virsh: {e}")))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if message.contains("failed to connect to the hypervisor") {
+            return Err(HypervisorError::Unreachable(message));
+        }
+        Err(HypervisorError::Failed {
+            op,
+            vm: vm.to_owned(),
+            message: format!("virsh {}: {message}", args.first().unwrap_or(&"")),
+        })
+    }
+
+    async fn qemu_img(&self, op: Op, vm: &str, args: &[&str]) -> Result<()> {
+        let out = Command::new("qemu-img")
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| failed(op, vm, "cannot run qemu-img", &e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(failed(
+                op,
+                vm,
+                &format!("qemu-img {}", args.first().unwrap_or(&"")),
+                &String::from_utf8_lossy(&out.stderr).trim(),
+            ))
+        }
+    }
+
+    /// Neptune's domains: name, state and spec.
+    async fn domains(&self, op: Op) -> Result<Vec<VmInfo>> {
+        let names = self.virsh(op, "", &["list", "--all", "--name"]).await?;
+        let mut out = Vec::new();
+        for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
+            if let Some(info) = self.domain(op, name).await? {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `name`'s state and spec, or `None` when there is no such domain or
+    /// it is not Neptune's.
+    async fn domain(&self, op: Op, name: &str) -> Result<Option<VmInfo>> {
+        let xml = match self.virsh(op, name, &["dumpxml", name]).await {
+            Ok(xml) => xml,
+            Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(spec) = spec_of(&xml) else {
+            return Ok(None);
+        };
+        let state = match self.virsh(op, name, &["domstate", name]).await {
+            Ok(s) if s.trim() == "running" => VmState::Running,
+            Ok(_) => VmState::Stopped,
+            Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(VmInfo {
+            name: name.to_owned(),
+            state,
+            spec,
+        }))
+    }
+
+    /// Makes sure the libvirt network of each NIC exists and runs.
+    async fn ensure_networks(&self, op: Op, spec: &VmSpec) -> Result<()> {
+        let listed = self
+            .virsh(op, &spec.name, &["net-list", "--all", "--name"])
+            .await?;
+        let active = self.virsh(op, &spec.name, &["net-list", "--name"]).await?;
+        let has = |list: &str, n: &str| list.lines().any(|l| l.trim() == n);
+        let mut done: Vec<&str> = Vec::new();
+        for nic in &spec.nics {
+            let net = nic.network.as_str();
+            if done.contains(&net) {
+                continue;
+            }
+            done.push(net);
+            if !has(&listed, net) {
+                let file = self.scratch_file(&spec.name, "net.xml", &network_xml(net))?;
+                let defined = self
+                    .virsh(op, &spec.name, &["net-define", path_str(&file)])
+                    .await;
+                let _ = std::fs::remove_file(&file);
+                defined?;
+            }
+            if !has(&active, net) {
+                self.virsh(op, &spec.name, &["net-start", net]).await?;
+            }
+            self.virsh(op, &spec.name, &["net-autostart", net]).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the networks of `spec` that no other Neptune domain uses.
+    async fn release_networks(&self, op: Op, spec: &VmSpec) -> Result<()> {
+        let others = self.domains(op).await?;
+        for nic in &spec.nics {
+            let net = nic.network.as_str();
+            let used = others
+                .iter()
+                .any(|d| d.spec.nics.iter().any(|n| n.network == net));
+            if used {
+                continue;
+            }
+            // Stopping an inactive or absent network fails; only the
+            // undefine's answer matters.
+            let _ = self.virsh(op, &spec.name, &["net-destroy", net]).await;
+            match self.virsh(op, &spec.name, &["net-undefine", net]).await {
+                Ok(_) => {}
+                Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `text` to a file of the data directory named for `vm`, for
+    /// virsh to read.
+    fn scratch_file(&self, vm: &str, suffix: &str, text: &str) -> Result<PathBuf> {
+        let path = self.config.data_dir.join(format!(".{vm}.{suffix}"));
+        std::fs::write(&path, text).map_err(|e| failed(Op::Define, vm, "cannot write", &e))?;
+        Ok(path)
+    }
+
+    async fn define_domain(&self, op: Op, spec: &VmSpec, uuid: Option<&str>) -> Result<()> {
+        let file =
+            self.scratch_file(&spec.name, "xml", &domain_xml(self.domain_type, spec, uuid))?;
+        let defined = self
+            .virsh(op, &spec.name, &["define", path_str(&file)])
+            .await;
+        let _ = std::fs::remove_file(&file);
+        defined.map(|_| ())
+    }
+}
+
+fn failed(op: Op, vm: &str, what: &str, err: &dyn std::fmt::Display) -> HypervisorError {
+    HypervisorError::Failed {
+        op,
+        vm: vm.to_owned(),
+        message: format!("{what}: {err}"),
+    }
+}
+
+/// Whether virsh's error says the domain or network does not exist.
+fn is_absent(message: &str) -> bool {
+    message.contains("Domain not found")
+        || message.contains("failed to get domain")
+        || message.contains("Network not found")
+        || message.contains("failed to get network")
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// The Linux bridge of a network: at most 15 bytes, the kernel's limit,
+/// and the same on every host for the same network.
+fn bridge_name(network: &str) -> String {
+    // FNV-1a: stable across builds and hosts, unlike the std hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in network.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("ntbr{:011x}", h & 0xfff_ffff_ffff)
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(s)
+}
+
+/// An isolated network (no forwarding, no addresses on the host): a bridge
+/// that joins the host's VMs on one virtual link.
+fn network_xml(network: &str) -> String {
+    format!(
+        "<network>\n  <name>{}</name>\n  <bridge name='{}' stp='off'/>\n</network>\n",
+        esc(network),
+        bridge_name(network)
+    )
+}
+
+/// The domain of `spec`: its resources, its disk, a virtio NIC on its
+/// link's network per interface, a serial console, and the spec itself in
+/// the metadata. `uuid`: the one of a saved image being restored.
+fn domain_xml(domain_type: &str, spec: &VmSpec, uuid: Option<&str>) -> String {
+    let json = serde_json::to_string(spec).unwrap_or_default();
+    let mut x = format!(
+        "<domain type='{domain_type}'>\n  <name>{}</name>\n",
+        esc(&spec.name)
+    );
+    if let Some(u) = uuid {
+        x.push_str(&format!("  <uuid>{}</uuid>\n", esc(u)));
+    }
+    x.push_str(&format!(
+        "  <metadata>\n    <neptune:vm xmlns:neptune='{METADATA_NS}'>{}</neptune:vm>\n  </metadata>\n",
+        esc(&json)
+    ));
+    x.push_str(&format!(
+        "  <memory unit='MiB'>{}</memory>\n  <vcpu>{}</vcpu>\n",
+        spec.ram_mib, spec.vcpus
+    ));
+    x.push_str(
+        "  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    <boot dev='hd'/>\n  </os>\n  <features><acpi/></features>\n  <devices>\n",
+    );
+    x.push_str(&format!(
+        "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n",
+        esc(&spec.disk)
+    ));
+    for nic in &spec.nics {
+        x.push_str("    <interface type='network'>\n");
+        if !nic.mac.is_empty() {
+            x.push_str(&format!("      <mac address='{}'/>\n", esc(&nic.mac)));
+        }
+        x.push_str(&format!(
+            "      <source network='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
+            esc(&nic.network)
+        ));
+    }
+    x.push_str("    <serial type='pty'/>\n    <console type='pty'/>\n  </devices>\n</domain>\n");
+    x
+}
+
+/// The spec in a domain's XML, when it is Neptune's.
+fn spec_of(xml: &str) -> Option<VmSpec> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let node = doc
+        .descendants()
+        .find(|n| n.tag_name().name() == "vm" && n.tag_name().namespace() == Some(METADATA_NS))?;
+    serde_json::from_str(node.text()?).ok()
+}
+
+/// The UUID recorded in a saved image's domain XML.
+fn uuid_of(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let node = doc.descendants().find(|n| n.has_tag_name("uuid"))?;
+    Some(node.text()?.trim().to_owned())
+}
+
+#[async_trait]
+impl Hypervisor for LibvirtHypervisor {
+    fn capacity(&self) -> Capacity {
+        self.config.capacity
+    }
+
+    async fn prepare_disk(&self, vm: &str, template_image: &str, size_mib: u64) -> Result<String> {
+        let op = Op::PrepareDisk;
+        validate_vm_name(vm)?;
+        let _admitted = self.admission.lock().await;
+        let path = self.disk_path(vm);
+        let shown = path_str(&path).to_owned();
+        let wanted = DiskRecord {
+            template_image: template_image.to_owned(),
+            size_mib,
+        };
+        // Done when both the disk and its record are there (the record is
+        // written last).
+        if path.is_file() {
+            if let Ok(bytes) = std::fs::read(self.record_path(vm)) {
+                return match serde_json::from_slice::<DiskRecord>(&bytes) {
+                    Ok(existing) if existing == wanted => Ok(shown),
+                    _ => Err(HypervisorError::SpecMismatch {
+                        name: vm.to_owned(),
+                    }),
+                };
+            }
+        }
+        if !Path::new(template_image).is_file() {
+            return Err(HypervisorError::NoImage(template_image.to_owned()));
+        }
+        let used = self.disk_usage(vm)?.saturating_add(size_mib);
+        if used > self.config.capacity.disk_mib {
+            return Err(HypervisorError::NoRoom(format!(
+                "{used} MiB of disks would exceed the host's {} MiB",
+                self.config.capacity.disk_mib
+            )));
+        }
+        let tmp = path.with_extension("qcow2.tmp");
+        let tmp_s = path_str(&tmp);
+        self.qemu_img(op, vm, &["convert", "-O", "qcow2", template_image, tmp_s])
+            .await?;
+        let size = format!("{size_mib}M");
+        if let Err(e) = self.qemu_img(op, vm, &["resize", tmp_s, &size]).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| failed(op, vm, "cannot place the disk", &e))?;
+        let record =
+            serde_json::to_vec(&wanted).map_err(|e| failed(op, vm, "cannot encode", &e))?;
+        write_atomically(&self.record_path(vm), &record)
+            .map_err(|e| failed(op, vm, "cannot record the disk", &e))?;
+        Ok(shown)
+    }
+
+    async fn remove_disk(&self, vm: &str) -> Result<()> {
+        let op = Op::RemoveDisk;
+        validate_vm_name(vm)?;
+        let _admitted = self.admission.lock().await;
+        for p in [self.record_path(vm), self.disk_path(vm)] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failed(op, vm, "cannot delete the disk", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn define(&self, spec: &VmSpec) -> Result<()> {
+        let op = Op::Define;
+        check_spec(spec)?;
+        let _admitted = self.admission.lock().await;
+        let all = self.domains(op).await?;
+        if let Some(existing) = all.iter().find(|d| d.name == spec.name) {
+            return if existing.spec == *spec {
+                Ok(())
+            } else {
+                Err(HypervisorError::SpecMismatch {
+                    name: spec.name.clone(),
+                })
+            };
+        }
+        check_room(self.config.capacity, all.iter().map(|d| &d.spec), spec)?;
+        self.ensure_networks(op, spec).await?;
+        self.define_domain(op, spec, None).await
+    }
+
+    async fn start(&self, vm: &str) -> Result<()> {
+        let op = Op::Start;
+        validate_vm_name(vm)?;
+        match self.domain(op, vm).await? {
+            None => Err(HypervisorError::NoSuchVm(vm.to_owned())),
+            Some(d) if d.state == VmState::Running => Ok(()),
+            Some(d) => {
+                self.ensure_networks(op, &d.spec).await?;
+                self.virsh(op, vm, &["start", vm]).await.map(|_| ())
+            }
+        }
+    }
+
+    async fn save(&self, vm: &str, state_path: &str) -> Result<()> {
+        let op = Op::Save;
+        validate_vm_name(vm)?;
+        let state = Path::new(state_path);
+        let Some(d) = self.domain(op, vm).await? else {
+            // Already saved (and gone) is fine; never saved is not.
+            return if state.is_file() {
+                Ok(())
+            } else {
+                Err(HypervisorError::NoSuchVm(vm.to_owned()))
+            };
+        };
+        if let Some(parent) = state.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failed(op, vm, "cannot make the state's directory", &e))?;
+        }
+        match d.state {
+            VmState::Running => {
+                // Written aside and renamed: the state appears whole or
+                // not at all.
+                let tmp = format!("{state_path}.tmp");
+                self.virsh(op, vm, &["save", vm, &tmp]).await?;
+                std::fs::rename(&tmp, state)
+                    .map_err(|e| failed(op, vm, "cannot place the state", &e))?;
+            }
+            // Stopped with a state already written: a save interrupted
+            // before the undefine below.
+            VmState::Stopped if state.is_file() => {}
+            VmState::Stopped => {
+                let stopped = StoppedState {
+                    neptune_stopped_vm: d.spec.clone(),
+                };
+                let bytes = serde_json::to_vec(&stopped)
+                    .map_err(|e| failed(op, vm, "cannot encode", &e))?;
+                write_atomically(state, &bytes)
+                    .map_err(|e| failed(op, vm, "cannot write the state", &e))?;
+            }
+        }
+        self.virsh(op, vm, &["undefine", vm]).await?;
+        Ok(())
+    }
+
+    async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<()> {
+        let op = Op::Restore;
+        check_spec(spec)?;
+        let vm = spec.name.as_str();
+        let _admitted = self.admission.lock().await;
+        let all = self.domains(op).await?;
+        if let Some(existing) = all.iter().find(|d| d.name == vm) {
+            if existing.spec != *spec {
+                return Err(HypervisorError::SpecMismatch {
+                    name: vm.to_owned(),
+                });
+            }
+            if existing.state == VmState::Running {
+                return Ok(());
+            }
+            // Defined but stopped (a restore interrupted before the
+            // start): start it.
+            self.ensure_networks(op, spec).await?;
+            return self.virsh(op, vm, &["start", vm]).await.map(|_| ());
+        }
+        let state = Path::new(state_path);
+        if !state.is_file() {
+            return Err(HypervisorError::NoSavedState(state_path.to_owned()));
+        }
+        check_room(self.config.capacity, all.iter().map(|d| &d.spec), spec)?;
+        self.ensure_networks(op, spec).await?;
+        let stopped = std::fs::read(state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StoppedState>(&b).ok());
+        if stopped.is_some() {
+            self.define_domain(op, spec, None).await?;
+            return self.virsh(op, vm, &["start", vm]).await.map(|_| ());
+        }
+        // The saved image names the UUID and devices of the VM it came
+        // from; it is restored with this host's spec (its disk path) under
+        // that UUID, then defined so that it outlives a stop.
+        let saved = self
+            .virsh(op, vm, &["save-image-dumpxml", state_path])
+            .await?;
+        if spec_of(&saved).is_some_and(|s| s.name != spec.name) {
+            return Err(failed(
+                op,
+                vm,
+                "the saved state belongs to another VM",
+                &state_path,
+            ));
+        }
+        let uuid = uuid_of(&saved);
+        let xml = domain_xml(self.domain_type, spec, uuid.as_deref());
+        let file = self.scratch_file(vm, "restore.xml", &xml)?;
+        let restored = self
+            .virsh(op, vm, &["restore", state_path, "--xml", path_str(&file)])
+            .await;
+        let _ = std::fs::remove_file(&file);
+        restored?;
+        self.define_domain(op, spec, uuid.as_deref()).await
+    }
+
+    async fn export_disk(&self, vm: &str, dest: &str) -> Result<()> {
+        let op = Op::ExportDisk;
+        validate_vm_name(vm)?;
+        let disk = self.disk_path(vm);
+        if !disk.is_file() {
+            return Err(HypervisorError::NoDisk(vm.to_owned()));
+        }
+        let dest_path = Path::new(dest);
+        if let Some(parent) = dest_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failed(op, vm, "cannot make the copy's directory", &e))?;
+        }
+        let tmp = format!("{dest}.tmp");
+        // `-U`: the disk may be in use by the running VM (a crash-consistent
+        // copy, as the port says).
+        self.qemu_img(
+            op,
+            vm,
+            &["convert", "-U", "-O", "qcow2", path_str(&disk), &tmp],
+        )
+        .await?;
+        std::fs::rename(&tmp, dest_path).map_err(|e| failed(op, vm, "cannot place the copy", &e))
+    }
+
+    async fn destroy(&self, vm: &str) -> Result<()> {
+        let op = Op::Destroy;
+        validate_vm_name(vm)?;
+        let _admitted = self.admission.lock().await;
+        let Some(d) = self.domain(op, vm).await? else {
+            return Ok(());
+        };
+        if d.state == VmState::Running {
+            match self.virsh(op, vm, &["destroy", vm]).await {
+                Ok(_) => {}
+                Err(HypervisorError::Failed { message, .. })
+                    if message.contains("domain is not running") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.virsh(op, vm, &["undefine", vm]).await {
+            Ok(_) => {}
+            Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => {}
+            Err(e) => return Err(e),
+        }
+        self.release_networks(op, &d.spec).await
+    }
+
+    async fn list(&self) -> Result<Vec<VmInfo>> {
+        self.domains(Op::Define).await
+    }
+}
+
+impl LibvirtHypervisor {
+    /// MiB of the disks prepared on this host, but `vm`'s.
+    fn disk_usage(&self, vm: &str) -> Result<u64> {
+        let dir = self.config.data_dir.join("disks");
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| failed(Op::PrepareDisk, vm, "cannot list the disks", &e))?;
+        let mine = format!("{vm}.qcow2.json");
+        let mut used = 0u64;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !name.ends_with(".qcow2.json") || name == mine {
+                continue;
+            }
+            if let Ok(r) = std::fs::read(e.path())
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<DiskRecord>(&b).map_err(|_| ()))
+            {
+                used = used.saturating_add(r.size_mib);
+            }
+        }
+        Ok(used)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::Nic;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            name: "nt-a<b>".to_owned(),
+            vcpus: 2,
+            ram_mib: 512,
+            disk_mib: 1024,
+            disk: "/var/lib/neptune/disks/x'y.qcow2".to_owned(),
+            nics: vec![
+                Nic {
+                    mac: "52:54:00:00:00:01".to_owned(),
+                    network: "nt-1a2b3c4d-lan&0".to_owned(),
+                },
+                Nic {
+                    mac: String::new(),
+                    network: "public".to_owned(),
+                },
+            ],
+        }
+    }
+
+    /// The spec travels in the domain's metadata and comes back intact,
+    /// whatever characters it holds.
+    #[test]
+    fn the_spec_round_trips_through_the_domain_xml() {
+        let s = spec();
+        let xml = domain_xml("qemu", &s, Some("0b7e2c1a-7c44-4c1e-9d8e-2a5e1b9f0c33"));
+        assert_eq!(spec_of(&xml), Some(s));
+        assert_eq!(
+            uuid_of(&xml).as_deref(),
+            Some("0b7e2c1a-7c44-4c1e-9d8e-2a5e1b9f0c33")
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let sources: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("source"))
+            .filter_map(|n| n.attribute("network").or(n.attribute("file")))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                "/var/lib/neptune/disks/x'y.qcow2",
+                "nt-1a2b3c4d-lan&0",
+                "public"
+            ]
+        );
+        let macs = doc.descendants().filter(|n| n.has_tag_name("mac")).count();
+        assert_eq!(macs, 1, "an empty MAC is left to libvirt");
+    }
+
+    #[test]
+    fn a_domain_without_neptunes_metadata_is_not_neptunes() {
+        assert_eq!(spec_of("<domain><name>other</name></domain>"), None);
+        assert_eq!(spec_of("not xml"), None);
+    }
+
+    #[test]
+    fn bridge_names_fit_the_kernel_and_differ_per_network() {
+        let a = bridge_name("nt-1a2b3c4d-a-very-long-link-name");
+        let b = bridge_name("nt-1a2b3c4d-another-link");
+        assert!(a.len() <= 15 && b.len() <= 15, "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(a, bridge_name("nt-1a2b3c4d-a-very-long-link-name"));
+        let xml = network_xml("l<&>");
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let name = doc.descendants().find(|n| n.has_tag_name("name")).unwrap();
+        assert_eq!(name.text(), Some("l<&>"));
+    }
+}

@@ -1,0 +1,331 @@
+//! The libvirt adapter against a real libvirt daemon running QEMU guests
+//! (software emulation where the host has no KVM). The daemon is named by
+//! `NEPTUNE_TEST_LIBVIRT_URI` (`scripts/libvirt-test-server` starts one;
+//! `scripts/test-all` exports it). In CI (`CI` set) a missing libvirt is a
+//! failure, not a skip.
+//!
+//! Every domain and network a test makes is named with its own prefix and
+//! removed afterwards, even when the test fails.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // test helpers fail loudly
+
+use std::path::Path;
+use std::process::Command;
+
+use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
+use neptune_hypervisor::{Capacity, Hypervisor, HypervisorError, Nic, VmSpec, VmState};
+
+fn libvirt_uri() -> Option<String> {
+    let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the libvirt tests: set NEPTUNE_TEST_LIBVIRT_URI"
+        );
+        eprintln!("libvirt tests not run: NEPTUNE_TEST_LIBVIRT_URI is not set (scripts/libvirt-test-server)");
+        return None;
+    };
+    Some(uri)
+}
+
+fn virsh(uri: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("virsh")
+        .arg("--quiet")
+        .arg("--connect")
+        .arg(uri)
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn names(uri: &str, what: &[&str]) -> Vec<String> {
+    let (ok, text) = virsh(uri, what);
+    assert!(ok, "{text}");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Held by each test: an adapter counts every Neptune domain of its
+/// daemon against its host's capacity, and the tests share one daemon.
+static ONE_HOST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One host's adapter over a temporary data directory, with a template
+/// image, and the prefix of everything it names.
+struct Host {
+    _one: tokio::sync::MutexGuard<'static, ()>,
+    uri: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+    hv: LibvirtHypervisor,
+    template: String,
+}
+
+impl Host {
+    async fn new(uri: String, test: &str, capacity: Capacity) -> Self {
+        let one = ONE_HOST.lock().await;
+        let prefix = format!("ntt{}-{test}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("template.qcow2");
+        let status = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&template)
+            .arg("16M")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let hv = LibvirtHypervisor::new(LibvirtConfig {
+            uri: uri.clone(),
+            data_dir: dir.path().join("data"),
+            capacity,
+            // Emulated guests: they run on every machine, KVM or not.
+            kvm: Some(false),
+        })
+        .unwrap();
+        Self {
+            _one: one,
+            uri,
+            prefix,
+            template: template.to_str().unwrap().to_owned(),
+            dir,
+            hv,
+        }
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.prefix)
+    }
+
+    fn spec(&self, vm: &str, disk: &str, network: &str, mac: &str) -> VmSpec {
+        VmSpec {
+            name: vm.to_owned(),
+            vcpus: 1,
+            ram_mib: 64,
+            disk_mib: 32,
+            disk: disk.to_owned(),
+            nics: vec![Nic {
+                mac: mac.to_owned(),
+                network: network.to_owned(),
+            }],
+        }
+    }
+
+    fn domains(&self) -> Vec<String> {
+        names(&self.uri, &["list", "--all", "--name"])
+    }
+
+    fn networks(&self) -> Vec<String> {
+        names(&self.uri, &["net-list", "--all", "--name"])
+    }
+
+    async fn state(&self, vm: &str) -> Option<VmState> {
+        let list = self.hv.list().await.unwrap();
+        list.iter().find(|v| v.name == vm).map(|v| v.state)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for d in self
+            .domains()
+            .iter()
+            .filter(|d| d.starts_with(&self.prefix))
+        {
+            virsh(&self.uri, &["destroy", d]);
+            virsh(&self.uri, &["undefine", d]);
+        }
+        for n in self
+            .networks()
+            .iter()
+            .filter(|n| n.starts_with(&self.prefix))
+        {
+            virsh(&self.uri, &["net-destroy", n]);
+            virsh(&self.uri, &["net-undefine", n]);
+        }
+    }
+}
+
+const ROOMY: Capacity = Capacity {
+    cpus: 4,
+    ram_mib: 1024,
+    disk_mib: 1024,
+    vm_slots: 4,
+};
+
+fn virtual_size(path: &str) -> u64 {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output", "json", path])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "qcow2");
+    v["virtual-size"].as_u64().unwrap()
+}
+
+/// A VM through its whole life on a real libvirt: disk copied from the
+/// template, defined with its NIC on its link's network, started, copied
+/// while running, saved (gone from the host), restored, destroyed; every
+/// step repeated to show it is idempotent.
+#[tokio::test]
+async fn a_vm_lives_through_libvirt() {
+    let Some(uri) = libvirt_uri() else { return };
+    let h = Host::new(uri, "life", ROOMY).await;
+    let vm = h.name("vm");
+    let net = h.name("lan");
+
+    let disk = h.hv.prepare_disk(&vm, &h.template, 32).await.unwrap();
+    assert_eq!(virtual_size(&disk), 32 << 20);
+    assert_eq!(h.hv.prepare_disk(&vm, &h.template, 32).await.unwrap(), disk);
+    assert!(matches!(
+        h.hv.prepare_disk(&vm, &h.template, 48).await,
+        Err(HypervisorError::SpecMismatch { .. })
+    ));
+
+    let spec = h.spec(&vm, &disk, &net, "52:54:00:12:34:56");
+    h.hv.define(&spec).await.unwrap();
+    h.hv.define(&spec).await.unwrap();
+    let mut other = spec.clone();
+    other.ram_mib = 128;
+    assert!(matches!(
+        h.hv.define(&other).await,
+        Err(HypervisorError::SpecMismatch { .. })
+    ));
+    assert_eq!(h.state(&vm).await, Some(VmState::Stopped));
+    let listed = h.hv.list().await.unwrap();
+    assert_eq!(listed.iter().find(|v| v.name == vm).unwrap().spec, spec);
+    // The link's network is a bridge on the host.
+    let (ok, info) = virsh(&h.uri, &["net-info", &net]);
+    assert!(ok && info.contains("yes"), "{info}");
+    let bridge = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Bridge:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        Path::new("/sys/class/net").join(&bridge).exists(),
+        "{bridge}"
+    );
+
+    h.hv.start(&vm).await.unwrap();
+    h.hv.start(&vm).await.unwrap();
+    assert_eq!(h.state(&vm).await, Some(VmState::Running));
+    let (_, ifaces) = virsh(&h.uri, &["domiflist", &vm]);
+    assert!(
+        ifaces.contains("52:54:00:12:34:56") && ifaces.contains(&net),
+        "{ifaces}"
+    );
+
+    let copy = h.dir.path().join("repo").join("copy.qcow2");
+    let copy = copy.to_str().unwrap();
+    h.hv.export_disk(&vm, copy).await.unwrap();
+    assert_eq!(virtual_size(copy), 32 << 20);
+
+    let state = h.dir.path().join("saved").join("vm.state");
+    let state = state.to_str().unwrap();
+    h.hv.save(&vm, state).await.unwrap();
+    assert!(Path::new(state).is_file());
+    assert_eq!(h.state(&vm).await, None);
+    assert!(!h.domains().contains(&vm), "saved means gone from the host");
+    h.hv.save(&vm, state).await.unwrap();
+
+    h.hv.restore(&spec, state).await.unwrap();
+    h.hv.restore(&spec, state).await.unwrap();
+    assert_eq!(h.state(&vm).await, Some(VmState::Running));
+    let (_, dominfo) = virsh(&h.uri, &["dominfo", &vm]);
+    assert!(
+        dominfo
+            .lines()
+            .any(|l| l.starts_with("Persistent:") && l.ends_with("yes")),
+        "a restored VM outlives a stop: {dominfo}"
+    );
+
+    h.hv.destroy(&vm).await.unwrap();
+    h.hv.destroy(&vm).await.unwrap();
+    assert_eq!(h.state(&vm).await, None);
+    assert!(!h.domains().contains(&vm));
+    assert!(
+        !h.networks().contains(&net),
+        "the last VM on a network takes it away"
+    );
+    h.hv.remove_disk(&vm).await.unwrap();
+    h.hv.remove_disk(&vm).await.unwrap();
+    assert!(!Path::new(&disk).exists());
+}
+
+/// What the adapter refuses, what it leaves alone, and a VM saved while
+/// stopped, which resumes by booting.
+#[tokio::test]
+async fn refusals_and_a_stopped_vm() {
+    let Some(uri) = libvirt_uri() else { return };
+    let h = Host::new(
+        uri,
+        "edge",
+        Capacity {
+            cpus: 2,
+            ram_mib: 256,
+            disk_mib: 40,
+            vm_slots: 1,
+        },
+    )
+    .await;
+    let (a, b) = (h.name("a"), h.name("b"));
+    let net = h.name("lan");
+
+    assert!(matches!(
+        h.hv.start(&a).await,
+        Err(HypervisorError::NoSuchVm(_))
+    ));
+    assert!(matches!(
+        h.hv.prepare_disk(&a, "/nonexistent/image.qcow2", 32).await,
+        Err(HypervisorError::NoImage(_))
+    ));
+    let disk = h.hv.prepare_disk(&a, &h.template, 32).await.unwrap();
+    assert!(matches!(
+        h.hv.prepare_disk(&b, &h.template, 32).await,
+        Err(HypervisorError::NoRoom(_))
+    ));
+    let spec = h.spec(&a, &disk, &net, "");
+    h.hv.define(&spec).await.unwrap();
+    let err = h.hv.define(&h.spec(&b, &disk, &net, "")).await.unwrap_err();
+    assert!(matches!(err, HypervisorError::NoRoom(_)), "{err}");
+    let state = h.dir.path().join("b.state");
+    assert!(matches!(
+        h.hv.save(&b, state.to_str().unwrap()).await,
+        Err(HypervisorError::NoSuchVm(_))
+    ));
+    assert!(matches!(
+        h.hv.restore(&h.spec(&b, &disk, &net, ""), state.to_str().unwrap())
+            .await,
+        Err(HypervisorError::NoSavedState(_))
+    ));
+
+    // A domain that is not Neptune's is not listed and not destroyed.
+    let foreign = h.name("foreign");
+    let xml = h.dir.path().join("foreign.xml");
+    std::fs::write(
+        &xml,
+        format!("<domain type='qemu'><name>{foreign}</name><memory unit='MiB'>32</memory><os><type arch='x86_64'>hvm</type></os></domain>"),
+    )
+    .unwrap();
+    let (ok, text) = virsh(&h.uri, &["define", xml.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(h.hv.list().await.unwrap().iter().all(|v| v.name != foreign));
+    h.hv.destroy(&foreign).await.unwrap();
+    assert!(h.domains().contains(&foreign));
+
+    // Saved while stopped: nothing to keep but the spec; resuming boots it.
+    let saved = h.dir.path().join("a.state");
+    let saved = saved.to_str().unwrap();
+    h.hv.save(&a, saved).await.unwrap();
+    assert_eq!(h.state(&a).await, None);
+    h.hv.restore(&spec, saved).await.unwrap();
+    assert_eq!(h.state(&a).await, Some(VmState::Running));
+    h.hv.destroy(&a).await.unwrap();
+    h.hv.remove_disk(&a).await.unwrap();
+}
