@@ -53,10 +53,13 @@ pub struct LibvirtHypervisor {
     /// Serialises the operations that check room or share networks, so two
     /// concurrent defines cannot both take the last slot.
     admission: Mutex<()>,
+    /// Serialises the disk room checks (not the copies, which take long).
+    disks: Mutex<()>,
 }
 
-/// What a disk was made from, kept beside it: a second `prepare_disk` with
-/// the same request finds it done, a different one is refused.
+/// What a disk is made from, kept beside it: a second `prepare_disk` with
+/// the same request finds it done, a different one is refused. Written
+/// before the copy, it reserves the disk's room on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct DiskRecord {
     template_image: String,
@@ -80,6 +83,7 @@ impl LibvirtHypervisor {
             config,
             domain_type,
             admission: Mutex::new(()),
+            disks: Mutex::new(()),
         })
     }
 
@@ -361,15 +365,15 @@ impl Hypervisor for LibvirtHypervisor {
     async fn prepare_disk(&self, vm: &str, template_image: &str, size_mib: u64) -> Result<String> {
         let op = Op::PrepareDisk;
         validate_vm_name(vm)?;
-        let _admitted = self.admission.lock().await;
+        let reserving = self.disks.lock().await;
         let path = self.disk_path(vm);
         let shown = path_str(&path).to_owned();
         let wanted = DiskRecord {
             template_image: template_image.to_owned(),
             size_mib,
         };
-        // Done when both the disk and its record are there (the record is
-        // written last).
+        // Done when the disk is there (it is renamed into place whole) with
+        // its record.
         if path.is_file() {
             if let Ok(bytes) = std::fs::read(self.record_path(vm)) {
                 return match serde_json::from_slice::<DiskRecord>(&bytes) {
@@ -390,28 +394,37 @@ impl Hypervisor for LibvirtHypervisor {
                 self.config.capacity.disk_mib
             )));
         }
-        let tmp = path.with_extension("qcow2.tmp");
-        let tmp_s = path_str(&tmp);
-        self.qemu_img(op, vm, &["convert", "-O", "qcow2", template_image, tmp_s])
-            .await?;
-        let size = format!("{size_mib}M");
-        if let Err(e) = self.qemu_img(op, vm, &["resize", tmp_s, &size]).await {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| failed(op, vm, "cannot place the disk", &e))?;
         let record =
             serde_json::to_vec(&wanted).map_err(|e| failed(op, vm, "cannot encode", &e))?;
         write_atomically(&self.record_path(vm), &record)
             .map_err(|e| failed(op, vm, "cannot record the disk", &e))?;
+        drop(reserving);
+        let tmp = path.with_extension("qcow2.tmp");
+        let tmp_s = path_str(&tmp);
+        let size = format!("{size_mib}M");
+        let mut made = self
+            .qemu_img(op, vm, &["convert", "-O", "qcow2", template_image, tmp_s])
+            .await;
+        if made.is_ok() {
+            made = self.qemu_img(op, vm, &["resize", tmp_s, &size]).await;
+        }
+        if made.is_ok() {
+            made = std::fs::rename(&tmp, &path)
+                .map_err(|e| failed(op, vm, "cannot place the disk", &e));
+        }
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(self.record_path(vm));
+            return Err(e);
+        }
         Ok(shown)
     }
 
     async fn remove_disk(&self, vm: &str) -> Result<()> {
         let op = Op::RemoveDisk;
         validate_vm_name(vm)?;
-        let _admitted = self.admission.lock().await;
-        for p in [self.record_path(vm), self.disk_path(vm)] {
+        let _reserving = self.disks.lock().await;
+        for p in [self.disk_path(vm), self.record_path(vm)] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -447,7 +460,12 @@ impl Hypervisor for LibvirtHypervisor {
             None => Err(HypervisorError::NoSuchVm(vm.to_owned())),
             Some(d) if d.state == VmState::Running => Ok(()),
             Some(d) => {
-                self.ensure_networks(op, &d.spec).await?;
+                // Networks under the lock (a concurrent define may be
+                // making one), the boot outside it.
+                {
+                    let _admitted = self.admission.lock().await;
+                    self.ensure_networks(op, &d.spec).await?;
+                }
                 self.virsh(op, vm, &["start", vm]).await.map(|_| ())
             }
         }

@@ -2,7 +2,9 @@
 //! Agents over simulated hypervisors, on both stores:
 //! SQLite in a temporary directory and, when `NEPTUNE_TEST_POSTGRES_URL`
 //! names a server (scripts/test-all starts one; required in CI), a fresh
-//! PostgreSQL database.
+//! PostgreSQL database. One test deploys a VI onto Agents over libvirt
+//! instead, when `NEPTUNE_TEST_LIBVIRT_URI` names a daemon (also required
+//! in CI).
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // test helpers fail loudly
 
@@ -11,6 +13,7 @@ use std::path::Path;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
 use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{Capacity, Hypervisor, Op};
 use neptune_manager::jobs::HostDirectory;
@@ -42,7 +45,17 @@ struct SimDirectory {
     root: std::path::PathBuf,
     sims: Mutex<HashMap<String, Arc<SimHypervisor>>>,
     agents: tokio::sync::Mutex<HashMap<String, Arc<dyn Hypervisor>>>,
+    /// A libvirt daemon's URI: the Agents drive it instead of simulated
+    /// hypervisors.
+    libvirt: Option<String>,
 }
+
+const HOST_CAPACITY: Capacity = Capacity {
+    cpus: 64,
+    ram_mib: 1 << 20,
+    disk_mib: 1 << 30,
+    vm_slots: 1000,
+};
 
 const AGENT_TOKEN: &str = "agent-token-for-tests";
 
@@ -51,14 +64,9 @@ impl SimDirectory {
         let mut sims = self.sims.lock().unwrap();
         sims.entry(host.to_owned())
             .or_insert_with(|| {
-                let capacity = Capacity {
-                    cpus: 64,
-                    ram_mib: 1 << 20,
-                    disk_mib: 1 << 30,
-                    vm_slots: 1000,
-                };
                 Arc::new(
-                    SimHypervisor::new(SimConfig::new(self.root.join(host), capacity)).unwrap(),
+                    SimHypervisor::new(SimConfig::new(self.root.join(host), HOST_CAPACITY))
+                        .unwrap(),
                 )
             })
             .clone()
@@ -75,7 +83,15 @@ impl HostDirectory for SimDirectory {
         if let Some(hv) = agents.get(&host.name) {
             return Ok(hv.clone());
         }
-        let sim = self.sim(&host.name);
+        let local: Arc<dyn Hypervisor> = match &self.libvirt {
+            Some(uri) => Arc::new(LibvirtHypervisor::new(LibvirtConfig {
+                uri: uri.clone(),
+                data_dir: self.root.join(&host.name),
+                capacity: HOST_CAPACITY,
+                kvm: Some(false),
+            })?),
+            None => self.sim(&host.name),
+        };
         let agent = neptune_agent::start(
             neptune_agent::AgentConfig {
                 name: host.name.clone(),
@@ -84,15 +100,17 @@ impl HostDirectory for SimDirectory {
                 advertise_url: None,
                 token: Secret::new(AGENT_TOKEN),
                 manager: None,
-                hypervisor: sim.clone(),
+                hypervisor: local.clone(),
                 uplink_mbps: 0,
             },
             std::future::pending(),
         )
         .await?;
         let client = neptune_agent::AgentClient::new(agent.url(), Secret::new(AGENT_TOKEN))?;
-        let hv: Arc<dyn Hypervisor> =
-            Arc::new(neptune_agent::AgentHypervisor::new(client, sim.capacity()));
+        let hv: Arc<dyn Hypervisor> = Arc::new(neptune_agent::AgentHypervisor::new(
+            client,
+            local.capacity(),
+        ));
         agents.insert(host.name.clone(), hv.clone());
         Ok(hv)
     }
@@ -136,6 +154,12 @@ async fn sqlx_create_database(base: &str) -> Option<String> {
 }
 
 async fn start(db: Db) -> Option<TestManager> {
+    start_over(db, None).await
+}
+
+/// A Manager whose hosts are Agents over the libvirt daemon at `libvirt`,
+/// or over simulated hypervisors.
+async fn start_over(db: Db, libvirt: Option<String>) -> Option<TestManager> {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(&db, dir.path()).await?;
     let images = dir.path().join("images");
@@ -146,6 +170,7 @@ async fn start(db: Db) -> Option<TestManager> {
         root: dir.path().join("hosts"),
         sims: Mutex::default(),
         agents: tokio::sync::Mutex::default(),
+        libvirt,
     });
     let manager = Manager::open(config, sims.clone()).await.unwrap();
     assert_eq!(
@@ -306,7 +331,12 @@ impl TestManager {
 
     /// Polls the VI until it leaves `transient`, returning its detail.
     async fn wait_vi(&self, token: &str, id: &str, transient: &str) -> Value {
-        for _ in 0..400 {
+        self.wait_vi_for(token, id, transient, 400).await
+    }
+
+    /// As `wait_vi`, for `polls` times 25 ms.
+    async fn wait_vi_for(&self, token: &str, id: &str, transient: &str, polls: u32) -> Value {
+        for _ in 0..polls {
             let (_, v) = self
                 .call(Method::GET, &format!("/api/v1/vis/{id}"), Some(token), None)
                 .await;
@@ -2395,5 +2425,132 @@ fn openapi_document_is_checked_in() {
     assert!(
         checked_in == generated,
         "openapi/neptune.json is out of date: rerun with NEPTUNE_UPDATE_GOLDEN=1 and commit it"
+    );
+}
+
+/// Removes the libvirt domains and networks whose names start with the
+/// VI's id, whatever the test's outcome.
+struct LibvirtLeftovers {
+    uri: String,
+    prefix: String,
+}
+
+impl Drop for LibvirtLeftovers {
+    fn drop(&mut self) {
+        for (list, stop, undefine) in [
+            (["list", "--all", "--name"], "destroy", "undefine"),
+            (
+                ["net-list", "--all", "--name"],
+                "net-destroy",
+                "net-undefine",
+            ),
+        ] {
+            for name in virsh(&self.uri, &list).lines().map(str::trim) {
+                // The public network is this test's alone on the daemon.
+                if name.starts_with(&self.prefix) || name == "public" {
+                    virsh(&self.uri, &[stop, name]);
+                    virsh(&self.uri, &[undefine, name]);
+                }
+            }
+        }
+    }
+}
+
+fn virsh(uri: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("virsh")
+        .args(["--quiet", "--connect", uri])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The paper's deployment, for real: a VI of three VMs on two links is
+/// accepted, and the Manager deploys it through real Agents onto libvirt,
+/// which runs the guests under QEMU. Each VM's disk is a copy of the
+/// template on its host, its domain has the node's vCPUs, RAM and one NIC
+/// per interface on its link's network; terminating the VI leaves nothing
+/// on the host, networks included.
+#[tokio::test]
+async fn a_vi_deploys_onto_libvirt() {
+    let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the libvirt tests: set NEPTUNE_TEST_LIBVIRT_URI"
+        );
+        eprintln!("libvirt deployment not tested: NEPTUNE_TEST_LIBVIRT_URI is not set");
+        return;
+    };
+    let m = start_over(Db::Sqlite, Some(uri.clone())).await.unwrap();
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 2, 10).await;
+    let id = m
+        .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 3}}))
+        .await;
+    let simple = id.replace('-', "");
+    // VMs are `nt-<12 hex>-<node>`, link networks `nt-<8 hex>-<link>`.
+    let prefix = format!("nt-{}", &simple[..8]);
+    let _leftovers = LibvirtLeftovers {
+        uri: uri.clone(),
+        prefix: prefix.clone(),
+    };
+    m.accept(&p.admin, &id, None).await;
+    let v = m.wait_vi_for(&p.alice, &id, "deploying", 2400).await;
+    assert_eq!(v["state"], "running", "{v}");
+    let vms = v["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 3, "{v}");
+    let running = virsh(&uri, &["list", "--name"]);
+    let mut networks = std::collections::BTreeSet::new();
+    for vm in vms {
+        let name = &format!("nt-{}-{}", &simple[..12], vm["node"].as_str().unwrap());
+        assert!(
+            running.lines().any(|l| l.trim() == name),
+            "{name} runs: {running}"
+        );
+        let xml = virsh(&uri, &["dumpxml", name]);
+        assert!(
+            xml.contains(&format!(
+                "<memory unit='KiB'>{}</memory>",
+                vm["ram_mib"].as_u64().unwrap() * 1024
+            )),
+            "{xml}"
+        );
+        let disk = m
+            .dir
+            .path()
+            .join("hosts")
+            .join(vm["host"].as_str().unwrap())
+            .join("disks")
+            .join(format!("{name}.qcow2"));
+        assert!(disk.is_file(), "{}", disk.display());
+        for line in virsh(&uri, &["domiflist", name]).lines() {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cols.get(1), Some(&"network"), "{line}");
+            networks.insert(cols[2].to_owned());
+        }
+    }
+    // A line of three: two links, each its own network (entry points may
+    // also have a NIC on the public network).
+    networks.remove("public");
+    assert_eq!(networks.len(), 2, "{networks:?}");
+    assert!(
+        networks
+            .iter()
+            .all(|n| n.starts_with(&format!("{prefix}-"))),
+        "{networks:?}"
+    );
+
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/terminate"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = m.wait_vi_for(&p.alice, &id, "terminating", 2400).await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    let all = virsh(&uri, &["list", "--all", "--name"]);
+    assert!(!all.contains(&id), "{all}");
+    let nets = virsh(&uri, &["net-list", "--all", "--name"]);
+    assert!(
+        networks.iter().all(|n| !nets.contains(n.as_str())),
+        "{nets}"
     );
 }
