@@ -541,7 +541,10 @@ impl Hypervisor for LibvirtHypervisor {
             }
         }
         self.virsh(op, vm, &["undefine", vm]).await?;
-        Ok(())
+        // The host keeps nothing of a saved VM, its networks included
+        // (`restore` makes them again).
+        let _admitted = self.admission.lock().await;
+        self.release_networks(op, &d.spec).await
     }
 
     async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<()> {

@@ -232,6 +232,7 @@ async fn a_vm_lives_through_libvirt() {
     assert!(Path::new(state).is_file());
     assert_eq!(h.state(&vm).await, None);
     assert!(!h.domains().contains(&vm), "saved means gone from the host");
+    assert!(!h.networks().contains(&net), "its network too");
     h.hv.save(&vm, state).await.unwrap();
 
     h.hv.restore(&spec, state).await.unwrap();
