@@ -2469,8 +2469,9 @@ fn virsh(uri: &str, args: &[&str]) -> String {
 /// accepted, and the Manager deploys it through real Agents onto libvirt,
 /// which runs the guests under QEMU. Each VM's disk is a copy of the
 /// template on its host, its domain has the node's vCPUs, RAM and one NIC
-/// per interface on its link's network; terminating the VI leaves nothing
-/// on the host, networks included.
+/// per interface on its link's network. It is suspended (nothing left on
+/// the hosts) and resumed, and terminating it leaves nothing on the hosts,
+/// networks included.
 #[tokio::test]
 async fn a_vi_deploys_onto_libvirt() {
     let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
@@ -2538,6 +2539,30 @@ async fn a_vi_deploys_onto_libvirt() {
             .iter()
             .all(|n| n.starts_with(&format!("{prefix}-"))),
         "{networks:?}"
+    );
+
+    // Suspended: every guest's memory saved and its disk exported, nothing
+    // left on the hosts; resumed: restored from the saved images onto
+    // disks made again from the exported copies.
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = m.wait_vi_for(&p.alice, &id, "suspending", 2400).await;
+    assert_eq!(v["state"], "suspended", "{v}");
+    let all = virsh(&uri, &["list", "--all", "--name"]);
+    assert!(!all.contains(&prefix), "{all}");
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = m.wait_vi_for(&p.alice, &id, "resuming", 2400).await;
+    assert_eq!(v["state"], "running", "{v}");
+    let running = virsh(&uri, &["list", "--name"]);
+    assert_eq!(
+        running.lines().filter(|l| l.starts_with(&prefix)).count(),
+        3,
+        "{running}"
     );
 
     let (s, v) = m
