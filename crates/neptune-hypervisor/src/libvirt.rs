@@ -26,6 +26,10 @@ use crate::{
     HypervisorError, Op, Result, VmInfo, VmSpec, VmState,
 };
 
+/// The longest a virsh call may take: a save or restore writes or reads
+/// the VM's whole memory.
+const VIRSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The namespace of Neptune's element in a domain's metadata.
 const METADATA_NS: &str = "https://neptune-iaas.org/xmlns/libvirt/vm/1";
 
@@ -104,14 +108,27 @@ impl LibvirtHypervisor {
 
     /// Runs `virsh` on the configured connection; its standard output, or
     /// the error it printed.
+    ///
+    /// A call that takes longer than [`VIRSH_TIMEOUT`] is given up (and
+    /// virsh killed) as `Unreachable`: a hung daemon must not hang the
+    /// Agent's request with it, and every operation may be repeated.
     async fn virsh(&self, op: Op, vm: &str, args: &[&str]) -> Result<String> {
-        let out = Command::new("virsh")
+        let run = Command::new("virsh")
             .arg("--quiet")
             .arg("--connect")
             .arg(&self.config.uri)
             .args(args)
-            .output()
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(VIRSH_TIMEOUT, run)
             .await
+            .map_err(|_| {
+                HypervisorError::Unreachable(format!(
+                    "virsh {} took over {} s",
+                    args.first().unwrap_or(&""),
+                    VIRSH_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| HypervisorError::Unreachable(format!("cannot run virsh: {e}")))?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
