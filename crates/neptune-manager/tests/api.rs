@@ -37,9 +37,10 @@ struct TestManager {
 }
 
 /// Hosts as the Manager reaches them in production: each a real Agent
-/// (HTTP on 127.0.0.1, token-authenticated) over a simulated hypervisor,
-/// created on first use. The tests reach the simulated hypervisors
-/// directly to inject faults and look for leaks.
+/// (HTTP on 127.0.0.1, token-authenticated) over a simulated hypervisor
+/// (or libvirt, for the one test that deploys real guests), created on
+/// first use. The tests reach the simulated hypervisors directly to inject
+/// faults and look for leaks.
 #[derive(Debug)]
 struct SimDirectory {
     root: std::path::PathBuf,
@@ -332,6 +333,17 @@ impl TestManager {
     /// Polls the VI until it leaves `transient`, returning its detail.
     async fn wait_vi(&self, token: &str, id: &str, transient: &str) -> Value {
         self.wait_vi_for(token, id, transient, 400).await
+    }
+
+    /// Asks for `action` on VI `id` (suspend, resume, terminate) and
+    /// returns its detail once it leaves `transient`, waiting up to a
+    /// minute (real guests take seconds each).
+    async fn act(&self, token: &str, id: &str, action: &str, transient: &str) -> Value {
+        let (s, v) = self
+            .post(token, &format!("/api/v1/vis/{id}/{action}"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        self.wait_vi_for(token, id, transient, 2400).await
     }
 
     /// As `wait_vi`, for `polls` times 25 ms.
@@ -2544,19 +2556,11 @@ async fn a_vi_deploys_onto_libvirt() {
     // Suspended: every guest's memory saved and its disk exported, nothing
     // left on the hosts; resumed: restored from the saved images onto
     // disks made again from the exported copies.
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let v = m.wait_vi_for(&p.alice, &id, "suspending", 2400).await;
+    let v = m.act(&p.alice, &id, "suspend", "suspending").await;
     assert_eq!(v["state"], "suspended", "{v}");
     let all = virsh(&uri, &["list", "--all", "--name"]);
     assert!(!all.contains(&prefix), "{all}");
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let v = m.wait_vi_for(&p.alice, &id, "resuming", 2400).await;
+    let v = m.act(&p.alice, &id, "resume", "resuming").await;
     assert_eq!(v["state"], "running", "{v}");
     let running = virsh(&uri, &["list", "--name"]);
     assert_eq!(
@@ -2565,14 +2569,10 @@ async fn a_vi_deploys_onto_libvirt() {
         "{running}"
     );
 
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/terminate"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let v = m.wait_vi_for(&p.alice, &id, "terminating", 2400).await;
+    let v = m.act(&p.alice, &id, "terminate", "terminating").await;
     assert_eq!(v["state"], "terminated", "{v}");
     let all = virsh(&uri, &["list", "--all", "--name"]);
-    assert!(!all.contains(&id), "{all}");
+    assert!(!all.contains(&prefix), "{all}");
     let nets = virsh(&uri, &["net-list", "--all", "--name"]);
     assert!(
         networks.iter().all(|n| !nets.contains(n.as_str())),
