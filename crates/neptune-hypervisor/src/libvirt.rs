@@ -216,13 +216,11 @@ impl LibvirtHypervisor {
         }))
     }
 
-    /// Makes sure the libvirt network of each NIC exists and runs.
+    /// Makes sure the libvirt network of each NIC exists, runs and starts
+    /// with the host. One `virsh net-list` tells all three, so a start
+    /// whose networks are in place costs one call.
     async fn ensure_networks(&self, op: Op, spec: &VmSpec) -> Result<()> {
-        let listed = self
-            .virsh(op, &spec.name, &["net-list", "--all", "--name"])
-            .await?;
-        let active = self.virsh(op, &spec.name, &["net-list", "--name"]).await?;
-        let has = |list: &str, n: &str| list.lines().any(|l| l.trim() == n);
+        let table = self.virsh(op, &spec.name, &["net-list", "--all"]).await?;
         let mut done: Vec<&str> = Vec::new();
         for nic in &spec.nics {
             let net = nic.network.as_str();
@@ -230,18 +228,25 @@ impl LibvirtHypervisor {
                 continue;
             }
             done.push(net);
-            if !has(&listed, net) {
-                let file = self.scratch_file(op, &spec.name, "net.xml", &network_xml(net))?;
-                let defined = self
-                    .virsh(op, &spec.name, &["net-define", path_str(&file)])
-                    .await;
-                let _ = std::fs::remove_file(&file);
-                defined?;
-            }
-            if !has(&active, net) {
+            let (active, autostart) = match table.lines().find_map(|r| net_row(r, net)) {
+                Some(state) => state,
+                None => {
+                    let xml = network_xml(net);
+                    let file = self.scratch_file(op, &spec.name, "net.xml", &xml)?;
+                    let defined = self
+                        .virsh(op, &spec.name, &["net-define", path_str(&file)])
+                        .await;
+                    let _ = std::fs::remove_file(&file);
+                    defined?;
+                    (false, false)
+                }
+            };
+            if !active {
                 self.virsh(op, &spec.name, &["net-start", net]).await?;
             }
-            self.virsh(op, &spec.name, &["net-autostart", net]).await?;
+            if !autostart {
+                self.virsh(op, &spec.name, &["net-autostart", net]).await?;
+            }
         }
         Ok(())
     }
@@ -315,6 +320,17 @@ fn list_row(row: &str) -> Option<(&str, bool)> {
     let _id = words.next()?;
     let name = words.next()?;
     Some((name, words.next() == Some("running")))
+}
+
+/// Network `name`'s row of `virsh --quiet net-list --all` (`<name> <state>
+/// <autostart> <persistent>`): whether it is active and starts with the
+/// host; `None` for another network's row.
+fn net_row(row: &str, name: &str) -> Option<(bool, bool)> {
+    let mut words = row.split_whitespace();
+    if words.next()? != name {
+        return None;
+    }
+    Some((words.next() == Some("active"), words.next() == Some("yes")))
 }
 
 fn path_str(p: &Path) -> &str {
@@ -769,6 +785,19 @@ mod tests {
         );
         assert_eq!(list_row(" 7    nt-a-x     paused"), Some(("nt-a-x", false)));
         assert_eq!(list_row(""), None);
+    }
+
+    #[test]
+    fn net_rows_give_state_and_autostart() {
+        assert_eq!(
+            net_row(" lan   active     yes   yes", "lan"),
+            Some((true, true))
+        );
+        assert_eq!(
+            net_row(" lan   inactive   no    yes", "lan"),
+            Some((false, false))
+        );
+        assert_eq!(net_row(" lan2  active     yes   yes", "lan"), None);
     }
 
     #[test]
