@@ -154,15 +154,25 @@ impl DaemonOptions {
                 }
                 Arc::new(SimHypervisor::new(sim).map_err(AgentError::Sim)?)
             }
-            HypervisorKind::Libvirt => Arc::new(
-                LibvirtHypervisor::new(LibvirtConfig {
+            HypervisorKind::Libvirt => {
+                let hv = LibvirtHypervisor::new(LibvirtConfig {
                     uri: self.libvirt_uri,
                     data_dir: self.data_dir,
                     capacity: self.capacity,
                     kvm: self.kvm,
                 })
-                .map_err(AgentError::Libvirt)?,
-            ),
+                .map_err(AgentError::Libvirt)?;
+                if let Some(dir) = hv
+                    .closed_directory()
+                    .filter(|_| hv.runs_qemu_as_its_own_user())
+                {
+                    tracing::warn!(
+                        directory = %dir.display(),
+                        "libvirt's QEMU user cannot enter this directory, so no VM will start: chmod o+x it or choose another --data-dir"
+                    );
+                }
+                Arc::new(hv)
+            }
         };
         Ok(AgentConfig {
             name: self.name,

@@ -13,6 +13,12 @@
 //! disks under `<data_dir>/disks`, and the networks its VMs use (removed
 //! with the last VM on them). Every operation is idempotent, as the port
 //! requires; the state of a crash half-way is recognised by the next call.
+//!
+//! Several hosts may share one libvirt daemon (a single-machine Neptune,
+//! the tests): a domain belongs to the host whose data directory holds its
+//! disk, and each host sees, counts and touches only its own. The networks
+//! are shared: a link's network joins every VM on it that the daemon runs,
+//! and goes with the last of them, whichever host it belongs to.
 
 use std::path::{Path, PathBuf};
 
@@ -78,9 +84,12 @@ struct StoppedState {
 }
 
 impl LibvirtHypervisor {
-    /// An adapter for `config`; creates the disk directory.
-    pub fn new(config: LibvirtConfig) -> std::io::Result<Self> {
+    /// An adapter for `config`; creates the disk directory. The data
+    /// directory is made absolute: libvirt needs absolute disk paths, and a
+    /// domain's disk path tells which host it belongs to.
+    pub fn new(mut config: LibvirtConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(config.data_dir.join("disks"))?;
+        config.data_dir = config.data_dir.canonicalize()?;
         let kvm = config.kvm.unwrap_or_else(|| Path::new("/dev/kvm").exists());
         let domain_type = if kvm { "kvm" } else { "qemu" };
         Ok(Self {
@@ -89,6 +98,27 @@ impl LibvirtHypervisor {
             admission: Mutex::new(()),
             disks: Mutex::new(()),
         })
+    }
+
+    /// The first directory on the way to the disks that users other than
+    /// its owner cannot enter. libvirt's system daemon runs QEMU as a user
+    /// of its own, which cannot open a disk below such a directory: `virsh
+    /// start` fails with "Permission denied".
+    pub fn closed_directory(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let disks = self.config.data_dir.join("disks");
+        disks
+            .ancestors()
+            .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+            .last()
+            .map(Path::to_owned)
+    }
+
+    /// Whether QEMU runs as a user of its own: the system daemon's
+    /// connection.
+    pub fn runs_qemu_as_its_own_user(&self) -> bool {
+        self.config.uri.starts_with("qemu:///system")
+            || self.config.uri.starts_with("qemu+") && self.config.uri.ends_with("/system")
     }
 
     /// The path of `vm`'s disk.
@@ -162,12 +192,25 @@ impl LibvirtHypervisor {
         }
     }
 
-    /// Neptune's domains: name, state and spec.
+    /// Whether `spec` is a VM of this host: its disk is the one this host
+    /// prepares for it.
+    fn is_mine(&self, spec: &VmSpec) -> bool {
+        Path::new(&spec.disk) == self.disk_path(&spec.name)
+    }
+
+    /// This host's domains: name, state and spec.
+    async fn domains(&self, op: Op) -> Result<Vec<VmInfo>> {
+        let mut all = self.all_domains(op).await?;
+        all.retain(|d| self.is_mine(&d.spec));
+        Ok(all)
+    }
+
+    /// Neptune's domains on the daemon, every host's.
     ///
     /// One `virsh list` for every domain's state, then one `dumpxml` per
     /// domain for its spec: a few milliseconds a domain, fine for the
     /// tens of VMs of a host.
-    async fn domains(&self, op: Op) -> Result<Vec<VmInfo>> {
+    async fn all_domains(&self, op: Op) -> Result<Vec<VmInfo>> {
         let table = self.virsh(op, "", &["list", "--all"]).await?;
         let mut out = Vec::new();
         for (name, running) in table.lines().filter_map(list_row) {
@@ -193,14 +236,14 @@ impl LibvirtHypervisor {
     }
 
     /// `name`'s state and spec, or `None` when there is no such domain or
-    /// it is not Neptune's.
+    /// it is not this host's.
     async fn domain(&self, op: Op, name: &str) -> Result<Option<VmInfo>> {
         let xml = match self.virsh(op, name, &["dumpxml", name]).await {
             Ok(xml) => xml,
             Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Some(spec) = spec_of(&xml) else {
+        let Some(spec) = spec_of(&xml).filter(|s| self.is_mine(s)) else {
             return Ok(None);
         };
         let state = match self.virsh(op, name, &["domstate", name]).await {
@@ -251,9 +294,10 @@ impl LibvirtHypervisor {
         Ok(())
     }
 
-    /// Removes the networks of `spec` that no other Neptune domain uses.
+    /// Removes the networks of `spec` that no other Neptune domain uses,
+    /// of any host.
     async fn release_networks(&self, op: Op, spec: &VmSpec) -> Result<()> {
-        let others = self.domains(op).await?;
+        let others = self.all_domains(op).await?;
         for nic in &spec.nics {
             let net = nic.network.as_str();
             let used = others
@@ -500,9 +544,9 @@ impl Hypervisor for LibvirtHypervisor {
 
     async fn define(&self, spec: &VmSpec) -> Result<()> {
         let op = Op::Define;
-        check_spec(spec)?;
+        self.check_own_spec(spec)?;
         let _admitted = self.admission.lock().await;
-        let all = self.domains(op).await?;
+        let all = self.domains_but_name_taken(op, spec).await?;
         if let Some(existing) = all.iter().find(|d| d.name == spec.name) {
             return if existing.spec == *spec {
                 Ok(())
@@ -582,10 +626,10 @@ impl Hypervisor for LibvirtHypervisor {
 
     async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<()> {
         let op = Op::Restore;
-        check_spec(spec)?;
+        self.check_own_spec(spec)?;
         let vm = spec.name.as_str();
         let _admitted = self.admission.lock().await;
-        let all = self.domains(op).await?;
+        let all = self.domains_but_name_taken(op, spec).await?;
         if let Some(existing) = all.iter().find(|d| d.name == vm) {
             if existing.spec != *spec {
                 return Err(HypervisorError::SpecMismatch {
@@ -693,6 +737,36 @@ impl Hypervisor for LibvirtHypervisor {
 }
 
 impl LibvirtHypervisor {
+    /// A spec this host can run: valid, on the disk this host prepares for
+    /// it (as the port asks: the path `prepare_disk` returned).
+    fn check_own_spec(&self, spec: &VmSpec) -> Result<()> {
+        check_spec(spec)?;
+        if self.is_mine(spec) {
+            Ok(())
+        } else {
+            Err(HypervisorError::NoDisk(spec.name.clone()))
+        }
+    }
+
+    /// This host's domains, refusing `spec` when another host on the same
+    /// daemon has a domain of its name (defining it would overwrite that
+    /// host's VM).
+    async fn domains_but_name_taken(&self, op: Op, spec: &VmSpec) -> Result<Vec<VmInfo>> {
+        let mut all = self.all_domains(op).await?;
+        if all
+            .iter()
+            .any(|d| d.name == spec.name && !self.is_mine(&d.spec))
+        {
+            return Err(HypervisorError::Failed {
+                op,
+                vm: spec.name.clone(),
+                message: "another host on this libvirt daemon has a VM of that name".to_owned(),
+            });
+        }
+        all.retain(|d| self.is_mine(&d.spec));
+        Ok(all)
+    }
+
     /// MiB of the disks prepared on this host, but `vm`'s.
     fn disk_usage(&self, vm: &str) -> Result<u64> {
         let dir = self.config.data_dir.join("disks");
@@ -817,5 +891,41 @@ mod tests {
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let name = doc.descendants().find(|n| n.has_tag_name("name")).unwrap();
         assert_eq!(name.text(), Some("l<&>"));
+    }
+
+    /// A data directory below one that others cannot enter is found (the
+    /// system daemon's QEMU could not open the disks), and one they can
+    /// enter is not reported.
+    #[test]
+    fn a_data_directory_out_of_qemus_reach_is_named() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let closed = tmp.path().join("closed");
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let adapter = |uri: &str| {
+            LibvirtHypervisor::new(LibvirtConfig {
+                uri: uri.to_owned(),
+                data_dir: closed.join("data"),
+                capacity: Capacity {
+                    cpus: 1,
+                    ram_mib: 1,
+                    disk_mib: 1,
+                    vm_slots: 1,
+                },
+                kvm: Some(false),
+            })
+            .unwrap()
+        };
+        let hv = adapter("qemu:///system");
+        let found = hv.closed_directory().unwrap();
+        let closed = closed.canonicalize().unwrap();
+        assert!(closed.starts_with(&found), "{}", found.display());
+        assert!(hv.runs_qemu_as_its_own_user());
+        assert!(adapter("qemu+ssh://host/system").runs_qemu_as_its_own_user());
+        assert!(!adapter("qemu:///session").runs_qemu_as_its_own_user());
+
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_ne!(hv.closed_directory(), Some(closed));
     }
 }

@@ -50,14 +50,9 @@ fn names(uri: &str, what: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Held by each test: an adapter counts every Neptune domain of its
-/// daemon against its host's capacity, and the tests share one daemon.
-static ONE_HOST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// One host's adapter over a temporary data directory, with a template
 /// image, and the prefix of everything it names.
 struct Host {
-    _one: tokio::sync::MutexGuard<'static, ()>,
     uri: String,
     prefix: String,
     dir: tempfile::TempDir,
@@ -67,7 +62,6 @@ struct Host {
 
 impl Host {
     async fn new(uri: String, test: &str, capacity: Capacity) -> Self {
-        let one = ONE_HOST.lock().await;
         let prefix = format!("ntt{}-{test}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
         let template = dir.path().join("template.qcow2");
@@ -78,22 +72,19 @@ impl Host {
             .status()
             .unwrap();
         assert!(status.success());
-        let hv = LibvirtHypervisor::new(LibvirtConfig {
-            uri: uri.clone(),
-            data_dir: dir.path().join("data"),
-            capacity,
-            // Emulated guests: they run on every machine, KVM or not.
-            kvm: Some(false),
-        })
-        .unwrap();
+        let hv = adapter(&uri, &dir.path().join("data"), capacity);
         Self {
-            _one: one,
             uri,
             prefix,
             template: template.to_str().unwrap().to_owned(),
             dir,
             hv,
         }
+    }
+
+    /// A second host's adapter on the same daemon.
+    fn neighbour(&self, capacity: Capacity) -> LibvirtHypervisor {
+        adapter(&self.uri, &self.dir.path().join("neighbour"), capacity)
     }
 
     fn name(&self, what: &str) -> String {
@@ -147,6 +138,17 @@ impl Drop for Host {
             virsh(&self.uri, &["net-undefine", n]);
         }
     }
+}
+
+fn adapter(uri: &str, data_dir: &Path, capacity: Capacity) -> LibvirtHypervisor {
+    LibvirtHypervisor::new(LibvirtConfig {
+        uri: uri.to_owned(),
+        data_dir: data_dir.to_owned(),
+        capacity,
+        // Emulated guests: they run on every machine, KVM or not.
+        kvm: Some(false),
+    })
+    .unwrap()
 }
 
 const ROOMY: Capacity = Capacity {
@@ -294,6 +296,13 @@ async fn refusals_and_a_stopped_vm() {
     let spec = h.spec(&a, &disk, &net, "");
     h.hv.define(&spec).await.unwrap();
     let err = h.hv.define(&h.spec(&b, &disk, &net, "")).await.unwrap_err();
+    assert!(
+        matches!(err, HypervisorError::NoDisk(_)),
+        "a VM runs on the disk prepared for it: {err}"
+    );
+    let b_disk = h.hv.disk_path(&b);
+    let b_spec = h.spec(&b, b_disk.to_str().unwrap(), &net, "");
+    let err = h.hv.define(&b_spec).await.unwrap_err();
     assert!(matches!(err, HypervisorError::NoRoom(_)), "{err}");
     let state = h.dir.path().join("b.state");
     assert!(matches!(
@@ -301,8 +310,7 @@ async fn refusals_and_a_stopped_vm() {
         Err(HypervisorError::NoSuchVm(_))
     ));
     assert!(matches!(
-        h.hv.restore(&h.spec(&b, &disk, &net, ""), state.to_str().unwrap())
-            .await,
+        h.hv.restore(&b_spec, state.to_str().unwrap()).await,
         Err(HypervisorError::NoSavedState(_))
     ));
 
@@ -329,4 +337,55 @@ async fn refusals_and_a_stopped_vm() {
     assert_eq!(h.state(&a).await, Some(VmState::Running));
     h.hv.destroy(&a).await.unwrap();
     h.hv.remove_disk(&a).await.unwrap();
+}
+
+/// Two hosts on one daemon (a single-machine Neptune): each lists, counts
+/// and touches only its own VMs, a name cannot be taken from the other,
+/// and a shared link's network stays while either host has a VM on it.
+#[tokio::test]
+async fn hosts_sharing_a_daemon_keep_to_their_own() {
+    let Some(uri) = libvirt_uri() else { return };
+    let one_slot = Capacity {
+        vm_slots: 1,
+        ..ROOMY
+    };
+    let h = Host::new(uri, "shared", one_slot).await;
+    let other = h.neighbour(one_slot);
+    let (a, b) = (h.name("a"), h.name("b"));
+    let net = h.name("lan");
+
+    let a_disk = h.hv.prepare_disk(&a, &h.template, 32).await.unwrap();
+    let a_spec = h.spec(&a, &a_disk, &net, "");
+    h.hv.define(&a_spec).await.unwrap();
+    // One slot each: the other host's VM does not count here.
+    let b_disk = other.prepare_disk(&b, &h.template, 32).await.unwrap();
+    let b_spec = h.spec(&b, &b_disk, &net, "");
+    other.define(&b_spec).await.unwrap();
+    let names = |list: Vec<neptune_hypervisor::VmInfo>| {
+        list.into_iter().map(|v| v.name).collect::<Vec<_>>()
+    };
+    assert_eq!(names(h.hv.list().await.unwrap()), vec![a.clone()]);
+    assert_eq!(names(other.list().await.unwrap()), vec![b.clone()]);
+
+    // The other host neither sees nor touches `a`, nor takes its name.
+    assert!(matches!(
+        other.start(&a).await,
+        Err(HypervisorError::NoSuchVm(_))
+    ));
+    other.destroy(&a).await.unwrap();
+    assert!(h.domains().contains(&a), "destroyed by the wrong host");
+    let taken = h.spec(&a, other.disk_path(&a).to_str().unwrap(), &net, "");
+    let err = other.define(&taken).await.unwrap_err();
+    assert!(
+        matches!(&err, HypervisorError::Failed { message, .. } if message.contains("another host")),
+        "{err}"
+    );
+    assert_eq!(h.hv.list().await.unwrap()[0].spec, a_spec, "a is intact");
+
+    // The link's network goes with the last VM on it, of either host.
+    h.hv.destroy(&a).await.unwrap();
+    assert!(h.networks().contains(&net), "b still uses it");
+    other.destroy(&b).await.unwrap();
+    assert!(!h.networks().contains(&net));
+    assert!(!h.domains().contains(&b));
 }
