@@ -1,7 +1,10 @@
 //! `neptune up`: a whole Neptune on one machine, in one process — a Manager
-//! on SQLite in a data directory, and simulated datacenters whose hosts are
-//! real Agents (HTTP on 127.0.0.1) over simulated hypervisors. The same
-//! pieces as a real deployment; only the hypervisor is simulated.
+//! on SQLite in a data directory, and datacenters whose hosts are real
+//! Agents (HTTP on 127.0.0.1) over simulated hypervisors. The same pieces
+//! as a real deployment; only the hypervisor is simulated. With
+//! [`UpHypervisor::Libvirt`] the hosts run real QEMU guests through this
+//! machine's libvirt daemon, which they share (each keeps to its own VMs;
+//! a virtual link is one bridge joining its VMs on every host).
 //!
 //! The data directory keeps the database, the template images, the
 //! simulated hosts' disks, and three secrets (mode 0600): the first
@@ -14,8 +17,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use neptune_agent::{AgentConfig, ManagerLink};
+use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
 use neptune_hypervisor::sim::{SimConfig, SimHypervisor};
-use neptune_hypervisor::Capacity;
+use neptune_hypervisor::{Capacity, Hypervisor};
 use neptune_store::{DatacenterRecord, StoreError, TokenKind, TokenRecord};
 use neptune_types::Secret;
 use uuid::Uuid;
@@ -30,10 +34,24 @@ pub struct UpOptions {
     pub listen: SocketAddr,
     pub datacenters: Vec<String>,
     pub hosts_per_datacenter: usize,
-    /// Capacity of every simulated host.
+    /// Capacity of every host.
     pub host_capacity: Capacity,
-    /// Mbit/s of every simulated host's uplink (0: not known).
+    /// Mbit/s of every host's uplink (0: not known).
     pub uplink_mbps: u64,
+    pub hypervisor: UpHypervisor,
+}
+
+/// What runs the VMs of `neptune up`'s hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpHypervisor {
+    /// The simulated adapter: no guest runs.
+    Sim,
+    /// Real QEMU guests through the libvirt daemon at `uri`.
+    Libvirt {
+        uri: String,
+        /// Whether guests run on KVM (`None`: when `/dev/kvm` exists).
+        kvm: Option<bool>,
+    },
 }
 
 impl UpOptions {
@@ -51,8 +69,38 @@ impl UpOptions {
             },
             // A 10 Gbit/s host port, as in a typical datacenter rack.
             uplink_mbps: 10_000,
+            hypervisor: UpHypervisor::Sim,
         }
     }
+
+    /// Hosts whose guests are real, sharing this machine: each offers its
+    /// CPUs, and a share of three quarters of its available memory
+    /// (placement must not promise RAM the machine does not have). Call it
+    /// once the datacenters and hosts are set.
+    pub fn with_libvirt(mut self, uri: String, kvm: Option<bool>) -> Self {
+        let hosts = (self.datacenters.len() * self.hosts_per_datacenter).max(1) as u64;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        self.host_capacity.cpus = cpus;
+        if let Some(mib) = available_ram_mib() {
+            self.host_capacity.ram_mib = (mib * 3 / 4 / hosts).max(1);
+        }
+        self.hypervisor = UpHypervisor::Libvirt { uri, kvm };
+        self
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo, in MiB.
+fn available_ram_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 /// A running `neptune up`.
@@ -221,10 +269,32 @@ pub async fn start(
     for dc in &opts.datacenters {
         for i in 1..=opts.hosts_per_datacenter {
             let name = format!("{dc}-{i}");
-            let sim = SimHypervisor::new(SimConfig::new(
-                dir.join("hosts").join(&name),
-                opts.host_capacity,
-            ))?;
+            let data_dir = dir.join("hosts").join(&name);
+            let hypervisor: Arc<dyn Hypervisor> = match &opts.hypervisor {
+                UpHypervisor::Sim => Arc::new(SimHypervisor::new(SimConfig::new(
+                    data_dir,
+                    opts.host_capacity,
+                ))?),
+                UpHypervisor::Libvirt { uri, kvm } => {
+                    let hv = LibvirtHypervisor::new(LibvirtConfig {
+                        uri: uri.clone(),
+                        data_dir: data_dir.clone(),
+                        capacity: opts.host_capacity,
+                        kvm: *kvm,
+                    })
+                    .with_context(|| format!("preparing {}", data_dir.display()))?;
+                    if let Some(closed) = hv
+                        .closed_directory()
+                        .filter(|_| hv.runs_qemu_as_its_own_user())
+                    {
+                        anyhow::bail!(
+                            "libvirt runs QEMU as a user of its own, which cannot enter {} (no o+x): choose a --data-dir it can reach, such as under /var/lib or /srv",
+                            closed.display()
+                        );
+                    }
+                    Arc::new(hv)
+                }
+            };
             let config = AgentConfig {
                 name: name.clone(),
                 datacenter: dc.clone(),
@@ -232,7 +302,7 @@ pub async fn start(
                 advertise_url: None,
                 token: agent_token.clone(),
                 manager: Some(ManagerLink::new(url.clone(), registration.clone())),
-                hypervisor: Arc::new(sim),
+                hypervisor,
                 uplink_mbps: opts.uplink_mbps,
             };
             agents.push(neptune_agent::start(config, stopped()).await?);

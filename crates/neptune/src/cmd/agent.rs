@@ -31,6 +31,16 @@ pub(crate) enum KvmFlag {
     Off,
 }
 
+impl From<KvmFlag> for Option<bool> {
+    fn from(flag: KvmFlag) -> Self {
+        match flag {
+            KvmFlag::Auto => None,
+            KvmFlag::On => Some(true),
+            KvmFlag::Off => Some(false),
+        }
+    }
+}
+
 /// Arguments of `neptune agent`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -111,11 +121,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             HypervisorFlag::Libvirt => HypervisorKind::Libvirt,
         },
         libvirt_uri: args.libvirt_uri,
-        kvm: match args.kvm {
-            KvmFlag::Auto => None,
-            KvmFlag::On => Some(true),
-            KvmFlag::Off => Some(false),
-        },
+        kvm: args.kvm.into(),
         data_dir: args.data_dir,
         capacity: Capacity {
             cpus: args.cpus,

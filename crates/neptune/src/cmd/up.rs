@@ -1,5 +1,5 @@
 //! `neptune up` and `neptune manager`: the Manager as a daemon, alone or
-//! with simulated datacenters.
+//! with datacenters of simulated (or libvirt) hosts.
 
 #![allow(clippy::print_stdout)] // printing the URL and credentials is the point
 
@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use neptune_manager::up::{self, UpOptions};
+
+use super::agent::{HypervisorFlag, KvmFlag};
 use neptune_manager::{Config, Manager};
 use neptune_types::Secret;
 
@@ -29,6 +31,16 @@ pub(crate) struct UpArgs {
     /// Datacenters to simulate.
     #[arg(long, value_delimiter = ',', default_value = "napoli,roma")]
     datacenters: Vec<String>,
+    /// What runs the hosts' VMs: simulated, or real QEMU guests through
+    /// this machine's libvirt (the hosts share its CPUs and memory).
+    #[arg(long, value_enum, default_value = "sim")]
+    hypervisor: HypervisorFlag,
+    /// libvirt connection URI (`--hypervisor libvirt`).
+    #[arg(long, default_value = "qemu:///system")]
+    libvirt_uri: String,
+    /// Whether libvirt guests run on KVM.
+    #[arg(long, value_enum, default_value = "auto")]
+    kvm: KvmFlag,
 }
 
 /// Run the Manager daemon (hosts come through their Agents).
@@ -87,6 +99,9 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         opts.listen = args.listen;
         opts.hosts_per_datacenter = args.hosts;
         opts.datacenters = args.datacenters;
+        if args.hypervisor == HypervisorFlag::Libvirt {
+            opts = opts.with_libvirt(args.libvirt_uri, args.kvm.into());
+        }
         let (running, server) = up::start(opts, ctrl_c()).await?;
         println!("Neptune is up at {}", running.url);
         println!(

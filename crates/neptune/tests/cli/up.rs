@@ -1,7 +1,9 @@
 //! `neptune up` and the API commands as a user runs them: the real binary
 //! starts a Manager with simulated datacenters; the CLI logs in, creates,
 //! requests, plans, accepts, waits for, saves a VM of, suspends, resumes and
-//! terminates a VI.
+//! terminates a VI. Then the same with real guests: `neptune up
+//! --hypervisor libvirt` on the libvirt daemon named by
+//! `NEPTUNE_TEST_LIBVIRT_URI` (required in CI, as for the adapter's tests).
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
 
@@ -26,15 +28,15 @@ fn neptune() -> Command {
 }
 
 fn start(dir: &Path) -> Up {
+    start_with(dir, &["--hosts", "2"], "napoli-1, napoli-2, roma-1, roma-2")
+}
+
+/// `neptune up` with `args`, checking that it names `hosts`.
+fn start_with(dir: &Path, args: &[&str], hosts: &str) -> Up {
     let mut child = neptune()
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--hosts",
-            "2",
-            "--data-dir",
-        ])
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
         .arg(dir.join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -52,11 +54,7 @@ fn start(dir: &Path) -> Up {
             .any(|l| l.contains("admin:") && l.contains("admin /")),
         "{rest:?}"
     );
-    assert!(
-        rest.iter()
-            .any(|l| l.contains("napoli-1, napoli-2, roma-1, roma-2")),
-        "{rest:?}"
-    );
+    assert!(rest.iter().any(|l| l.contains(hosts)), "{rest:?}");
     // Keep draining stdout so the daemon never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Up { child, url }
@@ -253,6 +251,181 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("a terminated VI is final (conflict)")
+    );
+    drop(up);
+}
+
+fn virsh(uri: &str, args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["--quiet", "--connect", uri])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The names `virsh` lists with `what`, that start with `prefix`.
+fn virsh_names(uri: &str, what: &[&str], prefix: &str) -> Vec<String> {
+    virsh(uri, what)
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes what a failed run leaves on the daemon: the domains of the VI
+/// and its networks.
+struct Leftovers {
+    uri: String,
+    prefixes: Vec<String>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for p in &self.prefixes {
+            for d in virsh_names(&self.uri, &["list", "--all", "--name"], p) {
+                let _ = Command::new("virsh")
+                    .args(["-c", &self.uri, "destroy", &d])
+                    .output();
+                let _ = Command::new("virsh")
+                    .args(["-c", &self.uri, "undefine", &d])
+                    .output();
+            }
+            for n in virsh_names(&self.uri, &["net-list", "--all", "--name"], p) {
+                let _ = Command::new("virsh")
+                    .args(["-c", &self.uri, "net-destroy", &n])
+                    .output();
+                let _ = Command::new("virsh")
+                    .args(["-c", &self.uri, "net-undefine", &n])
+                    .output();
+            }
+        }
+    }
+}
+
+/// `neptune up --hypervisor libvirt`: a VI of the catalogue (a NAT entry
+/// point in front of a backend) deploys as real QEMU guests on this
+/// machine's libvirt, each on its host's disk, wired to its link's network,
+/// and terminating it leaves nothing on the daemon.
+#[test]
+fn up_on_libvirt_runs_real_guests() {
+    let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the libvirt tests: set NEPTUNE_TEST_LIBVIRT_URI"
+        );
+        eprintln!("neptune up on libvirt not tested: NEPTUNE_TEST_LIBVIRT_URI is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_with(
+        dir.path(),
+        &[
+            "--hosts",
+            "2",
+            "--datacenters",
+            "napoli",
+            "--hypervisor",
+            "libvirt",
+            "--libvirt-uri",
+            &uri,
+            // Emulated guests: they run on every machine, KVM or not.
+            "--kvm",
+            "off",
+        ],
+        "napoli-1, napoli-2",
+    );
+    let password = std::fs::read_to_string(dir.path().join("data/admin.password")).unwrap();
+    ok(&cli(
+        dir.path(),
+        &["login", "--url", &up.url, "--password-stdin"],
+        Some(&password),
+    ));
+    let created = ok(&cli(
+        dir.path(),
+        &[
+            "vi",
+            "create",
+            "--catalogue",
+            "nat-backends",
+            "--nodes",
+            "2",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    let id = serde_json::from_str::<serde_json::Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = id.replace('-', "");
+    let vm_prefix = format!("nt-{}-", &hex[..12]);
+    let _leftovers = Leftovers {
+        uri: uri.clone(),
+        prefixes: vec![vm_prefix.clone(), format!("nt-{}-", &hex[..8])],
+    };
+    ok(&cli(dir.path(), &["vi", "request", &id], None));
+    ok(&cli(
+        dir.path(),
+        &["vi", "accept", &id, "--datacenter", "napoli"],
+        None,
+    ));
+    assert_eq!(
+        ok(&cli(dir.path(), &["vi", "wait", &id], None)).trim(),
+        "running"
+    );
+
+    let running = virsh_names(&uri, &["list", "--name"], &vm_prefix);
+    assert_eq!(running.len(), 2, "{running:?}");
+    for vm in &running {
+        // The disk is the host's own copy of the template.
+        let disks = virsh(&uri, &["domblklist", vm]);
+        assert!(
+            disks.contains(&format!("{}/data/hosts/napoli-", dir.path().display())),
+            "{disks}"
+        );
+        let host_disk = disks
+            .lines()
+            .find_map(|l| l.split_whitespace().nth(1))
+            .unwrap();
+        assert!(Path::new(host_disk).is_file(), "{host_disk}");
+        // The backend's NIC is on the LAN's network; the entry point has
+        // one there too, and one on the public network.
+        let nics = virsh(&uri, &["domiflist", vm]);
+        assert!(nics.contains(&format!("nt-{}-", &hex[..8])), "{nics}");
+    }
+    let gateway = running.iter().find(|v| v.ends_with("-gateway")).unwrap();
+    assert!(virsh(&uri, &["domiflist", gateway]).contains("public"));
+    let info = virsh(&uri, &["dominfo", gateway]);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Max memory:") && l.contains("524288 KiB")),
+        "the catalogue's 512 MiB: {info}"
+    );
+
+    ok(&cli(dir.path(), &["vi", "terminate", &id], None));
+    assert_eq!(
+        ok(&cli(dir.path(), &["vi", "wait", &id], None)).trim(),
+        "terminated"
+    );
+    assert_eq!(
+        virsh_names(&uri, &["list", "--all", "--name"], &vm_prefix),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        virsh_names(
+            &uri,
+            &["net-list", "--all", "--name"],
+            &format!("nt-{}-", &hex[..8])
+        ),
+        Vec::<String>::new()
     );
     drop(up);
 }
