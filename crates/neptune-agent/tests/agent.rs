@@ -95,6 +95,7 @@ fn spec(name: &str, disk: &str) -> VmSpec {
         nics: vec![Nic {
             mac: "52:54:00:12:34:56".into(),
             network: "nbr-vi1-l1".into(),
+            segment: None,
         }],
     }
 }

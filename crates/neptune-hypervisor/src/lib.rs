@@ -11,6 +11,7 @@
 pub mod libvirt;
 pub mod sim;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -35,7 +36,26 @@ pub struct VmSpec {
 pub struct Nic {
     pub mac: String,
     pub network: String,
+    /// When the link has VMs on other hosts: the tunnel that joins its
+    /// network to theirs. The same on every NIC of the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<Segment>,
 }
+
+/// A virtual link's layer-2 segment across hosts: a VXLAN network
+/// (RFC 7348) whose broadcast and unknown frames go to every peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// The VXLAN network identifier: 24 bits, not 0, unique in the domain.
+    pub vni: u32,
+    /// The UDP port this host receives the segment on (4789, IANA's).
+    pub port: u16,
+    /// The tunnel endpoints of the other hosts with VMs on the link.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// The largest VXLAN network identifier.
+pub const MAX_VNI: u32 = 0xff_ffff;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +159,26 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<()> {
             "VM {:?} needs at least one vCPU and some RAM",
             spec.name
         )));
+    }
+    for nic in &spec.nics {
+        if let Some(s) = &nic.segment {
+            if s.vni == 0 || s.vni > MAX_VNI || s.port == 0 {
+                return Err(HypervisorError::InvalidRequest(format!(
+                    "network {:?}: VXLAN network {} on port {} (the identifier is 1 to {MAX_VNI}, the port not 0)",
+                    nic.network, s.vni, s.port
+                )));
+            }
+        }
+        if spec
+            .nics
+            .iter()
+            .any(|o| o.network == nic.network && o.segment != nic.segment)
+        {
+            return Err(HypervisorError::InvalidRequest(format!(
+                "the NICs of VM {:?} on network {:?} differ in its segment",
+                spec.name, nic.network
+            )));
+        }
     }
     Ok(())
 }

@@ -20,6 +20,7 @@
 //! are shared: a link's network joins every VM on it that the daemon runs,
 //! and goes with the last of them, whichever host it belongs to.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -29,12 +30,15 @@ use tokio::sync::Mutex;
 
 use crate::{
     check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
-    HypervisorError, Op, Result, VmInfo, VmSpec, VmState,
+    HypervisorError, Op, Result, Segment, VmInfo, VmSpec, VmState,
 };
 
 /// The longest a virsh call may take: a save or restore writes or reads
 /// the VM's whole memory.
 const VIRSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The longest an `ip` or `bridge` call may take.
+const NET_TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The namespace of Neptune's element in a domain's metadata.
 const METADATA_NS: &str = "https://neptune-iaas.org/xmlns/libvirt/vm/1";
@@ -274,7 +278,7 @@ impl LibvirtHypervisor {
             let (active, autostart) = match table.lines().find_map(|r| net_row(r, net)) {
                 Some(state) => state,
                 None => {
-                    let xml = network_xml(net);
+                    let xml = network_xml(net, nic.segment.is_some());
                     let file = self.scratch_file(op, &spec.name, "net.xml", &xml)?;
                     let defined = self
                         .virsh(op, &spec.name, &["net-define", path_str(&file)])
@@ -290,8 +294,132 @@ impl LibvirtHypervisor {
             if !autostart {
                 self.virsh(op, &spec.name, &["net-autostart", net]).await?;
             }
+            if let Some(segment) = &nic.segment {
+                self.ensure_tunnel(op, &spec.name, net, segment).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Joins network `network` to the other hosts of its segment: a VXLAN
+    /// device on its bridge, flooding to every peer (no learning over the
+    /// tunnel: the peers are known, and a MAC is learnt from the frames
+    /// that come in). Peers already there are kept; it runs again at every
+    /// start, so a host that rebooted gets its tunnel back.
+    async fn ensure_tunnel(
+        &self,
+        op: Op,
+        vm: &str,
+        network: &str,
+        segment: &Segment,
+    ) -> Result<()> {
+        let dev = tunnel_name(network);
+        let exists = Path::new("/sys/class/net").join(&dev).exists();
+        if exists {
+            let json = self
+                .net_tool(
+                    op,
+                    vm,
+                    "ip",
+                    &["-details", "-json", "link", "show", "dev", &dev],
+                )
+                .await?;
+            match tunnel_of(&json) {
+                Some((vni, port)) if vni == segment.vni && port == segment.port => {}
+                found => {
+                    return Err(HypervisorError::Failed {
+                        op,
+                        vm: vm.to_owned(),
+                        message: format!(
+                            "device {dev} of network {network} is not VXLAN network {} on port {} (found {found:?})",
+                            segment.vni, segment.port
+                        ),
+                    })
+                }
+            }
+        } else {
+            let (vni, port) = (segment.vni.to_string(), segment.port.to_string());
+            self.net_tool(
+                op,
+                vm,
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &dev,
+                    "type",
+                    "vxlan",
+                    "id",
+                    &vni,
+                    "dstport",
+                    &port,
+                    "nolearning",
+                ],
+            )
+            .await?;
+        }
+        let bridge = bridge_name(network);
+        let mtu = TUNNELLED_MTU.to_string();
+        self.net_tool(
+            op,
+            vm,
+            "ip",
+            &["link", "set", &dev, "mtu", &mtu, "master", &bridge, "up"],
+        )
+        .await?;
+        let fdb = self
+            .net_tool(op, vm, "bridge", &["-json", "fdb", "show", "dev", &dev])
+            .await?;
+        let known = flood_peers(&fdb, segment.port);
+        for peer in segment.peers.iter().filter(|p| !known.contains(p)) {
+            let (ip, port) = (peer.ip().to_string(), peer.port().to_string());
+            self.net_tool(
+                op,
+                vm,
+                "bridge",
+                &[
+                    "fdb",
+                    "append",
+                    "00:00:00:00:00:00",
+                    "dev",
+                    &dev,
+                    "dst",
+                    &ip,
+                    "port",
+                    &port,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a host networking tool (`ip`, `bridge`): its standard output, or
+    /// the error it printed.
+    async fn net_tool(&self, op: Op, vm: &str, program: &str, args: &[&str]) -> Result<String> {
+        let run = Command::new(program).args(args).kill_on_drop(true).output();
+        let out = tokio::time::timeout(NET_TOOL_TIMEOUT, run)
+            .await
+            .map_err(|_| {
+                HypervisorError::Unreachable(format!(
+                    "{program} {} took over {} s",
+                    args.join(" "),
+                    NET_TOOL_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| failed(op, vm, &format!("cannot run {program}"), &e))?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(HypervisorError::Failed {
+            op,
+            vm: vm.to_owned(),
+            message: format!(
+                "{program} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
     }
 
     /// Removes the networks of `spec` that no other Neptune domain uses,
@@ -305,6 +433,12 @@ impl LibvirtHypervisor {
                 .any(|d| d.spec.nics.iter().any(|n| n.network == net));
             if used {
                 continue;
+            }
+            // The bridge goes with the network; its tunnel would stay.
+            let dev = tunnel_name(net);
+            if Path::new("/sys/class/net").join(&dev).exists() {
+                self.net_tool(op, &spec.name, "ip", &["link", "del", "dev", &dev])
+                    .await?;
             }
             // Stopping an inactive or absent network fails; only the
             // undefine's answer matters.
@@ -384,13 +518,59 @@ fn path_str(p: &Path) -> &str {
 /// The Linux bridge of a network: at most 15 bytes, the kernel's limit,
 /// and the same on every host for the same network.
 fn bridge_name(network: &str) -> String {
-    // FNV-1a: stable across builds and hosts, unlike the std hasher.
+    format!("ntbr{:011x}", name_hash(network))
+}
+
+/// The VXLAN device that carries a network's segment to the other hosts.
+fn tunnel_name(network: &str) -> String {
+    format!("ntvx{:011x}", name_hash(network))
+}
+
+/// 44 bits of FNV-1a: stable across builds and hosts, unlike the std
+/// hasher, and 11 hex digits fit a 4-letter prefix in the kernel's 15 bytes.
+fn name_hash(network: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in network.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("ntbr{:011x}", h & 0xfff_ffff_ffff)
+    h & 0xfff_ffff_ffff
+}
+
+/// The MTU of a network whose frames also cross a VXLAN tunnel: a 1500-byte
+/// underlay less the 50 bytes VXLAN adds over IPv4.
+const TUNNELLED_MTU: u32 = 1450;
+
+/// A tunnel device's VXLAN identifier and UDP port, from `ip -details
+/// -json link show`.
+fn tunnel_of(json: &str) -> Option<(u32, u16)> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let data = &v.get(0)?["linkinfo"]["info_data"];
+    Some((
+        u32::try_from(data["id"].as_u64()?).ok()?,
+        u16::try_from(data["port"].as_u64()?).ok()?,
+    ))
+}
+
+/// The flooding destinations of a tunnel device, from `bridge -json fdb
+/// show dev`: the all-zeros entries, each with its port (the device's own
+/// when the entry names none).
+fn flood_peers(json: &str, own_port: u16) -> Vec<SocketAddr> {
+    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(json) else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|e| e["mac"] == "00:00:00:00:00:00")
+        .filter_map(|e| {
+            let ip: IpAddr = e["dst"].as_str()?.parse().ok()?;
+            let port = e["port"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(own_port);
+            Some(SocketAddr::new(ip, port))
+        })
+        .collect()
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
@@ -398,10 +578,16 @@ fn esc(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// An isolated network (no forwarding, no addresses on the host): a bridge
-/// that joins the host's VMs on one virtual link.
-fn network_xml(network: &str) -> String {
+/// that joins the host's VMs on one virtual link, and room for the VXLAN
+/// header when the link spans hosts (the guests' virtio NICs take the MTU).
+fn network_xml(network: &str, tunnelled: bool) -> String {
+    let mtu = if tunnelled {
+        format!("  <mtu size='{TUNNELLED_MTU}'/>\n")
+    } else {
+        String::new()
+    };
     format!(
-        "<network>\n  <name>{}</name>\n  <bridge name='{}' stp='off'/>\n</network>\n",
+        "<network>\n  <name>{}</name>\n  <bridge name='{}' stp='off'/>\n{mtu}</network>\n",
         esc(network),
         bridge_name(network)
     )
@@ -809,10 +995,12 @@ mod tests {
                 Nic {
                     mac: "52:54:00:00:00:01".to_owned(),
                     network: "nt-1a2b3c4d-lan&0".to_owned(),
+                    segment: None,
                 },
                 Nic {
                     mac: String::new(),
                     network: "public".to_owned(),
+                    segment: None,
                 },
             ],
         }
@@ -880,6 +1068,30 @@ mod tests {
         assert_eq!(spec_of("not xml"), None);
     }
 
+    /// What `ip -details -json link show` and `bridge -json fdb show`
+    /// print (iproute2 6.1), read back.
+    #[test]
+    fn tunnels_and_their_peers_are_read_from_iproute2() {
+        let link = r#"[{"ifindex":293,"ifname":"ntvxtest0","mtu":1500,"linkinfo":{"info_kind":"vxlan","info_data":{"id":4242,"port_range":{"low":0,"high":0},"port":4790,"learning":false,"ttl":0}}}]"#;
+        assert_eq!(tunnel_of(link), Some((4242, 4790)));
+        assert_eq!(
+            tunnel_of(r#"[{"ifname":"eth0","linkinfo":{"info_kind":"veth"}}]"#),
+            None
+        );
+        assert_eq!(tunnel_of("[]"), None);
+        let fdb = r#"[{"mac":"00:00:00:00:00:00","dst":"127.0.0.1","port":4791,"flags":["self"],"state":"permanent"},{"mac":"00:00:00:00:00:00","dst":"10.1.2.3","flags":["self"],"state":"permanent"},{"mac":"52:54:00:12:34:56","dst":"10.1.2.4","flags":["self"]}]"#;
+        assert_eq!(
+            flood_peers(fdb, 4790),
+            vec![
+                "127.0.0.1:4791".parse::<SocketAddr>().unwrap(),
+                "10.1.2.3:4790".parse().unwrap()
+            ]
+        );
+        assert!(flood_peers("", 4789).is_empty());
+        assert_eq!(tunnel_name("n").len(), 15);
+        assert_eq!(tunnel_name("n")[4..], bridge_name("n")[4..]);
+    }
+
     #[test]
     fn bridge_names_fit_the_kernel_and_differ_per_network() {
         let a = bridge_name("nt-1a2b3c4d-a-very-long-link-name");
@@ -887,7 +1099,9 @@ mod tests {
         assert!(a.len() <= 15 && b.len() <= 15, "{a} {b}");
         assert_ne!(a, b);
         assert_eq!(a, bridge_name("nt-1a2b3c4d-a-very-long-link-name"));
-        let xml = network_xml("l<&>");
+        let xml = network_xml("l<&>", false);
+        assert!(!xml.contains("mtu"));
+        assert!(network_xml("l", true).contains("<mtu size='1450'/>"));
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let name = doc.descendants().find(|n| n.has_tag_name("name")).unwrap();
         assert_eq!(name.text(), Some("l<&>"));

@@ -632,6 +632,7 @@ mod tests {
             nics: vec![Nic {
                 mac: "52:54:00:00:00:01".into(),
                 network: "br-l1".into(),
+                segment: None,
             }],
         }
     }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
-use neptune_hypervisor::{Capacity, Hypervisor, HypervisorError, Nic, VmSpec, VmState};
+use neptune_hypervisor::{Capacity, Hypervisor, HypervisorError, Nic, Segment, VmSpec, VmState};
 
 fn libvirt_uri() -> Option<String> {
     let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
@@ -101,6 +101,7 @@ impl Host {
             nics: vec![Nic {
                 mac: mac.to_owned(),
                 network: network.to_owned(),
+                segment: None,
             }],
         }
     }
@@ -388,4 +389,182 @@ async fn hosts_sharing_a_daemon_keep_to_their_own() {
     other.destroy(&b).await.unwrap();
     assert!(!h.networks().contains(&net));
     assert!(!h.domains().contains(&b));
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Network namespaces and devices a test made, removed on drop (even when
+/// it fails).
+#[derive(Default)]
+struct NetLeftovers {
+    namespaces: Vec<String>,
+    devices: Vec<String>,
+}
+
+impl Drop for NetLeftovers {
+    fn drop(&mut self) {
+        for n in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        for d in &self.devices {
+            let _ = Command::new("ip").args(["link", "del", d]).output();
+        }
+    }
+}
+
+/// The bridge of a libvirt network.
+fn bridge_of(uri: &str, net: &str) -> String {
+    let (ok, info) = virsh(uri, &["net-info", net]);
+    assert!(ok, "{info}");
+    info.lines()
+        .find_map(|l| l.strip_prefix("Bridge:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The VXLAN devices among the ports of `bridge`.
+fn tunnels_on(bridge: &str) -> Vec<String> {
+    let ports: serde_json::Value = serde_json::from_str(&ip(&[
+        "-details", "-json", "link", "show", "master", bridge,
+    ]))
+    .unwrap();
+    ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["linkinfo"]["info_kind"] == "vxlan")
+        .map(|p| p["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A free UDP port of this machine.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A virtual link whose VMs are on two hosts is one layer-2 segment: each
+/// host's network gets a VXLAN device flooding to the other, and frames
+/// cross. Two namespaces plugged into the two bridges stand in for the
+/// guests (blank disks answer nothing) and ping each other through the
+/// tunnel; when a host's last VM on the link goes, so does its tunnel.
+#[tokio::test]
+async fn a_link_spans_hosts_through_vxlan() {
+    let Some(uri) = libvirt_uri() else { return };
+    let h = Host::new(uri, "vxlan", ROOMY).await;
+    let other = h.neighbour(ROOMY);
+    // On one daemon a network of one name is one bridge. The two hosts'
+    // halves of the link get names of their own, as on two machines, and
+    // ports of their own: two devices of one VXLAN network may not share a
+    // port in one network namespace.
+    let (net_a, net_b) = (h.name("lan-a"), h.name("lan-b"));
+    let vni = 0x4e_0000 + (std::process::id() & 0xffff);
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let segment = |port: u16, peer: u16| Segment {
+        vni,
+        port,
+        peers: vec![std::net::SocketAddr::from(([127, 0, 0, 1], peer))],
+    };
+    let (a, b) = (h.name("a"), h.name("b"));
+    let mut a_spec = h.spec(&a, h.hv.disk_path(&a).to_str().unwrap(), &net_a, "");
+    a_spec.nics[0].segment = Some(segment(port_a, port_b));
+    let mut b_spec = h.spec(&b, other.disk_path(&b).to_str().unwrap(), &net_b, "");
+    b_spec.nics[0].segment = Some(segment(port_b, port_a));
+    let mut leftovers = NetLeftovers::default();
+
+    h.hv.define(&a_spec).await.unwrap();
+    h.hv.define(&a_spec).await.unwrap();
+    other.define(&b_spec).await.unwrap();
+    let (bridge_a, bridge_b) = (bridge_of(&h.uri, &net_a), bridge_of(&h.uri, &net_b));
+    let tunnel_a = tunnels_on(&bridge_a);
+    let tunnel_b = tunnels_on(&bridge_b);
+    leftovers
+        .devices
+        .extend(tunnel_a.iter().chain(&tunnel_b).cloned());
+    assert_eq!((tunnel_a.len(), tunnel_b.len()), (1, 1));
+    let tunnel_a = &tunnel_a[0];
+    let details: serde_json::Value =
+        serde_json::from_str(&ip(&["-details", "-json", "link", "show", "dev", tunnel_a])).unwrap();
+    assert_eq!(details[0]["linkinfo"]["info_data"]["id"], vni);
+    assert_eq!(details[0]["linkinfo"]["info_data"]["port"], port_a);
+    assert_eq!(details[0]["mtu"], 1450);
+    let fdb = Command::new("bridge")
+        .args(["-json", "fdb", "show", "dev", tunnel_a])
+        .output()
+        .unwrap();
+    let fdb: serde_json::Value = serde_json::from_slice(&fdb.stdout).unwrap();
+    let floods: Vec<_> = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mac"] == "00:00:00:00:00:00")
+        .collect();
+    assert_eq!(floods.len(), 1, "one entry per peer, defined twice: {fdb}");
+    assert_eq!(floods[0]["dst"], "127.0.0.1");
+    assert_eq!(floods[0]["port"], port_b);
+
+    // Stand-ins for the guests, one on each host's bridge.
+    let pid = std::process::id();
+    for (side, bridge, addr) in [
+        ("a", &bridge_a, "10.250.0.1/24"),
+        ("b", &bridge_b, "10.250.0.2/24"),
+    ] {
+        let ns = format!("ntt{pid}-{side}");
+        let (outer, inner) = (format!("ntt{pid}{side}"), format!("ntt{pid}{side}g"));
+        ip(&["netns", "add", &ns]);
+        leftovers.namespaces.push(ns.clone());
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &ns,
+        ]);
+        leftovers.devices.push(outer.clone());
+        ip(&["link", "set", &outer, "mtu", "1450", "master", bridge, "up"]);
+        ip(&["-n", &ns, "link", "set", &inner, "mtu", "1450", "up"]);
+        ip(&["-n", &ns, "addr", "add", addr, "dev", &inner]);
+    }
+    let ping = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("ntt{pid}-a"),
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "10.250.0.2",
+            ])
+            .output()
+            .unwrap()
+    };
+    let crossed = ping();
+    assert!(
+        crossed.status.success(),
+        "no answer through the tunnel: {}",
+        String::from_utf8_lossy(&crossed.stdout)
+    );
+
+    // Host a's last VM on the link goes: its network and tunnel with it,
+    // and nothing crosses any more.
+    h.hv.destroy(&a).await.unwrap();
+    assert!(!Path::new("/sys/class/net").join(tunnel_a).exists());
+    assert!(!h.networks().contains(&net_a));
+    assert!(!ping().status.success());
+    other.destroy(&b).await.unwrap();
+    assert!(!Path::new("/sys/class/net").join(&bridge_b).exists());
+    assert!(!Path::new("/sys/class/net").join(&tunnel_b[0]).exists());
 }

@@ -762,6 +762,7 @@ pub fn nics(
                     Some(l) => link_network(vi, l.id.as_str()),
                     None => "public".to_owned(),
                 },
+                segment: None,
             }
         })
         .collect()
