@@ -724,12 +724,14 @@ impl Jobs {
     }
 }
 
-/// The VM of a node, as a job defines or restores it (its disk path comes
-/// from the host when the step runs).
+/// The VM of a node on host `host`, as a job defines or restores it (its
+/// disk path comes from the host when the step runs).
 pub fn vm_spec(
     vi: Uuid,
     topo: &neptune_topology::Topology,
     node: &neptune_topology::VirtualNode,
+    host: Uuid,
+    wiring: &crate::wiring::Wiring,
 ) -> VmSpec {
     VmSpec {
         name: vm_name(vi, node.id.as_str()),
@@ -737,16 +739,19 @@ pub fn vm_spec(
         ram_mib: node.ram.0,
         disk_mib: node.disk.0,
         disk: String::new(),
-        nics: nics(vi, topo, node),
+        nics: nics(vi, topo, node, host, wiring),
     }
 }
 
-/// The NICs of a node: one per interface, on its link's network (or the
-/// public network for an entry point that is on no link).
+/// The NICs of a node on host `host`: one per interface, on its link's
+/// network (or the public network for an entry point that is on no link),
+/// with the link's segment when the link spans hosts.
 pub fn nics(
     vi: Uuid,
     topo: &neptune_topology::Topology,
     node: &neptune_topology::VirtualNode,
+    host: Uuid,
+    wiring: &crate::wiring::Wiring,
 ) -> Vec<Nic> {
     node.interfaces
         .iter()
@@ -762,7 +767,7 @@ pub fn nics(
                     Some(l) => link_network(vi, l.id.as_str()),
                     None => "public".to_owned(),
                 },
-                segment: None,
+                segment: link.and_then(|l| wiring.segment(l.id.as_str(), host)),
             }
         })
         .collect()

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod templates;
 pub mod up;
+pub mod wiring;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -148,6 +148,16 @@ pub(crate) async fn resume_vi(
         .find(|d| d.id == dc_id)
         .ok_or(ApiError::NotFound("datacenter"))?;
     let topo = super::vis::design_of(&vi)?;
+    let addresses: neptune_ipam::Plan = vi
+        .address_plan
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!(
+                "suspended VI {} has no address plan",
+                vi.id
+            ))
+        })?;
     let dir = suspended_dir(&state, vi.id);
     let _planning = state.planning.lock().await;
     let mut attempt = 0;
@@ -156,6 +166,7 @@ pub(crate) async fn resume_vi(
         let hosts = state.store.list_hosts().await?;
         let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
         super::vis::require_admissible(&plan)?;
+        let wiring = super::vis::wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
         let mut copies = Vec::new();
         let mut restores = Vec::new();
         for node in &topo.nodes {
@@ -176,7 +187,7 @@ pub(crate) async fn resume_vi(
             });
             restores.push(Step::Restore {
                 host: placed.host_id,
-                spec: jobs::vm_spec(vi.id, &topo, node),
+                spec: jobs::vm_spec(vi.id, &topo, node, placed.host_id, &wiring),
                 state: path_string(dir.join(format!("{vm}.state"))),
                 image: Some(disk),
             });

@@ -24,6 +24,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{self, JobKind, Step};
 use crate::plan::{place, PlanError};
+use crate::wiring::Wiring;
 use crate::{now_ms, AppState};
 
 /// Turns a design request into a validated topology.
@@ -559,6 +560,36 @@ pub(super) fn seed(vi: Uuid) -> u64 {
     vi.as_u64_pair().0
 }
 
+/// How the links of a VI placed as `vms` are wired across `hosts`, its
+/// addresses planned as `addresses`.
+pub(super) async fn wiring(
+    state: &AppState,
+    topo: &Topology,
+    addresses: &neptune_ipam::Plan,
+    vms: &[VmRecord],
+    hosts: &[neptune_store::HostRecord],
+) -> ApiResult<Wiring> {
+    let host_of: HashMap<&str, Uuid> = vms
+        .iter()
+        .map(|v| (v.node_id.as_str(), v.host_id))
+        .collect();
+    let placed: Vec<_> = hosts
+        .iter()
+        .filter(|h| vms.iter().any(|v| v.host_id == h.id))
+        .cloned()
+        .collect();
+    let endpoints = crate::wiring::tunnel_endpoints(&placed).await;
+    Wiring::new(
+        topo,
+        addresses,
+        &state.config.private_pools,
+        &host_of,
+        hosts,
+        &endpoints,
+    )
+    .map_err(|e| ApiError::Conflict(e.to_string()))
+}
+
 /// The deploy steps of a placed VI: copy every template image (the
 /// paper's raw copy), define every VM, start every VM.
 async fn deploy_steps(
@@ -566,6 +597,7 @@ async fn deploy_steps(
     vi: Uuid,
     topo: &Topology,
     vms: &[VmRecord],
+    wiring: &Wiring,
 ) -> ApiResult<Vec<Step>> {
     let mut copies = Vec::new();
     let mut defines = Vec::new();
@@ -599,7 +631,7 @@ async fn deploy_steps(
         });
         defines.push(Step::Define {
             host: placed.host_id,
-            spec: jobs::vm_spec(vi, topo, node),
+            spec: jobs::vm_spec(vi, topo, node, placed.host_id, wiring),
             image: template.image_path,
         });
         starts.push(Step::Start {
@@ -657,8 +689,9 @@ pub(crate) async fn plan_vi(
     let topo = design_of(&vi)?;
     let hosts = state.store.list_hosts().await?;
     let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
-    deploy_steps(&state, vi.id, &topo, &plan.records).await?;
     let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
+    let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
+    deploy_steps(&state, vi.id, &topo, &plan.records, &wiring).await?;
     Ok(Json(api::Plan {
         addresses: crate::plan::address_view(&addresses),
         ..plan.view
@@ -696,8 +729,9 @@ pub(crate) async fn accept_vi(
         let plan =
             place(vi.id, &topo, &dc, &hosts, manual.as_ref(), seed(vi.id)).map_err(plan_error)?;
         require_admissible(&plan)?;
-        let steps = deploy_steps(&state, vi.id, &topo, &plan.records).await?;
         let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
+        let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
+        let steps = deploy_steps(&state, vi.id, &topo, &plan.records, &wiring).await?;
         let reservation = Reservation {
             vms: plan.records,
             addresses: crate::plan::address_rows(&addresses),
