@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a whole Neptune here: a Manager on SQLite and simulated datacenters.
+    /// Start a whole Neptune here: a Manager on SQLite and datacenters of
+    /// simulated (or libvirt) hosts.
     Up(cmd::up::UpArgs),
     /// Run the Manager daemon.
     Manager(cmd::up::ManagerArgs),

@@ -41,6 +41,17 @@ impl From<KvmFlag> for Option<bool> {
     }
 }
 
+/// How to reach libvirt (`--hypervisor libvirt`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct LibvirtArgs {
+    /// libvirt connection URI (`--hypervisor libvirt`).
+    #[arg(long, default_value = "qemu:///system")]
+    pub(crate) libvirt_uri: String,
+    /// Whether libvirt guests run on KVM.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) kvm: KvmFlag,
+}
+
 /// Arguments of `neptune agent`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -68,12 +79,8 @@ pub(crate) struct Args {
     /// Hypervisor adapter.
     #[arg(long, value_enum, default_value = "sim")]
     hypervisor: HypervisorFlag,
-    /// libvirt connection URI (`--hypervisor libvirt`).
-    #[arg(long, default_value = "qemu:///system")]
-    libvirt_uri: String,
-    /// Whether libvirt guests run on KVM.
-    #[arg(long, value_enum, default_value = "auto")]
-    kvm: KvmFlag,
+    #[command(flatten)]
+    libvirt: LibvirtArgs,
     /// Where disks and the VM table live.
     #[arg(long)]
     data_dir: PathBuf,
@@ -120,8 +127,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             HypervisorFlag::Sim => HypervisorKind::Sim,
             HypervisorFlag::Libvirt => HypervisorKind::Libvirt,
         },
-        libvirt_uri: args.libvirt_uri,
-        kvm: args.kvm.into(),
+        libvirt_uri: args.libvirt.libvirt_uri,
+        kvm: args.libvirt.kvm.into(),
         data_dir: args.data_dir,
         capacity: Capacity {
             cpus: args.cpus,

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use neptune_manager::up::{self, UpOptions};
 
-use super::agent::{HypervisorFlag, KvmFlag};
+use super::agent::{HypervisorFlag, LibvirtArgs};
 use neptune_manager::{Config, Manager};
 use neptune_types::Secret;
 
 /// Start a whole Neptune on this machine: a Manager on SQLite and two
-/// simulated datacenters whose hosts are real Agents.
+/// datacenters whose hosts are real Agents over simulated hypervisors (or
+/// this machine's libvirt).
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
     /// Where the database, images and secrets live.
@@ -25,7 +26,7 @@ pub(crate) struct UpArgs {
     /// Address of the Manager's API (127.0.0.1 only by default).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Simulated hosts per datacenter.
+    /// Hosts per datacenter.
     #[arg(long, default_value_t = 3)]
     hosts: usize,
     /// Datacenters to simulate.
@@ -35,12 +36,8 @@ pub(crate) struct UpArgs {
     /// this machine's libvirt (the hosts share its CPUs and memory).
     #[arg(long, value_enum, default_value = "sim")]
     hypervisor: HypervisorFlag,
-    /// libvirt connection URI (`--hypervisor libvirt`).
-    #[arg(long, default_value = "qemu:///system")]
-    libvirt_uri: String,
-    /// Whether libvirt guests run on KVM.
-    #[arg(long, value_enum, default_value = "auto")]
-    kvm: KvmFlag,
+    #[command(flatten)]
+    libvirt: LibvirtArgs,
 }
 
 /// Run the Manager daemon (hosts come through their Agents).
@@ -100,7 +97,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         opts.hosts_per_datacenter = args.hosts;
         opts.datacenters = args.datacenters;
         if args.hypervisor == HypervisorFlag::Libvirt {
-            opts = opts.with_libvirt(args.libvirt_uri, args.kvm.into());
+            opts = opts.with_libvirt(args.libvirt.libvirt_uri, args.libvirt.kvm.into());
         }
         let (running, server) = up::start(opts, ctrl_c()).await?;
         println!("Neptune is up at {}", running.url);

@@ -93,6 +93,29 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Creates a VI of the catalogue; its id.
+fn create_vi(dir: &Path, kind: &str, nodes: usize) -> String {
+    let nodes = nodes.to_string();
+    let created = ok(&cli(
+        dir,
+        &[
+            "vi",
+            "create",
+            "--catalogue",
+            kind,
+            "--nodes",
+            &nodes,
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    serde_json::from_str::<serde_json::Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Disks on the simulated hosts `hosts` of `neptune up`.
 fn disks_on(dir: &Path, hosts: &[&str]) -> usize {
     hosts
@@ -141,24 +164,7 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     let templates = ok(&cli(dir.path(), &["template", "list"], None));
     assert!(templates.contains("debian-12"), "{templates}");
 
-    let created = ok(&cli(
-        dir.path(),
-        &[
-            "vi",
-            "create",
-            "--catalogue",
-            "cluster",
-            "--nodes",
-            "4",
-            "--output",
-            "json",
-        ],
-        None,
-    ));
-    let id = serde_json::from_str::<serde_json::Value>(&created).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_vi(dir.path(), "cluster", 4);
     ok(&cli(dir.path(), &["vi", "request", &id], None));
     let plan = ok(&cli(
         dir.path(),
@@ -347,24 +353,7 @@ fn up_on_libvirt_runs_real_guests() {
         &["login", "--url", &up.url, "--password-stdin"],
         Some(&password),
     ));
-    let created = ok(&cli(
-        dir.path(),
-        &[
-            "vi",
-            "create",
-            "--catalogue",
-            "nat-backends",
-            "--nodes",
-            "2",
-            "--output",
-            "json",
-        ],
-        None,
-    ));
-    let id = serde_json::from_str::<serde_json::Value>(&created).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_vi(dir.path(), "nat-backends", 2);
     let hex = id.replace('-', "");
     let vm_prefix = format!("nt-{}-", &hex[..12]);
     let _leftovers = Leftovers {
