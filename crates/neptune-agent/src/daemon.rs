@@ -78,6 +78,9 @@ pub struct DaemonOptions {
     pub libvirt_uri: String,
     /// Whether libvirt guests run on KVM (`None`: when `/dev/kvm` exists).
     pub kvm: Option<bool>,
+    /// The host's bridge on the datacenter's public network, for entry
+    /// points (libvirt; `None`: an isolated public network).
+    pub public_bridge: Option<String>,
     pub data_dir: PathBuf,
     pub capacity: Capacity,
     /// Mbit/s of the host's uplink (0: not known).
@@ -160,6 +163,7 @@ impl DaemonOptions {
                     data_dir: self.data_dir,
                     capacity: self.capacity,
                     kvm: self.kvm,
+                    public_bridge: self.public_bridge,
                 })
                 .map_err(AgentError::Libvirt)?;
                 if let Some(dir) = hv
@@ -240,6 +244,7 @@ mod tests {
             hypervisor: HypervisorKind::Sim,
             libvirt_uri: String::new(),
             kvm: None,
+            public_bridge: None,
             data_dir: dir.join("data"),
             capacity: Capacity {
                 cpus: 4,

@@ -698,6 +698,7 @@ async fn an_agent_over_libvirt_runs_real_guests() {
         hypervisor: neptune_agent::daemon::HypervisorKind::Libvirt,
         libvirt_uri: uri.clone(),
         kvm: Some(false),
+        public_bridge: None,
         data_dir: dir.path().join("data"),
         capacity: CAP,
         uplink_mbps: 0,

@@ -54,6 +54,10 @@ pub struct Segment {
     pub peers: Vec<SocketAddr>,
 }
 
+/// The network of an entry point's interface that is on no virtual link:
+/// the datacenter's public network, toward its Edge Service Switch.
+pub const PUBLIC_NETWORK: &str = "public";
+
 /// The largest VXLAN network identifier.
 pub const MAX_VNI: u32 = 0xff_ffff;
 

@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
-    HypervisorError, Op, Result, Segment, VmInfo, VmSpec, VmState,
+    HypervisorError, Op, Result, Segment, VmInfo, VmSpec, VmState, PUBLIC_NETWORK,
 };
 
 /// The longest a virsh call may take: a save or restore writes or reads
@@ -56,6 +56,11 @@ pub struct LibvirtConfig {
     /// QEMU as its own user, and a host without udev rules keeps
     /// `/dev/kvm` to root): guests then run under software emulation.
     pub kvm: Option<bool>,
+    /// The host's bridge on the datacenter's public network: the NICs on
+    /// [`PUBLIC_NETWORK`] (entry points) are plugged into it. `None`: they
+    /// get an isolated network of that name, like a link's, with no way
+    /// out of the host.
+    pub public_bridge: Option<String>,
 }
 
 /// The adapter.
@@ -116,6 +121,15 @@ impl LibvirtHypervisor {
             .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
             .last()
             .map(Path::to_owned)
+    }
+
+    /// The host bridge that stands for network `net`: the public bridge,
+    /// for the public network of a host that has one.
+    fn public_bridge_for(&self, net: &str) -> Option<&str> {
+        self.config
+            .public_bridge
+            .as_deref()
+            .filter(|_| net == PUBLIC_NETWORK)
     }
 
     /// Whether QEMU runs as a user of its own: the system daemon's
@@ -275,6 +289,17 @@ impl LibvirtHypervisor {
                 continue;
             }
             done.push(net);
+            if let Some(bridge) = self.public_bridge_for(net) {
+                // The operator's bridge: checked, never made or removed here.
+                if !Path::new("/sys/class/net").join(bridge).exists() {
+                    return Err(HypervisorError::Failed {
+                        op,
+                        vm: spec.name.clone(),
+                        message: format!("the public bridge {bridge} does not exist on this host"),
+                    });
+                }
+                continue;
+            }
             let (active, autostart) = match table.lines().find_map(|r| net_row(r, net)) {
                 Some(state) => state,
                 None => {
@@ -428,6 +453,9 @@ impl LibvirtHypervisor {
         let others = self.all_domains(op).await?;
         for nic in &spec.nics {
             let net = nic.network.as_str();
+            if self.public_bridge_for(net).is_some() {
+                continue;
+            }
             let used = others
                 .iter()
                 .any(|d| d.spec.nics.iter().any(|n| n.network == net));
@@ -465,7 +493,12 @@ impl LibvirtHypervisor {
             op,
             &spec.name,
             "xml",
-            &domain_xml(self.domain_type, spec, uuid),
+            &domain_xml(
+                self.domain_type,
+                spec,
+                uuid,
+                self.config.public_bridge.as_deref(),
+            ),
         )?;
         let defined = self
             .virsh(op, &spec.name, &["define", path_str(&file)])
@@ -594,9 +627,15 @@ fn network_xml(network: &str, tunnelled: bool) -> String {
 }
 
 /// The domain of `spec`: its resources, its disk, a virtio NIC on its
-/// link's network per interface, a serial console, and the spec itself in
-/// the metadata. `uuid`: the one of a saved image being restored.
-fn domain_xml(domain_type: &str, spec: &VmSpec, uuid: Option<&str>) -> String {
+/// link's network per interface (on `public_bridge` for the public
+/// network, when the host has one), a serial console, and the spec itself
+/// in the metadata. `uuid`: the one of a saved image being restored.
+fn domain_xml(
+    domain_type: &str,
+    spec: &VmSpec,
+    uuid: Option<&str>,
+    public_bridge: Option<&str>,
+) -> String {
     let json = serde_json::to_string(spec).unwrap_or_default();
     let mut x = format!(
         "<domain type='{domain_type}'>\n  <name>{}</name>\n",
@@ -621,13 +660,16 @@ fn domain_xml(domain_type: &str, spec: &VmSpec, uuid: Option<&str>) -> String {
         esc(&spec.disk)
     ));
     for nic in &spec.nics {
-        x.push_str("    <interface type='network'>\n");
+        let (kind, source) = match public_bridge {
+            Some(b) if nic.network == PUBLIC_NETWORK => ("bridge", format!("bridge='{}'", esc(b))),
+            _ => ("network", format!("network='{}'", esc(&nic.network))),
+        };
+        x.push_str(&format!("    <interface type='{kind}'>\n"));
         if !nic.mac.is_empty() {
             x.push_str(&format!("      <mac address='{}'/>\n", esc(&nic.mac)));
         }
         x.push_str(&format!(
-            "      <source network='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
-            esc(&nic.network)
+            "      <source {source}/>\n      <model type='virtio'/>\n    </interface>\n"
         ));
     }
     x.push_str("    <serial type='pty'/>\n    <console type='pty'/>\n  </devices>\n</domain>\n");
@@ -858,7 +900,12 @@ impl Hypervisor for LibvirtHypervisor {
             ));
         }
         let uuid = uuid_of(&saved);
-        let xml = domain_xml(self.domain_type, spec, uuid.as_deref());
+        let xml = domain_xml(
+            self.domain_type,
+            spec,
+            uuid.as_deref(),
+            self.config.public_bridge.as_deref(),
+        );
         let file = self.scratch_file(op, vm, "restore.xml", &xml)?;
         let restored = self
             .virsh(op, vm, &["restore", state_path, "--xml", path_str(&file)])
@@ -1011,8 +1058,13 @@ mod tests {
     #[test]
     fn the_spec_round_trips_through_the_domain_xml() {
         let s = spec();
-        let xml = domain_xml("qemu", &s, Some("0b7e2c1a-7c44-4c1e-9d8e-2a5e1b9f0c33"));
-        assert_eq!(spec_of(&xml), Some(s));
+        let xml = domain_xml(
+            "qemu",
+            &s,
+            Some("0b7e2c1a-7c44-4c1e-9d8e-2a5e1b9f0c33"),
+            None,
+        );
+        assert_eq!(spec_of(&xml).as_ref(), Some(&s));
         assert_eq!(
             uuid_of(&xml).as_deref(),
             Some("0b7e2c1a-7c44-4c1e-9d8e-2a5e1b9f0c33")
@@ -1033,6 +1085,25 @@ mod tests {
         );
         let macs = doc.descendants().filter(|n| n.has_tag_name("mac")).count();
         assert_eq!(macs, 1, "an empty MAC is left to libvirt");
+
+        // With a public bridge, the public NIC is plugged into it; the
+        // link's stays on its network.
+        let xml = domain_xml("qemu", &s, None, Some("br<pub>"));
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let nics: Vec<(&str, &str)> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("interface"))
+            .map(|i| {
+                let source = i.children().find(|n| n.has_tag_name("source")).unwrap();
+                let to = source.attribute("network").or(source.attribute("bridge"));
+                (i.attribute("type").unwrap(), to.unwrap())
+            })
+            .collect();
+        assert_eq!(
+            nics,
+            [("network", "nt-1a2b3c4d-lan&0"), ("bridge", "br<pub>")]
+        );
+        assert_eq!(spec_of(&xml), Some(s), "the spec is the same");
     }
 
     #[test]
@@ -1128,6 +1199,7 @@ mod tests {
                     vm_slots: 1,
                 },
                 kvm: Some(false),
+                public_bridge: None,
             })
             .unwrap()
         };

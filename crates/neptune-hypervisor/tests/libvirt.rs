@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
-use neptune_hypervisor::{Capacity, Hypervisor, HypervisorError, Nic, Segment, VmSpec, VmState};
+use neptune_hypervisor::{
+    Capacity, Hypervisor, HypervisorError, Nic, Segment, VmSpec, VmState, PUBLIC_NETWORK,
+};
 
 fn libvirt_uri() -> Option<String> {
     let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
@@ -148,6 +150,7 @@ fn adapter(uri: &str, data_dir: &Path, capacity: Capacity) -> LibvirtHypervisor 
         capacity,
         // Emulated guests: they run on every machine, KVM or not.
         kvm: Some(false),
+        public_bridge: None,
     })
     .unwrap()
 }
@@ -567,4 +570,88 @@ async fn a_link_spans_hosts_through_vxlan() {
     other.destroy(&b).await.unwrap();
     assert!(!Path::new("/sys/class/net").join(&bridge_b).exists());
     assert!(!Path::new("/sys/class/net").join(&tunnel_b[0]).exists());
+}
+
+/// An entry point's public NIC on a host with a public bridge is plugged
+/// into that bridge (the operator's, toward the datacenter's public
+/// network), which the adapter never makes nor removes; its link NIC stays
+/// on the link's network. A public bridge that is missing is named.
+#[tokio::test]
+async fn entry_points_plug_into_the_public_bridge() {
+    let Some(uri) = libvirt_uri() else { return };
+    let h = Host::new(uri, "public", ROOMY).await;
+    let pid = std::process::id();
+    let bridge = format!("ntt{pid}pub");
+    let mut leftovers = NetLeftovers::default();
+    ip(&["link", "add", &bridge, "type", "bridge"]);
+    leftovers.devices.push(bridge.clone());
+    ip(&["link", "set", &bridge, "up"]);
+    let with_bridge = |dir: &str, bridge: &str| {
+        LibvirtHypervisor::new(LibvirtConfig {
+            uri: h.uri.clone(),
+            data_dir: h.dir.path().join(dir),
+            capacity: ROOMY,
+            kvm: Some(false),
+            public_bridge: Some(bridge.to_owned()),
+        })
+        .unwrap()
+    };
+    let hv = with_bridge("edge", &bridge);
+    let had_public = h.networks().contains(&PUBLIC_NETWORK.to_owned());
+
+    let vm = h.name("gw");
+    let disk = hv.prepare_disk(&vm, &h.template, 32).await.unwrap();
+    let mut spec = h.spec(&vm, &disk, &h.name("lan"), "");
+    spec.nics.push(Nic {
+        mac: "52:54:00:aa:bb:01".to_owned(),
+        network: PUBLIC_NETWORK.to_owned(),
+        segment: None,
+    });
+    hv.define(&spec).await.unwrap();
+    hv.start(&vm).await.unwrap();
+    let ifaces = virsh(&h.uri, &["domiflist", &vm]).1;
+    let public_row = ifaces
+        .lines()
+        .find(|l| l.contains("52:54:00:aa:bb:01"))
+        .unwrap_or_else(|| panic!("{ifaces}"));
+    assert!(
+        public_row.contains("bridge") && public_row.contains(&bridge),
+        "{ifaces}"
+    );
+    let tap = public_row.split_whitespace().next().unwrap();
+    let ports = Path::new("/sys/class/net").join(&bridge).join("brif");
+    assert!(
+        ports.join(tap).exists(),
+        "the guest's tap {tap} is on {bridge}"
+    );
+    assert_eq!(
+        h.networks().contains(&PUBLIC_NETWORK.to_owned()),
+        had_public,
+        "no libvirt network stands for the public bridge"
+    );
+    assert!(h.networks().contains(&h.name("lan")));
+
+    hv.destroy(&vm).await.unwrap();
+    assert!(
+        Path::new("/sys/class/net").join(&bridge).exists(),
+        "the bridge stays"
+    );
+    assert_eq!(std::fs::read_dir(&ports).unwrap().count(), 0);
+    assert!(!h.networks().contains(&h.name("lan")));
+
+    let missing = with_bridge("nowhere", &format!("ntt{pid}none"));
+    let other = h.name("gw2");
+    let mut spec = h.spec(
+        &other,
+        missing.disk_path(&other).to_str().unwrap(),
+        &h.name("lan2"),
+        "",
+    );
+    spec.nics[0].network = PUBLIC_NETWORK.to_owned();
+    let err = missing.define(&spec).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("ntt{pid}none does not exist")),
+        "{err}"
+    );
 }

@@ -765,7 +765,7 @@ pub fn nics(
                 mac: iface.mac.map(|m| m.to_string()).unwrap_or_default(),
                 network: match link {
                     Some(l) => link_network(vi, l.id.as_str()),
-                    None => "public".to_owned(),
+                    None => neptune_hypervisor::PUBLIC_NETWORK.to_owned(),
                 },
                 segment: link.and_then(|l| wiring.segment(l.id.as_str(), host)),
             }

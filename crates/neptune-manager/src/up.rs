@@ -281,6 +281,9 @@ pub async fn start(
                         data_dir: data_dir.clone(),
                         capacity: opts.host_capacity,
                         kvm: *kvm,
+                        // One machine: entry points stay on an isolated
+                        // public network.
+                        public_bridge: None,
                     })
                     .with_context(|| format!("preparing {}", data_dir.display()))?;
                     if let Some(closed) = hv

@@ -90,6 +90,7 @@ impl HostDirectory for SimDirectory {
                 data_dir: self.root.join(&host.name),
                 capacity: HOST_CAPACITY,
                 kvm: Some(false),
+                public_bridge: None,
             })?),
             None => self.sim(&host.name),
         };

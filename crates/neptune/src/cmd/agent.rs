@@ -81,6 +81,11 @@ pub(crate) struct Args {
     hypervisor: HypervisorFlag,
     #[command(flatten)]
     libvirt: LibvirtArgs,
+    /// The host's bridge on the datacenter's public network: entry points'
+    /// public NICs are plugged into it (`--hypervisor libvirt`; without
+    /// it, they get an isolated network with no way out of the host).
+    #[arg(long)]
+    public_bridge: Option<String>,
     /// Where disks and the VM table live.
     #[arg(long)]
     data_dir: PathBuf,
@@ -129,6 +134,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         libvirt_uri: args.libvirt.libvirt_uri,
         kvm: args.libvirt.kvm.into(),
+        public_bridge: args.public_bridge,
         data_dir: args.data_dir,
         capacity: Capacity {
             cpus: args.cpus,
