@@ -166,10 +166,7 @@ impl DaemonOptions {
                     public_bridge: self.public_bridge,
                 })
                 .map_err(AgentError::Libvirt)?;
-                if let Some(dir) = hv
-                    .closed_directory()
-                    .filter(|_| hv.runs_qemu_as_its_own_user())
-                {
+                if let Some(dir) = hv.closed_directory() {
                     tracing::warn!(
                         directory = %dir.display(),
                         "libvirt's QEMU user cannot enter this directory, so no VM will start: chmod o+x it or choose another --data-dir"

@@ -109,12 +109,15 @@ impl LibvirtHypervisor {
         })
     }
 
-    /// The first directory on the way to the disks that users other than
-    /// its owner cannot enter. libvirt's system daemon runs QEMU as a user
-    /// of its own, which cannot open a disk below such a directory: `virsh
-    /// start` fails with "Permission denied".
+    /// On a connection whose QEMU runs as a user of its own (libvirt's
+    /// system daemon), the first directory on the way to the disks that
+    /// users other than its owner cannot enter: QEMU cannot open a disk
+    /// below it, and `virsh start` fails with "Permission denied".
     pub fn closed_directory(&self) -> Option<PathBuf> {
         use std::os::unix::fs::PermissionsExt as _;
+        if !self.runs_qemu_as_its_own_user() {
+            return None;
+        }
         let disks = self.config.data_dir.join("disks");
         disks
             .ancestors()
@@ -134,7 +137,7 @@ impl LibvirtHypervisor {
 
     /// Whether QEMU runs as a user of its own: the system daemon's
     /// connection.
-    pub fn runs_qemu_as_its_own_user(&self) -> bool {
+    fn runs_qemu_as_its_own_user(&self) -> bool {
         self.config.uri.starts_with("qemu:///system")
             || self.config.uri.starts_with("qemu+") && self.config.uri.ends_with("/system")
     }
@@ -161,22 +164,13 @@ impl LibvirtHypervisor {
     /// virsh killed) as `Unreachable`: a hung daemon must not hang the
     /// Agent's request with it, and every operation may be repeated.
     async fn virsh(&self, op: Op, vm: &str, args: &[&str]) -> Result<String> {
-        let run = Command::new("virsh")
-            .arg("--quiet")
+        let mut cmd = Command::new("virsh");
+        cmd.arg("--quiet")
             .arg("--connect")
             .arg(&self.config.uri)
-            .args(args)
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(VIRSH_TIMEOUT, run)
-            .await
-            .map_err(|_| {
-                HypervisorError::Unreachable(format!(
-                    "virsh {} took over {} s",
-                    args.first().unwrap_or(&""),
-                    VIRSH_TIMEOUT.as_secs()
-                ))
-            })?
+            .args(args);
+        let out = run_for(cmd, "virsh", args, VIRSH_TIMEOUT)
+            .await?
             .map_err(|e| HypervisorError::Unreachable(format!("cannot run virsh: {e}")))?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
@@ -422,16 +416,10 @@ impl LibvirtHypervisor {
     /// Runs a host networking tool (`ip`, `bridge`): its standard output, or
     /// the error it printed.
     async fn net_tool(&self, op: Op, vm: &str, program: &str, args: &[&str]) -> Result<String> {
-        let run = Command::new(program).args(args).kill_on_drop(true).output();
-        let out = tokio::time::timeout(NET_TOOL_TIMEOUT, run)
-            .await
-            .map_err(|_| {
-                HypervisorError::Unreachable(format!(
-                    "{program} {} took over {} s",
-                    args.join(" "),
-                    NET_TOOL_TIMEOUT.as_secs()
-                ))
-            })?
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        let out = run_for(cmd, program, args, NET_TOOL_TIMEOUT)
+            .await?
             .map_err(|e| failed(op, vm, &format!("cannot run {program}"), &e))?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
@@ -506,6 +494,27 @@ impl LibvirtHypervisor {
         let _ = std::fs::remove_file(&file);
         defined.map(|_| ())
     }
+}
+
+/// Runs `cmd` (`program` with `args`) to its end: its output whatever its
+/// exit status, or why it could not start. One that takes longer than
+/// `timeout` is killed and given up as `Unreachable`: a hung daemon must not
+/// hang the Agent's request with it, and every operation may be repeated.
+async fn run_for(
+    mut cmd: Command,
+    program: &str,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> Result<std::io::Result<std::process::Output>> {
+    tokio::time::timeout(timeout, cmd.kill_on_drop(true).output())
+        .await
+        .map_err(|_| {
+            HypervisorError::Unreachable(format!(
+                "{program} {} took over {} s",
+                args.first().unwrap_or(&""),
+                timeout.as_secs()
+            ))
+        })
 }
 
 fn failed(op: Op, vm: &str, what: &str, err: &dyn std::fmt::Display) -> HypervisorError {
@@ -1210,6 +1219,11 @@ mod tests {
         assert!(hv.runs_qemu_as_its_own_user());
         assert!(adapter("qemu+ssh://host/system").runs_qemu_as_its_own_user());
         assert!(!adapter("qemu:///session").runs_qemu_as_its_own_user());
+        assert_eq!(
+            adapter("qemu:///session").closed_directory(),
+            None,
+            "a session's QEMU runs as its caller"
+        );
 
         std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_ne!(hv.closed_directory(), Some(closed));

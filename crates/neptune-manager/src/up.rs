@@ -34,7 +34,8 @@ pub struct UpOptions {
     pub listen: SocketAddr,
     pub datacenters: Vec<String>,
     pub hosts_per_datacenter: usize,
-    /// Capacity of every host.
+    /// Capacity of every simulated host (libvirt hosts offer a share of
+    /// this machine: see [`UpHypervisor::Libvirt`]).
     pub host_capacity: Capacity,
     /// Mbit/s of every host's uplink (0: not known).
     pub uplink_mbps: u64,
@@ -46,7 +47,10 @@ pub struct UpOptions {
 pub enum UpHypervisor {
     /// The simulated adapter: no guest runs.
     Sim,
-    /// Real QEMU guests through the libvirt daemon at `uri`.
+    /// Real QEMU guests through the libvirt daemon at `uri`. The hosts
+    /// share this machine: each offers its CPUs and an equal share of three
+    /// quarters of its available memory (placement must not promise RAM
+    /// the machine does not have).
     Libvirt {
         uri: String,
         /// Whether guests run on KVM (`None`: when `/dev/kvm` exists).
@@ -73,19 +77,18 @@ impl UpOptions {
         }
     }
 
-    /// Hosts whose guests are real, sharing this machine: each offers its
-    /// CPUs, and a share of three quarters of its available memory
-    /// (placement must not promise RAM the machine does not have). Call it
-    /// once the datacenters and hosts are set.
-    pub fn with_libvirt(mut self, uri: String, kvm: Option<bool>) -> Self {
-        let hosts = (self.datacenters.len() * self.hosts_per_datacenter).max(1) as u64;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        self.host_capacity.cpus = cpus;
-        if let Some(mib) = available_ram_mib() {
-            self.host_capacity.ram_mib = (mib * 3 / 4 / hosts).max(1);
+    /// What each host offers: the configured capacity for simulated
+    /// hosts, a share of this machine for libvirt ones.
+    fn capacity_per_host(&self) -> Capacity {
+        let mut capacity = self.host_capacity;
+        if let UpHypervisor::Libvirt { .. } = self.hypervisor {
+            let hosts = (self.datacenters.len() * self.hosts_per_datacenter).max(1) as u64;
+            capacity.cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            if let Some(mib) = available_ram_mib() {
+                capacity.ram_mib = (mib * 3 / 4 / hosts).max(1);
+            }
         }
-        self.hypervisor = UpHypervisor::Libvirt { uri, kvm };
-        self
+        capacity
     }
 }
 
@@ -264,6 +267,7 @@ pub async fn start(
         }
     };
 
+    let capacity = opts.capacity_per_host();
     let mut hosts = Vec::new();
     let mut agents = Vec::new();
     for dc in &opts.datacenters {
@@ -271,25 +275,21 @@ pub async fn start(
             let name = format!("{dc}-{i}");
             let data_dir = dir.join("hosts").join(&name);
             let hypervisor: Arc<dyn Hypervisor> = match &opts.hypervisor {
-                UpHypervisor::Sim => Arc::new(SimHypervisor::new(SimConfig::new(
-                    data_dir,
-                    opts.host_capacity,
-                ))?),
+                UpHypervisor::Sim => {
+                    Arc::new(SimHypervisor::new(SimConfig::new(data_dir, capacity))?)
+                }
                 UpHypervisor::Libvirt { uri, kvm } => {
                     let hv = LibvirtHypervisor::new(LibvirtConfig {
                         uri: uri.clone(),
                         data_dir: data_dir.clone(),
-                        capacity: opts.host_capacity,
+                        capacity,
                         kvm: *kvm,
                         // One machine: entry points stay on an isolated
                         // public network.
                         public_bridge: None,
                     })
                     .with_context(|| format!("preparing {}", data_dir.display()))?;
-                    if let Some(closed) = hv
-                        .closed_directory()
-                        .filter(|_| hv.runs_qemu_as_its_own_user())
-                    {
+                    if let Some(closed) = hv.closed_directory() {
                         anyhow::bail!(
                             "libvirt runs QEMU as a user of its own, which cannot enter {} (no o+x): choose a --data-dir it can reach, such as under /var/lib or /srv",
                             closed.display()

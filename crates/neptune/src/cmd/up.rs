@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use neptune_manager::up::{self, UpOptions};
+use neptune_manager::up::{self, UpHypervisor, UpOptions};
 
 use super::agent::{HypervisorFlag, LibvirtArgs};
 use neptune_manager::{Config, Manager};
@@ -97,7 +97,10 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         opts.hosts_per_datacenter = args.hosts;
         opts.datacenters = args.datacenters;
         if args.hypervisor == HypervisorFlag::Libvirt {
-            opts = opts.with_libvirt(args.libvirt.libvirt_uri, args.libvirt.kvm.into());
+            opts.hypervisor = UpHypervisor::Libvirt {
+                uri: args.libvirt.libvirt_uri,
+                kvm: args.libvirt.kvm.into(),
+            };
         }
         let (running, server) = up::start(opts, ctrl_c()).await?;
         println!("Neptune is up at {}", running.url);
