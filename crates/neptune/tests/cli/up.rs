@@ -261,23 +261,32 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     drop(up);
 }
 
-fn virsh(uri: &str, args: &[&str]) -> String {
+/// `virsh` on `uri`: its output, or its error.
+fn try_virsh(uri: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("virsh")
         .args(["--quiet", "--connect", uri])
         .args(args)
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn virsh(uri: &str, args: &[&str]) -> String {
+    try_virsh(uri, args).unwrap_or_else(|e| panic!("virsh {args:?}: {e}"))
 }
 
 /// The names `virsh` lists with `what`, that start with `prefix`.
 fn virsh_names(uri: &str, what: &[&str], prefix: &str) -> Vec<String> {
-    virsh(uri, what)
+    starting_with(&virsh(uri, what), prefix)
+}
+
+/// The lines of a `virsh` listing that start with `prefix`.
+fn starting_with(listing: &str, prefix: &str) -> Vec<String> {
+    listing
         .lines()
         .map(str::trim)
         .filter(|n| n.starts_with(prefix))
@@ -293,23 +302,19 @@ struct Leftovers {
 }
 
 impl Drop for Leftovers {
+    // Never panics: it runs while a failed test unwinds.
     fn drop(&mut self) {
+        let names = |what: &[&str], prefix: &str| {
+            starting_with(&try_virsh(&self.uri, what).unwrap_or_default(), prefix)
+        };
         for p in &self.prefixes {
-            for d in virsh_names(&self.uri, &["list", "--all", "--name"], p) {
-                let _ = Command::new("virsh")
-                    .args(["-c", &self.uri, "destroy", &d])
-                    .output();
-                let _ = Command::new("virsh")
-                    .args(["-c", &self.uri, "undefine", &d])
-                    .output();
+            for d in names(&["list", "--all", "--name"], p) {
+                let _ = try_virsh(&self.uri, &["destroy", &d]);
+                let _ = try_virsh(&self.uri, &["undefine", &d]);
             }
-            for n in virsh_names(&self.uri, &["net-list", "--all", "--name"], p) {
-                let _ = Command::new("virsh")
-                    .args(["-c", &self.uri, "net-destroy", &n])
-                    .output();
-                let _ = Command::new("virsh")
-                    .args(["-c", &self.uri, "net-undefine", &n])
-                    .output();
+            for n in names(&["net-list", "--all", "--name"], p) {
+                let _ = try_virsh(&self.uri, &["net-destroy", &n]);
+                let _ = try_virsh(&self.uri, &["net-undefine", &n]);
             }
         }
     }
