@@ -481,6 +481,11 @@ pub fn snapshot(
     Allocations::restore(config, allocations).map_err(|e| AddressError::Stored(e.to_string()))
 }
 
+/// The address plan committed with a VI's acceptance, if it has one.
+pub fn committed(vi: &neptune_store::ViRecord) -> Option<neptune_ipam::Plan> {
+    serde_json::from_str(vi.address_plan.as_deref()?).ok()
+}
+
 /// Plans the addresses of `topo` as VI `vi` homed in `home`.
 pub fn addresses(
     snapshot: &Allocations,

@@ -148,16 +148,12 @@ pub(crate) async fn resume_vi(
         .find(|d| d.id == dc_id)
         .ok_or(ApiError::NotFound("datacenter"))?;
     let topo = super::vis::design_of(&vi)?;
-    let addresses: neptune_ipam::Plan = vi
-        .address_plan
-        .as_deref()
-        .and_then(|p| serde_json::from_str(p).ok())
-        .ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!(
-                "suspended VI {} has no address plan",
-                vi.id
-            ))
-        })?;
+    let addresses = crate::plan::committed(&vi).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "suspended VI {} has no address plan",
+            vi.id
+        ))
+    })?;
     let dir = suspended_dir(&state, vi.id);
     let _planning = state.planning.lock().await;
     let mut attempt = 0;

@@ -262,11 +262,7 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         .iter()
         .map(|j| super::jobs::job_out(&state.views, j))
         .collect();
-    let addresses = vi
-        .address_plan
-        .as_deref()
-        .and_then(|p| serde_json::from_str::<neptune_ipam::Plan>(p).ok())
-        .map(|p| crate::plan::address_view(&p));
+    let addresses = crate::plan::committed(vi).map(|p| crate::plan::address_view(&p));
     Ok(api::ViDetail {
         addresses,
         vi: vi_out(&state.views, vi, &users, &dcs)?,
