@@ -99,8 +99,8 @@ impl Kind {
     }
 }
 
-/// Most VMs any generated topology has.
-pub const MAX_NODES: usize = 10_000;
+/// Most VMs any generated topology has: as many as any design may have.
+pub const MAX_NODES: usize = crate::validate::limits::MAX_NODES;
 
 /// Parameters of a generator.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ pub use model::{
     Cpu, Endpoint, EntryPoint, InterfaceBinding, LinkKind, NetworkInterface, OperatingSystem,
     Software, SoftwareConfiguration, Summary, Topology, VirtualLink, VirtualNode,
 };
-pub use validate::{validate, Loc, Problem};
+pub use validate::{limits, validate, Loc, Problem};
 pub use xml::{from_xml, to_xml};
 
 /// One problem of a topology document, placed by line and column (1-based)

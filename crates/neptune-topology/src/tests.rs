@@ -188,6 +188,50 @@ fn size_and_depth_are_bounded() {
 }
 
 #[test]
+fn a_design_is_bounded_in_nodes_and_resources() {
+    // One node more than the limit, each as small as XML allows.
+    let mut text = String::from("<topology id=\"big\"><nodes>");
+    for n in 0..=limits::MAX_NODES {
+        text.push_str(&format!(
+            "<node id=\"n{n}\"><ram dimension=\"1\"/><hd dimension=\"1\"/></node>"
+        ));
+    }
+    text.push_str("</nodes></topology>");
+    let errs = from_xml(&text).unwrap_err();
+    assert_eq!(
+        messages(&errs),
+        vec![format!(
+            "1:1: the design has {} nodes; the limit is {}",
+            limits::MAX_NODES + 1,
+            limits::MAX_NODES
+        )]
+    );
+
+    // 2^63 MiB of RAM would overflow every sum of a quota: refused here.
+    let huge = r#"<topology id="t"><nodes>
+  <node id="a"><cpu amount="5000"/><ram dimension="9223372036854775808"/><hd dimension="1"/></node>
+</nodes></topology>"#;
+    let errs = from_xml(huge).unwrap_err();
+    assert_eq!(
+        messages(&errs),
+        vec![
+            "2:3: a node's CPU amount of 5000 vCPUs is beyond any host; the limit is 1024 vCPUs"
+                .to_owned(),
+            format!(
+                "2:52: RAM of 9223372036854775808 MiB is beyond any host; the limit is {} MiB",
+                limits::MAX_RAM_MIB
+            ),
+        ]
+    );
+    // At the limits, the design is valid.
+    let edge = format!(
+        r#"<topology id="t"><nodes><node id="a"><cpu amount="1024"/><ram dimension="{}"/><hd dimension="1"/></node></nodes></topology>"#,
+        limits::MAX_RAM_MIB
+    );
+    assert!(from_xml(&edge).is_ok());
+}
+
+#[test]
 fn diagnostics_are_capped() {
     let mut text = String::from(
         "<topology id=\"x\"><nodes><node id=\"n\"><ram dimension=\"1\"/><hd dimension=\"1\"/>",

@@ -146,6 +146,41 @@ pub enum Problem {
     },
     #[error("text contains a control character")]
     ControlCharacter,
+    #[error("the design has {count} {what}; the limit is {limit}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+    #[error("{what} of {value} {unit} is beyond any host; the limit is {limit} {unit}")]
+    TooBig {
+        what: &'static str,
+        value: u64,
+        limit: u64,
+        unit: &'static str,
+    },
+}
+
+/// The bounds of one design, whatever its form: what no datacenter could
+/// host, or what would let one design take the Manager's memory. Every
+/// bound is documented in `docs/topology-xml.md`.
+pub mod limits {
+    /// Virtual nodes in one design.
+    pub const MAX_NODES: usize = 10_000;
+    /// Virtual links in one design.
+    pub const MAX_LINKS: usize = 20_000;
+    /// Network interfaces of one node.
+    pub const MAX_INTERFACES_PER_NODE: usize = 64;
+    /// Network interfaces of all nodes together.
+    pub const MAX_INTERFACES: usize = 40_000;
+    /// Virtual CPUs of one node.
+    pub const MAX_VCPUS: u64 = 1024;
+    /// RAM of one node, MiB (16 TiB).
+    pub const MAX_RAM_MIB: u64 = 16 << 20;
+    /// Disk of one node, MiB (64 TiB).
+    pub const MAX_DISK_MIB: u64 = 64 << 20;
+    /// Bandwidth of one link, Mbit/s (1 Tbit/s).
+    pub const MAX_BANDWIDTH_MBPS: u64 = 1_000_000;
 }
 
 /// Every semantic problem of `topo`, in document order.
@@ -153,6 +188,16 @@ pub fn validate(topo: &Topology) -> Vec<(Loc, Problem)> {
     let mut out = Vec::new();
     if topo.nodes.is_empty() {
         out.push((Loc::Topology, Problem::NoNodes));
+    }
+    let interfaces: usize = topo.nodes.iter().map(|n| n.interfaces.len()).sum();
+    for (what, count, limit) in [
+        ("nodes", topo.nodes.len(), limits::MAX_NODES),
+        ("links", topo.links.len(), limits::MAX_LINKS),
+        ("network interfaces", interfaces, limits::MAX_INTERFACES),
+    ] {
+        if count > limit {
+            out.push((Loc::Topology, Problem::TooMany { what, count, limit }));
+        }
     }
 
     let mut node_index: HashMap<&NodeId, usize> = HashMap::new();
@@ -180,6 +225,51 @@ pub fn validate(topo: &Topology) -> Vec<(Loc, Problem)> {
             out.push((
                 Loc::NodeField(n, Field::Disk),
                 Problem::NotPositive { what: "disk size" },
+            ));
+        }
+        for (loc, what, value, limit, unit) in [
+            (
+                Loc::Node(n),
+                "a node's CPU amount",
+                u64::from(node.cpu.amount),
+                limits::MAX_VCPUS,
+                "vCPUs",
+            ),
+            (
+                Loc::NodeField(n, Field::Ram),
+                "RAM",
+                node.ram.0,
+                limits::MAX_RAM_MIB,
+                "MiB",
+            ),
+            (
+                Loc::NodeField(n, Field::Disk),
+                "disk size",
+                node.disk.0,
+                limits::MAX_DISK_MIB,
+                "MiB",
+            ),
+        ] {
+            if value > limit {
+                out.push((
+                    loc,
+                    Problem::TooBig {
+                        what,
+                        value,
+                        limit,
+                        unit,
+                    },
+                ));
+            }
+        }
+        if node.interfaces.len() > limits::MAX_INTERFACES_PER_NODE {
+            out.push((
+                Loc::Node(n),
+                Problem::TooMany {
+                    what: "network interfaces on one node",
+                    count: node.interfaces.len(),
+                    limit: limits::MAX_INTERFACES_PER_NODE,
+                },
             ));
         }
         let texts: [&str; 7] = [
@@ -274,6 +364,17 @@ pub fn validate(topo: &Topology) -> Vec<(Loc, Problem)> {
             out.push((
                 Loc::LinkField(l, Field::Bandwidth),
                 Problem::NotPositive { what: "bandwidth" },
+            ));
+        }
+        if link.bandwidth.0 > limits::MAX_BANDWIDTH_MBPS {
+            out.push((
+                Loc::LinkField(l, Field::Bandwidth),
+                Problem::TooBig {
+                    what: "bandwidth",
+                    value: link.bandwidth.0,
+                    limit: limits::MAX_BANDWIDTH_MBPS,
+                    unit: "Mbit/s",
+                },
             ));
         }
         let count = link.endpoints.len();
