@@ -32,6 +32,7 @@ pub enum Role {
 }
 
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub name: String,
     pub password: String,
@@ -55,17 +56,39 @@ pub struct TokenResponse {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
     /// A label to recognise the token by.
     pub name: String,
 }
 
+/// What one user may hold at once. `vms`, `vcpus`, `ram_mib` and
+/// `public_addresses` count the VIs requested and beyond (not `defined`,
+/// `rejected` or `terminated` ones); `designs` and `design_mib` count every
+/// VI not terminated, designs never requested included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Quota {
     pub vms: i64,
     pub vcpus: i64,
     pub ram_mib: i64,
     pub public_addresses: i64,
+    /// VIs held at once (default 100).
+    #[serde(default = "default_designs")]
+    #[schema(default = 100)]
+    pub designs: i64,
+    /// MiB of stored design text those VIs take together (default 64).
+    #[serde(default = "default_design_mib")]
+    #[schema(default = 64)]
+    pub design_mib: i64,
+}
+
+fn default_designs() -> i64 {
+    100
+}
+
+fn default_design_mib() -> i64 {
+    64
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -77,6 +100,7 @@ pub struct User {
 }
 
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub name: String,
     pub password: String,
@@ -102,6 +126,7 @@ pub struct Datacenter {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateDatacenter {
     pub name: String,
     /// Public prefixes routed to the datacenter's Edge Service Switch,
@@ -143,6 +168,7 @@ pub struct Host {
 
 /// What an Agent reports when it registers its host.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterHost {
     pub datacenter: String,
     pub name: String,
@@ -158,6 +184,7 @@ pub struct RegisterHost {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Software {
     pub name: String,
     #[serde(default, rename = "type")]
@@ -181,6 +208,7 @@ pub struct Template {
 
 /// Registers an image file of the Manager's image repository as a template.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
     pub name: String,
     /// A path inside the Manager's image directory.
@@ -232,6 +260,7 @@ pub struct FailedVi {
 
 /// A predefined topology of the catalogue.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CatalogueRequest {
     /// `line`, `ring`, `star`, `tree`, `full-mesh`, `nat-backends`, `three-tier`, `cluster`.
     pub kind: String,
@@ -243,6 +272,7 @@ pub struct CatalogueRequest {
 
 /// A new VI (or a new design for a defined one), from exactly one source.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ViDesign {
     /// Defaults to the topology's id.
     pub name: Option<String>,
@@ -312,11 +342,13 @@ pub struct ViEvent {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RejectRequest {
     pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AcceptRequest {
     /// The home datacenter (by name); defaults to the first one.
     pub datacenter: Option<String>,

@@ -57,6 +57,14 @@ pub fn generate_password() -> anyhow::Result<String> {
         .collect())
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header's value; the
+/// scheme is case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The authenticated user making a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -92,9 +100,7 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(bearer_token)
             .ok_or(ApiError::Unauthenticated)?;
         let hash = token_hash(token);
         match state.store.user_for_token(&hash, now_ms()).await {
@@ -120,6 +126,16 @@ mod tests {
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("correct horse", "not a hash"));
         assert_ne!(h, hash_password("correct horse").unwrap(), "salted");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer  ", "Bearerabc", "abc"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum ApiError {
     InvalidTopology(Vec<String>),
     #[error("{0}")]
     QuotaExceeded(String),
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidTopology(_) => "invalid_topology",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -54,6 +57,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,6 +69,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { what } => ApiError::NotFound(what),
             StoreError::Duplicate { what } => ApiError::Conflict(format!("{what} already exists")),
             StoreError::Conflict { .. } => ApiError::Conflict(err.to_string()),
+            StoreError::QuotaExceeded(what) => ApiError::QuotaExceeded(what),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -14,6 +14,7 @@ pub mod jobs;
 mod openapi;
 pub mod plan;
 pub mod reconcile;
+pub mod server;
 pub mod templates;
 pub mod up;
 pub mod wiring;
@@ -49,6 +50,9 @@ pub struct Config {
     /// How often the store is compared with what the Agents run (see
     /// [`reconcile`]); none: only on demand (`POST /api/v1/reconcile`).
     pub reconcile_every: Option<std::time::Duration>,
+    /// Bounds of the API's connections; the number of connections is
+    /// lowered further to fit the process's file limit (see [`server`]).
+    pub http: server::Limits,
 }
 
 impl Config {
@@ -65,6 +69,7 @@ impl Config {
             )
             .expect("10.0.0.0/8 is a prefix")],
             reconcile_every: Some(std::time::Duration::from_secs(60)),
+            http: server::Limits::default(),
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct AppState {
     pub planning: Arc<tokio::sync::Mutex<()>>,
     /// Parsed designs and step names, reused across reads.
     pub views: Arc<Views>,
+    /// Design bodies read at once (see `http::guard`).
+    pub(crate) design_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A Manager ready to serve.
@@ -146,6 +153,7 @@ impl Manager {
                 jobs,
                 planning: Arc::default(),
                 views: Arc::default(),
+                design_slots: http::guard::design_slots(),
             },
             created_admin,
         })
@@ -178,14 +186,22 @@ impl Manager {
         http::router(self.state.clone())
     }
 
-    /// Serves the API on `listener` until `shutdown` resolves.
+    /// Serves the API on `listener` until `shutdown` resolves, within the
+    /// configured limits and the process's file limit.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+        let configured = self.state.config.http;
+        let limits = server::Limits {
+            max_connections: configured
+                .max_connections
+                .min(server::Limits::for_this_process().max_connections),
+            ..configured
+        };
+        tracing::info!(max_connections = limits.max_connections, "serving the API");
+        server::serve(listener, self.router(), limits, shutdown)
             .await
             .context("serving the API")
     }

@@ -23,6 +23,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[path = "api/hostile.rs"]
+mod hostile;
+
 const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 const SHOP: &str = include_str!("../../neptune-topology/testdata/web-with-links.xml");
 
@@ -1428,8 +1431,8 @@ async fn deploy_and_terminate(m: &TestManager) {
 async fn many_parallel_accepts(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 10, 50).await;
-    let quota =
-        json!({"vms": 1000, "vcpus": 1000, "ram_mib": 10_000_000, "public_addresses": 1000});
+    let quota = json!({"vms": 1000, "vcpus": 1000, "ram_mib": 10_000_000,
+        "public_addresses": 1000, "designs": 1000});
     let (s, _) = m
         .call(
             Method::POST,
@@ -2405,6 +2408,8 @@ macro_rules! on_both_stores {
     };
 }
 
+use hostile::{designs_and_sums_are_bounded, requests_keep_their_limits_and_shape};
+
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
 /// machines of their own, host2 on host1's.
 const ENDPOINTS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.3"];
@@ -2513,6 +2518,8 @@ on_both_stores!(
     drift_is_reconciled,
     reads_are_never_stale,
     uplinks_limit_acceptance,
+    designs_and_sums_are_bounded,
+    requests_keep_their_limits_and_shape,
 );
 
 #[test]

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// A host cannot take a VM (capacity, slots, or not ready).
     #[error("host {host} has no room for VM {node}")]
     NoRoom { host: Uuid, node: String },
+    /// A user's quota refuses the write; the text says which part.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl(String),
     #[error("stored data is corrupt: {0}")]
@@ -90,6 +93,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn template_by_name(&self, name: &str) -> Result<TemplateRecord>;
 
     // Virtual Infrastructures.
+    /// Stores a new VI within its owner's design quota ([`Quota::designs`],
+    /// [`Quota::design_mib`]), checked with the write: concurrent creates
+    /// never take a user past it ([`StoreError::QuotaExceeded`]).
     async fn create_vi(&self, vi: &ViRecord) -> Result<()>;
     async fn vi(&self, id: Uuid) -> Result<ViRecord>;
     /// The VI's owner and revision, in one indexed read: enough to
@@ -102,7 +108,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// total, from an index: enough to tell whether a list built earlier
     /// is still current.
     async fn vi_list_stamp(&self, owner: Option<Uuid>) -> Result<ViListStamp>;
-    /// Replaces the design of a VI that is still `defined` and at `version`.
+    /// Replaces the design of a VI that is still `defined` and at `version`,
+    /// within its owner's [`Quota::design_mib`].
     async fn update_vi_design(
         &self,
         id: Uuid,

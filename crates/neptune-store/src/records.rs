@@ -35,6 +35,11 @@ pub struct Quota {
     pub vcpus: i64,
     pub ram_mib: i64,
     pub public_addresses: i64,
+    /// VIs held at once in any state but terminated: designs count from
+    /// the moment they are stored, not only once requested.
+    pub designs: i64,
+    /// MiB of design text those VIs take together.
+    pub design_mib: i64,
 }
 
 impl Default for Quota {
@@ -44,6 +49,8 @@ impl Default for Quota {
             vcpus: 128,
             ram_mib: 256 * 1024,
             public_addresses: 16,
+            designs: 100,
+            design_mib: 64,
         }
     }
 }

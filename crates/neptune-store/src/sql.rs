@@ -33,7 +33,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 5] = match backend {
+    let files: [(i64, &'static str, &'static str); 6] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -59,6 +59,11 @@ fn migrator(backend: Backend) -> Migrator {
                 5,
                 "host uplinks",
                 include_str!("../migrations/sqlite/0005_uplinks.sql"),
+            ),
+            (
+                6,
+                "design quota",
+                include_str!("../migrations/sqlite/0006_design_quota.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -86,6 +91,11 @@ fn migrator(backend: Backend) -> Migrator {
                 5,
                 "host uplinks",
                 include_str!("../migrations/postgres/0005_uplinks.sql"),
+            ),
+            (
+                6,
+                "design quota",
+                include_str!("../migrations/postgres/0006_design_quota.sql"),
             ),
         ],
     };
@@ -171,6 +181,59 @@ impl SqlStore {
         }
     }
 
+    /// Serialises quota checks of one user's writes: PostgreSQL locks the
+    /// user's row until the transaction ends. SQLite has one writer, and
+    /// each check is one statement with its write.
+    async fn lock_user(&self, tx: &mut Tx<'_>, user: Uuid) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(user.to_string())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(StoreError::Database)?;
+        }
+        Ok(())
+    }
+
+    /// Why a design of `owner` was refused: which part of the design quota
+    /// it would exceed (`except`: the VI being edited, not counted).
+    async fn design_quota_error(&self, owner: Uuid, except: Option<Uuid>) -> StoreError {
+        let user = match self.user(owner).await {
+            Ok(u) => u,
+            Err(e) => return e,
+        };
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n, {} AS bytes FROM vis \
+             WHERE owner_id = $1 AND state <> 'terminated' AND id <> $2",
+            design_bytes("$1", Some("$2"))
+        ))
+        .bind(owner.to_string())
+        .bind(except.unwrap_or_default().to_string())
+        .fetch_one(&self.pool)
+        .await;
+        let (count, bytes): (i64, i64) = match row {
+            Ok(row) => match (get(&row, "n"), get(&row, "bytes")) {
+                (Ok(n), Ok(b)) => (n, b),
+                (Err(e), _) | (_, Err(e)) => return e,
+            },
+            Err(e) => return StoreError::Database(e),
+        };
+        let what = if except.is_none() && count >= user.quota.designs {
+            format!(
+                "{} holds {count} VIs; the quota is {} (terminate one to make room)",
+                user.name, user.quota.designs
+            )
+        } else {
+            format!(
+                "{}'s designs take {} MiB, and this one does not fit; the quota is {} MiB",
+                user.name,
+                (bytes + (1 << 20) - 1) >> 20,
+                user.quota.design_mib
+            )
+        };
+        StoreError::QuotaExceeded(what)
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -235,6 +298,8 @@ fn user_row(row: &AnyRow) -> Result<UserRecord> {
             vcpus: get(row, "quota_vcpus")?,
             ram_mib: get(row, "quota_ram_mib")?,
             public_addresses: get(row, "quota_public_addresses")?,
+            designs: get(row, "quota_designs")?,
+            design_mib: get(row, "quota_design_mib")?,
         },
         created_at: get(row, "created_at")?,
     })
@@ -439,6 +504,16 @@ async fn transition_in(
     vi_row(&row).map(Some)
 }
 
+/// Bytes of design text that the owner bound at `owner` holds in VIs not
+/// terminated, besides the VI bound at `except` if any.
+fn design_bytes(owner: &str, except: Option<&str>) -> String {
+    let except = except.map_or(String::new(), |e| format!(" AND id <> {e}"));
+    format!(
+        "(SELECT CAST(COALESCE(SUM(LENGTH(design_xml)), 0) AS BIGINT) FROM vis \
+         WHERE owner_id = {owner} AND state <> 'terminated'{except})"
+    )
+}
+
 const VI_COLUMNS: &str =
     "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, \
      version, created_at, updated_at, address_plan";
@@ -452,7 +527,8 @@ impl Store for SqlStore {
     async fn create_user(&self, u: &UserRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO users (id, name, password_hash, role, quota_vms, quota_vcpus, quota_ram_mib, \
-             quota_public_addresses, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             quota_public_addresses, quota_designs, quota_design_mib, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(u.id.to_string())
         .bind(&u.name)
@@ -462,6 +538,8 @@ impl Store for SqlStore {
         .bind(u.quota.vcpus)
         .bind(u.quota.ram_mib)
         .bind(u.quota.public_addresses)
+        .bind(u.quota.designs)
+        .bind(u.quota.design_mib)
         .bind(u.created_at)
         .execute(&self.pool)
         .await
@@ -673,8 +751,17 @@ impl Store for SqlStore {
     }
 
     async fn create_vi(&self, vi: &ViRecord) -> Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO vis ({VI_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        self.lock_user(&mut tx, vi.owner_id).await?;
+        // One statement: the quota is read and the row written together.
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO vis ({VI_COLUMNS}) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM users u \
+             WHERE u.id = $2 \
+               AND (SELECT COUNT(*) FROM vis WHERE owner_id = $2 AND state <> 'terminated') \
+                   < u.quota_designs \
+               AND {} + LENGTH($5) <= u.quota_design_mib * 1048576",
+            design_bytes("$2", None)
         ))
         .bind(vi.id.to_string())
         .bind(vi.owner_id.to_string())
@@ -687,9 +774,14 @@ impl Store for SqlStore {
         .bind(vi.created_at)
         .bind(vi.updated_at)
         .bind(vi.address_plan.clone())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(write_err("VI"))?;
+        if inserted.rows_affected() == 0 {
+            drop(tx);
+            return Err(self.design_quota_error(vi.owner_id, None).await);
+        }
+        tx.commit().await.map_err(StoreError::Database)?;
         Ok(())
     }
 
@@ -772,31 +864,43 @@ impl Store for SqlStore {
         design_xml: &str,
         now: i64,
     ) -> Result<ViRecord> {
+        let current = self.vi(id).await?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        self.lock_user(&mut tx, current.owner_id).await?;
         let row = sqlx::query(&format!(
             "UPDATE vis SET name = $1, design_xml = $2, version = version + 1, updated_at = $3 \
-             WHERE id = $4 AND version = $5 AND state = 'defined' RETURNING {VI_COLUMNS}"
+             WHERE id = $4 AND version = $5 AND state = 'defined' \
+               AND {} + LENGTH($2) \
+                   <= (SELECT quota_design_mib * 1048576 FROM users WHERE id = $6) \
+             RETURNING {VI_COLUMNS}",
+            design_bytes("$6", Some("$4"))
         ))
         .bind(name)
         .bind(design_xml)
         .bind(now)
         .bind(id.to_string())
         .bind(version)
-        .fetch_optional(&self.pool)
+        .bind(current.owner_id.to_string())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::Database)?;
-        match row {
-            Some(row) => vi_row(&row),
-            None => {
-                let current = self.vi(id).await?;
-                Err(StoreError::Conflict {
-                    what: "VI",
-                    expected: format!(
-                        "version {version} in state defined, found version {} in state {}",
-                        current.version, current.state
-                    ),
-                })
-            }
+        if let Some(row) = row {
+            let vi = vi_row(&row)?;
+            tx.commit().await.map_err(StoreError::Database)?;
+            return Ok(vi);
         }
+        drop(tx);
+        let current = self.vi(id).await?;
+        if current.version == version && current.state == ViState::Defined {
+            return Err(self.design_quota_error(current.owner_id, Some(id)).await);
+        }
+        Err(StoreError::Conflict {
+            what: "VI",
+            expected: format!(
+                "version {version} in state defined, found version {} in state {}",
+                current.version, current.state
+            ),
+        })
     }
 
     async fn transition_vi(

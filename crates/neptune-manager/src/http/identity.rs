@@ -156,6 +156,8 @@ pub(crate) async fn create_user(
         vcpus: q.vcpus,
         ram_mib: q.ram_mib,
         public_addresses: q.public_addresses,
+        designs: q.designs,
+        design_mib: q.design_mib,
     });
     let password = req.password.clone();
     let password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))

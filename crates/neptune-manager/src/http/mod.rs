@@ -2,6 +2,7 @@
 //! store records and API types. Handlers live in one module per resource.
 
 mod cache;
+pub(crate) mod guard;
 mod identity;
 mod infrastructure;
 pub(crate) mod jobs;
@@ -9,7 +10,8 @@ mod operations;
 pub(crate) mod views;
 mod vis;
 
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use neptune_api as api;
 use neptune_store::{
@@ -25,6 +27,15 @@ pub(crate) use operations::*;
 pub(crate) use vis::*;
 
 pub(crate) fn router(state: AppState) -> Router {
+    // A design may be large: its own body limit, and a slot while it is read.
+    let design = |route: MethodRouter<AppState>| {
+        route
+            .layer(DefaultBodyLimit::max(guard::MAX_DESIGN_BODY_BYTES))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                guard::design_slot,
+            ))
+    };
     let v1 = Router::new()
         .route("/openapi.json", get(openapi_json))
         .route("/auth/login", post(login))
@@ -41,8 +52,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/catalogue", get(catalogue))
         .route("/address-pools", get(address_pools))
         .route("/reconcile", post(reconcile))
-        .route("/vis", get(list_vis).post(create_vi))
-        .route("/vis/{id}", get(show_vi).put(edit_vi))
+        .route("/vis", get(list_vis).merge(design(post(create_vi))))
+        .route("/vis/{id}", get(show_vi).merge(design(put(edit_vi))))
         .route("/vis/{id}/request", post(request_vi))
         .route("/vis/{id}/withdraw", post(withdraw_vi))
         .route("/vis/{id}/revise", post(revise_vi))
@@ -59,6 +70,8 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .nest("/api/v1", v1)
+        .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(guard::error_shape))
         .with_state(state)
 }
 
@@ -90,6 +103,8 @@ pub(crate) fn quota_out(q: Quota) -> api::Quota {
         vcpus: q.vcpus,
         ram_mib: q.ram_mib,
         public_addresses: q.public_addresses,
+        designs: q.designs,
+        design_mib: q.design_mib,
     }
 }
 

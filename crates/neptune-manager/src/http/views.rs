@@ -1,6 +1,12 @@
-//! Views derived from immutable inputs, computed once: a VI's design at a
-//! version (its summary and JSON form), a job's step names. Reads of a
-//! VI's detail then parse nothing.
+//! Views derived from immutable inputs, computed once: a VI's summary at a
+//! version, a job's step names. Reads of VI lists and quota checks then
+//! parse nothing.
+//!
+//! Memory is bounded by what is kept, not by how many: a summary is a few
+//! integers whatever the design's size, and step names are weighed in
+//! bytes. A design's full form is never kept here: a VI's detail is built
+//! from the stored design and kept, serialised, in [`super::cache`], which
+//! is bounded in bytes too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,22 +15,18 @@ use neptune_api as api;
 use neptune_store::{JobRecord, ViRecord};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::jobs::Step;
 
-/// Entries kept per map before it is emptied (the inputs are cheap to re-derive).
-const MAX_ENTRIES: usize = 4096;
-
-#[derive(Debug)]
-pub(crate) struct DesignView {
-    pub(crate) summary: api::ViSummary,
-    pub(crate) topology: serde_json::Value,
-}
+/// Summaries kept before the map is emptied (about 100 bytes each).
+const MAX_SUMMARIES: usize = 1 << 16;
+/// Bytes of step names kept before the map is emptied.
+const MAX_STEP_NAME_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct Views {
-    designs: Mutex<HashMap<(Uuid, i64), Arc<DesignView>>>,
-    steps: Mutex<HashMap<Uuid, Arc<Vec<String>>>>,
+    summaries: Weighed<(Uuid, i64), api::ViSummary>,
+    steps: Weighed<Uuid, Arc<Vec<String>>>,
     /// VI details as sent, each valid at one store revision of its VI.
     pub(crate) details: super::cache::Bodies<Uuid, i64>,
     /// VI lists as sent, by owner (`None`: all VIs, for administrators).
@@ -34,41 +36,84 @@ pub struct Views {
     pub(crate) hosts: super::cache::NameMap,
 }
 
-fn remember<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: K, value: V) -> V {
-    if let Ok(mut m) = map.lock() {
-        if m.len() >= MAX_ENTRIES {
-            m.clear();
-        }
-        m.insert(key, value.clone());
+/// Values by key with a total weight; emptied when a value would take it
+/// over its bound (the values are cheap to derive again).
+#[derive(Debug)]
+struct Weighed<K, V>(Mutex<(HashMap<K, V>, usize)>);
+
+impl<K, V> Default for Weighed<K, V> {
+    fn default() -> Self {
+        Weighed(Mutex::new((HashMap::new(), 0)))
     }
-    value
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
+    fn get(&self, key: &K) -> Option<V> {
+        self.0.lock().ok()?.0.get(key).cloned()
+    }
+
+    fn remember(&self, key: K, value: V, weight: usize, max: usize) -> V {
+        if let Ok(mut kept) = self.0.lock() {
+            let (map, total) = &mut *kept;
+            if *total + weight > max {
+                map.clear();
+                *total = 0;
+            }
+            if weight <= max {
+                map.insert(key, value.clone());
+                *total += weight;
+            }
+        }
+        value
+    }
+
+    #[cfg(test)]
+    fn weight(&self) -> (usize, usize) {
+        let kept = self.0.lock().unwrap();
+        (kept.0.len(), kept.1)
+    }
 }
 
 impl Views {
-    /// The design of `vi` at its version. Every change of a VI bumps its
-    /// version, so an entry never goes stale.
-    pub(crate) fn design(&self, vi: &ViRecord) -> ApiResult<Arc<DesignView>> {
+    /// The summary of `vi`'s design at its version. Every change of a VI
+    /// bumps its version, so an entry never goes stale.
+    pub(crate) fn summary(&self, vi: &ViRecord) -> ApiResult<api::ViSummary> {
         let key = (vi.id, vi.version);
-        if let Some(v) = self.designs.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(v);
+        if let Some(s) = self.summaries.get(&key) {
+            return Ok(s);
         }
-        let topo = super::vis::design_of(vi)?;
-        let topology = serde_json::from_str(&neptune_topology::to_json(&topo))
-            .map_err(|e| ApiError::Internal(e.into()))?;
-        let view = Arc::new(DesignView {
-            summary: super::vis::summary(&topo),
-            topology,
-        });
-        Ok(remember(&self.designs, key, view))
+        let summary = super::vis::summary(&super::vis::design_of(vi)?);
+        Ok(self.summaries.remember(key, summary, 1, MAX_SUMMARIES))
     }
 
     /// The names of a job's steps (a job's steps never change).
     pub(crate) fn step_names(&self, job: &JobRecord) -> Arc<Vec<String>> {
-        if let Some(v) = self.steps.lock().ok().and_then(|m| m.get(&job.id).cloned()) {
+        if let Some(v) = self.steps.get(&job.id) {
             return v;
         }
         let steps: Vec<Step> = serde_json::from_str(&job.steps).unwrap_or_default();
-        let names = Arc::new(steps.iter().map(Step::name).collect());
-        remember(&self.steps, job.id, names)
+        let names: Vec<String> = steps.iter().map(Step::name).collect();
+        let weight = names.iter().map(|n| n.len() + 24).sum::<usize>() + 64;
+        self.steps
+            .remember(job.id, Arc::new(names), weight, MAX_STEP_NAME_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighed_maps_stay_under_their_bound() {
+        let w = Weighed::<u32, u32>::default();
+        for k in 0..100 {
+            w.remember(k, k, 10, 95);
+            assert!(w.weight().1 <= 95);
+        }
+        // The latest value is always kept; a value heavier than the bound never is.
+        assert_eq!(w.get(&99), Some(99));
+        w.remember(1000, 1, 96, 95);
+        assert_eq!(w.get(&1000), None);
+        assert!(w.weight().1 <= 95);
     }
 }

@@ -132,13 +132,13 @@ fn vi_out(
     users: &HashMap<Uuid, String>,
     dcs: &HashMap<Uuid, String>,
 ) -> ApiResult<api::Vi> {
-    let design = views.design(vi)?;
+    let summary = views.summary(vi)?;
     Ok(api::Vi {
         id: vi.id,
         name: vi.name.clone(),
         owner: users.get(&vi.owner_id).cloned().unwrap_or_default(),
         state: vi.state,
-        summary: design.summary.clone(),
+        summary,
         home_datacenter: vi.home_datacenter_id.and_then(|d| dcs.get(&d).cloned()),
         reject_reason: vi.reject_reason.clone(),
         version: vi.version,
@@ -180,34 +180,16 @@ fn counts_against_quota(s: ViState) -> bool {
 /// Refuses when `vi` together with the owner's other committed VIs exceeds the quota.
 async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
     let owner = state.store.user(vi.owner_id).await?;
-    let Quota {
-        vms,
-        vcpus,
-        ram_mib,
-        public_addresses,
-    } = owner.quota;
-    let mut used = (0i64, 0i64, 0i64, 0i64);
     let others = state.store.list_vis(Some(vi.owner_id)).await?;
+    let mut used = Usage::default();
     for other in others
         .iter()
         .filter(|o| o.id != vi.id && counts_against_quota(o.state))
         .chain([vi])
     {
-        let s = design_of(other)?.summary();
-        used.0 += s.nodes as i64;
-        used.1 += s.vcpus as i64;
-        used.2 += s.ram.0 as i64;
-        used.3 += s.entry_points as i64;
+        used = used.plus(&state.views.summary(other)?);
     }
-    let over = [
-        ("VMs", used.0, vms),
-        ("vCPUs", used.1, vcpus),
-        ("MiB of RAM", used.2, ram_mib),
-        ("public addresses", used.3, public_addresses),
-    ]
-    .into_iter()
-    .find(|(_, u, q)| u > q);
-    match over {
+    match used.over(&owner.quota) {
         Some((what, u, q)) => Err(ApiError::QuotaExceeded(format!(
             "this would bring {} to {u} {what}; the quota is {q}",
             owner.name
@@ -216,8 +198,50 @@ async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
     }
 }
 
+/// Resources summed over VIs. Every sum saturates, and a quota is at most
+/// `i64::MAX`, so no design can wrap a sum below its quota.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Usage {
+    vms: u64,
+    vcpus: u64,
+    ram_mib: u64,
+    public_addresses: u64,
+}
+
+impl Usage {
+    fn plus(self, s: &api::ViSummary) -> Usage {
+        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+        Usage {
+            vms: self.vms.saturating_add(n(s.nodes)),
+            vcpus: self.vcpus.saturating_add(s.vcpus),
+            ram_mib: self.ram_mib.saturating_add(s.ram_mib),
+            public_addresses: self.public_addresses.saturating_add(n(s.entry_points)),
+        }
+    }
+
+    /// The first resource over its quota: its name, the usage, the quota.
+    fn over(&self, q: &Quota) -> Option<(&'static str, u64, i64)> {
+        [
+            ("VMs", self.vms, q.vms),
+            ("vCPUs", self.vcpus, q.vcpus),
+            ("MiB of RAM", self.ram_mib, q.ram_mib),
+            (
+                "public addresses",
+                self.public_addresses,
+                q.public_addresses,
+            ),
+        ]
+        .into_iter()
+        // A negative quota allows nothing.
+        .find(|(_, used, quota)| u64::try_from(*quota).map_or(true, |q| *used > q))
+    }
+}
+
 pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
-    let design = state.views.design(vi)?;
+    // The design's full form is built for each detail, never kept: the
+    // detail itself is kept, serialised and bounded in bytes (see `cache`).
+    let topology = serde_json::from_str(&neptune_topology::to_json(&design_of(vi)?))
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;
     let users = user_names(
@@ -244,7 +268,6 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
             reason: e.reason,
         })
         .collect();
-    let topology = design.topology.clone();
     let vms = vms
         .into_iter()
         .map(|v| api::PlannedVm {
@@ -665,6 +688,8 @@ fn terminate_steps(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct PlanQuery {
     /// The home datacenter to plan for (default: the first one).
     datacenter: Option<String>,

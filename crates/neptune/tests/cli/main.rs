@@ -3,6 +3,7 @@
 
 mod address;
 mod crash;
+mod hostile;
 mod placement;
 mod topology;
 mod up;

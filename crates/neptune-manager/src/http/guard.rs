@@ -1,0 +1,175 @@
+//! What every request passes through besides its handler: the body size
+//! limits, the slots that bound how many designs are read at once, and the
+//! one error shape `{code, message}` for the answers the framework itself
+//! gives (a malformed body, an unknown route, a wrong method).
+
+use std::sync::Arc;
+
+use axum::body::to_bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use neptune_api::ErrorBody;
+
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::AppState;
+
+/// Largest request body, but for designs.
+pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Largest design request body (`POST /vis`, `PUT /vis/{id}`): the XML
+/// dialect allows 16 MiB of text, which JSON escaping can at most double.
+pub(crate) const MAX_DESIGN_BODY_BYTES: usize = 32 << 20;
+
+/// Designs read and parsed at once: each may take its body and a parse
+/// several times its size, so their number bounds the Manager's memory.
+pub(crate) const DESIGN_SLOTS: usize = 4;
+
+/// Bounds how many design bodies are read at once. Only authenticated
+/// callers wait for a slot, and the body deadline (see `server`) bounds
+/// how long one is held.
+pub(crate) async fn design_slot(
+    State(state): State<AppState>,
+    _caller: Caller,
+    req: Request,
+    next: Next,
+) -> ApiResult<Response> {
+    let _slot = state
+        .design_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| crate::error::ApiError::Internal(e.into()))?;
+    Ok(next.run(req).await)
+}
+
+/// The semaphore behind [`design_slot`].
+pub(crate) fn design_slots() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(DESIGN_SLOTS))
+}
+
+/// Gives every error answer the API's shape: the framework's own
+/// rejections (plain text) become `{code, message}` with the same text.
+pub(crate) async fn error_shape(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The framework's texts are short; a longer one is not read whole.
+    let text = to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let body = ErrorBody {
+        code: code_of(status).to_owned(),
+        message,
+        details: Vec::new(),
+    };
+    let mut shaped = (status, Json(body)).into_response();
+    // Keep what the framework said beside the body (`Allow`, for one).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            shaped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    shaped.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    shaped
+}
+
+/// The error code of a status the framework answers with.
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    fn plain(status: StatusCode, text: &'static str) -> Response {
+        (status, Body::from(text)).into_response()
+    }
+
+    #[tokio::test]
+    async fn framework_rejections_get_the_error_shape() {
+        let app = axum::Router::new()
+            .route(
+                "/plain",
+                get(|| async { plain(StatusCode::PAYLOAD_TOO_LARGE, "too big") }),
+            )
+            .route("/ok", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(error_shape));
+        let call = |uri: &'static str, method: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = Request::builder()
+                    .uri(uri)
+                    .method(method)
+                    .body(Body::empty())
+                    .unwrap();
+                let res = app.oneshot(req).await.unwrap();
+                let status = res.status();
+                let allow = res.headers().get(header::ALLOW).cloned();
+                let body = to_bytes(res.into_body(), 1 << 16).await.unwrap();
+                (status, allow, body)
+            }
+        };
+        let (status, _, body) = call("/plain", "GET").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.code, "payload_too_large");
+        assert_eq!(body.message, "too big");
+
+        let (status, _, body) = call("/nowhere", "GET").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (body.code.as_str(), body.message.as_str()),
+            ("not_found", "Not Found")
+        );
+
+        let (status, allow, body) = call("/ok", "POST").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(allow.is_some(), "the Allow header is kept");
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.code, "method_not_allowed");
+
+        let (status, _, body) = call("/ok", "GET").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"fine"[..]));
+    }
+}
