@@ -82,6 +82,28 @@ pub fn load(text: &str) -> Result<Topology, Vec<Diagnostic>> {
     }
 }
 
+/// Loads a topology from raw bytes, as read from a file: text that is not
+/// UTF-8 is invalid input, placed at its first bad byte.
+pub fn load_bytes(bytes: &[u8]) -> Result<Topology, Vec<Diagnostic>> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load(text),
+        Err(err) => {
+            let good = &bytes[..err.valid_up_to()];
+            // Everything before the bad byte is valid UTF-8.
+            let before = std::str::from_utf8(good).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            Err(vec![Diagnostic::at(
+                u32::try_from(line).unwrap_or(u32::MAX),
+                u32::try_from(column).unwrap_or(u32::MAX),
+                Problem::NotUtf8 {
+                    byte: bytes[err.valid_up_to()],
+                },
+            )])
+        }
+    }
+}
+
 /// Parses and validates the JSON form. Semantic problems are placed by JSON
 /// pointer (their line and column are those of the document start).
 pub fn from_json(text: &str) -> Result<Topology, Vec<Diagnostic>> {

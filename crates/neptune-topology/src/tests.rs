@@ -232,6 +232,19 @@ fn a_design_is_bounded_in_nodes_and_resources() {
 }
 
 #[test]
+fn text_that_is_not_utf8_is_placed_at_its_first_bad_byte() {
+    let mut bytes = "<topology id=\"t\">\n  <nodes>\u{e9}".as_bytes().to_vec();
+    bytes.push(0xff);
+    bytes.extend_from_slice(b"</nodes></topology>");
+    assert_eq!(
+        messages(&load_bytes(&bytes).unwrap_err()),
+        vec!["2:11: the text is not UTF-8 (byte 0xff)"]
+    );
+    // Valid UTF-8 loads as text does.
+    assert_eq!(load_bytes(FIG3.as_bytes()).unwrap(), load(FIG3).unwrap());
+}
+
+#[test]
 fn diagnostics_are_capped() {
     let mut text = String::from(
         "<topology id=\"x\"><nodes><node id=\"n\"><ram dimension=\"1\"/><hd dimension=\"1\"/>",

@@ -101,6 +101,8 @@ pub enum Problem {
     TooDeep { depth: usize, limit: usize },
     #[error("DOCTYPE and entity declarations are not allowed")]
     Doctype,
+    #[error("the text is not UTF-8 (byte 0x{byte:02x})")]
+    NotUtf8 { byte: u8 },
 
     // Semantics: reported by [`validate`].
     #[error("the topology has no nodes")]

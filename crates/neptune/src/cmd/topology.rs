@@ -116,12 +116,11 @@ fn render(topo: &Topology, form: Form) -> String {
     }
 }
 
-/// Loads `path`; on problems prints each as `FILE:LINE:COL: MESSAGE` and
-/// returns `None`. I/O errors are errors.
+/// Loads `path`; on problems (text that is not UTF-8 among them) prints
+/// each as `FILE:LINE:COL: MESSAGE` and returns `None`. I/O errors are errors.
 fn load_reporting(path: &PathBuf) -> anyhow::Result<Option<Topology>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    match neptune_topology::load(&text) {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    match neptune_topology::load_bytes(&bytes) {
         Ok(topo) => Ok(Some(topo)),
         Err(diags) => {
             report(path, &diags);

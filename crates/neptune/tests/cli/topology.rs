@@ -159,6 +159,16 @@ fn hostile_files_get_clear_errors() {
         assert_eq!(out.status.code(), Some(1), "{name}");
         assert!(stderr(&out).contains(expected), "{name}: {}", stderr(&out));
     }
+    // Not UTF-8: invalid input (exit 1), placed at the first bad byte.
+    let latin1 = dir.path().join("latin1.xml");
+    std::fs::write(&latin1, b"<topology id=\"caf\xe9\"/>").unwrap();
+    let out = neptune(&["topology", "check", latin1.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("latin1.xml:1:18: the text is not UTF-8 (byte 0xe9)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
