@@ -421,8 +421,38 @@ pub enum AddressError {
     Config(String),
     #[error("stored addresses are corrupt: {0}")]
     Stored(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] neptune_ipam::PlanError),
+}
+
+impl AddressError {
+    /// The message for the VI's owner: what of their design is refused,
+    /// never who holds the space it wanted (another tenant's VI, link or
+    /// block is not theirs to know).
+    pub fn for_tenant(&self) -> String {
+        use neptune_ipam::PlanError as E;
+        match self {
+            AddressError::Plan(E::SubnetTaken { link, subnet, .. }) => {
+                format!("subnet {subnet} of link {link} is taken")
+            }
+            AddressError::Plan(E::AddressTaken {
+                link,
+                interface,
+                address,
+                subnet,
+                ..
+            }) => format!(
+                "pinned address {address} of {interface} needs subnet {subnet} for link {link}, \
+                 which is taken"
+            ),
+            AddressError::Plan(E::HomeAddressTaken {
+                entry_point,
+                address,
+                ..
+            }) => format!("Home Address {address} of entry point {entry_point} is taken"),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The domain's address configuration: the Manager's private pools and

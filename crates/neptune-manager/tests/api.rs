@@ -2408,7 +2408,10 @@ macro_rules! on_both_stores {
     };
 }
 
-use hostile::{designs_and_sums_are_bounded, requests_keep_their_limits_and_shape};
+use hostile::{
+    conflicts_name_no_other_tenant, designs_and_sums_are_bounded,
+    requests_keep_their_limits_and_shape,
+};
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
 /// machines of their own, host2 on host1's.
@@ -2520,6 +2523,7 @@ on_both_stores!(
     uplinks_limit_acceptance,
     designs_and_sums_are_bounded,
     requests_keep_their_limits_and_shape,
+    conflicts_name_no_other_tenant,
 );
 
 #[test]

@@ -530,7 +530,8 @@ async fn plan_addresses(
     let stored = state.store.owned_addresses().await?;
     let snapshot =
         crate::plan::snapshot(domain, &stored).map_err(|e| ApiError::Internal(e.into()))?;
-    crate::plan::addresses(&snapshot, vi, topo, home).map_err(|e| ApiError::Conflict(e.to_string()))
+    crate::plan::addresses(&snapshot, vi, topo, home)
+        .map_err(|e| ApiError::Conflict(e.for_tenant()))
 }
 
 /// The home datacenter named in the request, or the first one.

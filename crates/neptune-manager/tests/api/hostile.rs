@@ -403,3 +403,41 @@ async fn idle_and_slow_connections_do_not_stop_the_server() {
     .await
     .unwrap();
 }
+
+pub(crate) async fn conflicts_name_no_other_tenant(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 2, 10).await;
+    // Alice's shop holds its pinned subnet 10.20.0.0/29 once accepted.
+    let shop = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
+    let id = shop["id"].as_str().unwrap();
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Bob pins the same subnet: he learns it is taken, not by whom.
+    let copy = m.create_vi(&p.bob, json!({"xml": SHOP})).await;
+    let (s, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{}/plan", copy["id"].as_str().unwrap()),
+            Some(&p.bob),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("subnet 10.20.0.0/29 of link "),
+        "{message}"
+    );
+    assert!(message.ends_with(" is taken"), "{message}");
+    assert!(
+        !message.contains(id) && !message.contains(&id.replace('-', "")),
+        "{message}"
+    );
+    assert!(!message.contains("VI"), "{message}");
+}
