@@ -57,6 +57,25 @@ pub fn generate_password() -> anyhow::Result<String> {
         .collect())
 }
 
+/// Runs password hashing on a blocking thread, at most as many at once as
+/// the machine has cores: argon2 takes ~19 MiB and tens of milliseconds
+/// each, so neither the async threads nor memory suffer a flood of logins.
+pub(crate) async fn off_thread<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = state
+        .hashing
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header's value; the
 /// scheme is case-insensitive (RFC 9110, section 11.1).
 fn bearer_token(value: &str) -> Option<&str> {

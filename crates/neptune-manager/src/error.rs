@@ -26,6 +26,8 @@ pub enum ApiError {
     InvalidTopology(Vec<String>),
     #[error("{0}")]
     QuotaExceeded(String),
+    #[error("too many failed logins; try again in {0} s")]
+    TooManyAttempts(u64),
     #[error("the request body did not arrive within {0} s")]
     RequestTimeout(u64),
     #[error("internal error")]
@@ -43,6 +45,7 @@ impl ApiError {
             ApiError::InvalidTopology(_) => "invalid_topology",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::TooManyAttempts(_) => "too_many_requests",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -58,6 +61,7 @@ impl ApiError {
             }
             ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,7 +99,14 @@ impl IntoResponse for ApiError {
             message: self.to_string(),
             details,
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::TooManyAttempts(secs) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }
 

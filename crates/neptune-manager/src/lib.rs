@@ -16,6 +16,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod server;
 pub mod templates;
+pub mod throttle;
 pub mod up;
 pub mod wiring;
 
@@ -87,6 +88,10 @@ pub struct AppState {
     pub views: Arc<Views>,
     /// Design bodies read at once (see `http::guard`).
     pub(crate) design_slots: Arc<tokio::sync::Semaphore>,
+    /// Failed logins, for brute-force protection.
+    pub(crate) logins: Arc<throttle::LoginThrottle>,
+    /// Password hashes computed at once (see `auth::off_thread`).
+    pub(crate) hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// A Manager ready to serve.
@@ -154,6 +159,10 @@ impl Manager {
                 planning: Arc::default(),
                 views: Arc::default(),
                 design_slots: http::guard::design_slots(),
+                logins: Arc::default(),
+                hashing: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )),
             },
             created_admin,
         })

@@ -34,6 +34,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 
+/// The address a request came from (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::IpAddr);
+
 /// How the server bounds its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -119,7 +123,7 @@ pub async fn serve(
     ));
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -139,7 +143,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(stream, router.clone(), conn, limits));
+        tokio::spawn(serve_connection(stream, peer, router.clone(), conn, limits));
     }
     open.close_all();
     let deadline = Instant::now() + limits.body_timeout;
@@ -151,13 +155,15 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     router: axum::Router,
     conn: Admitted,
     limits: Limits,
 ) {
     let state = conn.state.clone();
-    let service = tower::service_fn(move |req: Request<Incoming>| {
+    let service = tower::service_fn(move |mut req: Request<Incoming>| {
         let busy = Busy::begin(&state);
+        req.extensions_mut().insert(Peer(peer.ip()));
         let router = router.clone();
         async move {
             let response = router.oneshot(req.map(Body::new)).await?;

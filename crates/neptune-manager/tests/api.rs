@@ -2409,7 +2409,7 @@ macro_rules! on_both_stores {
 }
 
 use hostile::{
-    conflicts_name_no_other_tenant, designs_and_sums_are_bounded,
+    conflicts_name_no_other_tenant, designs_and_sums_are_bounded, logins_are_throttled,
     requests_keep_their_limits_and_shape,
 };
 
@@ -2524,6 +2524,7 @@ on_both_stores!(
     designs_and_sums_are_bounded,
     requests_keep_their_limits_and_shape,
     conflicts_name_no_other_tenant,
+    logins_are_throttled,
 );
 
 #[test]

@@ -1,7 +1,10 @@
 //! Login, tokens and users.
 
+use std::time::Instant;
+
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use neptune_api as api;
 use neptune_store::{Quota, Role, TokenKind, TokenRecord, UserRecord};
@@ -13,29 +16,43 @@ use crate::error::{ApiError, ApiResult};
 use crate::{now_ms, AppState};
 
 /// Exchanges a user name and password for a session token.
+///
+/// Failed logins are counted per account and source, per source and per
+/// account; past a limit the answer is `429` with `Retry-After`, before
+/// any password is checked (see docs/manager.md).
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = api::LoginRequest,
-    responses((status = 200, body = api::TokenResponse), (status = 401, body = api::ErrorBody)))]
+    responses((status = 200, body = api::TokenResponse), (status = 401, body = api::ErrorBody),
+        (status = 429, body = api::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))))]
 pub(crate) async fn login(
     State(state): State<AppState>,
+    peer: Option<Extension<crate::server::Peer>>,
     Json(req): Json<api::LoginRequest>,
 ) -> ApiResult<Json<api::TokenResponse>> {
+    let source = peer.map(|Extension(p)| p.0);
+    let throttle = &state.logins;
+    throttle
+        .check(&req.name, source, Instant::now())
+        .map_err(|wait| ApiError::TooManyAttempts(wait.as_secs().max(1)))?;
     let user = match state.store.user_by_name(&req.name).await {
-        Ok(u) => u,
-        Err(neptune_store::StoreError::NotFound { .. }) => {
-            // Spend the same time as a real check so names cannot be probed.
-            let _ = auth::hash_password(&req.password);
-            return Err(ApiError::BadCredentials);
-        }
+        Ok(u) => Some(u),
+        Err(neptune_store::StoreError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let hash = user.password_hash.clone();
+    // An unknown name costs the same time as a real check, so names
+    // cannot be probed; either way the hashing runs off the async threads.
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    if !ok {
+    let ok = auth::off_thread(&state, move || match hash {
+        Some(hash) => Ok(auth::verify_password(&password, &hash)),
+        None => auth::hash_password(&password).map(|_| false),
+    })
+    .await?;
+    let Some(user) = user.filter(|_| ok) else {
+        throttle.failed(&req.name, source, Instant::now());
         return Err(ApiError::BadCredentials);
-    }
+    };
+    throttle.succeeded(&req.name, source);
     let (token, token_hash) = auth::new_token().map_err(ApiError::Internal)?;
     let now = now_ms();
     let expires_at = now + state.config.session_ttl_ms;
@@ -160,10 +177,7 @@ pub(crate) async fn create_user(
         design_mib: q.design_mib,
     });
     let password = req.password.clone();
-    let password_hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(ApiError::Internal)?;
+    let password_hash = auth::off_thread(&state, move || auth::hash_password(&password)).await?;
     let user = UserRecord {
         id: Uuid::new_v4(),
         name: req.name,

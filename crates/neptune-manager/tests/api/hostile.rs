@@ -441,3 +441,48 @@ pub(crate) async fn conflicts_name_no_other_tenant(m: &TestManager) {
     );
     assert!(!message.contains("VI"), "{message}");
 }
+
+pub(crate) async fn logins_are_throttled(m: &TestManager) {
+    let p = m.people().await;
+    let login = |name: &'static str, password: &'static str| async move {
+        m.http
+            .post(format!("{}/api/v1/auth/login", m.base))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            login("alice", "wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The sixth try waits, even with the right password: nothing is checked.
+    let resp = login("alice", "alice-password").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "too_many_requests", "{v}");
+    // Alice's tokens still work, and Bob logs in.
+    let (s, _) = m
+        .call(Method::GET, "/api/v1/me", Some(&p.alice), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(login("bob", "bob-password").await.status(), StatusCode::OK);
+    // Unknown names count as failures too, up to the source's limit.
+    let mut limited = false;
+    for i in 0..40 {
+        let name: &'static str = Box::leak(format!("nobody{i}").into_boxed_str());
+        if login(name, "x").await.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a source guessing many names is held back");
+}
