@@ -30,6 +30,24 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     })
 }
 
+/// Whether `value` is already a crypt(3) hash (SHA-512, SHA-256, yescrypt,
+/// bcrypt or MD5 crypt), as `/etc/shadow` and cloud-init take it.
+pub fn is_crypt_hash(value: &str) -> bool {
+    ["$6$", "$5$", "$y$", "$2a$", "$2b$", "$2y$", "$1$"]
+        .iter()
+        .any(|id| value.starts_with(id))
+        && value.len() > 12
+        && !value.chars().any(char::is_whitespace)
+}
+
+/// The SHA-512-crypt hash (`$6$`, 5000 rounds, random salt) that a guest's
+/// `/etc/shadow` holds for `password`: the only form in which the Manager
+/// keeps an OS password.
+pub fn crypt_password(password: &str) -> anyhow::Result<String> {
+    sha_crypt::sha512_simple(password, &sha_crypt::Sha512Params::default())
+        .map_err(|e| anyhow::anyhow!("hashing an OS password: {e:?}"))
+}
+
 /// A new random token (256 bits, hex) and the hash stored for it.
 pub fn new_token() -> anyhow::Result<(String, String)> {
     let mut bytes = [0u8; 32];
@@ -145,6 +163,18 @@ mod tests {
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("correct horse", "not a hash"));
         assert_ne!(h, hash_password("correct horse").unwrap(), "salted");
+    }
+
+    #[test]
+    fn os_passwords_are_kept_as_crypt_hashes() {
+        let h = crypt_password("antoxps").unwrap();
+        assert!(h.starts_with("$6$"), "{h}");
+        assert!(is_crypt_hash(&h));
+        assert!(sha_crypt::sha512_check("antoxps", &h).is_ok());
+        assert!(sha_crypt::sha512_check("wrong", &h).is_err());
+        assert!(!is_crypt_hash("antoxps"));
+        assert!(!is_crypt_hash("$6$"));
+        assert!(!is_crypt_hash("$6$salt$with space in it"));
     }
 
     #[test]

@@ -158,6 +158,18 @@ pub async fn start(
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
     let dir = dir.canonicalize()?;
+    // The data directory holds the database, every tenant's disks and the
+    // secrets below: its owner's alone, but enterable by libvirt's QEMU
+    // user on the way to the disks it is given.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = match opts.hypervisor {
+            UpHypervisor::Libvirt { .. } => 0o711,
+            _ => 0o700,
+        };
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
     let admin_password = secret_file(&dir.join("admin.password"), auth::generate_password)?;
     let agent_token = secret_file(&dir.join("agent.token"), || Ok(auth::new_token()?.0))?;
 

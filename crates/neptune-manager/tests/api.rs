@@ -2410,7 +2410,7 @@ macro_rules! on_both_stores {
 
 use hostile::{
     conflicts_name_no_other_tenant, designs_and_sums_are_bounded, logins_are_throttled,
-    requests_keep_their_limits_and_shape,
+    os_passwords_are_kept_hashed, requests_keep_their_limits_and_shape,
 };
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
@@ -2525,6 +2525,7 @@ on_both_stores!(
     requests_keep_their_limits_and_shape,
     conflicts_name_no_other_tenant,
     logins_are_throttled,
+    os_passwords_are_kept_hashed,
 );
 
 #[test]

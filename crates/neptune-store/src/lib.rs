@@ -50,6 +50,12 @@ pub enum StoreError {
     QuotaExceeded(String),
     #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl(String),
+    #[error("cannot make {path} readable by its owner only")]
+    Mode {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error")]

@@ -16,6 +16,31 @@ use uuid::Uuid;
 use crate::records::*;
 use crate::{Result, Store, StoreError};
 
+/// Makes a SQLite database and its WAL and shared-memory files readable
+/// by their owner only: they hold every user's designs and token hashes.
+/// SQLite gives the WAL files it creates later the database's mode.
+fn restrict_files(url: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .filter(|p| !p.is_empty() && !p.contains(":memory:"))
+    else {
+        return Ok(());
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Mode { path: file, source })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Which database an [`SqlStore`] speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -163,6 +188,9 @@ impl SqlStore {
                 .execute(&pool)
                 .await
                 .map_err(StoreError::Database)?;
+        }
+        if backend == Backend::Sqlite {
+            restrict_files(url.as_str())?;
         }
         migrator(backend)
             .run(&pool)

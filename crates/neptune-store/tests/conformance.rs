@@ -1201,6 +1201,78 @@ async fn resume_reservations_and_side_jobs(s: &dyn Store) {
     );
 }
 
+/// The design quota is checked with the write: concurrent creates never
+/// pass it together, terminated VIs do not count, edits keep to the bytes.
+async fn design_quota(s: Arc<dyn Store>) {
+    let mut owner = user("designer", Role::User);
+    owner.quota.designs = 3;
+    owner.quota.design_mib = 1;
+    s.create_user(&owner).await.unwrap();
+    let creates = (0..10).map(|i| {
+        let s = s.clone();
+        let record = vi(owner.id, &format!("d{i}"));
+        tokio::spawn(async move { s.create_vi(&record).await })
+    });
+    let mut made = Vec::new();
+    for result in futures_join(creates).await {
+        match result {
+            Ok(()) => made.push(()),
+            Err(StoreError::QuotaExceeded(what)) => assert_eq!(
+                what,
+                "designer holds 3 VIs; the quota is 3 (terminate one to make room)"
+            ),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(made.len(), 3);
+    let held = s.list_vis(Some(owner.id)).await.unwrap();
+    assert_eq!(held.len(), 3);
+    // A terminated VI makes room.
+    s.transition_vi(
+        held[0].id,
+        ViState::Defined,
+        &to(ViState::Terminated, owner.id),
+    )
+    .await
+    .unwrap();
+    let mut big = vi(owner.id, "big");
+    big.design_xml = "x".repeat(1 << 20);
+    assert!(matches!(
+        s.create_vi(&big).await,
+        Err(StoreError::QuotaExceeded(_))
+    ));
+    s.create_vi(&vi(owner.id, "small")).await.unwrap();
+    // An edit is held to the bytes too; within them it goes through.
+    let edited = &held[1];
+    let err = s
+        .update_vi_design(edited.id, edited.version, "e", &"x".repeat(1 << 20), 20)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::QuotaExceeded(m) if m.ends_with("the quota is 1 MiB")),
+        "{err}"
+    );
+    let fits = s
+        .update_vi_design(edited.id, edited.version, "e", &"x".repeat(1 << 19), 20)
+        .await
+        .unwrap();
+    assert_eq!(fits.version, edited.version + 1);
+    // A stale version is a conflict, not a quota.
+    assert!(matches!(
+        s.update_vi_design(edited.id, edited.version, "e", "<t/>", 21)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 async fn suite(store: SqlStore) {
     let s: Arc<dyn Store> = Arc::new(store);
     users_and_tokens(s.as_ref()).await;
@@ -1215,6 +1287,7 @@ async fn suite(store: SqlStore) {
     concurrent_reservations(s.clone()).await;
     crossing_reservations_and_releases(s.clone()).await;
     uplink_reservations(s.as_ref()).await;
+    design_quota(s.clone()).await;
     concurrent_transitions(s).await;
 }
 
@@ -1242,6 +1315,25 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
     s.close().await;
     let s = connect(&url).await.unwrap();
     assert_eq!(s.user_by_name("kept").await.unwrap().name, "kept");
+}
+
+#[tokio::test]
+async fn database_files_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.db");
+    // A database an older version left world-readable.
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    s.create_user(&user("someone", Role::User)).await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", path.display());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
 }
 
 #[tokio::test]

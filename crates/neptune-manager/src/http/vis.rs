@@ -27,6 +27,39 @@ use crate::plan::{place, PlanError};
 use crate::wiring::Wiring;
 use crate::{now_ms, AppState};
 
+/// Replaces every OS password of `topo` by its crypt(3) hash, off the
+/// async threads; a value already hashed is kept. Identical passwords are
+/// hashed once per design (10 000 nodes may share one).
+async fn seal_passwords(state: &AppState, mut topo: Topology) -> ApiResult<Topology> {
+    let needs = topo.nodes.iter().any(|n| {
+        let p = n.os.password.expose();
+        !p.is_empty() && !crate::auth::is_crypt_hash(p)
+    });
+    if !needs {
+        return Ok(topo);
+    }
+    crate::auth::off_thread(state, move || {
+        let mut hashed: HashMap<String, String> = HashMap::new();
+        for node in &mut topo.nodes {
+            let plain = node.os.password.expose();
+            if plain.is_empty() || crate::auth::is_crypt_hash(plain) {
+                continue;
+            }
+            let hash = match hashed.get(plain) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = crate::auth::crypt_password(plain)?;
+                    hashed.insert(plain.to_owned(), h.clone());
+                    h
+                }
+            };
+            node.os.password = neptune_types::Secret::new(hash);
+        }
+        Ok(topo)
+    })
+    .await
+}
+
 /// Turns a design request into a validated topology.
 fn topology_of(design: &api::ViDesign) -> ApiResult<Topology> {
     let sources = [
@@ -314,7 +347,7 @@ pub(crate) async fn create_vi(
     caller: Caller,
     Json(design): Json<api::ViDesign>,
 ) -> ApiResult<(StatusCode, Json<api::ViDetail>)> {
-    let topo = topology_of(&design)?;
+    let topo = seal_passwords(&state, topology_of(&design)?).await?;
     let now = now_ms();
     let vi = ViRecord {
         id: Uuid::new_v4(),
@@ -429,7 +462,7 @@ pub(crate) async fn edit_vi(
     let vi = visible(&state, &caller, id).await?;
     require_owner(&caller, &vi)?;
     vi.state.next(Event::Edit)?;
-    let topo = topology_of(&design)?;
+    let topo = seal_passwords(&state, topology_of(&design)?).await?;
     let version = design.version.ok_or_else(|| {
         ApiError::InvalidRequest("an edit names the \"version\" it is based on".to_owned())
     })?;

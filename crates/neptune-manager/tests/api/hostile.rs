@@ -486,3 +486,46 @@ pub(crate) async fn logins_are_throttled(m: &TestManager) {
     }
     assert!(limited, "a source guessing many names is held back");
 }
+
+/// Every stored design, as the database returns it.
+async fn stored_designs(m: &TestManager) -> String {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&m.url).await.unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT design_xml FROM vis")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.into_iter()
+        .map(|(x,)| x)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub(crate) async fn os_passwords_are_kept_hashed(m: &TestManager) {
+    let p = m.people().await;
+    // Figure 3's node0 has the OS password "antoxps".
+    let fig3 = include_str!("../../../neptune-topology/testdata/fig3.xml");
+    let vi = m.create_vi(&p.alice, json!({"xml": fig3})).await;
+    assert!(!vi.to_string().contains("antoxps"), "{vi}");
+    // In the store, only its SHA-512-crypt hash.
+    let stored = stored_designs(m).await;
+    assert!(stored.contains("password=\"$6$"), "the hash is stored");
+    assert!(
+        !stored.contains("antoxps"),
+        "the password is stored in clear"
+    );
+    // SQLite's files too (the database and its write-ahead log).
+    if let Some(db) = m.url.strip_prefix("sqlite://") {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal"] {
+            bytes.extend(std::fs::read(format!("{db}{suffix}")).unwrap_or_default());
+        }
+        assert!(!String::from_utf8_lossy(&bytes).contains("antoxps"));
+    }
+    // A design given with a hash already keeps it as it is.
+    let hash = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
+    let with_hash = fig3.replace("password=\"antoxps\"", &format!("password=\"{hash}\""));
+    m.create_vi(&p.bob, json!({"xml": with_hash})).await;
+    assert!(stored_designs(m).await.contains(hash));
+}

@@ -120,6 +120,7 @@ pub(crate) struct Args {
 
 /// Runs the Agent until SIGINT (Ctrl-C) or SIGTERM.
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::private_files(args.hypervisor == HypervisorFlag::Libvirt);
     let options = DaemonOptions {
         listen: args.listen,
         name: args.name,

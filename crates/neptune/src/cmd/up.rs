@@ -91,6 +91,7 @@ async fn ctrl_c() {
 
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    super::private_files(args.hypervisor == HypervisorFlag::Libvirt);
     runtime()?.block_on(async {
         let mut opts = UpOptions::new(&args.data_dir);
         opts.listen = args.listen;
@@ -127,6 +128,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    super::private_files(false);
     let read = |p: &PathBuf| -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(p)
             .with_context(|| format!("reading {}", p.display()))?

@@ -116,6 +116,11 @@ fn create_vi(dir: &Path, kind: &str, nodes: usize) -> String {
         .to_owned()
 }
 
+/// The permission bits of `path`.
+fn private_mode(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+}
+
 /// Disks on the simulated hosts `hosts` of `neptune up`.
 fn disks_on(dir: &Path, hosts: &[&str]) -> usize {
     hosts
@@ -247,6 +252,17 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     );
     assert_eq!(disks_on(dir.path(), &["roma-1", "roma-2"]), 4);
     assert!(!saved_dir.exists());
+    // Tenants' data and the database are the service's alone.
+    assert_eq!(private_mode(&dir.path().join("data")), 0o700);
+    assert_eq!(private_mode(&dir.path().join("data/neptune.db")), 0o600);
+    assert_eq!(private_mode(&dir.path().join("data/neptune.db-wal")), 0o600);
+    for host in ["roma-1", "roma-2"] {
+        let disks = dir.path().join("data/hosts").join(host).join("disks");
+        for disk in std::fs::read_dir(disks).unwrap() {
+            let disk = disk.unwrap().path();
+            assert_eq!(private_mode(&disk) & 0o077, 0, "{}", disk.display());
+        }
+    }
 
     ok(&cli(dir.path(), &["vi", "terminate", &id], None));
     assert_eq!(
