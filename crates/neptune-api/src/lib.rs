@@ -197,6 +197,9 @@ pub struct Software {
 pub struct Template {
     pub id: Uuid,
     pub name: String,
+    /// The user who registered or saved it.
+    pub owner: String,
+    pub visibility: Visibility,
     pub format: String,
     pub size_mib: i64,
     pub os_name: String,
@@ -204,6 +207,22 @@ pub struct Template {
     pub ram_mib: i64,
     pub disk_mib: i64,
     pub software: Vec<Software>,
+}
+
+/// Who may use a template: its owner only, or every user. Users' saved
+/// templates are private; only administrators make a template public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Private,
+    Public,
+}
+
+/// Changes a template's visibility (administrators only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetVisibility {
+    pub visibility: Visibility,
 }
 
 /// Registers an image file of the Manager's image repository as a template.
@@ -220,6 +239,8 @@ pub struct CreateTemplate {
     pub disk_mib: Option<i64>,
     #[serde(default)]
     pub software: Vec<Software>,
+    /// Default `public`.
+    pub visibility: Option<Visibility>,
 }
 
 /// Saves a VM of a running VI as a new template (its disk copied into the

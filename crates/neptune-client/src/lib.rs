@@ -158,6 +158,19 @@ impl Client {
         self.call(Method::POST, "/templates", Some(req)).await
     }
 
+    pub async fn set_template_visibility(
+        &self,
+        id: Uuid,
+        visibility: api::Visibility,
+    ) -> Result<api::Template, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/templates/{id}/visibility"),
+            Some(&api::SetVisibility { visibility }),
+        )
+        .await
+    }
+
     pub async fn vis(&self) -> Result<Vec<api::Vi>, ClientError> {
         self.call::<(), _>(Method::GET, "/vis", None).await
     }

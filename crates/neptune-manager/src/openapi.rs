@@ -14,7 +14,7 @@ use crate::http;
         http::health, http::openapi_json,
         http::login, http::logout, http::create_api_token, http::me, http::list_users, http::create_user,
         http::list_datacenters, http::create_datacenter, http::list_hosts, http::register_host,
-        http::list_templates, http::create_template, http::catalogue, http::address_pools, http::reconcile,
+        http::list_templates, http::create_template, http::set_template_visibility, http::catalogue, http::address_pools, http::reconcile,
         http::create_vi, http::list_vis, http::show_vi, http::edit_vi,
         http::request_vi, http::withdraw_vi, http::revise_vi, http::plan_vi, http::accept_vi, http::reject_vi,
         http::suspend_vi, http::resume_vi, http::save_template, http::terminate_vi,

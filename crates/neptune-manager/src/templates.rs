@@ -85,10 +85,13 @@ pub enum RegisterError {
 /// another one of the same name is not). The image's virtual size raises
 /// the disk size when it is larger.
 pub async fn register(store: &dyn Store, t: &NewTemplate) -> Result<TemplateRecord, RegisterError> {
-    match store.template_by_name(&t.name).await {
+    match store.template_for(t.owner_id, &t.name).await {
         Ok(existing) if existing.id == t.id => return Ok(existing),
-        Ok(_) => return Err(RegisterError::Taken(t.name.clone())),
-        Err(StoreError::NotFound { .. }) => {}
+        Ok(existing) if existing.owner_id == Some(t.owner_id) => {
+            return Err(RegisterError::Taken(t.name.clone()))
+        }
+        // Not found, or a public template the owner's private one shadows.
+        Ok(_) | Err(StoreError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     let info = inspect(Path::new(&t.image_path))
@@ -102,6 +105,8 @@ pub async fn register(store: &dyn Store, t: &NewTemplate) -> Result<TemplateReco
         id: t.id,
         name: t.name.clone(),
         owner_id: Some(t.owner_id),
+        // A saved VM is its owner's until an administrator publishes it.
+        visibility: neptune_store::Visibility::Private,
         image_path: t.image_path.clone(),
         format: info.format,
         size_mib,
@@ -115,7 +120,7 @@ pub async fn register(store: &dyn Store, t: &NewTemplate) -> Result<TemplateReco
     match store.create_template(&record).await {
         Ok(()) => Ok(record),
         // Registered meanwhile (by this job, elsewhere, before a crash).
-        Err(StoreError::Duplicate { .. }) => match store.template_by_name(&t.name).await {
+        Err(StoreError::Duplicate { .. }) => match store.template_for(t.owner_id, &t.name).await {
             Ok(existing) if existing.id == t.id => Ok(existing),
             _ => Err(RegisterError::Taken(t.name.clone())),
         },

@@ -238,7 +238,7 @@ pub async fn start(
 
     // A default template so that catalogue designs deploy at once.
     let default = neptune_topology::catalogue::DEFAULT_TEMPLATE;
-    if let Err(StoreError::NotFound { .. }) = state.store.template_by_name(default).await {
+    if let Err(StoreError::NotFound { .. }) = state.store.template_for(admin.id, default).await {
         let image = dir.join("images").join(format!("{default}.qcow2"));
         if !image.exists() {
             let status = tokio::process::Command::new("qemu-img")
@@ -262,6 +262,7 @@ pub async fn start(
             ram_mib: Some(512),
             disk_mib: Some(4096),
             software: Vec::new(),
+            visibility: None,
         };
         crate::http::register_template(&state, admin.id, req)
             .await

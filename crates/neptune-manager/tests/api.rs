@@ -2117,16 +2117,32 @@ async fn vm_saved_as_template(m: &TestManager) {
         )
         .await;
     assert_eq!(v["state"], "running", "the VI's state is left alone");
-    let (_, list) = m
-        .call(Method::GET, "/api/v1/templates", Some(&p.bob), None)
-        .await;
-    let golden = list
-        .as_array()
-        .unwrap()
+    let templates_of = |token: String| async move {
+        let (_, list) = m
+            .call(Method::GET, "/api/v1/templates", Some(&token), None)
+            .await;
+        list.as_array().unwrap().clone()
+    };
+    // The saved template is Alice's alone until an administrator publishes it.
+    let listed = templates_of(p.alice.clone()).await;
+    let golden = listed
         .iter()
         .find(|t| t["name"] == "golden")
-        .unwrap_or_else(|| panic!("no template golden: {list}"));
+        .unwrap_or_else(|| panic!("no template golden: {listed:?}"))
+        .clone();
     assert_eq!(golden["disk_mib"], 4096, "the node's disk size: {golden}");
+    assert_eq!(
+        (golden["owner"].as_str(), golden["visibility"].as_str()),
+        (Some("alice"), Some("private"))
+    );
+    assert!(!templates_of(p.bob.clone())
+        .await
+        .iter()
+        .any(|t| t["name"] == "golden"));
+    assert!(templates_of(p.admin.clone())
+        .await
+        .iter()
+        .any(|t| t["name"] == "golden"));
     // The image is a copy of the VM's disk in the repository.
     let image = m.dir.path().join("images/saved-templates").join(format!(
         "{}.img",
@@ -2163,12 +2179,79 @@ async fn vm_saved_as_template(m: &TestManager) {
         assert_eq!(s, want, "{v}");
     }
 
-    // A new VI made from the saved template deploys.
+    // Bob cannot deploy from Alice's private template...
     let xml = r#"<topology id="from-golden"><nodes><node id="solo"><ram dimension="512"/><hd dimension="4"/><software_configuration template="golden"/></node></nodes></topology>"#;
     let vi = m.create_vi(&p.bob, json!({"xml": xml})).await;
     let bob_vi = vi["id"].as_str().unwrap().to_owned();
     m.post(&p.bob, &format!("/api/v1/vis/{bob_vi}/request"), None)
         .await;
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{bob_vi}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("neither the VI owner's nor public"),
+        "{v}"
+    );
+    // ... nor make it public; an administrator can.
+    let golden_id = golden["id"].as_str().unwrap();
+    let visibility = format!("/api/v1/templates/{golden_id}/visibility");
+    let (s, _) = m
+        .post(&p.alice, &visibility, Some(json!({"visibility": "public"})))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, t) = m
+        .post(&p.admin, &visibility, Some(json!({"visibility": "public"})))
+        .await;
+    assert_eq!(
+        (s, t["visibility"].as_str()),
+        (StatusCode::OK, Some("public")),
+        "{t}"
+    );
+    assert!(templates_of(p.bob.clone())
+        .await
+        .iter()
+        .any(|t| t["name"] == "golden"));
+    // Names are per owner: Alice may call her own template "debian-12" (it
+    // shadows the public one for her alone), but two public templates
+    // never share a name.
+    let (s, job) = m
+        .post(
+            &p.alice,
+            &path,
+            Some(json!({"node": "node1", "name": "debian-12"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let mine = loop {
+        let listed = templates_of(p.alice.clone()).await;
+        if let Some(t) = listed
+            .iter()
+            .find(|t| t["name"] == "debian-12" && t["owner"] == "alice")
+        {
+            break t.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let bobs = templates_of(p.bob.clone()).await;
+    let debian: Vec<_> = bobs.iter().filter(|t| t["name"] == "debian-12").collect();
+    assert_eq!(debian.len(), 1, "{bobs:?}");
+    assert_eq!(debian[0]["visibility"], "public");
+    let (s, v) = m
+        .post(
+            &p.admin,
+            &format!(
+                "/api/v1/templates/{}/visibility",
+                mine["id"].as_str().unwrap()
+            ),
+            Some(json!({"visibility": "public"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // Now Bob's VI made from the published template deploys.
     let (s, v) = m
         .post(&p.admin, &format!("/api/v1/vis/{bob_vi}/accept"), None)
         .await;

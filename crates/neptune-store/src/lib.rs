@@ -96,7 +96,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Templates.
     async fn create_template(&self, t: &TemplateRecord) -> Result<()>;
     async fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
-    async fn template_by_name(&self, name: &str) -> Result<TemplateRecord>;
+    /// The template `name` as `owner` sees it: their own of that name, or
+    /// else the public one.
+    async fn template_for(&self, owner: Uuid, name: &str) -> Result<TemplateRecord>;
+    async fn template(&self, id: Uuid) -> Result<TemplateRecord>;
+    /// Makes a template private or public; a public template's name must be
+    /// unique among public templates ([`StoreError::Duplicate`]).
+    async fn set_template_visibility(
+        &self,
+        id: Uuid,
+        visibility: Visibility,
+    ) -> Result<TemplateRecord>;
 
     // Virtual Infrastructures.
     /// Stores a new VI within its owner's design quota ([`Quota::designs`],

@@ -28,6 +28,32 @@ impl Role {
     }
 }
 
+/// Who may use a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Visibility {
+    /// Its owner only.
+    Private,
+    /// Every user (made so by an administrator).
+    Public,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Public => "public",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Visibility> {
+        match s {
+            "private" => Some(Visibility::Private),
+            "public" => Some(Visibility::Public),
+            _ => None,
+        }
+    }
+}
+
 /// What one user may hold at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
@@ -238,8 +264,10 @@ pub struct JobRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TemplateRecord {
     pub id: Uuid,
+    /// Unique per owner, and among public templates.
     pub name: String,
     pub owner_id: Option<Uuid>,
+    pub visibility: Visibility,
     pub image_path: String,
     /// The image format qemu-img reported (`qcow2`, `raw`).
     pub format: String,

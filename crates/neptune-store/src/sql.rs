@@ -58,7 +58,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 6] = match backend {
+    let files: [(i64, &'static str, &'static str); 7] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -89,6 +89,11 @@ fn migrator(backend: Backend) -> Migrator {
                 6,
                 "design quota",
                 include_str!("../migrations/sqlite/0006_design_quota.sql"),
+            ),
+            (
+                7,
+                "template owners",
+                include_str!("../migrations/sqlite/0007_template_owners.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -121,6 +126,11 @@ fn migrator(backend: Backend) -> Migrator {
                 6,
                 "design quota",
                 include_str!("../migrations/postgres/0006_design_quota.sql"),
+            ),
+            (
+                7,
+                "template owners",
+                include_str!("../migrations/postgres/0007_template_owners.sql"),
             ),
         ],
     };
@@ -398,6 +408,11 @@ fn template_row(row: &AnyRow) -> Result<TemplateRecord> {
         id: uuid(row, "id")?,
         name: get(row, "name")?,
         owner_id: opt_uuid(row, "owner_id")?,
+        visibility: {
+            let v: String = get(row, "visibility")?;
+            Visibility::parse(&v)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown template visibility {v:?}")))?
+        },
         image_path: get(row, "image_path")?,
         format: get(row, "format")?,
         size_mib: get(row, "size_mib")?,
@@ -740,12 +755,14 @@ impl Store for SqlStore {
 
     async fn create_template(&self, t: &TemplateRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO templates (id, name, owner_id, image_path, format, size_mib, os_name, vcpus, ram_mib, \
-             disk_mib, software, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO templates (id, name, owner_id, visibility, image_path, format, size_mib, os_name, \
+             vcpus, ram_mib, disk_mib, software, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(t.id.to_string())
         .bind(&t.name)
         .bind(t.owner_id.map(|u| u.to_string()))
+        .bind(t.visibility.as_str())
         .bind(&t.image_path)
         .bind(&t.format)
         .bind(t.size_mib)
@@ -769,13 +786,44 @@ impl Store for SqlStore {
         rows.iter().map(template_row).collect()
     }
 
-    async fn template_by_name(&self, name: &str) -> Result<TemplateRecord> {
-        let row = sqlx::query("SELECT * FROM templates WHERE name = $1")
-            .bind(name)
+    async fn template_for(&self, owner: Uuid, name: &str) -> Result<TemplateRecord> {
+        // The owner's own template of that name first, then the public one.
+        let row = sqlx::query(
+            "SELECT * FROM templates WHERE name = $1 AND (owner_id = $2 OR visibility = 'public') \
+             ORDER BY CASE WHEN owner_id = $2 THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(name)
+        .bind(owner.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(read_err("template"))?;
+        template_row(&row)
+    }
+
+    async fn template(&self, id: Uuid) -> Result<TemplateRecord> {
+        let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
+            .bind(id.to_string())
             .fetch_one(&self.pool)
             .await
             .map_err(read_err("template"))?;
         template_row(&row)
+    }
+
+    async fn set_template_visibility(
+        &self,
+        id: Uuid,
+        visibility: Visibility,
+    ) -> Result<TemplateRecord> {
+        let row = sqlx::query("UPDATE templates SET visibility = $1 WHERE id = $2 RETURNING *")
+            .bind(visibility.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(write_err("public template of that name"))?;
+        match row {
+            Some(row) => template_row(&row),
+            None => Err(StoreError::NotFound { what: "template" }),
+        }
     }
 
     async fn create_vi(&self, vi: &ViRecord) -> Result<()> {

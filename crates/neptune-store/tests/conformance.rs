@@ -209,6 +209,7 @@ async fn templates(s: &dyn Store) {
         id: Uuid::new_v4(),
         name: "debian-12".into(),
         owner_id: None,
+        visibility: Visibility::Public,
         image_path: "/var/lib/neptune/images/debian-12.qcow2".into(),
         format: "qcow2".into(),
         size_mib: 2048,
@@ -224,8 +225,57 @@ async fn templates(s: &dyn Store) {
         s.create_template(&t).await,
         Err(StoreError::Duplicate { .. })
     ));
-    assert_eq!(s.template_by_name("debian-12").await.unwrap(), t);
-    assert_eq!(s.list_templates().await.unwrap(), vec![t]);
+    let (ann, ben) = (user("ann", Role::User), user("ben", Role::User));
+    s.create_user(&ann).await.unwrap();
+    s.create_user(&ben).await.unwrap();
+    assert_eq!(s.template_for(ann.id, "debian-12").await.unwrap(), t);
+    assert_eq!(s.template(t.id).await.unwrap(), t);
+    // Ann's own "debian-12" is hers alone and comes first for her.
+    let mine = TemplateRecord {
+        id: Uuid::new_v4(),
+        owner_id: Some(ann.id),
+        visibility: Visibility::Private,
+        ..t.clone()
+    };
+    s.create_template(&mine).await.unwrap();
+    assert_eq!(s.template_for(ann.id, "debian-12").await.unwrap(), mine);
+    assert_eq!(s.template_for(ben.id, "debian-12").await.unwrap(), t);
+    // Names are unique per owner...
+    assert!(matches!(
+        s.create_template(&TemplateRecord {
+            id: Uuid::new_v4(),
+            ..mine.clone()
+        })
+        .await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    // ... and among public templates.
+    assert!(matches!(
+        s.set_template_visibility(mine.id, Visibility::Public).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    let other = TemplateRecord {
+        id: Uuid::new_v4(),
+        name: "tools".into(),
+        ..mine.clone()
+    };
+    s.create_template(&other).await.unwrap();
+    assert!(matches!(
+        s.template_for(ben.id, "tools").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let public = s
+        .set_template_visibility(other.id, Visibility::Public)
+        .await
+        .unwrap();
+    assert_eq!(public.visibility, Visibility::Public);
+    assert_eq!(s.template_for(ben.id, "tools").await.unwrap(), public);
+    assert_eq!(s.list_templates().await.unwrap().len(), 3);
+    assert!(matches!(
+        s.set_template_visibility(Uuid::new_v4(), Visibility::Public)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 async fn vi_lifecycle(s: &dyn Store) {

@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
-use neptune_store::{DatacenterRecord, HostRecord, HostState, HostUsage, TemplateRecord};
+use neptune_store::{
+    DatacenterRecord, HostRecord, HostState, HostUsage, TemplateRecord, Visibility,
+};
 use neptune_topology::catalogue::Kind;
 use uuid::Uuid;
 
@@ -131,26 +133,35 @@ pub(crate) async fn register_host(
     Ok(Json(host_out(&host, &dc.name)))
 }
 
-/// The template repository.
+/// The templates the caller may use: public ones and their own (an
+/// administrator: all), each with its owner and visibility.
 #[utoipa::path(get, path = "/api/v1/templates", security(("bearer" = [])),
     responses((status = 200, body = Vec<api::Template>), (status = 401, body = api::ErrorBody)))]
 pub(crate) async fn list_templates(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<api::Template>>> {
+    let templates: Vec<TemplateRecord> = state
+        .store
+        .list_templates()
+        .await?
+        .into_iter()
+        .filter(|t| {
+            caller.is_admin()
+                || t.visibility == Visibility::Public
+                || t.owner_id == Some(caller.user.id)
+        })
+        .collect();
+    let owners =
+        super::vis::user_names(&state, templates.iter().filter_map(|t| t.owner_id)).await?;
     Ok(Json(
-        state
-            .store
-            .list_templates()
-            .await?
-            .iter()
-            .map(template_out)
-            .collect(),
+        templates.iter().map(|t| template_out(t, &owners)).collect(),
     ))
 }
 
 /// Registers an image of the image repository as a template
-/// (administrators only). `qemu-img` reads its format and size.
+/// (administrators only; public unless `visibility` says otherwise).
+/// `qemu-img` reads its format and size.
 #[utoipa::path(post, path = "/api/v1/templates", request_body = api::CreateTemplate, security(("bearer" = [])),
     responses((status = 201, body = api::Template), (status = 403, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
@@ -161,7 +172,36 @@ pub(crate) async fn create_template(
 ) -> ApiResult<(StatusCode, Json<api::Template>)> {
     caller.require_admin()?;
     let t = register_template(&state, caller.user.id, req).await?;
-    Ok((StatusCode::CREATED, Json(template_out(&t))))
+    let owners = super::vis::user_names(&state, [caller.user.id].into_iter()).await?;
+    Ok((StatusCode::CREATED, Json(template_out(&t, &owners))))
+}
+
+/// Makes a template public (every user may deploy from it) or private
+/// (its owner's alone). Administrators only; a public template's name must
+/// be unique among public templates.
+#[utoipa::path(post, path = "/api/v1/templates/{id}/visibility", params(("id" = Uuid, Path)),
+    request_body = api::SetVisibility, security(("bearer" = [])),
+    responses((status = 200, body = api::Template), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn set_template_visibility(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<Uuid>,
+    Json(req): Json<api::SetVisibility>,
+) -> ApiResult<Json<api::Template>> {
+    caller.require_admin()?;
+    let t = state
+        .store
+        .set_template_visibility(id, super::visibility_in(req.visibility))
+        .await
+        .map_err(|e| match e {
+            neptune_store::StoreError::Duplicate { .. } => ApiError::Conflict(
+                "a public template of that name exists; rename one first".to_owned(),
+            ),
+            other => other.into(),
+        })?;
+    let owners = super::vis::user_names(&state, t.owner_id.into_iter()).await?;
+    Ok(Json(template_out(&t, &owners)))
 }
 
 /// Registers an image of the repository as a template owned by `owner`.
@@ -192,6 +232,7 @@ pub(crate) async fn register_template(
         id: Uuid::new_v4(),
         name: req.name,
         owner_id: Some(owner),
+        visibility: super::visibility_in(req.visibility.unwrap_or(api::Visibility::Public)),
         image_path: path.to_string_lossy().into_owned(),
         format: info.format,
         size_mib,

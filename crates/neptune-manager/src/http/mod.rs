@@ -15,7 +15,7 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use neptune_api as api;
 use neptune_store::{
-    DatacenterRecord, HostRecord, HostState, Quota, Role, TemplateRecord, UserRecord,
+    DatacenterRecord, HostRecord, HostState, Quota, Role, TemplateRecord, UserRecord, Visibility,
 };
 
 use crate::AppState;
@@ -49,6 +49,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/hosts", get(list_hosts).post(register_host))
         .route("/templates", get(list_templates).post(create_template))
+        .route("/templates/{id}/visibility", post(set_template_visibility))
         .route("/catalogue", get(catalogue))
         .route("/address-pools", get(address_pools))
         .route("/reconcile", post(reconcile))
@@ -88,6 +89,20 @@ pub(crate) async fn health() -> Json<api::Health> {
 #[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")))]
 pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi())
+}
+
+pub(crate) fn visibility_out(v: Visibility) -> api::Visibility {
+    match v {
+        Visibility::Private => api::Visibility::Private,
+        Visibility::Public => api::Visibility::Public,
+    }
+}
+
+pub(crate) fn visibility_in(v: api::Visibility) -> Visibility {
+    match v {
+        api::Visibility::Private => Visibility::Private,
+        api::Visibility::Public => Visibility::Public,
+    }
 }
 
 pub(crate) fn role(r: Role) -> api::Role {
@@ -149,10 +164,18 @@ pub(crate) fn host_out(h: &HostRecord, datacenter: &str) -> api::Host {
     }
 }
 
-pub(crate) fn template_out(t: &TemplateRecord) -> api::Template {
+pub(crate) fn template_out(
+    t: &TemplateRecord,
+    users: &std::collections::HashMap<uuid::Uuid, String>,
+) -> api::Template {
     api::Template {
         id: t.id,
         name: t.name.clone(),
+        owner: t
+            .owner_id
+            .and_then(|o| users.get(&o).cloned())
+            .unwrap_or_default(),
+        visibility: visibility_out(t.visibility),
         format: t.format.clone(),
         size_mib: t.size_mib,
         os_name: t.os_name.clone(),

@@ -249,14 +249,15 @@ pub(crate) async fn save_template(
             vi.state
         )));
     }
-    match state.store.template_by_name(&req.name).await {
-        Ok(_) => {
+    // Names are the caller's own: theirs may shadow a public template.
+    match state.store.template_for(caller.user.id, &req.name).await {
+        Ok(t) if t.owner_id == Some(caller.user.id) => {
             return Err(ApiError::Conflict(format!(
                 "template {:?} already exists",
                 req.name
             )))
         }
-        Err(StoreError::NotFound { .. }) => {}
+        Ok(_) | Err(StoreError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     let topo = super::vis::design_of(&vi)?;
@@ -279,7 +280,7 @@ pub(crate) async fn save_template(
     };
     let os_name = match req.os_name {
         Some(os) => os,
-        None => match state.store.template_by_name(source).await {
+        None => match state.store.template_for(vi.owner_id, source).await {
             Ok(t) => t.os_name,
             Err(StoreError::NotFound { .. }) => String::new(),
             Err(e) => return Err(e.into()),

@@ -124,7 +124,10 @@ pub(crate) fn summary(topo: &Topology) -> api::ViSummary {
 type Names = Arc<HashMap<Uuid, String>>;
 
 /// Names of the users `ids`; the store is read only when one is new here.
-async fn user_names(state: &AppState, ids: impl Iterator<Item = Uuid>) -> ApiResult<Names> {
+pub(super) async fn user_names(
+    state: &AppState,
+    ids: impl Iterator<Item = Uuid>,
+) -> ApiResult<Names> {
     if let Some(names) = state.views.users.covering(ids) {
         return Ok(names);
     }
@@ -648,6 +651,7 @@ pub(super) async fn wiring(
 async fn deploy_steps(
     state: &AppState,
     vi: Uuid,
+    owner: Uuid,
     topo: &Topology,
     vms: &[VmRecord],
     wiring: &Wiring,
@@ -665,11 +669,11 @@ async fn deploy_steps(
         } else {
             node.software.template.as_str()
         };
-        let template = match state.store.template_by_name(name).await {
+        let template = match state.store.template_for(owner, name).await {
             Ok(t) => t,
             Err(StoreError::NotFound { .. }) => {
                 return Err(ApiError::Conflict(format!(
-                    "node {} uses template {name:?}, which is not in the template repository",
+                    "node {} uses template {name:?}, which is neither the VI owner's nor public",
                     node.id
                 )))
             }
@@ -746,7 +750,7 @@ pub(crate) async fn plan_vi(
     let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
     let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
     let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
-    deploy_steps(&state, vi.id, &topo, &plan.records, &wiring).await?;
+    deploy_steps(&state, vi.id, vi.owner_id, &topo, &plan.records, &wiring).await?;
     Ok(Json(api::Plan {
         addresses: crate::plan::address_view(&addresses),
         ..plan.view
@@ -786,7 +790,7 @@ pub(crate) async fn accept_vi(
         require_admissible(&plan)?;
         let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
         let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
-        let steps = deploy_steps(&state, vi.id, &topo, &plan.records, &wiring).await?;
+        let steps = deploy_steps(&state, vi.id, vi.owner_id, &topo, &plan.records, &wiring).await?;
         let reservation = Reservation {
             vms: plan.records,
             addresses: crate::plan::address_rows(&addresses),

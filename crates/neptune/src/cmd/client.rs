@@ -125,7 +125,8 @@ pub(crate) enum TemplateCommand {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Register an image of the Manager's image repository (administrators).
+    /// Register an image of the Manager's image repository (administrators;
+    /// public unless --private).
     Create {
         name: String,
         /// Path of the image inside the repository.
@@ -133,6 +134,19 @@ pub(crate) enum TemplateCommand {
         image: String,
         #[arg(long, default_value = "")]
         os: String,
+        /// Only its owner (the administrator) may use it.
+        #[arg(long)]
+        private: bool,
+    },
+    /// Make a template every user's (administrators).
+    Publish {
+        /// The template's id, or its name when only one template has it.
+        template: String,
+    },
+    /// Make a template its owner's alone (administrators).
+    Unpublish {
+        /// The template's id, or its name when only one template has it.
+        template: String,
     },
     /// Save the VM of a node of a running VI as a new template.
     Save {
@@ -571,6 +585,49 @@ async fn wait_job(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Resul
     }
 }
 
+/// Sets the visibility of the template named by id, or by a name only one
+/// template has.
+async fn set_visibility(
+    client: &neptune_client::Client,
+    template: &str,
+    visibility: api::Visibility,
+) -> anyhow::Result<()> {
+    let id = match Uuid::parse_str(template) {
+        Ok(id) => id,
+        Err(_) => {
+            let named: Vec<api::Template> = client
+                .templates()
+                .await?
+                .into_iter()
+                .filter(|t| t.name == template)
+                .collect();
+            match named.as_slice() {
+                [one] => one.id,
+                [] => anyhow::bail!("no template is named {template:?}"),
+                many => anyhow::bail!(
+                    "{} templates are named {template:?} (owners: {}); give its id",
+                    many.len(),
+                    many.iter()
+                        .map(|t| t.owner.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    };
+    let t = client.set_template_visibility(id, visibility).await?;
+    println!(
+        "template {} ({}) is {}",
+        t.name,
+        t.owner,
+        match t.visibility {
+            api::Visibility::Public => "public",
+            api::Visibility::Private => "private",
+        }
+    );
+    Ok(())
+}
+
 pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
     let client = client()?;
     let rt = runtime()?;
@@ -612,12 +669,25 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
                 }
                 table(
                     &[
-                        "NAME", "FORMAT", "SIZE MIB", "OS", "VCPUS", "RAM MIB", "DISK MIB",
+                        "NAME",
+                        "OWNER",
+                        "VISIBILITY",
+                        "FORMAT",
+                        "SIZE MIB",
+                        "OS",
+                        "VCPUS",
+                        "RAM MIB",
+                        "DISK MIB",
                     ],
                     ts.iter()
                         .map(|t| {
                             vec![
                                 t.name.clone(),
+                                t.owner.clone(),
+                                match t.visibility {
+                                    api::Visibility::Public => "public".to_owned(),
+                                    api::Visibility::Private => "private".to_owned(),
+                                },
                                 t.format.clone(),
                                 t.size_mib.to_string(),
                                 t.os_name.clone(),
@@ -630,7 +700,12 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
                 );
                 Ok(())
             }
-            TemplateCommand::Create { name, image, os } => {
+            TemplateCommand::Create {
+                name,
+                image,
+                os,
+                private,
+            } => {
                 let t = client
                     .create_template(&api::CreateTemplate {
                         name,
@@ -640,6 +715,7 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
                         ram_mib: None,
                         disk_mib: None,
                         software: vec![],
+                        visibility: private.then_some(api::Visibility::Private),
                     })
                     .await?;
                 println!(
@@ -647,6 +723,12 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
                     t.name, t.format, t.size_mib
                 );
                 Ok(())
+            }
+            TemplateCommand::Publish { template } => {
+                set_visibility(&client, &template, api::Visibility::Public).await
+            }
+            TemplateCommand::Unpublish { template } => {
+                set_visibility(&client, &template, api::Visibility::Private).await
             }
             TemplateCommand::Save { .. } => Ok(()),
         }

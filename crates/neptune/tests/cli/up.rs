@@ -220,7 +220,16 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     ));
     assert!(saved.contains("template golden saved"), "{saved}");
     let templates = ok(&cli(dir.path(), &["template", "list"], None));
-    assert!(templates.contains("golden"), "{templates}");
+    let golden = templates
+        .lines()
+        .find(|l| l.starts_with("golden"))
+        .unwrap_or_else(|| panic!("{templates}"));
+    assert!(
+        golden.contains(" admin ") && golden.contains(" private "),
+        "{golden}"
+    );
+    let published = ok(&cli(dir.path(), &["template", "publish", "golden"], None));
+    assert_eq!(published.trim(), "template golden (admin) is public");
     let taken = cli(
         dir.path(),
         &["template", "save", "golden", "--vi", &id, "--node", "head"],
