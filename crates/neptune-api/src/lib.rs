@@ -46,20 +46,70 @@ impl std::fmt::Debug for LoginRequest {
     }
 }
 
-/// A bearer token: send it as `Authorization: Bearer TOKEN`.
+/// A bearer token: send it as `Authorization: Bearer TOKEN`. Shown once.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
+    /// What `GET /api/v1/tokens` lists it by and `DELETE` revokes it by.
+    pub id: Uuid,
     pub token: String,
-    /// Milliseconds since the Unix epoch; absent for API tokens.
+    /// Milliseconds since the Unix epoch.
     pub expires_at: Option<i64>,
     pub user: User,
 }
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// Whatever its user may do.
+    User,
+    /// Register and heartbeat one host (`host`) only: an Agent's token.
+    Agent,
+}
+
+/// A named API token for the CLI, scripts or an Agent.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
-    /// A label to recognise the token by.
+    /// A label to recognise the token by (1 to 100 characters).
     pub name: String,
+    /// Days until it expires: 1 to 365, default 90.
+    pub expires_in_days: Option<u32>,
+    /// Default `user`. `agent` is for administrators, with `host`.
+    pub scope: Option<TokenScope>,
+    /// The host an `agent` token registers: `DATACENTER/HOST`.
+    pub host: Option<String>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: Uuid,
+    pub name: String,
+    /// `session` (from a login) or `api`.
+    pub kind: String,
+    pub scope: TokenScope,
+    /// For an `agent` token: `DATACENTER/HOST`.
+    pub host: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    /// The token this request was made with.
+    pub current: bool,
+}
+
+/// A new password for the caller; every other token of theirs is revoked.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    /// At least 8 characters.
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePassword").finish_non_exhaustive()
+    }
 }
 
 /// What one user may hold at once. `vms`, `vcpus`, `ram_mib` and
@@ -97,6 +147,9 @@ pub struct User {
     pub name: String,
     pub role: Role,
     pub quota: Quota,
+    /// A disabled user can neither log in nor use a token.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize, ToSchema)]

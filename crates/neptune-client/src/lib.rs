@@ -118,15 +118,57 @@ impl Client {
         self.call(Method::POST, "/auth/login", Some(&body)).await
     }
 
+    /// A user-scoped API token of the default lifetime.
     pub async fn create_api_token(&self, name: &str) -> Result<api::TokenResponse, ClientError> {
-        self.call(
-            Method::POST,
-            "/tokens",
-            Some(&api::CreateApiToken {
-                name: name.to_owned(),
-            }),
-        )
+        self.create_token(&api::CreateApiToken {
+            name: name.to_owned(),
+            expires_in_days: None,
+            scope: None,
+            host: None,
+        })
         .await
+    }
+
+    pub async fn create_token(
+        &self,
+        req: &api::CreateApiToken,
+    ) -> Result<api::TokenResponse, ClientError> {
+        self.call(Method::POST, "/tokens", Some(req)).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<api::TokenInfo>, ClientError> {
+        self.call::<(), _>(Method::GET, "/tokens", None).await
+    }
+
+    pub async fn revoke_token(&self, id: Uuid) -> Result<(), ClientError> {
+        self.call::<(), Option<()>>(Method::DELETE, &format!("/tokens/{id}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<(), ClientError> {
+        let body = api::ChangePassword {
+            current_password: current.to_owned(),
+            new_password: new.to_owned(),
+        };
+        self.call::<_, Option<()>>(Method::POST, "/me/password", Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn users(&self) -> Result<Vec<api::User>, ClientError> {
+        self.call::<(), _>(Method::GET, "/users", None).await
+    }
+
+    /// Disables (`true`) or enables a user (administrators).
+    pub async fn set_user_disabled(
+        &self,
+        id: Uuid,
+        disabled: bool,
+    ) -> Result<api::User, ClientError> {
+        let action = if disabled { "disable" } else { "enable" };
+        self.call::<(), _>(Method::POST, &format!("/users/{id}/{action}"), None)
+            .await
     }
 
     pub async fn logout(&self) -> Result<(), ClientError> {

@@ -5,7 +5,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use neptune_store::{Role, UserRecord};
+use neptune_store::{Role, TokenScope, UserRecord};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -107,6 +107,8 @@ fn bearer_token(value: &str) -> Option<&str> {
 pub struct Caller {
     pub user: UserRecord,
     pub token_hash: String,
+    /// What the request's token may do.
+    pub scope: TokenScope,
 }
 
 impl Caller {
@@ -115,7 +117,7 @@ impl Caller {
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
+        if self.is_admin() && self.scope == TokenScope::User {
             Ok(())
         } else {
             Err(ApiError::Forbidden("only administrators may do this"))
@@ -141,10 +143,27 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthenticated)?;
         let hash = token_hash(token);
         match state.store.user_for_token(&hash, now_ms()).await {
-            Ok((_, user)) => Ok(Caller {
-                user,
-                token_hash: hash,
-            }),
+            Ok((token, user)) => {
+                // An Agent's token registers (and heartbeats) its host, and
+                // nothing else: a stolen one cannot act for its user.
+                // The full path: a nested router sees only its own part.
+                let path = parts
+                    .extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or_else(|| parts.uri.path().to_owned(), |o| o.path().to_owned());
+                if matches!(token.scope, TokenScope::Agent { .. })
+                    && !(parts.method == axum::http::Method::POST && path == "/api/v1/hosts")
+                {
+                    return Err(ApiError::Forbidden(
+                        "an agent token only registers its own host",
+                    ));
+                }
+                Ok(Caller {
+                    user,
+                    token_hash: hash,
+                    scope: token.scope,
+                })
+            }
             Err(neptune_store::StoreError::NotFound { .. }) => Err(ApiError::Unauthenticated),
             Err(other) => Err(other.into()),
         }

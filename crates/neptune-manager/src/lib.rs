@@ -142,6 +142,7 @@ impl Manager {
                 role: Role::Admin,
                 quota: Quota::default(),
                 created_at: now_ms(),
+                disabled_at: None,
             };
             match store.create_user(&admin).await {
                 Ok(()) => created_admin = Some((admin.name, password)),
@@ -233,6 +234,9 @@ async fn mark_unreachable(state: AppState) {
         tick.tick().await;
         if let Err(err) = state.store.mark_unreachable(now_ms() - 15_000).await {
             tracing::warn!(error = %err, "marking unreachable hosts");
+        }
+        if let Err(err) = state.store.delete_expired_tokens(now_ms()).await {
+            tracing::warn!(error = %err, "deleting expired tokens");
         }
     }
 }

@@ -20,7 +20,7 @@ use neptune_agent::{AgentConfig, ManagerLink};
 use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
 use neptune_hypervisor::sim::{SimConfig, SimHypervisor};
 use neptune_hypervisor::{Capacity, Hypervisor};
-use neptune_store::{DatacenterRecord, StoreError, TokenKind, TokenRecord};
+use neptune_store::{DatacenterRecord, StoreError, TokenKind, TokenRecord, TokenScope};
 use neptune_types::Secret;
 use uuid::Uuid;
 
@@ -114,8 +114,13 @@ pub struct Up {
     pub admin_name: String,
     /// The first administrator's password (kept in the data directory).
     pub admin_password: Secret,
+    /// Whether this start created it (it is shown only then).
+    pub admin_password_created: bool,
     pub hosts: Vec<String>,
 }
+
+/// The name of the tokens `up` gives its Agents, before the host's name.
+const AGENT_TOKEN_PREFIX: &str = "neptune up agent ";
 
 /// Reads a secret file, or creates it (0600) with `make()`.
 fn secret_file(
@@ -170,6 +175,7 @@ pub async fn start(
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("restricting {}", dir.display()))?;
     }
+    let admin_password_created = !dir.join("admin.password").exists();
     let admin_password = secret_file(&dir.join("admin.password"), auth::generate_password)?;
     let agent_token = secret_file(&dir.join("agent.token"), || Ok(auth::new_token()?.0))?;
 
@@ -184,40 +190,20 @@ pub async fn start(
     let (listener, addr) = Manager::bind(opts.listen).await?;
     let url = format!("http://{addr}");
 
-    // The Agents register with an admin API token of their own.
+    // Each Agent registers with a token of its own, scoped to its host:
+    // minted at every start (the Agents run in this process), the previous
+    // start's revoked.
     let admin = state
         .store
         .user_by_name("admin")
         .await
         .context("the administrator is missing")?;
-    let token_path = dir.join("agents-manager.token");
-    let registration = match std::fs::read_to_string(&token_path).map(|t| t.trim().to_owned()) {
-        Ok(t)
-            if state
-                .store
-                .user_for_token(&auth::token_hash(&t), now_ms())
-                .await
-                .is_ok() =>
-        {
-            Secret::new(t)
+    for stale in state.store.list_tokens(admin.id, now_ms()).await? {
+        if stale.name.starts_with(AGENT_TOKEN_PREFIX) {
+            let _ = state.store.revoke_token(stale.id, None).await;
         }
-        _ => {
-            let (token, hash) = auth::new_token()?;
-            state
-                .store
-                .insert_token(&TokenRecord {
-                    hash,
-                    user_id: admin.id,
-                    kind: TokenKind::Api,
-                    name: "neptune up agents".to_owned(),
-                    created_at: now_ms(),
-                    expires_at: None,
-                })
-                .await?;
-            write_secret(&token_path, &token)?;
-            Secret::new(token)
-        }
-    };
+    }
+    let _ = std::fs::remove_file(dir.join("agents-manager.token"));
 
     for (i, name) in opts.datacenters.iter().enumerate() {
         // Documentation prefixes (RFC 5737) stand in for public pools.
@@ -311,6 +297,24 @@ pub async fn start(
                     Arc::new(hv)
                 }
             };
+            let (token, hash) = auth::new_token()?;
+            let now = now_ms();
+            state
+                .store
+                .insert_token(&TokenRecord {
+                    id: Uuid::new_v4(),
+                    hash,
+                    user_id: admin.id,
+                    kind: TokenKind::Api,
+                    scope: TokenScope::Agent {
+                        host: format!("{dc}/{name}"),
+                    },
+                    name: format!("{AGENT_TOKEN_PREFIX}{name}"),
+                    created_at: now,
+                    expires_at: Some(now + 365 * 86_400_000),
+                })
+                .await?;
+            let registration = Secret::new(token);
             let config = AgentConfig {
                 name: name.clone(),
                 datacenter: dc.clone(),
@@ -347,6 +351,7 @@ pub async fn start(
             url,
             admin_name: admin.name,
             admin_password,
+            admin_password_created,
             hosts,
         },
         server,

@@ -818,7 +818,9 @@ async fn credentials(m: &TestManager) {
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let api_token = v["token"].as_str().unwrap().to_owned();
-    assert_eq!(v["expires_at"], Value::Null);
+    // 90 days unless asked otherwise.
+    let days = (v["expires_at"].as_i64().unwrap() - neptune_manager::now_ms()) / 86_400_000;
+    assert!((89..=90).contains(&days), "{v}");
     let (s, v) = m
         .call(Method::GET, "/api/v1/me", Some(&api_token), None)
         .await;
@@ -2494,6 +2496,7 @@ macro_rules! on_both_stores {
 use hostile::{
     conflicts_name_no_other_tenant, designs_and_sums_are_bounded, logins_are_throttled,
     os_passwords_are_kept_hashed, requests_keep_their_limits_and_shape,
+    tokens_and_accounts_are_managed,
 };
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
@@ -2609,6 +2612,7 @@ on_both_stores!(
     conflicts_name_no_other_tenant,
     logins_are_throttled,
     os_passwords_are_kept_hashed,
+    tokens_and_accounts_are_managed,
 );
 
 #[test]

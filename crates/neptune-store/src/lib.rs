@@ -81,6 +81,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The user a token hash belongs to, if the token exists and has not expired at `now`.
     async fn user_for_token(&self, hash: &str, now: i64) -> Result<(TokenRecord, UserRecord)>;
     async fn delete_token(&self, hash: &str) -> Result<()>;
+    /// A user's tokens that have not expired, oldest first.
+    async fn list_tokens(&self, user: Uuid, now: i64) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token by id; with `user`, only one of theirs.
+    async fn revoke_token(&self, id: Uuid, user: Option<Uuid>) -> Result<()>;
+    /// Revokes every token of `user` but the one whose hash is `except_hash`.
+    async fn revoke_tokens_of(&self, user: Uuid, except_hash: Option<&str>) -> Result<u64>;
+    async fn delete_expired_tokens(&self, now: i64) -> Result<u64>;
+    async fn set_password(&self, user: Uuid, password_hash: &str) -> Result<()>;
+    /// Disables (`Some(when)`; every token of the user is revoked with it)
+    /// or enables (`None`) a user.
+    async fn set_user_disabled(&self, user: Uuid, disabled_at: Option<i64>) -> Result<UserRecord>;
 
     // Datacenters and hosts.
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()>;

@@ -90,6 +90,8 @@ pub struct UserRecord {
     pub role: Role,
     pub quota: Quota,
     pub created_at: i64,
+    /// When an administrator disabled the user: no login, no token.
+    pub disabled_at: Option<i64>,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -120,12 +122,24 @@ impl TokenKind {
     }
 }
 
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenScope {
+    /// Whatever its user may do.
+    User,
+    /// Register and heartbeat one host only: `DATACENTER/HOST`.
+    Agent { host: String },
+}
+
 /// A credential. Only the SHA-256 of the token is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
+    /// What lists and revocations name it by.
+    pub id: Uuid,
     pub hash: String,
     pub user_id: Uuid,
     pub kind: TokenKind,
+    pub scope: TokenScope,
     pub name: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,

@@ -58,7 +58,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 7] = match backend {
+    let files: [(i64, &'static str, &'static str); 8] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -94,6 +94,11 @@ fn migrator(backend: Backend) -> Migrator {
                 7,
                 "template owners",
                 include_str!("../migrations/sqlite/0007_template_owners.sql"),
+            ),
+            (
+                8,
+                "token scopes",
+                include_str!("../migrations/sqlite/0008_token_scopes.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -131,6 +136,11 @@ fn migrator(backend: Backend) -> Migrator {
                 7,
                 "template owners",
                 include_str!("../migrations/postgres/0007_template_owners.sql"),
+            ),
+            (
+                8,
+                "token scopes",
+                include_str!("../migrations/postgres/0008_token_scopes.sql"),
             ),
         ],
     };
@@ -340,18 +350,31 @@ fn user_row(row: &AnyRow) -> Result<UserRecord> {
             design_mib: get(row, "quota_design_mib")?,
         },
         created_at: get(row, "created_at")?,
+        disabled_at: get(row, "disabled_at")?,
     })
 }
 
 fn token_row(row: &AnyRow) -> Result<TokenRecord> {
     let kind: String = get(row, "kind")?;
+    let scope: String = get(row, "scope")?;
+    let host: Option<String> = get(row, "host")?;
     Ok(TokenRecord {
+        id: uuid(row, "token_id")?,
         hash: get(row, "hash")?,
         user_id: uuid(row, "user_id")?,
         kind: if kind == "api" {
             TokenKind::Api
         } else {
             TokenKind::Session
+        },
+        scope: match (scope.as_str(), host) {
+            ("user", _) => TokenScope::User,
+            ("agent", Some(host)) => TokenScope::Agent { host },
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "token scope {scope:?} without its host"
+                )))
+            }
         },
         name: get(row, "token_name")?,
         created_at: get(row, "token_created_at")?,
@@ -557,6 +580,10 @@ fn design_bytes(owner: &str, except: Option<&str>) -> String {
     )
 }
 
+/// A token's columns, named apart from a user's that a join also reads.
+const TOKEN_COLUMNS: &str = "t.id AS token_id, t.hash, t.user_id, t.kind, t.scope, t.host, \
+     t.name AS token_name, t.created_at AS token_created_at, t.expires_at";
+
 const VI_COLUMNS: &str =
     "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, \
      version, created_at, updated_at, address_plan";
@@ -625,12 +652,20 @@ impl Store for SqlStore {
     }
 
     async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
+        let (scope, host) = match &t.scope {
+            TokenScope::User => ("user", None),
+            TokenScope::Agent { host } => ("agent", Some(host.as_str())),
+        };
         sqlx::query(
-            "INSERT INTO tokens (hash, user_id, kind, name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO tokens (id, hash, user_id, kind, scope, host, name, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
+        .bind(t.id.to_string())
         .bind(&t.hash)
         .bind(t.user_id.to_string())
         .bind(t.kind.as_str())
+        .bind(scope)
+        .bind(host)
         .bind(&t.name)
         .bind(t.created_at)
         .bind(t.expires_at)
@@ -641,11 +676,11 @@ impl Store for SqlStore {
     }
 
     async fn user_for_token(&self, hash: &str, now: i64) -> Result<(TokenRecord, UserRecord)> {
-        let row = sqlx::query(
-            "SELECT u.*, t.hash, t.user_id, t.kind, t.name AS token_name, t.created_at AS token_created_at, \
-             t.expires_at FROM tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT u.*, {TOKEN_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
+               AND u.disabled_at IS NULL"
+        ))
         .bind(hash)
         .bind(now)
         .fetch_one(&self.pool)
@@ -661,6 +696,98 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::Database)?;
         Ok(())
+    }
+
+    async fn list_tokens(&self, user: Uuid, now: i64) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens t \
+             WHERE t.user_id = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
+             ORDER BY t.created_at, t.id"
+        ))
+        .bind(user.to_string())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn revoke_token(&self, id: Uuid, user: Option<Uuid>) -> Result<()> {
+        let done = match user {
+            Some(u) => {
+                sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
+                    .bind(id.to_string())
+                    .bind(u.to_string())
+                    .execute(&self.pool)
+                    .await
+            }
+            None => {
+                sqlx::query("DELETE FROM tokens WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+            }
+        }
+        .map_err(StoreError::Database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "token" });
+        }
+        Ok(())
+    }
+
+    async fn revoke_tokens_of(&self, user: Uuid, except_hash: Option<&str>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND hash <> $2")
+            .bind(user.to_string())
+            .bind(except_hash.unwrap_or(""))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_expired_tokens(&self, now: i64) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_password(&self, user: Uuid, password_hash: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "user" });
+        }
+        Ok(())
+    }
+
+    async fn set_user_disabled(&self, user: Uuid, disabled_at: Option<i64>) -> Result<UserRecord> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        let row = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2 RETURNING *")
+            .bind(disabled_at)
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?
+            .ok_or(StoreError::NotFound { what: "user" })?;
+        if disabled_at.is_some() {
+            // A disabled user keeps no way in.
+            sqlx::query("DELETE FROM tokens WHERE user_id = $1")
+                .bind(user.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+        }
+        let record = user_row(&row)?;
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(record)
     }
 
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {

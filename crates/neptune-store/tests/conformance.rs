@@ -54,6 +54,7 @@ fn user(name: &str, role: Role) -> UserRecord {
         role,
         quota: Quota::default(),
         created_at: 1,
+        disabled_at: None,
     }
 }
 
@@ -100,9 +101,11 @@ async fn users_and_tokens(s: &dyn Store) {
     );
 
     let token = TokenRecord {
+        id: Uuid::new_v4(),
         hash: "h1".into(),
         user_id: alice.id,
         kind: TokenKind::Session,
+        scope: TokenScope::User,
         name: "login".into(),
         created_at: 100,
         expires_at: Some(200),
@@ -122,10 +125,11 @@ async fn users_and_tokens(s: &dyn Store) {
         "expired"
     );
     let api = TokenRecord {
+        id: Uuid::new_v4(),
         hash: "h2".into(),
         kind: TokenKind::Api,
         expires_at: None,
-        ..token
+        ..token.clone()
     };
     s.insert_token(&api).await.unwrap();
     assert_eq!(
@@ -134,6 +138,70 @@ async fn users_and_tokens(s: &dyn Store) {
     );
     s.delete_token("h2").await.unwrap();
     assert!(s.user_for_token("h2", 0).await.is_err());
+
+    // Listed (unexpired only), revoked by id, by owner only when asked so.
+    let agent = TokenRecord {
+        id: Uuid::new_v4(),
+        hash: "h3".into(),
+        kind: TokenKind::Api,
+        scope: TokenScope::Agent {
+            host: "napoli/h1".into(),
+        },
+        created_at: 101,
+        expires_at: Some(1000),
+        ..token.clone()
+    };
+    s.insert_token(&agent).await.unwrap();
+    assert_eq!(
+        s.list_tokens(alice.id, 150).await.unwrap(),
+        vec![token.clone(), agent.clone()]
+    );
+    assert_eq!(
+        s.list_tokens(alice.id, 500).await.unwrap(),
+        vec![agent.clone()]
+    );
+    assert_eq!(
+        s.user_for_token("h3", 500).await.unwrap().0.scope,
+        agent.scope
+    );
+    let root = s.user_by_name("root").await.unwrap();
+    assert!(matches!(
+        s.revoke_token(agent.id, Some(root.id)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.revoke_token(agent.id, Some(alice.id)).await.unwrap();
+    assert!(matches!(
+        s.revoke_token(agent.id, None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Expired tokens go; every token but one can be revoked at once.
+    assert_eq!(s.delete_expired_tokens(300).await.unwrap(), 1);
+    for (n, hash) in ["k1", "k2", "k3"].into_iter().enumerate() {
+        s.insert_token(&TokenRecord {
+            id: Uuid::new_v4(),
+            hash: hash.into(),
+            expires_at: None,
+            created_at: 100 + n as i64,
+            ..token.clone()
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(s.revoke_tokens_of(alice.id, Some("k2")).await.unwrap(), 2);
+    assert!(s.user_for_token("k2", 0).await.is_ok());
+    assert!(s.user_for_token("k1", 0).await.is_err());
+    // A new password; a disabled user has no token left and none works.
+    s.set_password(alice.id, "$argon2id$new").await.unwrap();
+    assert_eq!(
+        s.user(alice.id).await.unwrap().password_hash,
+        "$argon2id$new"
+    );
+    let disabled = s.set_user_disabled(alice.id, Some(7)).await.unwrap();
+    assert_eq!(disabled.disabled_at, Some(7));
+    assert!(s.user_for_token("k2", 0).await.is_err());
+    assert!(s.list_tokens(alice.id, 0).await.unwrap().is_empty());
+    let enabled = s.set_user_disabled(alice.id, None).await.unwrap();
+    assert_eq!(enabled.disabled_at, None);
 }
 
 async fn datacenters_and_hosts(s: &dyn Store) {

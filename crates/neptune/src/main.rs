@@ -27,6 +27,16 @@ enum Command {
     Manager(cmd::up::ManagerArgs),
     /// Log in to a Manager; stores an API token for the other commands.
     Login(cmd::client::LoginArgs),
+    /// Revoke the stored API token and forget it.
+    Logout,
+    /// Change your password (your other tokens are revoked).
+    Password(cmd::client::PasswordArgs),
+    /// Your API tokens: list, create (also an Agent's), revoke.
+    #[command(subcommand)]
+    Token(cmd::client::TokenCommand),
+    /// Users (administrators): list, disable, enable.
+    #[command(subcommand)]
+    User(cmd::client::UserCommand),
     /// Virtual Infrastructures: create, request, plan, accept, wait, terminate.
     #[command(subcommand)]
     Vi(cmd::client::ViCommand),
@@ -59,6 +69,10 @@ fn main() -> ExitCode {
         Command::Up(a) => cmd::up::up(a),
         Command::Manager(a) => cmd::up::manager(a),
         Command::Login(a) => cmd::client::login(a),
+        Command::Logout => cmd::client::logout(),
+        Command::Password(a) => cmd::client::password(a),
+        Command::Token(c) => cmd::client::token(c),
+        Command::User(c) => cmd::client::user(c),
         Command::Vi(c) => cmd::client::vi(c),
         Command::Template(c) => cmd::client::template(c),
         Command::Host(c) => cmd::client::host(c),

@@ -2,12 +2,12 @@
 
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
 use axum::Json;
 use neptune_api as api;
-use neptune_store::{Quota, Role, TokenKind, TokenRecord, UserRecord};
+use neptune_store::{Quota, Role, TokenKind, TokenRecord, TokenScope, UserRecord};
 use uuid::Uuid;
 
 use super::user_out;
@@ -48,7 +48,8 @@ pub(crate) async fn login(
         None => auth::hash_password(&password).map(|_| false),
     })
     .await?;
-    let Some(user) = user.filter(|_| ok) else {
+    // A disabled user is refused as a wrong password is: nothing told.
+    let Some(user) = user.filter(|u| ok && u.disabled_at.is_none()) else {
         throttle.failed(&req.name, source, Instant::now());
         return Err(ApiError::BadCredentials);
     };
@@ -56,18 +57,22 @@ pub(crate) async fn login(
     let (token, token_hash) = auth::new_token().map_err(ApiError::Internal)?;
     let now = now_ms();
     let expires_at = now + state.config.session_ttl_ms;
+    let id = Uuid::new_v4();
     state
         .store
         .insert_token(&TokenRecord {
+            id,
             hash: token_hash,
             user_id: user.id,
             kind: TokenKind::Session,
+            scope: TokenScope::User,
             name: "login".to_owned(),
             created_at: now,
             expires_at: Some(expires_at),
         })
         .await?;
     Ok(Json(api::TokenResponse {
+        id,
         token,
         expires_at: Some(expires_at),
         user: user_out(&user),
@@ -82,39 +87,197 @@ pub(crate) async fn logout(State(state): State<AppState>, caller: Caller) -> Api
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Creates a named API token (no expiry) for the CLI and scripts. Shown once.
+/// Days an API token lasts unless asked otherwise, and at most.
+pub(crate) const TOKEN_DAYS: u32 = 90;
+pub(crate) const MAX_TOKEN_DAYS: u32 = 365;
+
+/// Creates a named API token for the CLI, scripts or an Agent. Shown once.
+///
+/// It expires after `expires_in_days` (default 90, at most 365). An
+/// `agent` token (administrators only) may do one thing: register and
+/// heartbeat the host `host` (`DATACENTER/HOST`) with `POST /api/v1/hosts`.
+/// A token cannot make one broader than itself: an `agent` token makes none.
 #[utoipa::path(post, path = "/api/v1/tokens", request_body = api::CreateApiToken, security(("bearer" = [])),
-    responses((status = 201, body = api::TokenResponse), (status = 401, body = api::ErrorBody)))]
+    responses((status = 201, body = api::TokenResponse), (status = 401, body = api::ErrorBody),
+        (status = 403, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
 pub(crate) async fn create_api_token(
     State(state): State<AppState>,
     caller: Caller,
     Json(req): Json<api::CreateApiToken>,
 ) -> ApiResult<(StatusCode, Json<api::TokenResponse>)> {
-    if req.name.trim().is_empty() || req.name.len() > 100 {
+    if req.name.trim().is_empty()
+        || req.name.chars().count() > 100
+        || req.name.chars().any(char::is_control)
+    {
         return Err(ApiError::InvalidRequest(
-            "a token name is 1 to 100 characters".to_owned(),
+            "a token name is 1 to 100 printable characters".to_owned(),
         ));
     }
+    let days = req.expires_in_days.unwrap_or(TOKEN_DAYS);
+    if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+        return Err(ApiError::InvalidRequest(format!(
+            "expires_in_days is 1 to {MAX_TOKEN_DAYS}"
+        )));
+    }
+    let scope = match (req.scope.unwrap_or(api::TokenScope::User), req.host) {
+        (api::TokenScope::User, None) => TokenScope::User,
+        (api::TokenScope::User, Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "only an agent token names a host".to_owned(),
+            ))
+        }
+        (api::TokenScope::Agent, Some(host)) => {
+            caller.require_admin()?;
+            let valid = host.split_once('/').is_some_and(|(dc, name)| {
+                neptune_types::NodeId::new(dc).is_ok() && neptune_types::NodeId::new(name).is_ok()
+            });
+            if !valid {
+                return Err(ApiError::InvalidRequest(
+                    "an agent token's host is DATACENTER/HOST".to_owned(),
+                ));
+            }
+            TokenScope::Agent { host }
+        }
+        (api::TokenScope::Agent, None) => {
+            return Err(ApiError::InvalidRequest(
+                "an agent token names its host: DATACENTER/HOST".to_owned(),
+            ))
+        }
+    };
     let (token, hash) = auth::new_token().map_err(ApiError::Internal)?;
+    let now = now_ms();
+    let expires_at = now.saturating_add(i64::from(days) * 86_400_000);
+    let id = Uuid::new_v4();
     state
         .store
         .insert_token(&TokenRecord {
+            id,
             hash,
             user_id: caller.user.id,
             kind: TokenKind::Api,
+            scope,
             name: req.name,
-            created_at: now_ms(),
-            expires_at: None,
+            created_at: now,
+            expires_at: Some(expires_at),
         })
         .await?;
     Ok((
         StatusCode::CREATED,
         Json(api::TokenResponse {
+            id,
             token,
-            expires_at: None,
+            expires_at: Some(expires_at),
             user: user_out(&caller.user),
         }),
     ))
+}
+
+/// The caller's tokens that have not expired (never their secrets).
+#[utoipa::path(get, path = "/api/v1/tokens", security(("bearer" = [])),
+    responses((status = 200, body = Vec<api::TokenInfo>), (status = 401, body = api::ErrorBody)))]
+pub(crate) async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<api::TokenInfo>>> {
+    let tokens = state.store.list_tokens(caller.user.id, now_ms()).await?;
+    Ok(Json(
+        tokens
+            .into_iter()
+            .map(|t| {
+                let (scope, host) = match t.scope {
+                    TokenScope::User => (api::TokenScope::User, None),
+                    TokenScope::Agent { host } => (api::TokenScope::Agent, Some(host)),
+                };
+                api::TokenInfo {
+                    id: t.id,
+                    name: t.name,
+                    kind: t.kind.as_str().to_owned(),
+                    scope,
+                    host,
+                    created_at: t.created_at,
+                    expires_at: t.expires_at,
+                    current: t.hash == caller.token_hash,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes a token: the caller's own, or any (administrators).
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    let only = (!caller.is_admin()).then_some(caller.user.id);
+    state.store.revoke_token(id, only).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes the caller's password. Every other token of theirs (other
+/// logins, API tokens) is revoked; the one used here stays.
+#[utoipa::path(post, path = "/api/v1/me/password", request_body = api::ChangePassword, security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<api::ChangePassword>,
+) -> ApiResult<StatusCode> {
+    if req.new_password.chars().count() < 8 {
+        return Err(ApiError::InvalidRequest(
+            "a password has at least 8 characters".to_owned(),
+        ));
+    }
+    let current = caller.user.password_hash.clone();
+    let (old, new) = (req.current_password, req.new_password);
+    let hash = auth::off_thread(&state, move || {
+        if !auth::verify_password(&old, &current) {
+            return Ok(None);
+        }
+        auth::hash_password(&new).map(Some)
+    })
+    .await?
+    .ok_or(ApiError::BadCredentials)?;
+    state.store.set_password(caller.user.id, &hash).await?;
+    state
+        .store
+        .revoke_tokens_of(caller.user.id, Some(&caller.token_hash))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disables a user (administrators; not themselves): they can no longer
+/// log in, and every token of theirs is revoked. Their VIs stay.
+#[utoipa::path(post, path = "/api/v1/users/{id}/disable", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::User), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn disable_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::User>> {
+    caller.require_admin()?;
+    if id == caller.user.id {
+        return Err(ApiError::Forbidden(
+            "administrators cannot disable themselves",
+        ));
+    }
+    let user = state.store.set_user_disabled(id, Some(now_ms())).await?;
+    Ok(Json(user_out(&user)))
+}
+
+/// Enables a disabled user again (administrators); they log in anew.
+#[utoipa::path(post, path = "/api/v1/users/{id}/enable", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::User), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn enable_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::User>> {
+    caller.require_admin()?;
+    let user = state.store.set_user_disabled(id, None).await?;
+    Ok(Json(user_out(&user)))
 }
 
 /// The caller.
@@ -188,6 +351,7 @@ pub(crate) async fn create_user(
         },
         quota,
         created_at: now_ms(),
+        disabled_at: None,
     };
     state.store.create_user(&user).await?;
     Ok((StatusCode::CREATED, Json(user_out(&user))))

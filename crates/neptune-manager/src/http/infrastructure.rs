@@ -89,8 +89,8 @@ pub(crate) async fn list_hosts(
     ))
 }
 
-/// Registers a host (or refreshes its registration) in a datacenter
-/// (administrators and their Agents only).
+/// Registers a host (or refreshes its registration) in a datacenter:
+/// administrators, and an Agent with the `agent` token of that host.
 #[utoipa::path(post, path = "/api/v1/hosts", request_body = api::RegisterHost, security(("bearer" = [])),
     responses((status = 200, body = api::Host), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn register_host(
@@ -98,7 +98,17 @@ pub(crate) async fn register_host(
     caller: Caller,
     Json(req): Json<api::RegisterHost>,
 ) -> ApiResult<Json<api::Host>> {
-    caller.require_admin()?;
+    match &caller.scope {
+        // An Agent registers the host its token names, and only that one.
+        neptune_store::TokenScope::Agent { host }
+            if caller.is_admin() && *host == format!("{}/{}", req.datacenter, req.name) => {}
+        neptune_store::TokenScope::Agent { .. } => {
+            return Err(ApiError::Forbidden(
+                "this agent token registers another host",
+            ))
+        }
+        neptune_store::TokenScope::User => caller.require_admin()?,
+    }
     if req.cpus <= 0 || req.ram_mib <= 0 || req.disk_mib <= 0 || req.vm_slots <= 0 {
         return Err(ApiError::InvalidRequest(
             "cpus, ram_mib, disk_mib and vm_slots must be positive".into(),

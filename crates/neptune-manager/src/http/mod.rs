@@ -40,9 +40,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
-        .route("/tokens", post(create_api_token))
+        .route("/tokens", get(list_tokens).post(create_api_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/me", get(me))
+        .route("/me/password", post(change_password))
         .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}/disable", post(disable_user))
+        .route("/users/{id}/enable", post(enable_user))
         .route(
             "/datacenters",
             get(list_datacenters).post(create_datacenter),
@@ -129,6 +133,7 @@ pub(crate) fn user_out(u: &UserRecord) -> api::User {
         name: u.name.clone(),
         role: role(u.role),
         quota: quota_out(u.quota),
+        disabled: u.disabled_at.is_some(),
     }
 }
 

@@ -529,3 +529,188 @@ pub(crate) async fn os_passwords_are_kept_hashed(m: &TestManager) {
     m.create_vi(&p.bob, json!({"xml": with_hash})).await;
     assert!(stored_designs(m).await.contains(hash));
 }
+
+pub(crate) async fn tokens_and_accounts_are_managed(m: &TestManager) {
+    let p = m.people().await;
+    let now = neptune_manager::now_ms();
+    // An API token expires (90 days by default, at most 365).
+    let (s, t) = m
+        .post(&p.alice, "/api/v1/tokens", Some(json!({"name": "script"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let expires = t["expires_at"].as_i64().unwrap();
+    assert!((expires - now - 90 * 86_400_000).abs() < 60_000, "{t}");
+    let script = t["token"].as_str().unwrap().to_owned();
+    let script_id = t["id"].as_str().unwrap().to_owned();
+    for days in [0, 366] {
+        let (s, v) = m
+            .post(
+                &p.alice,
+                "/api/v1/tokens",
+                Some(json!({"name": "x", "expires_in_days": days})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    }
+    // Listed, never with a secret.
+    let (s, list) = m
+        .call(Method::GET, "/api/v1/tokens", Some(&p.alice), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!list.to_string().contains(&script), "{list}");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["login", "script"], "{list}");
+    assert_eq!(list[0]["current"], true);
+    // Revoked by id: by its owner, not by another user.
+    let (s, _) = m
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{script_id}"),
+            Some(&p.bob),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&script), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = m
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{script_id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&script), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // A new password revokes every other token; the old one stops working.
+    let other = m.login("alice", "alice-password").await;
+    let (s, _) = m
+        .post(
+            &p.alice,
+            "/api/v1/me/password",
+            Some(json!({"current_password": "wrong", "new_password": "alice-new-password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = m
+        .post(
+            &p.alice,
+            "/api/v1/me/password",
+            Some(
+                json!({"current_password": "alice-password", "new_password": "alice-new-password"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&other), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = m
+        .call(Method::GET, "/api/v1/me", Some(&p.alice), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "the token used to change it stays");
+    let (s, _) = m
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"name": "alice", "password": "alice-password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    m.login("alice", "alice-new-password").await;
+
+    // A disabled user has no way in; an administrator cannot disable themselves.
+    let (_, me) = m.call(Method::GET, "/api/v1/me", Some(&p.bob), None).await;
+    let bob_id = me["id"].as_str().unwrap().to_owned();
+    let (_, admin) = m
+        .call(Method::GET, "/api/v1/me", Some(&p.admin), None)
+        .await;
+    let (s, _) = m
+        .post(&p.alice, &format!("/api/v1/users/{bob_id}/disable"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = m
+        .post(
+            &p.admin,
+            &format!("/api/v1/users/{}/disable", admin["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/users/{bob_id}/disable"), None)
+        .await;
+    assert_eq!(
+        (s, v["disabled"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&p.bob), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = m
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"name": "bob", "password": "bob-password"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
+    let (s, _) = m
+        .post(&p.admin, &format!("/api/v1/users/{bob_id}/enable"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    m.login("bob", "bob-password").await;
+
+    // An Agent's token registers its own host, and does nothing else.
+    let (s, v) = m
+        .post(
+            &p.alice,
+            "/api/v1/tokens",
+            Some(json!({"name": "a", "scope": "agent", "host": "napoli/host7"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "only administrators: {v}");
+    let (s, v) = m
+        .post(
+            &p.admin,
+            "/api/v1/tokens",
+            Some(json!({"name": "agent of host7", "scope": "agent", "host": "napoli/host7"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let agent = v["token"].as_str().unwrap().to_owned();
+    let host = |name: &str| {
+        json!({"datacenter": "napoli", "name": name, "agent_url": "http://127.0.0.1:9",
+        "cpus": 4, "ram_mib": 4096, "disk_mib": 65536, "vm_slots": 4})
+    };
+    let (s, v) = m.post(&agent, "/api/v1/hosts", Some(host("host7"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = m.post(&agent, "/api/v1/hosts", Some(host("host8"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for (method, path) in [
+        (Method::GET, "/api/v1/vis"),
+        (Method::GET, "/api/v1/hosts"),
+        (Method::POST, "/api/v1/tokens"),
+        (Method::GET, "/api/v1/users"),
+    ] {
+        let (s, v) = m
+            .call(method, path, Some(&agent), Some(json!({"name": "x"})))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+    }
+    // Logging out revokes the session.
+    let (s, _) = m.post(&p.bob, "/api/v1/auth/logout", None).await;
+    assert!(s == StatusCode::NO_CONTENT || s == StatusCode::UNAUTHORIZED);
+}

@@ -166,6 +166,48 @@ pub(crate) enum TemplateCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Your tokens that have not expired (never their secrets).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Make an API token; prints it once.
+    Create {
+        name: String,
+        /// Days until it expires (1 to 365).
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// An Agent's token for DATACENTER/HOST: it may only register and
+        /// heartbeat that host (administrators).
+        #[arg(long, value_name = "DATACENTER/HOST")]
+        agent: Option<String>,
+    },
+    /// Revoke a token by id (yours; administrators: any).
+    Revoke { id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// No more logins for NAME, and every token of theirs revoked.
+    Disable { name: String },
+    /// NAME may log in again.
+    Enable { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PasswordArgs {
+    /// Read the current and the new password from standard input (a line
+    /// each) instead of prompting.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum ListCommand {
     List {
         #[arg(long, value_enum, default_value_t)]
@@ -787,5 +829,160 @@ pub(crate) fn datacenter(cmd: ListCommand) -> anyhow::Result<ExitCode> {
                 .collect(),
         );
         Ok(())
+    }))
+}
+
+/// Revokes the token this CLI holds and forgets it.
+pub(crate) fn logout() -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    let code = finish(runtime()?.block_on(async { Ok(client.logout().await?) }))?;
+    let path = credentials_path()?;
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    println!("logged out: the token is revoked");
+    Ok(code)
+}
+
+fn expiry(at: Option<i64>) -> String {
+    at.map_or_else(|| "never".to_owned(), |ms| format!("{}", ms / 1000))
+}
+
+pub(crate) fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    finish(runtime()?.block_on(async {
+        match cmd {
+            TokenCommand::List { output } => {
+                let tokens = client.tokens().await?;
+                if output == Output::Json {
+                    return json(&tokens);
+                }
+                table(
+                    &["ID", "NAME", "KIND", "SCOPE", "EXPIRES (UNIX S)", ""],
+                    tokens
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.id.to_string(),
+                                t.name.clone(),
+                                t.kind.clone(),
+                                match (&t.scope, &t.host) {
+                                    (api::TokenScope::Agent, Some(h)) => format!("agent {h}"),
+                                    (api::TokenScope::Agent, None) => "agent".to_owned(),
+                                    (api::TokenScope::User, _) => "user".to_owned(),
+                                },
+                                expiry(t.expires_at),
+                                if t.current {
+                                    "(this CLI)".to_owned()
+                                } else {
+                                    String::new()
+                                },
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            TokenCommand::Create { name, days, agent } => {
+                let t = client
+                    .create_token(&api::CreateApiToken {
+                        name,
+                        expires_in_days: Some(days),
+                        scope: agent.is_some().then_some(api::TokenScope::Agent),
+                        host: agent,
+                    })
+                    .await?;
+                println!("{}", t.token);
+                eprintln!(
+                    "token {} (shown once; expires {})",
+                    t.id,
+                    expiry(t.expires_at)
+                );
+                Ok(())
+            }
+            TokenCommand::Revoke { id } => {
+                client.revoke_token(id).await?;
+                println!("token {id} revoked");
+                Ok(())
+            }
+        }
+    }))
+}
+
+pub(crate) fn password(args: PasswordArgs) -> anyhow::Result<ExitCode> {
+    let (current, new) = if args.password_stdin || !std::io::stdin().is_terminal() {
+        let mut lines = std::io::stdin().lock().lines();
+        let mut next = || -> anyhow::Result<String> {
+            Ok(lines
+                .next()
+                .context("two lines expected: the current password, then the new one")??
+                .trim_end_matches(['\n', '\r'])
+                .to_owned())
+        };
+        (next()?, next()?)
+    } else {
+        let current = rpassword::prompt_password("current password: ")?;
+        let new = rpassword::prompt_password("new password: ")?;
+        if rpassword::prompt_password("new password again: ")? != new {
+            bail!("the new passwords differ");
+        }
+        (current, new)
+    };
+    let client = client()?;
+    finish(runtime()?.block_on(async {
+        client.change_password(&current, &new).await?;
+        println!("password changed; your other tokens are revoked");
+        Ok(())
+    }))
+}
+
+pub(crate) fn user(cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    finish(runtime()?.block_on(async {
+        let by_name = |users: &[api::User], name: &str| {
+            users
+                .iter()
+                .find(|u| u.name == name)
+                .map(|u| u.id)
+                .with_context(|| format!("no user is named {name:?}"))
+        };
+        match cmd {
+            UserCommand::List { output } => {
+                let users = client.users().await?;
+                if output == Output::Json {
+                    return json(&users);
+                }
+                table(
+                    &[
+                        "NAME", "ROLE", "STATE", "VMS", "VCPUS", "RAM MIB", "DESIGNS",
+                    ],
+                    users
+                        .iter()
+                        .map(|u| {
+                            vec![
+                                u.name.clone(),
+                                format!("{:?}", u.role).to_lowercase(),
+                                if u.disabled { "disabled" } else { "enabled" }.to_owned(),
+                                u.quota.vms.to_string(),
+                                u.quota.vcpus.to_string(),
+                                u.quota.ram_mib.to_string(),
+                                u.quota.designs.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            UserCommand::Disable { name } => {
+                let id = by_name(&client.users().await?, &name)?;
+                client.set_user_disabled(id, true).await?;
+                println!("user {name} is disabled; their tokens are revoked");
+                Ok(())
+            }
+            UserCommand::Enable { name } => {
+                let id = by_name(&client.users().await?, &name)?;
+                client.set_user_disabled(id, false).await?;
+                println!("user {name} is enabled");
+                Ok(())
+            }
+        }
     }))
 }

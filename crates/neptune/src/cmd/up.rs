@@ -109,11 +109,22 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             "  API:         {}/api/v1  (OpenAPI: {}/api/v1/openapi.json)",
             running.url, running.url
         );
-        println!(
-            "  admin:       {} / {}",
-            running.admin_name,
-            running.admin_password.expose()
-        );
+        // The password is shown once, when it is made; it stays in a file
+        // only its owner reads.
+        if running.admin_password_created {
+            println!(
+                "  admin:       {} / {}  (shown once; kept in {})",
+                running.admin_name,
+                running.admin_password.expose(),
+                args.data_dir.join("admin.password").display()
+            );
+        } else {
+            println!(
+                "  admin:       {}  (password in {})",
+                running.admin_name,
+                args.data_dir.join("admin.password").display()
+            );
+        }
         println!("  hosts:       {}", running.hosts.join(", "));
         println!("  data:        {}", args.data_dir.display());
         println!(

@@ -14,6 +14,8 @@ struct Up {
     child: Child,
     addr: String,
     password: String,
+    /// What it printed before it served.
+    banner: Vec<String>,
 }
 
 impl Drop for Up {
@@ -41,18 +43,17 @@ fn up_with_1024_files(dir: &std::path::Path) -> Up {
         .strip_prefix("Neptune is up at http://")
         .unwrap_or_else(|| panic!("{first}"))
         .to_owned();
-    let admin = lines
-        .by_ref()
-        .take(6)
-        .map(Result::unwrap)
-        .find(|l| l.contains("admin:"))
-        .unwrap();
-    let password = admin.rsplit(" / ").next().unwrap().trim().to_owned();
+    let banner: Vec<String> = lines.by_ref().take(6).map(Result::unwrap).collect();
+    let password = std::fs::read_to_string(dir.join("data/admin.password"))
+        .unwrap()
+        .trim()
+        .to_owned();
     std::thread::spawn(move || for _ in lines {});
     Up {
         child,
         addr,
         password,
+        banner,
     }
 }
 
@@ -147,4 +148,27 @@ fn up_under_1024_files_outlasts_idle_sockets_and_hostile_input() {
     // The server is still there.
     let (status, _) = http(&up.addr, "GET", "/healthz", None, "");
     assert_eq!(status, 200);
+
+    // The administrator's password is shown once: when it is created.
+    assert!(
+        up.banner.iter().any(|l| l.contains(&up.password)),
+        "{:?}",
+        up.banner
+    );
+    let password = up.password.clone();
+    drop(up);
+    let again = up_with_1024_files(dir.path());
+    assert!(
+        !again.banner.iter().any(|l| l.contains(&password)),
+        "{:?}",
+        again.banner
+    );
+    assert!(
+        again
+            .banner
+            .iter()
+            .any(|l| l.contains("admin:") && l.contains("(password in ")),
+        "{:?}",
+        again.banner
+    );
 }

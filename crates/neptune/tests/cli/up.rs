@@ -283,6 +283,44 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("a terminated VI is final (conflict)")
     );
+
+    // The CLI's token is listed, expires, and goes with `logout`.
+    let tokens = ok(&cli(dir.path(), &["token", "list"], None));
+    let mine = tokens
+        .lines()
+        .find(|l| l.contains("(this CLI)"))
+        .unwrap_or_else(|| panic!("{tokens}"));
+    assert!(
+        mine.contains("neptune CLI on") && mine.contains(" api ") && !mine.contains("never"),
+        "{mine}"
+    );
+    // An Agent's token, and the users.
+    let agent = ok(&cli(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "spare",
+            "--agent",
+            "napoli/napoli-9",
+            "--days",
+            "7",
+        ],
+        None,
+    ));
+    assert_eq!(agent.trim().len(), 64, "{agent}");
+    let users = ok(&cli(dir.path(), &["user", "list"], None));
+    assert!(
+        users
+            .lines()
+            .any(|l| l.starts_with("admin") && l.contains(" enabled")),
+        "{users}"
+    );
+    let out = ok(&cli(dir.path(), &["logout"], None));
+    assert!(out.contains("logged out"), "{out}");
+    let after = cli(dir.path(), &["vi", "list"], None);
+    assert_eq!(after.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&after.stderr).contains("not logged in"));
     drop(up);
 }
 
