@@ -60,8 +60,11 @@ pub enum Event {
     Reject,
     /// The owner takes a rejected design back to edit it.
     Revise,
-    /// Deployment of an accepted VI starts.
+    /// Deployment of an accepted VI starts (again, after one rolled back).
     Deploy,
+    /// An administrator gives an accepted VI's hosts and addresses back:
+    /// the request waits in the queue again (after a deploy rolled back).
+    Release,
     Suspend,
     Resume,
     /// Move the VI to another datacenter.
@@ -76,7 +79,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 15] = [
         Event::Edit,
         Event::Request,
         Event::Withdraw,
@@ -84,6 +87,7 @@ impl Event {
         Event::Reject,
         Event::Revise,
         Event::Deploy,
+        Event::Release,
         Event::Suspend,
         Event::Resume,
         Event::Migrate,
@@ -102,6 +106,7 @@ impl Event {
             Event::Reject => "reject",
             Event::Revise => "revise",
             Event::Deploy => "deploy",
+            Event::Release => "release",
             Event::Suspend => "suspend",
             Event::Resume => "resume",
             Event::Migrate => "migrate",
@@ -241,6 +246,7 @@ pub fn transition(from: ViState, event: Event) -> Result<ViState, TransitionRefu
         (S::Requested, E::Reject) => S::Rejected,
         (S::Rejected, E::Revise) => S::Defined,
         (S::Accepted, E::Deploy) => S::Deploying,
+        (S::Accepted, E::Release) => S::Requested,
         (S::Running, E::Suspend) => S::Suspending,
         (S::Suspended, E::Resume) => S::Resuming,
         (S::Running, E::Migrate) => S::Migrating,
@@ -285,6 +291,7 @@ fn refusal(from: ViState, event: Event) -> TransitionRefused {
         (_, E::Reject) => "only a requested VI can be rejected",
         (_, E::Revise) => "only a rejected VI can be revised",
         (_, E::Deploy) => "only an accepted VI can be deployed",
+        (_, E::Release) => "only an accepted VI can be released",
         (_, E::Suspend) => "only a running VI can be suspended",
         (_, E::Resume) => "only a suspended VI can be resumed",
         (_, E::Migrate) => "only a running VI can be migrated",

@@ -285,12 +285,30 @@ pub struct Jobs {
     /// restarted Manager takes its own jobs back at once.
     owner: String,
     lease: Duration,
+    /// How long a step waits for an unreachable host before it fails.
+    host_wait: Duration,
     /// Jobs this process is running now.
     running: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
 }
 
 /// Tries of a step before it counts as failed (hosts and networks blink).
 const TRIES: u32 = 3;
+
+/// How long a step waits by default for a host whose Agent does not answer
+/// (restarting, re-registering at a new address after a Manager restart,
+/// or cut off for a while) before the step fails.
+pub const HOST_WAIT: Duration = Duration::from_secs(300);
+
+/// Whether `err` says the host did not answer, rather than refused: the
+/// step may have happened or not, and will be repeated once it answers.
+fn unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<neptune_hypervisor::HypervisorError>(),
+            Some(neptune_hypervisor::HypervisorError::Unreachable(_))
+        )
+    })
+}
 
 /// Steps of one batch running at once.
 const PARALLEL: usize = 16;
@@ -335,8 +353,15 @@ impl Jobs {
             hosts,
             owner,
             lease: Duration::from_secs(30),
+            host_wait: HOST_WAIT,
             running: Arc::default(),
         }
+    }
+
+    /// How long a step waits for an unreachable host (default [`HOST_WAIT`]).
+    pub fn with_host_wait(mut self, wait: Duration) -> Self {
+        self.host_wait = wait;
+        self
     }
 
     /// The hypervisor of `host`, through its Agent.
@@ -430,7 +455,7 @@ impl Jobs {
                     // all starts) run together; the cursor moves past the
                     // whole batch once all of it is done.
                     let end = batch_end(&steps, cursor);
-                    let failures = self.execute_all(job.vi_id, &steps[cursor..end]).await;
+                    let failures = self.execute_all(id, job.vi_id, &steps[cursor..end]).await;
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
                         None => {
@@ -492,7 +517,7 @@ impl Jobs {
                         .rev()
                         .filter_map(Step::undo)
                         .collect();
-                    let failures = self.execute_all(job.vi_id, &undos).await;
+                    let failures = self.execute_all(id, job.vi_id, &undos).await;
                     match failures.first() {
                         None => {
                             self.store
@@ -585,7 +610,12 @@ impl Jobs {
 
     /// Runs `steps` concurrently (at most [`PARALLEL`] at a time); returns
     /// the failures by index, in order.
-    async fn execute_all(&self, vi: Uuid, steps: &[Step]) -> Vec<(usize, anyhow::Error)> {
+    async fn execute_all(
+        &self,
+        job: Uuid,
+        vi: Uuid,
+        steps: &[Step],
+    ) -> Vec<(usize, anyhow::Error)> {
         // The hosts are read once per batch, not once per step.
         let hosts: Arc<Vec<HostRecord>> = match self.store.list_hosts().await {
             Ok(h) => Arc::new(h),
@@ -599,7 +629,7 @@ impl Jobs {
             let hosts = hosts.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                (i, jobs.execute(&hosts, vi, &step).await)
+                (i, jobs.execute(job, &hosts, vi, &step).await)
             });
         }
         let mut failures = Vec::new();
@@ -614,18 +644,55 @@ impl Jobs {
         failures
     }
 
-    async fn execute(&self, hosts: &[HostRecord], vi: Uuid, step: &Step) -> anyhow::Result<()> {
-        let mut last = None;
-        for attempt in 0..TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-            }
-            match self.execute_once(hosts, vi, step).await {
+    /// Runs one step: a refusal is tried [`TRIES`] times; a host that does
+    /// not answer is waited for (up to `host_wait`, its record read again
+    /// each time, as a restarted Agent registers at a new address), the
+    /// job's lease kept meanwhile.
+    async fn execute(
+        &self,
+        job: Uuid,
+        hosts: &[HostRecord],
+        vi: Uuid,
+        step: &Step,
+    ) -> anyhow::Result<()> {
+        let mut fresh: Option<Vec<HostRecord>> = None;
+        let mut refusals = 0;
+        let mut waits = 0u32;
+        let started = std::time::Instant::now();
+        loop {
+            let current = fresh.as_deref().unwrap_or(hosts);
+            let err = match self.execute_once(current, vi, step).await {
                 Ok(()) => return Ok(()),
-                Err(err) => last = Some(err),
+                Err(err) => err,
+            };
+            if unreachable(&err) && started.elapsed() < self.host_wait {
+                if waits == 0 {
+                    tracing::info!(job = %job, step = step.name(), error = format!("{err:#}"),
+                        "the host does not answer; waiting for it");
+                }
+                waits += 1;
+                let pause = Duration::from_millis(250 * u64::from(waits.min(20)));
+                tokio::time::sleep(pause.min(self.host_wait.saturating_sub(started.elapsed())))
+                    .await;
+                // Keep the job ours while it waits, and see where the host is now.
+                let now = now_ms();
+                let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+                if !self
+                    .store
+                    .claim_job(job, &self.owner, now, now + lease_ms)
+                    .await?
+                {
+                    anyhow::bail!("another Manager took the job over");
+                }
+                fresh = Some(self.store.list_hosts().await?);
+                continue;
             }
+            refusals += 1;
+            if refusals >= TRIES {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(refusals))).await;
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
     }
 
     async fn execute_once(

@@ -51,6 +51,9 @@ pub struct Config {
     /// How often the store is compared with what the Agents run (see
     /// [`reconcile`]); none: only on demand (`POST /api/v1/reconcile`).
     pub reconcile_every: Option<std::time::Duration>,
+    /// How long a job step waits for a host whose Agent does not answer
+    /// before it fails (and its job rolls back).
+    pub host_wait: std::time::Duration,
     /// Bounds of the API's connections; the number of connections is
     /// lowered further to fit the process's file limit (see [`server`]).
     pub http: server::Limits,
@@ -71,6 +74,7 @@ impl Config {
             .expect("10.0.0.0/8 is a prefix")],
             reconcile_every: Some(std::time::Duration::from_secs(60)),
             http: server::Limits::default(),
+            host_wait: jobs::HOST_WAIT,
         }
     }
 }
@@ -151,7 +155,8 @@ impl Manager {
                 Err(e) => return Err(e.into()),
             }
         }
-        let jobs = jobs::Jobs::new(store.clone(), hosts, config.instance.clone());
+        let jobs = jobs::Jobs::new(store.clone(), hosts, config.instance.clone())
+            .with_host_wait(config.host_wait);
         Ok(Manager {
             state: AppState {
                 store,

@@ -17,7 +17,7 @@ use crate::http;
         http::list_datacenters, http::create_datacenter, http::list_hosts, http::register_host,
         http::list_templates, http::create_template, http::set_template_visibility, http::catalogue, http::address_pools, http::reconcile,
         http::create_vi, http::list_vis, http::show_vi, http::edit_vi,
-        http::request_vi, http::withdraw_vi, http::revise_vi, http::plan_vi, http::accept_vi, http::reject_vi,
+        http::request_vi, http::withdraw_vi, http::revise_vi, http::plan_vi, http::accept_vi, http::reject_vi, http::deploy_vi, http::release_vi,
         http::suspend_vi, http::resume_vi, http::save_template, http::terminate_vi,
         http::vi_jobs, http::show_job, http::job_events,
     ),

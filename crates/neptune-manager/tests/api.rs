@@ -52,6 +52,8 @@ struct SimDirectory {
     /// A libvirt daemon's URI: the Agents drive it instead of simulated
     /// hypervisors.
     libvirt: Option<String>,
+    /// Hosts whose Agent does not answer, as while it restarts.
+    down: Mutex<std::collections::HashSet<String>>,
 }
 
 const HOST_CAPACITY: Capacity = Capacity {
@@ -83,6 +85,13 @@ impl HostDirectory for SimDirectory {
         &self,
         host: &neptune_store::HostRecord,
     ) -> anyhow::Result<Arc<dyn Hypervisor>> {
+        if self.down.lock().unwrap().contains(&host.name) {
+            return Err(neptune_hypervisor::HypervisorError::Unreachable(format!(
+                "the Agent of {} does not answer",
+                host.name
+            ))
+            .into());
+        }
         let mut agents = self.agents.lock().await;
         if let Some(hv) = agents.get(&host.name) {
             return Ok(hv.clone());
@@ -176,6 +185,7 @@ async fn start_over(db: Db, libvirt: Option<String>) -> Option<TestManager> {
         sims: Mutex::default(),
         agents: tokio::sync::Mutex::default(),
         libvirt,
+        down: Mutex::default(),
     });
     let manager = Manager::open(config, sims.clone()).await.unwrap();
     assert_eq!(
@@ -1555,8 +1565,50 @@ async fn failed_deploy_rolls_back(m: &TestManager) {
     );
     assert!(m.vms_everywhere().await.is_empty());
     assert_eq!(m.disks_everywhere(), 0);
-    // Terminating the accepted VI frees its reserved slots.
+    // Accepting again is refused; deploying again, on the hosts it holds, is
+    // the way forward.
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/deploy"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "administrators only: {v}");
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/deploy"), None)
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("deploying")),
+        "{v}"
+    );
+    let v = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(v["state"], "accepted", "the fault is still there: {v}");
+    // Or back to the queue: hosts and addresses freed, planned anew.
+    assert_eq!(m.used_slots(&p.admin).await, 3);
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/release"), None)
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("requested")),
+        "{v}"
+    );
+    assert_eq!(v["addresses"], Value::Null, "{v}");
+    assert_eq!(m.used_slots(&p.admin).await, 0);
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/deploy"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
     m.sims.sim("host0").set_faults(Vec::new());
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(v["state"], "running", "{v}");
+    // Terminating frees its reserved slots.
     m.call(
         Method::POST,
         &format!("/api/v1/vis/{id}/terminate"),
@@ -1567,6 +1619,39 @@ async fn failed_deploy_rolls_back(m: &TestManager) {
     let v = m.wait_vi(&p.alice, &id, "terminating").await;
     assert_eq!(v["state"], "terminated", "{v}");
     assert!(v["vms"].as_array().unwrap().is_empty());
+    assert_eq!(m.used_slots(&p.admin).await, 0);
+}
+
+/// A host whose Agent does not answer for a while (restarting, or
+/// registering again after a Manager restart) is waited for: the deploy
+/// finishes instead of rolling back.
+async fn a_host_that_does_not_answer_is_waited_for(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let id = m
+        .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .await;
+    m.sims.down.lock().unwrap().insert("host0".to_owned());
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Three tries of a step take well under a second; the host stays down
+    // for two.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(v["state"], "deploying", "still waiting for the host: {v}");
+    m.sims.down.lock().unwrap().clear();
+    let v = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(m.vms_everywhere().await.len(), 2);
 }
 
 async fn capacity_is_never_exceeded(m: &TestManager) {
@@ -2613,6 +2698,7 @@ on_both_stores!(
     logins_are_throttled,
     os_passwords_are_kept_hashed,
     tokens_and_accounts_are_managed,
+    a_host_that_does_not_answer_is_waited_for,
 );
 
 #[test]

@@ -541,7 +541,8 @@ async fn transition_in(
 ) -> Result<Option<ViRecord>> {
     let row = sqlx::query(&format!(
         "UPDATE vis SET state = $1, reject_reason = $2, \
-         home_datacenter_id = COALESCE($3, home_datacenter_id), version = version + 1, updated_at = $4 \
+         home_datacenter_id = COALESCE($3, home_datacenter_id), version = version + 1, updated_at = $4, \
+         address_plan = CASE WHEN $1 IN ('defined', 'requested') THEN NULL ELSE address_plan END \
          WHERE id = $5 AND state = $6 RETURNING {VI_COLUMNS}"
     ))
     .bind(change.to.as_str())

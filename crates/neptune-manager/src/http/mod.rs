@@ -66,6 +66,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vis/{id}/jobs", get(vi_jobs))
         .route("/vis/{id}/accept", post(accept_vi))
         .route("/vis/{id}/reject", post(reject_vi))
+        .route("/vis/{id}/deploy", post(deploy_vi))
+        .route("/vis/{id}/release", post(release_vi))
         .route("/vis/{id}/suspend", post(suspend_vi))
         .route("/vis/{id}/resume", post(resume_vi))
         .route("/vis/{id}/templates", post(save_template))

@@ -822,6 +822,58 @@ pub(crate) async fn accept_vi(
     Ok(Json(detail(&state, &vi).await?))
 }
 
+/// Deploys an accepted VI again on the hosts and addresses it holds, after
+/// a deploy that rolled back (administrators only). Follow the job.
+#[utoipa::path(post, path = "/api/v1/vis/{id}/deploy", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn deploy_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::ViDetail>> {
+    caller.require_admin()?;
+    let vi = visible(&state, &caller, id).await?;
+    vi.state.next(Event::Deploy)?;
+    let vms = state.store.vms(vi.id).await?;
+    let addresses = crate::plan::committed(&vi)
+        .filter(|_| !vms.is_empty())
+        .ok_or_else(|| {
+            ApiError::Conflict(
+                "the VI holds no placement to deploy on: release it and accept it again".to_owned(),
+            )
+        })?;
+    let topo = design_of(&vi)?;
+    let hosts = state.store.list_hosts().await?;
+    let wiring = wiring(&state, &topo, &addresses, &vms, &hosts).await?;
+    let steps = deploy_steps(&state, vi.id, vi.owner_id, &topo, &vms, &wiring).await?;
+    let vi = start_job(&state, &caller, &vi, JobKind::Deploy, &steps).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
+/// Gives an accepted VI's hosts and addresses back and returns it to
+/// `requested`, to be planned and accepted anew (administrators only):
+/// the way forward from a deploy that rolled back when its hosts are gone.
+#[utoipa::path(post, path = "/api/v1/vis/{id}/release", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+pub(crate) async fn release_vi(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<api::ViDetail>> {
+    caller.require_admin()?;
+    let vi = visible(&state, &caller, id).await?;
+    vi.state.next(Event::Release)?;
+    // Each release is idempotent, and the state moves last: a crash in
+    // between leaves an accepted VI that is released again.
+    state.store.release_vms(vi.id).await?;
+    let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?);
+    state.store.release_addresses(vi.id, &covers).await?;
+    let vi = apply(&state, &caller, &vi, Event::Release, None, None).await?;
+    Ok(Json(detail(&state, &vi).await?))
+}
+
 /// Creates a job for `kind`, moving the VI to the job's state, and runs it.
 pub(super) async fn start_job(
     state: &AppState,

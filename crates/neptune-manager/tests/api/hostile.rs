@@ -357,6 +357,7 @@ async fn idle_and_slow_connections_do_not_stop_the_server() {
         sims: Mutex::default(),
         agents: tokio::sync::Mutex::default(),
         libvirt: None,
+        down: Mutex::default(),
     });
     let manager = Manager::open(config, sims).await.unwrap();
     let (base, _stop) = serve(manager).await;

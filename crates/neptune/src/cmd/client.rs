@@ -93,6 +93,16 @@ pub(crate) enum ViCommand {
         #[arg(long = "place", value_parser = parse_pin)]
         place: Vec<(String, String)>,
     },
+    /// Deploy an accepted VI again on the hosts it holds, after a deploy
+    /// rolled back (administrators).
+    Deploy {
+        id: Uuid,
+    },
+    /// Free an accepted VI's hosts and addresses and return it to the
+    /// queue (administrators).
+    Release {
+        id: Uuid,
+    },
     /// Reject a request (administrators).
     Reject {
         id: Uuid,
@@ -469,6 +479,12 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
             }
             ViCommand::Revise { id } => {
                 show_detail(&client.act(id, "revise").await?, Output::Table)
+            }
+            ViCommand::Deploy { id } => {
+                show_detail(&client.act(id, "deploy").await?, Output::Table)
+            }
+            ViCommand::Release { id } => {
+                show_detail(&client.act(id, "release").await?, Output::Table)
             }
             ViCommand::Suspend { id } => {
                 show_detail(&client.act(id, "suspend").await?, Output::Table)
