@@ -131,6 +131,15 @@ pub struct Quota {
     #[serde(default = "default_design_mib")]
     #[schema(default = 64)]
     pub design_mib: i64,
+    /// Addresses of the private pools the VIs requested and beyond take:
+    /// their link subnets and address blocks (default 4096).
+    #[serde(default = "default_private_addresses")]
+    #[schema(default = 4096)]
+    pub private_addresses: i64,
+}
+
+fn default_private_addresses() -> i64 {
+    4096
 }
 
 fn default_designs() -> i64 {

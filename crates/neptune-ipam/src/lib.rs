@@ -38,5 +38,7 @@ pub use allocations::{
 };
 pub use config::{ConfigError, DatacenterConfig, DomainConfig, PointToPoint, PoolKind, PoolRef};
 pub use names::{DatacenterName, NameError, ViId, MAX_NAME_LEN};
-pub use plan::{plan, EntryPointPlan, InterfacePlan, LargestFree, LinkPlan, Plan, PlanError};
+pub use plan::{
+    plan, EntryPointPlan, InterfacePlan, LargestFree, LinkPlan, Plan, PlanError, MAX_PIN_LEN,
+};
 pub use request::{EndPoint, EntryPointRequest, Gateway, InterfaceRef, LinkRequest, ViRequest};

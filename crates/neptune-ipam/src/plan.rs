@@ -145,6 +145,15 @@ pub enum PlanError {
         subnet: Ipv4Net,
         pools: String,
     },
+    #[error("pinned subnet {subnet} of link {link} holds {room} addresses; a pin may hold at most {limit} (a /{MAX_PIN_LEN}, or the link's own size)")]
+    SubnetTooLarge {
+        link: LinkId,
+        subnet: Ipv4Net,
+        room: u64,
+        limit: u64,
+    },
+    #[error("the pinned addresses of link {link} span a subnet wider than a pin may hold ({limit} addresses: a /{MAX_PIN_LEN}, or the link's own size)")]
+    PinsTooFarApart { link: LinkId, limit: u64 },
     #[error("pinned subnet {subnet} of link {link} has room for {room} addresses; the link needs {needed}")]
     SubnetTooSmall {
         link: LinkId,
@@ -277,6 +286,11 @@ fn usable(address: Ipv4Addr, subnet: Ipv4Net) -> bool {
     let a = u64::from(u32::from(address));
     subnet.contains(&address) && first <= a && a <= last
 }
+
+/// The widest prefix a link may pin (explicitly, or through the addresses
+/// of its end points) unless the link itself needs more: a tenant cannot
+/// take more of the shared private pools than its links use.
+pub const MAX_PIN_LEN: u8 = 24;
 
 /// The prefix length of a subnet for `count` addresses.
 fn subnet_len(count: u64, point_to_point: u8) -> Option<u8> {
@@ -418,6 +432,15 @@ fn pinned_subnet(
                 network: subnet.trunc(),
             });
         }
+        let widest = MAX_PIN_LEN.min(shape.len);
+        if subnet.prefix_len() < widest {
+            return Err(PlanError::SubnetTooLarge {
+                link: link.clone(),
+                subnet,
+                room: size(subnet.prefix_len()),
+                limit: size(widest),
+            });
+        }
         if hosts(subnet.prefix_len()) < shape.count {
             return Err(PlanError::SubnetTooSmall {
                 link: link.clone(),
@@ -453,9 +476,16 @@ fn pinned_subnet(
             pools: describe(&private_refs, "the private pools"),
         })?;
     let pool_len = pools[pool].pool.prefix.prefix_len();
+    let widest = MAX_PIN_LEN.min(shape.len);
     for len in (pool_len..=shape.len).rev() {
         let candidate = Ipv4Net::new_assert(first, len).trunc();
         if pins.iter().all(|(_, a)| usable(*a, candidate)) {
+            if len < widest {
+                return Err(PlanError::PinsTooFarApart {
+                    link: link.clone(),
+                    limit: size(widest),
+                });
+            }
             return Ok(Some((candidate, pool)));
         }
     }
@@ -463,6 +493,19 @@ fn pinned_subnet(
         link: link.clone(),
         needed: shape.count,
     })
+}
+
+impl Plan {
+    /// The private addresses this plan takes: its block and its pinned
+    /// subnets (what a tenant's quota of private addresses counts).
+    pub fn private_addresses(&self) -> u64 {
+        self.links
+            .iter()
+            .filter(|l| l.pinned)
+            .map(|l| size(l.subnet.prefix_len()))
+            .chain(self.block.map(|b| size(b.prefix_len())))
+            .sum()
+    }
 }
 
 /// Plans the addresses of `request` against `snapshot`. Changes nothing.

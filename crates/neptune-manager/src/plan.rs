@@ -516,6 +516,24 @@ pub fn committed(vi: &neptune_store::ViRecord) -> Option<neptune_ipam::Plan> {
     serde_json::from_str(vi.address_plan.as_deref()?).ok()
 }
 
+/// The private addresses `topo` takes when planned as VI `vi`, whatever
+/// the other VIs hold: its link subnets and its block, as planned in the
+/// empty pools (what the quota of private addresses counts before a plan
+/// is committed).
+pub fn private_demand(
+    private_pools: &[Ipv4Net],
+    vi: Uuid,
+    topo: &Topology,
+) -> Result<u64, AddressError> {
+    let empty = Allocations::new(domain(private_pools, &[])?)
+        .map_err(|e| AddressError::Config(e.to_string()))?;
+    let vi = ViId::new(vi.to_string()).map_err(|e| AddressError::Config(e.to_string()))?;
+    let mut request = ViRequest::from_topology(topo, vi, None);
+    // Home Addresses come from the public pools: not counted here.
+    request.entry_points.clear();
+    Ok(neptune_ipam::plan(&empty, &request)?.private_addresses())
+}
+
 /// Plans the addresses of `topo` as VI `vi` homed in `home`.
 pub fn addresses(
     snapshot: &Allocations,

@@ -2580,8 +2580,8 @@ macro_rules! on_both_stores {
 
 use hostile::{
     conflicts_name_no_other_tenant, designs_and_sums_are_bounded, logins_are_throttled,
-    os_passwords_are_kept_hashed, requests_keep_their_limits_and_shape,
-    tokens_and_accounts_are_managed,
+    os_passwords_are_kept_hashed, private_addresses_are_a_quota,
+    requests_keep_their_limits_and_shape, tokens_and_accounts_are_managed,
 };
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
@@ -2699,6 +2699,7 @@ on_both_stores!(
     os_passwords_are_kept_hashed,
     tokens_and_accounts_are_managed,
     a_host_that_does_not_answer_is_waited_for,
+    private_addresses_are_a_quota,
 );
 
 #[test]

@@ -66,6 +66,9 @@ pub struct Quota {
     pub designs: i64,
     /// MiB of design text those VIs take together.
     pub design_mib: i64,
+    /// Addresses of the private pools the requested VIs take (their link
+    /// subnets and address blocks).
+    pub private_addresses: i64,
 }
 
 impl Default for Quota {
@@ -77,6 +80,7 @@ impl Default for Quota {
             public_addresses: 16,
             designs: 100,
             design_mib: 64,
+            private_addresses: 4096,
         }
     }
 }

@@ -58,7 +58,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 8] = match backend {
+    let files: [(i64, &'static str, &'static str); 9] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -99,6 +99,11 @@ fn migrator(backend: Backend) -> Migrator {
                 8,
                 "token scopes",
                 include_str!("../migrations/sqlite/0008_token_scopes.sql"),
+            ),
+            (
+                9,
+                "private address quota",
+                include_str!("../migrations/sqlite/0009_private_address_quota.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -141,6 +146,11 @@ fn migrator(backend: Backend) -> Migrator {
                 8,
                 "token scopes",
                 include_str!("../migrations/postgres/0008_token_scopes.sql"),
+            ),
+            (
+                9,
+                "private address quota",
+                include_str!("../migrations/postgres/0009_private_address_quota.sql"),
             ),
         ],
     };
@@ -348,6 +358,7 @@ fn user_row(row: &AnyRow) -> Result<UserRecord> {
             public_addresses: get(row, "quota_public_addresses")?,
             designs: get(row, "quota_designs")?,
             design_mib: get(row, "quota_design_mib")?,
+            private_addresses: get(row, "quota_private_addresses")?,
         },
         created_at: get(row, "created_at")?,
         disabled_at: get(row, "disabled_at")?,
@@ -598,8 +609,8 @@ impl Store for SqlStore {
     async fn create_user(&self, u: &UserRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO users (id, name, password_hash, role, quota_vms, quota_vcpus, quota_ram_mib, \
-             quota_public_addresses, quota_designs, quota_design_mib, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             quota_public_addresses, quota_designs, quota_design_mib, quota_private_addresses, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(u.id.to_string())
         .bind(&u.name)
@@ -611,6 +622,7 @@ impl Store for SqlStore {
         .bind(u.quota.public_addresses)
         .bind(u.quota.designs)
         .bind(u.quota.design_mib)
+        .bind(u.quota.private_addresses)
         .bind(u.created_at)
         .execute(&self.pool)
         .await

@@ -177,6 +177,42 @@ fn pinned_subnet_and_addresses_are_honoured() {
 }
 
 #[test]
+fn a_pin_takes_no_more_than_a_slash_24_or_its_link() {
+    let domain = Allocations::new(domain("10.0.0.0/8", "192.0.2.0/24")).unwrap();
+    // Half the private pool for a link of two.
+    let mut req = sized_vi("greedy", &[2], 0);
+    req.links[0].subnet = Some(net("10.128.0.0/9"));
+    assert_eq!(
+        plan(&domain, &req).unwrap_err().to_string(),
+        "pinned subnet 10.128.0.0/9 of link l0 holds 8388608 addresses; a pin may hold at \
+         most 256 (a /24, or the link's own size)"
+    );
+    // The same through two pinned addresses far apart.
+    let mut req = sized_vi("greedy", &[2], 0);
+    req.links[0].end_points[0].address = Some(ip("10.0.0.1"));
+    req.links[0].end_points[1].address = Some(ip("10.200.0.1"));
+    assert!(matches!(
+        plan(&domain, &req),
+        Err(PlanError::PinsTooFarApart { limit: 256, .. })
+    ));
+    // A /24 is fine, and counts as 256 private addresses; the block of
+    // the other links as its own size.
+    let mut req = sized_vi("fair", &[2, 2, 5], 0);
+    req.links[0].subnet = Some(net("10.1.2.0/24"));
+    let p = plan(&domain, &req).unwrap();
+    assert_eq!(p.private_addresses(), 256 + 16);
+    // A link that needs more than a /24 may pin what it needs.
+    let mut req = sized_vi("big", &[300], 0);
+    req.links[0].subnet = Some(net("10.4.0.0/23"));
+    assert_eq!(plan(&domain, &req).unwrap().private_addresses(), 512);
+    req.links[0].subnet = Some(net("10.4.0.0/22"));
+    assert!(matches!(
+        plan(&domain, &req),
+        Err(PlanError::SubnetTooLarge { limit: 512, .. })
+    ));
+}
+
+#[test]
 fn pins_taken_by_another_vi_are_refused_naming_the_holder() {
     let mut domain = Allocations::new(domain("10.0.0.0/8", "192.0.2.0/24")).unwrap();
     let first = plan(&domain, &typical()).unwrap();
@@ -188,7 +224,7 @@ fn pins_taken_by_another_vi_are_refused_naming_the_holder() {
         "subnet 10.0.0.8/31 of link l0 is taken: 10.0.0.0/28 is held by the address block of VI luigi"
     );
     let mut req = sized_vi("second", &[2], 1);
-    req.links[0].subnet = Some(net("10.0.0.0/16"));
+    req.links[0].subnet = Some(net("10.0.0.0/24"));
     assert!(matches!(
         plan(&domain, &req),
         Err(PlanError::SubnetTaken { .. })

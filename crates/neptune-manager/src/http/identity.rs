@@ -338,6 +338,7 @@ pub(crate) async fn create_user(
         public_addresses: q.public_addresses,
         designs: q.designs,
         design_mib: q.design_mib,
+        private_addresses: q.private_addresses,
     });
     let password = req.password.clone();
     let password_hash = auth::off_thread(&state, move || auth::hash_password(&password)).await?;

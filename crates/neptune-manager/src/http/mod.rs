@@ -126,6 +126,7 @@ pub(crate) fn quota_out(q: Quota) -> api::Quota {
         public_addresses: q.public_addresses,
         designs: q.designs,
         design_mib: q.design_mib,
+        private_addresses: q.private_addresses,
     }
 }
 

@@ -26,6 +26,8 @@ const MAX_STEP_NAME_BYTES: usize = 16 << 20;
 #[derive(Debug, Default)]
 pub struct Views {
     summaries: Weighed<(Uuid, i64), api::ViSummary>,
+    /// Private addresses each design would take (see `plan::private_demand`).
+    demands: Weighed<(Uuid, i64), Result<u64, String>>,
     steps: Weighed<Uuid, Arc<Vec<String>>>,
     /// VI details as sent, each valid at one store revision of its VI.
     pub(crate) details: super::cache::Bodies<Uuid, i64>,
@@ -84,6 +86,25 @@ impl Views {
         }
         let summary = super::vis::summary(&super::vis::design_of(vi)?);
         Ok(self.summaries.remember(key, summary, 1, MAX_SUMMARIES))
+    }
+
+    /// The private addresses `vi` takes: its committed plan's, or else
+    /// what its design would take (an `Err` says why it cannot be planned).
+    pub(crate) fn private_addresses(
+        &self,
+        vi: &ViRecord,
+        pools: &[neptune_ipam::ipnet::Ipv4Net],
+    ) -> ApiResult<Result<u64, String>> {
+        if let Some(plan) = crate::plan::committed(vi) {
+            return Ok(Ok(plan.private_addresses()));
+        }
+        let key = (vi.id, vi.version);
+        if let Some(d) = self.demands.get(&key) {
+            return Ok(d);
+        }
+        let topo = super::vis::design_of(vi)?;
+        let demand = crate::plan::private_demand(pools, vi.id, &topo).map_err(|e| e.for_tenant());
+        Ok(self.demands.remember(key, demand, 1, MAX_SUMMARIES))
     }
 
     /// The names of a job's steps (a job's steps never change).

@@ -217,14 +217,22 @@ fn counts_against_quota(s: ViState) -> bool {
 async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
     let owner = state.store.user(vi.owner_id).await?;
     let others = state.store.list_vis(Some(vi.owner_id)).await?;
+    let pools = &state.config.private_pools;
     let mut used = Usage::default();
     for other in others
         .iter()
         .filter(|o| o.id != vi.id && counts_against_quota(o.state))
-        .chain([vi])
     {
-        used = used.plus(&state.views.summary(other)?);
+        // A design that cannot be planned takes no address.
+        let private = state.views.private_addresses(other, pools)?.unwrap_or(0);
+        used = used.plus(&state.views.summary(other)?, private);
     }
+    // This VI's design must be plannable to count: say why it is not.
+    let private = state
+        .views
+        .private_addresses(vi, pools)?
+        .map_err(ApiError::Conflict)?;
+    used = used.plus(&state.views.summary(vi)?, private);
     match used.over(&owner.quota) {
         Some((what, u, q)) => Err(ApiError::QuotaExceeded(format!(
             "this would bring {} to {u} {what}; the quota is {q}",
@@ -242,16 +250,18 @@ struct Usage {
     vcpus: u64,
     ram_mib: u64,
     public_addresses: u64,
+    private_addresses: u64,
 }
 
 impl Usage {
-    fn plus(self, s: &api::ViSummary) -> Usage {
+    fn plus(self, s: &api::ViSummary, private_addresses: u64) -> Usage {
         let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
         Usage {
             vms: self.vms.saturating_add(n(s.nodes)),
             vcpus: self.vcpus.saturating_add(s.vcpus),
             ram_mib: self.ram_mib.saturating_add(s.ram_mib),
             public_addresses: self.public_addresses.saturating_add(n(s.entry_points)),
+            private_addresses: self.private_addresses.saturating_add(private_addresses),
         }
     }
 
@@ -265,6 +275,11 @@ impl Usage {
                 "public addresses",
                 self.public_addresses,
                 q.public_addresses,
+            ),
+            (
+                "private addresses",
+                self.private_addresses,
+                q.private_addresses,
             ),
         ]
         .into_iter()

@@ -715,3 +715,73 @@ pub(crate) async fn tokens_and_accounts_are_managed(m: &TestManager) {
     let (s, _) = m.post(&p.bob, "/api/v1/auth/logout", None).await;
     assert!(s == StatusCode::NO_CONTENT || s == StatusCode::UNAUTHORIZED);
 }
+
+pub(crate) async fn private_addresses_are_a_quota(m: &TestManager) {
+    let admin = m.login("admin", ADMIN_PASSWORD).await;
+    let quota = json!({"vms": 200, "vcpus": 200, "ram_mib": 1_000_000, "public_addresses": 10,
+        "private_addresses": 300});
+    let (s, v) = m
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(&admin),
+            Some(json!({"name": "dave",
+            "password": "dave-password", "role": "user", "quota": quota})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dave = m.login("dave", "dave-password").await;
+    let pinned = |subnet: &str| {
+        let mut d = line_design(2, 512);
+        d["topology"]["links"][0]["subnet"] = json!(subnet);
+        d
+    };
+    let request = |id: Value| {
+        let dave = dave.clone();
+        async move {
+            m.post(
+                &dave,
+                &format!("/api/v1/vis/{}/request", id.as_str().unwrap()),
+                None,
+            )
+            .await
+        }
+    };
+    // Half the private pool for a link of two VMs: refused, as it says.
+    let greedy = m.create_vi(&dave, pinned("10.128.0.0/9")).await;
+    let (s, v) = request(greedy["id"].clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("a pin may hold at most 256"),
+        "{v}"
+    );
+    // A /24 pin counts 256 addresses, a line of two its /31.
+    let fair = m.create_vi(&dave, pinned("10.9.9.0/24")).await;
+    let (s, v) = request(fair["id"].clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let small = m
+        .create_vi(&dave, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .await;
+    let (s, v) = request(small["id"].clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // A LAN of 100 needs a /25: past the quota of 300.
+    let lan = m
+        .create_vi(
+            &dave,
+            json!({"catalogue": {"kind": "cluster", "nodes": 100}}),
+        )
+        .await;
+    let (s, v) = request(lan["id"].clone()).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("quota_exceeded")),
+        "{v}"
+    );
+    assert_eq!(
+        v["message"],
+        "this would bring dave to 386 private addresses; the quota is 300"
+    );
+}
