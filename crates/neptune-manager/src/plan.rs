@@ -39,7 +39,8 @@ pub struct PlacementPlan {
 }
 
 /// The placement graph of a design: VMs with their demands, links with
-/// their bandwidth (a LAN expanded into a clique, see neptune-placement).
+/// their bandwidth (a LAN as a star through its first member, see
+/// neptune-placement).
 pub fn graph(topo: &Topology) -> VirtualGraph {
     let index: HashMap<&str, usize> = topo
         .nodes

@@ -1622,6 +1622,63 @@ async fn failed_deploy_rolls_back(m: &TestManager) {
     assert_eq!(m.used_slots(&p.admin).await, 0);
 }
 
+/// A LAN is a shared segment: a 40-member one at 100 Mbit/s spread over
+/// hosts of 10 Gbit/s uplinks fits (as a clique it needed 51 200 Mbit/s of
+/// one uplink), and each host's reservation bounds what really crosses it.
+async fn a_lan_fits_hosts_uplinks(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 0, 3).await;
+    for i in 0..4 {
+        let body = json!({"datacenter": "napoli", "name": format!("h{i}"), "agent_url": "http://127.0.0.1:9",
+            "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": 12, "uplink_mbps": 10_000});
+        let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(body)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let id = m
+        .requested_vi(
+            &p.alice,
+            json!({"catalogue": {"kind": "nat-backends", "nodes": 40, "bandwidth": 100}}),
+        )
+        .await;
+    let (_, plan) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}/plan"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(plan["admissible"], true, "{}", plan["cut_mbps"]);
+    // 39 backends on the gateway's LAN, 12 per host: at most 39 cross.
+    assert!(
+        plan["cut_mbps"].as_u64().unwrap() <= 3900,
+        "{}",
+        plan["cut_mbps"]
+    );
+    m.accept(&p.admin, &id, None).await;
+    let v = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(v["state"], "running");
+    let (_, hosts) = m
+        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
+        .await;
+    for h in hosts.as_array().unwrap() {
+        let used = h["used_uplink_mbps"].as_i64().unwrap();
+        let members = v["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|vm| vm["host"] == h["name"])
+            .count() as i64;
+        // Never below what the LAN can put on the uplink: 100 x min(k, 40 - k).
+        assert!(
+            used >= 100 * members.min(40 - members),
+            "{}: {used} for {members}",
+            h["name"]
+        );
+        assert!(used <= 10_000, "{}: {used}", h["name"]);
+    }
+}
+
 /// A host whose Agent does not answer for a while (restarting, or
 /// registering again after a Manager restart) is waited for: the deploy
 /// finishes instead of rolling back.
@@ -2700,6 +2757,7 @@ on_both_stores!(
     tokens_and_accounts_are_managed,
     a_host_that_does_not_answer_is_waited_for,
     private_addresses_are_a_quota,
+    a_lan_fits_hosts_uplinks,
 );
 
 #[test]

@@ -5,12 +5,13 @@
 //! # Model
 //!
 //! - **VI graph** ([`VirtualGraph`]): VMs with vCPU / RAM / disk demands and
-//!   point-to-point virtual links with a bandwidth. **A LAN is expanded into
-//!   a clique** ([`VirtualGraph::add_lan`]): one link of the LAN's bandwidth
-//!   between every pair of members. This is the conservative reading (any two
-//!   members may talk at full rate), it keeps the graph a plain graph that
-//!   every partitioner reads (METIS format), and the cut counts each pair that
-//!   a host boundary separates. It is not a hyperedge model.
+//!   point-to-point virtual links with a bandwidth. **A LAN is a star**
+//!   ([`VirtualGraph::add_lan`]): one link of the LAN's bandwidth from its
+//!   first member to every other. Each member of the shared segment sends at
+//!   most the LAN's bandwidth, so the star's load on every host's uplink
+//!   bounds the LAN's real traffic there, and grows with the members, not
+//!   with their square as a clique's would; it keeps the graph a plain graph
+//!   that every partitioner reads (METIS format).
 //! - **Inventory** ([`Inventory`]): hosts with capacities, a VM-slot limit,
 //!   a datacenter, and the load other VIs already put there (capacity minus
 //!   load is what this VI may use).

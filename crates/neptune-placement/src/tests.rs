@@ -560,12 +560,14 @@ fn tree_network_loads_follow_the_path_through_the_switches() {
 }
 
 #[test]
-fn a_lan_expands_into_a_clique() {
+fn a_lan_is_a_star_through_its_first_member() {
     let mut g = VirtualGraph::with_nodes(4, Resources::ZERO);
     g.add_lan(&[0, 1, 2, 3], 7);
-    assert_eq!(g.links.len(), 6);
+    assert_eq!(g.links.len(), 3);
     let p = Problem::groups(g, 2, None);
-    assert_eq!(evaluate(&p, &[0, 0, 1, 1]).unwrap().cut, 28);
+    // Two members away from the hub's host: two links cut.
+    assert_eq!(evaluate(&p, &[0, 0, 1, 1]).unwrap().cut, 14);
+    assert_eq!(evaluate(&p, &[0, 1, 1, 1]).unwrap().cut, 21);
 }
 
 #[derive(Debug, Clone)]
