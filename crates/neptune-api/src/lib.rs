@@ -458,7 +458,7 @@ pub struct PlannedVm {
 
 /// What accepting a VI would do: computed from the design and the current
 /// inventory; computing it changes nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
     pub datacenter: String,
     pub vms: Vec<PlannedVm>,
@@ -466,6 +466,16 @@ pub struct Plan {
     pub cut_mbps: u64,
     /// Every physical link within its capacity.
     pub admissible: bool,
+    /// `cut_mbps` is proven the least possible (VIs of up to 24 VMs are
+    /// searched exactly): among admissible placements, or among all when
+    /// none is admissible.
+    pub optimal: bool,
+    /// No placement cuts less (equal to `cut_mbps` when optimal); absent
+    /// for VIs of more than 500 VMs and for an administrator's manual map.
+    pub lower_bound_mbps: Option<u64>,
+    /// `(cut_mbps - lower_bound_mbps) / cut_mbps`: how far the cut may be
+    /// from the least possible (0 when optimal).
+    pub gap: Option<f64>,
     pub addresses: AddressPlan,
 }
 

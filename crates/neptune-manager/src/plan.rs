@@ -30,7 +30,7 @@ pub enum PlanError {
 }
 
 /// A placement plan, as shown to the admin before accepting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlacementPlan {
     /// What the admin sees.
     pub view: Plan,
@@ -172,7 +172,7 @@ pub fn place(
         network: network(&ready),
         constraints: Constraints::default(),
     };
-    let placement = match manual {
+    let (placement, optimal, lower_bound, gap) = match manual {
         Some(map) => {
             let mut errors = Vec::new();
             let mut host_of = Vec::with_capacity(topo.nodes.len());
@@ -203,7 +203,8 @@ pub fn place(
                     violations.iter().map(ToString::to_string).collect(),
                 ));
             }
-            neptune_placement::evaluate(&problem, &host_of)?
+            let placement = neptune_placement::evaluate(&problem, &host_of)?;
+            (placement, false, None, None)
         }
         None => {
             let options = Options {
@@ -212,7 +213,14 @@ pub fn place(
                 restarts: None,
                 seed,
             };
-            neptune_placement::solve(&problem, &options)?.placement
+            let solution = neptune_placement::solve(&problem, &options)?;
+            let gap = solution.gap();
+            (
+                solution.placement,
+                solution.optimal,
+                solution.lower_bound,
+                gap,
+            )
         }
     };
     let shares = uplink_shares(&problem.graph, &placement.host_of);
@@ -244,6 +252,9 @@ pub fn place(
             vms,
             cut_mbps: placement.cut,
             admissible: placement.admissible,
+            optimal,
+            lower_bound_mbps: lower_bound,
+            gap,
             addresses: AddressPlan::default(),
         },
         records,

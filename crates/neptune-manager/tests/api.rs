@@ -1650,11 +1650,39 @@ async fn a_lan_fits_hosts_uplinks(m: &TestManager) {
         .await;
     assert_eq!(plan["admissible"], true, "{}", plan["cut_mbps"]);
     // 39 backends on the gateway's LAN, 12 per host: at most 39 cross.
+    let cut = plan["cut_mbps"].as_u64().unwrap();
+    assert!(cut <= 3900, "{cut}");
+    // Too large to be proven: a lower bound and the gap it leaves.
+    assert_eq!(plan["optimal"], false);
+    let bound = plan["lower_bound_mbps"].as_u64().unwrap();
+    assert!(bound <= cut && bound > 0, "{bound} {cut}");
+    let gap = plan["gap"].as_f64().unwrap();
     assert!(
-        plan["cut_mbps"].as_u64().unwrap() <= 3900,
-        "{}",
-        plan["cut_mbps"]
+        (gap - (cut - bound) as f64 / cut as f64).abs() < 1e-9,
+        "{gap}"
     );
+    // A small VI's plan is proven the best.
+    let small = m
+        .requested_vi(
+            &p.alice,
+            json!({"catalogue": {"kind": "ring", "nodes": 24}}),
+        )
+        .await;
+    let (_, small_plan) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{small}/plan"),
+            Some(&p.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (small_plan["optimal"].as_bool(), small_plan["gap"].as_f64()),
+        (Some(true), Some(0.0)),
+        "{}",
+        small_plan["cut_mbps"]
+    );
+    assert_eq!(small_plan["lower_bound_mbps"], small_plan["cut_mbps"]);
     m.accept(&p.admin, &id, None).await;
     let v = m.wait_vi(&p.alice, &id, "deploying").await;
     assert_eq!(v["state"], "running");

@@ -56,6 +56,7 @@
 
 mod error;
 mod eval;
+pub mod exact;
 mod instance;
 mod kl;
 pub mod metis;
@@ -136,6 +137,28 @@ pub struct Solution {
     pub placement: Placement,
     /// For KL: each restart's cost and i*.
     pub kl: Option<KlTrace>,
+    /// The cut is proven the least possible: among admissible placements,
+    /// or among all when none is admissible. The multilevel solver's exact
+    /// search ran to its end ([`exact`], VIs of up to
+    /// [`exact::EXACT_MAX_NODES`] VMs).
+    pub optimal: bool,
+    /// No placement cuts less (the cut itself when optimal); `None` beyond
+    /// [`exact::BOUND_MAX_NODES`] VMs.
+    pub lower_bound: Option<u64>,
+}
+
+impl Solution {
+    /// How far the cut may be from the best possible, as a fraction of the
+    /// cut: 0 when optimal, `None` without a bound (or with a cut of 0).
+    pub fn gap(&self) -> Option<f64> {
+        let cut = self.placement.cut;
+        match self.lower_bound {
+            _ if self.optimal => Some(0.0),
+            Some(lb) if cut > 0 => Some((cut - lb.min(cut)) as f64 / cut as f64),
+            Some(_) => Some(0.0),
+            None => None,
+        }
+    }
 }
 
 /// V-cycles of the multilevel solver for a VI of `n` nodes at `effort`.
@@ -194,10 +217,10 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
     let (inst, bin_host) = instance::Instance::from_problem(problem)?;
     let router = network::Router::new(problem)?;
     let mut rng = Rng::new(options.seed);
-    let (state, trace) = match options.solver {
+    let (bins, trace) = match options.solver {
         SolverKind::KernighanLin => {
             let (st, trace) = kl::solve(&inst, &mut rng, options.restarts.unwrap_or(5))?;
-            (st, Some(trace))
+            (st.bin, Some(trace))
         }
         SolverKind::Multilevel => {
             let n = inst.n();
@@ -238,15 +261,86 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
                     ils_steps: ils_steps(n, cycles),
                 },
             };
-            let st = multilevel::solve(&inst, &router, &bin_host, &mut rng, settings)?;
-            (st, None)
+            match multilevel::solve(&inst, &router, &bin_host, &mut rng, settings) {
+                Ok(st) => (st.bin, None),
+                // The heuristic packs greedily and can miss a placement of
+                // hosts filled to the brim: a small VI is searched for one.
+                Err(err @ PlacementError::NothingFits { .. }) if n <= exact::EXACT_MAX_NODES => {
+                    let found = exact::search(
+                        &inst,
+                        problem,
+                        &router,
+                        &bin_host,
+                        None,
+                        false,
+                        exact::EXACT_STEPS,
+                    );
+                    match found.bins {
+                        Some(bins) => (bins, None),
+                        None => return Err(err),
+                    }
+                }
+                Err(err) => return Err(err),
+            }
         }
     };
-    let host_of: Vec<usize> = state.bin.iter().map(|&b| bin_host[b as usize]).collect();
-    let placement = evaluate(problem, &host_of)?;
+    let mut host_of: Vec<usize> = bins.iter().map(|&b| bin_host[b as usize]).collect();
+    let mut placement = evaluate(problem, &host_of)?;
+    let mut optimal = false;
+    if options.solver == SolverKind::Multilevel && inst.n() <= exact::EXACT_MAX_NODES {
+        // Prove the heuristic's cut the least, or find a lesser one; then
+        // make sure the answer is admissible when an admissible one exists.
+        let search = |bound: Option<u64>, admissible: bool, budget: u64| {
+            exact::search(
+                &inst, problem, &router, &bin_host, bound, admissible, budget,
+            )
+        };
+        let heuristic = placement.clone();
+        let least = search(Some(placement.cut), false, exact::EXACT_STEPS);
+        if let Some(bins) = &least.bins {
+            host_of = bins.iter().map(|&b| bin_host[b as usize]).collect();
+            placement = evaluate(problem, &host_of)?;
+        }
+        optimal = least.complete;
+        let none_admissible = least.complete
+            && exact::admissible_cut_limit(problem, &bin_host)
+                .is_some_and(|limit| placement.cut > limit);
+        if !placement.admissible && !none_admissible {
+            // The least cut overloads the network: the least admissible one
+            // is larger; look for it below the heuristic's, if that was
+            // admissible, or anywhere (a smaller budget: proving that none
+            // exists takes the whole search).
+            let (bound, budget) = if heuristic.admissible {
+                (Some(heuristic.cut), exact::EXACT_STEPS)
+            } else {
+                (None, exact::EXACT_STEPS / 8)
+            };
+            let admissible = search(bound, true, budget);
+            match &admissible.bins {
+                Some(bins) => {
+                    host_of = bins.iter().map(|&b| bin_host[b as usize]).collect();
+                    placement = evaluate(problem, &host_of)?;
+                }
+                None if heuristic.admissible => placement = heuristic,
+                None => {}
+            }
+            // Proven: the least admissible cut, or no admissible placement
+            // at all (then the least cut stands).
+            optimal = admissible.complete && (optimal || placement.admissible);
+        }
+    }
+    let lower_bound = if optimal {
+        Some(placement.cut)
+    } else if inst.n() <= exact::BOUND_MAX_NODES {
+        Some(exact::lower_bound(&inst).min(placement.cut))
+    } else {
+        None
+    };
     Ok(Solution {
         placement,
         kl: trace,
+        optimal,
+        lower_bound,
     })
 }
 

@@ -149,6 +149,9 @@ pub(crate) fn run(cmd: PlacementCommand) -> anyhow::Result<ExitCode> {
                         "groups": problem.inventory.hosts.len(),
                         "admissible": p.admissible,
                         "overloaded_links": p.link_loads.iter().filter(|l| l.load > l.capacity).count(),
+                        "optimal": solution.optimal,
+                        "lower_bound": solution.lower_bound,
+                        "gap": solution.gap(),
                         "time_s": secs,
                         "group": p.host_of,
                     });
@@ -166,6 +169,7 @@ pub(crate) fn run(cmd: PlacementCommand) -> anyhow::Result<ExitCode> {
                         p.max_group,
                         if p.admissible { "yes" } else { "no" },
                     );
+                    s.push_str(&bound_text(&solution));
                     if let Some(t) = &solution.kl {
                         s.push_str(&format!(
                             "\nrestart costs: {:?}\nbest found at restart: {}",
@@ -185,5 +189,22 @@ pub(crate) fn run(cmd: PlacementCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+    }
+}
+
+/// `optimal: yes`, or the lower bound and the gap it leaves.
+fn bound_text(s: &neptune_placement::Solution) -> String {
+    if s.optimal {
+        return "\noptimal: yes (proven by exact search)".to_owned();
+    }
+    match (s.lower_bound, s.gap()) {
+        (Some(lb), Some(gap)) => format!(
+            "\noptimal: not proven\nlower bound: {lb} (gap {:.1} %)",
+            gap * 100.0
+        ),
+        _ => format!(
+            "\noptimal: not proven\nlower bound: not computed beyond {} VMs",
+            neptune_placement::exact::BOUND_MAX_NODES
+        ),
     }
 }

@@ -76,7 +76,18 @@ fn both_efforts_find_the_two_triangles_and_say_which_ran() {
         assert_eq!(v["effort"], effort);
         assert_eq!(v["cut"], 1, "{effort}");
         assert_eq!(v["max_group_size"], 3, "{effort}");
+        // Six VMs: searched exactly, the cut of 1 is proven the least.
+        assert_eq!(
+            (v["optimal"].as_bool(), v["lower_bound"].as_u64()),
+            (Some(true), Some(1))
+        );
     }
+    let o = neptune(&["placement", "solve", &g, "-k", "3"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("optimal: yes (proven by exact search)"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let o = neptune(&["placement", "solve", &g, "-k", "3", "--effort", "extreme"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--effort"));
