@@ -40,6 +40,10 @@ struct Cli {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Tiny sizes (500 VIs, 500 churn operations, 200 saturated, a /16):
+    /// checks that the benchmark runs end to end, measures nothing.
+    #[arg(long, conflicts_with_all = ["vis", "churn", "saturated", "pool"])]
+    smoke: bool,
 }
 
 /// Per-operation times.
@@ -334,7 +338,13 @@ fn phases(
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.smoke {
+        cli.vis = 500;
+        cli.churn = 500;
+        cli.saturated = 200;
+        cli.pool = "10.0.0.0/16".parse()?;
+    }
     let mut rng = Rng::new(cli.seed);
     let vis: Vec<Vi> = (0..cli.vis).map(|_| Vi::random(&mut rng)).collect();
     let ops: Vec<u64> = (0..cli.churn.max(1)).map(|_| rng.next()).collect();

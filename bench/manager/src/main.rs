@@ -6,7 +6,10 @@
 //! 2. API read throughput and latency under `wrk` (if installed): an
 //!    authenticated GET of one VI, of the VI list and of `/me`, on SQLite.
 //!
-//!     cargo run --release -p neptune-bench-manager -- [--vms N] [--runs R] [--wrk-seconds S]
+//! ```text
+//! cargo run --release -p neptune-bench-manager -- [--vms N] [--runs R] [--wrk-seconds S]
+//! cargo run -p neptune-bench-manager -- --smoke   # 8 VMs, 1 run, 1 s of wrk: does it still run?
+//! ```
 
 #![allow(
     clippy::print_stdout,
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use neptune_hypervisor::Capacity;
 use neptune_manager::up::{self, UpOptions};
+use neptune_topology::catalogue::{Kind, Params};
 use serde_json::{json, Value};
 
 struct Args {
@@ -35,6 +39,12 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--smoke" {
+            // Tiny sizes, one run: checks that the benchmark still runs
+            // end to end (scripts/bench-smoke), measures nothing.
+            (a.vms, a.runs, a.wrk_seconds) = (8, 1, 1);
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--vms" => a.vms = value.parse()?,
@@ -43,7 +53,27 @@ fn args() -> anyhow::Result<Args> {
             other => bail!("unknown option {other}"),
         }
     }
+    if a.vms < 2 || a.runs == 0 {
+        bail!("--vms must be at least 2 (the catalogue's smallest cluster) and --runs at least 1");
+    }
     Ok(a)
+}
+
+/// Mbit/s of every host's uplink: enough for any placement of the VI.
+///
+/// Placement respects host uplinks, and a LAN counts as a clique: every pair
+/// of VMs on it is a link of the catalogue's bandwidth (100 Mbit/s). A host
+/// holding `k` of the cluster's `n` VMs carries `k * (n - k)` of those pairs
+/// on its uplink, at most `n/2 * n/2` (250 Gbit/s for 100 VMs; 64 VMs on one
+/// host and 36 on another need 230.4 Gbit/s each). The benchmark measures
+/// the Manager, not the datacenter's network, so its simulated hosts get that
+/// much, and any placement the solver prefers fits.
+fn uplink_mbps_for(vms: usize) -> anyhow::Result<u64> {
+    let per_pair = Params::new(Kind::Cluster).bandwidth.0;
+    let (half, rest) = (vms as u64 / 2, vms as u64 - vms as u64 / 2);
+    half.checked_mul(rest)
+        .and_then(|pairs| pairs.checked_mul(per_pair))
+        .context("the cluster is too large for any uplink")
 }
 
 async fn call(
@@ -85,6 +115,8 @@ async fn main() -> anyhow::Result<()> {
         disk_mib: 1 << 30,
         vm_slots: 64,
     };
+    let uplink = uplink_mbps_for(args.vms)?;
+    opts.uplink_mbps = uplink;
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (running, _server) = up::start(opts, async move {
         let _ = stopped.await;
@@ -142,8 +174,8 @@ async fn main() -> anyhow::Result<()> {
     let user_token = user["token"].as_str().context("no token")?.to_owned();
 
     println!(
-        "== accept -> running, {} VMs, {} runs (4 simulated hosts behind real Agents, SQLite)",
-        args.vms, args.runs
+        "== accept -> running, {} VMs, {} runs (4 simulated hosts behind real Agents, uplinks of {} Mbit/s, SQLite)",
+        args.vms, args.runs, uplink
     );
     let mut times = Vec::new();
     let mut last_id = String::new();
@@ -238,22 +270,25 @@ async fn main() -> anyhow::Result<()> {
     if args.wrk_seconds == 0 {
         return Ok(());
     }
-    let Ok(version) = tokio::process::Command::new("wrk")
+    if tokio::process::Command::new("wrk")
         .arg("--version")
         .output()
         .await
-    else {
+        .is_err()
+    {
         println!("wrk is not installed (apt-get install wrk): API throughput not measured");
         return Ok(());
-    };
-    let _ = version;
+    }
     for (what, path) in [
         (
-            "GET /api/v1/vis/{id} (a 100-VM VI)",
+            format!("GET /api/v1/vis/{{id}} (a {}-VM VI)", args.vms),
             format!("/vis/{last_id}"),
         ),
-        ("GET /api/v1/vis (the admin's list)", "/vis".to_owned()),
-        ("GET /api/v1/me", "/me".to_owned()),
+        (
+            "GET /api/v1/vis (the admin's list)".to_owned(),
+            "/vis".to_owned(),
+        ),
+        ("GET /api/v1/me".to_owned(), "/me".to_owned()),
     ] {
         let out = tokio::process::Command::new("wrk")
             .args([
@@ -268,12 +303,18 @@ async fn main() -> anyhow::Result<()> {
             .output()
             .await?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let rps = text
-            .lines()
-            .find(|l| l.starts_with("Requests/sec:"))
-            .unwrap_or("Requests/sec: ?")
-            .trim()
-            .to_owned();
+        // Without its summary line wrk did not measure anything; refused
+        // requests would measure the error path, not the read.
+        let Some(rps) = text.lines().find(|l| l.starts_with("Requests/sec:")) else {
+            bail!(
+                "wrk on {path} printed no Requests/sec ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if let Some(errors) = text.lines().find(|l| l.contains("Non-2xx")) {
+            bail!("{what}: the Manager refused requests: {}", errors.trim());
+        }
         let percentile = |p: &str| {
             text.lines()
                 .find(|l| l.trim_start().starts_with(p))
@@ -282,15 +323,15 @@ async fn main() -> anyhow::Result<()> {
                 .to_owned()
         };
         let (p50, p99) = (percentile("50%"), percentile("99%"));
-        let errors = text
+        let socket_errors = text
             .lines()
-            .find(|l| l.contains("Non-2xx"))
+            .find(|l| l.contains("Socket errors"))
             .unwrap_or("")
-            .trim()
-            .to_owned();
+            .trim();
         println!(
-            "== wrk -t2 -c32 -d{}s {what}: {rps}, latency p50 {p50}, p99 {p99} {errors}",
-            args.wrk_seconds
+            "== wrk -t2 -c32 -d{}s {what}: {}, latency p50 {p50}, p99 {p99} {socket_errors}",
+            args.wrk_seconds,
+            rps.trim()
         );
     }
     Ok(())

@@ -20,6 +20,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const STALL_LIMIT: Duration = Duration::from_secs(1);
 
+/// How long ess-a stays down when it is restarted mid-binding.
+const OUTAGE: Duration = Duration::from_millis(300);
+
 fn is_encapsulated(plane: Plane, h: &[u8; 24], from: Ipv4Addr, to: Ipv4Addr) -> bool {
     src(h) == from
         && dst(h) == to
@@ -227,14 +230,30 @@ fn migration_scenario(plane: Plane) {
         ]);
     }
     // Down long enough for the connection to lose packets: only the
-    // persisted table can bring it back.
-    std::thread::sleep(Duration::from_millis(300));
+    // persisted table can bring it back. The traffic must see the outage:
+    // no round trip while ess-a is down (one already past ess-a when it
+    // died may finish in the first 50 ms), and a stall at least as long.
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    let rounds_down = echo.rounds();
+    std::thread::sleep(OUTAGE - Duration::from_millis(50));
+    let through = echo.rounds() - rounds_down;
+    let outage = down.elapsed();
     bed.start("a");
     echo.wait_rounds(20);
     let stall_restart = echo.take_max_gap();
     eprintln!(
-        "{plane:?}: ess-a restart: longest stall {} ms",
+        "{plane:?}: ess-a down {} ms: {through} round trips through it meanwhile, longest stall {} ms",
+        outage.as_millis(),
         stall_restart.as_millis()
+    );
+    assert_eq!(
+        through, 0,
+        "the traffic went on while ess-a was down: the outage was not seen"
+    );
+    assert!(
+        stall_restart + Duration::from_millis(50) >= outage,
+        "restart stall {stall_restart:?} shorter than the outage {outage:?}"
     );
     assert!(
         stall_restart < Duration::from_secs(3),

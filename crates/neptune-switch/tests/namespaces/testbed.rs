@@ -678,6 +678,11 @@ impl EchoSession {
         }
     }
 
+    /// Round trips completed so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
     /// Longest gap since the last reset, and resets it.
     pub fn take_max_gap(&self) -> Duration {
         Duration::from_micros(self.max_gap_us.swap(0, Ordering::Relaxed))

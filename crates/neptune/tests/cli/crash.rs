@@ -1,15 +1,30 @@
 //! Durable jobs survive a crash: the real `neptune manager` process is
-//! killed (SIGKILL) while a deploy runs, after each step in turn, and
-//! restarted on the same database; the job finishes (or, when a step fails,
-//! rolls back) and nothing leaks: no VM, disk, VM slot or address. The same
-//! for suspend and resume, killed part-way through.
+//! killed (SIGKILL) while a deploy runs, at each step where it can be
+//! interrupted in turn, and restarted on the same database; the job
+//! finishes (or, when a step fails, rolls back) and nothing leaks: no VM,
+//! disk, VM slot or address. The same for suspend and resume, killed
+//! part-way through.
+//!
+//! A job runs the steps of a phase together (all copies, then all defines,
+//! ...) and records its progress once per batch, so it can be interrupted
+//! at the first step of each batch, not after every step. The test finds
+//! those steps as it goes: each kill waits for the job to be running at a
+//! step past the last one interrupted, and every kill is checked in the
+//! database, read while the Manager is dead: the job was running, at the
+//! step the test records. A job that finishes before such a step is not
+//! killed (the kinds of job are then done: each was interrupted at every
+//! step past the last one it was caught at, and at two at least). Steps that
+//! last less than a poll (local ones between batches) are caught by chance;
+//! the log lists the steps seen and interrupted.
 //!
 //! The hosts are real Agents (HTTP on 127.0.0.1) over simulated
 //! hypervisors whose every operation takes a while, run in this test so it
 //! can look at them and inject faults.
 
 #![allow(clippy::unwrap_used)] // test helpers fail loudly
+#![allow(clippy::print_stderr)] // where each job was interrupted, for the log
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,6 +33,7 @@ use std::time::{Duration, Instant};
 use neptune_agent::{AgentConfig, ManagerLink};
 use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{Capacity, Hypervisor, Op};
+use neptune_store::{JobRecord, JobState, Store};
 use neptune_types::Secret;
 use serde_json::{json, Value};
 
@@ -49,6 +65,7 @@ impl ManagerProcess {
         let _ = self.child.wait();
     }
 
+    /// Starts it again (after killing it, if it still runs).
     fn restart(&mut self) {
         self.kill();
         *self = ManagerProcess::start(&self.args.clone());
@@ -146,11 +163,12 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     assert!(ok.success());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let db = format!("sqlite://{}", d.join("neptune.db").display());
     let args: Vec<String> = vec![
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--database-url".into(),
-        format!("sqlite://{}", d.join("neptune.db").display()),
+        db.clone(),
         "--image-dir".into(),
         d.join("images").display().to_string(),
         "--agent-token-file".into(),
@@ -247,24 +265,44 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // One VI of 4 VMs: 12 deploy steps. Kill the Manager after step k, for every k.
+    // One VI of 4 VMs: 12 deploy steps. Round k kills the Manager at the
+    // first step at or after k where the deploy runs (once every such step
+    // was interrupted, again at each of them in turn), then kills it again
+    // while the VI terminates, at varying delays.
     let total = 12;
-    for kill_after in 0..total {
+    let mut deploys = KillPoints::default();
+    for round in 0..total {
         let id = requested_vi(&api).await;
         let (s, v) = api
             .call(reqwest::Method::POST, &format!("/vis/{id}/accept"), None)
             .await;
         assert_eq!(s, 200, "{v}");
-        kill_after_step(&api, &mut manager, &base, &v, kill_after, total).await;
+        let killed = kill_next(
+            &api,
+            &mut manager,
+            &db,
+            &v,
+            total,
+            &mut deploys,
+            round as usize,
+        )
+        .await;
+        if killed != Kill::NotKilled {
+            manager.restart();
+            wait_for_manager(&base).await;
+        }
         let v = settle(&api, &id, "deploying").await;
-        assert_eq!(v["state"], "running", "killed after step {kill_after}: {v}");
+        assert_eq!(
+            v["state"], "running",
+            "round {round}, killed at step {killed:?}: {v}"
+        );
         assert_eq!(v["jobs"][0]["state"], "succeeded");
         // Keep the hosts from filling up: terminate it, also across a kill.
         let (s, _) = api
             .call(reqwest::Method::POST, &format!("/vis/{id}/terminate"), None)
             .await;
         assert_eq!(s, 200);
-        tokio::time::sleep(Duration::from_millis(70 * (kill_after as u64 % 4))).await;
+        tokio::time::sleep(Duration::from_millis(70 * (round as u64 % 4))).await;
         manager.restart();
         wait_for_manager(&base).await;
         let v = settle(&api, &id, "terminating").await;
@@ -272,9 +310,10 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
         assert_eq!(
             everything_on(&sims, &hosts_root).await,
             (0, 0),
-            "leak after a kill after step {kill_after}"
+            "leak after a kill at step {killed:?} (round {round})"
         );
     }
+    deploys.assert_complete("deploy");
 
     // A failing step, and a kill while the job rolls back: nothing stays behind.
     sims[0].add_fault(Fault::always(Op::Start));
@@ -284,13 +323,32 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
         .call(reqwest::Method::POST, &format!("/vis/{id}/accept"), None)
         .await;
     let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+    // Killed while it undoes, with fewer than 7 steps left to undo.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let j = api.get(&format!("/jobs/{job}")).await;
-        if j["state"] == "rolling_back" && j["step"].as_i64().unwrap() < 7 {
+        let left = j["step"].as_i64().unwrap();
+        if j["state"] == "rolling_back" && left < 7 {
             break;
         }
+        assert!(
+            j["state"] == "running" || j["state"] == "rolling_back",
+            "the rollback ended before the kill (missed the window): {j}"
+        );
+        assert!(Instant::now() < deadline, "no rollback in 30 s: {j}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    manager.kill();
+    let at_kill = job_in_store(&db, &job).await;
+    assert_eq!(
+        (at_kill.state, at_kill.cursor < 7),
+        (JobState::RollingBack, true),
+        "the kill did not interrupt the rollback: {at_kill:?}"
+    );
+    eprintln!(
+        "rollback interrupted with {} steps left to undo",
+        at_kill.cursor
+    );
     manager.restart();
     wait_for_manager(&base).await;
     let v = settle(&api, &id, "deploying").await;
@@ -310,21 +368,31 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     sims[1].set_faults(Vec::new());
 
     // Suspend (14 steps) and resume (10 steps), the Manager killed part-way
-    // through each: the VI ends suspended with its hosts empty, then running
-    // again with nothing saved left behind.
+    // through each, at each step where they can be interrupted in turn: the
+    // VI ends suspended with its hosts empty, then running again with
+    // nothing saved left behind.
     let id = running_vi(&api).await;
     let saved = d.join("images/suspended").join(id.replace('-', ""));
-    for (suspend_kill, resume_kill) in [(1, 1), (5, 5), (9, 9), (13, 3)] {
+    let (mut suspends, mut resumes) = (KillPoints::default(), KillPoints::default());
+    for round in 0.. {
+        if suspends.complete && resumes.complete && round >= 4 {
+            break;
+        }
+        assert!(
+            round < 16,
+            "more interruptible steps than a suspend and a resume have"
+        );
         let (s, v) = api
             .call(reqwest::Method::POST, &format!("/vis/{id}/suspend"), None)
             .await;
         assert_eq!(s, 200, "{v}");
-        kill_after_step(&api, &mut manager, &base, &v, suspend_kill, 14).await;
+        let killed = kill_next(&api, &mut manager, &db, &v, 14, &mut suspends, round).await;
+        if killed != Kill::NotKilled {
+            manager.restart();
+            wait_for_manager(&base).await;
+        }
         let v = settle(&api, &id, "suspending").await;
-        assert_eq!(
-            v["state"], "suspended",
-            "killed after step {suspend_kill}: {v}"
-        );
+        assert_eq!(v["state"], "suspended", "killed at step {killed:?}: {v}");
         assert_eq!(everything_on(&sims, &hosts_root).await, (0, 0));
         assert_eq!(std::fs::read_dir(&saved).unwrap().count(), 8);
 
@@ -332,15 +400,18 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
             .call(reqwest::Method::POST, &format!("/vis/{id}/resume"), None)
             .await;
         assert_eq!(s, 200, "{v}");
-        kill_after_step(&api, &mut manager, &base, &v, resume_kill, 10).await;
+        let killed = kill_next(&api, &mut manager, &db, &v, 10, &mut resumes, round).await;
+        if killed != Kill::NotKilled {
+            manager.restart();
+            wait_for_manager(&base).await;
+        }
         let v = settle(&api, &id, "resuming").await;
-        assert_eq!(
-            v["state"], "running",
-            "killed after step {resume_kill}: {v}"
-        );
+        assert_eq!(v["state"], "running", "killed at step {killed:?}: {v}");
         assert_eq!(everything_on(&sims, &hosts_root).await, (4, 4));
         assert!(!saved.exists(), "saved files left after a resume");
     }
+    suspends.assert_complete("suspend");
+    resumes.assert_complete("resume");
     api.call(reqwest::Method::POST, &format!("/vis/{id}/terminate"), None)
         .await;
     let v = settle(&api, &id, "terminating").await;
@@ -377,29 +448,128 @@ async fn running_vi(api: &Api) -> String {
     id
 }
 
-/// Kills and restarts the Manager once the VI's newest job has done `step` steps.
-async fn kill_after_step(
+/// Where one kind of job was interrupted, and where it was seen running.
+#[derive(Debug, Default)]
+struct KillPoints {
+    /// Steps the job was running at when the Manager was killed (checked in
+    /// the database).
+    interrupted: BTreeSet<i64>,
+    /// Every step a job of this kind was seen running at.
+    seen: BTreeSet<i64>,
+    /// Steps seen running just before a kill that found the job further on:
+    /// steps too short to be caught (a local step between two batches).
+    missed: BTreeSet<i64>,
+    /// Kills that came after the job's last batch had ended (not counted).
+    too_late: usize,
+    /// A job finished without being seen running at a step past the last
+    /// interrupted one: every step where it could be caught has been.
+    complete: bool,
+}
+
+impl KillPoints {
+    /// The step the next kill waits for: past the last one interrupted
+    /// until the job can no longer be interrupted there; then each
+    /// interrupted step again, in turn.
+    fn next(&self, round: usize) -> i64 {
+        if self.complete {
+            let again: Vec<i64> = self.interrupted.iter().copied().collect();
+            again[round % again.len()]
+        } else {
+            self.interrupted.last().map_or(0, |s| s + 1)
+        }
+    }
+
+    fn assert_complete(&self, kind: &str) {
+        eprintln!(
+            "{kind}: interrupted at steps {:?}, seen running at {:?}, too short to catch {:?}, {} kills too late",
+            self.interrupted, self.seen, self.missed, self.too_late
+        );
+        assert!(
+            self.complete,
+            "{kind}: not every interruptible step was reached: {self:?}"
+        );
+        assert!(
+            self.interrupted.len() >= 2,
+            "{kind}: one interruptible step only: {self:?}"
+        );
+    }
+}
+
+/// What [`kill_next`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// The job finished without being seen running at the step wanted or
+    /// later: the Manager was not killed.
+    NotKilled,
+    /// The Manager was killed while the job ran, at this step (as the
+    /// database holds it).
+    Interrupted(i64),
+    /// The job was seen running just before the kill, but had finished by
+    /// then (its last batch ended in between): nothing was interrupted.
+    TooLate,
+}
+
+/// Kills the Manager (SIGKILL) once the VI's newest job, of `total` steps,
+/// is seen running at the step `points` names next for `round` or later,
+/// and checks in the database, the Manager dead, what the kill
+/// interrupted. After a kill (`Interrupted` or `TooLate`) the caller
+/// restarts the Manager.
+async fn kill_next(
     api: &Api,
     manager: &mut ManagerProcess,
-    base: &str,
+    db: &str,
     vi: &Value,
-    step: i64,
     total: i64,
-) {
+    points: &mut KillPoints,
+    round: usize,
+) -> Kill {
     let job = vi["jobs"].as_array().unwrap().last().unwrap();
     assert_eq!(job["total"], total, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
+    let step = points.next(round);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let j = api.get(&format!("/jobs/{id}")).await;
-        if j["step"].as_i64().unwrap() >= step || j["state"] != "running" {
-            break;
+        let at = j["step"].as_i64().unwrap();
+        // Running with every step done is the instant before the job is
+        // recorded as finished: nothing left to interrupt.
+        if j["state"] != "running" || at >= total {
+            assert!(j["state"] == "succeeded" || at >= total, "{j}");
+            points.complete = true;
+            return Kill::NotKilled;
+        }
+        points.seen.insert(at);
+        if at >= step {
+            manager.kill();
+            let record = job_in_store(db, &id).await;
+            if record.state == JobState::Succeeded {
+                points.too_late += 1;
+                return Kill::TooLate;
+            }
+            assert_eq!(
+                record.state,
+                JobState::Running,
+                "the kill found the job neither running nor finished: {record:?}"
+            );
+            assert!(record.cursor >= at && record.cursor < total, "{record:?}");
+            if record.cursor > at {
+                points.missed.insert(at);
+            }
+            points.seen.insert(record.cursor);
+            points.interrupted.insert(record.cursor);
+            return Kill::Interrupted(record.cursor);
         }
         assert!(Instant::now() < deadline, "job stuck: {j}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    manager.restart();
-    wait_for_manager(base).await;
+}
+
+/// The job as the database holds it (read while the Manager is dead).
+async fn job_in_store(db: &str, id: &str) -> JobRecord {
+    let store = neptune_store::connect(db).await.unwrap();
+    let job = store.job(id.parse().unwrap()).await.unwrap();
+    store.close().await;
+    job
 }
 
 /// Waits until the VI leaves `transient`.
