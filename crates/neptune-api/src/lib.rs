@@ -15,7 +15,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable, machine-readable: `unauthenticated`, `forbidden`, `not_found`,
-    /// `conflict`, `invalid_topology`, `invalid_request`, `quota_exceeded`, `internal`.
+    /// `conflict`, `invalid_topology`, `invalid_request`, `quota_exceeded`,
+    /// `too_many_requests`, `method_not_allowed`, `request_timeout`,
+    /// `payload_too_large`, `unsupported_media_type`, `internal`.
     pub code: String,
     /// For people; may change between versions.
     pub message: String,
