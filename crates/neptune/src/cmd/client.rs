@@ -504,8 +504,15 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
                 if output == Output::Json {
                     return json(&plan);
                 }
+                let proof = match (plan.optimal, plan.lower_bound_mbps, plan.gap) {
+                    (true, _, _) => ", proven the least".to_owned(),
+                    (false, Some(lb), Some(gap)) => {
+                        format!(", at least {lb} Mbit/s (gap {:.1} %)", gap * 100.0)
+                    }
+                    _ => String::new(),
+                };
                 println!(
-                    "datacenter {}: cut {} Mbit/s, {}",
+                    "datacenter {}: cut {} Mbit/s{proof}, {}",
                     plan.datacenter,
                     plan.cut_mbps,
                     if plan.admissible {

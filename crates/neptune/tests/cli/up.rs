@@ -186,6 +186,16 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     ));
     let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
     assert_eq!(plan["vms"].as_array().unwrap().len(), 4);
+    assert_eq!(plan["optimal"], true, "four VMs are placed exactly");
+    let text = ok(&cli(
+        dir.path(),
+        &["vi", "plan", &id, "--datacenter", "roma"],
+        None,
+    ));
+    assert!(
+        text.starts_with("datacenter roma: cut 0 Mbit/s, proven the least, admissible"),
+        "{text}"
+    );
     assert!(plan["vms"]
         .as_array()
         .unwrap()
