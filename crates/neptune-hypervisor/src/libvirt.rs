@@ -303,12 +303,24 @@ impl LibvirtHypervisor {
                         .virsh(op, &spec.name, &["net-define", path_str(&file)])
                         .await;
                     let _ = std::fs::remove_file(&file);
-                    defined?;
+                    match defined {
+                        Ok(_) => {}
+                        // Another host on this daemon made it meanwhile:
+                        // the same network, from the same name.
+                        Err(HypervisorError::Failed { message, .. })
+                            if message.contains("already exists") => {}
+                        Err(e) => return Err(e),
+                    }
                     (false, false)
                 }
             };
             if !active {
-                self.virsh(op, &spec.name, &["net-start", net]).await?;
+                match self.virsh(op, &spec.name, &["net-start", net]).await {
+                    Ok(_) => {}
+                    Err(HypervisorError::Failed { message, .. })
+                        if message.contains("already active") => {}
+                    Err(e) => return Err(e),
+                }
             }
             if !autostart {
                 self.virsh(op, &spec.name, &["net-autostart", net]).await?;
@@ -955,13 +967,13 @@ impl Hypervisor for LibvirtHypervisor {
         let Some(d) = self.domain(op, vm).await? else {
             return Ok(());
         };
-        if d.state == VmState::Running {
-            match self.virsh(op, vm, &["destroy", vm]).await {
-                Ok(_) => {}
-                Err(HypervisorError::Failed { message, .. })
-                    if message.contains("domain is not running") => {}
-                Err(e) => return Err(e),
-            }
+        // Whatever its state: a paused (or crashed, or stopping) domain is
+        // active too, and undefining it would leave its QEMU process behind.
+        match self.virsh(op, vm, &["destroy", vm]).await {
+            Ok(_) => {}
+            Err(HypervisorError::Failed { message, .. })
+                if message.contains("domain is not running") => {}
+            Err(e) => return Err(e),
         }
         match self.virsh(op, vm, &["undefine", vm]).await {
             Ok(_) => {}

@@ -263,6 +263,39 @@ async fn a_vm_lives_through_libvirt() {
     assert!(!Path::new(&disk).exists());
 }
 
+/// A paused guest is destroyed, not left running as a transient domain;
+/// two hosts of one daemon making the same network at once both succeed.
+#[tokio::test]
+async fn paused_guests_are_destroyed_and_networks_made_at_once() {
+    let Some(uri) = libvirt_uri() else { return };
+    let h = Host::new(uri, "paused", ROOMY).await;
+    let other = h.neighbour(ROOMY);
+    let net = h.name("lan");
+    let (a, b) = (h.name("a"), h.name("b"));
+    let disk_a = h.hv.prepare_disk(&a, &h.template, 32).await.unwrap();
+    let disk_b = other.prepare_disk(&b, &h.template, 32).await.unwrap();
+    let spec_a = h.spec(&a, &disk_a, &net, "52:54:00:12:35:01");
+    let spec_b = h.spec(&b, &disk_b, &net, "52:54:00:12:35:02");
+    let (ra, rb) = tokio::join!(h.hv.define(&spec_a), other.define(&spec_b));
+    ra.unwrap();
+    rb.unwrap();
+    let (ra, rb) = tokio::join!(h.hv.start(&a), other.start(&b));
+    ra.unwrap();
+    rb.unwrap();
+    // Paused, as a guest that KVM cannot run ends up.
+    let (ok, text) = virsh(&h.uri, &["suspend", &a]);
+    assert!(ok, "{text}");
+    assert_ne!(h.state(&a).await, Some(VmState::Running));
+    h.hv.destroy(&a).await.unwrap();
+    assert!(
+        !h.domains().contains(&a),
+        "a paused domain undefined without destroy lives on as a transient one"
+    );
+    other.destroy(&b).await.unwrap();
+    assert!(!h.domains().contains(&b));
+    assert!(!h.networks().contains(&net));
+}
+
 /// What the adapter refuses, what it leaves alone, and a VM saved while
 /// stopped, which resumes by booting.
 #[tokio::test]
