@@ -8,6 +8,7 @@
 //! [`sim::SimHypervisor`] (in memory, with configurable delays and fault
 //! injection, for `neptune up`, CI speed and scale tests).
 
+pub mod kvm;
 pub mod libvirt;
 pub mod sim;
 

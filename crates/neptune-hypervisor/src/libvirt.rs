@@ -51,10 +51,12 @@ pub struct LibvirtConfig {
     /// Where VM disks live (`<data_dir>/disks`).
     pub data_dir: PathBuf,
     pub capacity: Capacity,
-    /// Whether guests run on KVM; `None`: when the host has `/dev/kvm`.
-    /// Set it to `false` where QEMU may not use the device (libvirt runs
-    /// QEMU as its own user, and a host without udev rules keeps
-    /// `/dev/kvm` to root): guests then run under software emulation.
+    /// Whether guests run on KVM; `None`: when KVM runs a guest here (the
+    /// adapter boots a tiny one to find out, see [`crate::kvm`]: a host
+    /// may have `/dev/kvm` and still fail every guest). Set it to `false`
+    /// where QEMU may not use the device (libvirt runs QEMU as its own
+    /// user, and a host without udev rules keeps `/dev/kvm` to root):
+    /// guests then run under software emulation.
     pub kvm: Option<bool>,
     /// The host's bridge on the datacenter's public network: the NICs on
     /// [`PUBLIC_NETWORK`] (entry points) are plugged into it. `None`: they
@@ -93,13 +95,18 @@ struct StoppedState {
 }
 
 impl LibvirtHypervisor {
+    /// Whether guests run on KVM (else under QEMU's software emulation).
+    pub fn uses_kvm(&self) -> bool {
+        self.domain_type == "kvm"
+    }
+
     /// An adapter for `config`; creates the disk directory. The data
     /// directory is made absolute: libvirt needs absolute disk paths, and a
     /// domain's disk path tells which host it belongs to.
     pub fn new(mut config: LibvirtConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(config.data_dir.join("disks"))?;
         config.data_dir = config.data_dir.canonicalize()?;
-        let kvm = config.kvm.unwrap_or_else(|| Path::new("/dev/kvm").exists());
+        let kvm = config.kvm.unwrap_or_else(crate::kvm::usable);
         let domain_type = if kvm { "kvm" } else { "qemu" };
         Ok(Self {
             config,
@@ -823,7 +830,28 @@ impl Hypervisor for LibvirtHypervisor {
                     let _admitted = self.admission.lock().await;
                     self.ensure_networks(op, &d.spec).await?;
                 }
-                self.virsh(op, vm, &["start", vm]).await.map(|_| ())
+                match self.virsh(op, vm, &["start", vm]).await {
+                    Ok(_) => Ok(()),
+                    // Active but not running: paused or crashed, which a
+                    // start cannot mend. Say what the guest is.
+                    Err(HypervisorError::Failed { message, .. })
+                        if message.contains("already active") =>
+                    {
+                        let state = self
+                            .virsh(op, vm, &["domstate", "--reason", vm])
+                            .await
+                            .unwrap_or_default();
+                        Err(HypervisorError::Failed {
+                            op,
+                            vm: vm.to_owned(),
+                            message: format!(
+                                "the guest is {} and does not run (where KVM cannot run guests, use --kvm off)",
+                                state.trim()
+                            ),
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
             }
         }
     }

@@ -286,6 +286,13 @@ async fn paused_guests_are_destroyed_and_networks_made_at_once() {
     let (ok, text) = virsh(&h.uri, &["suspend", &a]);
     assert!(ok, "{text}");
     assert_ne!(h.state(&a).await, Some(VmState::Running));
+    // A start cannot run it, and says why.
+    match h.hv.start(&a).await {
+        Err(HypervisorError::Failed { message, .. }) => {
+            assert!(message.contains("the guest is paused"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
     h.hv.destroy(&a).await.unwrap();
     assert!(
         !h.domains().contains(&a),

@@ -24,7 +24,7 @@ pub(crate) enum HypervisorFlag {
 /// Whether libvirt guests run on KVM (flag form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum KvmFlag {
-    /// KVM when the host has /dev/kvm.
+    /// KVM when a tiny guest runs on it here (probed once; /dev/kvm alone is not enough).
     Auto,
     On,
     /// Software emulation (QEMU TCG).
