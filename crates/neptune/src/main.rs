@@ -63,7 +63,29 @@ enum Command {
     Agent(cmd::agent::Args),
 }
 
+/// A reader that goes away (`neptune vi list | head -1`) has what it wanted:
+/// the command ends quietly with 0, as a filter does, instead of panicking
+/// on the closed pipe. Rust ignores SIGPIPE, so the write fails with EPIPE
+/// and `println!` panics; restoring SIGPIPE instead would also let a
+/// daemon die of a closed socket.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(a) => cmd::up::up(a),

@@ -172,6 +172,35 @@ fn hostile_files_get_clear_errors() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_neptune"))
+        .args(["topology", "new", "ring", "--nodes", "5000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("<?xml"), "{first}");
+    // The read end is closed here, long before the 5000 nodes are written.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn bad_usage_exits_2() {
     let out = neptune(&["topology", "new", "hypercube"]);
     assert_eq!(out.status.code(), Some(2));
