@@ -371,6 +371,35 @@ fn vm_table(vms: &[api::PlannedVm]) {
     );
 }
 
+/// Every interface's address and every Home Address of an address plan.
+fn address_table(plan: &api::AddressPlan) {
+    if plan.interfaces.is_empty() && plan.home_addresses.is_empty() {
+        return;
+    }
+    println!();
+    let rows = plan
+        .interfaces
+        .iter()
+        .map(|i| {
+            vec![
+                i.node.clone(),
+                i.interface.clone(),
+                format!("link {}", i.link),
+                i.address.clone(),
+            ]
+        })
+        .chain(plan.home_addresses.iter().map(|h| {
+            vec![
+                h.node.clone(),
+                h.interface.clone(),
+                format!("Home Address ({})", h.datacenter),
+                h.address.clone(),
+            ]
+        }))
+        .collect();
+    table(&["NODE", "INTERFACE", "ON", "ADDRESS"], rows);
+}
+
 fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -404,6 +433,9 @@ fn show_detail(d: &api::ViDetail, output: Output) -> anyhow::Result<()> {
     if !d.vms.is_empty() {
         println!();
         vm_table(&d.vms);
+    }
+    if let Some(addresses) = &d.addresses {
+        address_table(addresses);
     }
     if let Some(job) = d.jobs.last() {
         println!(
@@ -522,6 +554,7 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
                     }
                 );
                 vm_table(&plan.vms);
+                address_table(&plan.addresses);
                 Ok(())
             }
             ViCommand::Accept {

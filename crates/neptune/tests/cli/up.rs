@@ -196,6 +196,19 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         text.starts_with("datacenter roma: cut 0 Mbit/s, proven the least, admissible"),
         "{text}"
     );
+    // The plan's addresses: every interface on its link, the Home Address.
+    assert!(
+        text.contains("INTERFACE") && text.contains("ADDRESS"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("Home Address (roma)")),
+        "{text}"
+    );
+    assert!(
+        text.lines().filter(|l| l.contains("link ")).count() >= 4,
+        "{text}"
+    );
     assert!(plan["vms"]
         .as_array()
         .unwrap()
