@@ -78,6 +78,10 @@ fn quiet_on_closed_stdout() {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or_default();
         if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "a panic hook cannot return from main; stdout is gone, nothing is left to flush"
+            )]
             std::process::exit(0);
         }
         default(info);
