@@ -46,6 +46,7 @@ enum Command {
     /// Hosts and their Agents (administrators).
     #[command(subcommand)]
     Host(cmd::client::ListCommand),
+    /// The datacenters of the Service Switching domain.
     #[command(subcommand)]
     Datacenter(cmd::client::ListCommand),
     /// Design Virtual Infrastructure topologies: check, convert, generate.

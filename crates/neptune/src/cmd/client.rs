@@ -59,23 +59,18 @@ pub(crate) enum ViCommand {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// One VI: its VMs and hosts, its addresses, its last job.
     Show {
         id: Uuid,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
     /// Ask for the VI to be allocated.
-    Request {
-        id: Uuid,
-    },
+    Request { id: Uuid },
     /// Take a pending request back.
-    Withdraw {
-        id: Uuid,
-    },
+    Withdraw { id: Uuid },
     /// Take a rejected design back to edit it.
-    Revise {
-        id: Uuid,
-    },
+    Revise { id: Uuid },
     /// Show what accepting would do (changes nothing).
     Plan {
         id: Uuid,
@@ -95,14 +90,10 @@ pub(crate) enum ViCommand {
     },
     /// Deploy an accepted VI again on the hosts it holds, after a deploy
     /// rolled back (administrators).
-    Deploy {
-        id: Uuid,
-    },
+    Deploy { id: Uuid },
     /// Free an accepted VI's hosts and addresses and return it to the
     /// queue (administrators).
-    Release {
-        id: Uuid,
-    },
+    Release { id: Uuid },
     /// Reject a request (administrators).
     Reject {
         id: Uuid,
@@ -110,16 +101,11 @@ pub(crate) enum ViCommand {
         reason: String,
     },
     /// Suspend a running VI: its VMs are saved and its hosts freed.
-    Suspend {
-        id: Uuid,
-    },
+    Suspend { id: Uuid },
     /// Resume a suspended VI, placed again on whichever hosts have room.
-    Resume {
-        id: Uuid,
-    },
-    Terminate {
-        id: Uuid,
-    },
+    Resume { id: Uuid },
+    /// Take the VI off its hosts and free everything it holds (owner or administrator).
+    Terminate { id: Uuid },
     /// Wait until the operation in progress ends, showing its progress.
     Wait {
         id: Uuid,
@@ -131,6 +117,7 @@ pub(crate) enum ViCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TemplateCommand {
+    /// List them (a table, or --output json).
     List {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -199,6 +186,7 @@ pub(crate) enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum UserCommand {
+    /// List them (a table, or --output json).
     List {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -219,6 +207,7 @@ pub(crate) struct PasswordArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ListCommand {
+    /// List them (a table, or --output json).
     List {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
