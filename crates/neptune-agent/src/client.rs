@@ -167,6 +167,10 @@ impl AgentClient {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(connect)
+            // Below the 10 s after which the Agent closes an idle
+            // connection (neptune-http), so a pooled one is never reused
+            // just as the Agent closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(ClientError::Build)?;
         Ok(AgentClient {

@@ -169,9 +169,15 @@ pub async fn start(
     tracing::info!(host = %config.name, datacenter = %config.datacenter, %addr, "agent listening");
     let name = config.name.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Bounded as the Manager's API is: header, idle and body timeouts,
+        // connections below the file limit (see neptune-http).
+        let served = neptune_http::serve(
+            listener,
+            app,
+            neptune_http::Limits::for_this_process(),
+            shutdown,
+        )
+        .await;
         if let Some(h) = heartbeat {
             h.abort();
         }

@@ -93,6 +93,8 @@ pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost) {
     let http = match reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(link.timeout)
+        // Below the Manager's 10 s idle timeout (neptune-http).
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
         .build()
     {
         Ok(c) => c,

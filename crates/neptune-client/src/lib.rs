@@ -48,7 +48,12 @@ impl Client {
         Client {
             base: base_url.trim_end_matches('/').to_owned(),
             token,
-            http: reqwest::Client::new(),
+            // Idle connections are dropped before the Manager's 10 s idle
+            // timeout closes them (neptune-http).
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
         }
     }
 

@@ -28,8 +28,6 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("too many failed logins; try again in {0} s")]
     TooManyAttempts(u64),
-    #[error("the request body did not arrive within {0} s")]
-    RequestTimeout(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -44,7 +42,6 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidTopology(_) => "invalid_topology",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
-            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::TooManyAttempts(_) => "too_many_requests",
             ApiError::Internal(_) => "internal",
         }
@@ -60,7 +57,6 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
-            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -14,7 +14,10 @@ pub mod jobs;
 mod openapi;
 pub mod plan;
 pub mod reconcile;
-pub mod server;
+/// The HTTP server under the API (the crate `neptune-http`).
+pub mod server {
+    pub use neptune_http::*;
+}
 pub mod templates;
 pub mod throttle;
 pub mod up;

@@ -76,10 +76,15 @@ pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
             }
         })
     };
-    axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the control API")?;
+    // Bounded as every Neptune API is (see neptune-http).
+    neptune_http::serve(
+        listener,
+        api::router(app),
+        neptune_http::Limits::for_this_process(),
+        shutdown_signal(),
+    )
+    .await
+    .context("serving the control API")?;
     reconciler.abort();
     tracing::info!("stopped");
     Ok(())

@@ -505,7 +505,8 @@ enum Kill {
     /// database holds it).
     Interrupted(i64),
     /// The job was seen running just before the kill, but had finished by
-    /// then (its last batch ended in between): nothing was interrupted.
+    /// then, or had only its finish left (its last batch ended in
+    /// between): nothing was interrupted.
     TooLate,
 }
 
@@ -542,7 +543,11 @@ async fn kill_next(
         if at >= step {
             manager.kill();
             let record = job_in_store(db, &id).await;
-            if record.state == JobState::Succeeded {
+            // Finished, or every step done and only the finish left (the
+            // restarted Manager records it): nothing was interrupted.
+            if record.state == JobState::Succeeded
+                || (record.state == JobState::Running && record.cursor >= total)
+            {
                 points.too_late += 1;
                 return Kill::TooLate;
             }

@@ -1,5 +1,6 @@
-//! The HTTP server under the API: every connection bounded in time and in
-//! number, so that no client, anonymous or not, can stop the Manager.
+//! The HTTP server every Neptune daemon (the Manager, the Agent, the Edge
+//! Service Switch) serves its API with: every connection bounded in time
+//! and in number, so that no client, anonymous or not, can stop it.
 //!
 //! - **Headers and idle connections**: a request's headers must arrive
 //!   within [`Limits::header_timeout`] of the first byte being awaited, and
@@ -212,7 +213,12 @@ async fn body_deadline(
     });
     let response = next.run(Request::from_parts(parts, body)).await;
     if expired.load(Ordering::Acquire) {
-        return crate::error::ApiError::RequestTimeout(timeout.as_secs()).into_response();
+        // The error shape of every Neptune API: {code, message}.
+        let body = serde_json::json!({
+            "code": "request_timeout",
+            "message": format!("the request body did not arrive within {} s", timeout.as_secs()),
+        });
+        return (axum::http::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
     }
     response
 }
