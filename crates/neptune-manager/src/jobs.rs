@@ -329,7 +329,7 @@ fn same_phase(a: &Step, b: &Step) -> bool {
 }
 
 /// The end (exclusive) of the batch that starts at `from`.
-fn batch_end(steps: &[Step], from: usize) -> usize {
+pub(crate) fn batch_end(steps: &[Step], from: usize) -> usize {
     let mut end = from + 1;
     while end < steps.len() && same_phase(&steps[from], &steps[end]) {
         end += 1;

@@ -715,29 +715,78 @@ async fn deploy_steps(
 }
 
 /// The steps that take a VI off its hosts and free them, its addresses
-/// and what a suspend saved of it.
+/// and what a suspend saved of it. Every destroy comes before every disk
+/// removal: steps of one kind in a row run as one batch, 16 at a time,
+/// where alternating them made every batch a single step.
 fn terminate_steps(
     vi: Uuid,
     vms: &[VmRecord],
     covers: Vec<(String, String)>,
     saved: String,
 ) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for v in vms {
-        let vm = jobs::vm_name(vi, &v.node_id);
-        steps.push(Step::Destroy {
-            host: v.host_id,
-            vm: vm.clone(),
-        });
-        steps.push(Step::RemoveDisk {
-            host: v.host_id,
-            vm,
-        });
+    let names: Vec<(Uuid, String)> = vms
+        .iter()
+        .map(|v| (v.host_id, jobs::vm_name(vi, &v.node_id)))
+        .collect();
+    let destroys = names.iter().map(|(host, vm)| Step::Destroy {
+        host: *host,
+        vm: vm.clone(),
+    });
+    let removals = names.iter().map(|(host, vm)| Step::RemoveDisk {
+        host: *host,
+        vm: vm.clone(),
+    });
+    destroys
+        .chain(removals)
+        .chain([
+            Step::ReleaseHosts,
+            Step::ReleaseAddresses { covers },
+            Step::DeleteSaved { dir: saved },
+        ])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminate_destroys_every_vm_before_removing_any_disk() {
+        let vi = Uuid::from_u128(7);
+        let vms: Vec<VmRecord> = (0..3)
+            .map(|i| VmRecord {
+                vi_id: vi,
+                node_id: format!("n{i}"),
+                host_id: Uuid::from_u128(i),
+                vcpus: 1,
+                ram_mib: 512,
+                disk_mib: 4096,
+                uplink_mbps: 0,
+            })
+            .collect();
+        let steps = terminate_steps(vi, &vms, Vec::new(), "saved".to_owned());
+        let ops: Vec<String> = steps
+            .iter()
+            .map(|s| {
+                s.name()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "destroy", "destroy", "destroy", "remove", "remove", "remove", "release",
+                "release", "delete"
+            ],
+            "{ops:?}"
+        );
+        // Each kind's steps form one batch of the job engine.
+        assert_eq!(jobs::batch_end(&steps, 0), 3);
+        assert_eq!(jobs::batch_end(&steps, 3), 6);
     }
-    steps.push(Step::ReleaseHosts);
-    steps.push(Step::ReleaseAddresses { covers });
-    steps.push(Step::DeleteSaved { dir: saved });
-    steps
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
