@@ -33,10 +33,12 @@ pub(crate) const DESIGN_SLOTS: usize = 4;
 /// how long one is held.
 pub(crate) async fn design_slot(
     State(state): State<AppState>,
-    _caller: Caller,
-    req: Request,
+    caller: Caller,
+    mut req: Request,
     next: Next,
 ) -> ApiResult<Response> {
+    // The handler reuses this caller instead of reading the token again.
+    req.extensions_mut().insert(caller);
     let _slot = state
         .design_slots
         .clone()
