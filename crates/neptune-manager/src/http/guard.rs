@@ -24,6 +24,12 @@ pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
 /// dialect allows 16 MiB of text, which JSON escaping can at most double.
 pub(crate) const MAX_DESIGN_BODY_BYTES: usize = 32 << 20;
 
+/// A refused body whose declared length is at most this is read and
+/// discarded after the refusal is sent, so that a client still sending it
+/// can read the refusal instead of a reset connection. A larger one is not
+/// read: the connection is closed after the refusal.
+pub(crate) const DRAIN_BYTES: u64 = 64 << 20;
+
 /// Designs read and parsed at once: each may take its body and a parse
 /// several times its size, so their number bounds the Manager's memory.
 pub(crate) const DESIGN_SLOTS: usize = 4;
@@ -51,6 +57,59 @@ pub(crate) async fn design_slot(
 /// The semaphore behind [`design_slot`].
 pub(crate) fn design_slots() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(DESIGN_SLOTS))
+}
+
+/// Refuses a body whose declared `Content-Length` is over its route's limit
+/// before any handler runs. The framework's limit still bounds bodies sent
+/// without a declared length.
+pub(crate) async fn declared_length(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = body_limit(req.method(), req.uri().path());
+    let Some(declared) = declared.filter(|&d| d > limit as u64) else {
+        return next.run(req).await;
+    };
+    if declared <= DRAIN_BYTES {
+        let mut body = req.into_body().into_data_stream();
+        // The connection goes on reading while the refusal is written;
+        // bounded by the declared length and by the server's body deadline.
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut body).await {}
+        });
+    }
+    let body = ErrorBody {
+        code: "payload_too_large".to_owned(),
+        message: format!("the request body is {declared} bytes; at most {limit} are accepted here"),
+        details: Vec::new(),
+    };
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(header::CONNECTION, "close")],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// The body limit of a route: designs (`POST /api/v1/vis`,
+/// `PUT /api/v1/vis/{id}`) have their own.
+fn body_limit(method: &axum::http::Method, path: &str) -> usize {
+    use axum::http::Method;
+    let vi = path.strip_prefix("/api/v1/vis");
+    let design = match (method, vi) {
+        (&Method::POST, Some("")) => true,
+        (&Method::PUT, Some(rest)) => rest
+            .strip_prefix('/')
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')),
+        _ => false,
+    };
+    if design {
+        MAX_DESIGN_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
 }
 
 /// Gives every error answer the API's shape: the framework's own
@@ -125,6 +184,32 @@ mod tests {
 
     fn plain(status: StatusCode, text: &'static str) -> Response {
         (status, Body::from(text)).into_response()
+    }
+
+    #[test]
+    fn designs_have_their_own_body_limit() {
+        use axum::http::Method;
+        assert_eq!(
+            body_limit(&Method::POST, "/api/v1/vis"),
+            MAX_DESIGN_BODY_BYTES
+        );
+        assert_eq!(
+            body_limit(&Method::PUT, "/api/v1/vis/12"),
+            MAX_DESIGN_BODY_BYTES
+        );
+        assert_eq!(
+            body_limit(&Method::POST, "/api/v1/vis/12/accept"),
+            MAX_BODY_BYTES
+        );
+        assert_eq!(body_limit(&Method::PUT, "/api/v1/vis/"), MAX_BODY_BYTES);
+        assert_eq!(
+            body_limit(&Method::POST, "/api/v1/auth/login"),
+            MAX_BODY_BYTES
+        );
+        assert_eq!(
+            body_limit(&Method::POST, "/api/v1/visitors"),
+            MAX_BODY_BYTES
+        );
     }
 
     #[tokio::test]

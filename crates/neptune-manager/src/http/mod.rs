@@ -78,6 +78,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .nest("/api/v1", v1)
         .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(guard::declared_length))
         .layer(axum::middleware::from_fn(guard::error_shape))
         .with_state(state)
 }

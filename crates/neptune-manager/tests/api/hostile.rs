@@ -238,7 +238,22 @@ pub(crate) async fn requests_keep_their_limits_and_shape(m: &TestManager) {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_topology")),
         "{v:.200}"
     );
-    // Beyond 32 MiB, the body is refused before it is read whole.
+    // A body declared beyond its limit is refused before it is sent: the
+    // refusal arrives while the client has sent its headers only.
+    let addr = m.base.trim_start_matches("http://").to_owned();
+    let refused = tokio::task::spawn_blocking(move || {
+        let design = format!(
+            "POST /api/v1/vis HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            33 << 20
+        );
+        let login = "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 2000000\r\n\r\n{";
+        (status_of(&addr, &design), status_of(&addr, login))
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused, (413, 413));
+    // A client that sends the whole body anyway reads the refusal, not a
+    // reset connection.
     let huge = format!("{{\"xml\": \"{}\"}}", " ".repeat(33 << 20));
     let resp = m
         .http
