@@ -13,6 +13,8 @@
 //! POST   /v1/vms/{name}/save   SaveVm  -> 204
 //! POST   /v1/vms/{name}/restore RestoreVm -> 204
 //! DELETE /v1/vms/{name}                -> 204   (destroy)
+//! GET    /v1/vms/{name}/console?bytes=N -> Console (the last N bytes,
+//!                                        at most 1 MiB, 64 KiB by default)
 //! ```
 //!
 //! Every call but `/healthz` carries `Authorization: Bearer <agent token>`.
@@ -37,6 +39,27 @@ pub struct HostInfo {
     pub name: String,
     pub datacenter: String,
     pub capacity: Capacity,
+}
+
+/// The most of a console one `GET /v1/vms/{name}/console` returns.
+pub const MAX_CONSOLE_BYTES: u64 = 1 << 20;
+
+/// The console bytes returned when the request does not say.
+pub const DEFAULT_CONSOLE_BYTES: u64 = 64 << 10;
+
+/// The query of `GET /v1/vms/{name}/console`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleQuery {
+    /// How many of the last bytes of the console to return.
+    pub bytes: Option<u64>,
+}
+
+/// The answer to `GET /v1/vms/{name}/console`: the end of the VM's serial
+/// console output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Console {
+    pub text: String,
 }
 
 /// `PUT /v1/vms/{name}/disk`.

@@ -241,6 +241,13 @@ impl AgentClient {
         self.call_empty(Method::POST, &path, None::<&()>).await
     }
 
+    /// `GET /v1/vms/{name}/console`: the last `bytes` of the VM's console.
+    pub async fn console(&self, name: &str, bytes: u64) -> Result<String, ClientError> {
+        let path = vm_path(name, &format!("/console?bytes={bytes}"))?;
+        let c: api::Console = self.call(Method::GET, &path, None::<&()>).await?;
+        Ok(c.text)
+    }
+
     /// `POST /v1/vms/{name}/disk/export`: copies the VM's disk to `dest`.
     pub async fn export_disk(&self, name: &str, dest: &str) -> Result<(), ClientError> {
         let path = vm_path(name, "/disk/export")?;
@@ -484,5 +491,12 @@ impl Hypervisor for AgentHypervisor {
             .list_vms()
             .await
             .map_err(|e| HypervisorError::Unreachable(error_chain(&e)))
+    }
+
+    async fn console(&self, vm: &str, max_bytes: u64) -> neptune_hypervisor::Result<String> {
+        self.client
+            .console(vm, max_bytes)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Console, vm, ""))
     }
 }

@@ -40,6 +40,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/v1/vms/{name}/start", post(start))
         .route("/v1/vms/{name}/save", post(save))
         .route("/v1/vms/{name}/restore", post(restore))
+        .route("/v1/vms/{name}/console", get(console))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -296,6 +297,23 @@ async fn restore(
     same_name(&name, &req.spec)?;
     s.hypervisor.restore(&req.spec, &req.state_path).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn console(
+    State(s): State<ServerState>,
+    VmName(name): VmName,
+    query: Result<
+        axum::extract::Query<api::ConsoleQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> ApiResult<Json<api::Console>> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let bytes = q
+        .bytes
+        .unwrap_or(api::DEFAULT_CONSOLE_BYTES)
+        .min(api::MAX_CONSOLE_BYTES);
+    let text = s.hypervisor.console(&name, bytes).await?;
+    Ok(Json(api::Console { text }))
 }
 
 async fn destroy(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {

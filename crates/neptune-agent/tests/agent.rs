@@ -87,12 +87,14 @@ fn image(dir: &Path) -> String {
 
 fn spec(name: &str, disk: &str) -> VmSpec {
     VmSpec {
+        seed: None,
         name: name.into(),
         vcpus: 2,
         ram_mib: 1024,
         disk_mib: 2048,
         disk: disk.into(),
         nics: vec![Nic {
+            bandwidth_mbps: None,
             mac: "52:54:00:12:34:56".into(),
             network: "nbr-vi1-l1".into(),
             segment: None,

@@ -30,6 +30,36 @@ pub struct VmSpec {
     /// The VM's own disk, as returned by [`Hypervisor::prepare_disk`].
     pub disk: String,
     pub nics: Vec<Nic>,
+    /// The guest's configuration, for cloud-init: attached as a read-only
+    /// CD-ROM. `None`: the guest boots unconfigured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Seed>,
+}
+
+/// A cloud-init NoCloud seed (the `cidata` volume): the guest's identity,
+/// network configuration (version 2) and user data, rendered by the
+/// Manager from the VI's design and plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seed {
+    /// The instance's id, also in `meta_data`: a guest whose disk holds
+    /// another one configures itself anew (a template saved from a VM of
+    /// another VI).
+    pub instance_id: String,
+    pub meta_data: String,
+    pub user_data: String,
+    pub network_config: String,
+}
+
+/// What a configured guest prints on its serial console, followed by a
+/// space and its instance id, when it is ready (cloud-init's
+/// `final_message`).
+pub const READY_MARKER: &str = "NEPTUNE-READY";
+
+impl Seed {
+    /// The console line that says this instance is ready.
+    pub fn ready_line(&self) -> String {
+        format!("{READY_MARKER} {}", self.instance_id)
+    }
 }
 
 /// A virtual NIC: its MAC and the host network (bridge) of its virtual link.
@@ -41,6 +71,10 @@ pub struct Nic {
     /// network to theirs. The same on every NIC of the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<Segment>,
+    /// The link's bandwidth, enforced on the NIC in both directions.
+    /// `None`: unlimited (an entry point's public NIC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbps: Option<u64>,
 }
 
 /// A virtual link's layer-2 segment across hosts: a VXLAN network
@@ -75,6 +109,11 @@ pub struct VmInfo {
     pub name: String,
     pub state: VmState,
     pub spec: VmSpec,
+    /// Whether the guest said it is ready (its seed's ready line on its
+    /// console, or restored from a state saved ready). A VM without a seed
+    /// is ready when it runs.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// The host's capacity, as the Agent registers it.
@@ -98,6 +137,7 @@ pub enum Op {
     Restore,
     Destroy,
     ExportDisk,
+    Console,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -267,4 +307,7 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Stops and undefines the VM (its disk stays); absent is fine.
     async fn destroy(&self, vm: &str) -> Result<()>;
     async fn list(&self) -> Result<Vec<VmInfo>>;
+    /// The last `max_bytes` of the VM's serial console output (as text,
+    /// invalid UTF-8 replaced).
+    async fn console(&self, vm: &str, max_bytes: u64) -> Result<String>;
 }

@@ -247,6 +247,7 @@ impl LibvirtHypervisor {
                     } else {
                         VmState::Stopped
                     },
+                    ready: running && spec.seed.is_none(),
                     spec,
                 });
             }
@@ -273,6 +274,7 @@ impl LibvirtHypervisor {
         };
         Ok(Some(VmInfo {
             name: name.to_owned(),
+            ready: state == VmState::Running && spec.seed.is_none(),
             state,
             spec,
         }))
@@ -1016,6 +1018,11 @@ impl Hypervisor for LibvirtHypervisor {
         // what a define reads first.
         self.domains(Op::Define).await
     }
+
+    async fn console(&self, vm: &str, _max_bytes: u64) -> Result<String> {
+        validate_vm_name(vm)?;
+        Err(failed(Op::Console, vm, "the console", &"is not kept yet"))
+    }
 }
 
 impl LibvirtHypervisor {
@@ -1082,6 +1089,7 @@ mod tests {
 
     fn spec() -> VmSpec {
         VmSpec {
+            seed: None,
             name: "nt-a<b>".to_owned(),
             vcpus: 2,
             ram_mib: 512,
@@ -1089,11 +1097,13 @@ mod tests {
             disk: "/var/lib/neptune/disks/x'y.qcow2".to_owned(),
             nics: vec![
                 Nic {
+                    bandwidth_mbps: None,
                     mac: "52:54:00:00:00:01".to_owned(),
                     network: "nt-1a2b3c4d-lan&0".to_owned(),
                     segment: None,
                 },
                 Nic {
+                    bandwidth_mbps: None,
                     mac: String::new(),
                     network: "public".to_owned(),
                     segment: None,

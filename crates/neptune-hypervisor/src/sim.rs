@@ -581,8 +581,30 @@ impl Hypervisor for SimHypervisor {
                 name: v.spec.name.clone(),
                 state: v.state,
                 spec: v.spec.clone(),
+                // A simulated guest is ready as soon as it runs.
+                ready: v.state == VmState::Running,
             })
             .collect())
+    }
+
+    async fn console(&self, vm: &str, max_bytes: u64) -> Result<String> {
+        validate_vm_name(vm)?;
+        let inner = self.lock();
+        let Some(v) = inner.vms.get(vm) else {
+            return Err(HypervisorError::NoSuchVm(vm.to_owned()));
+        };
+        // What a booted guest would have printed: enough for a reader of
+        // the console to find the ready line.
+        let mut text = format!("Neptune simulated guest {vm}\n");
+        if v.state == VmState::Running {
+            if let Some(seed) = &v.spec.seed {
+                text.push_str(&seed.ready_line());
+                text.push('\n');
+            }
+        }
+        let keep = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let start = text.len().saturating_sub(keep);
+        Ok(text[start..].to_owned())
     }
 }
 
@@ -624,12 +646,14 @@ mod tests {
 
     fn spec(name: &str, vcpus: u32, ram_mib: u64, disk: &str) -> VmSpec {
         VmSpec {
+            seed: None,
             name: name.into(),
             vcpus,
             ram_mib,
             disk_mib: 1024,
             disk: disk.into(),
             nics: vec![Nic {
+                bandwidth_mbps: None,
                 mac: "52:54:00:00:00:01".into(),
                 network: "br-l1".into(),
                 segment: None,

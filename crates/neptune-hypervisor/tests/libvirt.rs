@@ -95,12 +95,14 @@ impl Host {
 
     fn spec(&self, vm: &str, disk: &str, network: &str, mac: &str) -> VmSpec {
         VmSpec {
+            seed: None,
             name: vm.to_owned(),
             vcpus: 1,
             ram_mib: 64,
             disk_mib: 32,
             disk: disk.to_owned(),
             nics: vec![Nic {
+                bandwidth_mbps: None,
                 mac: mac.to_owned(),
                 network: network.to_owned(),
                 segment: None,
@@ -641,6 +643,7 @@ async fn entry_points_plug_into_the_public_bridge() {
     let disk = hv.prepare_disk(&vm, &h.template, 32).await.unwrap();
     let mut spec = h.spec(&vm, &disk, &h.name("lan"), "");
     spec.nics.push(Nic {
+        bandwidth_mbps: None,
         mac: "52:54:00:aa:bb:01".to_owned(),
         network: PUBLIC_NETWORK.to_owned(),
         segment: None,

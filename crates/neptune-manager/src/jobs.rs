@@ -801,6 +801,7 @@ pub fn vm_spec(
     wiring: &crate::wiring::Wiring,
 ) -> VmSpec {
     VmSpec {
+        seed: None,
         name: vm_name(vi, node.id.as_str()),
         vcpus: node.vcpus(),
         ram_mib: node.ram.0,
@@ -835,6 +836,7 @@ pub fn nics(
                     None => neptune_hypervisor::PUBLIC_NETWORK.to_owned(),
                 },
                 segment: link.and_then(|l| wiring.segment(l.id.as_str(), host)),
+                bandwidth_mbps: link.map(|l| l.bandwidth.0),
             }
         })
         .collect()
