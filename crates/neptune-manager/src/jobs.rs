@@ -792,34 +792,38 @@ impl Jobs {
 }
 
 /// The VM of a node on host `host`, as a job defines or restores it (its
-/// disk path comes from the host when the step runs).
+/// disk path comes from the host when the step runs), configured from the
+/// VI's address plan.
 pub fn vm_spec(
     vi: Uuid,
     topo: &neptune_topology::Topology,
     node: &neptune_topology::VirtualNode,
     host: Uuid,
     wiring: &crate::wiring::Wiring,
+    addresses: &neptune_ipam::Plan,
 ) -> VmSpec {
     VmSpec {
-        seed: None,
+        seed: Some(crate::seed::render(vi, node, addresses, &[])),
         name: vm_name(vi, node.id.as_str()),
         vcpus: node.vcpus(),
         ram_mib: node.ram.0,
         disk_mib: node.disk.0,
         disk: String::new(),
-        nics: nics(vi, topo, node, host, wiring),
+        nics: nics(vi, topo, node, host, wiring, addresses),
     }
 }
 
 /// The NICs of a node on host `host`: one per interface, on its link's
 /// network (or the public network for an entry point that is on no link),
-/// with the link's segment when the link spans hosts.
+/// with the link's segment when the link spans hosts, its MAC as
+/// [`crate::seed::mac_of`] says.
 pub fn nics(
     vi: Uuid,
     topo: &neptune_topology::Topology,
     node: &neptune_topology::VirtualNode,
     host: Uuid,
     wiring: &crate::wiring::Wiring,
+    addresses: &neptune_ipam::Plan,
 ) -> Vec<Nic> {
     node.interfaces
         .iter()
@@ -830,7 +834,7 @@ pub fn nics(
                     .any(|e| e.node == node.id && e.interface == iface.name)
             });
             Nic {
-                mac: iface.mac.map(|m| m.to_string()).unwrap_or_default(),
+                mac: crate::seed::mac_text(crate::seed::mac_of(vi, addresses, node, iface)),
                 network: match link {
                     Some(l) => link_network(vi, l.id.as_str()),
                     None => neptune_hypervisor::PUBLIC_NETWORK.to_owned(),

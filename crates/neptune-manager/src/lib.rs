@@ -14,6 +14,7 @@ pub mod jobs;
 mod openapi;
 pub mod plan;
 pub mod reconcile;
+pub mod seed;
 /// The HTTP server under the API (the crate `neptune-http`).
 pub mod server {
     pub use neptune_http::*;

@@ -509,6 +509,7 @@ pub fn snapshot(
 ) -> Result<Allocations, AddressError> {
     let allocations = stored
         .iter()
+        .filter(|row| row.pool != crate::seed::MAC_POOL)
         .map(|row| {
             let bad = |what: &str| {
                 AddressError::Stored(format!("{what} of row {}/{}", row.pool, row.prefix))
@@ -586,7 +587,7 @@ pub fn address_rows(plan: &neptune_ipam::Plan) -> Vec<AddressRow> {
 pub fn covers_of(vi: Uuid, stored: &[OwnedAddress]) -> Vec<(String, String)> {
     stored
         .iter()
-        .filter(|row| row.vi_id == Some(vi))
+        .filter(|row| row.vi_id == Some(vi) && row.pool != crate::seed::MAC_POOL)
         .filter_map(|row| {
             let pool: Ipv4Net = row.pool.parse().ok()?;
             let prefix: Ipv4Net = row.prefix.parse().ok()?;

@@ -242,9 +242,7 @@ pub fn generate(kind: Kind, params: &Params) -> Result<Topology, CatalogueError>
             b.lan("cluster-lan", &lan);
         }
     }
-    let mut topo = b.finish();
-    topo.assign_macs();
-    Ok(topo)
+    Ok(b.finish())
 }
 
 #[derive(Clone, Copy)]

@@ -143,7 +143,6 @@ pub fn from_json(text: &str) -> Result<Topology, Vec<Diagnostic>> {
             })
             .collect());
     }
-    topo.assign_macs();
     Ok(topo)
 }
 

@@ -312,45 +312,4 @@ impl Topology {
                 .fold(Mbps(0), |a, l| a.saturating_add(l.bandwidth)),
         }
     }
-
-    /// Gives every interface without a MAC a locally administered one,
-    /// derived from the topology, node and interface names and distinct from
-    /// every MAC already in the topology.
-    pub fn assign_macs(&mut self) {
-        let mut used: std::collections::HashSet<MacAddr> = self
-            .nodes
-            .iter()
-            .flat_map(|n| &n.interfaces)
-            .filter_map(|i| i.mac)
-            .collect();
-        let topo = self.id.clone();
-        for node in &mut self.nodes {
-            for iface in &mut node.interfaces {
-                if iface.mac.is_some() {
-                    continue;
-                }
-                let mut seed = fnv1a(&[topo.as_str(), node.id.as_str(), iface.name.as_str()]);
-                let mac = loop {
-                    let candidate = MacAddr::local_from_seed(seed);
-                    if used.insert(candidate) {
-                        break candidate;
-                    }
-                    seed = seed.wrapping_add(1);
-                };
-                iface.mac = Some(mac);
-            }
-        }
-    }
-}
-
-/// FNV-1a over the parts, separated so ("ab","c") and ("a","bc") differ.
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0xFF)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }

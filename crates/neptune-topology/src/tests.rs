@@ -1,6 +1,6 @@
 //! Tests of loading, writing and validating topologies in both forms.
 
-use neptune_types::{InterfaceName, MacAddr, Mbps, Mib, NodeId};
+use neptune_types::{InterfaceName, Mbps, Mib, NodeId};
 use proptest::prelude::*;
 
 use super::*;
@@ -62,10 +62,8 @@ fn links_entry_points_and_pins() {
     );
     assert_eq!(gw.interfaces[1].address, Some("10.20.0.1".parse().unwrap()));
     assert_eq!(gw.description, "NAT and firewall");
-    // MACs were generated where absent: locally administered and distinct.
-    let web_mac = topo.nodes[1].interfaces[0].mac.unwrap();
-    assert!(web_mac.is_locally_administered());
-    assert_ne!(web_mac, topo.nodes[2].interfaces[0].mac.unwrap());
+    // A MAC absent from the design stays absent: the Manager allocates it.
+    assert_eq!(topo.nodes[1].interfaces[0].mac, None);
 }
 
 #[test]
@@ -575,13 +573,11 @@ fn topology_strategy() -> impl Strategy<Value = Topology> {
                     });
                 }
             }
-            let mut topo = Topology {
+            Topology {
                 id: neptune_types::TopologyId::new(id).unwrap(),
                 nodes,
                 links,
-            };
-            topo.assign_macs();
-            topo
+            }
         })
 }
 
@@ -620,26 +616,6 @@ proptest! {
         text.insert_str(at, &insert);
         let _ = from_xml(&text);
     }
-}
-
-#[test]
-fn generated_macs_are_stable_and_unique() {
-    let mut a = from_xml(SHOP).unwrap();
-    let b = from_xml(SHOP).unwrap();
-    assert_eq!(a, b, "deterministic");
-    // A clash with an existing MAC moves on to the next candidate.
-    let taken = a.nodes[1].interfaces[0].mac.unwrap();
-    a.nodes[2].interfaces[0].mac = None;
-    a.nodes[0].interfaces[0].mac = Some(taken);
-    a.nodes[1].interfaces[0].mac = None;
-    a.assign_macs();
-    let macs: std::collections::HashSet<MacAddr> = a
-        .nodes
-        .iter()
-        .flat_map(|n| &n.interfaces)
-        .filter_map(|i| i.mac)
-        .collect();
-    assert_eq!(macs.len(), 4);
 }
 
 /// The dialect's documentation shows documents that load and a JSON form

@@ -183,7 +183,7 @@ pub(crate) async fn resume_vi(
             });
             restores.push(Step::Restore {
                 host: placed.host_id,
-                spec: jobs::vm_spec(vi.id, &topo, node, placed.host_id, &wiring),
+                spec: jobs::vm_spec(vi.id, &topo, node, placed.host_id, &wiring, &addresses),
                 state: path_string(dir.join(format!("{vm}.state"))),
                 image: Some(disk),
             });

@@ -670,6 +670,7 @@ async fn deploy_steps(
     topo: &Topology,
     vms: &[VmRecord],
     wiring: &Wiring,
+    addresses: &neptune_ipam::Plan,
 ) -> ApiResult<Vec<Step>> {
     let mut copies = Vec::new();
     let mut defines = Vec::new();
@@ -703,7 +704,7 @@ async fn deploy_steps(
         });
         defines.push(Step::Define {
             host: placed.host_id,
-            spec: jobs::vm_spec(vi, topo, node, placed.host_id, wiring),
+            spec: jobs::vm_spec(vi, topo, node, placed.host_id, wiring, addresses),
             image: template.image_path,
         });
         starts.push(Step::Start {
@@ -814,7 +815,16 @@ pub(crate) async fn plan_vi(
     let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
     let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
     let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
-    deploy_steps(&state, vi.id, vi.owner_id, &topo, &plan.records, &wiring).await?;
+    deploy_steps(
+        &state,
+        vi.id,
+        vi.owner_id,
+        &topo,
+        &plan.records,
+        &wiring,
+        &addresses,
+    )
+    .await?;
     Ok(Json(api::Plan {
         addresses: crate::plan::address_view(&addresses),
         ..plan.view
@@ -841,6 +851,7 @@ pub(crate) async fn accept_vi(
     let dc = home_datacenter(&state, req.datacenter.as_deref()).await?;
     check_quota(&state, &vi).await?;
     let topo = design_of(&vi)?;
+    let pins = pinned_mac_rows(&topo)?;
     let manual: Option<HashMap<String, String>> = req.placement.map(|m| m.into_iter().collect());
     // Plan on a snapshot, commit with the store's capacity checks; if a
     // host filled up in between, plan again on the new snapshot.
@@ -854,10 +865,21 @@ pub(crate) async fn accept_vi(
         require_admissible(&plan)?;
         let addresses = plan_addresses(&state, vi.id, &topo, &dc.name).await?;
         let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
-        let steps = deploy_steps(&state, vi.id, vi.owner_id, &topo, &plan.records, &wiring).await?;
+        let steps = deploy_steps(
+            &state,
+            vi.id,
+            vi.owner_id,
+            &topo,
+            &plan.records,
+            &wiring,
+            &addresses,
+        )
+        .await?;
+        let mut rows = crate::plan::address_rows(&addresses);
+        rows.extend(pins.iter().cloned());
         let reservation = Reservation {
             vms: plan.records,
-            addresses: crate::plan::address_rows(&addresses),
+            addresses: rows,
             address_plan: Some(
                 serde_json::to_string(&addresses).map_err(|e| ApiError::Internal(e.into()))?,
             ),
@@ -878,12 +900,60 @@ pub(crate) async fn accept_vi(
             Ok(accepted) => break (accepted, steps),
             // Another Manager took the room or the addresses: plan again.
             Err(StoreError::NoRoom { .. }) if attempt < 5 && manual.is_none() => continue,
+            // A pinned MAC is not planned: planning again will not free it.
+            Err(StoreError::AddressTaken { prefix }) if pins.iter().any(|p| p.prefix == prefix) => {
+                return Err(mac_taken(&state, &caller, &prefix).await)
+            }
             Err(StoreError::AddressTaken { .. }) if attempt < 5 => continue,
             Err(e) => return Err(e.into()),
         }
     };
     let vi = start_job(&state, &caller, &accepted, JobKind::Deploy, &steps).await?;
     Ok(Json(detail(&state, &vi).await?))
+}
+
+/// The address-table rows that hold the MACs pinned in `topo`; a pin in
+/// Neptune's own range is refused.
+fn pinned_mac_rows(topo: &Topology) -> ApiResult<Vec<neptune_store::AddressRow>> {
+    crate::seed::pinned_macs(topo)
+        .into_iter()
+        .map(|(mac, at)| {
+            if crate::seed::is_neptunes(mac) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "{at} pins MAC {mac}, in the range Neptune allocates from (02:4E:...): leave it out and Neptune chooses one"
+                )));
+            }
+            Ok(neptune_store::AddressRow {
+                pool: crate::seed::MAC_POOL.to_owned(),
+                prefix: crate::seed::mac_text(mac),
+                owner: Some(format!("\"{at}\"")),
+            })
+        })
+        .collect()
+}
+
+/// The refusal of a pinned MAC that another VI holds: it names the VI to
+/// its owner (and administrators), and no other tenant's.
+async fn mac_taken(state: &AppState, caller: &Caller, mac: &str) -> ApiError {
+    let holder = match state.store.owned_addresses().await {
+        Ok(rows) => rows
+            .into_iter()
+            .find(|r| r.pool == crate::seed::MAC_POOL && r.prefix == mac)
+            .and_then(|r| r.vi_id),
+        Err(e) => return e.into(),
+    };
+    let named = match holder {
+        Some(id) => match state.store.vi(id).await {
+            Ok(v) if caller.is_admin() || v.owner_id == caller.user.id => {
+                format!("VI {:?} ({})", v.name, v.id)
+            }
+            _ => "another tenant's VI".to_owned(),
+        },
+        None => "another VI".to_owned(),
+    };
+    ApiError::Conflict(format!(
+        "MAC {mac} is pinned in the design and {named} holds it"
+    ))
 }
 
 /// Deploys an accepted VI again on the hosts and addresses it holds, after
@@ -910,7 +980,7 @@ pub(crate) async fn deploy_vi(
     let topo = design_of(&vi)?;
     let hosts = state.store.list_hosts().await?;
     let wiring = wiring(&state, &topo, &addresses, &vms, &hosts).await?;
-    let steps = deploy_steps(&state, vi.id, vi.owner_id, &topo, &vms, &wiring).await?;
+    let steps = deploy_steps(&state, vi.id, vi.owner_id, &topo, &vms, &wiring, &addresses).await?;
     let vi = start_job(&state, &caller, &vi, JobKind::Deploy, &steps).await?;
     Ok(Json(detail(&state, &vi).await?))
 }

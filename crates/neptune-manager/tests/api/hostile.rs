@@ -800,3 +800,92 @@ pub(crate) async fn private_addresses_are_a_quota(m: &TestManager) {
         "this would bring dave to 386 private addresses; the quota is 300"
     );
 }
+
+/// A pair of VMs on a point-to-point link, the first NIC's MAC pinned
+/// (unless `mac` is empty).
+fn pinned_mac_design(mac: &str) -> Value {
+    let mut eth0 = json!({"name": "eth0"});
+    if !mac.is_empty() {
+        eth0["mac"] = json!(mac);
+    }
+    json!({"topology": {"id": "pinned", "nodes": [
+        {"id": "a", "ram": 64, "disk": 1, "interfaces": [eth0]},
+        {"id": "b", "ram": 64, "disk": 1, "interfaces": [{"name": "eth0"}]}],
+        "links": [{"id": "ab", "type": "point_to_point", "bandwidth": 10,
+            "endpoints": [{"node": "a", "interface": "eth0"}, {"node": "b", "interface": "eth0"}]}]}})
+}
+
+pub(crate) async fn pinned_macs_are_unique_in_the_domain(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 2, 10).await;
+    let first = m
+        .requested_vi(&p.alice, pinned_mac_design("1E:87:3F:D6:E7:8D"))
+        .await;
+    m.accept(&p.admin, &first, None).await;
+    // Alice's second VI pins the same MAC: refused, naming her VI.
+    let again = m
+        .requested_vi(&p.alice, pinned_mac_design("1e:87:3f:d6:e7:8d"))
+        .await;
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{again}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("MAC 1e:87:3f:d6:e7:8d is pinned in the design and VI "),
+        "{message}"
+    );
+    assert!(message.contains(&first), "{message}");
+    // Nothing of the refused VI is held: it is still requested.
+    let (_, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{again}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(v["state"], "requested", "{v}");
+    // A pin in Neptune's own range is refused as such.
+    let ours = m
+        .requested_vi(&p.bob, pinned_mac_design("02:4E:0A:00:00:01"))
+        .await;
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{ours}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("a/eth0 pins MAC 02:4E:0A:00:00:01"),
+        "{v}"
+    );
+    // Once the holder is terminated, the MAC is free again.
+    m.wait_vi(&p.alice, &first, "deploying").await;
+    m.act(&p.alice, &first, "terminate", "terminating").await;
+    m.accept(&p.admin, &again, None).await;
+    // Beside it, a VI with no pins: every NIC of the domain has its own
+    // MAC, and each guest's seed matches its NICs by them.
+    let other = m.requested_vi(&p.bob, pinned_mac_design("")).await;
+    m.accept(&p.admin, &other, None).await;
+    m.wait_vi(&p.alice, &again, "deploying").await;
+    m.wait_vi(&p.bob, &other, "deploying").await;
+    let mut macs = std::collections::HashSet::new();
+    for host in ["host0", "host1"] {
+        for vm in m.sims.sim(host).list().await.unwrap() {
+            let seed = vm.spec.seed.as_ref().expect("every VM has its seed");
+            for nic in &vm.spec.nics {
+                assert!(macs.insert(nic.mac.clone()), "{} twice", nic.mac);
+                assert!(
+                    seed.network_config
+                        .contains(&format!("macaddress: \"{}\"", nic.mac)),
+                    "{}",
+                    seed.network_config
+                );
+            }
+        }
+    }
+    assert_eq!(macs.len(), 4);
+    assert!(macs.contains("1e:87:3f:d6:e7:8d"), "{macs:?}");
+}

@@ -93,10 +93,9 @@ pub fn from_xml(text: &str) -> Result<Topology, Vec<Diagnostic>> {
     };
     let topo = reader.topology(doc.root_element());
     match topo {
-        Some(mut topo) if reader.problems.is_empty() => {
+        Some(topo) if reader.problems.is_empty() => {
             let semantic = validate(&topo);
             if semantic.is_empty() {
-                topo.assign_macs();
                 return Ok(topo);
             }
             reader.add_semantic(semantic);
