@@ -62,6 +62,12 @@ pub enum Step {
         host: Uuid,
         vm: String,
     },
+    /// Wait until the VM's guest says it is ready (its seed's ready line
+    /// on its console).
+    AwaitReady {
+        host: Uuid,
+        vm: String,
+    },
     /// Free the VI's VM slots on its hosts.
     ReleaseHosts,
     /// Save the VM's memory to `state` (in the image repository) and take
@@ -127,6 +133,7 @@ impl Step {
             Step::PrepareDisk { vm, .. } => format!("copy image for {vm}"),
             Step::Define { spec, .. } => format!("define {}", spec.name),
             Step::Start { vm, .. } => format!("start {vm}"),
+            Step::AwaitReady { vm, .. } => format!("wait until {vm} is ready"),
             Step::Destroy { vm, .. } => format!("destroy {vm}"),
             Step::RemoveDisk { vm, .. } => format!("remove disk of {vm}"),
             Step::ReleaseHosts => "release hosts".to_owned(),
@@ -183,6 +190,7 @@ impl Step {
             Step::HoldHosts => Some(Step::ReleaseHosts),
             Step::MakeSavedDir { dir } => Some(Step::DeleteSaved { dir: dir.clone() }),
             Step::Destroy { .. }
+            | Step::AwaitReady { .. }
             | Step::RemoveDisk { .. }
             | Step::ReleaseHosts
             | Step::ReleaseAddresses { .. }
@@ -287,6 +295,8 @@ pub struct Jobs {
     lease: Duration,
     /// How long a step waits for an unreachable host before it fails.
     host_wait: Duration,
+    /// How long a guest may take to be ready.
+    ready_wait: Duration,
     /// Jobs this process is running now.
     running: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
 }
@@ -298,6 +308,20 @@ const TRIES: u32 = 3;
 /// (restarting, re-registering at a new address after a Manager restart,
 /// or cut off for a while) before the step fails.
 pub const HOST_WAIT: Duration = Duration::from_secs(300);
+
+/// How long a guest may take to be ready, by default: a full Debian guest
+/// under QEMU's software emulation takes minutes.
+pub const READY_WAIT: Duration = Duration::from_secs(600);
+
+/// A guest that did not say it is ready in time, or stopped first: waiting
+/// again will not help.
+#[derive(Debug, thiserror::Error)]
+#[error("{vm} {why}; its console ends with:\n{console}")]
+struct NotReady {
+    vm: String,
+    why: String,
+    console: String,
+}
 
 /// Whether `err` says the host did not answer, rather than refused: the
 /// step may have happened or not, and will be repeated once it answers.
@@ -354,6 +378,7 @@ impl Jobs {
             owner,
             lease: Duration::from_secs(30),
             host_wait: HOST_WAIT,
+            ready_wait: READY_WAIT,
             running: Arc::default(),
         }
     }
@@ -361,6 +386,12 @@ impl Jobs {
     /// How long a step waits for an unreachable host (default [`HOST_WAIT`]).
     pub fn with_host_wait(mut self, wait: Duration) -> Self {
         self.host_wait = wait;
+        self
+    }
+
+    /// How long a guest may take to be ready (default [`READY_WAIT`]).
+    pub fn with_ready_wait(mut self, wait: Duration) -> Self {
+        self.ready_wait = wait;
         self
     }
 
@@ -688,10 +719,44 @@ impl Jobs {
                 continue;
             }
             refusals += 1;
-            if refusals >= TRIES {
+            if refusals >= TRIES || err.downcast_ref::<NotReady>().is_some() {
                 return Err(err);
             }
             tokio::time::sleep(Duration::from_millis(100 * u64::from(refusals))).await;
+        }
+    }
+
+    /// Polls the host until `vm`'s guest is ready; fails with what its
+    /// console says when it stops first or is not ready in time.
+    async fn await_ready(&self, hv: &dyn Hypervisor, vm: &str) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let info = hv.list().await?.into_iter().find(|v| v.name == vm);
+            let why = match info {
+                Some(v) if v.ready => return Ok(()),
+                Some(v) if v.state == neptune_hypervisor::VmState::Running => {
+                    if started.elapsed() < self.ready_wait {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                    format!(
+                        "was not ready after {} s",
+                        self.ready_wait.as_secs_f64().round()
+                    )
+                }
+                Some(_) => "stopped before it was ready".to_owned(),
+                None => "is gone from its host".to_owned(),
+            };
+            let console = hv.console(vm, 2048).await.unwrap_or_default();
+            let tail: Vec<&str> = console.lines().rev().take(10).collect();
+            return Err(NotReady {
+                vm: vm.to_owned(),
+                why,
+                console: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            }
+            .into());
         }
     }
 
@@ -724,6 +789,10 @@ impl Jobs {
                 .await?;
             }
             Step::Start { host, vm } => self.hypervisor(hosts, *host).await?.start(vm).await?,
+            Step::AwaitReady { host, vm } => {
+                let hv = self.hypervisor(hosts, *host).await?;
+                self.await_ready(hv.as_ref(), vm).await?
+            }
             Step::Destroy { host, vm } => self.hypervisor(hosts, *host).await?.destroy(vm).await?,
             Step::RemoveDisk { host, vm } => {
                 self.hypervisor(hosts, *host).await?.remove_disk(vm).await?

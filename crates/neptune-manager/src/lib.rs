@@ -58,6 +58,9 @@ pub struct Config {
     /// How long a job step waits for a host whose Agent does not answer
     /// before it fails (and its job rolls back).
     pub host_wait: std::time::Duration,
+    /// How long a deploy or resume waits for each guest to say it is ready
+    /// before it fails (and its job rolls back).
+    pub ready_wait: std::time::Duration,
     /// Bounds of the API's connections; the number of connections is
     /// lowered further to fit the process's file limit (see [`server`]).
     pub http: server::Limits,
@@ -79,6 +82,7 @@ impl Config {
             reconcile_every: Some(std::time::Duration::from_secs(60)),
             http: server::Limits::default(),
             host_wait: jobs::HOST_WAIT,
+            ready_wait: jobs::READY_WAIT,
         }
     }
 }
@@ -160,7 +164,8 @@ impl Manager {
             }
         }
         let jobs = jobs::Jobs::new(store.clone(), hosts, config.instance.clone())
-            .with_host_wait(config.host_wait);
+            .with_host_wait(config.host_wait)
+            .with_ready_wait(config.ready_wait);
         Ok(Manager {
             state: AppState {
                 store,

@@ -165,6 +165,7 @@ pub(crate) async fn resume_vi(
         let wiring = super::vis::wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
         let mut copies = Vec::new();
         let mut restores = Vec::new();
+        let mut readies = Vec::new();
         for node in &topo.nodes {
             let placed = plan
                 .records
@@ -187,11 +188,16 @@ pub(crate) async fn resume_vi(
                 state: path_string(dir.join(format!("{vm}.state"))),
                 image: Some(disk),
             });
+            readies.push(Step::AwaitReady {
+                host: placed.host_id,
+                vm,
+            });
         }
         let steps: Vec<Step> = [Step::HoldHosts]
             .into_iter()
             .chain(copies)
             .chain(restores)
+            .chain(readies)
             .chain([Step::DeleteSaved {
                 dir: path_string(dir.clone()),
             }])

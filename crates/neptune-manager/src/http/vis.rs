@@ -661,8 +661,9 @@ pub(super) async fn wiring(
     .map_err(|e| ApiError::Conflict(e.to_string()))
 }
 
-/// The deploy steps of a placed VI: copy every template image (the
-/// paper's raw copy), define every VM, start every VM.
+/// The deploy steps of a placed VI: prepare every VM's disk from its
+/// template, define every VM, start every VM, wait until every guest is
+/// ready.
 async fn deploy_steps(
     state: &AppState,
     vi: Uuid,
@@ -675,6 +676,7 @@ async fn deploy_steps(
     let mut copies = Vec::new();
     let mut defines = Vec::new();
     let mut starts = Vec::new();
+    let mut readies = Vec::new();
     for node in &topo.nodes {
         let placed = vms
             .iter()
@@ -709,10 +711,19 @@ async fn deploy_steps(
         });
         starts.push(Step::Start {
             host: placed.host_id,
+            vm: vm.clone(),
+        });
+        readies.push(Step::AwaitReady {
+            host: placed.host_id,
             vm,
         });
     }
-    Ok(copies.into_iter().chain(defines).chain(starts).collect())
+    Ok(copies
+        .into_iter()
+        .chain(defines)
+        .chain(starts)
+        .chain(readies)
+        .collect())
 }
 
 /// The steps that take a VI off its hosts and free them, its addresses

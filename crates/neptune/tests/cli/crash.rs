@@ -265,11 +265,11 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // One VI of 4 VMs: 12 deploy steps. Round k kills the Manager at the
+    // One VI of 4 VMs: 16 deploy steps (disk, define, start, ready). Round k kills the Manager at the
     // first step at or after k where the deploy runs (once every such step
     // was interrupted, again at each of them in turn), then kills it again
     // while the VI terminates, at varying delays.
-    let total = 12;
+    let total = 16;
     let mut deploys = KillPoints::default();
     for round in 0..total {
         let id = requested_vi(&api).await;
@@ -367,7 +367,7 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     sims[0].set_faults(Vec::new());
     sims[1].set_faults(Vec::new());
 
-    // Suspend (14 steps) and resume (10 steps), the Manager killed part-way
+    // Suspend (14 steps) and resume (14 steps), the Manager killed part-way
     // through each, at each step where they can be interrupted in turn: the
     // VI ends suspended with its hosts empty, then running again with
     // nothing saved left behind.
@@ -400,7 +400,7 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
             .call(reqwest::Method::POST, &format!("/vis/{id}/resume"), None)
             .await;
         assert_eq!(s, 200, "{v}");
-        let killed = kill_next(&api, &mut manager, &db, &v, 10, &mut resumes, round).await;
+        let killed = kill_next(&api, &mut manager, &db, &v, 14, &mut resumes, round).await;
         if killed != Kill::NotKilled {
             manager.restart();
             wait_for_manager(&base).await;

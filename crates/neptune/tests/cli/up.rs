@@ -224,7 +224,7 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         "running"
     );
     let shown = ok(&cli(dir.path(), &["vi", "show", &id], None));
-    assert!(shown.contains("deploy succeeded (12/12)"), "{shown}");
+    assert!(shown.contains("deploy succeeded (16/16)"), "{shown}");
     // Real Agents made the disks on the simulated hosts.
     let disks: usize = ["roma-1", "roma-2"]
         .iter()
