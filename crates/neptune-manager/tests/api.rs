@@ -2842,13 +2842,33 @@ fn virsh(uri: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A line of three VMs of `template` (n0 - n1 - n2, two point-to-point
+/// links), as JSON.
+fn line_of_three(template: &str) -> Value {
+    let node = |id: &str, ifaces: &[&str]| {
+        json!({"id": id, "ram": 128, "disk": 256,
+            "interfaces": ifaces.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+            "os": {"name": "Neptune tiny", "username": "alice", "password": "tiny-secret"},
+            "software": {"template": template}})
+    };
+    let link = |id: &str, a: &str, ai: &str, b: &str, bi: &str| {
+        json!({"id": id, "type": "point_to_point", "bandwidth": 100,
+            "endpoints": [{"node": a, "interface": ai}, {"node": b, "interface": bi}]})
+    };
+    json!({"topology": {"id": "line", "nodes": [
+            node("n0", &["eth0"]), node("n1", &["eth0", "eth1"]), node("n2", &["eth0"])],
+        "links": [link("l01", "n0", "eth0", "n1", "eth0"), link("l12", "n1", "eth1", "n2", "eth0")]}})
+}
+
 /// The paper's deployment, for real: a VI of three VMs on two links is
 /// accepted, and the Manager deploys it through real Agents onto libvirt,
-/// which runs the guests under QEMU. Each VM's disk is a copy of the
-/// template on its host, its domain has the node's vCPUs, RAM and one NIC
-/// per interface on its link's network. It is suspended (nothing left on
-/// the hosts) and resumed, and terminating it leaves nothing on the hosts,
-/// networks included.
+/// which runs the guests under QEMU. Each VM's disk is an overlay of the
+/// tiny test template on its host, its domain has the node's vCPUs, RAM
+/// and one NIC per interface on its link's network; each guest boots,
+/// reads its cloud-init seed, configures its planned addresses and says
+/// it is ready, which the deploy waits for. It is suspended (nothing left
+/// on the hosts) and resumed, and terminating it leaves nothing on the
+/// hosts, networks included.
 #[tokio::test]
 async fn a_vi_deploys_onto_libvirt() {
     let Ok(uri) = std::env::var("NEPTUNE_TEST_LIBVIRT_URI") else {
@@ -2859,12 +2879,28 @@ async fn a_vi_deploys_onto_libvirt() {
         skipped("NEPTUNE_TEST_LIBVIRT_URI is not set (scripts/libvirt-test-server starts a libvirt daemon)");
         return;
     };
+    let Ok(tiny) = std::env::var("NEPTUNE_TEST_TINY_TEMPLATE") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must boot real guests: set NEPTUNE_TEST_TINY_TEMPLATE"
+        );
+        skipped("NEPTUNE_TEST_TINY_TEMPLATE is not set (scripts/build-tiny-template builds it)");
+        return;
+    };
     let m = start_over(Db::Sqlite, Some(uri.clone())).await.unwrap();
     let p = m.people().await;
     m.infrastructure(&p.admin, 2, 10).await;
-    let id = m
-        .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 3}}))
+    std::fs::copy(&tiny, m.dir.path().join("images/neptune-tiny.qcow2")).unwrap();
+    let (s, v) = m
+        .call(
+            Method::POST,
+            "/api/v1/templates",
+            Some(&p.admin),
+            Some(json!({"name": "neptune-tiny", "image": "neptune-tiny.qcow2", "os_name": "Neptune tiny test guest"})),
+        )
         .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = m.requested_vi(&p.alice, line_of_three("neptune-tiny")).await;
     let simple = id.replace('-', "");
     // VMs are `nt-<12 hex>-<node>`, link networks `nt-<8 hex>-<link>`.
     let prefix = format!("nt-{}", &simple[..8]);
@@ -2917,6 +2953,29 @@ async fn a_vi_deploys_onto_libvirt() {
             .all(|n| n.starts_with(&format!("{prefix}-"))),
         "{networks:?}"
     );
+
+    // Every guest configured itself from its seed: its console says it is
+    // ready and shows its planned addresses (read through its Agent).
+    let planned = v["addresses"]["interfaces"].as_array().unwrap().clone();
+    assert_eq!(planned.len(), 4, "{v}");
+    for vm in vms {
+        let node = vm["node"].as_str().unwrap();
+        let name = format!("nt-{}-{node}", &simple[..12]);
+        let agent = m.sims.agents.lock().await[vm["host"].as_str().unwrap()].clone();
+        let console = agent.console(&name, 1 << 16).await.unwrap();
+        assert!(
+            console.contains(&format!("NEPTUNE-READY iid-{simple}-{node}")),
+            "{console}"
+        );
+        for a in planned.iter().filter(|a| a["node"] == node) {
+            let line = format!(
+                "{}: {} ",
+                a["interface"].as_str().unwrap(),
+                a["address"].as_str().unwrap()
+            );
+            assert!(console.contains(&line), "{line:?} in {console}");
+        }
+    }
 
     // Suspended: every guest's memory saved and its disk exported, nothing
     // left on the hosts; resumed: restored from the saved images onto
