@@ -26,6 +26,7 @@
 mod bases;
 mod console;
 mod seed;
+mod shaping;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,8 @@ pub struct LibvirtHypervisor {
     config: LibvirtConfig,
     /// `kvm` where the host has it, else QEMU's software emulation.
     domain_type: &'static str,
+    /// Whether NICs are shaped to their link's bandwidth.
+    shape: bool,
     /// Serialises the operations that check room or share networks, so two
     /// concurrent defines cannot both take the last slot.
     admission: Mutex<()>,
@@ -126,6 +129,21 @@ impl LibvirtHypervisor {
         self.domain_type == "kvm"
     }
 
+    /// Whether NICs get their link's bandwidth as a limit: by default
+    /// where the kernel has what libvirt shapes with (see `shaping`).
+    /// Elsewhere the spec keeps the bandwidth and the NIC runs unshaped,
+    /// rather than every VM on a link failing to start.
+    pub fn shapes_bandwidth(&self) -> bool {
+        self.shape
+    }
+
+    /// Shapes NICs (`true`) or not, whatever the kernel can do: for a
+    /// daemon on another machine than the probe's, and for tests.
+    pub fn with_bandwidth_shaping(mut self, shape: bool) -> Self {
+        self.shape = shape;
+        self
+    }
+
     /// An adapter for `config`; creates the disk directory. The data
     /// directory is made absolute: libvirt needs absolute disk paths, and a
     /// domain's disk path tells which host it belongs to.
@@ -139,6 +157,7 @@ impl LibvirtHypervisor {
         Ok(Self {
             config,
             domain_type,
+            shape: shaping::usable(),
             admission: Mutex::new(()),
             disks: Mutex::new(()),
             copies: std::sync::Mutex::new(HashMap::new()),
@@ -225,9 +244,11 @@ impl LibvirtHypervisor {
             .join(format!("{vm}.ready"))
     }
 
-    /// The files of `spec`'s domain on this host.
-    fn files_of(&self, spec: &VmSpec) -> DomainFiles {
-        DomainFiles {
+    /// What `spec`'s domain has on this host besides the spec.
+    fn files_of(&self, spec: &VmSpec) -> DomainExtras {
+        DomainExtras {
+            shape: self.shape,
+            macs: Vec::new(),
             console_log: path_str(&self.console_path(&spec.name)).to_owned(),
             seed: spec
                 .seed
@@ -603,7 +624,16 @@ impl LibvirtHypervisor {
         Ok(path)
     }
 
-    async fn define_domain(&self, op: Op, spec: &VmSpec, uuid: Option<&str>) -> Result<()> {
+    /// Defines `spec`'s domain; `macs`: see [`DomainExtras::macs`].
+    async fn define_domain(
+        &self,
+        op: Op,
+        spec: &VmSpec,
+        uuid: Option<&str>,
+        macs: Vec<String>,
+    ) -> Result<()> {
+        let mut extras = self.files_of(spec);
+        extras.macs = macs;
         let file = self.scratch_file(
             op,
             &spec.name,
@@ -613,7 +643,7 @@ impl LibvirtHypervisor {
                 spec,
                 uuid,
                 self.config.public_bridge.as_deref(),
-                &self.files_of(spec),
+                &extras,
             ),
         )?;
         let defined = self
@@ -870,9 +900,15 @@ fn network_xml(network: &str, tunnelled: bool) -> String {
     )
 }
 
-/// The files of a domain on its host, besides its disk.
+/// What a domain has on its host besides its spec.
 #[derive(Debug, Clone)]
-struct DomainFiles {
+struct DomainExtras {
+    /// Whether NICs are shaped to their bandwidth.
+    shape: bool,
+    /// For the NICs whose spec leaves the MAC to libvirt, in order: the
+    /// MACs of the saved image being restored (libvirt refuses to restore
+    /// a NIC under another MAC).
+    macs: Vec<String>,
     /// Where libvirt keeps the serial console's output.
     console_log: String,
     /// The seed image, for a spec with a seed.
@@ -897,7 +933,7 @@ fn domain_xml(
     spec: &VmSpec,
     uuid: Option<&str>,
     public_bridge: Option<&str>,
-    files: &DomainFiles,
+    files: &DomainExtras,
 ) -> String {
     let json = serde_json::to_string(spec).unwrap_or_default();
     let mut x = format!(
@@ -928,19 +964,28 @@ fn domain_xml(
             esc(seed)
         ));
     }
-    for nic in &spec.nics {
+    for (i, nic) in spec.nics.iter().enumerate() {
         let (kind, source) = match public_bridge {
             Some(b) if nic.network == PUBLIC_NETWORK => ("bridge", format!("bridge='{}'", esc(b))),
             _ => ("network", format!("network='{}'", esc(&nic.network))),
         };
         x.push_str(&format!("    <interface type='{kind}'>\n"));
-        if !nic.mac.is_empty() {
-            x.push_str(&format!("      <mac address='{}'/>\n", esc(&nic.mac)));
+        let mac = Some(nic.mac.as_str())
+            .filter(|m| !m.is_empty())
+            .or_else(|| {
+                files
+                    .macs
+                    .get(i)
+                    .map(String::as_str)
+                    .filter(|m| !m.is_empty())
+            });
+        if let Some(mac) = mac {
+            x.push_str(&format!("      <mac address='{}'/>\n", esc(mac)));
         }
         x.push_str(&format!(
             "      <source {source}/>\n      <model type='virtio'/>\n"
         ));
-        if let Some(mbps) = nic.bandwidth_mbps {
+        if let Some(mbps) = nic.bandwidth_mbps.filter(|_| files.shape) {
             // No peak or burst: the link's rate is a ceiling, and htb's
             // default burst (a tick's worth) keeps it one.
             let rate = kilobytes_per_second(mbps);
@@ -966,6 +1011,23 @@ fn spec_of(xml: &str) -> Option<VmSpec> {
         .descendants()
         .find(|n| n.tag_name().name() == "vm" && n.tag_name().namespace() == Some(METADATA_NS))?;
     serde_json::from_str(node.text()?).ok()
+}
+
+/// The MACs of a domain's NICs, in order.
+fn macs_of(xml: &str) -> Vec<String> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("interface"))
+        .map(|i| {
+            i.children()
+                .find(|n| n.has_tag_name("mac"))
+                .and_then(|m| m.attribute("address"))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
 }
 
 /// The UUID recorded in a saved image's domain XML.
@@ -1062,7 +1124,7 @@ impl Hypervisor for LibvirtHypervisor {
         check_room(self.config.capacity, all.iter().map(|d| &d.spec), spec)?;
         self.ensure_networks(op, spec).await?;
         self.write_seed(op, spec).await?;
-        self.define_domain(op, spec, None).await
+        self.define_domain(op, spec, None, Vec::new()).await
     }
 
     async fn start(&self, vm: &str) -> Result<()> {
@@ -1190,7 +1252,7 @@ impl Hypervisor for LibvirtHypervisor {
             .ok()
             .and_then(|b| serde_json::from_slice::<StoppedState>(&b).ok());
         if stopped.is_some() {
-            self.define_domain(op, spec, None).await?;
+            self.define_domain(op, spec, None, Vec::new()).await?;
             return self.boot(op, spec).await;
         }
         // The guest goes on from where it was saved: ready then, ready now.
@@ -1223,12 +1285,14 @@ impl Hypervisor for LibvirtHypervisor {
             ));
         }
         let uuid = uuid_of(&saved);
+        let mut extras = self.files_of(spec);
+        extras.macs = macs_of(&saved);
         let xml = domain_xml(
             self.domain_type,
             spec,
             uuid.as_deref(),
             self.config.public_bridge.as_deref(),
-            &self.files_of(spec),
+            &extras,
         );
         let file = self.scratch_file(op, vm, "restore.xml", &xml)?;
         let restored = self
@@ -1236,7 +1300,8 @@ impl Hypervisor for LibvirtHypervisor {
             .await;
         let _ = std::fs::remove_file(&file);
         restored?;
-        self.define_domain(op, spec, uuid.as_deref()).await
+        self.define_domain(op, spec, uuid.as_deref(), extras.macs)
+            .await
     }
 
     async fn export_disk(&self, vm: &str, dest: &str) -> Result<()> {
@@ -1571,8 +1636,10 @@ mod tests {
         }
     }
 
-    fn files() -> DomainFiles {
-        DomainFiles {
+    fn files() -> DomainExtras {
+        DomainExtras {
+            shape: true,
+            macs: Vec::new(),
             console_log: "/var/lib/neptune/consoles/a&b.log".to_owned(),
             seed: None,
         }
@@ -1630,6 +1697,85 @@ mod tests {
             [("network", "nt-1a2b3c4d-lan&0"), ("bridge", "br<pub>")]
         );
         assert_eq!(spec_of(&xml), Some(s), "the spec is the same");
+    }
+
+    fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> roxmltree::Node<'a, 'i> {
+        n.children().find(|c| c.has_tag_name(tag)).unwrap()
+    }
+
+    /// The seed is a read-only IDE CD-ROM, the console is logged to its
+    /// file, a link's bandwidth shapes its NIC both ways in kilobytes per
+    /// second (unless shaping is off), a restored NIC keeps its MAC, and the
+    /// spec comes back whole.
+    #[test]
+    fn seed_console_bandwidth_and_macs_in_the_domain_xml() {
+        let mut s = spec();
+        s.nics[0].bandwidth_mbps = Some(100);
+        s.nics[1].bandwidth_mbps = Some(1);
+        s.seed = Some(crate::Seed {
+            instance_id: "i-1".to_owned(),
+            meta_data: "instance-id: i-1".to_owned(),
+            user_data: "#cloud-config\npassword: '<&>'".to_owned(),
+            network_config: "version: 2".to_owned(),
+        });
+        let mut extras = files();
+        extras.seed = Some("/var/lib/neptune/seeds/a&b.iso".to_owned());
+        extras.macs = vec![String::new(), "52:54:00:00:00:99".to_owned()];
+        let xml = domain_xml("qemu", &s, None, None, &extras);
+        assert_eq!(spec_of(&xml).as_ref(), Some(&s));
+        assert_eq!(macs_of(&xml), ["52:54:00:00:00:01", "52:54:00:00:00:99"]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let cdrom = doc
+            .descendants()
+            .find(|n| n.attribute("device") == Some("cdrom"))
+            .unwrap();
+
+        assert_eq!(
+            child(cdrom, "source").attribute("file"),
+            Some("/var/lib/neptune/seeds/a&b.iso")
+        );
+        assert_eq!(child(cdrom, "target").attribute("bus"), Some("ide"));
+        assert_eq!(child(cdrom, "driver").attribute("type"), Some("raw"));
+        child(cdrom, "readonly");
+        let serial = doc
+            .descendants()
+            .find(|n| n.has_tag_name("serial"))
+            .unwrap();
+        let log = child(serial, "log");
+        assert_eq!(
+            log.attribute("file"),
+            Some("/var/lib/neptune/consoles/a&b.log")
+        );
+        assert_eq!(log.attribute("append"), Some("on"));
+        let rates: Vec<(&str, &str)> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("inbound") || n.has_tag_name("outbound"))
+            .map(|n| (n.tag_name().name(), n.attribute("average").unwrap()))
+            .collect();
+        assert_eq!(
+            rates,
+            [
+                ("inbound", "12500"),
+                ("outbound", "12500"),
+                ("inbound", "125"),
+                ("outbound", "125")
+            ]
+        );
+        extras.shape = false;
+        let xml = domain_xml("qemu", &s, None, None, &extras);
+        assert!(!xml.contains("<bandwidth>"));
+        assert_eq!(spec_of(&xml), Some(s), "the spec keeps the bandwidth");
+        assert_eq!(kilobytes_per_second(0), 1);
+    }
+
+    #[test]
+    fn image_info_gives_a_plain_format_and_the_size() {
+        assert_eq!(
+            image_info(r#"{"format":"qcow2","virtual-size":16777216}"#),
+            Some(("qcow2".to_owned(), 16 << 20))
+        );
+        assert_eq!(image_info(r#"{"format":"../x","virtual-size":1}"#), None);
+        assert_eq!(image_info("nope"), None);
     }
 
     #[test]
