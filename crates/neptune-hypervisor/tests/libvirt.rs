@@ -1030,6 +1030,78 @@ async fn nics_carry_their_links_bandwidth() {
     hv.remove_disk(&vm).await.unwrap();
 }
 
+/// What overlays save: a disk from a 1 GiB template (512 MiB of data) as a
+/// full copy (what the adapter did before bases), as the first overlay of
+/// a host (the template copied and verified once), and as a later overlay.
+/// Needs no libvirt. Run by hand:
+/// `cargo test -p neptune-hypervisor --test libvirt -- --ignored --nocapture overlays`.
+#[tokio::test]
+#[ignore = "a measurement: writes 2.5 GiB and takes tens of seconds"]
+async fn overlays_against_full_copies() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("t.raw");
+    let template = dir.path().join("t.qcow2");
+    let run = |program: &str, args: &[&str]| {
+        let out = Command::new(program).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let raw_s = raw.to_str().unwrap();
+    run("truncate", &["-s", "1G", raw_s]);
+    run(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={raw_s}"),
+            "bs=1M",
+            "count=512",
+            "conv=notrunc",
+            "status=none",
+        ],
+    );
+    let template_s = template.to_str().unwrap();
+    run("qemu-img", &["convert", "-O", "qcow2", raw_s, template_s]);
+    std::fs::remove_file(&raw).unwrap();
+    run("sync", &[]);
+
+    let full = dir.path().join("full.qcow2");
+    let t = Instant::now();
+    run(
+        "qemu-img",
+        &["convert", "-O", "qcow2", template_s, full.to_str().unwrap()],
+    );
+    run(
+        "qemu-img",
+        &["resize", "-q", full.to_str().unwrap(), "2048M"],
+    );
+    let full_copy = t.elapsed();
+
+    let hv = adapter(
+        "qemu:///system",
+        &dir.path().join("data"),
+        Capacity {
+            disk_mib: 1 << 20,
+            ..ROOMY
+        },
+    );
+    let t = Instant::now();
+    hv.prepare_disk("first", template_s, 2048).await.unwrap();
+    let first = t.elapsed();
+    let t = Instant::now();
+    hv.prepare_disk("second", template_s, 2048).await.unwrap();
+    let second = t.elapsed();
+    eprintln!(
+        "1 GiB template, 512 MiB of data: full copy (qemu-img convert + resize) {full_copy:?}; \
+         first overlay on a host (copy, SHA-256 twice, fsync, overlay) {first:?}; later overlay {second:?}"
+    );
+    hv.remove_disk("first").await.unwrap();
+    hv.remove_disk("second").await.unwrap();
+}
+
 /// Says that the calling test did not run, past the test harness's output
 /// capture, so a plain `cargo test` shows it: the test passes without
 /// proving anything. (In CI, `CI` set, a missing backend fails instead.)

@@ -2,9 +2,10 @@
 //! and what it tells of the guest's readiness.
 //!
 //! libvirt writes the file (its `<log>` element on the serial port: through
-//! virtlogd, which rotates it to `<vm>.log.0`… at its `max_size`, or by
-//! QEMU itself under `stdio_handler = "file"`); the adapter only reads it,
-//! trims it, and writes a boundary line of its own before each boot.
+//! virtlogd, which rotates it to `<vm>.log.0`… at its `max_size`; by QEMU
+//! itself under `stdio_handler = "file"`, not tried here); the adapter only
+//! reads it, trims it, and writes a boundary line of its own before each
+//! boot.
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
