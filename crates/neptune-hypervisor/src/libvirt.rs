@@ -1518,8 +1518,8 @@ impl LibvirtHypervisor {
 
     /// Removes the bases no disk's record names, and the copies a crash
     /// left half-way; nothing while a `prepare_disk` is under way (it may
-    /// be about to use a base no record names yet). Called with the disk
-    /// lock held, after a disk goes.
+    /// be about to use a base no record names yet). `remove_disk` calls it
+    /// after each disk it removes; calling it at any other time is safe.
     pub fn collect_bases(&self) -> std::io::Result<()> {
         let preparing = self
             .preparing
