@@ -1,7 +1,8 @@
 //! The libvirt adapter: VMs as libvirt domains (QEMU, with KVM where the
-//! host has it), disks as qcow2 files copied from the template image, and
-//! the virtual links as isolated libvirt networks, one bridge per link on
-//! the host.
+//! host has it), disks as qcow2 overlays of a host's copy of the template
+//! image, cloud-init seeds as read-only CD-ROMs, serial consoles kept in
+//! files, and the virtual links as isolated libvirt networks, one bridge
+//! per link on the host.
 //!
 //! It drives libvirt through its own clients, `virsh` and `qemu-img`, as a
 //! host's tools would: a binding to the libvirt C library would make every
@@ -10,8 +11,10 @@
 //!
 //! What is Neptune's on a host: a domain carrying its [`VmSpec`] in its
 //! metadata (other domains are listed by nobody and never touched), the
-//! disks under `<data_dir>/disks`, and the networks its VMs use (removed
-//! with the last VM on them). Every operation is idempotent, as the port
+//! disks under `<data_dir>/disks`, their bases under `<data_dir>/bases`,
+//! the seeds under `<data_dir>/seeds`, the consoles under
+//! `<data_dir>/consoles`, and the networks its VMs use (removed with the
+//! last VM on them). Every operation is idempotent, as the port
 //! requires; the state of a crash half-way is recognised by the next call.
 //!
 //! Several hosts may share one libvirt daemon (a single-machine Neptune,
@@ -20,8 +23,15 @@
 //! are shared: a link's network joins every VM on it that the daemon runs,
 //! and goes with the last of them, whichever host it belongs to.
 
+mod bases;
+mod console;
+mod seed;
+mod shaping;
+
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -71,11 +81,19 @@ pub struct LibvirtHypervisor {
     config: LibvirtConfig,
     /// `kvm` where the host has it, else QEMU's software emulation.
     domain_type: &'static str,
+    /// Whether NICs are shaped to their link's bandwidth.
+    shape: bool,
     /// Serialises the operations that check room or share networks, so two
     /// concurrent defines cannot both take the last slot.
     admission: Mutex<()>,
     /// Serialises the disk room checks (not the copies, which take long).
     disks: Mutex<()>,
+    /// One lock per template path: concurrent first disks of a template
+    /// wait for one copy of it instead of making one each.
+    copies: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// How many `prepare_disk` calls are under way: bases are collected
+    /// only when none is, so that none loses the base it is about to use.
+    preparing: std::sync::Mutex<usize>,
 }
 
 /// What a disk is made from, kept beside it: a second `prepare_disk` with
@@ -85,6 +103,17 @@ pub struct LibvirtHypervisor {
 struct DiskRecord {
     template_image: String,
     size_mib: u64,
+    /// The file name of the base in `<data_dir>/bases` the disk is an
+    /// overlay of, once known: a base no record names is collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<String>,
+}
+
+impl DiskRecord {
+    /// Whether both ask for the same disk.
+    fn same_request(&self, other: &Self) -> bool {
+        self.template_image == other.template_image && self.size_mib == other.size_mib
+    }
 }
 
 /// The state file of a VM that was not running when saved: there is no
@@ -100,19 +129,39 @@ impl LibvirtHypervisor {
         self.domain_type == "kvm"
     }
 
+    /// Whether NICs get their link's bandwidth as a limit: by default
+    /// where the kernel has what libvirt shapes with (see `shaping`).
+    /// Elsewhere the spec keeps the bandwidth and the NIC runs unshaped,
+    /// rather than every VM on a link failing to start.
+    pub fn shapes_bandwidth(&self) -> bool {
+        self.shape
+    }
+
+    /// Shapes NICs (`true`) or not, whatever the kernel can do: for a
+    /// daemon on another machine than the probe's, and for tests.
+    pub fn with_bandwidth_shaping(mut self, shape: bool) -> Self {
+        self.shape = shape;
+        self
+    }
+
     /// An adapter for `config`; creates the disk directory. The data
     /// directory is made absolute: libvirt needs absolute disk paths, and a
     /// domain's disk path tells which host it belongs to.
     pub fn new(mut config: LibvirtConfig) -> std::io::Result<Self> {
-        std::fs::create_dir_all(config.data_dir.join("disks"))?;
+        for dir in ["disks", "bases/templates", "seeds", "consoles"] {
+            std::fs::create_dir_all(config.data_dir.join(dir))?;
+        }
         config.data_dir = config.data_dir.canonicalize()?;
         let kvm = config.kvm.unwrap_or_else(crate::kvm::usable);
         let domain_type = if kvm { "kvm" } else { "qemu" };
         Ok(Self {
             config,
             domain_type,
+            shape: shaping::usable(),
             admission: Mutex::new(()),
             disks: Mutex::new(()),
+            copies: std::sync::Mutex::new(HashMap::new()),
+            preparing: std::sync::Mutex::new(0),
         })
     }
 
@@ -162,6 +211,50 @@ impl LibvirtHypervisor {
             .data_dir
             .join("disks")
             .join(format!("{vm}.qcow2.json"))
+    }
+
+    fn bases_dir(&self) -> PathBuf {
+        self.config.data_dir.join("bases")
+    }
+
+    fn seeds_dir(&self) -> PathBuf {
+        self.config.data_dir.join("seeds")
+    }
+
+    /// The path of `vm`'s seed image (`cidata`), when its spec has a seed.
+    pub fn seed_path(&self, vm: &str) -> PathBuf {
+        self.seeds_dir().join(format!("{vm}.iso"))
+    }
+
+    /// The path of the file that keeps `vm`'s serial console.
+    pub fn console_path(&self, vm: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("consoles")
+            .join(format!("{vm}.log"))
+    }
+
+    /// Present while `vm`'s guest, in its current run, is known ready: it
+    /// said so on its console (which may since have been trimmed or
+    /// rotated), or it was restored from a state saved ready.
+    fn ready_path(&self, vm: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("consoles")
+            .join(format!("{vm}.ready"))
+    }
+
+    /// What `spec`'s domain has on this host besides the spec.
+    fn files_of(&self, spec: &VmSpec) -> DomainExtras {
+        DomainExtras {
+            shape: self.shape,
+            macs: Vec::new(),
+            console_log: path_str(&self.console_path(&spec.name)).to_owned(),
+            seed: spec
+                .seed
+                .as_ref()
+                .map(|_| path_str(&self.seed_path(&spec.name)).to_owned()),
+        }
     }
 
     /// Runs `virsh` on the configured connection; its standard output, or
@@ -221,10 +314,42 @@ impl LibvirtHypervisor {
     async fn domains(&self, op: Op) -> Result<Vec<VmInfo>> {
         let mut all = self.all_domains(op).await?;
         all.retain(|d| self.is_mine(&d.spec));
+        for d in &mut all {
+            d.ready = self.is_ready(d);
+        }
         Ok(all)
     }
 
-    /// Neptune's domains on the daemon, every host's.
+    /// Whether `vm`'s guest is ready: it runs, and it has no seed, or it
+    /// said so on its console since its last boot, or it was restored from
+    /// a state saved ready. What the console said is remembered (the
+    /// console may lose it to a trim), and the console is trimmed here.
+    fn is_ready(&self, vm: &VmInfo) -> bool {
+        if vm.state != VmState::Running {
+            return false;
+        }
+        let Some(seed) = &vm.spec.seed else {
+            return true;
+        };
+        let marker = self.ready_path(&vm.name);
+        if marker.is_file() {
+            return true;
+        }
+        let log = self.console_path(&vm.name);
+        let _ = console::trim(&log);
+        // Past a trim, what virtlogd lets grow before it rotates (2 MiB by
+        // default) is the most there can be.
+        let Ok(text) = console::tail(&log, 4 << 20) else {
+            return false;
+        };
+        if !console::shows_ready(&text, &seed.ready_line()) {
+            return false;
+        }
+        let _ = std::fs::write(&marker, b"console\n");
+        true
+    }
+
+    /// Neptune's domains on the daemon, every host's (`ready` left false).
     ///
     /// One `virsh list` for every domain's state, then one `dumpxml` per
     /// domain for its spec: a few milliseconds a domain, fine for the
@@ -247,7 +372,7 @@ impl LibvirtHypervisor {
                     } else {
                         VmState::Stopped
                     },
-                    ready: running && spec.seed.is_none(),
+                    ready: false,
                     spec,
                 });
             }
@@ -272,12 +397,14 @@ impl LibvirtHypervisor {
             Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(Some(VmInfo {
+        let mut info = VmInfo {
             name: name.to_owned(),
-            ready: state == VmState::Running && spec.seed.is_none(),
+            ready: false,
             state,
             spec,
-        }))
+        };
+        info.ready = self.is_ready(&info);
+        Ok(Some(info))
     }
 
     /// Makes sure the libvirt network of each NIC exists, runs and starts
@@ -497,7 +624,16 @@ impl LibvirtHypervisor {
         Ok(path)
     }
 
-    async fn define_domain(&self, op: Op, spec: &VmSpec, uuid: Option<&str>) -> Result<()> {
+    /// Defines `spec`'s domain; `macs`: see [`DomainExtras::macs`].
+    async fn define_domain(
+        &self,
+        op: Op,
+        spec: &VmSpec,
+        uuid: Option<&str>,
+        macs: Vec<String>,
+    ) -> Result<()> {
+        let mut extras = self.files_of(spec);
+        extras.macs = macs;
         let file = self.scratch_file(
             op,
             &spec.name,
@@ -507,6 +643,7 @@ impl LibvirtHypervisor {
                 spec,
                 uuid,
                 self.config.public_bridge.as_deref(),
+                &extras,
             ),
         )?;
         let defined = self
@@ -515,6 +652,113 @@ impl LibvirtHypervisor {
         let _ = std::fs::remove_file(&file);
         defined.map(|_| ())
     }
+
+    /// Writes `spec`'s seed image, replacing what is there; nothing for a
+    /// spec without a seed.
+    async fn write_seed(&self, op: Op, spec: &VmSpec) -> Result<()> {
+        let Some(s) = &spec.seed else {
+            return Ok(());
+        };
+        seed::write_iso(
+            &self.seeds_dir(),
+            &spec.name,
+            s,
+            &self.seed_path(&spec.name),
+        )
+        .await
+        .map_err(|e| failed(op, &spec.name, "cannot make the seed", &e))
+    }
+
+    /// Boots `spec`'s defined domain afresh: its seed in place, its
+    /// readiness forgotten, a boundary in its console (the guest says
+    /// again when it is ready).
+    async fn boot(&self, op: Op, spec: &VmSpec) -> Result<()> {
+        let vm = spec.name.as_str();
+        if spec.seed.is_some() && !self.seed_path(vm).is_file() {
+            self.write_seed(op, spec).await?;
+        }
+        remove_if_there(&self.ready_path(vm))
+            .and_then(|()| console::mark(&self.console_path(vm), &format!("boot of {vm}")))
+            .map_err(|e| failed(op, vm, "cannot prepare the console", &e))?;
+        self.virsh(op, vm, &["start", vm]).await.map(|_| ())
+    }
+
+    /// Removes what this host keeps of `vm` besides its domain and disk:
+    /// its seed, its console (and virtlogd's rotations of it), its
+    /// readiness.
+    fn remove_vm_files(&self, op: Op, vm: &str) -> Result<()> {
+        let log = self.console_path(vm);
+        let mut files = vec![self.seed_path(vm), self.ready_path(vm), log.clone()];
+        let rotated = format!(
+            "{}.",
+            log.file_name().and_then(|n| n.to_str()).unwrap_or("")
+        );
+        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("consoles")) {
+            files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&rotated))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            }));
+        }
+        for f in files {
+            remove_if_there(&f).map_err(|e| failed(op, vm, "cannot remove the VM's files", &e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts a `prepare_disk` under way for as long as it lives.
+struct Preparing<'a>(&'a std::sync::Mutex<usize>);
+
+impl<'a> Preparing<'a> {
+    fn enter(count: &'a std::sync::Mutex<usize>) -> Self {
+        *count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Self(count)
+    }
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+    }
+}
+
+/// An image's format and virtual size, from `qemu-img info --output=json`;
+/// `None` for a format that is no plain word (it becomes a file name).
+fn image_info(json: &str) -> Option<(String, u64)> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let format = v["format"].as_str()?;
+    let plain = !format.is_empty()
+        && format
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    plain.then(|| (format.to_owned(), v["virtual-size"].as_u64().unwrap_or(0)))
+}
+
+fn remove_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `f` on a thread of its own: copying and hashing a template take
+/// seconds, which the async runtime's workers must not spend.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("neptune-disk-copy".to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the copying thread panicked"))
 }
 
 /// Runs `cmd` (`program` with `args`) to its end: its output whatever its
@@ -656,15 +900,40 @@ fn network_xml(network: &str, tunnelled: bool) -> String {
     )
 }
 
-/// The domain of `spec`: its resources, its disk, a virtio NIC on its
-/// link's network per interface (on `public_bridge` for the public
-/// network, when the host has one), a serial console, and the spec itself
-/// in the metadata. `uuid`: the one of a saved image being restored.
+/// What a domain has on its host besides its spec.
+#[derive(Debug, Clone)]
+struct DomainExtras {
+    /// Whether NICs are shaped to their bandwidth.
+    shape: bool,
+    /// For the NICs whose spec leaves the MAC to libvirt, in order: the
+    /// MACs of the saved image being restored (libvirt refuses to restore
+    /// a NIC under another MAC).
+    macs: Vec<String>,
+    /// Where libvirt keeps the serial console's output.
+    console_log: String,
+    /// The seed image, for a spec with a seed.
+    seed: Option<String>,
+}
+
+/// libvirt's unit of `<bandwidth>` rates, kilobytes (of 1000 bytes: libvirt
+/// hands the rate to `tc` as `kbps`) per second, for `mbps` megabits per
+/// second; at least 1, libvirt's smallest.
+fn kilobytes_per_second(mbps: u64) -> u64 {
+    (mbps.saturating_mul(1000) / 8).max(1)
+}
+
+/// The domain of `spec`: its resources, its disk, its seed as a read-only
+/// CD-ROM, a virtio NIC on its link's network per interface (on
+/// `public_bridge` for the public network, when the host has one) shaped
+/// to the link's bandwidth both ways, a serial console logged to a file,
+/// and the spec itself in the metadata. `uuid`: the one of a saved image
+/// being restored.
 fn domain_xml(
     domain_type: &str,
     spec: &VmSpec,
     uuid: Option<&str>,
     public_bridge: Option<&str>,
+    files: &DomainExtras,
 ) -> String {
     let json = serde_json::to_string(spec).unwrap_or_default();
     let mut x = format!(
@@ -689,20 +958,49 @@ fn domain_xml(
         "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n",
         esc(&spec.disk)
     ));
-    for nic in &spec.nics {
+    if let Some(seed) = &files.seed {
+        x.push_str(&format!(
+            "    <disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='{}'/>\n      <target dev='hdc' bus='ide'/>\n      <readonly/>\n    </disk>\n",
+            esc(seed)
+        ));
+    }
+    for (i, nic) in spec.nics.iter().enumerate() {
         let (kind, source) = match public_bridge {
             Some(b) if nic.network == PUBLIC_NETWORK => ("bridge", format!("bridge='{}'", esc(b))),
             _ => ("network", format!("network='{}'", esc(&nic.network))),
         };
         x.push_str(&format!("    <interface type='{kind}'>\n"));
-        if !nic.mac.is_empty() {
-            x.push_str(&format!("      <mac address='{}'/>\n", esc(&nic.mac)));
+        let mac = Some(nic.mac.as_str())
+            .filter(|m| !m.is_empty())
+            .or_else(|| {
+                files
+                    .macs
+                    .get(i)
+                    .map(String::as_str)
+                    .filter(|m| !m.is_empty())
+            });
+        if let Some(mac) = mac {
+            x.push_str(&format!("      <mac address='{}'/>\n", esc(mac)));
         }
         x.push_str(&format!(
-            "      <source {source}/>\n      <model type='virtio'/>\n    </interface>\n"
+            "      <source {source}/>\n      <model type='virtio'/>\n"
         ));
+        if let Some(mbps) = nic.bandwidth_mbps.filter(|_| files.shape) {
+            // No peak or burst: the link's rate is a ceiling, and htb's
+            // default burst (a tick's worth) keeps it one.
+            let rate = kilobytes_per_second(mbps);
+            x.push_str(&format!(
+                "      <bandwidth>\n        <inbound average='{rate}'/>\n        <outbound average='{rate}'/>\n      </bandwidth>\n"
+            ));
+        }
+        x.push_str("    </interface>\n");
     }
-    x.push_str("    <serial type='pty'/>\n    <console type='pty'/>\n  </devices>\n</domain>\n");
+    // `append`: a VM started again (or restored on this host) adds to its
+    // console instead of losing what it printed before.
+    x.push_str(&format!(
+        "    <serial type='pty'>\n      <log file='{}' append='on'/>\n      <target port='0'/>\n    </serial>\n    <console type='pty'>\n      <target type='serial' port='0'/>\n    </console>\n  </devices>\n</domain>\n",
+        esc(&files.console_log)
+    ));
     x
 }
 
@@ -713,6 +1011,23 @@ fn spec_of(xml: &str) -> Option<VmSpec> {
         .descendants()
         .find(|n| n.tag_name().name() == "vm" && n.tag_name().namespace() == Some(METADATA_NS))?;
     serde_json::from_str(node.text()?).ok()
+}
+
+/// The MACs of a domain's NICs, in order.
+fn macs_of(xml: &str) -> Vec<String> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("interface"))
+        .map(|i| {
+            i.children()
+                .find(|n| n.has_tag_name("mac"))
+                .and_then(|m| m.attribute("address"))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
 }
 
 /// The UUID recorded in a saved image's domain XML.
@@ -731,19 +1046,21 @@ impl Hypervisor for LibvirtHypervisor {
     async fn prepare_disk(&self, vm: &str, template_image: &str, size_mib: u64) -> Result<String> {
         let op = Op::PrepareDisk;
         validate_vm_name(vm)?;
+        let _preparing = Preparing::enter(&self.preparing);
         let reserving = self.disks.lock().await;
         let path = self.disk_path(vm);
         let shown = path_str(&path).to_owned();
-        let wanted = DiskRecord {
+        let mut record = DiskRecord {
             template_image: template_image.to_owned(),
             size_mib,
+            base: None,
         };
         // Done when the disk is there (it is renamed into place whole) with
         // its record.
         if path.is_file() {
             if let Ok(bytes) = std::fs::read(self.record_path(vm)) {
                 return match serde_json::from_slice::<DiskRecord>(&bytes) {
-                    Ok(existing) if existing == wanted => Ok(shown),
+                    Ok(existing) if existing.same_request(&record) => Ok(shown),
                     _ => Err(HypervisorError::SpecMismatch {
                         name: vm.to_owned(),
                     }),
@@ -760,24 +1077,13 @@ impl Hypervisor for LibvirtHypervisor {
                 self.config.capacity.disk_mib
             )));
         }
-        let record =
-            serde_json::to_vec(&wanted).map_err(|e| failed(op, vm, "cannot encode", &e))?;
-        write_atomically(&self.record_path(vm), &record)
-            .map_err(|e| failed(op, vm, "cannot record the disk", &e))?;
+        self.write_record(op, vm, &record)?;
         drop(reserving);
         let tmp = path.with_extension("qcow2.tmp");
-        let tmp_s = path_str(&tmp);
-        let size = format!("{size_mib}M");
-        let mut made = self
-            .qemu_img(op, vm, &["convert", "-O", "qcow2", template_image, tmp_s])
-            .await;
-        if made.is_ok() {
-            made = self.qemu_img(op, vm, &["resize", tmp_s, &size]).await;
-        }
-        if made.is_ok() {
-            made = std::fs::rename(&tmp, &path)
-                .map_err(|e| failed(op, vm, "cannot place the disk", &e));
-        }
+        let made = self.make_overlay(op, vm, &mut record, &tmp).await;
+        let made = made.and_then(|()| {
+            std::fs::rename(&tmp, &path).map_err(|e| failed(op, vm, "cannot place the disk", &e))
+        });
         if let Err(e) = made {
             let _ = std::fs::remove_file(&tmp);
             let _ = std::fs::remove_file(self.record_path(vm));
@@ -797,7 +1103,8 @@ impl Hypervisor for LibvirtHypervisor {
                 Err(e) => return Err(failed(op, vm, "cannot delete the disk", &e)),
             }
         }
-        Ok(())
+        self.collect_bases()
+            .map_err(|e| failed(op, vm, "cannot collect the unused bases", &e))
     }
 
     async fn define(&self, spec: &VmSpec) -> Result<()> {
@@ -816,7 +1123,8 @@ impl Hypervisor for LibvirtHypervisor {
         }
         check_room(self.config.capacity, all.iter().map(|d| &d.spec), spec)?;
         self.ensure_networks(op, spec).await?;
-        self.define_domain(op, spec, None).await
+        self.write_seed(op, spec).await?;
+        self.define_domain(op, spec, None, Vec::new()).await
     }
 
     async fn start(&self, vm: &str) -> Result<()> {
@@ -832,7 +1140,7 @@ impl Hypervisor for LibvirtHypervisor {
                     let _admitted = self.admission.lock().await;
                     self.ensure_networks(op, &d.spec).await?;
                 }
-                match self.virsh(op, vm, &["start", vm]).await {
+                match self.boot(op, &d.spec).await {
                     Ok(_) => Ok(()),
                     // Active but not running: paused or crashed, which a
                     // start cannot mend. Say what the guest is.
@@ -865,7 +1173,7 @@ impl Hypervisor for LibvirtHypervisor {
         let Some(d) = self.domain(op, vm).await? else {
             // Already saved (and gone) is fine; never saved is not.
             return if state.is_file() {
-                Ok(())
+                self.remove_vm_files(op, vm)
             } else {
                 Err(HypervisorError::NoSuchVm(vm.to_owned()))
             };
@@ -874,6 +1182,15 @@ impl Hypervisor for LibvirtHypervisor {
             std::fs::create_dir_all(parent)
                 .map_err(|e| failed(op, vm, "cannot make the state's directory", &e))?;
         }
+        // Beside the state, whether its guest was ready: restored, it does
+        // not boot again to say so.
+        let ready_beside = PathBuf::from(format!("{state_path}.ready"));
+        if d.ready {
+            write_atomically(&ready_beside, b"ready\n")
+        } else {
+            remove_if_there(&ready_beside)
+        }
+        .map_err(|e| failed(op, vm, "cannot record the readiness", &e))?;
         match d.state {
             VmState::Running => {
                 // Written aside and renamed: the state appears whole or
@@ -897,8 +1214,9 @@ impl Hypervisor for LibvirtHypervisor {
             }
         }
         self.virsh(op, vm, &["undefine", vm]).await?;
-        // The host keeps nothing of a saved VM, its networks included
-        // (`restore` makes them again).
+        // The host keeps nothing of a saved VM, its seed, console and
+        // networks included (`restore` makes them again).
+        self.remove_vm_files(op, vm)?;
         let _admitted = self.admission.lock().await;
         self.release_networks(op, &d.spec).await
     }
@@ -921,7 +1239,7 @@ impl Hypervisor for LibvirtHypervisor {
             // Defined but stopped (a restore interrupted before the
             // start): start it.
             self.ensure_networks(op, spec).await?;
-            return self.virsh(op, vm, &["start", vm]).await.map(|_| ());
+            return self.boot(op, spec).await;
         }
         let state = Path::new(state_path);
         if !state.is_file() {
@@ -929,13 +1247,29 @@ impl Hypervisor for LibvirtHypervisor {
         }
         check_room(self.config.capacity, all.iter().map(|d| &d.spec), spec)?;
         self.ensure_networks(op, spec).await?;
+        self.write_seed(op, spec).await?;
         let stopped = std::fs::read(state)
             .ok()
             .and_then(|b| serde_json::from_slice::<StoppedState>(&b).ok());
         if stopped.is_some() {
-            self.define_domain(op, spec, None).await?;
-            return self.virsh(op, vm, &["start", vm]).await.map(|_| ());
+            self.define_domain(op, spec, None, Vec::new()).await?;
+            return self.boot(op, spec).await;
         }
+        // The guest goes on from where it was saved: ready then, ready now.
+        let saved_ready = Path::new(&format!("{state_path}.ready")).is_file();
+        let marker = self.ready_path(vm);
+        if saved_ready {
+            std::fs::write(&marker, b"restored\n")
+        } else {
+            remove_if_there(&marker)
+        }
+        .and_then(|()| {
+            console::mark(
+                &self.console_path(vm),
+                &format!("restore of {vm} from {state_path}"),
+            )
+        })
+        .map_err(|e| failed(op, vm, "cannot prepare the console", &e))?;
         // The saved image names the UUID and devices of the VM it came
         // from; it is restored with this host's spec (its disk path) under
         // that UUID, then defined so that it outlives a stop.
@@ -951,11 +1285,14 @@ impl Hypervisor for LibvirtHypervisor {
             ));
         }
         let uuid = uuid_of(&saved);
+        let mut extras = self.files_of(spec);
+        extras.macs = macs_of(&saved);
         let xml = domain_xml(
             self.domain_type,
             spec,
             uuid.as_deref(),
             self.config.public_bridge.as_deref(),
+            &extras,
         );
         let file = self.scratch_file(op, vm, "restore.xml", &xml)?;
         let restored = self
@@ -963,7 +1300,8 @@ impl Hypervisor for LibvirtHypervisor {
             .await;
         let _ = std::fs::remove_file(&file);
         restored?;
-        self.define_domain(op, spec, uuid.as_deref()).await
+        self.define_domain(op, spec, uuid.as_deref(), extras.macs)
+            .await
     }
 
     async fn export_disk(&self, vm: &str, dest: &str) -> Result<()> {
@@ -995,7 +1333,8 @@ impl Hypervisor for LibvirtHypervisor {
         validate_vm_name(vm)?;
         let _admitted = self.admission.lock().await;
         let Some(d) = self.domain(op, vm).await? else {
-            return Ok(());
+            // Files a destroy interrupted after the undefine left.
+            return self.remove_vm_files(op, vm);
         };
         // Whatever its state: a paused (or crashed, or stopping) domain is
         // active too, and undefining it would leave its QEMU process behind.
@@ -1010,6 +1349,7 @@ impl Hypervisor for LibvirtHypervisor {
             Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => {}
             Err(e) => return Err(e),
         }
+        self.remove_vm_files(op, vm)?;
         self.release_networks(op, &d.spec).await
     }
 
@@ -1019,9 +1359,21 @@ impl Hypervisor for LibvirtHypervisor {
         self.domains(Op::Define).await
     }
 
-    async fn console(&self, vm: &str, _max_bytes: u64) -> Result<String> {
+    async fn console(&self, vm: &str, max_bytes: u64) -> Result<String> {
+        let op = Op::Console;
         validate_vm_name(vm)?;
-        Err(failed(Op::Console, vm, "the console", &"is not kept yet"))
+        let log = self.console_path(vm);
+        if !log.is_file() {
+            // A VM that has not run yet has said nothing.
+            return match self.domain(op, vm).await? {
+                Some(_) => Ok(String::new()),
+                None => Err(HypervisorError::NoSuchVm(vm.to_owned())),
+            };
+        }
+        let text = console::trim(&log)
+            .and_then(|()| console::tail(&log, max_bytes))
+            .map_err(|e| failed(op, vm, "cannot read the console", &e))?;
+        Ok(String::from_utf8_lossy(&text).into_owned())
     }
 }
 
@@ -1054,6 +1406,178 @@ impl LibvirtHypervisor {
         }
         all.retain(|d| self.is_mine(&d.spec));
         Ok(all)
+    }
+
+    fn write_record(&self, op: Op, vm: &str, record: &DiskRecord) -> Result<()> {
+        let bytes = serde_json::to_vec(record).map_err(|e| failed(op, vm, "cannot encode", &e))?;
+        write_atomically(&self.record_path(vm), &bytes)
+            .map_err(|e| failed(op, vm, "cannot record the disk", &e))
+    }
+
+    /// Makes `tmp`, a qcow2 overlay of `record`'s template's base, of the
+    /// record's size, and records the base.
+    async fn make_overlay(
+        &self,
+        op: Op,
+        vm: &str,
+        record: &mut DiskRecord,
+        tmp: &Path,
+    ) -> Result<()> {
+        let info = self
+            .qemu_img_out(
+                op,
+                vm,
+                &["info", "-U", "--output=json", &record.template_image],
+            )
+            .await?;
+        let (format, virtual_size) = image_info(&info).ok_or_else(|| {
+            failed(
+                op,
+                vm,
+                "cannot read the template's format",
+                &record.template_image,
+            )
+        })?;
+        if virtual_size > record.size_mib.saturating_mul(1 << 20) {
+            return Err(HypervisorError::InvalidRequest(format!(
+                "a disk of {} MiB cannot hold template {:?} of {virtual_size} bytes",
+                record.size_mib, record.template_image
+            )));
+        }
+        let base = self
+            .base_for(op, vm, &record.template_image, &format)
+            .await?;
+        record.base = Some(
+            base.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        self.write_record(op, vm, record)?;
+        let _ = std::fs::remove_file(tmp);
+        let size = format!("{}M", record.size_mib);
+        // The backing format is always named: a guessed one lets a raw
+        // image whose bytes look like qcow2 name any file as its backing.
+        self.qemu_img(
+            op,
+            vm,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                path_str(&base),
+                "-F",
+                &format,
+                path_str(tmp),
+                &size,
+            ],
+        )
+        .await
+    }
+
+    /// This host's copy of `template` (of image format `format`), made if
+    /// it has none: the first disk of a template copies it, the others
+    /// (concurrent ones too) wait for that copy and use it.
+    async fn base_for(&self, op: Op, vm: &str, template: &str, format: &str) -> Result<PathBuf> {
+        let lock = {
+            let mut copies = self
+                .copies
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(copies.entry(template.to_owned()).or_default())
+        };
+        let _copying = lock.lock().await;
+        let bases_dir = self.bases_dir();
+        if let Some(base) = bases::known_base(&bases_dir, template) {
+            return Ok(base);
+        }
+        let identity = bases::identity(Path::new(template))
+            .map_err(|_| HypervisorError::NoImage(template.to_owned()))?;
+        let (src, dir, fmt) = (
+            PathBuf::from(template),
+            bases_dir.clone(),
+            format.to_owned(),
+        );
+        let tmp = bases::incoming_path(&bases_dir, template);
+        let name = blocking(move || bases::copy_verified(&src, &tmp, &dir, &fmt))
+            .await
+            .and_then(|r| r)
+            .map_err(|e| failed(op, vm, "cannot copy the template", &e))?;
+        let origin = bases::Origin {
+            template: template.to_owned(),
+            identity,
+            base: name.clone(),
+        };
+        let bytes = serde_json::to_vec(&origin).map_err(|e| failed(op, vm, "cannot encode", &e))?;
+        write_atomically(&bases::origin_path(&bases_dir, template), &bytes)
+            .map_err(|e| failed(op, vm, "cannot record the template's base", &e))?;
+        Ok(bases_dir.join(name))
+    }
+
+    /// Removes the bases no disk's record names, and the copies a crash
+    /// left half-way; nothing while a `prepare_disk` is under way (it may
+    /// be about to use a base no record names yet). `remove_disk` calls it
+    /// after each disk it removes; calling it at any other time is safe.
+    pub fn collect_bases(&self) -> std::io::Result<()> {
+        let preparing = self
+            .preparing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *preparing > 0 {
+            return Ok(());
+        }
+        let mut used = std::collections::HashSet::new();
+        for e in std::fs::read_dir(self.config.data_dir.join("disks"))?.flatten() {
+            if !e.file_name().to_string_lossy().ends_with(".qcow2.json") {
+                continue;
+            }
+            if let Some(base) = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<DiskRecord>(&b).ok())
+                .and_then(|r| r.base)
+            {
+                used.insert(base);
+            }
+        }
+        let bases_dir = self.bases_dir();
+        for e in std::fs::read_dir(&bases_dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if bases::is_base_file(&name) && !used.contains(&name) {
+                remove_if_there(&e.path())?;
+            }
+        }
+        for e in std::fs::read_dir(bases_dir.join("templates"))?.flatten() {
+            let stale = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<bases::Origin>(&b).ok())
+                .is_none_or(|o| !bases_dir.join(&o.base).is_file());
+            if stale {
+                remove_if_there(&e.path())?;
+            }
+        }
+        drop(preparing);
+        Ok(())
+    }
+
+    async fn qemu_img_out(&self, op: Op, vm: &str, args: &[&str]) -> Result<String> {
+        let out = Command::new("qemu-img")
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| failed(op, vm, "cannot run qemu-img", &e))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(failed(
+                op,
+                vm,
+                &format!("qemu-img {}", args.first().unwrap_or(&"")),
+                &String::from_utf8_lossy(&out.stderr).trim(),
+            ))
+        }
     }
 
     /// MiB of the disks prepared on this host, but `vm`'s.
@@ -1112,6 +1636,15 @@ mod tests {
         }
     }
 
+    fn files() -> DomainExtras {
+        DomainExtras {
+            shape: true,
+            macs: Vec::new(),
+            console_log: "/var/lib/neptune/consoles/a&b.log".to_owned(),
+            seed: None,
+        }
+    }
+
     /// The spec travels in the domain's metadata and comes back intact,
     /// whatever characters it holds.
     #[test]
@@ -1122,6 +1655,7 @@ mod tests {
             &s,
             Some("0b7e2c1a-7c44-4c1e-9d8e-2a5e1b9f0c33"),
             None,
+            &files(),
         );
         assert_eq!(spec_of(&xml).as_ref(), Some(&s));
         assert_eq!(
@@ -1147,7 +1681,7 @@ mod tests {
 
         // With a public bridge, the public NIC is plugged into it; the
         // link's stays on its network.
-        let xml = domain_xml("qemu", &s, None, Some("br<pub>"));
+        let xml = domain_xml("qemu", &s, None, Some("br<pub>"), &files());
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let nics: Vec<(&str, &str)> = doc
             .descendants()
@@ -1163,6 +1697,85 @@ mod tests {
             [("network", "nt-1a2b3c4d-lan&0"), ("bridge", "br<pub>")]
         );
         assert_eq!(spec_of(&xml), Some(s), "the spec is the same");
+    }
+
+    fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> roxmltree::Node<'a, 'i> {
+        n.children().find(|c| c.has_tag_name(tag)).unwrap()
+    }
+
+    /// The seed is a read-only IDE CD-ROM, the console is logged to its
+    /// file, a link's bandwidth shapes its NIC both ways in kilobytes per
+    /// second (unless shaping is off), a restored NIC keeps its MAC, and the
+    /// spec comes back whole.
+    #[test]
+    fn seed_console_bandwidth_and_macs_in_the_domain_xml() {
+        let mut s = spec();
+        s.nics[0].bandwidth_mbps = Some(100);
+        s.nics[1].bandwidth_mbps = Some(1);
+        s.seed = Some(crate::Seed {
+            instance_id: "i-1".to_owned(),
+            meta_data: "instance-id: i-1".to_owned(),
+            user_data: "#cloud-config\npassword: '<&>'".to_owned(),
+            network_config: "version: 2".to_owned(),
+        });
+        let mut extras = files();
+        extras.seed = Some("/var/lib/neptune/seeds/a&b.iso".to_owned());
+        extras.macs = vec![String::new(), "52:54:00:00:00:99".to_owned()];
+        let xml = domain_xml("qemu", &s, None, None, &extras);
+        assert_eq!(spec_of(&xml).as_ref(), Some(&s));
+        assert_eq!(macs_of(&xml), ["52:54:00:00:00:01", "52:54:00:00:00:99"]);
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let cdrom = doc
+            .descendants()
+            .find(|n| n.attribute("device") == Some("cdrom"))
+            .unwrap();
+
+        assert_eq!(
+            child(cdrom, "source").attribute("file"),
+            Some("/var/lib/neptune/seeds/a&b.iso")
+        );
+        assert_eq!(child(cdrom, "target").attribute("bus"), Some("ide"));
+        assert_eq!(child(cdrom, "driver").attribute("type"), Some("raw"));
+        child(cdrom, "readonly");
+        let serial = doc
+            .descendants()
+            .find(|n| n.has_tag_name("serial"))
+            .unwrap();
+        let log = child(serial, "log");
+        assert_eq!(
+            log.attribute("file"),
+            Some("/var/lib/neptune/consoles/a&b.log")
+        );
+        assert_eq!(log.attribute("append"), Some("on"));
+        let rates: Vec<(&str, &str)> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("inbound") || n.has_tag_name("outbound"))
+            .map(|n| (n.tag_name().name(), n.attribute("average").unwrap()))
+            .collect();
+        assert_eq!(
+            rates,
+            [
+                ("inbound", "12500"),
+                ("outbound", "12500"),
+                ("inbound", "125"),
+                ("outbound", "125")
+            ]
+        );
+        extras.shape = false;
+        let xml = domain_xml("qemu", &s, None, None, &extras);
+        assert!(!xml.contains("<bandwidth>"));
+        assert_eq!(spec_of(&xml), Some(s), "the spec keeps the bandwidth");
+        assert_eq!(kilobytes_per_second(0), 1);
+    }
+
+    #[test]
+    fn image_info_gives_a_plain_format_and_the_size() {
+        assert_eq!(
+            image_info(r#"{"format":"qcow2","virtual-size":16777216}"#),
+            Some(("qcow2".to_owned(), 16 << 20))
+        );
+        assert_eq!(image_info(r#"{"format":"../x","virtual-size":1}"#), None);
+        assert_eq!(image_info("nope"), None);
     }
 
     #[test]
