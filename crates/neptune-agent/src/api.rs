@@ -15,6 +15,7 @@
 //! DELETE /v1/vms/{name}                -> 204   (destroy)
 //! GET    /v1/vms/{name}/console?bytes=N -> Console (the last N bytes,
 //!                                        at most 1 MiB, 64 KiB by default)
+//! POST   /v1/vms/{name}/console ConsoleInput -> 204 (types on the console)
 //! ```
 //!
 //! Every call but `/healthz` carries `Authorization: Bearer <agent token>`.
@@ -60,6 +61,14 @@ pub struct ConsoleQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Console {
     pub text: String,
+}
+
+/// `POST /v1/vms/{name}/console`: what to type on the VM's serial
+/// console (at most [`neptune_hypervisor::MAX_CONSOLE_INPUT`] bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleInput {
+    pub input: String,
 }
 
 /// `PUT /v1/vms/{name}/disk`.

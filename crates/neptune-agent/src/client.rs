@@ -248,6 +248,15 @@ impl AgentClient {
         Ok(c.text)
     }
 
+    /// `POST /v1/vms/{name}/console`: types `input` on the VM's console.
+    pub async fn console_input(&self, name: &str, input: &str) -> Result<(), ClientError> {
+        let path = vm_path(name, "/console")?;
+        let body = api::ConsoleInput {
+            input: input.to_owned(),
+        };
+        self.call_empty(Method::POST, &path, Some(&body)).await
+    }
+
     /// `POST /v1/vms/{name}/disk/export`: copies the VM's disk to `dest`.
     pub async fn export_disk(&self, name: &str, dest: &str) -> Result<(), ClientError> {
         let path = vm_path(name, "/disk/export")?;
@@ -496,6 +505,16 @@ impl Hypervisor for AgentHypervisor {
     async fn console(&self, vm: &str, max_bytes: u64) -> neptune_hypervisor::Result<String> {
         self.client
             .console(vm, max_bytes)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Console, vm, ""))
+    }
+
+    async fn console_input(&self, vm: &str, input: &[u8]) -> neptune_hypervisor::Result<()> {
+        let text = std::str::from_utf8(input).map_err(|_| {
+            HypervisorError::InvalidRequest("console input must be UTF-8 text".to_owned())
+        })?;
+        self.client
+            .console_input(vm, text)
             .await
             .map_err(|e| e.into_hypervisor_error(Op::Console, vm, ""))
     }

@@ -40,7 +40,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/v1/vms/{name}/start", post(start))
         .route("/v1/vms/{name}/save", post(save))
         .route("/v1/vms/{name}/restore", post(restore))
-        .route("/v1/vms/{name}/console", get(console))
+        .route("/v1/vms/{name}/console", get(console).post(console_input))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -314,6 +314,18 @@ async fn console(
         .min(api::MAX_CONSOLE_BYTES);
     let text = s.hypervisor.console(&name, bytes).await?;
     Ok(Json(api::Console { text }))
+}
+
+async fn console_input(
+    State(s): State<ServerState>,
+    VmName(name): VmName,
+    body: Result<Json<api::ConsoleInput>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    s.hypervisor
+        .console_input(&name, req.input.as_bytes())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn destroy(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {

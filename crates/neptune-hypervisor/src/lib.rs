@@ -310,4 +310,22 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// The last `max_bytes` of the VM's serial console output (as text,
     /// invalid UTF-8 replaced).
     async fn console(&self, vm: &str, max_bytes: u64) -> Result<String>;
+    /// Types `input` on the VM's serial console (at most
+    /// [`MAX_CONSOLE_INPUT`] bytes); the guest's answer shows in
+    /// [`Hypervisor::console`]. The VM must run.
+    async fn console_input(&self, vm: &str, input: &[u8]) -> Result<()>;
+}
+
+/// The most bytes one [`Hypervisor::console_input`] types.
+pub const MAX_CONSOLE_INPUT: usize = 4096;
+
+/// Refuses console input beyond [`MAX_CONSOLE_INPUT`].
+pub(crate) fn check_console_input(vm: &str, input: &[u8]) -> Result<()> {
+    if input.len() > MAX_CONSOLE_INPUT {
+        return Err(HypervisorError::InvalidRequest(format!(
+            "{} bytes of console input for VM {vm:?}: at most {MAX_CONSOLE_INPUT} at once",
+            input.len()
+        )));
+    }
+    Ok(())
 }

@@ -1375,6 +1375,47 @@ impl Hypervisor for LibvirtHypervisor {
             .map_err(|e| failed(op, vm, "cannot read the console", &e))?;
         Ok(String::from_utf8_lossy(&text).into_owned())
     }
+
+    async fn console_input(&self, vm: &str, input: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let op = Op::Console;
+        validate_vm_name(vm)?;
+        crate::check_console_input(vm, input)?;
+        match self.domain(op, vm).await? {
+            None => return Err(HypervisorError::NoSuchVm(vm.to_owned())),
+            Some(d) if d.state != VmState::Running => {
+                return Err(failed(op, vm, "the console", &"the VM does not run"))
+            }
+            Some(_) => {}
+        }
+        // The serial port is a pseudo-terminal; its path changes with every
+        // start, so it is asked for each time.
+        let tty = self.virsh(op, vm, &["ttyconsole", vm]).await?;
+        let tty = tty.trim();
+        if !tty.starts_with("/dev/pts/") {
+            return Err(failed(
+                op,
+                vm,
+                "the console",
+                &format!("is {tty:?}, not a terminal"),
+            ));
+        }
+        // O_NOCTTY: the Agent must not take the guest's terminal as its own.
+        const O_NOCTTY: i32 = 0o400;
+        let input = input.to_vec();
+        let path = tty.to_owned();
+        tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(O_NOCTTY)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&input))
+        })
+        .await
+        .map_err(|e| failed(op, vm, "cannot type on the console", &e))?
+        .map_err(|e| failed(op, vm, "cannot type on the console", &e))
+    }
 }
 
 impl LibvirtHypervisor {

@@ -164,6 +164,9 @@ struct SavedState {
 struct SimVm {
     spec: VmSpec,
     state: VmState,
+    /// What was typed on its console (not persisted).
+    #[serde(skip)]
+    typed: String,
 }
 
 #[derive(Debug, Default)]
@@ -424,6 +427,7 @@ impl Hypervisor for SimHypervisor {
         inner.vms.insert(
             spec.name.clone(),
             SimVm {
+                typed: String::new(),
                 spec: spec.clone(),
                 state: VmState::Stopped,
             },
@@ -528,6 +532,7 @@ impl Hypervisor for SimHypervisor {
         inner.vms.insert(
             vm.to_owned(),
             SimVm {
+                typed: String::new(),
                 spec: spec.clone(),
                 state: VmState::Running,
             },
@@ -602,9 +607,41 @@ impl Hypervisor for SimHypervisor {
                 text.push('\n');
             }
         }
+        // The simulated terminal echoes what was typed, as a real one does.
+        text.push_str(&v.typed);
         let keep = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-        let start = text.len().saturating_sub(keep);
+        let mut start = text.len().saturating_sub(keep);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
         Ok(text[start..].to_owned())
+    }
+
+    async fn console_input(&self, vm: &str, input: &[u8]) -> Result<()> {
+        validate_vm_name(vm)?;
+        crate::check_console_input(vm, input)?;
+        let mut inner = self.lock();
+        let Some(v) = inner.vms.get_mut(vm) else {
+            return Err(HypervisorError::NoSuchVm(vm.to_owned()));
+        };
+        if v.state != VmState::Running {
+            return Err(Self::failed(
+                Op::Console,
+                vm,
+                "the console",
+                &"the VM does not run",
+            ));
+        }
+        v.typed.push_str(&String::from_utf8_lossy(input));
+        // Bounded as a real console's log is.
+        if v.typed.len() > 64 << 10 {
+            let mut cut = v.typed.len() - (32 << 10);
+            while !v.typed.is_char_boundary(cut) {
+                cut += 1;
+            }
+            v.typed.drain(..cut);
+        }
+        Ok(())
     }
 }
 

@@ -2900,7 +2900,9 @@ async fn a_vi_deploys_onto_libvirt() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let id = m.requested_vi(&p.alice, line_of_three("neptune-tiny")).await;
+    let id = m
+        .requested_vi(&p.alice, line_of_three("neptune-tiny"))
+        .await;
     let simple = id.replace('-', "");
     // VMs are `nt-<12 hex>-<node>`, link networks `nt-<8 hex>-<link>`.
     let prefix = format!("nt-{}", &simple[..8]);
