@@ -552,3 +552,18 @@ pub struct PoolUsage {
     /// How many pieces the free space is cut into.
     pub free_blocks: usize,
 }
+
+/// `GET /api/v1/vis/{id}/vms/{node}/console`: the end of the VM's serial
+/// console output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleText {
+    pub text: String,
+}
+
+/// `POST /api/v1/vis/{id}/vms/{node}/console`: text to type on the VM's
+/// serial console (at most 4096 bytes; a line ends with `\n`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleInput {
+    pub input: String,
+}

@@ -27,6 +27,7 @@ mod bases;
 mod console;
 mod seed;
 mod shaping;
+mod terminal;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -94,6 +95,8 @@ pub struct LibvirtHypervisor {
     /// How many `prepare_disk` calls are under way: bases are collected
     /// only when none is, so that none loses the base it is about to use.
     preparing: std::sync::Mutex<usize>,
+    /// The consoles typed on, held open.
+    terminals: terminal::Terminals,
 }
 
 /// What a disk is made from, kept beside it: a second `prepare_disk` with
@@ -162,6 +165,7 @@ impl LibvirtHypervisor {
             disks: Mutex::new(()),
             copies: std::sync::Mutex::new(HashMap::new()),
             preparing: std::sync::Mutex::new(0),
+            terminals: terminal::Terminals::default(),
         })
     }
 
@@ -1169,6 +1173,7 @@ impl Hypervisor for LibvirtHypervisor {
     async fn save(&self, vm: &str, state_path: &str) -> Result<()> {
         let op = Op::Save;
         validate_vm_name(vm)?;
+        self.terminals.forget(vm);
         let state = Path::new(state_path);
         let Some(d) = self.domain(op, vm).await? else {
             // Already saved (and gone) is fine; never saved is not.
@@ -1331,6 +1336,7 @@ impl Hypervisor for LibvirtHypervisor {
     async fn destroy(&self, vm: &str) -> Result<()> {
         let op = Op::Destroy;
         validate_vm_name(vm)?;
+        self.terminals.forget(vm);
         let _admitted = self.admission.lock().await;
         let Some(d) = self.domain(op, vm).await? else {
             // Files a destroy interrupted after the undefine left.
@@ -1377,8 +1383,6 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     async fn console_input(&self, vm: &str, input: &[u8]) -> Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
         let op = Op::Console;
         validate_vm_name(vm)?;
         crate::check_console_input(vm, input)?;
@@ -1401,20 +1405,10 @@ impl Hypervisor for LibvirtHypervisor {
                 &format!("is {tty:?}, not a terminal"),
             ));
         }
-        // O_NOCTTY: the Agent must not take the guest's terminal as its own.
-        const O_NOCTTY: i32 = 0o400;
-        let input = input.to_vec();
-        let path = tty.to_owned();
-        tokio::task::spawn_blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(O_NOCTTY)
-                .open(&path)
-                .and_then(|mut f| f.write_all(&input))
-        })
-        .await
-        .map_err(|e| failed(op, vm, "cannot type on the console", &e))?
-        .map_err(|e| failed(op, vm, "cannot type on the console", &e))
+        // At most 4 KiB into a terminal that a thread keeps draining: quick.
+        self.terminals
+            .write(vm, tty, input)
+            .map_err(|e| failed(op, vm, "cannot type on the console", &e))
     }
 }
 

@@ -2842,6 +2842,88 @@ fn virsh(uri: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A VM's serial console, driven through the Manager's API as a user
+/// would: what is typed, and the console's end read back.
+struct Console<'a> {
+    m: &'a TestManager,
+    token: String,
+    path: String,
+    /// Commands run so far: each one's end marker is unique.
+    runs: std::cell::Cell<u32>,
+}
+
+impl<'a> Console<'a> {
+    /// Logs in as `user` on `node`'s console.
+    async fn login(
+        m: &'a TestManager,
+        token: &str,
+        vi: &str,
+        node: &str,
+        user: &str,
+        password: &str,
+    ) -> Console<'a> {
+        let c = Console {
+            m,
+            token: token.to_owned(),
+            path: format!("/api/v1/vis/{vi}/vms/{node}/console"),
+            runs: std::cell::Cell::new(0),
+        };
+        c.type_in("\n").await;
+        c.wait_for("login:").await;
+        c.type_in(&format!("{user}\n")).await;
+        c.wait_for("Password:").await;
+        c.type_in(&format!("{password}\n")).await;
+        assert!(c.run("true").await, "logged in on {node}");
+        c
+    }
+
+    async fn type_in(&self, input: &str) {
+        let (s, v) = self
+            .m
+            .post(&self.token, &self.path, Some(json!({ "input": input })))
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    }
+
+    async fn text(&self) -> String {
+        let (s, v) = self
+            .m
+            .call(Method::GET, &self.path, Some(&self.token), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["text"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (up to 60 s) until the console shows `what`; returns it all.
+    async fn wait_for(&self, what: &str) -> String {
+        for _ in 0..600 {
+            let text = self.text().await;
+            if text.contains(what) {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{what:?} never showed on {}: {}",
+            self.path,
+            self.text().await
+        );
+    }
+
+    /// Runs `command` in the guest's shell; whether it succeeded.
+    async fn run(&self, command: &str) -> bool {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        // The echoed command line shows `$((n*1000+1))`, never its value.
+        let mark = n * 1000 + 1;
+        self.type_in(&format!("{command}; echo \"END-$((({mark}))) $?\"\n"))
+            .await;
+        let text = self.wait_for(&format!("END-{mark} ")).await;
+        let tail = &text[text.rfind(&format!("END-{mark} ")).unwrap()..];
+        tail.starts_with(&format!("END-{mark} 0"))
+    }
+}
+
 /// A line of three VMs of `template` (n0 - n1 - n2, two point-to-point
 /// links), as JSON.
 fn line_of_three(template: &str) -> Value {
@@ -2976,6 +3058,30 @@ async fn a_vi_deploys_onto_libvirt() {
                 a["address"].as_str().unwrap()
             );
             assert!(console.contains(&line), "{line:?} in {console}");
+        }
+    }
+
+    // From inside each guest, through the Manager's console API: log in
+    // as the design's user, and every address on the guest's links
+    // answers a ping (the peer's across a link's bridge, on one host or
+    // over VXLAN between the two).
+    for vm in vms {
+        let node = vm["node"].as_str().unwrap();
+        let console = Console::login(&m, &p.alice, &id, node, "alice", "tiny-secret").await;
+        let links: Vec<&str> = planned
+            .iter()
+            .filter(|a| a["node"] == node)
+            .map(|a| a["link"].as_str().unwrap())
+            .collect();
+        for a in planned
+            .iter()
+            .filter(|a| links.contains(&a["link"].as_str().unwrap()))
+        {
+            let address = a["address"].as_str().unwrap().split('/').next().unwrap();
+            let ok = console
+                .run(&format!("/bin/ping -c 1 -W 5 {address} >/dev/null"))
+                .await;
+            assert!(ok, "{node} pings {address}");
         }
     }
 

@@ -2,6 +2,7 @@
 //! store records and API types. Handlers live in one module per resource.
 
 mod cache;
+mod console;
 pub(crate) mod guard;
 mod identity;
 mod infrastructure;
@@ -20,6 +21,7 @@ use neptune_store::{
 
 use crate::AppState;
 
+pub(crate) use console::*;
 pub(crate) use identity::*;
 pub(crate) use infrastructure::*;
 pub(crate) use jobs::*;
@@ -72,6 +74,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vis/{id}/resume", post(resume_vi))
         .route("/vis/{id}/templates", post(save_template))
         .route("/vis/{id}/terminate", post(terminate_vi))
+        .route(
+            "/vis/{id}/vms/{node}/console",
+            get(read_console).post(type_on_console),
+        )
         .route("/jobs/{id}", get(show_job))
         .route("/jobs/{id}/events", get(job_events));
     Router::new()
