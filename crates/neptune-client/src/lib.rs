@@ -272,6 +272,37 @@ impl Client {
             .await
     }
 
+    /// The last `bytes` of the serial console of `node`'s VM.
+    pub async fn console(&self, vi: Uuid, node: &str, bytes: u64) -> Result<String, ClientError> {
+        let text: api::ConsoleText = self
+            .call::<(), _>(
+                Method::GET,
+                &format!("/vis/{vi}/vms/{node}/console?bytes={bytes}"),
+                None,
+            )
+            .await?;
+        Ok(text.text)
+    }
+
+    /// Types `input` on the serial console of `node`'s VM.
+    pub async fn type_on_console(
+        &self,
+        vi: Uuid,
+        node: &str,
+        input: &str,
+    ) -> Result<(), ClientError> {
+        let body = api::ConsoleInput {
+            input: input.to_owned(),
+        };
+        self.call::<_, Option<()>>(
+            Method::POST,
+            &format!("/vis/{vi}/vms/{node}/console"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn job(&self, id: Uuid) -> Result<api::Job, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/jobs/{id}"), None)
             .await

@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod auth;
 pub mod error;
+pub mod guests;
 mod http;
 pub mod jobs;
 mod openapi;
@@ -58,6 +59,9 @@ pub struct Config {
     /// How long a job step waits for a host whose Agent does not answer
     /// before it fails (and its job rolls back).
     pub host_wait: std::time::Duration,
+    /// The template of a node whose design names none (the catalogue's
+    /// designs name none).
+    pub default_template: String,
     /// How long a deploy or resume waits for each guest to say it is ready
     /// before it fails (and its job rolls back).
     pub ready_wait: std::time::Duration,
@@ -83,9 +87,13 @@ impl Config {
             http: server::Limits::default(),
             host_wait: jobs::HOST_WAIT,
             ready_wait: jobs::READY_WAIT,
+            default_template: DEFAULT_TEMPLATE.to_owned(),
         }
     }
 }
+
+/// The default of [`Config::default_template`].
+pub const DEFAULT_TEMPLATE: &str = "debian-12";
 
 /// What every request handler shares.
 #[derive(Debug, Clone)]

@@ -106,6 +106,77 @@ fn available_ram_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// The template of designs that name none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DefaultTemplate {
+    /// An empty disk: simulated hosts boot nothing.
+    Blank,
+    /// The tiny test template, built from Debian's packages once.
+    Tiny,
+}
+
+impl DefaultTemplate {
+    fn name(self) -> &'static str {
+        match self {
+            DefaultTemplate::Blank => "blank",
+            DefaultTemplate::Tiny => crate::guests::TINY_TEMPLATE,
+        }
+    }
+
+    /// Makes its image in the repository `images` (once) and says how to
+    /// register it.
+    async fn make(self, images: &Path) -> anyhow::Result<neptune_api::CreateTemplate> {
+        let (image, os_name, ram_mib, disk_mib) = match self {
+            DefaultTemplate::Blank => {
+                let image = images.join("blank.qcow2");
+                if !image.exists() {
+                    let status = tokio::process::Command::new("qemu-img")
+                        .args(["create", "-q", "-f", "qcow2"])
+                        .arg(&image)
+                        .arg("2G")
+                        .status()
+                        .await
+                        .context("running qemu-img (install qemu-utils)")?;
+                    anyhow::ensure!(
+                        status.success(),
+                        "qemu-img could not create {}",
+                        image.display()
+                    );
+                }
+                (
+                    "blank.qcow2".to_owned(),
+                    "none: an empty disk (simulated hosts boot nothing)".to_owned(),
+                    512,
+                    4096,
+                )
+            }
+            DefaultTemplate::Tiny => {
+                let built = crate::guests::build_tiny(&images.join("neptune-tiny"))
+                    .await
+                    .context("building the default template of real guests")?;
+                let image = built
+                    .image
+                    .strip_prefix(images)
+                    .unwrap_or(&built.image)
+                    .to_string_lossy()
+                    .into_owned();
+                let os = format!("{} {}", built.manifest.os, built.manifest.version);
+                (image, os, 128, 256)
+            }
+        };
+        Ok(neptune_api::CreateTemplate {
+            name: self.name().to_owned(),
+            image,
+            os_name,
+            vcpus: Some(1),
+            ram_mib: Some(ram_mib),
+            disk_mib: Some(disk_mib),
+            software: Vec::new(),
+            visibility: None,
+        })
+    }
+}
+
 /// A running `neptune up`.
 #[derive(Debug)]
 pub struct Up {
@@ -185,6 +256,13 @@ pub async fn start(
     );
     config.admin_password = Some(admin_password.expose().to_owned());
     config.instance = format!("neptune-up:{}", dir.display());
+    // Designs that name no template (the catalogue's) get one that boots
+    // where guests really run, and an empty disk where they are simulated.
+    let default = match opts.hypervisor {
+        UpHypervisor::Libvirt { .. } => DefaultTemplate::Tiny,
+        UpHypervisor::Sim => DefaultTemplate::Blank,
+    };
+    config.default_template = default.name().to_owned();
     let manager = Manager::open(config, Arc::new(AgentDirectory::new(agent_token.clone()))).await?;
     let state = manager.state().clone();
     let (listener, addr) = Manager::bind(opts.listen).await?;
@@ -222,34 +300,11 @@ pub async fn start(
         }
     }
 
-    // A default template so that catalogue designs deploy at once.
-    let default = neptune_topology::catalogue::DEFAULT_TEMPLATE;
-    if let Err(StoreError::NotFound { .. }) = state.store.template_for(admin.id, default).await {
-        let image = dir.join("images").join(format!("{default}.qcow2"));
-        if !image.exists() {
-            let status = tokio::process::Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2"])
-                .arg(&image)
-                .arg("2G")
-                .status()
-                .await
-                .context("running qemu-img (install qemu-utils)")?;
-            anyhow::ensure!(
-                status.success(),
-                "qemu-img could not create {}",
-                image.display()
-            );
-        }
-        let req = neptune_api::CreateTemplate {
-            name: default.to_owned(),
-            image: format!("{default}.qcow2"),
-            os_name: "Debian".to_owned(),
-            vcpus: Some(1),
-            ram_mib: Some(512),
-            disk_mib: Some(4096),
-            software: Vec::new(),
-            visibility: None,
-        };
+    // The default template, so that catalogue designs deploy at once.
+    if let Err(StoreError::NotFound { .. }) =
+        state.store.template_for(admin.id, default.name()).await
+    {
+        let req = default.make(&dir.join("images")).await?;
         crate::http::register_template(&state, admin.id, req)
             .await
             .map_err(|e| anyhow::anyhow!("registering the default template: {e}"))?;

@@ -1331,7 +1331,10 @@ async fn deploy_and_terminate(m: &TestManager) {
 
     let v = m.accept(&p.admin, &id, None).await;
     let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(v["jobs"][0]["total"], 18, "6 copies, 6 defines, 6 starts");
+    assert_eq!(
+        v["jobs"][0]["total"], 24,
+        "6 disks, 6 defines, 6 starts, 6 waits until ready"
+    );
     let v = m.wait_vi(&p.alice, &id, "deploying").await;
     assert_eq!(v["state"], "running", "{v}");
     assert_eq!(v["vms"].as_array().unwrap().len(), 6);

@@ -109,7 +109,7 @@ pub struct Params {
     pub nodes: usize,
     /// Bandwidth of every virtual link.
     pub bandwidth: Mbps,
-    /// Template of every VM.
+    /// Template of every VM; empty: the Manager's default template.
     pub template: String,
     pub ram: Mib,
     pub disk: Mib,
@@ -121,15 +121,13 @@ impl Params {
         Params {
             nodes: kind.default_nodes(),
             bandwidth: Mbps(100),
-            template: DEFAULT_TEMPLATE.to_owned(),
+            template: String::new(),
             ram: Mib(512),
             disk: Mib::from_gib(4),
             vcpus: 1,
         }
     }
 }
-
-pub const DEFAULT_TEMPLATE: &str = "debian-12";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CatalogueError {

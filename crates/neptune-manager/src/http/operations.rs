@@ -22,7 +22,6 @@ use neptune_api as api;
 use neptune_hypervisor::VmSpec;
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{Reservation, StoreError, Transition};
-use neptune_topology::catalogue;
 use uuid::Uuid;
 
 use super::vis::{detail, plan_error, seed, start_job, visible};
@@ -280,7 +279,7 @@ pub(crate) async fn save_template(
         .find(|v| v.node_id == req.node)
         .ok_or_else(|| ApiError::Conflict(format!("node {:?} is not placed", req.node)))?;
     let source = if node.software.template.is_empty() {
-        catalogue::DEFAULT_TEMPLATE
+        state.config.default_template.as_str()
     } else {
         node.software.template.as_str()
     };

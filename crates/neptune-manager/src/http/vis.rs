@@ -683,7 +683,7 @@ async fn deploy_steps(
             .find(|v| v.node_id == node.id.as_str())
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("node {} is not placed", node.id)))?;
         let name = if node.software.template.is_empty() {
-            catalogue::DEFAULT_TEMPLATE
+            state.config.default_template.as_str()
         } else {
             node.software.template.as_str()
         };

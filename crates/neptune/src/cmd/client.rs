@@ -106,6 +106,24 @@ pub(crate) enum ViCommand {
     Resume { id: Uuid },
     /// Take the VI off its hosts and free everything it holds (owner or administrator).
     Terminate { id: Uuid },
+    /// A VM's serial console (owner or administrator): type lines on it,
+    /// print its end, or follow it (lines read from standard input are
+    /// typed on it) until interrupted.
+    Console {
+        id: Uuid,
+        /// The node whose VM's console it is.
+        node: String,
+        /// A line to type first (a newline is added); repeatable.
+        #[arg(long = "send")]
+        send: Vec<String>,
+        /// How much of the console's end to print (at most 1048576).
+        #[arg(long, default_value_t = 4096)]
+        bytes: u64,
+        /// Keep printing what the guest prints, and type what standard
+        /// input reads, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Wait until the operation in progress ends, showing its progress.
     Wait {
         id: Uuid,
@@ -144,6 +162,18 @@ pub(crate) enum TemplateCommand {
     Unpublish {
         /// The template's id, or its name when only one template has it.
         template: String,
+    },
+    /// Build a template from Debian's packages into a directory, here on
+    /// this machine (no Manager needed; register it with `template create`
+    /// once it is in the Manager's image repository). NAME: `neptune-tiny`,
+    /// the tiny test template (a BusyBox guest on Debian's cloud kernel that
+    /// boots in seconds under emulation and reads the same cloud-init seed
+    /// as a full image).
+    Build {
+        name: String,
+        /// The directory to build in (the image, its manifest, a cache).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
     /// Save the VM of a node of a running VI as a new template.
     Save {
@@ -567,9 +597,108 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
             ViCommand::Reject { id, reason } => {
                 show_detail(&client.reject(id, &reason).await?, Output::Table)
             }
+            ViCommand::Console {
+                id,
+                node,
+                send,
+                bytes,
+                follow,
+            } => console(&client, id, &node, &send, bytes, follow).await,
             ViCommand::Wait { .. } => Ok(()),
         }
     }))
+}
+
+/// `template build`: builds a template of the source tree's scripts here.
+fn build_template(name: &str, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if name != neptune_manager::guests::TINY_TEMPLATE {
+        eprintln!(
+            "error: no template named {name:?} can be built; known: {}",
+            neptune_manager::guests::TINY_TEMPLATE
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let built = runtime()?.block_on(neptune_manager::guests::build_tiny(out))?;
+    println!("image     {}", built.image.display());
+    println!("os        {} {}", built.manifest.os, built.manifest.version);
+    println!("format    {}", built.manifest.format);
+    println!("size      {} bytes (virtual)", built.manifest.virtual_size);
+    println!("sha256    {}", built.manifest.sha256);
+    println!("packages  {}", built.manifest.packages.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vi console`: types `send`, prints the console's last `bytes`, and with
+/// `follow` goes on printing what is new (twice a second) and typing the
+/// lines standard input reads.
+async fn console(
+    client: &Client,
+    id: Uuid,
+    node: &str,
+    send: &[String],
+    bytes: u64,
+    follow: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    for line in send {
+        client
+            .type_on_console(id, node, &format!("{line}\n"))
+            .await?;
+    }
+    if !send.is_empty() {
+        // Give the guest a moment to answer what was typed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut shown = client.console(id, node, bytes).await?;
+    let mut out = std::io::stdout();
+    out.write_all(shown.as_bytes())?;
+    out.flush()?;
+    if !follow {
+        if !shown.ends_with('\n') {
+            println!();
+        }
+        return Ok(());
+    }
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        while let Ok(line) = lines.try_recv() {
+            client
+                .type_on_console(id, node, &format!("{line}\n"))
+                .await?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = client.console(id, node, 1 << 16).await?;
+        let new = console_news(&shown, &text);
+        out.write_all(new.as_bytes())?;
+        out.flush()?;
+        shown = text;
+    }
+}
+
+/// What `now` (the console's end) has past `before` (its end read
+/// earlier): what follows the last 512 bytes of `before` in `now`, or all
+/// of `now` when they are gone from it.
+fn console_news<'a>(before: &str, now: &'a str) -> &'a str {
+    if before.is_empty() {
+        return now;
+    }
+    let mut from = before.len().saturating_sub(512);
+    while !before.is_char_boundary(from) {
+        from += 1;
+    }
+    let probe = &before[from..];
+    match now.rfind(probe) {
+        Some(at) => &now[at + probe.len()..],
+        None => now,
+    }
 }
 
 /// A job's progress bar: its kind, steps done of all, the current step.
@@ -716,6 +845,9 @@ async fn set_visibility(
 }
 
 pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
+    if let TemplateCommand::Build { name, out } = &cmd {
+        return build_template(name, out);
+    }
     let client = client()?;
     let rt = runtime()?;
     if let TemplateCommand::Save {
@@ -817,7 +949,7 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
             TemplateCommand::Unpublish { template } => {
                 set_visibility(&client, &template, api::Visibility::Private).await
             }
-            TemplateCommand::Save { .. } => Ok(()),
+            TemplateCommand::Save { .. } | TemplateCommand::Build { .. } => Ok(()),
         }
     }))
 }
@@ -1030,4 +1162,23 @@ pub(crate) fn user(cmd: UserCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::console_news;
+
+    #[test]
+    fn only_what_is_new_is_printed() {
+        assert_eq!(console_news("", "login: "), "login: ");
+        assert_eq!(console_news("a\nlogin: ", "a\nlogin: alice\n"), "alice\n");
+        // What was shown is out of the window: all of it (some again).
+        assert_eq!(console_news("old\nlogin: ", "login: x"), "login: x");
+        // A long console: matched by its last 512 bytes.
+        let before = format!("{}\nprompt$ ", "y".repeat(2000));
+        let now = format!("{}\nprompt$ ls\n", "y".repeat(1990));
+        assert_eq!(console_news(&before, &now), "ls\n");
+        // Nothing in common: everything.
+        assert_eq!(console_news("zzz", "abc"), "abc");
+    }
 }

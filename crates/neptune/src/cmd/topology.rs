@@ -41,9 +41,10 @@ pub(crate) enum TopologyCommand {
         /// Bandwidth of every virtual link, in Mbit/s.
         #[arg(long, default_value_t = 100)]
         bandwidth: u64,
-        /// Template of every VM.
-        #[arg(long, default_value = catalogue::DEFAULT_TEMPLATE)]
-        template: String,
+        /// Template of every VM (default: none named, so the Manager's
+        /// default template).
+        #[arg(long)]
+        template: Option<String>,
         #[arg(long, value_enum, default_value_t = Form::Xml)]
         to: Form,
     },
@@ -84,7 +85,7 @@ pub(crate) fn run(cmd: TopologyCommand) -> anyhow::Result<ExitCode> {
             let mut params = Params::new(kind);
             params.nodes = nodes.unwrap_or(params.nodes);
             params.bandwidth = Mbps(bandwidth);
-            params.template = template;
+            params.template = template.unwrap_or_default();
             let topo = catalogue::generate(kind, &params)?;
             print!("{}", render(&topo, to));
             Ok(ExitCode::SUCCESS)

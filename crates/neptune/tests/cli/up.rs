@@ -167,7 +167,13 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         "{hosts}"
     );
     let templates = ok(&cli(dir.path(), &["template", "list"], None));
-    assert!(templates.contains("debian-12"), "{templates}");
+    // Simulated hosts boot nothing: the default template says so.
+    let blank = templates
+        .lines()
+        .find(|l| l.starts_with("blank "))
+        .unwrap_or_else(|| panic!("{templates}"));
+    assert!(blank.contains("none: an empty disk"), "{blank}");
+    assert!(!templates.contains("Debian"), "{templates}");
 
     let id = create_vi(dir.path(), "cluster", 4);
     ok(&cli(dir.path(), &["vi", "request", &id], None));
@@ -234,6 +240,22 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         })
         .sum();
     assert_eq!(disks, 4);
+
+    // Its console, through the Manager and the host's Agent: the guest
+    // said it is ready, and what is typed shows (a simulated terminal
+    // echoes it).
+    let console = ok(&cli(
+        dir.path(),
+        &["vi", "console", &id, "head", "--send", "uptime"],
+        None,
+    ));
+    assert!(
+        console.contains(&format!("NEPTUNE-READY iid-{}-head", id.replace('-', ""))),
+        "{console}"
+    );
+    assert!(console.contains("uptime\n"), "{console}");
+    let nowhere = cli(dir.path(), &["vi", "console", &id, "nobody"], None);
+    assert_eq!(nowhere.status.code(), Some(1), "{nowhere:?}");
 
     // A VM saved as a template, through the Agent of its host.
     let saved = ok(&cli(
@@ -480,6 +502,22 @@ fn up_on_libvirt_runs_real_guests() {
         // one there too, and one on the public network.
         let nics = virsh(&uri, &["domiflist", vm]);
         assert!(nics.contains(&format!("nt-{}-", &hex[..8])), "{nics}");
+    }
+    // The default template booted real guests: each configured itself from
+    // its seed and said so on its console.
+    let templates = ok(&cli(dir.path(), &["template", "list"], None));
+    assert!(
+        templates
+            .lines()
+            .any(|l| l.starts_with("neptune-tiny ") && l.contains("Neptune tiny test guest")),
+        "{templates}"
+    );
+    for node in ["gateway", "backend1"] {
+        let console = ok(&cli(dir.path(), &["vi", "console", &id, node], None));
+        assert!(
+            console.contains(&format!("NEPTUNE-READY iid-{hex}-{node}")),
+            "{console}"
+        );
     }
     let gateway = running.iter().find(|v| v.ends_with("-gateway")).unwrap();
     assert!(virsh(&uri, &["domiflist", gateway]).contains("public"));
