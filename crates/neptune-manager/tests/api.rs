@@ -2913,6 +2913,21 @@ impl<'a> Console<'a> {
         );
     }
 
+    /// Runs `command` in the guest's shell; what it printed.
+    async fn output(&self, command: &str) -> String {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let mark = n * 1000 + 2;
+        self.type_in(&format!(
+            "echo \"BEGIN-$((({mark})))\"; {command}; echo \"END-$((({mark})))\"\n"
+        ))
+        .await;
+        let text = self.wait_for(&format!("END-{mark}")).await;
+        let begin = text.rfind(&format!("BEGIN-{mark}")).unwrap() + format!("BEGIN-{mark}").len();
+        let end = text.rfind(&format!("END-{mark}")).unwrap();
+        text[begin..end].trim().replace('\r', "")
+    }
+
     /// Runs `command` in the guest's shell; whether it succeeded.
     async fn run(&self, command: &str) -> bool {
         let n = self.runs.get() + 1;
@@ -3088,9 +3103,21 @@ async fn a_vi_deploys_onto_libvirt() {
         }
     }
 
+    // A file written inside n1, and how long its guest has been up.
+    let n1 = Console::login(&m, &p.alice, &id, "n1", "alice", "tiny-secret").await;
+    assert!(n1.run("echo neptune-was-here > ~/mark").await);
+    let uptime = |text: String| -> f64 {
+        text.split_whitespace()
+            .next()
+            .and_then(|u| u.parse().ok())
+            .unwrap_or_else(|| panic!("not an uptime: {text:?}"))
+    };
+    let before = uptime(n1.output("cat /proc/uptime").await);
+
     // Suspended: every guest's memory saved and its disk exported, nothing
     // left on the hosts; resumed: restored from the saved images onto
-    // disks made again from the exported copies.
+    // disks made again from the exported copies, the guests where they
+    // were (no boot: their uptime goes on, their shells stay logged in).
     let v = m.act(&p.alice, &id, "suspend", "suspending").await;
     assert_eq!(v["state"], "suspended", "{v}");
     let all = virsh(&uri, &["list", "--all", "--name"]);
@@ -3103,16 +3130,134 @@ async fn a_vi_deploys_onto_libvirt() {
         3,
         "{running}"
     );
+    let after = uptime(n1.output("cat /proc/uptime").await);
+    assert!(
+        after > before,
+        "uptime {before} s, then {after} s: the guest booted again"
+    );
+    assert!(
+        !n1.text().await.contains("init started"),
+        "no boot after the restore"
+    );
 
+    // n1 saved as a template; a new VI of it has the file, and its own
+    // identity and addresses (a new instance id: the guest configured
+    // itself anew). A running VM's disk is copied as it is on the disk
+    // (crash-consistent): what the guest has not written out is not in it.
+    assert!(n1.run("sync").await);
+    let (s, job) = m
+        .post(
+            &p.alice,
+            &format!("/api/v1/vis/{id}/templates"),
+            Some(json!({"node": "n1", "name": "golden"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let mut done = Value::Null;
+    for _ in 0..2400 {
+        let (_, j) = m
+            .call(
+                Method::GET,
+                &format!("/api/v1/jobs/{job_id}"),
+                Some(&p.alice),
+                None,
+            )
+            .await;
+        if j["state"] != "running" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let disks_of = |vi: &str| {
+        let simple = vi.replace('-', "");
+        let mut found = Vec::new();
+        for host in ["host0", "host1"] {
+            for sub in ["disks", "seeds", "consoles"] {
+                let dir = m.dir.path().join("hosts").join(host).join(sub);
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&format!("nt-{}", &simple[..12])) {
+                        found.push(format!("{host}/{sub}/{name}"));
+                    }
+                }
+            }
+        }
+        found
+    };
+    let bridges = |networks: &std::collections::BTreeSet<String>| -> Vec<String> {
+        networks
+            .iter()
+            .filter_map(|n| {
+                virsh(&uri, &["net-info", n])
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Bridge:").map(|b| b.trim().to_owned()))
+            })
+            .collect()
+    };
+    let first_bridges = bridges(&networks);
+    assert_eq!(first_bridges.len(), 2, "{networks:?}");
+
+    // Terminated: no domain, network, bridge, disk, seed, console or QEMU
+    // process of the VI is left.
+    let leftovers = |vi_prefix: String, bridges: Vec<String>, vi: String| {
+        let all = virsh(&uri, &["list", "--all", "--name"]);
+        assert!(!all.contains(&vi_prefix), "{all}");
+        let nets = virsh(&uri, &["net-list", "--all", "--name"]);
+        assert!(!nets.contains(&vi_prefix), "{nets}");
+        for b in &bridges {
+            assert!(
+                !std::path::Path::new("/sys/class/net").join(b).exists(),
+                "bridge {b} is left"
+            );
+        }
+        assert_eq!(disks_of(&vi), Vec::<String>::new());
+        let qemu = std::process::Command::new("pgrep")
+            .args(["-f", &format!("guest={}", &vi_prefix)])
+            .output()
+            .unwrap();
+        assert!(
+            qemu.stdout.is_empty(),
+            "QEMU left: {}",
+            String::from_utf8_lossy(&qemu.stdout)
+        );
+    };
     let v = m.act(&p.alice, &id, "terminate", "terminating").await;
     assert_eq!(v["state"], "terminated", "{v}");
-    let all = virsh(&uri, &["list", "--all", "--name"]);
-    assert!(!all.contains(&prefix), "{all}");
-    let nets = virsh(&uri, &["net-list", "--all", "--name"]);
+    leftovers(prefix.clone(), first_bridges, id.clone());
+
+    let again = m.requested_vi(&p.alice, line_of_three("golden")).await;
+    let again_simple = again.replace('-', "");
+    let again_prefix = format!("nt-{}", &again_simple[..8]);
+    let _more_leftovers = LibvirtLeftovers {
+        uri: uri.clone(),
+        prefix: again_prefix.clone(),
+    };
+    m.accept(&p.admin, &again, None).await;
+    let v = m.wait_vi_for(&p.alice, &again, "deploying", 2400).await;
+    assert_eq!(v["state"], "running", "{v}");
+    let n0 = Console::login(&m, &p.alice, &again, "n0", "alice", "tiny-secret").await;
+    assert_eq!(n0.output("cat ~/mark").await, "neptune-was-here");
+    assert_eq!(n0.output("hostname").await, "n0");
+    let planned = v["addresses"]["interfaces"].as_array().unwrap().clone();
+    let mine = planned.iter().find(|a| a["node"] == "n0").unwrap();
+    let shown = n0.output("ip -o -4 addr show dev eth0").await;
     assert!(
-        networks.iter().all(|n| !nets.contains(n.as_str())),
-        "{nets}"
+        shown.contains(mine["address"].as_str().unwrap()),
+        "{mine} in {shown}"
     );
+    let mut again_networks = std::collections::BTreeSet::new();
+    for line in virsh(&uri, &["net-list", "--name"]).lines() {
+        if line.trim().starts_with(&again_prefix) {
+            again_networks.insert(line.trim().to_owned());
+        }
+    }
+    let again_bridges = bridges(&again_networks);
+    let v = m.act(&p.alice, &again, "terminate", "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    leftovers(again_prefix, again_bridges, again.clone());
 }
 
 /// Says that the calling test did not run, past the test harness's output
