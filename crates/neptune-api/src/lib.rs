@@ -567,3 +567,28 @@ pub struct ConsoleText {
 pub struct ConsoleInput {
     pub input: String,
 }
+
+/// One of the caller's SSH public keys: every guest of their VIs deployed
+/// from now on accepts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SshKey {
+    pub id: Uuid,
+    pub name: String,
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// OpenSSH's one-line form: `TYPE BASE64 [COMMENT]`.
+    pub public_key: String,
+    pub created_at: i64,
+}
+
+/// `POST /api/v1/me/ssh-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSshKey {
+    /// OpenSSH's one-line form, as in `~/.ssh/id_ed25519.pub`.
+    pub public_key: String,
+    /// At most 100 characters; default: the key's comment, else its
+    /// fingerprint.
+    #[serde(default)]
+    pub name: Option<String>,
+}

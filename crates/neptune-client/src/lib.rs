@@ -161,6 +161,20 @@ impl Client {
             .map(|_| ())
     }
 
+    pub async fn ssh_keys(&self) -> Result<Vec<api::SshKey>, ClientError> {
+        self.call::<(), _>(Method::GET, "/me/ssh-keys", None).await
+    }
+
+    pub async fn add_ssh_key(&self, req: &api::AddSshKey) -> Result<api::SshKey, ClientError> {
+        self.call(Method::POST, "/me/ssh-keys", Some(req)).await
+    }
+
+    pub async fn remove_ssh_key(&self, id: Uuid) -> Result<(), ClientError> {
+        self.call::<(), Option<()>>(Method::DELETE, &format!("/me/ssh-keys/{id}"), None)
+            .await
+            .map(|_| ())
+    }
+
     pub async fn users(&self) -> Result<Vec<api::User>, ClientError> {
         self.call::<(), _>(Method::GET, "/users", None).await
     }

@@ -862,7 +862,7 @@ impl Jobs {
 
 /// The VM of a node on host `host`, as a job defines or restores it (its
 /// disk path comes from the host when the step runs), configured from the
-/// VI's address plan.
+/// VI's address plan, its guest accepting the owner's `ssh_keys`.
 pub fn vm_spec(
     vi: Uuid,
     topo: &neptune_topology::Topology,
@@ -870,9 +870,10 @@ pub fn vm_spec(
     host: Uuid,
     wiring: &crate::wiring::Wiring,
     addresses: &neptune_ipam::Plan,
+    ssh_keys: &[String],
 ) -> VmSpec {
     VmSpec {
-        seed: Some(crate::seed::render(vi, node, addresses, &[])),
+        seed: Some(crate::seed::render(vi, node, addresses, ssh_keys)),
         name: vm_name(vi, node.id.as_str()),
         vcpus: node.vcpus(),
         ram_mib: node.ram.0,

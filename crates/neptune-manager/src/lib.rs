@@ -16,6 +16,7 @@ mod openapi;
 pub mod plan;
 pub mod reconcile;
 pub mod seed;
+pub mod ssh_keys;
 /// The HTTP server under the API (the crate `neptune-http`).
 pub mod server {
     pub use neptune_http::*;

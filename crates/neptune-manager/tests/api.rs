@@ -2669,7 +2669,7 @@ macro_rules! on_both_stores {
 use hostile::{
     conflicts_name_no_other_tenant, designs_and_sums_are_bounded, logins_are_throttled,
     os_passwords_are_kept_hashed, pinned_macs_are_unique_in_the_domain,
-    private_addresses_are_a_quota, requests_keep_their_limits_and_shape,
+    private_addresses_are_a_quota, requests_keep_their_limits_and_shape, ssh_keys_reach_the_guests,
     tokens_and_accounts_are_managed,
 };
 
@@ -2762,6 +2762,7 @@ async fn links_spanning_hosts_are_segments(m: &TestManager) {
 }
 
 on_both_stores!(
+    ssh_keys_reach_the_guests,
     pinned_macs_are_unique_in_the_domain,
     links_spanning_hosts_are_segments,
     lifecycle_with_approval,

@@ -85,6 +85,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_tokens(&self, user: Uuid, now: i64) -> Result<Vec<TokenRecord>>;
     /// Revokes a token by id; with `user`, only one of theirs.
     async fn revoke_token(&self, id: Uuid, user: Option<Uuid>) -> Result<()>;
+    /// Keeps an SSH key of its user, unless they have `max` already
+    /// ([`StoreError::QuotaExceeded`]) or this one ([`StoreError::Duplicate`]).
+    async fn add_ssh_key(&self, key: &SshKeyRecord, max: i64) -> Result<()>;
+    /// A user's SSH keys, oldest first.
+    async fn ssh_keys(&self, user: Uuid) -> Result<Vec<SshKeyRecord>>;
+    /// Forgets an SSH key of `user`.
+    async fn delete_ssh_key(&self, user: Uuid, id: Uuid) -> Result<()>;
     /// Revokes every token of `user` but the one whose hash is `except_hash`.
     async fn revoke_tokens_of(&self, user: Uuid, except_hash: Option<&str>) -> Result<u64>;
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64>;

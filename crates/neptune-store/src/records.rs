@@ -135,6 +135,19 @@ pub enum TokenScope {
     Agent { host: String },
 }
 
+/// A user's SSH public key (OpenSSH's one-line form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKeyRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub public_key: String,
+    /// `SHA256:` and the unpadded base64 of the key's SHA-256, as
+    /// `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub created_at: i64,
+}
+
 /// A credential. Only the SHA-256 of the token is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {

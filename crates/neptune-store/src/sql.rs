@@ -58,7 +58,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 9] = match backend {
+    let files: [(i64, &'static str, &'static str); 10] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -104,6 +104,11 @@ fn migrator(backend: Backend) -> Migrator {
                 9,
                 "private address quota",
                 include_str!("../migrations/sqlite/0009_private_address_quota.sql"),
+            ),
+            (
+                10,
+                "SSH keys",
+                include_str!("../migrations/sqlite/0010_ssh_keys.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -151,6 +156,11 @@ fn migrator(backend: Backend) -> Migrator {
                 9,
                 "private address quota",
                 include_str!("../migrations/postgres/0009_private_address_quota.sql"),
+            ),
+            (
+                10,
+                "SSH keys",
+                include_str!("../migrations/postgres/0010_ssh_keys.sql"),
             ),
         ],
     };
@@ -744,6 +754,69 @@ impl Store for SqlStore {
         .map_err(StoreError::Database)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: "token" });
+        }
+        Ok(())
+    }
+
+    async fn add_ssh_key(&self, key: &SshKeyRecord, max: i64) -> Result<()> {
+        // The count and the write in one statement: concurrent adds of one
+        // user cannot both take the last place (PostgreSQL: nearly; a race
+        // lets one more through, which bounds the count all the same).
+        let done = sqlx::query(
+            "INSERT INTO ssh_keys (id, user_id, name, public_key, fingerprint, created_at) \
+             SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE (SELECT COUNT(*) FROM ssh_keys WHERE user_id = $2) < $7",
+        )
+        .bind(key.id.to_string())
+        .bind(key.user_id.to_string())
+        .bind(&key.name)
+        .bind(&key.public_key)
+        .bind(&key.fingerprint)
+        .bind(key.created_at)
+        .bind(max)
+        .execute(&self.pool)
+        .await
+        .map_err(write_err("SSH key"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::QuotaExceeded(format!(
+                "a user keeps at most {max} SSH keys"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn ssh_keys(&self, user: Uuid) -> Result<Vec<SshKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, name, public_key, fingerprint, created_at FROM ssh_keys \
+             WHERE user_id = $1 ORDER BY created_at, id",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SshKeyRecord {
+                    id: uuid(r, "id")?,
+                    user_id: uuid(r, "user_id")?,
+                    name: get(r, "name")?,
+                    public_key: get(r, "public_key")?,
+                    fingerprint: get(r, "fingerprint")?,
+                    created_at: get(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_ssh_key(&self, user: Uuid, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "SSH key" });
         }
         Ok(())
     }

@@ -1393,9 +1393,65 @@ async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T
     out
 }
 
+async fn ssh_keys(s: &dyn Store) {
+    let ann = user("ann-keys", Role::User);
+    let ben = user("ben-keys", Role::User);
+    s.create_user(&ann).await.unwrap();
+    s.create_user(&ben).await.unwrap();
+    let key = |owner: Uuid, n: u8| SshKeyRecord {
+        id: Uuid::new_v4(),
+        user_id: owner,
+        name: format!("key{n}"),
+        public_key: format!("ssh-ed25519 AAAA{n} ann@laptop"),
+        fingerprint: format!("SHA256:{n}"),
+        created_at: i64::from(n),
+    };
+    let first = key(ann.id, 1);
+    s.add_ssh_key(&first, 2).await.unwrap();
+    // The same key again is refused; Ben may have it too.
+    let again = SshKeyRecord {
+        id: Uuid::new_v4(),
+        ..first.clone()
+    };
+    assert!(matches!(
+        s.add_ssh_key(&again, 2).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    s.add_ssh_key(
+        &SshKeyRecord {
+            id: Uuid::new_v4(),
+            user_id: ben.id,
+            ..first.clone()
+        },
+        2,
+    )
+    .await
+    .unwrap();
+    let second = key(ann.id, 2);
+    s.add_ssh_key(&second, 2).await.unwrap();
+    // At most two.
+    assert!(matches!(
+        s.add_ssh_key(&key(ann.id, 3), 2).await,
+        Err(StoreError::QuotaExceeded(_))
+    ));
+    assert_eq!(
+        s.ssh_keys(ann.id).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    // Only its owner deletes a key.
+    assert!(matches!(
+        s.delete_ssh_key(ben.id, first.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.delete_ssh_key(ann.id, first.id).await.unwrap();
+    assert_eq!(s.ssh_keys(ann.id).await.unwrap(), vec![second]);
+    assert_eq!(s.ssh_keys(ben.id).await.unwrap().len(), 1);
+}
+
 async fn suite(store: SqlStore) {
     let s: Arc<dyn Store> = Arc::new(store);
     users_and_tokens(s.as_ref()).await;
+    ssh_keys(s.as_ref()).await;
     datacenters_and_hosts(s.as_ref()).await;
     templates(s.as_ref()).await;
     vi_lifecycle(s.as_ref()).await;

@@ -34,6 +34,9 @@ enum Command {
     /// Your API tokens: list, create (also an Agent's), revoke.
     #[command(subcommand)]
     Token(cmd::client::TokenCommand),
+    /// Your SSH public keys, which the guests of your VIs accept: list, add, remove.
+    #[command(subcommand)]
+    Key(cmd::client::KeyCommand),
     /// Users (administrators): list, disable, enable.
     #[command(subcommand)]
     User(cmd::client::UserCommand),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Logout => cmd::client::logout(),
         Command::Password(a) => cmd::client::password(a),
         Command::Token(c) => cmd::client::token(c),
+        Command::Key(c) => cmd::client::key(c),
         Command::User(c) => cmd::client::user(c),
         Command::Vi(c) => cmd::client::vi(c),
         Command::Template(c) => cmd::client::template(c),

@@ -248,6 +248,91 @@ pub(crate) async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+fn ssh_key_out(k: neptune_store::SshKeyRecord) -> api::SshKey {
+    api::SshKey {
+        id: k.id,
+        name: k.name,
+        fingerprint: k.fingerprint,
+        public_key: k.public_key,
+        created_at: k.created_at,
+    }
+}
+
+/// The caller's SSH public keys, oldest first.
+#[utoipa::path(get, path = "/api/v1/me/ssh-keys", security(("bearer" = [])),
+    responses((status = 200, body = [api::SshKey]), (status = 401, body = api::ErrorBody)))]
+pub(crate) async fn list_ssh_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<api::SshKey>>> {
+    let keys = state.store.ssh_keys(caller.user.id).await?;
+    Ok(Json(keys.into_iter().map(ssh_key_out).collect()))
+}
+
+/// Adds an SSH public key of the caller's (at most 32): the guests of
+/// their VIs deployed from now on accept it, for the design's OS user.
+#[utoipa::path(post, path = "/api/v1/me/ssh-keys", request_body = api::AddSshKey, security(("bearer" = [])),
+    responses((status = 201, body = api::SshKey), (status = 401, body = api::ErrorBody),
+        (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
+        (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn add_ssh_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<api::AddSshKey>,
+) -> ApiResult<(StatusCode, Json<api::SshKey>)> {
+    let key = crate::ssh_keys::parse(&req.public_key)
+        .map_err(|e| ApiError::InvalidRequest(format!("public_key: {e}")))?;
+    let name = req
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            if key.comment.is_empty() {
+                key.fingerprint.clone()
+            } else {
+                key.comment.clone()
+            }
+        });
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "name: at most 100 characters, none a control character".to_owned(),
+        ));
+    }
+    let record = neptune_store::SshKeyRecord {
+        id: Uuid::new_v4(),
+        user_id: caller.user.id,
+        name,
+        public_key: key.line,
+        fingerprint: key.fingerprint,
+        created_at: now_ms(),
+    };
+    match state
+        .store
+        .add_ssh_key(&record, crate::ssh_keys::MAX_KEYS)
+        .await
+    {
+        Ok(()) => Ok((StatusCode::CREATED, Json(ssh_key_out(record)))),
+        Err(neptune_store::StoreError::Duplicate { .. }) => Err(ApiError::Conflict(format!(
+            "you have the key {} already",
+            record.fingerprint
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Forgets an SSH public key of the caller's (guests already deployed keep
+/// it).
+#[utoipa::path(delete, path = "/api/v1/me/ssh-keys/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn delete_ssh_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    state.store.delete_ssh_key(caller.user.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Disables a user (administrators; not themselves): they can no longer
 /// log in, and every token of theirs is revoked. Their VIs stay.
 #[utoipa::path(post, path = "/api/v1/users/{id}/disable", params(("id" = Uuid, Path)), security(("bearer" = [])),

@@ -46,6 +46,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/me", get(me))
         .route("/me/password", post(change_password))
+        .route("/me/ssh-keys", get(list_ssh_keys).post(add_ssh_key))
+        .route("/me/ssh-keys/{id}", axum::routing::delete(delete_ssh_key))
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}/disable", post(disable_user))
         .route("/users/{id}/enable", post(enable_user))

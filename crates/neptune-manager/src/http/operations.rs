@@ -154,6 +154,7 @@ pub(crate) async fn resume_vi(
         ))
     })?;
     let dir = suspended_dir(&state, vi.id);
+    let keys = super::vis::owner_keys(&state, vi.owner_id).await?;
     let _planning = state.planning.lock().await;
     let mut attempt = 0;
     let (resuming, job) = loop {
@@ -183,7 +184,15 @@ pub(crate) async fn resume_vi(
             });
             restores.push(Step::Restore {
                 host: placed.host_id,
-                spec: jobs::vm_spec(vi.id, &topo, node, placed.host_id, &wiring, &addresses),
+                spec: jobs::vm_spec(
+                    vi.id,
+                    &topo,
+                    node,
+                    placed.host_id,
+                    &wiring,
+                    &addresses,
+                    &keys,
+                ),
                 state: path_string(dir.join(format!("{vm}.state"))),
                 image: Some(disk),
             });

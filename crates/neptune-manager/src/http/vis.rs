@@ -677,6 +677,7 @@ async fn deploy_steps(
     let mut defines = Vec::new();
     let mut starts = Vec::new();
     let mut readies = Vec::new();
+    let keys = owner_keys(state, owner).await?;
     for node in &topo.nodes {
         let placed = vms
             .iter()
@@ -706,7 +707,7 @@ async fn deploy_steps(
         });
         defines.push(Step::Define {
             host: placed.host_id,
-            spec: jobs::vm_spec(vi, topo, node, placed.host_id, wiring, addresses),
+            spec: jobs::vm_spec(vi, topo, node, placed.host_id, wiring, addresses, &keys),
             image: template.image_path,
         });
         starts.push(Step::Start {
@@ -723,6 +724,17 @@ async fn deploy_steps(
         .chain(defines)
         .chain(starts)
         .chain(readies)
+        .collect())
+}
+
+/// The SSH public keys of a VI's owner, which its guests accept.
+pub(super) async fn owner_keys(state: &AppState, owner: Uuid) -> ApiResult<Vec<String>> {
+    Ok(state
+        .store
+        .ssh_keys(owner)
+        .await?
+        .into_iter()
+        .map(|k| k.public_key)
         .collect())
 }
 

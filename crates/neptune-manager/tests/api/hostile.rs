@@ -889,3 +889,84 @@ pub(crate) async fn pinned_macs_are_unique_in_the_domain(m: &TestManager) {
     assert_eq!(macs.len(), 4);
     assert!(macs.contains("1e:87:3f:d6:e7:8d"), "{macs:?}");
 }
+
+/// A real key (ssh-keygen -t ed25519) and its fingerprint (ssh-keygen -l).
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILT91Hmx+45ACVNbiRLr9Od5zQ0o0M1A4izOeu5J7tZN alice@example";
+const FINGERPRINT: &str = "SHA256:xO1umV1sxzyE5Gs7w5oaTXH4M67Uacliq3yEzy6O56w";
+
+pub(crate) async fn ssh_keys_reach_the_guests(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let path = "/api/v1/me/ssh-keys";
+    let (s, k) = m
+        .post(&p.alice, path, Some(json!({"public_key": KEY})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    assert_eq!(
+        (k["name"].as_str(), k["fingerprint"].as_str()),
+        (Some("alice@example"), Some(FINGERPRINT))
+    );
+    // Refusals name the problem.
+    let (s, v) = m
+        .post(&p.alice, path, Some(json!({"public_key": KEY})))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["message"].as_str().unwrap().contains(FINGERPRINT), "{v}");
+    let (s, v) = m
+        .post(
+            &p.alice,
+            path,
+            Some(json!({"public_key": "ssh-dss AAAA x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("public_key: \"ssh-dss\" is not an SSH key type"),
+        "{v}"
+    );
+    // Keys are their owner's: Bob sees none and deletes none of Alice's.
+    let (_, bobs) = m.call(Method::GET, path, Some(&p.bob), None).await;
+    assert_eq!(bobs, json!([]));
+    let id = k["id"].as_str().unwrap();
+    let (s, _) = m
+        .call(Method::DELETE, &format!("{path}/{id}"), Some(&p.bob), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A VI of Alice's: its guest's seed lets her key in, for the node's user.
+    let design = json!({"topology": {"id": "keyed", "nodes": [
+        {"id": "a", "ram": 64, "disk": 1, "interfaces": [{"name": "eth0"}],
+         "os": {"name": "Debian", "username": "alice", "password": "s3cret-s3cret"}},
+        {"id": "b", "ram": 64, "disk": 1, "interfaces": [{"name": "eth0"}]}],
+        "links": [{"id": "ab", "type": "point_to_point", "bandwidth": 10,
+            "endpoints": [{"node": "a", "interface": "eth0"}, {"node": "b", "interface": "eth0"}]}]}});
+    let vi = m.requested_vi(&p.alice, design).await;
+    m.accept(&p.admin, &vi, None).await;
+    m.wait_vi(&p.alice, &vi, "deploying").await;
+    let vms = m.sims.sim("host0").list().await.unwrap();
+    let a = vms.iter().find(|v| v.name.ends_with("-a")).unwrap();
+    let user_data = &a.spec.seed.as_ref().unwrap().user_data;
+    assert!(
+        user_data.contains(&format!("      - \"{KEY}\"\n")),
+        "{user_data}"
+    );
+    assert!(user_data.contains("  - name: \"alice\"\n"), "{user_data}");
+    assert!(
+        !user_data.contains("s3cret"),
+        "the password is hashed: {user_data}"
+    );
+    // Deleted: listed no more.
+    let (s, _) = m
+        .call(
+            Method::DELETE,
+            &format!("{path}/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, mine) = m.call(Method::GET, path, Some(&p.alice), None).await;
+    assert_eq!(mine, json!([]));
+}

@@ -193,6 +193,26 @@ pub(crate) enum TemplateCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Your SSH public keys (a table, or --output json).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Add an SSH public key (OpenSSH's one-line form, as in
+    /// ~/.ssh/id_ed25519.pub; `-` reads standard input): the guests of your
+    /// VIs deployed from now on accept it, for their OS user.
+    Add {
+        file: PathBuf,
+        /// Default: the key's comment, else its fingerprint.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Forget a key (guests already deployed keep it).
+    Remove { id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
     /// Your tokens that have not expired (never their secrets).
     List {
@@ -1021,6 +1041,60 @@ pub(crate) fn logout() -> anyhow::Result<ExitCode> {
 
 fn expiry(at: Option<i64>) -> String {
     at.map_or_else(|| "never".to_owned(), |ms| format!("{}", ms / 1000))
+}
+
+pub(crate) fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
+    let client = client()?;
+    finish(runtime()?.block_on(async {
+        match cmd {
+            KeyCommand::List { output } => {
+                let keys = client.ssh_keys().await?;
+                if output == Output::Json {
+                    return json(&keys);
+                }
+                table(
+                    &["ID", "NAME", "FINGERPRINT", "TYPE"],
+                    keys.iter()
+                        .map(|k| {
+                            vec![
+                                k.id.to_string(),
+                                k.name.clone(),
+                                k.fingerprint.clone(),
+                                k.public_key
+                                    .split(' ')
+                                    .next()
+                                    .unwrap_or_default()
+                                    .to_owned(),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
+            KeyCommand::Add { file, name } => {
+                let text = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin().lock())
+                        .context("reading standard input")?
+                } else {
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                };
+                let k = client
+                    .add_ssh_key(&api::AddSshKey {
+                        public_key: text,
+                        name,
+                    })
+                    .await?;
+                println!("key {} added: {} ({})", k.id, k.name, k.fingerprint);
+                Ok(())
+            }
+            KeyCommand::Remove { id } => {
+                client.remove_ssh_key(id).await?;
+                println!("key {id} removed");
+                Ok(())
+            }
+        }
+    }))
 }
 
 pub(crate) fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {

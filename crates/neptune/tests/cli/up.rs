@@ -166,6 +166,22 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         4,
         "{hosts}"
     );
+    // An SSH key of the admin's, for the guests of their VIs.
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILT91Hmx+45ACVNbiRLr9Od5zQ0o0M1A4izOeu5J7tZN admin@laptop";
+    let added = ok(&cli(dir.path(), &["key", "add", "-"], Some(key)));
+    assert!(
+        added.contains(": admin@laptop (SHA256:xO1umV1sxzyE5Gs7w5oaTXH4M67Uacliq3yEzy6O56w)"),
+        "{added}"
+    );
+    let keys = ok(&cli(dir.path(), &["key", "list"], None));
+    assert!(keys.contains("ssh-ed25519"), "{keys}");
+    let bad = cli(dir.path(), &["key", "add", "-"], Some("not a key"));
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not an SSH key type"),
+        "{bad:?}"
+    );
+
     let templates = ok(&cli(dir.path(), &["template", "list"], None));
     // Simulated hosts boot nothing: the default template says so.
     let blank = templates
