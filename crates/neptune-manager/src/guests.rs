@@ -38,6 +38,32 @@ const TINY: &[(&str, &str)] = &[
 /// The name the tiny template is registered under.
 pub const TINY_TEMPLATE: &str = "neptune-tiny";
 
+impl Manifest {
+    /// The software a template of this image carries: its packages, and
+    /// what it provides besides.
+    pub fn software(&self) -> Vec<neptune_api::Software> {
+        let mut out: Vec<neptune_api::Software> = self
+            .packages
+            .iter()
+            .map(|p| neptune_api::Software {
+                name: p.name.clone(),
+                kind: "package".to_owned(),
+                version: p.version.clone(),
+            })
+            .collect();
+        for name in &self.provides {
+            if !out.iter().any(|s| &s.name == name) {
+                out.push(neptune_api::Software {
+                    name: name.clone(),
+                    kind: "provided".to_owned(),
+                    version: String::new(),
+                });
+            }
+        }
+        out
+    }
+}
+
 /// A built template: its image and what its manifest says.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -53,6 +79,10 @@ pub struct Manifest {
     pub version: String,
     #[serde(default)]
     pub packages: Vec<Package>,
+    /// What the image offers by other names than its packages' (`httpd`
+    /// of BusyBox, say).
+    #[serde(default)]
+    pub provides: Vec<String>,
     pub virtual_size: u64,
     pub sha256: String,
     pub format: String,

@@ -126,7 +126,7 @@ impl DefaultTemplate {
     /// Makes its image in the repository `images` (once) and says how to
     /// register it.
     async fn make(self, images: &Path) -> anyhow::Result<neptune_api::CreateTemplate> {
-        let (image, os_name, ram_mib, disk_mib) = match self {
+        let (image, os_name, ram_mib, disk_mib, software) = match self {
             DefaultTemplate::Blank => {
                 let image = images.join("blank.qcow2");
                 if !image.exists() {
@@ -148,6 +148,7 @@ impl DefaultTemplate {
                     "none: an empty disk (simulated hosts boot nothing)".to_owned(),
                     512,
                     4096,
+                    Vec::new(),
                 )
             }
             DefaultTemplate::Tiny => {
@@ -161,7 +162,8 @@ impl DefaultTemplate {
                     .to_string_lossy()
                     .into_owned();
                 let os = format!("{} {}", built.manifest.os, built.manifest.version);
-                (image, os, 128, 256)
+                let software = built.manifest.software();
+                (image, os, 128, 256, software)
             }
         };
         Ok(neptune_api::CreateTemplate {
@@ -171,7 +173,7 @@ impl DefaultTemplate {
             vcpus: Some(1),
             ram_mib: Some(ram_mib),
             disk_mib: Some(disk_mib),
-            software: Vec::new(),
+            software,
             visibility: None,
         })
     }

@@ -2669,8 +2669,8 @@ macro_rules! on_both_stores {
 use hostile::{
     conflicts_name_no_other_tenant, designs_and_sums_are_bounded, logins_are_throttled,
     os_passwords_are_kept_hashed, pinned_macs_are_unique_in_the_domain,
-    private_addresses_are_a_quota, requests_keep_their_limits_and_shape, ssh_keys_reach_the_guests,
-    tokens_and_accounts_are_managed,
+    private_addresses_are_a_quota, requests_keep_their_limits_and_shape,
+    software_must_be_in_the_template, ssh_keys_reach_the_guests, tokens_and_accounts_are_managed,
 };
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
@@ -2763,6 +2763,7 @@ async fn links_spanning_hosts_are_segments(m: &TestManager) {
 
 on_both_stores!(
     ssh_keys_reach_the_guests,
+    software_must_be_in_the_template,
     pinned_macs_are_unique_in_the_domain,
     links_spanning_hosts_are_segments,
     lifecycle_with_approval,

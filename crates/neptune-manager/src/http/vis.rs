@@ -698,6 +698,7 @@ async fn deploy_steps(
             }
             Err(e) => return Err(e.into()),
         };
+        software_provided(node, &template)?;
         let vm = jobs::vm_name(vi, node.id.as_str());
         copies.push(Step::PrepareDisk {
             host: placed.host_id,
@@ -725,6 +726,32 @@ async fn deploy_steps(
         .chain(starts)
         .chain(readies)
         .collect())
+}
+
+/// Refuses a node whose `<software>` entries its template does not carry:
+/// guests install nothing at boot (they may have no way out), so what a
+/// node needs must be in its image. A template registered without its
+/// software list (an image of unknown content) is not checked.
+fn software_provided(
+    node: &neptune_topology::VirtualNode,
+    template: &neptune_store::TemplateRecord,
+) -> ApiResult<()> {
+    let provided: Vec<api::Software> = serde_json::from_str(&template.software).unwrap_or_default();
+    if provided.is_empty() {
+        return Ok(());
+    }
+    for wanted in &node.software.software {
+        if !provided.iter().any(|p| p.name == wanted.name) {
+            return Err(ApiError::Conflict(format!(
+                "node {} asks for software {:?}, which template {:?} does not carry (its image has {} packages; a node's software must be in its template)",
+                node.id,
+                wanted.name,
+                template.name,
+                provided.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The SSH public keys of a VI's owner, which its guests accept.
