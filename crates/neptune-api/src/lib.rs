@@ -592,3 +592,14 @@ pub struct AddSshKey {
     #[serde(default)]
     pub name: Option<String>,
 }
+
+/// `GET /api/v1/vis/{id}/vms`: each VM as its host's Agent reports it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmStatus {
+    pub node: String,
+    pub host: String,
+    /// `defined` (on its host, not running), `booting` (running, its guest
+    /// not yet ready), `ready` (its guest said so), `missing` (not on its
+    /// host) or `unknown` (its host does not answer).
+    pub state: String,
+}

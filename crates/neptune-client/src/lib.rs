@@ -286,6 +286,12 @@ impl Client {
             .await
     }
 
+    /// Each VM of the VI as its host runs it now.
+    pub async fn vm_states(&self, vi: Uuid) -> Result<Vec<api::VmStatus>, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/vis/{vi}/vms"), None)
+            .await
+    }
+
     /// The last `bytes` of the serial console of `node`'s VM.
     pub async fn console(&self, vi: Uuid, node: &str, bytes: u64) -> Result<String, ClientError> {
         let text: api::ConsoleText = self

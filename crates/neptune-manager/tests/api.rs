@@ -3058,6 +3058,25 @@ async fn a_vi_deploys_onto_libvirt() {
         "{networks:?}"
     );
 
+    // Every guest is ready, as its host reports it now.
+    let (_, states) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{id}/vms"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(
+        states
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "ready")
+            .count(),
+        3,
+        "{states}"
+    );
     // Every guest configured itself from its seed: its console says it is
     // ready and shows its planned addresses (read through its Agent).
     let planned = v["addresses"]["interfaces"].as_array().unwrap().clone();

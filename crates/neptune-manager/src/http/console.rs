@@ -1,5 +1,6 @@
-//! A VM's serial console, through its host's Agent: its end to read, and
-//! text to type on it. For the VI's owner and administrators.
+//! A VI's VMs as their hosts run them now, and a VM's serial console,
+//! through its host's Agent: its end to read, and text to type on it. For
+//! the VI's owner and administrators.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -109,4 +110,65 @@ pub(crate) async fn type_on_console(
         .await
         .map_err(|e| console_error(&node, e))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Each VM of the VI as its host's Agent reports it now: `defined`,
+/// `booting`, `ready`, `missing` or `unknown` (the VI's owner or an
+/// administrator).
+#[utoipa::path(get, path = "/api/v1/vis/{id}/vms", params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = [api::VmStatus]), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn vm_states(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Vec<api::VmStatus>>> {
+    let vi = visible(&state, &caller, id).await?;
+    let vms = state.store.vms(vi.id).await?;
+    let hosts = state.store.list_hosts().await?;
+    // One listing per host, its hosts asked together.
+    let mut asked = Vec::new();
+    for host in hosts
+        .iter()
+        .filter(|h| vms.iter().any(|v| v.host_id == h.id))
+    {
+        let jobs = state.jobs.clone();
+        let host = host.clone();
+        asked.push(async move {
+            let listed =
+                tokio::time::timeout(std::time::Duration::from_secs(10), jobs.vms_on(&host))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            (host.id, listed)
+        });
+    }
+    let listings: std::collections::HashMap<Uuid, Option<Vec<neptune_hypervisor::VmInfo>>> =
+        futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .collect();
+    let out = vms
+        .iter()
+        .map(|v| {
+            let name = jobs::vm_name(vi.id, &v.node_id);
+            let state = match listings.get(&v.host_id) {
+                Some(Some(listed)) => match listed.iter().find(|i| i.name == name) {
+                    Some(i) if i.ready => "ready",
+                    Some(i) if i.state == neptune_hypervisor::VmState::Running => "booting",
+                    Some(_) => "defined",
+                    None => "missing",
+                },
+                _ => "unknown",
+            };
+            api::VmStatus {
+                node: v.node_id.clone(),
+                host: hosts
+                    .iter()
+                    .find(|h| h.id == v.host_id)
+                    .map_or_else(|| v.host_id.to_string(), |h| h.name.clone()),
+                state: state.to_owned(),
+            }
+        })
+        .collect();
+    Ok(Json(out))
 }

@@ -76,6 +76,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vis/{id}/resume", post(resume_vi))
         .route("/vis/{id}/templates", post(save_template))
         .route("/vis/{id}/terminate", post(terminate_vi))
+        .route("/vis/{id}/vms", get(vm_states))
         .route(
             "/vis/{id}/vms/{node}/console",
             get(read_console).post(type_on_console),

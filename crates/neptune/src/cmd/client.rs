@@ -396,15 +396,33 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 
 /// Where each VM runs (or would run).
 fn vm_table(vms: &[api::PlannedVm]) {
+    vm_table_with_states(vms, None);
+}
+
+/// The VMs, with each one's state on its host now when `states` says.
+fn vm_table_with_states(vms: &[api::PlannedVm], states: Option<&[api::VmStatus]>) {
+    let mut headers = vec!["NODE", "HOST", "VCPUS", "RAM MIB", "DISK MIB"];
+    if states.is_some() {
+        headers.push("STATE");
+    }
     table(
-        &["NODE", "HOST", "VCPUS", "RAM MIB", "DISK MIB"],
+        &headers,
         vms.iter()
             .map(|v| {
                 let numbers = [v.vcpus, v.ram_mib, v.disk_mib].map(|n| n.to_string());
-                [v.node.clone(), v.host.clone()]
+                let mut row: Vec<String> = [v.node.clone(), v.host.clone()]
                     .into_iter()
                     .chain(numbers)
-                    .collect()
+                    .collect();
+                if let Some(states) = states {
+                    row.push(
+                        states
+                            .iter()
+                            .find(|s| s.node == v.node)
+                            .map_or_else(|| "-".to_owned(), |s| s.state.clone()),
+                    );
+                }
+                row
             })
             .collect(),
     );
@@ -462,6 +480,15 @@ fn vi_rows(vis: &[api::Vi]) -> Vec<Vec<String>> {
 const VI_HEADERS: [&str; 6] = ["ID", "NAME", "OWNER", "STATE", "VMS", "DATACENTER"];
 
 fn show_detail(d: &api::ViDetail, output: Output) -> anyhow::Result<()> {
+    show_detail_with_states(d, None, output)
+}
+
+/// A VI's detail; with `states`, each VM's state on its host now.
+fn show_detail_with_states(
+    d: &api::ViDetail,
+    states: Option<&[api::VmStatus]>,
+    output: Output,
+) -> anyhow::Result<()> {
     if output == Output::Json {
         return json(d);
     }
@@ -471,7 +498,7 @@ fn show_detail(d: &api::ViDetail, output: Output) -> anyhow::Result<()> {
     }
     if !d.vms.is_empty() {
         println!();
-        vm_table(&d.vms);
+        vm_table_with_states(&d.vms, states);
     }
     if let Some(addresses) = &d.addresses {
         address_table(addresses);
@@ -541,7 +568,17 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
                 table(&VI_HEADERS, vi_rows(&vis));
                 Ok(())
             }
-            ViCommand::Show { id, output } => show_detail(&client.vi(id).await?, output),
+            ViCommand::Show { id, output } => {
+                let d = client.vi(id).await?;
+                // The VMs' states come from their hosts: a table shows them
+                // when the hosts answer.
+                let states = if d.vms.is_empty() || output == Output::Json {
+                    None
+                } else {
+                    client.vm_states(id).await.ok()
+                };
+                show_detail_with_states(&d, states.as_deref(), output)
+            }
             ViCommand::Request { id } => {
                 show_detail(&client.act(id, "request").await?, Output::Table)
             }

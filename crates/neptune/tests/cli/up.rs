@@ -247,6 +247,16 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     );
     let shown = ok(&cli(dir.path(), &["vi", "show", &id], None));
     assert!(shown.contains("deploy succeeded (16/16)"), "{shown}");
+    // Each VM's state as its host reports it now.
+    assert!(shown.contains(" STATE"), "{shown}");
+    assert_eq!(
+        shown
+            .lines()
+            .filter(|l| l.trim_end().ends_with(" ready"))
+            .count(),
+        4,
+        "{shown}"
+    );
     // Real Agents made the disks on the simulated hosts.
     let disks: usize = ["roma-1", "roma-2"]
         .iter()
