@@ -38,6 +38,8 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
+pub use shaping::BandwidthShaping;
+
 use crate::{
     check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
     HypervisorError, Op, Result, Segment, VmInfo, VmSpec, VmState, PUBLIC_NETWORK,
@@ -81,8 +83,8 @@ pub struct LibvirtHypervisor {
     config: LibvirtConfig,
     /// `kvm` where the host has it, else QEMU's software emulation.
     domain_type: &'static str,
-    /// Whether NICs are shaped to their link's bandwidth.
-    shape: bool,
+    /// How NICs are held to their link's bandwidth.
+    shaping: BandwidthShaping,
     /// Serialises the operations that check room or share networks, so two
     /// concurrent defines cannot both take the last slot.
     admission: Mutex<()>,
@@ -129,18 +131,26 @@ impl LibvirtHypervisor {
         self.domain_type == "kvm"
     }
 
-    /// Whether NICs get their link's bandwidth as a limit: by default
-    /// where the kernel has what libvirt shapes with (see `shaping`).
-    /// Elsewhere the spec keeps the bandwidth and the NIC runs unshaped,
-    /// rather than every VM on a link failing to start.
+    /// Whether NICs get their link's bandwidth as a limit, one way or
+    /// another (see [`BandwidthShaping`]).
     pub fn shapes_bandwidth(&self) -> bool {
-        self.shape
+        self.shaping != BandwidthShaping::Off
     }
 
-    /// Shapes NICs (`true`) or not, whatever the kernel can do: for a
-    /// daemon on another machine than the probe's, and for tests.
-    pub fn with_bandwidth_shaping(mut self, shape: bool) -> Self {
-        self.shape = shape;
+    /// How NICs get their link's bandwidth as a limit: by default
+    /// libvirt's `<bandwidth>` where the kernel has what libvirt shapes
+    /// with, else the adapter's own `tc` on the taps where the kernel has
+    /// that (see `shaping`). Where neither works the spec keeps the
+    /// bandwidth and the NIC runs unshaped, rather than every VM on a link
+    /// failing to start.
+    pub fn bandwidth_shaping(&self) -> BandwidthShaping {
+        self.shaping
+    }
+
+    /// Shapes NICs this way, whatever the kernel can do: for a daemon on
+    /// another machine than the probe's, and for tests.
+    pub fn with_bandwidth_shaping(mut self, shaping: BandwidthShaping) -> Self {
+        self.shaping = shaping;
         self
     }
 
@@ -157,7 +167,7 @@ impl LibvirtHypervisor {
         Ok(Self {
             config,
             domain_type,
-            shape: shaping::usable(),
+            shaping: shaping::usable(),
             admission: Mutex::new(()),
             disks: Mutex::new(()),
             copies: std::sync::Mutex::new(HashMap::new()),
@@ -247,7 +257,7 @@ impl LibvirtHypervisor {
     /// What `spec`'s domain has on this host besides the spec.
     fn files_of(&self, spec: &VmSpec) -> DomainExtras {
         DomainExtras {
-            shape: self.shape,
+            shape: self.shaping == BandwidthShaping::Libvirt,
             macs: Vec::new(),
             console_log: path_str(&self.console_path(&spec.name)).to_owned(),
             seed: spec
@@ -583,6 +593,100 @@ impl LibvirtHypervisor {
         })
     }
 
+    /// Holds the NICs of `spec`'s running domain to their link's bandwidth
+    /// with the adapter's own `tc` (see `shaping`), when that is how this
+    /// host shapes. Its taps are new at every start and restore, so this
+    /// follows each; every step replaces what is there, so it may run
+    /// again on a shaped domain.
+    async fn shape_taps(&self, op: Op, spec: &VmSpec) -> Result<()> {
+        if self.shaping != BandwidthShaping::Tap
+            || spec.nics.iter().all(|n| n.bandwidth_mbps.is_none())
+        {
+            return Ok(());
+        }
+        let vm = spec.name.as_str();
+        let taps = shaping::taps(&self.virsh(op, vm, &["domiflist", vm]).await?);
+        if taps.len() != spec.nics.len() {
+            return Err(failed(
+                op,
+                vm,
+                "cannot shape its NICs",
+                &format!(
+                    "libvirt lists {} NICs, the spec {}",
+                    taps.len(),
+                    spec.nics.len()
+                ),
+            ));
+        }
+        for (index, (nic, tap)) in spec.nics.iter().zip(&taps).enumerate() {
+            let Some(mbps) = nic.bandwidth_mbps else {
+                continue;
+            };
+            // The tap is where the daemon runs QEMU: not here when the
+            // daemon is on another machine or in another namespace.
+            let Some(tap) = tap
+                .as_deref()
+                .filter(|t| Path::new("/sys/class/net").join(t).exists())
+            else {
+                return Err(failed(
+                    op,
+                    vm,
+                    "cannot shape its NICs",
+                    &format!(
+                        "the tap of its NIC on {} ({tap:?}) is not in this host's network namespace",
+                        nic.network
+                    ),
+                ));
+            };
+            let ifb = shaping::ifb_name(vm, index);
+            if !Path::new("/sys/class/net").join(&ifb).exists() {
+                self.net_tool(op, vm, "ip", &["link", "add", &ifb, "type", "ifb"])
+                    .await?;
+            }
+            let alias = shaping::ifb_alias(vm, index);
+            self.net_tool(
+                op,
+                vm,
+                "ip",
+                &["link", "set", "dev", &ifb, "alias", &alias, "up"],
+            )
+            .await?;
+            let [ingress, redirect] = shaping::redirect_args(tap, &ifb);
+            for args in [
+                shaping::tbf_args(tap, mbps),
+                shaping::tbf_args(&ifb, mbps),
+                ingress,
+                redirect,
+            ] {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.net_tool(op, vm, "tc", &args).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the IFB devices of `vm`'s NICs (see `shaping`), found by
+    /// their alias: whatever its spec was, and whichever way the host
+    /// shapes now.
+    async fn release_ifbs(&self, op: Op, vm: &str) -> Result<()> {
+        let prefix = shaping::ifb_alias_prefix(vm);
+        let Ok(devices) = std::fs::read_dir("/sys/class/net") else {
+            return Ok(());
+        };
+        for dev in devices.flatten() {
+            let name = dev.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("ntif") {
+                continue;
+            }
+            let alias = std::fs::read_to_string(dev.path().join("ifalias")).unwrap_or_default();
+            if alias.trim_end().starts_with(&prefix) {
+                self.net_tool(op, vm, "ip", &["link", "del", "dev", &name])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the networks of `spec` that no other Neptune domain uses,
     /// of any host.
     async fn release_networks(&self, op: Op, spec: &VmSpec) -> Result<()> {
@@ -903,7 +1007,7 @@ fn network_xml(network: &str, tunnelled: bool) -> String {
 /// What a domain has on its host besides its spec.
 #[derive(Debug, Clone)]
 struct DomainExtras {
-    /// Whether NICs are shaped to their bandwidth.
+    /// Whether NICs carry libvirt's `<bandwidth>`.
     shape: bool,
     /// For the NICs whose spec leaves the MAC to libvirt, in order: the
     /// MACs of the saved image being restored (libvirt refuses to restore
@@ -1132,7 +1236,9 @@ impl Hypervisor for LibvirtHypervisor {
         validate_vm_name(vm)?;
         match self.domain(op, vm).await? {
             None => Err(HypervisorError::NoSuchVm(vm.to_owned())),
-            Some(d) if d.state == VmState::Running => Ok(()),
+            // Shaped again: a start interrupted after the boot left it
+            // running unshaped.
+            Some(d) if d.state == VmState::Running => self.shape_taps(op, &d.spec).await,
             Some(d) => {
                 // Networks under the lock (a concurrent define may be
                 // making one), the boot outside it.
@@ -1141,7 +1247,7 @@ impl Hypervisor for LibvirtHypervisor {
                     self.ensure_networks(op, &d.spec).await?;
                 }
                 match self.boot(op, &d.spec).await {
-                    Ok(_) => Ok(()),
+                    Ok(()) => self.shape_taps(op, &d.spec).await,
                     // Active but not running: paused or crashed, which a
                     // start cannot mend. Say what the guest is.
                     Err(HypervisorError::Failed { message, .. })
@@ -1173,7 +1279,8 @@ impl Hypervisor for LibvirtHypervisor {
         let Some(d) = self.domain(op, vm).await? else {
             // Already saved (and gone) is fine; never saved is not.
             return if state.is_file() {
-                self.remove_vm_files(op, vm)
+                self.remove_vm_files(op, vm)?;
+                self.release_ifbs(op, vm).await
             } else {
                 Err(HypervisorError::NoSuchVm(vm.to_owned()))
             };
@@ -1214,9 +1321,10 @@ impl Hypervisor for LibvirtHypervisor {
             }
         }
         self.virsh(op, vm, &["undefine", vm]).await?;
-        // The host keeps nothing of a saved VM, its seed, console and
-        // networks included (`restore` makes them again).
+        // The host keeps nothing of a saved VM, its seed, console, IFBs
+        // and networks included (`restore` makes them again).
         self.remove_vm_files(op, vm)?;
+        self.release_ifbs(op, vm).await?;
         let _admitted = self.admission.lock().await;
         self.release_networks(op, &d.spec).await
     }
@@ -1234,12 +1342,13 @@ impl Hypervisor for LibvirtHypervisor {
                 });
             }
             if existing.state == VmState::Running {
-                return Ok(());
+                return self.shape_taps(op, spec).await;
             }
             // Defined but stopped (a restore interrupted before the
             // start): start it.
             self.ensure_networks(op, spec).await?;
-            return self.boot(op, spec).await;
+            self.boot(op, spec).await?;
+            return self.shape_taps(op, spec).await;
         }
         let state = Path::new(state_path);
         if !state.is_file() {
@@ -1253,7 +1362,8 @@ impl Hypervisor for LibvirtHypervisor {
             .and_then(|b| serde_json::from_slice::<StoppedState>(&b).ok());
         if stopped.is_some() {
             self.define_domain(op, spec, None, Vec::new()).await?;
-            return self.boot(op, spec).await;
+            self.boot(op, spec).await?;
+            return self.shape_taps(op, spec).await;
         }
         // The guest goes on from where it was saved: ready then, ready now.
         let saved_ready = Path::new(&format!("{state_path}.ready")).is_file();
@@ -1301,7 +1411,8 @@ impl Hypervisor for LibvirtHypervisor {
         let _ = std::fs::remove_file(&file);
         restored?;
         self.define_domain(op, spec, uuid.as_deref(), extras.macs)
-            .await
+            .await?;
+        self.shape_taps(op, spec).await
     }
 
     async fn export_disk(&self, vm: &str, dest: &str) -> Result<()> {
@@ -1334,7 +1445,8 @@ impl Hypervisor for LibvirtHypervisor {
         let _admitted = self.admission.lock().await;
         let Some(d) = self.domain(op, vm).await? else {
             // Files a destroy interrupted after the undefine left.
-            return self.remove_vm_files(op, vm);
+            self.remove_vm_files(op, vm)?;
+            return self.release_ifbs(op, vm).await;
         };
         // Whatever its state: a paused (or crashed, or stopping) domain is
         // active too, and undefining it would leave its QEMU process behind.
@@ -1350,6 +1462,7 @@ impl Hypervisor for LibvirtHypervisor {
             Err(e) => return Err(e),
         }
         self.remove_vm_files(op, vm)?;
+        self.release_ifbs(op, vm).await?;
         self.release_networks(op, &d.spec).await
     }
 
