@@ -27,6 +27,7 @@ mod bases;
 mod console;
 mod seed;
 mod shaping;
+mod terminal;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -1490,8 +1491,6 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     async fn console_input(&self, vm: &str, input: &[u8]) -> Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
         let op = Op::Console;
         validate_vm_name(vm)?;
         crate::check_console_input(vm, input)?;
@@ -1514,20 +1513,12 @@ impl Hypervisor for LibvirtHypervisor {
                 &format!("is {tty:?}, not a terminal"),
             ));
         }
-        // O_NOCTTY: the Agent must not take the guest's terminal as its own.
-        const O_NOCTTY: i32 = 0o400;
         let input = input.to_vec();
-        let path = tty.to_owned();
-        tokio::task::spawn_blocking(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(O_NOCTTY)
-                .open(&path)
-                .and_then(|mut f| f.write_all(&input))
-        })
-        .await
-        .map_err(|e| failed(op, vm, "cannot type on the console", &e))?
-        .map_err(|e| failed(op, vm, "cannot type on the console", &e))
+        let path = PathBuf::from(tty);
+        tokio::task::spawn_blocking(move || terminal::type_on(&path, &input))
+            .await
+            .map_err(|e| failed(op, vm, "cannot type on the console", &e))?
+            .map_err(|e| failed(op, vm, "cannot type on the console", &e))
     }
 }
 

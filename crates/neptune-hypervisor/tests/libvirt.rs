@@ -1204,11 +1204,8 @@ impl Console<'_> {
 
     /// Logs in on the getty, once the guest said it is ready.
     async fn log_in(&self, user: &str, password: &str, host: &str) {
-        let ready = self.text().await.len();
+        let ready = self.text().await.rfind(READY_MARKER).unwrap();
         let after = |text: &str, what: &str| text.get(ready..).is_some_and(|t| t.contains(what));
-        // A fresh prompt: the getty may have printed one before it was
-        // looked for.
-        self.type_text("\n").await;
         self.wait_until(60, "login prompt", |t| after(t, "login: "))
             .await;
         self.type_text(&format!("{user}\n")).await;
