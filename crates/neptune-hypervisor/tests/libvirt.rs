@@ -141,6 +141,22 @@ impl Drop for Host {
                 }
             }
         }
+        // The IFBs of its VMs' NICs (the adapter's shaping), by their alias.
+        let ours = format!("neptune {}", self.prefix);
+        for dev in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_to_string(dev.path().join("ifalias"))
+                .is_ok_and(|a| a.starts_with(&ours))
+            {
+                let _ = Command::new("ip")
+                    .args(["link", "del", "dev"])
+                    .arg(dev.file_name())
+                    .output();
+            }
+        }
     }
 }
 
@@ -1268,14 +1284,16 @@ fn iperf3s_summary_is_read() {
 }
 
 /// What a link's bandwidth means to its guests, measured: two tiny guests
-/// on two links, a slow one (`SLOW` Mbit/s) and a fast one, run iperf3
-/// over each, both ways. Over the slow link each way gets about its
-/// rate; over the fast one clearly more, so that shaping that does
-/// nothing fails the test.
+/// on two links, a slow one (`SLOW` Mbit/s) and a fast one (`FAST`), run
+/// iperf3 over each, both ways. Each way gets about its link's rate: no
+/// more, and over the fast link clearly more than over the slow one, so
+/// that shaping that does nothing, or holds every link to one rate, fails
+/// the test. Unshaped, these guests move 280 to 630 Mbit/s under QEMU's
+/// software emulation on 2 busy cores: `FAST` is well within their reach.
 #[tokio::test]
 async fn guests_get_their_links_bandwidth() {
     const SLOW: u64 = 20;
-    const FAST: u64 = 200;
+    const FAST: u64 = 100;
     let Some(uri) = libvirt_uri() else { return };
     let Some(tiny) = tiny_template() else { return };
     let began = std::time::Instant::now();
@@ -1338,7 +1356,7 @@ async fn guests_get_their_links_bandwidth() {
         for spec in &specs {
             let taps = taps_of(&h.uri, &spec.name);
             assert!(tc(&["qdisc", "show", "dev", &taps[0]]).contains("rate 20Mbit"));
-            assert!(tc(&["qdisc", "show", "dev", &taps[1]]).contains("rate 200Mbit"));
+            assert!(tc(&["qdisc", "show", "dev", &taps[1]]).contains("rate 100Mbit"));
         }
     }
 
@@ -1374,18 +1392,30 @@ async fn guests_get_their_links_bandwidth() {
             rates.push((link, way, rate));
         }
     }
+    if h.hv.bandwidth_shaping() == BandwidthShaping::Tap {
+        // What a sent went through its IFB: its outbound is held there,
+        // not only at b's tap.
+        let sent: u64 = ifbs_of(&guests[0].0)
+            .iter()
+            .map(|ifb| {
+                let stats = tc(&["-s", "qdisc", "show", "dev", ifb]);
+                let words: Vec<&str> = stats.split_whitespace().collect();
+                let at = words.iter().position(|w| *w == "Sent").unwrap();
+                words[at + 1].parse::<u64>().unwrap()
+            })
+            .sum();
+        assert!(sent > 10_000_000, "{sent} bytes through a's IFBs");
+    }
     for (link, way, rate) in &rates {
-        if *link == "slow" {
-            assert!(
-                (SLOW as f64 * 0.5..=SLOW as f64 * 1.1).contains(rate),
-                "{way} over the {SLOW} Mbit/s link: {rate} Mbit/s"
-            );
+        let (at_least, at_most) = if *link == "slow" {
+            (SLOW as f64 * 0.5, SLOW as f64 * 1.1)
         } else {
-            assert!(
-                *rate > SLOW as f64 * 1.5,
-                "{way} over the fast link: {rate} Mbit/s, no more than over the slow one"
-            );
-        }
+            (SLOW as f64 * 2.0, FAST as f64 * 1.1)
+        };
+        assert!(
+            (at_least..=at_most).contains(rate),
+            "{way} over the {link} link: {rate} Mbit/s, not between {at_least} and {at_most}"
+        );
     }
 
     for spec in &specs {
