@@ -13,9 +13,11 @@
 //! metadata (other domains are listed by nobody and never touched), the
 //! disks under `<data_dir>/disks`, their bases under `<data_dir>/bases`,
 //! the seeds under `<data_dir>/seeds`, the consoles under
-//! `<data_dir>/consoles`, and the networks its VMs use (removed with the
-//! last VM on them). Every operation is idempotent, as the port
-//! requires; the state of a crash half-way is recognised by the next call.
+//! `<data_dir>/consoles`, the networks its VMs use (removed with the
+//! last VM on them), and the IFB devices that shape its VMs' outbound
+//! traffic where libvirt cannot (removed with their VM). Every operation
+//! is idempotent, as the port requires; the state of a crash half-way is
+//! recognised by the next call.
 //!
 //! Several hosts may share one libvirt daemon (a single-machine Neptune,
 //! the tests): a domain belongs to the host whose data directory holds its
@@ -572,8 +574,8 @@ impl LibvirtHypervisor {
         Ok(())
     }
 
-    /// Runs a host networking tool (`ip`, `bridge`): its standard output, or
-    /// the error it printed.
+    /// Runs a host networking tool (`ip`, `bridge`, `tc`): its standard
+    /// output, or the error it printed.
     async fn net_tool(&self, op: Op, vm: &str, program: &str, args: &[&str]) -> Result<String> {
         let mut cmd = Command::new(program);
         cmd.args(args);
