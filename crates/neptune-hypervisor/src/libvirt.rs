@@ -13,9 +13,11 @@
 //! metadata (other domains are listed by nobody and never touched), the
 //! disks under `<data_dir>/disks`, their bases under `<data_dir>/bases`,
 //! the seeds under `<data_dir>/seeds`, the consoles under
-//! `<data_dir>/consoles`, and the networks its VMs use (removed with the
-//! last VM on them). Every operation is idempotent, as the port
-//! requires; the state of a crash half-way is recognised by the next call.
+//! `<data_dir>/consoles`, the networks its VMs use (removed with the
+//! last VM on them), and the IFB devices that shape its VMs' outbound
+//! traffic where libvirt cannot (removed with their VM). Every operation
+//! is idempotent, as the port requires; the state of a crash half-way is
+//! recognised by the next call.
 //!
 //! Several hosts may share one libvirt daemon (a single-machine Neptune,
 //! the tests): a domain belongs to the host whose data directory holds its
@@ -38,6 +40,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio::sync::Mutex;
+
+pub use shaping::BandwidthShaping;
 
 use crate::{
     check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
@@ -82,8 +86,8 @@ pub struct LibvirtHypervisor {
     config: LibvirtConfig,
     /// `kvm` where the host has it, else QEMU's software emulation.
     domain_type: &'static str,
-    /// Whether NICs are shaped to their link's bandwidth.
-    shape: bool,
+    /// How NICs are held to their link's bandwidth.
+    shaping: BandwidthShaping,
     /// Serialises the operations that check room or share networks, so two
     /// concurrent defines cannot both take the last slot.
     admission: Mutex<()>,
@@ -132,18 +136,26 @@ impl LibvirtHypervisor {
         self.domain_type == "kvm"
     }
 
-    /// Whether NICs get their link's bandwidth as a limit: by default
-    /// where the kernel has what libvirt shapes with (see `shaping`).
-    /// Elsewhere the spec keeps the bandwidth and the NIC runs unshaped,
-    /// rather than every VM on a link failing to start.
+    /// Whether NICs get their link's bandwidth as a limit, one way or
+    /// another (see [`BandwidthShaping`]).
     pub fn shapes_bandwidth(&self) -> bool {
-        self.shape
+        self.shaping != BandwidthShaping::Off
     }
 
-    /// Shapes NICs (`true`) or not, whatever the kernel can do: for a
-    /// daemon on another machine than the probe's, and for tests.
-    pub fn with_bandwidth_shaping(mut self, shape: bool) -> Self {
-        self.shape = shape;
+    /// How NICs get their link's bandwidth as a limit: by default
+    /// libvirt's `<bandwidth>` where the kernel has what libvirt shapes
+    /// with, else the adapter's own `tc` on the taps where the kernel has
+    /// that (see `shaping`). Where neither works the spec keeps the
+    /// bandwidth and the NIC runs unshaped, rather than every VM on a link
+    /// failing to start.
+    pub fn bandwidth_shaping(&self) -> BandwidthShaping {
+        self.shaping
+    }
+
+    /// Shapes NICs this way, whatever the kernel can do: for a daemon on
+    /// another machine than the probe's, and for tests.
+    pub fn with_bandwidth_shaping(mut self, shaping: BandwidthShaping) -> Self {
+        self.shaping = shaping;
         self
     }
 
@@ -160,7 +172,7 @@ impl LibvirtHypervisor {
         Ok(Self {
             config,
             domain_type,
-            shape: shaping::usable(),
+            shaping: shaping::usable(),
             admission: Mutex::new(()),
             disks: Mutex::new(()),
             copies: std::sync::Mutex::new(HashMap::new()),
@@ -251,7 +263,7 @@ impl LibvirtHypervisor {
     /// What `spec`'s domain has on this host besides the spec.
     fn files_of(&self, spec: &VmSpec) -> DomainExtras {
         DomainExtras {
-            shape: self.shape,
+            shape: self.shaping == BandwidthShaping::Libvirt,
             macs: Vec::new(),
             console_log: path_str(&self.console_path(&spec.name)).to_owned(),
             seed: spec
@@ -565,8 +577,8 @@ impl LibvirtHypervisor {
         Ok(())
     }
 
-    /// Runs a host networking tool (`ip`, `bridge`): its standard output, or
-    /// the error it printed.
+    /// Runs a host networking tool (`ip`, `bridge`, `tc`): its standard
+    /// output, or the error it printed.
     async fn net_tool(&self, op: Op, vm: &str, program: &str, args: &[&str]) -> Result<String> {
         let mut cmd = Command::new(program);
         cmd.args(args);
@@ -585,6 +597,100 @@ impl LibvirtHypervisor {
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
         })
+    }
+
+    /// Holds the NICs of `spec`'s running domain to their link's bandwidth
+    /// with the adapter's own `tc` (see `shaping`), when that is how this
+    /// host shapes. Its taps are new at every start and restore, so this
+    /// follows each; every step replaces what is there, so it may run
+    /// again on a shaped domain.
+    async fn shape_taps(&self, op: Op, spec: &VmSpec) -> Result<()> {
+        if self.shaping != BandwidthShaping::Tap
+            || spec.nics.iter().all(|n| n.bandwidth_mbps.is_none())
+        {
+            return Ok(());
+        }
+        let vm = spec.name.as_str();
+        let taps = shaping::taps(&self.virsh(op, vm, &["domiflist", vm]).await?);
+        if taps.len() != spec.nics.len() {
+            return Err(failed(
+                op,
+                vm,
+                "cannot shape its NICs",
+                &format!(
+                    "libvirt lists {} NICs, the spec {}",
+                    taps.len(),
+                    spec.nics.len()
+                ),
+            ));
+        }
+        for (index, (nic, tap)) in spec.nics.iter().zip(&taps).enumerate() {
+            let Some(mbps) = nic.bandwidth_mbps else {
+                continue;
+            };
+            // The tap is where the daemon runs QEMU: not here when the
+            // daemon is on another machine or in another namespace.
+            let Some(tap) = tap
+                .as_deref()
+                .filter(|t| Path::new("/sys/class/net").join(t).exists())
+            else {
+                return Err(failed(
+                    op,
+                    vm,
+                    "cannot shape its NICs",
+                    &format!(
+                        "the tap of its NIC on {} ({tap:?}) is not in this host's network namespace",
+                        nic.network
+                    ),
+                ));
+            };
+            let ifb = shaping::ifb_name(vm, index);
+            if !Path::new("/sys/class/net").join(&ifb).exists() {
+                self.net_tool(op, vm, "ip", &["link", "add", &ifb, "type", "ifb"])
+                    .await?;
+            }
+            let alias = shaping::ifb_alias(vm, index);
+            self.net_tool(
+                op,
+                vm,
+                "ip",
+                &["link", "set", "dev", &ifb, "alias", &alias, "up"],
+            )
+            .await?;
+            let [ingress, redirect] = shaping::redirect_args(tap, &ifb);
+            for args in [
+                shaping::tbf_args(tap, mbps),
+                shaping::tbf_args(&ifb, mbps),
+                ingress,
+                redirect,
+            ] {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.net_tool(op, vm, "tc", &args).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the IFB devices of `vm`'s NICs (see `shaping`), found by
+    /// their alias: whatever its spec was, and whichever way the host
+    /// shapes now.
+    async fn release_ifbs(&self, op: Op, vm: &str) -> Result<()> {
+        let prefix = shaping::ifb_alias_prefix(vm);
+        let Ok(devices) = std::fs::read_dir("/sys/class/net") else {
+            return Ok(());
+        };
+        for dev in devices.flatten() {
+            let name = dev.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("ntif") {
+                continue;
+            }
+            let alias = std::fs::read_to_string(dev.path().join("ifalias")).unwrap_or_default();
+            if alias.trim_end().starts_with(&prefix) {
+                self.net_tool(op, vm, "ip", &["link", "del", "dev", &name])
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes the networks of `spec` that no other Neptune domain uses,
@@ -907,7 +1013,7 @@ fn network_xml(network: &str, tunnelled: bool) -> String {
 /// What a domain has on its host besides its spec.
 #[derive(Debug, Clone)]
 struct DomainExtras {
-    /// Whether NICs are shaped to their bandwidth.
+    /// Whether NICs carry libvirt's `<bandwidth>`.
     shape: bool,
     /// For the NICs whose spec leaves the MAC to libvirt, in order: the
     /// MACs of the saved image being restored (libvirt refuses to restore
@@ -1136,7 +1242,9 @@ impl Hypervisor for LibvirtHypervisor {
         validate_vm_name(vm)?;
         match self.domain(op, vm).await? {
             None => Err(HypervisorError::NoSuchVm(vm.to_owned())),
-            Some(d) if d.state == VmState::Running => Ok(()),
+            // Shaped again: a start interrupted after the boot left it
+            // running unshaped.
+            Some(d) if d.state == VmState::Running => self.shape_taps(op, &d.spec).await,
             Some(d) => {
                 // Networks under the lock (a concurrent define may be
                 // making one), the boot outside it.
@@ -1145,7 +1253,7 @@ impl Hypervisor for LibvirtHypervisor {
                     self.ensure_networks(op, &d.spec).await?;
                 }
                 match self.boot(op, &d.spec).await {
-                    Ok(_) => Ok(()),
+                    Ok(()) => self.shape_taps(op, &d.spec).await,
                     // Active but not running: paused or crashed, which a
                     // start cannot mend. Say what the guest is.
                     Err(HypervisorError::Failed { message, .. })
@@ -1178,7 +1286,8 @@ impl Hypervisor for LibvirtHypervisor {
         let Some(d) = self.domain(op, vm).await? else {
             // Already saved (and gone) is fine; never saved is not.
             return if state.is_file() {
-                self.remove_vm_files(op, vm)
+                self.remove_vm_files(op, vm)?;
+                self.release_ifbs(op, vm).await
             } else {
                 Err(HypervisorError::NoSuchVm(vm.to_owned()))
             };
@@ -1219,9 +1328,10 @@ impl Hypervisor for LibvirtHypervisor {
             }
         }
         self.virsh(op, vm, &["undefine", vm]).await?;
-        // The host keeps nothing of a saved VM, its seed, console and
-        // networks included (`restore` makes them again).
+        // The host keeps nothing of a saved VM, its seed, console, IFBs
+        // and networks included (`restore` makes them again).
         self.remove_vm_files(op, vm)?;
+        self.release_ifbs(op, vm).await?;
         let _admitted = self.admission.lock().await;
         self.release_networks(op, &d.spec).await
     }
@@ -1239,12 +1349,13 @@ impl Hypervisor for LibvirtHypervisor {
                 });
             }
             if existing.state == VmState::Running {
-                return Ok(());
+                return self.shape_taps(op, spec).await;
             }
             // Defined but stopped (a restore interrupted before the
             // start): start it.
             self.ensure_networks(op, spec).await?;
-            return self.boot(op, spec).await;
+            self.boot(op, spec).await?;
+            return self.shape_taps(op, spec).await;
         }
         let state = Path::new(state_path);
         if !state.is_file() {
@@ -1258,7 +1369,8 @@ impl Hypervisor for LibvirtHypervisor {
             .and_then(|b| serde_json::from_slice::<StoppedState>(&b).ok());
         if stopped.is_some() {
             self.define_domain(op, spec, None, Vec::new()).await?;
-            return self.boot(op, spec).await;
+            self.boot(op, spec).await?;
+            return self.shape_taps(op, spec).await;
         }
         // The guest goes on from where it was saved: ready then, ready now.
         let saved_ready = Path::new(&format!("{state_path}.ready")).is_file();
@@ -1306,7 +1418,8 @@ impl Hypervisor for LibvirtHypervisor {
         let _ = std::fs::remove_file(&file);
         restored?;
         self.define_domain(op, spec, uuid.as_deref(), extras.macs)
-            .await
+            .await?;
+        self.shape_taps(op, spec).await
     }
 
     async fn export_disk(&self, vm: &str, dest: &str) -> Result<()> {
@@ -1340,7 +1453,8 @@ impl Hypervisor for LibvirtHypervisor {
         let _admitted = self.admission.lock().await;
         let Some(d) = self.domain(op, vm).await? else {
             // Files a destroy interrupted after the undefine left.
-            return self.remove_vm_files(op, vm);
+            self.remove_vm_files(op, vm)?;
+            return self.release_ifbs(op, vm).await;
         };
         // Whatever its state: a paused (or crashed, or stopping) domain is
         // active too, and undefining it would leave its QEMU process behind.
@@ -1356,6 +1470,7 @@ impl Hypervisor for LibvirtHypervisor {
             Err(e) => return Err(e),
         }
         self.remove_vm_files(op, vm)?;
+        self.release_ifbs(op, vm).await?;
         self.release_networks(op, &d.spec).await
     }
 
