@@ -65,7 +65,7 @@ PROMPT 0
 TIMEOUT 0
 LABEL guest
   KERNEL vmlinuz
-  APPEND initrd=initrd.gz console=ttyS0 quiet
+  APPEND initrd=initrd.gz console=ttyS0 quiet no_timer_check
 CFG
 kib=$(( ( $(stat -c %s "$vmlinuz") + $(stat -c %s "$work/initrd.gz") ) / 1024 + 2048 ))
 mkfs.vfat -C "$work/guest.raw" "$kib" >/dev/null
