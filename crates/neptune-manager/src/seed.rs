@@ -176,6 +176,8 @@ pub fn render(
         .collect();
     // A backend leaves its links through the gateway of the first LAN it
     // is on; an entry point leaves through its public side.
+    // The default route is written `0.0.0.0/0`: Debian 12's cloud-init
+    // (22.4) drops an interface's whole configuration on `default`.
     let default_via = if is_entry {
         None
     } else {
@@ -219,7 +221,7 @@ pub fn render(
             if link.gateway == Some(via) {
                 let _ = write!(
                     net,
-                    "    routes:\n      - to: \"default\"\n        via: {}\n",
+                    "    routes:\n      - to: \"0.0.0.0/0\"\n        via: {}\n",
                     q(&via.to_string())
                 );
             }
@@ -372,7 +374,7 @@ mod tests {
         let seed = render(vi, &topo.nodes[1], &plan, &[]);
         assert_eq!(
             seed.network_config,
-            "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"02:4e:0a:14:00:02\"\n    set-name: \"eth0\"\n    addresses:\n      - \"10.20.0.2/29\"\n    routes:\n      - to: \"default\"\n        via: \"10.20.0.1\"\n"
+            "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"02:4e:0a:14:00:02\"\n    set-name: \"eth0\"\n    addresses:\n      - \"10.20.0.2/29\"\n    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"10.20.0.1\"\n"
         );
         assert_eq!(
             seed.meta_data,
