@@ -2,7 +2,8 @@
 //! tree, carried inside the binary so that an installed `neptune` builds
 //! them too: the tiny test template (`guest/tiny`), which boots in seconds
 //! under QEMU's software emulation and reads the same cloud-init seed as a
-//! full image.
+//! full image, and `debian-12` (`guest/debian`), a real Debian 12 cloud
+//! image with cloud-init, made by mmdebstrap.
 //!
 //! A build runs the script in a source directory next to its output: the
 //! files are written there only when their content changed, so the
@@ -35,8 +36,38 @@ const TINY: &[(&str, &str)] = &[
     ),
 ];
 
+/// The Debian 12 template's script and files.
+const DEBIAN: &[(&str, &str)] = &[
+    (
+        "scripts/build-debian-template",
+        include_str!("../../../scripts/build-debian-template"),
+    ),
+    (
+        "guest/debian/extlinux.conf",
+        include_str!("../../../guest/debian/extlinux.conf"),
+    ),
+    (
+        "guest/debian/cloud.cfg.d/90-neptune.cfg",
+        include_str!("../../../guest/debian/cloud.cfg.d/90-neptune.cfg"),
+    ),
+    (
+        "guest/debian/patches/cloud-init-route-to-default.patch",
+        include_str!("../../../guest/debian/patches/cloud-init-route-to-default.patch"),
+    ),
+    (
+        "guest/debian/README.md",
+        include_str!("../../../guest/debian/README.md"),
+    ),
+];
+
 /// The name the tiny template is registered under.
 pub const TINY_TEMPLATE: &str = "neptune-tiny";
+
+/// The name the Debian 12 template is registered under.
+pub const DEBIAN_TEMPLATE: &str = "debian-12";
+
+/// The templates `neptune template build` knows.
+pub const BUILDABLE: &[&str] = &[TINY_TEMPLATE, DEBIAN_TEMPLATE];
 
 impl Manifest {
     /// The software a template of this image carries: its packages, and
@@ -95,37 +126,65 @@ pub struct Package {
 }
 
 /// Builds the tiny template into `out` (`neptune-tiny.qcow2` and
-/// `neptune-tiny.json`), or finds it built. Needs root only for nothing;
-/// needs the Debian packages the script names, and apt's lists (it
-/// fetches Debian's cloud kernel with `apt-get download`).
+/// `neptune-tiny.json`), or finds it built: about 10 s. Needs the Debian
+/// packages its script names, and apt's lists (it fetches Debian's cloud
+/// kernel with `apt-get download`).
 pub async fn build_tiny(out: &Path) -> anyhow::Result<Built> {
+    build(out, TINY, "scripts/build-tiny-template", "neptune-tiny").await
+}
+
+/// Builds the Debian 12 template into `out` (`debian-12.qcow2` and
+/// `debian-12.json`), or finds it built: minutes (mmdebstrap). Needs root
+/// (a loop mount for the boot loader) and the Debian packages its script
+/// names.
+pub async fn build_debian(out: &Path) -> anyhow::Result<Built> {
+    build(out, DEBIAN, "scripts/build-debian-template", "debian-12").await
+}
+
+/// Builds the template `name` (one of [`BUILDABLE`]).
+pub async fn build_named(name: &str, out: &Path) -> anyhow::Result<Built> {
+    match name {
+        TINY_TEMPLATE => build_tiny(out).await,
+        DEBIAN_TEMPLATE => build_debian(out).await,
+        other => anyhow::bail!(
+            "no template named {other:?} can be built; known: {}",
+            BUILDABLE.join(", ")
+        ),
+    }
+}
+
+async fn build(
+    out: &Path,
+    files: &[(&str, &str)],
+    script: &str,
+    stem: &str,
+) -> anyhow::Result<Built> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let out = out.canonicalize()?;
     let source = out.join(".source");
-    for (path, text) in TINY {
+    for (path, text) in files {
         write_if_changed(&source.join(path), text)?;
     }
-    let script = source.join("scripts/build-tiny-template");
     let run = tokio::process::Command::new("bash")
-        .arg(&script)
+        .arg(source.join(script))
         .arg(&out)
         .output()
         .await
         .context("running bash")?;
     if !run.status.success() {
         anyhow::bail!(
-            "building the tiny template failed:\n{}",
+            "building template {stem} failed:\n{}",
             String::from_utf8_lossy(&run.stderr).trim()
         );
     }
-    let manifest_path = out.join("neptune-tiny.json");
+    let manifest_path = out.join(format!("{stem}.json"));
     let manifest: Manifest = serde_json::from_slice(
         &std::fs::read(&manifest_path)
             .with_context(|| format!("reading {}", manifest_path.display()))?,
     )
     .with_context(|| format!("{} is not a manifest", manifest_path.display()))?;
     Ok(Built {
-        image: out.join("neptune-tiny.qcow2"),
+        image: out.join(format!("{stem}.qcow2")),
         manifest,
     })
 }

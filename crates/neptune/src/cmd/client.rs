@@ -168,7 +168,8 @@ pub(crate) enum TemplateCommand {
     /// once it is in the Manager's image repository). NAME: `neptune-tiny`,
     /// the tiny test template (a BusyBox guest on Debian's cloud kernel that
     /// boots in seconds under emulation and reads the same cloud-init seed
-    /// as a full image).
+    /// as a full image), or `debian-12`, a real Debian 12 cloud image with
+    /// cloud-init, made with mmdebstrap (minutes; needs root).
     Build {
         name: String,
         /// The directory to build in (the image, its manifest, a cache).
@@ -668,14 +669,14 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
 
 /// `template build`: builds a template of the source tree's scripts here.
 fn build_template(name: &str, out: &std::path::Path) -> anyhow::Result<ExitCode> {
-    if name != neptune_manager::guests::TINY_TEMPLATE {
+    if !neptune_manager::guests::BUILDABLE.contains(&name) {
         eprintln!(
             "error: no template named {name:?} can be built; known: {}",
-            neptune_manager::guests::TINY_TEMPLATE
+            neptune_manager::guests::BUILDABLE.join(", ")
         );
         return Ok(ExitCode::from(2));
     }
-    let built = runtime()?.block_on(neptune_manager::guests::build_tiny(out))?;
+    let built = runtime()?.block_on(neptune_manager::guests::build_named(name, out))?;
     println!("image     {}", built.image.display());
     println!("os        {} {}", built.manifest.os, built.manifest.version);
     println!("format    {}", built.manifest.format);
