@@ -76,10 +76,6 @@ fn args() -> anyhow::Result<Args> {
             (a.sizes, a.runs, a.disk_runs, a.big_mib, a.big_data_mib) = (vec![1], 1, 2, 64, 32);
             continue;
         }
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
         let value = it
             .next()
             .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;

@@ -429,7 +429,7 @@ impl Clock {
         self.start.elapsed().as_secs_f64()
     }
 
-    fn from_uptime(&self, uptime: f64) -> f64 {
+    fn at_uptime(&self, uptime: f64) -> f64 {
         uptime - self.uptime
     }
 }
@@ -512,7 +512,7 @@ impl Target {
                 .and_then(|p| std::fs::read_to_string(p).ok())
                 .and_then(|pid| process_start(pid.trim()))
             {
-                t.qemu = Some(clock.from_uptime(start));
+                t.qemu = Some(clock.at_uptime(start));
             }
         }
         if t.ready.is_none() {
