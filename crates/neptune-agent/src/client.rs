@@ -502,6 +502,16 @@ impl Hypervisor for AgentHypervisor {
             .map_err(|e| HypervisorError::Unreachable(error_chain(&e)))
     }
 
+    async fn info(&self, vm: &str) -> neptune_hypervisor::Result<Option<VmInfo>> {
+        match self.client.vm(vm).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => match e.into_hypervisor_error(Op::Define, vm, "") {
+                HypervisorError::NoSuchVm(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn console(&self, vm: &str, max_bytes: u64) -> neptune_hypervisor::Result<String> {
         self.client
             .console(vm, max_bytes)

@@ -226,10 +226,8 @@ fn same_name(path: &str, spec: &VmSpec) -> ApiResult<()> {
 
 async fn get_vm(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<Json<VmInfo>> {
     s.hypervisor
-        .list()
+        .info(&name)
         .await?
-        .into_iter()
-        .find(|vm| vm.name == name)
         .map(Json)
         .ok_or_else(|| HypervisorError::NoSuchVm(name).into())
 }

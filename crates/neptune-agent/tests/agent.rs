@@ -352,6 +352,11 @@ async fn injected_faults_surface_as_errors() {
         .iter()
         .all(|vm| vm.state == VmState::Running));
 
+    // One VM through the port: as listed, and none for a VM not there.
+    let db = hv.info("vi1-db").await.unwrap().unwrap();
+    assert_eq!((db.state, db.ready), (VmState::Running, true));
+    assert_eq!(hv.info("ghost").await.unwrap(), None);
+
     // Other refusals keep their variant through the port.
     assert_eq!(
         hv.start("ghost").await,

@@ -307,6 +307,11 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Stops and undefines the VM (its disk stays); absent is fine.
     async fn destroy(&self, vm: &str) -> Result<()>;
     async fn list(&self) -> Result<Vec<VmInfo>>;
+    /// One VM, as [`Hypervisor::list`] would show it; `None` when it is
+    /// not on this host. Adapters answer it without listing every VM.
+    async fn info(&self, vm: &str) -> Result<Option<VmInfo>> {
+        Ok(self.list().await?.into_iter().find(|v| v.name == vm))
+    }
     /// The last `max_bytes` of the VM's serial console output (as text,
     /// invalid UTF-8 replaced).
     async fn console(&self, vm: &str, max_bytes: u64) -> Result<String>;

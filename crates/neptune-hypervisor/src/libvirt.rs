@@ -1480,6 +1480,15 @@ impl Hypervisor for LibvirtHypervisor {
         self.domains(Op::Define).await
     }
 
+    async fn info(&self, vm: &str) -> Result<Option<VmInfo>> {
+        validate_vm_name(vm)?;
+        // One dumpxml and one domstate, where a list reads every domain.
+        Ok(self.domain(Op::Define, vm).await?.map(|mut v| {
+            v.ready = self.is_ready(&v);
+            v
+        }))
+    }
+
     async fn console(&self, vm: &str, max_bytes: u64) -> Result<String> {
         let op = Op::Console;
         validate_vm_name(vm)?;
