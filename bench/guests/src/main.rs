@@ -70,6 +70,17 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            #[allow(clippy::print_stdout, reason = "the usage is this command's answer")]
+            {
+                println!("{USAGE}");
+            }
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "--help answers and ends before anything runs"
+            )]
+            std::process::exit(0);
+        }
         if flag == "--smoke" {
             // Does it still run end to end (scripts/bench-smoke)? No
             // figure of a smoke run is a measurement.

@@ -1220,6 +1220,11 @@ impl Hypervisor for LibvirtHypervisor {
     async fn define(&self, spec: &VmSpec) -> Result<()> {
         let op = Op::Define;
         self.check_own_spec(spec)?;
+        // The seed image is the VM's own file, written whole or not at all:
+        // made before the lock, so that the defines of a VI's VMs do not
+        // wait for each other's (a refused define leaves it to the destroy
+        // that undoes it).
+        self.write_seed(op, spec).await?;
         let _admitted = self.admission.lock().await;
         let all = self.domains_but_name_taken(op, spec).await?;
         if let Some(existing) = all.iter().find(|d| d.name == spec.name) {
@@ -1233,7 +1238,6 @@ impl Hypervisor for LibvirtHypervisor {
         }
         check_room(self.config.capacity, all.iter().map(|d| &d.spec), spec)?;
         self.ensure_networks(op, spec).await?;
-        self.write_seed(op, spec).await?;
         self.define_domain(op, spec, None, Vec::new()).await
     }
 
