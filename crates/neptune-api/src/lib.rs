@@ -187,6 +187,9 @@ pub struct Datacenter {
     pub id: Uuid,
     pub name: String,
     pub home_pools: Vec<String>,
+    /// Its router on the public network, if it has one: entry points'
+    /// default route.
+    pub public_gateway: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -197,6 +200,12 @@ pub struct CreateDatacenter {
     /// from which entry points get their Home Addresses.
     #[serde(default)]
     pub home_pools: Vec<String>,
+    /// Its router on the public network: an address inside one of
+    /// `home_pools` (never given out as a Home Address), to which entry
+    /// points route what leaves the VI. None: entry points get no default
+    /// route.
+    #[serde(default)]
+    pub public_gateway: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -862,7 +862,8 @@ impl Jobs {
 
 /// The VM of a node on host `host`, as a job defines or restores it (its
 /// disk path comes from the host when the step runs), configured from the
-/// VI's address plan, its guest accepting the owner's `ssh_keys`.
+/// VI's address plan, its guest accepting the owner's `ssh_keys`, an entry
+/// point routed through its datacenter's `public_gateway`.
 pub fn vm_spec(
     vi: Uuid,
     topo: &neptune_topology::Topology,
@@ -871,9 +872,16 @@ pub fn vm_spec(
     wiring: &crate::wiring::Wiring,
     addresses: &neptune_ipam::Plan,
     ssh_keys: &[String],
+    public_gateway: Option<std::net::Ipv4Addr>,
 ) -> VmSpec {
     VmSpec {
-        seed: Some(crate::seed::render(vi, node, addresses, ssh_keys)),
+        seed: Some(crate::seed::render(
+            vi,
+            node,
+            addresses,
+            ssh_keys,
+            public_gateway,
+        )),
         name: vm_name(vi, node.id.as_str()),
         vcpus: node.vcpus(),
         ram_mib: node.ram.0,

@@ -287,6 +287,7 @@ mod tests {
 
     fn datacenter(name: &str) -> DatacenterRecord {
         DatacenterRecord {
+            public_gateway: None,
             id: Uuid::new_v4(),
             name: name.into(),
             created_at: 0,
@@ -474,6 +475,7 @@ pub fn domain(
     datacenters: &[DatacenterRecord],
 ) -> Result<DomainConfig, AddressError> {
     let mut dcs = Vec::new();
+    let mut reserved = Vec::new();
     for dc in datacenters {
         let name = DatacenterName::new(dc.name.as_str())
             .map_err(|e| AddressError::Config(e.to_string()))?;
@@ -485,6 +487,22 @@ pub fn domain(
                     .map_err(|_| AddressError::Config(format!("{p:?} is not a prefix")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(gw) = public_gateway(dc)? {
+            let inside = pools.iter().find(|p| p.contains(&gw)).ok_or_else(|| {
+                AddressError::Config(format!(
+                    "public gateway {gw} of datacenter {} is in none of its Home Address pools",
+                    dc.name
+                ))
+            })?;
+            if gw == inside.network() || gw == inside.broadcast() {
+                return Err(AddressError::Config(format!(
+                    "public gateway {gw} of datacenter {} is not a host address of {inside}",
+                    dc.name
+                )));
+            }
+            // Never a Home Address.
+            reserved.push(Ipv4Net::from(gw));
+        }
         dcs.push(DatacenterConfig {
             name,
             home_pools: pools,
@@ -493,13 +511,28 @@ pub fn domain(
     let config = DomainConfig {
         private_pools: private_pools.to_vec(),
         datacenters: dcs,
-        reserved: Vec::new(),
+        reserved,
         point_to_point: PointToPoint::default(),
     };
     config
         .validate()
         .map_err(|e| AddressError::Config(e.to_string()))?;
     Ok(config)
+}
+
+/// A datacenter's public gateway, if it has one.
+pub fn public_gateway(dc: &DatacenterRecord) -> Result<Option<std::net::Ipv4Addr>, AddressError> {
+    dc.public_gateway
+        .as_deref()
+        .map(|g| {
+            g.parse().map_err(|_| {
+                AddressError::Config(format!(
+                    "public gateway {g:?} of datacenter {} is not an IPv4 address",
+                    dc.name
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// The planner's snapshot: the domain and every stored allocation.

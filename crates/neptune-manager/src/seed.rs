@@ -153,12 +153,14 @@ fn q(s: &str) -> String {
 }
 
 /// The seed of `node` of VI `vi`, numbered as `plan` says; `ssh_keys`: the
-/// owner's public keys.
+/// owner's public keys; `public_gateway`: the home datacenter's router on
+/// its public network, an entry point's default route.
 pub fn render(
     vi: Uuid,
     node: &VirtualNode,
     plan: &neptune_ipam::Plan,
     ssh_keys: &[String],
+    public_gateway: Option<Ipv4Addr>,
 ) -> Seed {
     let instance_id = instance_id(vi, node);
     let host = hostname(node);
@@ -216,6 +218,15 @@ pub fn render(
             for a in &addresses {
                 let _ = writeln!(net, "      - {}", q(a));
             }
+        }
+        // An entry point leaves through its datacenter's router, on the
+        // link of its /32 Home Address.
+        if let (Some(_), Some(gw), true) = (home, public_gateway, public_ifnames.len() == 1) {
+            let _ = write!(
+                net,
+                "    routes:\n      - to: \"0.0.0.0/0\"\n        via: {}\n        on-link: true\n",
+                q(&gw.to_string())
+            );
         }
         if let (Some(via), Some((link, _))) = (default_via, on_link) {
             if link.gateway == Some(via) {
@@ -333,6 +344,7 @@ mod tests {
         let vi = Uuid::from_u128(0x7f3c_2a10_b5e4_0000_0000_0000_0000_0001);
         let pools = ["10.20.0.0/16".parse().unwrap()];
         let dcs = [neptune_store::DatacenterRecord {
+            public_gateway: None,
             id: Uuid::from_u128(1),
             name: "dc1".to_owned(),
             created_at: 0,
@@ -371,7 +383,7 @@ mod tests {
     #[test]
     fn a_backend_routes_through_its_lans_gateway() {
         let (vi, topo, plan) = planned();
-        let seed = render(vi, &topo.nodes[1], &plan, &[]);
+        let seed = render(vi, &topo.nodes[1], &plan, &[], None);
         assert_eq!(
             seed.network_config,
             "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"02:4e:0a:14:00:02\"\n    set-name: \"eth0\"\n    addresses:\n      - \"10.20.0.2/29\"\n    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"10.20.0.1\"\n"
@@ -397,10 +409,26 @@ mod tests {
     fn the_nat_node_masquerades_out_of_its_public_side() {
         let (vi, topo, plan) = planned();
         let keys = vec!["ssh-ed25519 AAAAC3Nza alice@example".to_owned()];
-        let seed = render(vi, &topo.nodes[0], &plan, &keys);
+        let seed = render(vi, &topo.nodes[0], &plan, &keys, None);
         let net = &seed.network_config;
         assert!(net.contains("      - \"192.0.2.1/32\"\n"), "{net}");
-        assert!(!net.contains("routes:"), "{net}");
+        assert!(!net.contains("routes:"), "no router known: {net}");
+        let routed = render(
+            vi,
+            &topo.nodes[0],
+            &plan,
+            &keys,
+            Some(Ipv4Addr::new(192, 0, 2, 254)),
+        );
+        assert!(
+            routed.network_config.ends_with(
+                "    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"192.0.2.254\"\n        on-link: true\n  eth1:\n"
+            ) || routed.network_config.contains(
+                "      - \"192.0.2.1/32\"\n    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"192.0.2.254\"\n        on-link: true\n"
+            ),
+            "{}",
+            routed.network_config
+        );
         let user = &seed.user_data;
         assert!(user.contains("hostname: \"gateway\"\n"), "{user}");
         assert!(user.contains("  - name: \"alice\"\n    lock_passwd: false\n    passwd: \"$6$saltsalt$abcdefghijklmnopqrstuv\"\n"), "{user}");
@@ -413,6 +441,38 @@ mod tests {
             user.contains("  - \"nft -f /etc/neptune/nat.nft\"\n"),
             "{user}"
         );
+    }
+
+    #[test]
+    fn the_public_gateway_is_never_a_home_address() {
+        let topo = neptune_topology::from_xml(NAT).unwrap();
+        let vi = Uuid::from_u128(7);
+        let mut dc = neptune_store::DatacenterRecord {
+            id: Uuid::from_u128(1),
+            name: "dc1".to_owned(),
+            created_at: 0,
+            home_pools: vec!["192.0.2.0/24".to_owned()],
+            public_gateway: Some("192.0.2.1".to_owned()),
+        };
+        let pools = ["10.20.0.0/16".parse().unwrap()];
+        let domain = crate::plan::domain(&pools, std::slice::from_ref(&dc)).unwrap();
+        let snapshot = crate::plan::snapshot(domain, &[]).unwrap();
+        let plan = crate::plan::addresses(&snapshot, vi, &topo, "dc1").unwrap();
+        let home = plan.entry_points[0].home_address;
+        assert_ne!(home, Ipv4Addr::new(192, 0, 2, 1), "the gateway is kept");
+        assert!(
+            "192.0.2.0/24"
+                .parse::<neptune_ipam::ipnet::Ipv4Net>()
+                .unwrap()
+                .contains(&home),
+            "{home}"
+        );
+        // Outside the pools, or the network's own address: refused.
+        for bad in ["198.51.100.1", "192.0.2.0", "not-an-address"] {
+            dc.public_gateway = Some(bad.to_owned());
+            let err = crate::plan::domain(&pools, std::slice::from_ref(&dc)).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]

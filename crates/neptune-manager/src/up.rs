@@ -291,6 +291,7 @@ pub async fn start(
             .get(i)
             .copied();
         let dc = DatacenterRecord {
+            public_gateway: None,
             id: Uuid::new_v4(),
             name: name.clone(),
             created_at: now_ms(),

@@ -255,6 +255,7 @@ mod tests {
         )
         .unwrap();
         let dc = DatacenterRecord {
+            public_gateway: None,
             id: Uuid::new_v4(),
             name: "napoli".into(),
             created_at: 0,

@@ -3281,6 +3281,166 @@ async fn a_vi_deploys_onto_libvirt() {
     leftovers(again_prefix, again_bridges, again.clone());
 }
 
+/// A network namespace of the test's own, removed when dropped.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The paper's typical VI for real: a NAT/firewall entry point in front
+/// of a private backend, in a datacenter whose public network has a
+/// router. A "public" network namespace stands for the outside, with the
+/// router's address: the backend reaches it through the NAT node
+/// (masqueraded: the namespace has no route to the private addresses), and
+/// a correspondent there reaches the entry point's web server at its Home
+/// Address.
+#[tokio::test]
+async fn a_nat_vi_reaches_and_is_reached_from_outside() {
+    let (Ok(uri), Ok(tiny)) = (
+        std::env::var("NEPTUNE_TEST_LIBVIRT_URI"),
+        std::env::var("NEPTUNE_TEST_TINY_TEMPLATE"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must boot real guests: set NEPTUNE_TEST_LIBVIRT_URI and NEPTUNE_TEST_TINY_TEMPLATE"
+        );
+        skipped("NEPTUNE_TEST_LIBVIRT_URI or NEPTUNE_TEST_TINY_TEMPLATE is not set");
+        return;
+    };
+    let m = start_over(Db::Sqlite, Some(uri.clone())).await.unwrap();
+    let p = m.people().await;
+    let (s, v) = m
+        .post(
+            &p.admin,
+            "/api/v1/datacenters",
+            Some(json!({"name": "capri", "home_pools": ["203.0.113.0/24"],
+                "public_gateway": "203.0.113.254"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["public_gateway"], "203.0.113.254");
+    let host = json!({"datacenter": "capri", "name": "capri0", "agent_url": "http://127.0.0.1:9",
+        "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": 10});
+    let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(host)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    std::fs::copy(&tiny, m.dir.path().join("images/neptune-tiny.qcow2")).unwrap();
+    let (s, v) = m
+        .post(
+            &p.admin,
+            "/api/v1/templates",
+            Some(json!({"name": "neptune-tiny", "image": "neptune-tiny.qcow2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let node = |id: &str, ifaces: Value| {
+        json!({"id": id, "ram": 128, "disk": 256, "interfaces": ifaces,
+            "os": {"name": "Neptune tiny", "username": "alice", "password": "tiny-secret"},
+            "software": {"template": "neptune-tiny"}})
+    };
+    let design = json!({"topology": {"id": "nat", "nodes": [
+            node("gw", json!([{"name": "eth0", "entry_point": {}}, {"name": "eth1"}])),
+            node("web", json!([{"name": "eth0"}]))],
+        "links": [{"id": "lan", "type": "lan", "bandwidth": 100,
+            "endpoints": [{"node": "gw", "interface": "eth1"}, {"node": "web", "interface": "eth0"}]}]}});
+    let id = m.requested_vi(&p.alice, design).await;
+    let simple = id.replace('-', "");
+    let _leftovers = LibvirtLeftovers {
+        uri: uri.clone(),
+        prefix: format!("nt-{}", &simple[..8]),
+    };
+    m.accept(&p.admin, &id, Some(json!({"datacenter": "capri"})))
+        .await;
+    let v = m.wait_vi_for(&p.alice, &id, "deploying", 2400).await;
+    assert_eq!(v["state"], "running", "{v}");
+    let home = v["addresses"]["home_addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // The outside: a namespace on the public network's bridge, holding
+    // the datacenter's router address.
+    let bridge = virsh(&uri, &["net-info", "public"])
+        .lines()
+        .find_map(|l| l.strip_prefix("Bridge:").map(|b| b.trim().to_owned()))
+        .expect("the public network");
+    let tag = std::process::id() % 100_000;
+    let ns = Netns(format!("ntnat{tag}"));
+    let (outer, inner) = (format!("ntnat{tag}h"), format!("ntnat{tag}n"));
+    ip(&["netns", "add", &ns.0]);
+    ip(&[
+        "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &ns.0,
+    ]);
+    ip(&["link", "set", &outer, "master", &bridge, "up"]);
+    ip(&[
+        "-n",
+        &ns.0,
+        "addr",
+        "add",
+        "203.0.113.254/24",
+        "dev",
+        &inner,
+    ]);
+    ip(&["-n", &ns.0, "link", "set", &inner, "up"]);
+    ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+
+    // The backend reaches the outside through the NAT node.
+    let web = Console::login(&m, &p.alice, &id, "web", "alice", "tiny-secret").await;
+    assert!(
+        web.run("/bin/ping -c 2 -W 5 203.0.113.254 >/dev/null")
+            .await,
+        "the backend pings the outside through the NAT node"
+    );
+    // A correspondent outside reaches the entry point's web server at its
+    // Home Address.
+    let mut page = String::new();
+    let mut why = String::new();
+    for _ in 0..20 {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "python3", "-c"])
+            .arg("import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
+            .arg(format!("http://{home}/"))
+            .output()
+            .unwrap();
+        page = String::from_utf8_lossy(&out.stdout).into_owned();
+        why = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(
+        page.contains("gw"),
+        "the entry point's page at {home}: {page:?} ({why})\n{}",
+        Console::login(&m, &p.alice, &id, "gw", "alice", "tiny-secret")
+            .await
+            .output("ip -o addr show dev eth0; ip route")
+            .await
+    );
+
+    let v = m.act(&p.alice, &id, "terminate", "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+}
+
 /// Says that the calling test did not run, past the test harness's output
 /// capture, so a plain `cargo test` shows it: the test passes without
 /// proving anything. (In CI, `CI` set, a missing backend fails instead.)

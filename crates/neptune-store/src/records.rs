@@ -169,6 +169,9 @@ pub struct DatacenterRecord {
     pub created_at: i64,
     /// Public prefixes routed to the datacenter's Edge Service Switch (Home Addresses).
     pub home_pools: Vec<String>,
+    /// Its router on the public network (an entry point's default route),
+    /// inside one of `home_pools`.
+    pub public_gateway: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

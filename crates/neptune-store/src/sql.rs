@@ -58,7 +58,7 @@ pub struct SqlStore {
 /// The migrations of each backend, in order. Applied ones are never edited:
 /// a change is a new file.
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 10] = match backend {
+    let files: [(i64, &'static str, &'static str); 11] = match backend {
         Backend::Sqlite => [
             (
                 1,
@@ -109,6 +109,11 @@ fn migrator(backend: Backend) -> Migrator {
                 10,
                 "SSH keys",
                 include_str!("../migrations/sqlite/0010_ssh_keys.sql"),
+            ),
+            (
+                11,
+                "public gateway",
+                include_str!("../migrations/sqlite/0011_public_gateway.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -161,6 +166,11 @@ fn migrator(backend: Backend) -> Migrator {
                 10,
                 "SSH keys",
                 include_str!("../migrations/postgres/0010_ssh_keys.sql"),
+            ),
+            (
+                11,
+                "public gateway",
+                include_str!("../migrations/postgres/0011_public_gateway.sql"),
             ),
         ],
     };
@@ -416,6 +426,7 @@ fn datacenter_row(row: &AnyRow) -> Result<DatacenterRecord> {
                 .map(str::to_owned)
                 .collect()
         },
+        public_gateway: get(row, "public_gateway")?,
     })
 }
 
@@ -878,12 +889,14 @@ impl Store for SqlStore {
 
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO datacenters (id, name, created_at, home_pools) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO datacenters (id, name, created_at, home_pools, public_gateway) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(dc.id.to_string())
         .bind(&dc.name)
         .bind(dc.created_at)
         .bind(dc.home_pools.join(","))
+        .bind(dc.public_gateway.clone())
         .execute(&self.pool)
         .await
         .map_err(write_err("datacenter"))?;

@@ -208,6 +208,7 @@ async fn users_and_tokens(s: &dyn Store) {
 
 async fn datacenters_and_hosts(s: &dyn Store) {
     let dc = DatacenterRecord {
+        public_gateway: None,
         id: Uuid::new_v4(),
         name: "napoli".into(),
         created_at: 1,
@@ -216,6 +217,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
     s.create_datacenter(&dc).await.unwrap();
     assert!(matches!(
         s.create_datacenter(&DatacenterRecord {
+            public_gateway: None,
             id: Uuid::new_v4(),
             ..dc.clone()
         })
@@ -477,6 +479,7 @@ async fn owner_and_datacenter(
     let owner = user(user_name, Role::User);
     s.create_user(&owner).await.unwrap();
     let dc = DatacenterRecord {
+        public_gateway: None,
         id: Uuid::new_v4(),
         name: dc.into(),
         created_at: 1,

@@ -51,6 +51,7 @@ pub(crate) async fn create_datacenter(
         )
     })?;
     let dc = DatacenterRecord {
+        public_gateway: req.public_gateway,
         id: Uuid::new_v4(),
         name: req.name,
         created_at: now_ms(),

@@ -155,6 +155,7 @@ pub(crate) fn datacenter_out(d: &DatacenterRecord) -> api::Datacenter {
         home_pools: d.home_pools.clone(),
         id: d.id,
         name: d.name.clone(),
+        public_gateway: d.public_gateway.clone(),
     }
 }
 

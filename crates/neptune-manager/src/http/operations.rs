@@ -192,6 +192,7 @@ pub(crate) async fn resume_vi(
                     &wiring,
                     &addresses,
                     &keys,
+                    super::vis::gateway_of(&dc)?,
                 ),
                 state: path_string(dir.join(format!("{vm}.state"))),
                 image: Some(disk),

@@ -672,6 +672,7 @@ async fn deploy_steps(
     vms: &[VmRecord],
     wiring: &Wiring,
     addresses: &neptune_ipam::Plan,
+    public_gateway: Option<std::net::Ipv4Addr>,
 ) -> ApiResult<Vec<Step>> {
     let mut copies = Vec::new();
     let mut defines = Vec::new();
@@ -708,7 +709,16 @@ async fn deploy_steps(
         });
         defines.push(Step::Define {
             host: placed.host_id,
-            spec: jobs::vm_spec(vi, topo, node, placed.host_id, wiring, addresses, &keys),
+            spec: jobs::vm_spec(
+                vi,
+                topo,
+                node,
+                placed.host_id,
+                wiring,
+                addresses,
+                &keys,
+                public_gateway,
+            ),
             image: template.image_path,
         });
         starts.push(Step::Start {
@@ -752,6 +762,13 @@ fn software_provided(
         }
     }
     Ok(())
+}
+
+/// The public gateway of datacenter `dc`, which entry points route through.
+pub(super) fn gateway_of(
+    dc: &neptune_store::DatacenterRecord,
+) -> ApiResult<Option<std::net::Ipv4Addr>> {
+    crate::plan::public_gateway(dc).map_err(|e| ApiError::Conflict(e.to_string()))
 }
 
 /// The SSH public keys of a VI's owner, which its guests accept.
@@ -873,6 +890,7 @@ pub(crate) async fn plan_vi(
         &plan.records,
         &wiring,
         &addresses,
+        gateway_of(&dc)?,
     )
     .await?;
     Ok(Json(api::Plan {
@@ -923,6 +941,7 @@ pub(crate) async fn accept_vi(
             &plan.records,
             &wiring,
             &addresses,
+            gateway_of(&dc)?,
         )
         .await?;
         let mut rows = crate::plan::address_rows(&addresses);
@@ -1030,7 +1049,27 @@ pub(crate) async fn deploy_vi(
     let topo = design_of(&vi)?;
     let hosts = state.store.list_hosts().await?;
     let wiring = wiring(&state, &topo, &addresses, &vms, &hosts).await?;
-    let steps = deploy_steps(&state, vi.id, vi.owner_id, &topo, &vms, &wiring, &addresses).await?;
+    let dc = state
+        .store
+        .list_datacenters()
+        .await?
+        .into_iter()
+        .find(|d| Some(d.id) == vi.home_datacenter_id);
+    let gateway = match &dc {
+        Some(dc) => gateway_of(dc)?,
+        None => None,
+    };
+    let steps = deploy_steps(
+        &state,
+        vi.id,
+        vi.owner_id,
+        &topo,
+        &vms,
+        &wiring,
+        &addresses,
+        gateway,
+    )
+    .await?;
     let vi = start_job(&state, &caller, &vi, JobKind::Deploy, &steps).await?;
     Ok(Json(detail(&state, &vi).await?))
 }
