@@ -860,27 +860,35 @@ impl Jobs {
     }
 }
 
+/// What configures a VI's guests besides its design: its address plan,
+/// its owner's SSH keys, its home datacenter's public gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestConfig<'a> {
+    pub addresses: &'a neptune_ipam::Plan,
+    pub ssh_keys: &'a [String],
+    pub public_gateway: Option<std::net::Ipv4Addr>,
+}
+
 /// The VM of a node on host `host`, as a job defines or restores it (its
 /// disk path comes from the host when the step runs), configured from the
-/// VI's address plan, its guest accepting the owner's `ssh_keys`, an entry
-/// point routed through its datacenter's `public_gateway`.
+/// VI's address plan, its guest accepting the owner's SSH keys, an entry
+/// point routed through its datacenter's public gateway (`guests`).
 pub fn vm_spec(
     vi: Uuid,
     topo: &neptune_topology::Topology,
     node: &neptune_topology::VirtualNode,
     host: Uuid,
     wiring: &crate::wiring::Wiring,
-    addresses: &neptune_ipam::Plan,
-    ssh_keys: &[String],
-    public_gateway: Option<std::net::Ipv4Addr>,
+    guests: GuestConfig<'_>,
 ) -> VmSpec {
+    let addresses = guests.addresses;
     VmSpec {
         seed: Some(crate::seed::render(
             vi,
             node,
             addresses,
-            ssh_keys,
-            public_gateway,
+            guests.ssh_keys,
+            guests.public_gateway,
         )),
         name: vm_name(vi, node.id.as_str()),
         vcpus: node.vcpus(),

@@ -666,14 +666,14 @@ pub(super) async fn wiring(
 /// ready.
 async fn deploy_steps(
     state: &AppState,
-    vi: Uuid,
-    owner: Uuid,
+    vi: &ViRecord,
     topo: &Topology,
     vms: &[VmRecord],
     wiring: &Wiring,
     addresses: &neptune_ipam::Plan,
     public_gateway: Option<std::net::Ipv4Addr>,
 ) -> ApiResult<Vec<Step>> {
+    let (owner, vi) = (vi.owner_id, vi.id);
     let mut copies = Vec::new();
     let mut defines = Vec::new();
     let mut starts = Vec::new();
@@ -715,9 +715,11 @@ async fn deploy_steps(
                 node,
                 placed.host_id,
                 wiring,
-                addresses,
-                &keys,
-                public_gateway,
+                jobs::GuestConfig {
+                    addresses,
+                    ssh_keys: &keys,
+                    public_gateway,
+                },
             ),
             image: template.image_path,
         });
@@ -884,8 +886,7 @@ pub(crate) async fn plan_vi(
     let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
     deploy_steps(
         &state,
-        vi.id,
-        vi.owner_id,
+        &vi,
         &topo,
         &plan.records,
         &wiring,
@@ -935,8 +936,7 @@ pub(crate) async fn accept_vi(
         let wiring = wiring(&state, &topo, &addresses, &plan.records, &hosts).await?;
         let steps = deploy_steps(
             &state,
-            vi.id,
-            vi.owner_id,
+            &vi,
             &topo,
             &plan.records,
             &wiring,
@@ -1059,17 +1059,7 @@ pub(crate) async fn deploy_vi(
         Some(dc) => gateway_of(dc)?,
         None => None,
     };
-    let steps = deploy_steps(
-        &state,
-        vi.id,
-        vi.owner_id,
-        &topo,
-        &vms,
-        &wiring,
-        &addresses,
-        gateway,
-    )
-    .await?;
+    let steps = deploy_steps(&state, &vi, &topo, &vms, &wiring, &addresses, gateway).await?;
     let vi = start_job(&state, &caller, &vi, JobKind::Deploy, &steps).await?;
     Ok(Json(detail(&state, &vi).await?))
 }
