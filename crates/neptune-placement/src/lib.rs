@@ -219,8 +219,31 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
     let mut rng = Rng::new(options.seed);
     let (bins, trace) = match options.solver {
         SolverKind::KernighanLin => {
-            let (st, trace) = kl::solve(&inst, &mut rng, options.restarts.unwrap_or(5))?;
-            (st.bin, Some(trace))
+            match kl::solve(&inst, &mut rng, options.restarts.unwrap_or(5)) {
+                Ok((st, trace)) => (st.bin, Some(trace)),
+                // KL packs its parts greedily too, and can miss a placement
+                // of hosts filled to the brim (anti-affinity and pins
+                // included): a small VI is searched for one, as with the
+                // multilevel solver.
+                Err(err @ PlacementError::NothingFits { .. })
+                    if inst.n() <= exact::EXACT_MAX_NODES =>
+                {
+                    let found = exact::search(
+                        &inst,
+                        problem,
+                        &router,
+                        &bin_host,
+                        None,
+                        false,
+                        exact::EXACT_STEPS,
+                    );
+                    match found.bins {
+                        Some(bins) => (bins, None),
+                        None => return Err(err),
+                    }
+                }
+                Err(err) => return Err(err),
+            }
         }
         SolverKind::Multilevel => {
             let n = inst.n();
