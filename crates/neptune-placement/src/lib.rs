@@ -212,6 +212,33 @@ fn ils_steps(n: usize, cycles: usize) -> usize {
     total / cycles.max(1)
 }
 
+/// After a heuristic's `err`: both solvers pack greedily and can miss a
+/// placement of hosts filled to the brim (pins and anti-affinity
+/// included), so a small VI is searched for one exactly; any other error,
+/// or nothing found, stands.
+fn brim_full(
+    err: PlacementError,
+    inst: &instance::Instance,
+    problem: &Problem,
+    router: &network::Router<'_>,
+    bin_host: &[usize],
+) -> Result<Vec<u32>, PlacementError> {
+    if !matches!(err, PlacementError::NothingFits { .. }) || inst.n() > exact::EXACT_MAX_NODES {
+        return Err(err);
+    }
+    exact::search(
+        inst,
+        problem,
+        router,
+        bin_host,
+        None,
+        false,
+        exact::EXACT_STEPS,
+    )
+    .bins
+    .ok_or(err)
+}
+
 /// Places a VI.
 pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, PlacementError> {
     let (inst, bin_host) = instance::Instance::from_problem(problem)?;
@@ -221,28 +248,7 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
         SolverKind::KernighanLin => {
             match kl::solve(&inst, &mut rng, options.restarts.unwrap_or(5)) {
                 Ok((st, trace)) => (st.bin, Some(trace)),
-                // KL packs its parts greedily too, and can miss a placement
-                // of hosts filled to the brim (anti-affinity and pins
-                // included): a small VI is searched for one, as with the
-                // multilevel solver.
-                Err(err @ PlacementError::NothingFits { .. })
-                    if inst.n() <= exact::EXACT_MAX_NODES =>
-                {
-                    let found = exact::search(
-                        &inst,
-                        problem,
-                        &router,
-                        &bin_host,
-                        None,
-                        false,
-                        exact::EXACT_STEPS,
-                    );
-                    match found.bins {
-                        Some(bins) => (bins, None),
-                        None => return Err(err),
-                    }
-                }
-                Err(err) => return Err(err),
+                Err(err) => (brim_full(err, &inst, problem, &router, &bin_host)?, None),
             }
         }
         SolverKind::Multilevel => {
@@ -286,24 +292,7 @@ pub fn solve(problem: &Problem, options: &Options) -> Result<Solution, Placement
             };
             match multilevel::solve(&inst, &router, &bin_host, &mut rng, settings) {
                 Ok(st) => (st.bin, None),
-                // The heuristic packs greedily and can miss a placement of
-                // hosts filled to the brim: a small VI is searched for one.
-                Err(err @ PlacementError::NothingFits { .. }) if n <= exact::EXACT_MAX_NODES => {
-                    let found = exact::search(
-                        &inst,
-                        problem,
-                        &router,
-                        &bin_host,
-                        None,
-                        false,
-                        exact::EXACT_STEPS,
-                    );
-                    match found.bins {
-                        Some(bins) => (bins, None),
-                        None => return Err(err),
-                    }
-                }
-                Err(err) => return Err(err),
+                Err(err) => (brim_full(err, &inst, problem, &router, &bin_host)?, None),
             }
         }
     };
