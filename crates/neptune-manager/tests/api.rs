@@ -2024,6 +2024,26 @@ impl TestManager {
         v
     }
 
+    /// Polls job `id` until it is no longer running (at most `seconds`);
+    /// returns it as last read.
+    async fn job_outcome(&self, token: &str, id: &str, seconds: u64) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            let (_, j) = self
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/jobs/{id}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            if j["state"] != "running" || std::time::Instant::now() > deadline {
+                return j;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// Creates and requests a VI of `token`'s user; returns its id.
     async fn requested_vi(&self, token: &str, design: Value) -> String {
         let vi = self.create_vi(token, design).await;
@@ -2265,23 +2285,9 @@ async fn vm_saved_as_template(m: &TestManager) {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["kind"], "save_template");
-    let job_id = job["id"].as_str().unwrap().to_owned();
-    let mut done = Value::Null;
-    for _ in 0..400 {
-        let (_, j) = m
-            .call(
-                Method::GET,
-                &format!("/api/v1/jobs/{job_id}"),
-                Some(&p.alice),
-                None,
-            )
-            .await;
-        if j["state"] != "running" {
-            done = j;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let done = m
+        .job_outcome(&p.alice, job["id"].as_str().unwrap(), 10)
+        .await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let (_, v) = m
         .call(
@@ -3174,23 +3180,9 @@ async fn a_vi_deploys_onto_libvirt() {
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    let job_id = job["id"].as_str().unwrap().to_owned();
-    let mut done = Value::Null;
-    for _ in 0..2400 {
-        let (_, j) = m
-            .call(
-                Method::GET,
-                &format!("/api/v1/jobs/{job_id}"),
-                Some(&p.alice),
-                None,
-            )
-            .await;
-        if j["state"] != "running" {
-            done = j;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let done = m
+        .job_outcome(&p.alice, job["id"].as_str().unwrap(), 120)
+        .await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let disks_of = |vi: &str| {
         let simple = vi.replace('-', "");
