@@ -420,15 +420,15 @@ mod tests {
             &keys,
             Some(Ipv4Addr::new(192, 0, 2, 254)),
         );
+        // The route belongs to the public interface (eth0), not the LAN's.
         assert!(
-            routed.network_config.ends_with(
-                "    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"192.0.2.254\"\n        on-link: true\n  eth1:\n"
-            ) || routed.network_config.contains(
-                "      - \"192.0.2.1/32\"\n    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"192.0.2.254\"\n        on-link: true\n"
+            routed.network_config.contains(
+                "      - \"192.0.2.1/32\"\n    routes:\n      - to: \"0.0.0.0/0\"\n        via: \"192.0.2.254\"\n        on-link: true\n  eth1:\n"
             ),
             "{}",
             routed.network_config
         );
+        assert_eq!(routed.network_config.matches("routes:").count(), 1);
         let user = &seed.user_data;
         assert!(user.contains("hostname: \"gateway\"\n"), "{user}");
         assert!(user.contains("  - name: \"alice\"\n    lock_passwd: false\n    passwd: \"$6$saltsalt$abcdefghijklmnopqrstuv\"\n"), "{user}");

@@ -1049,13 +1049,14 @@ pub(crate) async fn deploy_vi(
     let topo = design_of(&vi)?;
     let hosts = state.store.list_hosts().await?;
     let wiring = wiring(&state, &topo, &addresses, &vms, &hosts).await?;
-    let dc = state
+    // Routed through the home datacenter's gateway, as at its acceptance.
+    let gateway = match state
         .store
         .list_datacenters()
         .await?
-        .into_iter()
-        .find(|d| Some(d.id) == vi.home_datacenter_id);
-    let gateway = match &dc {
+        .iter()
+        .find(|d| Some(d.id) == vi.home_datacenter_id)
+    {
         Some(dc) => gateway_of(dc)?,
         None => None,
     };
