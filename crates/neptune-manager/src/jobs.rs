@@ -22,8 +22,8 @@ use neptune_store::{HostRecord, JobRecord, JobState, Store, StoreError, Transiti
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::images::NewTemplate;
 use crate::now_ms;
-use crate::templates::NewTemplate;
 
 /// How the Manager reaches a host's hypervisor: through its Agent in
 /// production (see [`crate::agents`]).
@@ -853,7 +853,7 @@ impl Jobs {
                 _ => {}
             },
             Step::RegisterTemplate { template } => {
-                crate::templates::register(self.store.as_ref(), template).await?;
+                crate::images::register(self.store.as_ref(), template).await?;
             }
         }
         Ok(())

@@ -7,6 +7,7 @@
 //! the OpenAPI document that [`openapi()`] builds from the code.
 
 pub mod agents;
+pub mod app;
 pub mod auth;
 pub mod error;
 pub mod guests;
@@ -21,9 +22,10 @@ pub mod ssh_keys;
 pub mod server {
     pub use neptune_http::*;
 }
-pub mod templates;
+pub mod images;
 pub mod throttle;
 pub mod up;
+pub mod views;
 pub mod wiring;
 
 use std::net::SocketAddr;
@@ -34,8 +36,8 @@ use anyhow::Context;
 use neptune_store::{Quota, Role, Store, UserRecord};
 use uuid::Uuid;
 
-pub use http::views::Views;
 pub use openapi::openapi;
+pub use views::Views;
 
 /// How a Manager runs.
 #[derive(Debug, Clone)]

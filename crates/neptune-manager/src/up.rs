@@ -308,7 +308,7 @@ pub async fn start(
         state.store.template_for(admin.id, default.name()).await
     {
         let req = default.make(&dir.join("images")).await?;
-        crate::http::register_template(&state, admin.id, req)
+        crate::app::templates::register(&state, admin.id, req)
             .await
             .map_err(|e| anyhow::anyhow!("registering the default template: {e}"))?;
     }

@@ -1,7 +1,6 @@
 //! Datacenters, hosts, templates and the topology catalogue.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -164,7 +163,7 @@ pub(crate) async fn list_templates(
         })
         .collect();
     let owners =
-        super::vis::user_names(&state, templates.iter().filter_map(|t| t.owner_id)).await?;
+        super::present::user_names(&state, templates.iter().filter_map(|t| t.owner_id)).await?;
     Ok(Json(
         templates.iter().map(|t| template_out(t, &owners)).collect(),
     ))
@@ -182,8 +181,8 @@ pub(crate) async fn create_template(
     Json(req): Json<api::CreateTemplate>,
 ) -> ApiResult<(StatusCode, Json<api::Template>)> {
     caller.require_admin()?;
-    let t = register_template(&state, caller.user.id, req).await?;
-    let owners = super::vis::user_names(&state, [caller.user.id].into_iter()).await?;
+    let t = crate::app::templates::register(&state, caller.user.id, req).await?;
+    let owners = super::present::user_names(&state, [caller.user.id].into_iter()).await?;
     Ok((StatusCode::CREATED, Json(template_out(&t, &owners))))
 }
 
@@ -203,7 +202,7 @@ pub(crate) async fn set_template_visibility(
     caller.require_admin()?;
     let t = state
         .store
-        .set_template_visibility(id, super::visibility_in(req.visibility))
+        .set_template_visibility(id, crate::app::templates::visibility(req.visibility))
         .await
         .map_err(|e| match e {
             neptune_store::StoreError::Duplicate { .. } => ApiError::Conflict(
@@ -211,74 +210,8 @@ pub(crate) async fn set_template_visibility(
             ),
             other => other.into(),
         })?;
-    let owners = super::vis::user_names(&state, t.owner_id.into_iter()).await?;
+    let owners = super::present::user_names(&state, t.owner_id.into_iter()).await?;
     Ok(Json(template_out(&t, &owners)))
-}
-
-/// Registers an image of the repository as a template owned by `owner`.
-pub(crate) async fn register_template(
-    state: &AppState,
-    owner: Uuid,
-    req: api::CreateTemplate,
-) -> ApiResult<TemplateRecord> {
-    neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
-        ApiError::InvalidRequest(
-            "a template name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
-        )
-    })?;
-    let path = inside_repository(&state.config.image_dir, &req.image)?;
-    let info = crate::templates::inspect(&path)
-        .await
-        .map_err(|e| match e {
-            crate::templates::ImageError::Unreadable(_) => ApiError::InvalidRequest(e.to_string()),
-            other => ApiError::Internal(other.into()),
-        })?;
-    let positive = |v: Option<i64>, default: i64, what: &str| match v {
-        Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    let size_mib = info.size_mib();
-    let t = TemplateRecord {
-        id: Uuid::new_v4(),
-        name: req.name,
-        owner_id: Some(owner),
-        visibility: super::visibility_in(req.visibility.unwrap_or(api::Visibility::Public)),
-        image_path: path.to_string_lossy().into_owned(),
-        format: info.format,
-        size_mib,
-        os_name: req.os_name,
-        vcpus: positive(req.vcpus, 1, "vcpus")?,
-        ram_mib: positive(req.ram_mib, 512, "ram_mib")?,
-        disk_mib: positive(req.disk_mib, size_mib.max(1), "disk_mib")?,
-        software: serde_json::to_string(&req.software).map_err(|e| ApiError::Internal(e.into()))?,
-        created_at: now_ms(),
-    };
-    if t.disk_mib < t.size_mib {
-        return Err(ApiError::InvalidRequest(format!(
-            "disk_mib {} is smaller than the image's virtual size ({} MiB)",
-            t.disk_mib, t.size_mib
-        )));
-    }
-    state.store.create_template(&t).await?;
-    Ok(t)
-}
-
-/// Resolves `image` inside the repository; refuses anything that escapes it.
-fn inside_repository(repo: &Path, image: &str) -> ApiResult<PathBuf> {
-    let candidate = repo.join(image);
-    let resolved = candidate.canonicalize().map_err(|_| {
-        ApiError::InvalidRequest(format!("image {image:?} not found in the image repository"))
-    })?;
-    let root = repo
-        .canonicalize()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("image repository: {e}")))?;
-    if !resolved.starts_with(&root) || !resolved.is_file() {
-        return Err(ApiError::InvalidRequest(format!(
-            "image {image:?} is not a file inside the image repository"
-        )));
-    }
-    Ok(resolved)
 }
 
 /// A kind of the catalogue of predefined topologies.

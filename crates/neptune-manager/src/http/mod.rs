@@ -1,14 +1,13 @@
 //! The HTTP JSON API under `/api/v1`: routing and the conversions between
 //! store records and API types. Handlers live in one module per resource.
 
-mod cache;
 mod console;
 pub(crate) mod guard;
 mod identity;
 mod infrastructure;
-pub(crate) mod jobs;
 mod operations;
-pub(crate) mod views;
+mod present;
+mod progress;
 mod vis;
 
 use axum::extract::DefaultBodyLimit;
@@ -24,8 +23,8 @@ use crate::AppState;
 pub(crate) use console::*;
 pub(crate) use identity::*;
 pub(crate) use infrastructure::*;
-pub(crate) use jobs::*;
 pub(crate) use operations::*;
+pub(crate) use progress::*;
 pub(crate) use vis::*;
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -111,13 +110,6 @@ pub(crate) fn visibility_out(v: Visibility) -> api::Visibility {
     match v {
         Visibility::Private => api::Visibility::Private,
         Visibility::Public => api::Visibility::Public,
-    }
-}
-
-pub(crate) fn visibility_in(v: api::Visibility) -> Visibility {
-    match v {
-        api::Visibility::Private => Visibility::Private,
-        api::Visibility::Public => Visibility::Public,
     }
 }
 
