@@ -490,15 +490,103 @@ pub struct Plan {
     pub addresses: AddressPlan,
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Put an accepted VI on its hosts.
+    Deploy,
+    /// Save a running VI's VMs and free its hosts.
+    Suspend,
+    /// Place a suspended VI again and restore its VMs.
+    Resume,
+    /// Take a VI off its hosts and free everything it holds.
+    Terminate,
+    /// Save a VM as a new template (the VI's state is left alone).
+    SaveTemplate,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Deploy,
+        JobKind::Suspend,
+        JobKind::Resume,
+        JobKind::Terminate,
+        JobKind::SaveTemplate,
+    ];
+
+    /// The wire name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Deploy => "deploy",
+            JobKind::Suspend => "suspend",
+            JobKind::Resume => "resume",
+            JobKind::Terminate => "terminate",
+            JobKind::SaveTemplate => "save_template",
+        }
+    }
+
+    /// The kind of a wire name.
+    pub fn parse(name: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Doing its steps.
+    Running,
+    /// A step failed: undoing the steps done, last first.
+    RollingBack,
+    /// Every step done.
+    Succeeded,
+    /// A step failed and every step done was undone.
+    RolledBack,
+    /// A step failed and could not be undone (or the job only moves
+    /// forward): the VI needs an operator or a retry.
+    Failed,
+}
+
+impl JobState {
+    /// The wire name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::RollingBack => "rolling_back",
+            JobState::Succeeded => "succeeded",
+            JobState::RolledBack => "rolled_back",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Whether the job has ended (it changes no more).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobState::Running | JobState::RollingBack)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A durable job and its progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     pub id: Uuid,
     pub vi: Uuid,
-    /// `deploy`, `suspend`, `resume`, `terminate` or `save_template`.
-    pub kind: String,
-    /// `running`, `rolling_back`, `succeeded`, `rolled_back` or `failed`.
-    pub state: String,
+    pub kind: JobKind,
+    pub state: JobState,
     /// Steps done (rolling back: steps still to undo).
     pub step: i64,
     pub total: i64,
@@ -611,4 +699,25 @@ pub struct VmStatus {
     /// not yet ready), `ready` (its guest said so), `missing` (not on its
     /// host) or `unknown` (its host does not answer).
     pub state: String,
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+
+    #[test]
+    fn job_kinds_and_states_keep_their_wire_names() {
+        for kind in JobKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::from_str::<JobKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(JobKind::parse("migrate-ish"), None);
+        assert_eq!(
+            serde_json::to_string(&JobState::RolledBack).unwrap(),
+            "\"rolled_back\""
+        );
+        assert!(JobState::Failed.is_finished() && !JobState::RollingBack.is_finished());
+    }
 }

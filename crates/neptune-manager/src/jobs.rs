@@ -201,56 +201,23 @@ impl Step {
     }
 }
 
-/// What a job does, and how its VI moves when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Deploy,
-    Suspend,
-    Resume,
-    Terminate,
-    /// Save a VM as a new template: the VI's state is left alone.
-    SaveTemplate,
+pub use neptune_api::JobKind;
+
+/// The VI state while a job of `kind` runs (none: the job leaves it alone).
+pub fn vi_state_during(kind: JobKind) -> Option<ViState> {
+    match kind {
+        JobKind::Deploy => Some(ViState::Deploying),
+        JobKind::Suspend => Some(ViState::Suspending),
+        JobKind::Resume => Some(ViState::Resuming),
+        JobKind::Terminate => Some(ViState::Terminating),
+        JobKind::SaveTemplate => None,
+    }
 }
 
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Deploy => "deploy",
-            JobKind::Suspend => "suspend",
-            JobKind::Resume => "resume",
-            JobKind::Terminate => "terminate",
-            JobKind::SaveTemplate => "save_template",
-        }
-    }
-
-    fn parse(s: &str) -> Option<JobKind> {
-        match s {
-            "deploy" => Some(JobKind::Deploy),
-            "suspend" => Some(JobKind::Suspend),
-            "resume" => Some(JobKind::Resume),
-            "terminate" => Some(JobKind::Terminate),
-            "save_template" => Some(JobKind::SaveTemplate),
-            _ => None,
-        }
-    }
-
-    /// The VI state while the job runs (none: the job leaves it alone).
-    pub fn vi_state(self) -> Option<ViState> {
-        match self {
-            JobKind::Deploy => Some(ViState::Deploying),
-            JobKind::Suspend => Some(ViState::Suspending),
-            JobKind::Resume => Some(ViState::Resuming),
-            JobKind::Terminate => Some(ViState::Terminating),
-            JobKind::SaveTemplate => None,
-        }
-    }
-
-    /// Whether a failed step is undone or the job fails at once (terminate
-    /// only moves forward; it is retried by terminating again).
-    fn rolls_back(self) -> bool {
-        !matches!(self, JobKind::Terminate)
-    }
+/// Whether a failed step is undone or the job fails at once (terminate
+/// only moves forward; it is retried by terminating again).
+fn rolls_back(kind: JobKind) -> bool {
+    !matches!(kind, JobKind::Terminate)
 }
 
 /// A new job record with its steps, ready for [`Store::start_job`].
@@ -508,7 +475,7 @@ impl Jobs {
                                 steps[cursor + i].name()
                             );
                             tracing::warn!(job = %id, "{message}");
-                            if kind.rolls_back() {
+                            if rolls_back(kind) {
                                 // Part of the batch may have happened: undo
                                 // all of it (undoing what never happened is
                                 // harmless: every undo is idempotent).
@@ -583,7 +550,7 @@ impl Jobs {
         event: Event,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
-        let Some(from) = kind.vi_state() else {
+        let Some(from) = vi_state_during(kind) else {
             // The VI's state is not the job's: end the job alone.
             return match self
                 .store

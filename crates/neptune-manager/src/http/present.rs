@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use neptune_api as api;
-use neptune_store::{JobRecord, ViRecord};
+use neptune_store::{JobRecord, JobState, ViRecord};
 use uuid::Uuid;
 
 use crate::app::design::design_of;
@@ -126,7 +126,7 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         .await?
         .iter()
         .map(|j| job_out(&state.views, j))
-        .collect();
+        .collect::<ApiResult<_>>()?;
     let addresses = crate::plan::committed(vi).map(|p| crate::plan::address_view(&p));
     Ok(api::ViDetail {
         addresses,
@@ -138,9 +138,16 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
     })
 }
 
-pub(crate) fn job_out(views: &Views, job: &JobRecord) -> api::Job {
-    let names = views.step_names(job);
-    let rolling_back = job.state == neptune_store::JobState::RollingBack;
+pub(crate) fn job_out(views: &Views, job: &JobRecord) -> ApiResult<api::Job> {
+    let names = views.step_names(job)?;
+    let kind = api::JobKind::parse(&job.kind).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "job {} has an unknown kind {:?}",
+            job.id,
+            job.kind
+        ))
+    })?;
+    let rolling_back = job.state == JobState::RollingBack;
     let current = if rolling_back {
         job.cursor - 1
     } else {
@@ -162,11 +169,17 @@ pub(crate) fn job_out(views: &Views, job: &JobRecord) -> api::Job {
     } else {
         u8::try_from((job.cursor.clamp(0, job.total) * 100) / job.total).unwrap_or(100)
     };
-    api::Job {
+    Ok(api::Job {
         id: job.id,
         vi: job.vi_id,
-        kind: job.kind.clone(),
-        state: job.state.as_str().to_owned(),
+        kind,
+        state: match job.state {
+            JobState::Running => api::JobState::Running,
+            JobState::RollingBack => api::JobState::RollingBack,
+            JobState::Succeeded => api::JobState::Succeeded,
+            JobState::RolledBack => api::JobState::RolledBack,
+            JobState::Failed => api::JobState::Failed,
+        },
         step: job.cursor,
         total: job.total,
         step_name,
@@ -174,5 +187,5 @@ pub(crate) fn job_out(views: &Views, job: &JobRecord) -> api::Job {
         error: job.error.clone(),
         created_at: job.created_at,
         updated_at: job.updated_at,
-    }
+    })
 }

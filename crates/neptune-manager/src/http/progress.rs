@@ -25,10 +25,8 @@ pub(crate) async fn show_job(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::Job>> {
-    Ok(Json(job_out(
-        &state.views,
-        &access::visible_job(&state, &caller, id).await?,
-    )))
+    let job = access::visible_job(&state, &caller, id).await?;
+    Ok(Json(job_out(&state.views, &job)?))
 }
 
 /// A job's progress as server-sent events: one `progress` event (a Job) per
@@ -61,7 +59,13 @@ pub(crate) async fn job_events(
                         }
                     }
                 };
-                let view = job_out(&state.views, &job);
+                let view = match job_out(&state.views, &job) {
+                    Ok(view) => view,
+                    Err(err) => {
+                        tracing::error!(job = %id, error = %format!("{:#}", anyhow::Error::from(err)), "job progress cannot be shown");
+                        return None;
+                    }
+                };
                 if last.as_ref() != Some(&view) {
                     let finished = job.state.is_finished();
                     let event = SseEvent::default()
@@ -92,6 +96,6 @@ pub(crate) async fn vi_jobs(
             .await?
             .iter()
             .map(|j| job_out(&state.views, j))
-            .collect(),
+            .collect::<ApiResult<_>>()?,
     ))
 }

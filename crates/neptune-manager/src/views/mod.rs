@@ -110,15 +110,21 @@ impl Views {
     }
 
     /// The names of a job's steps (a job's steps never change).
-    pub(crate) fn step_names(&self, job: &JobRecord) -> Arc<Vec<String>> {
+    pub(crate) fn step_names(&self, job: &JobRecord) -> ApiResult<Arc<Vec<String>>> {
         if let Some(v) = self.steps.get(&job.id) {
-            return v;
+            return Ok(v);
         }
-        let steps: Vec<Step> = serde_json::from_str(&job.steps).unwrap_or_default();
+        let steps: Vec<Step> = serde_json::from_str(&job.steps).map_err(|e| {
+            crate::error::ApiError::Internal(anyhow::anyhow!(
+                "the stored steps of job {} do not load: {e}",
+                job.id
+            ))
+        })?;
         let names: Vec<String> = steps.iter().map(Step::name).collect();
         let weight = names.iter().map(|n| n.len() + 24).sum::<usize>() + 64;
-        self.steps
-            .remember(job.id, Arc::new(names), weight, MAX_STEP_NAME_BYTES)
+        Ok(self
+            .steps
+            .remember(job.id, Arc::new(names), weight, MAX_STEP_NAME_BYTES))
     }
 }
 

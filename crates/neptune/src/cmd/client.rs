@@ -771,7 +771,7 @@ fn progress_bar() -> anyhow::Result<indicatif::ProgressBar> {
 }
 
 fn show_job_progress(bar: &indicatif::ProgressBar, job: &api::Job) {
-    bar.set_prefix(job.kind.clone());
+    bar.set_prefix(job.kind.to_string());
     bar.set_length(u64::try_from(job.total).unwrap_or(0));
     bar.set_position(u64::try_from(job.step).unwrap_or(0));
     bar.set_message(job.step_name.clone());
@@ -794,7 +794,9 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
         }
         if !d.vi.state.is_in_progress() {
             bar.finish_and_clear();
-            let failed = job.is_some_and(|j| j.state == "failed" || j.state == "rolled_back");
+            let failed = job.is_some_and(|j| {
+                matches!(j.state, api::JobState::Failed | api::JobState::RolledBack)
+            });
             match job {
                 Some(j) if failed => {
                     eprintln!(
@@ -835,9 +837,9 @@ async fn wait_job(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Resul
             Err(e) => return finish(Err(e.into())),
         };
         show_job_progress(&bar, &job);
-        match job.state.as_str() {
-            "running" | "rolling_back" => {}
-            "succeeded" => {
+        match job.state {
+            api::JobState::Running | api::JobState::RollingBack => {}
+            api::JobState::Succeeded => {
                 bar.finish_and_clear();
                 return Ok(ExitCode::SUCCESS);
             }
