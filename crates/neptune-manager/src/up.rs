@@ -344,6 +344,7 @@ pub async fn start(
                         // One machine: entry points stay on an isolated
                         // public network.
                         public_bridge: None,
+                        migration: Default::default(),
                     })
                     .with_context(|| format!("preparing {}", data_dir.display()))?;
                     if let Some(closed) = hv.closed_directory() {

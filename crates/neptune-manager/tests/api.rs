@@ -103,6 +103,7 @@ impl HostDirectory for SimDirectory {
                 capacity: HOST_CAPACITY,
                 kvm: Some(false),
                 public_bridge: None,
+                migration: Default::default(),
             })?),
             None => self.sim(&host.name),
         };
