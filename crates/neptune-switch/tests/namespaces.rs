@@ -380,7 +380,7 @@ fn userspace_data_plane_without_injector_keeps_a_tcp_connection_across_datacente
 
 /// The daemon with the simulated data plane, driven over real HTTP on
 /// loopback (no root needed): flags instead of a config file, persistence
-/// across a restart, and the refusals.
+/// across a restart, replay protection across it, and the refusals.
 #[test]
 fn simulated_switch_persists_its_table_across_restarts() {
     use std::process::{Command, Stdio};
@@ -451,10 +451,32 @@ fn simulated_switch_persists_its_table_across_restarts() {
             .status,
         401
     );
+    // A request captured on the wire, answered once before the restart.
+    let captured = client.signed_headers("GET", "/v1/state", "");
+    let r = client.raw("GET", "/v1/state", &captured, "").expect("call");
+    assert_eq!(r.status, 200, "{}", r.body);
     drop(first);
 
+    // Within the clock-skew window of the capture, a new run refuses it
+    // (its nonce cache is empty; the mark on disk is what refuses it)...
     let _second = Kill(start());
     wait_up();
+    let replayed = client.raw("GET", "/v1/state", &captured, "").expect("call");
+    assert_eq!(
+        replayed.status, 401,
+        "a request captured before the restart was accepted again: {}",
+        replayed.body
+    );
+    assert!(!replayed.body.contains("bindings"), "{}", replayed.body);
+    // ... and the mark is one owner-only number beside the table.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mark = dir.path().join("state/table.json.replay");
+        let meta = std::fs::metadata(&mark).expect("replay mark");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&mark).expect("replay mark");
+        assert!(text.trim().parse::<u64>().is_ok(), "{text:?}");
+    }
     let state = client.call("GET", "/v1/state", "").expect("call");
     let state: serde_json::Value = serde_json::from_str(&state.body).expect("JSON");
     assert_eq!(
