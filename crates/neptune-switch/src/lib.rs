@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod dataplane;
 pub mod netlink;
+pub mod nftables;
 pub mod offload;
 pub mod packet;
 pub mod prefix;
