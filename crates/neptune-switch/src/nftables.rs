@@ -15,6 +15,7 @@
 //!         type filter hook prerouting priority filter; policy accept;
 //!         ip saddr PEER_i ip daddr CARE_OF meta l4proto udp udp dport 4790 accept
 //!         meta l4proto udp udp dport 4790 fib daddr type local counter name "refused" drop
+//!         (the same for `type broadcast` and `type multicast`)
 //!     }
 //! }
 //! ```
@@ -86,6 +87,8 @@ const NFT_META_L4PROTO: u32 = 16;
 const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 const RTN_LOCAL: u32 = 2;
+const RTN_BROADCAST: u32 = 3;
+const RTN_MULTICAST: u32 = 5;
 
 const CHAIN: &str = "guard";
 const COUNTER: &str = "refused";
@@ -149,11 +152,14 @@ impl TunnelGuard {
             e.verdict(NF_ACCEPT);
             msgs.push(self.rule(e));
         }
-        let mut e = Exprs::default();
-        self.tunnel_match(&mut e);
-        e.fib_daddr_type().cmp(&RTN_LOCAL.to_ne_bytes());
-        e.counter(COUNTER).verdict(NF_DROP);
-        msgs.push(self.rule(e));
+        // The wildcard socket also takes broadcasts and multicasts.
+        for kind in [RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST] {
+            let mut e = Exprs::default();
+            self.tunnel_match(&mut e);
+            e.fib_daddr_type().cmp(&kind.to_ne_bytes());
+            e.counter(COUNTER).verdict(NF_DROP);
+            msgs.push(self.rule(e));
+        }
         transact(msgs, true).map(drop)
     }
 

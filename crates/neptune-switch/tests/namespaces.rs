@@ -126,10 +126,26 @@ fn forged_tunnel_packets_are_dropped(bed: &Testbed) {
         None,
         "a tunnel packet from a non-peer to a secondary address reached the VM"
     );
+    let after_secondary = refused();
     if bed.plane == Plane::Kernel {
         // The userspace plane's sockets are bound to the care-of address:
         // the kernel answers those packets itself, they never reach it.
-        assert!(refused() > after_care_of, "drop not counted");
+        assert!(after_secondary > after_care_of, "drop not counted");
+    }
+    // A broadcast on the uplink's segment reaches the wildcard socket too.
+    send_tunnel_packet(
+        bed.plane,
+        &bed.ns("inet"),
+        Ipv4Addr::new(198, 18, 2, 255),
+        b"forged-broadcast",
+    );
+    assert_eq!(
+        recv_text(&listener),
+        None,
+        "a broadcast tunnel packet from a non-peer reached the VM"
+    );
+    if bed.plane == Plane::Kernel {
+        assert!(refused() > after_secondary, "drop not counted");
     }
 
     // The same packet from a peer goes through: the drop above is the check, not an accident.
