@@ -12,7 +12,8 @@
 //! PUT and DELETE are idempotent: a repeat answers `200` with
 //! `"outcome":"unchanged"`. An older generation answers `409`; an address
 //! outside the home prefixes or a care-of address that is not a peer `422`;
-//! a missing, stale, replayed or wrong signature `401`.
+//! a missing, stale, replayed or wrong signature `401` (also a timestamp not
+//! after the switch's start: see [`crate::auth::ReplayMark`]).
 //!
 //! Every accepted update is applied to the data plane, then persisted
 //! (atomically), then answered; if it cannot be persisted the data plane is

@@ -56,6 +56,16 @@ pub struct KernelPlane {
 impl KernelPlane {
     /// Creates the device, the blackholes and the rules.
     pub fn start(config: &SwitchConfig, k: &KernelConfig) -> Result<Self, DataPlaneError> {
+        // The guard first: the device decapsulates from the moment it exists.
+        let (proto, dport) = tunnel_protocol(k);
+        let guard = TunnelGuard {
+            table: TunnelGuard::table_for(&k.device),
+            care_of: config.care_of,
+            peers: config.peers.clone(),
+            proto,
+            dport,
+        };
+        guard.install()?;
         let mut nl = Netlink::open()?;
         match k.device_kind {
             TunnelDeviceKind::VxlanGpe => nl.add_vxlan_gpe(&k.device, config.care_of, k.port)?,
@@ -73,15 +83,6 @@ impl KernelPlane {
             peers: config.peers.clone(),
         };
         routes.blackhole_home(config)?;
-        let (proto, dport) = tunnel_protocol(k);
-        let guard = TunnelGuard {
-            table: TunnelGuard::table_for(&k.device),
-            care_of: config.care_of,
-            peers: config.peers.clone(),
-            proto,
-            dport,
-        };
-        guard.install()?;
         install_rules(&mut routes.nl, config, k)?;
         routes.confine_ingress(&k.device, config)?;
         Ok(KernelPlane {
