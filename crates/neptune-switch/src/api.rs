@@ -12,7 +12,8 @@
 //! PUT and DELETE are idempotent: a repeat answers `200` with
 //! `"outcome":"unchanged"`. An older generation answers `409`; an address
 //! outside the home prefixes or a care-of address that is not a peer `422`;
-//! a missing, stale, replayed or wrong signature `401`.
+//! a missing, stale, replayed or wrong signature `401` (also a timestamp not
+//! after the switch's start: see [`crate::auth::ReplayMark`]).
 //!
 //! Every accepted update is applied to the data plane, then persisted
 //! (atomically), then answered; if it cannot be persisted the data plane is
@@ -29,7 +30,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::auth::{self, SwitchKey, Verifier};
+use crate::auth::{self, Verifier};
 use crate::config::SwitchConfig;
 use crate::dataplane::{DataPlane, DataPlaneStats};
 use crate::prefix::Ipv4Prefix;
@@ -90,6 +91,9 @@ enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
+            ApiError::Auth(auth::AuthError::Unrecorded) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ApiError::Refused(
                 Refusal::StaleGeneration { .. } | Refusal::GenerationReused { .. },
@@ -118,11 +122,10 @@ impl App {
     /// Assembles the app; the table must already be applied to the plane.
     pub fn new(
         config: SwitchConfig,
-        key: SwitchKey,
+        verifier: Verifier,
         table: SwitchTable,
         plane: Arc<dyn DataPlane>,
     ) -> Self {
-        let verifier = Verifier::new(key, config.max_clock_skew_secs);
         App {
             config,
             inner: Mutex::new(Inner { table, verifier }),
@@ -257,6 +260,7 @@ pub fn router(app: Arc<App>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::SwitchKey;
     use crate::dataplane::sim::SimulatedPlane;
 
     fn app(dir: &std::path::Path) -> (App, SwitchKey) {
@@ -268,7 +272,12 @@ mod tests {
         .unwrap();
         let plane: Arc<dyn DataPlane> = Arc::new(SimulatedPlane::default());
         (
-            App::new(config, key.clone(), SwitchTable::default(), plane),
+            App::new(
+                config,
+                Verifier::new(key.clone(), 30),
+                SwitchTable::default(),
+                plane,
+            ),
             key,
         )
     }
@@ -399,7 +408,7 @@ mod tests {
         let plane = Arc::new(GatedPlane::default());
         let app = Arc::new(App::new(
             app.config.clone(),
-            key.clone(),
+            Verifier::new(key.clone(), 30),
             SwitchTable::default(),
             plane.clone(),
         ));

@@ -218,6 +218,14 @@ fn default_batch() -> usize {
 }
 
 impl SwitchConfig {
+    /// Where the replay mark is kept: the state file's path with
+    /// `.replay` appended (see [`crate::auth::ReplayMark`]).
+    pub fn replay_mark_file(&self) -> PathBuf {
+        let mut p = self.state_file.clone().into_os_string();
+        p.push(".replay");
+        PathBuf::from(p)
+    }
+
     /// Reads and checks a JSON configuration file.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
         use anyhow::Context as _;

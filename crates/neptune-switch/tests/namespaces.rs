@@ -91,22 +91,66 @@ fn move_and_check(
 fn forged_tunnel_packets_are_dropped(bed: &Testbed) {
     let listener = vm_udp_listener(bed);
     let b = bed.ess["b"].care_of;
+    let refused = || {
+        let state = bed.client("b").state();
+        state["data_plane"]["counters"]["dropped_not_peer"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no dropped_not_peer counter: {state}"))
+    };
+    let before = refused();
     send_tunnel_packet(bed.plane, &bed.ns("cn"), b, b"forged");
     assert_eq!(
         recv_text(&listener),
         None,
         "a tunnel packet from a non-peer reached the VM"
     );
+    let after_care_of = refused();
+    assert!(after_care_of > before, "drop not counted");
+
+    // Another address of the switch: the kernel's VXLAN socket listens on
+    // every local address, so the check must not depend on which one.
+    let secondary = Ipv4Addr::new(198, 18, 2, 3);
+    sh(&[
+        "ip",
+        "-n",
+        &bed.ess["b"].ns,
+        "addr",
+        "add",
+        &format!("{secondary}/24"),
+        "dev",
+        "uplink",
+    ]);
+    send_tunnel_packet(bed.plane, &bed.ns("cn"), secondary, b"forged-secondary");
+    assert_eq!(
+        recv_text(&listener),
+        None,
+        "a tunnel packet from a non-peer to a secondary address reached the VM"
+    );
+    let after_secondary = refused();
+    if bed.plane == Plane::Kernel {
+        // The userspace plane's sockets are bound to the care-of address:
+        // the kernel answers those packets itself, they never reach it.
+        assert!(after_secondary > after_care_of, "drop not counted");
+    }
+    // A broadcast on the uplink's segment reaches the wildcard socket too.
+    send_tunnel_packet(
+        bed.plane,
+        &bed.ns("inet"),
+        Ipv4Addr::new(198, 18, 2, 255),
+        b"forged-broadcast",
+    );
+    assert_eq!(
+        recv_text(&listener),
+        None,
+        "a broadcast tunnel packet from a non-peer reached the VM"
+    );
+    if bed.plane == Plane::Kernel {
+        assert!(refused() > after_secondary, "drop not counted");
+    }
+
     // The same packet from a peer goes through: the drop above is the check, not an accident.
     send_tunnel_packet(bed.plane, &bed.ess["a"].ns, b, b"genuine");
     assert_eq!(recv_text(&listener).as_deref(), Some("genuine"));
-    if bed.plane != Plane::Kernel {
-        let state = bed.client("b").state();
-        let dropped = state["data_plane"]["counters"]["dropped_not_peer"]
-            .as_u64()
-            .unwrap_or(0);
-        assert!(dropped >= 1, "drop not counted: {state}");
-    }
 }
 
 fn control_api_refusals(bed: &Testbed) {
@@ -380,7 +424,7 @@ fn userspace_data_plane_without_injector_keeps_a_tcp_connection_across_datacente
 
 /// The daemon with the simulated data plane, driven over real HTTP on
 /// loopback (no root needed): flags instead of a config file, persistence
-/// across a restart, and the refusals.
+/// across a restart, replay protection across it, and the refusals.
 #[test]
 fn simulated_switch_persists_its_table_across_restarts() {
     use std::process::{Command, Stdio};
@@ -451,10 +495,32 @@ fn simulated_switch_persists_its_table_across_restarts() {
             .status,
         401
     );
+    // A request captured on the wire, answered once before the restart.
+    let captured = client.signed_headers("GET", "/v1/state", "");
+    let r = client.raw("GET", "/v1/state", &captured, "").expect("call");
+    assert_eq!(r.status, 200, "{}", r.body);
     drop(first);
 
+    // Within the clock-skew window of the capture, a new run refuses it
+    // (its nonce cache is empty; the mark on disk is what refuses it)...
     let _second = Kill(start());
     wait_up();
+    let replayed = client.raw("GET", "/v1/state", &captured, "").expect("call");
+    assert_eq!(
+        replayed.status, 401,
+        "a request captured before the restart was accepted again: {}",
+        replayed.body
+    );
+    assert!(!replayed.body.contains("bindings"), "{}", replayed.body);
+    // ... and the mark is one owner-only number beside the table.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mark = dir.path().join("state/table.json.replay");
+        let meta = std::fs::metadata(&mark).expect("replay mark");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&mark).expect("replay mark");
+        assert!(text.trim().parse::<u64>().is_ok(), "{text:?}");
+    }
     let state = client.call("GET", "/v1/state", "").expect("call");
     let state: serde_json::Value = serde_json::from_str(&state.body).expect("JSON");
     assert_eq!(

@@ -4,8 +4,13 @@
 //! Home switch: `H/32 encap ip id KEY src CARE_OF_SELF dst CARE_OF dev nsw-gpe0`
 //! per binding; a move replaces that one route atomically.
 //!
-//! Foreign switch: the device decapsulates; policy rules confine what it
-//! accepts:
+//! Foreign switch: the device decapsulates whatever reaches its socket,
+//! which listens on every local address (the kernel binds the VXLAN socket
+//! to the wildcard whatever the device's `local` is). An nf_tables guard
+//! ([`crate::nftables`], table `neptune_<device>`, hook prerouting) therefore
+//! drops every tunnel packet addressed to any local address unless it comes
+//! from a peer to the care-of address, and counts it (`dropped_not_peer`).
+//! Behind it, policy rules confine what decapsulated packets may reach:
 //!
 //! | priority | rule |
 //! | --- | --- |
@@ -18,7 +23,9 @@
 //! | base + 60 | `lookup local` (moved here from priority 0) |
 //!
 //! The local table is moved behind these rules so that the peer check runs
-//! before local delivery; everything else keeps its order.
+//! before local delivery; everything else keeps its order. The rules at
+//! base + i and base + 40 only cover the care-of address; they stay as a
+//! second fence should the guard's table be removed by hand.
 //!
 //! MTU: VXLAN-GPE adds 36 bytes (outer IPv4 20, UDP 8, GPE 8), IP-in-IP 20;
 //! the device MTU is 1500 minus that, so a correspondent sending full-size
@@ -31,6 +38,7 @@ use std::sync::Mutex;
 use super::{link_stat, DataPlane, DataPlaneError, DataPlaneStats, Routes};
 use crate::config::{KernelConfig, SwitchConfig, TunnelDeviceKind};
 use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget, Rule, TABLE_LOCAL};
+use crate::nftables::TunnelGuard;
 use crate::state::SwitchTable;
 
 const IPPROTO_UDP: u8 = 17;
@@ -42,11 +50,22 @@ pub struct KernelPlane {
     device: String,
     device_index: u32,
     care_of: Ipv4Addr,
+    guard: TunnelGuard,
 }
 
 impl KernelPlane {
     /// Creates the device, the blackholes and the rules.
     pub fn start(config: &SwitchConfig, k: &KernelConfig) -> Result<Self, DataPlaneError> {
+        // The guard first: the device decapsulates from the moment it exists.
+        let (proto, dport) = tunnel_protocol(k);
+        let guard = TunnelGuard {
+            table: TunnelGuard::table_for(&k.device),
+            care_of: config.care_of,
+            peers: config.peers.clone(),
+            proto,
+            dport,
+        };
+        guard.install()?;
         let mut nl = Netlink::open()?;
         match k.device_kind {
             TunnelDeviceKind::VxlanGpe => nl.add_vxlan_gpe(&k.device, config.care_of, k.port)?,
@@ -71,7 +90,16 @@ impl KernelPlane {
             device: k.device.clone(),
             device_index,
             care_of: config.care_of,
+            guard,
         })
+    }
+}
+
+/// IP protocol and UDP port of the tunnel packets the device decapsulates.
+fn tunnel_protocol(k: &KernelConfig) -> (u8, Option<u16>) {
+    match k.device_kind {
+        TunnelDeviceKind::VxlanGpe => (IPPROTO_UDP, Some(k.port)),
+        TunnelDeviceKind::Ipip => (crate::packet::IPPROTO_IPIP, None),
     }
 }
 
@@ -87,10 +115,7 @@ fn install_rules(
             nl.delete_rules(prio, None)?;
         }
     }
-    let (proto, dport) = match k.device_kind {
-        TunnelDeviceKind::VxlanGpe => (IPPROTO_UDP, Some(k.port)),
-        TunnelDeviceKind::Ipip => (crate::packet::IPPROTO_IPIP, None),
-    };
+    let (proto, dport) = tunnel_protocol(k);
     for (i, peer) in config.peers.iter().take(40).enumerate() {
         nl.add_rule(&Rule {
             priority: base + u32::try_from(i).unwrap_or(0),
@@ -156,6 +181,14 @@ impl DataPlane for KernelPlane {
             ("tunnel_rx_dropped", "rx_dropped"),
         ] {
             s.counters.insert(k, link_stat(&self.device, n));
+        }
+        match self.guard.refused() {
+            Ok(n) => {
+                s.counters.insert("dropped_not_peer", n);
+            }
+            Err(e) => {
+                tracing::debug!(error = %anyhow::Error::from(e), "reading the tunnel guard's counter");
+            }
         }
         s
     }

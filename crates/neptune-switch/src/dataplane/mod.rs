@@ -8,7 +8,9 @@
 //! - [`sim::SimulatedPlane`]: records what it was told (for `neptune up` and tests).
 //! - [`kernel::KernelPlane`]: one `external` tunnel device (VXLAN-GPE, or
 //!   `ipip` where the module exists) and one /32 route per binding carrying a
-//!   lightweight-tunnel encap; a move is one atomic route replace.
+//!   lightweight-tunnel encap; a move is one atomic route replace; an
+//!   nf_tables guard refuses (and counts) tunnel packets that are not from a
+//!   peer to the care-of address.
 //! - [`userspace::UserspacePlane`]: RFC 2003 in userspace, a TUN device plus a
 //!   raw IPPROTO_IPIP socket, batched with recvmmsg/sendmmsg.
 //!

@@ -846,6 +846,7 @@ pub fn send_tunnel_packet(plane: Plane, from_ns: &str, to: Ipv4Addr, payload: &[
         match plane {
             Plane::Kernel | Plane::UserspaceGpe | Plane::UserspaceGpeSockets => {
                 let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+                s.set_broadcast(true).expect("broadcast");
                 let mut pkt = neptune_switch::packet::vxlan_gpe_header(7).to_vec();
                 pkt.extend_from_slice(&inner);
                 s.send_to(&pkt, SocketAddrV4::new(to, 4790)).expect("send");
@@ -857,6 +858,7 @@ pub fn send_tunnel_packet(plane: Plane, from_ns: &str, to: Ipv4Addr, payload: &[
                     Some(socket2::Protocol::from(4)),
                 )
                 .expect("raw");
+                s.set_broadcast(true).expect("broadcast");
                 s.send_to(&inner, &SocketAddrV4::new(to, 0).into())
                     .expect("send");
             }
