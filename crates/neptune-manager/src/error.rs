@@ -28,6 +28,11 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("too many failed logins; try again in {0} s")]
     TooManyAttempts(u64),
+    #[error("{0}")]
+    TooLarge(String),
+    /// The Manager is busy with others' requests of this kind: retry later.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -42,7 +47,8 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidTopology(_) => "invalid_topology",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
-            ApiError::TooManyAttempts(_) => "too_many_requests",
+            ApiError::TooManyAttempts(_) | ApiError::Busy(_) => "too_many_requests",
+            ApiError::TooLarge(_) => "payload_too_large",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -57,7 +63,8 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
-            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts(_) | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -68,6 +68,8 @@ pub struct Config {
     /// How long a deploy or resume waits for each guest to say it is ready
     /// before it fails (and its job rolls back).
     pub ready_wait: std::time::Duration,
+    /// The largest image `POST /api/v1/templates/import` takes, in bytes.
+    pub max_image_bytes: u64,
     /// Bounds of the API's connections; the number of connections is
     /// lowered further to fit the process's file limit (see [`server`]).
     pub http: server::Limits,
@@ -91,9 +93,13 @@ impl Config {
             host_wait: jobs::HOST_WAIT,
             ready_wait: jobs::READY_WAIT,
             default_template: DEFAULT_TEMPLATE.to_owned(),
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
+
+/// The default of [`Config::max_image_bytes`]: 32 GiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;
 
 /// The default of [`Config::default_template`].
 pub const DEFAULT_TEMPLATE: &str = "debian-12";
@@ -115,6 +121,8 @@ pub struct AppState {
     pub(crate) logins: Arc<throttle::LoginThrottle>,
     /// Password hashes computed at once (see `auth::off_thread`).
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+    /// Images uploaded at once (see `app::templates::import`).
+    pub(crate) uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A Manager ready to serve.
@@ -189,6 +197,7 @@ impl Manager {
                 hashing: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
+                uploads: Arc::new(tokio::sync::Semaphore::new(app::templates::UPLOADS)),
             },
             created_admin,
         })

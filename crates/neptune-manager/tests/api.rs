@@ -25,6 +25,8 @@ use uuid::Uuid;
 
 #[path = "api/hostile.rs"]
 mod hostile;
+#[path = "api/imports.rs"]
+mod imports;
 
 const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 const SHOP: &str = include_str!("../../neptune-topology/testdata/web-with-links.xml");
@@ -2679,6 +2681,7 @@ use hostile::{
     private_addresses_are_a_quota, requests_keep_their_limits_and_shape,
     software_must_be_in_the_template, ssh_keys_reach_the_guests, tokens_and_accounts_are_managed,
 };
+use imports::images_are_imported_as_templates;
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
 /// machines of their own, host2 on host1's.
@@ -2769,6 +2772,7 @@ async fn links_spanning_hosts_are_segments(m: &TestManager) {
 }
 
 on_both_stores!(
+    images_are_imported_as_templates,
     ssh_keys_reach_the_guests,
     software_must_be_in_the_template,
     pinned_macs_are_unique_in_the_domain,

@@ -52,27 +52,15 @@ async fn seal_passwords(state: &AppState, mut topo: Topology) -> ApiResult<Topol
 
 /// Turns a design request into a validated topology.
 fn topology_of(design: &api::ViDesign) -> ApiResult<Topology> {
-    let sources = [
-        design.xml.is_some(),
-        design.topology.is_some(),
-        design.catalogue.is_some(),
-    ];
-    if sources.iter().filter(|s| **s).count() != 1 {
-        return Err(ApiError::InvalidRequest(
-            "give exactly one of \"xml\", \"topology\" (JSON) or \"catalogue\"".to_owned(),
-        ));
-    }
     let invalid = |diags: Vec<neptune_topology::Diagnostic>| {
         ApiError::InvalidTopology(diags.iter().map(ToString::to_string).collect())
     };
-    if let Some(xml) = &design.xml {
-        return neptune_topology::from_xml(xml).map_err(invalid);
-    }
-    if let Some(json) = &design.topology {
-        return neptune_topology::from_json(&json.to_string()).map_err(invalid);
-    }
-    let Some(c) = &design.catalogue else {
-        return Err(ApiError::InvalidRequest("no design given".to_owned()));
+    let c = match &design.source {
+        api::DesignSource::Xml(xml) => return neptune_topology::from_xml(xml).map_err(invalid),
+        api::DesignSource::Topology(json) => {
+            return neptune_topology::from_json(&json.to_string()).map_err(invalid)
+        }
+        api::DesignSource::Catalogue(c) => c,
     };
     let kind = catalogue::kind(&c.kind).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let mut params = Params::new(kind);

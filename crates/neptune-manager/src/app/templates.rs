@@ -4,6 +4,11 @@
 //! running VI as a new one.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use tokio::io::AsyncWriteExt as _;
 
 use neptune_api as api;
 use neptune_lifecycle::ViState;
@@ -254,4 +259,253 @@ pub async fn save(
     state.store.add_job(&job, ViState::Running).await?;
     state.jobs.spawn(job.id);
     Ok(job)
+}
+
+/// Images uploaded at once: each writes a file of up to
+/// [`crate::Config::max_image_bytes`] and runs `qemu-img` over it.
+pub const UPLOADS: usize = 2;
+
+/// The most templates a user owns (imported or saved from VMs).
+pub const MAX_TEMPLATES_PER_USER: usize = 64;
+
+/// The slowest an upload may arrive (bytes per second) before it is given
+/// up: its body deadline is a minute plus its size at this rate.
+pub const MIN_UPLOAD_RATE: u64 = 1 << 20;
+
+/// How long an upload of `bytes` may take to arrive.
+pub fn upload_time(bytes: u64) -> Duration {
+    Duration::from_secs(60 + bytes / MIN_UPLOAD_RATE)
+}
+
+/// Checks an import before its body is read: the name, who may make it
+/// public, the caller's room for one more template, the declared size.
+pub async fn check_import(
+    state: &AppState,
+    caller: &Caller,
+    req: &api::ImportTemplate,
+    declared: Option<u64>,
+) -> ApiResult<u64> {
+    valid_name(&req.name)?;
+    for (what, value) in [
+        ("vcpus", req.vcpus),
+        ("ram_mib", req.ram_mib),
+        ("disk_mib", req.disk_mib),
+    ] {
+        if value.is_some_and(|v| v <= 0) {
+            return Err(ApiError::InvalidRequest(format!("{what} must be positive")));
+        }
+    }
+    if req.visibility == Some(api::Visibility::Public) {
+        caller.require_admin()?;
+    }
+    let bytes = declared.ok_or_else(|| {
+        ApiError::InvalidRequest(
+            "an image upload declares its size: send it with a Content-Length".to_owned(),
+        )
+    })?;
+    let max = state.config.max_image_bytes;
+    if bytes > max {
+        return Err(ApiError::TooLarge(format!(
+            "the image is {bytes} bytes; at most {max} are accepted"
+        )));
+    }
+    if bytes == 0 {
+        return Err(ApiError::InvalidRequest("the image is empty".to_owned()));
+    }
+    let owned: Vec<TemplateRecord> = state
+        .store
+        .list_templates()
+        .await?
+        .into_iter()
+        .filter(|t| t.owner_id == Some(caller.user.id))
+        .collect();
+    if owned.iter().any(|t| t.name == req.name) {
+        return Err(ApiError::Conflict(format!(
+            "template {:?} already exists",
+            req.name
+        )));
+    }
+    if owned.len() >= MAX_TEMPLATES_PER_USER {
+        return Err(ApiError::QuotaExceeded(format!(
+            "{} owns {} templates, the most a user may",
+            caller.user.name,
+            owned.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// One of the [`UPLOADS`] an import holds while it runs.
+pub fn upload_slot(state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    state.uploads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Busy(format!(
+            "{UPLOADS} images are being uploaded; try again when one is done"
+        ))
+    })
+}
+
+/// Imports an uploaded image as a template of the caller's: `body`, of
+/// `bytes` bytes as declared, is written to the image repository, then
+/// `qemu-img` must find a qcow2 or raw image that names no other file (no
+/// backing file, no external data file: it would read the Manager's host)
+/// and, for qcow2, no corruption. Anything refused is deleted. The caller
+/// has checked the request ([`check_import`]) and holds a slot
+/// ([`upload_slot`]).
+pub async fn import<E>(
+    state: &AppState,
+    caller: &Caller,
+    req: api::ImportTemplate,
+    bytes: u64,
+    mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+) -> ApiResult<TemplateRecord>
+where
+    E: std::fmt::Display,
+{
+    let id = Uuid::new_v4();
+    let uploads = state.config.image_dir.join("uploads");
+    let part = uploads.join(format!("{}.part", id.simple()));
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        ApiError::Internal(anyhow::anyhow!("{what} {}: {e}", part.display()))
+    };
+    tokio::fs::create_dir_all(&uploads)
+        .await
+        .map_err(|e| internal("cannot make the folder of", &e))?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&part)
+        .await
+        .map_err(|e| internal("cannot create", &e))?;
+    // The part file goes whatever happens below, but once renamed.
+    let cleanup = PartFile(Some(part.clone()));
+    let mut received: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::InvalidRequest(format!(
+                "the upload broke off after {received} of {bytes} bytes: {e}"
+            ))
+        })?;
+        received = received.saturating_add(chunk.len() as u64);
+        if received > bytes {
+            return Err(ApiError::InvalidRequest(format!(
+                "the upload is longer than the {bytes} bytes it declared"
+            )));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| internal("cannot write", &e))?;
+    }
+    if received != bytes {
+        return Err(ApiError::InvalidRequest(format!(
+            "the upload ended after {received} of the {bytes} bytes it declared"
+        )));
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| internal("cannot write", &e))?;
+    drop(file);
+    let info = crate::images::inspect(&part).await.map_err(|e| match e {
+        crate::images::ImageError::Unreadable(why) => {
+            ApiError::InvalidRequest(format!("the upload is not an image qemu-img reads: {why}"))
+        }
+        other => ApiError::Internal(other.into()),
+    })?;
+    check_image(&info)?;
+    if info.format == "qcow2" {
+        crate::images::check(&part).await.map_err(|e| match e {
+            crate::images::ImageError::Unreadable(why) => {
+                ApiError::InvalidRequest(format!("the qcow2 image is damaged: {why}"))
+            }
+            other => ApiError::Internal(other.into()),
+        })?;
+    }
+    let imported = state.config.image_dir.join("imported");
+    tokio::fs::create_dir_all(&imported)
+        .await
+        .map_err(|e| internal("cannot make the folder beside", &e))?;
+    let image = imported.join(format!("{}.{}", id.simple(), info.format));
+    let size_mib = info.size_mib();
+    let positive = |v: Option<i64>, default: i64, what: &str| match v {
+        Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let t = TemplateRecord {
+        id,
+        name: req.name,
+        owner_id: Some(caller.user.id),
+        visibility: visibility(req.visibility.unwrap_or(api::Visibility::Private)),
+        image_path: image.to_string_lossy().into_owned(),
+        format: info.format.clone(),
+        size_mib,
+        os_name: req.os_name.unwrap_or_default(),
+        vcpus: positive(req.vcpus, 1, "vcpus")?,
+        ram_mib: positive(req.ram_mib, 512, "ram_mib")?,
+        disk_mib: positive(req.disk_mib, size_mib.max(1), "disk_mib")?,
+        // What an image of unknown content carries is not known: nodes
+        // made from it are not checked for their software.
+        software: "[]".to_owned(),
+        created_at: now_ms(),
+    };
+    if t.disk_mib < t.size_mib {
+        return Err(ApiError::InvalidRequest(format!(
+            "disk_mib {} is smaller than the image's virtual size ({} MiB)",
+            t.disk_mib, t.size_mib
+        )));
+    }
+    tokio::fs::rename(&part, &image)
+        .await
+        .map_err(|e| internal("cannot move", &e))?;
+    cleanup.keep();
+    if let Err(e) = state.store.create_template(&t).await {
+        let _ = tokio::fs::remove_file(&image).await;
+        return Err(e.into());
+    }
+    Ok(t)
+}
+
+/// Refuses an image Neptune does not run from: another format than qcow2
+/// or raw, or one that names another file.
+fn check_image(info: &crate::images::ImageInfo) -> ApiResult<()> {
+    if !matches!(info.format.as_str(), "qcow2" | "raw") {
+        return Err(ApiError::InvalidRequest(format!(
+            "the image is {}; Neptune imports qcow2 and raw images",
+            info.format
+        )));
+    }
+    if let Some(backing) = &info.backing_filename {
+        return Err(ApiError::InvalidRequest(format!(
+            "the image has a backing file ({backing:?}): import a standalone image (qemu-img convert -O qcow2 makes one)"
+        )));
+    }
+    if let Some(data) = info.data_file() {
+        return Err(ApiError::InvalidRequest(format!(
+            "the image keeps its data in another file ({data:?}): import a standalone image"
+        )));
+    }
+    if info.virtual_size == 0 {
+        return Err(ApiError::InvalidRequest(
+            "the image's virtual size is 0".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes an upload's part file when dropped, unless kept.
+struct PartFile(Option<PathBuf>);
+
+impl PartFile {
+    /// The file was moved into place: nothing to delete.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
@@ -184,6 +184,62 @@ pub(crate) async fn create_template(
     let t = crate::app::templates::register(&state, caller.user.id, req).await?;
     let owners = super::present::user_names(&state, [caller.user.id].into_iter()).await?;
     Ok((StatusCode::CREATED, Json(template_out(&t, &owners))))
+}
+
+/// Imports an image the caller uploads (the request's body, qcow2 or raw,
+/// with its `Content-Length`) as a template of theirs: private unless an
+/// administrator asks for a public one. `qemu-img` checks its format and
+/// size; an image naming another file (a backing or data file) or a
+/// damaged qcow2 is refused. The body may take a minute plus a second per
+/// MiB to arrive; two uploads run at once (`429` beyond).
+#[utoipa::path(post, path = "/api/v1/templates/import", params(api::ImportTemplate),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The image file"),
+    security(("bearer" = [])),
+    responses((status = 201, body = api::Template), (status = 403, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody), (status = 413, body = api::ErrorBody),
+        (status = 422, body = api::ErrorBody), (status = 429, body = api::ErrorBody)))]
+pub(crate) async fn import_template(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    query: Result<Query<api::ImportTemplate>, axum::extract::rejection::QueryRejection>,
+    deadline: Option<axum::Extension<crate::server::BodyDeadline>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Every refusal before the body is read goes through `refuse_unread`,
+    // the framework's own (a bad token, a bad query) too.
+    let (caller, req) = match (caller, query) {
+        (Ok(caller), Ok(Query(req))) => (caller, req),
+        (Err(e), _) => return super::guard::refuse_unread(e, declared, body),
+        (_, Err(e)) => {
+            let e = ApiError::InvalidRequest(e.body_text());
+            return super::guard::refuse_unread(e, declared, body);
+        }
+    };
+    let checked = crate::app::templates::check_import(&state, &caller, &req, declared).await;
+    let (bytes, _slot) =
+        match checked.and_then(|bytes| Ok((bytes, crate::app::templates::upload_slot(&state)?))) {
+            Ok(admitted) => admitted,
+            // Refused before the body is read: the client is likely still
+            // sending it, and reads the answer once it is done.
+            Err(e) => return super::guard::refuse_unread(e, declared, body),
+        };
+    if let Some(axum::Extension(deadline)) = deadline {
+        deadline.extend(crate::app::templates::upload_time(bytes));
+    }
+    let imported = async {
+        let t = crate::app::templates::import(&state, &caller, req, bytes, body.into_data_stream())
+            .await?;
+        let owners = super::present::user_names(&state, [caller.user.id].into_iter()).await?;
+        Ok::<_, ApiError>((StatusCode::CREATED, Json(template_out(&t, &owners))))
+    };
+    imported.await.into_response()
 }
 
 /// Makes a template public (every user may deploy from it) or private

@@ -56,6 +56,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/hosts", get(list_hosts).post(register_host))
         .route("/templates", get(list_templates).post(create_template))
+        .route("/templates/import", post(import_template))
         .route("/templates/{id}/visibility", post(set_template_visibility))
         .route("/catalogue", get(catalogue))
         .route("/address-pools", get(address_pools))

@@ -153,6 +153,30 @@ pub(crate) enum TemplateCommand {
         #[arg(long)]
         private: bool,
     },
+    /// Upload an image file of this machine (qcow2 or raw, standalone: no
+    /// backing file) as a template of yours: private, unless an
+    /// administrator asks --public. The Manager checks it with qemu-img.
+    Import {
+        /// The image file.
+        file: PathBuf,
+        /// The template's name (1 to 64 letters, digits, '-', '_' or '.').
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        os: Option<String>,
+        /// Default 1.
+        #[arg(long)]
+        vcpus: Option<i64>,
+        /// Default 512.
+        #[arg(long)]
+        ram_mib: Option<i64>,
+        /// Default (and at least): the image's virtual size.
+        #[arg(long)]
+        disk_mib: Option<i64>,
+        /// Every user may deploy from it (administrators).
+        #[arg(long)]
+        public: bool,
+    },
     /// Make a template every user's (administrators).
     Publish {
         /// The template's id, or its name when only one template has it.
@@ -535,29 +559,31 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
                 name,
                 output,
             } => {
-                let mut design = api::ViDesign {
-                    name,
-                    ..Default::default()
-                };
-                if let Some(path) = file {
+                let source = if let Some(path) = file {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;
                     if text.trim_start().starts_with('{') {
-                        design.topology = Some(
+                        api::DesignSource::Topology(
                             serde_json::from_str(&text)
                                 .with_context(|| format!("{} is not JSON", path.display()))?,
-                        );
+                        )
                     } else {
-                        design.xml = Some(text);
+                        api::DesignSource::Xml(text)
                     }
                 } else if let Some(kind) = catalogue {
-                    design.catalogue = Some(api::CatalogueRequest {
+                    api::DesignSource::Catalogue(api::CatalogueRequest {
                         kind,
                         nodes,
                         bandwidth: None,
                         template: None,
-                    });
-                }
+                    })
+                } else {
+                    bail!("give a design: -f FILE (XML or JSON) or --catalogue KIND");
+                };
+                let design = api::ViDesign {
+                    name,
+                    ..api::ViDesign::new(source)
+                };
                 let d = client.create_vi(&design).await?;
                 show_detail(&d, output)
             }
@@ -1000,6 +1026,46 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "template {} registered ({} {} MiB)",
                     t.name, t.format, t.size_mib
+                );
+                Ok(())
+            }
+            TemplateCommand::Import {
+                file,
+                name,
+                os,
+                vcpus,
+                ram_mib,
+                disk_mib,
+                public,
+            } => {
+                let opened = tokio::fs::File::open(&file)
+                    .await
+                    .with_context(|| format!("opening {}", file.display()))?;
+                let length = opened
+                    .metadata()
+                    .await
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .len();
+                let query = api::ImportTemplate {
+                    name,
+                    os_name: os,
+                    vcpus,
+                    ram_mib,
+                    disk_mib,
+                    visibility: public.then_some(api::Visibility::Public),
+                };
+                let t = client
+                    .import_template(&query, neptune_client::Body::from(opened), length)
+                    .await?;
+                println!(
+                    "template {} imported ({} {} MiB, {})",
+                    t.name,
+                    t.format,
+                    t.size_mib,
+                    match t.visibility {
+                        api::Visibility::Public => "public",
+                        api::Visibility::Private => "private",
+                    }
                 );
                 Ok(())
             }
