@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use neptune_switch::api::codes;
 use testbed::*;
 
 /// Both planes share the machine's two cores: run the scenarios one at a time
@@ -158,6 +159,12 @@ fn control_api_refusals(bed: &Testbed) {
     // Unsigned.
     let r = a.raw("GET", "/v1/state", Vec::new(), "").expect("call");
     assert_eq!(r.status, 401, "unsigned call: {}", r.body);
+    assert_eq!(
+        r.code().as_deref(),
+        Some(codes::UNAUTHENTICATED),
+        "{}",
+        r.body
+    );
     // Stale timestamp (an hour old, correctly signed).
     let old = neptune_switch::auth::unix_now() - 3600;
     let r = a
@@ -198,10 +205,12 @@ fn control_api_refusals(bed: &Testbed) {
         .put_binding("192.0.2.10", bed.ess["b"].care_of, 9)
         .expect("call");
     assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code().as_deref(), Some(codes::REFUSED), "{}", r.body);
     let r = a
         .put_binding(&HOME.to_string(), Ipv4Addr::new(198, 18, 0, 2), 99)
         .expect("call");
     assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code().as_deref(), Some(codes::REFUSED), "{}", r.body);
 }
 
 fn migration_scenario(plane: Plane) {
@@ -317,6 +326,12 @@ fn migration_scenario(plane: Plane) {
         .put_binding(&HOME.to_string(), bed.ess["b"].care_of, 1)
         .expect("call");
     assert_eq!(late.status, 409, "{}", late.body);
+    assert_eq!(
+        late.code().as_deref(),
+        Some(codes::STALE_GENERATION),
+        "{}",
+        late.body
+    );
     echo.wait_rounds(10);
 
     // C -> home.
@@ -538,5 +553,133 @@ fn simulated_switch_persists_its_table_across_restarts() {
     assert!(
         !state.to_string().contains("00112233"),
         "the key leaked into the state"
+    );
+}
+
+/// A `neptune-switchd` on loopback with the simulated data plane, started
+/// from flags (no root needed), killed on drop.
+struct LoopbackSwitch {
+    child: std::process::Child,
+    client: neptune_switch::client::ControlClient,
+}
+
+impl LoopbackSwitch {
+    /// Starts a switch whose key file is `dir/key` and waits for its API.
+    fn start(dir: &std::path::Path, extra: &[&str]) -> LoopbackSwitch {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(daemon_path())
+            .args(["--listen", &listen, "--care-of", "198.18.1.2"])
+            .args(["--home-prefix", "203.0.113.0/24", "--peer", "198.18.2.2"])
+            .arg("--state-file")
+            .arg(dir.join("state/table.json"))
+            .arg("--key-file")
+            .arg(dir.join("key"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the switch");
+        let key = neptune_switch::auth::SwitchKey::from_file(&dir.join("key")).expect("key");
+        let client = neptune_switch::client::ControlClient::new(listen.parse().expect("addr"), key);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !client
+            .call("GET", "/v1/health", "")
+            .is_ok_and(|r| r.status == 200)
+        {
+            assert!(Instant::now() < deadline, "the switch did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        LoopbackSwitch { child, client }
+    }
+}
+
+impl Drop for LoopbackSwitch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every refusal, including the framework's (a body over the limit), is
+/// `{"code", "message"}` and nothing else, as every Neptune API answers.
+#[test]
+fn simulated_switch_answers_every_error_with_a_code_and_a_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("key"), "00112233445566778899aabbccddeeff").expect("key");
+    let switch = LoopbackSwitch::start(dir.path(), &["--data-plane", "simulated"]);
+    let c = &switch.client;
+    let shape = |what: &str, r: neptune_switch::client::Reply, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        let body: serde_json::Value =
+            serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{what}: {e}: {}", r.body));
+        let fields = body.as_object().map(|o| {
+            let mut k: Vec<&str> = o.keys().map(String::as_str).collect();
+            k.sort_unstable();
+            k
+        });
+        assert_eq!(fields, Some(vec!["code", "message"]), "{what}: {body}");
+        assert_eq!(body["code"], code, "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+    };
+    shape(
+        "unsigned",
+        c.raw("GET", "/v1/state", &[], "").expect("call"),
+        401,
+        codes::UNAUTHENTICATED,
+    );
+    shape(
+        "unknown path",
+        c.call("GET", "/v1/nothing", "").expect("call"),
+        404,
+        codes::NOT_FOUND,
+    );
+    shape(
+        "wrong method",
+        c.call("POST", "/v1/bindings/203.0.113.10", "")
+            .expect("call"),
+        405,
+        codes::METHOD_NOT_ALLOWED,
+    );
+    shape(
+        "not JSON",
+        c.call("PUT", "/v1/bindings/203.0.113.10", "{")
+            .expect("call"),
+        400,
+        codes::INVALID_REQUEST,
+    );
+    shape(
+        "outside the home prefixes",
+        c.put_binding("192.0.2.10", "198.18.2.2", "vi-1", 7, 1)
+            .expect("call"),
+        422,
+        codes::REFUSED,
+    );
+    let r = c
+        .put_binding("203.0.113.10", "198.18.2.2", "vi-1", 7, 1)
+        .expect("call");
+    assert_eq!(r.status, 200, "{}", r.body);
+    shape(
+        "older generation",
+        c.put_binding("203.0.113.10", "198.18.2.2", "vi-1", 7, 0)
+            .expect("call"),
+        409,
+        codes::STALE_GENERATION,
+    );
+    let big = "x".repeat(neptune_switch::api::MAX_BODY_BYTES + 1);
+    shape(
+        "body over the limit",
+        c.call("PUT", "/v1/bindings/203.0.113.10", &big)
+            .expect("call"),
+        413,
+        codes::PAYLOAD_TOO_LARGE,
     );
 }
