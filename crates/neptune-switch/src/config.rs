@@ -24,7 +24,7 @@ pub struct SwitchConfig {
     pub listen: SocketAddr,
     /// The Mobility Binding Table and visitors, persisted here.
     pub state_file: PathBuf,
-    /// File holding the switch's HMAC key (hex or raw bytes, at least 16 bytes).
+    /// File holding the switch's HMAC key as hex text (at least 16 bytes).
     pub key_file: PathBuf,
     /// This switch's tunnel endpoint: the Care-of Address peers tunnel to.
     pub care_of: Ipv4Addr,

@@ -683,3 +683,92 @@ fn simulated_switch_answers_every_error_with_a_code_and_a_message() {
         codes::PAYLOAD_TOO_LARGE,
     );
 }
+
+/// Runs the daemon with `args` and returns how it ended and its stderr; a
+/// daemon still running after 10 s (it accepted what it should refuse) is
+/// killed and fails the test.
+fn run_to_exit(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(daemon_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the switch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the switch started instead of refusing {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    (status, stderr)
+}
+
+/// The flags of a simulated switch on a free loopback port, keyed by `key`.
+fn loopback_flags(dir: &std::path::Path, key: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut flags: Vec<std::ffi::OsString> = [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--care-of",
+        "198.18.1.2",
+        "--state-file",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    flags.push(dir.join("table.json").into());
+    flags.push("--key-file".into());
+    flags.push(key.into());
+    flags
+}
+
+/// A key file that is not hex, or too short, stops the switch at start with
+/// the file and the problem named (it used to be taken as raw bytes, and
+/// every call then failed with 401).
+#[test]
+fn a_key_file_that_is_not_a_hex_key_stops_the_switch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, contents, problem) in [
+        (
+            "letter.key",
+            "00112233445566778899aabbccddeefg\n",
+            "line 1, column 32 (byte 31): 'g' is not a hex digit",
+        ),
+        (
+            "odd.key",
+            "00112233445566778899aabbccddeeff0\n",
+            "33 hex digits, an odd number",
+        ),
+        (
+            "short.key",
+            "00112233\n",
+            "the key is 4 bytes long; at least 16",
+        ),
+    ] {
+        let key = dir.path().join(name);
+        std::fs::write(&key, contents).expect("key");
+        let flags = loopback_flags(dir.path(), &key);
+        let args: Vec<&std::ffi::OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
+        let (status, stderr) = run_to_exit(&args);
+        assert_eq!(status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&key.display().to_string()) && stderr.contains(problem),
+            "{name}: the error does not name the file and say {problem:?}: {stderr}"
+        );
+    }
+}
