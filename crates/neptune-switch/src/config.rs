@@ -217,6 +217,17 @@ fn default_batch() -> usize {
     64
 }
 
+impl DataPlaneConfig {
+    /// The adapter's name, as `kind` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataPlaneConfig::Simulated => "simulated",
+            DataPlaneConfig::Kernel(_) => "kernel",
+            DataPlaneConfig::Userspace(_) => "userspace",
+        }
+    }
+}
+
 impl SwitchConfig {
     /// Where the replay mark is kept: the state file's path with
     /// `.replay` appended (see [`crate::auth::ReplayMark`]).

@@ -772,3 +772,22 @@ fn a_key_file_that_is_not_a_hex_key_stops_the_switch() {
         );
     }
 }
+
+/// `--device-kind` with another data plane than the kernel's was silently
+/// ignored; it stops the switch now (simulated here: no root, no devices,
+/// should an old build start anyway).
+#[test]
+fn device_kind_without_the_kernel_plane_stops_the_switch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff").expect("key");
+    let mut flags = loopback_flags(dir.path(), &key);
+    flags.extend(["--data-plane", "simulated", "--device-kind", "ipip"].map(Into::into));
+    let args: Vec<&std::ffi::OsStr> = flags.iter().map(|f| f.as_os_str()).collect();
+    let (status, stderr) = run_to_exit(&args);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--device-kind applies only to the kernel data plane"),
+        "{stderr}"
+    );
+}
