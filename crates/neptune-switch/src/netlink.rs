@@ -440,7 +440,10 @@ impl Netlink {
 
     /// Deletes every rule at `priority` (optionally only those looking up `table`).
     pub fn delete_rules(&mut self, priority: u32, table: Option<u32>) -> Result<(), NetlinkError> {
-        for _ in 0..1024 {
+        // One rule per round trip until none is left. Bounded only against a
+        // kernel that acknowledged without deleting; far above the rules one
+        // priority holds (one per peer at most).
+        for _ in 0..1 << 20 {
             let mut m = Msg::new(RTM_DELRULE, 0);
             m.raw(&rulehdr(0, 0, 0));
             m.u32(FRA_PRIORITY, priority);

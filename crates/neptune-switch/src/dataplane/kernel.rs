@@ -14,7 +14,7 @@
 //!
 //! | priority | rule |
 //! | --- | --- |
-//! | base + i | `from PEER_i to CARE_OF ipproto udp dport 4790 lookup local` |
+//! | base | `from PEER to CARE_OF ipproto udp dport 4790 lookup local` (one per peer) |
 //! | base + 40 | `to CARE_OF ipproto udp dport 4790 blackhole` (non-peers) |
 //! | base + 45 | `from VISITOR iif PORT lookup REVERSE_k` (reverse tunnelling) |
 //! | base + 49 | `from HOME_PREFIX iif nsw-gpe0 lookup main` (reverse tunnelled) |
@@ -24,8 +24,10 @@
 //!
 //! The local table is moved behind these rules so that the peer check runs
 //! before local delivery; everything else keeps its order. The rules at
-//! base + i and base + 40 only cover the care-of address; they stay as a
-//! second fence should the guard's table be removed by hand.
+//! base and base + 40 only cover the care-of address; they stay as a
+//! second fence should the guard's table be removed by hand. The peers'
+//! rules share one priority, so the number of peers is not limited by the
+//! 64 priorities the switch owns.
 //!
 //! MTU: VXLAN-GPE adds 36 bytes (outer IPv4 20, UDP 8, GPE 8), IP-in-IP 20;
 //! the device MTU is 1500 minus that, so a correspondent sending full-size
@@ -103,6 +105,51 @@ fn tunnel_protocol(k: &KernelConfig) -> (u8, Option<u16>) {
     }
 }
 
+/// Priority of the rules that let peers' tunnel packets reach local
+/// delivery: one rule per peer, all at this one priority (relative to the
+/// base), so that any number of peers fits in the priorities the switch owns.
+const PEER_RULES: u32 = 0;
+/// Priority of the blackhole of every other tunnel packet to the care-of address.
+const NOT_PEER_RULE: u32 = 40;
+/// Priority the local table's lookup moves to.
+const LOCAL_RULE: u32 = 60;
+
+/// The rules in front of local delivery, in the order they must be added:
+/// every peer's tunnel packets to the care-of address reach the local table,
+/// every other source's are blackholed, then the local table (moved behind
+/// them from priority 0).
+fn fence_rules(config: &SwitchConfig, k: &KernelConfig) -> Vec<Rule> {
+    let base = k.rule_base;
+    let (proto, dport) = tunnel_protocol(k);
+    let tunnel_to_care_of = Rule {
+        to: Some((config.care_of, 32)),
+        ip_proto: Some(proto),
+        dport,
+        ..Rule::default()
+    };
+    let mut rules: Vec<Rule> = config
+        .peers
+        .iter()
+        .map(|peer| Rule {
+            priority: base + PEER_RULES,
+            from: Some((*peer, 32)),
+            table: Some(TABLE_LOCAL),
+            ..tunnel_to_care_of.clone()
+        })
+        .collect();
+    rules.push(Rule {
+        priority: base + NOT_PEER_RULE,
+        table: None,
+        ..tunnel_to_care_of
+    });
+    rules.push(Rule {
+        priority: base + LOCAL_RULE,
+        table: Some(TABLE_LOCAL),
+        ..Rule::default()
+    });
+    rules
+}
+
 fn install_rules(
     nl: &mut Netlink,
     config: &SwitchConfig,
@@ -115,31 +162,9 @@ fn install_rules(
             nl.delete_rules(prio, None)?;
         }
     }
-    let (proto, dport) = tunnel_protocol(k);
-    for (i, peer) in config.peers.iter().take(40).enumerate() {
-        nl.add_rule(&Rule {
-            priority: base + u32::try_from(i).unwrap_or(0),
-            from: Some((*peer, 32)),
-            to: Some((config.care_of, 32)),
-            ip_proto: Some(proto),
-            dport,
-            table: Some(TABLE_LOCAL),
-            ..Rule::default()
-        })?;
+    for rule in fence_rules(config, k) {
+        nl.add_rule(&rule)?;
     }
-    nl.add_rule(&Rule {
-        priority: base + 40,
-        to: Some((config.care_of, 32)),
-        ip_proto: Some(proto),
-        dport,
-        table: None,
-        ..Rule::default()
-    })?;
-    nl.add_rule(&Rule {
-        priority: base + 60,
-        table: Some(TABLE_LOCAL),
-        ..Rule::default()
-    })?;
     // Only now that local lookups continue at base + 60, drop the one at 0.
     nl.delete_rules(0, Some(TABLE_LOCAL))?;
     Ok(())
@@ -191,5 +216,76 @@ impl DataPlane for KernelPlane {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(peers: usize, device_kind: TunnelDeviceKind) -> (SwitchConfig, KernelConfig) {
+        let peers: Vec<String> = (0..peers)
+            .map(|i| format!("\"10.{}.{}.1\"", i / 256, i % 256))
+            .collect();
+        let k = KernelConfig {
+            device_kind,
+            ..KernelConfig::default()
+        };
+        let config: SwitchConfig = serde_json::from_str(&format!(
+            r#"{{"listen":"127.0.0.1:1","state_file":"s","key_file":"k","care_of":"198.18.1.2",
+                "peers":[{}],"data_plane":{}}}"#,
+            peers.join(","),
+            serde_json::json!({"kind": "kernel", "device_kind": device_kind})
+        ))
+        .unwrap();
+        config.check().unwrap();
+        (config, k)
+    }
+
+    /// Which rule a tunnel packet from `from` to the care-of address meets
+    /// first (rules at one priority are tried in the order they were added).
+    fn first_match(rules: &[Rule], from: Ipv4Addr, care_of: Ipv4Addr) -> Option<&Rule> {
+        let mut sorted: Vec<&Rule> = rules.iter().collect();
+        sorted.sort_by_key(|r| r.priority);
+        sorted.into_iter().find(|r| {
+            r.from.is_none_or(|(a, _)| a == from) && r.to.is_none_or(|(a, _)| a == care_of)
+        })
+    }
+
+    #[test]
+    fn every_peer_reaches_local_delivery_however_many_there_are() {
+        for kind in [TunnelDeviceKind::VxlanGpe, TunnelDeviceKind::Ipip] {
+            let (config, k) = config(300, kind);
+            let rules = fence_rules(&config, &k);
+            for (i, peer) in config.peers.iter().enumerate() {
+                let rule = first_match(&rules, *peer, config.care_of)
+                    .unwrap_or_else(|| panic!("peer {i} ({peer}) meets no rule"));
+                assert_eq!(
+                    (rule.table, rule.from),
+                    (Some(TABLE_LOCAL), Some((*peer, 32))),
+                    "peer {i} ({peer}) meets {rule:?}"
+                );
+                assert_eq!(rule.ip_proto, Some(tunnel_protocol(&k).0));
+            }
+            let stranger = first_match(&rules, Ipv4Addr::new(192, 0, 2, 66), config.care_of);
+            assert_eq!(
+                stranger.map(|r| (r.priority, r.table)),
+                Some((k.rule_base + NOT_PEER_RULE, None)),
+                "a non-peer is not blackholed"
+            );
+            // Within the priorities the switch owns, and clear of the ingress
+            // and reverse-tunnelling rules.
+            for r in &rules {
+                let offset = r.priority - k.rule_base;
+                assert!(
+                    offset < 64 && !(45..=51).contains(&offset),
+                    "{r:?} outside its place"
+                );
+            }
+            assert_eq!(
+                rules.last().map(|r| (r.priority, r.table, r.to)),
+                Some((k.rule_base + LOCAL_RULE, Some(TABLE_LOCAL), None))
+            );
+        }
     }
 }
