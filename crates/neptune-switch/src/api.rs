@@ -198,8 +198,17 @@ impl App {
         }
     }
 
-    /// Re-applies the whole table (repairs drift).
+    /// Puts back what the data plane owns, then re-applies the whole table
+    /// (repairs drift).
     pub fn reconcile(&self) {
+        // Outside the lock: it touches nothing the table decides, and the
+        // API need not wait for it.
+        if let Err(e) = self.plane.repair() {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(e)),
+                "repairing the data plane"
+            );
+        }
         // Applied under the lock: a copy applied after the lock is released
         // could land after an update and undo it, sending a moved address
         // to its previous switch until the next round (a stall of a whole

@@ -425,8 +425,18 @@ impl Netlink {
 
     /// Adds a policy rule (an identical existing rule is fine).
     pub fn add_rule(&mut self, rule: &Rule) -> Result<(), NetlinkError> {
+        self.ensure_rule(rule).map(drop)
+    }
+
+    /// Adds a policy rule unless an identical one exists; says whether it
+    /// was missing.
+    pub fn ensure_rule(&mut self, rule: &Rule) -> Result<bool, NetlinkError> {
         let m = rule_msg(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule);
-        exists_ok(self.request("rule add", m))
+        match self.request("rule add", m) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the rule matching `rule`'s selectors; absent is fine.

@@ -21,7 +21,10 @@
 //! ```
 //!
 //! (`meta l4proto ipip` and no port for an `ipip` device.) The table is
-//! replaced whole, in one transaction, at every start.
+//! replaced whole, in one transaction, at every start, and again whenever
+//! the reconcile loop finds that nf_tables changed since it last looked
+//! (the ruleset's generation moved: someone may have deleted or edited the
+//! table), keeping the count of refused packets.
 
 use std::io::{Read as _, Write as _};
 use std::net::Ipv4Addr;
@@ -49,6 +52,8 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_NEWOBJ: u16 = 18;
 const NFT_MSG_GETOBJ: u16 = 19;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -115,8 +120,9 @@ impl TunnelGuard {
         format!("neptune_{}", device.replace(['-', '.'], "_"))
     }
 
-    /// Installs the guard, replacing whatever the table held, atomically.
-    pub fn install(&self) -> Result<(), NetlinkError> {
+    /// Installs the guard, replacing whatever the table held, atomically;
+    /// its counter of refused packets starts at `refused`.
+    pub fn install(&self, refused: Refused) -> Result<(), NetlinkError> {
         let mut msgs = vec![
             table_msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, &self.table),
             table_msg(NFT_MSG_DELTABLE, 0, &self.table),
@@ -127,8 +133,8 @@ impl TunnelGuard {
             .string(NFTA_OBJ_NAME, COUNTER)
             .attr(NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes())
             .begin(NFTA_OBJ_DATA | NLA_F_NESTED)
-            .attr(NFTA_COUNTER_BYTES, &0u64.to_be_bytes())
-            .attr(NFTA_COUNTER_PACKETS, &0u64.to_be_bytes())
+            .attr(NFTA_COUNTER_BYTES, &refused.bytes.to_be_bytes())
+            .attr(NFTA_COUNTER_PACKETS, &refused.packets.to_be_bytes())
             .end();
         msgs.push(obj);
         let mut chain = nft_msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
@@ -163,8 +169,9 @@ impl TunnelGuard {
         transact(msgs, true).map(drop)
     }
 
-    /// Tunnel packets refused so far (since the last [`TunnelGuard::install`]).
-    pub fn refused(&self) -> Result<u64, NetlinkError> {
+    /// Tunnel packets refused so far (counted from the value given to
+    /// [`TunnelGuard::install`]).
+    pub fn refused(&self) -> Result<Refused, NetlinkError> {
         let mut get = nft_msg(NFT_MSG_GETOBJ, 0);
         get.string(NFTA_OBJ_TABLE, &self.table)
             .string(NFTA_OBJ_NAME, COUNTER)
@@ -175,8 +182,12 @@ impl TunnelGuard {
             .iter()
             .find_map(|m| {
                 let data = find_attr(m, NFTA_OBJ_DATA)?;
-                let packets = find_attr(data, NFTA_COUNTER_PACKETS)?;
-                Some(u64::from_be_bytes(packets.try_into().ok()?))
+                let number =
+                    |kind| Some(u64::from_be_bytes(find_attr(data, kind)?.try_into().ok()?));
+                Some(Refused {
+                    packets: number(NFTA_COUNTER_PACKETS)?,
+                    bytes: number(NFTA_COUNTER_BYTES)?,
+                })
             })
             .ok_or(NetlinkError::Malformed)
     }
@@ -205,6 +216,29 @@ impl TunnelGuard {
         m.end();
         m
     }
+}
+
+/// The generation of this network namespace's nf_tables ruleset: it moves
+/// with every committed change, anyone's.
+pub fn generation() -> Result<u32, NetlinkError> {
+    let replies = transact(vec![nft_msg(NFT_MSG_GETGEN, 0)], false)?;
+    replies
+        .iter()
+        .find_map(|m| {
+            Some(u32::from_be_bytes(
+                find_attr(m, NFTA_GEN_ID)?.try_into().ok()?,
+            ))
+        })
+        .ok_or(NetlinkError::Malformed)
+}
+
+/// What the guard's counter holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Packets refused.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// The expressions of one rule: name and encoded attributes.

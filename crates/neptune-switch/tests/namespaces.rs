@@ -154,6 +154,114 @@ fn forged_tunnel_packets_are_dropped(bed: &Testbed) {
     assert_eq!(recv_text(&listener).as_deref(), Some("genuine"));
 }
 
+/// The reconcile period of the testbed's switches.
+const RECONCILE: Duration = Duration::from_secs(1);
+
+/// What a switch owns, removed by hand from ess-b while the VM is there,
+/// comes back within one reconcile period: the rule that hands decapsulated
+/// packets to the visitors and, on the kernel plane, the nf_tables guard
+/// (with its count), ess-a's peer rule and the tunnel device itself. Then
+/// forged packets are refused again and ess-a's pass.
+fn drift_is_repaired(bed: &Testbed) {
+    let kernel = bed.plane == Plane::Kernel;
+    let ns = bed.ess["b"].ns.clone();
+    let (a, b) = (bed.ess["a"].care_of, bed.ess["b"].care_of);
+    let (device, table) = if kernel {
+        ("nsw-gpe0", "neptune_nsw_gpe0")
+    } else {
+        ("nsw-tun0", "")
+    };
+    let refused = || bed.client("b").state()["data_plane"]["counters"]["dropped_not_peer"].as_u64();
+    let counted = refused().expect("the drop counter");
+    let peer_rule = format!("from {a} to {b} ipproto udp dport 4790 lookup local");
+    let visitors_rule = format!("150:\tfrom all iif {device} lookup 4790");
+    let rules = || sh_out(&["ip", "-n", &ns, "rule", "show"]);
+    assert!(rules().contains(&visitors_rule), "{}", rules());
+
+    sh(&["ip", "-n", &ns, "rule", "del", "pref", "150"]);
+    if kernel {
+        assert!(rules().contains(&peer_rule), "{}", rules());
+        sh(&[
+            "ip", "netns", "exec", &ns, "nft", "delete", "table", "ip", table,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "rule",
+            "del",
+            "pref",
+            "100",
+            "from",
+            &a.to_string(),
+        ]);
+        sh(&["ip", "-n", &ns, "link", "del", device]);
+    }
+    let cut = Instant::now();
+    let repaired = || {
+        let rules = rules();
+        if !rules.contains(&visitors_rule) {
+            return false;
+        }
+        if !kernel {
+            return true;
+        }
+        let guard = sh_out(&[
+            "ip", "netns", "exec", &ns, "nft", "list", "table", "ip", table,
+        ]);
+        let link = sh_out(&["ip", "-n", &ns, "link", "show", device, "up"]);
+        rules.contains(&peer_rule)
+            && guard.contains("counter name \"refused\" drop")
+            && guard.contains(&format!("ip saddr {a} ip daddr {b}"))
+            && link.contains("UP")
+    };
+    let deadline = cut + RECONCILE + Duration::from_secs(1);
+    while !repaired() {
+        assert!(
+            Instant::now() < deadline,
+            "not repaired {:?} after the drift:\n{}\n{}",
+            cut.elapsed(),
+            rules(),
+            sh_out(&["ip", "netns", "exec", &ns, "nft", "list", "ruleset"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "{:?}: drift repaired in {} ms",
+        bed.plane,
+        cut.elapsed().as_millis()
+    );
+
+    // Packets behave as before the drift, and the count went on.
+    let listener = vm_udp_listener(bed);
+    if kernel {
+        let secondary = Ipv4Addr::new(198, 18, 2, 3);
+        send_tunnel_packet(bed.plane, &bed.ns("cn"), secondary, b"forged-again");
+        assert_eq!(
+            recv_text(&listener),
+            None,
+            "a forged tunnel packet reached the VM after the repair"
+        );
+        let after = refused().expect("the guard's counter after the repair");
+        assert!(after > counted, "count {after}, {counted} before the drift");
+    }
+    send_tunnel_packet(bed.plane, &bed.ess["a"].ns, b, b"genuine-again");
+    assert_eq!(recv_text(&listener).as_deref(), Some("genuine-again"));
+
+    if kernel {
+        // Re-applying is idempotent: once whole, the guard is left alone
+        // (the ruleset's generation stays put over two more rounds).
+        let generation = || in_ns(&ns, neptune_switch::nftables::generation).expect("generation");
+        let settled = generation();
+        std::thread::sleep(2 * RECONCILE + Duration::from_millis(200));
+        assert_eq!(
+            generation(),
+            settled,
+            "the guard is re-installed every round"
+        );
+    }
+}
+
 fn control_api_refusals(bed: &Testbed) {
     let a = bed.client("a");
     // Unsigned.
@@ -236,6 +344,8 @@ fn migration_scenario(plane: Plane) {
     // A -> B.
     let stall_ab = move_and_check(&mut bed, &echo, "b", 1);
     forged_tunnel_packets_are_dropped(&bed);
+    drift_is_repaired(&bed);
+    echo.wait_rounds(20);
 
     // Bulk data through the tunnel arrives intact (the userspace plane cuts
     // TCP super-packets at home and joins segments again in B, or, on the

@@ -25,7 +25,8 @@
 //! The local table is moved behind these rules so that the peer check runs
 //! before local delivery; everything else keeps its order. The rules at
 //! base and base + 40 only cover the care-of address; they stay as a
-//! second fence should the guard's table be removed by hand. The peers'
+//! second fence should the guard's table be removed by hand, until the
+//! reconcile loop puts it back ([`DataPlane::repair`]). The peers'
 //! rules share one priority, so the number of peers is not limited by the
 //! 64 priorities the switch owns.
 //!
@@ -35,12 +36,13 @@
 //! path-MTU discovery converges.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use super::{link_stat, DataPlane, DataPlaneError, DataPlaneStats, Routes};
 use crate::config::{KernelConfig, SwitchConfig, TunnelDeviceKind};
 use crate::netlink::{set_ipv4_conf, Netlink, RouteTarget, Rule, TABLE_LOCAL};
-use crate::nftables::TunnelGuard;
+use crate::nftables::{self, Refused, TunnelGuard};
 use crate::state::SwitchTable;
 
 const IPPROTO_UDP: u8 = 17;
@@ -49,16 +51,28 @@ const IPPROTO_UDP: u8 = 17;
 #[derive(Debug)]
 pub struct KernelPlane {
     routes: Mutex<Routes>,
-    device: String,
-    device_index: u32,
-    care_of: Ipv4Addr,
+    config: SwitchConfig,
+    kernel: KernelConfig,
+    /// Changes only when the device was deleted and is created again.
+    device_index: AtomicU32,
     guard: TunnelGuard,
+    guard_seen: Mutex<GuardSeen>,
+}
+
+/// What the plane last knew of its tunnel guard.
+#[derive(Debug, Default)]
+struct GuardSeen {
+    /// The nf_tables generation at which the guard was last installed by
+    /// this plane, if no other change came in between: while the ruleset
+    /// stays at it, the guard is as installed.
+    generation: Option<u32>,
+    /// The newest count read, carried into a re-installed table.
+    refused: Refused,
 }
 
 impl KernelPlane {
     /// Creates the device, the blackholes and the rules.
     pub fn start(config: &SwitchConfig, k: &KernelConfig) -> Result<Self, DataPlaneError> {
-        // The guard first: the device decapsulates from the moment it exists.
         let (proto, dport) = tunnel_protocol(k);
         let guard = TunnelGuard {
             table: TunnelGuard::table_for(&k.device),
@@ -67,34 +81,83 @@ impl KernelPlane {
             proto,
             dport,
         };
-        guard.install()?;
+        let mut guard_seen = GuardSeen::default();
+        // The guard first: the device decapsulates from the moment it exists.
+        install_guard(&guard, &mut guard_seen)?;
         let mut nl = Netlink::open()?;
-        match k.device_kind {
-            TunnelDeviceKind::VxlanGpe => nl.add_vxlan_gpe(&k.device, config.care_of, k.port)?,
-            TunnelDeviceKind::Ipip => nl.add_ipip_external(&k.device)?,
-        }
-        let device_index = Netlink::index(&k.device)?;
-        let mtu = k.mtu.unwrap_or(1500 - k.device_kind.overhead());
-        nl.set_up(device_index, Some(mtu))?;
-        // Decapsulated packets come from correspondents anywhere: no reverse-path check.
-        set_ipv4_conf(&k.device, "rp_filter", "0")?;
+        let device_index = ensure_device(&mut nl, config, k)?;
         let mut routes = Routes {
             nl,
             visitor_table: k.visitor_table,
             rule_base: k.rule_base,
             peers: config.peers.clone(),
+            home_prefixes: config.home_prefixes.clone(),
+            ingress: k.device.clone(),
         };
-        routes.blackhole_home(config)?;
+        routes.blackhole_home()?;
         install_rules(&mut routes.nl, config, k)?;
-        routes.confine_ingress(&k.device, config)?;
+        routes.confine_ingress()?;
         Ok(KernelPlane {
             routes: Mutex::new(routes),
-            device: k.device.clone(),
-            device_index,
-            care_of: config.care_of,
+            config: config.clone(),
+            kernel: k.clone(),
+            device_index: AtomicU32::new(device_index),
             guard,
+            guard_seen: Mutex::new(guard_seen),
         })
     }
+
+    /// Re-installs the guard if nf_tables changed since it was installed.
+    fn ensure_guard(&self) -> Result<(), DataPlaneError> {
+        let mut seen = self
+            .guard_seen
+            .lock()
+            .map_err(|_| DataPlaneError::Poisoned)?;
+        if seen.generation.is_some() && seen.generation == Some(nftables::generation()?) {
+            return Ok(());
+        }
+        // Someone changed nf_tables, perhaps only elsewhere: replacing the
+        // table whole, in one transaction, costs less than comparing it and
+        // never leaves a moment without the guard.
+        if let Ok(refused) = self.guard.refused() {
+            seen.refused = refused;
+        }
+        install_guard(&self.guard, &mut seen)?;
+        tracing::info!(table = %self.guard.table, "tunnel guard re-installed (nf_tables changed since it was installed)");
+        Ok(())
+    }
+}
+
+/// Installs the guard, its count carried over, and notes at which
+/// generation of the ruleset it stands.
+fn install_guard(guard: &TunnelGuard, seen: &mut GuardSeen) -> Result<(), DataPlaneError> {
+    seen.generation = None;
+    let before = nftables::generation()?;
+    guard.install(seen.refused)?;
+    let after = nftables::generation()?;
+    // One commit moves the generation by one; more means another change
+    // came in between, which the next round looks at.
+    seen.generation = (after == before.wrapping_add(1)).then_some(after);
+    Ok(())
+}
+
+/// Creates the tunnel device if it does not exist, and sets it up: up, its
+/// MTU, no reverse-path check. Returns its index.
+fn ensure_device(
+    nl: &mut Netlink,
+    config: &SwitchConfig,
+    k: &KernelConfig,
+) -> Result<u32, DataPlaneError> {
+    match k.device_kind {
+        TunnelDeviceKind::VxlanGpe => nl.add_vxlan_gpe(&k.device, config.care_of, k.port)?,
+        TunnelDeviceKind::Ipip => nl.add_ipip_external(&k.device)?,
+    }
+    let index = Netlink::index(&k.device)?;
+    let mtu = k.mtu.unwrap_or(1500 - k.device_kind.overhead());
+    nl.set_up(index, Some(mtu))?;
+    // Decapsulated packets come from correspondents anywhere: no reverse-path check.
+    set_ipv4_conf(&k.device, "rp_filter", "0")?;
+    Ok(index)
 }
 
 /// IP protocol and UDP port of the tunnel packets the device decapsulates.
@@ -181,15 +244,59 @@ impl DataPlane for KernelPlane {
         for addr in addrs {
             let r = routes.apply(*addr, &table.forwarding(*addr), |care_of, key| {
                 Ok(RouteTarget::Encap {
-                    oif: self.device_index,
+                    oif: self.device_index.load(Ordering::Relaxed),
                     id: u64::from(key),
                     dst: care_of,
-                    src: self.care_of,
+                    src: self.config.care_of,
                 })
             });
             if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn repair(&self) -> Result<(), DataPlaneError> {
+        let mut first_err = None;
+        let mut note = |r: Result<(), DataPlaneError>| {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        };
+        // The guard before the device: a device created again decapsulates at once.
+        note(self.ensure_guard());
+        let mut routes = self.routes.lock().map_err(|_| DataPlaneError::Poisoned)?;
+        note(
+            ensure_device(&mut routes.nl, &self.config, &self.kernel).map(|index| {
+                if self.device_index.swap(index, Ordering::Relaxed) != index {
+                    tracing::warn!(device = %self.kernel.device, "the tunnel device was gone; created again");
+                }
+            }),
+        );
+        let mut restored = 0;
+        for rule in fence_rules(&self.config, &self.kernel) {
+            note(
+                routes
+                    .nl
+                    .ensure_rule(&rule)
+                    .map(|added| restored += usize::from(added))
+                    .map_err(Into::into),
+            );
+        }
+        // Only behind the rule at base + 60 (ensured above), as at start.
+        note(
+            routes
+                .nl
+                .delete_rules(0, Some(TABLE_LOCAL))
+                .map_err(Into::into),
+        );
+        note(routes.restore().map(|n| restored += n));
+        if restored > 0 {
+            tracing::warn!(
+                restored,
+                "policy rules of the switch were missing; added back"
+            );
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -205,11 +312,15 @@ impl DataPlane for KernelPlane {
             ("tunnel_tx_dropped", "tx_dropped"),
             ("tunnel_rx_dropped", "rx_dropped"),
         ] {
-            s.counters.insert(k, link_stat(&self.device, n));
+            s.counters.insert(k, link_stat(&self.kernel.device, n));
         }
         match self.guard.refused() {
             Ok(n) => {
-                s.counters.insert("dropped_not_peer", n);
+                s.counters.insert("dropped_not_peer", n.packets);
+                // Kept should the table be deleted: a re-installed guard counts on from here.
+                if let Ok(mut seen) = self.guard_seen.lock() {
+                    seen.refused = n;
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %anyhow::Error::from(e), "reading the tunnel guard's counter");

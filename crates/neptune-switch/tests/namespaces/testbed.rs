@@ -69,6 +69,15 @@ pub fn require_root() {
         .status()
         .map(|s| s.success());
     assert!(matches!(ok, Ok(true)), "these tests need iproute2 (`ip`)");
+    let ok = Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success());
+    assert!(
+        matches!(ok, Ok(true)),
+        "these tests need nftables (`nft`) to change the switches' state by hand"
+    );
 }
 
 /// Runs a command; panics with its output on failure.
