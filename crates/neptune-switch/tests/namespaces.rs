@@ -212,7 +212,10 @@ fn drift_is_repaired(bed: &Testbed) {
         let link = sh_out(&["ip", "-n", &ns, "link", "show", device, "up"]);
         rules.contains(&peer_rule)
             && guard.contains("counter name \"refused\" drop")
-            && guard.contains(&format!("ip saddr {a} ip daddr {b}"))
+            && guard.contains(&format!(
+                "ip daddr {b} udp dport 4790 ip saddr @peers accept"
+            ))
+            && guard.contains(&a.to_string())
             && link.contains("UP")
     };
     let deadline = cut + RECONCILE + Duration::from_secs(1);
