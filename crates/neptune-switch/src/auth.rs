@@ -53,24 +53,74 @@ impl fmt::Debug for SwitchKey {
     }
 }
 
+/// The shortest key accepted, in bytes (32 hex digits in a key file).
+pub const MIN_KEY_BYTES: usize = 16;
+
 impl SwitchKey {
-    /// A key from bytes; at least 16 of them.
+    /// A key from bytes; at least [`MIN_KEY_BYTES`] of them.
     pub fn new(bytes: Vec<u8>) -> Result<Self, AuthError> {
-        if bytes.len() < 16 {
+        if bytes.len() < MIN_KEY_BYTES {
             return Err(AuthError::WeakKey);
         }
         Ok(SwitchKey(bytes))
     }
 
-    /// Reads a key file: hex text (whitespace trimmed) or raw bytes.
-    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let raw =
-            std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?;
-        let text = String::from_utf8_lossy(&raw);
-        let trimmed = text.trim();
-        let bytes = decode_hex(trimmed).unwrap_or(raw);
-        Ok(SwitchKey::new(bytes)?)
+    /// Reads a key file: hex digits (either case), surrounding whitespace
+    /// ignored, at least [`MIN_KEY_BYTES`] bytes once decoded.
+    pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
+        let raw = std::fs::read(path).map_err(|source| KeyFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        SwitchKey::from_hex_file_contents(&raw).map_err(|problem| KeyFileError::Invalid {
+            path: path.to_owned(),
+            problem,
+        })
+    }
+
+    /// Decodes the contents of a key file. Anything but hex is refused,
+    /// never taken as raw bytes: a key that the Manager reads as hex and the
+    /// switch as bytes would make every call fail with `401` and no hint.
+    pub fn from_hex_file_contents(raw: &[u8]) -> Result<Self, KeyProblem> {
+        let start = raw
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(raw.len());
+        let end = raw
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(start, |i| i + 1);
+        let digits = &raw[start..end];
+        if let Some(i) = digits.iter().position(|b| !b.is_ascii_hexdigit()) {
+            let offset = start + i;
+            let before = &raw[..offset];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = offset
+                - before
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |n| n + 1)
+                + 1;
+            return Err(KeyProblem::NotHex {
+                line,
+                column,
+                offset,
+                found: describe_byte(raw[offset]),
+            });
+        }
+        if digits.len() % 2 != 0 {
+            return Err(KeyProblem::OddDigits {
+                digits: digits.len(),
+            });
+        }
+        let bytes = std::str::from_utf8(digits)
+            .ok()
+            .and_then(decode_hex)
+            .unwrap_or_default();
+        if bytes.len() < MIN_KEY_BYTES {
+            return Err(KeyProblem::TooShort { bytes: bytes.len() });
+        }
+        Ok(SwitchKey(bytes))
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -115,6 +165,69 @@ pub enum AuthError {
     /// Key too short.
     #[error("a switch key needs at least 16 bytes")]
     WeakKey,
+}
+
+/// Why a key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("reading the key file {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not hold a usable key.
+    #[error("the key file {}: {problem}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        problem: KeyProblem,
+    },
+}
+
+/// What is wrong with the contents of a key file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    /// A character that is not a hex digit (inside the surrounding whitespace).
+    #[error("line {line}, column {column} (byte {offset}): {found} is not a hex digit; the file must hold the key as hex text")]
+    NotHex {
+        /// Line, from 1.
+        line: usize,
+        /// Column in bytes, from 1.
+        column: usize,
+        /// Offset in the file, from 0.
+        offset: usize,
+        /// The offending byte, described.
+        found: String,
+    },
+    /// An odd number of hex digits: not a whole number of bytes.
+    #[error("{digits} hex digits, an odd number (every byte of the key is two digits)")]
+    OddDigits {
+        /// Hex digits found.
+        digits: usize,
+    },
+    /// Fewer bytes than [`MIN_KEY_BYTES`].
+    #[error("the key is {bytes} bytes long; at least {MIN_KEY_BYTES} bytes ({} hex digits) are needed", 2 * MIN_KEY_BYTES)]
+    TooShort {
+        /// Bytes decoded.
+        bytes: usize,
+    },
+}
+
+/// A byte as a person reading an error should see it.
+fn describe_byte(b: u8) -> String {
+    match b {
+        b' ' => "a space".into(),
+        b'\t' => "a tab".into(),
+        b'\n' => "a line break".into(),
+        b'\r' => "a carriage return".into(),
+        b if b.is_ascii_graphic() => format!("{:?}", char::from(b)),
+        b => format!("the byte 0x{b:02x}"),
+    }
 }
 
 /// Lower-case hex.
@@ -512,6 +625,61 @@ mod tests {
         assert_eq!(decode_hex("zz"), None);
         assert!(format!("{:?}", key()).contains("redacted"));
         assert!(SwitchKey::new(vec![1; 4]).is_err());
+    }
+
+    #[test]
+    fn a_key_file_is_hex_or_refused_with_where_and_why() {
+        let key = |text: &[u8]| SwitchKey::from_hex_file_contents(text);
+        let good = "00112233445566778899aabbccddeeff";
+        assert!(key(good.as_bytes()).is_ok());
+        assert!(key(format!("  {}\r\n", good.to_uppercase()).as_bytes()).is_ok());
+        // The same key, read as hex: it signs as the Manager's copy does.
+        let from_file = key(format!("{good}\n").as_bytes()).unwrap();
+        let bytes = SwitchKey::new(decode_hex(good).unwrap()).unwrap();
+        assert_eq!(
+            sign(&from_file, "GET", "/", 1, "n", b""),
+            sign(&bytes, "GET", "/", 1, "n", b"")
+        );
+
+        let odd = key(b"00112233445566778899aabbccddeeff0\n").unwrap_err();
+        assert_eq!(odd, KeyProblem::OddDigits { digits: 33 });
+        let not_hex = key(b"\n  00112233g4556677\n").unwrap_err();
+        assert_eq!(
+            not_hex,
+            KeyProblem::NotHex {
+                line: 2,
+                column: 11,
+                offset: 11,
+                found: "'g'".into()
+            }
+        );
+        assert_eq!(
+            not_hex.to_string(),
+            "line 2, column 11 (byte 11): 'g' is not a hex digit; the file must hold the key as hex text"
+        );
+        // Binary keys (the old fallback) and keys split by a space.
+        assert!(matches!(
+            key(&[0xff; 32]).unwrap_err(),
+            KeyProblem::NotHex { offset: 0, ref found, .. } if found == "the byte 0xff"
+        ));
+        assert!(matches!(
+            key(b"0011223344556677 8899aabbccddeeff").unwrap_err(),
+            KeyProblem::NotHex { column: 17, ref found, .. } if found == "a space"
+        ));
+        assert_eq!(
+            key(b"0011223344556677\n").unwrap_err(),
+            KeyProblem::TooShort { bytes: 8 }
+        );
+        assert_eq!(key(b"\n").unwrap_err(), KeyProblem::TooShort { bytes: 0 });
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ess.key");
+        std::fs::write(&path, "0011223344556677\n").unwrap();
+        let e = SwitchKey::from_file(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("8 bytes long"),
+            "{e}"
+        );
     }
     fn signed(ts: u64) -> (String, String, String) {
         let nonce = new_nonce();

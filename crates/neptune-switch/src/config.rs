@@ -24,7 +24,7 @@ pub struct SwitchConfig {
     pub listen: SocketAddr,
     /// The Mobility Binding Table and visitors, persisted here.
     pub state_file: PathBuf,
-    /// File holding the switch's HMAC key (hex or raw bytes, at least 16 bytes).
+    /// File holding the switch's HMAC key as hex text (at least 16 bytes).
     pub key_file: PathBuf,
     /// This switch's tunnel endpoint: the Care-of Address peers tunnel to.
     pub care_of: Ipv4Addr,
@@ -215,6 +215,17 @@ fn default_true() -> bool {
 }
 fn default_batch() -> usize {
     64
+}
+
+impl DataPlaneConfig {
+    /// The adapter's name, as `kind` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataPlaneConfig::Simulated => "simulated",
+            DataPlaneConfig::Kernel(_) => "kernel",
+            DataPlaneConfig::Userspace(_) => "userspace",
+        }
+    }
 }
 
 impl SwitchConfig {

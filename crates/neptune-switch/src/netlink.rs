@@ -425,8 +425,18 @@ impl Netlink {
 
     /// Adds a policy rule (an identical existing rule is fine).
     pub fn add_rule(&mut self, rule: &Rule) -> Result<(), NetlinkError> {
+        self.ensure_rule(rule).map(drop)
+    }
+
+    /// Adds a policy rule unless an identical one exists; says whether it
+    /// was missing.
+    pub fn ensure_rule(&mut self, rule: &Rule) -> Result<bool, NetlinkError> {
         let m = rule_msg(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule);
-        exists_ok(self.request("rule add", m))
+        match self.request("rule add", m) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the rule matching `rule`'s selectors; absent is fine.
@@ -440,7 +450,10 @@ impl Netlink {
 
     /// Deletes every rule at `priority` (optionally only those looking up `table`).
     pub fn delete_rules(&mut self, priority: u32, table: Option<u32>) -> Result<(), NetlinkError> {
-        for _ in 0..1024 {
+        // One rule per round trip until none is left. Bounded only against a
+        // kernel that acknowledged without deleting; far above the rules one
+        // priority holds (one per peer at most).
+        for _ in 0..1 << 20 {
             let mut m = Msg::new(RTM_DELRULE, 0);
             m.raw(&rulehdr(0, 0, 0));
             m.u32(FRA_PRIORITY, priority);

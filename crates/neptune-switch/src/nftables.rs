@@ -10,18 +10,24 @@
 //!
 //! ```text
 //! table ip neptune_<device> {
+//!     set peers { type ipv4_addr; flags constant; elements = { PEER, ... } }
 //!     counter refused { }
 //!     chain guard {
 //!         type filter hook prerouting priority filter; policy accept;
-//!         ip saddr PEER_i ip daddr CARE_OF meta l4proto udp udp dport 4790 accept
+//!         ip daddr CARE_OF meta l4proto udp udp dport 4790 ip saddr @peers accept
 //!         meta l4proto udp udp dport 4790 fib daddr type local counter name "refused" drop
 //!         (the same for `type broadcast` and `type multicast`)
 //!     }
 //! }
 //! ```
 //!
-//! (`meta l4proto ipip` and no port for an `ipip` device.) The table is
-//! replaced whole, in one transaction, at every start.
+//! (`meta l4proto ipip` and no port for an `ipip` device.) The peers are a
+//! set, not a rule each: every packet the switch routes crosses the chain,
+//! and a set lookup costs the same for 2 peers or 2000. The table is
+//! replaced whole, in one transaction, at every start, and again whenever
+//! the reconcile loop finds that nf_tables changed since it last looked
+//! (the ruleset's generation moved: someone may have deleted or edited the
+//! table), keeping the count of refused packets.
 
 use std::io::{Read as _, Write as _};
 use std::net::Ipv4Addr;
@@ -47,8 +53,12 @@ const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_NEWOBJ: u16 = 18;
 const NFT_MSG_GETOBJ: u16 = 19;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -68,6 +78,20 @@ const NFTA_OBJ_TABLE: u16 = 1;
 const NFTA_OBJ_NAME: u16 = 2;
 const NFTA_OBJ_TYPE: u16 = 3;
 const NFTA_OBJ_DATA: u16 = 4;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_LOOKUP_SET_ID: u16 = 4;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -78,6 +102,10 @@ const NF_INET_PRE_ROUTING: u32 = 0;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 const NFT_OBJECT_COUNTER: u32 = 1;
+/// Its contents never change while a rule uses it (the table is replaced whole).
+const NFT_SET_CONSTANT: u32 = 0x2;
+/// `ipv4_addr`, so that `nft list` shows addresses.
+const NFT_TYPE_IPADDR: u32 = 7;
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
@@ -92,6 +120,11 @@ const RTN_MULTICAST: u32 = 5;
 
 const CHAIN: &str = "guard";
 const COUNTER: &str = "refused";
+const PEERS: &str = "peers";
+/// Names the set within the transaction that creates it.
+const PEERS_SET_ID: u32 = 1;
+/// Elements per message: a nested attribute's length is 16 bits.
+const ELEMENTS_PER_MESSAGE: usize = 1024;
 
 /// What the guard lets through: tunnel packets (protocol `proto`, UDP
 /// destination port `dport` if any) from a peer to the care-of address.
@@ -115,8 +148,9 @@ impl TunnelGuard {
         format!("neptune_{}", device.replace(['-', '.'], "_"))
     }
 
-    /// Installs the guard, replacing whatever the table held, atomically.
-    pub fn install(&self) -> Result<(), NetlinkError> {
+    /// Installs the guard, replacing whatever the table held, atomically;
+    /// its counter of refused packets starts at `refused`.
+    pub fn install(&self, refused: Refused) -> Result<(), NetlinkError> {
         let mut msgs = vec![
             table_msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, &self.table),
             table_msg(NFT_MSG_DELTABLE, 0, &self.table),
@@ -127,8 +161,8 @@ impl TunnelGuard {
             .string(NFTA_OBJ_NAME, COUNTER)
             .attr(NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes())
             .begin(NFTA_OBJ_DATA | NLA_F_NESTED)
-            .attr(NFTA_COUNTER_BYTES, &0u64.to_be_bytes())
-            .attr(NFTA_COUNTER_PACKETS, &0u64.to_be_bytes())
+            .attr(NFTA_COUNTER_BYTES, &refused.bytes.to_be_bytes())
+            .attr(NFTA_COUNTER_PACKETS, &refused.packets.to_be_bytes())
             .end();
         msgs.push(obj);
         let mut chain = nft_msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
@@ -142,16 +176,40 @@ impl TunnelGuard {
             .attr(NFTA_CHAIN_POLICY, &NF_ACCEPT.to_be_bytes())
             .string(NFTA_CHAIN_TYPE, "filter");
         msgs.push(chain);
-        for peer in &self.peers {
-            let mut e = Exprs::default();
-            e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4)
-                .cmp(&peer.octets())
-                .payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
-                .cmp(&self.care_of.octets());
-            self.tunnel_match(&mut e);
-            e.verdict(NF_ACCEPT);
-            msgs.push(self.rule(e));
+        let mut set = nft_msg(NFT_MSG_NEWSET, NLM_F_CREATE);
+        set.string(NFTA_SET_TABLE, &self.table)
+            .string(NFTA_SET_NAME, PEERS)
+            .attr(NFTA_SET_FLAGS, &NFT_SET_CONSTANT.to_be_bytes())
+            .attr(NFTA_SET_KEY_TYPE, &NFT_TYPE_IPADDR.to_be_bytes())
+            .attr(NFTA_SET_KEY_LEN, &4u32.to_be_bytes())
+            .attr(NFTA_SET_ID, &PEERS_SET_ID.to_be_bytes());
+        msgs.push(set);
+        for chunk in self.peers.chunks(ELEMENTS_PER_MESSAGE) {
+            let mut elems = nft_msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
+            elems
+                .string(NFTA_SET_ELEM_LIST_TABLE, &self.table)
+                .string(NFTA_SET_ELEM_LIST_SET, PEERS)
+                .attr(NFTA_SET_ELEM_LIST_SET_ID, &PEERS_SET_ID.to_be_bytes())
+                .begin(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
+            for peer in chunk {
+                elems
+                    .begin(NFTA_LIST_ELEM | NLA_F_NESTED)
+                    .begin(NFTA_SET_ELEM_KEY | NLA_F_NESTED)
+                    .attr(NFTA_DATA_VALUE, &peer.octets())
+                    .end()
+                    .end();
+            }
+            elems.end();
+            msgs.push(elems);
         }
+        let mut e = Exprs::default();
+        e.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
+            .cmp(&self.care_of.octets());
+        self.tunnel_match(&mut e);
+        e.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4)
+            .lookup(PEERS, PEERS_SET_ID)
+            .verdict(NF_ACCEPT);
+        msgs.push(self.rule(e));
         // The wildcard socket also takes broadcasts and multicasts.
         for kind in [RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST] {
             let mut e = Exprs::default();
@@ -163,8 +221,9 @@ impl TunnelGuard {
         transact(msgs, true).map(drop)
     }
 
-    /// Tunnel packets refused so far (since the last [`TunnelGuard::install`]).
-    pub fn refused(&self) -> Result<u64, NetlinkError> {
+    /// Tunnel packets refused so far (counted from the value given to
+    /// [`TunnelGuard::install`]).
+    pub fn refused(&self) -> Result<Refused, NetlinkError> {
         let mut get = nft_msg(NFT_MSG_GETOBJ, 0);
         get.string(NFTA_OBJ_TABLE, &self.table)
             .string(NFTA_OBJ_NAME, COUNTER)
@@ -175,8 +234,12 @@ impl TunnelGuard {
             .iter()
             .find_map(|m| {
                 let data = find_attr(m, NFTA_OBJ_DATA)?;
-                let packets = find_attr(data, NFTA_COUNTER_PACKETS)?;
-                Some(u64::from_be_bytes(packets.try_into().ok()?))
+                let number =
+                    |kind| Some(u64::from_be_bytes(find_attr(data, kind)?.try_into().ok()?));
+                Some(Refused {
+                    packets: number(NFTA_COUNTER_PACKETS)?,
+                    bytes: number(NFTA_COUNTER_BYTES)?,
+                })
             })
             .ok_or(NetlinkError::Malformed)
     }
@@ -205,6 +268,29 @@ impl TunnelGuard {
         m.end();
         m
     }
+}
+
+/// The generation of this network namespace's nf_tables ruleset: it moves
+/// with every committed change, anyone's.
+pub fn generation() -> Result<u32, NetlinkError> {
+    let replies = transact(vec![nft_msg(NFT_MSG_GETGEN, 0)], false)?;
+    replies
+        .iter()
+        .find_map(|m| {
+            Some(u32::from_be_bytes(
+                find_attr(m, NFTA_GEN_ID)?.try_into().ok()?,
+            ))
+        })
+        .ok_or(NetlinkError::Malformed)
+}
+
+/// What the guard's counter holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// Packets refused.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// The expressions of one rule: name and encoded attributes.
@@ -269,6 +355,18 @@ impl Exprs {
                 (1, &NFT_REG_1.to_be_bytes()),
                 (2, &NFT_CMP_EQ.to_be_bytes()),
                 (3 | NLA_F_NESTED, &data),
+            ],
+        )
+    }
+    fn lookup(&mut self, set: &str, set_id: u32) -> &mut Self {
+        let mut n = set.as_bytes().to_vec();
+        n.push(0);
+        self.push(
+            "lookup",
+            &[
+                (NFTA_LOOKUP_SET, &n),
+                (NFTA_LOOKUP_SREG, &NFT_REG_1.to_be_bytes()),
+                (NFTA_LOOKUP_SET_ID, &set_id.to_be_bytes()),
             ],
         )
     }
