@@ -167,8 +167,16 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token));
         let manager = Manager::open(config, hosts).await?;
-        if let Some((name, password)) = &manager.created_admin {
-            println!("created the first administrator: {name} / {password} (shown once)");
+        match (&manager.created_admin, &args.admin_password_file) {
+            // The operator has the password already: never echo it.
+            (Some((name, _)), Some(file)) => println!(
+                "created the first administrator: {name} (password from {})",
+                file.display()
+            ),
+            (Some((name, password)), None) => {
+                println!("created the first administrator: {name} / {password} (shown once)")
+            }
+            (None, _) => {}
         }
         let (listener, addr) = Manager::bind(args.listen).await?;
         println!("Neptune Manager listening on http://{addr}");
