@@ -76,6 +76,9 @@ impl<'r, R: Cells> Stored<'r, R> {
 
     /// The row's key, as well as it can be read.
     fn describe(&self) -> String {
+        if self.key.is_empty() {
+            return "no key (a count or a sum)".to_owned();
+        }
         let cell = |column: &str| {
             if let Ok(Some(u)) = self.row.uuid(column) {
                 return u.to_string();

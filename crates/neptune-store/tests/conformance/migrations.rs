@@ -311,12 +311,15 @@ async fn old_rows_read_back(s: &dyn Store) {
 
 #[tokio::test]
 async fn a_sqlite_database_of_the_hand_listed_migrator_opens() {
-    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
+    // As the store opened it: without WAL, every commit would wait for the disk.
     let options = SqliteConnectOptions::new()
         .filename(&path)
-        .create_if_missing(true);
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal);
     let old = sqlx::SqlitePool::connect_with(options).await.unwrap();
     hand_listed!("sqlite").run(&old).await.unwrap();
     sqlx::raw_sql(OLD_ROWS).execute(&old).await.unwrap();
