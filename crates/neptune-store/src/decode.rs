@@ -51,7 +51,10 @@ pub(crate) fn parse_uuid(text: String) -> Result<Uuid, Fault> {
 pub(crate) fn check_json(text: String) -> Result<String, Fault> {
     match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
         Ok(_) => Ok(text),
-        Err(e) => Err(Fault::Invalid("is not JSON".to_owned(), Some(e.into()))),
+        Err(e) => Err(Fault::Invalid(
+            "the value is not JSON".to_owned(),
+            Some(e.into()),
+        )),
     }
 }
 
@@ -118,9 +121,11 @@ impl<'r, R: Cells> Stored<'r, R> {
         match fault {
             // A value of the wrong type (SQLite keeps any type in any
             // column) is damage; a column the query did not select is ours.
-            Fault::Read(err @ sqlx::Error::ColumnDecode { .. }) => {
-                self.corrupt(column, "cannot be read".to_owned(), Some(err.into()))
-            }
+            Fault::Read(err @ sqlx::Error::ColumnDecode { .. }) => self.corrupt(
+                column,
+                "the value has the wrong type".to_owned(),
+                Some(err.into()),
+            ),
             Fault::Read(err) => StoreError::Database(err),
             Fault::Invalid(problem, source) => self.corrupt(column, problem, source),
         }
@@ -129,7 +134,7 @@ impl<'r, R: Cells> Stored<'r, R> {
     fn required<T>(&self, column: &'static str, value: Result<Option<T>, Fault>) -> Result<T> {
         match value {
             Ok(Some(v)) => Ok(v),
-            Ok(None) => Err(self.corrupt(column, "is NULL".to_owned(), None)),
+            Ok(None) => Err(self.corrupt(column, "the value is NULL".to_owned(), None)),
             Err(fault) => Err(self.fail(column, fault)),
         }
     }
@@ -232,7 +237,13 @@ pub(crate) fn token<R: Cells>(row: &R) -> Result<TokenRecord> {
         "user" => TokenScope::User,
         "agent" => match r.opt_text("host")? {
             Some(host) => TokenScope::Agent { host },
-            None => return Err(r.corrupt("host", "is NULL in an Agent's token".to_owned(), None)),
+            None => {
+                return Err(r.corrupt(
+                    "host",
+                    "the value is NULL in an Agent's token".to_owned(),
+                    None,
+                ))
+            }
         },
         other => return Err(r.corrupt("scope", format!("{other:?} is not a token scope"), None)),
     };

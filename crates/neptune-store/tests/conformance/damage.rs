@@ -130,6 +130,13 @@ pub(crate) async fn corrupt_rows_are_errors(s: &dyn Store, raw: &Raw) {
         .unwrap();
     assert_eq!(done, 1);
     corrupt(s.vi(a.id).await, "vis", "state", &a.id.to_string());
+    assert_eq!(
+        s.vi(a.id).await.unwrap_err().to_string(),
+        format!(
+            "stored data is corrupt: vis.state of the row with id {}: \"exploded\" is not a VI state",
+            a.id
+        )
+    );
     corrupt(
         s.list_vis(Some(owner.id)).await,
         "vis",
