@@ -17,15 +17,20 @@ use neptune_lifecycle::ViState;
 use neptune_store::*;
 use uuid::Uuid;
 
+/// A store on a database the previous release made (see `migrations`).
 async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("neptune.db").display());
+    let path = dir.path().join("neptune.db");
+    migrations::old_sqlite(&path).await;
+    let url = format!("sqlite://{}", path.display());
     (SqliteStore::connect(&url).await.unwrap(), dir)
 }
 
-/// A fresh database on the test server, or `None` outside CI when no server is configured.
+/// A store on a database the previous release made (see `migrations`), or
+/// `None` outside CI when no server is configured.
 async fn postgres() -> Option<PostgresStore> {
     let url = postgres_database().await?;
+    migrations::old_postgres(&url).await;
     Some(PostgresStore::connect(&url).await.unwrap())
 }
 
@@ -1460,9 +1465,11 @@ async fn ssh_keys(s: &dyn Store) {
     assert_eq!(s.ssh_keys(ben.id).await.unwrap().len(), 1);
 }
 
-/// Every conformance check, in one database; `raw` reaches it past the
-/// store, to damage rows last.
+/// Every conformance check, in one database the previous release made;
+/// `raw` reaches it past the store, to remove the old rows first and to
+/// damage rows last.
 async fn suite(s: Arc<dyn Store>, raw: damage::Raw) {
+    migrations::old_rows_survive(s.as_ref(), &raw).await;
     users_and_tokens(s.as_ref()).await;
     ssh_keys(s.as_ref()).await;
     datacenters_and_hosts(s.as_ref()).await;

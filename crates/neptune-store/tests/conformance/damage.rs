@@ -17,7 +17,7 @@ pub(crate) enum Raw {
 }
 
 impl Raw {
-    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+    pub(crate) async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
         match self {
             Raw::Sqlite(pool) => sqlx::query(sql)
                 .execute(pool)

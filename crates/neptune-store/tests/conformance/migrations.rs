@@ -3,6 +3,10 @@
 //! files by hand (the same files, described differently) migrates and
 //! reads back what it held. On PostgreSQL that reading crosses the change
 //! of ids to `uuid` and JSON documents to `jsonb`.
+//!
+//! The conformance suite runs on such a database of each backend, once its
+//! old rows are read back and removed: every check holds on an upgraded
+//! database, and no extra database is made for the upgrade.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -12,6 +16,8 @@ use neptune_store::*;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use uuid::Uuid;
+
+use super::damage::Raw;
 
 /// SHA-384 of each migration as released: a database that applied one
 /// refuses to open if its file changes, so none may.
@@ -309,14 +315,13 @@ async fn old_rows_read_back(s: &dyn Store) {
     assert!(s.owned_addresses().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_sqlite_database_of_the_hand_listed_migrator_opens() {
+/// Makes the SQLite database at `path` as the previous release did, with
+/// [`OLD_ROWS`] in it.
+pub(crate) async fn old_sqlite(path: &std::path::Path) {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
     // As the store opened it: without WAL, every commit would wait for the disk.
     let options = SqliteConnectOptions::new()
-        .filename(&path)
+        .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal);
@@ -324,36 +329,53 @@ async fn a_sqlite_database_of_the_hand_listed_migrator_opens() {
     hand_listed!("sqlite").run(&old).await.unwrap();
     sqlx::raw_sql(OLD_ROWS).execute(&old).await.unwrap();
     old.close().await;
-    let s = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    old_rows_read_back(&s).await;
 }
 
-#[tokio::test]
-async fn a_postgres_database_of_the_hand_listed_migrator_upgrades_in_place() {
-    let Some(url) = super::postgres_database().await else {
-        return;
-    };
-    let old = sqlx::PgPool::connect(&url).await.unwrap();
+/// Makes the empty PostgreSQL database at `url` as the previous release
+/// did, with [`OLD_ROWS`] in it.
+pub(crate) async fn old_postgres(url: &str) {
+    let old = sqlx::PgPool::connect(url).await.unwrap();
     hand_listed!("postgres").run(&old).await.unwrap();
     sqlx::raw_sql(OLD_ROWS).execute(&old).await.unwrap();
-    let s = PostgresStore::connect(&url).await.unwrap();
-    // Every id and JSON document is now of its native type.
-    let kinds: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns \
-         WHERE table_schema = 'public' AND data_type IN ('uuid', 'jsonb', 'text') \
-         AND (column_name IN ('id', 'actor', 'steps', 'software', 'address_plan') \
-              OR column_name LIKE '%\\_id' OR (table_name = 'addresses' AND column_name = 'owner')) \
-         AND column_name <> 'node_id' \
-         ORDER BY 1, 2",
-    )
-    .fetch_all(&old)
-    .await
-    .unwrap();
     old.close().await;
-    let text: Vec<_> = kinds.iter().filter(|(_, _, t)| t == "text").collect();
-    assert!(text.is_empty(), "still text: {text:?}");
-    assert_eq!(kinds.len(), 24, "{kinds:?}");
-    old_rows_read_back(&s).await;
+}
+
+/// Checks that a store opened on a database of [`old_sqlite`] or
+/// [`old_postgres`] reads back every old row (on PostgreSQL, every id and
+/// JSON document now of its native type), then empties it for the suite.
+pub(crate) async fn old_rows_survive(s: &dyn Store, raw: &Raw) {
+    if let Raw::Postgres(pool) = raw {
+        let kinds: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text, data_type::text \
+             FROM information_schema.columns \
+             WHERE table_schema = 'public' AND data_type IN ('uuid', 'jsonb', 'text') \
+             AND (column_name IN ('id', 'actor', 'steps', 'software', 'address_plan') \
+                  OR column_name LIKE '%\\_id' \
+                  OR (table_name = 'addresses' AND column_name = 'owner')) \
+             AND column_name <> 'node_id' \
+             ORDER BY 1, 2",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let text: Vec<_> = kinds.iter().filter(|(_, _, t)| t == "text").collect();
+        assert!(text.is_empty(), "still text: {text:?}");
+        assert_eq!(kinds.len(), 24, "{kinds:?}");
+    }
+    old_rows_read_back(s).await;
+    for table in [
+        "addresses",
+        "jobs",
+        "vms",
+        "vi_events",
+        "vis",
+        "templates",
+        "hosts",
+        "datacenters",
+        "ssh_keys",
+        "tokens",
+        "users",
+    ] {
+        raw.exec(&format!("DELETE FROM {table}")).await.unwrap();
+    }
 }
