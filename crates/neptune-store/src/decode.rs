@@ -58,6 +58,23 @@ pub(crate) fn check_json(text: String) -> Result<String, Fault> {
     }
 }
 
+/// Reads a record's JSON document as the caller's type: a document that
+/// does not fit is damage to that row, named like any other.
+pub(crate) fn document<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    column: &'static str,
+    row: impl FnOnce() -> String,
+    text: &str,
+) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        table,
+        column,
+        row: row(),
+        problem: format!("the document is not a {}", std::any::type_name::<T>()),
+        source: Some(e.into()),
+    })
+}
+
 /// Checks JSON about to be written: what one backend would refuse, neither keeps.
 pub(crate) fn json_param<'a>(what: &'static str, text: &'a str) -> Result<&'a str> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)

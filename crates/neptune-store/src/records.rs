@@ -1,8 +1,12 @@
 //! Rows as the Manager sees them. Times are milliseconds since the Unix epoch.
 
 use neptune_lifecycle::ViState;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::decode::document;
+use crate::Result;
 
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -551,4 +555,48 @@ pub struct OwnedAddress {
     /// Its owner inside the VI (JSON; the same value comes back, not
     /// necessarily the same text).
     pub owner: String,
+}
+
+impl JobRecord {
+    /// Its steps as the Manager's type; steps that do not fit it are a
+    /// damaged row ([`crate::StoreError::Corrupt`] naming the job), never
+    /// an empty list.
+    pub fn decode_steps<T: DeserializeOwned>(&self) -> Result<T> {
+        document("jobs", "steps", || format!("id {}", self.id), &self.steps)
+    }
+}
+
+impl TemplateRecord {
+    /// Its software entries as the caller's type (see [`JobRecord::decode_steps`]).
+    pub fn decode_software<T: DeserializeOwned>(&self) -> Result<T> {
+        document(
+            "templates",
+            "software",
+            || format!("id {}", self.id),
+            &self.software,
+        )
+    }
+}
+
+impl ViRecord {
+    /// Its committed address plan, if any, as the caller's type (see
+    /// [`JobRecord::decode_steps`]).
+    pub fn decode_address_plan<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.address_plan
+            .as_deref()
+            .map(|plan| document("vis", "address_plan", || format!("id {}", self.id), plan))
+            .transpose()
+    }
+}
+
+impl OwnedAddress {
+    /// Its owner as the caller's type (see [`JobRecord::decode_steps`]).
+    pub fn decode_owner<T: DeserializeOwned>(&self) -> Result<T> {
+        document(
+            "addresses",
+            "owner",
+            || format!("pool {:?}, prefix {:?}", self.pool, self.prefix),
+            &self.owner,
+        )
+    }
 }

@@ -87,7 +87,16 @@ pub(crate) async fn json_keeps_its_value(s: &dyn Store) {
     );
     let j = job(v.id, steps);
     s.add_job(&j, ViState::Requested).await.unwrap();
-    assert_eq!(value(&s.job(j.id).await.unwrap().steps), value(steps));
+    let stored = s.job(j.id).await.unwrap();
+    assert_eq!(value(&stored.steps), value(steps));
+    // Read as the caller's type, a document that does not fit is damage too.
+    assert_eq!(stored.decode_steps::<Value>().unwrap(), value(steps));
+    corrupt(
+        stored.decode_steps::<Vec<String>>(),
+        "jobs",
+        "steps",
+        &j.id.to_string(),
+    );
     // What is not JSON is refused before either database sees it.
     let err = s.add_job(&job(v.id, "[1,"), ViState::Requested).await;
     assert!(
