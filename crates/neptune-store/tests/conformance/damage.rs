@@ -17,6 +17,15 @@ pub(crate) enum Raw {
 }
 
 impl Raw {
+    /// Runs statements separated by `;`, in one round trip.
+    pub(crate) async fn batch(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Raw::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+        .unwrap();
+    }
+
     pub(crate) async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
         match self {
             Raw::Sqlite(pool) => sqlx::query(sql)

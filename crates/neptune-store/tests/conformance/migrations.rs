@@ -341,41 +341,16 @@ pub(crate) async fn old_postgres(url: &str) {
 }
 
 /// Checks that a store opened on a database of [`old_sqlite`] or
-/// [`old_postgres`] reads back every old row (on PostgreSQL, every id and
-/// JSON document now of its native type), then empties it for the suite.
+/// [`old_postgres`] reads back every old row, then empties it for the
+/// suite. On PostgreSQL the reads alone prove the conversion: the adapter
+/// reads ids only as `uuid` and documents only as `jsonb`, and every such
+/// column is read here.
 pub(crate) async fn old_rows_survive(s: &dyn Store, raw: &Raw) {
-    if let Raw::Postgres(pool) = raw {
-        let kinds: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT table_name::text, column_name::text, data_type::text \
-             FROM information_schema.columns \
-             WHERE table_schema = 'public' AND data_type IN ('uuid', 'jsonb', 'text') \
-             AND (column_name IN ('id', 'actor', 'steps', 'software', 'address_plan') \
-                  OR column_name LIKE '%\\_id' \
-                  OR (table_name = 'addresses' AND column_name = 'owner')) \
-             AND column_name <> 'node_id' \
-             ORDER BY 1, 2",
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap();
-        let text: Vec<_> = kinds.iter().filter(|(_, _, t)| t == "text").collect();
-        assert!(text.is_empty(), "still text: {text:?}");
-        assert_eq!(kinds.len(), 24, "{kinds:?}");
-    }
     old_rows_read_back(s).await;
-    for table in [
-        "addresses",
-        "jobs",
-        "vms",
-        "vi_events",
-        "vis",
-        "templates",
-        "hosts",
-        "datacenters",
-        "ssh_keys",
-        "tokens",
-        "users",
-    ] {
-        raw.exec(&format!("DELETE FROM {table}")).await.unwrap();
-    }
+    raw.batch(
+        "DELETE FROM addresses; DELETE FROM jobs; DELETE FROM vms; DELETE FROM vi_events; \
+         DELETE FROM vis; DELETE FROM templates; DELETE FROM hosts; DELETE FROM datacenters; \
+         DELETE FROM ssh_keys; DELETE FROM tokens; DELETE FROM users;",
+    )
+    .await;
 }
