@@ -1518,6 +1518,14 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
 }
 
 #[tokio::test]
+async fn an_in_memory_database_keeps_its_data_while_open() {
+    let s = connect("sqlite::memory:").await.unwrap();
+    assert_eq!(s.backend(), Backend::Sqlite);
+    s.create_user(&user("fleeting", Role::User)).await.unwrap();
+    assert_eq!(s.list_users().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn database_files_are_the_owners_alone() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
