@@ -153,7 +153,7 @@ impl Manager {
             .with_context(|| {
                 format!("opening the store at {}", redact_url(&config.database_url))
             })?;
-        Manager::with_store(Arc::new(store), config, hosts).await
+        Manager::with_store(store, config, hosts).await
     }
 
     pub async fn with_store(
