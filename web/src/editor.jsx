@@ -4,7 +4,7 @@
 // element each problem concerns.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, get, post } from './api.js';
-import { designElements, fitGraph, layoutDesign, makeGraph, portsFollow } from './graph.js';
+import { designElements, fitGraph, layoutDesign, makeGraph, portsFollow, tuneForSize } from './graph.js';
 import * as M from './model.js';
 import { navigate } from './router.js';
 
@@ -57,6 +57,7 @@ export function Editor({ id }) {
       g.elements().remove();
       g.add(elements);
     });
+    tuneForSize(g);
     const unplaced = g.nodes('node.vm').filter((n) => !positions.current[n.data('node')]);
     if (unplaced.length === g.nodes('node.vm').length && unplaced.length) layoutDesign(g);
     else if (unplaced.length) {
@@ -72,10 +73,18 @@ export function Editor({ id }) {
         }
       }
     });
-    g.nodes('node.vm').forEach((n) => n.emit('position'));
+    g.nodes('node.vm[ports]').forEach((n) => n.emit('position'));
     markProblems(problems);
     if (fit) fitGraph(g);
     rerender();
+  };
+
+  // How long a whole design took to lay out and draw (read by
+  // bench/console): from `start` to the first frame Cytoscape renders.
+  const measureFirstRender = (start) => {
+    cy.current.one('render', () => {
+      performance.measure('neptune:design-first-render', { start });
+    });
   };
 
   const markProblems = (list) => {
@@ -129,9 +138,12 @@ export function Editor({ id }) {
       const before = g.scratch('before');
       readPositions();
       if (before && before !== snapshot()) {
+        // Re-render only when the Undo and Redo buttons change: with a
+        // large design the inspector's lists make a render cost a frame.
+        const buttonsChange = undo.current.length === 0 || redo.current.length > 0;
         undo.current.push(before);
         redo.current = [];
-        rerender();
+        if (buttonsChange) rerender();
       }
     });
     return () => g.destroy();
@@ -179,8 +191,10 @@ export function Editor({ id }) {
       draw(true);
       return;
     }
+    const start = performance.now();
     get(`/vis/${id}`).then(
       (detail) => {
+        measureFirstRender(start);
         setVi(detail);
         model.current = { id: detail.topology.id, nodes: detail.topology.nodes, links: detail.topology.links || [] };
         try {
@@ -249,7 +263,9 @@ export function Editor({ id }) {
   const importXml = async (file) => {
     try {
       const text = await file.text();
+      const start = performance.now();
       const t = M.fromXml(text);
+      measureFirstRender(start);
       change(() => {
         model.current = t;
         positions.current = {};

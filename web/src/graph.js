@@ -27,9 +27,11 @@ const style = [
       'text-wrap': 'wrap',
       'text-valign': 'center',
       'font-size': 10,
+      'min-zoomed-font-size': 5,
       color: '#0d2a4a',
     },
   },
+  { selector: 'node.vm.placed', style: { width: 150, height: 62 } },
   { selector: 'node.vm.entry', style: { 'border-width': 4, 'border-style': 'double', 'border-color': '#e65100' } },
   { selector: 'node.vm[state]', style: { 'background-color': 'data(colour)', color: '#fff', 'border-color': '#263238' } },
   {
@@ -68,6 +70,7 @@ const style = [
       'target-label': 'data(targetLabel)',
       'source-text-offset': 24,
       'target-text-offset': 24,
+      'min-zoomed-font-size': 6,
     },
   },
   { selector: 'edge.stub', style: { width: 1, 'line-style': 'dashed', label: '' } },
@@ -113,7 +116,7 @@ const style = [
 
 export function makeGraph(container, elements, options = {}) {
   const big = elements.length > 600;
-  return cytoscape({
+  const cy = cytoscape({
     container,
     elements,
     style,
@@ -122,12 +125,22 @@ export function makeGraph(container, elements, options = {}) {
     minZoom: 0.05,
     maxZoom: 3,
     boxSelectionEnabled: false,
-    // Large designs pan and zoom a bitmap of the last frame: smooth on a laptop.
-    textureOnViewport: big,
+    // Panning and zooming move a bitmap of the last frame: smooth with
+    // designs of hundreds of VMs on a laptop. A fixed pixel ratio (not
+    // 'auto', which asks the window on every draw), at most 1 for large
+    // graphs.
+    textureOnViewport: true,
     hideEdgesOnViewport: false,
-    pixelRatio: big ? 1 : 'auto',
+    pixelRatio: big ? 1 : window.devicePixelRatio || 1,
     ...options,
   });
+  return cy;
+}
+
+// Large designs draw straight edges (no curve computed per edge).
+export function tuneForSize(cy) {
+  const big = cy.nodes().length > 200;
+  cy.style().selector('edge').style('curve-style', big ? 'straight' : 'bezier').update();
 }
 
 const vmLabel = (n, extra) => {
@@ -167,6 +180,7 @@ export function designElements(t, { positions = {}, state = {}, labels = {}, par
     // Interfaces on no link are drawn as the paper's editor shows them:
     // ports on the VM (a diamond when bound to the host's interface).
     const free = n.interfaces.filter((i) => !linked.has(`${n.id}/${i.name}`));
+    if (free.length) data.ports = free.map((i) => `p:${n.id}/${i.name}`);
     free.forEach((i, k) => {
       const id = `p:${n.id}/${i.name}`;
       const angle = -Math.PI / 2 + (k * 2 * Math.PI) / Math.max(free.length, 1) + Math.PI / 4;
@@ -213,13 +227,16 @@ export function designElements(t, { positions = {}, state = {}, labels = {}, par
 }
 
 // Ports follow their VM when it moves.
+// (Each VM names its ports: a lookup by id, not a query over every node,
+// keeps dragging smooth in designs of hundreds of VMs.)
 export function portsFollow(cy) {
-  cy.on('position', 'node.vm', (event) => {
+  cy.on('position', 'node.vm[ports]', (event) => {
     const vm = event.target;
     const p = vm.position();
-    cy.nodes(`node.port[port = "${vm.data('node')}"]`).forEach((port) => {
+    for (const id of vm.data('ports')) {
+      const port = cy.getElementById(id);
       port.position({ x: p.x + port.data('dx'), y: p.y + port.data('dy') });
-    });
+    }
   });
 }
 
@@ -234,7 +251,7 @@ export function layoutDesign(cy, animate = false) {
       : { name, padding: 30, avoidOverlap: true, condense: true, spacingFactor: 1.1 };
   const layout = vms.union(vms.connectedEdges()).layout(options);
   layout.run();
-  cy.nodes('node.vm').forEach((vm) => vm.emit('position'));
+  cy.nodes('node.vm[ports]').forEach((vm) => vm.emit('position'));
   fitGraph(cy);
 }
 
@@ -275,12 +292,12 @@ export function placementPositions(hosts, datacenters, vmsOnHost) {
         const vms = vmsOnHost[h.name] || [];
         const cols = Math.max(1, Math.min(3, vms.length));
         const rows = Math.max(1, Math.ceil(vms.length / 3));
-        const x0 = d * 520;
-        hostPos[h.name] = { x: x0 + 130, y: y + 40 };
+        const x0 = d * 640;
+        hostPos[h.name] = { x: x0 + 200, y: y + 40 };
         vms.forEach((vm, k) => {
-          positions[vm] = { x: x0 + (k % cols) * 135, y: y + Math.floor(k / cols) * 80 };
+          positions[vm] = { x: x0 + (k % cols) * 200, y: y + Math.floor(k / cols) * 90 };
         });
-        y += rows * 80 + 70;
+        y += rows * 90 + 70;
       });
   });
   return { positions, hostPos };

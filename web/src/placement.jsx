@@ -27,6 +27,9 @@ export function PlacementGraph({ topology, placement, hosts, states = {}, labels
     window.neptunePlacement = g;
     portsFollow(g);
     g.nodes('node.port').remove();
+    g.nodes('node.vm').addClass('placed');
+    // Interface names crowd VMs side by side in a host: the tables say them.
+    g.edges().data({ sourceLabel: '', targetLabel: '' });
     g.edges().forEach((e) => {
       const a = e.source().parent();
       const b = e.target().parent();
