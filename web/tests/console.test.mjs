@@ -142,7 +142,7 @@ try {
   });
 
   const boss = await newPage(browser, problems);
-  await step('an administrator sees the plan preview and accepts', async () => {
+  await step('an administrator sees the plan preview: placement on hosts, addresses, cut, quota', async () => {
     await logIn(boss, neptune.url, 'admin', neptune.password);
     await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Approval queue' }).click();
     await boss.getByTestId('queue').getByRole('link', { name: 'shop' }).click();
@@ -156,8 +156,25 @@ try {
     const parents = await boss.evaluate(() => window.neptunePlacement.nodes('node.vm').map((n) => n.parent().id()));
     assert.ok(parents.every((p) => p.startsWith('h:')), `VMs are drawn inside their hosts: ${parents}`);
     await boss.screenshot({ path: join(shots, 'approval-preview.png') });
+  });
+
+  let manualHost;
+  await step('the administrator drags a VM onto another host and accepts that placement', async () => {
+    const from = await boss.evaluate(() => window.neptunePlacement.getElementById('n:gw').parent().data('host'));
+    manualHost = ['napoli-1', 'napoli-2', 'napoli-3'].find((h) => h !== from);
+    const vm = await drawnAt(boss, 'n:gw', 'neptunePlacement');
+    const host = await drawnAt(boss, `h:${manualHost}`, 'neptunePlacement');
+    await boss.mouse.move(vm.x, vm.y);
+    await boss.mouse.down();
+    await boss.mouse.move(host.x, host.y, { steps: 12 });
+    await boss.mouse.up();
+    await boss.getByRole('status').getByText(`gw moves to ${manualHost}`).waitFor();
+    await boss.getByTestId('plan-facts').getByText(/manual placement/).waitFor();
+    await boss.getByTestId('plan-vms').getByRole('row', { name: new RegExp(`^gw ${manualHost}`) }).waitFor();
     await boss.getByRole('button', { name: 'Accept' }).click();
     await boss.waitForURL(`${neptune.url}/vis/${viId}`);
+    const placed = await admin('GET', `/vis/${viId}`);
+    assert.equal(placed.vms.find((v) => v.node === 'gw').host, manualHost);
   });
 
   await step('the user watches it reach running, with addresses and live job progress', async () => {
