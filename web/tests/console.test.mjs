@@ -52,6 +52,10 @@ try {
   await admin('POST', '/users', { name: 'bob', password: 'bob-password-12', role: 'user' });
 
   const alice = await newPage(browser, problems);
+  const streams = [];
+  alice.on('response', (r) => {
+    if (/\/api\/v1\/jobs\/[0-9a-f-]+\/events$/.test(r.url())) streams.push(r);
+  });
   let viId;
   let xmlPath;
 
@@ -192,6 +196,12 @@ try {
     await alice.getByTestId('vi-state').getByText('suspended').waitFor({ timeout: 60000 });
     await alice.getByRole('button', { name: 'Resume' }).click();
     await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor({ timeout: 60000 });
+    // The jobs' progress came live, as server-sent events, on the cookie session.
+    assert.ok(streams.length >= 1, 'a job was followed');
+    for (const r of streams) {
+      assert.equal(r.status(), 200);
+      assert.match(r.headers()['content-type'], /^text\/event-stream/);
+    }
   });
 
   await step("the paper's Fig. 3 imports and renders as the paper draws it", async () => {
