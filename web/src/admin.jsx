@@ -141,6 +141,7 @@ export function Preview({ id }) {
           </p>
         )}
       </div>
+      <p class="muted">Drag a VM onto another host to place it by hand; the Manager checks the map again when you accept.</p>
       {planError && <p class="error">{planError.message}</p>}
       {message && <p class="status" role="status">{message}</p>}
       <div class="split">

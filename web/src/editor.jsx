@@ -531,6 +531,9 @@ function NodeForm({ node, topology, templates, change, problems, onRename, posit
           {field('User', node.os?.username, (v) => edit((n) => { n.os.username = v; }))}
           {field('Password', '', (v) => edit((n) => { n.os.password = v; }), { type: 'password', placeholder: node.os?.password_set || node.os?.password ? 'set' : '', autocomplete: 'new-password' })}
         </div>
+        {node.os?.password_set && !node.os?.password && (
+          <p class="muted">A password is set; the Manager never shows it. Type it again, or saving this design clears it.</p>
+        )}
       </fieldset>
       <fieldset>
         <legend>Software</legend>
