@@ -204,6 +204,51 @@ try {
     }
   });
 
+  await step("opens a VM's serial console and saves a VM as a template", async () => {
+    await alice.getByTestId('vm-table').getByRole('row', { name: /^gw/ }).getByRole('button', { name: 'console' }).click();
+    await alice.getByRole('region', { name: 'Console of gw' }).waitFor();
+    await alice.getByRole('region', { name: 'Console of gw' }).getByRole('button', { name: 'Close' }).click();
+    const form = alice.getByRole('form', { name: 'Save a VM as a template' });
+    await form.getByLabel('VM').selectOption('blank3');
+    await form.getByLabel('Template name').fill('backend-image');
+    await form.getByRole('button', { name: 'Save as template' }).click();
+    await alice.getByRole('status').getByText(/Saving blank3 as template backend-image/).waitFor();
+    await alice.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Templates' }).click();
+    for (let i = 0; i < 30 && !(await alice.getByTestId('templates').getByText('backend-image').count()); i += 1) {
+      await alice.waitForTimeout(1000);
+      await alice.reload();
+    }
+    await alice.getByTestId('templates').getByRole('row', { name: /backend-image/ }).getByText('alice').waitFor();
+  });
+
+  await step('starts a design from the catalogue', async () => {
+    await alice.goto(`${neptune.url}/design`);
+    await alice.getByLabel('Catalogue kind').selectOption('star');
+    await alice.getByLabel('Nodes').fill('5');
+    await alice.getByLabel('Name', { exact: true }).fill('hub');
+    await alice.getByRole('button', { name: 'Create' }).click();
+    await alice.waitForURL(/\/design\/[0-9a-f-]{36}$/);
+    await alice.waitForFunction(() => window.neptuneGraph?.nodes('node.vm').length === 5);
+    await alice.getByTestId('summary').getByText(/5 VMs · 4 links/).waitFor();
+  });
+
+  await step('administrators see hosts with their use, users with their quotas', async () => {
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Hosts' }).click();
+    const napoli = boss.getByTestId('hosts-napoli');
+    await napoli.locator('tbody tr').nth(2).waitFor();
+    assert.equal(await napoli.locator('tbody tr').count(), 3);
+    assert.ok((await napoli.locator('meter').count()) >= 15, 'CPU, RAM, disk, slots and uplink per host');
+    // The first meter of a row is its host's vCPUs: the running VI takes 3
+    // (the page refreshes itself every 5 s).
+    await boss.waitForFunction(
+      () => [...document.querySelectorAll('[data-testid=hosts-napoli] tbody tr')].reduce((n, r) => n + r.querySelector('meter').value, 0) === 3,
+      null,
+      { timeout: 20000 },
+    );
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
+    await boss.getByTestId('users').getByRole('row', { name: /^alice user 64/ }).waitFor();
+  });
+
   await step("the paper's Fig. 3 imports and renders as the paper draws it", async () => {
     await alice.goto(`${neptune.url}/design`);
     await alice.getByLabel('Import XML').setInputFiles(join(repo, 'crates/neptune-topology/testdata/fig3.xml'));
