@@ -227,6 +227,23 @@ export function Editor({ id }) {
         setLinkMode((m) => !m);
       } else if (e.key === 'Escape') {
         setLinkMode(false);
+      } else if (document.activeElement === box.current && /^Arrow/.test(e.key)) {
+        // The canvas has the focus: arrows move the selected VM (Shift: further),
+        // or pan when none is selected; + and - zoom.
+        e.preventDefault();
+        const step = e.shiftKey ? 50 : 10;
+        const [dx, dy] = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[e.key];
+        const vm = selected?.kind === 'node' && cy.current.getElementById(`n:${selected.id}`);
+        if (vm && vm.length) {
+          const p = vm.position();
+          vm.position({ x: p.x + dx, y: p.y + dy });
+          readPositions();
+        } else {
+          cy.current.panBy({ x: -dx, y: -dy });
+        }
+      } else if (document.activeElement === box.current && (e.key === '+' || e.key === '-')) {
+        const g = cy.current;
+        g.zoom({ level: g.zoom() * (e.key === '+' ? 1.2 : 1 / 1.2), renderedPosition: { x: g.width() / 2, y: g.height() / 2 } });
       }
     };
     window.addEventListener('keydown', key);

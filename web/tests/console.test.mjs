@@ -124,6 +124,15 @@ try {
     await alice.screenshot({ path: join(shots, 'editor.png') });
   });
 
+  await step('the keyboard alone selects a VM and moves it', async () => {
+    await alice.getByLabel('Select element').selectOption('node:blank3');
+    const before = await alice.evaluate(() => window.neptuneGraph.getElementById('n:blank3').position());
+    await alice.getByTestId('canvas').focus();
+    for (const key of ['ArrowRight', 'ArrowRight', 'Shift+ArrowDown']) await alice.keyboard.press(key);
+    const after = await alice.evaluate(() => window.neptuneGraph.getElementById('n:blank3').position());
+    assert.deepEqual([after.x - before.x, after.y - before.y], [20, 50]);
+  });
+
   await step('exports the XML, which `neptune topology check` accepts unchanged', async () => {
     const download = alice.waitForEvent('download');
     await alice.getByRole('button', { name: 'Export XML' }).click();
