@@ -28,6 +28,13 @@ export function PlacementGraph({ topology, placement, hosts, states = {}, labels
     portsFollow(g);
     g.nodes('node.port').remove();
     g.nodes('node.vm').addClass('placed');
+    // A LAN joins VMs on any hosts: drawn below the datacenters, under the
+    // middle of its VMs.
+    const below = g.nodes('node.vm').boundingBox().y2 + 110;
+    g.nodes('node.lan').forEach((lan, k) => {
+      const ends = lan.neighborhood('node.vm').boundingBox();
+      lan.position({ x: (ends.x1 + ends.x2) / 2, y: below + k * 40 });
+    });
     // Interface names crowd VMs side by side in a host: the tables say them.
     g.edges().data({ sourceLabel: '', targetLabel: '' });
     g.edges().forEach((e) => {
