@@ -260,12 +260,20 @@ try {
 
   await step("the paper's Fig. 3 imports and renders as the paper draws it", async () => {
     await alice.goto(`${neptune.url}/design`);
-    await alice.getByLabel('Import XML').setInputFiles(join(repo, 'crates/neptune-topology/testdata/fig3.xml'));
+    const fig3 = join(repo, 'crates/neptune-topology/testdata/fig3.xml');
+    await alice.getByLabel('Import XML').setInputFiles(fig3);
     await alice.getByRole('status').getByText(/Imported fig3.xml: 1 nodes, 0 links/).waitFor();
     assert.deepEqual(await graphIds(alice, 'node'), ['n:node0', 'p:node0/eth0', 'p:node0/eth1']);
     const labels = await alice.evaluate(() => window.neptuneGraph.nodes().map((n) => n.data('label')));
     assert.match(labels[0], /^node0\nCentOS · minicentos\n1 vCPU · 256 MiB · 2 GiB$/);
     assert.deepEqual(labels.slice(1), ['eth0 · HIF', 'eth1 · bridge']);
+    // Exported again, it is the same topology (MACs, OS password, software included).
+    const download = alice.waitForEvent('download');
+    await alice.getByRole('button', { name: 'Export XML' }).click();
+    const again = join(neptune.dir, 'fig3-again.xml');
+    await (await download).saveAs(again);
+    const json = (file) => JSON.parse(execFileSync(neptuneBinary(), ['topology', 'convert', file, '--to', 'json'], { encoding: 'utf8' }));
+    assert.deepEqual(json(again), json(fig3));
     await alice.getByRole('button', { name: 'Save' }).click();
     await alice.getByRole('status').getByText(/Saved luigi/).waitFor();
     await alice.screenshot({ path: join(shots, 'fig3.png') });
