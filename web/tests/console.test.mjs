@@ -290,7 +290,7 @@ try {
     await alice.getByRole('region', { name: 'Problems' }).getByText(/node node0/).waitFor();
   });
 
-  await step("another user never sees the first one's VIs", async () => {
+  await step("another user never sees the first one's VIs; a request is rejected with a reason", async () => {
     const bob = await newPage(browser, problems);
     await logIn(bob, neptune.url, 'bob', 'bob-password-12');
     await bob.getByRole('heading', { name: 'Virtual Infrastructures' }).waitFor();
@@ -301,6 +301,18 @@ try {
     assert.equal(await bob.getByText('shop').count(), 0);
     await bob.goto(`${neptune.url}/admin/queue`);
     await bob.getByRole('heading', { name: 'Not found' }).waitFor();
+
+    // Bob's own request, rejected with a reason he then reads.
+    const asBob = await apiAs(neptune.url, 'bob', 'bob-password-12');
+    const hub = await asBob('POST', '/vis', { catalogue: { kind: 'star', nodes: 3 }, name: 'bobs-star' });
+    await asBob('POST', `/vis/${hub.id}/request`);
+    await boss.goto(`${neptune.url}/admin/queue/${hub.id}`);
+    await boss.getByLabel('Reason for rejecting').fill('no capacity for stars this week');
+    await boss.getByRole('button', { name: 'Reject' }).click();
+    await boss.waitForURL(`${neptune.url}/admin/queue`);
+    await bob.goto(`${neptune.url}/vis/${hub.id}`);
+    await bob.getByText('Rejected: no capacity for stars this week').waitFor();
+    await bob.getByRole('button', { name: 'Revise' }).waitFor();
   });
 
   await step('logging out revokes the session', async () => {
