@@ -368,6 +368,7 @@ export function Editor({ id }) {
         <button type="button" onClick={() => restore(undo, redo)} disabled={!undo.current.length} title="Undo (Ctrl+Z)">Undo</button>
         <button type="button" onClick={() => restore(redo, undo)} disabled={!redo.current.length} title="Redo (Ctrl+Y)">Redo</button>
         <button type="button" onClick={() => { readPositions(); positions.current = {}; draw(); layoutDesign(cy.current); }}>Layout</button>
+        <button type="button" onClick={() => fitGraph(cy.current, 60)} title="Show the whole design">Fit</button>
         <label class="file">
           Import XML
           <input type="file" accept=".xml,application/xml,text/xml" aria-label="Import XML" onChange={(e) => e.target.files[0] && importXml(e.target.files[0])} />

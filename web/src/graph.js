@@ -18,7 +18,7 @@ const style = [
     selector: 'node.vm',
     style: {
       shape: 'round-rectangle',
-      width: 116,
+      width: 132,
       height: 54,
       'background-color': '#e3eefc',
       'border-width': 2,
@@ -152,15 +152,15 @@ const vmLabel = (n, extra) => {
   return [n.id, tpl, `${cpus} vCPU · ${ram}${disk}`, extra].filter(Boolean).join('\n');
 };
 
-// Fits the drawing, but never magnifies a small one beyond life size. A
+// Fits the drawing, magnifying a small one at most 1.5 times. A
 // large one is fitted from its nodes' centres: Cytoscape's own fit measures
 // every label first, which took a third of a 500-VM design's first frame.
 export function fitGraph(cy, padding = 40) {
   const nodes = cy.nodes();
   if (nodes.length <= LARGE) {
     cy.fit(undefined, padding);
-    if (cy.zoom() > 1) {
-      cy.zoom(1);
+    if (cy.zoom() > 1.5) {
+      cy.zoom(1.5);
       cy.center();
     }
     return;

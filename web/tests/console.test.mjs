@@ -121,6 +121,8 @@ try {
     await alice.getByTestId('summary').getByText(/3 VMs · 2 links · 1 entry points · 3 vCPU · 1408 MiB RAM/).waitFor();
     await alice.getByLabel('VI name').fill('shop');
     await alice.getByLabel('VI name').press('Tab');
+    await alice.getByRole('button', { name: 'Fit' }).click();
+    await alice.waitForTimeout(500); // the sharp frame after the scaled bitmap of a viewport change
     await alice.screenshot({ path: join(shots, 'editor.png') });
   });
 
@@ -276,6 +278,8 @@ try {
     assert.deepEqual(json(again), json(fig3));
     await alice.getByRole('button', { name: 'Save' }).click();
     await alice.getByRole('status').getByText(/Saved luigi/).waitFor();
+    await alice.getByLabel('Select element').selectOption('node:node0');
+    await alice.getByRole('form', { name: 'VM node0' }).getByLabel('OS', { exact: true }).waitFor();
     await alice.screenshot({ path: join(shots, 'fig3.png') });
   });
 
