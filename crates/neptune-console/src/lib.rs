@@ -70,6 +70,16 @@ mod tests {
         assert!(script.gzip.len() < script.body.len() / 2);
         assert!(script.brotli.len() < script.body.len() / 2);
         assert_eq!(&script.gzip[..2], &[0x1f, 0x8b], "gzip magic");
+        // The Manager puts these in headers as they are: they must be valid there.
+        for asset in all() {
+            let hex = asset.etag.trim_matches('"');
+            assert_eq!(asset.etag.len(), hex.len() + 2, "{}", asset.etag);
+            assert!(hex.len() == 20 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(asset
+                .content_type
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' '));
+        }
         let mut etags: Vec<_> = all().iter().map(|a| a.etag).collect();
         etags.sort_unstable();
         etags.dedup();
