@@ -135,6 +135,7 @@ fn host(dir: &Path) -> anyhow::Result<LibvirtHypervisor> {
         },
         kvm: Some(false),
         public_bridge: None,
+        migration: Default::default(),
     })?)
 }
 

@@ -126,6 +126,7 @@ impl Bench {
             capacity: HOST_CAPACITY,
             kvm: None,
             public_bridge: None,
+            migration: Default::default(),
         })?;
         if let Some(closed) = libvirt.closed_directory() {
             bail!(

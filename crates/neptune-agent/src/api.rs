@@ -16,6 +16,13 @@
 //! GET    /v1/vms/{name}/console?bytes=N -> Console (the last N bytes,
 //!                                        at most 1 MiB, 64 KiB by default)
 //! POST   /v1/vms/{name}/console ConsoleInput -> 204 (types on the console)
+//! GET    /v1/vms/{name}/outgoing       -> Outgoing (the VM as it would move live)
+//! POST   /v1/incoming  IncomingRequest -> Incoming (prepares for a VM arriving live)
+//! POST   /v1/vms/{name}/migrate Incoming -> 202 Migration (starts the move;
+//!                                        again while it runs, or after it
+//!                                        succeeded: the same move)
+//! GET    /v1/vms/{name}/migration      -> Migration (how the last move goes)
+//! POST   /v1/vms/{name}/arrived        -> 204 (completes a VM that arrived live)
 //! ```
 //!
 //! Every call but `/healthz` carries `Authorization: Bearer <agent token>`.
@@ -25,7 +32,10 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use neptune_hypervisor::{Capacity, Nic, VmInfo, VmSpec, VmState};
+pub use neptune_hypervisor::{
+    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Nic, Outgoing, VmInfo,
+    VmSpec, VmState,
+};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +120,31 @@ pub struct RestoreVm {
     pub state_path: String,
 }
 
+/// Where a live move started by `POST /v1/vms/{name}/migrate` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    Running,
+    Succeeded,
+    /// The VM still runs on this host.
+    Failed,
+}
+
+/// `GET /v1/vms/{name}/migration`: the last live move of the VM from this
+/// host (kept an hour after it ends, while the Agent runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    pub vm: String,
+    pub state: MigrationState,
+    pub progress: MigrationProgress,
+    /// Once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<MigrationReport>,
+    /// Once it failed: why, as any refusal says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
 /// A refusal: a stable `code` (one of [`codes`]) and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -128,7 +163,7 @@ pub mod codes {
     pub const UNAUTHORIZED: &str = "unauthorized";
     /// 400: malformed body, bad VM name, path and body disagree.
     pub const INVALID_REQUEST: &str = "invalid_request";
-    /// 404: no such route.
+    /// 404: no such route, or no live move of the VM is known.
     pub const NOT_FOUND: &str = "not_found";
     /// 404: the VM is not defined on this host.
     pub const NO_SUCH_VM: &str = "no_such_vm";

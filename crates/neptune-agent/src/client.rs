@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use neptune_hypervisor::{
-    validate_vm_name, Capacity, Hypervisor, HypervisorError, Op, VmInfo, VmSpec,
+    validate_vm_name, Capacity, Hypervisor, HypervisorError, Incoming, IncomingRequest,
+    MigrationProgress, MigrationReport, Op, Outgoing, VmInfo, VmSpec,
 };
 use neptune_types::Secret;
 use reqwest::{Method, StatusCode};
@@ -15,6 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{self, codes, ErrorBody};
+
+/// How often a move is asked how far it is.
+const MIGRATION_POLL: Duration = Duration::from_millis(200);
 
 /// Default time to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -293,6 +297,43 @@ impl AgentClient {
         self.call_empty(Method::DELETE, &path, None::<&()>).await
     }
 
+    /// `GET /v1/vms/{name}/outgoing`.
+    pub async fn outgoing(&self, name: &str) -> Result<api::Outgoing, ClientError> {
+        let path = vm_path(name, "/outgoing")?;
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/incoming`.
+    pub async fn accept_incoming(
+        &self,
+        request: &api::IncomingRequest,
+    ) -> Result<api::Incoming, ClientError> {
+        validate_vm_name(&request.spec.name).map_err(ClientError::Invalid)?;
+        self.call(Method::POST, "/v1/incoming", Some(request)).await
+    }
+
+    /// `POST /v1/vms/{name}/migrate`: starts the move (or finds it).
+    pub async fn migrate(
+        &self,
+        name: &str,
+        to: &api::Incoming,
+    ) -> Result<api::Migration, ClientError> {
+        let path = vm_path(name, "/migrate")?;
+        self.call(Method::POST, &path, Some(to)).await
+    }
+
+    /// `GET /v1/vms/{name}/migration`.
+    pub async fn migration(&self, name: &str) -> Result<api::Migration, ClientError> {
+        let path = vm_path(name, "/migration")?;
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/vms/{name}/arrived`.
+    pub async fn arrived(&self, name: &str) -> Result<(), ClientError> {
+        let path = vm_path(name, "/arrived")?;
+        self.call_empty(Method::POST, &path, None::<&()>).await
+    }
+
     async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -527,5 +568,76 @@ impl Hypervisor for AgentHypervisor {
             .console_input(vm, text)
             .await
             .map_err(|e| e.into_hypervisor_error(Op::Console, vm, ""))
+    }
+
+    async fn outgoing(&self, vm: &str) -> neptune_hypervisor::Result<Outgoing> {
+        self.client
+            .outgoing(vm)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Migrate, vm, ""))
+    }
+
+    async fn accept_incoming(
+        &self,
+        request: &IncomingRequest,
+    ) -> neptune_hypervisor::Result<Incoming> {
+        let vm = request.spec.name.as_str();
+        self.client
+            .accept_incoming(request)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Incoming, vm, ""))
+    }
+
+    /// Starts the move on the source's Agent and follows it there until it
+    /// ends. An Agent that forgot the move (it restarted, killing it) is
+    /// `Unreachable`: the VM still runs there, and the move may be asked
+    /// again.
+    async fn migrate(
+        &self,
+        vm: &str,
+        to: &Incoming,
+        progress: &(dyn Fn(MigrationProgress) + Send + Sync),
+    ) -> neptune_hypervisor::Result<MigrationReport> {
+        let refused = |e: ClientError| e.into_hypervisor_error(Op::Migrate, vm, "");
+        let mut status = self.client.migrate(vm, to).await.map_err(refused)?;
+        loop {
+            progress(status.progress);
+            match status.state {
+                api::MigrationState::Succeeded => {
+                    return Ok(status.report.unwrap_or_default());
+                }
+                api::MigrationState::Failed => {
+                    let body = status.error.unwrap_or(ErrorBody {
+                        code: codes::HYPERVISOR_FAILED.to_owned(),
+                        message: "the move failed".to_owned(),
+                        detail: None,
+                    });
+                    return Err(refused(ClientError::Refused {
+                        status: 502,
+                        code: body.code,
+                        message: body.message,
+                        detail: body.detail,
+                    }));
+                }
+                api::MigrationState::Running => {}
+            }
+            tokio::time::sleep(MIGRATION_POLL).await;
+            status = match self.client.migration(vm).await {
+                Ok(s) => s,
+                Err(ClientError::Refused { code, .. }) if code == codes::NOT_FOUND => {
+                    return Err(HypervisorError::Unreachable(format!(
+                        "the Agent no longer knows the move of VM {vm:?} (it restarted)"
+                    )))
+                }
+                Err(e) => return Err(refused(e)),
+            };
+        }
+    }
+
+    async fn finish_incoming(&self, vm: &str) -> neptune_hypervisor::Result<()> {
+        self.client
+            .arrived(vm)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Incoming, vm, ""))
     }
 }

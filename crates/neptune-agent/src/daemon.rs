@@ -164,6 +164,7 @@ impl DaemonOptions {
                     capacity: self.capacity,
                     kvm: self.kvm,
                     public_bridge: self.public_bridge,
+                    migration: Default::default(),
                 })
                 .map_err(AgentError::Libvirt)?;
                 if let Some(dir) = hv.closed_directory() {

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod client;
 pub mod daemon;
+mod migrations;
 mod register;
 mod server;
 
@@ -152,6 +153,7 @@ pub async fn start(
         name: config.name.clone(),
         datacenter: config.datacenter.clone(),
         token: Arc::new(config.token.clone()),
+        migrations: Arc::default(),
     });
     let heartbeat = config.manager.clone().map(|link| {
         let body = api::RegisterHost {

@@ -27,6 +27,7 @@ pub(crate) struct ServerState {
     pub(crate) name: String,
     pub(crate) datacenter: String,
     pub(crate) token: Arc<Secret>,
+    pub(crate) migrations: Arc<crate::migrations::Migrations>,
 }
 
 /// The Agent API router over `state`.
@@ -41,6 +42,11 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/v1/vms/{name}/save", post(save))
         .route("/v1/vms/{name}/restore", post(restore))
         .route("/v1/vms/{name}/console", get(console).post(console_input))
+        .route("/v1/vms/{name}/outgoing", get(outgoing))
+        .route("/v1/incoming", post(accept_incoming))
+        .route("/v1/vms/{name}/migrate", post(migrate))
+        .route("/v1/vms/{name}/migration", get(migration))
+        .route("/v1/vms/{name}/arrived", post(arrived))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -121,6 +127,13 @@ impl From<HypervisorError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         ApiError::invalid(e.body_text())
+    }
+}
+
+impl ApiError {
+    /// The body of a refusal, for a failure reported later (a move's).
+    fn body_of(e: HypervisorError) -> ErrorBody {
+        ApiError::from(e).body
     }
 }
 
@@ -328,5 +341,57 @@ async fn console_input(
 
 async fn destroy(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {
     s.hypervisor.destroy(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn outgoing(
+    State(s): State<ServerState>,
+    VmName(name): VmName,
+) -> ApiResult<Json<api::Outgoing>> {
+    Ok(Json(s.hypervisor.outgoing(&name).await?))
+}
+
+async fn accept_incoming(
+    State(s): State<ServerState>,
+    body: Result<Json<api::IncomingRequest>, JsonRejection>,
+) -> ApiResult<Json<api::Incoming>> {
+    let Json(req) = body?;
+    validate_vm_name(&req.spec.name)?;
+    Ok(Json(s.hypervisor.accept_incoming(&req).await?))
+}
+
+async fn migrate(
+    State(s): State<ServerState>,
+    VmName(name): VmName,
+    body: Result<Json<api::Incoming>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<api::Migration>)> {
+    let Json(to) = body?;
+    if to.vm != name {
+        return Err(ApiError::invalid(format!(
+            "the path names VM {name:?} but the destination accepted {:?}",
+            to.vm
+        )));
+    }
+    let status = s
+        .migrations
+        .start(s.hypervisor.clone(), &name, to, ApiError::body_of);
+    Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+async fn migration(
+    State(s): State<ServerState>,
+    VmName(name): VmName,
+) -> ApiResult<Json<api::Migration>> {
+    s.migrations.get(&name).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no live move of VM {name:?} is known here"),
+        )
+    })
+}
+
+async fn arrived(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {
+    s.hypervisor.finish_incoming(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -465,6 +465,90 @@ async fn save_on_one_agent_restore_on_another() {
     b.stop().await;
 }
 
+/// A VM moves live from one Agent's host to another's through the port
+/// over HTTP: the source runs the move on a task of its own and the client
+/// follows it; a failed move leaves the VM where it was and may be asked
+/// again; an Agent that forgot its move (a restart) says so as something
+/// to retry.
+#[tokio::test]
+async fn a_vm_moves_live_between_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let a = start_host(dir.path(), "a", None).await;
+    let b = start_host(dir.path(), "b", None).await;
+    let (ca, cb) = (a.client(), b.client());
+    let disk = ca.prepare_disk("vi1-web", &img, 2048).await.unwrap();
+    ca.define(&spec("vi1-web", &disk)).await.unwrap();
+    ca.start("vi1-web").await.unwrap();
+    let source = AgentHypervisor::connect(ca.clone()).await.unwrap();
+    let dest = AgentHypervisor::connect(cb.clone()).await.unwrap();
+
+    let out = source.outgoing("vi1-web").await.unwrap();
+    assert_eq!(out.disk_bytes, 2048 << 20);
+    let request = api::IncomingRequest {
+        spec: out.spec.clone(),
+        disk_bytes: out.disk_bytes,
+        uuid: out.uuid.clone(),
+        ready: out.ready,
+    };
+    let to = dest.accept_incoming(&request).await.unwrap();
+    assert_eq!(
+        refused(&cb.migration("vi1-web").await.unwrap_err()),
+        (404, codes::NOT_FOUND),
+        "no move known before one starts"
+    );
+
+    // The first move fails on the source; the VM stays there.
+    a.sim.add_fault(Fault::times(Op::Migrate, 1));
+    a.sim.set_delay(Op::Migrate, Duration::from_millis(300));
+    assert!(matches!(
+        source.migrate("vi1-web", &to, &|_| {}).await,
+        Err(HypervisorError::Failed {
+            op: Op::Migrate,
+            ..
+        })
+    ));
+    assert_eq!(ca.list_vms().await.unwrap().len(), 1);
+    let failed = ca.migration("vi1-web").await.unwrap();
+    assert_eq!(failed.state, api::MigrationState::Failed);
+    assert_eq!(
+        failed.error.map(|e| e.code).as_deref(),
+        Some(codes::HYPERVISOR_FAILED)
+    );
+
+    // Asked again, it runs (slowly enough to be seen running) and ends.
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let report = source
+        .migrate("vi1-web", &to, &move |p| log.lock().unwrap().push(p))
+        .await
+        .unwrap();
+    assert_eq!(report.bytes, (1024 << 20) + (2048 << 20));
+    let heard = heard.lock().unwrap().clone();
+    assert!(heard.len() >= 2, "followed while running: {heard:?}");
+    assert_eq!(heard.last().map(|p| p.bytes_remaining), Some(0));
+    // The same move asked again after it succeeded: its report, no new move.
+    let again = ca.migrate("vi1-web", &to).await.unwrap();
+    assert_eq!(
+        (again.state, again.report),
+        (api::MigrationState::Succeeded, Some(report))
+    );
+    assert!(ca.list_vms().await.unwrap().is_empty());
+    dest.finish_incoming("vi1-web").await.unwrap();
+    let there = cb.vm("vi1-web").await.unwrap();
+    assert!(there.ready && there.state == VmState::Running);
+
+    // A path and a body that disagree are refused.
+    let mut wrong = to.clone();
+    wrong.vm = "vi1-db".into();
+    assert_eq!(
+        refused(&cb.migrate("vi1-web", &wrong).await.unwrap_err()),
+        (400, codes::INVALID_REQUEST)
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 /// What the fake Manager saw.
 #[derive(Default)]
 struct Seen {

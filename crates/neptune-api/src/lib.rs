@@ -316,6 +316,28 @@ pub struct CreateTemplate {
     pub visibility: Option<Visibility>,
 }
 
+/// The query of `POST /api/v1/templates/import`, whose body is the image
+/// itself (qcow2 or raw, sent with its `Content-Length`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ImportTemplate {
+    /// The template's name: 1 to 64 letters, digits, `-`, `_` or `.`;
+    /// unique among the caller's templates.
+    pub name: String,
+    /// Free text, such as `Debian 12`.
+    #[serde(default)]
+    pub os_name: Option<String>,
+    /// Default 1.
+    pub vcpus: Option<i64>,
+    /// Default 512.
+    pub ram_mib: Option<i64>,
+    /// Default (and at least): the image's virtual size.
+    pub disk_mib: Option<i64>,
+    /// Default `private`; only administrators may import a public one.
+    pub visibility: Option<Visibility>,
+}
+
 /// Saves a VM of a running VI as a new template (its disk copied into the
 /// image repository). The owner of the VI or an administrator.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -353,7 +375,7 @@ pub struct FailedVi {
 }
 
 /// A predefined topology of the catalogue.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogueRequest {
     /// `line`, `ring`, `star`, `tree`, `full-mesh`, `nat-backends`, `three-tier`, `cluster`.
@@ -364,20 +386,121 @@ pub struct CatalogueRequest {
     pub template: Option<String>,
 }
 
+/// Where a design comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DesignSource {
+    /// The paper's XML dialect.
+    Xml(String),
+    /// The JSON form of the topology.
+    Topology(serde_json::Value),
+    /// A kind of the catalogue of predefined topologies.
+    Catalogue(CatalogueRequest),
+}
+
 /// A new VI (or a new design for a defined one), from exactly one source.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// On the wire it is [`ViDesignFields`]: one of `xml`, `topology` or
+/// `catalogue`, beside `name` and `version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ViDesignFields", into = "ViDesignFields")]
 pub struct ViDesign {
     /// Defaults to the topology's id.
     pub name: Option<String>,
-    /// The paper's XML dialect.
-    pub xml: Option<String>,
-    /// The JSON form of the topology.
-    #[schema(value_type = Option<Object>)]
-    pub topology: Option<serde_json::Value>,
-    pub catalogue: Option<CatalogueRequest>,
+    pub source: DesignSource,
     /// Required when editing: the version the edit is based on.
     pub version: Option<i64>,
+}
+
+impl ViDesign {
+    /// A design from `source`, named by its topology's id.
+    pub fn new(source: DesignSource) -> Self {
+        ViDesign {
+            name: None,
+            source,
+            version: None,
+        }
+    }
+}
+
+/// The JSON form of a [`ViDesign`]: exactly one of `xml`, `topology` and
+/// `catalogue`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = ViDesign)]
+#[serde(deny_unknown_fields)]
+pub struct ViDesignFields {
+    /// Defaults to the topology's id.
+    pub name: Option<String>,
+    /// The paper's XML dialect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xml: Option<String>,
+    /// The JSON form of the topology (read as the Manager reads it, so
+    /// that problems are reported with their line and column).
+    #[schema(value_type = Option<neptune_topology::Topology>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalogue: Option<CatalogueRequest>,
+    /// Required when editing: the version the edit is based on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+}
+
+impl TryFrom<ViDesignFields> for ViDesign {
+    type Error = String;
+
+    fn try_from(f: ViDesignFields) -> Result<Self, String> {
+        let source = match (f.xml, f.topology, f.catalogue) {
+            (Some(xml), None, None) => DesignSource::Xml(xml),
+            (None, Some(json), None) => DesignSource::Topology(json),
+            (None, None, Some(c)) => DesignSource::Catalogue(c),
+            _ => {
+                return Err(
+                    "give exactly one of \"xml\", \"topology\" (JSON) or \"catalogue\"".to_owned(),
+                )
+            }
+        };
+        Ok(ViDesign {
+            name: f.name,
+            source,
+            version: f.version,
+        })
+    }
+}
+
+impl From<ViDesign> for ViDesignFields {
+    fn from(d: ViDesign) -> Self {
+        let mut f = ViDesignFields {
+            name: d.name,
+            version: d.version,
+            ..Default::default()
+        };
+        match d.source {
+            DesignSource::Xml(x) => f.xml = Some(x),
+            DesignSource::Topology(t) => f.topology = Some(t),
+            DesignSource::Catalogue(c) => f.catalogue = Some(c),
+        }
+        f
+    }
+}
+
+impl utoipa::PartialSchema for ViDesign {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        ViDesignFields::schema()
+    }
+}
+
+impl ToSchema for ViDesign {
+    fn name() -> std::borrow::Cow<'static, str> {
+        ViDesignFields::name()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        ViDesignFields::schemas(schemas);
+    }
 }
 
 /// Totals of a VI's design.
@@ -413,7 +536,9 @@ pub struct Vi {
 pub struct ViDetail {
     #[serde(flatten)]
     pub vi: Vi,
-    #[schema(value_type = Object)]
+    /// The design in its JSON form (OS passwords shown only as
+    /// `password_set`).
+    #[schema(value_type = neptune_topology::Topology)]
     pub topology: serde_json::Value,
     pub events: Vec<ViEvent>,
     /// Where each VM runs (once accepted).
@@ -490,15 +615,103 @@ pub struct Plan {
     pub addresses: AddressPlan,
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Put an accepted VI on its hosts.
+    Deploy,
+    /// Save a running VI's VMs and free its hosts.
+    Suspend,
+    /// Place a suspended VI again and restore its VMs.
+    Resume,
+    /// Take a VI off its hosts and free everything it holds.
+    Terminate,
+    /// Save a VM as a new template (the VI's state is left alone).
+    SaveTemplate,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Deploy,
+        JobKind::Suspend,
+        JobKind::Resume,
+        JobKind::Terminate,
+        JobKind::SaveTemplate,
+    ];
+
+    /// The wire name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Deploy => "deploy",
+            JobKind::Suspend => "suspend",
+            JobKind::Resume => "resume",
+            JobKind::Terminate => "terminate",
+            JobKind::SaveTemplate => "save_template",
+        }
+    }
+
+    /// The kind of a wire name.
+    pub fn parse(name: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Doing its steps.
+    Running,
+    /// A step failed: undoing the steps done, last first.
+    RollingBack,
+    /// Every step done.
+    Succeeded,
+    /// A step failed and every step done was undone.
+    RolledBack,
+    /// A step failed and could not be undone (or the job only moves
+    /// forward): the VI needs an operator or a retry.
+    Failed,
+}
+
+impl JobState {
+    /// The wire name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::RollingBack => "rolling_back",
+            JobState::Succeeded => "succeeded",
+            JobState::RolledBack => "rolled_back",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Whether the job has ended (it changes no more).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobState::Running | JobState::RollingBack)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A durable job and its progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     pub id: Uuid,
     pub vi: Uuid,
-    /// `deploy`, `suspend`, `resume`, `terminate` or `save_template`.
-    pub kind: String,
-    /// `running`, `rolling_back`, `succeeded`, `rolled_back` or `failed`.
-    pub state: String,
+    pub kind: JobKind,
+    pub state: JobState,
     /// Steps done (rolling back: steps still to undo).
     pub step: i64,
     pub total: i64,
@@ -623,4 +836,49 @@ pub struct ConsoleSession {
     /// Milliseconds since the Unix epoch.
     pub expires_at: Option<i64>,
     pub user: User,
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+
+    #[test]
+    fn job_kinds_and_states_keep_their_wire_names() {
+        for kind in JobKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::from_str::<JobKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(JobKind::parse("migrate-ish"), None);
+        assert_eq!(
+            serde_json::to_string(&JobState::RolledBack).unwrap(),
+            "\"rolled_back\""
+        );
+        assert!(JobState::Failed.is_finished() && !JobState::RollingBack.is_finished());
+    }
+}
+
+#[cfg(test)]
+mod design_tests {
+    use super::*;
+
+    #[test]
+    fn a_design_has_exactly_one_source() {
+        let d: ViDesign = serde_json::from_str(r#"{"name": "n", "xml": "<x/>"}"#).unwrap();
+        assert_eq!(d.source, DesignSource::Xml("<x/>".into()));
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({"name": "n", "xml": "<x/>"}),
+            "the same JSON back"
+        );
+        for two in [
+            r#"{"xml": "<x/>", "catalogue": {"kind": "line"}}"#,
+            r#"{"name": "none"}"#,
+        ] {
+            let err = serde_json::from_str::<ViDesign>(two).unwrap_err();
+            assert!(err.to_string().contains("exactly one"), "{err}");
+        }
+        assert!(serde_json::from_str::<ViDesign>(r#"{"xml": "x", "extra": 1}"#).is_err());
+    }
 }

@@ -6,6 +6,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+/// A request body, such as an image file to upload
+/// (`Body::from(tokio::fs::File)` streams it).
+pub use reqwest::Body;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the Manager at {url}")]
@@ -61,20 +65,33 @@ impl Client {
         &self.base
     }
 
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/api/v1{path}", self.base);
+        let req = self.http.request(method, &url);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let url = format!("{}/api/v1{path}", self.base);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.answer(req).await
+    }
+
+    /// Sends `req` and reads its answer, or the Manager's refusal.
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = req
             .send()
             .await
@@ -217,6 +234,24 @@ impl Client {
         req: &api::CreateTemplate,
     ) -> Result<api::Template, ClientError> {
         self.call(Method::POST, "/templates", Some(req)).await
+    }
+
+    /// `POST /templates/import`: uploads `image`, `length` bytes of a
+    /// qcow2 or raw image (streamed, never held in memory whole), as a
+    /// template of the caller's.
+    pub async fn import_template(
+        &self,
+        query: &api::ImportTemplate,
+        image: reqwest::Body,
+        length: u64,
+    ) -> Result<api::Template, ClientError> {
+        let req = self
+            .request(Method::POST, "/templates/import")
+            .query(query)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(image);
+        self.answer(req).await
     }
 
     pub async fn set_template_visibility(

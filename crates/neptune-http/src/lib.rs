@@ -7,7 +7,10 @@
 //!   the same clock runs while a kept-alive connection waits for its next
 //!   request, so slow-header and idle connections are closed alike.
 //! - **Bodies**: a request body must arrive within [`Limits::body_timeout`]
-//!   (`408`), and within the route's size limit (see `http`).
+//!   (`408`), and within the route's size limit (see `http`). A route that
+//!   takes large bodies (an image upload) gives its request more time
+//!   through the request's [`BodyDeadline`], in proportion to the size it
+//!   accepts.
 //! - **How many**: at most [`Limits::max_connections`] are open, a number
 //!   kept below the process's file limit with room for the store, the
 //!   Agents' connections and logs. A connection beyond it takes the place of
@@ -197,6 +200,23 @@ async fn serve_connection(
     }
 }
 
+/// A request's body deadline (a request extension): a handler may move it
+/// before it reads the body, for a body that takes longer to arrive than
+/// the server's [`Limits::body_timeout`] (say, one minute plus a second per
+/// 8 MiB declared). The deadline is never removed: the body stays bounded
+/// in time.
+#[derive(Debug, Clone)]
+pub struct BodyDeadline(Arc<Mutex<Option<tokio::time::Instant>>>);
+
+impl BodyDeadline {
+    /// Lets the body arrive until `within` from now.
+    pub fn extend(&self, within: Duration) {
+        if let Ok(mut at) = self.0.lock() {
+            *at = Some(tokio::time::Instant::now() + within);
+        }
+    }
+}
+
 /// `408 Request Timeout` for a body that does not arrive in time, whatever
 /// the handler made of the failed read.
 async fn body_deadline(
@@ -204,11 +224,14 @@ async fn body_deadline(
     next: axum::middleware::Next,
     timeout: Duration,
 ) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let expired = Arc::new(AtomicBool::new(false));
+    let moved = BodyDeadline(Arc::default());
+    parts.extensions.insert(moved.clone());
     let body = Body::new(Deadline {
         inner: body,
         sleep: Box::pin(tokio::time::sleep(timeout)),
+        moved,
         expired: expired.clone(),
     });
     let response = next.run(Request::from_parts(parts, body)).await;
@@ -216,7 +239,7 @@ async fn body_deadline(
         // The error shape of every Neptune API: {code, message}.
         let body = serde_json::json!({
             "code": "request_timeout",
-            "message": format!("the request body did not arrive within {} s", timeout.as_secs()),
+            "message": "the request body did not arrive in time",
         });
         return (axum::http::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
     }
@@ -227,6 +250,8 @@ async fn body_deadline(
 struct Deadline {
     inner: Body,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Where a handler moved the deadline to, not yet applied.
+    moved: BodyDeadline,
     expired: Arc<AtomicBool>,
 }
 
@@ -243,6 +268,9 @@ impl HttpBody for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
+        if let Some(at) = this.moved.0.lock().ok().and_then(|mut m| m.take()) {
+            this.sleep.as_mut().reset(at);
+        }
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame);
         }

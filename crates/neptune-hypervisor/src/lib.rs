@@ -116,6 +116,73 @@ pub struct VmInfo {
     pub ready: bool,
 }
 
+/// A VM as it would leave its host live ([`Hypervisor::outgoing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outgoing {
+    /// The spec as the source host runs it.
+    pub spec: VmSpec,
+    /// The virtual size of its disk in bytes: the destination makes its
+    /// disk this size, and the move copies the content.
+    pub disk_bytes: u64,
+    /// The hypervisor's identifier of the VM, which it keeps on the
+    /// destination (libvirt's domain UUID).
+    pub uuid: String,
+    /// Whether the guest is ready: it stays so on the destination, where
+    /// it does not boot again.
+    pub ready: bool,
+}
+
+/// What a destination host is asked to prepare for a VM arriving live
+/// ([`Hypervisor::accept_incoming`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomingRequest {
+    /// The spec as the destination is to run it: its NICs on the
+    /// destination's segments. Its `disk` is the destination's own choice.
+    pub spec: VmSpec,
+    /// See [`Outgoing::disk_bytes`].
+    pub disk_bytes: u64,
+    /// See [`Outgoing::uuid`].
+    pub uuid: String,
+    /// See [`Outgoing::ready`].
+    pub ready: bool,
+}
+
+/// What the source host needs to send a VM to the destination that
+/// accepted it ([`Hypervisor::migrate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incoming {
+    pub vm: String,
+    /// The destination hypervisor's connection, which the source drives
+    /// the move through (a libvirt URI such as `qemu+tls://host/system`).
+    pub connect: String,
+    /// Where the memory and disk streams go (a libvirt migration URI such
+    /// as `tcp://192.0.2.7`); `None`: the hypervisor's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The VM's definition on the destination (libvirt's domain XML).
+    pub definition: String,
+}
+
+/// How far a live move is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    /// Memory and disk bytes sent so far.
+    pub bytes_done: u64,
+    /// Bytes still to send (changes as the guest writes).
+    pub bytes_remaining: u64,
+}
+
+/// How a live move went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// From the start of the move to the VM running on the destination.
+    pub total_ms: u64,
+    /// How long the guest was paused for the switch-over.
+    pub downtime_ms: u64,
+    /// Memory and disk bytes sent.
+    pub bytes: u64,
+}
+
 /// The host's capacity, as the Agent registers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
@@ -138,6 +205,10 @@ pub enum Op {
     Destroy,
     ExportDisk,
     Console,
+    /// Sending a VM live to another host (and asking what it would send).
+    Migrate,
+    /// Receiving a VM live from another host.
+    Incoming,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -319,6 +390,29 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// [`MAX_CONSOLE_INPUT`] bytes); the guest's answer shows in
     /// [`Hypervisor::console`]. The VM must run.
     async fn console_input(&self, vm: &str, input: &[u8]) -> Result<()>;
+
+    /// The running VM `vm` as it would leave this host live.
+    async fn outgoing(&self, vm: &str) -> Result<Outgoing>;
+    /// Prepares this host to receive a VM live: room for it, a blank disk
+    /// of its size (the move fills it), its seed and networks. The VM is
+    /// not defined here until it arrives. Idempotent.
+    async fn accept_incoming(&self, request: &IncomingRequest) -> Result<Incoming>;
+    /// Moves the running VM `vm` live to the host that answered `to`,
+    /// copying its disk, and returns once it runs there; `progress` hears
+    /// how far it is. What the VM used here (its definition, files and
+    /// networks; not its disk, see [`Hypervisor::remove_disk`]) is freed.
+    /// If the move fails, the VM keeps running here. A VM no longer here
+    /// (an earlier call moved it) is [`HypervisorError::NoSuchVm`].
+    async fn migrate(
+        &self,
+        vm: &str,
+        to: &Incoming,
+        progress: &(dyn Fn(MigrationProgress) + Send + Sync),
+    ) -> Result<MigrationReport>;
+    /// Completes a VM that arrived live: its NICs shaped, its readiness
+    /// kept. Idempotent; a VM that did not arrive is
+    /// [`HypervisorError::NoSuchVm`].
+    async fn finish_incoming(&self, vm: &str) -> Result<()>;
 }
 
 /// The most bytes one [`Hypervisor::console_input`] types.

@@ -27,6 +27,7 @@
 
 mod bases;
 mod console;
+mod migration;
 mod seed;
 mod shaping;
 mod terminal;
@@ -45,7 +46,8 @@ pub use shaping::BandwidthShaping;
 
 use crate::{
     check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
-    HypervisorError, Op, Result, Segment, VmInfo, VmSpec, VmState, PUBLIC_NETWORK,
+    HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Op, Outgoing,
+    Result, Segment, VmInfo, VmSpec, VmState, PUBLIC_NETWORK,
 };
 
 /// The longest a virsh call may take: a save or restore writes or reads
@@ -78,6 +80,21 @@ pub struct LibvirtConfig {
     /// get an isolated network of that name, like a link's, with no way
     /// out of the host.
     pub public_bridge: Option<String>,
+    /// How other hosts reach this one to move VMs here live.
+    pub migration: MigrationEndpoint,
+}
+
+/// How other hosts' daemons reach this host's to move a VM here live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationEndpoint {
+    /// The libvirt URI another host's Agent drives this daemon through
+    /// (`qemu+tls://HOST/system`, `qemu+ssh://HOST/system`); `None`: the
+    /// connection URI itself, right when every host's Agent reaches every
+    /// daemon by it (one machine, or a socket path all of them see).
+    pub connect: Option<String>,
+    /// Where the memory and disk streams come in (`tcp://ADDRESS`);
+    /// `None`: the address libvirt finds for this host's name.
+    pub stream: Option<String>,
 }
 
 /// The adapter.
@@ -280,12 +297,23 @@ impl LibvirtHypervisor {
     /// virsh killed) as `Unreachable`: a hung daemon must not hang the
     /// Agent's request with it, and every operation may be repeated.
     async fn virsh(&self, op: Op, vm: &str, args: &[&str]) -> Result<String> {
+        self.virsh_at(op, vm, &self.config.uri, args, VIRSH_TIMEOUT)
+            .await
+    }
+
+    /// Runs `virsh` on connection `uri`, given up after `timeout` (see
+    /// [`LibvirtHypervisor::virsh`]).
+    async fn virsh_at(
+        &self,
+        op: Op,
+        vm: &str,
+        uri: &str,
+        args: &[&str],
+        timeout: std::time::Duration,
+    ) -> Result<String> {
         let mut cmd = Command::new("virsh");
-        cmd.arg("--quiet")
-            .arg("--connect")
-            .arg(&self.config.uri)
-            .args(args);
-        let out = run_for(cmd, "virsh", args, VIRSH_TIMEOUT)
+        cmd.arg("--quiet").arg("--connect").arg(uri).args(args);
+        let out = run_for(cmd, "virsh", args, timeout)
             .await?
             .map_err(|e| HypervisorError::Unreachable(format!("cannot run virsh: {e}")))?;
         if out.status.success() {
@@ -1456,9 +1484,15 @@ impl Hypervisor for LibvirtHypervisor {
         self.terminals.forget(vm);
         let _admitted = self.admission.lock().await;
         let Some(d) = self.domain(op, vm).await? else {
-            // Files a destroy interrupted after the undefine left.
+            // Files a destroy interrupted after the undefine left, and what
+            // was made for a VM accepted to arrive live that never did.
+            let arriving = self.arrival_spec(vm);
             self.remove_vm_files(op, vm)?;
-            return self.release_ifbs(op, vm).await;
+            self.release_ifbs(op, vm).await?;
+            if let Some(spec) = arriving {
+                self.release_networks(op, &spec).await?;
+            }
+            return self.forget_arrival(op, vm);
         };
         // Whatever its state: a paused (or crashed, or stopping) domain is
         // active too, and undefining it would leave its QEMU process behind.
@@ -1474,6 +1508,7 @@ impl Hypervisor for LibvirtHypervisor {
             Err(e) => return Err(e),
         }
         self.remove_vm_files(op, vm)?;
+        self.forget_arrival(op, vm)?;
         self.release_ifbs(op, vm).await?;
         self.release_networks(op, &d.spec).await
     }
@@ -1537,6 +1572,27 @@ impl Hypervisor for LibvirtHypervisor {
         self.terminals
             .write(vm, tty, input)
             .map_err(|e| failed(op, vm, "cannot type on the console", &e))
+    }
+
+    async fn outgoing(&self, vm: &str) -> Result<Outgoing> {
+        self.outgoing_vm(vm).await
+    }
+
+    async fn accept_incoming(&self, request: &IncomingRequest) -> Result<Incoming> {
+        self.accept_vm(request).await
+    }
+
+    async fn migrate(
+        &self,
+        vm: &str,
+        to: &Incoming,
+        progress: &(dyn Fn(MigrationProgress) + Send + Sync),
+    ) -> Result<MigrationReport> {
+        self.migrate_vm(vm, to, progress).await
+    }
+
+    async fn finish_incoming(&self, vm: &str) -> Result<()> {
+        self.finish_vm(vm).await
     }
 }
 
@@ -2035,6 +2091,7 @@ mod tests {
                 },
                 kvm: Some(false),
                 public_bridge: None,
+                migration: Default::default(),
             })
             .unwrap()
         };

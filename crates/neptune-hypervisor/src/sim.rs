@@ -8,6 +8,7 @@
 //! <root>/disks/<vm>.img   one per prepared disk: JSON {template_image, size_mib}
 //! <root>/vms.json         the defined VMs (so an Agent restart keeps them,
 //!                         as libvirt keeps persistent domains)
+//! <root>/incoming.json    VMs accepted to arrive live, not yet arrived
 //! ```
 //!
 //! A saved state (`save`) is a JSON file at the path the caller chooses; any
@@ -30,7 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
-    HypervisorError, Op, Result, VmInfo, VmSpec, VmState,
+    HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Op, Outgoing,
+    Result, VmInfo, VmSpec, VmState,
 };
 
 /// Makes the next calls of an operation fail with
@@ -111,7 +113,7 @@ impl SimConfig {
 }
 
 /// Every operation, for configuring them all at once.
-pub const ALL_OPS: [Op; 8] = [
+pub const ALL_OPS: [Op; 10] = [
     Op::PrepareDisk,
     Op::RemoveDisk,
     Op::Define,
@@ -120,6 +122,8 @@ pub const ALL_OPS: [Op; 8] = [
     Op::Restore,
     Op::Destroy,
     Op::ExportDisk,
+    Op::Migrate,
+    Op::Incoming,
 ];
 
 /// Why a [`SimHypervisor`] could not open its root directory.
@@ -174,8 +178,12 @@ struct Inner {
     vms: BTreeMap<String, SimVm>,
     /// Prepared disks: VM name -> size (MiB).
     disks: BTreeMap<String, u64>,
+    /// VMs accepted to arrive live, by name: the spec they will run with.
+    incoming: BTreeMap<String, VmSpec>,
     delays: HashMap<Op, Duration>,
     faults: Vec<Fault>,
+    /// Calls of each operation so far (not persisted).
+    calls: HashMap<Op, u64>,
 }
 
 /// The simulated adapter of the [`Hypervisor`] port.
@@ -241,14 +249,30 @@ impl SimHypervisor {
                 })
             }
         };
+        let pending = root.join("incoming.json");
+        let incoming = match std::fs::read(&pending) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| SimError::Parse {
+                path: pending.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => {
+                return Err(SimError::Read {
+                    path: pending,
+                    source,
+                })
+            }
+        };
         Ok(SimHypervisor {
             root,
             capacity,
             inner: Mutex::new(Inner {
                 vms,
                 disks,
+                incoming,
                 delays,
                 faults,
+                calls: HashMap::new(),
             }),
         })
     }
@@ -299,9 +323,20 @@ impl SimHypervisor {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Serves the delay of `op`, then fails if a fault says so.
+    /// How many times `op` was called since this instance was made: a
+    /// test tells an operation done once from one done again.
+    pub fn calls(&self, op: Op) -> u64 {
+        self.lock().calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Counts the call, serves the delay of `op`, then fails if a fault
+    /// says so.
     async fn enter(&self, op: Op, vm: &str) -> Result<()> {
-        let delay = self.lock().delays.get(&op).copied();
+        let delay = {
+            let mut inner = self.lock();
+            *inner.calls.entry(op).or_default() += 1;
+            inner.delays.get(&op).copied()
+        };
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
@@ -335,6 +370,14 @@ impl SimHypervisor {
             .map_err(|e| Self::failed(op, vm, "cannot encode the VM table", &e))?;
         write_atomically(&self.root.join("vms.json"), &bytes)
             .map_err(|e| Self::failed(op, vm, "cannot write the VM table", &e))
+    }
+
+    /// Writes the table of VMs to arrive; called with the lock held.
+    fn persist_incoming(&self, op: Op, vm: &str, inner: &Inner) -> Result<()> {
+        let bytes = serde_json::to_vec(&inner.incoming)
+            .map_err(|e| Self::failed(op, vm, "cannot encode the incoming VMs", &e))?;
+        write_atomically(&self.root.join("incoming.json"), &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the incoming VMs", &e))
     }
 
     /// Refuses `spec` if it does not fit beside the VMs already defined.
@@ -568,6 +611,10 @@ impl Hypervisor for SimHypervisor {
         self.enter(op, vm).await?;
         let mut inner = self.lock();
         let Some(removed) = inner.vms.remove(vm) else {
+            // A VM accepted to arrive that never did is forgotten too.
+            if inner.incoming.remove(vm).is_some() {
+                return self.persist_incoming(op, vm, &inner);
+            }
             return Ok(());
         };
         if let Err(e) = self.persist(op, vm, &inner) {
@@ -642,6 +689,166 @@ impl Hypervisor for SimHypervisor {
             v.typed.drain(..cut);
         }
         Ok(())
+    }
+
+    async fn outgoing(&self, vm: &str) -> Result<Outgoing> {
+        validate_vm_name(vm)?;
+        let inner = self.lock();
+        let v = inner
+            .vms
+            .get(vm)
+            .filter(|v| v.state == VmState::Running)
+            .ok_or_else(|| HypervisorError::NoSuchVm(vm.to_owned()))?;
+        let size_mib = inner
+            .disks
+            .get(vm)
+            .copied()
+            .ok_or_else(|| HypervisorError::NoDisk(vm.to_owned()))?;
+        Ok(Outgoing {
+            spec: v.spec.clone(),
+            disk_bytes: size_mib << 20,
+            uuid: format!("sim-{vm}"),
+            ready: true,
+        })
+    }
+
+    async fn accept_incoming(&self, request: &IncomingRequest) -> Result<Incoming> {
+        let op = Op::Incoming;
+        let vm = request.spec.name.as_str();
+        check_spec(&request.spec)?;
+        self.enter(op, vm).await?;
+        let path = self.disk_path(vm);
+        let spec = VmSpec {
+            disk: path.display().to_string(),
+            ..request.spec.clone()
+        };
+        let mut inner = self.lock();
+        let answer = Incoming {
+            vm: vm.to_owned(),
+            connect: format!("sim://{}", self.root.display()),
+            stream: None,
+            definition: serde_json::to_string(&spec)
+                .map_err(|e| Self::failed(op, vm, "cannot encode the spec", &e))?,
+        };
+        match (inner.incoming.get(vm), inner.vms.get(vm)) {
+            (Some(pending), _) if *pending == spec => return Ok(answer),
+            (None, Some(arrived)) if arrived.spec == spec => return Ok(answer),
+            (None, None) => {}
+            _ => {
+                return Err(HypervisorError::SpecMismatch {
+                    name: vm.to_owned(),
+                })
+            }
+        }
+        let others = inner
+            .vms
+            .values()
+            .map(|v| &v.spec)
+            .chain(inner.incoming.values());
+        check_room(self.capacity, others, &spec)?;
+        let size_mib = request.disk_bytes.div_ceil(1 << 20);
+        let used: u64 = inner
+            .disks
+            .iter()
+            .filter(|(name, _)| name.as_str() != vm)
+            .map(|(_, size)| *size)
+            .fold(size_mib, u64::saturating_add);
+        if used > self.capacity.disk_mib {
+            return Err(HypervisorError::NoRoom(format!(
+                "{used} MiB of disks would exceed the host's {} MiB",
+                self.capacity.disk_mib
+            )));
+        }
+        let disk = DiskFile {
+            template_image: format!("(arriving live: {vm})"),
+            size_mib,
+        };
+        let bytes = serde_json::to_vec(&disk)
+            .map_err(|e| Self::failed(op, vm, "cannot encode the disk", &e))?;
+        write_atomically(&path, &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the disk", &e))?;
+        inner.disks.insert(vm.to_owned(), size_mib);
+        inner.incoming.insert(vm.to_owned(), spec);
+        if let Err(e) = self.persist_incoming(op, vm, &inner) {
+            inner.incoming.remove(vm);
+            return Err(e);
+        }
+        Ok(answer)
+    }
+
+    async fn migrate(
+        &self,
+        vm: &str,
+        to: &Incoming,
+        progress: &(dyn Fn(MigrationProgress) + Send + Sync),
+    ) -> Result<MigrationReport> {
+        let op = Op::Migrate;
+        validate_vm_name(vm)?;
+        if to.vm != vm {
+            return Err(HypervisorError::InvalidRequest(format!(
+                "the destination accepted VM {:?}, not {vm:?}",
+                to.vm
+            )));
+        }
+        let bytes = {
+            let inner = self.lock();
+            let v = inner
+                .vms
+                .get(vm)
+                .filter(|v| v.state == VmState::Running)
+                .ok_or_else(|| HypervisorError::NoSuchVm(vm.to_owned()))?;
+            (v.spec.ram_mib << 20).saturating_add(inner.disks.get(vm).copied().unwrap_or(0) << 20)
+        };
+        let started = std::time::Instant::now();
+        progress(MigrationProgress {
+            bytes_done: 0,
+            bytes_remaining: bytes,
+        });
+        // The delay stands for the copy: the VM runs here meanwhile.
+        self.enter(op, vm).await?;
+        progress(MigrationProgress {
+            bytes_done: bytes,
+            bytes_remaining: 0,
+        });
+        let mut inner = self.lock();
+        let Some(removed) = inner.vms.remove(vm) else {
+            return Err(HypervisorError::NoSuchVm(vm.to_owned()));
+        };
+        if let Err(e) = self.persist(op, vm, &inner) {
+            inner.vms.insert(vm.to_owned(), removed);
+            return Err(e);
+        }
+        Ok(MigrationReport {
+            total_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            downtime_ms: 0,
+            bytes,
+        })
+    }
+
+    async fn finish_incoming(&self, vm: &str) -> Result<()> {
+        let op = Op::Incoming;
+        validate_vm_name(vm)?;
+        let mut inner = self.lock();
+        let Some(spec) = inner.incoming.get(vm).cloned() else {
+            return match inner.vms.get(vm) {
+                Some(v) if v.state == VmState::Running => Ok(()),
+                _ => Err(HypervisorError::NoSuchVm(vm.to_owned())),
+            };
+        };
+        inner.vms.insert(
+            vm.to_owned(),
+            SimVm {
+                typed: String::new(),
+                spec,
+                state: VmState::Running,
+            },
+        );
+        if let Err(e) = self.persist(op, vm, &inner) {
+            inner.vms.remove(vm);
+            return Err(e);
+        }
+        inner.incoming.remove(vm);
+        self.persist_incoming(op, vm, &inner)
     }
 }
 
@@ -864,6 +1071,125 @@ mod tests {
             Err(HypervisorError::NoRoom(_))
         ));
         assert!(small.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_vm_moves_live_to_another_host() {
+        let f = fixture();
+        let a = host(&f, "a");
+        let b = host(&f, "b");
+        let disk = a.prepare_disk("vi1-web", &f.image, 1024).await.unwrap();
+        let s = spec("vi1-web", 2, 1024, &disk);
+        a.define(&s).await.unwrap();
+        a.start("vi1-web").await.unwrap();
+
+        let out = a.outgoing("vi1-web").await.unwrap();
+        assert_eq!(
+            (out.spec.clone(), out.disk_bytes, out.ready),
+            (s.clone(), 1024 << 20, true)
+        );
+        let request = IncomingRequest {
+            spec: out.spec.clone(),
+            disk_bytes: out.disk_bytes,
+            uuid: out.uuid.clone(),
+            ready: out.ready,
+        };
+        let to = b.accept_incoming(&request).await.unwrap();
+        assert_eq!(b.accept_incoming(&request).await.unwrap(), to, "idempotent");
+        assert!(
+            b.list().await.unwrap().is_empty(),
+            "not defined before it arrives"
+        );
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let report = a
+            .migrate("vi1-web", &to, &move |p| log.lock().unwrap().push(p))
+            .await
+            .unwrap();
+        assert_eq!(report.bytes, (1024u64 << 20) * 2, "memory and disk");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.first().map(|p| p.bytes_done), Some(0));
+        assert_eq!(seen.last().map(|p| p.bytes_remaining), Some(0));
+        assert!(a.list().await.unwrap().is_empty(), "the source is freed");
+        assert_eq!(
+            a.migrate("vi1-web", &to, &|_| {}).await,
+            Err(HypervisorError::NoSuchVm("vi1-web".into())),
+            "moved already"
+        );
+        b.finish_incoming("vi1-web").await.unwrap();
+        b.finish_incoming("vi1-web").await.unwrap();
+        let there = b.list().await.unwrap();
+        assert_eq!(there.len(), 1);
+        assert!(there[0].ready && there[0].state == VmState::Running);
+        assert_eq!(
+            there[0].spec.disk,
+            b.disk_path("vi1-web").display().to_string()
+        );
+        // The source's disk stays until it is removed.
+        a.remove_disk("vi1-web").await.unwrap();
+
+        // A restarted destination still knows what is to arrive.
+        let c = host(&f, "c");
+        let spec2 = VmSpec {
+            name: "vi1-db".into(),
+            ..request.spec.clone()
+        };
+        let wanted = IncomingRequest {
+            spec: spec2,
+            ..request.clone()
+        };
+        c.accept_incoming(&wanted).await.unwrap();
+        drop(c);
+        let c = host(&f, "c");
+        assert_eq!(c.lock().incoming.len(), 1);
+        // Undone: destroy and remove_disk leave nothing.
+        c.destroy("vi1-db").await.unwrap();
+        c.remove_disk("vi1-db").await.unwrap();
+        assert!(c.lock().incoming.is_empty() && c.lock().disks.is_empty());
+        assert_eq!(
+            c.finish_incoming("vi1-db").await,
+            Err(HypervisorError::NoSuchVm("vi1-db".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_move_is_refused_without_room_and_fails_on_a_fault() {
+        let f = fixture();
+        let a = host(&f, "a");
+        let disk = a.prepare_disk("vi1-web", &f.image, 1024).await.unwrap();
+        let s = spec("vi1-web", 2, 1024, &disk);
+        a.define(&s).await.unwrap();
+        a.start("vi1-web").await.unwrap();
+        let out = a.outgoing("vi1-web").await.unwrap();
+        let request = IncomingRequest {
+            spec: out.spec,
+            disk_bytes: out.disk_bytes,
+            uuid: out.uuid,
+            ready: true,
+        };
+        let small = SimHypervisor::new(SimConfig::new(
+            f.dir.path().join("small"),
+            Capacity { cpus: 1, ..CAP },
+        ))
+        .unwrap();
+        assert!(matches!(
+            small.accept_incoming(&request).await,
+            Err(HypervisorError::NoRoom(_))
+        ));
+        assert!(small.lock().disks.is_empty(), "nothing kept of a refusal");
+        let b = host(&f, "b");
+        let to = b.accept_incoming(&request).await.unwrap();
+        a.add_fault(Fault::times(Op::Migrate, 1));
+        assert!(matches!(
+            a.migrate("vi1-web", &to, &|_| {}).await,
+            Err(HypervisorError::Failed {
+                op: Op::Migrate,
+                ..
+            })
+        ));
+        assert_eq!(a.list().await.unwrap().len(), 1, "still running here");
+        a.migrate("vi1-web", &to, &|_| {}).await.unwrap();
     }
 
     #[tokio::test]

@@ -168,6 +168,7 @@ fn adapter(uri: &str, data_dir: &Path, capacity: Capacity) -> LibvirtHypervisor 
         // Emulated guests: they run on every machine, KVM or not.
         kvm: Some(false),
         public_bridge: None,
+        migration: Default::default(),
     })
     .unwrap()
 }
@@ -650,6 +651,7 @@ async fn entry_points_plug_into_the_public_bridge() {
             capacity: ROOMY,
             kvm: Some(false),
             public_bridge: Some(bridge.to_owned()),
+            migration: Default::default(),
         })
         .unwrap()
     };
@@ -1518,5 +1520,256 @@ fn skipped(why: &str) {
     let _ = writeln!(
         std::io::stderr(),
         "SKIPPED {test}: {why} (passes without running; see README.md, Test)"
+    );
+}
+
+/// A second libvirt daemon, standing for another host: its own network
+/// namespace (so its bridges may take the names the first daemon's have)
+/// reached from the test's over a veth pair, its own mount namespace over
+/// libvirt's run, state and configuration folders, its own host UUID
+/// (libvirt refuses to move a VM to the host it is on). QEMU's capability
+/// probe (seconds under emulation) is cached across runs.
+struct SecondDaemon {
+    ns: String,
+    veth: String,
+    child: std::process::Child,
+    uri: String,
+    /// Where the moves' streams reach it: `tcp://ADDRESS`.
+    stream: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SecondDaemon {
+    fn start() -> Self {
+        let pid = std::process::id();
+        let ns = format!("ntt{pid}m");
+        let veth = format!("ntm{pid}");
+        let net = 100 + pid % 100;
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &ns]);
+        let inside = format!("{veth}b");
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", &inside,
+        ]);
+        ip(&["link", "set", &inside, "netns", &ns]);
+        ip(&["addr", "add", &format!("10.213.{net}.1/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("10.213.{net}.2/30"), "dev", &inside],
+            vec!["link", "set", &inside, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut all = vec!["-n", ns.as_str()];
+            all.extend(args.iter().copied());
+            ip(&all);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path();
+        for d in ["run", "lib", "etc", "log"] {
+            std::fs::create_dir_all(h.join(d)).unwrap();
+        }
+        let cache = Path::new("/var/tmp/neptune-test-libvirt-cache");
+        std::fs::create_dir_all(cache).unwrap();
+        std::fs::write(
+            h.join("etc/qemu.conf"),
+            "user = \"root\"\ngroup = \"root\"\nstdio_handler = \"file\"\nmigration_address = \"0.0.0.0\"\n",
+        )
+        .unwrap();
+        let host_uuid = format!("6e657074-756e-4500-8000-{:012x}", u64::from(pid));
+        std::fs::write(
+            h.join("etc/libvirtd.conf"),
+            format!("auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\nunix_sock_rw_perms = \"0700\"\nhost_uuid = \"{host_uuid}\"\n"),
+        )
+        .unwrap();
+        let mounts = [
+            ("run", "/run/libvirt"),
+            ("lib", "/var/lib/libvirt"),
+            ("etc", "/etc/libvirt"),
+            ("log", "/var/log/libvirt"),
+        ]
+        .iter()
+        .map(|(from, to)| format!("mkdir -p {to} && mount --bind {}/{from} {to}", h.display()))
+        .chain([format!(
+            "mkdir -p /var/cache/libvirt && mount --bind {} /var/cache/libvirt",
+            cache.display()
+        )])
+        .collect::<Vec<_>>()
+        .join(" && ");
+        let script = format!(
+            "mount --make-rprivate / && {mounts} && exec libvirtd --config /etc/libvirt/libvirtd.conf --pid-file /run/libvirt/libvirtd.pid"
+        );
+        let log = std::fs::File::create(h.join("libvirtd.out")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "unshare", "-m", "sh", "-c", &script])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let uri = format!(
+            "qemu+unix:///system?socket={}",
+            h.join("run/libvirt-sock").display()
+        );
+        let mut daemon = SecondDaemon {
+            ns,
+            veth,
+            child,
+            uri,
+            stream: format!("tcp://10.213.{net}.2"),
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if virsh(&daemon.uri, &["version"]).0 {
+                break;
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                let out = std::fs::read_to_string(daemon._dir.path().join("libvirtd.out"))
+                    .unwrap_or_default();
+                panic!("the second libvirtd ended ({status}): {out}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second libvirtd does not answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        daemon
+    }
+}
+
+impl Drop for SecondDaemon {
+    fn drop(&mut self) {
+        let (_, names) = virsh(&self.uri, &["list", "--all", "--name"]);
+        for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
+            virsh(&self.uri, &["destroy", name]);
+            virsh(&self.uri, &["undefine", name]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// A running guest moves live to another host (another daemon, in another
+/// network namespace, its disk copied: nothing is shared) and keeps
+/// running there: the shell it was logged in to still answers on its
+/// console, with what it held in memory. The source keeps nothing but its
+/// disk, the destination nothing once the VM is destroyed there.
+#[tokio::test]
+async fn a_running_guest_moves_live_to_another_host() {
+    let Some(uri) = libvirt_uri() else { return };
+    let Some(tiny) = tiny_template() else { return };
+    let other = SecondDaemon::start();
+    let h = Host::new(uri, "move", ROOMY).await;
+    let dest = LibvirtHypervisor::new(LibvirtConfig {
+        uri: other.uri.clone(),
+        data_dir: h.dir.path().join("destination"),
+        capacity: ROOMY,
+        kvm: Some(false),
+        public_bridge: None,
+        migration: neptune_hypervisor::libvirt::MigrationEndpoint {
+            connect: Some(other.uri.clone()),
+            stream: Some(other.stream.clone()),
+        },
+    })
+    .unwrap();
+    let (vm, net) = (h.name("vm"), h.name("lan"));
+    let password = "moving-test";
+    let pid = std::process::id();
+    let mac = format!("02:4e:7a:{:02x}:{:02x}:01", (pid >> 8) % 256, pid % 256);
+    let disk = h.hv.prepare_disk(&vm, &tiny, 128).await.unwrap();
+    let mut spec = h.spec(&vm, &disk, &net, &mac);
+    spec.ram_mib = 128;
+    spec.seed = Some(guest_seed(
+        &format!("{vm}-1"),
+        "mover",
+        &[(&mac, "10.77.0.1/24")],
+        &password_hash(password),
+    ));
+    h.hv.define(&spec).await.unwrap();
+    h.hv.start(&vm).await.unwrap();
+    let mut console = Console {
+        hv: &h.hv,
+        vm: vm.clone(),
+        commands: 0,
+    };
+    console
+        .wait_until(120, "ready line", |t| t.contains(READY_MARKER))
+        .await;
+    console.log_in("alice", password, "mover").await;
+    console.run("echo kept-in-memory > /tmp/mark", 30).await;
+
+    let out = h.hv.outgoing(&vm).await.unwrap();
+    assert_eq!(
+        (out.disk_bytes, out.ready, &out.spec),
+        (128 << 20, true, &spec)
+    );
+    let request = neptune_hypervisor::IncomingRequest {
+        spec: out.spec.clone(),
+        disk_bytes: out.disk_bytes,
+        uuid: out.uuid.clone(),
+        ready: out.ready,
+    };
+    let to = dest.accept_incoming(&request).await.unwrap();
+    assert_eq!(
+        dest.accept_incoming(&request).await.unwrap(),
+        to,
+        "idempotent"
+    );
+    assert!(
+        dest.list().await.unwrap().is_empty(),
+        "not there before the move"
+    );
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let report =
+        h.hv.migrate(&vm, &to, &move |p| log.lock().unwrap().push(p))
+            .await
+            .unwrap();
+    eprintln!("moved live: {report:?}");
+    assert!(report.bytes > 0 && report.total_ms > 0, "{report:?}");
+    assert!(
+        seen.lock().unwrap().iter().any(|p| p.bytes_done > 0),
+        "progress was heard"
+    );
+    assert!(!h.domains().contains(&vm), "gone from the source");
+    assert!(!h.networks().contains(&net), "its network freed there");
+    assert_eq!(
+        h.hv.migrate(&vm, &to, &|_| {}).await,
+        Err(HypervisorError::NoSuchVm(vm.clone())),
+        "moved already"
+    );
+
+    dest.finish_incoming(&vm).await.unwrap();
+    dest.finish_incoming(&vm).await.unwrap();
+    let there = dest.info(&vm).await.unwrap().unwrap();
+    assert!(there.state == VmState::Running && there.ready, "{there:?}");
+    let mut console = Console {
+        hv: &dest,
+        vm: vm.clone(),
+        commands: console.commands,
+    };
+    let shown = console.run("cat /tmp/mark", 60).await;
+    assert!(shown.contains("kept-in-memory"), "{shown}");
+
+    dest.destroy(&vm).await.unwrap();
+    dest.remove_disk(&vm).await.unwrap();
+    h.hv.remove_disk(&vm).await.unwrap();
+    assert!(names(&other.uri, &["list", "--all", "--name"]).is_empty());
+    assert!(
+        !names(&other.uri, &["net-list", "--all", "--name"]).contains(&net),
+        "its network freed on the destination"
     );
 }

@@ -28,6 +28,11 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("too many failed logins; try again in {0} s")]
     TooManyAttempts(u64),
+    #[error("{0}")]
+    TooLarge(String),
+    /// The Manager is busy with others' requests of this kind: retry later.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -42,7 +47,8 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidTopology(_) => "invalid_topology",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
-            ApiError::TooManyAttempts(_) => "too_many_requests",
+            ApiError::TooManyAttempts(_) | ApiError::Busy(_) => "too_many_requests",
+            ApiError::TooLarge(_) => "payload_too_large",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -57,7 +63,8 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::QuotaExceeded(_) => StatusCode::FORBIDDEN,
-            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts(_) | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +77,11 @@ impl From<StoreError> for ApiError {
             StoreError::Duplicate { what } => ApiError::Conflict(format!("{what} already exists")),
             StoreError::Conflict { .. } => ApiError::Conflict(err.to_string()),
             StoreError::QuotaExceeded(what) => ApiError::QuotaExceeded(what),
+            // Planning again did not help (another Manager kept taking what
+            // this plan needed): the request may be made again.
+            StoreError::AddressTaken { .. } | StoreError::NoRoom { .. } => ApiError::Conflict(
+                format!("{err}; other requests took it meanwhile: try again"),
+            ),
             other => ApiError::Internal(other.into()),
         }
     }
@@ -107,3 +119,25 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_races_for_room_or_addresses_are_conflicts() {
+        for err in [
+            StoreError::AddressTaken {
+                prefix: "192.0.2.14/32".into(),
+            },
+            StoreError::NoRoom {
+                host: uuid::Uuid::nil(),
+                node: "web".into(),
+            },
+        ] {
+            let api = ApiError::from(err);
+            assert_eq!(api.status(), StatusCode::CONFLICT, "{api}");
+            assert!(api.to_string().contains("try again"), "{api}");
+        }
+    }
+}

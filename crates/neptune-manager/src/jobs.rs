@@ -22,8 +22,8 @@ use neptune_store::{HostRecord, JobRecord, JobState, Store, StoreError, Transiti
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::images::NewTemplate;
 use crate::now_ms;
-use crate::templates::NewTemplate;
 
 /// How the Manager reaches a host's hypervisor: through its Agent in
 /// production (see [`crate::agents`]).
@@ -201,56 +201,23 @@ impl Step {
     }
 }
 
-/// What a job does, and how its VI moves when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Deploy,
-    Suspend,
-    Resume,
-    Terminate,
-    /// Save a VM as a new template: the VI's state is left alone.
-    SaveTemplate,
+pub use neptune_api::JobKind;
+
+/// The VI state while a job of `kind` runs (none: the job leaves it alone).
+pub fn vi_state_during(kind: JobKind) -> Option<ViState> {
+    match kind {
+        JobKind::Deploy => Some(ViState::Deploying),
+        JobKind::Suspend => Some(ViState::Suspending),
+        JobKind::Resume => Some(ViState::Resuming),
+        JobKind::Terminate => Some(ViState::Terminating),
+        JobKind::SaveTemplate => None,
+    }
 }
 
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Deploy => "deploy",
-            JobKind::Suspend => "suspend",
-            JobKind::Resume => "resume",
-            JobKind::Terminate => "terminate",
-            JobKind::SaveTemplate => "save_template",
-        }
-    }
-
-    fn parse(s: &str) -> Option<JobKind> {
-        match s {
-            "deploy" => Some(JobKind::Deploy),
-            "suspend" => Some(JobKind::Suspend),
-            "resume" => Some(JobKind::Resume),
-            "terminate" => Some(JobKind::Terminate),
-            "save_template" => Some(JobKind::SaveTemplate),
-            _ => None,
-        }
-    }
-
-    /// The VI state while the job runs (none: the job leaves it alone).
-    pub fn vi_state(self) -> Option<ViState> {
-        match self {
-            JobKind::Deploy => Some(ViState::Deploying),
-            JobKind::Suspend => Some(ViState::Suspending),
-            JobKind::Resume => Some(ViState::Resuming),
-            JobKind::Terminate => Some(ViState::Terminating),
-            JobKind::SaveTemplate => None,
-        }
-    }
-
-    /// Whether a failed step is undone or the job fails at once (terminate
-    /// only moves forward; it is retried by terminating again).
-    fn rolls_back(self) -> bool {
-        !matches!(self, JobKind::Terminate)
-    }
+/// Whether a failed step is undone or the job fails at once (terminate
+/// only moves forward; it is retried by terminating again).
+fn rolls_back(kind: JobKind) -> bool {
+    !matches!(kind, JobKind::Terminate)
 }
 
 /// A new job record with its steps, ready for [`Store::start_job`].
@@ -370,13 +337,21 @@ fn batch_start(steps: &[Step], to: usize) -> usize {
     start
 }
 
+/// How long a job stays its Manager's without a renewal: a Manager that
+/// dies leaves its jobs to the others this long after its last renewal.
+pub const LEASE: Duration = Duration::from_secs(10);
+
+/// How often a running job's lease is renewed: three renewals fit in a
+/// lease, so a slow store write or two does not lose it.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+
 impl Jobs {
     pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>, owner: String) -> Self {
         Jobs {
             store,
             hosts,
             owner,
-            lease: Duration::from_secs(30),
+            lease: LEASE,
             host_wait: HOST_WAIT,
             ready_wait: READY_WAIT,
             running: Arc::default(),
@@ -405,15 +380,16 @@ impl Jobs {
         Ok(self.hypervisor_for(host).await?.list().await?)
     }
 
-    /// Runs the job in the background, unless this process already runs it.
-    pub fn spawn(&self, id: Uuid) {
+    /// Runs the job in the background, unless this process already runs
+    /// it; whether it started it.
+    pub fn spawn(&self, id: Uuid) -> bool {
         match self.running.lock() {
             Ok(mut running) => {
                 if !running.insert(id) {
-                    return;
+                    return false;
                 }
             }
-            Err(_) => return,
+            Err(_) => return false,
         }
         let jobs = self.clone();
         tokio::spawn(async move {
@@ -424,6 +400,7 @@ impl Jobs {
                 running.remove(&id);
             }
         });
+        true
     }
 
     /// Picks up every unfinished job (after a restart): each finishes or
@@ -438,9 +415,11 @@ impl Jobs {
                 || j.lease_until < now
         };
         for job in jobs.iter().filter(|j| ours(j)) {
-            tracing::info!(job = %job.id, kind = job.kind, step = job.cursor, "resuming job");
-            self.spawn(job.id);
-            resumed += 1;
+            // Said once per job taken up, not at every look for orphans.
+            if self.spawn(job.id) {
+                tracing::info!(job = %job.id, kind = job.kind, step = job.cursor, "resuming job");
+                resumed += 1;
+            }
         }
         Ok(resumed)
     }
@@ -486,7 +465,9 @@ impl Jobs {
                     // all starts) run together; the cursor moves past the
                     // whole batch once all of it is done.
                     let end = batch_end(&steps, cursor);
-                    let failures = self.execute_all(id, job.vi_id, &steps[cursor..end]).await;
+                    let failures = self
+                        .keeping_lease(id, self.execute_all(id, job.vi_id, &steps[cursor..end]))
+                        .await?;
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
                         None => {
@@ -508,7 +489,7 @@ impl Jobs {
                                 steps[cursor + i].name()
                             );
                             tracing::warn!(job = %id, "{message}");
-                            if kind.rolls_back() {
+                            if rolls_back(kind) {
                                 // Part of the batch may have happened: undo
                                 // all of it (undoing what never happened is
                                 // harmless: every undo is idempotent).
@@ -548,7 +529,9 @@ impl Jobs {
                         .rev()
                         .filter_map(Step::undo)
                         .collect();
-                    let failures = self.execute_all(id, job.vi_id, &undos).await;
+                    let failures = self
+                        .keeping_lease(id, self.execute_all(id, job.vi_id, &undos))
+                        .await?;
                     match failures.first() {
                         None => {
                             self.store
@@ -575,6 +558,35 @@ impl Jobs {
         }
     }
 
+    /// Runs `work` (a batch of job `id`), renewing the job's lease every
+    /// [`RENEW_EVERY`] meanwhile: a batch may take minutes (copies, guests
+    /// booting), and another Manager must not take a job that is alive.
+    /// Should another Manager hold it all the same, the batch is dropped
+    /// (its steps are idempotent: the other Manager runs them again).
+    async fn keeping_lease<T>(
+        &self,
+        id: Uuid,
+        work: impl std::future::Future<Output = T>,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is now: the lease was just taken.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+                    if !self.store.claim_job(id, &self.owner, now, now + lease_ms).await? {
+                        anyhow::bail!("another Manager took the job over");
+                    }
+                }
+            }
+        }
+    }
+
     async fn finish(
         &self,
         job: &JobRecord,
@@ -583,7 +595,7 @@ impl Jobs {
         event: Event,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
-        let Some(from) = kind.vi_state() else {
+        let Some(from) = vi_state_during(kind) else {
             // The VI's state is not the job's: end the job alone.
             return match self
                 .store
@@ -853,7 +865,7 @@ impl Jobs {
                 _ => {}
             },
             Step::RegisterTemplate { template } => {
-                crate::templates::register(self.store.as_ref(), template).await?;
+                crate::images::register(self.store.as_ref(), template).await?;
             }
         }
         Ok(())

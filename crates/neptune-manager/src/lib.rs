@@ -7,6 +7,7 @@
 //! the OpenAPI document that [`openapi()`] builds from the code.
 
 pub mod agents;
+pub mod app;
 pub mod auth;
 pub mod error;
 pub mod guests;
@@ -21,9 +22,10 @@ pub mod ssh_keys;
 pub mod server {
     pub use neptune_http::*;
 }
-pub mod templates;
+pub mod images;
 pub mod throttle;
 pub mod up;
+pub mod views;
 pub mod wiring;
 
 use std::net::SocketAddr;
@@ -34,8 +36,8 @@ use anyhow::Context;
 use neptune_store::{Quota, Role, Store, UserRecord};
 use uuid::Uuid;
 
-pub use http::views::Views;
 pub use openapi::openapi;
+pub use views::Views;
 
 /// How a Manager runs.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct Config {
     /// How long a deploy or resume waits for each guest to say it is ready
     /// before it fails (and its job rolls back).
     pub ready_wait: std::time::Duration,
+    /// The largest image `POST /api/v1/templates/import` takes, in bytes.
+    pub max_image_bytes: u64,
     /// Bounds of the API's connections; the number of connections is
     /// lowered further to fit the process's file limit (see [`server`]).
     pub http: server::Limits,
@@ -89,9 +93,13 @@ impl Config {
             host_wait: jobs::HOST_WAIT,
             ready_wait: jobs::READY_WAIT,
             default_template: DEFAULT_TEMPLATE.to_owned(),
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
+
+/// The default of [`Config::max_image_bytes`]: 32 GiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;
 
 /// The default of [`Config::default_template`].
 pub const DEFAULT_TEMPLATE: &str = "debian-12";
@@ -102,9 +110,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub jobs: jobs::Jobs,
-    /// Accepts plan and commit one at a time in this Manager; Managers
-    /// sharing a database are kept apart by its constraints.
-    pub planning: Arc<tokio::sync::Mutex<()>>,
+    /// Accepts and resumes plan and commit one at a time per datacenter in
+    /// this Manager (see `app::placement::Placing`); Managers sharing a
+    /// database are kept apart by its constraints.
+    pub planning: Arc<app::placement::Planning>,
     /// Parsed designs and step names, reused across reads.
     pub views: Arc<Views>,
     /// Design bodies read at once (see `http::guard`).
@@ -113,6 +122,8 @@ pub struct AppState {
     pub(crate) logins: Arc<throttle::LoginThrottle>,
     /// Password hashes computed at once (see `auth::off_thread`).
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+    /// Images uploaded at once (see `app::templates::import`).
+    pub(crate) uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A Manager ready to serve.
@@ -187,6 +198,7 @@ impl Manager {
                 hashing: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
+                uploads: Arc::new(tokio::sync::Semaphore::new(app::templates::UPLOADS)),
             },
             created_admin,
         })
@@ -202,7 +214,7 @@ impl Manager {
             self.state
                 .jobs
                 .clone()
-                .supervise(std::time::Duration::from_secs(5)),
+                .supervise(std::time::Duration::from_secs(2)),
         );
         tokio::spawn(mark_unreachable(self.state.clone()));
         if let Some(every) = self.state.config.reconcile_every {

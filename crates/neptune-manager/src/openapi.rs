@@ -16,7 +16,7 @@ use crate::http;
         http::login, http::logout, http::create_session, http::show_session, http::delete_session, http::create_api_token, http::list_tokens, http::revoke_token,
         http::me, http::change_password, http::list_ssh_keys, http::add_ssh_key, http::delete_ssh_key, http::list_users, http::create_user, http::disable_user, http::enable_user,
         http::list_datacenters, http::create_datacenter, http::list_hosts, http::register_host,
-        http::list_templates, http::create_template, http::set_template_visibility, http::catalogue, http::address_pools, http::reconcile,
+        http::list_templates, http::create_template, http::import_template, http::set_template_visibility, http::catalogue, http::address_pools, http::reconcile,
         http::create_vi, http::list_vis, http::show_vi, http::edit_vi,
         http::request_vi, http::withdraw_vi, http::revise_vi, http::plan_vi, http::accept_vi, http::reject_vi, http::deploy_vi, http::release_vi,
         http::suspend_vi, http::resume_vi, http::save_template, http::terminate_vi,

@@ -308,7 +308,7 @@ pub async fn start(
         state.store.template_for(admin.id, default.name()).await
     {
         let req = default.make(&dir.join("images")).await?;
-        crate::http::register_template(&state, admin.id, req)
+        crate::app::templates::register(&state, admin.id, req)
             .await
             .map_err(|e| anyhow::anyhow!("registering the default template: {e}"))?;
     }
@@ -344,6 +344,7 @@ pub async fn start(
                         // One machine: entry points stay on an isolated
                         // public network.
                         public_bridge: None,
+                        migration: Default::default(),
                     })
                     .with_context(|| format!("preparing {}", data_dir.display()))?;
                     if let Some(closed) = hv.closed_directory() {

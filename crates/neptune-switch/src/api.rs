@@ -12,7 +12,10 @@
 //! PUT and DELETE are idempotent: a repeat answers `200` with
 //! `"outcome":"unchanged"`. An older generation answers `409`; an address
 //! outside the home prefixes or a care-of address that is not a peer `422`;
-//! a missing, stale, replayed or wrong signature `401`.
+//! a missing, stale, replayed or wrong signature `401` (also a timestamp not
+//! after the switch's start: see [`crate::auth::ReplayMark`]). Every error
+//! answers an [`ErrorBody`], `{"code", "message"}`, as every Neptune API
+//! does; the codes are [`codes`].
 //!
 //! Every accepted update is applied to the data plane, then persisted
 //! (atomically), then answered; if it cannot be persisted the data plane is
@@ -22,14 +25,15 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::{self, SwitchKey, Verifier};
+use crate::auth::{self, Verifier};
 use crate::config::SwitchConfig;
 use crate::dataplane::{DataPlane, DataPlaneStats};
 use crate::prefix::Ipv4Prefix;
@@ -66,15 +70,64 @@ pub struct StateView<'a> {
     pub data_plane: DataPlaneStats,
 }
 
+/// Largest request body accepted (the framework's default, made explicit
+/// so that the refusal can say it).
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+/// The body of every error the control API answers: the shape of every
+/// Neptune API, a stable machine `code` (one of [`codes`]) and a `message`
+/// for people, which may change between versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// One of [`codes`].
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// The error codes of [`ErrorBody::code`], with their HTTP statuses. Where
+/// the Manager's API has a code for the same meaning, the switch uses it.
+pub mod codes {
+    /// 400: the body is not the JSON described, an address is not IPv4, a
+    /// DELETE has no `?generation=N`.
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    /// 401: missing, malformed, stale, replayed or wrongly signed.
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// 404: no such path.
+    pub const NOT_FOUND: &str = "not_found";
+    /// 405: a known path with another method.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// 408: the body did not arrive in time (answered by `neptune-http`).
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
+    /// 409: a generation older than the address's current one, or the same
+    /// generation with different content.
+    pub const STALE_GENERATION: &str = "stale_generation";
+    /// 413: the body is larger than [`super::MAX_BODY_BYTES`].
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// 422: well formed, but refused by this switch's configuration or a
+    /// field's range (outside the home prefixes, not a peer, `vi`, `key`,
+    /// `port`).
+    pub const REFUSED: &str = "refused";
+    /// 429: correctly signed, but the replay window already holds the most
+    /// nonces it remembers; sign again later.
+    pub const TOO_MANY_REQUESTS: &str = "too_many_requests";
+    /// 500: the table or the replay mark could not be written (nothing changed).
+    pub const INTERNAL: &str = "internal";
+    /// 503: persisted, but the data plane could not apply it yet; retried.
+    pub const DATA_PLANE_PENDING: &str = "data_plane_pending";
+}
+
 /// An API error, converted to HTTP here and only here.
 #[derive(Debug, thiserror::Error)]
 enum ApiError {
-    #[error("unauthenticated: {0}")]
+    #[error(transparent)]
     Auth(#[from] auth::AuthError),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("bad request: {0}")]
-    BadRequest(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed")]
@@ -87,30 +140,46 @@ enum ApiError {
     Poisoned,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Auth(auth::AuthError::Unrecorded) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
+            }
+            ApiError::Auth(auth::AuthError::Busy) => {
+                (StatusCode::TOO_MANY_REQUESTS, codes::TOO_MANY_REQUESTS)
+            }
+            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
             ApiError::Refused(
                 Refusal::StaleGeneration { .. } | Refusal::GenerationReused { .. },
-            ) => (StatusCode::CONFLICT, "stale_generation"),
-            ApiError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Method => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ) => (StatusCode::CONFLICT, codes::STALE_GENERATION),
+            ApiError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, codes::REFUSED),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            ApiError::Method => (StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED),
             ApiError::Persist(_) | ApiError::Poisoned => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
             }
-            ApiError::Apply(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_plane_pending"),
-        };
+            ApiError::Apply(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::DATA_PLANE_PENDING),
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.status_and_code().1.to_owned(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
         if status.is_server_error() {
             tracing::warn!(error = %self, cause = ?std::error::Error::source(&self).map(ToString::to_string), "request failed");
         }
-        (
-            status,
-            Json(json!({ "error": self.to_string(), "code": code })),
-        )
-            .into_response()
+        (status, Json(self.body())).into_response()
     }
 }
 
@@ -118,11 +187,10 @@ impl App {
     /// Assembles the app; the table must already be applied to the plane.
     pub fn new(
         config: SwitchConfig,
-        key: SwitchKey,
+        verifier: Verifier,
         table: SwitchTable,
         plane: Arc<dyn DataPlane>,
     ) -> Self {
-        let verifier = Verifier::new(key, config.max_clock_skew_secs);
         App {
             config,
             inner: Mutex::new(Inner { table, verifier }),
@@ -130,8 +198,17 @@ impl App {
         }
     }
 
-    /// Re-applies the whole table (repairs drift).
+    /// Puts back what the data plane owns, then re-applies the whole table
+    /// (repairs drift).
     pub fn reconcile(&self) {
+        // Outside the lock: it touches nothing the table decides, and the
+        // API need not wait for it.
+        if let Err(e) = self.plane.repair() {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(e)),
+                "repairing the data plane"
+            );
+        }
         // Applied under the lock: a copy applied after the lock is released
         // could land after an update and undo it, sending a moved address
         // to its previous switch until the next round (a stall of a whole
@@ -180,7 +257,7 @@ impl App {
             }
             (m, ["v1", kind @ ("bindings" | "visitors"), addr]) => {
                 let addr: Ipv4Addr = addr.parse().map_err(|_| {
-                    ApiError::BadRequest(format!("{addr:?} is not an IPv4 address"))
+                    ApiError::InvalidRequest(format!("{addr:?} is not an IPv4 address"))
                 })?;
                 let mut next = inner.table.clone();
                 let policy = Policy {
@@ -224,7 +301,8 @@ impl App {
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::InvalidRequest(format!("the body is not the JSON described: {e}")))
 }
 
 fn generation(uri: &Uri) -> Result<u64, ApiError> {
@@ -233,7 +311,7 @@ fn generation(uri: &Uri) -> Result<u64, ApiError> {
         .split('&')
         .find_map(|kv| kv.strip_prefix("generation="))
         .and_then(|g| g.parse().ok())
-        .ok_or_else(|| ApiError::BadRequest("DELETE needs ?generation=N".into()))
+        .ok_or_else(|| ApiError::InvalidRequest("DELETE needs ?generation=N".into()))
 }
 
 async fn handler(
@@ -241,8 +319,20 @@ async fn handler(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // The framework's own refusals (a body over the limit) answer in the
+    // same shape as the switch's.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::PayloadTooLarge.into_response()
+        }
+        Err(e) => {
+            return ApiError::InvalidRequest(format!("reading the body: {}", e.body_text()))
+                .into_response()
+        }
+    };
     match app.handle(&method, &uri, &headers, &body) {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -251,12 +341,16 @@ async fn handler(
 
 /// The router of the control API.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().fallback(handler).with_state(app)
+    Router::new()
+        .fallback(handler)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::SwitchKey;
     use crate::dataplane::sim::SimulatedPlane;
 
     fn app(dir: &std::path::Path) -> (App, SwitchKey) {
@@ -268,7 +362,12 @@ mod tests {
         .unwrap();
         let plane: Arc<dyn DataPlane> = Arc::new(SimulatedPlane::default());
         (
-            App::new(config, key.clone(), SwitchTable::default(), plane),
+            App::new(
+                config,
+                Verifier::new(key.clone(), 30),
+                SwitchTable::default(),
+                plane,
+            ),
             key,
         )
     }
@@ -283,6 +382,95 @@ mod tests {
             Ok(r) => r.status(),
             Err(e) => e.into_response().status(),
         }
+    }
+
+    /// The error an API call answers with (panics if it succeeds).
+    fn refusal(app: &App, key: &SwitchKey, method: Method, target: &str, body: &str) -> ErrorBody {
+        let mut headers = HeaderMap::new();
+        for (k, v) in auth::signed_headers(key, method.as_str(), target, body.as_bytes()) {
+            headers.insert(k, v.parse().unwrap());
+        }
+        let uri: Uri = target.parse().unwrap();
+        match app.handle(&method, &uri, &headers, body.as_bytes()) {
+            Ok(r) => panic!("{method} {target} succeeded: {}", r.status()),
+            Err(e) => e.body(),
+        }
+    }
+
+    #[test]
+    fn errors_answer_a_code_and_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, key) = app(dir.path());
+        let b = r#"{"care_of":"198.18.2.2","vi":"vi-1","key":7,"generation":1}"#;
+        assert_eq!(
+            call(&app, &key, Method::PUT, "/v1/bindings/203.0.113.10", b),
+            StatusCode::OK
+        );
+        let cases = [
+            (
+                Method::PUT,
+                "/v1/bindings/203.0.113.10",
+                "{",
+                codes::INVALID_REQUEST,
+            ),
+            (
+                Method::PUT,
+                "/v1/bindings/not-an-address",
+                b,
+                codes::INVALID_REQUEST,
+            ),
+            (
+                Method::DELETE,
+                "/v1/bindings/203.0.113.10",
+                "",
+                codes::INVALID_REQUEST,
+            ),
+            (Method::PUT, "/v1/bindings/192.0.2.1", b, codes::REFUSED),
+            (
+                Method::DELETE,
+                "/v1/bindings/203.0.113.10?generation=0",
+                "",
+                codes::STALE_GENERATION,
+            ),
+            (Method::GET, "/v1/nothing", "", codes::NOT_FOUND),
+            (Method::PUT, "/v1/state", "", codes::METHOD_NOT_ALLOWED),
+        ];
+        for (method, target, body, code) in cases {
+            let e = refusal(&app, &key, method.clone(), target, body);
+            assert_eq!(e.code, code, "{method} {target}: {e:?}");
+            assert!(!e.message.is_empty(), "{method} {target}: {e:?}");
+        }
+        let stale = refusal(
+            &app,
+            &key,
+            Method::DELETE,
+            "/v1/bindings/203.0.113.10?generation=0",
+            "",
+        );
+        assert_eq!(
+            stale.message,
+            "generation 0 of 203.0.113.10 is older than the current 1"
+        );
+        let other = SwitchKey::new(b"some other key, wrong".to_vec()).unwrap();
+        let e = refusal(&app, &other, Method::GET, "/v1/health", "");
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            (codes::UNAUTHENTICATED, "bad signature")
+        );
+
+        // On the wire: exactly the two fields, as every Neptune API answers.
+        let response = ApiError::from(auth::AuthError::Busy).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+            .unwrap();
+        let wire: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            wire,
+            json!({"code": "too_many_requests", "message": "too many requests in the replay window"})
+        );
     }
 
     #[test]
@@ -399,7 +587,7 @@ mod tests {
         let plane = Arc::new(GatedPlane::default());
         let app = Arc::new(App::new(
             app.config.clone(),
-            key.clone(),
+            Verifier::new(key.clone(), 30),
             SwitchTable::default(),
             plane.clone(),
         ));

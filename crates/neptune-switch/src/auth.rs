@@ -11,9 +11,22 @@
 //! clock, and a nonce it has already seen within twice that window (nonces
 //! older than the window cannot pass the timestamp check anyway, so the
 //! cache stays bounded by the request rate times the window).
+//!
+//! The nonce cache lives in memory and dies with the process, so it cannot
+//! by itself refuse, after a restart, a request captured before it. What
+//! survives a restart is a [`ReplayMark`]: the newest timestamp ever
+//! accepted, written to disk (fsynced) before a request with a newer
+//! timestamp is accepted. A starting switch refuses every timestamp that is
+//! not newer than both that mark and its own start, so nothing accepted by
+//! an earlier run can be accepted again; fresh requests pass as soon as
+//! their timestamp is past both. Timestamps have a resolution of one second,
+//! so the mark costs at most one small write per second, whatever the
+//! request rate, one number on disk, and no secret at rest.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -28,7 +41,7 @@ pub const NONCE_HEADER: &str = "x-neptune-nonce";
 
 /// Most nonces remembered; past this, new requests are refused until old
 /// ones expire (a flood cannot make the switch forget a nonce early).
-const MAX_NONCES: usize = 100_000;
+pub const MAX_NONCES: usize = 100_000;
 
 /// A switch's key. Its `Debug` shows nothing of it.
 #[derive(Clone)]
@@ -40,24 +53,74 @@ impl fmt::Debug for SwitchKey {
     }
 }
 
+/// The shortest key accepted, in bytes (32 hex digits in a key file).
+pub const MIN_KEY_BYTES: usize = 16;
+
 impl SwitchKey {
-    /// A key from bytes; at least 16 of them.
+    /// A key from bytes; at least [`MIN_KEY_BYTES`] of them.
     pub fn new(bytes: Vec<u8>) -> Result<Self, AuthError> {
-        if bytes.len() < 16 {
+        if bytes.len() < MIN_KEY_BYTES {
             return Err(AuthError::WeakKey);
         }
         Ok(SwitchKey(bytes))
     }
 
-    /// Reads a key file: hex text (whitespace trimmed) or raw bytes.
-    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let raw =
-            std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?;
-        let text = String::from_utf8_lossy(&raw);
-        let trimmed = text.trim();
-        let bytes = decode_hex(trimmed).unwrap_or(raw);
-        Ok(SwitchKey::new(bytes)?)
+    /// Reads a key file: hex digits (either case), surrounding whitespace
+    /// ignored, at least [`MIN_KEY_BYTES`] bytes once decoded.
+    pub fn from_file(path: &Path) -> Result<Self, KeyFileError> {
+        let raw = std::fs::read(path).map_err(|source| KeyFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        SwitchKey::from_hex_file_contents(&raw).map_err(|problem| KeyFileError::Invalid {
+            path: path.to_owned(),
+            problem,
+        })
+    }
+
+    /// Decodes the contents of a key file. Anything but hex is refused,
+    /// never taken as raw bytes: a key that the Manager reads as hex and the
+    /// switch as bytes would make every call fail with `401` and no hint.
+    pub fn from_hex_file_contents(raw: &[u8]) -> Result<Self, KeyProblem> {
+        let start = raw
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(raw.len());
+        let end = raw
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(start, |i| i + 1);
+        let digits = &raw[start..end];
+        if let Some(i) = digits.iter().position(|b| !b.is_ascii_hexdigit()) {
+            let offset = start + i;
+            let before = &raw[..offset];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = offset
+                - before
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |n| n + 1)
+                + 1;
+            return Err(KeyProblem::NotHex {
+                line,
+                column,
+                offset,
+                found: describe_byte(raw[offset]),
+            });
+        }
+        if digits.len() % 2 != 0 {
+            return Err(KeyProblem::OddDigits {
+                digits: digits.len(),
+            });
+        }
+        let bytes = std::str::from_utf8(digits)
+            .ok()
+            .and_then(decode_hex)
+            .unwrap_or_default();
+        if bytes.len() < MIN_KEY_BYTES {
+            return Err(KeyProblem::TooShort { bytes: bytes.len() });
+        }
+        Ok(SwitchKey(bytes))
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -92,9 +155,79 @@ pub enum AuthError {
     /// Too many requests within the window.
     #[error("too many requests in the replay window")]
     Busy,
+    /// Timestamp not newer than the switch's start, or than a request
+    /// accepted before it (a replay across a restart, or a clock behind).
+    #[error("timestamp not after the switch's last start; sign the request again")]
+    BeforeStart,
+    /// The replay mark could not be written, so the request is not accepted.
+    #[error("the replay mark could not be persisted")]
+    Unrecorded,
     /// Key too short.
     #[error("a switch key needs at least 16 bytes")]
     WeakKey,
+}
+
+/// Why a key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("reading the key file {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not hold a usable key.
+    #[error("the key file {}: {problem}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        problem: KeyProblem,
+    },
+}
+
+/// What is wrong with the contents of a key file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    /// A character that is not a hex digit (inside the surrounding whitespace).
+    #[error("line {line}, column {column} (byte {offset}): {found} is not a hex digit; the file must hold the key as hex text")]
+    NotHex {
+        /// Line, from 1.
+        line: usize,
+        /// Column in bytes, from 1.
+        column: usize,
+        /// Offset in the file, from 0.
+        offset: usize,
+        /// The offending byte, described.
+        found: String,
+    },
+    /// An odd number of hex digits: not a whole number of bytes.
+    #[error("{digits} hex digits, an odd number (every byte of the key is two digits)")]
+    OddDigits {
+        /// Hex digits found.
+        digits: usize,
+    },
+    /// Fewer bytes than [`MIN_KEY_BYTES`].
+    #[error("the key is {bytes} bytes long; at least {MIN_KEY_BYTES} bytes ({} hex digits) are needed", 2 * MIN_KEY_BYTES)]
+    TooShort {
+        /// Bytes decoded.
+        bytes: usize,
+    },
+}
+
+/// A byte as a person reading an error should see it.
+fn describe_byte(b: u8) -> String {
+    match b {
+        b' ' => "a space".into(),
+        b'\t' => "a tab".into(),
+        b'\n' => "a line break".into(),
+        b'\r' => "a carriage return".into(),
+        b if b.is_ascii_graphic() => format!("{:?}", char::from(b)),
+        b => format!("the byte 0x{b:02x}"),
+    }
 }
 
 /// Lower-case hex.
@@ -192,24 +325,148 @@ pub fn signed_headers(
     ]
 }
 
+/// The newest accepted timestamp, kept on disk across restarts.
+#[derive(Debug)]
+pub struct ReplayMark {
+    path: PathBuf,
+    /// What the file holds (0: no file yet).
+    persisted: u64,
+}
+
+/// Why the replay mark could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    /// The file exists but could not be read.
+    #[error("reading the replay mark {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not hold one decimal number.
+    #[error("the replay mark {} is not a decimal timestamp", .path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl ReplayMark {
+    /// Reads the mark at `path`; a missing file is a mark of 0 (the start
+    /// time still bounds what a first run accepts).
+    pub fn load(path: &Path) -> Result<Self, MarkError> {
+        let persisted = match std::fs::read_to_string(path) {
+            Ok(text) => text.trim().parse().map_err(|_| MarkError::Malformed {
+                path: path.to_owned(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => {
+                return Err(MarkError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Ok(ReplayMark {
+            path: path.to_owned(),
+            persisted,
+        })
+    }
+
+    /// The newest timestamp accepted by any run so far.
+    pub fn get(&self) -> u64 {
+        self.persisted
+    }
+
+    /// Raises the mark to `ts` durably: temporary file (mode 0600), fsync,
+    /// rename, fsync of the directory. A lower `ts` writes nothing.
+    pub fn raise(&mut self, ts: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if ts <= self.persisted {
+            return Ok(());
+        }
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "replay".into());
+        let tmp = dir.join(format!(".{name}.tmp"));
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            writeln!(f, "{ts}")?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        self.persisted = ts;
+        Ok(())
+    }
+}
+
 /// Verifies requests and remembers nonces.
 #[derive(Debug)]
 pub struct Verifier {
     key: SwitchKey,
     max_skew: u64,
+    /// Timestamps at or below this are refused: the start of this run, or
+    /// the newest timestamp an earlier run accepted, whichever is later.
+    floor: u64,
+    mark: Option<ReplayMark>,
+    max_nonces: usize,
     seen: HashMap<String, u64>,
     order: VecDeque<(u64, String)>,
 }
 
 impl Verifier {
-    /// A verifier for one switch key.
+    /// A verifier that remembers nonces in memory only (tests, tools): it
+    /// cannot refuse replays across a restart. The daemon uses [`Verifier::durable`].
     pub fn new(key: SwitchKey, max_skew_secs: u64) -> Self {
         Verifier {
             key,
             max_skew: max_skew_secs.max(1),
+            floor: 0,
+            mark: None,
+            max_nonces: MAX_NONCES,
             seen: HashMap::new(),
             order: VecDeque::new(),
         }
+    }
+
+    /// A verifier started at `started` (seconds since the epoch) whose
+    /// replay mark is `mark`: it refuses every timestamp not newer than
+    /// both, and raises the mark before accepting a newer timestamp.
+    pub fn durable(key: SwitchKey, max_skew_secs: u64, mark: ReplayMark, started: u64) -> Self {
+        let mut v = Verifier::new(key, max_skew_secs);
+        v.floor = started.max(mark.get());
+        v.mark = Some(mark);
+        v
+    }
+
+    /// Caps the number of nonces remembered (default [`MAX_NONCES`]).
+    pub fn with_max_nonces(mut self, max: usize) -> Self {
+        self.max_nonces = max;
+        self
+    }
+
+    /// Timestamps at or below this are refused.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Nonces remembered now.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
     }
 
     /// Checks one request at time `now`; on success its nonce is consumed.
@@ -244,12 +501,23 @@ impl Verifier {
         mac.update(string_to_sign(method, target, ts, nonce, body).as_bytes());
         mac.verify_slice(&given)
             .map_err(|_| AuthError::BadSignature)?;
+        if ts <= self.floor {
+            return Err(AuthError::BeforeStart);
+        }
         self.expire(now);
         if self.seen.contains_key(nonce) {
             return Err(AuthError::Replayed);
         }
-        if self.seen.len() >= MAX_NONCES {
+        if self.seen.len() >= self.max_nonces {
             return Err(AuthError::Busy);
+        }
+        if let Some(mark) = &mut self.mark {
+            // On disk before the request takes effect: a run that starts
+            // after this one refuses it.
+            if let Err(e) = mark.raise(ts) {
+                tracing::warn!(error = %e, path = %mark.path.display(), "persisting the replay mark");
+                return Err(AuthError::Unrecorded);
+            }
         }
         let expiry = now.max(ts) + 2 * self.max_skew;
         self.seen.insert(nonce.to_owned(), expiry);
@@ -357,5 +625,170 @@ mod tests {
         assert_eq!(decode_hex("zz"), None);
         assert!(format!("{:?}", key()).contains("redacted"));
         assert!(SwitchKey::new(vec![1; 4]).is_err());
+    }
+
+    #[test]
+    fn a_key_file_is_hex_or_refused_with_where_and_why() {
+        let key = |text: &[u8]| SwitchKey::from_hex_file_contents(text);
+        let good = "00112233445566778899aabbccddeeff";
+        assert!(key(good.as_bytes()).is_ok());
+        assert!(key(format!("  {}\r\n", good.to_uppercase()).as_bytes()).is_ok());
+        // The same key, read as hex: it signs as the Manager's copy does.
+        let from_file = key(format!("{good}\n").as_bytes()).unwrap();
+        let bytes = SwitchKey::new(decode_hex(good).unwrap()).unwrap();
+        assert_eq!(
+            sign(&from_file, "GET", "/", 1, "n", b""),
+            sign(&bytes, "GET", "/", 1, "n", b"")
+        );
+
+        let odd = key(b"00112233445566778899aabbccddeeff0\n").unwrap_err();
+        assert_eq!(odd, KeyProblem::OddDigits { digits: 33 });
+        let not_hex = key(b"\n  00112233g4556677\n").unwrap_err();
+        assert_eq!(
+            not_hex,
+            KeyProblem::NotHex {
+                line: 2,
+                column: 11,
+                offset: 11,
+                found: "'g'".into()
+            }
+        );
+        assert_eq!(
+            not_hex.to_string(),
+            "line 2, column 11 (byte 11): 'g' is not a hex digit; the file must hold the key as hex text"
+        );
+        // Binary keys (the old fallback) and keys split by a space.
+        assert!(matches!(
+            key(&[0xff; 32]).unwrap_err(),
+            KeyProblem::NotHex { offset: 0, ref found, .. } if found == "the byte 0xff"
+        ));
+        assert!(matches!(
+            key(b"0011223344556677 8899aabbccddeeff").unwrap_err(),
+            KeyProblem::NotHex { column: 17, ref found, .. } if found == "a space"
+        ));
+        assert_eq!(
+            key(b"0011223344556677\n").unwrap_err(),
+            KeyProblem::TooShort { bytes: 8 }
+        );
+        assert_eq!(key(b"\n").unwrap_err(), KeyProblem::TooShort { bytes: 0 });
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ess.key");
+        std::fs::write(&path, "0011223344556677\n").unwrap();
+        let e = SwitchKey::from_file(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("8 bytes long"),
+            "{e}"
+        );
+    }
+    fn signed(ts: u64) -> (String, String, String) {
+        let nonce = new_nonce();
+        let auth = sign(&key(), "GET", "/v1/state", ts, &nonce, b"");
+        (auth, ts.to_string(), nonce)
+    }
+
+    fn check(v: &mut Verifier, now: u64, r: &(String, String, String)) -> Result<(), AuthError> {
+        v.verify(
+            now,
+            "GET",
+            "/v1/state",
+            Some(&r.0),
+            Some(&r.1),
+            Some(&r.2),
+            b"",
+        )
+    }
+
+    fn durable(path: &Path, started: u64) -> Verifier {
+        Verifier::durable(key(), 30, ReplayMark::load(path).unwrap(), started)
+    }
+
+    #[test]
+    fn a_request_accepted_before_a_restart_is_refused_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("table.json.replay");
+        let mut first = durable(&path, 1000);
+        let on_time = signed(1005);
+        // A client whose clock runs 5 s ahead.
+        let ahead = signed(1010);
+        assert_eq!(check(&mut first, 1005, &on_time), Ok(()));
+        assert_eq!(check(&mut first, 1005, &ahead), Ok(()));
+        assert_eq!(check(&mut first, 1005, &on_time), Err(AuthError::Replayed));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1010\n");
+        drop(first);
+
+        // Restarted a second later: both captured requests are still
+        // within the skew window, and both are refused.
+        let mut second = durable(&path, 1006);
+        assert_eq!(second.floor(), 1010);
+        assert_eq!(
+            check(&mut second, 1007, &on_time),
+            Err(AuthError::BeforeStart)
+        );
+        assert_eq!(
+            check(&mut second, 1007, &ahead),
+            Err(AuthError::BeforeStart)
+        );
+        // Fresh requests pass once their timestamp is past the mark.
+        assert_eq!(check(&mut second, 1011, &signed(1011)), Ok(()));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1011\n");
+
+        // A lost (or restored, older) mark: the start time still bounds what
+        // is accepted, so a request signed before the start cannot pass.
+        std::fs::remove_file(&path).unwrap();
+        let mut third = durable(&path, 2000);
+        assert_eq!(third.floor(), 2000);
+        assert_eq!(
+            check(&mut third, 2001, &signed(1999)),
+            Err(AuthError::BeforeStart)
+        );
+        assert_eq!(
+            check(&mut third, 2001, &signed(2000)),
+            Err(AuthError::BeforeStart)
+        );
+        assert_eq!(check(&mut third, 2001, &signed(2001)), Ok(()));
+    }
+
+    #[test]
+    fn nonces_and_the_mark_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mark");
+        let mut v = durable(&path, 100).with_max_nonces(3);
+        for ts in [101, 101, 102] {
+            assert_eq!(check(&mut v, ts, &signed(ts)), Ok(()));
+        }
+        // Full: refused rather than forgetting a nonce early.
+        assert_eq!(check(&mut v, 102, &signed(102)), Err(AuthError::Busy));
+        assert_eq!(v.remembered(), 3);
+        // Once they expire (twice the skew), new requests are taken again.
+        let later = 102 + 2 * 30;
+        for ts in later..later + 3 {
+            assert_eq!(check(&mut v, ts, &signed(ts)), Ok(()));
+            assert!(v.remembered() <= 3);
+        }
+        // On disk: one number, readable by its owner only.
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", later + 2)
+        );
+    }
+
+    #[test]
+    fn an_unpersisted_mark_refuses_and_a_malformed_one_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing_dir = dir.path().join("no-such-dir/mark");
+        let mut v = durable(&missing_dir, 100);
+        let r = signed(101);
+        assert_eq!(check(&mut v, 101, &r), Err(AuthError::Unrecorded));
+        assert_eq!(v.remembered(), 0, "a refused request consumed its nonce");
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, "yesterday").unwrap();
+        assert!(matches!(
+            ReplayMark::load(&bad),
+            Err(MarkError::Malformed { .. })
+        ));
     }
 }

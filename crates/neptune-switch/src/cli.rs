@@ -62,7 +62,7 @@ pub struct SwitchArgs {
     /// Data plane.
     #[arg(long, value_enum)]
     pub data_plane: Option<PlaneFlag>,
-    /// Kernel tunnel device kind.
+    /// Kernel tunnel device kind (only with the kernel data plane).
     #[arg(long, value_enum)]
     pub device_kind: Option<DeviceKindFlag>,
     /// Log level (error, warn, info, debug, trace).
@@ -126,7 +126,17 @@ impl SwitchArgs {
                 PlaneFlag::Userspace => DataPlaneConfig::Userspace(UserspaceConfig::default()),
             };
         }
-        if let (Some(kind), DataPlaneConfig::Kernel(k)) = (self.device_kind, &mut c.data_plane) {
+        if let Some(kind) = self.device_kind {
+            // Silently ignoring it would run a switch on another wire than
+            // the operator asked for, which its peers cannot decapsulate.
+            let DataPlaneConfig::Kernel(k) = &mut c.data_plane else {
+                anyhow::bail!(
+                    "--device-kind applies only to the kernel data plane, and this switch's is {} \
+                     (add --data-plane kernel, or drop --device-kind; the userspace plane's wire is \
+                     `data_plane.wire` in the configuration file)",
+                    c.data_plane.kind()
+                );
+            };
             k.device_kind = match kind {
                 DeviceKindFlag::VxlanGpe => TunnelDeviceKind::VxlanGpe,
                 DeviceKindFlag::Ipip => TunnelDeviceKind::Ipip,
@@ -159,6 +169,90 @@ pub fn main(args: SwitchArgs) -> ExitCode {
                 eprintln!("neptune switch: {e:#}");
             }
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SwitchArgs,
+    }
+
+    fn config(extra: &[&str]) -> anyhow::Result<SwitchConfig> {
+        let base = [
+            "neptune-switchd",
+            "--listen",
+            "127.0.0.1:7400",
+            "--state-file",
+            "/tmp/t.json",
+            "--key-file",
+            "/tmp/k",
+            "--care-of",
+            "198.18.1.2",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(extra))?;
+        cli.args.into_config()
+    }
+
+    #[test]
+    fn device_kind_applies_to_the_kernel_plane_and_is_refused_elsewhere() {
+        let kernel = config(&["--data-plane", "kernel", "--device-kind", "ipip"]).unwrap();
+        assert!(matches!(
+            kernel.data_plane,
+            DataPlaneConfig::Kernel(KernelConfig {
+                device_kind: TunnelDeviceKind::Ipip,
+                ..
+            })
+        ));
+        for (extra, kind) in [
+            (&["--device-kind", "ipip"][..], "simulated"),
+            (
+                &["--data-plane", "userspace", "--device-kind", "vxlan-gpe"][..],
+                "userspace",
+            ),
+        ] {
+            let e = config(extra).unwrap_err().to_string();
+            assert!(
+                e.contains("--device-kind applies only to the kernel data plane")
+                    && e.contains(&format!("this switch's is {kind}")),
+                "{extra:?}: {e}"
+            );
+        }
+
+        // A kernel plane from the configuration file takes the flag too.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ess.json");
+        std::fs::write(
+            &file,
+            r#"{"listen":"127.0.0.1:7400","state_file":"/tmp/t.json","key_file":"/tmp/k",
+                "care_of":"198.18.1.2","data_plane":{"kind":"kernel","device":"gpe9"}}"#,
+        )
+        .unwrap();
+        let from_file = Cli::try_parse_from([
+            "neptune-switchd",
+            "--config",
+            file.to_str().unwrap(),
+            "--device-kind",
+            "ipip",
+        ])
+        .unwrap()
+        .args
+        .into_config()
+        .unwrap();
+        match from_file.data_plane {
+            DataPlaneConfig::Kernel(k) => {
+                assert_eq!(
+                    (k.device_kind, k.device.as_str()),
+                    (TunnelDeviceKind::Ipip, "gpe9")
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

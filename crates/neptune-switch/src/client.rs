@@ -5,6 +5,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+pub use crate::api::ErrorBody;
 use crate::auth::{self, SwitchKey};
 
 /// A reply: status and body.
@@ -14,6 +15,22 @@ pub struct Reply {
     pub status: u16,
     /// Body text.
     pub body: String,
+}
+
+impl Reply {
+    /// The refusal, if the status is an error and the body has the shape of
+    /// every Neptune error (`{"code", "message"}`).
+    pub fn error(&self) -> Option<ErrorBody> {
+        if self.status < 400 {
+            return None;
+        }
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// The refusal's code, if any (see [`crate::api::codes`]).
+    pub fn code(&self) -> Option<String> {
+        self.error().map(|e| e.code)
+    }
 }
 
 /// Client of one switch.
@@ -160,5 +177,35 @@ impl ControlClient {
             &format!("/v1/visitors/{addr}?generation={generation}"),
             "",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_read_from_its_body() {
+        let refused = Reply {
+            status: 409,
+            body: r#"{"code":"stale_generation","message":"older"}"#.into(),
+        };
+        assert_eq!(
+            refused.error(),
+            Some(ErrorBody {
+                code: "stale_generation".into(),
+                message: "older".into()
+            })
+        );
+        let ok = Reply {
+            status: 200,
+            body: r#"{"code":"x","message":"y"}"#.into(),
+        };
+        assert_eq!(ok.code(), None);
+        let plain = Reply {
+            status: 500,
+            body: "oops".into(),
+        };
+        assert_eq!(plain.code(), None);
     }
 }

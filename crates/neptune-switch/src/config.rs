@@ -24,7 +24,7 @@ pub struct SwitchConfig {
     pub listen: SocketAddr,
     /// The Mobility Binding Table and visitors, persisted here.
     pub state_file: PathBuf,
-    /// File holding the switch's HMAC key (hex or raw bytes, at least 16 bytes).
+    /// File holding the switch's HMAC key as hex text (at least 16 bytes).
     pub key_file: PathBuf,
     /// This switch's tunnel endpoint: the Care-of Address peers tunnel to.
     pub care_of: Ipv4Addr,
@@ -217,7 +217,26 @@ fn default_batch() -> usize {
     64
 }
 
+impl DataPlaneConfig {
+    /// The adapter's name, as `kind` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataPlaneConfig::Simulated => "simulated",
+            DataPlaneConfig::Kernel(_) => "kernel",
+            DataPlaneConfig::Userspace(_) => "userspace",
+        }
+    }
+}
+
 impl SwitchConfig {
+    /// Where the replay mark is kept: the state file's path with
+    /// `.replay` appended (see [`crate::auth::ReplayMark`]).
+    pub fn replay_mark_file(&self) -> PathBuf {
+        let mut p = self.state_file.clone().into_os_string();
+        p.push(".replay");
+        PathBuf::from(p)
+    }
+
     /// Reads and checks a JSON configuration file.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
         use anyhow::Context as _;

@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod dataplane;
 pub mod netlink;
+pub mod nftables;
 pub mod offload;
 pub mod packet;
 pub mod prefix;
@@ -31,8 +32,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-/// Runs a switch until SIGINT or SIGTERM: loads the key and the persisted
-/// table, starts the data plane, re-applies the table, then serves the API.
+/// Runs a switch until SIGINT or SIGTERM: loads the key, the replay mark and
+/// the persisted table, starts the data plane, re-applies the table, then
+/// serves the API.
 pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
     config.check()?;
     warn_if_key_readable_by_others(&config.key_file);
@@ -45,6 +47,15 @@ pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the state directory {}", dir.display()))?;
     }
+    let mark = auth::ReplayMark::load(&config.replay_mark_file())?;
+    let started = auth::unix_now();
+    if mark.get() > started {
+        tracing::warn!(
+            seconds = mark.get() - started,
+            "the clock is behind the newest timestamp accepted before this start; requests are refused until it passes"
+        );
+    }
+    let verifier = auth::Verifier::durable(key, config.max_clock_skew_secs, mark, started);
     let table = state::SwitchTable::load(&config.state_file)?;
     let plane = dataplane::build(&config).context("starting the data plane")?;
     if let Err(e) = plane.apply(&table, &table.addresses()) {
@@ -58,7 +69,7 @@ pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
         visitors = table.visitors.len(),
         "table re-applied"
     );
-    let app = Arc::new(api::App::new(config.clone(), key, table, plane));
+    let app = Arc::new(api::App::new(config.clone(), verifier, table, plane));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the control API to {}", config.listen))?;

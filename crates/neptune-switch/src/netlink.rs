@@ -106,18 +106,23 @@ impl NetlinkError {
     }
 }
 
-/// Builder of one netlink message.
-struct Msg {
+/// Builder of one netlink message (also used by [`crate::nftables`]).
+pub(crate) struct Msg {
     buf: Vec<u8>,
     nests: Vec<usize>,
 }
 
 impl Msg {
     fn new(kind: u16, flags: u16) -> Self {
+        Msg::bare(kind, flags | NLM_F_ACK)
+    }
+    /// A request with exactly `flags` (plus `NLM_F_REQUEST`): the batch
+    /// delimiters of nfnetlink must not ask for an acknowledgement.
+    pub(crate) fn bare(kind: u16, flags: u16) -> Self {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set in finish
         buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
         buf.extend_from_slice(&0u32.to_ne_bytes()); // sequence, set in finish
         buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
         Msg {
@@ -125,7 +130,7 @@ impl Msg {
             nests: Vec::new(),
         }
     }
-    fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+    pub(crate) fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(bytes);
         self
     }
@@ -134,7 +139,7 @@ impl Msg {
             self.buf.push(0);
         }
     }
-    fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Self {
+    pub(crate) fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Self {
         let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -148,25 +153,25 @@ impl Msg {
     fn addr(&mut self, kind: u16, a: Ipv4Addr) -> &mut Self {
         self.attr(kind, &a.octets())
     }
-    fn string(&mut self, kind: u16, s: &str) -> &mut Self {
+    pub(crate) fn string(&mut self, kind: u16, s: &str) -> &mut Self {
         let mut v = s.as_bytes().to_vec();
         v.push(0);
         self.attr(kind, &v)
     }
-    fn begin(&mut self, kind: u16) -> &mut Self {
+    pub(crate) fn begin(&mut self, kind: u16) -> &mut Self {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
         self
     }
-    fn end(&mut self) -> &mut Self {
+    pub(crate) fn end(&mut self) -> &mut Self {
         if let Some(start) = self.nests.pop() {
             let len = u16::try_from(self.buf.len() - start).unwrap_or(u16::MAX);
             self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
         }
         self
     }
-    fn finish(mut self, seq: u32) -> Vec<u8> {
+    pub(crate) fn finish(mut self, seq: u32) -> Vec<u8> {
         let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
         self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -420,8 +425,18 @@ impl Netlink {
 
     /// Adds a policy rule (an identical existing rule is fine).
     pub fn add_rule(&mut self, rule: &Rule) -> Result<(), NetlinkError> {
+        self.ensure_rule(rule).map(drop)
+    }
+
+    /// Adds a policy rule unless an identical one exists; says whether it
+    /// was missing.
+    pub fn ensure_rule(&mut self, rule: &Rule) -> Result<bool, NetlinkError> {
         let m = rule_msg(RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, rule);
-        exists_ok(self.request("rule add", m))
+        match self.request("rule add", m) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the rule matching `rule`'s selectors; absent is fine.
@@ -435,7 +450,10 @@ impl Netlink {
 
     /// Deletes every rule at `priority` (optionally only those looking up `table`).
     pub fn delete_rules(&mut self, priority: u32, table: Option<u32>) -> Result<(), NetlinkError> {
-        for _ in 0..1024 {
+        // One rule per round trip until none is left. Bounded only against a
+        // kernel that acknowledged without deleting; far above the rules one
+        // priority holds (one per peer at most).
+        for _ in 0..1 << 20 {
             let mut m = Msg::new(RTM_DELRULE, 0);
             m.raw(&rulehdr(0, 0, 0));
             m.u32(FRA_PRIORITY, priority);

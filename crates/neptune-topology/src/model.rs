@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 /// A Virtual Infrastructure topology: virtual nodes and the virtual links
 /// between their interfaces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "paper-fig3"))]
     pub id: TopologyId,
     pub nodes: Vec<VirtualNode>,
     #[serde(default)]
@@ -21,8 +23,10 @@ pub struct Topology {
 
 /// One virtual machine of a VI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VirtualNode {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "web"))]
     pub id: NodeId,
     #[serde(default)]
     pub name: String,
@@ -30,11 +34,14 @@ pub struct VirtualNode {
     pub description: String,
     #[serde(default)]
     pub cpu: Cpu,
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub ram: Mib,
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub disk: Mib,
     #[serde(default)]
     pub interfaces: Vec<NetworkInterface>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = OperatingSystemSchema))]
     pub os: OperatingSystem,
     #[serde(default)]
     pub software: SoftwareConfiguration,
@@ -53,11 +60,13 @@ impl VirtualNode {
 
 /// CPU wishes; zero or empty means unspecified.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Cpu {
     #[serde(default)]
     pub amount: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u32))]
     pub clock: Mhz,
     #[serde(default)]
     pub name: String,
@@ -68,12 +77,15 @@ pub struct Cpu {
 
 /// A virtual network interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NetworkInterface {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "eth0"))]
     pub name: InterfaceName,
     /// Always set once a topology is loaded: absent MACs are generated
     /// (locally administered, deterministic).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "02:4e:0a:00:00:01"))]
     pub mac: Option<MacAddr>,
     /// The paper's free-form `type` attribute (a NIC model such as `virtio`).
     #[serde(default, rename = "type")]
@@ -85,6 +97,7 @@ pub struct NetworkInterface {
     pub entry_point: Option<EntryPoint>,
     /// A private address the user pins for this interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Ipv4))]
     pub address: Option<Ipv4Addr>,
 }
 
@@ -103,6 +116,7 @@ impl NetworkInterface {
 
 /// How an interface attaches on the host (the paper's `interface_binding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InterfaceBinding {
     /// Not stated: Neptune chooses (a bridge for virtual links).
@@ -135,10 +149,12 @@ impl InterfaceBinding {
 /// An entry point: the interface gets a public Home Address from the home
 /// datacenter's pool, kept for the VI's whole life, even across migrations.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EntryPoint {
     /// A Home Address the user pins (must lie in the home datacenter's pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Ipv4))]
     pub home_address: Option<Ipv4Addr>,
 }
 
@@ -153,6 +169,25 @@ pub struct OperatingSystem {
     pub username: String,
     #[serde(default)]
     pub password: Secret,
+}
+
+/// The JSON form of [`OperatingSystem`] in the OpenAPI document: a design
+/// carries the password, an answer only says whether one is set.
+#[cfg(feature = "openapi")]
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = OperatingSystem)]
+#[allow(dead_code)] // a schema, never built
+pub struct OperatingSystemSchema {
+    name: String,
+    /// The OS user made in the guest.
+    username: String,
+    /// Kept only as its SHA-512-crypt hash; a value already in crypt(3)
+    /// form is kept as given.
+    #[schema(write_only)]
+    password: Option<String>,
+    /// In answers: whether a password is set.
+    #[schema(read_only)]
+    password_set: Option<bool>,
 }
 
 /// The accepted JSON input: `password_set` (as written by the output) is
@@ -194,6 +229,7 @@ impl Serialize for OperatingSystem {
 
 /// The software of a node: its template and what runs on it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SoftwareConfiguration {
     /// The template (image) the VM is made from; empty means the Manager's default.
@@ -207,6 +243,7 @@ pub struct SoftwareConfiguration {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Software {
     pub name: String,
@@ -218,19 +255,24 @@ pub struct Software {
 
 /// A virtual link between interfaces of different nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VirtualLink {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "lan0"))]
     pub id: LinkId,
     #[serde(rename = "type")]
     pub kind: LinkKind,
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub bandwidth: Mbps,
     pub endpoints: Vec<Endpoint>,
     /// A private subnet the user pins for this link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "10.1.0.0/24"))]
     pub subnet: Option<Ipv4Net>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LinkKind {
     /// Exactly two end points.
@@ -258,23 +300,31 @@ impl LinkKind {
 
 /// One end of a virtual link: an interface of a node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub node: NodeId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub interface: InterfaceName,
 }
 
 /// Totals of a topology, as `neptune topology check` prints them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Summary {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "paper-fig3"))]
     pub id: TopologyId,
     pub nodes: usize,
     pub links: usize,
     pub entry_points: usize,
     pub vcpus: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub ram: Mib,
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub disk: Mib,
     /// The sum of the bandwidths of all virtual links.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub bandwidth: Mbps,
 }
 

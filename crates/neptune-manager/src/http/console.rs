@@ -9,7 +9,7 @@ use neptune_api as api;
 use neptune_hypervisor::{Hypervisor, HypervisorError};
 use uuid::Uuid;
 
-use super::vis::visible;
+use crate::app::access::visible;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::{jobs, AppState};

@@ -93,10 +93,39 @@ pub(crate) async fn declared_length(req: Request, next: Next) -> Response {
         .into_response()
 }
 
+/// Answers `refusal` to a request whose body (of `declared` bytes) its
+/// handler did not read, and closes the connection after it. A body of
+/// at most `DRAIN_BYTES` is read and dropped meanwhile, so that a client
+/// that sends it whole before reading gets the answer rather than a
+/// reset connection.
+pub(crate) fn refuse_unread(
+    refusal: crate::error::ApiError,
+    declared: Option<u64>,
+    body: axum::body::Body,
+) -> Response {
+    if declared.is_some_and(|d| d <= DRAIN_BYTES) {
+        let mut body = body.into_data_stream();
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut body).await {}
+        });
+    }
+    let mut response = refusal.into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// The body limit of a route: designs (`POST /api/v1/vis`,
-/// `PUT /api/v1/vis/{id}`) have their own.
+/// `PUT /api/v1/vis/{id}`) have their own, and an image upload
+/// (`POST /api/v1/templates/import`) is bounded by its handler, against the
+/// configured largest image.
 fn body_limit(method: &axum::http::Method, path: &str) -> usize {
     use axum::http::Method;
+    if method == Method::POST && path == "/api/v1/templates/import" {
+        return usize::MAX;
+    }
     let vi = path.strip_prefix("/api/v1/vis");
     let design = match (method, vi) {
         (&Method::POST, Some("")) => true,

@@ -1,9 +1,8 @@
 //! Datacenters, hosts, templates and the topology catalogue.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
@@ -164,7 +163,7 @@ pub(crate) async fn list_templates(
         })
         .collect();
     let owners =
-        super::vis::user_names(&state, templates.iter().filter_map(|t| t.owner_id)).await?;
+        super::present::user_names(&state, templates.iter().filter_map(|t| t.owner_id)).await?;
     Ok(Json(
         templates.iter().map(|t| template_out(t, &owners)).collect(),
     ))
@@ -182,9 +181,65 @@ pub(crate) async fn create_template(
     Json(req): Json<api::CreateTemplate>,
 ) -> ApiResult<(StatusCode, Json<api::Template>)> {
     caller.require_admin()?;
-    let t = register_template(&state, caller.user.id, req).await?;
-    let owners = super::vis::user_names(&state, [caller.user.id].into_iter()).await?;
+    let t = crate::app::templates::register(&state, caller.user.id, req).await?;
+    let owners = super::present::user_names(&state, [caller.user.id].into_iter()).await?;
     Ok((StatusCode::CREATED, Json(template_out(&t, &owners))))
+}
+
+/// Imports an image the caller uploads (the request's body, qcow2 or raw,
+/// with its `Content-Length`) as a template of theirs: private unless an
+/// administrator asks for a public one. `qemu-img` checks its format and
+/// size; an image naming another file (a backing or data file) or a
+/// damaged qcow2 is refused. The body may take a minute plus a second per
+/// MiB to arrive; two uploads run at once (`429` beyond).
+#[utoipa::path(post, path = "/api/v1/templates/import", params(api::ImportTemplate),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The image file"),
+    security(("bearer" = [])),
+    responses((status = 201, body = api::Template), (status = 403, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody), (status = 413, body = api::ErrorBody),
+        (status = 422, body = api::ErrorBody), (status = 429, body = api::ErrorBody)))]
+pub(crate) async fn import_template(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    query: Result<Query<api::ImportTemplate>, axum::extract::rejection::QueryRejection>,
+    deadline: Option<axum::Extension<crate::server::BodyDeadline>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Every refusal before the body is read goes through `refuse_unread`,
+    // the framework's own (a bad token, a bad query) too.
+    let (caller, req) = match (caller, query) {
+        (Ok(caller), Ok(Query(req))) => (caller, req),
+        (Err(e), _) => return super::guard::refuse_unread(e, declared, body),
+        (_, Err(e)) => {
+            let e = ApiError::InvalidRequest(e.body_text());
+            return super::guard::refuse_unread(e, declared, body);
+        }
+    };
+    let checked = crate::app::templates::check_import(&state, &caller, &req, declared).await;
+    let (bytes, _slot) =
+        match checked.and_then(|bytes| Ok((bytes, crate::app::templates::upload_slot(&state)?))) {
+            Ok(admitted) => admitted,
+            // Refused before the body is read: the client is likely still
+            // sending it, and reads the answer once it is done.
+            Err(e) => return super::guard::refuse_unread(e, declared, body),
+        };
+    if let Some(axum::Extension(deadline)) = deadline {
+        deadline.extend(crate::app::templates::upload_time(bytes));
+    }
+    let imported = async {
+        let t = crate::app::templates::import(&state, &caller, req, bytes, body.into_data_stream())
+            .await?;
+        let owners = super::present::user_names(&state, [caller.user.id].into_iter()).await?;
+        Ok::<_, ApiError>((StatusCode::CREATED, Json(template_out(&t, &owners))))
+    };
+    imported.await.into_response()
 }
 
 /// Makes a template public (every user may deploy from it) or private
@@ -203,7 +258,7 @@ pub(crate) async fn set_template_visibility(
     caller.require_admin()?;
     let t = state
         .store
-        .set_template_visibility(id, super::visibility_in(req.visibility))
+        .set_template_visibility(id, crate::app::templates::visibility(req.visibility))
         .await
         .map_err(|e| match e {
             neptune_store::StoreError::Duplicate { .. } => ApiError::Conflict(
@@ -211,74 +266,8 @@ pub(crate) async fn set_template_visibility(
             ),
             other => other.into(),
         })?;
-    let owners = super::vis::user_names(&state, t.owner_id.into_iter()).await?;
+    let owners = super::present::user_names(&state, t.owner_id.into_iter()).await?;
     Ok(Json(template_out(&t, &owners)))
-}
-
-/// Registers an image of the repository as a template owned by `owner`.
-pub(crate) async fn register_template(
-    state: &AppState,
-    owner: Uuid,
-    req: api::CreateTemplate,
-) -> ApiResult<TemplateRecord> {
-    neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
-        ApiError::InvalidRequest(
-            "a template name is 1 to 64 letters, digits, '-', '_' or '.'".into(),
-        )
-    })?;
-    let path = inside_repository(&state.config.image_dir, &req.image)?;
-    let info = crate::templates::inspect(&path)
-        .await
-        .map_err(|e| match e {
-            crate::templates::ImageError::Unreadable(_) => ApiError::InvalidRequest(e.to_string()),
-            other => ApiError::Internal(other.into()),
-        })?;
-    let positive = |v: Option<i64>, default: i64, what: &str| match v {
-        Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
-    let size_mib = info.size_mib();
-    let t = TemplateRecord {
-        id: Uuid::new_v4(),
-        name: req.name,
-        owner_id: Some(owner),
-        visibility: super::visibility_in(req.visibility.unwrap_or(api::Visibility::Public)),
-        image_path: path.to_string_lossy().into_owned(),
-        format: info.format,
-        size_mib,
-        os_name: req.os_name,
-        vcpus: positive(req.vcpus, 1, "vcpus")?,
-        ram_mib: positive(req.ram_mib, 512, "ram_mib")?,
-        disk_mib: positive(req.disk_mib, size_mib.max(1), "disk_mib")?,
-        software: serde_json::to_string(&req.software).map_err(|e| ApiError::Internal(e.into()))?,
-        created_at: now_ms(),
-    };
-    if t.disk_mib < t.size_mib {
-        return Err(ApiError::InvalidRequest(format!(
-            "disk_mib {} is smaller than the image's virtual size ({} MiB)",
-            t.disk_mib, t.size_mib
-        )));
-    }
-    state.store.create_template(&t).await?;
-    Ok(t)
-}
-
-/// Resolves `image` inside the repository; refuses anything that escapes it.
-fn inside_repository(repo: &Path, image: &str) -> ApiResult<PathBuf> {
-    let candidate = repo.join(image);
-    let resolved = candidate.canonicalize().map_err(|_| {
-        ApiError::InvalidRequest(format!("image {image:?} not found in the image repository"))
-    })?;
-    let root = repo
-        .canonicalize()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("image repository: {e}")))?;
-    if !resolved.starts_with(&root) || !resolved.is_file() {
-        return Err(ApiError::InvalidRequest(format!(
-            "image {image:?} is not a file inside the image repository"
-        )));
-    }
-    Ok(resolved)
 }
 
 /// A kind of the catalogue of predefined topologies.

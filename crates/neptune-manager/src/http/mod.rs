@@ -1,15 +1,14 @@
 //! The HTTP JSON API under `/api/v1`: routing and the conversions between
 //! store records and API types. Handlers live in one module per resource.
 
-mod cache;
 mod console;
 pub(crate) mod guard;
 mod identity;
 mod infrastructure;
-pub(crate) mod jobs;
 mod operations;
+mod present;
+mod progress;
 pub(crate) mod session;
-pub(crate) mod views;
 mod vis;
 mod web;
 
@@ -26,8 +25,8 @@ use crate::AppState;
 pub(crate) use console::*;
 pub(crate) use identity::*;
 pub(crate) use infrastructure::*;
-pub(crate) use jobs::*;
 pub(crate) use operations::*;
+pub(crate) use progress::*;
 pub(crate) use session::*;
 pub(crate) use vis::*;
 pub(crate) use web::*;
@@ -67,6 +66,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/hosts", get(list_hosts).post(register_host))
         .route("/templates", get(list_templates).post(create_template))
+        .route("/templates/import", post(import_template))
         .route("/templates/{id}/visibility", post(set_template_visibility))
         .route("/catalogue", get(catalogue))
         .route("/address-pools", get(address_pools))
@@ -122,13 +122,6 @@ pub(crate) fn visibility_out(v: Visibility) -> api::Visibility {
     match v {
         Visibility::Private => api::Visibility::Private,
         Visibility::Public => api::Visibility::Public,
-    }
-}
-
-pub(crate) fn visibility_in(v: api::Visibility) -> Visibility {
-    match v {
-        api::Visibility::Private => Visibility::Private,
-        api::Visibility::Public => Visibility::Public,
     }
 }
 

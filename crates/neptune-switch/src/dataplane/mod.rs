@@ -3,12 +3,17 @@
 //! The table says, per address, what packets should do ([`Forwarding`]); a
 //! data plane makes it so. `apply` is idempotent and is called after every
 //! accepted update, at start (before the API serves) and periodically (to
-//! repair drift, e.g. a visitor port that appeared late).
+//! repair drift, e.g. a visitor port that appeared late). `repair`, also
+//! periodic, puts back what the plane owns besides the table's routes
+//! (devices, policy rules, the tunnel guard, home blackholes) should anyone
+//! have removed it.
 //!
 //! - [`sim::SimulatedPlane`]: records what it was told (for `neptune up` and tests).
 //! - [`kernel::KernelPlane`]: one `external` tunnel device (VXLAN-GPE, or
 //!   `ipip` where the module exists) and one /32 route per binding carrying a
-//!   lightweight-tunnel encap; a move is one atomic route replace.
+//!   lightweight-tunnel encap; a move is one atomic route replace; an
+//!   nf_tables guard refuses (and counts) tunnel packets that are not from a
+//!   peer to the care-of address.
 //! - [`userspace::UserspacePlane`]: RFC 2003 in userspace, a TUN device plus a
 //!   raw IPPROTO_IPIP socket, batched with recvmmsg/sendmmsg.
 //!
@@ -26,6 +31,7 @@ use serde::Serialize;
 
 use crate::config::{DataPlaneConfig, SwitchConfig};
 use crate::netlink::{Netlink, NetlinkError, RouteTarget, Rule, TABLE_MAIN};
+use crate::prefix::Ipv4Prefix;
 use crate::state::{Forwarding, SwitchTable};
 
 pub mod kernel;
@@ -62,6 +68,12 @@ pub trait DataPlane: Send + Sync + fmt::Debug {
     fn kind(&self) -> &'static str;
     /// Makes forwarding of `addrs` match `table`.
     fn apply(&self, table: &SwitchTable, addrs: &[Ipv4Addr]) -> Result<(), DataPlaneError>;
+    /// Puts back, idempotently, what the plane set up at start and owns,
+    /// whatever the table says; called before every reconcile round's
+    /// `apply`. Nothing to repair by default.
+    fn repair(&self) -> Result<(), DataPlaneError> {
+        Ok(())
+    }
     /// Counters.
     fn stats(&self) -> DataPlaneStats;
 }
@@ -85,6 +97,9 @@ pub(crate) struct Routes {
     pub(crate) visitor_table: u32,
     pub(crate) rule_base: u32,
     pub(crate) peers: Vec<Ipv4Addr>,
+    pub(crate) home_prefixes: Vec<Ipv4Prefix>,
+    /// The device decapsulated packets arrive on.
+    pub(crate) ingress: String,
 }
 
 /// Priority of the reverse-tunnelling source rules (relative to the base).
@@ -154,8 +169,8 @@ impl Routes {
     }
 
     /// Blackholes the home prefixes.
-    pub(crate) fn blackhole_home(&mut self, config: &SwitchConfig) -> Result<(), DataPlaneError> {
-        for p in &config.home_prefixes {
+    pub(crate) fn blackhole_home(&mut self) -> Result<(), DataPlaneError> {
+        for p in &self.home_prefixes {
             self.nl.replace_route(
                 TABLE_MAIN,
                 p.addr(),
@@ -166,38 +181,58 @@ impl Routes {
         Ok(())
     }
 
-    /// Decapsulated packets (arriving on `dev`) may only reach visitors, or,
-    /// reverse-tunnelled from a home address of this switch, the Internet.
-    pub(crate) fn confine_ingress(
-        &mut self,
-        dev: &str,
-        config: &SwitchConfig,
-    ) -> Result<(), DataPlaneError> {
+    /// Decapsulated packets (arriving on the ingress device) may only reach
+    /// visitors, or, reverse-tunnelled from a home address of this switch,
+    /// the Internet.
+    fn ingress_rules(&self) -> Vec<Rule> {
+        let base = self.rule_base;
+        let from_home = self.home_prefixes.iter().map(|p| Rule {
+            priority: base + HOME_SOURCE_RULE,
+            from: Some((p.addr(), p.prefix_len())),
+            iif: Some(self.ingress.clone()),
+            table: Some(TABLE_MAIN),
+            ..Rule::default()
+        });
+        from_home
+            .chain([
+                Rule {
+                    priority: base + 50,
+                    iif: Some(self.ingress.clone()),
+                    table: Some(self.visitor_table),
+                    ..Rule::default()
+                },
+                Rule {
+                    priority: base + 51,
+                    iif: Some(self.ingress.clone()),
+                    ..Rule::default()
+                },
+            ])
+            .collect()
+    }
+
+    /// Installs [`Routes::ingress_rules`], replacing whatever the switch's
+    /// priorities for them held.
+    pub(crate) fn confine_ingress(&mut self) -> Result<(), DataPlaneError> {
         let base = self.rule_base;
         for prio in [base + HOME_SOURCE_RULE, base + 50, base + 51] {
             self.nl.delete_rules(prio, None)?;
         }
-        for p in &config.home_prefixes {
-            self.nl.add_rule(&Rule {
-                priority: base + HOME_SOURCE_RULE,
-                from: Some((p.addr(), p.prefix_len())),
-                iif: Some(dev.to_owned()),
-                table: Some(TABLE_MAIN),
-                ..Rule::default()
-            })?;
+        for rule in self.ingress_rules() {
+            self.nl.add_rule(&rule)?;
         }
-        self.nl.add_rule(&Rule {
-            priority: base + 50,
-            iif: Some(dev.to_owned()),
-            table: Some(self.visitor_table),
-            ..Rule::default()
-        })?;
-        self.nl.add_rule(&Rule {
-            priority: base + 51,
-            iif: Some(dev.to_owned()),
-            ..Rule::default()
-        })?;
         Ok(())
+    }
+
+    /// Puts back the home blackholes and whichever ingress rules are
+    /// missing, without the moment of no rules that replacing them would
+    /// open; returns how many rules were missing.
+    pub(crate) fn restore(&mut self) -> Result<usize, DataPlaneError> {
+        self.blackhole_home()?;
+        let mut restored = 0;
+        for rule in self.ingress_rules() {
+            restored += usize::from(self.nl.ensure_rule(&rule)?);
+        }
+        Ok(restored)
     }
 }
 

@@ -133,9 +133,11 @@ impl UserspacePlane {
             visitor_table: u.visitor_table,
             rule_base: u.rule_base,
             peers: config.peers.clone(),
+            home_prefixes: config.home_prefixes.clone(),
+            ingress: u.tun.clone(),
         };
-        routes.blackhole_home(config)?;
-        routes.confine_ingress(&u.tun, config)?;
+        routes.blackhole_home()?;
+        routes.confine_ingress()?;
 
         let gpe = u.wire == UserspaceWire::VxlanGpe;
         let injector = if gpe && u.inject {
@@ -1101,6 +1103,18 @@ fn decap_loop_gpe(tun: &File, sock: &Socket, shared: &Shared, mtu: usize) {
 impl DataPlane for UserspacePlane {
     fn kind(&self) -> &'static str {
         "userspace"
+    }
+
+    fn repair(&self) -> Result<(), DataPlaneError> {
+        let mut routes = self.routes.lock().map_err(|_| DataPlaneError::Poisoned)?;
+        let restored = routes.restore()?;
+        if restored > 0 {
+            tracing::warn!(
+                restored,
+                "policy rules of the switch were missing; added back"
+            );
+        }
+        Ok(())
     }
 
     fn apply(&self, table: &SwitchTable, addrs: &[Ipv4Addr]) -> Result<(), DataPlaneError> {

@@ -8,6 +8,9 @@
 //!                           └── 198.18.3.2 ess-c
 //! ```
 //!
+//! ess-b lists 45 more peers (`198.51.100.1`-`45`, no switch behind them)
+//! before ess-a and ess-c, so its real peers are its 46th and 47th.
+//!
 //! Everything lives in namespaces named `nss<pid>-<n>-*`, removed on drop
 //! (even when a test fails). Only the harness uses `ip`; the switches program
 //! the kernel themselves.
@@ -31,6 +34,8 @@ pub const HOME: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const CN: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const GW: &str = "169.254.0.1";
 pub const API_PORT: u16 = 7400;
+/// Peers ess-b lists before ess-a and ess-c (addresses of no switch).
+pub const EXTRA_PEERS_OF_B: u8 = 45;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -64,6 +69,15 @@ pub fn require_root() {
         .status()
         .map(|s| s.success());
     assert!(matches!(ok, Ok(true)), "these tests need iproute2 (`ip`)");
+    let ok = Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success());
+    assert!(
+        matches!(ok, Ok(true)),
+        "these tests need nftables (`nft`) to change the switches' state by hand"
+    );
 }
 
 /// Runs a command; panics with its output on failure.
@@ -194,9 +208,17 @@ impl Testbed {
                 log: bed.dir.path().join(format!("ess-{name}.log")),
                 state: bed.dir.path().join(format!("ess-{name}.table.json")),
             };
-            let peers: Vec<String> = (1u8..=3)
-                .filter(|m| *m != n)
-                .map(|m| format!("\"198.18.{m}.2\""))
+            // ess-b knows 45 more switches, listed before the real ones: a
+            // peer beyond the 40th must be reached like the first (the kernel
+            // plane once had policy rules for the first 40 peers only).
+            let others = if name == "b" { EXTRA_PEERS_OF_B } else { 0 };
+            let peers: Vec<String> = (1..=others)
+                .map(|i| format!("\"198.51.100.{i}\""))
+                .chain(
+                    (1u8..=3)
+                        .filter(|m| *m != n)
+                        .map(|m| format!("\"198.18.{m}.2\"")),
+                )
                 .collect();
             let home = if name == "a" {
                 "\"203.0.113.0/24\""
@@ -846,6 +868,7 @@ pub fn send_tunnel_packet(plane: Plane, from_ns: &str, to: Ipv4Addr, payload: &[
         match plane {
             Plane::Kernel | Plane::UserspaceGpe | Plane::UserspaceGpeSockets => {
                 let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
+                s.set_broadcast(true).expect("broadcast");
                 let mut pkt = neptune_switch::packet::vxlan_gpe_header(7).to_vec();
                 pkt.extend_from_slice(&inner);
                 s.send_to(&pkt, SocketAddrV4::new(to, 4790)).expect("send");
@@ -857,6 +880,7 @@ pub fn send_tunnel_packet(plane: Plane, from_ns: &str, to: Ipv4Addr, payload: &[
                     Some(socket2::Protocol::from(4)),
                 )
                 .expect("raw");
+                s.set_broadcast(true).expect("broadcast");
                 s.send_to(&inner, &SocketAddrV4::new(to, 0).into())
                     .expect("send");
             }

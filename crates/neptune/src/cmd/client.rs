@@ -153,6 +153,30 @@ pub(crate) enum TemplateCommand {
         #[arg(long)]
         private: bool,
     },
+    /// Upload an image file of this machine (qcow2 or raw, standalone: no
+    /// backing file) as a template of yours: private, unless an
+    /// administrator asks --public. The Manager checks it with qemu-img.
+    Import {
+        /// The image file.
+        file: PathBuf,
+        /// The template's name (1 to 64 letters, digits, '-', '_' or '.').
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        os: Option<String>,
+        /// Default 1.
+        #[arg(long)]
+        vcpus: Option<i64>,
+        /// Default 512.
+        #[arg(long)]
+        ram_mib: Option<i64>,
+        /// Default (and at least): the image's virtual size.
+        #[arg(long)]
+        disk_mib: Option<i64>,
+        /// Every user may deploy from it (administrators).
+        #[arg(long)]
+        public: bool,
+    },
     /// Make a template every user's (administrators).
     Publish {
         /// The template's id, or its name when only one template has it.
@@ -535,29 +559,31 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
                 name,
                 output,
             } => {
-                let mut design = api::ViDesign {
-                    name,
-                    ..Default::default()
-                };
-                if let Some(path) = file {
+                let source = if let Some(path) = file {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;
                     if text.trim_start().starts_with('{') {
-                        design.topology = Some(
+                        api::DesignSource::Topology(
                             serde_json::from_str(&text)
                                 .with_context(|| format!("{} is not JSON", path.display()))?,
-                        );
+                        )
                     } else {
-                        design.xml = Some(text);
+                        api::DesignSource::Xml(text)
                     }
                 } else if let Some(kind) = catalogue {
-                    design.catalogue = Some(api::CatalogueRequest {
+                    api::DesignSource::Catalogue(api::CatalogueRequest {
                         kind,
                         nodes,
                         bandwidth: None,
                         template: None,
-                    });
-                }
+                    })
+                } else {
+                    bail!("give a design: -f FILE (XML or JSON) or --catalogue KIND");
+                };
+                let design = api::ViDesign {
+                    name,
+                    ..api::ViDesign::new(source)
+                };
                 let d = client.create_vi(&design).await?;
                 show_detail(&d, output)
             }
@@ -771,7 +797,7 @@ fn progress_bar() -> anyhow::Result<indicatif::ProgressBar> {
 }
 
 fn show_job_progress(bar: &indicatif::ProgressBar, job: &api::Job) {
-    bar.set_prefix(job.kind.clone());
+    bar.set_prefix(job.kind.to_string());
     bar.set_length(u64::try_from(job.total).unwrap_or(0));
     bar.set_position(u64::try_from(job.step).unwrap_or(0));
     bar.set_message(job.step_name.clone());
@@ -794,7 +820,9 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
         }
         if !d.vi.state.is_in_progress() {
             bar.finish_and_clear();
-            let failed = job.is_some_and(|j| j.state == "failed" || j.state == "rolled_back");
+            let failed = job.is_some_and(|j| {
+                matches!(j.state, api::JobState::Failed | api::JobState::RolledBack)
+            });
             match job {
                 Some(j) if failed => {
                     eprintln!(
@@ -835,9 +863,9 @@ async fn wait_job(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Resul
             Err(e) => return finish(Err(e.into())),
         };
         show_job_progress(&bar, &job);
-        match job.state.as_str() {
-            "running" | "rolling_back" => {}
-            "succeeded" => {
+        match job.state {
+            api::JobState::Running | api::JobState::RollingBack => {}
+            api::JobState::Succeeded => {
                 bar.finish_and_clear();
                 return Ok(ExitCode::SUCCESS);
             }
@@ -998,6 +1026,46 @@ pub(crate) fn template(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "template {} registered ({} {} MiB)",
                     t.name, t.format, t.size_mib
+                );
+                Ok(())
+            }
+            TemplateCommand::Import {
+                file,
+                name,
+                os,
+                vcpus,
+                ram_mib,
+                disk_mib,
+                public,
+            } => {
+                let opened = tokio::fs::File::open(&file)
+                    .await
+                    .with_context(|| format!("opening {}", file.display()))?;
+                let length = opened
+                    .metadata()
+                    .await
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .len();
+                let query = api::ImportTemplate {
+                    name,
+                    os_name: os,
+                    vcpus,
+                    ram_mib,
+                    disk_mib,
+                    visibility: public.then_some(api::Visibility::Public),
+                };
+                let t = client
+                    .import_template(&query, neptune_client::Body::from(opened), length)
+                    .await?;
+                println!(
+                    "template {} imported ({} {} MiB, {})",
+                    t.name,
+                    t.format,
+                    t.size_mib,
+                    match t.visibility {
+                        api::Visibility::Public => "public",
+                        api::Visibility::Private => "private",
+                    }
                 );
                 Ok(())
             }

@@ -67,6 +67,10 @@ pub(crate) struct ManagerArgs {
     /// (0: only on demand, POST /api/v1/reconcile).
     #[arg(long, default_value_t = 60)]
     reconcile_secs: u64,
+    /// The largest image a user may upload (`neptune template import`), in
+    /// bytes.
+    #[arg(long, default_value_t = neptune_manager::DEFAULT_MAX_IMAGE_BYTES)]
+    max_image_bytes: u64,
 }
 
 pub(crate) fn init_logging() {
@@ -163,11 +167,20 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     }
     config.reconcile_every =
         (args.reconcile_secs > 0).then(|| std::time::Duration::from_secs(args.reconcile_secs));
+    config.max_image_bytes = args.max_image_bytes;
     runtime()?.block_on(async {
         let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token));
         let manager = Manager::open(config, hosts).await?;
-        if let Some((name, password)) = &manager.created_admin {
-            println!("created the first administrator: {name} / {password} (shown once)");
+        match (&manager.created_admin, &args.admin_password_file) {
+            // The operator has the password already: never echo it.
+            (Some((name, _)), Some(file)) => println!(
+                "created the first administrator: {name} (password from {})",
+                file.display()
+            ),
+            (Some((name, password)), None) => {
+                println!("created the first administrator: {name} / {password} (shown once)")
+            }
+            (None, _) => {}
         }
         let (listener, addr) = Manager::bind(args.listen).await?;
         println!("Neptune Manager listening on http://{addr}");

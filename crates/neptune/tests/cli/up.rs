@@ -313,6 +313,57 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         String::from_utf8_lossy(&taken.stderr)
     );
 
+    // An image of this machine uploaded as a template of one's own.
+    let image = dir.path().join("own.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&image)
+        .arg("20M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let imported = ok(&cli(
+        dir.path(),
+        &[
+            "template",
+            "import",
+            image.to_str().unwrap(),
+            "--name",
+            "own",
+            "--os",
+            "Blank",
+        ],
+        None,
+    ));
+    assert_eq!(
+        imported.trim(),
+        "template own imported (qcow2 20 MiB, private)"
+    );
+    let templates = ok(&cli(dir.path(), &["template", "list"], None));
+    assert!(
+        templates
+            .lines()
+            .any(|l| l.starts_with("own ") && l.contains(" private ") && l.contains(" Blank ")),
+        "{templates}"
+    );
+    let again = cli(
+        dir.path(),
+        &[
+            "template",
+            "import",
+            image.to_str().unwrap(),
+            "--name",
+            "own",
+        ],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
     // Suspend frees the hosts; resume brings the VMs back through the Agents.
     ok(&cli(dir.path(), &["vi", "suspend", &id], None));
     assert_eq!(

@@ -1,4 +1,5 @@
-//! Job progress: by polling and as a server-sent event stream.
+//! The HTTP handlers of job progress: by polling and as a server-sent
+//! event stream.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -8,61 +9,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures_util::stream::{self, Stream};
 use neptune_api as api;
-use neptune_store::JobRecord;
 use uuid::Uuid;
 
+use super::present::job_out;
+use crate::app::access;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::AppState;
-
-pub(crate) fn job_out(views: &super::views::Views, job: &JobRecord) -> api::Job {
-    let names = views.step_names(job);
-    let rolling_back = job.state == neptune_store::JobState::RollingBack;
-    let current = if rolling_back {
-        job.cursor - 1
-    } else {
-        job.cursor
-    };
-    let step_name = usize::try_from(current)
-        .ok()
-        .and_then(|i| names.get(i))
-        .map(|s| {
-            if rolling_back {
-                format!("undo {s}")
-            } else {
-                s.clone()
-            }
-        })
-        .unwrap_or_default();
-    let percent = if job.total == 0 {
-        100
-    } else {
-        u8::try_from((job.cursor.clamp(0, job.total) * 100) / job.total).unwrap_or(100)
-    };
-    api::Job {
-        id: job.id,
-        vi: job.vi_id,
-        kind: job.kind.clone(),
-        state: job.state.as_str().to_owned(),
-        step: job.cursor,
-        total: job.total,
-        step_name,
-        percent,
-        error: job.error.clone(),
-        created_at: job.created_at,
-        updated_at: job.updated_at,
-    }
-}
-
-/// The job if the caller may see its VI.
-async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<JobRecord> {
-    let job = state.store.job(id).await?;
-    let vi = state.store.vi(job.vi_id).await?;
-    if vi.owner_id != caller.user.id && !caller.is_admin() {
-        return Err(ApiError::NotFound("job"));
-    }
-    Ok(job)
-}
 
 /// A job's progress.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
@@ -72,10 +25,8 @@ pub(crate) async fn show_job(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::Job>> {
-    Ok(Json(job_out(
-        &state.views,
-        &visible_job(&state, &caller, id).await?,
-    )))
+    let job = access::visible_job(&state, &caller, id).await?;
+    Ok(Json(job_out(&state.views, &job)?))
 }
 
 /// A job's progress as server-sent events: one `progress` event (a Job) per
@@ -88,7 +39,7 @@ pub(crate) async fn job_events(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let first = visible_job(&state, &caller, id).await?;
+    let first = access::visible_job(&state, &caller, id).await?;
     // Polling the store keeps this right when another Manager runs the job.
     let stream = stream::unfold(
         (state, Some(first), None::<api::Job>, false),
@@ -108,7 +59,13 @@ pub(crate) async fn job_events(
                         }
                     }
                 };
-                let view = job_out(&state.views, &job);
+                let view = match job_out(&state.views, &job) {
+                    Ok(view) => view,
+                    Err(err) => {
+                        tracing::error!(job = %id, error = %format!("{:#}", anyhow::Error::from(err)), "job progress cannot be shown");
+                        return None;
+                    }
+                };
                 if last.as_ref() != Some(&view) {
                     let finished = job.state.is_finished();
                     let event = SseEvent::default()
@@ -131,10 +88,7 @@ pub(crate) async fn vi_jobs(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<api::Job>>> {
-    let vi = state.store.vi(id).await?;
-    if vi.owner_id != caller.user.id && !caller.is_admin() {
-        return Err(ApiError::NotFound("VI"));
-    }
+    access::visible(&state, &caller, id).await?;
     Ok(Json(
         state
             .store
@@ -142,6 +96,6 @@ pub(crate) async fn vi_jobs(
             .await?
             .iter()
             .map(|j| job_out(&state.views, j))
-            .collect(),
+            .collect::<ApiResult<_>>()?,
     ))
 }

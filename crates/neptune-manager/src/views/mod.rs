@@ -5,8 +5,10 @@
 //! Memory is bounded by what is kept, not by how many: a summary is a few
 //! integers whatever the design's size, and step names are weighed in
 //! bytes. A design's full form is never kept here: a VI's detail is built
-//! from the stored design and kept, serialised, in [`super::cache`], which
+//! from the stored design and kept, serialised, in [`cache`], which
 //! is bounded in bytes too.
+
+pub(crate) mod cache;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,12 +32,12 @@ pub struct Views {
     demands: Weighed<(Uuid, i64), Result<u64, String>>,
     steps: Weighed<Uuid, Arc<Vec<String>>>,
     /// VI details as sent, each valid at one store revision of its VI.
-    pub(crate) details: super::cache::Bodies<Uuid, i64>,
+    pub(crate) details: cache::Bodies<Uuid, i64>,
     /// VI lists as sent, by owner (`None`: all VIs, for administrators).
-    pub(crate) lists: super::cache::Bodies<Option<Uuid>, neptune_store::ViListStamp>,
-    pub(crate) users: super::cache::NameMap,
-    pub(crate) datacenters: super::cache::NameMap,
-    pub(crate) hosts: super::cache::NameMap,
+    pub(crate) lists: cache::Bodies<Option<Uuid>, neptune_store::ViListStamp>,
+    pub(crate) users: cache::NameMap,
+    pub(crate) datacenters: cache::NameMap,
+    pub(crate) hosts: cache::NameMap,
 }
 
 /// Values by key with a total weight; emptied when a value would take it
@@ -84,7 +86,7 @@ impl Views {
         if let Some(s) = self.summaries.get(&key) {
             return Ok(s);
         }
-        let summary = super::vis::summary(&super::vis::design_of(vi)?);
+        let summary = crate::app::design::summary(&crate::app::design::design_of(vi)?);
         Ok(self.summaries.remember(key, summary, 1, MAX_SUMMARIES))
     }
 
@@ -102,21 +104,27 @@ impl Views {
         if let Some(d) = self.demands.get(&key) {
             return Ok(d);
         }
-        let topo = super::vis::design_of(vi)?;
+        let topo = crate::app::design::design_of(vi)?;
         let demand = crate::plan::private_demand(pools, vi.id, &topo).map_err(|e| e.for_tenant());
         Ok(self.demands.remember(key, demand, 1, MAX_SUMMARIES))
     }
 
     /// The names of a job's steps (a job's steps never change).
-    pub(crate) fn step_names(&self, job: &JobRecord) -> Arc<Vec<String>> {
+    pub(crate) fn step_names(&self, job: &JobRecord) -> ApiResult<Arc<Vec<String>>> {
         if let Some(v) = self.steps.get(&job.id) {
-            return v;
+            return Ok(v);
         }
-        let steps: Vec<Step> = serde_json::from_str(&job.steps).unwrap_or_default();
+        let steps: Vec<Step> = serde_json::from_str(&job.steps).map_err(|e| {
+            crate::error::ApiError::Internal(anyhow::anyhow!(
+                "the stored steps of job {} do not load: {e}",
+                job.id
+            ))
+        })?;
         let names: Vec<String> = steps.iter().map(Step::name).collect();
         let weight = names.iter().map(|n| n.len() + 24).sum::<usize>() + 64;
-        self.steps
-            .remember(job.id, Arc::new(names), weight, MAX_STEP_NAME_BYTES)
+        Ok(self
+            .steps
+            .remember(job.id, Arc::new(names), weight, MAX_STEP_NAME_BYTES))
     }
 }
 

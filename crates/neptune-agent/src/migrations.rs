@@ -1,0 +1,114 @@
+//! The live moves an Agent drives from its host. A move takes seconds to
+//! minutes, longer than a request should: `POST /v1/vms/{name}/migrate`
+//! starts it on a task of its own and answers at once, and the Manager
+//! follows it with `GET /v1/vms/{name}/migration`. Asking again for a move
+//! that runs or succeeded gives that move (the Manager's step may repeat);
+//! one that failed is started anew.
+//!
+//! An Agent that restarts forgets its moves; the move it was driving was
+//! killed with it, and libvirt leaves the VM running here: the Manager,
+//! told "not found", starts it again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use neptune_hypervisor::{Hypervisor, Incoming, MigrationProgress};
+
+use crate::api::{ErrorBody, Migration, MigrationState};
+
+/// How long an ended move is remembered.
+const KEEP_ENDED: Duration = Duration::from_secs(3600);
+
+/// The most moves remembered: a host runs tens of VMs, and ended moves
+/// are forgotten first.
+const MAX_KEPT: usize = 4096;
+
+#[derive(Debug)]
+struct Entry {
+    status: Migration,
+    ended: Option<Instant>,
+}
+
+/// The moves of this host's VMs, by VM name.
+#[derive(Debug, Default)]
+pub(crate) struct Migrations(Mutex<HashMap<String, Entry>>);
+
+impl Migrations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The last move of `vm`, if remembered.
+    pub(crate) fn get(&self, vm: &str) -> Option<Migration> {
+        self.lock().get(vm).map(|e| e.status.clone())
+    }
+
+    /// Starts moving `vm` to `to` unless a move of it runs or succeeded;
+    /// that move's status.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        hypervisor: Arc<dyn Hypervisor>,
+        vm: &str,
+        to: Incoming,
+        refusal: fn(neptune_hypervisor::HypervisorError) -> ErrorBody,
+    ) -> Migration {
+        let mut all = self.lock();
+        if let Some(e) = all.get(vm) {
+            if e.status.state != MigrationState::Failed {
+                return e.status.clone();
+            }
+        }
+        let now = Instant::now();
+        all.retain(|_, e| e.ended.is_none_or(|t| now.duration_since(t) < KEEP_ENDED));
+        if all.len() >= MAX_KEPT {
+            all.retain(|_, e| e.ended.is_none());
+        }
+        let status = Migration {
+            vm: vm.to_owned(),
+            state: MigrationState::Running,
+            progress: MigrationProgress::default(),
+            report: None,
+            error: None,
+        };
+        all.insert(
+            vm.to_owned(),
+            Entry {
+                status: status.clone(),
+                ended: None,
+            },
+        );
+        drop(all);
+        let this = Arc::clone(self);
+        let name = vm.to_owned();
+        tokio::spawn(async move {
+            let watcher = Arc::clone(&this);
+            let watched = name.clone();
+            let progress = move |p: MigrationProgress| {
+                if let Some(e) = watcher.lock().get_mut(&watched) {
+                    e.status.progress = p;
+                }
+            };
+            let result = hypervisor.migrate(&name, &to, &progress).await;
+            let mut all = this.lock();
+            let Some(e) = all.get_mut(&name) else {
+                return;
+            };
+            e.ended = Some(Instant::now());
+            match result {
+                Ok(report) => {
+                    e.status.state = MigrationState::Succeeded;
+                    e.status.report = Some(report);
+                }
+                Err(err) => {
+                    tracing::warn!(vm = %name, error = %err, "live move failed");
+                    e.status.state = MigrationState::Failed;
+                    e.status.error = Some(refusal(err));
+                }
+            }
+        });
+        status
+    }
+}

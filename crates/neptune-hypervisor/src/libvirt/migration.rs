@@ -1,0 +1,371 @@
+//! Live migration between two hosts' libvirt daemons.
+//!
+//! The destination prepares first ([`LibvirtHypervisor::accept_incoming`]):
+//! a blank qcow2 disk of the VM's exact virtual size, its seed image, its
+//! networks (bridges and VXLAN segments) and room, and answers with the
+//! domain XML it will run the VM under (its own disk, seed and console
+//! paths). The source then drives the move through both daemons (libvirt's
+//! "managed direct" mode: the source never needs to reach the
+//! destination's socket by itself): `virsh migrate --live --persistent
+//! --undefinesource --copy-storage-all --xml DEST.xml`, with the disk copied
+//! over NBD (no shared storage is assumed), watching `domjobinfo` for
+//! progress. Once the VM runs there, the destination completes it
+//! ([`LibvirtHypervisor::finish_incoming`]): taps shaped to the links'
+//! bandwidth, readiness kept (the guest does not boot again).
+//!
+//! A VM accepted but never arrived leaves a record beside its console
+//! (`consoles/<vm>.incoming`), so that destroying it frees the networks
+//! the acceptance made.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    console, domain_xml, failed, path_str, remove_if_there, DiskRecord, LibvirtHypervisor,
+};
+use crate::{
+    check_room, validate_vm_name, write_atomically, HypervisorError, Incoming, IncomingRequest,
+    MigrationProgress, MigrationReport, Op, Outgoing, Result, VmSpec, VmState,
+};
+
+/// The longest a live move may take: it copies the VM's whole disk.
+pub(super) const MIGRATE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How often the source asks how far a move is.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// What the template field of a disk made for a VM arriving live says.
+const ARRIVING: &str = "(arriving live)";
+
+/// The record of a VM accepted to arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Arrival {
+    spec: VmSpec,
+    ready: bool,
+}
+
+impl LibvirtHypervisor {
+    fn arrival_path(&self, vm: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("consoles")
+            .join(format!("{vm}.incoming"))
+    }
+
+    /// The spec of a VM accepted to arrive that has not, if any.
+    pub(super) fn arrival_spec(&self, vm: &str) -> Option<VmSpec> {
+        let bytes = std::fs::read(self.arrival_path(vm)).ok()?;
+        serde_json::from_slice::<Arrival>(&bytes)
+            .ok()
+            .map(|a| a.spec)
+    }
+
+    /// Forgets that `vm` was to arrive.
+    pub(super) fn forget_arrival(&self, op: Op, vm: &str) -> Result<()> {
+        remove_if_there(&self.arrival_path(vm))
+            .map_err(|e| failed(op, vm, "cannot forget its arrival", &e))
+    }
+
+    pub(super) async fn outgoing_vm(&self, vm: &str) -> Result<Outgoing> {
+        let op = Op::Migrate;
+        validate_vm_name(vm)?;
+        let Some(d) = self
+            .domain(op, vm)
+            .await?
+            .filter(|d| d.state == VmState::Running)
+        else {
+            return Err(HypervisorError::NoSuchVm(vm.to_owned()));
+        };
+        let xml = self.virsh(op, vm, &["dumpxml", vm]).await?;
+        let uuid = super::uuid_of(&xml)
+            .ok_or_else(|| failed(op, vm, "cannot read its UUID", &"the domain has none"))?;
+        let disk = self.disk_path(vm);
+        // -U: QEMU holds the image's lock while the VM runs.
+        let info = self
+            .qemu_img_out(op, vm, &["info", "-U", "--output=json", path_str(&disk)])
+            .await?;
+        let disk_bytes = super::image_info(&info)
+            .map(|(_, size)| size)
+            .filter(|size| *size > 0)
+            .ok_or_else(|| failed(op, vm, "cannot read its disk's size", &info.trim()))?;
+        Ok(Outgoing {
+            spec: d.spec,
+            disk_bytes,
+            uuid,
+            ready: d.ready,
+        })
+    }
+
+    pub(super) async fn accept_vm(&self, request: &IncomingRequest) -> Result<Incoming> {
+        let op = Op::Incoming;
+        let vm = request.spec.name.as_str();
+        validate_vm_name(vm)?;
+        let spec = VmSpec {
+            disk: path_str(&self.disk_path(vm)).to_owned(),
+            ..request.spec.clone()
+        };
+        self.check_own_spec(&spec)?;
+        let answer = Incoming {
+            vm: vm.to_owned(),
+            connect: self
+                .config
+                .migration
+                .connect
+                .clone()
+                .unwrap_or_else(|| self.config.uri.clone()),
+            stream: self.config.migration.stream.clone(),
+            definition: domain_xml(
+                self.domain_type,
+                &spec,
+                Some(&request.uuid),
+                self.config.public_bridge.as_deref(),
+                &self.files_of(&spec),
+            ),
+        };
+        // Arrived already (an earlier call's answer was lost).
+        if let Some(d) = self.domain(op, vm).await? {
+            return if d.spec == spec {
+                Ok(answer)
+            } else {
+                Err(HypervisorError::SpecMismatch {
+                    name: vm.to_owned(),
+                })
+            };
+        }
+        self.blank_disk(op, vm, request.disk_bytes).await?;
+        self.write_seed(op, &spec).await?;
+        {
+            let _admitted = self.admission.lock().await;
+            let all = self.domains_but_name_taken(op, &spec).await?;
+            check_room(self.config.capacity, all.iter().map(|d| &d.spec), &spec)?;
+            self.ensure_networks(op, &spec).await?;
+        }
+        remove_if_there(&self.ready_path(vm))
+            .and_then(|()| console::mark(&self.console_path(vm), &format!("arrival of {vm}")))
+            .map_err(|e| failed(op, vm, "cannot prepare the console", &e))?;
+        let arrival = Arrival {
+            spec,
+            ready: request.ready,
+        };
+        let bytes =
+            serde_json::to_vec(&arrival).map_err(|e| failed(op, vm, "cannot encode", &e))?;
+        write_atomically(&self.arrival_path(vm), &bytes)
+            .map_err(|e| failed(op, vm, "cannot record its arrival", &e))?;
+        Ok(answer)
+    }
+
+    /// Makes `vm`'s disk a blank qcow2 of `bytes`, which the move fills;
+    /// done when it is there from an earlier call.
+    async fn blank_disk(&self, op: Op, vm: &str, bytes: u64) -> Result<()> {
+        let size_mib = bytes.div_ceil(1 << 20);
+        let record = DiskRecord {
+            template_image: ARRIVING.to_owned(),
+            size_mib,
+            base: None,
+        };
+        let path = self.disk_path(vm);
+        let reserving = self.disks.lock().await;
+        if path.is_file() {
+            return match std::fs::read(self.record_path(vm))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<DiskRecord>(&b).ok())
+            {
+                Some(existing) if existing.same_request(&record) => Ok(()),
+                _ => Err(HypervisorError::SpecMismatch {
+                    name: vm.to_owned(),
+                }),
+            };
+        }
+        let used = self.disk_usage(vm)?.saturating_add(size_mib);
+        if used > self.config.capacity.disk_mib {
+            return Err(HypervisorError::NoRoom(format!(
+                "{used} MiB of disks would exceed the host's {} MiB",
+                self.config.capacity.disk_mib
+            )));
+        }
+        self.write_record(op, vm, &record)?;
+        drop(reserving);
+        let tmp = path.with_extension("qcow2.tmp");
+        let size = bytes.to_string();
+        let made = self
+            .qemu_img(
+                op,
+                vm,
+                &["create", "-q", "-f", "qcow2", path_str(&tmp), &size],
+            )
+            .await
+            .and_then(|()| {
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| failed(op, vm, "cannot place the disk", &e))
+            });
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(self.record_path(vm));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn migrate_vm(
+        &self,
+        vm: &str,
+        to: &Incoming,
+        progress: &(dyn Fn(MigrationProgress) + Send + Sync),
+    ) -> Result<MigrationReport> {
+        let op = Op::Migrate;
+        validate_vm_name(vm)?;
+        if to.vm != vm {
+            return Err(HypervisorError::InvalidRequest(format!(
+                "the destination accepted VM {:?}, not {vm:?}",
+                to.vm
+            )));
+        }
+        let Some(d) = self
+            .domain(op, vm)
+            .await?
+            .filter(|d| d.state == VmState::Running)
+        else {
+            return Err(HypervisorError::NoSuchVm(vm.to_owned()));
+        };
+        self.terminals.forget(vm);
+        let file = self.scratch_file(op, vm, "migrate.xml", &to.definition)?;
+        let mut args = vec![
+            "migrate",
+            "--live",
+            "--persistent",
+            "--undefinesource",
+            "--copy-storage-all",
+            // The seed is read-only and remade on the destination.
+            "--migrate-disks",
+            "vda",
+            "--xml",
+            path_str(&file),
+        ];
+        if let Some(stream) = &to.stream {
+            args.extend(["--migrateuri", stream.as_str()]);
+        }
+        args.extend([vm, to.connect.as_str()]);
+        let started = Instant::now();
+        let moving = self.virsh_at(op, vm, &self.config.uri, &args, MIGRATE_TIMEOUT);
+        tokio::pin!(moving);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let moved = loop {
+            tokio::select! {
+                done = &mut moving => break done,
+                _ = tick.tick() => {
+                    if let Ok(text) = self.virsh(op, vm, &["domjobinfo", "--rawstats", vm]).await {
+                        if let Some(p) = progress_of(&text) {
+                            progress(p);
+                        }
+                    }
+                }
+            }
+        };
+        let _ = std::fs::remove_file(&file);
+        moved?;
+        let total_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The destination keeps the finished job's statistics.
+        let stats = self
+            .virsh_at(
+                op,
+                vm,
+                &to.connect,
+                &["domjobinfo", "--completed", "--rawstats", vm],
+                super::VIRSH_TIMEOUT,
+            )
+            .await
+            .unwrap_or_default();
+        let report = report_of(&stats, total_ms);
+        progress(MigrationProgress {
+            bytes_done: report.bytes,
+            bytes_remaining: 0,
+        });
+        // What the VM used here, but its disk (the Manager removes it once
+        // the move is recorded).
+        self.remove_vm_files(op, vm)?;
+        self.release_ifbs(op, vm).await?;
+        self.release_networks(op, &d.spec).await?;
+        Ok(report)
+    }
+
+    pub(super) async fn finish_vm(&self, vm: &str) -> Result<()> {
+        let op = Op::Incoming;
+        validate_vm_name(vm)?;
+        let Some(d) = self
+            .domain(op, vm)
+            .await?
+            .filter(|d| d.state == VmState::Running)
+        else {
+            return Err(HypervisorError::NoSuchVm(vm.to_owned()));
+        };
+        self.shape_taps(op, &d.spec).await?;
+        let ready = std::fs::read(self.arrival_path(vm))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Arrival>(&b).ok())
+            .is_some_and(|a| a.ready);
+        if ready {
+            std::fs::write(self.ready_path(vm), b"arrived ready\n")
+                .map_err(|e| failed(op, vm, "cannot keep its readiness", &e))?;
+        }
+        self.forget_arrival(op, vm)
+    }
+}
+
+/// The typed statistics of `virsh domjobinfo --rawstats`: `name: value`
+/// lines.
+fn raw_stat(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == name)
+            .then(|| value.trim().parse::<u64>().ok())
+            .flatten()
+    })
+}
+
+/// How far a running move is, from its job's statistics.
+fn progress_of(text: &str) -> Option<MigrationProgress> {
+    Some(MigrationProgress {
+        bytes_done: raw_stat(text, "data_processed")?,
+        bytes_remaining: raw_stat(text, "data_remaining").unwrap_or(0),
+    })
+}
+
+/// How a finished move went, from its job's statistics; `total_ms` as the
+/// source timed it when the destination does not say.
+fn report_of(text: &str, total_ms: u64) -> MigrationReport {
+    MigrationReport {
+        total_ms: raw_stat(text, "time_elapsed").unwrap_or(total_ms),
+        downtime_ms: raw_stat(text, "downtime").unwrap_or(0),
+        bytes: raw_stat(text, "data_processed").unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_statistics_are_read() {
+        let running = "type: 2\noperation: 5\ntime_elapsed: 412\ndata_total: 300\ndata_processed: 120\ndata_remaining: 180\n";
+        assert_eq!(
+            progress_of(running),
+            Some(MigrationProgress {
+                bytes_done: 120,
+                bytes_remaining: 180
+            })
+        );
+        assert_eq!(progress_of("type: 0\n"), None, "no job, no progress");
+        let done = "type: 3\ntime_elapsed: 648\ndowntime: 217\ndata_processed: 93000000\n";
+        assert_eq!(
+            report_of(done, 9999),
+            MigrationReport {
+                total_ms: 648,
+                downtime_ms: 217,
+                bytes: 93_000_000
+            }
+        );
+        assert_eq!(report_of("", 700).total_ms, 700);
+    }
+}

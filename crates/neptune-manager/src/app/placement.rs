@@ -1,0 +1,271 @@
+//! Placement of a VI on hosts and of its addresses in the domain's pools,
+//! as the application needs it: the home datacenter, the address plan
+//! against what is stored, and [`Placing`], the one loop that plans on a
+//! snapshot and commits with the store's checks (accept and resume).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use neptune_store::{
+    AddressRow, DatacenterRecord, HostRecord, Reservation, StoreError, Transition, ViRecord,
+    VmRecord,
+};
+use neptune_topology::Topology;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::plan::{place, PlacementPlan, PlanError};
+use crate::wiring::Wiring;
+use crate::AppState;
+
+/// One planning lock per datacenter: plans in different datacenters take
+/// different hosts, and run at once; in one datacenter they would only
+/// race for the same room and plan again.
+#[derive(Debug, Default)]
+pub struct Planning(std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Planning {
+    async fn lock(&self, datacenter: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut all = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            all.entry(datacenter).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Plans a commit refused for want of room or addresses this many times.
+const ATTEMPTS: u32 = 5;
+
+/// What is placed: a VI's design in a datacenter, automatically or by an
+/// administrator's manual map, with the MACs its design pins.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub vi: &'a ViRecord,
+    pub topo: &'a Topology,
+    pub dc: &'a DatacenterRecord,
+    pub manual: Option<&'a HashMap<String, String>>,
+    pub pins: &'a [AddressRow],
+}
+
+/// Placing a VI: plan on a snapshot of the hosts, commit with the store's
+/// capacity and address checks, and plan again when another Manager took
+/// the room or an address in between. Accept and resume both run it:
+///
+/// ```text
+/// let mut placing = Placing::start(state, caller, target).await;
+/// let committed = loop {
+///     let (plan, hosts) = placing.plan().await?;
+///     let reservation = ...;           // what the plan reserves
+///     if let Some(vi) = placing.commit(&change, &reservation).await? {
+///         break vi;
+///     }
+/// };
+/// ```
+#[derive(Debug)]
+pub struct Placing<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    target: Target<'a>,
+    attempt: u32,
+    /// This Manager plans and commits one VI at a time per datacenter;
+    /// Managers sharing a database are kept apart by its constraints.
+    _planning: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl<'a> Placing<'a> {
+    pub async fn start(state: &'a AppState, caller: &'a Caller, target: Target<'a>) -> Placing<'a> {
+        Placing {
+            _planning: state.planning.lock(target.dc.id).await,
+            state,
+            caller,
+            target,
+            attempt: 0,
+        }
+    }
+
+    /// A placement on the hosts as they are now, refused when it does not
+    /// fit their uplinks.
+    pub async fn plan(&mut self) -> ApiResult<(PlacementPlan, Vec<HostRecord>)> {
+        self.attempt += 1;
+        let t = self.target;
+        let hosts = self.state.store.list_hosts().await?;
+        let plan =
+            place(t.vi.id, t.topo, t.dc, &hosts, t.manual, seed(t.vi.id)).map_err(plan_error)?;
+        require_admissible(&plan)?;
+        Ok((plan, hosts))
+    }
+
+    /// Commits `reservation` with the VI's move to `change`: the VI as
+    /// stored, or `None` when the room or an address was taken meanwhile
+    /// and planning again may succeed.
+    pub async fn commit(
+        &self,
+        change: &Transition,
+        reservation: &Reservation,
+    ) -> ApiResult<Option<ViRecord>> {
+        let t = self.target;
+        let again = self.attempt < ATTEMPTS;
+        match self
+            .state
+            .store
+            .transition_with_placement(t.vi.id, t.vi.state, change, reservation)
+            .await
+        {
+            Ok(vi) => Ok(Some(vi)),
+            // An administrator's map is not planned again: it is theirs.
+            Err(StoreError::NoRoom { .. }) if again && t.manual.is_none() => Ok(None),
+            // A pinned MAC is not planned: planning again will not free it.
+            Err(StoreError::AddressTaken { prefix })
+                if t.pins.iter().any(|p| p.prefix == prefix) =>
+            {
+                Err(mac_taken(self.state, self.caller, &prefix).await)
+            }
+            Err(StoreError::AddressTaken { .. }) if again => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The address plan of `topo` against the stored allocations (changes nothing).
+pub async fn plan_addresses(
+    state: &AppState,
+    vi: Uuid,
+    topo: &Topology,
+    home: &str,
+) -> ApiResult<neptune_ipam::Plan> {
+    let datacenters = state.store.list_datacenters().await?;
+    let domain = crate::plan::domain(&state.config.private_pools, &datacenters)
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let stored = state.store.owned_addresses().await?;
+    let snapshot =
+        crate::plan::snapshot(domain, &stored).map_err(|e| ApiError::Internal(e.into()))?;
+    crate::plan::addresses(&snapshot, vi, topo, home)
+        .map_err(|e| ApiError::Conflict(e.for_tenant()))
+}
+
+/// The home datacenter named in the request, or the first one.
+pub async fn home_datacenter(state: &AppState, name: Option<&str>) -> ApiResult<DatacenterRecord> {
+    match name {
+        Some(name) => Ok(state.store.datacenter_by_name(name).await?),
+        None => state
+            .store
+            .list_datacenters()
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ApiError::Conflict("no datacenter is registered to host the VI".to_owned())
+            }),
+    }
+}
+
+pub fn plan_error(err: PlanError) -> ApiError {
+    match err {
+        PlanError::Manual(_) => ApiError::InvalidRequest(err.to_string()),
+        other => ApiError::Conflict(other.to_string()),
+    }
+}
+
+/// Refuses a placement whose traffic between hosts would exceed a host's
+/// uplink (the store would refuse its commit anyway; this says why).
+pub fn require_admissible(plan: &PlacementPlan) -> ApiResult<()> {
+    if plan.view.admissible {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(format!(
+            "no placement fits the hosts' uplinks: the VI's links between hosts need {} Mbit/s \
+             and a host's uplink has less left (see the plan)",
+            plan.view.cut_mbps
+        )))
+    }
+}
+
+/// A placement seed that is stable for a VI, so its plan preview and its
+/// acceptance agree when nothing changed in between.
+pub fn seed(vi: Uuid) -> u64 {
+    vi.as_u64_pair().0
+}
+
+/// How the links of a VI placed as `vms` are wired across `hosts`, its
+/// addresses planned as `addresses`.
+pub async fn wiring(
+    state: &AppState,
+    topo: &Topology,
+    addresses: &neptune_ipam::Plan,
+    vms: &[VmRecord],
+    hosts: &[HostRecord],
+) -> ApiResult<Wiring> {
+    let host_of: HashMap<&str, Uuid> = vms
+        .iter()
+        .map(|v| (v.node_id.as_str(), v.host_id))
+        .collect();
+    let placed: Vec<_> = hosts
+        .iter()
+        .filter(|h| vms.iter().any(|v| v.host_id == h.id))
+        .cloned()
+        .collect();
+    let endpoints = crate::wiring::tunnel_endpoints(&placed).await;
+    Wiring::new(
+        topo,
+        addresses,
+        &state.config.private_pools,
+        &host_of,
+        hosts,
+        &endpoints,
+    )
+    .map_err(|e| ApiError::Conflict(e.to_string()))
+}
+
+/// The public gateway of datacenter `dc`, which entry points route through.
+pub fn gateway_of(dc: &DatacenterRecord) -> ApiResult<Option<std::net::Ipv4Addr>> {
+    crate::plan::public_gateway(dc).map_err(|e| ApiError::Conflict(e.to_string()))
+}
+
+/// The address-table rows that hold the MACs pinned in `topo`; a pin in
+/// Neptune's own range is refused.
+pub fn pinned_mac_rows(topo: &Topology) -> ApiResult<Vec<AddressRow>> {
+    crate::seed::pinned_macs(topo)
+        .into_iter()
+        .map(|(mac, at)| {
+            if crate::seed::is_neptunes(mac) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "{at} pins MAC {mac}, in the range Neptune allocates from (02:4E:...): leave it out and Neptune chooses one"
+                )));
+            }
+            Ok(AddressRow {
+                pool: crate::seed::MAC_POOL.to_owned(),
+                prefix: crate::seed::mac_text(mac),
+                owner: Some(format!("\"{at}\"")),
+            })
+        })
+        .collect()
+}
+
+/// The refusal of a pinned MAC that another VI holds: it names the VI to
+/// its owner (and administrators), and no other tenant's.
+async fn mac_taken(state: &AppState, caller: &Caller, mac: &str) -> ApiError {
+    let holder = match state.store.owned_addresses().await {
+        Ok(rows) => rows
+            .into_iter()
+            .find(|r| r.pool == crate::seed::MAC_POOL && r.prefix == mac)
+            .and_then(|r| r.vi_id),
+        Err(e) => return e.into(),
+    };
+    let named = match holder {
+        Some(id) => match state.store.vi(id).await {
+            Ok(v) if caller.is_admin() || v.owner_id == caller.user.id => {
+                format!("VI {:?} ({})", v.name, v.id)
+            }
+            _ => "another tenant's VI".to_owned(),
+        },
+        None => "another VI".to_owned(),
+    };
+    ApiError::Conflict(format!(
+        "MAC {mac} is pinned in the design and {named} holds it"
+    ))
+}

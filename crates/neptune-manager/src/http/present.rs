@@ -1,0 +1,191 @@
+//! What the API shows of the Manager's records: a VI in a list and in
+//! detail, a job's progress, with the names of the users, datacenters and
+//! hosts they refer to (read through [`crate::views`]'s name maps).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use neptune_api as api;
+use neptune_store::{JobRecord, JobState, ViRecord};
+use uuid::Uuid;
+
+use crate::app::design::design_of;
+use crate::error::{ApiError, ApiResult};
+use crate::views::Views;
+use crate::AppState;
+
+type Names = Arc<HashMap<Uuid, String>>;
+
+/// Names of the users `ids`; the store is read only when one is new here.
+pub(crate) async fn user_names(
+    state: &AppState,
+    ids: impl Iterator<Item = Uuid>,
+) -> ApiResult<Names> {
+    if let Some(names) = state.views.users.covering(ids) {
+        return Ok(names);
+    }
+    let users = state.store.list_users().await?;
+    Ok(state
+        .views
+        .users
+        .replace(users.into_iter().map(|u| (u.id, u.name)).collect()))
+}
+
+/// Names of the datacenters `ids`; the store is read only when one is new here.
+pub(super) async fn datacenter_names(
+    state: &AppState,
+    ids: impl Iterator<Item = Uuid>,
+) -> ApiResult<Names> {
+    if let Some(names) = state.views.datacenters.covering(ids) {
+        return Ok(names);
+    }
+    let dcs = state.store.list_datacenters().await?;
+    Ok(state
+        .views
+        .datacenters
+        .replace(dcs.into_iter().map(|d| (d.id, d.name)).collect()))
+}
+
+/// Names of the hosts `ids`; the store is read only when one is new here.
+async fn host_names(state: &AppState, ids: impl Iterator<Item = Uuid>) -> ApiResult<Names> {
+    if let Some(names) = state.views.hosts.covering(ids) {
+        return Ok(names);
+    }
+    let hosts = state.store.list_hosts().await?;
+    Ok(state
+        .views
+        .hosts
+        .replace(hosts.into_iter().map(|h| (h.id, h.name)).collect()))
+}
+
+pub(super) fn vi_out(
+    views: &Views,
+    vi: &ViRecord,
+    users: &HashMap<Uuid, String>,
+    dcs: &HashMap<Uuid, String>,
+) -> ApiResult<api::Vi> {
+    let summary = views.summary(vi)?;
+    Ok(api::Vi {
+        id: vi.id,
+        name: vi.name.clone(),
+        owner: users.get(&vi.owner_id).cloned().unwrap_or_default(),
+        state: vi.state,
+        summary,
+        home_datacenter: vi.home_datacenter_id.and_then(|d| dcs.get(&d).cloned()),
+        reject_reason: vi.reject_reason.clone(),
+        version: vi.version,
+        created_at: vi.created_at,
+        updated_at: vi.updated_at,
+    })
+}
+
+pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
+    // The design's full form is built for each detail, never kept: the
+    // detail itself is kept, serialised and bounded in bytes (see `cache`).
+    let topology = serde_json::from_str(&neptune_topology::to_json(&design_of(vi)?))
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let events = state.store.vi_events(vi.id).await?;
+    let vms = state.store.vms(vi.id).await?;
+    let users = user_names(
+        state,
+        [vi.owner_id]
+            .into_iter()
+            .chain(events.iter().map(|e| e.actor).filter(|a| !a.is_nil())),
+    )
+    .await?;
+    let dcs = datacenter_names(state, vi.home_datacenter_id.into_iter()).await?;
+    let hosts = host_names(state, vms.iter().map(|v| v.host_id)).await?;
+    let events = events
+        .into_iter()
+        .map(|e| api::ViEvent {
+            at: e.at,
+            from: e.from_state,
+            to: e.to_state,
+            // Jobs act as Neptune itself (the nil actor).
+            actor: match users.get(&e.actor) {
+                Some(name) => name.clone(),
+                None if e.actor.is_nil() => "neptune".to_owned(),
+                None => String::new(),
+            },
+            reason: e.reason,
+        })
+        .collect();
+    let vms = vms
+        .into_iter()
+        .map(|v| api::PlannedVm {
+            host: hosts.get(&v.host_id).cloned().unwrap_or_default(),
+            node: v.node_id,
+            vcpus: v.vcpus,
+            ram_mib: v.ram_mib,
+            disk_mib: v.disk_mib,
+        })
+        .collect();
+    let jobs = state
+        .store
+        .jobs_of_vi(vi.id)
+        .await?
+        .iter()
+        .map(|j| job_out(&state.views, j))
+        .collect::<ApiResult<_>>()?;
+    let addresses = crate::plan::committed(vi).map(|p| crate::plan::address_view(&p));
+    Ok(api::ViDetail {
+        addresses,
+        vi: vi_out(&state.views, vi, &users, &dcs)?,
+        topology,
+        events,
+        vms,
+        jobs,
+    })
+}
+
+pub(crate) fn job_out(views: &Views, job: &JobRecord) -> ApiResult<api::Job> {
+    let names = views.step_names(job)?;
+    let kind = api::JobKind::parse(&job.kind).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "job {} has an unknown kind {:?}",
+            job.id,
+            job.kind
+        ))
+    })?;
+    let rolling_back = job.state == JobState::RollingBack;
+    let current = if rolling_back {
+        job.cursor - 1
+    } else {
+        job.cursor
+    };
+    let step_name = usize::try_from(current)
+        .ok()
+        .and_then(|i| names.get(i))
+        .map(|s| {
+            if rolling_back {
+                format!("undo {s}")
+            } else {
+                s.clone()
+            }
+        })
+        .unwrap_or_default();
+    let percent = if job.total == 0 {
+        100
+    } else {
+        u8::try_from((job.cursor.clamp(0, job.total) * 100) / job.total).unwrap_or(100)
+    };
+    Ok(api::Job {
+        id: job.id,
+        vi: job.vi_id,
+        kind,
+        state: match job.state {
+            JobState::Running => api::JobState::Running,
+            JobState::RollingBack => api::JobState::RollingBack,
+            JobState::Succeeded => api::JobState::Succeeded,
+            JobState::RolledBack => api::JobState::RolledBack,
+            JobState::Failed => api::JobState::Failed,
+        },
+        step: job.cursor,
+        total: job.total,
+        step_name,
+        percent,
+        error: job.error.clone(),
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+    })
+}
