@@ -3,7 +3,7 @@
 // placement by dragging; hosts and datacenters and their use; templates;
 // users and quotas.
 import { useState } from 'preact/hooks';
-import { api, get, post } from './api.js';
+import { api, get, post, upload } from './api.js';
 import { PlacementGraph } from './placement.jsx';
 import { navigate, usePoll, when } from './router.js';
 
@@ -234,6 +234,25 @@ export function Hosts() {
 export function Templates({ user }) {
   const [templates, error, setTemplates] = usePoll(() => get('/templates'), 0, []);
   const [message, setMessage] = useState('');
+  const [busy, setBusy] = useState(false);
+  const importImage = async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const query = new URLSearchParams({ name: f.get('name') });
+    if (f.get('os_name')) query.set('os_name', f.get('os_name'));
+    if (f.get('public')) query.set('visibility', 'public');
+    setBusy(true);
+    try {
+      const t = await upload(`/templates/import?${query}`, f.get('image'));
+      e.target.reset();
+      setMessage(`Imported ${t.name} (${t.format}, ${t.size_mib} MiB).`);
+      setTemplates(await get('/templates'));
+    } catch (err) {
+      setMessage(err.message);
+    } finally {
+      setBusy(false);
+    }
+  };
   const setVisibility = async (t, visibility) => {
     try {
       await post(`/templates/${t.id}/visibility`, { visibility });
@@ -246,7 +265,7 @@ export function Templates({ user }) {
     <main>
       <h1>Template repository</h1>
       {error && <p class="error">{error.message}</p>}
-      {message && <p class="status">{message}</p>}
+      {message && <p class="status" role="status">{message}</p>}
       <table class="list" data-testid="templates">
         <thead><tr><th>name</th><th>OS</th><th>owner</th><th>visibility</th><th>vCPU</th><th>RAM</th><th>disk</th><th>image</th><th>software</th><th /></tr></thead>
         <tbody>
@@ -267,6 +286,18 @@ export function Templates({ user }) {
         </tbody>
       </table>
       <p class="muted">A running VM becomes a new template from its VI's page (Save as template).</p>
+      <form class="create-user" onSubmit={importImage} aria-label="Import an image">
+        <h2>Import an image (qcow2 or raw)</h2>
+        <input name="image" type="file" aria-label="Image file" required />
+        <input name="name" placeholder="name" aria-label="Template name" required />
+        <input name="os_name" placeholder="OS, e.g. Debian 12" aria-label="OS" />
+        {user.role === 'admin' && (
+          <label>
+            <input name="public" type="checkbox" /> public
+          </label>
+        )}
+        <button type="submit" disabled={busy}>{busy ? 'Uploading…' : 'Import'}</button>
+      </form>
     </main>
   );
 }

@@ -47,6 +47,19 @@ export async function api(method, path, body) {
   return data;
 }
 
+// Sends a file as the request's body (an image upload), with the CSRF token.
+export async function upload(path, file) {
+  const response = await fetch(`/api/v1${path}`, {
+    method: 'POST',
+    headers: { Accept: 'application/json', 'Content-Type': 'application/octet-stream', 'X-CSRF-Token': csrf || '' },
+    body: file,
+    credentials: 'same-origin',
+  });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
 export const get = (path) => api('GET', path);
 export const post = (path, body) => api('POST', path, body ?? {});
 

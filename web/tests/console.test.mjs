@@ -10,7 +10,7 @@
 //   node web/tests/console.test.mjs      (after `cargo build -p neptune`)
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { apiAs, launchChromium, logIn, neptuneBinary, newPage, repo, startNeptune } from './harness.mjs';
 
@@ -215,7 +215,7 @@ try {
     }
   });
 
-  await step("opens a VM's serial console and saves a VM as a template", async () => {
+  await step("opens a VM's serial console, saves a VM as a template, uploads an image", async () => {
     await alice.getByTestId('vm-table').getByRole('row', { name: /^gw/ }).getByRole('button', { name: 'console' }).click();
     await alice.getByRole('region', { name: 'Console of gw' }).waitFor();
     await alice.getByRole('region', { name: 'Console of gw' }).getByRole('button', { name: 'Close' }).click();
@@ -230,6 +230,16 @@ try {
       await alice.reload();
     }
     await alice.getByTestId('templates').getByRole('row', { name: /backend-image/ }).getByText('alice').waitFor();
+    // And an image of her own, uploaded: a 1 MiB raw disk.
+    const image = join(neptune.dir, 'disk.raw');
+    writeFileSync(image, Buffer.alloc(1 << 20));
+    const upload = alice.getByRole('form', { name: 'Import an image' });
+    await upload.getByLabel('Image file').setInputFiles(image);
+    await upload.getByLabel('Template name').fill('my-disk');
+    await upload.getByLabel('OS').fill('none');
+    await upload.getByRole('button', { name: 'Import' }).click();
+    await alice.getByRole('status').getByText('Imported my-disk (raw, 1 MiB).').waitFor({ timeout: 30000 });
+    await alice.getByTestId('templates').getByRole('row', { name: /^my-disk none alice private/ }).waitFor();
   });
 
   await step('starts a design from the catalogue', async () => {
