@@ -18,9 +18,9 @@ use crate::AppState;
 
 /// The page's policy: scripts, styles, fonts and connections from this
 /// origin only (no inline script or style, no `eval`), images also as
-/// `data:` URLs (a graph's PNG export), never framed.
+/// `data:` URLs (the page's empty icon), never framed.
 pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; img-src 'self' data: blob:; font-src 'self'; connect-src 'self'; \
+style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Client-side URLs of the console: each answers with its page, which
