@@ -990,6 +990,19 @@ pub struct VmStatus {
     pub state: String,
 }
 
+/// A web console session (`/api/v1/auth/session`): the session token itself
+/// travels only in an `HttpOnly` cookie, never in a body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleSession {
+    /// Send it back as `X-CSRF-Token` on every request that changes
+    /// something (`POST`, `PUT`, `PATCH`, `DELETE`).
+    pub csrf_token: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: Option<i64>,
+    /// Whose session it is.
+    pub user: User,
+}
+
 #[cfg(test)]
 mod job_tests {
     use super::*;

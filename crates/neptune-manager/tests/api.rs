@@ -23,6 +23,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[path = "api/console.rs"]
+mod console;
 #[path = "api/hostile.rs"]
 mod hostile;
 #[path = "api/imports.rs"]

@@ -110,6 +110,10 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let (running, server) = up::start(opts, ctrl_c()).await?;
         println!("Neptune is up at {}", running.url);
         println!(
+            "  console:     {}/  (the web console; log in as below)",
+            running.url
+        );
+        println!(
             "  API:         {}/api/v1  (OpenAPI: {}/api/v1/openapi.json)",
             running.url, running.url
         );
@@ -180,6 +184,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         }
         let (listener, addr) = Manager::bind(args.listen).await?;
         println!("Neptune Manager listening on http://{addr}");
+        println!("  console:     http://{addr}/");
         let resumed = manager.resume_jobs().await?;
         if resumed > 0 {
             println!("resumed {resumed} unfinished jobs");
