@@ -452,7 +452,7 @@ impl Jobs {
             let job = self.store.job(id).await?;
             let kind = JobKind::parse(&job.kind)
                 .ok_or_else(|| anyhow::anyhow!("unknown job kind {:?}", job.kind))?;
-            let steps: Vec<Step> = serde_json::from_str(&job.steps)?;
+            let steps: Vec<Step> = job.decode_steps()?;
             let cursor = usize::try_from(job.cursor)?;
             match job.state {
                 JobState::Running if cursor >= steps.len() => {

@@ -557,9 +557,13 @@ pub fn snapshot(
     Allocations::restore(config, allocations).map_err(|e| AddressError::Stored(e.to_string()))
 }
 
-/// The address plan committed with a VI's acceptance, if it has one.
-pub fn committed(vi: &neptune_store::ViRecord) -> Option<neptune_ipam::Plan> {
-    serde_json::from_str(vi.address_plan.as_deref()?).ok()
+/// The address plan committed with a VI's acceptance, if it has one; a
+/// stored plan that does not load is an error naming the VI, never "no
+/// plan".
+pub fn committed(
+    vi: &neptune_store::ViRecord,
+) -> Result<Option<neptune_ipam::Plan>, neptune_store::StoreError> {
+    vi.decode_address_plan()
 }
 
 /// The private addresses `topo` takes when planned as VI `vi`, whatever
@@ -616,28 +620,45 @@ pub fn address_rows(plan: &neptune_ipam::Plan) -> Vec<AddressRow> {
         .collect()
 }
 
-/// The covering prefixes of a VI's stored allocations (what releasing them decrements).
-pub fn covers_of(vi: Uuid, stored: &[OwnedAddress]) -> Vec<(String, String)> {
-    stored
+/// The covering prefixes of a VI's stored allocations (what releasing them
+/// decrements). A row that does not load is an error: skipping it would
+/// keep its addresses taken for ever.
+pub fn covers_of(
+    vi: Uuid,
+    stored: &[OwnedAddress],
+) -> Result<Vec<(String, String)>, neptune_store::StoreError> {
+    let damaged = |row: &OwnedAddress, what: &str| neptune_store::StoreError::Corrupt {
+        table: "addresses",
+        column: "prefix",
+        row: format!("pool {:?}, prefix {:?}", row.pool, row.prefix),
+        problem: what.to_owned(),
+        source: None,
+    };
+    let mut out = Vec::new();
+    for row in stored
         .iter()
         .filter(|row| row.vi_id == Some(vi) && row.pool != crate::seed::MAC_POOL)
-        .filter_map(|row| {
-            let pool: Ipv4Net = row.pool.parse().ok()?;
-            let prefix: Ipv4Net = row.prefix.parse().ok()?;
-            let owner = serde_json::from_str::<Owner>(&row.owner).ok()?;
-            let a = Allocation {
-                pool,
-                prefix,
-                owner,
-            };
-            Some(
-                a.covering_prefixes()
-                    .map(|c| (row.pool.clone(), c.to_string()))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .flatten()
-        .collect()
+    {
+        let pool: Ipv4Net = row
+            .pool
+            .parse()
+            .map_err(|_| damaged(row, "the pool is no prefix"))?;
+        let prefix: Ipv4Net = row
+            .prefix
+            .parse()
+            .map_err(|_| damaged(row, "the prefix is no prefix"))?;
+        let owner: Owner = row.decode_owner()?;
+        let a = Allocation {
+            pool,
+            prefix,
+            owner,
+        };
+        out.extend(
+            a.covering_prefixes()
+                .map(|c| (row.pool.clone(), c.to_string())),
+        );
+    }
+    Ok(out)
 }
 
 /// The API view of an address plan.

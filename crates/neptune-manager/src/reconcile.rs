@@ -160,7 +160,14 @@ async fn reap(
         match state.store.vi(id).await {
             Ok(v) if !settled(v.state) => return,
             Ok(v) if v.state == ViState::Running => {
-                let placed = state.store.vms(id).await.unwrap_or_default();
+                let placed = match state.store.vms(id).await {
+                    Ok(placed) => placed,
+                    // Not knowing where the VI is, leave its VMs alone.
+                    Err(err) => {
+                        tracing::warn!(vi = %id, error = %err, "cannot read where the VI is; leaving its VMs");
+                        return;
+                    }
+                };
                 if placed
                     .iter()
                     .any(|p| p.host_id == host.id && jobs::vm_name(id, &p.node_id) == vm)

@@ -135,7 +135,7 @@ pub async fn deploy_again(state: &AppState, caller: &Caller, id: Uuid) -> ApiRes
     let vi = visible(state, caller, id).await?;
     vi.state.next(Event::Deploy)?;
     let vms = state.store.vms(vi.id).await?;
-    let addresses = crate::plan::committed(&vi)
+    let addresses = crate::plan::committed(&vi)?
         .filter(|_| !vms.is_empty())
         .ok_or_else(|| {
             ApiError::Conflict(

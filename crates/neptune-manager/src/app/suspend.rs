@@ -127,7 +127,7 @@ pub async fn resume(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Vi
         .find(|d| d.id == dc_id)
         .ok_or(ApiError::NotFound("datacenter"))?;
     let topo = super::design::design_of(&vi)?;
-    let addresses = crate::plan::committed(&vi).ok_or_else(|| {
+    let addresses = crate::plan::committed(&vi)?.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(
             "suspended VI {} has no address plan",
             vi.id

@@ -53,12 +53,7 @@ pub async fn of_node(
 
 /// The software a template's image carries, as registered.
 pub fn software_of(template: &TemplateRecord) -> ApiResult<Vec<api::Software>> {
-    serde_json::from_str(&template.software).map_err(|e| {
-        ApiError::Internal(anyhow::anyhow!(
-            "the stored software list of template {} does not load: {e}",
-            template.id
-        ))
-    })
+    Ok(template.decode_software()?)
 }
 
 /// Refuses a node whose `<software>` entries its template does not carry:

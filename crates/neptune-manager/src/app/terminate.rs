@@ -18,7 +18,7 @@ pub async fn terminate(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
     let to = vi.state.next(Event::Terminate)?;
     if to == ViState::Terminating {
         let vms = state.store.vms(vi.id).await?;
-        let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?);
+        let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?)?;
         let saved = super::suspend::suspended_dir(state, vi.id);
         let steps = steps(vi.id, &vms, covers, saved.to_string_lossy().into_owned());
         super::deploy::start_job(state, caller, &vi, JobKind::Terminate, &steps).await

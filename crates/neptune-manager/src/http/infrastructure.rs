@@ -165,7 +165,10 @@ pub(crate) async fn list_templates(
     let owners =
         super::present::user_names(&state, templates.iter().filter_map(|t| t.owner_id)).await?;
     Ok(Json(
-        templates.iter().map(|t| template_out(t, &owners)).collect(),
+        templates
+            .iter()
+            .map(|t| template_out(t, &owners))
+            .collect::<ApiResult<_>>()?,
     ))
 }
 
@@ -183,7 +186,7 @@ pub(crate) async fn create_template(
     caller.require_admin()?;
     let t = crate::app::templates::register(&state, caller.user.id, req).await?;
     let owners = super::present::user_names(&state, [caller.user.id].into_iter()).await?;
-    Ok((StatusCode::CREATED, Json(template_out(&t, &owners))))
+    Ok((StatusCode::CREATED, Json(template_out(&t, &owners)?)))
 }
 
 /// Imports an image the caller uploads (the request's body, qcow2 or raw,
@@ -237,7 +240,7 @@ pub(crate) async fn import_template(
         let t = crate::app::templates::import(&state, &caller, req, bytes, body.into_data_stream())
             .await?;
         let owners = super::present::user_names(&state, [caller.user.id].into_iter()).await?;
-        Ok::<_, ApiError>((StatusCode::CREATED, Json(template_out(&t, &owners))))
+        Ok::<_, ApiError>((StatusCode::CREATED, Json(template_out(&t, &owners)?)))
     };
     imported.await.into_response()
 }
@@ -267,7 +270,7 @@ pub(crate) async fn set_template_visibility(
             other => other.into(),
         })?;
     let owners = super::present::user_names(&state, t.owner_id.into_iter()).await?;
-    Ok(Json(template_out(&t, &owners)))
+    Ok(Json(template_out(&t, &owners)?))
 }
 
 /// A kind of the catalogue of predefined topologies.

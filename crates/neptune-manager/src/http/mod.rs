@@ -190,8 +190,8 @@ pub(crate) fn host_out(h: &HostRecord, datacenter: &str) -> api::Host {
 pub(crate) fn template_out(
     t: &TemplateRecord,
     users: &std::collections::HashMap<uuid::Uuid, String>,
-) -> api::Template {
-    api::Template {
+) -> crate::error::ApiResult<api::Template> {
+    Ok(api::Template {
         id: t.id,
         name: t.name.clone(),
         owner: t
@@ -205,6 +205,6 @@ pub(crate) fn template_out(
         vcpus: t.vcpus,
         ram_mib: t.ram_mib,
         disk_mib: t.disk_mib,
-        software: serde_json::from_str(&t.software).unwrap_or_default(),
-    }
+        software: crate::app::templates::software_of(t)?,
+    })
 }

@@ -127,7 +127,7 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         .iter()
         .map(|j| job_out(&state.views, j))
         .collect::<ApiResult<_>>()?;
-    let addresses = crate::plan::committed(vi).map(|p| crate::plan::address_view(&p));
+    let addresses = crate::plan::committed(vi)?.map(|p| crate::plan::address_view(&p));
     Ok(api::ViDetail {
         addresses,
         vi: vi_out(&state.views, vi, &users, &dcs)?,

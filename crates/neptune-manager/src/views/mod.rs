@@ -97,7 +97,7 @@ impl Views {
         vi: &ViRecord,
         pools: &[neptune_ipam::ipnet::Ipv4Net],
     ) -> ApiResult<Result<u64, String>> {
-        if let Some(plan) = crate::plan::committed(vi) {
+        if let Some(plan) = crate::plan::committed(vi)? {
             return Ok(Ok(plan.private_addresses()));
         }
         let key = (vi.id, vi.version);
@@ -114,12 +114,7 @@ impl Views {
         if let Some(v) = self.steps.get(&job.id) {
             return Ok(v);
         }
-        let steps: Vec<Step> = serde_json::from_str(&job.steps).map_err(|e| {
-            crate::error::ApiError::Internal(anyhow::anyhow!(
-                "the stored steps of job {} do not load: {e}",
-                job.id
-            ))
-        })?;
+        let steps: Vec<Step> = job.decode_steps()?;
         let names: Vec<String> = steps.iter().map(Step::name).collect();
         let weight = names.iter().map(|n| n.len() + 24).sum::<usize>() + 64;
         Ok(self
