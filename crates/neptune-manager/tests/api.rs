@@ -3197,8 +3197,23 @@ async fn a_vi_deploys_onto_libvirt() {
     assert_eq!(v["state"], "suspended", "{v}");
     let all = virsh(&uri, &["list", "--all", "--name"]);
     assert!(!all.contains(&prefix), "{all}");
+    // Resumed elsewhere: host0 and host1 now offer no room (re-registered
+    // with 1 MiB of RAM), a third host all of it.
+    for (host, ram) in [("host0", 1), ("host1", 1), ("host2", 65536)] {
+        let body = json!({"datacenter": "napoli", "name": host, "agent_url": "http://127.0.0.1:9",
+            "cpus": 64, "ram_mib": ram, "disk_mib": 1 << 20, "vm_slots": 10});
+        let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(body)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
     let v = m.act(&p.alice, &id, "resume", "resuming").await;
     assert_eq!(v["state"], "running", "{v}");
+    let hosts: Vec<&str> = v["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| vm["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["host2"; 3], "every VM resumed on another host: {v}");
     let running = virsh(&uri, &["list", "--name"]);
     assert_eq!(
         running.lines().filter(|l| l.starts_with(&prefix)).count(),
@@ -3235,7 +3250,7 @@ async fn a_vi_deploys_onto_libvirt() {
     let disks_of = |vi: &str| {
         let simple = vi.replace('-', "");
         let mut found = Vec::new();
-        for host in ["host0", "host1"] {
+        for host in ["host0", "host1", "host2"] {
             for sub in ["disks", "seeds", "consoles"] {
                 let dir = m.dir.path().join("hosts").join(host).join(sub);
                 for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
