@@ -1107,6 +1107,104 @@ async fn address_uniqueness(s: &dyn Store) {
     accept(&b, vec![owned(p, "10.0.0.0/28")]).await.unwrap();
 }
 
+/// Terminates (and accepts) of VIs sharing covering prefixes, each VI
+/// listing its covers in its own order, run at once: none fails. Rows are
+/// locked in one global order (a VI's own order deadlocked PostgreSQL:
+/// "deadlock detected", the VIs left `failed` with their addresses held).
+/// Afterwards nothing of theirs is left in the address table.
+async fn crossing_address_releases(s: Arc<dyn Store>) {
+    let owner = user("crossing-addresses", Role::User);
+    s.create_user(&owner).await.unwrap();
+    let p = "10.0.0.0/8";
+    // Eight VIs, each a /29 of 10.9.0.0/26, under covers they share.
+    let layout = |i: usize| {
+        let own = format!("10.9.0.{}/29", i * 8);
+        let mut shared: Vec<String> = vec![
+            "10.9.0.0/16".into(),
+            "10.9.0.0/24".into(),
+            "10.9.0.0/25".into(),
+            "10.9.0.0/26".into(),
+            format!("10.9.0.{}/27", (i / 4) * 32),
+            format!("10.9.0.{}/28", (i / 2) * 16),
+        ];
+        let n = shared.len();
+        shared.rotate_left(i % n);
+        if i % 2 == 1 {
+            shared.reverse();
+        }
+        (own, shared)
+    };
+    for round in 0..3 {
+        let mut vis = Vec::new();
+        for i in 0..8 {
+            let mut v = vi(owner.id, &format!("cross{round}-{i}"));
+            v.state = ViState::Requested;
+            s.create_vi(&v).await.unwrap();
+            vis.push(v.id);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, id) in vis.iter().copied().enumerate() {
+            let s2 = s.clone();
+            let (own, shared) = layout(i);
+            tasks.spawn(async move {
+                let mut rows: Vec<AddressRow> = shared.iter().map(|c| covers(p, c)).collect();
+                rows.push(owned(p, &own));
+                s2.transition_with_placement(
+                    id,
+                    ViState::Requested,
+                    &to(ViState::Accepted, Uuid::nil()),
+                    &Reservation {
+                        addresses: rows,
+                        address_plan: Some("{}".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map(|_| ())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, id) in vis.iter().copied().enumerate() {
+            let s2 = s.clone();
+            let (_, mut shared) = layout(i);
+            shared.reverse();
+            tasks.spawn(async move {
+                let covers: Vec<(String, String)> =
+                    shared.into_iter().map(|c| (p.to_owned(), c)).collect();
+                s2.release_addresses(id, &covers).await.map(|_| ())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let left = s.owned_addresses().await.unwrap();
+        assert!(
+            left.iter().all(|r| !r.prefix.starts_with("10.9.")),
+            "round {round}: {left:?}"
+        );
+        // Every cover went with its last owner: the whole /16 is free.
+        let mut probe = vi(owner.id, &format!("probe{round}"));
+        probe.state = ViState::Requested;
+        s.create_vi(&probe).await.unwrap();
+        s.transition_with_placement(
+            probe.id,
+            ViState::Requested,
+            &to(ViState::Accepted, Uuid::nil()),
+            &Reservation {
+                addresses: vec![owned(p, "10.9.0.0/16")],
+                address_plan: Some("{}".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        s.release_addresses(probe.id, &[]).await.unwrap();
+    }
+}
+
 /// Every write of what a VI's readers see grows its revision, whichever
 /// method makes it; reads and failed writes do not, nor do other VIs' writes.
 async fn vi_revisions(s: &dyn Store) {
@@ -1482,6 +1580,7 @@ async fn suite(s: Arc<dyn Store>, raw: damage::Raw) {
     vi_revisions(s.as_ref()).await;
     concurrent_reservations(s.clone()).await;
     crossing_reservations_and_releases(s.clone()).await;
+    crossing_address_releases(s.clone()).await;
     uplink_reservations(s.as_ref()).await;
     design_quota(s.clone()).await;
     concurrent_transitions(s.clone()).await;

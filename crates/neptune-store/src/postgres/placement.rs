@@ -28,7 +28,11 @@ pub(super) async fn transition_with_placement(
         drop(tx);
         return Err(vi_conflict(pool, id, from).await);
     };
-    for row in &reservation.addresses {
+    // Rows in one global order, whatever the plan's: two commits sharing
+    // covers then lock them in the same order and cannot deadlock.
+    let mut rows: Vec<&AddressRow> = reservation.addresses.iter().collect();
+    rows.sort_by(|a, b| (&a.pool, &a.prefix).cmp(&(&b.pool, &b.prefix)));
+    for row in rows {
         let inserted = match &row.owner {
             Some(owner) => sqlx::query(
                 "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
@@ -149,20 +153,32 @@ pub(super) async fn release_addresses(
     // Only the call that removed the owned rows releases their covers:
     // a repeated release changes nothing.
     if deleted > 0 {
-        for (pool, prefix) in covers {
-            sqlx::query(
-                "UPDATE addresses SET count = count - 1 WHERE pool = $1 AND prefix = $2 AND kind = 'covers'",
+        // Covers in one global order (see `transition_with_placement`), and
+        // each deleted by its key once no VI needs it: a delete of every
+        // unneeded cover would lock rows other releases hold.
+        let mut sorted: Vec<&(String, String)> = covers.iter().collect();
+        sorted.sort();
+        for (pool, prefix) in sorted {
+            let left: Option<i64> = sqlx::query_scalar(
+                "UPDATE addresses SET count = count - 1 \
+                 WHERE pool = $1 AND prefix = $2 AND kind = 'covers' RETURNING count",
             )
             .bind(pool)
             .bind(prefix)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
+            if left.is_some_and(|n| n <= 0) {
+                sqlx::query(
+                    "DELETE FROM addresses WHERE pool = $1 AND prefix = $2 AND kind = 'covers' AND count <= 0",
+                )
+                .bind(pool)
+                .bind(prefix)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
         }
-        sqlx::query("DELETE FROM addresses WHERE kind = 'covers' AND count <= 0")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
     Ok(deleted)
