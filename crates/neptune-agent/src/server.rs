@@ -70,7 +70,7 @@ impl ApiError {
             body: ErrorBody {
                 code: code.to_owned(),
                 message: message.into(),
-                detail: None,
+                details: Vec::new(),
             },
         }
     }
@@ -118,7 +118,7 @@ impl From<HypervisorError> for ApiError {
             body: ErrorBody {
                 code: code.to_owned(),
                 message: e.to_string(),
-                detail,
+                details: detail.into_iter().collect(),
             },
         }
     }
@@ -160,7 +160,7 @@ async fn authenticate(State(state): State<ServerState>, req: Request, next: Next
         tracing::debug!(path = %req.uri().path(), "refused a request without the agent token");
         let mut resp = ApiError::new(
             StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
+            codes::UNAUTHENTICATED,
             "a valid agent token is required (Authorization: Bearer <token>)",
         )
         .into_response();

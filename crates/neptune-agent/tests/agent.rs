@@ -128,7 +128,7 @@ async fn auth_is_required_and_the_token_never_comes_back() {
             .unwrap();
         assert_eq!(resp.status(), 401, "{path}");
         let body: api::ErrorBody = resp.json().await.unwrap();
-        assert_eq!(body.code, codes::UNAUTHORIZED);
+        assert_eq!(body.code, codes::UNAUTHENTICATED);
     }
     // Not a bearer token.
     let resp = raw
@@ -143,10 +143,10 @@ async fn auth_is_required_and_the_token_never_comes_back() {
     for wrong in ["wrong", &TOKEN[..5], &format!("{TOKEN}x")] {
         let client = AgentClient::new(&host.url(), Secret::new(wrong)).unwrap();
         let err = client.host().await.unwrap_err();
-        assert_eq!(refused(&err), (401, codes::UNAUTHORIZED));
+        assert_eq!(refused(&err), (401, codes::UNAUTHENTICATED));
         assert!(!err.is_retryable());
         let err = client.define(&spec("vi1-a", "d")).await.unwrap_err();
-        assert_eq!(refused(&err), (401, codes::UNAUTHORIZED));
+        assert_eq!(refused(&err), (401, codes::UNAUTHENTICATED));
         assert!(!err.to_string().contains(TOKEN));
     }
     assert!(host.sim.list().await.unwrap().is_empty());
@@ -906,4 +906,52 @@ fn skipped(why: &str) {
         std::io::stderr(),
         "SKIPPED {test}: {why} (passes without running; see README.md, Test)"
     );
+}
+
+/// The server and the contract (`neptune_agent_api::ROUTES`, from which
+/// `openapi/agent.json` is built) agree: every documented route is served
+/// and answers one of its documented statuses, and no other method is
+/// served on a documented path.
+#[tokio::test]
+async fn the_server_serves_the_documented_routes_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let raw = reqwest::Client::new();
+    let methods = ["GET", "PUT", "POST", "DELETE"];
+    for route in api::ROUTES {
+        let url = format!("{}{}", host.url(), route.path.replace("{name}", "vi1-x"));
+        for method in methods {
+            let mut req = raw
+                .request(method.parse().unwrap(), &url)
+                .bearer_auth(TOKEN);
+            if route.request.is_some() {
+                // Empty: each such route refuses it as 400, documented.
+                req = req.json(&serde_json::json!({}));
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let documented = api::ROUTES
+                .iter()
+                .find(|r| r.path == route.path && r.method == method);
+            match documented {
+                Some(r) => {
+                    assert!(
+                        status == r.status || r.refusals.contains(&status),
+                        "{method} {}: {status} is not documented",
+                        r.path
+                    );
+                    if status == 404 {
+                        let body: api::ErrorBody = resp.json().await.unwrap();
+                        assert_ne!(body.message, "no such route", "{method} {}", r.path);
+                    }
+                }
+                None => assert!(
+                    status == 405 || status == 404,
+                    "{method} {} answers {status} but is not documented",
+                    route.path
+                ),
+            }
+        }
+    }
+    host.stop().await;
 }
