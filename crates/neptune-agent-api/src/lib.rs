@@ -227,6 +227,8 @@ pub mod codes {
     pub const INVALID_REQUEST: &str = "invalid_request";
     /// 404: no such route, or no live move of the VM is known.
     pub const NOT_FOUND: &str = "not_found";
+    /// 405: a known path with another method.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// 404: the VM is not defined on this host.
     pub const NO_SUCH_VM: &str = "no_such_vm";
     /// 409: the VM (or its disk) exists with a different spec.

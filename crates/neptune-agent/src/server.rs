@@ -52,6 +52,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/healthz", get(healthz))
         .merge(v1)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -191,6 +192,14 @@ async fn log_request(req: Request, next: Next) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "this path takes another method",
+    )
 }
 
 async fn healthz() -> Json<api::Health> {
