@@ -1005,12 +1005,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_export_is_a_byte_copy_and_faults_fail_it() {
+    async fn a_disk_names_its_template_and_an_export_is_a_byte_copy() {
         let f = fixture();
         let a = host(&f, "a");
         let export = f.dir.path().join("repo/saved/vi1-web.disk");
         let export = export.display().to_string();
         let disk = a.prepare_disk("vi1-web", &f.image, 1024).await.unwrap();
+        assert!(std::fs::read_to_string(&disk)
+            .unwrap()
+            .contains("debian.qcow2"));
         a.export_disk("vi1-web", &export).await.unwrap();
         assert_eq!(
             std::fs::read(&export).unwrap(),
