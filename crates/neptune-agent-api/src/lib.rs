@@ -46,8 +46,8 @@ use utoipa::ToSchema;
 pub use openapi::{openapi, Route, ROUTES};
 
 pub use neptune_hypervisor::{
-    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Nic, Outgoing, VmInfo,
-    VmSpec, VmState,
+    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Nic, Outgoing, Seed,
+    Segment, VmInfo, VmSpec, VmState,
 };
 
 /// `GET /healthz`.
