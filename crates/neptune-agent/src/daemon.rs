@@ -42,7 +42,7 @@ impl std::str::FromStr for SimDelay {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let usage = || {
-            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy, export_disk)")
+            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy, export_disk, migrate, incoming)")
         };
         let (op, millis) = text.split_once('=').ok_or_else(usage)?;
         let millis: u64 = millis.trim().parse().map_err(|_| usage())?;
@@ -69,8 +69,8 @@ pub struct DaemonOptions {
     pub name: String,
     pub datacenter: String,
     pub advertise_url: Option<String>,
-    /// The Manager to register with (none: standalone).
-    pub manager_url: Option<String>,
+    /// The Managers to register with, any one of them (none: standalone).
+    pub manager_urls: Vec<String>,
     pub manager_token_file: Option<PathBuf>,
     pub token_file: PathBuf,
     pub hypervisor: HypervisorKind,
@@ -129,19 +129,19 @@ impl DaemonOptions {
     /// The Agent these options describe (opening the hypervisor).
     pub fn into_config(self) -> Result<AgentConfig, AgentError> {
         let token = read_token(&self.token_file)?;
-        let manager = match (self.manager_url, self.manager_token_file) {
-            (Some(url), Some(file)) => {
-                let mut link = ManagerLink::new(url, read_token(&file)?);
+        let manager = match (self.manager_urls.is_empty(), self.manager_token_file) {
+            (false, Some(file)) => {
+                let mut link = ManagerLink::to_any(self.manager_urls, read_token(&file)?);
                 link.heartbeat = self.heartbeat;
                 Some(link)
             }
-            (None, None) => None,
-            (Some(_), None) => {
+            (true, None) => None,
+            (false, None) => {
                 return Err(AgentError::Config(
                     "--manager needs --manager-token-file".into(),
                 ))
             }
-            (None, Some(_)) => {
+            (true, Some(_)) => {
                 return Err(AgentError::Config(
                     "--manager-token-file needs --manager".into(),
                 ))
@@ -236,7 +236,7 @@ mod tests {
             name: "h1".into(),
             datacenter: "napoli".into(),
             advertise_url: None,
-            manager_url: None,
+            manager_urls: Vec::new(),
             manager_token_file: None,
             token_file: dir.join("agent.token"),
             hypervisor: HypervisorKind::Sim,
@@ -285,7 +285,7 @@ mod tests {
         assert!(dir.path().join("data/disks").is_dir());
 
         let mut o = options(dir.path());
-        o.manager_url = Some("http://127.0.0.1:9".into());
+        o.manager_urls = vec!["http://127.0.0.1:9".into()];
         o.manager_token_file = Some(dir.path().join("manager.token"));
         o.heartbeat = Duration::from_secs(2);
         let link = o.into_config().unwrap().manager.unwrap();
@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(link.heartbeat, Duration::from_secs(2));
 
         let mut o = options(dir.path());
-        o.manager_url = Some("http://127.0.0.1:9".into());
+        o.manager_urls = vec!["http://127.0.0.1:9".into()];
         assert!(matches!(o.into_config(), Err(AgentError::Config(_))));
     }
 

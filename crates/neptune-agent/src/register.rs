@@ -1,9 +1,12 @@
 //! Registration and heartbeat: the Agent posts its host to the Manager's
 //! `POST /api/v1/hosts`, which upserts by host name, and repeats it every
-//! [`ManagerLink::heartbeat`]. While the Manager is down or refuses, the
-//! Agent keeps trying with exponential backoff (up to
-//! [`ManagerLink::max_backoff`]), logging the first failure, every tenth
-//! one after it, and the recovery.
+//! [`ManagerLink::heartbeat`]. Several Managers may share a database: the
+//! Agent knows them all ([`ManagerLink::urls`]) and reports to the one that
+//! answered last; when it does not, the Agent tries the others at once,
+//! so a dead Manager does not make the others see its hosts go silent.
+//! While every Manager is down or refuses, the Agent keeps trying with
+//! exponential backoff (up to [`ManagerLink::max_backoff`]), logging the
+//! first failure, every tenth one after it, and the recovery.
 
 use std::time::Duration;
 
@@ -14,8 +17,9 @@ use crate::api::RegisterHost;
 /// Where and how the Agent reports to its Manager.
 #[derive(Debug, Clone)]
 pub struct ManagerLink {
-    /// The Manager's base URL (`http://host:port`).
-    pub url: String,
+    /// The base URLs (`http://host:port`) of the Managers sharing the
+    /// domain's database; the Agent reports to one of them at a time.
+    pub urls: Vec<String>,
     /// A Manager API token of an administrator (hosts are admin business).
     pub token: Secret,
     /// Time between two heartbeats.
@@ -29,8 +33,14 @@ pub struct ManagerLink {
 impl ManagerLink {
     /// Heartbeat every 5 s, backoff up to 30 s, 10 s per request.
     pub fn new(url: impl Into<String>, token: Secret) -> Self {
+        Self::to_any(vec![url.into()], token)
+    }
+
+    /// A link to whichever of the Managers at `urls` answers (in that order
+    /// at first).
+    pub fn to_any(urls: Vec<String>, token: Secret) -> Self {
         ManagerLink {
-            url: url.into(),
+            urls,
             token,
             heartbeat: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
@@ -55,9 +65,10 @@ enum RegisterError {
 async fn register_once(
     http: &reqwest::Client,
     link: &ManagerLink,
+    manager: &str,
     body: &RegisterHost,
 ) -> Result<(), RegisterError> {
-    let url = format!("{}/api/v1/hosts", link.url.trim_end_matches('/'));
+    let url = format!("{}/api/v1/hosts", manager.trim_end_matches('/'));
     let resp = http
         .post(url)
         .timeout(link.timeout)
@@ -103,19 +114,41 @@ pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost) {
             return;
         }
     };
+    if link.urls.is_empty() {
+        tracing::error!("no Manager URL: not registering");
+        return;
+    }
     let first_retry = link.heartbeat.min(Duration::from_secs(1));
     let mut failures: u64 = 0;
     let mut registered = false;
     let mut backoff = first_retry;
+    // The Manager reported to last: tried first.
+    let mut current = 0;
     loop {
-        match register_once(&http, &link, &body).await {
+        let mut result = Err(None);
+        for k in 0..link.urls.len() {
+            let at = (current + k) % link.urls.len();
+            match register_once(&http, &link, &link.urls[at], &body).await {
+                Ok(()) => {
+                    if at != current {
+                        tracing::info!(manager = %link.urls[at], host = %body.name, "reporting to another Manager");
+                    }
+                    current = at;
+                    result = Ok(());
+                    break;
+                }
+                Err(e) => result = Err(Some(e)),
+            }
+        }
+        let manager = &link.urls[current];
+        match result {
             Ok(()) => {
                 if !registered {
-                    tracing::info!(manager = %link.url, host = %body.name, "registered with the Manager");
+                    tracing::info!(manager = %manager, host = %body.name, "registered with the Manager");
                 } else if failures > 0 {
-                    tracing::info!(manager = %link.url, host = %body.name, failures, "registered with the Manager again");
+                    tracing::info!(manager = %manager, host = %body.name, failures, "registered with the Manager again");
                 } else {
-                    tracing::debug!(manager = %link.url, host = %body.name, "heartbeat");
+                    tracing::debug!(manager = %manager, host = %body.name, "heartbeat");
                 }
                 registered = true;
                 failures = 0;
@@ -124,17 +157,18 @@ pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost) {
             }
             Err(e) => {
                 failures += 1;
+                let error = e.map(|e| chain(&e)).unwrap_or_default();
                 if failures == 1 || failures % 10 == 0 {
                     tracing::warn!(
-                        manager = %link.url,
+                        managers = link.urls.len(),
                         host = %body.name,
                         failures,
                         retry_in_ms = backoff.as_millis() as u64,
-                        error = %chain(&e),
-                        "cannot register with the Manager"
+                        error = %error,
+                        "cannot register with any Manager"
                     );
                 } else {
-                    tracing::debug!(error = %chain(&e), failures, "cannot register with the Manager");
+                    tracing::debug!(error = %error, failures, "cannot register with any Manager");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(link.max_backoff.max(first_retry));

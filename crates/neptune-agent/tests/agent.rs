@@ -650,6 +650,43 @@ async fn registers_with_the_manager_and_keeps_the_heartbeat() {
     .await;
 }
 
+/// An Agent that knows several Managers sharing a database reports to
+/// whichever answers: the first while it does, another as soon as it
+/// stops answering (no backoff first), and back when that one fails in
+/// turn.
+#[tokio::test]
+async fn reports_to_whichever_manager_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, seen_first) = fake_manager(0).await;
+    let (second, seen_second) = fake_manager(0).await;
+    let (gone, _) = silent_manager().await;
+    let mut both = link(gone);
+    both.urls = vec![
+        format!("http://{gone}"),
+        format!("http://{first}"),
+        format!("http://{second}"),
+    ];
+    let host = start_host(dir.path(), "h1", Some(both)).await;
+    wait_for_posts(&seen_first, 3).await;
+    assert!(
+        seen_second.lock().unwrap().posts.is_empty(),
+        "one Manager at a time"
+    );
+    // The first stops answering (503s): every heartbeat goes to the
+    // second from then on, at the heartbeat's pace.
+    seen_first.lock().unwrap().refuse_first = usize::MAX;
+    wait_for_posts(&seen_second, 3).await;
+    let gaps: Vec<Duration> = {
+        let s = seen_second.lock().unwrap();
+        s.posts.windows(2).map(|w| w[1].2 - w[0].2).collect()
+    };
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_secs(2)),
+        "no backoff while one Manager answers: {gaps:?}"
+    );
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn keeps_trying_while_the_manager_is_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -849,7 +886,7 @@ async fn an_agent_over_libvirt_runs_real_guests() {
         name: "lv1".into(),
         datacenter: "napoli".into(),
         advertise_url: None,
-        manager_url: None,
+        manager_urls: Vec::new(),
         manager_token_file: None,
         token_file,
         hypervisor: neptune_agent::daemon::HypervisorKind::Libvirt,

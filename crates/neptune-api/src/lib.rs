@@ -6,6 +6,8 @@
 //! Errors are always [`ErrorBody`]: a stable machine `code` and a human
 //! `message`.
 
+#![deny(missing_docs)]
+
 use neptune_lifecycle::ViState;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,17 +28,23 @@ pub struct ErrorBody {
     pub details: Vec<String>,
 }
 
+/// A user's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Manages users, datacenters, hosts, templates; accepts and rejects VIs.
     Admin,
+    /// Designs and requests VIs of their own.
     User,
 }
 
+/// `POST /api/v1/auth/login`.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// The user's name.
     pub name: String,
+    /// The user's password.
     pub password: String,
 }
 
@@ -53,9 +61,11 @@ impl std::fmt::Debug for LoginRequest {
 pub struct TokenResponse {
     /// What `GET /api/v1/tokens` lists it by and `DELETE` revokes it by.
     pub id: Uuid,
+    /// The bearer token: shown once, kept only as its SHA-256 by the Manager.
     pub token: String,
     /// Milliseconds since the Unix epoch.
     pub expires_at: Option<i64>,
+    /// Whose token it is.
     pub user: User,
 }
 
@@ -86,14 +96,19 @@ pub struct CreateApiToken {
 /// A token as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TokenInfo {
+    /// The token's id (to revoke it).
     pub id: Uuid,
+    /// The name given to it.
     pub name: String,
     /// `session` (from a login) or `api`.
     pub kind: String,
+    /// What it may do.
     pub scope: TokenScope,
     /// For an `agent` token: `DATACENTER/HOST`.
     pub host: Option<String>,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// Milliseconds since the Unix epoch; none: it does not expire.
     pub expires_at: Option<i64>,
     /// The token this request was made with.
     pub current: bool,
@@ -103,6 +118,7 @@ pub struct TokenInfo {
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
+    /// The password it replaces.
     pub current_password: String,
     /// At least 8 characters.
     pub new_password: String,
@@ -121,9 +137,13 @@ impl std::fmt::Debug for ChangePassword {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
+    /// VMs in the user's VIs that are requested or later (not defined, rejected or terminated).
     pub vms: i64,
+    /// vCPUs of those VMs.
     pub vcpus: i64,
+    /// MiB of RAM of those VMs.
     pub ram_mib: i64,
+    /// Entry points (each takes a public Home Address).
     pub public_addresses: i64,
     /// VIs held at once (default 100).
     #[serde(default = "default_designs")]
@@ -152,22 +172,31 @@ fn default_design_mib() -> i64 {
     64
 }
 
+/// A user account.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct User {
+    /// The user's id.
     pub id: Uuid,
+    /// The login name.
     pub name: String,
+    /// What the user may do.
     pub role: Role,
+    /// What the user's VIs may take.
     pub quota: Quota,
     /// A disabled user can neither log in nor use a token.
     #[serde(default)]
     pub disabled: bool,
 }
 
+/// `POST /api/v1/users` (administrators).
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// The login name, unique.
     pub name: String,
+    /// The first password (kept as its argon2id hash).
     pub password: String,
+    /// `admin` or `user`.
     pub role: Role,
     /// Defaults apply when absent.
     pub quota: Option<Quota>,
@@ -182,19 +211,25 @@ impl std::fmt::Debug for CreateUser {
     }
 }
 
+/// A datacenter of the Service Switching domain.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Datacenter {
+    /// The datacenter's id.
     pub id: Uuid,
+    /// Its name, unique.
     pub name: String,
+    /// The public prefixes its entry points' Home Addresses come from.
     pub home_pools: Vec<String>,
     /// Its router on the public network, if it has one: entry points'
     /// default route.
     pub public_gateway: Option<String>,
 }
 
+/// `POST /api/v1/datacenters` (administrators).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDatacenter {
+    /// Its name, unique.
     pub name: String,
     /// Public prefixes routed to the datacenter's Edge Service Switch,
     /// from which entry points get their Home Addresses.
@@ -208,32 +243,48 @@ pub struct CreateDatacenter {
     pub public_gateway: Option<String>,
 }
 
+/// Whether a host's Agent is heard from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HostState {
+    /// Its Agent reported within the last 15 s: placement may use it.
     Ready,
+    /// Its Agent fell silent: placement skips it.
     Unreachable,
 }
 
+/// A physical host, as its Agent registered it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Host {
+    /// The host's id.
     pub id: Uuid,
+    /// The datacenter it is in.
     pub datacenter: String,
+    /// Its name, unique in its datacenter.
     pub name: String,
+    /// Where the Manager reaches its Agent.
     pub agent_url: String,
+    /// CPUs it offers.
     pub cpus: i64,
+    /// MiB of RAM it offers.
     pub ram_mib: i64,
+    /// MiB of disk it offers.
     pub disk_mib: i64,
+    /// VMs it takes at most.
     pub vm_slots: i64,
     /// Mbit/s of the host's uplink; 0 when not registered (unlimited).
     pub uplink_mbps: i64,
+    /// Whether its Agent is heard from.
     pub state: HostState,
     /// Milliseconds since the Unix epoch.
     pub last_seen: i64,
     /// What placed VMs take.
     pub used_vcpus: i64,
+    /// MiB of RAM reserved by VMs placed on it.
     pub used_ram_mib: i64,
+    /// MiB of disk reserved by VMs placed on it.
     pub used_disk_mib: i64,
+    /// VMs placed on it.
     pub used_slots: i64,
     /// Mbit/s of the uplink that placed VMs' links to other hosts take.
     pub used_uplink_mbps: i64,
@@ -243,12 +294,19 @@ pub struct Host {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterHost {
+    /// The datacenter the host is in (it must exist).
     pub datacenter: String,
+    /// The host's name, unique in its datacenter.
     pub name: String,
+    /// Where the Manager reaches its Agent.
     pub agent_url: String,
+    /// CPUs it offers.
     pub cpus: i64,
+    /// MiB of RAM it offers.
     pub ram_mib: i64,
+    /// MiB of disk it offers.
     pub disk_mib: i64,
+    /// VMs it takes at most.
     pub vm_slots: i64,
     /// Mbit/s of the host's uplink to its datacenter's switch; absent or 0:
     /// not known, bandwidth does not limit placement on this host.
@@ -256,29 +314,44 @@ pub struct RegisterHost {
     pub uplink_mbps: i64,
 }
 
+/// A piece of software a template's image carries (or a node asks for).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Software {
+    /// Its name (a Debian package's, for the templates Neptune builds).
     pub name: String,
+    /// Its kind, free text (the paper's `type`).
     #[serde(default, rename = "type")]
     pub kind: String,
+    /// Its version, free text.
     #[serde(default)]
     pub version: String,
 }
 
+/// A template of the image repository: what VMs are made from.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Template {
+    /// The template's id.
     pub id: Uuid,
+    /// Its name, unique per owner and among public templates.
     pub name: String,
     /// The user who registered or saved it.
     pub owner: String,
+    /// Who may deploy from it.
     pub visibility: Visibility,
+    /// `qcow2` or `raw`, as qemu-img reads the image.
     pub format: String,
+    /// The image's virtual size in MiB.
     pub size_mib: i64,
+    /// Free text, such as `Debian 12`.
     pub os_name: String,
+    /// vCPUs of a VM made from it, by default.
     pub vcpus: i64,
+    /// MiB of RAM of a VM made from it, by default.
     pub ram_mib: i64,
+    /// MiB of disk of a VM made from it, by default (at least `size_mib`).
     pub disk_mib: i64,
+    /// What its image carries (empty: not known, not checked).
     pub software: Vec<Software>,
 }
 
@@ -287,7 +360,9 @@ pub struct Template {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
+    /// Its owner's alone.
     Private,
+    /// Every user may deploy from it.
     Public,
 }
 
@@ -295,6 +370,7 @@ pub enum Visibility {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetVisibility {
+    /// The new visibility.
     pub visibility: Visibility,
 }
 
@@ -302,14 +378,20 @@ pub struct SetVisibility {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
+    /// The template's name (1 to 64 letters, digits, `-`, `_`, `.`).
     pub name: String,
     /// A path inside the Manager's image directory.
     pub image: String,
+    /// Free text, such as `Debian 12`.
     #[serde(default)]
     pub os_name: String,
+    /// Default 1.
     pub vcpus: Option<i64>,
+    /// Default 512.
     pub ram_mib: Option<i64>,
+    /// Default (and at least): the image's virtual size.
     pub disk_mib: Option<i64>,
+    /// What the image carries (nodes' `<software>` must be among it).
     #[serde(default)]
     pub software: Vec<Software>,
     /// Default `public`.
@@ -368,9 +450,12 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
 }
 
+/// A VI a reconcile pass turned `failed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FailedVi {
+    /// The VI's id.
     pub vi: Uuid,
+    /// Why (the VM and host it is missing from).
     pub reason: String,
 }
 
@@ -380,9 +465,11 @@ pub struct FailedVi {
 pub struct CatalogueRequest {
     /// `line`, `ring`, `star`, `tree`, `full-mesh`, `nat-backends`, `three-tier`, `cluster`.
     pub kind: String,
+    /// How many VMs (the kind's default when absent).
     pub nodes: Option<usize>,
     /// Mbit/s of every virtual link.
     pub bandwidth: Option<u64>,
+    /// The template of every VM (absent: the Manager's default).
     pub template: Option<String>,
 }
 
@@ -405,6 +492,7 @@ pub enum DesignSource {
 pub struct ViDesign {
     /// Defaults to the topology's id.
     pub name: Option<String>,
+    /// The design itself.
     pub source: DesignSource,
     /// Required when editing: the version the edit is based on.
     pub version: Option<i64>,
@@ -437,6 +525,7 @@ pub struct ViDesignFields {
     #[schema(value_type = Option<neptune_topology::Topology>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topology: Option<serde_json::Value>,
+    /// A kind of the catalogue of predefined topologies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<CatalogueRequest>,
     /// Required when editing: the version the edit is based on.
@@ -506,40 +595,59 @@ impl ToSchema for ViDesign {
 /// Totals of a VI's design.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ViSummary {
+    /// VMs.
     pub nodes: usize,
+    /// Virtual links.
     pub links: usize,
+    /// Entry points (each takes a public Home Address).
     pub entry_points: usize,
+    /// vCPUs over all VMs.
     pub vcpus: u64,
+    /// MiB of RAM over all VMs.
     pub ram_mib: u64,
+    /// MiB of disk over all VMs.
     pub disk_mib: u64,
     /// Mbit/s, summed over virtual links.
     pub bandwidth_mbps: u64,
 }
 
+/// A Virtual Infrastructure, as listed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Vi {
+    /// The VI's id.
     pub id: Uuid,
+    /// Its name.
     pub name: String,
+    /// Its owner's user name.
     pub owner: String,
+    /// Where it is in its lifecycle: `defined`, `requested`, `accepted`, `deploying`, `running`, `suspending`, `suspended`, `resuming`, `migrating`, `terminating`, `terminated`, `rejected` or `failed`.
     #[schema(value_type = String)]
     pub state: ViState,
+    /// Totals of its design.
     pub summary: ViSummary,
+    /// The datacenter whose pools its Home Addresses come from, once accepted.
     pub home_datacenter: Option<String>,
+    /// Why it was rejected, when it was.
     pub reject_reason: Option<String>,
+    /// Changes at every change of the VI (an edit names the version it is based on).
     pub version: i64,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
 }
 
 /// A VI with its design (JSON form; the OS password is never included).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ViDetail {
+    /// The VI, its fields at the top level.
     #[serde(flatten)]
     pub vi: Vi,
     /// The design in its JSON form (OS passwords shown only as
     /// `password_set`).
     #[schema(value_type = neptune_topology::Topology)]
     pub topology: serde_json::Value,
+    /// Its history, oldest first.
     pub events: Vec<ViEvent>,
     /// Where each VM runs (once accepted).
     pub vms: Vec<PlannedVm>,
@@ -549,23 +657,32 @@ pub struct ViDetail {
     pub jobs: Vec<Job>,
 }
 
+/// A change of a VI's state.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ViEvent {
+    /// Milliseconds since the Unix epoch.
     pub at: i64,
+    /// The state it left.
     #[schema(value_type = String)]
     pub from: ViState,
+    /// The state it entered.
     #[schema(value_type = String)]
     pub to: ViState,
+    /// Who: a user's name, or `neptune` for a job.
     pub actor: String,
+    /// Why, when said (a rejection's reason, a failure's cause).
     pub reason: Option<String>,
 }
 
+/// `POST /api/v1/vis/{id}/reject`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectRequest {
+    /// 1 to 1000 characters, shown to the owner.
     pub reason: String,
 }
 
+/// `POST /api/v1/vis/{id}/accept` (every field optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptRequest {
@@ -576,19 +693,27 @@ pub struct AcceptRequest {
     pub placement: Option<std::collections::BTreeMap<String, String>>,
 }
 
+/// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
+    /// Always `ok`.
     pub status: String,
+    /// The Manager's version.
     pub version: String,
 }
 
 /// One VM of a placement plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlannedVm {
+    /// The node of the design.
     pub node: String,
+    /// The host it is placed on.
     pub host: String,
+    /// vCPUs reserved on the host.
     pub vcpus: i64,
+    /// MiB of RAM reserved on the host.
     pub ram_mib: i64,
+    /// MiB of disk reserved on the host.
     pub disk_mib: i64,
 }
 
@@ -596,7 +721,9 @@ pub struct PlannedVm {
 /// inventory; computing it changes nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
+    /// The datacenter planned in.
     pub datacenter: String,
+    /// Where each VM goes.
     pub vms: Vec<PlannedVm>,
     /// Mbit/s of virtual links whose ends land on different hosts.
     pub cut_mbps: u64,
@@ -612,6 +739,7 @@ pub struct Plan {
     /// `(cut_mbps - lower_bound_mbps) / cut_mbps`: how far the cut may be
     /// from the least possible (0 when optimal).
     pub gap: Option<f64>,
+    /// The subnets and addresses the VI would get.
     pub addresses: AddressPlan,
 }
 
@@ -708,44 +836,64 @@ impl std::fmt::Display for JobState {
 /// A durable job and its progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
+    /// The job's id.
     pub id: Uuid,
+    /// The VI it works on.
     pub vi: Uuid,
+    /// What it does.
     pub kind: JobKind,
+    /// Where it is.
     pub state: JobState,
     /// Steps done (rolling back: steps still to undo).
     pub step: i64,
+    /// Steps in all.
     pub total: i64,
     /// The step running now (or undone now).
     pub step_name: String,
+    /// `step` of `total`, in percent.
     pub percent: u8,
+    /// Why it failed or rolled back: the step and its cause.
     pub error: Option<String>,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
 }
 
 /// A virtual link's subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LinkAddresses {
+    /// The virtual link.
     pub link: String,
+    /// Its private subnet (CIDR).
     pub subnet: String,
+    /// The address of its gateway node's interface, when it has one (the NAT/firewall node).
     pub gateway: Option<String>,
 }
 
 /// An interface's address (with its prefix length).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InterfaceAddress {
+    /// The node.
     pub node: String,
+    /// Its interface.
     pub interface: String,
+    /// The link it is on.
     pub link: String,
+    /// Its address with the prefix length (`10.0.0.2/29`).
     pub address: String,
 }
 
 /// An entry point's public Home Address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HomeAddress {
+    /// The entry point's node.
     pub node: String,
+    /// Its interface.
     pub interface: String,
+    /// The public Home Address, kept for the VI's whole life.
     pub address: String,
+    /// The datacenter whose pool it comes from (its home).
     pub datacenter: String,
 }
 
@@ -755,21 +903,30 @@ pub struct HomeAddress {
 pub struct AddressPlan {
     /// The block of the private pool the VI's links live in.
     pub block: Option<String>,
+    /// A subnet per virtual link.
     pub links: Vec<LinkAddresses>,
+    /// An address per interface on a link.
     pub interfaces: Vec<InterfaceAddress>,
+    /// A Home Address per entry point.
     pub home_addresses: Vec<HomeAddress>,
 }
 
 /// How much of an address pool is in use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PoolUsage {
+    /// The pool's prefix.
     pub pool: String,
     /// `private`, or `home` for a datacenter's Home Address pool.
     pub kind: String,
+    /// The datacenter of a Home Address pool; none for a private pool.
     pub datacenter: Option<String>,
+    /// Addresses in the pool.
     pub total: u64,
+    /// Addresses taken.
     pub used: u64,
+    /// Addresses free.
     pub free: u64,
+    /// The largest free block (CIDR), if any.
     pub largest_free: Option<String>,
     /// How many pieces the free space is cut into.
     pub free_blocks: usize,
@@ -779,6 +936,7 @@ pub struct PoolUsage {
 /// console output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConsoleText {
+    /// The end of the console's output (invalid UTF-8 replaced).
     pub text: String,
 }
 
@@ -787,6 +945,7 @@ pub struct ConsoleText {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleInput {
+    /// What to type (at most 4096 bytes; `\n` is Enter).
     pub input: String,
 }
 
@@ -794,12 +953,15 @@ pub struct ConsoleInput {
 /// from now on accepts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SshKey {
+    /// The key's id (to remove it).
     pub id: Uuid,
+    /// The key's comment, or the name given.
     pub name: String,
     /// `SHA256:...`, as `ssh-keygen -l` prints it.
     pub fingerprint: String,
     /// OpenSSH's one-line form: `TYPE BASE64 [COMMENT]`.
     pub public_key: String,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
 
@@ -818,12 +980,27 @@ pub struct AddSshKey {
 /// `GET /api/v1/vis/{id}/vms`: each VM as its host's Agent reports it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VmStatus {
+    /// The node of the design.
     pub node: String,
+    /// The host it is on.
     pub host: String,
     /// `defined` (on its host, not running), `booting` (running, its guest
     /// not yet ready), `ready` (its guest said so), `missing` (not on its
     /// host) or `unknown` (its host does not answer).
     pub state: String,
+}
+
+/// A web console session (`/api/v1/auth/session`): the session token itself
+/// travels only in an `HttpOnly` cookie, never in a body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleSession {
+    /// Send it back as `X-CSRF-Token` on every request that changes
+    /// something (`POST`, `PUT`, `PATCH`, `DELETE`).
+    pub csrf_token: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: Option<i64>,
+    /// Whose session it is.
+    pub user: User,
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 //! A typed client of the Manager's API (`/api/v1`), used by the CLI.
+#![deny(missing_docs)]
 
 use neptune_api as api;
 use reqwest::{Method, StatusCode};
@@ -10,27 +11,37 @@ use uuid::Uuid;
 /// (`Body::from(tokio::fs::File)` streams it).
 pub use reqwest::Body;
 
+/// Why a call of the Manager's API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No answer: the connection failed or timed out.
     #[error("cannot reach the Manager at {url}")]
     Unreachable {
+        /// The Manager's base URL.
         url: String,
+        /// The transport's error.
         #[source]
         source: reqwest::Error,
     },
     /// The Manager refused: its stable code and message.
     #[error("{message}")]
     Api {
+        /// The HTTP status.
         status: StatusCode,
+        /// The stable machine code (`not_found`, `conflict`, ...).
         code: String,
+        /// The message for people.
         message: String,
+        /// Problems of a design, one per line (`LINE:COL: MESSAGE`).
         details: Vec<String>,
     },
+    /// An answer that is not what the API documents.
     #[error("unexpected answer from the Manager")]
     Decode(#[source] reqwest::Error),
 }
 
 impl ClientError {
+    /// The Manager's code of a refusal.
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
@@ -48,6 +59,8 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the Manager at `base_url` (`http://host:port`), with a
+    /// bearer token or none (to log in).
     pub fn new(base_url: &str, token: Option<String>) -> Self {
         Client {
             base: base_url.trim_end_matches('/').to_owned(),
@@ -61,6 +74,7 @@ impl Client {
         }
     }
 
+    /// The Manager's base URL.
     pub fn url(&self) -> &str {
         &self.base
     }
@@ -128,6 +142,7 @@ impl Client {
         })
     }
 
+    /// `POST /auth/login`: a session token.
     pub async fn login(
         &self,
         name: &str,
@@ -151,6 +166,7 @@ impl Client {
         .await
     }
 
+    /// `POST /tokens`: an API token as asked.
     pub async fn create_token(
         &self,
         req: &api::CreateApiToken,
@@ -158,16 +174,19 @@ impl Client {
         self.call(Method::POST, "/tokens", Some(req)).await
     }
 
+    /// `GET /tokens`: the caller's tokens (never their secrets).
     pub async fn tokens(&self) -> Result<Vec<api::TokenInfo>, ClientError> {
         self.call::<(), _>(Method::GET, "/tokens", None).await
     }
 
+    /// `DELETE /tokens/{id}`.
     pub async fn revoke_token(&self, id: Uuid) -> Result<(), ClientError> {
         self.call::<(), Option<()>>(Method::DELETE, &format!("/tokens/{id}"), None)
             .await
             .map(|_| ())
     }
 
+    /// `POST /me/password`.
     pub async fn change_password(&self, current: &str, new: &str) -> Result<(), ClientError> {
         let body = api::ChangePassword {
             current_password: current.to_owned(),
@@ -178,25 +197,30 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `GET /me/ssh-keys`.
     pub async fn ssh_keys(&self) -> Result<Vec<api::SshKey>, ClientError> {
         self.call::<(), _>(Method::GET, "/me/ssh-keys", None).await
     }
 
+    /// `POST /me/ssh-keys`.
     pub async fn add_ssh_key(&self, req: &api::AddSshKey) -> Result<api::SshKey, ClientError> {
         self.call(Method::POST, "/me/ssh-keys", Some(req)).await
     }
 
+    /// `DELETE /me/ssh-keys/{id}`.
     pub async fn remove_ssh_key(&self, id: Uuid) -> Result<(), ClientError> {
         self.call::<(), Option<()>>(Method::DELETE, &format!("/me/ssh-keys/{id}"), None)
             .await
             .map(|_| ())
     }
 
+    /// `GET /users` (administrators).
     pub async fn users(&self) -> Result<Vec<api::User>, ClientError> {
         self.call::<(), _>(Method::GET, "/users", None).await
     }
 
     /// Disables (`true`) or enables a user (administrators).
+    /// `POST /users/{id}/disable` or `.../enable` (administrators).
     pub async fn set_user_disabled(
         &self,
         id: Uuid,
@@ -207,28 +231,35 @@ impl Client {
             .await
     }
 
+    /// `POST /auth/logout`: revokes this client's token.
     pub async fn logout(&self) -> Result<(), ClientError> {
         self.call::<(), Option<()>>(Method::POST, "/auth/logout", None)
             .await
             .map(|_| ())
     }
 
+    /// `GET /me`.
     pub async fn me(&self) -> Result<api::User, ClientError> {
         self.call::<(), _>(Method::GET, "/me", None).await
     }
 
+    /// `GET /datacenters`.
     pub async fn datacenters(&self) -> Result<Vec<api::Datacenter>, ClientError> {
         self.call::<(), _>(Method::GET, "/datacenters", None).await
     }
 
+    /// `GET /hosts`.
     pub async fn hosts(&self) -> Result<Vec<api::Host>, ClientError> {
         self.call::<(), _>(Method::GET, "/hosts", None).await
     }
 
+    /// `GET /templates`: the public ones and the caller's own.
     pub async fn templates(&self) -> Result<Vec<api::Template>, ClientError> {
         self.call::<(), _>(Method::GET, "/templates", None).await
     }
 
+    /// `POST /templates`: registers an image of the repository
+    /// (administrators).
     pub async fn create_template(
         &self,
         req: &api::CreateTemplate,
@@ -254,6 +285,7 @@ impl Client {
         self.answer(req).await
     }
 
+    /// `POST /templates/{id}/visibility` (administrators).
     pub async fn set_template_visibility(
         &self,
         id: Uuid,
@@ -267,19 +299,24 @@ impl Client {
         .await
     }
 
+    /// `GET /vis`: the caller's VIs (administrators: all).
     pub async fn vis(&self) -> Result<Vec<api::Vi>, ClientError> {
         self.call::<(), _>(Method::GET, "/vis", None).await
     }
 
+    /// `GET /vis/{id}`.
     pub async fn vi(&self, id: Uuid) -> Result<api::ViDetail, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/vis/{id}"), None)
             .await
     }
 
+    /// `POST /vis`: a new VI in state `defined`.
     pub async fn create_vi(&self, design: &api::ViDesign) -> Result<api::ViDetail, ClientError> {
         self.call(Method::POST, "/vis", Some(design)).await
     }
 
+    /// `GET /vis/{id}/plan`: what accepting it would do now (changes
+    /// nothing).
     pub async fn plan(&self, id: Uuid, datacenter: Option<&str>) -> Result<api::Plan, ClientError> {
         let query = datacenter
             .map(|d| format!("?datacenter={d}"))
@@ -289,11 +326,15 @@ impl Client {
     }
 
     /// `request`, `withdraw`, `revise`, `suspend`, `resume` or `terminate`.
+    /// `POST /vis/{id}/{action}`: `request`, `withdraw`, `revise`,
+    /// `deploy`, `release`, `suspend`, `resume` or `terminate`.
     pub async fn act(&self, id: Uuid, action: &str) -> Result<api::ViDetail, ClientError> {
         self.call::<(), _>(Method::POST, &format!("/vis/{id}/{action}"), None)
             .await
     }
 
+    /// `POST /vis/{id}/accept` (administrators), with a home datacenter
+    /// and a manual placement when given.
     pub async fn accept(
         &self,
         id: Uuid,
@@ -303,6 +344,7 @@ impl Client {
             .await
     }
 
+    /// `POST /vis/{id}/reject` (administrators).
     pub async fn reject(&self, id: Uuid, reason: &str) -> Result<api::ViDetail, ClientError> {
         let body = api::RejectRequest {
             reason: reason.to_owned(),
@@ -312,6 +354,7 @@ impl Client {
     }
 
     /// Saves the VM of a node of a running VI as a new template; follow the job.
+    /// `POST /vis/{id}/templates`: saves a VM as a template (a job).
     pub async fn save_template(
         &self,
         vi: Uuid,
@@ -322,12 +365,14 @@ impl Client {
     }
 
     /// Each VM of the VI as its host runs it now.
+    /// `GET /vis/{id}/vms`: where each VM is and how it is.
     pub async fn vm_states(&self, vi: Uuid) -> Result<Vec<api::VmStatus>, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/vis/{vi}/vms"), None)
             .await
     }
 
     /// The last `bytes` of the serial console of `node`'s VM.
+    /// `GET /vis/{id}/vms/{node}/console`: the end of a VM's console.
     pub async fn console(&self, vi: Uuid, node: &str, bytes: u64) -> Result<String, ClientError> {
         let text: api::ConsoleText = self
             .call::<(), _>(
@@ -340,6 +385,7 @@ impl Client {
     }
 
     /// Types `input` on the serial console of `node`'s VM.
+    /// `POST /vis/{id}/vms/{node}/console`: types on a VM's console.
     pub async fn type_on_console(
         &self,
         vi: Uuid,
@@ -358,6 +404,7 @@ impl Client {
         .map(|_| ())
     }
 
+    /// `GET /jobs/{id}`.
     pub async fn job(&self, id: Uuid) -> Result<api::Job, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/jobs/{id}"), None)
             .await

@@ -182,6 +182,8 @@ struct Inner {
     incoming: BTreeMap<String, VmSpec>,
     delays: HashMap<Op, Duration>,
     faults: Vec<Fault>,
+    /// Calls of each operation so far (not persisted).
+    calls: HashMap<Op, u64>,
 }
 
 /// The simulated adapter of the [`Hypervisor`] port.
@@ -270,6 +272,7 @@ impl SimHypervisor {
                 incoming,
                 delays,
                 faults,
+                calls: HashMap::new(),
             }),
         })
     }
@@ -320,9 +323,20 @@ impl SimHypervisor {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Serves the delay of `op`, then fails if a fault says so.
+    /// How many times `op` was called since this instance was made: a
+    /// test tells an operation done once from one done again.
+    pub fn calls(&self, op: Op) -> u64 {
+        self.lock().calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Counts the call, serves the delay of `op`, then fails if a fault
+    /// says so.
     async fn enter(&self, op: Op, vm: &str) -> Result<()> {
-        let delay = self.lock().delays.get(&op).copied();
+        let delay = {
+            let mut inner = self.lock();
+            *inner.calls.entry(op).or_default() += 1;
+            inner.delays.get(&op).copied()
+        };
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }

@@ -137,15 +137,16 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated)?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .ok_or(ApiError::Unauthenticated)?;
+        // The console's cookie only when no bearer token is sent (see
+        // `http::session` for the CSRF and origin checks it brings).
+        let token = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(header) => header
+                .to_str()
+                .ok()
+                .and_then(bearer_token)
+                .ok_or(ApiError::Unauthenticated)?,
+            None => crate::http::session::authenticate_cookie(parts)?,
+        };
         let hash = token_hash(token);
         match state.store.user_for_token(&hash, now_ms()).await {
             Ok((token, user)) => {

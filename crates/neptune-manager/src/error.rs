@@ -77,6 +77,11 @@ impl From<StoreError> for ApiError {
             StoreError::Duplicate { what } => ApiError::Conflict(format!("{what} already exists")),
             StoreError::Conflict { .. } => ApiError::Conflict(err.to_string()),
             StoreError::QuotaExceeded(what) => ApiError::QuotaExceeded(what),
+            // Planning again did not help (another Manager kept taking what
+            // this plan needed): the request may be made again.
+            StoreError::AddressTaken { .. } | StoreError::NoRoom { .. } => ApiError::Conflict(
+                format!("{err}; other requests took it meanwhile: try again"),
+            ),
             other => ApiError::Internal(other.into()),
         }
     }
@@ -114,3 +119,25 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_races_for_room_or_addresses_are_conflicts() {
+        for err in [
+            StoreError::AddressTaken {
+                prefix: "192.0.2.14/32".into(),
+            },
+            StoreError::NoRoom {
+                host: uuid::Uuid::nil(),
+                node: "web".into(),
+            },
+        ] {
+            let api = ApiError::from(err);
+            assert_eq!(api.status(), StatusCode::CONFLICT, "{api}");
+            assert!(api.to_string().contains("try again"), "{api}");
+        }
+    }
+}

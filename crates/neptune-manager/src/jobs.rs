@@ -337,13 +337,21 @@ fn batch_start(steps: &[Step], to: usize) -> usize {
     start
 }
 
+/// How long a job stays its Manager's without a renewal: a Manager that
+/// dies leaves its jobs to the others this long after its last renewal.
+pub const LEASE: Duration = Duration::from_secs(10);
+
+/// How often a running job's lease is renewed: three renewals fit in a
+/// lease, so a slow store write or two does not lose it.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+
 impl Jobs {
     pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>, owner: String) -> Self {
         Jobs {
             store,
             hosts,
             owner,
-            lease: Duration::from_secs(30),
+            lease: LEASE,
             host_wait: HOST_WAIT,
             ready_wait: READY_WAIT,
             running: Arc::default(),
@@ -372,15 +380,16 @@ impl Jobs {
         Ok(self.hypervisor_for(host).await?.list().await?)
     }
 
-    /// Runs the job in the background, unless this process already runs it.
-    pub fn spawn(&self, id: Uuid) {
+    /// Runs the job in the background, unless this process already runs
+    /// it; whether it started it.
+    pub fn spawn(&self, id: Uuid) -> bool {
         match self.running.lock() {
             Ok(mut running) => {
                 if !running.insert(id) {
-                    return;
+                    return false;
                 }
             }
-            Err(_) => return,
+            Err(_) => return false,
         }
         let jobs = self.clone();
         tokio::spawn(async move {
@@ -391,6 +400,7 @@ impl Jobs {
                 running.remove(&id);
             }
         });
+        true
     }
 
     /// Picks up every unfinished job (after a restart): each finishes or
@@ -405,9 +415,11 @@ impl Jobs {
                 || j.lease_until < now
         };
         for job in jobs.iter().filter(|j| ours(j)) {
-            tracing::info!(job = %job.id, kind = job.kind, step = job.cursor, "resuming job");
-            self.spawn(job.id);
-            resumed += 1;
+            // Said once per job taken up, not at every look for orphans.
+            if self.spawn(job.id) {
+                tracing::info!(job = %job.id, kind = job.kind, step = job.cursor, "resuming job");
+                resumed += 1;
+            }
         }
         Ok(resumed)
     }
@@ -453,7 +465,9 @@ impl Jobs {
                     // all starts) run together; the cursor moves past the
                     // whole batch once all of it is done.
                     let end = batch_end(&steps, cursor);
-                    let failures = self.execute_all(id, job.vi_id, &steps[cursor..end]).await;
+                    let failures = self
+                        .keeping_lease(id, self.execute_all(id, job.vi_id, &steps[cursor..end]))
+                        .await?;
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
                         None => {
@@ -515,7 +529,9 @@ impl Jobs {
                         .rev()
                         .filter_map(Step::undo)
                         .collect();
-                    let failures = self.execute_all(id, job.vi_id, &undos).await;
+                    let failures = self
+                        .keeping_lease(id, self.execute_all(id, job.vi_id, &undos))
+                        .await?;
                     match failures.first() {
                         None => {
                             self.store
@@ -538,6 +554,35 @@ impl Jobs {
                     }
                 }
                 JobState::Succeeded | JobState::RolledBack | JobState::Failed => return Ok(()),
+            }
+        }
+    }
+
+    /// Runs `work` (a batch of job `id`), renewing the job's lease every
+    /// [`RENEW_EVERY`] meanwhile: a batch may take minutes (copies, guests
+    /// booting), and another Manager must not take a job that is alive.
+    /// Should another Manager hold it all the same, the batch is dropped
+    /// (its steps are idempotent: the other Manager runs them again).
+    async fn keeping_lease<T>(
+        &self,
+        id: Uuid,
+        work: impl std::future::Future<Output = T>,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is now: the lease was just taken.
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+                    if !self.store.claim_job(id, &self.owner, now, now + lease_ms).await? {
+                        anyhow::bail!("another Manager took the job over");
+                    }
+                }
             }
         }
     }

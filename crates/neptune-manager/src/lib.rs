@@ -110,9 +110,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub jobs: jobs::Jobs,
-    /// Accepts plan and commit one at a time in this Manager; Managers
-    /// sharing a database are kept apart by its constraints.
-    pub planning: Arc<tokio::sync::Mutex<()>>,
+    /// Accepts and resumes plan and commit one at a time per datacenter in
+    /// this Manager (see `app::placement::Placing`); Managers sharing a
+    /// database are kept apart by its constraints.
+    pub planning: Arc<app::placement::Planning>,
     /// Parsed designs and step names, reused across reads.
     pub views: Arc<Views>,
     /// Design bodies read at once (see `http::guard`).
@@ -152,7 +153,7 @@ impl Manager {
             .with_context(|| {
                 format!("opening the store at {}", redact_url(&config.database_url))
             })?;
-        Manager::with_store(Arc::new(store), config, hosts).await
+        Manager::with_store(store, config, hosts).await
     }
 
     pub async fn with_store(
@@ -213,7 +214,7 @@ impl Manager {
             self.state
                 .jobs
                 .clone()
-                .supervise(std::time::Duration::from_secs(5)),
+                .supervise(std::time::Duration::from_secs(2)),
         );
         tokio::spawn(mark_unreachable(self.state.clone()));
         if let Some(every) = self.state.config.reconcile_every {

@@ -2,7 +2,7 @@
 //! checked-in copy (`openapi/neptune.json` at the repository root) is
 //! compared with this in a test, so code and document never drift.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::http;
@@ -12,7 +12,8 @@ use crate::http;
     info(title = "Neptune", description = "Infrastructure as a Service for whole Virtual Infrastructures: design, approval, placement, deployment, Service Switching."),
     paths(
         http::health, http::openapi_json,
-        http::login, http::logout, http::create_api_token, http::list_tokens, http::revoke_token,
+        http::index, http::asset,
+        http::login, http::logout, http::create_session, http::show_session, http::delete_session, http::create_api_token, http::list_tokens, http::revoke_token,
         http::me, http::change_password, http::list_ssh_keys, http::add_ssh_key, http::delete_ssh_key, http::list_users, http::create_user, http::disable_user, http::enable_user,
         http::list_datacenters, http::create_datacenter, http::list_hosts, http::register_host,
         http::list_templates, http::create_template, http::import_template, http::set_template_visibility, http::catalogue, http::address_pools, http::reconcile,
@@ -34,6 +35,12 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // The web console's session (`POST /api/v1/auth/session`); with it,
+        // a state-changing request also sends `X-CSRF-Token`.
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("neptune_session"))),
         );
     }
 }

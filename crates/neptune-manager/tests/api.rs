@@ -23,6 +23,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[path = "api/console.rs"]
+mod console;
 #[path = "api/hostile.rs"]
 mod hostile;
 #[path = "api/imports.rs"]
@@ -225,10 +227,20 @@ impl TestManager {
     /// Another Manager on the same database and hosts, as Managers sharing
     /// PostgreSQL are, with caches of its own.
     async fn second(&self) -> TestManager {
+        self.second_with(false).await
+    }
+
+    /// Another Manager, which (`supervising`) also looks for jobs whose
+    /// Manager died and takes them over, as a production Manager does.
+    async fn second_with(&self, supervising: bool) -> TestManager {
         let mut config = Config::new(self.url.clone(), self.dir.path().join("images"));
         config.admin_password = Some(ADMIN_PASSWORD.to_owned());
+        config.reconcile_every = None;
         let manager = Manager::open(config, self.sims.clone()).await.unwrap();
         assert!(manager.created_admin.is_none());
+        if supervising {
+            manager.resume_jobs().await.unwrap();
+        }
         let (base, tx) = serve(manager).await;
         TestManager {
             base,
@@ -2805,6 +2817,37 @@ on_both_stores!(
     private_addresses_are_a_quota,
     a_lan_fits_hosts_uplinks,
 );
+
+/// A batch that outlasts a job's lease keeps its job: the Manager running
+/// it renews the lease meanwhile, and a second Manager looking for jobs
+/// whose Manager died leaves it alone (it used to take it over and run the
+/// batch again, failing the job with "job changed concurrently").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_keeps_its_lease() {
+    let m = start(Db::Sqlite).await.unwrap();
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 8).await;
+    let _other = m.second_with(true).await;
+    let batch = neptune_manager::jobs::LEASE + std::time::Duration::from_secs(2);
+    m.sims.sim("host0").set_delay(Op::Start, batch);
+    let id = m
+        .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .await;
+    let accepted = m.accept(&p.admin, &id, None).await;
+    let job = accepted["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let v = m.wait_vi_for(&p.alice, &id, "deploying", 1200).await;
+    let j = m.job_outcome(&p.alice, &job, 5).await;
+    assert_eq!(
+        (v["state"].as_str(), j["state"].as_str(), &j["error"]),
+        (Some("running"), Some("succeeded"), &Value::Null),
+        "{v}\n{j}"
+    );
+    assert_eq!(
+        m.sims.sim("host0").calls(Op::Start),
+        2,
+        "each VM started once: the batch ran once"
+    );
+}
 
 #[test]
 fn openapi_document_is_checked_in() {

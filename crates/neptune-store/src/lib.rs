@@ -1,85 +1,78 @@
 //! The Manager's Store port and its adapters.
 //!
 //! [`Store`] is what the Manager needs from a database. Two adapters
-//! implement it over the same SQL through sqlx's `Any` driver:
+//! implement it, each over its own sqlx driver:
 //!
-//! - **SQLite**, the embedded default: a file in the data directory (WAL,
-//!   foreign keys on, a busy timeout so writers queue instead of failing);
-//! - **PostgreSQL**, for scale: several Managers share one database.
+//! - [`SqliteStore`], the embedded default: a file in the data directory
+//!   (WAL, foreign keys on, a busy timeout so writers queue instead of
+//!   failing); ids and JSON documents are text;
+//! - [`PostgresStore`], for scale: several Managers share one database;
+//!   ids are native `uuid` and JSON documents `jsonb`.
 //!
-//! Each has its own migrations (`migrations/sqlite`, `migrations/postgres`)
-//! because DDL differs; queries are written once, in the SQL both speak.
+//! Each adapter is split by resource (users and credentials, inventory,
+//! templates, VIs, placement, jobs), keeps its migrations in
+//! `migrations/sqlite` or `migrations/postgres` (embedded at build time,
+//! applied at connect), and shares with the other what is not SQL: how rows
+//! become records (`decode`: a damaged row is an error naming it, never a
+//! default) and how database errors become [`StoreError`]s.
 //! Uniqueness that matters is enforced by the database (unique names, one
 //! token hash), and lifecycle changes are compare-and-set on the state, so
 //! two concurrent requests cannot both win. `tests/conformance.rs` runs one
 //! suite against both.
 
+#![warn(missing_docs)]
+
+mod decode;
+mod error;
+pub mod postgres;
 mod records;
-mod sql;
+pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use neptune_lifecycle::ViState;
-use thiserror::Error;
 use uuid::Uuid;
 
+pub use error::{Result, StoreError};
+pub use postgres::PostgresStore;
 pub use records::*;
-pub use sql::{Backend, SqlStore};
+pub use sqlite::SqliteStore;
 
-/// Why a store operation failed.
-#[derive(Debug, Error)]
-pub enum StoreError {
-    #[error("{what} not found")]
-    NotFound { what: &'static str },
-    /// A uniqueness constraint refused the write.
-    #[error("{what} already exists")]
-    Duplicate { what: &'static str },
-    /// A compare-and-set lost: the row changed since it was read.
-    #[error("{what} changed concurrently (expected {expected})")]
-    Conflict {
-        what: &'static str,
-        expected: String,
-    },
-    /// An address plan lost: part of its space is taken.
-    #[error("address space {prefix} is taken")]
-    AddressTaken { prefix: String },
-    /// A host cannot take a VM (capacity, slots, or not ready).
-    #[error("host {host} has no room for VM {node}")]
-    NoRoom { host: Uuid, node: String },
-    /// A user's quota refuses the write; the text says which part.
-    #[error("{0}")]
-    QuotaExceeded(String),
-    #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://...)")]
-    UnsupportedUrl(String),
-    #[error("cannot make {path} readable by its owner only")]
-    Mode {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("database error")]
-    Database(#[source] sqlx::Error),
-    #[error("migrating the database schema")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+/// Which database a [`Store`] speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// [`SqliteStore`].
+    Sqlite,
+    /// [`PostgresStore`].
+    Postgres,
 }
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What the Manager keeps. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which database this is.
     fn backend(&self) -> Backend;
+    /// Closes every connection, waiting for those in use: a SQLite file is
+    /// then checkpointed and whole.
+    async fn close(&self);
 
     // Users and credentials.
+    /// Stores a new user ([`StoreError::Duplicate`] if the name is taken).
     async fn create_user(&self, user: &UserRecord) -> Result<()>;
+    /// The user of an id.
     async fn user(&self, id: Uuid) -> Result<UserRecord>;
+    /// The user of a login name.
     async fn user_by_name(&self, name: &str) -> Result<UserRecord>;
+    /// Every user, by name.
     async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// How many administrators there are.
     async fn count_admins(&self) -> Result<i64>;
+    /// Stores a new token ([`StoreError::Duplicate`] if its hash is known).
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;
     /// The user a token hash belongs to, if the token exists and has not expired at `now`.
     async fn user_for_token(&self, hash: &str, now: i64) -> Result<(TokenRecord, UserRecord)>;
+    /// Forgets a token by its hash (a logout); no error if it is gone already.
     async fn delete_token(&self, hash: &str) -> Result<()>;
     /// A user's tokens that have not expired, oldest first.
     async fn list_tokens(&self, user: Uuid, now: i64) -> Result<Vec<TokenRecord>>;
@@ -94,29 +87,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete_ssh_key(&self, user: Uuid, id: Uuid) -> Result<()>;
     /// Revokes every token of `user` but the one whose hash is `except_hash`.
     async fn revoke_tokens_of(&self, user: Uuid, except_hash: Option<&str>) -> Result<u64>;
+    /// Forgets every token expired at `now`; returns how many.
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64>;
+    /// Replaces a user's password hash.
     async fn set_password(&self, user: Uuid, password_hash: &str) -> Result<()>;
     /// Disables (`Some(when)`; every token of the user is revoked with it)
     /// or enables (`None`) a user.
     async fn set_user_disabled(&self, user: Uuid, disabled_at: Option<i64>) -> Result<UserRecord>;
 
     // Datacenters and hosts.
+    /// Stores a new datacenter ([`StoreError::Duplicate`] if the name is taken).
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()>;
+    /// Every datacenter, by name.
     async fn list_datacenters(&self) -> Result<Vec<DatacenterRecord>>;
+    /// The datacenter of a name.
     async fn datacenter_by_name(&self, name: &str) -> Result<DatacenterRecord>;
     /// Registers a host, or updates its capacities and Agent URL if it is known by name.
     async fn upsert_host(&self, host: &HostRecord) -> Result<HostRecord>;
+    /// Every host, by name, with what placed VMs take of it.
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
+    /// Records that a host's Agent was heard from at `now`: the host is ready.
     async fn host_heartbeat(&self, id: Uuid, now: i64) -> Result<()>;
     /// Marks hosts not heard from since `before` as unreachable; returns how many.
     async fn mark_unreachable(&self, before: i64) -> Result<u64>;
 
     // Templates.
+    /// Stores a new template ([`StoreError::Duplicate`] if its owner has one
+    /// of that name, or it is public and a public one has).
     async fn create_template(&self, t: &TemplateRecord) -> Result<()>;
+    /// Every template, by name.
     async fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
     /// The template `name` as `owner` sees it: their own of that name, or
     /// else the public one.
     async fn template_for(&self, owner: Uuid, name: &str) -> Result<TemplateRecord>;
+    /// The template of an id.
     async fn template(&self, id: Uuid) -> Result<TemplateRecord>;
     /// Makes a template private or public; a public template's name must be
     /// unique among public templates ([`StoreError::Duplicate`]).
@@ -131,6 +135,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// [`Quota::design_mib`]), checked with the write: concurrent creates
     /// never take a user past it ([`StoreError::QuotaExceeded`]).
     async fn create_vi(&self, vi: &ViRecord) -> Result<()>;
+    /// The VI of an id.
     async fn vi(&self, id: Uuid) -> Result<ViRecord>;
     /// The VI's owner and revision, in one indexed read: enough to
     /// authorise a read and to tell whether a view of the VI built at an
@@ -156,6 +161,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (compare-and-set), and records the event.
     async fn transition_vi(&self, id: Uuid, from: ViState, change: &Transition)
         -> Result<ViRecord>;
+    /// A VI's lifecycle changes, oldest first.
     async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>>;
 
     // Placement reservations.
@@ -174,6 +180,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes the VI's owned address rows and, if it removed any,
     /// decrements `covers` (pool, prefix) rows. Idempotent.
     async fn release_addresses(&self, vi: Uuid, covers: &[(String, String)]) -> Result<u64>;
+    /// A VI's placed VMs, by node id.
     async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>>;
     /// Frees every VM slot of the VI; returns how many. Idempotent.
     async fn release_vms(&self, vi: Uuid) -> Result<u64>;
@@ -189,7 +196,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates a job that leaves its VI's state alone (saving a VM as a
     /// template), only if the VI is in `vi_state`.
     async fn add_job(&self, job: &JobRecord, vi_state: ViState) -> Result<()>;
+    /// The job of an id.
     async fn job(&self, id: Uuid) -> Result<JobRecord>;
+    /// A VI's jobs, oldest first.
     async fn jobs_of_vi(&self, vi: Uuid) -> Result<Vec<JobRecord>>;
     /// Jobs running or rolling back, oldest first.
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
@@ -218,7 +227,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<ViRecord>;
 }
 
-/// Connects to `url` (`sqlite://PATH` or `postgres://...`) and migrates the schema.
-pub async fn connect(url: &str) -> Result<SqlStore> {
-    SqlStore::connect(url).await
+/// Connects to `url` (`sqlite:PATH`, `sqlite://PATH` or `postgres://...`)
+/// with the adapter its scheme names, and migrates the schema.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
 }

@@ -6,20 +6,37 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // test helpers fail loudly
 
+#[path = "conformance/damage.rs"]
+mod damage;
+#[path = "conformance/migrations.rs"]
+mod migrations;
+
 use std::sync::Arc;
 
 use neptune_lifecycle::ViState;
 use neptune_store::*;
 use uuid::Uuid;
 
-async fn sqlite() -> (SqlStore, tempfile::TempDir) {
+/// A store on a database the previous release made (see `migrations`).
+async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("neptune.db").display());
-    (connect(&url).await.unwrap(), dir)
+    let path = dir.path().join("neptune.db");
+    migrations::old_sqlite(&path).await;
+    let url = format!("sqlite://{}", path.display());
+    (SqliteStore::connect(&url).await.unwrap(), dir)
 }
 
-/// A fresh database on the test server, or `None` outside CI when no server is configured.
-async fn postgres() -> Option<SqlStore> {
+/// A store on a database the previous release made (see `migrations`), or
+/// `None` outside CI when no server is configured.
+async fn postgres() -> Option<PostgresStore> {
+    let url = postgres_database().await?;
+    migrations::old_postgres(&url).await;
+    Some(PostgresStore::connect(&url).await.unwrap())
+}
+
+/// The URL of a fresh, empty database on the test server, or `None`
+/// outside CI when no server is configured.
+async fn postgres_database() -> Option<String> {
     let Ok(base) = std::env::var("NEPTUNE_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -30,22 +47,19 @@ async fn postgres() -> Option<SqlStore> {
         );
         return None;
     };
-    let admin = connect_admin(&base).await;
+    // A plain connection to the server's default database: a store's
+    // would migrate that one.
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
     let name = format!("neptune_test_{}", Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
         .unwrap();
-    let url = match base.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
+    admin.close().await;
+    match base.rsplit_once('/') {
+        Some((server, _)) => Some(format!("{server}/{name}")),
         None => panic!("bad URL {base}"),
-    };
-    Some(connect(&url).await.unwrap())
-}
-
-async fn connect_admin(url: &str) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(url).await.unwrap()
+    }
 }
 
 fn user(name: &str, role: Role) -> UserRecord {
@@ -1451,8 +1465,11 @@ async fn ssh_keys(s: &dyn Store) {
     assert_eq!(s.ssh_keys(ben.id).await.unwrap().len(), 1);
 }
 
-async fn suite(store: SqlStore) {
-    let s: Arc<dyn Store> = Arc::new(store);
+/// Every conformance check, in one database the previous release made;
+/// `raw` reaches it past the store, to remove the old rows first and to
+/// damage rows last.
+async fn suite(s: Arc<dyn Store>, raw: damage::Raw) {
+    migrations::old_rows_survive(s.as_ref(), &raw).await;
     users_and_tokens(s.as_ref()).await;
     ssh_keys(s.as_ref()).await;
     datacenters_and_hosts(s.as_ref()).await;
@@ -1467,21 +1484,25 @@ async fn suite(store: SqlStore) {
     crossing_reservations_and_releases(s.clone()).await;
     uplink_reservations(s.as_ref()).await;
     design_quota(s.clone()).await;
-    concurrent_transitions(s).await;
+    concurrent_transitions(s.clone()).await;
+    damage::json_keeps_its_value(s.as_ref()).await;
+    damage::corrupt_rows_are_errors(s.as_ref(), &raw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_conforms() {
     let (store, _dir) = sqlite().await;
     assert_eq!(store.backend(), Backend::Sqlite);
-    suite(store).await;
+    let raw = damage::Raw::Sqlite(store.pool().clone());
+    suite(Arc::new(store), raw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_conforms() {
     if let Some(store) = postgres().await {
         assert_eq!(store.backend(), Backend::Postgres);
-        suite(store).await;
+        let raw = damage::Raw::Postgres(store.pool().clone());
+        suite(Arc::new(store), raw).await;
     }
 }
 
@@ -1494,6 +1515,14 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
     s.close().await;
     let s = connect(&url).await.unwrap();
     assert_eq!(s.user_by_name("kept").await.unwrap().name, "kept");
+}
+
+#[tokio::test]
+async fn an_in_memory_database_keeps_its_data_while_open() {
+    let s = connect("sqlite::memory:").await.unwrap();
+    assert_eq!(s.backend(), Backend::Sqlite);
+    s.create_user(&user("fleeting", Role::User)).await.unwrap();
+    assert_eq!(s.list_users().await.unwrap().len(), 1);
 }
 
 #[tokio::test]

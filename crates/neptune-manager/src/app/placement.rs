@@ -4,6 +4,7 @@
 //! snapshot and commits with the store's checks (accept and resume).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use neptune_store::{
     AddressRow, DatacenterRecord, HostRecord, Reservation, StoreError, Transition, ViRecord,
@@ -17,6 +18,25 @@ use crate::error::{ApiError, ApiResult};
 use crate::plan::{place, PlacementPlan, PlanError};
 use crate::wiring::Wiring;
 use crate::AppState;
+
+/// One planning lock per datacenter: plans in different datacenters take
+/// different hosts, and run at once; in one datacenter they would only
+/// race for the same room and plan again.
+#[derive(Debug, Default)]
+pub struct Planning(std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Planning {
+    async fn lock(&self, datacenter: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut all = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            all.entry(datacenter).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// Plans a commit refused for want of room or addresses this many times.
 const ATTEMPTS: u32 = 5;
@@ -52,15 +72,15 @@ pub struct Placing<'a> {
     caller: &'a Caller,
     target: Target<'a>,
     attempt: u32,
-    /// This Manager plans and commits one VI at a time; Managers sharing
-    /// a database are kept apart by its constraints.
-    _planning: tokio::sync::MutexGuard<'a, ()>,
+    /// This Manager plans and commits one VI at a time per datacenter;
+    /// Managers sharing a database are kept apart by its constraints.
+    _planning: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl<'a> Placing<'a> {
     pub async fn start(state: &'a AppState, caller: &'a Caller, target: Target<'a>) -> Placing<'a> {
         Placing {
-            _planning: state.planning.lock().await,
+            _planning: state.planning.lock(target.dc.id).await,
             state,
             caller,
             target,

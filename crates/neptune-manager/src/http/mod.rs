@@ -8,7 +8,9 @@ mod infrastructure;
 mod operations;
 mod present;
 mod progress;
+pub(crate) mod session;
 mod vis;
+mod web;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put, MethodRouter};
@@ -25,7 +27,9 @@ pub(crate) use identity::*;
 pub(crate) use infrastructure::*;
 pub(crate) use operations::*;
 pub(crate) use progress::*;
+pub(crate) use session::*;
 pub(crate) use vis::*;
+pub(crate) use web::*;
 
 pub(crate) fn router(state: AppState) -> Router {
     // A design may be large: its own body limit, and a slot while it is read.
@@ -41,6 +45,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
+        .route(
+            "/auth/session",
+            get(show_session)
+                .post(create_session)
+                .delete(delete_session),
+        )
         .route("/tokens", get(list_tokens).post(create_api_token))
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/me", get(me))
@@ -86,6 +96,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .nest("/api/v1", v1)
+        .merge(web::router())
         .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(guard::declared_length))
         .layer(axum::middleware::from_fn(guard::error_shape))

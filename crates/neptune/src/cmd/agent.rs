@@ -67,9 +67,11 @@ pub(crate) struct Args {
     /// URL the Manager uses to reach this Agent (default: http://<listen>).
     #[arg(long)]
     advertise_url: Option<String>,
-    /// The Manager's URL to register with (omit to run standalone).
-    #[arg(long, requires = "manager_token_file")]
-    manager: Option<String>,
+    /// A Manager's URL to register with (omit to run standalone). Give it
+    /// once per Manager sharing the domain's database (or as URL,URL,...):
+    /// the Agent reports to whichever answers.
+    #[arg(long, requires = "manager_token_file", value_delimiter = ',')]
+    manager: Vec<String>,
     /// File holding a Manager API token of an administrator.
     #[arg(long, requires = "manager")]
     manager_token_file: Option<PathBuf>,
@@ -126,7 +128,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         name: args.name,
         datacenter: args.datacenter,
         advertise_url: args.advertise_url,
-        manager_url: args.manager,
+        manager_urls: args.manager,
         manager_token_file: args.manager_token_file,
         token_file: args.token_file,
         hypervisor: match args.hypervisor {

@@ -110,6 +110,10 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let (running, server) = up::start(opts, ctrl_c()).await?;
         println!("Neptune is up at {}", running.url);
         println!(
+            "  console:     {}/  (the web console; log in as below)",
+            running.url
+        );
+        println!(
             "  API:         {}/api/v1  (OpenAPI: {}/api/v1/openapi.json)",
             running.url, running.url
         );
@@ -167,11 +171,20 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token));
         let manager = Manager::open(config, hosts).await?;
-        if let Some((name, password)) = &manager.created_admin {
-            println!("created the first administrator: {name} / {password} (shown once)");
+        match (&manager.created_admin, &args.admin_password_file) {
+            // The operator has the password already: never echo it.
+            (Some((name, _)), Some(file)) => println!(
+                "created the first administrator: {name} (password from {})",
+                file.display()
+            ),
+            (Some((name, password)), None) => {
+                println!("created the first administrator: {name} / {password} (shown once)")
+            }
+            (None, _) => {}
         }
         let (listener, addr) = Manager::bind(args.listen).await?;
         println!("Neptune Manager listening on http://{addr}");
+        println!("  console:     http://{addr}/");
         let resumed = manager.resume_jobs().await?;
         if resumed > 0 {
             println!("resumed {resumed} unfinished jobs");

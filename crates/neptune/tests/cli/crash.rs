@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use neptune_agent::{AgentConfig, ManagerLink};
 use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{Capacity, Hypervisor, Op};
-use neptune_store::{JobRecord, JobState, Store};
+use neptune_store::{JobRecord, JobState};
 use neptune_types::Secret;
 use serde_json::{json, Value};
 

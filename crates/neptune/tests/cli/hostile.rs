@@ -172,3 +172,63 @@ fn up_under_1024_files_outlasts_idle_sockets_and_hostile_input() {
         again.banner
     );
 }
+
+/// `neptune manager` given the first administrator's password in a file
+/// never prints it: the operator has it, and logs keep what is printed.
+/// Without the file it prints the generated one, once.
+#[test]
+fn a_password_from_a_file_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    std::fs::write(d.join("agent.token"), "agent-token-of-the-password-test").unwrap();
+    let password = "a-password-only-the-file-holds";
+    std::fs::write(d.join("admin.password"), password).unwrap();
+    let start = |db: &str, file: bool| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_neptune"));
+        cmd.arg("manager")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", d.join(db).display()))
+            .arg("--image-dir")
+            .arg(d.join("images"))
+            .arg("--agent-token-file")
+            .arg(d.join("agent.token"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if file {
+            cmd.arg("--admin-password-file")
+                .arg(d.join("admin.password"));
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(Ok(line)) = lines.next() {
+            let listening = line.contains("listening on");
+            banner.push(line);
+            if listening || Instant::now() > deadline {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        banner.join("\n")
+    };
+    let from_file = start("file.db", true);
+    assert!(
+        from_file.contains("created the first administrator: admin (password from"),
+        "{from_file}"
+    );
+    assert!(!from_file.contains(password), "{from_file}");
+    let generated = start("generated.db", false);
+    assert!(
+        generated.contains("created the first administrator: admin / "),
+        "{generated}"
+    );
+}

@@ -1,0 +1,208 @@
+//! Placement: what accepting a VI reserves (host slots and resources,
+//! address space) with its transition, and the releases that undo it.
+
+use neptune_lifecycle::ViState;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::vis::{transition_in, vi_conflict};
+use crate::decode::{self, json_param};
+use crate::error::{db, is_unique_violation, write_err};
+use crate::records::*;
+use crate::{Result, StoreError};
+
+pub(super) async fn transition_with_placement(
+    pool: &PgPool,
+    id: Uuid,
+    from: ViState,
+    change: &Transition,
+    reservation: &Reservation,
+) -> Result<ViRecord> {
+    let plan = reservation
+        .address_plan
+        .as_deref()
+        .map(|p| json_param("address plan", p))
+        .transpose()?;
+    let mut tx = pool.begin().await.map_err(db)?;
+    let Some(vi) = transition_in(&mut tx, id, from, change).await? else {
+        drop(tx);
+        return Err(vi_conflict(pool, id, from).await);
+    };
+    for row in &reservation.addresses {
+        let inserted = match &row.owner {
+            Some(owner) => sqlx::query(
+                "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
+                 VALUES ($1, $2, 'owned', $3, $4::jsonb, 1)",
+            )
+            .bind(&row.pool)
+            .bind(&row.prefix)
+            .bind(id)
+            .bind(json_param("address owner", owner)?)
+            .execute(&mut *tx)
+            .await
+            .map(|d| d.rows_affected()),
+            None => sqlx::query(
+                "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
+                 VALUES ($1, $2, 'covers', NULL, NULL, 1) \
+                 ON CONFLICT (pool, prefix) DO UPDATE SET count = addresses.count + 1 \
+                 WHERE addresses.kind = 'covers'",
+            )
+            .bind(&row.pool)
+            .bind(&row.prefix)
+            .execute(&mut *tx)
+            .await
+            .map(|d| d.rows_affected()),
+        };
+        match inserted {
+            Ok(1) => {}
+            Err(e) if !is_unique_violation(&e) => return Err(db(e)),
+            _ => {
+                return Err(StoreError::AddressTaken {
+                    prefix: row.prefix.clone(),
+                })
+            }
+        }
+    }
+    if let Some(plan) = plan {
+        sqlx::query("UPDATE vis SET address_plan = $1::jsonb WHERE id = $2")
+            .bind(plan)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    // Hosts are locked in id order here and in release_vms, so an
+    // accept and a release sharing hosts cannot deadlock.
+    let mut ordered: Vec<&VmRecord> = reservation.vms.iter().collect();
+    ordered.sort_by_key(|vm| vm.host_id);
+    for vm in ordered {
+        // Conditional on room: the database decides, so concurrent
+        // commits cannot overfill a host.
+        let done = sqlx::query(
+            "UPDATE hosts SET used_vcpus = used_vcpus + $1, used_ram_mib = used_ram_mib + $2, \
+             used_disk_mib = used_disk_mib + $3, used_slots = used_slots + 1, \
+             used_uplink_mbps = used_uplink_mbps + $5 \
+             WHERE id = $4 AND state = 'ready' AND used_vcpus + $1 <= cpus \
+             AND used_ram_mib + $2 <= ram_mib AND used_disk_mib + $3 <= disk_mib \
+             AND used_slots + 1 <= vm_slots \
+             AND (uplink_mbps = 0 OR used_uplink_mbps + $5 <= uplink_mbps)",
+        )
+        .bind(vm.vcpus)
+        .bind(vm.ram_mib)
+        .bind(vm.disk_mib)
+        .bind(vm.host_id)
+        .bind(vm.uplink_mbps)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NoRoom {
+                host: vm.host_id,
+                node: vm.node_id.clone(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO vms (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(vm.vi_id)
+        .bind(&vm.node_id)
+        .bind(vm.host_id)
+        .bind(vm.vcpus)
+        .bind(vm.ram_mib)
+        .bind(vm.disk_mib)
+        .bind(vm.uplink_mbps)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err("VM placement"))?;
+    }
+    if let Some(job) = &reservation.job {
+        super::jobs::insert_job(&mut tx, job, None).await?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(ViRecord {
+        address_plan: reservation.address_plan.clone().or(vi.address_plan),
+        ..vi
+    })
+}
+
+pub(super) async fn owned_addresses(pool: &PgPool) -> Result<Vec<OwnedAddress>> {
+    let rows = sqlx::query("SELECT pool, prefix, vi_id, owner FROM addresses WHERE kind = 'owned'")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::owned_address).collect()
+}
+
+pub(super) async fn release_addresses(
+    pool: &PgPool,
+    vi: Uuid,
+    covers: &[(String, String)],
+) -> Result<u64> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let deleted = sqlx::query("DELETE FROM addresses WHERE vi_id = $1 AND kind = 'owned'")
+        .bind(vi)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+    // Only the call that removed the owned rows releases their covers:
+    // a repeated release changes nothing.
+    if deleted > 0 {
+        for (pool, prefix) in covers {
+            sqlx::query(
+                "UPDATE addresses SET count = count - 1 WHERE pool = $1 AND prefix = $2 AND kind = 'covers'",
+            )
+            .bind(pool)
+            .bind(prefix)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        sqlx::query("DELETE FROM addresses WHERE kind = 'covers' AND count <= 0")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(deleted)
+}
+
+pub(super) async fn vms(pool: &PgPool, vi: Uuid) -> Result<Vec<VmRecord>> {
+    let rows = sqlx::query("SELECT * FROM vms WHERE vi_id = $1 ORDER BY node_id")
+        .bind(vi)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::vm).collect()
+}
+
+pub(super) async fn release_vms(pool: &PgPool, vi: Uuid) -> Result<u64> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    // Delete first: the rows deleted are exactly the ones this call releases.
+    let rows = sqlx::query("DELETE FROM vms WHERE vi_id = $1 RETURNING *")
+        .bind(vi)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+    let mut released = rows.iter().map(decode::vm).collect::<Result<Vec<_>>>()?;
+    // Host rows are locked in id order, as in transition_with_placement.
+    released.sort_by_key(|vm| vm.host_id);
+    for vm in &released {
+        sqlx::query(
+            "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
+             used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1, \
+             used_uplink_mbps = used_uplink_mbps - $5 WHERE id = $4",
+        )
+        .bind(vm.vcpus)
+        .bind(vm.ram_mib)
+        .bind(vm.disk_mib)
+        .bind(vm.host_id)
+        .bind(vm.uplink_mbps)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(rows.len() as u64)
+}

@@ -1,0 +1,101 @@
+//! Datacenters and their hosts.
+
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use crate::decode;
+use crate::error::{db, read_err, write_err};
+use crate::records::*;
+use crate::{Result, StoreError};
+
+pub(super) async fn create_datacenter(pool: &SqlitePool, dc: &DatacenterRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO datacenters (id, name, created_at, home_pools, public_gateway) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(dc.id.to_string())
+    .bind(&dc.name)
+    .bind(dc.created_at)
+    .bind(dc.home_pools.join(","))
+    .bind(dc.public_gateway.clone())
+    .execute(pool)
+    .await
+    .map_err(write_err("datacenter"))?;
+    Ok(())
+}
+
+pub(super) async fn list_datacenters(pool: &SqlitePool) -> Result<Vec<DatacenterRecord>> {
+    let rows = sqlx::query("SELECT * FROM datacenters ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::datacenter).collect()
+}
+
+pub(super) async fn datacenter_by_name(pool: &SqlitePool, name: &str) -> Result<DatacenterRecord> {
+    let row = sqlx::query("SELECT * FROM datacenters WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .map_err(read_err("datacenter"))?;
+    decode::datacenter(&row)
+}
+
+pub(super) async fn upsert_host(pool: &SqlitePool, h: &HostRecord) -> Result<HostRecord> {
+    let row = sqlx::query(
+        "INSERT INTO hosts (id, datacenter_id, name, agent_url, cpus, ram_mib, disk_mib, vm_slots, state, last_seen, uplink_mbps) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (name) DO UPDATE SET datacenter_id = excluded.datacenter_id, agent_url = excluded.agent_url, \
+         cpus = excluded.cpus, ram_mib = excluded.ram_mib, disk_mib = excluded.disk_mib, \
+         vm_slots = excluded.vm_slots, state = excluded.state, last_seen = excluded.last_seen, \
+         uplink_mbps = excluded.uplink_mbps \
+         RETURNING *",
+    )
+    .bind(h.id.to_string())
+    .bind(h.datacenter_id.to_string())
+    .bind(&h.name)
+    .bind(&h.agent_url)
+    .bind(h.cpus)
+    .bind(h.ram_mib)
+    .bind(h.disk_mib)
+    .bind(h.vm_slots)
+    .bind(h.state.as_str())
+    .bind(h.last_seen)
+    .bind(h.uplink_mbps)
+    .fetch_one(pool)
+    .await
+    .map_err(write_err("host"))?;
+    decode::host(&row)
+}
+
+pub(super) async fn list_hosts(pool: &SqlitePool) -> Result<Vec<HostRecord>> {
+    let rows = sqlx::query("SELECT * FROM hosts ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::host).collect()
+}
+
+pub(super) async fn host_heartbeat(pool: &SqlitePool, id: Uuid, now: i64) -> Result<()> {
+    let done = sqlx::query("UPDATE hosts SET last_seen = $1, state = 'ready' WHERE id = $2")
+        .bind(now)
+        .bind(id.to_string())
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { what: "host" });
+    }
+    Ok(())
+}
+
+pub(super) async fn mark_unreachable(pool: &SqlitePool, before: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE hosts SET state = 'unreachable' WHERE state = 'ready' AND last_seen < $1",
+    )
+    .bind(before)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}

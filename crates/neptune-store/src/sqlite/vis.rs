@@ -1,0 +1,255 @@
+//! Virtual Infrastructures: their designs (within the design quota), their
+//! lifecycle changes and history, and the revisions readers check.
+
+use neptune_lifecycle::ViState;
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use super::Tx;
+use crate::decode::{self, design_bytes, json_param, VI_COLUMNS};
+use crate::error::{self, db, read_err, write_err};
+use crate::records::*;
+use crate::{Result, StoreError};
+
+pub(super) async fn create_vi(pool: &SqlitePool, vi: &ViRecord) -> Result<()> {
+    let plan = vi
+        .address_plan
+        .as_deref()
+        .map(|p| json_param("address plan", p))
+        .transpose()?;
+    // One statement, under SQLite's one writer: the quota is read and the
+    // row written together.
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO vis ({VI_COLUMNS}) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM users u \
+         WHERE u.id = $2 \
+           AND (SELECT COUNT(*) FROM vis WHERE owner_id = $2 AND state <> 'terminated') \
+               < u.quota_designs \
+           AND {} + LENGTH($5) <= u.quota_design_mib * 1048576",
+        design_bytes("$2", None)
+    ))
+    .bind(vi.id.to_string())
+    .bind(vi.owner_id.to_string())
+    .bind(&vi.name)
+    .bind(vi.state.as_str())
+    .bind(&vi.design_xml)
+    .bind(vi.home_datacenter_id.map(|u| u.to_string()))
+    .bind(vi.reject_reason.clone())
+    .bind(vi.version)
+    .bind(vi.created_at)
+    .bind(vi.updated_at)
+    .bind(plan)
+    .execute(pool)
+    .await
+    .map_err(write_err("VI"))?;
+    if inserted.rows_affected() == 0 {
+        return Err(design_quota_error(pool, vi.owner_id, None).await);
+    }
+    Ok(())
+}
+
+pub(super) async fn vi(pool: &SqlitePool, id: Uuid) -> Result<ViRecord> {
+    let row = sqlx::query(&format!("SELECT {VI_COLUMNS} FROM vis WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_one(pool)
+        .await
+        .map_err(read_err("VI"))?;
+    decode::vi(&row)
+}
+
+pub(super) async fn vi_stamp(pool: &SqlitePool, id: Uuid) -> Result<ViStamp> {
+    // SQLite would take the primary key and then read the whole row,
+    // design included, to reach the revision; the stamp index has both
+    // columns.
+    let row = sqlx::query("SELECT owner_id, revision FROM vis INDEXED BY vis_stamp WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_one(pool)
+        .await
+        .map_err(read_err("VI"))?;
+    decode::vi_stamp(&row)
+}
+
+pub(super) async fn vi_list_stamp(pool: &SqlitePool, owner: Option<Uuid>) -> Result<ViListStamp> {
+    const STAMP: &str =
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(revision), 0) AS BIGINT) AS total FROM vis";
+    let row = match owner {
+        Some(o) => {
+            sqlx::query(&format!("{STAMP} WHERE owner_id = $1"))
+                .bind(o.to_string())
+                .fetch_one(pool)
+                .await
+        }
+        None => sqlx::query(STAMP).fetch_one(pool).await,
+    }
+    .map_err(db)?;
+    Ok(ViListStamp {
+        count: decode::number(&row, "vis", "n")?,
+        revisions: decode::number(&row, "vis", "total")?,
+    })
+}
+
+pub(super) async fn list_vis(pool: &SqlitePool, owner: Option<Uuid>) -> Result<Vec<ViRecord>> {
+    let rows = match owner {
+        Some(o) => {
+            sqlx::query(&format!(
+                "SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id"
+            ))
+            .bind(o.to_string())
+            .fetch_all(pool)
+            .await
+        }
+        None => {
+            sqlx::query(&format!(
+                "SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"
+            ))
+            .fetch_all(pool)
+            .await
+        }
+    }
+    .map_err(db)?;
+    rows.iter().map(decode::vi).collect()
+}
+
+pub(super) async fn update_vi_design(
+    pool: &SqlitePool,
+    id: Uuid,
+    version: i64,
+    name: &str,
+    design_xml: &str,
+    now: i64,
+) -> Result<ViRecord> {
+    let current = vi(pool, id).await?;
+    let row = sqlx::query(&format!(
+        "UPDATE vis SET name = $1, design_xml = $2, version = version + 1, updated_at = $3 \
+         WHERE id = $4 AND version = $5 AND state = 'defined' \
+           AND {} + LENGTH($2) \
+               <= (SELECT quota_design_mib * 1048576 FROM users WHERE id = $6) \
+         RETURNING {VI_COLUMNS}",
+        design_bytes("$6", Some("$4"))
+    ))
+    .bind(name)
+    .bind(design_xml)
+    .bind(now)
+    .bind(id.to_string())
+    .bind(version)
+    .bind(current.owner_id.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    if let Some(row) = row {
+        return decode::vi(&row);
+    }
+    let current = vi(pool, id).await?;
+    if current.version == version && current.state == ViState::Defined {
+        return Err(design_quota_error(pool, current.owner_id, Some(id)).await);
+    }
+    Err(error::design_conflict(
+        version,
+        current.version,
+        current.state,
+    ))
+}
+
+pub(super) async fn transition_vi(
+    pool: &SqlitePool,
+    id: Uuid,
+    from: ViState,
+    change: &Transition,
+) -> Result<ViRecord> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    match transition_in(&mut tx, id, from, change).await? {
+        Some(vi) => {
+            tx.commit().await.map_err(db)?;
+            Ok(vi)
+        }
+        None => {
+            drop(tx);
+            Err(vi_conflict(pool, id, from).await)
+        }
+    }
+}
+
+pub(super) async fn vi_events(pool: &SqlitePool, id: Uuid) -> Result<Vec<ViEventRecord>> {
+    let rows = sqlx::query("SELECT * FROM vi_events WHERE vi_id = $1 ORDER BY seq")
+        .bind(id.to_string())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::vi_event).collect()
+}
+
+/// The VI compare-and-set and its event, inside a transaction: `None` if
+/// the VI is not in `from` (nothing written).
+pub(super) async fn transition_in(
+    tx: &mut Tx<'_>,
+    id: Uuid,
+    from: ViState,
+    change: &Transition,
+) -> Result<Option<ViRecord>> {
+    let row = sqlx::query(&format!(
+        "UPDATE vis SET state = $1, reject_reason = $2, \
+         home_datacenter_id = COALESCE($3, home_datacenter_id), version = version + 1, updated_at = $4, \
+         address_plan = CASE WHEN $1 IN ('defined', 'requested') THEN NULL ELSE address_plan END \
+         WHERE id = $5 AND state = $6 RETURNING {VI_COLUMNS}"
+    ))
+    .bind(change.to.as_str())
+    .bind(change.reject_reason.clone())
+    .bind(change.home_datacenter_id.map(|u| u.to_string()))
+    .bind(change.at)
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?;
+    let Some(row) = row else { return Ok(None) };
+    sqlx::query(
+        "INSERT INTO vi_events (vi_id, at, from_state, to_state, actor, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(change.at)
+    .bind(from.as_str())
+    .bind(change.to.as_str())
+    .bind(change.actor.to_string())
+    .bind(change.reject_reason.clone())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    decode::vi(&row).map(Some)
+}
+
+/// Why a compare-and-set from `from` lost (read after the transaction).
+pub(super) async fn vi_conflict(pool: &SqlitePool, id: Uuid, from: ViState) -> StoreError {
+    match vi(pool, id).await {
+        Ok(current) => error::vi_conflict(from, current.state),
+        Err(e) => e,
+    }
+}
+
+/// Why a design of `owner` was refused: which part of the design quota
+/// it would exceed (`except`: the VI being edited, not counted).
+async fn design_quota_error(pool: &SqlitePool, owner: Uuid, except: Option<Uuid>) -> StoreError {
+    let user = match super::users::user(pool, owner).await {
+        Ok(u) => u,
+        Err(e) => return e,
+    };
+    let row = sqlx::query(&format!(
+        "SELECT COUNT(*) AS n, {} AS bytes FROM vis \
+         WHERE owner_id = $1 AND state <> 'terminated' AND id <> $2",
+        design_bytes("$1", Some("$2"))
+    ))
+    .bind(owner.to_string())
+    .bind(except.unwrap_or_default().to_string())
+    .fetch_one(pool)
+    .await;
+    let held = row.map_err(db).and_then(|row| {
+        Ok((
+            decode::number(&row, "vis", "n")?,
+            decode::number(&row, "vis", "bytes")?,
+        ))
+    });
+    match held {
+        Ok((count, bytes)) => error::design_quota(&user, count, bytes, except.is_some()),
+        Err(e) => e,
+    }
+}

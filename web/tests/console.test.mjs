@@ -1,0 +1,350 @@
+// The console's end-to-end proof in Debian's headless Chromium: against a
+// `neptune up` of its own, a user designs a 3-VM VI with two links and an
+// entry point by dragging and clicking, exports it (the XML passes
+// `neptune topology check`), requests it; an administrator reviews the plan
+// and accepts it; the user watches it run, suspends and resumes it; the
+// paper's Fig. 3 imports and renders; a design error is shown on its
+// element; another user never sees the first one's VIs. Screenshots go to
+// docs/screenshots/.
+//
+//   node web/tests/console.test.mjs      (after `cargo build -p neptune`)
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { apiAs, launchChromium, logIn, neptuneBinary, newPage, repo, startNeptune } from './harness.mjs';
+
+const shots = process.env.NEPTUNE_SCREENSHOTS || join(repo, 'docs', 'screenshots');
+mkdirSync(shots, { recursive: true });
+
+const steps = [];
+async function step(name, fn) {
+  const started = Date.now();
+  await fn();
+  steps.push(name);
+  console.log(`ok ${steps.length} - ${name} (${Date.now() - started} ms)`);
+}
+
+// Where a graph element is drawn, in page coordinates.
+const drawnAt = (page, id, graph = 'neptuneGraph') =>
+  page.evaluate(
+    ([id, graph]) => {
+      const cy = window[graph];
+      const el = cy.getElementById(id);
+      if (!el.length) return null;
+      const p = el.renderedPosition();
+      const box = cy.container().getBoundingClientRect();
+      return { x: box.left + p.x, y: box.top + p.y };
+    },
+    [id, graph],
+  );
+
+const graphIds = (page, selector, graph = 'neptuneGraph') =>
+  page.evaluate(([s, g]) => window[g].elements(s).map((e) => e.id()), [selector, graph]);
+
+const neptune = await startNeptune();
+const browser = await launchChromium();
+const problems = [];
+let failed = false;
+try {
+  const admin = await apiAs(neptune.url, 'admin', neptune.password);
+  await admin('POST', '/users', { name: 'alice', password: 'alice-password-1', role: 'user' });
+  await admin('POST', '/users', { name: 'bob', password: 'bob-password-12', role: 'user' });
+
+  const alice = await newPage(browser, problems);
+  const streams = [];
+  alice.on('response', (r) => {
+    if (/\/api\/v1\/jobs\/[0-9a-f-]+\/events$/.test(r.url())) streams.push(r);
+  });
+  let viId;
+  let xmlPath;
+
+  await step('a user logs in with a cookie session (no token in the page)', async () => {
+    await logIn(alice, neptune.url, 'alice', 'alice-password-1');
+    const cookies = await alice.context().cookies();
+    const session = cookies.find((c) => c.name === 'neptune_session');
+    assert.ok(session, 'a session cookie');
+    assert.equal(session.httpOnly, true);
+    assert.equal(session.sameSite, 'Strict');
+    assert.equal(await alice.evaluate(() => document.cookie), '', 'scripts cannot read the session');
+  });
+
+  await step('designs three VMs by dragging templates onto the canvas', async () => {
+    await alice.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Design', exact: true }).click();
+    await alice.waitForURL(/\/design$/);
+    const canvas = alice.getByTestId('canvas');
+    await canvas.waitFor();
+    const blank = alice.locator('button.template[data-template="blank"]');
+    for (const [x, y] of [[140, 120], [420, 120], [280, 330]]) {
+      await blank.dragTo(canvas, { targetPosition: { x, y } });
+    }
+    assert.deepEqual(await graphIds(alice, 'node.vm'), ['n:blank1', 'n:blank2', 'n:blank3']);
+    const p = await alice.evaluate(() => window.neptuneGraph.getElementById('n:blank2').renderedPosition());
+    assert.ok(Math.abs(p.x - 420) < 2 && Math.abs(p.y - 120) < 2, `dropped where released: ${JSON.stringify(p)}`);
+  });
+
+  await step('draws two links with their bandwidth by dragging from VM to VM', async () => {
+    await alice.getByLabel('Bandwidth of new links').fill('250');
+    await alice.getByRole('button', { name: 'Draw links' }).click();
+    for (const [a, b] of [['n:blank1', 'n:blank2'], ['n:blank2', 'n:blank3']]) {
+      const from = await drawnAt(alice, a);
+      const to = await drawnAt(alice, b);
+      await alice.mouse.move(from.x, from.y);
+      await alice.mouse.down();
+      await alice.mouse.move(to.x, to.y, { steps: 8 });
+      await alice.mouse.up();
+    }
+    await alice.getByRole('button', { name: 'Drawing links…' }).click();
+    const links = await alice.evaluate(() => window.neptuneGraph.edges('[link]').map((e) => [e.source().id(), e.target().id(), e.data('label')]));
+    assert.deepEqual(links, [
+      ['n:blank1', 'n:blank2', '250 Mbit/s'],
+      ['n:blank2', 'n:blank3', '250 Mbit/s'],
+    ]);
+  });
+
+  await step('marks an entry point and edits a VM in the inspector; undo and redo', async () => {
+    const at = await drawnAt(alice, 'n:blank1');
+    await alice.mouse.click(at.x, at.y);
+    const form = alice.getByRole('form', { name: 'VM blank1' });
+    await form.waitFor();
+    await form.getByLabel('Id').fill('gw');
+    await form.getByLabel('Id').press('Tab');
+    const gw = alice.getByRole('form', { name: 'VM gw' });
+    await gw.getByLabel('Entry point').check();
+    await gw.getByLabel('RAM (MiB)').fill('384');
+    await gw.getByLabel('RAM (MiB)').press('Tab');
+    assert.ok(await alice.evaluate(() => window.neptuneGraph.getElementById('n:gw').hasClass('entry')));
+    await alice.keyboard.press('Escape');
+    await alice.getByRole('button', { name: 'Undo' }).click();
+    await alice.getByText(/3 VMs · 2 links · 1 entry points · 3 vCPU · 1536 MiB RAM/).waitFor();
+    await alice.getByRole('button', { name: 'Redo' }).click();
+    await alice.getByTestId('summary').getByText(/3 VMs · 2 links · 1 entry points · 3 vCPU · 1408 MiB RAM/).waitFor();
+    await alice.getByLabel('VI name').fill('shop');
+    await alice.getByLabel('VI name').press('Tab');
+    await alice.getByRole('button', { name: 'Fit' }).click();
+    await alice.waitForTimeout(500); // the sharp frame after the scaled bitmap of a viewport change
+    await alice.screenshot({ path: join(shots, 'editor.png') });
+  });
+
+  await step('the keyboard alone selects a VM and moves it', async () => {
+    await alice.getByLabel('Select element').selectOption('node:blank3');
+    const before = await alice.evaluate(() => window.neptuneGraph.getElementById('n:blank3').position());
+    await alice.getByTestId('canvas').focus();
+    for (const key of ['ArrowRight', 'ArrowRight', 'Shift+ArrowDown']) await alice.keyboard.press(key);
+    const after = await alice.evaluate(() => window.neptuneGraph.getElementById('n:blank3').position());
+    assert.deepEqual([after.x - before.x, after.y - before.y], [20, 50]);
+  });
+
+  await step('exports the XML, which `neptune topology check` accepts unchanged', async () => {
+    const download = alice.waitForEvent('download');
+    await alice.getByRole('button', { name: 'Export XML' }).click();
+    xmlPath = join(neptune.dir, 'shop.xml');
+    await (await download).saveAs(xmlPath);
+    const out = execFileSync(neptuneBinary(), ['topology', 'check', xmlPath], { encoding: 'utf8' });
+    assert.match(out, /topology "shop": 3 nodes, 2 links, 1 entry point/);
+    assert.match(out, /500 Mbit\/s total link bandwidth/);
+  });
+
+  await step('saves and requests the VI', async () => {
+    await alice.getByRole('button', { name: 'Request' }).click();
+    await alice.waitForURL(/\/vis\/[0-9a-f-]{36}$/);
+    viId = alice.url().split('/').pop();
+    await alice.getByTestId('vi-state').getByText('requested').waitFor();
+    // The design the Manager stored is the one exported.
+    const stored = await admin('GET', `/vis/${viId}`);
+    const xmlStored = execFileSync(neptuneBinary(), ['topology', 'convert', xmlPath, '--to', 'json'], { encoding: 'utf8' });
+    assert.deepEqual(stored.topology, JSON.parse(xmlStored));
+  });
+
+  const boss = await newPage(browser, problems);
+  await step('an administrator sees the plan preview: placement on hosts, addresses, cut, quota', async () => {
+    await logIn(boss, neptune.url, 'admin', neptune.password);
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Approval queue' }).click();
+    await boss.getByTestId('queue').getByRole('link', { name: 'shop' }).click();
+    await boss.waitForURL(`${neptune.url}/admin/queue/${viId}`);
+    await boss.getByTestId('plan-facts').getByText(/cut .* Mbit\/s/).waitFor();
+    assert.equal(await boss.getByTestId('plan-vms').locator('tbody tr').count(), 3);
+    await boss.getByTestId('plan-addresses').getByText('(home)').waitFor();
+    await boss.getByTestId('quota').getByText(/VMs/).waitFor();
+    const hosts = await graphIds(boss, 'node.host', 'neptunePlacement');
+    assert.ok(hosts.length >= 3, `every host of the datacenter is drawn: ${hosts}`);
+    const parents = await boss.evaluate(() => window.neptunePlacement.nodes('node.vm').map((n) => n.parent().id()));
+    assert.ok(parents.every((p) => p.startsWith('h:')), `VMs are drawn inside their hosts: ${parents}`);
+    await boss.screenshot({ path: join(shots, 'approval-preview.png') });
+  });
+
+  let manualHost;
+  await step('the administrator drags a VM onto another host and accepts that placement', async () => {
+    const from = await boss.evaluate(() => window.neptunePlacement.getElementById('n:gw').parent().data('host'));
+    manualHost = ['napoli-1', 'napoli-2', 'napoli-3'].find((h) => h !== from);
+    const vm = await drawnAt(boss, 'n:gw', 'neptunePlacement');
+    const host = await drawnAt(boss, `h:${manualHost}`, 'neptunePlacement');
+    await boss.mouse.move(vm.x, vm.y);
+    await boss.mouse.down();
+    await boss.mouse.move(host.x, host.y, { steps: 12 });
+    await boss.mouse.up();
+    await boss.getByRole('status').getByText(`gw moves to ${manualHost}`).waitFor();
+    await boss.getByTestId('plan-facts').getByText(/manual placement/).waitFor();
+    await boss.getByTestId('plan-vms').getByRole('row', { name: new RegExp(`^gw ${manualHost}`) }).waitFor();
+    await boss.getByRole('button', { name: 'Accept' }).click();
+    await boss.waitForURL(`${neptune.url}/vis/${viId}`);
+    const placed = await admin('GET', `/vis/${viId}`);
+    assert.equal(placed.vms.find((v) => v.node === 'gw').host, manualHost);
+  });
+
+  await step('the user watches it reach running, with addresses and live job progress', async () => {
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor({ timeout: 60000 });
+    await alice.getByTestId('home-addresses').locator('code').first().waitFor();
+    await alice.getByTestId('job').getByText(/deploy/).waitFor();
+    await alice.getByTestId('vm-table').getByText('ready').first().waitFor({ timeout: 30000 });
+    const colours = await alice.evaluate(() => window.neptunePlacement.nodes('node.vm').map((n) => n.data('state')));
+    assert.equal(colours.length, 3);
+    await alice.screenshot({ path: join(shots, 'running-vi.png') });
+  });
+
+  await step('suspends and resumes it', async () => {
+    await alice.getByRole('button', { name: 'Suspend' }).click();
+    await alice.getByTestId('vi-state').getByText('suspended').waitFor({ timeout: 60000 });
+    await alice.getByRole('button', { name: 'Resume' }).click();
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor({ timeout: 60000 });
+    // The jobs' progress came live, as server-sent events, on the cookie session.
+    assert.ok(streams.length >= 1, 'a job was followed');
+    for (const r of streams) {
+      assert.equal(r.status(), 200);
+      assert.match(r.headers()['content-type'], /^text\/event-stream/);
+    }
+  });
+
+  await step("opens a VM's serial console, saves a VM as a template, uploads an image", async () => {
+    await alice.getByTestId('vm-table').getByRole('row', { name: /^gw/ }).getByRole('button', { name: 'console' }).click();
+    await alice.getByRole('region', { name: 'Console of gw' }).waitFor();
+    await alice.getByRole('region', { name: 'Console of gw' }).getByRole('button', { name: 'Close' }).click();
+    const form = alice.getByRole('form', { name: 'Save a VM as a template' });
+    await form.getByLabel('VM').selectOption('blank3');
+    await form.getByLabel('Template name').fill('backend-image');
+    await form.getByRole('button', { name: 'Save as template' }).click();
+    await alice.getByRole('status').getByText(/Saving blank3 as template backend-image/).waitFor();
+    await alice.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Templates' }).click();
+    for (let i = 0; i < 30 && !(await alice.getByTestId('templates').getByText('backend-image').count()); i += 1) {
+      await alice.waitForTimeout(1000);
+      await alice.reload();
+    }
+    await alice.getByTestId('templates').getByRole('row', { name: /backend-image/ }).getByText('alice').waitFor();
+    // And an image of her own, uploaded: a 1 MiB raw disk.
+    const image = join(neptune.dir, 'disk.raw');
+    writeFileSync(image, Buffer.alloc(1 << 20));
+    const upload = alice.getByRole('form', { name: 'Import an image' });
+    await upload.getByLabel('Image file').setInputFiles(image);
+    await upload.getByLabel('Template name').fill('my-disk');
+    await upload.getByLabel('OS').fill('none');
+    await upload.getByRole('button', { name: 'Import' }).click();
+    await alice.getByRole('status').getByText('Imported my-disk (raw, 1 MiB).').waitFor({ timeout: 30000 });
+    await alice.getByTestId('templates').getByRole('row', { name: /^my-disk none alice private/ }).waitFor();
+  });
+
+  await step('starts a design from the catalogue', async () => {
+    await alice.goto(`${neptune.url}/design`);
+    await alice.getByLabel('Catalogue kind').selectOption('star');
+    await alice.getByLabel('Nodes').fill('5');
+    await alice.getByLabel('Name', { exact: true }).fill('hub');
+    await alice.getByRole('button', { name: 'Create' }).click();
+    await alice.waitForURL(/\/design\/[0-9a-f-]{36}$/);
+    await alice.waitForFunction(() => window.neptuneGraph?.nodes('node.vm').length === 5);
+    await alice.getByTestId('summary').getByText(/5 VMs · 4 links/).waitFor();
+  });
+
+  await step('administrators see hosts with their use, users with their quotas', async () => {
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Hosts' }).click();
+    const napoli = boss.getByTestId('hosts-napoli');
+    await napoli.locator('tbody tr').nth(2).waitFor();
+    assert.equal(await napoli.locator('tbody tr').count(), 3);
+    assert.ok((await napoli.locator('meter').count()) >= 15, 'CPU, RAM, disk, slots and uplink per host');
+    // The first meter of a row is its host's vCPUs: the running VI takes 3
+    // (the page refreshes itself every 5 s).
+    await boss.waitForFunction(
+      () => [...document.querySelectorAll('[data-testid=hosts-napoli] tbody tr')].reduce((n, r) => n + r.querySelector('meter').value, 0) === 3,
+      null,
+      { timeout: 20000 },
+    );
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
+    await boss.getByTestId('users').getByRole('row', { name: /^alice user 64/ }).waitFor();
+  });
+
+  await step("the paper's Fig. 3 imports and renders as the paper draws it", async () => {
+    await alice.goto(`${neptune.url}/design`);
+    const fig3 = join(repo, 'crates/neptune-topology/testdata/fig3.xml');
+    await alice.getByLabel('Import XML').setInputFiles(fig3);
+    await alice.getByRole('status').getByText(/Imported fig3.xml: 1 nodes, 0 links/).waitFor();
+    assert.deepEqual(await graphIds(alice, 'node'), ['n:node0', 'p:node0/eth0', 'p:node0/eth1']);
+    const labels = await alice.evaluate(() => window.neptuneGraph.nodes().map((n) => n.data('label')));
+    assert.match(labels[0], /^node0\nCentOS · minicentos\n1 vCPU · 256 MiB · 2 GiB$/);
+    assert.deepEqual(labels.slice(1), ['eth0 · HIF', 'eth1 · bridge']);
+    // Exported again, it is the same topology (MACs, OS password, software included).
+    const download = alice.waitForEvent('download');
+    await alice.getByRole('button', { name: 'Export XML' }).click();
+    const again = join(neptune.dir, 'fig3-again.xml');
+    await (await download).saveAs(again);
+    const json = (file) => JSON.parse(execFileSync(neptuneBinary(), ['topology', 'convert', file, '--to', 'json'], { encoding: 'utf8' }));
+    assert.deepEqual(json(again), json(fig3));
+    await alice.getByRole('button', { name: 'Save' }).click();
+    await alice.getByRole('status').getByText(/Saved luigi/).waitFor();
+    await alice.getByLabel('Select element').selectOption('node:node0');
+    await alice.getByRole('form', { name: 'VM node0' }).getByLabel('OS', { exact: true }).waitFor();
+    await alice.screenshot({ path: join(shots, 'fig3.png') });
+  });
+
+  await step('a design error is shown on the element it concerns', async () => {
+    await alice.getByLabel('Select element').selectOption('node:node0');
+    const form = alice.getByRole('form', { name: 'VM node0' });
+    await form.getByLabel('RAM (MiB)').fill('0');
+    await form.getByLabel('RAM (MiB)').press('Tab');
+    await alice.getByRole('button', { name: 'Save' }).click();
+    await form.getByTestId('element-problems').getByText(/RAM must be positive/).waitFor();
+    assert.ok(await alice.evaluate(() => window.neptuneGraph.getElementById('n:node0').hasClass('error')));
+    await alice.getByRole('region', { name: 'Problems' }).getByText(/node node0/).waitFor();
+  });
+
+  await step("another user never sees the first one's VIs; a request is rejected with a reason", async () => {
+    const bob = await newPage(browser, problems);
+    await logIn(bob, neptune.url, 'bob', 'bob-password-12');
+    await bob.getByRole('heading', { name: 'Virtual Infrastructures' }).waitFor();
+    await bob.getByText(/No VIs yet/).waitFor();
+    assert.equal(await bob.getByText('shop').count(), 0);
+    await bob.goto(`${neptune.url}/vis/${viId}`);
+    await bob.getByText(/not found/i).first().waitFor();
+    assert.equal(await bob.getByText('shop').count(), 0);
+    await bob.goto(`${neptune.url}/admin/queue`);
+    await bob.getByRole('heading', { name: 'Not found' }).waitFor();
+
+    // Bob's own request, rejected with a reason he then reads.
+    const asBob = await apiAs(neptune.url, 'bob', 'bob-password-12');
+    const hub = await asBob('POST', '/vis', { catalogue: { kind: 'star', nodes: 3 }, name: 'bobs-star' });
+    await asBob('POST', `/vis/${hub.id}/request`);
+    await boss.goto(`${neptune.url}/admin/queue/${hub.id}`);
+    await boss.getByLabel('Reason for rejecting').fill('no capacity for stars this week');
+    await boss.getByRole('button', { name: 'Reject' }).click();
+    await boss.waitForURL(`${neptune.url}/admin/queue`);
+    await bob.goto(`${neptune.url}/vis/${hub.id}`);
+    await bob.getByText('Rejected: no capacity for stars this week').waitFor();
+    await bob.getByRole('button', { name: 'Revise' }).waitFor();
+  });
+
+  await step('logging out revokes the session', async () => {
+    await alice.getByRole('button', { name: 'Log out' }).click();
+    await alice.getByRole('button', { name: 'Log in' }).waitFor();
+    const status = await alice.evaluate(() => fetch('/api/v1/vis').then((r) => r.status));
+    assert.equal(status, 401);
+  });
+
+  assert.deepEqual(problems, [], 'no console errors (a CSP violation is one)');
+} catch (e) {
+  failed = true;
+  console.error(`not ok - ${e.stack || e}`);
+  if (problems.length) console.error(problems.join('\n'));
+  console.error(neptune.log().split('\n').slice(-30).join('\n'));
+} finally {
+  await browser.close();
+  await neptune.stop();
+}
+if (failed) process.exitCode = 1;
+else console.log(`all ${steps.length} console checks passed`);
