@@ -235,6 +235,10 @@ pub mod codes {
     pub const SPEC_MISMATCH: &str = "spec_mismatch";
     /// 409: the host's capacity would be exceeded.
     pub const NO_ROOM: &str = "no_room";
+    /// 413: the body is larger than the Agent reads (2 MiB).
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// 415: the body is not declared JSON (`Content-Type`).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// 422: the template image does not exist on the host.
     pub const NO_IMAGE: &str = "no_image";
     /// 404: the VM has no disk on this host (export).

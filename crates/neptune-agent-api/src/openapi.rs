@@ -86,7 +86,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("VmSpec"),
         status: 204,
         answer: None,
-        refusals: &[400, 401, 409, 502, 503],
+        refusals: &[400, 401, 409, 413, 415, 502, 503],
     },
     Route {
         method: "DELETE",
@@ -104,7 +104,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("PrepareDisk"),
         status: 200,
         answer: Some("Disk"),
-        refusals: &[400, 401, 409, 422, 502, 503],
+        refusals: &[400, 401, 409, 413, 415, 422, 502, 503],
     },
     Route {
         method: "DELETE",
@@ -122,7 +122,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("ExportDisk"),
         status: 204,
         answer: None,
-        refusals: &[400, 401, 404, 502, 503],
+        refusals: &[400, 401, 404, 413, 415, 502, 503],
     },
     Route {
         method: "POST",
@@ -140,7 +140,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("SaveVm"),
         status: 204,
         answer: None,
-        refusals: &[400, 401, 404, 502, 503],
+        refusals: &[400, 401, 404, 413, 415, 502, 503],
     },
     Route {
         method: "POST",
@@ -149,7 +149,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("RestoreVm"),
         status: 204,
         answer: None,
-        refusals: &[400, 401, 409, 422, 502, 503],
+        refusals: &[400, 401, 409, 413, 415, 422, 502, 503],
     },
     Route {
         method: "GET",
@@ -167,7 +167,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("ConsoleInput"),
         status: 204,
         answer: None,
-        refusals: &[400, 401, 404, 409, 502, 503],
+        refusals: &[400, 401, 404, 409, 413, 415, 502, 503],
     },
     Route {
         method: "GET",
@@ -185,7 +185,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("IncomingRequest"),
         status: 200,
         answer: Some("Incoming"),
-        refusals: &[400, 401, 409, 422, 502, 503],
+        refusals: &[400, 401, 409, 413, 415, 422, 502, 503],
     },
     Route {
         method: "POST",
@@ -194,7 +194,7 @@ pub const ROUTES: &[Route] = &[
         request: Some("Incoming"),
         status: 202,
         answer: Some("Migration"),
-        refusals: &[400, 401],
+        refusals: &[400, 401, 413, 415],
     },
     Route {
         method: "GET",
@@ -223,6 +223,8 @@ fn codes_of(status: u16) -> &'static [&'static str] {
         401 => &[codes::UNAUTHENTICATED],
         404 => &[codes::NO_SUCH_VM, codes::NO_DISK, codes::NOT_FOUND],
         409 => &[codes::SPEC_MISMATCH, codes::NO_ROOM],
+        413 => &[codes::PAYLOAD_TOO_LARGE],
+        415 => &[codes::UNSUPPORTED_MEDIA_TYPE],
         422 => &[codes::NO_IMAGE, codes::NO_SAVED_STATE],
         502 => &[codes::HYPERVISOR_FAILED],
         503 => &[codes::HYPERVISOR_UNREACHABLE],

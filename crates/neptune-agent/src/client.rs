@@ -110,7 +110,10 @@ impl ClientError {
                     codes::NO_DISK => HypervisorError::NoDisk(vm.to_owned()),
                     codes::NO_IMAGE => HypervisorError::NoImage(what.to_owned()),
                     codes::NO_SAVED_STATE => HypervisorError::NoSavedState(what.to_owned()),
-                    codes::INVALID_REQUEST => HypervisorError::InvalidRequest(detail),
+                    // Refused as sent: repeating it cannot help.
+                    codes::INVALID_REQUEST
+                    | codes::PAYLOAD_TOO_LARGE
+                    | codes::UNSUPPORTED_MEDIA_TYPE => HypervisorError::InvalidRequest(detail),
                     codes::HYPERVISOR_UNREACHABLE => HypervisorError::Unreachable(detail),
                     codes::HYPERVISOR_FAILED => HypervisorError::Failed {
                         op,
@@ -691,6 +694,19 @@ mod tests {
             new.into_hypervisor_error(Op::Define, "vm", ""),
             HypervisorError::NoRoom("all 2 VM slots are taken".into())
         );
+    }
+
+    #[test]
+    fn a_body_refused_as_sent_is_not_retried() {
+        for code in [codes::PAYLOAD_TOO_LARGE, codes::UNSUPPORTED_MEDIA_TYPE] {
+            let e = refusal_of(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(r#"{{"code":"{code}","message":"refused"}}"#),
+            );
+            let e = e.into_hypervisor_error(Op::Define, "vm", "");
+            assert_eq!(e, HypervisorError::InvalidRequest("refused".into()));
+            assert!(!e.is_retryable());
+        }
     }
 
     #[test]

@@ -127,7 +127,16 @@ impl From<HypervisorError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        ApiError::invalid(e.body_text())
+        // The codes the Manager and the switch give the same refusals.
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(e.status(), codes::PAYLOAD_TOO_LARGE, e.body_text())
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::new(e.status(), codes::UNSUPPORTED_MEDIA_TYPE, e.body_text())
+            }
+            _ => ApiError::invalid(e.body_text()),
+        }
     }
 }
 

@@ -996,3 +996,40 @@ async fn the_server_serves_the_documented_routes_and_no_others() {
     }
     host.stop().await;
 }
+
+/// A body too large or not declared JSON is refused with the codes the
+/// Manager and the switch use, on every route that reads a body.
+#[tokio::test]
+async fn bodies_are_refused_with_the_shared_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let raw = reqwest::Client::new();
+    let huge = format!("{{\"dest\": \"{}\"}}", "x".repeat(3 << 20));
+    for route in api::ROUTES.iter().filter(|r| r.request.is_some()) {
+        let url = format!("{}{}", host.url(), route.path.replace("{name}", "vi1-x"));
+        let method: reqwest::Method = route.method.parse().unwrap();
+        let cases = [
+            (
+                raw.request(method.clone(), &url)
+                    .header("Content-Type", "application/json")
+                    .body(huge.clone()),
+                413,
+                codes::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                raw.request(method.clone(), &url).body("{}"),
+                415,
+                codes::UNSUPPORTED_MEDIA_TYPE,
+            ),
+        ];
+        for (req, status, code) in cases {
+            let resp = req.bearer_auth(TOKEN).send().await.unwrap();
+            assert_eq!(resp.status(), status, "{} {}", route.method, route.path);
+            assert!(route.refusals.contains(&status), "{route:?}");
+            let body: api::ErrorBody = resp.json().await.unwrap();
+            assert_eq!(body.code, code, "{} {}", route.method, route.path);
+        }
+    }
+    assert!(host.sim.list().await.unwrap().is_empty());
+    host.stop().await;
+}
