@@ -46,7 +46,8 @@ pub enum ClientError {
         /// was not an Agent error body).
         code: String,
         message: String,
-        detail: Option<String>,
+        /// [`ErrorBody::details`].
+        details: Vec<String>,
     },
     /// The Agent answered something this client cannot read.
     #[error("agent {url} sent an unreadable answer")]
@@ -92,10 +93,14 @@ impl ClientError {
             ClientError::Refused {
                 code,
                 message,
-                detail,
+                details,
                 ..
             } => {
-                let detail = detail.unwrap_or_else(|| message.clone());
+                let detail = if details.is_empty() {
+                    message.clone()
+                } else {
+                    details.join("; ")
+                };
                 match code.as_str() {
                     codes::NO_SUCH_VM => HypervisorError::NoSuchVm(vm.to_owned()),
                     codes::SPEC_MISMATCH => HypervisorError::SpecMismatch {
@@ -105,7 +110,10 @@ impl ClientError {
                     codes::NO_DISK => HypervisorError::NoDisk(vm.to_owned()),
                     codes::NO_IMAGE => HypervisorError::NoImage(what.to_owned()),
                     codes::NO_SAVED_STATE => HypervisorError::NoSavedState(what.to_owned()),
-                    codes::INVALID_REQUEST => HypervisorError::InvalidRequest(detail),
+                    // Refused as sent: repeating it cannot help.
+                    codes::INVALID_REQUEST
+                    | codes::PAYLOAD_TOO_LARGE
+                    | codes::UNSUPPORTED_MEDIA_TYPE => HypervisorError::InvalidRequest(detail),
                     codes::HYPERVISOR_UNREACHABLE => HypervisorError::Unreachable(detail),
                     codes::HYPERVISOR_FAILED => HypervisorError::Failed {
                         op,
@@ -373,20 +381,7 @@ impl AgentClient {
                 }
             }
         };
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => ClientError::Refused {
-                status: status.as_u16(),
-                code: b.code,
-                message: b.message,
-                detail: b.detail,
-            },
-            Err(_) => ClientError::Refused {
-                status: status.as_u16(),
-                code: format!("http_{}", status.as_u16()),
-                message: text.chars().take(200).collect(),
-                detail: None,
-            },
-        }
+        refusal_of(status, &text)
     }
 
     async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -610,13 +605,13 @@ impl Hypervisor for AgentHypervisor {
                     let body = status.error.unwrap_or(ErrorBody {
                         code: codes::HYPERVISOR_FAILED.to_owned(),
                         message: "the move failed".to_owned(),
-                        detail: None,
+                        details: Vec::new(),
                     });
                     return Err(refused(ClientError::Refused {
                         status: 502,
                         code: body.code,
                         message: body.message,
-                        detail: body.detail,
+                        details: body.details,
                     }));
                 }
                 api::MigrationState::Running => {}
@@ -639,5 +634,85 @@ impl Hypervisor for AgentHypervisor {
             .arrived(vm)
             .await
             .map_err(|e| e.into_hypervisor_error(Op::Incoming, vm, ""))
+    }
+}
+
+/// The refusal an answer of `status` with body `text` is. An Agent older
+/// than the shared error shape says `unauthorized` for 401 and `detail`
+/// for `details`: both are read as today's, so callers match one code.
+fn refusal_of(status: StatusCode, text: &str) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(b) => ClientError::Refused {
+            status: status.as_u16(),
+            code: if b.code == codes::LEGACY_UNAUTHORIZED {
+                codes::UNAUTHENTICATED.to_owned()
+            } else {
+                b.code
+            },
+            message: b.message,
+            details: b.details,
+        },
+        Err(_) => ClientError::Refused {
+            status: status.as_u16(),
+            code: format!("http_{}", status.as_u16()),
+            message: text.chars().take(200).collect(),
+            details: Vec::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_agents_refusals_read_as_todays() {
+        let old = refusal_of(
+            StatusCode::UNAUTHORIZED,
+            r#"{"code":"unauthorized","message":"a valid agent token is required"}"#,
+        );
+        assert_eq!(old.code(), Some(codes::UNAUTHENTICATED));
+        let new = refusal_of(
+            StatusCode::UNAUTHORIZED,
+            r#"{"code":"unauthenticated","message":"a valid agent token is required"}"#,
+        );
+        assert_eq!(new.code(), Some(codes::UNAUTHENTICATED));
+
+        let old = refusal_of(
+            StatusCode::CONFLICT,
+            r#"{"code":"no_room","message":"the host has no room: all 2 VM slots are taken","detail":"all 2 VM slots are taken"}"#,
+        );
+        assert_eq!(
+            old.into_hypervisor_error(Op::Define, "vm", ""),
+            HypervisorError::NoRoom("all 2 VM slots are taken".into())
+        );
+        let new = refusal_of(
+            StatusCode::CONFLICT,
+            r#"{"code":"no_room","message":"the host has no room: all 2 VM slots are taken","details":["all 2 VM slots are taken"]}"#,
+        );
+        assert_eq!(
+            new.into_hypervisor_error(Op::Define, "vm", ""),
+            HypervisorError::NoRoom("all 2 VM slots are taken".into())
+        );
+    }
+
+    #[test]
+    fn a_body_refused_as_sent_is_not_retried() {
+        for code in [codes::PAYLOAD_TOO_LARGE, codes::UNSUPPORTED_MEDIA_TYPE] {
+            let e = refusal_of(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(r#"{{"code":"{code}","message":"refused"}}"#),
+            );
+            let e = e.into_hypervisor_error(Op::Define, "vm", "");
+            assert_eq!(e, HypervisorError::InvalidRequest("refused".into()));
+            assert!(!e.is_retryable());
+        }
+    }
+
+    #[test]
+    fn an_answer_that_is_not_an_error_body_keeps_its_status() {
+        let e = refusal_of(StatusCode::BAD_GATEWAY, "<html>proxy error</html>");
+        assert_eq!(e.code(), Some("http_502"));
+        assert!(e.is_retryable());
     }
 }

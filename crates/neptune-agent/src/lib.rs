@@ -13,12 +13,15 @@
 //!      └──────── POST /api/v1/hosts (register, heartbeat)┘
 //! ```
 
-pub mod api;
 pub mod client;
 pub mod daemon;
 mod migrations;
 mod register;
 mod server;
+
+/// The Agent API's types and codes, in a crate of their own so the
+/// Manager and the OpenAPI document need no server.
+pub use neptune_agent_api as api;
 
 use std::future::Future;
 use std::net::SocketAddr;

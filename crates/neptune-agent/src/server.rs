@@ -52,6 +52,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/healthz", get(healthz))
         .merge(v1)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -70,7 +71,7 @@ impl ApiError {
             body: ErrorBody {
                 code: code.to_owned(),
                 message: message.into(),
-                detail: None,
+                details: Vec::new(),
             },
         }
     }
@@ -118,7 +119,7 @@ impl From<HypervisorError> for ApiError {
             body: ErrorBody {
                 code: code.to_owned(),
                 message: e.to_string(),
-                detail,
+                details: detail.into_iter().collect(),
             },
         }
     }
@@ -126,7 +127,16 @@ impl From<HypervisorError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        ApiError::invalid(e.body_text())
+        // The codes the Manager and the switch give the same refusals.
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(e.status(), codes::PAYLOAD_TOO_LARGE, e.body_text())
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::new(e.status(), codes::UNSUPPORTED_MEDIA_TYPE, e.body_text())
+            }
+            _ => ApiError::invalid(e.body_text()),
+        }
     }
 }
 
@@ -160,7 +170,7 @@ async fn authenticate(State(state): State<ServerState>, req: Request, next: Next
         tracing::debug!(path = %req.uri().path(), "refused a request without the agent token");
         let mut resp = ApiError::new(
             StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
+            codes::UNAUTHENTICATED,
             "a valid agent token is required (Authorization: Bearer <token>)",
         )
         .into_response();
@@ -191,6 +201,14 @@ async fn log_request(req: Request, next: Next) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "this path takes another method",
+    )
 }
 
 async fn healthz() -> Json<api::Health> {

@@ -128,7 +128,7 @@ async fn auth_is_required_and_the_token_never_comes_back() {
             .unwrap();
         assert_eq!(resp.status(), 401, "{path}");
         let body: api::ErrorBody = resp.json().await.unwrap();
-        assert_eq!(body.code, codes::UNAUTHORIZED);
+        assert_eq!(body.code, codes::UNAUTHENTICATED);
     }
     // Not a bearer token.
     let resp = raw
@@ -143,10 +143,10 @@ async fn auth_is_required_and_the_token_never_comes_back() {
     for wrong in ["wrong", &TOKEN[..5], &format!("{TOKEN}x")] {
         let client = AgentClient::new(&host.url(), Secret::new(wrong)).unwrap();
         let err = client.host().await.unwrap_err();
-        assert_eq!(refused(&err), (401, codes::UNAUTHORIZED));
+        assert_eq!(refused(&err), (401, codes::UNAUTHENTICATED));
         assert!(!err.is_retryable());
         let err = client.define(&spec("vi1-a", "d")).await.unwrap_err();
-        assert_eq!(refused(&err), (401, codes::UNAUTHORIZED));
+        assert_eq!(refused(&err), (401, codes::UNAUTHENTICATED));
         assert!(!err.to_string().contains(TOKEN));
     }
     assert!(host.sim.list().await.unwrap().is_empty());
@@ -943,4 +943,93 @@ fn skipped(why: &str) {
         std::io::stderr(),
         "SKIPPED {test}: {why} (passes without running; see README.md, Test)"
     );
+}
+
+/// The server and the contract (`neptune_agent_api::ROUTES`, from which
+/// `openapi/agent.json` is built) agree: every documented route is served
+/// and answers one of its documented statuses, and no other method is
+/// served on a documented path.
+#[tokio::test]
+async fn the_server_serves_the_documented_routes_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let raw = reqwest::Client::new();
+    let methods = ["GET", "PUT", "POST", "DELETE"];
+    for route in api::ROUTES {
+        let url = format!("{}{}", host.url(), route.path.replace("{name}", "vi1-x"));
+        for method in methods {
+            let mut req = raw
+                .request(method.parse().unwrap(), &url)
+                .bearer_auth(TOKEN);
+            if route.request.is_some() {
+                // Empty: each such route refuses it as 400, documented.
+                req = req.json(&serde_json::json!({}));
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let documented = api::ROUTES
+                .iter()
+                .find(|r| r.path == route.path && r.method == method);
+            match documented {
+                Some(r) => {
+                    assert!(
+                        status == r.status || r.refusals.contains(&status),
+                        "{method} {}: {status} is not documented",
+                        r.path
+                    );
+                    if status == 404 {
+                        let body: api::ErrorBody = resp.json().await.unwrap();
+                        assert_ne!(body.message, "no such route", "{method} {}", r.path);
+                    }
+                }
+                None => {
+                    assert_eq!(
+                        status, 405,
+                        "{method} {} is served but not documented",
+                        route.path
+                    );
+                    let body: api::ErrorBody = resp.json().await.unwrap();
+                    assert_eq!(body.code, codes::METHOD_NOT_ALLOWED);
+                }
+            }
+        }
+    }
+    host.stop().await;
+}
+
+/// A body too large or not declared JSON is refused with the codes the
+/// Manager and the switch use, on every route that reads a body.
+#[tokio::test]
+async fn bodies_are_refused_with_the_shared_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let raw = reqwest::Client::new();
+    let huge = format!("{{\"dest\": \"{}\"}}", "x".repeat(3 << 20));
+    for route in api::ROUTES.iter().filter(|r| r.request.is_some()) {
+        let url = format!("{}{}", host.url(), route.path.replace("{name}", "vi1-x"));
+        let method: reqwest::Method = route.method.parse().unwrap();
+        let cases = [
+            (
+                raw.request(method.clone(), &url)
+                    .header("Content-Type", "application/json")
+                    .body(huge.clone()),
+                413,
+                codes::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                raw.request(method.clone(), &url).body("{}"),
+                415,
+                codes::UNSUPPORTED_MEDIA_TYPE,
+            ),
+        ];
+        for (req, status, code) in cases {
+            let resp = req.bearer_auth(TOKEN).send().await.unwrap();
+            assert_eq!(resp.status(), status, "{} {}", route.method, route.path);
+            assert!(route.refusals.contains(&status), "{route:?}");
+            let body: api::ErrorBody = resp.json().await.unwrap();
+            assert_eq!(body.code, code, "{} {}", route.method, route.path);
+        }
+    }
+    assert!(host.sim.list().await.unwrap().is_empty());
+    host.stop().await;
 }

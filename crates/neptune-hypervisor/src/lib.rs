@@ -22,6 +22,7 @@ use thiserror::Error;
 /// What a VM is made of. `name` is unique on the host (the Manager uses
 /// `<vi-id>-<node-id>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmSpec {
     pub name: String,
     pub vcpus: u32,
@@ -40,6 +41,7 @@ pub struct VmSpec {
 /// network configuration (version 2) and user data, rendered by the
 /// Manager from the VI's design and plans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Seed {
     /// The instance's id, also in `meta_data`: a guest whose disk holds
     /// another one configures itself anew (a template saved from a VM of
@@ -64,6 +66,7 @@ impl Seed {
 
 /// A virtual NIC: its MAC and the host network (bridge) of its virtual link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nic {
     pub mac: String,
     pub network: String,
@@ -80,12 +83,14 @@ pub struct Nic {
 /// A virtual link's layer-2 segment across hosts: a VXLAN network
 /// (RFC 7348) whose broadcast and unknown frames go to every peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Segment {
     /// The VXLAN network identifier: 24 bits, not 0, unique in the domain.
     pub vni: u32,
     /// The UDP port this host receives the segment on (4789, IANA's).
     pub port: u16,
     /// The tunnel endpoints of the other hosts with VMs on the link.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["192.0.2.7:4789"])))]
     pub peers: Vec<SocketAddr>,
 }
 
@@ -97,6 +102,7 @@ pub const PUBLIC_NETWORK: &str = "public";
 pub const MAX_VNI: u32 = 0xff_ffff;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Defined, not running.
@@ -105,6 +111,7 @@ pub enum VmState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmInfo {
     pub name: String,
     pub state: VmState,
@@ -118,6 +125,7 @@ pub struct VmInfo {
 
 /// A VM as it would leave its host live ([`Hypervisor::outgoing`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Outgoing {
     /// The spec as the source host runs it.
     pub spec: VmSpec,
@@ -135,6 +143,7 @@ pub struct Outgoing {
 /// What a destination host is asked to prepare for a VM arriving live
 /// ([`Hypervisor::accept_incoming`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IncomingRequest {
     /// The spec as the destination is to run it: its NICs on the
     /// destination's segments. Its `disk` is the destination's own choice.
@@ -150,6 +159,7 @@ pub struct IncomingRequest {
 /// What the source host needs to send a VM to the destination that
 /// accepted it ([`Hypervisor::migrate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Incoming {
     pub vm: String,
     /// The destination hypervisor's connection, which the source drives
@@ -165,6 +175,7 @@ pub struct Incoming {
 
 /// How far a live move is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrationProgress {
     /// Memory and disk bytes sent so far.
     pub bytes_done: u64,
@@ -174,6 +185,7 @@ pub struct MigrationProgress {
 
 /// How a live move went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrationReport {
     /// From the start of the move to the VM running on the destination.
     pub total_ms: u64,
@@ -185,6 +197,7 @@ pub struct MigrationReport {
 
 /// The host's capacity, as the Agent registers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capacity {
     pub cpus: u32,
     pub ram_mib: u64,

@@ -23,7 +23,7 @@ use uuid::Uuid;
 pub enum PlanError {
     #[error("datacenter {0:?} has no ready host")]
     NoHosts(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Placement(#[from] neptune_placement::PlacementError),
     #[error("the manual placement is invalid: {}", .0.join("; "))]
     Manual(Vec<String>),

@@ -29,26 +29,42 @@
 //! Every call is idempotent, as the [`neptune_hypervisor::Hypervisor`]
 //! operations behind it. A refusal is an [`ErrorBody`] whose `code` is one
 //! of [`codes`].
+//!
+//! This crate is the contract only: the types both sides of the wire use
+//! and the OpenAPI document ([`openapi()`], checked in as
+//! `openapi/agent.json`), so the Manager's side and the document build
+//! without the server. The server and the client are in `neptune-agent`,
+//! which re-exports this crate as `neptune_agent::api`.
+
+#![warn(missing_docs)]
+
+mod openapi;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use openapi::{openapi, Route, ROUTES};
 
 pub use neptune_hypervisor::{
-    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Nic, Outgoing, VmInfo,
-    VmSpec, VmState,
+    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Nic, Outgoing, Seed,
+    Segment, VmInfo, VmSpec, VmState,
 };
 
 /// `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// Always `"ok"`.
     pub status: String,
 }
 
 /// `GET /v1/host`: the host this Agent drives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HostInfo {
+    /// The host's name, unique in the Service Switching domain.
     pub name: String,
+    /// The datacenter the host belongs to.
     pub datacenter: String,
+    /// What the host offers VMs.
     pub capacity: Capacity,
 }
 
@@ -59,7 +75,7 @@ pub const MAX_CONSOLE_BYTES: u64 = 1 << 20;
 pub const DEFAULT_CONSOLE_BYTES: u64 = 64 << 10;
 
 /// The query of `GET /v1/vms/{name}/console`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleQuery {
     /// How many of the last bytes of the console to return.
@@ -68,37 +84,40 @@ pub struct ConsoleQuery {
 
 /// The answer to `GET /v1/vms/{name}/console`: the end of the VM's serial
 /// console output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Console {
+    /// The console's last bytes, invalid UTF-8 replaced.
     pub text: String,
 }
 
 /// `POST /v1/vms/{name}/console`: what to type on the VM's serial
 /// console (at most [`neptune_hypervisor::MAX_CONSOLE_INPUT`] bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleInput {
+    /// The keys, as text.
     pub input: String,
 }
 
 /// `PUT /v1/vms/{name}/disk`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareDisk {
     /// Path of the template image on the host.
     pub template_image: String,
+    /// The disk's size; the template must not be larger.
     pub size_mib: u64,
 }
 
 /// The answer to `PUT /v1/vms/{name}/disk`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Disk {
     /// Path of the VM's disk on the host (goes into [`VmSpec::disk`]).
     pub disk: String,
 }
 
 /// `POST /v1/vms/{name}/disk/export`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportDisk {
     /// Where the copy goes, in the image repository the hosts share.
@@ -106,25 +125,30 @@ pub struct ExportDisk {
 }
 
 /// `POST /v1/vms/{name}/save`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaveVm {
+    /// Where the VM's memory goes, readable by the host that restores it.
     pub state_path: String,
 }
 
 /// `POST /v1/vms/{name}/restore`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreVm {
+    /// The VM as it is to run here (its disk on this host).
     pub spec: VmSpec,
+    /// A state written by `POST /v1/vms/{name}/save`.
     pub state_path: String,
 }
 
 /// Where a live move started by `POST /v1/vms/{name}/migrate` is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationState {
+    /// Under way.
     Running,
+    /// The VM runs on the destination.
     Succeeded,
     /// The VM still runs on this host.
     Failed,
@@ -132,10 +156,13 @@ pub enum MigrationState {
 
 /// `GET /v1/vms/{name}/migration`: the last live move of the VM from this
 /// host (kept an hour after it ends, while the Agent runs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Migration {
+    /// The VM moving.
     pub vm: String,
+    /// Where the move is.
     pub state: MigrationState,
+    /// How far it is.
     pub progress: MigrationProgress,
     /// Once it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,32 +172,73 @@ pub struct Migration {
     pub error: Option<ErrorBody>,
 }
 
-/// A refusal: a stable `code` (one of [`codes`]) and a message for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A refusal, the shape every Neptune daemon answers (the Manager, the
+/// Agents, the Edge Service Switches): a stable `code`, a `message` for
+/// people, and `details` where the refusal has more to say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(from = "ErrorBodyOnTheWire")]
 pub struct ErrorBody {
+    /// Stable, machine-readable: one of the module `codes` (the table of
+    /// every daemon's codes is in `docs/agent.md`).
     pub code: String,
+    /// For people; may change between versions.
     pub message: String,
     /// The hypervisor's own words for refusals that carry some (`no_room`,
-    /// `invalid_request`, `hypervisor_failed`), so a client can rebuild the
-    /// [`neptune_hypervisor::HypervisorError`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    /// `invalid_request`, `hypervisor_failed`, `hypervisor_unreachable`),
+    /// so a client can rebuild the hypervisor's error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// What an [`ErrorBody`] is read from: Agents before the error shape was
+/// shared with the Manager sent one `detail` string instead of `details`,
+/// and a Manager must read the Agents it has not upgraded yet.
+#[derive(Deserialize)]
+struct ErrorBodyOnTheWire {
+    code: String,
+    message: String,
+    #[serde(default)]
+    details: Vec<String>,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+impl From<ErrorBodyOnTheWire> for ErrorBody {
+    fn from(w: ErrorBodyOnTheWire) -> Self {
+        let mut details = w.details;
+        details.extend(w.detail);
+        ErrorBody {
+            code: w.code,
+            message: w.message,
+            details,
+        }
+    }
 }
 
 /// The error codes of [`ErrorBody::code`], with their HTTP statuses.
 pub mod codes {
-    /// 401: missing or wrong bearer token.
-    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// 401: missing or wrong bearer token (the Manager's and the switch's
+    /// code for the same refusal).
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// What Agents answered for 401 before [`UNAUTHENTICATED`]; clients
+    /// still read it from Agents not yet upgraded.
+    pub const LEGACY_UNAUTHORIZED: &str = "unauthorized";
     /// 400: malformed body, bad VM name, path and body disagree.
     pub const INVALID_REQUEST: &str = "invalid_request";
     /// 404: no such route, or no live move of the VM is known.
     pub const NOT_FOUND: &str = "not_found";
+    /// 405: a known path with another method.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// 404: the VM is not defined on this host.
     pub const NO_SUCH_VM: &str = "no_such_vm";
     /// 409: the VM (or its disk) exists with a different spec.
     pub const SPEC_MISMATCH: &str = "spec_mismatch";
     /// 409: the host's capacity would be exceeded.
     pub const NO_ROOM: &str = "no_room";
+    /// 413: the body is larger than the Agent reads (2 MiB).
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// 415: the body is not declared JSON (`Content-Type`).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// 422: the template image does not exist on the host.
     pub const NO_IMAGE: &str = "no_image";
     /// 404: the VM has no disk on this host (export).
@@ -185,14 +253,21 @@ pub mod codes {
 
 /// The body the Agent posts to the Manager's `POST /api/v1/hosts`
 /// (registration, repeated as the heartbeat).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterHost {
+    /// The host's datacenter (must exist in the Manager).
     pub datacenter: String,
+    /// The host's name.
     pub name: String,
+    /// Where the Manager reaches this Agent.
     pub agent_url: String,
+    /// See [`Capacity::cpus`].
     pub cpus: u32,
+    /// See [`Capacity::ram_mib`].
     pub ram_mib: u64,
+    /// See [`Capacity::disk_mib`].
     pub disk_mib: u64,
+    /// See [`Capacity::vm_slots`].
     pub vm_slots: u32,
     /// Mbit/s of the host's uplink; 0: not known.
     #[serde(default)]

@@ -1,0 +1,661 @@
+//! One conformance suite for the Hypervisor port, run against both
+//! adapters, as the Store's suite runs against both stores: the simulated
+//! one always, the libvirt one against the daemon named by
+//! `NEPTUNE_TEST_LIBVIRT_URI` (`scripts/libvirt-test-server` starts one;
+//! in CI, `CI` set, a missing daemon is a failure, not a skip).
+//!
+//! A case is an `async fn(&dyn Env)`: it asks its environment for hosts
+//! (each a `dyn Hypervisor`) of a capacity, a template image and names,
+//! and asserts what the port promises whatever the adapter: idempotent
+//! operations, its refusals, capacity, save on one host and restore on
+//! another, disk export, console bounds, and the live move. What only one
+//! adapter does (libvirt's networks, bandwidth and booted guests; the
+//! simulation's faults, delays and files) is tested beside that adapter.
+//!
+//! The libvirt half runs emulated guests of a blank 16 MiB disk: they
+//! never boot an operating system, which the port does not need, so each
+//! case takes seconds. Its live move needs a second daemon, standing for
+//! another host (`support::SecondDaemon`).
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // test helpers fail loudly
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor, MigrationEndpoint};
+use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
+use neptune_hypervisor::{
+    Capacity, Hypervisor, HypervisorError, Incoming, IncomingRequest, Nic, Op, VmSpec, VmState,
+    MAX_CONSOLE_INPUT,
+};
+use support::{adapter, libvirt_uri, virsh, SecondDaemon};
+
+/// What a case needs of an adapter besides the port.
+trait Env: Send + Sync {
+    /// A new, empty host of this adapter with `capacity`, named `name`
+    /// in this environment.
+    fn host(&self, name: &str, capacity: Capacity) -> Arc<dyn Hypervisor>;
+    /// Two new hosts a running VM can move live between: a source named
+    /// `source` and a destination.
+    fn pair(&self, capacity: Capacity) -> (Arc<dyn Hypervisor>, Arc<dyn Hypervisor>);
+    /// A destination like `to`, made so that the next move from the
+    /// source of [`Env::pair`] to it fails.
+    fn doomed(&self, to: &Incoming) -> Incoming;
+    /// A template image every host can read, of at most [`DISK_MIB`].
+    fn template(&self) -> &str;
+    /// A folder every host reads and writes: saved states, exports.
+    fn scratch(&self) -> &Path;
+    /// A VM or network name unique to this run of the case (the hosts of
+    /// several cases may share a daemon).
+    fn name(&self, what: &str) -> String;
+}
+
+/// Every VM's disk.
+const DISK_MIB: u64 = 32;
+
+const ROOMY: Capacity = Capacity {
+    cpus: 4,
+    ram_mib: 1024,
+    disk_mib: 1024,
+    vm_slots: 4,
+};
+
+fn spec(env: &dyn Env, vm: &str, disk: &str) -> VmSpec {
+    VmSpec {
+        seed: None,
+        name: vm.to_owned(),
+        vcpus: 1,
+        ram_mib: 64,
+        disk_mib: DISK_MIB,
+        disk: disk.to_owned(),
+        nics: vec![Nic {
+            bandwidth_mbps: None,
+            mac: "52:54:00:4e:43:01".into(),
+            network: env.name("lan"),
+            segment: None,
+        }],
+    }
+}
+
+fn path_in(env: &dyn Env, name: &str) -> String {
+    env.scratch().join(name).display().to_string()
+}
+
+/// Every operation repeated succeeds and changes nothing more; the same
+/// call with a different spec is a `SpecMismatch`.
+async fn lifecycle_is_idempotent(env: &dyn Env) {
+    let h = env.host("h", ROOMY);
+    let vm = env.name("vm");
+    let mismatch = Err(HypervisorError::SpecMismatch { name: vm.clone() });
+
+    let disk = h.prepare_disk(&vm, env.template(), DISK_MIB).await.unwrap();
+    assert!(Path::new(&disk).is_file(), "{disk}");
+    assert_eq!(
+        h.prepare_disk(&vm, env.template(), DISK_MIB).await.unwrap(),
+        disk
+    );
+    assert_eq!(
+        h.prepare_disk(&vm, env.template(), 2 * DISK_MIB).await,
+        Err(HypervisorError::SpecMismatch { name: vm.clone() })
+    );
+
+    let spec = spec(env, &vm, &disk);
+    h.define(&spec).await.unwrap();
+    h.define(&spec).await.unwrap();
+    let other = VmSpec {
+        vcpus: 2,
+        ..spec.clone()
+    };
+    assert_eq!(h.define(&other).await, mismatch);
+    let info = h.info(&vm).await.unwrap().unwrap();
+    assert_eq!((info.state, &info.spec), (VmState::Stopped, &spec));
+    assert_eq!(h.list().await.unwrap(), vec![info]);
+
+    h.start(&vm).await.unwrap();
+    h.start(&vm).await.unwrap();
+    let info = h.info(&vm).await.unwrap().unwrap();
+    assert_eq!(info.state, VmState::Running);
+    assert!(info.ready, "a VM without a seed is ready when it runs");
+
+    h.destroy(&vm).await.unwrap();
+    h.destroy(&vm).await.unwrap();
+    assert_eq!(h.info(&vm).await.unwrap(), None);
+    assert!(h.list().await.unwrap().is_empty());
+    assert!(Path::new(&disk).is_file(), "destroy keeps the disk");
+    h.remove_disk(&vm).await.unwrap();
+    h.remove_disk(&vm).await.unwrap();
+    assert!(!Path::new(&disk).exists());
+}
+
+/// What every adapter refuses, with the error the port names for it, and
+/// what it accepts of a VM that is not there.
+async fn refusals(env: &dyn Env) {
+    let h = env.host("h", ROOMY);
+    let ghost = env.name("ghost");
+    let no_vm = HypervisorError::NoSuchVm(ghost.clone());
+
+    assert_eq!(h.start(&ghost).await, Err(no_vm.clone()));
+    let state = path_in(env, "ghost.state");
+    assert_eq!(h.save(&ghost, &state).await, Err(no_vm.clone()));
+    assert_eq!(h.outgoing(&ghost).await, Err(no_vm.clone()));
+    assert_eq!(h.finish_incoming(&ghost).await, Err(no_vm.clone()));
+    assert_eq!(h.console(&ghost, 100).await, Err(no_vm.clone()));
+    assert_eq!(h.console_input(&ghost, b"x").await, Err(no_vm.clone()));
+    let to = Incoming {
+        vm: ghost.clone(),
+        connect: "nowhere".into(),
+        stream: None,
+        definition: String::new(),
+    };
+    assert_eq!(h.migrate(&ghost, &to, &|_| {}).await, Err(no_vm.clone()));
+    assert!(matches!(
+        h.migrate(&env.name("other"), &to, &|_| {}).await,
+        Err(HypervisorError::InvalidRequest(_))
+    ));
+    assert_eq!(h.info(&ghost).await.unwrap(), None);
+    // Absent is fine.
+    h.destroy(&ghost).await.unwrap();
+    h.remove_disk(&ghost).await.unwrap();
+    assert_eq!(
+        h.export_disk(&ghost, &path_in(env, "ghost.disk")).await,
+        Err(HypervisorError::NoDisk(ghost.clone()))
+    );
+
+    let missing = path_in(env, "no-such-image.qcow2");
+    assert_eq!(
+        h.prepare_disk(&ghost, &missing, DISK_MIB).await,
+        Err(HypervisorError::NoImage(missing))
+    );
+    let unsaved = env.name("unsaved");
+    let disk = h
+        .prepare_disk(&unsaved, env.template(), DISK_MIB)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.restore(&spec(env, &unsaved, &disk), &state).await,
+        Err(HypervisorError::NoSavedState(state.clone()))
+    );
+    h.remove_disk(&unsaved).await.unwrap();
+
+    let long = "a".repeat(129);
+    for bad in ["", "../etc", "a/b", ".hidden", "a b", long.as_str()] {
+        let invalid = |r: Result<(), HypervisorError>| {
+            assert!(
+                matches!(r, Err(HypervisorError::InvalidRequest(_))),
+                "{bad:?}: {r:?}"
+            )
+        };
+        invalid(
+            h.prepare_disk(bad, env.template(), DISK_MIB)
+                .await
+                .map(|_| ()),
+        );
+        invalid(h.define(&spec(env, bad, "d")).await);
+        invalid(h.start(bad).await);
+        invalid(h.console(bad, 10).await.map(|_| ()));
+    }
+    let vm = env.name("vm");
+    for zero in [
+        VmSpec {
+            vcpus: 0,
+            ..spec(env, &vm, "d")
+        },
+        VmSpec {
+            ram_mib: 0,
+            ..spec(env, &vm, "d")
+        },
+    ] {
+        assert!(matches!(
+            h.define(&zero).await,
+            Err(HypervisorError::InvalidRequest(_))
+        ));
+    }
+    assert!(h.list().await.unwrap().is_empty(), "nothing was made");
+}
+
+/// Slots, vCPUs, RAM and disk are each enforced, at define, restore and
+/// accepting a VM live, and nothing is kept of a refusal.
+async fn capacity_is_enforced(env: &dyn Env) {
+    let cap = Capacity {
+        cpus: 2,
+        ram_mib: 256,
+        disk_mib: 2 * DISK_MIB + DISK_MIB / 2,
+        vm_slots: 1,
+    };
+    let h = env.host("h", cap);
+    let (a, b, c) = (env.name("a"), env.name("b"), env.name("c"));
+    let a_disk = h.prepare_disk(&a, env.template(), DISK_MIB).await.unwrap();
+    let b_disk = h.prepare_disk(&b, env.template(), DISK_MIB).await.unwrap();
+    assert!(matches!(
+        h.prepare_disk(&c, env.template(), DISK_MIB).await,
+        Err(HypervisorError::NoRoom(_))
+    ));
+
+    let a_spec = spec(env, &a, &a_disk);
+    h.define(&a_spec).await.unwrap();
+    let err = h.define(&spec(env, &b, &b_disk)).await.unwrap_err();
+    assert!(
+        matches!(&err, HypervisorError::NoRoom(m) if m.contains("slots")),
+        "{err}"
+    );
+    h.define(&a_spec).await.unwrap();
+    let arriving = IncomingRequest {
+        spec: spec(env, &c, "d"),
+        disk_bytes: DISK_MIB << 20,
+        uuid: "6e657074-756e-4500-8000-00000000c0de".into(),
+        ready: true,
+    };
+    assert!(matches!(
+        h.accept_incoming(&arriving).await,
+        Err(HypervisorError::NoRoom(_))
+    ));
+
+    h.destroy(&a).await.unwrap();
+    for too_big in [
+        VmSpec {
+            vcpus: 3,
+            ..spec(env, &b, &b_disk)
+        },
+        VmSpec {
+            ram_mib: 512,
+            ..spec(env, &b, &b_disk)
+        },
+    ] {
+        assert!(matches!(
+            h.define(&too_big).await,
+            Err(HypervisorError::NoRoom(_))
+        ));
+    }
+    h.define(&spec(env, &b, &b_disk)).await.unwrap();
+    assert_eq!(
+        h.list().await.unwrap().len(),
+        1,
+        "nothing kept of a refusal"
+    );
+
+    h.remove_disk(&a).await.unwrap();
+    h.prepare_disk(&c, env.template(), DISK_MIB).await.unwrap();
+    h.destroy(&b).await.unwrap();
+    h.remove_disk(&b).await.unwrap();
+    h.remove_disk(&c).await.unwrap();
+}
+
+/// The paper's suspend and resume across hosts: a running VM's disk
+/// exported and its memory saved on one host, both taken up by another,
+/// where it runs again; each step repeated.
+async fn saved_on_one_host_restored_on_another(env: &dyn Env) {
+    let a = env.host("a", ROOMY);
+    let b = env.host("b", ROOMY);
+    let full = env.host(
+        "full",
+        Capacity {
+            ram_mib: 32,
+            ..ROOMY
+        },
+    );
+    let vm = env.name("vm");
+    let disk = a.prepare_disk(&vm, env.template(), DISK_MIB).await.unwrap();
+    let spec = spec(env, &vm, &disk);
+    a.define(&spec).await.unwrap();
+    a.start(&vm).await.unwrap();
+
+    let export = path_in(env, "repo/vm.qcow2");
+    a.export_disk(&vm, &export).await.unwrap();
+    a.export_disk(&vm, &export).await.unwrap();
+    assert!(Path::new(&export).is_file());
+
+    let state = path_in(env, "states/vm.state");
+    a.save(&vm, &state).await.unwrap();
+    assert_eq!(a.info(&vm).await.unwrap(), None, "save frees the host");
+    assert!(a.list().await.unwrap().is_empty());
+    a.save(&vm, &state).await.unwrap();
+    a.remove_disk(&vm).await.unwrap();
+    assert!(!Path::new(&disk).exists());
+
+    // No room on a host: refused, nothing defined.
+    let full_disk = full.prepare_disk(&vm, &export, DISK_MIB).await.unwrap();
+    let full_spec = VmSpec {
+        disk: full_disk,
+        ..spec.clone()
+    };
+    assert!(matches!(
+        full.restore(&full_spec, &state).await,
+        Err(HypervisorError::NoRoom(_))
+    ));
+    assert!(full.list().await.unwrap().is_empty());
+    full.remove_disk(&vm).await.unwrap();
+
+    let b_disk = b.prepare_disk(&vm, &export, DISK_MIB).await.unwrap();
+    assert_ne!(b_disk, disk, "each host has its own disk");
+    let b_spec = VmSpec {
+        disk: b_disk,
+        ..spec.clone()
+    };
+    b.restore(&b_spec, &state).await.unwrap();
+    b.restore(&b_spec, &state).await.unwrap();
+    let there = b.info(&vm).await.unwrap().unwrap();
+    assert_eq!((there.state, &there.spec), (VmState::Running, &b_spec));
+    let bigger = VmSpec {
+        ram_mib: 128,
+        ..b_spec.clone()
+    };
+    assert_eq!(
+        b.restore(&bigger, &state).await,
+        Err(HypervisorError::SpecMismatch { name: vm.clone() })
+    );
+    b.destroy(&vm).await.unwrap();
+    b.remove_disk(&vm).await.unwrap();
+}
+
+/// A console gives at most what is asked of its end; input is bounded and
+/// reaches only a running VM.
+async fn console_bounds(env: &dyn Env) {
+    let h = env.host("h", ROOMY);
+    let vm = env.name("vm");
+    let disk = h.prepare_disk(&vm, env.template(), DISK_MIB).await.unwrap();
+    h.define(&spec(env, &vm, &disk)).await.unwrap();
+    h.console(&vm, 1 << 20).await.unwrap();
+    assert!(matches!(
+        h.console_input(&vm, b"x").await,
+        Err(HypervisorError::Failed {
+            op: Op::Console,
+            ..
+        })
+    ));
+    h.start(&vm).await.unwrap();
+    assert_eq!(h.console(&vm, 0).await.unwrap(), "");
+    for n in [1, 16, 4096] {
+        let text = h.console(&vm, n).await.unwrap();
+        assert!(text.chars().count() as u64 <= n, "{n}: {text:?}");
+    }
+    assert!(matches!(
+        h.console_input(&vm, &[b'x'; MAX_CONSOLE_INPUT + 1]).await,
+        Err(HypervisorError::InvalidRequest(_))
+    ));
+    h.console_input(&vm, b"\n").await.unwrap();
+    h.destroy(&vm).await.unwrap();
+    h.remove_disk(&vm).await.unwrap();
+}
+
+/// The live move: the destination accepts (repeatably), a move that fails
+/// leaves the VM running where it was, the move frees the source, a
+/// repeated move finds nothing to move, and the destination completes
+/// the VM (repeatably), running and ready on its own disk.
+async fn a_running_vm_moves_live(env: &dyn Env) {
+    let (a, b) = env.pair(ROOMY);
+    let vm = env.name("vm");
+    let disk = a.prepare_disk(&vm, env.template(), DISK_MIB).await.unwrap();
+    let spec = spec(env, &vm, &disk);
+    a.define(&spec).await.unwrap();
+    assert_eq!(
+        a.outgoing(&vm).await,
+        Err(HypervisorError::NoSuchVm(vm.clone())),
+        "only a running VM leaves live"
+    );
+    a.start(&vm).await.unwrap();
+
+    let out = a.outgoing(&vm).await.unwrap();
+    assert_eq!(
+        (&out.spec, out.disk_bytes, out.ready),
+        (&spec, DISK_MIB << 20, true)
+    );
+    let request = IncomingRequest {
+        spec: out.spec.clone(),
+        disk_bytes: out.disk_bytes,
+        uuid: out.uuid.clone(),
+        ready: out.ready,
+    };
+    let to = b.accept_incoming(&request).await.unwrap();
+    assert_eq!(b.accept_incoming(&request).await.unwrap(), to, "idempotent");
+    assert_eq!(to.vm, vm);
+    assert!(
+        b.list().await.unwrap().is_empty(),
+        "not defined before it arrives"
+    );
+
+    let doomed = env.doomed(&to);
+    let err = a.migrate(&vm, &doomed, &|_| {}).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        a.info(&vm).await.unwrap().map(|v| v.state),
+        Some(VmState::Running),
+        "a failed move leaves the VM running here"
+    );
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let report = a
+        .migrate(&vm, &to, &move |p| log.lock().unwrap().push(p))
+        .await
+        .unwrap();
+    assert!(report.bytes > 0, "{report:?}");
+    assert!(
+        seen.lock().unwrap().iter().any(|p| p.bytes_done > 0),
+        "progress was heard"
+    );
+    assert_eq!(a.info(&vm).await.unwrap(), None, "the source is freed");
+    assert_eq!(
+        a.migrate(&vm, &to, &|_| {}).await,
+        Err(HypervisorError::NoSuchVm(vm.clone())),
+        "moved already"
+    );
+
+    b.finish_incoming(&vm).await.unwrap();
+    b.finish_incoming(&vm).await.unwrap();
+    let there = b.info(&vm).await.unwrap().unwrap();
+    assert!(there.state == VmState::Running && there.ready, "{there:?}");
+    assert_ne!(there.spec.disk, disk, "on the destination's own disk");
+    assert_eq!(
+        VmSpec {
+            disk: disk.clone(),
+            ..there.spec.clone()
+        },
+        spec
+    );
+
+    // The source's disk stays until it is removed.
+    assert!(Path::new(&disk).is_file());
+    a.remove_disk(&vm).await.unwrap();
+    b.destroy(&vm).await.unwrap();
+    b.remove_disk(&vm).await.unwrap();
+    assert!(b.list().await.unwrap().is_empty());
+}
+
+/// Runs each case as a test against each adapter: `sim::CASE` and
+/// `libvirt::CASE`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sim {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let env = super::SimEnv::new();
+                    super::$case(&env).await;
+                }
+            )*
+        }
+        mod libvirt {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(env) = super::LibvirtEnv::new(stringify!($case)) else {
+                        return;
+                    };
+                    super::$case(&env).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    lifecycle_is_idempotent,
+    refusals,
+    capacity_is_enforced,
+    saved_on_one_host_restored_on_another,
+    console_bounds,
+    a_running_vm_moves_live,
+);
+
+/// Simulated hosts in one temporary folder.
+struct SimEnv {
+    dir: tempfile::TempDir,
+    template: String,
+    hosts: Mutex<HashMap<String, Arc<SimHypervisor>>>,
+}
+
+impl SimEnv {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("template.qcow2");
+        std::fs::write(&template, b"template").unwrap();
+        SimEnv {
+            template: template.display().to_string(),
+            dir,
+            hosts: Mutex::default(),
+        }
+    }
+
+    fn sim(&self, name: &str, capacity: Capacity) -> Arc<SimHypervisor> {
+        let hv = Arc::new(
+            SimHypervisor::new(SimConfig::new(self.dir.path().join(name), capacity)).unwrap(),
+        );
+        self.hosts
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), hv.clone());
+        hv
+    }
+}
+
+impl Env for SimEnv {
+    fn host(&self, name: &str, capacity: Capacity) -> Arc<dyn Hypervisor> {
+        self.sim(name, capacity)
+    }
+
+    fn pair(&self, capacity: Capacity) -> (Arc<dyn Hypervisor>, Arc<dyn Hypervisor>) {
+        (
+            self.sim("source", capacity),
+            self.sim("destination", capacity),
+        )
+    }
+
+    fn doomed(&self, to: &Incoming) -> Incoming {
+        // The simulation does not reach the destination: a fault stands
+        // for the move failing midway.
+        self.hosts.lock().unwrap()["source"].add_fault(Fault::times(Op::Migrate, 1));
+        to.clone()
+    }
+
+    fn template(&self) -> &str {
+        &self.template
+    }
+
+    fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("vi1-{what}")
+    }
+}
+
+/// Hosts of the test daemon, each an adapter over its own folder, and for
+/// live moves a second daemon; everything named with a prefix of this
+/// process and case, and removed afterwards, even when the case fails.
+struct LibvirtEnv {
+    uri: String,
+    prefix: String,
+    dir: tempfile::TempDir,
+    template: String,
+    second: Mutex<Option<SecondDaemon>>,
+}
+
+impl LibvirtEnv {
+    fn new(case: &str) -> Option<Self> {
+        let uri = libvirt_uri()?;
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("template.qcow2");
+        let status = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&template)
+            .arg("16M")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Some(LibvirtEnv {
+            uri,
+            prefix: format!("ntc{}-{case}", std::process::id()),
+            template: template.display().to_string(),
+            dir,
+            second: Mutex::default(),
+        })
+    }
+}
+
+impl Env for LibvirtEnv {
+    fn host(&self, name: &str, capacity: Capacity) -> Arc<dyn Hypervisor> {
+        Arc::new(adapter(&self.uri, &self.dir.path().join(name), capacity))
+    }
+
+    fn pair(&self, capacity: Capacity) -> (Arc<dyn Hypervisor>, Arc<dyn Hypervisor>) {
+        let other = SecondDaemon::start();
+        let destination = LibvirtHypervisor::new(LibvirtConfig {
+            uri: other.uri.clone(),
+            data_dir: self.dir.path().join("destination"),
+            capacity,
+            kvm: Some(false),
+            public_bridge: None,
+            migration: MigrationEndpoint {
+                connect: Some(other.uri.clone()),
+                stream: Some(other.stream.clone()),
+            },
+        })
+        .unwrap();
+        *self.second.lock().unwrap() = Some(other);
+        (self.host("source", capacity), Arc::new(destination))
+    }
+
+    fn doomed(&self, to: &Incoming) -> Incoming {
+        // A daemon that is not there: the move fails before the VM stops.
+        let socket = self.dir.path().join("no-daemon.sock");
+        Incoming {
+            connect: format!("qemu+unix:///system?socket={}", socket.display()),
+            ..to.clone()
+        }
+    }
+
+    fn template(&self) -> &str {
+        &self.template
+    }
+
+    fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.prefix)
+    }
+}
+
+impl Drop for LibvirtEnv {
+    // Never panics (it runs while a failed case unwinds).
+    fn drop(&mut self) {
+        for (list, stop, undefine) in [
+            ("list", "destroy", "undefine"),
+            ("net-list", "net-destroy", "net-undefine"),
+        ] {
+            let (_, names) = virsh(&self.uri, &[list, "--all", "--name"]);
+            for name in names.lines().map(str::trim) {
+                if name.starts_with(&self.prefix) {
+                    virsh(&self.uri, &[stop, name]);
+                    virsh(&self.uri, &[undefine, name]);
+                }
+            }
+        }
+    }
+}
