@@ -3,6 +3,7 @@
 //! [`Hypervisor`] port, so the Manager's jobs drive a remote host exactly
 //! as they would drive a local hypervisor.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -155,6 +156,48 @@ pub struct AgentClient {
     token: Secret,
     timeout: Duration,
     http: reqwest::Client,
+    /// Requests in flight at once through every client sharing it (each
+    /// holds a connection, a file): `None`, unbounded.
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// What many [`AgentClient`]s share: one connection pool (a few idle
+/// connections kept per Agent, closed after 5 s idle) and one bound on
+/// the requests in flight at once. A Manager reaching thousands of hosts
+/// makes one, so that its open files stay bounded whatever the number of
+/// hosts and jobs; a request over the bound waits for a slot.
+#[derive(Debug, Clone)]
+pub struct AgentPool {
+    http: reqwest::Client,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl AgentPool {
+    /// A pool with at most `max_in_flight` requests at once.
+    pub fn new(max_in_flight: usize) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(AgentPool {
+            http,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+        })
+    }
+
+    /// A client of the Agent at `base_url` through this pool.
+    pub fn client(&self, base_url: &str, token: Secret) -> AgentClient {
+        AgentClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            token,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            http: self.http.clone(),
+            in_flight: Some(self.in_flight.clone()),
+        }
+    }
 }
 
 impl AgentClient {
@@ -190,6 +233,7 @@ impl AgentClient {
             token,
             timeout: request,
             http,
+            in_flight: None,
         })
     }
 
@@ -384,12 +428,21 @@ impl AgentClient {
         refusal_of(status, &text)
     }
 
+    /// A slot of the pool's bound, held until the answer is read whole.
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.in_flight {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
     async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
+        let _slot = self.slot().await;
         let resp = self.send(method, path, body).await?;
         resp.json::<T>().await.map_err(|source| {
             if source.is_decode() {
@@ -412,6 +465,7 @@ impl AgentClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<(), ClientError> {
+        let _slot = self.slot().await;
         let resp = self.send(method, path, body).await?;
         if resp.status() == StatusCode::NO_CONTENT {
             return Ok(());

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 pub use neptune_hypervisor::Capacity;
 
-pub use client::{AgentClient, AgentHypervisor, ClientError};
+pub use client::{AgentClient, AgentHypervisor, AgentPool, ClientError};
 pub use register::ManagerLink;
 
 /// Everything an Agent needs.

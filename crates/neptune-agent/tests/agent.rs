@@ -549,6 +549,61 @@ async fn a_vm_moves_live_between_agents() {
     b.stop().await;
 }
 
+/// Clients made from one `AgentPool` share its bound on requests in
+/// flight (each holds a connection, a file): twelve calls at once to a
+/// slow Agent through a pool of three are never more than three at the
+/// Agent, and all succeed; the same calls from clients of their own are
+/// not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_bounds_the_requests_in_flight() {
+    let now = Arc::new(Mutex::new((0usize, 0usize)));
+    let seen = now.clone();
+    let app = Router::new().route(
+        "/v1/vms",
+        axum::routing::get(move || {
+            let seen = seen.clone();
+            async move {
+                {
+                    let mut s = seen.lock().unwrap();
+                    s.0 += 1;
+                    s.1 = s.1.max(s.0);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                seen.lock().unwrap().0 -= 1;
+                Json(Vec::<api::VmInfo>::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let pool = neptune_agent::AgentPool::new(3).unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let c = pool.client(&url, Secret::new(TOKEN));
+        calls.spawn(async move { c.list_vms().await });
+    }
+    while let Some(done) = calls.join_next().await {
+        assert!(done.unwrap().unwrap().is_empty());
+    }
+    assert_eq!(now.lock().unwrap().1, 3, "at most three at once, and three");
+
+    *now.lock().unwrap() = (0, 0);
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let c = AgentClient::new(&url, Secret::new(TOKEN)).unwrap();
+        calls.spawn(async move { c.list_vms().await });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert!(
+        now.lock().unwrap().1 > 3,
+        "unpooled clients are not bounded"
+    );
+}
+
 /// What the fake Manager saw.
 #[derive(Default)]
 struct Seen {

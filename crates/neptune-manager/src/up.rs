@@ -265,7 +265,8 @@ pub async fn start(
         UpHypervisor::Sim => DefaultTemplate::Blank,
     };
     config.default_template = default.name().to_owned();
-    let manager = Manager::open(config, Arc::new(AgentDirectory::new(agent_token.clone()))).await?;
+    let manager =
+        Manager::open(config, Arc::new(AgentDirectory::new(agent_token.clone())?)).await?;
     let state = manager.state().clone();
     let (listener, addr) = Manager::bind(opts.listen).await?;
     let url = format!("http://{addr}");

@@ -169,7 +169,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         (args.reconcile_secs > 0).then(|| std::time::Duration::from_secs(args.reconcile_secs));
     config.max_image_bytes = args.max_image_bytes;
     runtime()?.block_on(async {
-        let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token));
+        let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token)?);
         let manager = Manager::open(config, hosts).await?;
         match (&manager.created_admin, &args.admin_password_file) {
             // The operator has the password already: never echo it.
