@@ -13,10 +13,11 @@ import { chromium } from 'playwright-core';
 export const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 // The `neptune` binary: $NEPTUNE_BIN, else the debug build of
-// $CARGO_TARGET_DIR (or the repository's target/).
+// $CARGO_TARGET_DIR (or the repository's target/); made absolute, as
+// `neptune up` runs in a directory of its own.
 export function neptuneBinary() {
-  if (process.env.NEPTUNE_BIN) return process.env.NEPTUNE_BIN;
-  const target = process.env.CARGO_TARGET_DIR || join(repo, 'target');
+  if (process.env.NEPTUNE_BIN) return resolve(process.env.NEPTUNE_BIN);
+  const target = resolve(process.env.CARGO_TARGET_DIR || join(repo, 'target'));
   for (const profile of ['debug', 'release']) {
     const bin = join(target, profile, 'neptune');
     if (existsSync(bin)) return bin;
