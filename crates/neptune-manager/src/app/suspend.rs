@@ -36,7 +36,8 @@ pub fn suspended_dir(state: &AppState, vi: Uuid) -> PathBuf {
         .join(vi.simple().to_string())
 }
 
-fn path_string(p: PathBuf) -> String {
+/// A path as the job steps carry it.
+pub(super) fn path_string(p: PathBuf) -> String {
     p.to_string_lossy().into_owned()
 }
 

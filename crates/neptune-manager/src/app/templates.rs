@@ -108,11 +108,6 @@ pub async fn register(
         crate::images::ImageError::Unreadable(_) => ApiError::InvalidRequest(e.to_string()),
         other => ApiError::Internal(other.into()),
     })?;
-    let positive = |v: Option<i64>, default: i64, what: &str| match v {
-        Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
     let size_mib = info.size_mib();
     let t = TemplateRecord {
         id: Uuid::new_v4(),
@@ -123,9 +118,9 @@ pub async fn register(
         format: info.format,
         size_mib,
         os_name: req.os_name,
-        vcpus: positive(req.vcpus, 1, "vcpus")?,
-        ram_mib: positive(req.ram_mib, 512, "ram_mib")?,
-        disk_mib: positive(req.disk_mib, size_mib.max(1), "disk_mib")?,
+        vcpus: resource(req.vcpus, 1, "vcpus")?,
+        ram_mib: resource(req.ram_mib, 512, "ram_mib")?,
+        disk_mib: resource(req.disk_mib, size_mib.max(1), "disk_mib")?,
         software: serde_json::to_string(&req.software).map_err(|e| ApiError::Internal(e.into()))?,
         created_at: now_ms(),
     };
@@ -156,8 +151,14 @@ fn inside_repository(repo: &Path, image: &str) -> ApiResult<PathBuf> {
     Ok(resolved)
 }
 
-fn path_string(p: PathBuf) -> String {
-    p.to_string_lossy().into_owned()
+/// A template's vCPUs, RAM or disk as asked, or `default`; refused when
+/// not positive.
+fn resource(asked: Option<i64>, default: i64, what: &str) -> ApiResult<i64> {
+    match asked {
+        Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
 }
 
 /// Saves the VM of one node of a running VI as a new template (the VI's
@@ -214,7 +215,7 @@ pub async fn save(
         },
     };
     let template_id = Uuid::new_v4();
-    let image = path_string(
+    let image = super::suspend::path_string(
         state
             .config
             .image_dir
@@ -281,14 +282,14 @@ pub async fn check_import(
     declared: Option<u64>,
 ) -> ApiResult<u64> {
     valid_name(&req.name)?;
-    for (what, value) in [
+    // Checked before the body is read (and again, with the image's size,
+    // after).
+    for (what, asked) in [
         ("vcpus", req.vcpus),
         ("ram_mib", req.ram_mib),
         ("disk_mib", req.disk_mib),
     ] {
-        if value.is_some_and(|v| v <= 0) {
-            return Err(ApiError::InvalidRequest(format!("{what} must be positive")));
-        }
+        resource(asked, 1, what)?;
     }
     if req.visibility == Some(api::Visibility::Public) {
         caller.require_admin()?;
@@ -421,11 +422,6 @@ where
         .map_err(|e| internal("cannot make the folder beside", &e))?;
     let image = imported.join(format!("{}.{}", id.simple(), info.format));
     let size_mib = info.size_mib();
-    let positive = |v: Option<i64>, default: i64, what: &str| match v {
-        Some(n) if n <= 0 => Err(ApiError::InvalidRequest(format!("{what} must be positive"))),
-        Some(n) => Ok(n),
-        None => Ok(default),
-    };
     let t = TemplateRecord {
         id,
         name: req.name,
@@ -435,9 +431,9 @@ where
         format: info.format.clone(),
         size_mib,
         os_name: req.os_name.unwrap_or_default(),
-        vcpus: positive(req.vcpus, 1, "vcpus")?,
-        ram_mib: positive(req.ram_mib, 512, "ram_mib")?,
-        disk_mib: positive(req.disk_mib, size_mib.max(1), "disk_mib")?,
+        vcpus: resource(req.vcpus, 1, "vcpus")?,
+        ram_mib: resource(req.ram_mib, 512, "ram_mib")?,
+        disk_mib: resource(req.disk_mib, size_mib.max(1), "disk_mib")?,
         // What an image of unknown content carries is not known: nodes
         // made from it are not checked for their software.
         software: "[]".to_owned(),
