@@ -137,6 +137,7 @@ pub async fn accept(
             address_plan: Some(
                 serde_json::to_string(&addresses).map_err(|e| ApiError::Internal(e.into()))?,
             ),
+            moves: Vec::new(),
             job: None,
         };
         let change = Transition {
