@@ -29,6 +29,8 @@ mod console;
 mod hostile;
 #[path = "api/imports.rs"]
 mod imports;
+#[path = "api/migration.rs"]
+mod migration;
 
 const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 const SHOP: &str = include_str!("../../neptune-topology/testdata/web-with-links.xml");
@@ -1347,8 +1349,8 @@ async fn deploy_and_terminate(m: &TestManager) {
     let v = m.accept(&p.admin, &id, None).await;
     let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        v["jobs"][0]["total"], 24,
-        "6 disks, 6 defines, 6 starts, 6 waits until ready"
+        v["jobs"][0]["total"], 25,
+        "6 disks, 6 defines, 6 starts, 6 waits until ready, its Home Address delivered at home"
     );
     let v = m.wait_vi(&p.alice, &id, "deploying").await;
     assert_eq!(v["state"], "running", "{v}");
@@ -2694,6 +2696,10 @@ use hostile::{
     software_must_be_in_the_template, ssh_keys_reach_the_guests, tokens_and_accounts_are_managed,
 };
 use imports::images_are_imported_as_templates;
+use migration::{
+    a_failed_move_rolls_back, a_vi_moves_between_datacenters_and_back, switch_drift_is_repaired,
+    switches_are_registered_by_administrators,
+};
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
 /// machines of their own, host2 on host1's.
@@ -2784,6 +2790,10 @@ async fn links_spanning_hosts_are_segments(m: &TestManager) {
 }
 
 on_both_stores!(
+    switches_are_registered_by_administrators,
+    a_vi_moves_between_datacenters_and_back,
+    a_failed_move_rolls_back,
+    switch_drift_is_repaired,
     images_are_imported_as_templates,
     ssh_keys_reach_the_guests,
     software_must_be_in_the_template,

@@ -83,6 +83,7 @@ pub async fn preview(
         wiring: &wiring,
         addresses: &addresses,
         public_gateway: gateway_of(&dc)?,
+        home: dc.id,
     };
     super::deploy::steps(state, &vi, layout).await?;
     Ok(api::Plan {
@@ -127,6 +128,7 @@ pub async fn accept(
             wiring: &wiring,
             addresses: &addresses,
             public_gateway,
+            home: dc.id,
         };
         let steps = super::deploy::steps(state, &vi, layout).await?;
         let mut rows = crate::plan::address_rows(&addresses);
