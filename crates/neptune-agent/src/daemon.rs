@@ -30,7 +30,7 @@ pub enum HypervisorKind {
 
 /// `OP=MILLIS` (or `all=MILLIS`): the time a simulated operation takes,
 /// `OP` one of `prepare_disk`, `remove_disk`, `define`, `start`, `save`,
-/// `restore`, `destroy`, `export_disk`.
+/// `restore`, `destroy`, `export_disk`, `migrate`, `incoming`, `join`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimDelay {
     pub ops: Vec<Op>,
@@ -42,7 +42,7 @@ impl std::str::FromStr for SimDelay {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let usage = || {
-            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy, export_disk, migrate, incoming)")
+            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy, export_disk, migrate, incoming, join)")
         };
         let (op, millis) = text.split_once('=').ok_or_else(usage)?;
         let millis: u64 = millis.trim().parse().map_err(|_| usage())?;

@@ -112,7 +112,8 @@ pub(crate) struct Args {
     heartbeat_secs: u64,
     /// Time a simulated operation takes, OP=MILLIS (repeatable; OP is
     /// all, prepare_disk, remove_disk, define, start, save, restore,
-    /// destroy or export_disk; later entries win).
+    /// destroy, export_disk, migrate, incoming or join; later entries
+    /// win).
     #[arg(long = "sim-delay", value_name = "OP=MILLIS")]
     sim_delays: Vec<SimDelay>,
     /// Log level (error, warn, info, debug, trace).
