@@ -400,9 +400,11 @@ async fn migrate(
             to.vm
         )));
     }
+    // A move that succeeded before is this move only if the VM left.
+    let here = s.hypervisor.info(&name).await?.is_some();
     let status = s
         .migrations
-        .start(s.hypervisor.clone(), &name, to, ApiError::body_of);
+        .start(s.hypervisor.clone(), &name, here, to, ApiError::body_of);
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
 

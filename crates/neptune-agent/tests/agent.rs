@@ -570,8 +570,8 @@ async fn save_on_one_agent_restore_on_another() {
 /// A VM moves live from one Agent's host to another's through the port
 /// over HTTP: the source runs the move on a task of its own and the client
 /// follows it; a failed move leaves the VM where it was and may be asked
-/// again; an Agent that forgot its move (a restart) says so as something
-/// to retry.
+/// again; a VM moved away and back moves again; an Agent that forgot its
+/// move (a restart) says so as something to retry.
 #[tokio::test]
 async fn a_vm_moves_live_between_agents() {
     let dir = tempfile::tempdir().unwrap();
@@ -639,6 +639,30 @@ async fn a_vm_moves_live_between_agents() {
     dest.finish_incoming("vi1-web").await.unwrap();
     let there = cb.vm("vi1-web").await.unwrap();
     assert!(there.ready && there.state == VmState::Running);
+
+    // Back to `a`, then away to `b` again with the very same request: the
+    // move `a` remembers succeeded before the VM came back, so this is a
+    // new move, and the VM leaves `a` again.
+    let home = source
+        .accept_incoming(&api::IncomingRequest {
+            spec: out.spec.clone(),
+            disk_bytes: out.disk_bytes,
+            uuid: out.uuid.clone(),
+            ready: out.ready,
+        })
+        .await
+        .unwrap();
+    dest.migrate("vi1-web", &home, &|_| {}).await.unwrap();
+    source.finish_incoming("vi1-web").await.unwrap();
+    assert_eq!(ca.list_vms().await.unwrap().len(), 1);
+    let to = dest.accept_incoming(&request).await.unwrap();
+    source.migrate("vi1-web", &to, &|_| {}).await.unwrap();
+    assert!(
+        ca.list_vms().await.unwrap().is_empty(),
+        "a remembered move is not taken for a new one"
+    );
+    dest.finish_incoming("vi1-web").await.unwrap();
+    assert_eq!(cb.list_vms().await.unwrap().len(), 1);
 
     // A path and a body that disagree are refused.
     let mut wrong = to.clone();
