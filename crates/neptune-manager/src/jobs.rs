@@ -149,6 +149,13 @@ pub enum Step {
         from: Uuid,
         key: u32,
     },
+    /// Widen the host's link networks to their segments' peers: the hosts
+    /// a migration moves the VMs' neighbours to (extra peers are harmless;
+    /// nothing to undo).
+    JoinSegments {
+        host: Uuid,
+        networks: Vec<neptune_hypervisor::NetworkJoin>,
+    },
     /// Nothing to do: the target slots of a migration were reserved with
     /// the job. Undone by releasing them.
     HoldMoves,
@@ -198,6 +205,9 @@ impl Step {
             Step::Visit { address, .. } => format!("deliver {address} here"),
             Step::Unvisit { address, .. } => format!("stop delivering {address}"),
             Step::Route { address, .. } => format!("route {address} from its home switch"),
+            Step::JoinSegments { networks, .. } => {
+                format!("widen {} link networks to the target hosts", networks.len())
+            }
             Step::HoldMoves => "reserve target hosts".to_owned(),
             Step::ReleaseMoves => "release target hosts".to_owned(),
             Step::MoveVm { spec, .. } => format!("move {} live", spec.name),
@@ -301,6 +311,7 @@ impl Step {
             | Step::DeleteSaved { .. }
             | Step::RegisterTemplate { .. }
             | Step::ReleaseMoves
+            | Step::JoinSegments { .. }
             | Step::CommitMoves { .. } => None,
         }
     }
@@ -1053,6 +1064,12 @@ impl Jobs {
                     }
                 };
                 self.switch(*home, *address, &change).await?;
+            }
+            Step::JoinSegments { host, networks } => {
+                self.hypervisor(hosts, *host)
+                    .await?
+                    .join_segments(networks)
+                    .await?
             }
             Step::HoldMoves => {}
             Step::ReleaseMoves => {

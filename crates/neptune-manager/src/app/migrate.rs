@@ -9,7 +9,8 @@
 //!
 //! 1. the target hosts are reserved with the job (beside the slots the VMs
 //!    hold, until the move is committed);
-//! 2. the target switch delivers the VI's Home Addresses (visitors);
+//! 2. the source hosts' link networks flood to the target hosts too, and
+//!    the target switch delivers the VI's Home Addresses (visitors);
 //! 3. every VM moves live, its disk copied ([`Step::MoveVm`]); its links'
 //!    segments span both datacenters meanwhile, as they span hosts;
 //! 4. the home switch binds each Home Address to the target switch's
@@ -254,6 +255,27 @@ async fn live(
         let both: Vec<_> = vms.iter().chain(&plan.records).cloned().collect();
         let wired = wiring(state, &topo, &addresses, &both, &hosts).await?;
         let mut moves = Vec::new();
+        // Each source host's link networks reach the target hosts too.
+        let mut joins: std::collections::BTreeMap<Uuid, Vec<neptune_hypervisor::NetworkJoin>> =
+            std::collections::BTreeMap::new();
+        for vm in &vms {
+            let Some(node) = topo.nodes.iter().find(|n| n.id.as_str() == vm.node_id) else {
+                continue;
+            };
+            for nic in jobs::nics(vi.id, &topo, node, vm.host_id, &wired, &addresses) {
+                let networks = joins.entry(vm.host_id).or_default();
+                if nic.segment.is_some() && !networks.iter().any(|j| j.network == nic.network) {
+                    networks.push(neptune_hypervisor::NetworkJoin {
+                        network: nic.network,
+                        segment: nic.segment,
+                    });
+                }
+            }
+        }
+        let joins = joins
+            .into_iter()
+            .filter(|(_, networks)| !networks.is_empty())
+            .map(|(host, networks)| Step::JoinSegments { host, networks });
         for node in &topo.nodes {
             let id = node.id.as_str();
             let (Some(src), Some(dst)) = (
@@ -299,6 +321,7 @@ async fn live(
         let after: Vec<Step> = follow.split_off(visits);
         let steps: Vec<Step> = [Step::HoldMoves]
             .into_iter()
+            .chain(joins)
             .chain(follow)
             .chain(moves)
             .chain(after)

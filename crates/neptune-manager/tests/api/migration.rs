@@ -95,8 +95,10 @@ pub(crate) async fn two_datacenters(m: &TestManager) -> (People, TestSwitch, Tes
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     m.infrastructure(&p.admin, 2, 16).await;
+    // Roma's hosts are machines of their own: links between the
+    // datacenters are tunnels to them.
     for i in 0..2 {
-        let body = json!({"datacenter": "roma", "name": format!("roma{i}"), "agent_url": "http://127.0.0.1:9",
+        let body = json!({"datacenter": "roma", "name": format!("roma{i}"), "agent_url": format!("http://127.0.0.{}:9", 5 + i),
             "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": 16});
         let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(body)).await;
         assert_eq!(s, StatusCode::OK, "{v}");
@@ -359,6 +361,23 @@ pub(crate) async fn a_vi_moves_between_datacenters_and_back(m: &TestManager) {
     assert_eq!(
         moved["bindings"],
         json!([{"address": home, "datacenter": "roma", "care_of": "198.18.0.2"}])
+    );
+    // While it was split, napoli's hosts flooded the VI's link to the roma
+    // hosts its VMs went to, and every VM arrived there on a segment
+    // reaching the hosts of both sides.
+    let joined: Vec<String> = ["host0", "host1"]
+        .iter()
+        .flat_map(|h| m.sims.sim(h).joins())
+        .flatten()
+        .flat_map(|j| j.segment.map(|s| s.peers).unwrap_or_default())
+        .map(|p| p.ip().to_string())
+        .collect();
+    assert!(!joined.is_empty(), "the source hosts joined the segment");
+    assert!(
+        joined
+            .iter()
+            .all(|ip| ip == "127.0.0.5" || ip == "127.0.0.6"),
+        "{joined:?}"
     );
     // The VMs run on roma's hosts only, every one once; napoli's hosts
     // hold nothing of the VI.
