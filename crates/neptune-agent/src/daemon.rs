@@ -2,6 +2,8 @@
 //! tokens read from files (never from the command line, where `ps` would
 //! show them), a runtime, and the Agent until SIGINT or SIGTERM.
 
+pub use neptune_hypervisor::libvirt::MigrationEndpoint;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub struct DaemonOptions {
     /// The host's bridge on the datacenter's public network, for entry
     /// points (libvirt; `None`: an isolated public network).
     pub public_bridge: Option<String>,
+    /// How other hosts' Agents move VMs here live (libvirt only).
+    pub migration: MigrationEndpoint,
     pub data_dir: PathBuf,
     pub capacity: Capacity,
     /// Mbit/s of the host's uplink (0: not known).
@@ -164,7 +168,7 @@ impl DaemonOptions {
                     capacity: self.capacity,
                     kvm: self.kvm,
                     public_bridge: self.public_bridge,
-                    migration: Default::default(),
+                    migration: self.migration,
                 })
                 .map_err(AgentError::Libvirt)?;
                 if let Some(dir) = hv.closed_directory() {
@@ -243,6 +247,7 @@ mod tests {
             libvirt_uri: String::new(),
             kvm: None,
             public_bridge: None,
+            migration: MigrationEndpoint::default(),
             data_dir: dir.join("data"),
             capacity: Capacity {
                 cpus: 4,

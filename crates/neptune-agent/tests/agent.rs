@@ -1074,6 +1074,7 @@ async fn an_agent_over_libvirt_runs_real_guests() {
         libvirt_uri: uri.clone(),
         kvm: Some(false),
         public_bridge: None,
+        migration: Default::default(),
         data_dir: dir.path().join("data"),
         capacity: CAP,
         uplink_mbps: 0,
