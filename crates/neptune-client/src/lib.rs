@@ -231,6 +231,16 @@ impl Client {
             .await
     }
 
+    /// `PUT /users/{id}/quota` (administrators): replaces a user's quota.
+    pub async fn set_user_quota(
+        &self,
+        id: Uuid,
+        quota: &api::Quota,
+    ) -> Result<api::User, ClientError> {
+        self.call(Method::PUT, &format!("/users/{id}/quota"), Some(quota))
+            .await
+    }
+
     /// `POST /auth/logout`: revokes this client's token.
     pub async fn logout(&self) -> Result<(), ClientError> {
         self.call::<(), Option<()>>(Method::POST, "/auth/logout", None)

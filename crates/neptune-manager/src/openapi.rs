@@ -14,7 +14,7 @@ use crate::http;
         http::health, http::openapi_json,
         http::index, http::asset,
         http::login, http::logout, http::create_session, http::show_session, http::delete_session, http::create_api_token, http::list_tokens, http::revoke_token,
-        http::me, http::change_password, http::list_ssh_keys, http::add_ssh_key, http::delete_ssh_key, http::list_users, http::create_user, http::disable_user, http::enable_user,
+        http::me, http::change_password, http::list_ssh_keys, http::add_ssh_key, http::delete_ssh_key, http::list_users, http::create_user, http::disable_user, http::enable_user, http::set_user_quota,
         http::list_datacenters, http::create_datacenter, http::list_hosts, http::register_host,
         http::list_templates, http::create_template, http::import_template, http::set_template_visibility, http::catalogue, http::address_pools, http::reconcile,
         http::create_vi, http::list_vis, http::show_vi, http::edit_vi,

@@ -31,6 +31,8 @@ mod hostile;
 mod imports;
 #[path = "api/migration.rs"]
 mod migration;
+#[path = "api/quota_edits.rs"]
+mod quota_edits;
 
 const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 const SHOP: &str = include_str!("../../neptune-topology/testdata/web-with-links.xml");
@@ -2700,6 +2702,7 @@ use migration::{
     a_failed_move_rolls_back, a_vi_moves_between_datacenters_and_back, switch_drift_is_repaired,
     switches_are_registered_by_administrators,
 };
+use quota_edits::administrators_change_quotas;
 
 /// The tunnel endpoint each host's Agent URL names: host0 and host1 on
 /// machines of their own, host2 on host1's.
@@ -2790,6 +2793,7 @@ async fn links_spanning_hosts_are_segments(m: &TestManager) {
 }
 
 on_both_stores!(
+    administrators_change_quotas,
     switches_are_registered_by_administrators,
     a_vi_moves_between_datacenters_and_back,
     a_failed_move_rolls_back,

@@ -95,6 +95,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// or enables (`None`) a user.
     async fn set_user_disabled(&self, user: Uuid, disabled_at: Option<i64>) -> Result<UserRecord>;
 
+    /// Replaces a user's quota. What they hold already stays, even above it;
+    /// only new requests are held to it.
+    async fn set_user_quota(&self, user: Uuid, quota: &Quota) -> Result<UserRecord>;
+
     // Datacenters and hosts.
     /// Stores a new datacenter ([`StoreError::Duplicate`] if the name is taken).
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()>;

@@ -655,6 +655,30 @@ async fn placement_reservations(s: &dyn Store) {
         .all(|h| h.used == HostUsage::default()));
 }
 
+/// An administrator changes a user's quota; it is kept whole.
+async fn user_quotas(s: &dyn Store) {
+    let carol = user("carol", Role::User);
+    s.create_user(&carol).await.unwrap();
+    let quota = Quota {
+        vms: 500,
+        vcpus: 1000,
+        ram_mib: 1 << 22,
+        public_addresses: 3,
+        designs: 7,
+        design_mib: 9,
+        private_addresses: 65536,
+    };
+    assert_eq!(
+        s.set_user_quota(carol.id, &quota).await.unwrap().quota,
+        quota
+    );
+    assert_eq!(s.user(carol.id).await.unwrap().quota, quota);
+    assert!(matches!(
+        s.set_user_quota(Uuid::new_v4(), &quota).await,
+        Err(StoreError::NotFound { what: "user" })
+    ));
+}
+
 fn usage_of(hosts: &[HostRecord], id: Uuid) -> HostUsage {
     hosts.iter().find(|h| h.id == id).unwrap().used
 }
@@ -1833,6 +1857,7 @@ async fn suite(s: Arc<dyn Store>, raw: damage::Raw) {
     design_quota(s.clone()).await;
     concurrent_transitions(s.clone()).await;
     migration_moves(s.as_ref()).await;
+    user_quotas(s.as_ref()).await;
     switches_and_generations(s.clone()).await;
     damage::json_keeps_its_value(s.as_ref()).await;
     damage::corrupt_rows_are_errors(s.as_ref(), &raw).await;

@@ -416,15 +416,7 @@ pub(crate) async fn create_user(
             "a password has at least 8 characters".to_owned(),
         ));
     }
-    let quota = req.quota.map_or_else(Quota::default, |q| Quota {
-        vms: q.vms,
-        vcpus: q.vcpus,
-        ram_mib: q.ram_mib,
-        public_addresses: q.public_addresses,
-        designs: q.designs,
-        design_mib: q.design_mib,
-        private_addresses: q.private_addresses,
-    });
+    let quota = req.quota.map_or_else(Quota::default, quota_in);
     let password = req.password.clone();
     let password_hash = auth::off_thread(&state, move || auth::hash_password(&password)).await?;
     let user = UserRecord {
@@ -441,4 +433,49 @@ pub(crate) async fn create_user(
     };
     state.store.create_user(&user).await?;
     Ok((StatusCode::CREATED, Json(user_out(&user))))
+}
+
+fn quota_in(q: api::Quota) -> Quota {
+    Quota {
+        vms: q.vms,
+        vcpus: q.vcpus,
+        ram_mib: q.ram_mib,
+        public_addresses: q.public_addresses,
+        designs: q.designs,
+        design_mib: q.design_mib,
+        private_addresses: q.private_addresses,
+    }
+}
+
+/// Replaces a user's quota (administrators; themselves included). What
+/// the user holds already stays, even above the new quota: only their new
+/// designs and requests are held to it. Every figure is 0 or more.
+#[utoipa::path(put, path = "/api/v1/users/{id}/quota", params(("id" = Uuid, Path)), request_body = api::Quota,
+    security(("bearer" = [])),
+    responses((status = 200, body = api::User), (status = 403, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+pub(crate) async fn set_user_quota(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(quota): Json<api::Quota>,
+) -> ApiResult<Json<api::User>> {
+    caller.require_admin()?;
+    let quota = quota_in(quota);
+    let figures = [
+        ("vms", quota.vms),
+        ("vcpus", quota.vcpus),
+        ("ram_mib", quota.ram_mib),
+        ("public_addresses", quota.public_addresses),
+        ("designs", quota.designs),
+        ("design_mib", quota.design_mib),
+        ("private_addresses", quota.private_addresses),
+    ];
+    if let Some((name, n)) = figures.iter().find(|(_, n)| *n < 0) {
+        return Err(ApiError::InvalidRequest(format!(
+            "quota {name} is {n}: a quota is 0 or more"
+        )));
+    }
+    let user = state.store.set_user_quota(id, &quota).await?;
+    Ok(Json(user_out(&user)))
 }

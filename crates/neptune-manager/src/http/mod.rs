@@ -62,6 +62,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}/disable", post(disable_user))
         .route("/users/{id}/enable", post(enable_user))
+        .route("/users/{id}/quota", put(set_user_quota))
         .route(
             "/datacenters",
             get(list_datacenters).post(create_datacenter),

@@ -206,6 +206,10 @@ impl Store for SqliteStore {
         users::set_user_disabled(&self.pool, user, disabled_at).await
     }
 
+    async fn set_user_quota(&self, user: Uuid, quota: &Quota) -> Result<UserRecord> {
+        users::set_user_quota(&self.pool, user, quota).await
+    }
+
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {
         inventory::create_datacenter(&self.pool, dc).await
     }

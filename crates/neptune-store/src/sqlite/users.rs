@@ -268,3 +268,28 @@ pub(super) async fn set_user_disabled(
     tx.commit().await.map_err(db)?;
     Ok(record)
 }
+
+pub(super) async fn set_user_quota(
+    pool: &SqlitePool,
+    user: Uuid,
+    quota: &Quota,
+) -> Result<UserRecord> {
+    let row = sqlx::query(
+        "UPDATE users SET quota_vms = $1, quota_vcpus = $2, quota_ram_mib = $3, \
+         quota_public_addresses = $4, quota_designs = $5, quota_design_mib = $6, \
+         quota_private_addresses = $7 WHERE id = $8 RETURNING *",
+    )
+    .bind(quota.vms)
+    .bind(quota.vcpus)
+    .bind(quota.ram_mib)
+    .bind(quota.public_addresses)
+    .bind(quota.designs)
+    .bind(quota.design_mib)
+    .bind(quota.private_addresses)
+    .bind(user.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .ok_or(StoreError::NotFound { what: "user" })?;
+    decode::user(&row)
+}

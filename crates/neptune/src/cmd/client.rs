@@ -296,6 +296,30 @@ pub(crate) enum UserCommand {
     Disable { name: String },
     /// NAME may log in again.
     Enable { name: String },
+    /// Change NAME's quota (administrators): each figure given replaces
+    /// theirs, the others stay. What they hold already stays, even above it.
+    Quota {
+        name: String,
+        /// VMs of their requested VIs.
+        #[arg(long)]
+        vms: Option<i64>,
+        #[arg(long)]
+        vcpus: Option<i64>,
+        #[arg(long)]
+        ram_mib: Option<i64>,
+        /// Entry points (Home Addresses).
+        #[arg(long)]
+        public_addresses: Option<i64>,
+        /// VIs held at once.
+        #[arg(long)]
+        designs: Option<i64>,
+        /// MiB of design text.
+        #[arg(long)]
+        design_mib: Option<i64>,
+        /// Addresses of the private pools.
+        #[arg(long)]
+        private_addresses: Option<i64>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -1591,6 +1615,44 @@ pub(crate) fn user(cmd: UserCommand) -> anyhow::Result<ExitCode> {
                 let id = by_name(&client.users().await?, &name)?;
                 client.set_user_disabled(id, false).await?;
                 println!("user {name} is enabled");
+                Ok(())
+            }
+            UserCommand::Quota {
+                name,
+                vms,
+                vcpus,
+                ram_mib,
+                public_addresses,
+                designs,
+                design_mib,
+                private_addresses,
+            } => {
+                let users = client.users().await?;
+                let id = by_name(&users, &name)?;
+                let Some(user) = users.into_iter().find(|u| u.id == id) else {
+                    bail!("no user {name}");
+                };
+                let q = user.quota;
+                let quota = api::Quota {
+                    vms: vms.unwrap_or(q.vms),
+                    vcpus: vcpus.unwrap_or(q.vcpus),
+                    ram_mib: ram_mib.unwrap_or(q.ram_mib),
+                    public_addresses: public_addresses.unwrap_or(q.public_addresses),
+                    designs: designs.unwrap_or(q.designs),
+                    design_mib: design_mib.unwrap_or(q.design_mib),
+                    private_addresses: private_addresses.unwrap_or(q.private_addresses),
+                };
+                let u = client.set_user_quota(id, &quota).await?;
+                println!(
+                    "user {name}: {} VMs, {} vCPUs, {} MiB RAM, {} public addresses, {} designs, {} MiB of designs, {} private addresses",
+                    u.quota.vms,
+                    u.quota.vcpus,
+                    u.quota.ram_mib,
+                    u.quota.public_addresses,
+                    u.quota.designs,
+                    u.quota.design_mib,
+                    u.quota.private_addresses
+                );
                 Ok(())
             }
         }

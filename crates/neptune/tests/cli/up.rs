@@ -446,6 +446,131 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     drop(up);
 }
 
+/// `neptune up`'s datacenters each have their switch: a VI of 100 VMs
+/// moves napoli -> roma -> napoli from the CLI, its Home Address following
+/// it (the switches' tables, kept in the data directory, say so), its
+/// disks on the hosts of the datacenter it runs in and nowhere else.
+#[test]
+fn up_moves_a_100_vm_vi_between_datacenters() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = "napoli-1, napoli-2, napoli-3, napoli-4, napoli-5, napoli-6, napoli-7, roma-1";
+    let up = start_with(dir.path(), &["--hosts", "7"], hosts);
+    let password = std::fs::read_to_string(dir.path().join("data/admin.password")).unwrap();
+    ok(&cli(
+        dir.path(),
+        &["login", "--url", &up.url, "--password-stdin"],
+        Some(&password),
+    ));
+    let switches = ok(&cli(dir.path(), &["datacenter", "switches"], None));
+    for dc in ["napoli", "roma"] {
+        let row = switches
+            .lines()
+            .find(|l| l.starts_with(dc))
+            .unwrap_or_else(|| panic!("{switches}"));
+        assert!(row.contains(" yes "), "{row}");
+    }
+    let raised = ok(&cli(
+        dir.path(),
+        &["user", "quota", "admin", "--vms", "128", "--vcpus", "256"],
+        None,
+    ));
+    assert!(
+        raised.starts_with("user admin: 128 VMs, 256 vCPUs,"),
+        "{raised}"
+    );
+    let napoli: Vec<String> = (1..=7).map(|i| format!("napoli-{i}")).collect();
+    let roma: Vec<String> = (1..=7).map(|i| format!("roma-{i}")).collect();
+    let id = create_vi(dir.path(), "nat-backends", 100);
+    ok(&cli(dir.path(), &["vi", "request", &id], None));
+    ok(&cli(
+        dir.path(),
+        &["vi", "accept", &id, "--datacenter", "napoli"],
+        None,
+    ));
+    assert_eq!(
+        ok(&cli(dir.path(), &["vi", "wait", &id], None)).trim(),
+        "running"
+    );
+    assert_eq!(disks_on(dir.path(), &as_strs(&napoli)), 100);
+    let show = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&ok(&cli(
+            dir,
+            &["vi", "show", &id, "--output", "json"],
+            None,
+        )))
+        .unwrap()
+    };
+    let home = show(dir.path())["addresses"]["home_addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The switches keep their tables in the data directory.
+    let table = |dc: &str| -> serde_json::Value {
+        let path = dir.path().join(format!("data/switches/{dc}.table.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    assert_eq!(table("napoli")["visitors"][&home]["vi"], id.as_str());
+
+    let plan = ok(&cli(
+        dir.path(),
+        &["vi", "migrate", &id, "--to", "roma", "--plan"],
+        None,
+    ));
+    assert!(plan.starts_with("from napoli to roma: cut "), "{plan}");
+    assert!(
+        plan.contains(&format!("tunnelled from home: {home}")),
+        "{plan}"
+    );
+    for (to, here, away) in [("roma", &roma, &napoli), ("napoli", &napoli, &roma)] {
+        ok(&cli(dir.path(), &["vi", "migrate", &id, "--to", to], None));
+        assert_eq!(
+            ok(&cli(
+                dir.path(),
+                &["vi", "wait", &id, "--timeout", "300"],
+                None
+            ))
+            .trim(),
+            "running",
+            "to {to}"
+        );
+        let v = show(dir.path());
+        assert_eq!(v["location"], to, "{v}");
+        assert_eq!(
+            v["jobs"].as_array().unwrap().last().unwrap()["state"],
+            "succeeded"
+        );
+        assert_eq!(disks_on(dir.path(), &as_strs(here)), 100, "to {to}");
+        assert_eq!(disks_on(dir.path(), &as_strs(away)), 0, "to {to}");
+        let (napoli_table, roma_table) = (table("napoli"), table("roma"));
+        if to == "roma" {
+            assert_eq!(napoli_table["bindings"][&home]["care_of"], "198.18.0.2");
+            assert!(napoli_table["visitors"].get(&home).is_none());
+            assert_eq!(roma_table["visitors"][&home]["vi"], id.as_str());
+            let shown = ok(&cli(dir.path(), &["vi", "show", &id], None));
+            assert!(shown.contains("runs in roma, away from home"), "{shown}");
+            assert!(
+                shown.contains(&format!("binding: {home} -> roma (care-of 198.18.0.2)")),
+                "{shown}"
+            );
+        } else {
+            assert!(napoli_table["bindings"].get(&home).is_none());
+            assert_eq!(napoli_table["visitors"][&home]["vi"], id.as_str());
+            assert!(roma_table["visitors"].get(&home).is_none());
+        }
+    }
+    ok(&cli(dir.path(), &["vi", "terminate", &id], None));
+    assert_eq!(
+        ok(&cli(dir.path(), &["vi", "wait", &id], None)).trim(),
+        "terminated"
+    );
+    assert!(table("napoli")["visitors"].get(&home).is_none());
+    drop(up);
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// `virsh` on `uri`: its output, or its error.
 fn try_virsh(uri: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("virsh")
