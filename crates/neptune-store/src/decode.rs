@@ -474,3 +474,8 @@ pub(crate) fn migration_request<R: Cells>(row: &R) -> Result<MigrationRequestRec
         requested_at: r.int("requested_at")?,
     })
 }
+
+/// The `id` of a `vis` row.
+pub(crate) fn vi_id<R: Cells>(row: &R) -> Result<Uuid> {
+    Stored::new(row, "vis", &["id"]).uuid("id")
+}

@@ -165,6 +165,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (compare-and-set), and records the event.
     async fn transition_vi(&self, id: Uuid, from: ViState, change: &Transition)
         -> Result<ViRecord>;
+    /// What the VIs of `owner` that count against the quota (requested and
+    /// beyond: not defined, rejected or terminated) take together, but for
+    /// `except`, as each recorded it ([`Store::set_vi_usage`]); and the ids
+    /// of those that recorded nothing yet.
+    async fn quota_usage(&self, owner: Uuid, except: Uuid) -> Result<(ViUsage, Vec<Uuid>)>;
+    /// Records what a VI takes of its owner's quota.
+    async fn set_vi_usage(&self, vi: Uuid, usage: &ViUsage) -> Result<()>;
     /// A VI's lifecycle changes, oldest first.
     async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>>;
 

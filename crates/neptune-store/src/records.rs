@@ -643,3 +643,18 @@ pub struct MigrationRequestRecord {
     /// When.
     pub requested_at: i64,
 }
+
+/// What a VI takes of its owner's quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViUsage {
+    /// Its VMs.
+    pub vms: i64,
+    /// Their vCPUs.
+    pub vcpus: i64,
+    /// Their MiB of RAM.
+    pub ram_mib: i64,
+    /// Its entry points' Home Addresses.
+    pub public_addresses: i64,
+    /// Addresses of the private pools it takes.
+    pub private_addresses: i64,
+}

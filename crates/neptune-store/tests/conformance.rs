@@ -655,6 +655,67 @@ async fn placement_reservations(s: &dyn Store) {
         .all(|h| h.used == HostUsage::default()));
 }
 
+/// What a user's VIs take is summed from what each recorded, over the
+/// states that count, but for the VI being checked; those that recorded
+/// nothing are named.
+async fn quota_usage_sums(s: &dyn Store) {
+    let dave = user("dave", Role::User);
+    s.create_user(&dave).await.unwrap();
+    let usage = |n: i64| ViUsage {
+        vms: n,
+        vcpus: 2 * n,
+        ram_mib: 512 * n,
+        public_addresses: 1,
+        private_addresses: 8 * n,
+    };
+    let mut ids = Vec::new();
+    for (i, state) in [
+        ViState::Requested,
+        ViState::Running,
+        ViState::Defined,
+        ViState::Terminated,
+        ViState::Suspended,
+        ViState::Requested,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut v = vi(dave.id, &format!("u{i}"));
+        v.state = state;
+        s.create_vi(&v).await.unwrap();
+        // The last one recorded nothing.
+        if i < 5 {
+            s.set_vi_usage(v.id, &usage(i as i64 + 1)).await.unwrap();
+        }
+        ids.push(v.id);
+    }
+    // Counted: requested (1), running (2), suspended (5); not defined (3)
+    // or terminated (4); the sixth recorded nothing.
+    let (sum, missing) = s.quota_usage(dave.id, Uuid::nil()).await.unwrap();
+    assert_eq!(
+        sum,
+        ViUsage {
+            vms: 8,
+            vcpus: 16,
+            ram_mib: 4096,
+            public_addresses: 3,
+            private_addresses: 64,
+        }
+    );
+    assert_eq!(missing, vec![ids[5]]);
+    let (sum, missing) = s.quota_usage(dave.id, ids[1]).await.unwrap();
+    assert_eq!(sum.vms, 6, "all but the one checked");
+    assert_eq!(missing, vec![ids[5]]);
+    let (sum, missing) = s.quota_usage(dave.id, ids[5]).await.unwrap();
+    assert_eq!((sum.vms, missing), (8, vec![]));
+    assert!(matches!(
+        s.set_vi_usage(Uuid::new_v4(), &usage(1)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let (sum, _) = s.quota_usage(Uuid::new_v4(), Uuid::nil()).await.unwrap();
+    assert_eq!(sum, ViUsage::default(), "no VI, nothing used");
+}
+
 /// An administrator changes a user's quota; it is kept whole.
 async fn user_quotas(s: &dyn Store) {
     let carol = user("carol", Role::User);
@@ -1858,6 +1919,7 @@ async fn suite(s: Arc<dyn Store>, raw: damage::Raw) {
     concurrent_transitions(s.clone()).await;
     migration_moves(s.as_ref()).await;
     user_quotas(s.as_ref()).await;
+    quota_usage_sums(s.as_ref()).await;
     switches_and_generations(s.clone()).await;
     damage::json_keeps_its_value(s.as_ref()).await;
     damage::corrupt_rows_are_errors(s.as_ref(), &raw).await;

@@ -54,7 +54,10 @@ pub async fn owner_event(
     require_owner(caller, &vi)?;
     if event == Event::Request {
         vi.state.next(event)?;
-        super::quota::check_quota(state, &vi).await?;
+        let usage = super::quota::check_quota(state, &vi).await?;
+        let requested = apply(state, caller, &vi, event, None).await?;
+        super::quota::record(state, &requested, Some(usage)).await;
+        return Ok(requested);
     }
     apply(state, caller, &vi, event, None).await
 }
@@ -153,6 +156,8 @@ pub async fn accept(
             break (accepted, steps);
         }
     };
+    // Its committed address plan is what it takes now.
+    super::quota::record(state, &accepted, None).await;
     start_job(state, caller, &accepted, JobKind::Deploy, &steps).await
 }
 

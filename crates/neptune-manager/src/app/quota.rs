@@ -1,47 +1,95 @@
 //! Quotas: what a user's VIs take (VMs, vCPUs, RAM, public and private
 //! addresses) against the user's quota, checked at request and at accept.
+//! What each VI takes is recorded in the store when it is requested and
+//! accepted, and summed there for the VIs that count (requested and beyond:
+//! not defined, rejected or terminated), so a check reads no other design.
 
-use neptune_api as api;
-use neptune_lifecycle::ViState;
-use neptune_store::{Quota, ViRecord};
+use neptune_store::{Quota, ViRecord, ViUsage};
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
-/// States in which a VI counts against its owner's quota.
-fn counts_against_quota(s: ViState) -> bool {
-    !matches!(
-        s,
-        ViState::Defined | ViState::Rejected | ViState::Terminated
-    )
+/// What `vi`'s design takes of its owner's quota, private addresses aside.
+fn design_usage(state: &AppState, vi: &ViRecord) -> ApiResult<ViUsage> {
+    let summary = state.views.summary(vi)?;
+    let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+    let count = |x: usize| i64::try_from(x).unwrap_or(i64::MAX);
+    Ok(ViUsage {
+        vms: count(summary.nodes),
+        vcpus: n(summary.vcpus),
+        ram_mib: n(summary.ram_mib),
+        public_addresses: count(summary.entry_points),
+        private_addresses: 0,
+    })
 }
 
-/// Refuses when `vi` together with the owner's other committed VIs exceeds the quota.
-pub async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<()> {
-    let owner = state.store.user(vi.owner_id).await?;
-    let others = state.store.list_vis(Some(vi.owner_id)).await?;
-    let pools = &state.config.private_pools;
-    let mut used = Usage::default();
-    for other in others
-        .iter()
-        .filter(|o| o.id != vi.id && counts_against_quota(o.state))
-    {
-        // A design that cannot be planned takes no address.
-        let private = state.views.private_addresses(other, pools)?.unwrap_or(0);
-        used = used.plus(&state.views.summary(other)?, private);
-    }
-    // This VI's design must be plannable to count: say why it is not.
+/// What `vi` takes of its owner's quota, from its design (and its
+/// committed address plan once it has one); `Err` says why its design
+/// cannot be planned.
+fn usage_of(state: &AppState, vi: &ViRecord) -> ApiResult<Result<ViUsage, String>> {
+    let design = design_usage(state, vi)?;
     let private = state
         .views
-        .private_addresses(vi, pools)?
-        .map_err(ApiError::Conflict)?;
-    used = used.plus(&state.views.summary(vi)?, private);
+        .private_addresses(vi, &state.config.private_pools)?;
+    Ok(private.map(|p| ViUsage {
+        private_addresses: i64::try_from(p).unwrap_or(i64::MAX),
+        ..design
+    }))
+}
+
+/// Refuses when `vi` together with the owner's other committed VIs exceeds
+/// the quota; else what `vi` takes, to record once its change is made
+/// ([`record`]). The others' usage is summed in the store from what each
+/// recorded; one that recorded nothing yet (a VI of an older version, or
+/// one whose record was lost in a crash) is computed and recorded now.
+pub async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<ViUsage> {
+    let owner = state.store.user(vi.owner_id).await?;
+    let (recorded, missing) = state.store.quota_usage(vi.owner_id, vi.id).await?;
+    let mut used = Usage::from(recorded);
+    for id in missing {
+        let other = state.store.vi(id).await?;
+        // A design that cannot be planned takes no address.
+        let usage = match usage_of(state, &other)? {
+            Ok(u) => u,
+            Err(_) => design_usage(state, &other)?,
+        };
+        state.store.set_vi_usage(id, &usage).await?;
+        used = used.plus(usage);
+    }
+    // This VI's design must be plannable to count: say why it is not.
+    let this = usage_of(state, vi)?.map_err(ApiError::Conflict)?;
+    used = used.plus(this);
     match used.over(&owner.quota) {
         Some((what, u, q)) => Err(ApiError::QuotaExceeded(format!(
             "this would bring {} to {u} {what}; the quota is {q}",
             owner.name
         ))),
-        None => Ok(()),
+        None => Ok(this),
+    }
+}
+
+/// Records what `vi` takes of its owner's quota, after the change that
+/// made it count (a request) or changed it (an acceptance, which commits
+/// its address plan). A record that fails is computed again when next
+/// needed, so it is only logged.
+pub async fn record(state: &AppState, vi: &ViRecord, usage: Option<ViUsage>) {
+    let usage = match usage {
+        Some(u) => Ok(u),
+        None => usage_of(state, vi).and_then(|u| match u {
+            Ok(u) => Ok(u),
+            Err(_) => design_usage(state, vi),
+        }),
+    };
+    let done = match usage {
+        Ok(u) => state
+            .store
+            .set_vi_usage(vi.id, &u)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = done {
+        tracing::warn!(vi = %vi.id, error = %e, "recording what the VI takes of its quota");
     }
 }
 
@@ -56,15 +104,23 @@ struct Usage {
     private_addresses: u64,
 }
 
+impl From<ViUsage> for Usage {
+    fn from(u: ViUsage) -> Usage {
+        Usage::default().plus(u)
+    }
+}
+
 impl Usage {
-    fn plus(self, s: &api::ViSummary, private_addresses: u64) -> Usage {
-        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+    fn plus(self, u: ViUsage) -> Usage {
+        let n = |x: i64| u64::try_from(x).unwrap_or(0);
         Usage {
-            vms: self.vms.saturating_add(n(s.nodes)),
-            vcpus: self.vcpus.saturating_add(s.vcpus),
-            ram_mib: self.ram_mib.saturating_add(s.ram_mib),
-            public_addresses: self.public_addresses.saturating_add(n(s.entry_points)),
-            private_addresses: self.private_addresses.saturating_add(private_addresses),
+            vms: self.vms.saturating_add(n(u.vms)),
+            vcpus: self.vcpus.saturating_add(n(u.vcpus)),
+            ram_mib: self.ram_mib.saturating_add(n(u.ram_mib)),
+            public_addresses: self.public_addresses.saturating_add(n(u.public_addresses)),
+            private_addresses: self
+                .private_addresses
+                .saturating_add(n(u.private_addresses)),
         }
     }
 

@@ -302,6 +302,14 @@ impl Store for SqliteStore {
         vis::transition_vi(&self.pool, id, from, change).await
     }
 
+    async fn quota_usage(&self, owner: Uuid, except: Uuid) -> Result<(ViUsage, Vec<Uuid>)> {
+        vis::quota_usage(&self.pool, owner, except).await
+    }
+
+    async fn set_vi_usage(&self, vi: Uuid, usage: &ViUsage) -> Result<()> {
+        vis::set_vi_usage(&self.pool, vi, usage).await
+    }
+
     async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>> {
         vis::vi_events(&self.pool, id).await
     }

@@ -254,3 +254,68 @@ async fn design_quota_error(pool: &SqlitePool, owner: Uuid, except: Option<Uuid>
         Err(e) => e,
     }
 }
+
+/// The states in which a VI counts against its owner's quota, as SQL.
+const COUNTED: &str = "state NOT IN ('defined', 'rejected', 'terminated')";
+
+pub(super) async fn quota_usage(
+    pool: &SqlitePool,
+    owner: Uuid,
+    except: Uuid,
+) -> Result<(ViUsage, Vec<Uuid>)> {
+    let sum = |c: &str| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT)");
+    let row = sqlx::query(&format!(
+        "SELECT {}, {}, {}, {}, {} FROM vis \
+         WHERE owner_id = $1 AND id <> $2 AND {COUNTED} AND usage_vms IS NOT NULL",
+        sum("usage_vms"),
+        sum("usage_vcpus"),
+        sum("usage_ram_mib"),
+        sum("usage_public_addresses"),
+        sum("usage_private_addresses"),
+    ))
+    .bind(owner.to_string())
+    .bind(except.to_string())
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
+    let get = |i: usize| -> Result<i64> { sqlx::Row::try_get::<i64, _>(&row, i).map_err(db) };
+    let usage = ViUsage {
+        vms: get(0)?,
+        vcpus: get(1)?,
+        ram_mib: get(2)?,
+        public_addresses: get(3)?,
+        private_addresses: get(4)?,
+    };
+    let missing = sqlx::query(&format!(
+        "SELECT id FROM vis WHERE owner_id = $1 AND id <> $2 AND {COUNTED} AND usage_vms IS NULL"
+    ))
+    .bind(owner.to_string())
+    .bind(except.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .iter()
+    .map(decode::vi_id)
+    .collect::<Result<Vec<Uuid>>>()?;
+    Ok((usage, missing))
+}
+
+pub(super) async fn set_vi_usage(pool: &SqlitePool, vi: Uuid, usage: &ViUsage) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE vis SET usage_vms = $1, usage_vcpus = $2, usage_ram_mib = $3, \
+         usage_public_addresses = $4, usage_private_addresses = $5 WHERE id = $6",
+    )
+    .bind(usage.vms)
+    .bind(usage.vcpus)
+    .bind(usage.ram_mib)
+    .bind(usage.public_addresses)
+    .bind(usage.private_addresses)
+    .bind(vi.to_string())
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { what: "VI" });
+    }
+    Ok(())
+}
