@@ -1024,7 +1024,12 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
         };
         let job = d.jobs.last();
         if let Some(job) = job {
-            show_job_progress(&bar, job);
+            // A running job's own progress is read fresh: a migration's
+            // moves advance between two changes of the VI.
+            match client.job(job.id).await {
+                Ok(fresh) if job.state == api::JobState::Running => show_job_progress(&bar, &fresh),
+                _ => show_job_progress(&bar, job),
+            }
         }
         if !d.vi.state.is_in_progress() {
             bar.finish_and_clear();
