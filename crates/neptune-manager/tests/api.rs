@@ -9,6 +9,9 @@
 //! This file is the harness: a Manager and its hosts ([`TestManager`]),
 //! helpers, and `on_both_stores!`, which runs each listed test once per
 //! store. The tests are in modules under `api/`, named for what they test.
+//! They call the API through `neptune-client`, as the CLI does, wherever
+//! it has the call; raw HTTP is kept where a test is about the wire
+//! itself (status codes, headers, malformed bodies, limits, error shapes).
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // test helpers fail loudly
 
@@ -17,9 +20,12 @@ use std::path::Path;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use neptune_api as api;
+use neptune_client::{Client, ClientError};
 use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
 use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{Capacity, Hypervisor, Op};
+use neptune_lifecycle::ViState;
 use neptune_manager::jobs::HostDirectory;
 use neptune_manager::{Config, Manager};
 use neptune_types::Secret;
@@ -444,6 +450,92 @@ struct People {
     admin: String,
     alice: String,
     bob: String,
+}
+
+/// Typed calls, through `neptune-client` as the CLI makes them.
+impl TestManager {
+    /// A client of this Manager as the holder of `token`.
+    fn client(&self, token: &str) -> Client {
+        Client::new(&self.base, Some(token.to_owned()))
+    }
+
+    /// Polls VI `id` as the holder of `token` until it leaves `transient`,
+    /// returning its detail (as `wait_vi`, typed).
+    async fn wait_detail(&self, token: &str, id: Uuid, transient: ViState) -> api::ViDetail {
+        let client = self.client(token);
+        for _ in 0..400 {
+            let v = client.vi(id).await.unwrap();
+            if v.vi.state != transient {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("VI {id} stayed {transient:?}");
+    }
+}
+
+/// A design of the catalogue: `nodes` nodes of `kind`.
+fn catalogue(kind: &str, nodes: usize) -> api::ViDesign {
+    api::ViDesign::new(api::DesignSource::Catalogue(api::CatalogueRequest {
+        kind: kind.to_owned(),
+        nodes: Some(nodes),
+        bandwidth: None,
+        template: None,
+    }))
+}
+
+/// An account of role `user` to create, with `quota` (its JSON form,
+/// absent fields defaulted as the Manager defaults them) or the default one.
+fn new_user(name: &str, password: &str, quota: Option<Value>) -> api::CreateUser {
+    api::CreateUser {
+        name: name.to_owned(),
+        password: password.to_owned(),
+        role: api::Role::User,
+        quota: quota.map(|q| serde_json::from_value(q).unwrap()),
+    }
+}
+
+/// A host of napoli to register, of 64 vCPUs, 64 GiB of RAM and 1 TiB of
+/// disk, its Agent at `agent_url`; an `uplink_mbps` of 0 is not known.
+fn napoli_host(name: &str, agent_url: &str, vm_slots: i64, uplink_mbps: i64) -> api::RegisterHost {
+    api::RegisterHost {
+        datacenter: "napoli".to_owned(),
+        name: name.to_owned(),
+        agent_url: agent_url.to_owned(),
+        cpus: 64,
+        ram_mib: 65536,
+        disk_mib: 1 << 20,
+        vm_slots,
+        uplink_mbps,
+    }
+}
+
+/// A refusal of the Manager, as the client reports it.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: String,
+    message: String,
+    details: Vec<String>,
+}
+
+/// The refusal `result` must be.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Refusal {
+    match result {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+            details,
+        }) => Refusal {
+            status,
+            code,
+            message,
+            details,
+        },
+        other => panic!("not a refusal: {other:?}"),
+    }
 }
 
 impl TestManager {

@@ -5,15 +5,17 @@ use super::*;
 
 pub(crate) async fn designs_are_validated(m: &TestManager) {
     let p = m.people().await;
-    let (s, v) = m.call(Method::POST, "/api/v1/vis", Some(&p.alice), Some(json!({"xml": "<topology id=\"x\"><nodes><node id=\"a\"><ram dimension=\"lots\"/></node></nodes></topology>"}))).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(v["code"], "invalid_topology");
-    let details: Vec<&str> = v["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_str().unwrap())
-        .collect();
+    let alice = m.client(&p.alice);
+    let xml =
+        r#"<topology id="x"><nodes><node id="a"><ram dimension="lots"/></node></nodes></topology>"#;
+    let e = refused(
+        alice
+            .create_vi(&api::ViDesign::new(api::DesignSource::Xml(xml.to_owned())))
+            .await,
+    );
+    assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e.code, "invalid_topology");
+    let details: Vec<&str> = e.details.iter().map(String::as_str).collect();
     assert!(
         details.contains(&"1:54: \"dimension\" of <ram>: \"lots\" is not a number"),
         "{details:?}"
@@ -22,6 +24,7 @@ pub(crate) async fn designs_are_validated(m: &TestManager) {
         details.iter().any(|d| d.contains("missing element <hd>")),
         "{details:?}"
     );
+    // No design at all: a body the client cannot even express.
     let (s, v) = m
         .call(Method::POST, "/api/v1/vis", Some(&p.alice), Some(json!({})))
         .await;
@@ -29,20 +32,11 @@ pub(crate) async fn designs_are_validated(m: &TestManager) {
         (s, v["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request"))
     );
-    let (s, v) = m
-        .call(
-            Method::POST,
-            "/api/v1/vis",
-            Some(&p.alice),
-            Some(json!({"catalogue": {"kind": "ring", "nodes": 2}})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        v["message"].as_str().unwrap().contains("between 3 and"),
-        "{v}"
-    );
-    // The JSON form works too, and its password stays write-only.
+    let e = refused(alice.create_vi(&catalogue("ring", 2)).await);
+    assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(e.message.contains("between 3 and"), "{e:?}");
+    // The JSON form works too, and its password stays write-only (read as
+    // sent: raw HTTP).
     let topo = json!({"id": "j", "nodes": [{"id": "a", "ram": 128, "disk": 1024, "os": {"password": "topsecret"}}]});
     let vi = m
         .create_vi(&p.alice, json!({"topology": topo, "name": "from json"}))
@@ -66,41 +60,31 @@ pub(crate) async fn designs_are_validated(m: &TestManager) {
 pub(crate) async fn quotas_are_enforced(m: &TestManager) {
     let admin = m.login("admin", ADMIN_PASSWORD).await;
     let quota = json!({"vms": 3, "vcpus": 100, "ram_mib": 100000, "public_addresses": 5});
-    let (s, _) = m
-        .call(Method::POST, "/api/v1/users", Some(&admin), Some(json!({"name": "carol", "password": "carol-password", "role": "user", "quota": quota})))
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let carol = m.login("carol", "carol-password").await;
+    m.client(&admin)
+        .create_user(&new_user("carol", "carol-password", Some(quota)))
+        .await
+        .unwrap();
+    let carol_token = m.login("carol", "carol-password").await;
+    let carol = m.client(&carol_token);
     let small = m
-        .create_vi(&carol, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .create_vi(
+            &carol_token,
+            json!({"catalogue": {"kind": "line", "nodes": 2}}),
+        )
         .await;
     let big = m
-        .create_vi(&carol, json!({"catalogue": {"kind": "line", "nodes": 2}}))
-        .await;
-    let (s, _) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{}/request", small["id"].as_str().unwrap()),
-            Some(&carol),
-            None,
+        .create_vi(
+            &carol_token,
+            json!({"catalogue": {"kind": "line", "nodes": 2}}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{}/request", big["id"].as_str().unwrap()),
-            Some(&carol),
-            None,
-        )
-        .await;
+    let id = |vi: &Value| -> Uuid { vi["id"].as_str().unwrap().parse().unwrap() };
+    carol.act(id(&small), "request").await.unwrap();
+    let e = refused(carol.act(id(&big), "request").await);
     assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("quota_exceeded")),
-        "{v}"
+        (e.status, e.code.as_str()),
+        (StatusCode::FORBIDDEN, "quota_exceeded"),
+        "{e:?}"
     );
-    assert_eq!(
-        v["message"],
-        "this would bring carol to 4 VMs; the quota is 3"
-    );
+    assert_eq!(e.message, "this would bring carol to 4 VMs; the quota is 3");
 }

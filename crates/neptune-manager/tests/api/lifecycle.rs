@@ -6,92 +6,55 @@ use super::*;
 pub(crate) async fn deploy_and_terminate(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 2, 4).await;
-    let id = m
+    let (alice, bob, admin) = (m.client(&p.alice), m.client(&p.bob), m.client(&p.admin));
+    let id: Uuid = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
         )
-        .await;
+        .await
+        .parse()
+        .unwrap();
 
     // The plan preview changes nothing.
-    let (s, plan) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}/plan"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{plan}");
-    assert_eq!(plan["vms"].as_array().unwrap().len(), 6);
-    assert_eq!(plan["datacenter"], "napoli");
+    let plan = admin.plan(id, None).await.unwrap();
+    assert_eq!(plan.vms.len(), 6);
+    assert_eq!(plan.datacenter, "napoli");
     for h in ["host0", "host1"] {
-        let on = plan["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|v| v["host"] == h)
-            .count();
-        assert!(on <= 4, "{h} has {on} VMs: {plan}");
+        let on = plan.vms.iter().filter(|v| v.host == h).count();
+        assert!(on <= 4, "{h} has {on} VMs: {plan:?}");
     }
-    let (_, hosts) = m
-        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
-        .await;
-    assert!(hosts
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|h| h["used_slots"] == 0));
+    let hosts = admin.hosts().await.unwrap();
+    assert!(hosts.iter().all(|h| h.used_slots == 0));
 
-    let v = m.accept(&p.admin, &id, None).await;
-    let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let v = admin
+        .accept(id, &api::AcceptRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(v.vi.state, ViState::Deploying, "{v:?}");
+    let job = v.jobs[0].id;
     assert_eq!(
-        v["jobs"][0]["total"], 24,
+        v.jobs[0].total, 24,
         "6 disks, 6 defines, 6 starts, 6 waits until ready"
     );
-    let v = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(v["state"], "running", "{v}");
-    assert_eq!(v["vms"].as_array().unwrap().len(), 6);
-    let (_, j) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{job}"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (j["state"].as_str(), j["percent"].as_u64()),
-        (Some("succeeded"), Some(100))
-    );
-    let (s, _) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{job}"),
-            Some(&p.bob),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
+    assert_eq!(v.vi.state, ViState::Running, "{v:?}");
+    assert_eq!(v.vms.len(), 6);
+    let j = alice.job(job).await.unwrap();
+    assert_eq!((j.state, j.percent), (api::JobState::Succeeded, 100));
+    assert_eq!(refused(bob.job(job).await).status, StatusCode::NOT_FOUND);
     assert_eq!(m.vms_everywhere().await.len(), 6);
     assert_eq!(m.disks_everywhere(), 6);
     // Addresses: one LAN subnet, an address per linked interface, a Home Address for the gateway.
-    let addresses = &v["addresses"];
-    assert_eq!(
-        addresses["links"].as_array().unwrap().len(),
-        1,
-        "{addresses}"
-    );
-    assert_eq!(
-        addresses["interfaces"].as_array().unwrap().len(),
-        6,
-        "{addresses}"
-    );
-    let home = addresses["home_addresses"][0]["address"].as_str().unwrap();
-    assert!(home.starts_with("192.0.2."), "{addresses}");
-    assert_eq!(addresses["home_addresses"][0]["node"], "gateway");
+    let addresses = v.addresses.as_ref().unwrap();
+    assert_eq!(addresses.links.len(), 1, "{addresses:?}");
+    assert_eq!(addresses.interfaces.len(), 6, "{addresses:?}");
+    let home = addresses.home_addresses[0].address.clone();
+    assert!(home.starts_with("192.0.2."), "{addresses:?}");
+    assert_eq!(addresses.home_addresses[0].node, "gateway");
 
-    // Progress as server-sent events: the stream of a finished job ends with its last state.
+    // Progress as server-sent events: the stream of a finished job ends
+    // with its last state (the wire format itself: raw HTTP).
     let text = m
         .http
         .get(format!("{}/api/v1/jobs/{job}/events", m.base))
@@ -105,142 +68,105 @@ pub(crate) async fn deploy_and_terminate(m: &TestManager) {
     assert!(text.contains("event: progress"), "{text}");
     assert!(text.contains("\"state\":\"succeeded\""), "{text}");
 
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/terminate"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("terminating")),
-        "{v}"
-    );
-    let v = m.wait_vi(&p.alice, &id, "terminating").await;
-    assert_eq!(v["state"], "terminated", "{v}");
+    let v = alice.act(id, "terminate").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Terminating, "{v:?}");
+    let v = m.wait_detail(&p.alice, id, ViState::Terminating).await;
+    assert_eq!(v.vi.state, ViState::Terminated, "{v:?}");
     assert!(m.vms_everywhere().await.is_empty(), "VMs leaked");
     assert_eq!(m.disks_everywhere(), 0, "disks leaked");
-    assert!(v["vms"].as_array().unwrap().is_empty(), "slots leaked");
-    let (_, hosts) = m
-        .call(Method::GET, "/api/v1/hosts", Some(&p.admin), None)
-        .await;
+    assert!(v.vms.is_empty(), "slots leaked");
+    let hosts = admin.hosts().await.unwrap();
     assert!(
         hosts
-            .as_array()
-            .unwrap()
             .iter()
-            .all(|h| h["used_slots"] == 0 && h["used_ram_mib"] == 0),
-        "{hosts}"
+            .all(|h| h.used_slots == 0 && h.used_ram_mib == 0),
+        "{hosts:?}"
     );
     // The freed Home Address and block serve the next VI.
-    let id2 = m
+    let id2: Uuid = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
         )
-        .await;
-    let (_, plan2) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id2}/plan"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
-    assert_eq!(
-        plan2["addresses"]["home_addresses"][0]["address"], home,
-        "{plan2}"
-    );
+        .await
+        .parse()
+        .unwrap();
+    let plan2 = admin.plan(id2, None).await.unwrap();
+    assert_eq!(plan2.addresses.home_addresses[0].address, home, "{plan2:?}");
 }
 
 pub(crate) async fn failed_deploy_rolls_back(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
-    let id = m
+    let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
+    let id: Uuid = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "cluster", "nodes": 3}}),
         )
-        .await;
+        .await
+        .parse()
+        .unwrap();
     // The last VM never starts: the two started, all defined and all disks are undone.
     m.sims
         .sim("host0")
         .add_fault(Fault::always(Op::Start).for_vm("worker2"));
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/accept"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let v = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(v["state"], "accepted", "rolled back to accepted: {v}");
-    let job = &v["jobs"][0];
-    assert_eq!(job["state"], "rolled_back");
+    admin
+        .accept(id, &api::AcceptRequest::default())
+        .await
+        .unwrap();
+    let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
+    assert_eq!(
+        v.vi.state,
+        ViState::Accepted,
+        "rolled back to accepted: {v:?}"
+    );
+    let job = &v.jobs[0];
+    assert_eq!(job.state, api::JobState::RolledBack);
     assert!(
-        job["error"].as_str().unwrap().contains("start nt-"),
-        "{job}"
+        job.error.as_deref().unwrap().contains("start nt-"),
+        "{job:?}"
     );
     assert!(m.vms_everywhere().await.is_empty());
     assert_eq!(m.disks_everywhere(), 0);
     // Accepting again is refused; deploying again, on the hosts it holds, is
     // the way forward.
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/deploy"), None)
-        .await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "administrators only: {v}");
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{id}/deploy"), None)
-        .await;
+    let e = refused(admin.accept(id, &api::AcceptRequest::default()).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
+    let e = refused(alice.act(id, "deploy").await);
     assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("deploying")),
-        "{v}"
+        e.status,
+        StatusCode::FORBIDDEN,
+        "administrators only: {e:?}"
     );
-    let v = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(v["state"], "accepted", "the fault is still there: {v}");
+    let v = admin.act(id, "deploy").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Deploying, "{v:?}");
+    let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
+    assert_eq!(
+        v.vi.state,
+        ViState::Accepted,
+        "the fault is still there: {v:?}"
+    );
     // Or back to the queue: hosts and addresses freed, planned anew.
     assert_eq!(m.used_slots(&p.admin).await, 3);
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{id}/release"), None)
-        .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("requested")),
-        "{v}"
-    );
-    assert_eq!(v["addresses"], Value::Null, "{v}");
+    let v = admin.act(id, "release").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Requested, "{v:?}");
+    assert_eq!(v.addresses, None, "{v:?}");
     assert_eq!(m.used_slots(&p.admin).await, 0);
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{id}/deploy"), None)
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let e = refused(admin.act(id, "deploy").await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
     m.sims.sim("host0").set_faults(Vec::new());
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let v = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(v["state"], "running", "{v}");
+    admin
+        .accept(id, &api::AcceptRequest::default())
+        .await
+        .unwrap();
+    let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
+    assert_eq!(v.vi.state, ViState::Running, "{v:?}");
     // Terminating frees its reserved slots.
-    m.call(
-        Method::POST,
-        &format!("/api/v1/vis/{id}/terminate"),
-        Some(&p.alice),
-        None,
-    )
-    .await;
-    let v = m.wait_vi(&p.alice, &id, "terminating").await;
-    assert_eq!(v["state"], "terminated", "{v}");
-    assert!(v["vms"].as_array().unwrap().is_empty());
+    alice.act(id, "terminate").await.unwrap();
+    let v = m.wait_detail(&p.alice, id, ViState::Terminating).await;
+    assert_eq!(v.vi.state, ViState::Terminated, "{v:?}");
+    assert!(v.vms.is_empty());
     assert_eq!(m.used_slots(&p.admin).await, 0);
 }
 
@@ -250,35 +176,35 @@ pub(crate) async fn failed_deploy_rolls_back(m: &TestManager) {
 pub(crate) async fn a_host_that_does_not_answer_is_waited_for(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
-    let id = m
+    let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
+    let id: Uuid = m
         .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 2}}))
-        .await;
+        .await
+        .parse()
+        .unwrap();
     m.sims.down.lock().unwrap().insert("host0".to_owned());
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    admin
+        .accept(id, &api::AcceptRequest::default())
+        .await
+        .unwrap();
     // Three tries of a step take well under a second; the host stays down
     // for two.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let (_, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(v["state"], "deploying", "still waiting for the host: {v}");
+    let v = alice.vi(id).await.unwrap();
+    assert_eq!(
+        v.vi.state,
+        ViState::Deploying,
+        "still waiting for the host: {v:?}"
+    );
     m.sims.down.lock().unwrap().clear();
-    let v = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(v["state"], "running", "{v}");
+    let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
+    assert_eq!(v.vi.state, ViState::Running, "{v:?}");
     assert_eq!(m.vms_everywhere().await.len(), 2);
 }
 
 /// The VI's newest job.
-fn last_job(vi: &Value) -> &Value {
-    vi["jobs"].as_array().unwrap().last().unwrap()
+fn last_job(vi: &api::ViDetail) -> &api::Job {
+    vi.jobs.last().unwrap()
 }
 
 /// Suspend frees the hosts "for future reallocation"; resume places the VI
@@ -287,74 +213,45 @@ fn last_job(vi: &Value) -> &Value {
 pub(crate) async fn suspend_and_resume(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 2, 4).await;
+    let alice = m.client(&p.alice);
     let id = m.running_vi(&p, "nat-backends", 6).await;
-    let (_, before) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
+    let uuid: Uuid = id.parse().unwrap();
+    let before = alice.vi(uuid).await.unwrap();
     assert_eq!(m.used_slots(&p.admin).await, 6);
 
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
-        .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("suspending")),
-        "{v}"
-    );
-    let v = m.wait_vi(&p.alice, &id, "suspending").await;
-    assert_eq!(v["state"], "suspended", "{v}");
-    assert_eq!(last_job(&v)["kind"], "suspend");
-    assert_eq!(last_job(&v)["state"], "succeeded");
-    assert!(v["vms"].as_array().unwrap().is_empty(), "hosts freed: {v}");
+    let v = alice.act(uuid, "suspend").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Suspending, "{v:?}");
+    let v = m.wait_detail(&p.alice, uuid, ViState::Suspending).await;
+    assert_eq!(v.vi.state, ViState::Suspended, "{v:?}");
+    assert_eq!(last_job(&v).kind, api::JobKind::Suspend);
+    assert_eq!(last_job(&v).state, api::JobState::Succeeded);
+    assert!(v.vms.is_empty(), "hosts freed: {v:?}");
     assert_eq!(m.used_slots(&p.admin).await, 0);
     assert!(m.vms_everywhere().await.is_empty(), "no VM left on a host");
     assert_eq!(m.disks_everywhere(), 0, "no disk left on a host");
     let saved = m.saved_files(&id);
     assert_eq!(saved.len(), 12, "a state and a disk per VM: {saved:?}");
-    assert_eq!(v["addresses"], before["addresses"], "addresses are kept");
+    assert_eq!(v.addresses, before.addresses, "addresses are kept");
 
     // Another VI takes the room meanwhile: resuming is refused, nothing changes.
-    let other = m.running_vi(&p, "cluster", 3).await;
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let (_, still) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(still["state"], "suspended");
+    let other: Uuid = m.running_vi(&p, "cluster", 3).await.parse().unwrap();
+    let e = refused(alice.act(uuid, "resume").await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
+    let still = alice.vi(uuid).await.unwrap();
+    assert_eq!(still.vi.state, ViState::Suspended);
     assert_eq!(m.used_slots(&p.admin).await, 3);
     assert_eq!(m.saved_files(&id).len(), 12);
 
-    let (s, _) = m
-        .post(&p.alice, &format!("/api/v1/vis/{other}/terminate"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    m.wait_vi(&p.alice, &other, "terminating").await;
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
-        .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("resuming")),
-        "{v}"
-    );
-    let v = m.wait_vi(&p.alice, &id, "resuming").await;
-    assert_eq!(v["state"], "running", "{v}");
-    assert_eq!(last_job(&v)["kind"], "resume");
-    assert_eq!(v["vms"].as_array().unwrap().len(), 6);
+    alice.act(other, "terminate").await.unwrap();
+    m.wait_detail(&p.alice, other, ViState::Terminating).await;
+    let v = alice.act(uuid, "resume").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Resuming, "{v:?}");
+    let v = m.wait_detail(&p.alice, uuid, ViState::Resuming).await;
+    assert_eq!(v.vi.state, ViState::Running, "{v:?}");
+    assert_eq!(last_job(&v).kind, api::JobKind::Resume);
+    assert_eq!(v.vms.len(), 6);
     assert_eq!(m.used_slots(&p.admin).await, 6);
-    assert_eq!(v["addresses"], before["addresses"], "addresses are kept");
+    assert_eq!(v.addresses, before.addresses, "addresses are kept");
     let vms = m.vms_everywhere().await;
     assert_eq!(vms.len(), 6, "{vms:?}");
     assert_eq!(m.disks_everywhere(), 6);
@@ -364,17 +261,13 @@ pub(crate) async fn suspend_and_resume(m: &TestManager) {
     );
 
     // Suspend again, then terminate the suspended VI: nothing is left.
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
-        .await;
-    let v = m.wait_vi(&p.alice, &id, "suspending").await;
-    assert_eq!(v["state"], "suspended", "{v}");
+    alice.act(uuid, "suspend").await.unwrap();
+    let v = m.wait_detail(&p.alice, uuid, ViState::Suspending).await;
+    assert_eq!(v.vi.state, ViState::Suspended, "{v:?}");
     assert_eq!(m.saved_files(&id).len(), 12);
-    let (s, _) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/terminate"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let v = m.wait_vi(&p.alice, &id, "terminating").await;
-    assert_eq!(v["state"], "terminated", "{v}");
+    alice.act(uuid, "terminate").await.unwrap();
+    let v = m.wait_detail(&p.alice, uuid, ViState::Terminating).await;
+    assert_eq!(v.vi.state, ViState::Terminated, "{v:?}");
     assert!(m.saved_files(&id).is_empty(), "saved files leaked");
     assert!(m.vms_everywhere().await.is_empty());
     assert_eq!(m.disks_everywhere(), 0);
@@ -386,25 +279,23 @@ pub(crate) async fn suspend_and_resume(m: &TestManager) {
 pub(crate) async fn failed_suspend_and_resume_roll_back(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
+    let alice = m.client(&p.alice);
     let id = m.running_vi(&p, "cluster", 3).await;
+    let uuid: Uuid = id.parse().unwrap();
     let sim = m.sims.sim("host0");
     sim.add_fault(Fault::always(Op::ExportDisk).for_vm("worker2"));
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
-        .await;
-    let v = m.wait_vi(&p.alice, &id, "suspending").await;
-    assert_eq!(v["state"], "running", "rolled back: {v}");
-    let job = &last_job(&v);
+    alice.act(uuid, "suspend").await.unwrap();
+    let v = m.wait_detail(&p.alice, uuid, ViState::Suspending).await;
+    assert_eq!(v.vi.state, ViState::Running, "rolled back: {v:?}");
+    let job = last_job(&v);
     assert_eq!(
-        (job["kind"].as_str(), job["state"].as_str()),
-        (Some("suspend"), Some("rolled_back")),
-        "{job}"
+        (job.kind, job.state),
+        (api::JobKind::Suspend, api::JobState::RolledBack),
+        "{job:?}"
     );
     assert!(
-        job["error"]
-            .as_str()
-            .unwrap()
-            .contains("export disk of nt-"),
-        "{job}"
+        job.error.as_deref().unwrap().contains("export disk of nt-"),
+        "{job:?}"
     );
     let running = sim.list().await.unwrap();
     assert_eq!(running.len(), 3, "every VM is back");
@@ -420,17 +311,15 @@ pub(crate) async fn failed_suspend_and_resume_roll_back(m: &TestManager) {
     );
 
     sim.set_faults(Vec::new());
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/suspend"), None)
-        .await;
-    let v = m.wait_vi(&p.alice, &id, "suspending").await;
-    assert_eq!(v["state"], "suspended", "{v}");
+    alice.act(uuid, "suspend").await.unwrap();
+    let v = m.wait_detail(&p.alice, uuid, ViState::Suspending).await;
+    assert_eq!(v.vi.state, ViState::Suspended, "{v:?}");
 
     sim.add_fault(Fault::always(Op::Restore).for_vm("head"));
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
-        .await;
-    let v = m.wait_vi(&p.alice, &id, "resuming").await;
-    assert_eq!(v["state"], "suspended", "rolled back: {v}");
-    assert_eq!(last_job(&v)["state"], "rolled_back");
+    alice.act(uuid, "resume").await.unwrap();
+    let v = m.wait_detail(&p.alice, uuid, ViState::Resuming).await;
+    assert_eq!(v.vi.state, ViState::Suspended, "rolled back: {v:?}");
+    assert_eq!(last_job(&v).state, api::JobState::RolledBack);
     assert!(m.vms_everywhere().await.is_empty());
     assert_eq!(m.disks_everywhere(), 0);
     assert_eq!(
@@ -441,10 +330,9 @@ pub(crate) async fn failed_suspend_and_resume_roll_back(m: &TestManager) {
     assert_eq!(m.saved_files(&id).len(), 6, "what was saved is kept");
 
     sim.set_faults(Vec::new());
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/resume"), None)
-        .await;
-    let v = m.wait_vi(&p.alice, &id, "resuming").await;
-    assert_eq!(v["state"], "running", "{v}");
+    alice.act(uuid, "resume").await.unwrap();
+    let v = m.wait_detail(&p.alice, uuid, ViState::Resuming).await;
+    assert_eq!(v.vi.state, ViState::Running, "{v:?}");
     assert_eq!(m.vms_everywhere().await.len(), 3);
 }
 

@@ -68,12 +68,10 @@ fn check_segments(vms: &[(String, neptune_hypervisor::VmSpec)]) -> usize {
 pub(crate) async fn links_spanning_hosts_are_segments(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 0, 0).await;
+    let admin = m.client(&p.admin);
     for (i, endpoint) in ENDPOINTS.iter().enumerate() {
-        let body = json!({"datacenter": "napoli", "name": format!("host{i}"),
-            "agent_url": format!("http://{endpoint}:9"),
-            "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": 2});
-        let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(body)).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        let host = napoli_host(&format!("host{i}"), &format!("http://{endpoint}:9"), 2, 0);
+        admin.register_host(&host).await.unwrap();
     }
     // Six VMs in a ring on three hosts of two slots: links between hosts.
     let id = m.running_vi(&p, "ring", 6).await;

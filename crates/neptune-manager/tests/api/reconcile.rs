@@ -8,12 +8,15 @@ use super::*;
 pub(crate) async fn drift_is_reconciled(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
+    let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
     let id = m.running_vi(&p, "cluster", 3).await;
     let gone = m.running_vi(&p, "line", 2).await;
-    m.post(&p.alice, &format!("/api/v1/vis/{gone}/terminate"), None)
+    let (uuid, gone_uuid): (Uuid, Uuid) = (id.parse().unwrap(), gone.parse().unwrap());
+    alice.act(gone_uuid, "terminate").await.unwrap();
+    let v = m
+        .wait_detail(&p.alice, gone_uuid, ViState::Terminating)
         .await;
-    let v = m.wait_vi(&p.alice, &gone, "terminating").await;
-    assert_eq!(v["state"], "terminated");
+    assert_eq!(v.vi.state, ViState::Terminated);
 
     let sim = m.sims.sim("host0");
     let name = |vi: &str, node: &str| format!("nt-{}-{node}", &vi.replace('-', "")[..12]);
@@ -47,28 +50,18 @@ pub(crate) async fn drift_is_reconciled(m: &TestManager) {
         .unwrap();
     }
 
-    let (s, report) = m.post(&p.admin, "/api/v1/reconcile", None).await;
-    assert_eq!(s, StatusCode::OK, "{report}");
-    assert_eq!(report["hosts_checked"], 1, "{report}");
-    assert_eq!(
-        report["started"],
-        json!([format!("host0/{head}")]),
-        "{report}"
-    );
-    assert_eq!(
-        report["reaped"],
-        json!([format!("host0/{leaked}")]),
-        "{report}"
-    );
-    assert_eq!(report["failed"][0]["vi"], id, "{report}");
+    let report = admin.reconcile().await.unwrap();
+    assert_eq!(report.hosts_checked, 1, "{report:?}");
+    assert_eq!(report.started, [format!("host0/{head}")], "{report:?}");
+    assert_eq!(report.reaped, [format!("host0/{leaked}")], "{report:?}");
+    assert_eq!(report.failed[0].vi, uuid, "{report:?}");
     assert!(
-        report["failed"][0]["reason"]
-            .as_str()
-            .unwrap()
+        report.failed[0]
+            .reason
             .contains(&format!("VM {worker2} is gone from host host0")),
-        "{report}"
+        "{report:?}"
     );
-    assert_eq!(report["errors"], json!([]), "{report}");
+    assert!(report.errors.is_empty(), "{report:?}");
 
     let list = sim.list().await.unwrap();
     let state_of = |vm: &str| list.iter().find(|v| v.name == vm).map(|v| v.state);
@@ -79,27 +72,18 @@ pub(crate) async fn drift_is_reconciled(m: &TestManager) {
         state_of("operators-own").is_some(),
         "not Neptune's: left alone"
     );
-    let (_, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(v["state"], "failed", "{v}");
+    let v = alice.vi(uuid).await.unwrap();
+    assert_eq!(v.vi.state, ViState::Failed, "{v:?}");
 
     // A second pass finds nothing more to do; the failed VI is left to its owner.
-    let (_, again) = m.post(&p.admin, "/api/v1/reconcile", None).await;
-    assert_eq!(
-        (&again["started"], &again["reaped"], &again["failed"]),
-        (&json!([]), &json!([]), &json!([])),
-        "{again}"
+    let again = admin.reconcile().await.unwrap();
+    assert!(
+        again.started.is_empty() && again.reaped.is_empty() && again.failed.is_empty(),
+        "{again:?}"
     );
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/terminate"), None)
-        .await;
-    let v = m.wait_vi(&p.alice, &id, "terminating").await;
-    assert_eq!(v["state"], "terminated", "{v}");
+    alice.act(uuid, "terminate").await.unwrap();
+    let v = m.wait_detail(&p.alice, uuid, ViState::Terminating).await;
+    assert_eq!(v.vi.state, ViState::Terminated, "{v:?}");
     let left: Vec<String> = sim
         .list()
         .await
