@@ -3,11 +3,22 @@
 
 use super::*;
 
+/// A design in the paper's XML dialect, editing version `version`.
+fn xml_edit(xml: &str, version: i64) -> api::ViDesign {
+    api::ViDesign {
+        name: None,
+        source: api::DesignSource::Xml(xml.to_owned()),
+        version: Some(version),
+    }
+}
+
 pub(crate) async fn lifecycle_with_approval(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 2, 10).await;
+    let (alice, bob, admin) = (m.client(&p.alice), m.client(&p.bob), m.client(&p.admin));
+    // As sent on the wire: the OS password must appear nowhere in it.
     let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
-    let id = vi["id"].as_str().unwrap().to_owned();
+    let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(vi["state"], "defined");
     assert_eq!(vi["owner"], "alice");
     assert_eq!(vi["summary"]["nodes"], 3);
@@ -15,166 +26,83 @@ pub(crate) async fn lifecycle_with_approval(m: &TestManager) {
     assert!(!vi.to_string().contains("s3cret"), "password leaked: {vi}");
 
     // Bob cannot see it; the admin can.
-    let (s, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.bob),
-            None,
-        )
-        .await;
+    let e = refused(bob.vi(id).await);
     assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("not_found"))
+        (e.status, e.code.as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
     );
-    let (s, _) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    admin.vi(id).await.unwrap();
 
     // Accepting a defined VI is refused by the lifecycle, with the reason.
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/accept"),
-            Some(&p.admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT);
+    let e = refused(admin.accept(id, &api::AcceptRequest::default()).await);
+    assert_eq!(e.status, StatusCode::CONFLICT);
     assert_eq!(
-        v["message"],
+        e.message,
         "cannot accept a VI that is defined: only a requested VI can be accepted"
     );
 
     // Edit while defined, with the version it is based on.
     let edited = SHOP.replace("bandwidth=\"1000\"", "bandwidth=\"500\"");
-    let (s, v) = m
-        .call(
-            Method::PUT,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.alice),
-            Some(json!({"xml": edited, "version": 1})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(
-        (
-            v["version"].as_i64(),
-            v["summary"]["bandwidth_mbps"].as_i64()
-        ),
-        (Some(2), Some(500))
-    );
-    let (s, _) = m
-        .call(
-            Method::PUT,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.alice),
-            Some(json!({"xml": SHOP, "version": 1})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "stale version");
+    let v = alice.edit_vi(id, &xml_edit(&edited, 1)).await.unwrap();
+    assert_eq!((v.vi.version, v.vi.summary.bandwidth_mbps), (2, 500));
+    let e = refused(alice.edit_vi(id, &xml_edit(SHOP, 1)).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "stale version");
 
     // Request; only an admin accepts; the owner cannot.
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/request"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
+    let v = alice.act(id, "request").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Requested);
+    let e = refused(alice.accept(id, &api::AcceptRequest::default()).await);
     assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("requested"))
+        (e.status, e.code.as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
     );
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/accept"),
-            Some(&p.alice),
-            None,
+    let v = admin
+        .accept(
+            id,
+            &api::AcceptRequest {
+                datacenter: Some("napoli".to_owned()),
+                placement: None,
+            },
         )
-        .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("forbidden"))
-    );
-    let v = m
-        .accept(&p.admin, &id, Some(json!({"datacenter": "napoli"})))
-        .await;
-    assert_eq!(v["home_datacenter"], "napoli");
-    let history: Vec<(&str, &str, &str)> = v["events"]
-        .as_array()
-        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(v.vi.state, ViState::Deploying, "{v:?}");
+    assert_eq!(v.vi.home_datacenter.as_deref(), Some("napoli"));
+    let history: Vec<(ViState, ViState, &str)> = v
+        .events
         .iter()
-        .map(|e| {
-            (
-                e["from"].as_str().unwrap(),
-                e["to"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
-            )
-        })
+        .map(|e| (e.from, e.to, e.actor.as_str()))
         .collect();
     // The deploy job may already have finished (its event is Neptune's own).
+    use ViState::{Accepted, Defined, Deploying, Requested, Running};
     assert_eq!(
         history[..3],
         [
-            ("defined", "requested", "alice"),
-            ("requested", "accepted", "admin"),
-            ("accepted", "deploying", "admin")
+            (Defined, Requested, "alice"),
+            (Requested, Accepted, "admin"),
+            (Accepted, Deploying, "admin")
         ]
     );
     assert!(
         history[3..]
             .iter()
-            .all(|e| *e == ("deploying", "running", "neptune")),
+            .all(|e| *e == (Deploying, Running, "neptune")),
         "{history:?}"
     );
 
     // Editing is over once requested.
-    let (s, v) = m
-        .call(
-            Method::PUT,
-            &format!("/api/v1/vis/{id}"),
-            Some(&p.alice),
-            Some(json!({"xml": SHOP, "version": 4})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let e = refused(alice.edit_vi(id, &xml_edit(SHOP, 4)).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
 
     // Running once deployed; terminated by a job.
-    let v = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(v["state"], "running", "{v}");
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/terminate"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (s, v["state"].as_str()),
-        (StatusCode::OK, Some("terminating")),
-        "{v}"
-    );
-    let v = m.wait_vi(&p.alice, &id, "terminating").await;
-    assert_eq!(v["state"], "terminated", "{v}");
-    let (s, _) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/terminate"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "terminated is final");
+    let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
+    assert_eq!(v.vi.state, ViState::Running, "{v:?}");
+    let v = alice.act(id, "terminate").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Terminating, "{v:?}");
+    let v = m.wait_detail(&p.alice, id, ViState::Terminating).await;
+    assert_eq!(v.vi.state, ViState::Terminated, "{v:?}");
+    let e = refused(alice.act(id, "terminate").await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "terminated is final");
 
     // Reject with a reason, then revise back to defined.
     let vi = m
@@ -183,53 +111,26 @@ pub(crate) async fn lifecycle_with_approval(m: &TestManager) {
             json!({"catalogue": {"kind": "three-tier", "nodes": 4}}),
         )
         .await;
-    let id = vi["id"].as_str().unwrap();
+    let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(vi["summary"]["nodes"], 4);
-    m.call(
-        Method::POST,
-        &format!("/api/v1/vis/{id}/request"),
-        Some(&p.bob),
-        None,
-    )
-    .await;
-    let (s, _) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/reject"),
-            Some(&p.admin),
-            Some(json!({"reason": " "})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "a reason is required");
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/reject"),
-            Some(&p.admin),
-            Some(json!({"reason": "no budget"})),
-        )
-        .await;
+    bob.act(id, "request").await.unwrap();
+    let e = refused(admin.reject(id, " ").await);
     assert_eq!(
-        (s, v["state"].as_str(), v["reject_reason"].as_str()),
-        (StatusCode::OK, Some("rejected"), Some("no budget"))
+        e.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a reason is required"
     );
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/revise"),
-            Some(&p.bob),
-            None,
-        )
-        .await;
-    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("defined")));
+    let v = admin.reject(id, "no budget").await.unwrap();
+    assert_eq!(
+        (v.vi.state, v.vi.reject_reason.as_deref()),
+        (ViState::Rejected, Some("no budget"))
+    );
+    let v = bob.act(id, "revise").await.unwrap();
+    assert_eq!(v.vi.state, ViState::Defined);
 
     // Lists: each user their own, the admin all.
-    let (_, mine) = m.call(Method::GET, "/api/v1/vis", Some(&p.bob), None).await;
-    assert_eq!(mine.as_array().unwrap().len(), 1);
-    let (_, all) = m
-        .call(Method::GET, "/api/v1/vis", Some(&p.admin), None)
-        .await;
-    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(bob.vis().await.unwrap().len(), 1);
+    assert_eq!(admin.vis().await.unwrap().len(), 2);
 }
 
 pub(crate) async fn concurrent_accepts_have_one_winner(m: &TestManager) {
@@ -238,56 +139,41 @@ pub(crate) async fn concurrent_accepts_have_one_winner(m: &TestManager) {
     let vi = m
         .create_vi(&p.alice, json!({"catalogue": {"kind": "star", "nodes": 3}}))
         .await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    m.call(
-        Method::POST,
-        &format!("/api/v1/vis/{id}/request"),
-        Some(&p.alice),
-        None,
-    )
-    .await;
+    let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+    m.client(&p.alice).act(id, "request").await.unwrap();
+    let admin = m.client(&p.admin);
     let mut tasks = Vec::new();
     for _ in 0..20 {
-        let (http, url, token) = (
-            m.http.clone(),
-            format!("{}/api/v1/vis/{id}/accept", m.base),
-            p.admin.clone(),
-        );
+        let admin = admin.clone();
         tasks.push(tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(token)
-                .send()
+            admin
+                .accept(id, &api::AcceptRequest::default())
                 .await
-                .unwrap()
-                .status()
+                .map(|_| ())
+                .map_err(|e| refused::<()>(Err(e)).status)
         }));
     }
-    let mut statuses = Vec::new();
+    let mut outcomes = Vec::new();
     for t in tasks {
-        statuses.push(t.await.unwrap());
+        outcomes.push(t.await.unwrap());
     }
     assert_eq!(
-        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        outcomes.iter().filter(|o| o.is_ok()).count(),
         1,
-        "{statuses:?}"
+        "{outcomes:?}"
     );
     assert!(
-        statuses
+        outcomes
             .iter()
-            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
-        "{statuses:?}"
+            .all(|o| *o == Ok(()) || *o == Err(StatusCode::CONFLICT)),
+        "{outcomes:?}"
     );
-    let v = m.wait_vi(&p.admin, &id, "deploying").await;
-    let accepts = v["events"]
-        .as_array()
-        .unwrap()
+    let v = m.wait_detail(&p.admin, id, ViState::Deploying).await;
+    let accepts = v
+        .events
         .iter()
-        .filter(|e| e["to"] == "accepted")
+        .filter(|e| e.to == ViState::Accepted)
         .count();
-    assert_eq!(accepts, 1, "{v}");
-    assert_eq!(
-        v["vms"].as_array().unwrap().len(),
-        3,
-        "one reservation per VM: {v}"
-    );
+    assert_eq!(accepts, 1, "{v:?}");
+    assert_eq!(v.vms.len(), 3, "one reservation per VM: {v:?}");
 }

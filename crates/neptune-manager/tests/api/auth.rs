@@ -4,86 +4,47 @@
 use super::*;
 
 pub(crate) async fn credentials(m: &TestManager) {
-    let (s, v) = m
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"name": "admin", "password": "nope"})),
-        )
-        .await;
+    let anonymous = Client::new(&m.base, None);
+    let e = refused(anonymous.login("admin", "nope").await);
     assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+        (e.status, e.code.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
     );
-    let (s, _) = m
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"name": "nobody", "password": "nope"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let e = refused(anonymous.login("nobody", "nope").await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
     let admin = m.login("admin", ADMIN_PASSWORD).await;
     // API tokens work; logout revokes the session token.
-    let (s, v) = m
-        .call(
-            Method::POST,
-            "/api/v1/tokens",
-            Some(&admin),
-            Some(json!({"name": "cli"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let api_token = v["token"].as_str().unwrap().to_owned();
+    let v = m.client(&admin).create_api_token("cli").await.unwrap();
+    let api_token = v.token.clone();
     // 90 days unless asked otherwise.
-    let days = (v["expires_at"].as_i64().unwrap() - neptune_manager::now_ms()) / 86_400_000;
-    assert!((89..=90).contains(&days), "{v}");
-    let (s, v) = m
-        .call(Method::GET, "/api/v1/me", Some(&api_token), None)
-        .await;
-    assert_eq!(
-        (s, v["name"].as_str(), v["role"].as_str()),
-        (StatusCode::OK, Some("admin"), Some("admin"))
-    );
-    let (s, _) = m
-        .call(Method::POST, "/api/v1/auth/logout", Some(&admin), None)
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&admin), None).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = m
-        .call(Method::GET, "/api/v1/me", Some("not-a-token"), None)
-        .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    // User listings never carry password hashes.
+    let days = (v.expires_at.unwrap() - neptune_manager::now_ms()) / 86_400_000;
+    assert!((89..=90).contains(&days), "{v:?}");
+    let me = m.client(&api_token).me().await.unwrap();
+    assert_eq!((me.name.as_str(), me.role), ("admin", api::Role::Admin));
+    m.client(&admin).logout().await.unwrap();
+    let e = refused(m.client(&admin).me().await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    let e = refused(m.client("not-a-token").me().await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    // User listings never carry password hashes (read as sent: raw HTTP).
     let (_, users) = m
         .call(Method::GET, "/api/v1/users", Some(&api_token), None)
         .await;
     assert!(!users.to_string().contains("argon2"), "{users}");
     // Short passwords and bad names are refused.
-    let (s, _) = m
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            Some(&api_token),
-            Some(json!({"name": "dave", "password": "short", "role": "user"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = m
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            Some(&api_token),
-            Some(json!({"name": "da ve", "password": "long-enough", "role": "user"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let admin = m.client(&api_token);
+    let e = refused(admin.create_user(&new_user("dave", "short", None)).await);
+    assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let e = refused(
+        admin
+            .create_user(&new_user("da ve", "long-enough", None))
+            .await,
+    );
+    assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-/// Every endpoint x {anonymous, user A (owner), user B, admin}.
+/// Every endpoint x {anonymous, user A (owner), user B, admin}: the exact
+/// status of each, so raw HTTP.
 pub(crate) async fn authorization_matrix(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;

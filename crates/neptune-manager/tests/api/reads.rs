@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// A VI's detail with its ETag, sending `If-None-Match` when given one.
+/// A VI's detail with its ETag, sending `If-None-Match` when given one
+/// (headers and a 304: the wire itself, so raw HTTP).
 pub(crate) async fn detail_with_tag(
     m: &TestManager,
     token: &str,
@@ -42,6 +43,8 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
     let other = m.second().await;
     let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
     let id = vi["id"].as_str().unwrap().to_owned();
+    let uuid: Uuid = id.parse().unwrap();
+    let alice = m.client(&p.alice);
 
     let (s, tag, v) = detail_with_tag(m, &p.alice, &id, None).await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("defined")));
@@ -59,25 +62,20 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
     let (s, admin_tag, _) = detail_with_tag(m, &p.admin, &id, None).await;
     assert_eq!((s, &admin_tag), (StatusCode::OK, &tag));
     let list = |token: &str| {
-        let token = token.to_owned();
+        let client = m.client(token);
         async move {
-            let (s, v) = m.call(Method::GET, "/api/v1/vis", Some(&token), None).await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            v.as_array()
+            client
+                .vis()
+                .await
                 .unwrap()
-                .iter()
-                .map(|v| {
-                    (
-                        v["name"].as_str().unwrap().to_owned(),
-                        v["state"].as_str().unwrap().to_owned(),
-                    )
-                })
+                .into_iter()
+                .map(|v| (v.name, v.state))
                 .collect::<Vec<_>>()
         }
     };
     let shop = vi["name"].as_str().unwrap().to_owned();
-    assert_eq!(list(&p.alice).await, [(shop.clone(), "defined".to_owned())]);
-    assert_eq!(list(&p.admin).await, [(shop.clone(), "defined".to_owned())]);
+    assert_eq!(list(&p.alice).await, [(shop.clone(), ViState::Defined)]);
+    assert_eq!(list(&p.admin).await, [(shop.clone(), ViState::Defined)]);
     assert!(list(&p.bob).await.is_empty());
     // A VI made through another Manager joins the lists kept here.
     other
@@ -85,49 +83,24 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
         .await;
     assert_eq!(list(&p.bob).await.len(), 1);
     assert_eq!(list(&p.admin).await.len(), 2);
-    assert_eq!(list(&p.alice).await, [(shop.clone(), "defined".to_owned())]);
+    assert_eq!(list(&p.alice).await, [(shop.clone(), ViState::Defined)]);
 
     // A change made through another Manager shows at once here.
-    let (s, v) = other
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/request"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    other.client(&p.alice).act(uuid, "request").await.unwrap();
     let (s, requested_tag, v) = detail_with_tag(m, &p.alice, &id, Some(&tag)).await;
     assert_eq!(
         (s, v["state"].as_str()),
         (StatusCode::OK, Some("requested"))
     );
     assert_ne!(requested_tag, tag);
-    assert_eq!(
-        list(&p.alice).await,
-        [(shop.clone(), "requested".to_owned())]
-    );
+    assert_eq!(list(&p.alice).await, [(shop.clone(), ViState::Requested)]);
 
     // The caller's own change shows at once too.
-    let (s, v) = m
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/withdraw"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    alice.act(uuid, "withdraw").await.unwrap();
     let (_, _, v) = detail_with_tag(m, &p.alice, &id, None).await;
     assert_eq!(v["state"], "defined");
-    assert_eq!(list(&p.alice).await, [(shop.clone(), "defined".to_owned())]);
-    m.call(
-        Method::POST,
-        &format!("/api/v1/vis/{id}/request"),
-        Some(&p.alice),
-        None,
-    )
-    .await;
+    assert_eq!(list(&p.alice).await, [(shop.clone(), ViState::Defined)]);
+    alice.act(uuid, "request").await.unwrap();
 
     // A job's progress, written by the job runner, shows in every read
     // made after it: the detail is never behind the job read just before.
@@ -135,34 +108,27 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
         .sim("host0")
         .set_delay(Op::Start, std::time::Duration::from_millis(150));
     let v = m.accept(&p.admin, &id, None).await;
-    let job = v["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let job: Uuid = v["jobs"][0]["id"].as_str().unwrap().parse().unwrap();
     let mut seen_steps = std::collections::BTreeSet::new();
     loop {
-        let (_, j) = m
-            .call(
-                Method::GET,
-                &format!("/api/v1/jobs/{job}"),
-                Some(&p.alice),
-                None,
-            )
-            .await;
+        let j = alice.job(job).await.unwrap();
         for reader in [m, &other] {
             let (s, _, v) = detail_with_tag(reader, &p.alice, &id, None).await;
             assert_eq!(s, StatusCode::OK);
             let shown = &v["jobs"][0];
             assert!(
-                shown["step"].as_i64() >= j["step"].as_i64(),
-                "{shown} is behind {j}"
+                shown["step"].as_i64() >= Some(j.step),
+                "{shown} is behind {j:?}"
             );
-            if j["state"] == "succeeded" {
+            if j.state == api::JobState::Succeeded {
                 assert_eq!(shown["state"], "succeeded", "{v}");
                 assert_eq!(v["state"], "running", "{v}");
                 assert!(!v["vms"].as_array().unwrap().is_empty());
             }
             seen_steps.insert(shown["step"].as_i64().unwrap());
         }
-        if j["state"] != "running" {
-            assert_eq!(j["state"], "succeeded", "{j}");
+        if j.state != api::JobState::Running {
+            assert_eq!(j.state, api::JobState::Succeeded, "{j:?}");
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -176,15 +142,7 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
     // first Manager's reads follow.
     m.sims.sim("host0").set_delays(HashMap::new());
     let (_, running_tag, _) = detail_with_tag(m, &p.alice, &id, None).await;
-    let (s, v) = other
-        .call(
-            Method::POST,
-            &format!("/api/v1/vis/{id}/terminate"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    other.client(&p.alice).act(uuid, "terminate").await.unwrap();
     let (s, _, v) = detail_with_tag(m, &p.alice, &id, Some(&running_tag)).await;
     assert_eq!(s, StatusCode::OK);
     assert_ne!(v["state"], "running");
@@ -192,5 +150,5 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
     assert_eq!(v["state"], "terminated", "{v}");
     assert!(v["vms"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(v["jobs"][1]["state"], "succeeded", "{v}");
-    assert_eq!(list(&p.alice).await, [(shop, "terminated".to_owned())]);
+    assert_eq!(list(&p.alice).await, [(shop, ViState::Terminated)]);
 }
