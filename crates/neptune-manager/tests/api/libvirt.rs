@@ -138,6 +138,20 @@ impl<'a> Console<'a> {
     }
 }
 
+/// The tiny test template, its image copied into the repository.
+fn tiny_template(os_name: Option<&str>) -> api::CreateTemplate {
+    api::CreateTemplate {
+        name: "neptune-tiny".to_owned(),
+        image: "neptune-tiny.qcow2".to_owned(),
+        os_name: os_name.unwrap_or_default().to_owned(),
+        vcpus: None,
+        ram_mib: None,
+        disk_mib: None,
+        software: Vec::new(),
+        visibility: None,
+    }
+}
+
 /// A line of three VMs of `template` (n0 - n1 - n2, two point-to-point
 /// links), as JSON.
 fn line_of_three(template: &str) -> Value {
@@ -186,16 +200,12 @@ async fn a_vi_deploys_onto_libvirt() {
     let m = start_over(Db::Sqlite, Some(uri.clone())).await.unwrap();
     let p = m.people().await;
     m.infrastructure(&p.admin, 2, 10).await;
+    let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
     std::fs::copy(&tiny, m.dir.path().join("images/neptune-tiny.qcow2")).unwrap();
-    let (s, v) = m
-        .call(
-            Method::POST,
-            "/api/v1/templates",
-            Some(&p.admin),
-            Some(json!({"name": "neptune-tiny", "image": "neptune-tiny.qcow2", "os_name": "Neptune tiny test guest"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    admin
+        .create_template(&tiny_template(Some("Neptune tiny test guest")))
+        .await
+        .unwrap();
     let id = m
         .requested_vi(&p.alice, line_of_three("neptune-tiny"))
         .await;
@@ -253,23 +263,11 @@ async fn a_vi_deploys_onto_libvirt() {
     );
 
     // Every guest is ready, as its host reports it now.
-    let (_, states) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{id}/vms"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
+    let states = alice.vm_states(id.parse().unwrap()).await.unwrap();
     assert_eq!(
-        states
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["state"] == "ready")
-            .count(),
+        states.iter().filter(|s| s.state == "ready").count(),
         3,
-        "{states}"
+        "{states:?}"
     );
     // Every guest configured itself from its seed: its console says it is
     // ready and shows its planned addresses (read through its Agent).
@@ -340,10 +338,11 @@ async fn a_vi_deploys_onto_libvirt() {
     // Resumed elsewhere: host0 and host1 now offer no room (re-registered
     // with 1 MiB of RAM), a third host all of it.
     for (host, ram) in [("host0", 1), ("host1", 1), ("host2", 65536)] {
-        let body = json!({"datacenter": "napoli", "name": host, "agent_url": "http://127.0.0.1:9",
-            "cpus": 64, "ram_mib": ram, "disk_mib": 1 << 20, "vm_slots": 10});
-        let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(body)).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
+        let host = api::RegisterHost {
+            ram_mib: ram,
+            ..napoli_host(host, "http://127.0.0.1:9", 10, 0)
+        };
+        admin.register_host(&host).await.unwrap();
     }
     let v = m.act(&p.alice, &id, "resume", "resuming").await;
     assert_eq!(v["state"], "running", "{v}");
@@ -521,29 +520,23 @@ async fn a_nat_vi_reaches_and_is_reached_from_outside() {
     };
     let m = start_over(Db::Sqlite, Some(uri.clone())).await.unwrap();
     let p = m.people().await;
-    let (s, v) = m
-        .post(
-            &p.admin,
-            "/api/v1/datacenters",
-            Some(json!({"name": "capri", "home_pools": ["203.0.113.0/24"],
-                "public_gateway": "203.0.113.254"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["public_gateway"], "203.0.113.254");
-    let host = json!({"datacenter": "capri", "name": "capri0", "agent_url": "http://127.0.0.1:9",
-        "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": 10});
-    let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(host)).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let admin = m.client(&p.admin);
+    let dc = admin
+        .create_datacenter(&api::CreateDatacenter {
+            name: "capri".to_owned(),
+            home_pools: vec!["203.0.113.0/24".to_owned()],
+            public_gateway: Some("203.0.113.254".to_owned()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(dc.public_gateway.as_deref(), Some("203.0.113.254"));
+    let host = api::RegisterHost {
+        datacenter: "capri".to_owned(),
+        ..napoli_host("capri0", "http://127.0.0.1:9", 10, 0)
+    };
+    admin.register_host(&host).await.unwrap();
     std::fs::copy(&tiny, m.dir.path().join("images/neptune-tiny.qcow2")).unwrap();
-    let (s, v) = m
-        .post(
-            &p.admin,
-            "/api/v1/templates",
-            Some(json!({"name": "neptune-tiny", "image": "neptune-tiny.qcow2"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    admin.create_template(&tiny_template(None)).await.unwrap();
     let node = |id: &str, ifaces: Value| {
         json!({"id": id, "ram": 128, "disk": 256, "interfaces": ifaces,
             "os": {"name": "Neptune tiny", "username": "alice", "password": "tiny-secret"},
