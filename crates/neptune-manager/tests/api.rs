@@ -459,6 +459,20 @@ impl TestManager {
         Client::new(&self.base, Some(token.to_owned()))
     }
 
+    /// Posts as the holder of `token`; checks that the answer's status is
+    /// exactly `status` (where no other test pins it) and reads its body.
+    async fn post_exactly<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+        status: StatusCode,
+    ) -> T {
+        let (s, v) = self.post(token, path, body).await;
+        assert_eq!(s, status, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
     /// Polls VI `id` as the holder of `token` until it leaves `transient`,
     /// returning its detail (as `wait_vi`, typed).
     async fn wait_detail(&self, token: &str, id: Uuid, transient: ViState) -> api::ViDetail {

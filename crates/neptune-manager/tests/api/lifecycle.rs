@@ -139,7 +139,11 @@ pub(crate) async fn failed_deploy_rolls_back(m: &TestManager) {
         StatusCode::FORBIDDEN,
         "administrators only: {e:?}"
     );
-    let v = admin.act(id, "deploy").await.unwrap();
+    // Deploy and release answer 200 exactly: no other test pins it.
+    let deploy = format!("/api/v1/vis/{id}/deploy");
+    let v: api::ViDetail = m
+        .post_exactly(&p.admin, &deploy, None, StatusCode::OK)
+        .await;
     assert_eq!(v.vi.state, ViState::Deploying, "{v:?}");
     let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
     assert_eq!(
@@ -149,7 +153,10 @@ pub(crate) async fn failed_deploy_rolls_back(m: &TestManager) {
     );
     // Or back to the queue: hosts and addresses freed, planned anew.
     assert_eq!(m.used_slots(&p.admin).await, 3);
-    let v = admin.act(id, "release").await.unwrap();
+    let release = format!("/api/v1/vis/{id}/release");
+    let v: api::ViDetail = m
+        .post_exactly(&p.admin, &release, None, StatusCode::OK)
+        .await;
     assert_eq!(v.vi.state, ViState::Requested, "{v:?}");
     assert_eq!(v.addresses, None, "{v:?}");
     assert_eq!(m.used_slots(&p.admin).await, 0);

@@ -22,17 +22,15 @@ pub(crate) async fn templates_from_images(m: &TestManager) {
     let body = json!({"name": "tiny", "image": "tiny.qcow2", "os_name": "Debian", "software": [{"name": "nginx", "type": "webserver"}]});
     let e = refused(alice.create_template(&template(body.clone())).await);
     assert_eq!(e.status, StatusCode::FORBIDDEN);
-    // Created is 201 exactly (raw HTTP), with the documented body.
-    let (s, v) = m
-        .call(
-            Method::POST,
+    // Created is 201 exactly: no other test pins it.
+    let created: api::Template = m
+        .post_exactly(
+            &p.admin,
             "/api/v1/templates",
-            Some(&p.admin),
             Some(body.clone()),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let created: api::Template = serde_json::from_value(v).unwrap();
     assert_eq!(
         (created.format.as_str(), created.size_mib, created.disk_mib),
         ("qcow2", 64, 64)
@@ -75,17 +73,15 @@ pub(crate) async fn vm_saved_as_template(m: &TestManager) {
     let (alice, bob, admin) = (m.client(&p.alice), m.client(&p.bob), m.client(&p.admin));
     let id = m.running_vi(&p, "line", 2).await;
     let uuid: Uuid = id.parse().unwrap();
-    // Accepted is 202 exactly (raw HTTP), with the documented job.
-    let path = format!("/api/v1/vis/{id}/templates");
-    let (s, job) = m
-        .post(
+    // Accepted is 202 exactly: no other test pins it.
+    let job: api::Job = m
+        .post_exactly(
             &p.alice,
-            &path,
+            &format!("/api/v1/vis/{id}/templates"),
             Some(json!({"node": "node0", "name": "golden"})),
+            StatusCode::ACCEPTED,
         )
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    let job: api::Job = serde_json::from_value(job).unwrap();
     assert_eq!(job.kind, api::JobKind::SaveTemplate);
     let done = m.job_outcome(&p.alice, &job.id.to_string(), 10).await;
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -159,10 +155,15 @@ pub(crate) async fn vm_saved_as_template(m: &TestManager) {
             .await,
     );
     assert_eq!(e.status, StatusCode::FORBIDDEN);
-    let t = admin
-        .set_template_visibility(golden.id, api::Visibility::Public)
-        .await
-        .unwrap();
+    // 200 exactly: no other test pins it.
+    let t: api::Template = m
+        .post_exactly(
+            &p.admin,
+            &format!("/api/v1/templates/{}/visibility", golden.id),
+            Some(json!({"visibility": "public"})),
+            StatusCode::OK,
+        )
+        .await;
     assert_eq!(t.visibility, api::Visibility::Public, "{t:?}");
     assert!(templates_of(&bob).await.iter().any(|t| t.name == "golden"));
     // Names are per owner: Alice may call her own template "debian-12" (it
