@@ -524,6 +524,24 @@ fn napoli_host(name: &str, agent_url: &str, vm_slots: i64, uplink_mbps: i64) -> 
     }
 }
 
+/// A design of `nodes` nodes in a line, as JSON.
+fn line_design(nodes: usize, ram_mib: u64) -> Value {
+    let nodes_json: Vec<Value> = (0..nodes)
+        .map(|i| {
+            json!({"id": format!("n{i}"), "ram": ram_mib, "disk": 1,
+                "interfaces": [{"name": "eth0"}, {"name": "eth1"}]})
+        })
+        .collect();
+    let links: Vec<Value> = (1..nodes)
+        .map(|i| {
+            json!({"id": format!("l{i}"), "type": "point_to_point", "bandwidth": 10,
+                "endpoints": [{"node": format!("n{}", i - 1), "interface": "eth1"},
+                              {"node": format!("n{i}"), "interface": "eth0"}]})
+        })
+        .collect();
+    json!({"topology": {"id": "line", "nodes": nodes_json, "links": links}})
+}
+
 /// A refusal of the Manager, as the client reports it.
 #[derive(Debug)]
 struct Refusal {
@@ -666,16 +684,20 @@ macro_rules! on_both_stores {
 }
 
 use hostile::{
-    conflicts_name_no_other_tenant, designs_and_sums_are_bounded, logins_are_throttled,
-    os_passwords_are_kept_hashed, pinned_macs_are_unique_in_the_domain,
-    private_addresses_are_a_quota, requests_keep_their_limits_and_shape,
-    software_must_be_in_the_template, ssh_keys_reach_the_guests, tokens_and_accounts_are_managed,
+    conflicts_name_no_other_tenant, designs_and_sums_are_bounded,
+    requests_keep_their_limits_and_shape,
 };
 use imports::images_are_imported_as_templates;
 
 use approval::{concurrent_accepts_have_one_winner, lifecycle_with_approval};
-use auth::{authorization_matrix, credentials};
-use designs::{designs_are_validated, quotas_are_enforced};
+use auth::{
+    authorization_matrix, credentials, logins_are_throttled, ssh_keys_reach_the_guests,
+    tokens_and_accounts_are_managed,
+};
+use designs::{
+    designs_are_validated, os_passwords_are_kept_hashed, pinned_macs_are_unique_in_the_domain,
+    private_addresses_are_a_quota, quotas_are_enforced,
+};
 use inventory::hosts_register_and_list;
 use lifecycle::{
     a_host_that_does_not_answer_is_waited_for, deploy_and_terminate, failed_deploy_rolls_back,
@@ -688,7 +710,7 @@ use placement::{
 };
 use reads::reads_are_never_stale;
 use reconcile::drift_is_reconciled;
-use templates::{templates_from_images, vm_saved_as_template};
+use templates::{software_must_be_in_the_template, templates_from_images, vm_saved_as_template};
 
 on_both_stores!(
     images_are_imported_as_templates,

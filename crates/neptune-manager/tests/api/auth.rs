@@ -1,5 +1,5 @@
-//! Logging in and out, API tokens, user accounts; and who may call which
-//! endpoint.
+//! Logging in and out (and its throttling), API tokens, user accounts and
+//! their SSH keys; and who may call which endpoint.
 
 use super::*;
 
@@ -331,4 +331,315 @@ pub(crate) async fn authorization_matrix(m: &TestManager) {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+pub(crate) async fn logins_are_throttled(m: &TestManager) {
+    let p = m.people().await;
+    let login = |name: &'static str, password: &'static str| async move {
+        m.http
+            .post(format!("{}/api/v1/auth/login", m.base))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            login("alice", "wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The sixth try waits, even with the right password: nothing is checked.
+    let resp = login("alice", "alice-password").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "too_many_requests", "{v}");
+    // Alice's tokens still work, and Bob logs in.
+    let (s, _) = m
+        .call(Method::GET, "/api/v1/me", Some(&p.alice), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(login("bob", "bob-password").await.status(), StatusCode::OK);
+    // Unknown names count as failures too, up to the source's limit.
+    let mut limited = false;
+    for i in 0..40 {
+        let name: &'static str = Box::leak(format!("nobody{i}").into_boxed_str());
+        if login(name, "x").await.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a source guessing many names is held back");
+}
+
+pub(crate) async fn tokens_and_accounts_are_managed(m: &TestManager) {
+    let p = m.people().await;
+    let now = neptune_manager::now_ms();
+    // An API token expires (90 days by default, at most 365).
+    let (s, t) = m
+        .post(&p.alice, "/api/v1/tokens", Some(json!({"name": "script"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let expires = t["expires_at"].as_i64().unwrap();
+    assert!((expires - now - 90 * 86_400_000).abs() < 60_000, "{t}");
+    let script = t["token"].as_str().unwrap().to_owned();
+    let script_id = t["id"].as_str().unwrap().to_owned();
+    for days in [0, 366] {
+        let (s, v) = m
+            .post(
+                &p.alice,
+                "/api/v1/tokens",
+                Some(json!({"name": "x", "expires_in_days": days})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    }
+    // Listed, never with a secret.
+    let (s, list) = m
+        .call(Method::GET, "/api/v1/tokens", Some(&p.alice), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!list.to_string().contains(&script), "{list}");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["login", "script"], "{list}");
+    assert_eq!(list[0]["current"], true);
+    // Revoked by id: by its owner, not by another user.
+    let (s, _) = m
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{script_id}"),
+            Some(&p.bob),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&script), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = m
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{script_id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&script), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // A new password revokes every other token; the old one stops working.
+    let other = m.login("alice", "alice-password").await;
+    let (s, _) = m
+        .post(
+            &p.alice,
+            "/api/v1/me/password",
+            Some(json!({"current_password": "wrong", "new_password": "alice-new-password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = m
+        .post(
+            &p.alice,
+            "/api/v1/me/password",
+            Some(
+                json!({"current_password": "alice-password", "new_password": "alice-new-password"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&other), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = m
+        .call(Method::GET, "/api/v1/me", Some(&p.alice), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "the token used to change it stays");
+    let (s, _) = m
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"name": "alice", "password": "alice-password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    m.login("alice", "alice-new-password").await;
+
+    // A disabled user has no way in; an administrator cannot disable themselves.
+    let (_, me) = m.call(Method::GET, "/api/v1/me", Some(&p.bob), None).await;
+    let bob_id = me["id"].as_str().unwrap().to_owned();
+    let (_, admin) = m
+        .call(Method::GET, "/api/v1/me", Some(&p.admin), None)
+        .await;
+    let (s, _) = m
+        .post(&p.alice, &format!("/api/v1/users/{bob_id}/disable"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = m
+        .post(
+            &p.admin,
+            &format!("/api/v1/users/{}/disable", admin["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/users/{bob_id}/disable"), None)
+        .await;
+    assert_eq!(
+        (s, v["disabled"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&p.bob), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = m
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"name": "bob", "password": "bob-password"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
+    let (s, _) = m
+        .post(&p.admin, &format!("/api/v1/users/{bob_id}/enable"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    m.login("bob", "bob-password").await;
+
+    // An Agent's token registers its own host, and does nothing else.
+    let (s, v) = m
+        .post(
+            &p.alice,
+            "/api/v1/tokens",
+            Some(json!({"name": "a", "scope": "agent", "host": "napoli/host7"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "only administrators: {v}");
+    let (s, v) = m
+        .post(
+            &p.admin,
+            "/api/v1/tokens",
+            Some(json!({"name": "agent of host7", "scope": "agent", "host": "napoli/host7"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let agent = v["token"].as_str().unwrap().to_owned();
+    let host = |name: &str| {
+        json!({"datacenter": "napoli", "name": name, "agent_url": "http://127.0.0.1:9",
+        "cpus": 4, "ram_mib": 4096, "disk_mib": 65536, "vm_slots": 4})
+    };
+    let (s, v) = m.post(&agent, "/api/v1/hosts", Some(host("host7"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = m.post(&agent, "/api/v1/hosts", Some(host("host8"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for (method, path) in [
+        (Method::GET, "/api/v1/vis"),
+        (Method::GET, "/api/v1/hosts"),
+        (Method::POST, "/api/v1/tokens"),
+        (Method::GET, "/api/v1/users"),
+    ] {
+        let (s, v) = m
+            .call(method, path, Some(&agent), Some(json!({"name": "x"})))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+    }
+    // Logging out revokes the session.
+    let (s, _) = m.post(&p.bob, "/api/v1/auth/logout", None).await;
+    assert!(s == StatusCode::NO_CONTENT || s == StatusCode::UNAUTHORIZED);
+}
+
+/// A real key (ssh-keygen -t ed25519) and its fingerprint (ssh-keygen -l).
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILT91Hmx+45ACVNbiRLr9Od5zQ0o0M1A4izOeu5J7tZN alice@example";
+const FINGERPRINT: &str = "SHA256:xO1umV1sxzyE5Gs7w5oaTXH4M67Uacliq3yEzy6O56w";
+
+pub(crate) async fn ssh_keys_reach_the_guests(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let path = "/api/v1/me/ssh-keys";
+    let (s, k) = m
+        .post(&p.alice, path, Some(json!({"public_key": KEY})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    assert_eq!(
+        (k["name"].as_str(), k["fingerprint"].as_str()),
+        (Some("alice@example"), Some(FINGERPRINT))
+    );
+    // Refusals name the problem.
+    let (s, v) = m
+        .post(&p.alice, path, Some(json!({"public_key": KEY})))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["message"].as_str().unwrap().contains(FINGERPRINT), "{v}");
+    let (s, v) = m
+        .post(
+            &p.alice,
+            path,
+            Some(json!({"public_key": "ssh-dss AAAA x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("public_key: \"ssh-dss\" is not an SSH key type"),
+        "{v}"
+    );
+    // Keys are their owner's: Bob sees none and deletes none of Alice's.
+    let (_, bobs) = m.call(Method::GET, path, Some(&p.bob), None).await;
+    assert_eq!(bobs, json!([]));
+    let id = k["id"].as_str().unwrap();
+    let (s, _) = m
+        .call(Method::DELETE, &format!("{path}/{id}"), Some(&p.bob), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A VI of Alice's: its guest's seed lets her key in, for the node's user.
+    let design = json!({"topology": {"id": "keyed", "nodes": [
+        {"id": "a", "ram": 64, "disk": 1, "interfaces": [{"name": "eth0"}],
+         "os": {"name": "Debian", "username": "alice", "password": "s3cret-s3cret"}},
+        {"id": "b", "ram": 64, "disk": 1, "interfaces": [{"name": "eth0"}]}],
+        "links": [{"id": "ab", "type": "point_to_point", "bandwidth": 10,
+            "endpoints": [{"node": "a", "interface": "eth0"}, {"node": "b", "interface": "eth0"}]}]}});
+    let vi = m.requested_vi(&p.alice, design).await;
+    m.accept(&p.admin, &vi, None).await;
+    m.wait_vi(&p.alice, &vi, "deploying").await;
+    let vms = m.sims.sim("host0").list().await.unwrap();
+    let a = vms.iter().find(|v| v.name.ends_with("-a")).unwrap();
+    let user_data = &a.spec.seed.as_ref().unwrap().user_data;
+    assert!(
+        user_data.contains(&format!("      - \"{KEY}\"\n")),
+        "{user_data}"
+    );
+    assert!(user_data.contains("  - name: \"alice\"\n"), "{user_data}");
+    assert!(
+        !user_data.contains("s3cret"),
+        "the password is hashed: {user_data}"
+    );
+    // Deleted: listed no more.
+    let (s, _) = m
+        .call(
+            Method::DELETE,
+            &format!("{path}/{id}"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, mine) = m.call(Method::GET, path, Some(&p.alice), None).await;
+    assert_eq!(mine, json!([]));
 }

@@ -1,5 +1,6 @@
 //! Templates: registered from images of the repository, saved from a
-//! running VM, their owners and visibility.
+//! running VM, their owners and visibility, and the software a node may
+//! ask of one.
 
 use super::*;
 
@@ -208,4 +209,73 @@ pub(crate) async fn vm_saved_as_template(m: &TestManager) {
     let e = refused(bob.save_template(defined, &save("node0", "early")).await);
     assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
     assert!(e.message.contains("only a running VI"), "{e:?}");
+}
+
+pub(crate) async fn software_must_be_in_the_template(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 10).await;
+    let image = m.dir.path().join("images/webby.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&image)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (s, v) = m
+        .post(
+            &p.admin,
+            "/api/v1/templates",
+            Some(json!({"name": "webby", "image": "webby.qcow2",
+                "software": [{"name": "nginx", "type": "package", "version": "1.22"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let design = |software: &str| {
+        json!({"topology": {"id": "web", "nodes": [
+            {"id": "web", "ram": 64, "disk": 64, "interfaces": [{"name": "eth0"}],
+             "software": {"template": "webby",
+                "software": [{"name": software, "type": "webserver", "version": ""}]}}]}})
+    };
+    let apache = m.requested_vi(&p.alice, design("apache")).await;
+    let (s, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{apache}/plan"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        v["message"],
+        "node web asks for software \"apache\", which template \"webby\" does not carry \
+         (its image has 1 packages; a node's software must be in its template)"
+    );
+    let nginx = m.requested_vi(&p.alice, design("nginx")).await;
+    let (s, v) = m
+        .call(
+            Method::GET,
+            &format!("/api/v1/vis/{nginx}/plan"),
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // An unknown template is refused, naming it.
+    let none = m
+        .requested_vi(
+            &p.alice,
+            json!({"topology": {"id": "x", "nodes": [{"id": "n", "ram": 64, "disk": 64,
+                "interfaces": [], "software": {"template": "nowhere"}}]}}),
+        )
+        .await;
+    let (s, v) = m
+        .post(&p.admin, &format!("/api/v1/vis/{none}/accept"), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("\"nowhere\""),
+        "{v}"
+    );
 }
