@@ -333,6 +333,8 @@ pub(crate) async fn authorization_matrix(m: &TestManager) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Failed logins are throttled per name and per source: 429 and its
+/// `Retry-After` (the wire itself, so raw HTTP).
 pub(crate) async fn logins_are_throttled(m: &TestManager) {
     let p = m.people().await;
     let login = |name: &'static str, password: &'static str| async move {
@@ -361,10 +363,7 @@ pub(crate) async fn logins_are_throttled(m: &TestManager) {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["code"], "too_many_requests", "{v}");
     // Alice's tokens still work, and Bob logs in.
-    let (s, _) = m
-        .call(Method::GET, "/api/v1/me", Some(&p.alice), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    m.client(&p.alice).me().await.unwrap();
     assert_eq!(login("bob", "bob-password").await.status(), StatusCode::OK);
     // Unknown names count as failures too, up to the source's limit.
     let mut limited = false;
@@ -380,52 +379,41 @@ pub(crate) async fn logins_are_throttled(m: &TestManager) {
 
 pub(crate) async fn tokens_and_accounts_are_managed(m: &TestManager) {
     let p = m.people().await;
+    let (alice, bob, admin) = (m.client(&p.alice), m.client(&p.bob), m.client(&p.admin));
     let now = neptune_manager::now_ms();
     // An API token expires (90 days by default, at most 365).
-    let (s, t) = m
-        .post(&p.alice, "/api/v1/tokens", Some(json!({"name": "script"})))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{t}");
-    let expires = t["expires_at"].as_i64().unwrap();
-    assert!((expires - now - 90 * 86_400_000).abs() < 60_000, "{t}");
-    let script = t["token"].as_str().unwrap().to_owned();
-    let script_id = t["id"].as_str().unwrap().to_owned();
+    let t = alice.create_api_token("script").await.unwrap();
+    let expires = t.expires_at.unwrap();
+    assert!((expires - now - 90 * 86_400_000).abs() < 60_000, "{t:?}");
+    let (script, script_id) = (t.token.clone(), t.id);
     for days in [0, 366] {
-        let (s, v) = m
-            .post(
-                &p.alice,
-                "/api/v1/tokens",
-                Some(json!({"name": "x", "expires_in_days": days})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let e = refused(
+            alice
+                .create_token(&api::CreateApiToken {
+                    name: "x".to_owned(),
+                    expires_in_days: Some(days),
+                    scope: None,
+                    host: None,
+                })
+                .await,
+        );
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{e:?}");
     }
-    // Listed, never with a secret.
+    // Listed, never with a secret (read as sent: raw HTTP).
     let (s, list) = m
         .call(Method::GET, "/api/v1/tokens", Some(&p.alice), None)
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(!list.to_string().contains(&script), "{list}");
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["login", "script"], "{list}");
-    assert_eq!(list[0]["current"], true);
+    let list: Vec<api::TokenInfo> = serde_json::from_value(list).unwrap();
+    let names: Vec<&str> = list.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["login", "script"], "{list:?}");
+    assert!(list[0].current);
     // Revoked by id: by its owner, not by another user.
-    let (s, _) = m
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/tokens/{script_id}"),
-            Some(&p.bob),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&script), None).await;
-    assert_eq!(s, StatusCode::OK);
+    let e = refused(bob.revoke_token(script_id).await);
+    assert_eq!(e.status, StatusCode::NOT_FOUND);
+    m.client(&script).me().await.unwrap();
+    // 204 exactly: no other test pins it.
     let (s, _) = m
         .call(
             Method::DELETE,
@@ -435,19 +423,14 @@ pub(crate) async fn tokens_and_accounts_are_managed(m: &TestManager) {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&script), None).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let e = refused(m.client(&script).me().await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
 
     // A new password revokes every other token; the old one stops working.
     let other = m.login("alice", "alice-password").await;
-    let (s, _) = m
-        .post(
-            &p.alice,
-            "/api/v1/me/password",
-            Some(json!({"current_password": "wrong", "new_password": "alice-new-password"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let e = refused(alice.change_password("wrong", "alice-new-password").await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    // 204 exactly: no other test pins it.
     let (s, v) = m
         .post(
             &p.alice,
@@ -458,109 +441,92 @@ pub(crate) async fn tokens_and_accounts_are_managed(m: &TestManager) {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
-    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&other), None).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = m
-        .call(Method::GET, "/api/v1/me", Some(&p.alice), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "the token used to change it stays");
-    let (s, _) = m
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"name": "alice", "password": "alice-password"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let e = refused(m.client(&other).me().await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    alice.me().await.expect("the token used to change it stays");
+    let anonymous = Client::new(&m.base, None);
+    let e = refused(anonymous.login("alice", "alice-password").await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
     m.login("alice", "alice-new-password").await;
 
     // A disabled user has no way in; an administrator cannot disable themselves.
-    let (_, me) = m.call(Method::GET, "/api/v1/me", Some(&p.bob), None).await;
-    let bob_id = me["id"].as_str().unwrap().to_owned();
-    let (_, admin) = m
-        .call(Method::GET, "/api/v1/me", Some(&p.admin), None)
-        .await;
-    let (s, _) = m
-        .post(&p.alice, &format!("/api/v1/users/{bob_id}/disable"), None)
-        .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = m
-        .post(
+    let bob_id = bob.me().await.unwrap().id;
+    let admin_id = admin.me().await.unwrap().id;
+    let e = refused(alice.set_user_disabled(bob_id, true).await);
+    assert_eq!(e.status, StatusCode::FORBIDDEN);
+    let e = refused(admin.set_user_disabled(admin_id, true).await);
+    assert_eq!(e.status, StatusCode::FORBIDDEN);
+    // 200 exactly, for disable and enable: no other test pins it.
+    let v: api::User = m
+        .post_exactly(
             &p.admin,
-            &format!("/api/v1/users/{}/disable", admin["id"].as_str().unwrap()),
+            &format!("/api/v1/users/{bob_id}/disable"),
             None,
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/users/{bob_id}/disable"), None)
-        .await;
+    assert!(v.disabled, "{v:?}");
+    let e = refused(bob.me().await);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    let e = refused(anonymous.login("bob", "bob-password").await);
     assert_eq!(
-        (s, v["disabled"].as_bool()),
-        (StatusCode::OK, Some(true)),
-        "{v}"
+        (e.status, e.code.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
     );
-    let (s, _) = m.call(Method::GET, "/api/v1/me", Some(&p.bob), None).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, v) = m
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
+    let _: api::User = m
+        .post_exactly(
+            &p.admin,
+            &format!("/api/v1/users/{bob_id}/enable"),
             None,
-            Some(json!({"name": "bob", "password": "bob-password"})),
+            StatusCode::OK,
         )
         .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
-    );
-    let (s, _) = m
-        .post(&p.admin, &format!("/api/v1/users/{bob_id}/enable"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
     m.login("bob", "bob-password").await;
 
     // An Agent's token registers its own host, and does nothing else.
-    let (s, v) = m
-        .post(
-            &p.alice,
-            "/api/v1/tokens",
-            Some(json!({"name": "a", "scope": "agent", "host": "napoli/host7"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "only administrators: {v}");
-    let (s, v) = m
-        .post(
-            &p.admin,
-            "/api/v1/tokens",
-            Some(json!({"name": "agent of host7", "scope": "agent", "host": "napoli/host7"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let agent = v["token"].as_str().unwrap().to_owned();
-    let host = |name: &str| {
-        json!({"datacenter": "napoli", "name": name, "agent_url": "http://127.0.0.1:9",
-        "cpus": 4, "ram_mib": 4096, "disk_mib": 65536, "vm_slots": 4})
+    let agent_token = |name: &str| api::CreateApiToken {
+        name: name.to_owned(),
+        expires_in_days: None,
+        scope: Some(api::TokenScope::Agent),
+        host: Some("napoli/host7".to_owned()),
     };
-    let (s, v) = m.post(&agent, "/api/v1/hosts", Some(host("host7"))).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _) = m.post(&agent, "/api/v1/hosts", Some(host("host8"))).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    for (method, path) in [
-        (Method::GET, "/api/v1/vis"),
-        (Method::GET, "/api/v1/hosts"),
-        (Method::POST, "/api/v1/tokens"),
-        (Method::GET, "/api/v1/users"),
-    ] {
-        let (s, v) = m
-            .call(method, path, Some(&agent), Some(json!({"name": "x"})))
-            .await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+    let e = refused(alice.create_token(&agent_token("a")).await);
+    assert_eq!(
+        e.status,
+        StatusCode::FORBIDDEN,
+        "only administrators: {e:?}"
+    );
+    let v = admin
+        .create_token(&agent_token("agent of host7"))
+        .await
+        .unwrap();
+    let agent = m.client(&v.token);
+    let host = |name: &str| api::RegisterHost {
+        datacenter: "napoli".to_owned(),
+        name: name.to_owned(),
+        agent_url: "http://127.0.0.1:9".to_owned(),
+        cpus: 4,
+        ram_mib: 4096,
+        disk_mib: 65536,
+        vm_slots: 4,
+        uplink_mbps: 0,
+    };
+    agent.register_host(&host("host7")).await.unwrap();
+    let e = refused(agent.register_host(&host("host8")).await);
+    assert_eq!(e.status, StatusCode::FORBIDDEN);
+    let refusals = [
+        ("GET /vis", refused(agent.vis().await)),
+        ("GET /hosts", refused(agent.hosts().await)),
+        ("POST /tokens", refused(agent.create_api_token("x").await)),
+        ("GET /users", refused(agent.users().await)),
+    ];
+    for (call, e) in refusals {
+        assert_eq!(e.status, StatusCode::FORBIDDEN, "{call}: {e:?}");
     }
     // Logging out revokes the session.
-    let (s, _) = m.post(&p.bob, "/api/v1/auth/logout", None).await;
-    assert!(s == StatusCode::NO_CONTENT || s == StatusCode::UNAUTHORIZED);
+    if let Err(e) = bob.logout().await {
+        assert_eq!(refused::<()>(Err(e)).status, StatusCode::UNAUTHORIZED);
+    }
 }
 
 /// A real key (ssh-keygen -t ed25519) and its fingerprint (ssh-keygen -l).
@@ -570,44 +536,41 @@ const FINGERPRINT: &str = "SHA256:xO1umV1sxzyE5Gs7w5oaTXH4M67Uacliq3yEzy6O56w";
 pub(crate) async fn ssh_keys_reach_the_guests(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
+    let (alice, bob) = (m.client(&p.alice), m.client(&p.bob));
     let path = "/api/v1/me/ssh-keys";
-    let (s, k) = m
-        .post(&p.alice, path, Some(json!({"public_key": KEY})))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{k}");
-    assert_eq!(
-        (k["name"].as_str(), k["fingerprint"].as_str()),
-        (Some("alice@example"), Some(FINGERPRINT))
-    );
-    // Refusals name the problem.
-    let (s, v) = m
-        .post(&p.alice, path, Some(json!({"public_key": KEY})))
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(v["message"].as_str().unwrap().contains(FINGERPRINT), "{v}");
-    let (s, v) = m
-        .post(
+    // 201 exactly: no other test pins it.
+    let k: api::SshKey = m
+        .post_exactly(
             &p.alice,
             path,
-            Some(json!({"public_key": "ssh-dss AAAA x"})),
+            Some(json!({"public_key": KEY})),
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(
+        (k.name.as_str(), k.fingerprint.as_str()),
+        ("alice@example", FINGERPRINT)
+    );
+    // Refusals name the problem.
+    let key = |public_key: &str| api::AddSshKey {
+        public_key: public_key.to_owned(),
+        name: None,
+    };
+    let e = refused(alice.add_ssh_key(&key(KEY)).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
+    assert!(e.message.contains(FINGERPRINT), "{e:?}");
+    let e = refused(alice.add_ssh_key(&key("ssh-dss AAAA x")).await);
+    assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{e:?}");
     assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
+        e.message
             .starts_with("public_key: \"ssh-dss\" is not an SSH key type"),
-        "{v}"
+        "{e:?}"
     );
     // Keys are their owner's: Bob sees none and deletes none of Alice's.
-    let (_, bobs) = m.call(Method::GET, path, Some(&p.bob), None).await;
-    assert_eq!(bobs, json!([]));
-    let id = k["id"].as_str().unwrap();
-    let (s, _) = m
-        .call(Method::DELETE, &format!("{path}/{id}"), Some(&p.bob), None)
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(bob.ssh_keys().await.unwrap().is_empty());
+    let id = k.id;
+    let e = refused(bob.remove_ssh_key(id).await);
+    assert_eq!(e.status, StatusCode::NOT_FOUND);
     // A VI of Alice's: its guest's seed lets her key in, for the node's user.
     let design = json!({"topology": {"id": "keyed", "nodes": [
         {"id": "a", "ram": 64, "disk": 1, "interfaces": [{"name": "eth0"}],
@@ -630,7 +593,7 @@ pub(crate) async fn ssh_keys_reach_the_guests(m: &TestManager) {
         !user_data.contains("s3cret"),
         "the password is hashed: {user_data}"
     );
-    // Deleted: listed no more.
+    // Deleted (204 exactly: no other test pins it): listed no more.
     let (s, _) = m
         .call(
             Method::DELETE,
@@ -640,6 +603,5 @@ pub(crate) async fn ssh_keys_reach_the_guests(m: &TestManager) {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, mine) = m.call(Method::GET, path, Some(&p.alice), None).await;
-    assert_eq!(mine, json!([]));
+    assert!(alice.ssh_keys().await.unwrap().is_empty());
 }

@@ -105,6 +105,8 @@ async fn stored_designs(m: &TestManager) -> String {
         .join("\n")
 }
 
+/// OS passwords of designs are kept as their hashes only: in answers and in
+/// the store (read as they are: raw HTTP and the database's rows).
 pub(crate) async fn os_passwords_are_kept_hashed(m: &TestManager) {
     let p = m.people().await;
     // Figure 3's node0 has the OS password "antoxps".
@@ -137,53 +139,35 @@ pub(crate) async fn private_addresses_are_a_quota(m: &TestManager) {
     let admin = m.login("admin", ADMIN_PASSWORD).await;
     let quota = json!({"vms": 200, "vcpus": 200, "ram_mib": 1_000_000, "public_addresses": 10,
         "private_addresses": 300});
-    let (s, v) = m
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            Some(&admin),
-            Some(json!({"name": "dave",
-            "password": "dave-password", "role": "user", "quota": quota})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    m.client(&admin)
+        .create_user(&new_user("dave", "dave-password", Some(quota)))
+        .await
+        .unwrap();
     let dave = m.login("dave", "dave-password").await;
     let pinned = |subnet: &str| {
         let mut d = line_design(2, 512);
         d["topology"]["links"][0]["subnet"] = json!(subnet);
         d
     };
-    let request = |id: Value| {
-        let dave = dave.clone();
+    let request = |vi: Value| {
+        let client = m.client(&dave);
         async move {
-            m.post(
-                &dave,
-                &format!("/api/v1/vis/{}/request", id.as_str().unwrap()),
-                None,
-            )
-            .await
+            let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+            client.act(id, "request").await
         }
     };
     // Half the private pool for a link of two VMs: refused, as it says.
     let greedy = m.create_vi(&dave, pinned("10.128.0.0/9")).await;
-    let (s, v) = request(greedy["id"].clone()).await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("a pin may hold at most 256"),
-        "{v}"
-    );
+    let e = refused(request(greedy).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
+    assert!(e.message.contains("a pin may hold at most 256"), "{e:?}");
     // A /24 pin counts 256 addresses, a line of two its /31.
     let fair = m.create_vi(&dave, pinned("10.9.9.0/24")).await;
-    let (s, v) = request(fair["id"].clone()).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    request(fair).await.unwrap();
     let small = m
         .create_vi(&dave, json!({"catalogue": {"kind": "line", "nodes": 2}}))
         .await;
-    let (s, v) = request(small["id"].clone()).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    request(small).await.unwrap();
     // A LAN of 100 needs a /25: past the quota of 300.
     let lan = m
         .create_vi(
@@ -191,14 +175,14 @@ pub(crate) async fn private_addresses_are_a_quota(m: &TestManager) {
             json!({"catalogue": {"kind": "cluster", "nodes": 100}}),
         )
         .await;
-    let (s, v) = request(lan["id"].clone()).await;
+    let e = refused(request(lan).await);
     assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("quota_exceeded")),
-        "{v}"
+        (e.status, e.code.as_str()),
+        (StatusCode::FORBIDDEN, "quota_exceeded"),
+        "{e:?}"
     );
     assert_eq!(
-        v["message"],
+        e.message,
         "this would bring dave to 386 private addresses; the quota is 300"
     );
 }
@@ -228,40 +212,29 @@ pub(crate) async fn pinned_macs_are_unique_in_the_domain(m: &TestManager) {
     let again = m
         .requested_vi(&p.alice, pinned_mac_design("1e:87:3f:d6:e7:8d"))
         .await;
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{again}/accept"), None)
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let message = v["message"].as_str().unwrap();
+    let admin = m.client(&p.admin);
+    let planned = api::AcceptRequest::default();
+    let accept = |id: &str| admin.accept(id.parse().unwrap(), &planned);
+    let e = refused(accept(&again).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
+    let message = &e.message;
     assert!(
         message.starts_with("MAC 1e:87:3f:d6:e7:8d is pinned in the design and VI "),
         "{message}"
     );
     assert!(message.contains(&first), "{message}");
     // Nothing of the refused VI is held: it is still requested.
-    let (_, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{again}"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(v["state"], "requested", "{v}");
+    let v = m.client(&p.alice).vi(again.parse().unwrap()).await.unwrap();
+    assert_eq!(v.vi.state, ViState::Requested, "{v:?}");
     // A pin in Neptune's own range is refused as such.
     let ours = m
         .requested_vi(&p.bob, pinned_mac_design("02:4E:0A:00:00:01"))
         .await;
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{ours}/accept"), None)
-        .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let e = refused(accept(&ours).await);
+    assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{e:?}");
     assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("a/eth0 pins MAC 02:4E:0A:00:00:01"),
-        "{v}"
+        e.message.contains("a/eth0 pins MAC 02:4E:0A:00:00:01"),
+        "{e:?}"
     );
     // Once the holder is terminated, the MAC is free again.
     m.wait_vi(&p.alice, &first, "deploying").await;

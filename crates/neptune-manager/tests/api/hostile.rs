@@ -408,26 +408,18 @@ pub(crate) async fn conflicts_name_no_other_tenant(m: &TestManager) {
     // Alice's shop holds its pinned subnet 10.20.0.0/29 once accepted.
     let shop = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
     let id = shop["id"].as_str().unwrap();
-    let (s, v) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{id}/accept"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let uuid: Uuid = id.parse().unwrap();
+    m.client(&p.alice).act(uuid, "request").await.unwrap();
+    m.client(&p.admin)
+        .accept(uuid, &api::AcceptRequest::default())
+        .await
+        .unwrap();
     // Bob pins the same subnet: he learns it is taken, not by whom.
     let copy = m.create_vi(&p.bob, json!({"xml": SHOP})).await;
-    let (s, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{}/plan", copy["id"].as_str().unwrap()),
-            Some(&p.bob),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let message = v["message"].as_str().unwrap();
+    let copy: Uuid = copy["id"].as_str().unwrap().parse().unwrap();
+    let e = refused(m.client(&p.bob).plan(copy, None).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
+    let message = e.message.as_str();
     assert!(
         message.starts_with("subnet 10.20.0.0/29 of link "),
         "{message}"

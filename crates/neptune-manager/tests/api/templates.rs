@@ -222,46 +222,34 @@ pub(crate) async fn software_must_be_in_the_template(m: &TestManager) {
         .status()
         .unwrap();
     assert!(made.success());
-    let (s, v) = m
-        .post(
-            &p.admin,
-            "/api/v1/templates",
-            Some(json!({"name": "webby", "image": "webby.qcow2",
-                "software": [{"name": "nginx", "type": "package", "version": "1.22"}]})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
+    let webby = template(json!({"name": "webby", "image": "webby.qcow2",
+        "software": [{"name": "nginx", "type": "package", "version": "1.22"}]}));
+    admin.create_template(&webby).await.unwrap();
     let design = |software: &str| {
         json!({"topology": {"id": "web", "nodes": [
             {"id": "web", "ram": 64, "disk": 64, "interfaces": [{"name": "eth0"}],
              "software": {"template": "webby",
                 "software": [{"name": software, "type": "webserver", "version": ""}]}}]}})
     };
-    let apache = m.requested_vi(&p.alice, design("apache")).await;
-    let (s, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{apache}/plan"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let apache: Uuid = m
+        .requested_vi(&p.alice, design("apache"))
+        .await
+        .parse()
+        .unwrap();
+    let e = refused(alice.plan(apache, None).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
     assert_eq!(
-        v["message"],
+        e.message,
         "node web asks for software \"apache\", which template \"webby\" does not carry \
          (its image has 1 packages; a node's software must be in its template)"
     );
-    let nginx = m.requested_vi(&p.alice, design("nginx")).await;
-    let (s, v) = m
-        .call(
-            Method::GET,
-            &format!("/api/v1/vis/{nginx}/plan"),
-            Some(&p.alice),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    let nginx: Uuid = m
+        .requested_vi(&p.alice, design("nginx"))
+        .await
+        .parse()
+        .unwrap();
+    alice.plan(nginx, None).await.unwrap();
     // An unknown template is refused, naming it.
     let none = m
         .requested_vi(
@@ -270,12 +258,8 @@ pub(crate) async fn software_must_be_in_the_template(m: &TestManager) {
                 "interfaces": [], "software": {"template": "nowhere"}}]}}),
         )
         .await;
-    let (s, v) = m
-        .post(&p.admin, &format!("/api/v1/vis/{none}/accept"), None)
-        .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(
-        v["message"].as_str().unwrap().contains("\"nowhere\""),
-        "{v}"
-    );
+    let none: Uuid = none.parse().unwrap();
+    let e = refused(admin.accept(none, &api::AcceptRequest::default()).await);
+    assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
+    assert!(e.message.contains("\"nowhere\""), "{e:?}");
 }
