@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! GET    /healthz                      -> Health            (no token)
+//! GET    /v1/openapi.json              -> this API's OpenAPI document (no token)
 //! GET    /v1/host                      -> HostInfo
 //! GET    /v1/vms                       -> [VmInfo]
 //! GET    /v1/vms/{name}                -> VmInfo
@@ -23,9 +24,11 @@
 //!                                        succeeded: the same move)
 //! GET    /v1/vms/{name}/migration      -> Migration (how the last move goes)
 //! POST   /v1/vms/{name}/arrived        -> 204 (completes a VM that arrived live)
+//! POST   /v1/networks/join JoinSegments -> 204 (widens networks to their segments)
 //! ```
 //!
-//! Every call but `/healthz` carries `Authorization: Bearer <agent token>`.
+//! Every call but `/healthz` and `/v1/openapi.json` carries
+//! `Authorization: Bearer <agent token>`.
 //! Every call is idempotent, as the [`neptune_hypervisor::Hypervisor`]
 //! operations behind it. A refusal is an [`ErrorBody`] whose `code` is one
 //! of [`codes`].
@@ -43,11 +46,11 @@ mod openapi;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use openapi::{openapi, Route, ROUTES};
+pub use openapi::{openapi, Route, OPENAPI_PATH, ROUTES};
 
 pub use neptune_hypervisor::{
-    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Nic, Outgoing, Seed,
-    Segment, VmInfo, VmSpec, VmState,
+    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, NetworkJoin, Nic,
+    Outgoing, Seed, Segment, VmInfo, VmSpec, VmState,
 };
 
 /// `GET /healthz`.
@@ -140,6 +143,17 @@ pub struct RestoreVm {
     pub spec: VmSpec,
     /// A state written by `POST /v1/vms/{name}/save`.
     pub state_path: String,
+}
+
+/// `POST /v1/networks/join`: networks this host is to have, each flooding
+/// to at least its segment's peers (see
+/// [`neptune_hypervisor::Hypervisor::join_segments`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSegments {
+    /// The networks, each with its segment (peers already on the host are
+    /// kept).
+    pub networks: Vec<NetworkJoin>,
 }
 
 /// Where a live move started by `POST /v1/vms/{name}/migrate` is.

@@ -37,6 +37,9 @@ pub struct Route {
     pub refusals: &'static [u16],
 }
 
+/// The path of the Agent API's own OpenAPI document.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
 /// What every route on a VM may answer besides its own refusals: a bad
 /// name, no token, and a hypervisor that failed or did not answer.
 const VM: &[u16] = &[400, 401, 502, 503];
@@ -50,6 +53,15 @@ pub const ROUTES: &[Route] = &[
         request: None,
         status: 200,
         answer: Some("Health"),
+        refusals: &[],
+    },
+    Route {
+        method: "GET",
+        path: OPENAPI_PATH,
+        summary: "This API's OpenAPI document, as checked in at openapi/agent.json (no token needed)",
+        request: None,
+        status: 200,
+        answer: None,
         refusals: &[],
     },
     Route {
@@ -214,6 +226,15 @@ pub const ROUTES: &[Route] = &[
         answer: None,
         refusals: &[400, 401, 404, 502, 503],
     },
+    Route {
+        method: "POST",
+        path: "/v1/networks/join",
+        summary: "Makes sure of networks on this host, each flooding to at least its segment's peers (those already there kept)",
+        request: Some("JoinSegments"),
+        status: 204,
+        answer: None,
+        refusals: &[400, 401, 413, 415, 502, 503],
+    },
 ];
 
 /// The codes a refusal with `status` may carry, for the document.
@@ -252,6 +273,8 @@ fn codes_of(status: u16) -> &'static [&'static str] {
         crate::RestoreVm,
         crate::Migration,
         crate::MigrationState,
+        crate::JoinSegments,
+        crate::NetworkJoin,
         crate::ErrorBody,
         crate::VmSpec,
         crate::VmInfo,
@@ -335,6 +358,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         if let Some(answer) = route.answer {
             ok = ok.content("application/json", json(schema_of(answer)));
         }
+        if route.path == OPENAPI_PATH {
+            ok = ok.content(
+                "application/json",
+                json(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Object)
+                        .description(Some("An OpenAPI 3.1 document"))
+                        .into(),
+                ),
+            );
+        }
         op = op.response(route.status.to_string(), ok.build());
         for status in route.refusals {
             let codes: Vec<String> = codes_of(*status).iter().map(|c| format!("`{c}`")).collect();
@@ -370,8 +404,9 @@ fn method(name: &str) -> HttpMethod {
     }
 }
 
-/// `get_vms_name_console` from `GET /v1/vms/{name}/console`: unique, and
-/// readable in generated clients.
+/// `get_vms_name_console` from `GET /v1/vms/{name}/console`
+/// (`get_openapi_json` from `GET /v1/openapi.json`): unique, and readable
+/// in generated clients.
 fn operation_id(route: &Route) -> String {
     let mut id = route.method.to_ascii_lowercase();
     for part in route
@@ -380,7 +415,11 @@ fn operation_id(route: &Route) -> String {
         .filter(|p| !p.is_empty() && *p != "v1")
     {
         id.push('_');
-        id.push_str(part.trim_matches(|c| c == '{' || c == '}'));
+        id.extend(
+            part.trim_matches(|c| c == '{' || c == '}')
+                .chars()
+                .map(|c| if c == '.' { '_' } else { c }),
+        );
     }
     id
 }

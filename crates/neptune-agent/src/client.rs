@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use neptune_hypervisor::{
     validate_vm_name, Capacity, Hypervisor, HypervisorError, Incoming, IncomingRequest,
-    MigrationProgress, MigrationReport, Op, Outgoing, VmInfo, VmSpec,
+    MigrationProgress, MigrationReport, NetworkJoin, Op, Outgoing, VmInfo, VmSpec,
 };
 use neptune_types::Secret;
 use reqwest::{Method, StatusCode};
@@ -245,6 +245,22 @@ impl AgentClient {
     /// `GET /healthz` (needs no token).
     pub async fn health(&self) -> Result<api::Health, ClientError> {
         self.call(Method::GET, "/healthz", None::<&()>).await
+    }
+
+    /// `GET /v1/openapi.json` (needs no token): the Agent API's OpenAPI
+    /// document, as this Agent serves it.
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, api::OPENAPI_PATH, None::<&()>).await
+    }
+
+    /// `POST /v1/networks/join`: makes sure of `networks` on the host,
+    /// each flooding to at least its segment's peers.
+    pub async fn join_segments(&self, networks: &[NetworkJoin]) -> Result<(), ClientError> {
+        let body = api::JoinSegments {
+            networks: networks.to_vec(),
+        };
+        self.call_empty(Method::POST, "/v1/networks/join", Some(&body))
+            .await
     }
 
     /// `GET /v1/host`.
@@ -688,6 +704,15 @@ impl Hypervisor for AgentHypervisor {
             .arrived(vm)
             .await
             .map_err(|e| e.into_hypervisor_error(Op::Incoming, vm, ""))
+    }
+
+    async fn join_segments(&self, networks: &[NetworkJoin]) -> neptune_hypervisor::Result<()> {
+        // A failure names the networks, as the hypervisor's own would.
+        let names: Vec<&str> = networks.iter().map(|j| j.network.as_str()).collect();
+        self.client
+            .join_segments(networks)
+            .await
+            .map_err(|e| e.into_hypervisor_error(Op::Join, &names.join(","), ""))
     }
 }
 

@@ -2,6 +2,8 @@
 //! tokens read from files (never from the command line, where `ps` would
 //! show them), a runtime, and the Agent until SIGINT or SIGTERM.
 
+pub use neptune_hypervisor::libvirt::MigrationEndpoint;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ pub enum HypervisorKind {
 
 /// `OP=MILLIS` (or `all=MILLIS`): the time a simulated operation takes,
 /// `OP` one of `prepare_disk`, `remove_disk`, `define`, `start`, `save`,
-/// `restore`, `destroy`, `export_disk`.
+/// `restore`, `destroy`, `export_disk`, `migrate`, `incoming`, `join`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimDelay {
     pub ops: Vec<Op>,
@@ -42,7 +44,7 @@ impl std::str::FromStr for SimDelay {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let usage = || {
-            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy, export_disk, migrate, incoming)")
+            format!("{text:?} is not OP=MILLIS (OP: all, prepare_disk, remove_disk, define, start, save, restore, destroy, export_disk, migrate, incoming, join)")
         };
         let (op, millis) = text.split_once('=').ok_or_else(usage)?;
         let millis: u64 = millis.trim().parse().map_err(|_| usage())?;
@@ -81,6 +83,8 @@ pub struct DaemonOptions {
     /// The host's bridge on the datacenter's public network, for entry
     /// points (libvirt; `None`: an isolated public network).
     pub public_bridge: Option<String>,
+    /// How other hosts' Agents move VMs here live (libvirt only).
+    pub migration: MigrationEndpoint,
     pub data_dir: PathBuf,
     pub capacity: Capacity,
     /// Mbit/s of the host's uplink (0: not known).
@@ -164,7 +168,7 @@ impl DaemonOptions {
                     capacity: self.capacity,
                     kvm: self.kvm,
                     public_bridge: self.public_bridge,
-                    migration: Default::default(),
+                    migration: self.migration,
                 })
                 .map_err(AgentError::Libvirt)?;
                 if let Some(dir) = hv.closed_directory() {
@@ -243,6 +247,7 @@ mod tests {
             libvirt_uri: String::new(),
             kvm: None,
             public_bridge: None,
+            migration: MigrationEndpoint::default(),
             data_dir: dir.join("data"),
             capacity: Capacity {
                 cpus: 4,

@@ -2,8 +2,10 @@
 //! minutes, longer than a request should: `POST /v1/vms/{name}/migrate`
 //! starts it on a task of its own and answers at once, and the Manager
 //! follows it with `GET /v1/vms/{name}/migration`. Asking again for a move
-//! that runs or succeeded gives that move (the Manager's step may repeat);
-//! one that failed is started anew.
+//! that runs, or that succeeded while the VM is not here, gives that move
+//! (the Manager's step may repeat); one that failed, or that succeeded
+//! before the VM came back here (a VI moved away and home again), is
+//! started anew.
 //!
 //! An Agent that restarts forgets its moves; the move it was driving was
 //! killed with it, and libvirt leaves the VM running here: the Manager,
@@ -46,19 +48,22 @@ impl Migrations {
         self.lock().get(vm).map(|e| e.status.clone())
     }
 
-    /// Starts moving `vm` to `to` unless a move of it runs or succeeded;
-    /// that move's status.
+    /// Starts moving `vm` to `to` unless a move of it runs, or succeeded
+    /// and the VM is not `here` (on this host) again; that move's status.
     pub(crate) fn start(
         self: &Arc<Self>,
         hypervisor: Arc<dyn Hypervisor>,
         vm: &str,
+        here: bool,
         to: Incoming,
         refusal: fn(neptune_hypervisor::HypervisorError) -> ErrorBody,
     ) -> Migration {
         let mut all = self.lock();
         if let Some(e) = all.get(vm) {
-            if e.status.state != MigrationState::Failed {
-                return e.status.clone();
+            match e.status.state {
+                MigrationState::Running => return e.status.clone(),
+                MigrationState::Succeeded if !here => return e.status.clone(),
+                MigrationState::Succeeded | MigrationState::Failed => {}
             }
         }
         let now = Instant::now();

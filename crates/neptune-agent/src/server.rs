@@ -47,9 +47,13 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/v1/vms/{name}/migrate", post(migrate))
         .route("/v1/vms/{name}/migration", get(migration))
         .route("/v1/vms/{name}/arrived", post(arrived))
+        .route("/v1/networks/join", post(join_segments))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
+        // Public, as the Manager's own `/api/v1/openapi.json`: the
+        // contract says nothing of a host.
+        .route(api::OPENAPI_PATH, get(openapi_json))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -215,6 +219,12 @@ async fn healthz() -> Json<api::Health> {
     Json(api::Health {
         status: "ok".into(),
     })
+}
+
+/// The Agent API's OpenAPI document: the one checked in as
+/// `openapi/agent.json`, built from the same contract.
+async fn openapi_json() -> impl IntoResponse {
+    Json(api::openapi())
 }
 
 async fn host(State(s): State<ServerState>) -> Json<api::HostInfo> {
@@ -390,9 +400,11 @@ async fn migrate(
             to.vm
         )));
     }
+    // A move that succeeded before is this move only if the VM left.
+    let here = s.hypervisor.info(&name).await?.is_some();
     let status = s
         .migrations
-        .start(s.hypervisor.clone(), &name, to, ApiError::body_of);
+        .start(s.hypervisor.clone(), &name, here, to, ApiError::body_of);
     Ok((StatusCode::ACCEPTED, Json(status)))
 }
 
@@ -407,6 +419,15 @@ async fn migration(
             format!("no live move of VM {name:?} is known here"),
         )
     })
+}
+
+async fn join_segments(
+    State(s): State<ServerState>,
+    body: Result<Json<api::JoinSegments>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    s.hypervisor.join_segments(&req.networks).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn arrived(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {

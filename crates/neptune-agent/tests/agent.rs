@@ -17,7 +17,7 @@ use neptune_agent::{
     AgentClient, AgentConfig, AgentHypervisor, ClientError, ManagerLink, RunningAgent,
 };
 use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
-use neptune_hypervisor::{Hypervisor, HypervisorError, Op};
+use neptune_hypervisor::{Hypervisor, HypervisorError, NetworkJoin, Op, Segment};
 use neptune_types::Secret;
 use tokio::sync::oneshot;
 
@@ -373,6 +373,108 @@ async fn injected_faults_surface_as_errors() {
     host.stop().await;
 }
 
+/// `POST /v1/networks/join` through the port: the host's networks flood to
+/// the peers of every join, the same join again changes nothing, and the
+/// hypervisor's refusals and failures keep their variant. Without the
+/// token nothing is joined.
+#[tokio::test]
+async fn networks_join_their_segments_through_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let hv = AgentHypervisor::connect(host.client()).await.unwrap();
+    let peer = |last: u8| std::net::SocketAddr::from(([192, 0, 2, last], 4789));
+    let join = |peers: Vec<std::net::SocketAddr>| NetworkJoin {
+        network: "nt-1a2b3c4d-lan".into(),
+        segment: Some(Segment {
+            vni: 4242,
+            port: 4789,
+            peers,
+        }),
+    };
+    let plain = NetworkJoin {
+        network: "nt-1a2b3c4d-dmz".into(),
+        segment: None,
+    };
+
+    hv.join_segments(&[join(vec![peer(77)]), plain.clone()])
+        .await
+        .unwrap();
+    hv.join_segments(&[join(vec![peer(78)])]).await.unwrap();
+    hv.join_segments(&[join(vec![peer(78)])]).await.unwrap();
+    assert_eq!(
+        host.sim.segment_peers("nt-1a2b3c4d-lan"),
+        Some(vec![peer(77), peer(78)])
+    );
+    assert_eq!(host.sim.segment_peers("nt-1a2b3c4d-dmz"), Some(vec![]));
+    assert_eq!(
+        host.sim.joins(),
+        vec![
+            vec![join(vec![peer(77)]), plain],
+            vec![join(vec![peer(78)])],
+            vec![join(vec![peer(78)])],
+        ],
+        "each call reached the host whole"
+    );
+
+    let mut bad = join(vec![]);
+    bad.segment.as_mut().unwrap().vni = 0;
+    assert!(matches!(
+        hv.join_segments(&[bad]).await,
+        Err(HypervisorError::InvalidRequest(m)) if m.contains("VXLAN")
+    ));
+    host.sim.add_fault(Fault::times(Op::Join, 1));
+    match hv.join_segments(&[join(vec![])]).await {
+        Err(HypervisorError::Failed { op, vm, message }) => {
+            assert_eq!((op, vm.as_str()), (Op::Join, "nt-1a2b3c4d-lan"));
+            assert!(message.contains("injected"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let calls = host.sim.joins().len();
+
+    // Unauthenticated: refused before the host hears of it.
+    let raw = reqwest::Client::new();
+    let resp = raw
+        .post(format!("{}/v1/networks/join", host.url()))
+        .json(&api::JoinSegments {
+            networks: vec![join(vec![peer(99)])],
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: api::ErrorBody = resp.json().await.unwrap();
+    assert_eq!(body.code, codes::UNAUTHENTICATED);
+    let intruder = AgentClient::new(&host.url(), Secret::new("not-the-token")).unwrap();
+    let err = intruder
+        .join_segments(&[join(vec![peer(99)])])
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&err), (401, codes::UNAUTHENTICATED));
+    assert_eq!(host.sim.joins().len(), calls);
+    assert_eq!(
+        host.sim.segment_peers("nt-1a2b3c4d-lan"),
+        Some(vec![peer(77), peer(78)])
+    );
+    host.stop().await;
+}
+
+/// The Agent serves its own OpenAPI document, without a token as the
+/// Manager serves its own: the one checked in as `openapi/agent.json`.
+#[tokio::test]
+async fn the_agent_serves_its_openapi_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_host(dir.path(), "h1", None).await;
+    let anonymous = AgentClient::new(&host.url(), Secret::new("")).unwrap();
+    let served = anonymous.openapi().await.unwrap();
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/agent.json");
+    let checked_in: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+    assert_eq!(served, checked_in);
+    assert!(served["paths"][api::OPENAPI_PATH]["get"].is_object());
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn unreachable_and_slow_agents_are_retryable() {
     let dir = tempfile::tempdir().unwrap();
@@ -468,8 +570,8 @@ async fn save_on_one_agent_restore_on_another() {
 /// A VM moves live from one Agent's host to another's through the port
 /// over HTTP: the source runs the move on a task of its own and the client
 /// follows it; a failed move leaves the VM where it was and may be asked
-/// again; an Agent that forgot its move (a restart) says so as something
-/// to retry.
+/// again; a VM moved away and back moves again; an Agent that forgot its
+/// move (a restart) says so as something to retry.
 #[tokio::test]
 async fn a_vm_moves_live_between_agents() {
     let dir = tempfile::tempdir().unwrap();
@@ -537,6 +639,30 @@ async fn a_vm_moves_live_between_agents() {
     dest.finish_incoming("vi1-web").await.unwrap();
     let there = cb.vm("vi1-web").await.unwrap();
     assert!(there.ready && there.state == VmState::Running);
+
+    // Back to `a`, then away to `b` again with the very same request: the
+    // move `a` remembers succeeded before the VM came back, so this is a
+    // new move, and the VM leaves `a` again.
+    let home = source
+        .accept_incoming(&api::IncomingRequest {
+            spec: out.spec.clone(),
+            disk_bytes: out.disk_bytes,
+            uuid: out.uuid.clone(),
+            ready: out.ready,
+        })
+        .await
+        .unwrap();
+    dest.migrate("vi1-web", &home, &|_| {}).await.unwrap();
+    source.finish_incoming("vi1-web").await.unwrap();
+    assert_eq!(ca.list_vms().await.unwrap().len(), 1);
+    let to = dest.accept_incoming(&request).await.unwrap();
+    source.migrate("vi1-web", &to, &|_| {}).await.unwrap();
+    assert!(
+        ca.list_vms().await.unwrap().is_empty(),
+        "a remembered move is not taken for a new one"
+    );
+    dest.finish_incoming("vi1-web").await.unwrap();
+    assert_eq!(cb.list_vms().await.unwrap().len(), 1);
 
     // A path and a body that disagree are refused.
     let mut wrong = to.clone();
@@ -948,6 +1074,7 @@ async fn an_agent_over_libvirt_runs_real_guests() {
         libvirt_uri: uri.clone(),
         kvm: Some(false),
         public_bridge: None,
+        migration: Default::default(),
         data_dir: dir.path().join("data"),
         capacity: CAP,
         uplink_mbps: 0,

@@ -448,6 +448,14 @@ pub struct ReconcileReport {
     pub reaped: Vec<String>,
     /// What could not be done (`host/vm: error`).
     pub errors: Vec<String>,
+    /// Entries of the datacenters' switches put back or corrected to match
+    /// the store (visitors and bindings).
+    pub switch_entries_applied: usize,
+    /// Entries removed from the switches (of VIs gone, or where they no
+    /// longer belong).
+    pub switch_entries_removed: usize,
+    /// Switches that could not be read or written this pass.
+    pub switches_unreachable: usize,
 }
 
 /// A VI a reconcile pass turned `failed`.
@@ -655,6 +663,14 @@ pub struct ViDetail {
     pub addresses: Option<AddressPlan>,
     /// Jobs that carried out changes, oldest first.
     pub jobs: Vec<Job>,
+    /// The datacenter its VMs run in (or last ran in, suspended), once
+    /// accepted: its home, or another after a migration.
+    pub location: Option<String>,
+    /// Its Home Addresses tunnelled from the home switch, while it runs
+    /// away from home.
+    pub bindings: Vec<Binding>,
+    /// Its owner's request to move it, waiting for an administrator.
+    pub migration_request: Option<MigrationRequest>,
 }
 
 /// A change of a VI's state.
@@ -715,6 +731,10 @@ pub struct PlannedVm {
     pub ram_mib: i64,
     /// MiB of disk reserved on the host.
     pub disk_mib: i64,
+    /// While the VI migrates: the host reserved for the VM in the target
+    /// datacenter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
 }
 
 /// What accepting a VI would do: computed from the design and the current
@@ -757,16 +777,19 @@ pub enum JobKind {
     Terminate,
     /// Save a VM as a new template (the VI's state is left alone).
     SaveTemplate,
+    /// Move a running VI live to another datacenter.
+    Migrate,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Deploy,
         JobKind::Suspend,
         JobKind::Resume,
         JobKind::Terminate,
         JobKind::SaveTemplate,
+        JobKind::Migrate,
     ];
 
     /// The wire name, as in JSON.
@@ -777,6 +800,7 @@ impl JobKind {
             JobKind::Resume => "resume",
             JobKind::Terminate => "terminate",
             JobKind::SaveTemplate => "save_template",
+            JobKind::Migrate => "migrate",
         }
     }
 
@@ -858,6 +882,135 @@ pub struct Job {
     pub created_at: i64,
     /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
+    /// A migration's live moves, VM by VM, as the Manager running the job
+    /// sees them (absent on another Manager, and once the job ended).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<VmMove>,
+}
+
+/// How far one VM's live move is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmMove {
+    /// The VM's name on its hosts.
+    pub vm: String,
+    /// The host it leaves.
+    pub from: String,
+    /// The host it goes to.
+    pub to: String,
+    /// Memory and disk bytes sent so far.
+    pub bytes_done: u64,
+    /// Bytes still to send (changes as the guest writes).
+    pub bytes_remaining: u64,
+    /// Whether it runs on `to` now.
+    pub done: bool,
+    /// From the start of the move to the VM running on `to`.
+    pub total_ms: Option<u64>,
+    /// How long the guest was paused for the switch-over.
+    pub downtime_ms: Option<u64>,
+}
+
+/// `POST /api/v1/vis/{id}/migrate`: move a running or suspended VI to
+/// another datacenter (administrators: at once; its owner: a request an
+/// administrator grants or refuses).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// The datacenter to move to, by name.
+    pub to: String,
+    /// A manual placement in that datacenter (administrators): node id ->
+    /// host name, for every node.
+    pub placement: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// What moving a VI to another datacenter would do: computed from the
+/// current inventory; computing it changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MigrationPlan {
+    /// Where its VMs run now.
+    pub from: String,
+    /// The placement in the target datacenter: the target hosts and the cut.
+    pub plan: Plan,
+    /// Mbit/s of virtual links between VMs that are in different
+    /// datacenters while the VI is split (every link with a VM on each
+    /// side, at worst): what the inter-datacenter network must carry.
+    pub split_mbps: u64,
+    /// MiB the move copies at most: every VM's RAM and disk.
+    pub copy_mib: u64,
+    /// The Home Addresses that will be tunnelled from the home switch to
+    /// the target's (none when the VI goes home).
+    pub bound_addresses: Vec<String>,
+}
+
+/// An owner's request to move a VI, waiting for an administrator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MigrationRequest {
+    /// The VI.
+    pub vi: Uuid,
+    /// The datacenter it is to go to.
+    pub to: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// Milliseconds since the Unix epoch.
+    pub requested_at: i64,
+}
+
+/// A Home Address tunnelled from its home switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Binding {
+    /// The Home Address.
+    pub address: String,
+    /// The datacenter it is tunnelled to.
+    pub datacenter: String,
+    /// That datacenter's switch's Care-of Address (absent when it has no
+    /// switch registered).
+    pub care_of: Option<String>,
+}
+
+/// `PUT /api/v1/datacenters/{name}/switch` (administrators): the
+/// datacenter's Edge Service Switch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSwitch {
+    /// Its control API: `http://IP:PORT`.
+    pub url: String,
+    /// The file holding the key it shares with the Manager (hex, as the
+    /// switch reads it), on the Manager's host. The key itself is never
+    /// sent nor stored; the file is read at each call.
+    pub key_file: String,
+    /// Its Care-of Address (IPv4): what the switch answers as `care_of`.
+    pub care_of: String,
+    /// Its interface toward the datacenter's public network, where it
+    /// delivers to the VIs' entry points.
+    pub port: String,
+    /// The next hop toward entry points on `port`, if they are not on
+    /// its link.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+/// A datacenter's Edge Service Switch, as registered and as it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Switch {
+    /// Its datacenter.
+    pub datacenter: String,
+    /// See [`RegisterSwitch`].
+    pub url: String,
+    /// See [`RegisterSwitch`].
+    pub key_file: String,
+    /// See [`RegisterSwitch`].
+    pub care_of: String,
+    /// See [`RegisterSwitch`].
+    pub port: String,
+    /// See [`RegisterSwitch`].
+    pub via: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+    /// Whether it answered the Manager's signed state request just now.
+    pub reachable: bool,
+    /// Its Mobility Binding Table's size and visitors, when it answered.
+    pub bindings: Option<u64>,
+    /// How many addresses it delivers here, when it answered.
+    pub visitors: Option<u64>,
 }
 
 /// A virtual link's subnet.

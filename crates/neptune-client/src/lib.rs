@@ -389,6 +389,77 @@ impl Client {
             .await
     }
 
+    /// `POST /vis/{id}/migrate`: an administrator moves the VI to another
+    /// datacenter at once (follow its job); its owner asks (the request
+    /// waits for an administrator).
+    pub async fn migrate(
+        &self,
+        id: Uuid,
+        req: &api::MigrateRequest,
+    ) -> Result<api::ViDetail, ClientError> {
+        self.call(Method::POST, &format!("/vis/{id}/migrate"), Some(req))
+            .await
+    }
+
+    /// `DELETE /vis/{id}/migrate`: takes back (owner) or refuses
+    /// (administrator) a waiting migration request.
+    pub async fn cancel_migration(&self, id: Uuid) -> Result<(), ClientError> {
+        self.call::<(), Option<()>>(Method::DELETE, &format!("/vis/{id}/migrate"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /vis/{id}/migrate/plan?to=DATACENTER`: what moving the VI
+    /// would do now.
+    pub async fn migration_plan(
+        &self,
+        id: Uuid,
+        to: &str,
+    ) -> Result<api::MigrationPlan, ClientError> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/vis/{id}/migrate/plan?to={}", encode_query(to)),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /migration-requests` (administrators).
+    pub async fn migration_requests(&self) -> Result<Vec<api::MigrationRequest>, ClientError> {
+        self.call::<(), _>(Method::GET, "/migration-requests", None)
+            .await
+    }
+
+    /// `PUT /datacenters/{name}/switch` (administrators).
+    pub async fn register_switch(
+        &self,
+        datacenter: &str,
+        req: &api::RegisterSwitch,
+    ) -> Result<api::Switch, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/datacenters/{}/switch", encode_query(datacenter)),
+            Some(req),
+        )
+        .await
+    }
+
+    /// `DELETE /datacenters/{name}/switch` (administrators).
+    pub async fn remove_switch(&self, datacenter: &str) -> Result<(), ClientError> {
+        self.call::<(), Option<()>>(
+            Method::DELETE,
+            &format!("/datacenters/{}/switch", encode_query(datacenter)),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /switches` (administrators).
+    pub async fn switches(&self) -> Result<Vec<api::Switch>, ClientError> {
+        self.call::<(), _>(Method::GET, "/switches", None).await
+    }
+
     /// Saves the VM of a node of a running VI as a new template; follow the job.
     /// `POST /vis/{id}/templates`: saves a VM as a template (a job).
     pub async fn save_template(
@@ -445,4 +516,18 @@ impl Client {
         self.call::<(), _>(Method::GET, &format!("/jobs/{id}"), None)
             .await
     }
+}
+
+/// `s` percent-encoded for a URL's path segment or query value: letters,
+/// digits and `-._~` as they are, every other byte as `%XX`.
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -94,6 +94,20 @@ pub struct Segment {
     pub peers: Vec<SocketAddr>,
 }
 
+/// A network a host is to have, joined to its segment
+/// ([`Hypervisor::join_segments`]): a link's network whose VMs run here,
+/// widened to reach hosts that joined the link since they started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NetworkJoin {
+    /// The network, as the NICs on it name it ([`Nic::network`]).
+    pub network: String,
+    /// Its segment, with at least the peers it must flood to; `None`: a
+    /// network of this host only, made sure of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<Segment>,
+}
+
 /// The network of an entry point's interface that is on no virtual link:
 /// the datacenter's public network, toward its Edge Service Switch.
 pub const PUBLIC_NETWORK: &str = "public";
@@ -222,6 +236,8 @@ pub enum Op {
     Migrate,
     /// Receiving a VM live from another host.
     Incoming,
+    /// Joining networks to their segments ([`Hypervisor::join_segments`]).
+    Join,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -260,6 +276,49 @@ impl HypervisorError {
     }
 }
 
+/// Refuses a segment no adapter can carry: a VNI out of 1 to [`MAX_VNI`],
+/// port 0.
+fn check_segment(network: &str, segment: &Segment) -> Result<()> {
+    if segment.vni == 0 || segment.vni > MAX_VNI || segment.port == 0 {
+        return Err(HypervisorError::InvalidRequest(format!(
+            "network {network:?}: VXLAN network {} on port {} (the identifier is 1 to {MAX_VNI}, the port not 0)",
+            segment.vni, segment.port
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses joins no adapter can make: a network name that is empty,
+/// starts with `-` (a tool would read an option) or holds a `/` or a
+/// control character (it names files on the host), a bad segment, one
+/// network twice with different segments.
+pub(crate) fn check_joins(networks: &[NetworkJoin]) -> Result<()> {
+    for (i, join) in networks.iter().enumerate() {
+        let name = &join.network;
+        if name.is_empty()
+            || name.starts_with('-')
+            || name.chars().any(|c| c == '/' || c.is_control())
+        {
+            return Err(HypervisorError::InvalidRequest(format!(
+                "{name:?} is not a network name (not empty, not starting with '-', no '/' nor control characters)"
+            )));
+        }
+        if let Some(s) = &join.segment {
+            check_segment(&join.network, s)?;
+        }
+        if networks[..i]
+            .iter()
+            .any(|o| o.network == join.network && o.segment != join.segment)
+        {
+            return Err(HypervisorError::InvalidRequest(format!(
+                "network {:?} is joined twice with different segments",
+                join.network
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `name` can name a VM: 1 to 128 ASCII letters, digits, `-`,
 /// `_` or `.`, not starting with `.` (it becomes a file name on the host).
 pub fn validate_vm_name(name: &str) -> Result<()> {
@@ -291,12 +350,7 @@ pub(crate) fn check_spec(spec: &VmSpec) -> Result<()> {
     }
     for nic in &spec.nics {
         if let Some(s) = &nic.segment {
-            if s.vni == 0 || s.vni > MAX_VNI || s.port == 0 {
-                return Err(HypervisorError::InvalidRequest(format!(
-                    "network {:?}: VXLAN network {} on port {} (the identifier is 1 to {MAX_VNI}, the port not 0)",
-                    nic.network, s.vni, s.port
-                )));
-            }
+            check_segment(&nic.network, s)?;
         }
         if spec
             .nics
@@ -426,6 +480,17 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// kept. Idempotent; a VM that did not arrive is
     /// [`HypervisorError::NoSuchVm`].
     async fn finish_incoming(&self, vm: &str) -> Result<()>;
+
+    /// Makes sure each of `networks` exists on this host and floods to at
+    /// least its segment's peers (peers already there are kept): a link
+    /// whose VMs are on hosts that joined it since they started (a VI moving
+    /// between datacenters) reaches them. Idempotent; a network with no
+    /// segment is only made sure of.
+    ///
+    /// A joined network goes as a VM's networks go, with the last VM on it
+    /// that leaves the host; one that no VM uses when it is joined goes
+    /// when the next VM leaves.
+    async fn join_segments(&self, networks: &[NetworkJoin]) -> Result<()>;
 }
 
 /// The most bytes one [`Hypervisor::console_input`] types.

@@ -14,7 +14,9 @@
 //! disks under `<data_dir>/disks`, their bases under `<data_dir>/bases`,
 //! the seeds under `<data_dir>/seeds`, the consoles under
 //! `<data_dir>/consoles`, the networks its VMs use (removed with the
-//! last VM on them), and the IFB devices that shape its VMs' outbound
+//! last VM on them) and those joined to their segments without a VM
+//! (recorded under `<data_dir>/joins`, removed when the next VM leaves
+//! the host), and the IFB devices that shape its VMs' outbound
 //! traffic where libvirt cannot (removed with their VM). Every operation
 //! is idempotent, as the port requires; the state of a crash half-way is
 //! recognised by the next call.
@@ -45,9 +47,9 @@ use tokio::sync::Mutex;
 pub use shaping::BandwidthShaping;
 
 use crate::{
-    check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
-    HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Op, Outgoing,
-    Result, Segment, VmInfo, VmSpec, VmState, PUBLIC_NETWORK,
+    check_joins, check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
+    HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport, NetworkJoin,
+    Op, Outgoing, Result, Segment, VmInfo, VmSpec, VmState, PUBLIC_NETWORK,
 };
 
 /// The longest a virsh call may take: a save or restore writes or reads
@@ -180,7 +182,7 @@ impl LibvirtHypervisor {
     /// directory is made absolute: libvirt needs absolute disk paths, and a
     /// domain's disk path tells which host it belongs to.
     pub fn new(mut config: LibvirtConfig) -> std::io::Result<Self> {
-        for dir in ["disks", "bases/templates", "seeds", "consoles"] {
+        for dir in ["disks", "bases/templates", "seeds", "consoles", "joins"] {
             std::fs::create_dir_all(config.data_dir.join(dir))?;
         }
         config.data_dir = config.data_dir.canonicalize()?;
@@ -463,53 +465,155 @@ impl LibvirtHypervisor {
                 continue;
             }
             done.push(net);
-            if let Some(bridge) = self.public_bridge_for(net) {
-                // The operator's bridge: checked, never made or removed here.
-                if !Path::new("/sys/class/net").join(bridge).exists() {
-                    return Err(HypervisorError::Failed {
-                        op,
-                        vm: spec.name.clone(),
-                        message: format!("the public bridge {bridge} does not exist on this host"),
-                    });
-                }
-                continue;
-            }
-            let (active, autostart) = match table.lines().find_map(|r| net_row(r, net)) {
-                Some(state) => state,
-                None => {
-                    let xml = network_xml(net, nic.segment.is_some());
-                    let file = self.scratch_file(op, &spec.name, "net.xml", &xml)?;
-                    let defined = self
-                        .virsh(op, &spec.name, &["net-define", path_str(&file)])
-                        .await;
-                    let _ = std::fs::remove_file(&file);
-                    match defined {
-                        Ok(_) => {}
-                        // Another host on this daemon made it meanwhile:
-                        // the same network, from the same name.
-                        Err(HypervisorError::Failed { message, .. })
-                            if message.contains("already exists") => {}
-                        Err(e) => return Err(e),
-                    }
-                    (false, false)
-                }
-            };
-            if !active {
-                match self.virsh(op, &spec.name, &["net-start", net]).await {
-                    Ok(_) => {}
-                    Err(HypervisorError::Failed { message, .. })
-                        if message.contains("already active") => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if !autostart {
-                self.virsh(op, &spec.name, &["net-autostart", net]).await?;
-            }
-            if let Some(segment) = &nic.segment {
-                self.ensure_tunnel(op, &spec.name, net, segment).await?;
-            }
+            self.ensure_network(op, &spec.name, &table, net, nic.segment.as_ref())
+                .await?;
         }
         Ok(())
+    }
+
+    /// Makes sure network `net` exists, runs, starts with the host and,
+    /// with a segment, floods to its peers (see
+    /// [`LibvirtHypervisor::ensure_tunnel`]). The public bridge stands for
+    /// the public network where the host has one: checked, never made.
+    /// `table`: what `virsh net-list --all` printed; `vm`: what an error
+    /// names (the VM whose network it is, or the network itself).
+    async fn ensure_network(
+        &self,
+        op: Op,
+        vm: &str,
+        table: &str,
+        net: &str,
+        segment: Option<&Segment>,
+    ) -> Result<()> {
+        if let Some(bridge) = self.public_bridge_for(net) {
+            // The operator's bridge: checked, never made or removed here.
+            if !Path::new("/sys/class/net").join(bridge).exists() {
+                return Err(HypervisorError::Failed {
+                    op,
+                    vm: vm.to_owned(),
+                    message: format!("the public bridge {bridge} does not exist on this host"),
+                });
+            }
+            return Ok(());
+        }
+        let (active, autostart) = match table.lines().find_map(|r| net_row(r, net)) {
+            Some(state) => state,
+            None => {
+                let xml = network_xml(net, segment.is_some());
+                let file = self.scratch_file(op, vm, "net.xml", &xml)?;
+                let defined = self.virsh(op, vm, &["net-define", path_str(&file)]).await;
+                let _ = std::fs::remove_file(&file);
+                match defined {
+                    Ok(_) => {}
+                    // Another host on this daemon made it meanwhile:
+                    // the same network, from the same name.
+                    Err(HypervisorError::Failed { message, .. })
+                        if message.contains("already exists") => {}
+                    Err(e) => return Err(e),
+                }
+                (false, false)
+            }
+        };
+        if !active {
+            match self.virsh(op, vm, &["net-start", net]).await {
+                Ok(_) => {}
+                Err(HypervisorError::Failed { message, .. })
+                    if message.contains("already active") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !autostart {
+            self.virsh(op, vm, &["net-autostart", net]).await?;
+        }
+        if let Some(segment) = segment {
+            self.ensure_tunnel(op, vm, net, segment).await?;
+        }
+        Ok(())
+    }
+
+    /// See [`Hypervisor::join_segments`]. Each network made here is
+    /// recorded (`joins/`) before it is made, so that the next VM to leave
+    /// the host collects it if no VM uses it (see
+    /// [`LibvirtHypervisor::release_networks`]).
+    async fn join_networks(&self, networks: &[NetworkJoin]) -> Result<()> {
+        let op = Op::Join;
+        check_joins(networks)?;
+        let _admitted = self.admission.lock().await;
+        let Some(first) = networks.first() else {
+            return Ok(());
+        };
+        let table = self
+            .virsh(op, &first.network, &["net-list", "--all"])
+            .await?;
+        let mut done: Vec<&str> = Vec::new();
+        for join in networks {
+            let net = join.network.as_str();
+            if done.contains(&net) {
+                continue;
+            }
+            done.push(net);
+            if self.public_bridge_for(net).is_none() {
+                write_atomically(&self.join_path(net), net.as_bytes())
+                    .map_err(|e| failed(op, net, "cannot record the join", &e))?;
+            }
+            self.ensure_network(op, net, &table, net, join.segment.as_ref())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The record of network `net`, joined on this host
+    /// ([`LibvirtHypervisor::join_networks`]): its name.
+    fn join_path(&self, net: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("joins")
+            .join(format!("{}.network", bridge_name(net)))
+    }
+
+    /// The networks joined on this host and not released since.
+    fn joined_networks(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("joins")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".network"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+
+    /// The peers network `network`'s segment floods to on this host, from
+    /// its VXLAN device; `None` when the network has no device here. For
+    /// tests and diagnostics: what [`Hypervisor::join_segments`] and the
+    /// VMs' starts made.
+    pub async fn segment_peers(&self, network: &str) -> Result<Option<Vec<SocketAddr>>> {
+        let op = Op::Join;
+        let dev = tunnel_name(network);
+        if !Path::new("/sys/class/net").join(&dev).exists() {
+            return Ok(None);
+        }
+        let link = self
+            .net_tool(
+                op,
+                network,
+                "ip",
+                &["-details", "-json", "link", "show", "dev", &dev],
+            )
+            .await?;
+        let Some((_, port)) = tunnel_of(&link) else {
+            return Ok(None);
+        };
+        let fdb = self
+            .net_tool(
+                op,
+                network,
+                "bridge",
+                &["-json", "fdb", "show", "dev", &dev],
+            )
+            .await?;
+        Ok(Some(flood_peers(&fdb, port)))
     }
 
     /// Joins network `network` to the other hosts of its segment: a VXLAN
@@ -722,17 +826,33 @@ impl LibvirtHypervisor {
     }
 
     /// Removes the networks of `spec` that no other Neptune domain uses,
-    /// of any host.
+    /// of any host, nor a VM accepted to arrive here; and so the networks
+    /// joined on this host ([`Hypervisor::join_segments`]) that none
+    /// uses.
     async fn release_networks(&self, op: Op, spec: &VmSpec) -> Result<()> {
         let others = self.all_domains(op).await?;
-        for nic in &spec.nics {
-            let net = nic.network.as_str();
+        let arriving = self.arrivals(&spec.name);
+        let mut nets: Vec<String> = Vec::new();
+        for net in spec
+            .nics
+            .iter()
+            .map(|n| n.network.clone())
+            .chain(self.joined_networks())
+        {
+            if !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+        for net in &nets {
+            let net = net.as_str();
             if self.public_bridge_for(net).is_some() {
                 continue;
             }
             let used = others
                 .iter()
-                .any(|d| d.spec.nics.iter().any(|n| n.network == net));
+                .map(|d| &d.spec)
+                .chain(&arriving)
+                .any(|s| s.nics.iter().any(|n| n.network == net));
             if used {
                 continue;
             }
@@ -750,6 +870,8 @@ impl LibvirtHypervisor {
                 Err(HypervisorError::Failed { message, .. }) if is_absent(&message) => {}
                 Err(e) => return Err(e),
             }
+            remove_if_there(&self.join_path(net))
+                .map_err(|e| failed(op, &spec.name, "cannot forget a joined network", &e))?;
         }
         Ok(())
     }
@@ -1593,6 +1715,10 @@ impl Hypervisor for LibvirtHypervisor {
 
     async fn finish_incoming(&self, vm: &str) -> Result<()> {
         self.finish_vm(vm).await
+    }
+
+    async fn join_segments(&self, networks: &[NetworkJoin]) -> Result<()> {
+        self.join_networks(networks).await
     }
 }
 

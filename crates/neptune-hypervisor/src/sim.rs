@@ -9,7 +9,12 @@
 //! <root>/vms.json         the defined VMs (so an Agent restart keeps them,
 //!                         as libvirt keeps persistent domains)
 //! <root>/incoming.json    VMs accepted to arrive live, not yet arrived
+//! <root>/networks.json    networks joined to their segments (join_segments)
 //! ```
+//!
+//! A host's networks are those of its VMs (defined, or accepted to
+//! arrive) and those joined to their segments; a joined network no VM
+//! uses goes when a VM leaves the host, as on a libvirt host.
 //!
 //! A saved state (`save`) is a JSON file at the path the caller chooses; any
 //! other `SimHypervisor` that can read that path (another host sharing the
@@ -22,6 +27,7 @@
 //! operations on different VMs overlap as on a real host.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,9 +36,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
-    HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport, Op, Outgoing,
-    Result, VmInfo, VmSpec, VmState,
+    check_joins, check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
+    HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport, NetworkJoin,
+    Op, Outgoing, Result, Segment, VmInfo, VmSpec, VmState,
 };
 
 /// Makes the next calls of an operation fail with
@@ -113,7 +119,7 @@ impl SimConfig {
 }
 
 /// Every operation, for configuring them all at once.
-pub const ALL_OPS: [Op; 10] = [
+pub const ALL_OPS: [Op; 11] = [
     Op::PrepareDisk,
     Op::RemoveDisk,
     Op::Define,
@@ -124,6 +130,7 @@ pub const ALL_OPS: [Op; 10] = [
     Op::ExportDisk,
     Op::Migrate,
     Op::Incoming,
+    Op::Join,
 ];
 
 /// Why a [`SimHypervisor`] could not open its root directory.
@@ -180,6 +187,11 @@ struct Inner {
     disks: BTreeMap<String, u64>,
     /// VMs accepted to arrive live, by name: the spec they will run with.
     incoming: BTreeMap<String, VmSpec>,
+    /// Networks joined to their segments, by name: the segment with every
+    /// peer ever joined (`None`: joined without one).
+    joined: BTreeMap<String, Option<Segment>>,
+    /// The networks of each `join_segments` call so far (not persisted).
+    joins: Vec<Vec<NetworkJoin>>,
     delays: HashMap<Op, Duration>,
     faults: Vec<Fault>,
     /// Calls of each operation so far (not persisted).
@@ -263,6 +275,20 @@ impl SimHypervisor {
                 })
             }
         };
+        let networks = root.join("networks.json");
+        let joined = match std::fs::read(&networks) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| SimError::Parse {
+                path: networks.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => {
+                return Err(SimError::Read {
+                    path: networks,
+                    source,
+                })
+            }
+        };
         Ok(SimHypervisor {
             root,
             capacity,
@@ -270,6 +296,8 @@ impl SimHypervisor {
                 vms,
                 disks,
                 incoming,
+                joined,
+                joins: Vec::new(),
                 delays,
                 faults,
                 calls: HashMap::new(),
@@ -327,6 +355,72 @@ impl SimHypervisor {
     /// test tells an operation done once from one done again.
     pub fn calls(&self, op: Op) -> u64 {
         self.lock().calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// The networks of each [`Hypervisor::join_segments`] call since this
+    /// instance was made, in order (refused calls included).
+    pub fn joins(&self) -> Vec<Vec<NetworkJoin>> {
+        self.lock().joins.clone()
+    }
+
+    /// The peers network `network` floods to on this host: those of its
+    /// segment on the NICs of the host's VMs (defined or arriving) and
+    /// those joined. `None`: the host has no such network.
+    pub fn segment_peers(&self, network: &str) -> Option<Vec<SocketAddr>> {
+        let inner = self.lock();
+        let joined = inner.joined.get(network);
+        let nics: Vec<&crate::Nic> = inner
+            .vms
+            .values()
+            .map(|v| &v.spec)
+            .chain(inner.incoming.values())
+            .flat_map(|s| &s.nics)
+            .filter(|n| n.network == network)
+            .collect();
+        if joined.is_none() && nics.is_empty() {
+            return None;
+        }
+        let mut peers: Vec<SocketAddr> = Vec::new();
+        let segments = nics
+            .iter()
+            .filter_map(|n| n.segment.as_ref())
+            .chain(joined.and_then(Option::as_ref));
+        for p in segments.flat_map(|s| &s.peers) {
+            if !peers.contains(p) {
+                peers.push(*p);
+            }
+        }
+        Some(peers)
+    }
+
+    /// Forgets the joined networks that no VM of the host uses (defined
+    /// or arriving), once a VM left; called with the lock held.
+    fn release_joined(&self, op: Op, vm: &str, inner: &mut Inner) -> Result<()> {
+        let before = inner.joined.len();
+        let Inner {
+            joined,
+            vms,
+            incoming,
+            ..
+        } = inner;
+        joined.retain(|net, _| {
+            vms.values()
+                .map(|v| &v.spec)
+                .chain(incoming.values())
+                .any(|s| s.nics.iter().any(|n| &n.network == net))
+        });
+        if inner.joined.len() == before {
+            return Ok(());
+        }
+        self.persist_networks(op, vm, inner)
+    }
+
+    /// Writes the table of joined networks; called with the lock held.
+    fn persist_networks(&self, op: Op, vm: &str, inner: &Inner) -> Result<()> {
+        let bytes = serde_json::to_vec(&inner.joined)
+            .map_err(|e| Self::failed(op, vm, "cannot encode the joined networks", &e))?;
+        write_atomically(&self.root.join("networks.json"), &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the joined networks", &e))
     }
 
     /// Counts the call, serves the delay of `op`, then fails if a fault
@@ -531,7 +625,7 @@ impl Hypervisor for SimHypervisor {
             }
             return Err(e);
         }
-        Ok(())
+        self.release_joined(op, vm, &mut inner)
     }
 
     async fn restore(&self, spec: &VmSpec, state_path: &str) -> Result<()> {
@@ -613,7 +707,8 @@ impl Hypervisor for SimHypervisor {
         let Some(removed) = inner.vms.remove(vm) else {
             // A VM accepted to arrive that never did is forgotten too.
             if inner.incoming.remove(vm).is_some() {
-                return self.persist_incoming(op, vm, &inner);
+                self.persist_incoming(op, vm, &inner)?;
+                return self.release_joined(op, vm, &mut inner);
             }
             return Ok(());
         };
@@ -621,7 +716,7 @@ impl Hypervisor for SimHypervisor {
             inner.vms.insert(vm.to_owned(), removed);
             return Err(e);
         }
-        Ok(())
+        self.release_joined(op, vm, &mut inner)
     }
 
     async fn list(&self) -> Result<Vec<VmInfo>> {
@@ -818,6 +913,7 @@ impl Hypervisor for SimHypervisor {
             inner.vms.insert(vm.to_owned(), removed);
             return Err(e);
         }
+        self.release_joined(op, vm, &mut inner)?;
         Ok(MigrationReport {
             total_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             downtime_ms: 0,
@@ -849,6 +945,53 @@ impl Hypervisor for SimHypervisor {
         }
         inner.incoming.remove(vm);
         self.persist_incoming(op, vm, &inner)
+    }
+
+    async fn join_segments(&self, networks: &[NetworkJoin]) -> Result<()> {
+        let op = Op::Join;
+        self.lock().joins.push(networks.to_vec());
+        let names: Vec<&str> = networks.iter().map(|j| j.network.as_str()).collect();
+        let names = names.join(",");
+        check_joins(networks)?;
+        self.enter(op, &names).await?;
+        let mut inner = self.lock();
+        let mut joined = inner.joined.clone();
+        for join in networks {
+            let entry = joined.entry(join.network.clone()).or_default();
+            let Some(segment) = &join.segment else {
+                continue;
+            };
+            match entry {
+                None => *entry = Some(segment.clone()),
+                // As a host's VXLAN device: one network, one port.
+                Some(s) if (s.vni, s.port) != (segment.vni, segment.port) => {
+                    return Err(HypervisorError::Failed {
+                        op,
+                        vm: join.network.clone(),
+                        message: format!(
+                            "the network is VXLAN network {} on port {}, not {} on {}",
+                            s.vni, s.port, segment.vni, segment.port
+                        ),
+                    });
+                }
+                Some(s) => {
+                    for p in &segment.peers {
+                        if !s.peers.contains(p) {
+                            s.peers.push(*p);
+                        }
+                    }
+                }
+            }
+        }
+        if joined == inner.joined {
+            return Ok(());
+        }
+        let before = std::mem::replace(&mut inner.joined, joined);
+        if let Err(e) = self.persist_networks(op, &names, &inner) {
+            inner.joined = before;
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
@@ -1129,5 +1272,73 @@ mod tests {
             h.prepare_disk("b", &f.image, 5000).await,
             Err(HypervisorError::NoRoom(_))
         ));
+    }
+
+    /// The joins are recorded per call, the peers of a network are the
+    /// union of every join's, a network keeps its VXLAN identifier and
+    /// port, the joined networks survive a restart, and one no VM uses
+    /// goes when a VM leaves.
+    #[tokio::test]
+    async fn joins_are_recorded_and_peers_accumulate() {
+        let f = fixture();
+        let h = host(&f, "h1");
+        let peer = |last: u8| SocketAddr::from(([192, 0, 2, last], 4789));
+        let join = |vni: u32, peers: Vec<SocketAddr>| NetworkJoin {
+            network: "lan".to_owned(),
+            segment: Some(Segment {
+                vni,
+                port: 4789,
+                peers,
+            }),
+        };
+        h.join_segments(&[join(7, vec![peer(1)])]).await.unwrap();
+        h.join_segments(&[join(7, vec![peer(2), peer(1)])])
+            .await
+            .unwrap();
+        assert_eq!(h.segment_peers("lan"), Some(vec![peer(1), peer(2)]));
+        assert_eq!(h.segment_peers("wan"), None);
+        assert_eq!(h.calls(Op::Join), 2);
+        assert_eq!(
+            h.joins(),
+            vec![
+                vec![join(7, vec![peer(1)])],
+                vec![join(7, vec![peer(2), peer(1)])]
+            ]
+        );
+        let other = h.join_segments(&[join(8, vec![peer(3)])]).await;
+        assert!(
+            matches!(other, Err(HypervisorError::Failed { op: Op::Join, .. })),
+            "{other:?}"
+        );
+        assert_eq!(h.segment_peers("lan"), Some(vec![peer(1), peer(2)]));
+        h.add_fault(Fault::times(Op::Join, 1).for_vm("lan"));
+        assert!(h.join_segments(&[join(7, vec![])]).await.is_err());
+        drop(h);
+
+        let h = host(&f, "h1");
+        assert_eq!(h.segment_peers("lan"), Some(vec![peer(1), peer(2)]));
+        assert!(h.joins().is_empty(), "the calls are not persisted");
+        let disk = h.prepare_disk("vm", &f.image, 10).await.unwrap();
+        let spec = VmSpec {
+            seed: None,
+            name: "vm".to_owned(),
+            vcpus: 1,
+            ram_mib: 64,
+            disk_mib: 10,
+            disk,
+            nics: vec![Nic {
+                mac: String::new(),
+                network: "wan".to_owned(),
+                segment: None,
+                bandwidth_mbps: None,
+            }],
+        };
+        h.define(&spec).await.unwrap();
+        assert_eq!(h.segment_peers("wan"), Some(vec![]));
+        h.destroy("vm").await.unwrap();
+        assert_eq!(h.segment_peers("lan"), None, "collected when a VM left");
+        assert_eq!(h.segment_peers("wan"), None);
+        drop(h);
+        assert_eq!(host(&f, "h1").segment_peers("lan"), None);
     }
 }

@@ -8,7 +8,8 @@
 //! (each a `dyn Hypervisor`) of a capacity, a template image and names,
 //! and asserts what the port promises whatever the adapter: idempotent
 //! operations, its refusals, capacity, save on one host and restore on
-//! another, disk export, console bounds, and the live move. What only one
+//! another, disk export, console bounds, the live move, and networks
+//! joined to wider segments. What only one
 //! adapter does (libvirt's networks, bandwidth and booted guests; the
 //! simulation's faults, delays and files) is tested beside that adapter.
 //!
@@ -22,6 +23,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -29,12 +31,13 @@ use std::sync::{Arc, Mutex};
 use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor, MigrationEndpoint};
 use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{
-    Capacity, Hypervisor, HypervisorError, Incoming, IncomingRequest, Nic, Op, VmSpec, VmState,
-    MAX_CONSOLE_INPUT,
+    Capacity, Hypervisor, HypervisorError, Incoming, IncomingRequest, NetworkJoin, Nic, Op,
+    Segment, VmSpec, VmState, MAX_CONSOLE_INPUT,
 };
-use support::{adapter, libvirt_uri, virsh, SecondDaemon};
+use support::{adapter, libvirt_uri, names, virsh, SecondDaemon};
 
 /// What a case needs of an adapter besides the port.
+#[async_trait::async_trait]
 trait Env: Send + Sync {
     /// A new, empty host of this adapter with `capacity`, named `name`
     /// in this environment.
@@ -52,6 +55,10 @@ trait Env: Send + Sync {
     /// A VM or network name unique to this run of the case (the hosts of
     /// several cases may share a daemon).
     fn name(&self, what: &str) -> String;
+    /// Network `network` of host `host` (named as for [`Env::host`]): the
+    /// peers its segment floods to, sorted (none without a segment);
+    /// `None` when nothing of it is on the host.
+    async fn network(&self, host: &str, network: &str) -> Option<Vec<SocketAddr>>;
 }
 
 /// Every VM's disk.
@@ -465,6 +472,106 @@ async fn a_running_vm_moves_live(env: &dyn Env) {
     assert!(b.list().await.unwrap().is_empty());
 }
 
+/// A host's network joins a wider segment: made with its first peers,
+/// joined again with another it floods to both, the same joins again
+/// change nothing, and a network without a segment is only made. A host
+/// whose VM is on the network is widened without redefining it; joined
+/// networks go once no VM uses them, with the last VM on them or when the
+/// next VM leaves the host.
+async fn networks_join_wider_segments(env: &dyn Env) {
+    let h = env.host("h", ROOMY);
+    let (wan, plain) = (env.name("wan"), env.name("plain"));
+    // Unique on the machine: the libvirt tests' are 0x4e....
+    let vni = 0x4f_0000 + (std::process::id() & 0xffff);
+    let p1: SocketAddr = "192.0.2.77:4789".parse().unwrap();
+    let p2: SocketAddr = "192.0.2.78:4789".parse().unwrap();
+    let segment = |peers: &[SocketAddr]| Segment {
+        vni,
+        port: 4789,
+        peers: peers.to_vec(),
+    };
+    let join = |peers: &[SocketAddr]| NetworkJoin {
+        network: wan.clone(),
+        segment: Some(segment(peers)),
+    };
+    let no_segment = NetworkJoin {
+        network: plain.clone(),
+        segment: None,
+    };
+
+    assert_eq!(env.network("h", &wan).await, None);
+    h.join_segments(&[join(&[p1])]).await.unwrap();
+    assert_eq!(env.network("h", &wan).await, Some(vec![p1]));
+    h.join_segments(&[join(&[p2])]).await.unwrap();
+    assert_eq!(
+        env.network("h", &wan).await,
+        Some(vec![p1, p2]),
+        "the peers already there are kept"
+    );
+    for _ in 0..2 {
+        h.join_segments(&[join(&[p2, p1]), no_segment.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            env.network("h", &wan).await,
+            Some(vec![p1, p2]),
+            "the same peers again change nothing"
+        );
+        assert_eq!(env.network("h", &plain).await, Some(vec![]));
+    }
+    h.join_segments(&[]).await.unwrap();
+
+    let refused = |r: Result<(), HypervisorError>| {
+        assert!(
+            matches!(r, Err(HypervisorError::InvalidRequest(_))),
+            "{r:?}"
+        )
+    };
+    let mut bad = join(&[p1]);
+    bad.segment.as_mut().unwrap().vni = 0;
+    refused(h.join_segments(&[bad]).await);
+    refused(h.join_segments(&[join(&[p1]), join(&[p2])]).await);
+    for name in ["", "a/b", "-x"] {
+        let bad = NetworkJoin {
+            network: name.to_owned(),
+            segment: None,
+        };
+        refused(h.join_segments(&[bad]).await);
+    }
+
+    // A VM on the joined network, as the Manager finds a VI's VMs still on
+    // their source hosts.
+    let vm = env.name("vm");
+    let disk = h.prepare_disk(&vm, env.template(), DISK_MIB).await.unwrap();
+    let mut spec = spec(env, &vm, &disk);
+    spec.nics[0].network = wan.clone();
+    spec.nics[0].segment = Some(segment(&[p1]));
+    h.define(&spec).await.unwrap();
+    h.start(&vm).await.unwrap();
+    let p3: SocketAddr = "192.0.2.79:4789".parse().unwrap();
+    h.join_segments(&[join(&[p3])]).await.unwrap();
+    assert_eq!(env.network("h", &wan).await, Some(vec![p1, p2, p3]));
+    let info = h.info(&vm).await.unwrap().unwrap();
+    assert_eq!(
+        (info.state, &info.spec),
+        (VmState::Running, &spec),
+        "the VM runs on, not redefined"
+    );
+
+    h.destroy(&vm).await.unwrap();
+    assert_eq!(
+        env.network("h", &wan).await,
+        None,
+        "gone with the last VM on it"
+    );
+    assert_eq!(
+        env.network("h", &plain).await,
+        None,
+        "a joined network no VM uses goes when a VM leaves"
+    );
+    h.remove_disk(&vm).await.unwrap();
+}
+
 /// Runs each case as a test against each adapter: `sim::CASE` and
 /// `libvirt::CASE`.
 macro_rules! conformance {
@@ -499,6 +606,7 @@ conformance!(
     saved_on_one_host_restored_on_another,
     console_bounds,
     a_running_vm_moves_live,
+    networks_join_wider_segments,
 );
 
 /// Simulated hosts in one temporary folder.
@@ -532,6 +640,7 @@ impl SimEnv {
     }
 }
 
+#[async_trait::async_trait]
 impl Env for SimEnv {
     fn host(&self, name: &str, capacity: Capacity) -> Arc<dyn Hypervisor> {
         self.sim(name, capacity)
@@ -561,6 +670,14 @@ impl Env for SimEnv {
 
     fn name(&self, what: &str) -> String {
         format!("vi1-{what}")
+    }
+
+    async fn network(&self, host: &str, network: &str) -> Option<Vec<SocketAddr>> {
+        let hv = self.hosts.lock().unwrap()[host].clone();
+        hv.segment_peers(network).map(|mut p| {
+            p.sort();
+            p
+        })
     }
 }
 
@@ -597,6 +714,7 @@ impl LibvirtEnv {
     }
 }
 
+#[async_trait::async_trait]
 impl Env for LibvirtEnv {
     fn host(&self, name: &str, capacity: Capacity) -> Arc<dyn Hypervisor> {
         Arc::new(adapter(&self.uri, &self.dir.path().join(name), capacity))
@@ -640,6 +758,24 @@ impl Env for LibvirtEnv {
     fn name(&self, what: &str) -> String {
         format!("{}-{what}", self.prefix)
     }
+
+    /// From the daemon's networks and the network's VXLAN device, read as
+    /// the adapter reads it; the hosts share the daemon, so any host's.
+    async fn network(&self, _host: &str, network: &str) -> Option<Vec<SocketAddr>> {
+        let defined = names(&self.uri, &["net-list", "--all", "--name"])
+            .iter()
+            .any(|n| n == network);
+        let probe = adapter(&self.uri, &self.dir.path().join("probe"), ROOMY);
+        let peers = probe.segment_peers(network).await.unwrap();
+        match (defined, peers) {
+            (false, None) => None,
+            (_, peers) => {
+                let mut peers = peers.unwrap_or_default();
+                peers.sort();
+                Some(peers)
+            }
+        }
+    }
 }
 
 impl Drop for LibvirtEnv {
@@ -652,9 +788,35 @@ impl Drop for LibvirtEnv {
             let (_, names) = virsh(&self.uri, &[list, "--all", "--name"]);
             for name in names.lines().map(str::trim) {
                 if name.starts_with(&self.prefix) {
+                    if list == "net-list" {
+                        remove_tunnels(&self.uri, name);
+                    }
                     virsh(&self.uri, &[stop, name]);
                     virsh(&self.uri, &[undefine, name]);
                 }
+            }
+        }
+    }
+}
+
+/// Removes the VXLAN devices on network `net`'s bridge: they outlive the
+/// network (the adapter removes them with it, a failed case may not).
+fn remove_tunnels(uri: &str, net: &str) {
+    let (_, info) = virsh(uri, &["net-info", net]);
+    let Some(bridge) = info.lines().find_map(|l| l.strip_prefix("Bridge:")) else {
+        return;
+    };
+    let Ok(out) = Command::new("ip")
+        .args(["-details", "-json", "link", "show", "master", bridge.trim()])
+        .output()
+    else {
+        return;
+    };
+    let ports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    for port in ports.as_array().into_iter().flatten() {
+        if port["linkinfo"]["info_kind"] == "vxlan" {
+            if let Some(dev) = port["ifname"].as_str() {
+                let _ = Command::new("ip").args(["link", "del", dev]).output();
             }
         }
     }

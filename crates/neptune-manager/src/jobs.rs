@@ -12,11 +12,13 @@
 //! A lease per Manager keeps two Managers sharing a database from running
 //! the same job.
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use neptune_hypervisor::{Hypervisor, Nic, VmInfo, VmSpec};
+use neptune_hypervisor::{Hypervisor, HypervisorError, IncomingRequest, Nic, VmInfo, VmSpec};
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{HostRecord, JobRecord, JobState, Store, StoreError, Transition};
 use serde::{Deserialize, Serialize};
@@ -125,6 +127,59 @@ pub enum Step {
     ReleaseAddresses {
         covers: Vec<(String, String)>,
     },
+    /// Deliver a Home Address of the VI at the switch of `datacenter`
+    /// (nothing to do where no switch is registered).
+    Visit {
+        datacenter: Uuid,
+        address: Ipv4Addr,
+        key: u32,
+    },
+    /// Stop delivering it there.
+    Unvisit {
+        datacenter: Uuid,
+        address: Ipv4Addr,
+        key: u32,
+    },
+    /// Make the home switch send a Home Address to the switch of `to`:
+    /// bound to its Care-of Address, or unbound when `to` is `home`.
+    Route {
+        address: Ipv4Addr,
+        home: Uuid,
+        to: Uuid,
+        from: Uuid,
+        key: u32,
+    },
+    /// Widen the host's link networks to their segments' peers: the hosts
+    /// a migration moves the VMs' neighbours to (extra peers are harmless;
+    /// nothing to undo).
+    JoinSegments {
+        host: Uuid,
+        networks: Vec<neptune_hypervisor::NetworkJoin>,
+    },
+    /// Nothing to do: the target slots of a migration were reserved with
+    /// the job. Undone by releasing them.
+    HoldMoves,
+    /// Free the target slots of a migration.
+    ReleaseMoves,
+    /// Move the running VM live from host `from` to host `to` (as `spec`
+    /// there; `back` is how `from` runs it, to move it back), copying its
+    /// disk, then remove its disk on `from`.
+    MoveVm {
+        from: Uuid,
+        to: Uuid,
+        spec: VmSpec,
+        back: VmSpec,
+    },
+    /// The VMs take their target slots and free the ones they left; the
+    /// VI is located in `location` (`None`: home).
+    CommitMoves {
+        location: Option<Uuid>,
+    },
+    /// Record that the VI's VMs run in `to` (`None`: home), after `from`.
+    Locate {
+        to: Option<Uuid>,
+        from: Option<Uuid>,
+    },
 }
 
 impl Step {
@@ -147,6 +202,17 @@ impl Step {
             Step::DeleteSaved { .. } => "delete saved states".to_owned(),
             Step::RegisterTemplate { template } => format!("register template {}", template.name),
             Step::ReleaseAddresses { .. } => "release addresses".to_owned(),
+            Step::Visit { address, .. } => format!("deliver {address} here"),
+            Step::Unvisit { address, .. } => format!("stop delivering {address}"),
+            Step::Route { address, .. } => format!("route {address} from its home switch"),
+            Step::JoinSegments { networks, .. } => {
+                format!("widen {} link networks to the target hosts", networks.len())
+            }
+            Step::HoldMoves => "reserve target hosts".to_owned(),
+            Step::ReleaseMoves => "release target hosts".to_owned(),
+            Step::MoveVm { spec, .. } => format!("move {} live", spec.name),
+            Step::CommitMoves { .. } => "commit the move".to_owned(),
+            Step::Locate { .. } => "record where the VI runs".to_owned(),
         }
     }
 
@@ -188,6 +254,53 @@ impl Step {
                 vm: spec.name.clone(),
             }),
             Step::HoldHosts => Some(Step::ReleaseHosts),
+            Step::Visit {
+                datacenter,
+                address,
+                key,
+            } => Some(Step::Unvisit {
+                datacenter: *datacenter,
+                address: *address,
+                key: *key,
+            }),
+            Step::Unvisit {
+                datacenter,
+                address,
+                key,
+            } => Some(Step::Visit {
+                datacenter: *datacenter,
+                address: *address,
+                key: *key,
+            }),
+            Step::Route {
+                address,
+                home,
+                to,
+                from,
+                key,
+            } => Some(Step::Route {
+                address: *address,
+                home: *home,
+                to: *from,
+                from: *to,
+                key: *key,
+            }),
+            Step::HoldMoves => Some(Step::ReleaseMoves),
+            Step::MoveVm {
+                from,
+                to,
+                spec,
+                back,
+            } => Some(Step::MoveVm {
+                from: *to,
+                to: *from,
+                spec: back.clone(),
+                back: spec.clone(),
+            }),
+            Step::Locate { to, from } => Some(Step::Locate {
+                to: *from,
+                from: *to,
+            }),
             Step::MakeSavedDir { dir } => Some(Step::DeleteSaved { dir: dir.clone() }),
             Step::Destroy { .. }
             | Step::AwaitReady { .. }
@@ -196,7 +309,10 @@ impl Step {
             | Step::ReleaseAddresses { .. }
             | Step::DeleteFile { .. }
             | Step::DeleteSaved { .. }
-            | Step::RegisterTemplate { .. } => None,
+            | Step::RegisterTemplate { .. }
+            | Step::ReleaseMoves
+            | Step::JoinSegments { .. }
+            | Step::CommitMoves { .. } => None,
         }
     }
 }
@@ -210,6 +326,7 @@ pub fn vi_state_during(kind: JobKind) -> Option<ViState> {
         JobKind::Suspend => Some(ViState::Suspending),
         JobKind::Resume => Some(ViState::Resuming),
         JobKind::Terminate => Some(ViState::Terminating),
+        JobKind::Migrate => Some(ViState::Migrating),
         JobKind::SaveTemplate => None,
     }
 }
@@ -266,6 +383,9 @@ pub struct Jobs {
     ready_wait: Duration,
     /// Jobs this process is running now.
     running: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    /// How far the live moves of the migrations this process runs are,
+    /// by job and VM.
+    moves: Arc<std::sync::Mutex<HashMap<Uuid, BTreeMap<String, neptune_api::VmMove>>>>,
 }
 
 /// Tries of a step before it counts as failed (hosts and networks blink).
@@ -295,8 +415,11 @@ struct NotReady {
 fn unreachable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         matches!(
-            cause.downcast_ref::<neptune_hypervisor::HypervisorError>(),
-            Some(neptune_hypervisor::HypervisorError::Unreachable(_))
+            cause.downcast_ref::<HypervisorError>(),
+            Some(HypervisorError::Unreachable(_))
+        ) || matches!(
+            cause.downcast_ref::<crate::switching::SwitchError>(),
+            Some(crate::switching::SwitchError::Unreachable { .. })
         )
     })
 }
@@ -316,6 +439,10 @@ fn same_phase(a: &Step, b: &Step) -> bool {
                 | Step::MakeSavedDir { .. }
                 | Step::DeleteSaved { .. }
                 | Step::RegisterTemplate { .. }
+                | Step::HoldMoves
+                | Step::ReleaseMoves
+                | Step::CommitMoves { .. }
+                | Step::Locate { .. }
         )
 }
 
@@ -355,6 +482,7 @@ impl Jobs {
             host_wait: HOST_WAIT,
             ready_wait: READY_WAIT,
             running: Arc::default(),
+            moves: Arc::default(),
         }
     }
 
@@ -380,6 +508,28 @@ impl Jobs {
         Ok(self.hypervisor_for(host).await?.list().await?)
     }
 
+    /// How far the live moves of job `id` are, VM by VM, as this process
+    /// sees them (empty unless it runs a migration).
+    pub fn moves_of(&self, id: Uuid) -> Vec<neptune_api::VmMove> {
+        self.moves
+            .lock()
+            .map(|m| {
+                m.get(&id)
+                    .map(|v| v.values().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+
+    fn record_move(&self, job: Uuid, progress: neptune_api::VmMove) {
+        if let Ok(mut moves) = self.moves.lock() {
+            moves
+                .entry(job)
+                .or_default()
+                .insert(progress.vm.clone(), progress);
+        }
+    }
+
     /// Runs the job in the background, unless this process already runs
     /// it; whether it started it.
     pub fn spawn(&self, id: Uuid) -> bool {
@@ -398,6 +548,9 @@ impl Jobs {
             }
             if let Ok(mut running) = jobs.running.lock() {
                 running.remove(&id);
+            }
+            if let Ok(mut moves) = jobs.moves.lock() {
+                moves.remove(&id);
             }
         });
         true
@@ -704,7 +857,7 @@ impl Jobs {
         let started = std::time::Instant::now();
         loop {
             let current = fresh.as_deref().unwrap_or(hosts);
-            let err = match self.execute_once(current, vi, step).await {
+            let err = match self.execute_once(job, current, vi, step).await {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
@@ -774,6 +927,7 @@ impl Jobs {
 
     async fn execute_once(
         &self,
+        job: Uuid,
         hosts: &[HostRecord],
         vi: Uuid,
         step: &Step,
@@ -867,7 +1021,169 @@ impl Jobs {
             Step::RegisterTemplate { template } => {
                 crate::images::register(self.store.as_ref(), template).await?;
             }
+            Step::Visit {
+                datacenter,
+                address,
+                key,
+            } => {
+                let change = crate::switching::Change::Visit {
+                    vi: vi.to_string(),
+                    key: *key,
+                };
+                self.switch(*datacenter, *address, &change).await?;
+            }
+            Step::Unvisit {
+                datacenter,
+                address,
+                ..
+            } => {
+                let change = crate::switching::Change::Unvisit;
+                self.switch(*datacenter, *address, &change).await?;
+            }
+            Step::Route {
+                address,
+                home,
+                to,
+                key,
+                ..
+            } => {
+                let change = if to == home {
+                    crate::switching::Change::Unbind
+                } else {
+                    let switches = self.store.switches().await?;
+                    let Some(foreign) = switches.iter().find(|s| s.datacenter_id == *to) else {
+                        // No switch where it goes: nothing can tunnel there.
+                        tracing::warn!(%vi, %address, datacenter = %to,
+                            "no switch is registered where the VI goes: its Home Address is not routed there");
+                        return Ok(());
+                    };
+                    crate::switching::Change::Bind {
+                        care_of: foreign.care_of.parse()?,
+                        vi: vi.to_string(),
+                        key: *key,
+                    }
+                };
+                self.switch(*home, *address, &change).await?;
+            }
+            Step::JoinSegments { host, networks } => {
+                self.hypervisor(hosts, *host)
+                    .await?
+                    .join_segments(networks)
+                    .await?
+            }
+            Step::HoldMoves => {}
+            Step::ReleaseMoves => {
+                self.store.release_vm_moves(vi).await?;
+            }
+            Step::MoveVm { from, to, spec, .. } => {
+                self.move_vm(job, hosts, *from, *to, spec).await?
+            }
+            Step::CommitMoves { location } => {
+                self.store.commit_vm_moves(vi, *location).await?;
+            }
+            Step::Locate { to, .. } => self.store.set_vi_location(vi, *to).await?,
         }
+        Ok(())
+    }
+
+    /// Sends `change` of `address` to the switch of `datacenter`, if one
+    /// is registered.
+    async fn switch(
+        &self,
+        datacenter: Uuid,
+        address: Ipv4Addr,
+        change: &crate::switching::Change,
+    ) -> anyhow::Result<()> {
+        let switches = self.store.switches().await?;
+        match switches.iter().find(|s| s.datacenter_id == datacenter) {
+            Some(switch) => {
+                crate::switching::apply(self.store.as_ref(), switch, address, change).await?
+            }
+            None => tracing::debug!(%datacenter, %address, "no switch registered; nothing to tell"),
+        }
+        Ok(())
+    }
+
+    /// Moves one VM live (see [`Step::MoveVm`]). Asked again, it finds
+    /// where the VM is: still on `from` (a move in progress is joined,
+    /// one that failed starts again), or already on `to` (only the end is
+    /// done again).
+    async fn move_vm(
+        &self,
+        job: Uuid,
+        hosts: &[HostRecord],
+        from: Uuid,
+        to: Uuid,
+        spec: &VmSpec,
+    ) -> anyhow::Result<()> {
+        let vm = spec.name.as_str();
+        let src = self.hypervisor(hosts, from).await?;
+        let dst = self.hypervisor(hosts, to).await?;
+        let host_name = |id: Uuid| {
+            hosts
+                .iter()
+                .find(|h| h.id == id)
+                .map_or_else(|| id.to_string(), |h| h.name.clone())
+        };
+        let mut state = neptune_api::VmMove {
+            vm: vm.to_owned(),
+            from: host_name(from),
+            to: host_name(to),
+            ..Default::default()
+        };
+        if src.info(vm).await?.is_some() {
+            let out = src.outgoing(vm).await?;
+            let incoming = dst
+                .accept_incoming(&IncomingRequest {
+                    spec: VmSpec {
+                        disk: String::new(),
+                        ..spec.clone()
+                    },
+                    disk_bytes: out.disk_bytes,
+                    uuid: out.uuid,
+                    ready: out.ready,
+                })
+                .await?;
+            self.record_move(job, state.clone());
+            let jobs = self.clone();
+            let seen = state.clone();
+            let progress = move |p: neptune_hypervisor::MigrationProgress| {
+                jobs.record_move(
+                    job,
+                    neptune_api::VmMove {
+                        bytes_done: p.bytes_done,
+                        bytes_remaining: p.bytes_remaining,
+                        ..seen.clone()
+                    },
+                );
+            };
+            match src.migrate(vm, &incoming, &progress).await {
+                Ok(report) => {
+                    tracing::info!(%job, vm, total_ms = report.total_ms, downtime_ms = report.downtime_ms,
+                        bytes = report.bytes, "VM moved live");
+                    state.bytes_done = report.bytes;
+                    state.total_ms = Some(report.total_ms);
+                    state.downtime_ms = Some(report.downtime_ms);
+                }
+                // Gone meanwhile: an earlier try moved it.
+                Err(HypervisorError::NoSuchVm(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Arrived (or arriving: a simulated host takes it in here): the
+        // destination completes it; if it never came, it is nowhere.
+        match dst.finish_incoming(vm).await {
+            Ok(()) => {}
+            Err(HypervisorError::NoSuchVm(_)) => anyhow::bail!(
+                "VM {vm} is on neither host {} nor host {}",
+                state.from,
+                state.to
+            ),
+            Err(e) => return Err(e.into()),
+        }
+        src.remove_disk(vm).await?;
+        state.done = true;
+        self.record_move(job, state);
         Ok(())
     }
 }

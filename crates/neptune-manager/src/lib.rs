@@ -18,6 +18,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod seed;
 pub mod ssh_keys;
+pub mod switching;
 /// The HTTP server under the API (the crate `neptune-http`).
 pub mod server {
     pub use neptune_http::*;
@@ -59,8 +60,11 @@ pub struct Config {
     /// How often the store is compared with what the Agents run (see
     /// [`reconcile`]); none: only on demand (`POST /api/v1/reconcile`).
     pub reconcile_every: Option<std::time::Duration>,
-    /// How long a job step waits for a host whose Agent does not answer
-    /// before it fails (and its job rolls back).
+    /// How often every registered Edge Service Switch's table is compared
+    /// with the store and repaired (see [`switching::repair`]); none: never.
+    pub switch_repair_every: Option<std::time::Duration>,
+    /// How long a job step waits for a host whose Agent (or a switch) does
+    /// not answer before it fails (and its job rolls back).
     pub host_wait: std::time::Duration,
     /// The template of a node whose design names none (the catalogue's
     /// designs name none).
@@ -89,6 +93,7 @@ impl Config {
             )
             .expect("10.0.0.0/8 is a prefix")],
             reconcile_every: Some(std::time::Duration::from_secs(60)),
+            switch_repair_every: Some(DEFAULT_SWITCH_REPAIR),
             http: server::Limits::default(),
             host_wait: jobs::HOST_WAIT,
             ready_wait: jobs::READY_WAIT,
@@ -97,6 +102,9 @@ impl Config {
         }
     }
 }
+
+/// The default of [`Config::switch_repair_every`]: 30 s.
+pub const DEFAULT_SWITCH_REPAIR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The default of [`Config::max_image_bytes`]: 32 GiB.
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;
@@ -207,7 +215,8 @@ impl Manager {
     /// Resumes the jobs a previous run left unfinished (each finishes or
     /// rolls back), then, in the background, keeps taking over jobs of
     /// Managers that died, marks hosts whose Agent fell silent unreachable,
-    /// and reconciles the store with what the Agents run.
+    /// reconciles the store with what the Agents run, and repairs the
+    /// switches' tables.
     pub async fn resume_jobs(&self) -> anyhow::Result<usize> {
         let resumed = self.state.jobs.resume_unfinished().await?;
         tokio::spawn(
@@ -219,6 +228,9 @@ impl Manager {
         tokio::spawn(mark_unreachable(self.state.clone()));
         if let Some(every) = self.state.config.reconcile_every {
             tokio::spawn(reconcile::run(self.state.clone(), every));
+        }
+        if let Some(every) = self.state.config.switch_repair_every {
+            tokio::spawn(switching::supervise(self.state.store.clone(), every));
         }
         Ok(resumed)
     }

@@ -20,6 +20,8 @@ use crate::http;
         http::create_vi, http::list_vis, http::show_vi, http::edit_vi,
         http::request_vi, http::withdraw_vi, http::revise_vi, http::plan_vi, http::accept_vi, http::reject_vi, http::deploy_vi, http::release_vi,
         http::suspend_vi, http::resume_vi, http::save_template, http::terminate_vi,
+        http::migrate_vi, http::cancel_migration, http::migration_plan, http::migration_requests,
+        http::register_switch, http::remove_switch, http::list_switches,
         http::vm_states, http::read_console, http::type_on_console,
         http::vi_jobs, http::show_job, http::job_events,
     ),

@@ -243,6 +243,7 @@ pub fn place(
             vcpus: vm.vcpus,
             ram_mib: vm.ram_mib,
             disk_mib: vm.disk_mib,
+            moving_to: None,
         });
         records.push(vm);
     }

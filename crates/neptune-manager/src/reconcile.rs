@@ -11,6 +11,9 @@
 //!   host (left behind by a crash, an undo that failed, a host that came
 //!   back) is destroyed and its disk removed.
 //!
+//! - the datacenters' Edge Service Switches are brought in line with the
+//!   store (see [`crate::switching::repair`]).
+//!
 //! VIs with a job in progress belong to their job and are left alone, and
 //! so are `failed` VIs (an operator looks at them). The hosts are listed
 //! before the store is read, so any VM a job made after the listing belongs
@@ -125,6 +128,10 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Report> {
             fail(state, vi, &reason, &mut report).await;
         }
     }
+    let switches = crate::switching::repair(state.store.as_ref()).await?;
+    report.switch_entries_applied = switches.applied;
+    report.switch_entries_removed = switches.removed;
+    report.switches_unreachable = switches.unreachable;
     Ok(report)
 }
 

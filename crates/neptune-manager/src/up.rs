@@ -225,6 +225,83 @@ fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Care-of Address of the `i`th datacenter's switch: benchmarking
+/// addresses (RFC 2544), which no one routes.
+fn care_of(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(198, 18, 0, u8::try_from(i + 1).unwrap_or(u8::MAX))
+}
+
+/// Starts an Edge Service Switch per datacenter, on 127.0.0.1 with a
+/// simulated data plane (one machine has one network for them all: the
+/// switches keep their tables, answer and are driven for real, and move
+/// no packets), each with its key and table under `<data>/switches/`, and
+/// registers them.
+async fn start_switches<F, Fut>(
+    state: &crate::AppState,
+    dir: &Path,
+    names: &[String],
+    stopped: F,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let switches_dir = dir.join("switches");
+    std::fs::create_dir_all(&switches_dir)
+        .with_context(|| format!("creating {}", switches_dir.display()))?;
+    let dcs = state.store.list_datacenters().await?;
+    let mut tasks = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let dc = dcs
+            .iter()
+            .find(|d| &d.name == name)
+            .with_context(|| format!("datacenter {name} is missing"))?;
+        let key_file = switches_dir.join(format!("{name}.key"));
+        secret_file(&key_file, || {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            Ok(neptune_switch::auth::encode_hex(&key))
+        })?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listen = listener.local_addr()?;
+        let config = neptune_switch::SwitchConfig {
+            name: format!("ess-{name}"),
+            listen,
+            state_file: switches_dir.join(format!("{name}.table.json")),
+            key_file: key_file.clone(),
+            care_of: care_of(i),
+            home_prefixes: dc
+                .home_pools
+                .iter()
+                .map(|p| p.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("datacenter {name}'s pool: {e}"))?,
+            peers: (0..names.len()).filter(|j| *j != i).map(care_of).collect(),
+            data_plane: neptune_switch::config::DataPlaneConfig::Simulated,
+            max_clock_skew_secs: 30,
+            reconcile_secs: 5,
+        };
+        tasks.push(tokio::spawn(neptune_switch::serve(
+            config,
+            listener,
+            stopped(),
+        )));
+        state
+            .store
+            .set_switch(&neptune_store::SwitchRecord {
+                datacenter_id: dc.id,
+                url: format!("http://{listen}"),
+                key_file: key_file.to_string_lossy().into_owned(),
+                care_of: care_of(i).to_string(),
+                port: "public".to_owned(),
+                via: None,
+                updated_at: now_ms(),
+            })
+            .await?;
+    }
+    Ok(tasks)
+}
+
 /// Starts everything and returns once it serves; it runs until `shutdown`.
 pub async fn start(
     opts: UpOptions,
@@ -325,6 +402,8 @@ pub async fn start(
         }
     };
 
+    let switches = start_switches(&state, &dir, &opts.datacenters, stopped.clone()).await?;
+
     let capacity = opts.capacity_per_host();
     let mut hosts = Vec::new();
     let mut agents = Vec::new();
@@ -399,6 +478,9 @@ pub async fn start(
         let result = manager.serve(listener, serve_state).await;
         for agent in agents {
             let _ = agent.wait().await;
+        }
+        for switch in switches {
+            let _ = switch.await;
         }
         result
     });

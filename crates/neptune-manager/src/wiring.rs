@@ -70,13 +70,13 @@ pub struct Wiring {
 
 impl Wiring {
     /// Wires the links of `topo`, its VMs placed as `host_of` says (node id
-    /// -> host id), numbered from `addresses` in the domain's private
+    /// -> host ids: two while a VM moves, which the link then spans both), numbered from `addresses` in the domain's private
     /// `pools`; `endpoints`: the hosts' tunnel endpoints.
     pub fn new(
         topo: &neptune_topology::Topology,
         addresses: &neptune_ipam::Plan,
         pools: &[Ipv4Net],
-        host_of: &HashMap<&str, Uuid>,
+        host_of: &HashMap<&str, Vec<Uuid>>,
         hosts: &[HostRecord],
         endpoints: &HashMap<Uuid, IpAddr>,
     ) -> Result<Wiring, WiringError> {
@@ -85,7 +85,7 @@ impl Wiring {
             let on: BTreeSet<Uuid> = link
                 .endpoints
                 .iter()
-                .filter_map(|e| host_of.get(e.node.as_str()).copied())
+                .flat_map(|e| host_of.get(e.node.as_str()).into_iter().flatten().copied())
                 .collect();
             if on.len() < 2 {
                 continue;
@@ -282,11 +282,11 @@ mod tests {
                 used: HostUsage::default(),
             })
             .collect();
-        let host_of: HashMap<&str, Uuid> = topo
+        let host_of: HashMap<&str, Vec<Uuid>> = topo
             .nodes
             .iter()
             .zip(&hosts)
-            .map(|(n, h)| (n.id.as_str(), h.id))
+            .map(|(n, h)| (n.id.as_str(), vec![h.id]))
             .collect();
         let endpoints: HashMap<Uuid, IpAddr> = hosts
             .iter()

@@ -53,6 +53,8 @@ mod libvirt;
 mod lifecycle;
 #[path = "api/links.rs"]
 mod links;
+#[path = "api/migration.rs"]
+mod migration;
 #[path = "api/openapi.rs"]
 mod openapi;
 #[path = "api/placement.rs"]
@@ -704,6 +706,10 @@ use lifecycle::{
     failed_suspend_and_resume_roll_back, suspend_and_resume,
 };
 use links::links_spanning_hosts_are_segments;
+use migration::{
+    a_failed_move_rolls_back, a_vi_moves_between_datacenters_and_back, switch_drift_is_repaired,
+    switches_are_registered_by_administrators,
+};
 use placement::{
     a_lan_fits_hosts_uplinks, capacity_is_never_exceeded, many_parallel_accepts,
     uplinks_limit_acceptance,
@@ -713,6 +719,10 @@ use reconcile::drift_is_reconciled;
 use templates::{software_must_be_in_the_template, templates_from_images, vm_saved_as_template};
 
 on_both_stores!(
+    switches_are_registered_by_administrators,
+    a_vi_moves_between_datacenters_and_back,
+    a_failed_move_rolls_back,
+    switch_drift_is_repaired,
     images_are_imported_as_templates,
     ssh_keys_reach_the_guests,
     software_must_be_in_the_template,

@@ -221,7 +221,7 @@ pub(crate) const TOKEN_COLUMNS: &str =
 
 pub(crate) const VI_COLUMNS: &str =
     "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, \
-     version, created_at, updated_at, address_plan";
+     version, created_at, updated_at, address_plan, location_id";
 
 pub(crate) const JOB_COLUMNS: &str =
     "id, vi_id, kind, state, steps, cursor, total, error, owner, lease_until, created_at, updated_at";
@@ -363,6 +363,7 @@ pub(crate) fn vi<R: Cells>(row: &R) -> Result<ViRecord> {
         created_at: r.int("created_at")?,
         updated_at: r.int("updated_at")?,
         address_plan: r.opt_json("address_plan")?,
+        location_id: r.opt_uuid("location_id")?,
     })
 }
 
@@ -387,7 +388,12 @@ pub(crate) fn vi_event<R: Cells>(row: &R) -> Result<ViEventRecord> {
 }
 
 pub(crate) fn vm<R: Cells>(row: &R) -> Result<VmRecord> {
-    let r = Stored::new(row, "vms", &["vi_id", "node_id"]);
+    vm_of(row, "vms")
+}
+
+/// A VM slot read from `table` (`vms` or `vm_moves`, which have one shape).
+pub(crate) fn vm_of<R: Cells>(row: &R, table: &'static str) -> Result<VmRecord> {
+    let r = Stored::new(row, table, &["vi_id", "node_id"]);
     Ok(VmRecord {
         vi_id: r.uuid("vi_id")?,
         node_id: r.text("node_id")?,
@@ -442,4 +448,29 @@ pub(crate) fn design_bytes(owner: &str, except: Option<&str>) -> String {
         "(SELECT CAST(COALESCE(SUM(LENGTH(design_xml)), 0) AS BIGINT) FROM vis \
          WHERE owner_id = {owner} AND state <> 'terminated'{except})"
     )
+}
+
+/// A switch read from the `switches` table.
+pub(crate) fn switch<R: Cells>(row: &R) -> Result<SwitchRecord> {
+    let r = Stored::new(row, "switches", &["datacenter_id"]);
+    Ok(SwitchRecord {
+        datacenter_id: r.uuid("datacenter_id")?,
+        url: r.text("url")?,
+        key_file: r.text("key_file")?,
+        care_of: r.text("care_of")?,
+        port: r.text("port")?,
+        via: r.opt_text("via")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+/// A request read from the `migration_requests` table.
+pub(crate) fn migration_request<R: Cells>(row: &R) -> Result<MigrationRequestRecord> {
+    let r = Stored::new(row, "migration_requests", &["vi_id"]);
+    Ok(MigrationRequestRecord {
+        vi_id: r.uuid("vi_id")?,
+        datacenter_id: r.uuid("datacenter_id")?,
+        requested_by: r.uuid("requested_by")?,
+        requested_at: r.int("requested_at")?,
+    })
 }

@@ -182,8 +182,42 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn release_addresses(&self, vi: Uuid, covers: &[(String, String)]) -> Result<u64>;
     /// A VI's placed VMs, by node id.
     async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>>;
-    /// Frees every VM slot of the VI; returns how many. Idempotent.
+    /// Frees every VM slot of the VI, moves included; returns how many.
+    /// Idempotent.
     async fn release_vms(&self, vi: Uuid) -> Result<u64>;
+    /// The slots a migrating VI's VMs hold on their target hosts, by node
+    /// id ([`Reservation::moves`]).
+    async fn vm_moves(&self, vi: Uuid) -> Result<Vec<VmRecord>>;
+    /// Frees the slots of the VI's moves (a migration undone), leaving
+    /// its VMs' slots; returns how many. Idempotent.
+    async fn release_vm_moves(&self, vi: Uuid) -> Result<u64>;
+    /// In one transaction: every VM with a move takes its target slot and
+    /// frees the one it held, and the VI is located in `location`. Returns
+    /// how many VMs moved. Idempotent (a second call only locates).
+    async fn commit_vm_moves(&self, vi: Uuid, location: Option<Uuid>) -> Result<u64>;
+    /// Records the datacenter a VI's VMs run in (`None`: its home).
+    async fn set_vi_location(&self, vi: Uuid, location: Option<Uuid>) -> Result<()>;
+
+    // Service Switching.
+    /// Registers a datacenter's switch, or replaces its registration.
+    async fn set_switch(&self, switch: &SwitchRecord) -> Result<()>;
+    /// Every registered switch.
+    async fn switches(&self) -> Result<Vec<SwitchRecord>>;
+    /// Forgets a datacenter's switch ([`StoreError::NotFound`] if none).
+    async fn delete_switch(&self, datacenter: Uuid) -> Result<()>;
+    /// The next generation of an update of `address` on any switch: one
+    /// more than every generation given before for it and than `above`
+    /// (what a switch reported as current), from 1. Durable once returned.
+    async fn next_generation(&self, address: &str, above: i64) -> Result<i64>;
+    /// Stores an owner's migration request ([`StoreError::Duplicate`] if
+    /// the VI has one waiting).
+    async fn request_migration(&self, request: &MigrationRequestRecord) -> Result<()>;
+    /// The request waiting for a VI, if any.
+    async fn migration_request(&self, vi: Uuid) -> Result<Option<MigrationRequestRecord>>;
+    /// Every waiting request, oldest first.
+    async fn migration_requests(&self) -> Result<Vec<MigrationRequestRecord>>;
+    /// Ends a VI's waiting request (granted or refused); whether there was one.
+    async fn delete_migration_request(&self, vi: Uuid) -> Result<bool>;
 
     // Durable jobs.
     /// In one transaction: moves the VI from `from` and creates the job that carries the change out.

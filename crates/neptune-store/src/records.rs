@@ -456,6 +456,9 @@ pub struct ViRecord {
     /// The address plan committed at acceptance (JSON; the same value
     /// comes back, not necessarily the same text).
     pub address_plan: Option<String>,
+    /// The datacenter its VMs run in, or last ran in while suspended;
+    /// `None`: its home datacenter.
+    pub location_id: Option<Uuid>,
 }
 
 /// What a reader checks before reusing a view of a VI.
@@ -526,6 +529,11 @@ pub struct Reservation {
     pub addresses: Vec<AddressRow>,
     /// The address plan to keep with the VI (JSON), if it changes.
     pub address_plan: Option<String>,
+    /// Slots reserved on the hosts a migrating VI's VMs go to, beside the
+    /// ones they hold ([`Store::vm_moves`]).
+    ///
+    /// [`Store::vm_moves`]: crate::Store::vm_moves
+    pub moves: Vec<VmRecord>,
     /// The job that carries the change out, created in the same commit (a
     /// resume reserves hosts and starts its job at once, so a crash cannot
     /// leave a resuming VI without a job).
@@ -599,4 +607,39 @@ impl OwnedAddress {
             &self.owner,
         )
     }
+}
+
+/// A datacenter's Edge Service Switch, as the Manager reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchRecord {
+    /// Its datacenter (one switch each).
+    pub datacenter_id: Uuid,
+    /// Its control API (`http://IP:PORT`).
+    pub url: String,
+    /// The file holding the key it shares with the Manager, on the
+    /// Manager's host: the key itself is never stored.
+    pub key_file: String,
+    /// Its Care-of Address: where other switches tunnel to.
+    pub care_of: String,
+    /// Its interface toward the datacenter's public network, where it
+    /// delivers to visitors.
+    pub port: String,
+    /// The next hop toward visitors on `port`, if they are not on its link.
+    pub via: Option<String>,
+    /// When it was last registered.
+    pub updated_at: i64,
+}
+
+/// An owner's request to move a VI to another datacenter, waiting for an
+/// administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationRequestRecord {
+    /// The VI.
+    pub vi_id: Uuid,
+    /// Where it is to go.
+    pub datacenter_id: Uuid,
+    /// Who asked.
+    pub requested_by: Uuid,
+    /// When.
+    pub requested_at: i64,
 }

@@ -87,6 +87,7 @@ fn vi(owner: Uuid, name: &str) -> ViRecord {
         created_at: 10,
         updated_at: 10,
         address_plan: None,
+        location_id: None,
     }
 }
 
@@ -652,6 +653,253 @@ async fn placement_reservations(s: &dyn Store) {
         .unwrap()
         .iter()
         .all(|h| h.used == HostUsage::default()));
+}
+
+fn usage_of(hosts: &[HostRecord], id: Uuid) -> HostUsage {
+    hosts.iter().find(|h| h.id == id).unwrap().used
+}
+
+/// A migration: target slots reserved beside the VMs' own, then either
+/// committed (the VMs take them, their old slots are freed, the VI is
+/// located) or released; terminating frees both.
+async fn migration_moves(s: &dyn Store) {
+    let (owner, dc) = owner_and_datacenter(s, "mover", "dc-from").await;
+    let other = DatacenterRecord {
+        public_gateway: None,
+        id: Uuid::new_v4(),
+        name: "dc-to".into(),
+        created_at: 1,
+        home_pools: vec![],
+    };
+    s.create_datacenter(&other).await.unwrap();
+    let a = s
+        .upsert_host(&host(dc.id, "from-1", 8, 8192, 4))
+        .await
+        .unwrap();
+    let b = s
+        .upsert_host(&host(other.id, "to-1", 8, 8192, 4))
+        .await
+        .unwrap();
+    let small = s
+        .upsert_host(&host(other.id, "to-2", 1, 512, 1))
+        .await
+        .unwrap();
+    let mut v = vi(owner.id, "moving");
+    v.state = ViState::Requested;
+    s.create_vi(&v).await.unwrap();
+    let here = [vm(v.id, "x", a.id, 2, 1024), vm(v.id, "y", a.id, 1, 512)];
+    s.transition_with_placement(
+        v.id,
+        ViState::Requested,
+        &to(ViState::Accepted, owner.id),
+        &Reservation {
+            vms: here.to_vec(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.transition_vi(v.id, ViState::Accepted, &to(ViState::Running, owner.id))
+        .await
+        .unwrap();
+    assert_eq!(s.vi(v.id).await.unwrap().location_id, None);
+
+    // A target without room fails the whole start: no move, no usage.
+    let there = [
+        vm(v.id, "x", b.id, 2, 1024),
+        vm(v.id, "y", small.id, 2, 512),
+    ];
+    let err = s
+        .transition_with_placement(
+            v.id,
+            ViState::Running,
+            &to(ViState::Migrating, owner.id),
+            &Reservation {
+                moves: there.to_vec(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(err, Err(StoreError::NoRoom { ref node, .. }) if node == "y"),
+        "{err:?}"
+    );
+    assert!(s.vm_moves(v.id).await.unwrap().is_empty());
+    assert_eq!(
+        usage_of(&s.list_hosts().await.unwrap(), b.id),
+        HostUsage::default()
+    );
+
+    let there = [vm(v.id, "x", b.id, 2, 1024), vm(v.id, "y", b.id, 1, 512)];
+    let start = |moves: Vec<VmRecord>| Reservation {
+        moves,
+        ..Default::default()
+    };
+    s.transition_with_placement(
+        v.id,
+        ViState::Running,
+        &to(ViState::Migrating, owner.id),
+        &start(there.to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.vm_moves(v.id).await.unwrap(), there.to_vec());
+    assert_eq!(
+        s.vms(v.id).await.unwrap(),
+        here.to_vec(),
+        "the VMs keep their slots"
+    );
+    let hosts = s.list_hosts().await.unwrap();
+    assert_eq!(usage_of(&hosts, a.id).slots, 2);
+    assert_eq!(usage_of(&hosts, b.id).slots, 2);
+    assert_eq!(usage_of(&hosts, b.id).vcpus, 3);
+
+    // Undone: the target slots go, the VMs keep theirs.
+    assert_eq!(s.release_vm_moves(v.id).await.unwrap(), 2);
+    assert_eq!(s.release_vm_moves(v.id).await.unwrap(), 0, "idempotent");
+    let hosts = s.list_hosts().await.unwrap();
+    assert_eq!(usage_of(&hosts, b.id), HostUsage::default());
+    assert_eq!(usage_of(&hosts, a.id).slots, 2);
+    assert_eq!(s.vms(v.id).await.unwrap(), here.to_vec());
+
+    // Again, committed this time.
+    s.transition_vi(v.id, ViState::Migrating, &to(ViState::Running, owner.id))
+        .await
+        .unwrap();
+    s.transition_with_placement(
+        v.id,
+        ViState::Running,
+        &to(ViState::Migrating, owner.id),
+        &start(there.to_vec()),
+    )
+    .await
+    .unwrap();
+    let before = s.vi_stamp(v.id).await.unwrap().revision;
+    assert_eq!(s.commit_vm_moves(v.id, Some(other.id)).await.unwrap(), 2);
+    assert!(
+        s.vi_stamp(v.id).await.unwrap().revision > before,
+        "the VI's views change"
+    );
+    assert_eq!(
+        s.commit_vm_moves(v.id, Some(other.id)).await.unwrap(),
+        0,
+        "idempotent"
+    );
+    assert_eq!(s.vms(v.id).await.unwrap(), there.to_vec());
+    assert!(s.vm_moves(v.id).await.unwrap().is_empty());
+    assert_eq!(s.vi(v.id).await.unwrap().location_id, Some(other.id));
+    let hosts = s.list_hosts().await.unwrap();
+    assert_eq!(usage_of(&hosts, a.id), HostUsage::default());
+    assert_eq!(usage_of(&hosts, b.id).slots, 2);
+    assert_eq!(usage_of(&hosts, b.id).ram_mib, 1536);
+
+    // Home again, by location alone.
+    s.set_vi_location(v.id, None).await.unwrap();
+    assert_eq!(s.vi(v.id).await.unwrap().location_id, None);
+    assert!(matches!(
+        s.set_vi_location(Uuid::new_v4(), None).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Terminating a VI caught mid-move frees both its slots and its moves.
+    s.transition_with_placement(
+        v.id,
+        ViState::Migrating,
+        &to(ViState::Failed, owner.id),
+        &start(vec![vm(v.id, "x", a.id, 2, 1024)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.release_vms(v.id).await.unwrap(), 3);
+    assert!(s
+        .list_hosts()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|h| [a.id, b.id, small.id].contains(&h.id))
+        .all(|h| h.used == HostUsage::default()));
+}
+
+/// Switch registrations, the per-address generation counter (concurrent
+/// callers never share a number) and owners' migration requests.
+async fn switches_and_generations(s: Arc<dyn Store>) {
+    let (owner, dc) = owner_and_datacenter(s.as_ref(), "switcher", "dc-switch").await;
+    let ess = SwitchRecord {
+        datacenter_id: dc.id,
+        url: "http://192.0.2.10:7400".into(),
+        key_file: "/etc/neptune/ess.key".into(),
+        care_of: "198.18.1.2".into(),
+        port: "dc-public".into(),
+        via: None,
+        updated_at: 5,
+    };
+    s.set_switch(&ess).await.unwrap();
+    assert_eq!(s.switches().await.unwrap(), vec![ess.clone()]);
+    let moved = SwitchRecord {
+        url: "http://192.0.2.11:7400".into(),
+        via: Some("10.0.0.1".into()),
+        updated_at: 6,
+        ..ess.clone()
+    };
+    s.set_switch(&moved).await.unwrap();
+    assert_eq!(s.switches().await.unwrap(), vec![moved]);
+    s.delete_switch(dc.id).await.unwrap();
+    assert!(s.switches().await.unwrap().is_empty());
+    assert!(matches!(
+        s.delete_switch(dc.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    assert_eq!(s.next_generation("203.0.113.9", 0).await.unwrap(), 1);
+    assert_eq!(s.next_generation("203.0.113.9", 0).await.unwrap(), 2);
+    assert_eq!(
+        s.next_generation("203.0.113.8", 0).await.unwrap(),
+        1,
+        "per address"
+    );
+    assert_eq!(
+        s.next_generation("203.0.113.9", 40).await.unwrap(),
+        41,
+        "past a switch's"
+    );
+    assert_eq!(
+        s.next_generation("203.0.113.9", 3).await.unwrap(),
+        42,
+        "never back"
+    );
+    let handles = (0..16).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { s.next_generation("203.0.113.7", 0).await.unwrap() })
+    });
+    let mut got = futures_join(handles).await;
+    got.sort_unstable();
+    assert_eq!(got, (1..=16).collect::<Vec<i64>>());
+
+    let mut v = vi(owner.id, "asks");
+    v.state = ViState::Running;
+    s.create_vi(&v).await.unwrap();
+    let request = MigrationRequestRecord {
+        vi_id: v.id,
+        datacenter_id: dc.id,
+        requested_by: owner.id,
+        requested_at: 7,
+    };
+    assert_eq!(s.migration_request(v.id).await.unwrap(), None);
+    let before = s.vi_stamp(v.id).await.unwrap().revision;
+    s.request_migration(&request).await.unwrap();
+    assert!(s.vi_stamp(v.id).await.unwrap().revision > before);
+    assert!(matches!(
+        s.request_migration(&request).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(
+        s.migration_request(v.id).await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(s.migration_requests().await.unwrap(), vec![request]);
+    assert!(s.delete_migration_request(v.id).await.unwrap());
+    assert!(!s.delete_migration_request(v.id).await.unwrap());
+    assert!(s.migration_requests().await.unwrap().is_empty());
 }
 
 /// Concurrent commits competing for the last slots: the database lets
@@ -1584,6 +1832,8 @@ async fn suite(s: Arc<dyn Store>, raw: damage::Raw) {
     uplink_reservations(s.as_ref()).await;
     design_quota(s.clone()).await;
     concurrent_transitions(s.clone()).await;
+    migration_moves(s.as_ref()).await;
+    switches_and_generations(s.clone()).await;
     damage::json_keeps_its_value(s.as_ref()).await;
     damage::corrupt_rows_are_errors(s.as_ref(), &raw).await;
 }

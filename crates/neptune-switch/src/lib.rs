@@ -36,6 +36,20 @@ use anyhow::Context as _;
 /// the persisted table, starts the data plane, re-applies the table, then
 /// serves the API.
 pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the control API to {}", config.listen))?;
+    serve(config, listener, shutdown_signal()).await
+}
+
+/// [`run`] on a listener already bound (its address should be
+/// `config.listen`), until `shutdown` resolves: a switch inside another
+/// program (`neptune up` runs one per datacenter).
+pub async fn serve(
+    config: SwitchConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     config.check()?;
     warn_if_key_readable_by_others(&config.key_file);
     let key = auth::SwitchKey::from_file(&config.key_file)?;
@@ -70,9 +84,6 @@ pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
         "table re-applied"
     );
     let app = Arc::new(api::App::new(config.clone(), verifier, table, plane));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the control API to {}", config.listen))?;
     tracing::info!(listen = %config.listen, "control API serving");
 
     let reconciler = {
@@ -92,7 +103,7 @@ pub async fn run(config: SwitchConfig) -> anyhow::Result<()> {
         listener,
         api::router(app),
         neptune_http::Limits::for_this_process(),
-        shutdown_signal(),
+        shutdown,
     )
     .await
     .context("serving the control API")?;

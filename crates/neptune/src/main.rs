@@ -51,7 +51,7 @@ enum Command {
     Host(cmd::client::ListCommand),
     /// The datacenters of the Service Switching domain.
     #[command(subcommand)]
-    Datacenter(cmd::client::ListCommand),
+    Datacenter(cmd::client::DatacenterCommand),
     /// Design Virtual Infrastructure topologies: check, convert, generate.
     #[command(subcommand)]
     Topology(cmd::topology::TopologyCommand),

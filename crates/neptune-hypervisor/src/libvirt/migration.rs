@@ -62,6 +62,21 @@ impl LibvirtHypervisor {
             .map(|a| a.spec)
     }
 
+    /// The specs of the VMs accepted to arrive that have not, but `but`'s.
+    pub(super) fn arrivals(&self, but: &str) -> Vec<VmSpec> {
+        let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("consoles")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let vm = name.strip_suffix(".incoming")?;
+                (vm != but).then(|| self.arrival_spec(vm)).flatten()
+            })
+            .collect()
+    }
+
     /// Forgets that `vm` was to arrive.
     pub(super) fn forget_arrival(&self, op: Op, vm: &str) -> Result<()> {
         remove_if_there(&self.arrival_path(vm))

@@ -83,6 +83,7 @@ pub async fn preview(
         wiring: &wiring,
         addresses: &addresses,
         public_gateway: gateway_of(&dc)?,
+        home: dc.id,
     };
     super::deploy::steps(state, &vi, layout).await?;
     Ok(api::Plan {
@@ -127,6 +128,7 @@ pub async fn accept(
             wiring: &wiring,
             addresses: &addresses,
             public_gateway,
+            home: dc.id,
         };
         let steps = super::deploy::steps(state, &vi, layout).await?;
         let mut rows = crate::plan::address_rows(&addresses);
@@ -137,6 +139,7 @@ pub async fn accept(
             address_plan: Some(
                 serde_json::to_string(&addresses).map_err(|e| ApiError::Internal(e.into()))?,
             ),
+            moves: Vec::new(),
             job: None,
         };
         let change = Transition {

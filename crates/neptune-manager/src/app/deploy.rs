@@ -25,11 +25,13 @@ pub struct Layout<'a> {
     pub addresses: &'a neptune_ipam::Plan,
     /// The home datacenter's gateway, which entry points route through.
     pub public_gateway: Option<std::net::Ipv4Addr>,
+    /// The home datacenter, whose switch delivers the Home Addresses.
+    pub home: Uuid,
 }
 
 /// The deploy steps of a placed VI: prepare every VM's disk from its
 /// template, define every VM, start every VM, wait until every guest is
-/// ready.
+/// ready, and have the home switch deliver its Home Addresses.
 pub async fn steps(state: &AppState, vi: &ViRecord, at: Layout<'_>) -> ApiResult<Vec<Step>> {
     let (owner, vi) = (vi.owner_id, vi.id);
     let mut copies = Vec::new();
@@ -77,11 +79,18 @@ pub async fn steps(state: &AppState, vi: &ViRecord, at: Layout<'_>) -> ApiResult
             vm,
         });
     }
+    let key = crate::switching::tunnel_key(vi);
+    let visits = at.addresses.entry_points.iter().map(|e| Step::Visit {
+        datacenter: at.home,
+        address: e.home_address,
+        key,
+    });
     Ok(copies
         .into_iter()
         .chain(defines)
         .chain(starts)
         .chain(readies)
+        .chain(visits)
         .collect())
 }
 
@@ -110,6 +119,7 @@ pub async fn start_job(
         JobKind::Suspend => Event::Suspend,
         JobKind::Resume => Event::Resume,
         JobKind::Terminate => Event::Terminate,
+        JobKind::Migrate => Event::Migrate,
         JobKind::SaveTemplate => {
             return Err(ApiError::Internal(anyhow::anyhow!(
                 "saving a template leaves the VI's state alone"
@@ -146,12 +156,15 @@ pub async fn deploy_again(state: &AppState, caller: &Caller, id: Uuid) -> ApiRes
     let hosts = state.store.list_hosts().await?;
     let wiring = wiring(state, &topo, &addresses, &vms, &hosts).await?;
     // Routed through the home datacenter's gateway, as at its acceptance.
+    let home = vi
+        .home_datacenter_id
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("accepted VI {} has no home", vi.id)))?;
     let public_gateway = match state
         .store
         .list_datacenters()
         .await?
         .iter()
-        .find(|d| Some(d.id) == vi.home_datacenter_id)
+        .find(|d| d.id == home)
     {
         Some(dc) => gateway_of(dc)?,
         None => None,
@@ -162,6 +175,7 @@ pub async fn deploy_again(state: &AppState, caller: &Caller, id: Uuid) -> ApiRes
         wiring: &wiring,
         addresses: &addresses,
         public_gateway,
+        home,
     };
     let steps = steps(state, &vi, layout).await?;
     start_job(state, caller, &vi, JobKind::Deploy, &steps).await

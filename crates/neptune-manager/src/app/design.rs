@@ -129,6 +129,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         address_plan: None,
+        location_id: None,
     };
     state.store.create_vi(&vi).await?;
     Ok(vi)

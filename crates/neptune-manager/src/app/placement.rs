@@ -200,10 +200,13 @@ pub async fn wiring(
     vms: &[VmRecord],
     hosts: &[HostRecord],
 ) -> ApiResult<Wiring> {
-    let host_of: HashMap<&str, Uuid> = vms
-        .iter()
-        .map(|v| (v.node_id.as_str(), v.host_id))
-        .collect();
+    let mut host_of: HashMap<&str, Vec<Uuid>> = HashMap::new();
+    for v in vms {
+        host_of
+            .entry(v.node_id.as_str())
+            .or_default()
+            .push(v.host_id);
+    }
     let placed: Vec<_> = hosts
         .iter()
         .filter(|h| vms.iter().any(|v| v.host_id == h.id))

@@ -48,27 +48,7 @@ pub async fn suspend(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<V
     let vi = visible(state, caller, id).await?;
     vi.state.next(Event::Suspend)?;
     let vms = state.store.vms(vi.id).await?;
-    let hosts = state.store.list_hosts().await?;
-    // The specs as the hosts run them (disk paths included), so a failed
-    // suspend can put every VM back exactly as it was.
-    let mut running: HashMap<String, VmSpec> = HashMap::new();
-    let mut asked = HashSet::new();
-    for v in &vms {
-        if !asked.insert(v.host_id) {
-            continue;
-        }
-        let host = hosts
-            .iter()
-            .find(|h| h.id == v.host_id)
-            .ok_or_else(|| ApiError::Conflict(format!("host {} is gone", v.host_id)))?;
-        let listed = state.jobs.vms_on(host).await.map_err(|e| {
-            ApiError::Conflict(format!(
-                "host {} cannot be asked for its VMs now: {e:#}",
-                host.name
-            ))
-        })?;
-        running.extend(listed.into_iter().map(|info| (info.name, info.spec)));
-    }
+    let mut running = running_specs(state, &vms).await?;
     let dir = suspended_dir(state, vi.id);
     let mut saves = Vec::new();
     let mut exports = Vec::new();
@@ -111,21 +91,73 @@ pub async fn suspend(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<V
     super::deploy::start_job(state, caller, &vi, JobKind::Suspend, &steps).await
 }
 
+/// The specs of `vms` as their hosts run them (disk paths included), by
+/// VM name: what puts a VM back exactly as it was after a failed suspend
+/// or migration.
+pub(super) async fn running_specs(
+    state: &AppState,
+    vms: &[neptune_store::VmRecord],
+) -> ApiResult<HashMap<String, VmSpec>> {
+    let hosts = state.store.list_hosts().await?;
+    let mut running: HashMap<String, VmSpec> = HashMap::new();
+    let mut asked = HashSet::new();
+    for v in vms {
+        if !asked.insert(v.host_id) {
+            continue;
+        }
+        let host = hosts
+            .iter()
+            .find(|h| h.id == v.host_id)
+            .ok_or_else(|| ApiError::Conflict(format!("host {} is gone", v.host_id)))?;
+        let listed = state.jobs.vms_on(host).await.map_err(|e| {
+            ApiError::Conflict(format!(
+                "host {} cannot be asked for its VMs now: {e:#}",
+                host.name
+            ))
+        })?;
+        running.extend(listed.into_iter().map(|info| (info.name, info.spec)));
+    }
+    Ok(running)
+}
+
 /// Resumes a suspended VI (its owner or an administrator): placed again in
-/// its home datacenter (on whichever hosts have room now), every VM's disk
-/// copied back and its memory restored. Addresses are kept.
+/// the datacenter it last ran in (on whichever hosts have room now), every
+/// VM's disk copied back and its memory restored. Addresses are kept.
 pub async fn resume(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
     let vi = visible(state, caller, id).await?;
-    let to = vi.state.next(Event::Resume)?;
-    let dc_id = vi
+    resume_in(state, caller, &vi, None, None).await
+}
+
+/// Resumes `vi` in datacenter `to` (by default where it last ran), on the
+/// hosts `manual` names (by default wherever there is room). Resumed in
+/// another datacenter, its Home Addresses follow it: visitors there, bound
+/// at the home switch, no longer delivered where it was.
+pub(super) async fn resume_in(
+    state: &AppState,
+    caller: &Caller,
+    vi: &ViRecord,
+    to: Option<&neptune_store::DatacenterRecord>,
+    manual: Option<&HashMap<String, String>>,
+) -> ApiResult<ViRecord> {
+    let vi = vi.clone();
+    let next = vi.state.next(Event::Resume)?;
+    let home = vi
         .home_datacenter_id
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("suspended VI {} has no home", vi.id)))?;
-    let dc = state
-        .store
-        .list_datacenters()
-        .await?
-        .into_iter()
-        .find(|d| d.id == dc_id)
+    let from = vi.location_id.unwrap_or(home);
+    let dcs = state.store.list_datacenters().await?;
+    let dc = match to {
+        Some(dc) => dc.clone(),
+        None => dcs
+            .iter()
+            .find(|d| d.id == from)
+            .cloned()
+            .ok_or(ApiError::NotFound("datacenter"))?,
+    };
+    // Guests keep the configuration they were given at home.
+    let home_dc = dcs
+        .iter()
+        .find(|d| d.id == home)
         .ok_or(ApiError::NotFound("datacenter"))?;
     let topo = super::design::design_of(&vi)?;
     let addresses = crate::plan::committed(&vi)?.ok_or_else(|| {
@@ -136,13 +168,18 @@ pub async fn resume(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Vi
     })?;
     let dir = suspended_dir(state, vi.id);
     let keys = super::deploy::owner_keys(state, vi.owner_id).await?;
-    let public_gateway = gateway_of(&dc)?;
+    let public_gateway = gateway_of(home_dc)?;
     let target = Target {
         vi: &vi,
         topo: &topo,
         dc: &dc,
-        manual: None,
+        manual,
         pins: &[],
+    };
+    let follow = if dc.id == from {
+        Vec::new()
+    } else {
+        super::migrate::follow(&vi, home, from, dc.id)?
     };
     let mut placing = Placing::start(state, caller, target).await;
     let (resuming, job) = loop {
@@ -194,13 +231,14 @@ pub async fn resume(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Vi
             .chain(copies)
             .chain(restores)
             .chain(readies)
+            .chain(follow.iter().cloned())
             .chain([Step::DeleteSaved {
                 dir: path_string(dir.clone()),
             }])
             .collect();
         let job = jobs::new_job(vi.id, JobKind::Resume, &steps).map_err(ApiError::Internal)?;
         let change = Transition {
-            to,
+            to: next,
             actor: caller.user.id,
             at: now_ms(),
             reject_reason: None,

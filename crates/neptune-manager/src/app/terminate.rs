@@ -17,10 +17,17 @@ pub async fn terminate(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
     let vi = visible(state, caller, id).await?;
     let to = vi.state.next(Event::Terminate)?;
     if to == ViState::Terminating {
-        let vms = state.store.vms(vi.id).await?;
+        // A VI caught in a migration may have VMs on either side.
+        let mut vms = state.store.vms(vi.id).await?;
+        vms.extend(state.store.vm_moves(vi.id).await?);
         let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?)?;
         let saved = super::suspend::suspended_dir(state, vi.id);
-        let steps = steps(vi.id, &vms, covers, saved.to_string_lossy().into_owned());
+        let mut steps = steps(vi.id, &vms, covers, saved.to_string_lossy().into_owned());
+        // Its Home Addresses leave every switch (before the addresses are
+        // freed for another VI).
+        let unroute = unroute(state, &vi).await?;
+        let at = steps.len() - 2;
+        steps.splice(at..at, unroute);
         super::deploy::start_job(state, caller, &vi, JobKind::Terminate, &steps).await
     } else {
         let change = Transition {
@@ -32,6 +39,34 @@ pub async fn terminate(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
         };
         Ok(state.store.transition_vi(vi.id, vi.state, &change).await?)
     }
+}
+
+/// The steps that take a VI's Home Addresses off every switch: no longer
+/// delivered anywhere, no longer bound at home.
+async fn unroute(state: &AppState, vi: &ViRecord) -> ApiResult<Vec<Step>> {
+    let Some(home) = vi.home_datacenter_id else {
+        return Ok(Vec::new());
+    };
+    let addresses =
+        crate::switching::home_addresses(vi).map_err(crate::error::ApiError::Internal)?;
+    let key = crate::switching::tunnel_key(vi.id);
+    let dcs = state.store.list_datacenters().await?;
+    // Steps of one kind in a row run together.
+    let unvisits = addresses.iter().flat_map(|&address| {
+        dcs.iter().map(move |dc| Step::Unvisit {
+            datacenter: dc.id,
+            address,
+            key,
+        })
+    });
+    let unbinds = addresses.iter().map(|&address| Step::Route {
+        address,
+        home,
+        to: home,
+        from: home,
+        key,
+    });
+    Ok(unvisits.chain(unbinds).collect())
 }
 
 /// The steps that take a VI off its hosts and free them, its addresses

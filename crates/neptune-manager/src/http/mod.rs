@@ -9,6 +9,7 @@ mod operations;
 mod present;
 mod progress;
 pub(crate) mod session;
+mod switching;
 mod vis;
 mod web;
 
@@ -28,6 +29,7 @@ pub(crate) use infrastructure::*;
 pub(crate) use operations::*;
 pub(crate) use progress::*;
 pub(crate) use session::*;
+pub(crate) use switching::*;
 pub(crate) use vis::*;
 pub(crate) use web::*;
 
@@ -64,6 +66,12 @@ pub(crate) fn router(state: AppState) -> Router {
             "/datacenters",
             get(list_datacenters).post(create_datacenter),
         )
+        .route(
+            "/datacenters/{name}/switch",
+            put(register_switch).delete(remove_switch),
+        )
+        .route("/switches", get(list_switches))
+        .route("/migration-requests", get(migration_requests))
         .route("/hosts", get(list_hosts).post(register_host))
         .route("/templates", get(list_templates).post(create_template))
         .route("/templates/import", post(import_template))
@@ -84,6 +92,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/vis/{id}/release", post(release_vi))
         .route("/vis/{id}/suspend", post(suspend_vi))
         .route("/vis/{id}/resume", post(resume_vi))
+        .route(
+            "/vis/{id}/migrate",
+            post(migrate_vi).delete(cancel_migration),
+        )
+        .route("/vis/{id}/migrate/plan", get(migration_plan))
         .route("/vis/{id}/templates", post(save_template))
         .route("/vis/{id}/terminate", post(terminate_vi))
         .route("/vis/{id}/vms", get(vm_states))

@@ -57,5 +57,5 @@ pub(crate) async fn save_template(
     Json(req): Json<api::SaveTemplate>,
 ) -> ApiResult<(StatusCode, Json<api::Job>)> {
     let job = app::templates::save(&state, &caller, id, req).await?;
-    Ok((StatusCode::ACCEPTED, Json(job_out(&state.views, &job)?)))
+    Ok((StatusCode::ACCEPTED, Json(job_out(&state, &job)?)))
 }

@@ -86,15 +86,25 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         .map_err(|e| ApiError::Internal(e.into()))?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;
+    let moves = state.store.vm_moves(vi.id).await?;
+    let request = state.store.migration_request(vi.id).await?;
     let users = user_names(
         state,
         [vi.owner_id]
             .into_iter()
-            .chain(events.iter().map(|e| e.actor).filter(|a| !a.is_nil())),
+            .chain(events.iter().map(|e| e.actor).filter(|a| !a.is_nil()))
+            .chain(request.iter().map(|r| r.requested_by)),
     )
     .await?;
-    let dcs = datacenter_names(state, vi.home_datacenter_id.into_iter()).await?;
-    let hosts = host_names(state, vms.iter().map(|v| v.host_id)).await?;
+    let dcs = datacenter_names(
+        state,
+        vi.home_datacenter_id
+            .into_iter()
+            .chain(vi.location_id)
+            .chain(request.iter().map(|r| r.datacenter_id)),
+    )
+    .await?;
+    let hosts = host_names(state, vms.iter().chain(&moves).map(|v| v.host_id)).await?;
     let events = events
         .into_iter()
         .map(|e| api::ViEvent {
@@ -114,18 +124,48 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         .into_iter()
         .map(|v| api::PlannedVm {
             host: hosts.get(&v.host_id).cloned().unwrap_or_default(),
+            moving_to: moves
+                .iter()
+                .find(|m| m.node_id == v.node_id)
+                .and_then(|m| hosts.get(&m.host_id).cloned()),
             node: v.node_id,
             vcpus: v.vcpus,
             ram_mib: v.ram_mib,
             disk_mib: v.disk_mib,
         })
         .collect();
+    let location = vi.location_id.or(vi.home_datacenter_id);
+    let bindings = match (location, vi.home_datacenter_id) {
+        (Some(at), Some(home)) if at != home => {
+            let switches = state.store.switches().await?;
+            let care_of = switches
+                .iter()
+                .find(|s| s.datacenter_id == at)
+                .map(|s| s.care_of.clone());
+            crate::switching::home_addresses(vi)
+                .map_err(ApiError::Internal)?
+                .into_iter()
+                .map(|a| api::Binding {
+                    address: a.to_string(),
+                    datacenter: dcs.get(&at).cloned().unwrap_or_default(),
+                    care_of: care_of.clone(),
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let migration_request = request.map(|r| api::MigrationRequest {
+        vi: r.vi_id,
+        to: dcs.get(&r.datacenter_id).cloned().unwrap_or_default(),
+        requested_by: users.get(&r.requested_by).cloned().unwrap_or_default(),
+        requested_at: r.requested_at,
+    });
     let jobs = state
         .store
         .jobs_of_vi(vi.id)
         .await?
         .iter()
-        .map(|j| job_out(&state.views, j))
+        .map(|j| job_out(state, j))
         .collect::<ApiResult<_>>()?;
     let addresses = crate::plan::committed(vi)?.map(|p| crate::plan::address_view(&p));
     Ok(api::ViDetail {
@@ -135,11 +175,14 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         events,
         vms,
         jobs,
+        location: location.and_then(|d| dcs.get(&d).cloned()),
+        bindings,
+        migration_request,
     })
 }
 
-pub(crate) fn job_out(views: &Views, job: &JobRecord) -> ApiResult<api::Job> {
-    let names = views.step_names(job)?;
+pub(crate) fn job_out(state: &AppState, job: &JobRecord) -> ApiResult<api::Job> {
+    let names = state.views.step_names(job)?;
     let kind = api::JobKind::parse(&job.kind).ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(
             "job {} has an unknown kind {:?}",
@@ -187,5 +230,6 @@ pub(crate) fn job_out(views: &Views, job: &JobRecord) -> ApiResult<api::Job> {
         error: job.error.clone(),
         created_at: job.created_at,
         updated_at: job.updated_at,
+        moves: state.jobs.moves_of(job.id),
     })
 }

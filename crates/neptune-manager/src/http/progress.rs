@@ -26,7 +26,7 @@ pub(crate) async fn show_job(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<api::Job>> {
     let job = access::visible_job(&state, &caller, id).await?;
-    Ok(Json(job_out(&state.views, &job)?))
+    Ok(Json(job_out(&state, &job)?))
 }
 
 /// A job's progress as server-sent events: one `progress` event (a Job) per
@@ -59,7 +59,7 @@ pub(crate) async fn job_events(
                         }
                     }
                 };
-                let view = match job_out(&state.views, &job) {
+                let view = match job_out(&state, &job) {
                     Ok(view) => view,
                     Err(err) => {
                         tracing::error!(job = %id, error = %format!("{:#}", anyhow::Error::from(err)), "job progress cannot be shown");
@@ -95,7 +95,7 @@ pub(crate) async fn vi_jobs(
             .jobs_of_vi(id)
             .await?
             .iter()
-            .map(|j| job_out(&state.views, j))
+            .map(|j| job_out(&state, j))
             .collect::<ApiResult<_>>()?,
     ))
 }

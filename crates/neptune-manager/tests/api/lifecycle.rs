@@ -34,8 +34,8 @@ pub(crate) async fn deploy_and_terminate(m: &TestManager) {
     assert_eq!(v.vi.state, ViState::Deploying, "{v:?}");
     let job = v.jobs[0].id;
     assert_eq!(
-        v.jobs[0].total, 24,
-        "6 disks, 6 defines, 6 starts, 6 waits until ready"
+        v.jobs[0].total, 25,
+        "6 disks, 6 defines, 6 starts, 6 waits until ready, its Home Address delivered at home"
     );
     let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
     assert_eq!(v.vi.state, ViState::Running, "{v:?}");

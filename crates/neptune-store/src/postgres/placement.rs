@@ -75,11 +75,16 @@ pub(super) async fn transition_with_placement(
             .await
             .map_err(db)?;
     }
-    // Hosts are locked in id order here and in release_vms, so an
+    // Hosts are locked in id order here and in the releases, so an
     // accept and a release sharing hosts cannot deadlock.
-    let mut ordered: Vec<&VmRecord> = reservation.vms.iter().collect();
-    ordered.sort_by_key(|vm| vm.host_id);
-    for vm in ordered {
+    let mut ordered: Vec<(&VmRecord, &'static str)> = reservation
+        .vms
+        .iter()
+        .map(|vm| (vm, "vms"))
+        .chain(reservation.moves.iter().map(|vm| (vm, "vm_moves")))
+        .collect();
+    ordered.sort_by_key(|(vm, _)| vm.host_id);
+    for (vm, table) in ordered {
         // Conditional on room: the database decides, so concurrent
         // commits cannot overfill a host.
         let done = sqlx::query(
@@ -105,10 +110,10 @@ pub(super) async fn transition_with_placement(
                 node: vm.node_id.clone(),
             });
         }
-        sqlx::query(
-            "INSERT INTO vms (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO {table} (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
         .bind(vm.vi_id)
         .bind(&vm.node_id)
         .bind(vm.host_id)
@@ -195,16 +200,113 @@ pub(super) async fn vms(pool: &PgPool, vi: Uuid) -> Result<Vec<VmRecord>> {
 
 pub(super) async fn release_vms(pool: &PgPool, vi: Uuid) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
-    // Delete first: the rows deleted are exactly the ones this call releases.
-    let rows = sqlx::query("DELETE FROM vms WHERE vi_id = $1 RETURNING *")
+    let mut released = release_in(&mut tx, vi, "vms").await?;
+    released.extend(release_in(&mut tx, vi, "vm_moves").await?);
+    give_back(&mut tx, released.iter()).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(released.len() as u64)
+}
+
+pub(super) async fn release_vm_moves(pool: &PgPool, vi: Uuid) -> Result<u64> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let released = release_in(&mut tx, vi, "vm_moves").await?;
+    give_back(&mut tx, released.iter()).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(released.len() as u64)
+}
+
+pub(super) async fn vm_moves(pool: &PgPool, vi: Uuid) -> Result<Vec<VmRecord>> {
+    let rows = sqlx::query("SELECT * FROM vm_moves WHERE vi_id = $1 ORDER BY node_id")
         .bind(vi)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await
         .map_err(db)?;
-    let mut released = rows.iter().map(decode::vm).collect::<Result<Vec<_>>>()?;
-    // Host rows are locked in id order, as in transition_with_placement.
-    released.sort_by_key(|vm| vm.host_id);
-    for vm in &released {
+    rows.iter().map(|r| decode::vm_of(r, "vm_moves")).collect()
+}
+
+pub(super) async fn commit_vm_moves(
+    pool: &PgPool,
+    vi: Uuid,
+    location: Option<Uuid>,
+) -> Result<u64> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let moves = release_in(&mut tx, vi, "vm_moves").await?;
+    // The slots the VMs leave: their rows take the moves' hosts and
+    // resources (reserved when the migration started).
+    let mut left = Vec::new();
+    for mv in &moves {
+        let row = sqlx::query("SELECT * FROM vms WHERE vi_id = $1 AND node_id = $2")
+            .bind(vi)
+            .bind(&mv.node_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let updated = sqlx::query(
+            "UPDATE vms SET host_id = $1, vcpus = $2, ram_mib = $3, disk_mib = $4, \
+             uplink_mbps = $5 WHERE vi_id = $6 AND node_id = $7",
+        )
+        .bind(mv.host_id)
+        .bind(mv.vcpus)
+        .bind(mv.ram_mib)
+        .bind(mv.disk_mib)
+        .bind(mv.uplink_mbps)
+        .bind(vi)
+        .bind(&mv.node_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        match row {
+            Some(row) if updated.rows_affected() == 1 => left.push(decode::vm(&row)?),
+            // A move of a VM that holds no slot (its VI's slots were
+            // released meanwhile): the move's slot is given back instead.
+            _ => left.push(mv.clone()),
+        }
+    }
+    give_back(&mut tx, left.iter()).await?;
+    sqlx::query("UPDATE vis SET location_id = $1 WHERE id = $2")
+        .bind(location)
+        .bind(vi)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(moves.len() as u64)
+}
+
+pub(super) async fn set_vi_location(pool: &PgPool, vi: Uuid, location: Option<Uuid>) -> Result<()> {
+    let done = sqlx::query("UPDATE vis SET location_id = $1 WHERE id = $2")
+        .bind(location)
+        .bind(vi)
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { what: "VI" });
+    }
+    Ok(())
+}
+
+/// Deletes the VI's rows of `table` (`vms` or `vm_moves`): exactly the
+/// slots this call releases.
+async fn release_in(
+    tx: &mut super::Tx<'_>,
+    vi: Uuid,
+    table: &'static str,
+) -> Result<Vec<VmRecord>> {
+    let rows = sqlx::query(&format!("DELETE FROM {table} WHERE vi_id = $1 RETURNING *"))
+        .bind(vi)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+    rows.iter().map(|r| decode::vm_of(r, table)).collect()
+}
+
+/// Gives the resources of `slots` back to their hosts, locked in id
+/// order as in `transition_with_placement`.
+async fn give_back(tx: &mut super::Tx<'_>, slots: impl Iterator<Item = &VmRecord>) -> Result<()> {
+    let mut slots: Vec<&VmRecord> = slots.collect();
+    slots.sort_by_key(|vm| vm.host_id);
+    for vm in slots {
         sqlx::query(
             "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
              used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1, \
@@ -215,10 +317,9 @@ pub(super) async fn release_vms(pool: &PgPool, vi: Uuid) -> Result<u64> {
         .bind(vm.disk_mib)
         .bind(vm.host_id)
         .bind(vm.uplink_mbps)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db)?;
     }
-    tx.commit().await.map_err(db)?;
-    Ok(rows.len() as u64)
+    Ok(())
 }

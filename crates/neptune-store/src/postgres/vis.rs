@@ -22,7 +22,7 @@ pub(super) async fn create_vi(pool: &PgPool, vi: &ViRecord) -> Result<()> {
     // One statement: the quota is read and the row written together.
     let inserted = sqlx::query(&format!(
         "INSERT INTO vis ({VI_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb FROM users u \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12 FROM users u \
          WHERE u.id = $2 \
            AND (SELECT COUNT(*) FROM vis WHERE owner_id = $2 AND state <> 'terminated') \
                < u.quota_designs \
@@ -40,6 +40,7 @@ pub(super) async fn create_vi(pool: &PgPool, vi: &ViRecord) -> Result<()> {
     .bind(vi.created_at)
     .bind(vi.updated_at)
     .bind(plan)
+    .bind(vi.location_id)
     .execute(&mut *tx)
     .await
     .map_err(write_err("VI"))?;

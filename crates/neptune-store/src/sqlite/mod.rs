@@ -10,6 +10,7 @@
 mod inventory;
 mod jobs;
 mod placement;
+mod switching;
 mod templates;
 mod users;
 mod vis;
@@ -325,6 +326,54 @@ impl Store for SqliteStore {
 
     async fn release_vms(&self, vi: Uuid) -> Result<u64> {
         placement::release_vms(&self.pool, vi).await
+    }
+
+    async fn vm_moves(&self, vi: Uuid) -> Result<Vec<VmRecord>> {
+        placement::vm_moves(&self.pool, vi).await
+    }
+
+    async fn release_vm_moves(&self, vi: Uuid) -> Result<u64> {
+        placement::release_vm_moves(&self.pool, vi).await
+    }
+
+    async fn commit_vm_moves(&self, vi: Uuid, location: Option<Uuid>) -> Result<u64> {
+        placement::commit_vm_moves(&self.pool, vi, location).await
+    }
+
+    async fn set_vi_location(&self, vi: Uuid, location: Option<Uuid>) -> Result<()> {
+        placement::set_vi_location(&self.pool, vi, location).await
+    }
+
+    async fn set_switch(&self, switch: &SwitchRecord) -> Result<()> {
+        switching::set_switch(&self.pool, switch).await
+    }
+
+    async fn switches(&self) -> Result<Vec<SwitchRecord>> {
+        switching::switches(&self.pool).await
+    }
+
+    async fn delete_switch(&self, datacenter: Uuid) -> Result<()> {
+        switching::delete_switch(&self.pool, datacenter).await
+    }
+
+    async fn next_generation(&self, address: &str, above: i64) -> Result<i64> {
+        switching::next_generation(&self.pool, address, above).await
+    }
+
+    async fn request_migration(&self, request: &MigrationRequestRecord) -> Result<()> {
+        switching::request_migration(&self.pool, request).await
+    }
+
+    async fn migration_request(&self, vi: Uuid) -> Result<Option<MigrationRequestRecord>> {
+        switching::migration_request(&self.pool, vi).await
+    }
+
+    async fn migration_requests(&self) -> Result<Vec<MigrationRequestRecord>> {
+        switching::migration_requests(&self.pool).await
+    }
+
+    async fn delete_migration_request(&self, vi: Uuid) -> Result<bool> {
+        switching::delete_migration_request(&self.pool, vi).await
     }
 
     async fn start_job(

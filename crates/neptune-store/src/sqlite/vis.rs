@@ -21,7 +21,7 @@ pub(super) async fn create_vi(pool: &SqlitePool, vi: &ViRecord) -> Result<()> {
     // row written together.
     let inserted = sqlx::query(&format!(
         "INSERT INTO vis ({VI_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM users u \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM users u \
          WHERE u.id = $2 \
            AND (SELECT COUNT(*) FROM vis WHERE owner_id = $2 AND state <> 'terminated') \
                < u.quota_designs \
@@ -39,6 +39,7 @@ pub(super) async fn create_vi(pool: &SqlitePool, vi: &ViRecord) -> Result<()> {
     .bind(vi.created_at)
     .bind(vi.updated_at)
     .bind(plan)
+    .bind(vi.location_id.map(|u| u.to_string()))
     .execute(pool)
     .await
     .map_err(write_err("VI"))?;

@@ -88,6 +88,17 @@ pub(crate) struct Args {
     /// it, they get an isolated network with no way out of the host).
     #[arg(long)]
     public_bridge: Option<String>,
+    /// The libvirt URI other hosts' Agents reach this host's daemon by to
+    /// move VMs here live (`qemu+tls://HOST/system`, `qemu+ssh://HOST/system`;
+    /// default: --libvirt-uri, right only where every Agent reaches every
+    /// daemon by it).
+    #[arg(long)]
+    migration_connect: Option<String>,
+    /// Where the memory and disk streams of VMs moving here come in
+    /// (`tcp://ADDRESS`; default: the address libvirt finds for this
+    /// host's name).
+    #[arg(long)]
+    migration_stream: Option<String>,
     /// Where disks and the VM table live.
     #[arg(long)]
     data_dir: PathBuf,
@@ -112,7 +123,8 @@ pub(crate) struct Args {
     heartbeat_secs: u64,
     /// Time a simulated operation takes, OP=MILLIS (repeatable; OP is
     /// all, prepare_disk, remove_disk, define, start, save, restore,
-    /// destroy or export_disk; later entries win).
+    /// destroy, export_disk, migrate, incoming or join; later entries
+    /// win).
     #[arg(long = "sim-delay", value_name = "OP=MILLIS")]
     sim_delays: Vec<SimDelay>,
     /// Log level (error, warn, info, debug, trace).
@@ -138,6 +150,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         libvirt_uri: args.libvirt.libvirt_uri,
         kvm: args.libvirt.kvm.into(),
         public_bridge: args.public_bridge,
+        migration: neptune_agent::daemon::MigrationEndpoint {
+            connect: args.migration_connect,
+            stream: args.migration_stream,
+        },
         data_dir: args.data_dir,
         capacity: Capacity {
             cpus: args.cpus,

@@ -106,6 +106,32 @@ pub(crate) enum ViCommand {
     Resume { id: Uuid },
     /// Take the VI off its hosts and free everything it holds (owner or administrator).
     Terminate { id: Uuid },
+    /// Move a running VI live to another datacenter (a suspended one is
+    /// resumed there), keeping every address: administrators move it at
+    /// once; its owner asks, and an administrator grants (by migrating it)
+    /// or refuses (--cancel). --plan shows what it would do.
+    Migrate {
+        id: Uuid,
+        /// The datacenter to move to.
+        #[arg(long, required_unless_present = "cancel")]
+        to: Option<String>,
+        /// A manual placement there (administrators): NODE=HOST for every node.
+        #[arg(long = "place", value_parser = parse_pin)]
+        place: Vec<(String, String)>,
+        /// Show the plan (target hosts, cut, what the move copies) and change nothing.
+        #[arg(long, conflicts_with = "cancel")]
+        plan: bool,
+        /// Take back (owner) or refuse (administrator) the waiting request.
+        #[arg(long)]
+        cancel: bool,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Migration requests waiting for an administrator (administrators).
+    Migrations {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// A VM's serial console (owner or administrator): type lines on it,
     /// print its end, or follow it (lines read from standard input are
     /// typed on it) until interrupted.
@@ -281,6 +307,43 @@ pub(crate) struct PasswordArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum DatacenterCommand {
+    /// List them (a table, or --output json).
+    List {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Register (or replace) a datacenter's Edge Service Switch
+    /// (administrators); the Manager checks it answers with this key and
+    /// care-of address first. --remove forgets it.
+    Switch {
+        datacenter: String,
+        /// Its control API, http://IP:PORT.
+        #[arg(long, required_unless_present = "remove")]
+        url: Option<String>,
+        /// The file holding its key (hex), on the Manager's machine.
+        #[arg(long, required_unless_present = "remove")]
+        key_file: Option<String>,
+        /// Its Care-of Address.
+        #[arg(long, required_unless_present = "remove")]
+        care_of: Option<String>,
+        /// Its interface toward the datacenter's public network.
+        #[arg(long, required_unless_present = "remove")]
+        port: Option<String>,
+        /// The next hop toward entry points on that port, if any.
+        #[arg(long)]
+        via: Option<String>,
+        #[arg(long, conflicts_with_all = ["url", "key_file", "care_of", "port", "via"])]
+        remove: bool,
+    },
+    /// Every registered switch and whether it answers (administrators).
+    Switches {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum ListCommand {
     /// List them (a table, or --output json).
     List {
@@ -430,6 +493,10 @@ fn vm_table_with_states(vms: &[api::PlannedVm], states: Option<&[api::VmStatus]>
     if states.is_some() {
         headers.push("STATE");
     }
+    let moving = vms.iter().any(|v| v.moving_to.is_some());
+    if moving {
+        headers.push("MOVING TO");
+    }
     table(
         &headers,
         vms.iter()
@@ -446,6 +513,9 @@ fn vm_table_with_states(vms: &[api::PlannedVm], states: Option<&[api::VmStatus]>
                             .find(|s| s.node == v.node)
                             .map_or_else(|| "-".to_owned(), |s| s.state.clone()),
                     );
+                }
+                if moving {
+                    row.push(v.moving_to.clone().unwrap_or_else(|| "-".to_owned()));
                 }
                 row
             })
@@ -520,6 +590,25 @@ fn show_detail_with_states(
     table(&VI_HEADERS, vi_rows(std::slice::from_ref(&d.vi)));
     if let Some(reason) = &d.vi.reject_reason {
         println!("\nrejected: {reason}");
+    }
+    if let Some(at) = &d.location {
+        if d.vi.home_datacenter.as_deref() != Some(at.as_str()) {
+            println!("\nruns in {at}, away from home");
+        }
+    }
+    for b in &d.bindings {
+        println!(
+            "binding: {} -> {} (care-of {})",
+            b.address,
+            b.datacenter,
+            b.care_of.as_deref().unwrap_or("unknown: no switch there")
+        );
+    }
+    if let Some(r) = &d.migration_request {
+        println!(
+            "migration requested to {} by {}: waits for an administrator",
+            r.to, r.requested_by
+        );
     }
     if !d.vms.is_empty() {
         println!();
@@ -681,6 +770,82 @@ pub(crate) fn vi(cmd: ViCommand) -> anyhow::Result<ExitCode> {
             ViCommand::Reject { id, reason } => {
                 show_detail(&client.reject(id, &reason).await?, Output::Table)
             }
+            ViCommand::Migrate {
+                id,
+                cancel: true,
+                ..
+            } => {
+                client.cancel_migration(id).await?;
+                println!("the migration request of {id} is withdrawn");
+                Ok(())
+            }
+            ViCommand::Migrate {
+                id,
+                to,
+                place,
+                plan,
+                output,
+                ..
+            } => {
+                let to = to.unwrap_or_default();
+                if plan {
+                    let m = client.migration_plan(id, &to).await?;
+                    if output == Output::Json {
+                        return json(&m);
+                    }
+                    println!(
+                        "from {} to {}: cut {} Mbit/s there{}, {} Mbit/s between the datacenters while split (at most), {} MiB to copy",
+                        m.from,
+                        m.plan.datacenter,
+                        m.plan.cut_mbps,
+                        if m.plan.admissible { "" } else { " (NOT admissible)" },
+                        m.split_mbps,
+                        m.copy_mib
+                    );
+                    if !m.bound_addresses.is_empty() {
+                        println!(
+                            "tunnelled from home: {}",
+                            m.bound_addresses.join(", ")
+                        );
+                    }
+                    vm_table(&m.plan.vms);
+                    return Ok(());
+                }
+                let placement =
+                    (!place.is_empty()).then(|| place.into_iter().collect::<BTreeMap<_, _>>());
+                let d = client
+                    .migrate(id, &api::MigrateRequest { to, placement })
+                    .await?;
+                if let Some(r) = &d.migration_request {
+                    if output != Output::Json {
+                        println!(
+                            "requested: {} to {}; an administrator grants or refuses it",
+                            d.vi.name, r.to
+                        );
+                    }
+                }
+                show_detail(&d, output)
+            }
+            ViCommand::Migrations { output } => {
+                let all = client.migration_requests().await?;
+                if output == Output::Json {
+                    return json(&all);
+                }
+                table(
+                    &["VI", "TO", "BY", "AT"],
+                    all.iter()
+                        .map(|r| {
+                            vec![
+                                r.vi.to_string(),
+                                r.to.clone(),
+                                r.requested_by.clone(),
+                                (r.requested_at / 1000).to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+                Ok(())
+            }
             ViCommand::Console {
                 id,
                 node,
@@ -800,7 +965,26 @@ fn show_job_progress(bar: &indicatif::ProgressBar, job: &api::Job) {
     bar.set_prefix(job.kind.to_string());
     bar.set_length(u64::try_from(job.total).unwrap_or(0));
     bar.set_position(u64::try_from(job.step).unwrap_or(0));
-    bar.set_message(job.step_name.clone());
+    if job.moves.is_empty() {
+        bar.set_message(job.step_name.clone());
+    } else {
+        let moved = job.moves.iter().filter(|m| m.done).count();
+        let mib = |b: u64| b / (1 << 20);
+        let sent: u64 = job.moves.iter().map(|m| m.bytes_done).sum();
+        let left: u64 = job
+            .moves
+            .iter()
+            .filter(|m| !m.done)
+            .map(|m| m.bytes_remaining)
+            .sum();
+        bar.set_message(format!(
+            "{} ({moved}/{} VMs moved, {} MiB sent, {} MiB to go)",
+            job.step_name,
+            job.moves.len(),
+            mib(sent),
+            mib(left)
+        ));
+    }
 }
 
 /// Follows the VI's current job with a progress bar until the VI settles.
@@ -1117,22 +1301,91 @@ pub(crate) fn host(cmd: ListCommand) -> anyhow::Result<ExitCode> {
     }))
 }
 
-pub(crate) fn datacenter(cmd: ListCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn datacenter(cmd: DatacenterCommand) -> anyhow::Result<ExitCode> {
     let client = client()?;
     finish(runtime()?.block_on(async {
-        let ListCommand::List { output } = cmd;
-        let dcs = client.datacenters().await?;
-        if output == Output::Json {
-            return json(&dcs);
+        match cmd {
+            DatacenterCommand::List { output } => {
+                let dcs = client.datacenters().await?;
+                if output == Output::Json {
+                    return json(&dcs);
+                }
+                table(
+                    &["NAME", "ID", "HOME POOLS"],
+                    dcs.iter()
+                        .map(|d| vec![d.name.clone(), d.id.to_string(), d.home_pools.join(",")])
+                        .collect(),
+                );
+                Ok(())
+            }
+            DatacenterCommand::Switch {
+                datacenter,
+                remove: true,
+                ..
+            } => {
+                client.remove_switch(&datacenter).await?;
+                println!("the switch of {datacenter} is forgotten");
+                Ok(())
+            }
+            DatacenterCommand::Switch {
+                datacenter,
+                url,
+                key_file,
+                care_of,
+                port,
+                via,
+                remove: false,
+            } => {
+                let req = api::RegisterSwitch {
+                    url: url.unwrap_or_default(),
+                    key_file: key_file.unwrap_or_default(),
+                    care_of: care_of.unwrap_or_default(),
+                    port: port.unwrap_or_default(),
+                    via,
+                };
+                let s = client.register_switch(&datacenter, &req).await?;
+                switch_table(std::slice::from_ref(&s));
+                Ok(())
+            }
+            DatacenterCommand::Switches { output } => {
+                let all = client.switches().await?;
+                if output == Output::Json {
+                    return json(&all);
+                }
+                switch_table(&all);
+                Ok(())
+            }
         }
-        table(
-            &["NAME", "ID"],
-            dcs.iter()
-                .map(|d| vec![d.name.clone(), d.id.to_string()])
-                .collect(),
-        );
-        Ok(())
     }))
+}
+
+fn switch_table(switches: &[api::Switch]) {
+    let count = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    table(
+        &[
+            "DATACENTER",
+            "URL",
+            "CARE-OF",
+            "PORT",
+            "ANSWERS",
+            "BINDINGS",
+            "VISITORS",
+        ],
+        switches
+            .iter()
+            .map(|s| {
+                vec![
+                    s.datacenter.clone(),
+                    s.url.clone(),
+                    s.care_of.clone(),
+                    s.port.clone(),
+                    if s.reachable { "yes" } else { "NO" }.to_owned(),
+                    count(s.bindings),
+                    count(s.visitors),
+                ]
+            })
+            .collect(),
+    );
 }
 
 /// Revokes the token this CLI holds and forgets it.

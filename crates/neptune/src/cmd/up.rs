@@ -67,6 +67,10 @@ pub(crate) struct ManagerArgs {
     /// (0: only on demand, POST /api/v1/reconcile).
     #[arg(long, default_value_t = 60)]
     reconcile_secs: u64,
+    /// Seconds between comparisons of every registered Edge Service
+    /// Switch's table with the store, which repair what drifted (0: never).
+    #[arg(long, default_value_t = 30)]
+    switch_repair_secs: u64,
     /// The largest image a user may upload (`neptune template import`), in
     /// bytes.
     #[arg(long, default_value_t = neptune_manager::DEFAULT_MAX_IMAGE_BYTES)]
@@ -167,6 +171,8 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     }
     config.reconcile_every =
         (args.reconcile_secs > 0).then(|| std::time::Duration::from_secs(args.reconcile_secs));
+    config.switch_repair_every = (args.switch_repair_secs > 0)
+        .then(|| std::time::Duration::from_secs(args.switch_repair_secs));
     config.max_image_bytes = args.max_image_bytes;
     runtime()?.block_on(async {
         let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token)?);

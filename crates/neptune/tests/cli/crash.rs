@@ -147,123 +147,172 @@ async fn everything_on(sims: &[Arc<SimHypervisor>], root: &Path) -> (usize, usiz
     (vms, disks)
 }
 
+/// A Manager process on SQLite in `d`, the API token of its administrator,
+/// and Agents (in this process) over simulated hosts whose every operation
+/// takes 60 ms, `(datacenter, host)` each, with `slots` VM slots; the
+/// datacenters are made first (`(name, home pool)`), and a template `base`.
+struct Rig {
+    manager: ManagerProcess,
+    api: Api,
+    base: String,
+    db: String,
+    sims: Vec<Arc<SimHypervisor>>,
+    hosts_root: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Rig {
+    async fn start(
+        d: &Path,
+        datacenters: &[(&str, &str)],
+        hosts: &[(&str, &str)],
+        slots: u32,
+    ) -> Rig {
+        std::fs::create_dir_all(d.join("images")).unwrap();
+        std::fs::write(d.join("agent.token"), AGENT_TOKEN).unwrap();
+        std::fs::write(d.join("admin.password"), PASSWORD).unwrap();
+        let ok = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(d.join("images/base.qcow2"))
+            .arg("64M")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let db = format!("sqlite://{}", d.join("neptune.db").display());
+        let args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--database-url".into(),
+            db.clone(),
+            "--image-dir".into(),
+            d.join("images").display().to_string(),
+            "--agent-token-file".into(),
+            d.join("agent.token").display().to_string(),
+            "--admin-password-file".into(),
+            d.join("admin.password").display().to_string(),
+        ];
+        let manager = ManagerProcess::start(&args);
+        wait_for_manager(&base).await;
+
+        let http = reqwest::Client::new();
+        let login: Value = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"name": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = Api {
+            base: base.clone(),
+            http: http.clone(),
+            token: login["token"].as_str().unwrap().to_owned(),
+        };
+        let (_, api_token) = session
+            .call(
+                reqwest::Method::POST,
+                "/tokens",
+                Some(json!({"name": "crash test"})),
+            )
+            .await;
+        let api = Api {
+            base: base.clone(),
+            http,
+            token: api_token["token"].as_str().unwrap().to_owned(),
+        };
+        for (name, pool) in datacenters {
+            let (s, _) = api
+                .call(
+                    reqwest::Method::POST,
+                    "/datacenters",
+                    Some(json!({"name": name, "home_pools": [pool]})),
+                )
+                .await;
+            assert_eq!(s, 201);
+        }
+        let (s, v) = api
+            .call(
+                reqwest::Method::POST,
+                "/templates",
+                Some(json!({"name": "base", "image": "base.qcow2", "disk_mib": 1024})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+
+        let hosts_root: PathBuf = d.join("hosts");
+        let mut sims = Vec::new();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        for (datacenter, name) in hosts {
+            let capacity = Capacity {
+                cpus: 16,
+                ram_mib: 32768,
+                disk_mib: 1 << 20,
+                vm_slots: slots,
+            };
+            let config = SimConfig::new(hosts_root.join(name), capacity)
+                .with_uniform_delay(Duration::from_millis(60));
+            let sim = Arc::new(SimHypervisor::new(config).unwrap());
+            sims.push(sim.clone());
+            let mut link = ManagerLink::new(base.clone(), Secret::new(api.token.clone()));
+            link.heartbeat = Duration::from_millis(500);
+            let mut rx = stopped.clone();
+            neptune_agent::start(
+                AgentConfig {
+                    name: (*name).to_owned(),
+                    datacenter: (*datacenter).to_owned(),
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    advertise_url: None,
+                    token: Secret::new(AGENT_TOKEN),
+                    manager: Some(link),
+                    hypervisor: sim,
+                    uplink_mbps: 10_000,
+                },
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while api.get("/hosts").await.as_array().unwrap().len() < hosts.len() {
+            assert!(Instant::now() < deadline, "the Agents did not register");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Rig {
+            manager,
+            api,
+            base,
+            db,
+            sims,
+            hosts_root,
+            stop,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manager_killed_during_deploys_suspends_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("images")).unwrap();
-    std::fs::write(d.join("agent.token"), AGENT_TOKEN).unwrap();
-    std::fs::write(d.join("admin.password"), PASSWORD).unwrap();
-    let ok = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(d.join("images/base.qcow2"))
-        .arg("64M")
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let db = format!("sqlite://{}", d.join("neptune.db").display());
-    let args: Vec<String> = vec![
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--database-url".into(),
-        db.clone(),
-        "--image-dir".into(),
-        d.join("images").display().to_string(),
-        "--agent-token-file".into(),
-        d.join("agent.token").display().to_string(),
-        "--admin-password-file".into(),
-        d.join("admin.password").display().to_string(),
-    ];
-    let mut manager = ManagerProcess::start(&args);
-    wait_for_manager(&base).await;
-
-    let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"name": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session = Api {
-        base: base.clone(),
-        http: http.clone(),
-        token: login["token"].as_str().unwrap().to_owned(),
-    };
-    let (_, api_token) = session
-        .call(
-            reqwest::Method::POST,
-            "/tokens",
-            Some(json!({"name": "crash test"})),
-        )
-        .await;
-    let api = Api {
-        base: base.clone(),
-        http,
-        token: api_token["token"].as_str().unwrap().to_owned(),
-    };
-    let (s, _) = api
-        .call(
-            reqwest::Method::POST,
-            "/datacenters",
-            Some(json!({"name": "napoli", "home_pools": ["192.0.2.0/24"]})),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let (s, v) = api
-        .call(
-            reqwest::Method::POST,
-            "/templates",
-            Some(json!({"name": "base", "image": "base.qcow2", "disk_mib": 1024})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-
-    // Two hosts, each operation taking 60 ms.
-    let hosts_root: PathBuf = d.join("hosts");
-    let mut sims = Vec::new();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    for name in ["h1", "h2"] {
-        let capacity = Capacity {
-            cpus: 16,
-            ram_mib: 32768,
-            disk_mib: 1 << 20,
-            vm_slots: 3,
-        };
-        let config = SimConfig::new(hosts_root.join(name), capacity)
-            .with_uniform_delay(Duration::from_millis(60));
-        let sim = Arc::new(SimHypervisor::new(config).unwrap());
-        sims.push(sim.clone());
-        let mut link = ManagerLink::new(base.clone(), Secret::new(api.token.clone()));
-        link.heartbeat = Duration::from_millis(500);
-        let mut rx = stopped.clone();
-        neptune_agent::start(
-            AgentConfig {
-                name: name.to_owned(),
-                datacenter: "napoli".to_owned(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                advertise_url: None,
-                token: Secret::new(AGENT_TOKEN),
-                manager: Some(link),
-                hypervisor: sim,
-                uplink_mbps: 10_000,
-            },
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            },
-        )
-        .await
-        .unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while api.get("/hosts").await.as_array().unwrap().len() < 2 {
-        assert!(Instant::now() < deadline, "the Agents did not register");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let Rig {
+        mut manager,
+        api,
+        base,
+        db,
+        sims,
+        hosts_root,
+        stop,
+    } = Rig::start(
+        d,
+        &[("napoli", "192.0.2.0/24")],
+        &[("napoli", "h1"), ("napoli", "h2")],
+        3,
+    )
+    .await;
 
     // One VI of 4 VMs: 16 deploy steps (disk, define, start, ready). Round k kills the Manager at the
     // first step at or after k where the deploy runs (once every such step
@@ -588,4 +637,211 @@ async fn settle(api: &Api, id: &str, transient: &str) -> Value {
         assert!(Instant::now() < deadline, "VI stuck {transient}: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An Edge Service Switch of the test (in this process, simulated data
+/// plane, on 127.0.0.1): it outlives every Manager kill.
+struct TestSwitch {
+    url: String,
+    key_file: PathBuf,
+    care_of: String,
+    client: neptune_switch::client::ControlClient,
+}
+
+impl TestSwitch {
+    async fn start(d: &Path, name: &str, n: u8, prefix: &str, peer: u8) -> TestSwitch {
+        let key: String = (0..32u8).map(|i| format!("{:02x}", i ^ n)).collect();
+        let key_file = d.join(format!("{name}.key"));
+        std::fs::write(&key_file, &key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listen = listener.local_addr().unwrap();
+        let care_of = std::net::Ipv4Addr::new(198, 18, 0, n);
+        let config = neptune_switch::SwitchConfig {
+            name: name.to_owned(),
+            listen,
+            state_file: d.join(format!("{name}.table.json")),
+            key_file: key_file.clone(),
+            care_of,
+            home_prefixes: vec![prefix.parse().unwrap()],
+            peers: vec![std::net::Ipv4Addr::new(198, 18, 0, peer)],
+            data_plane: neptune_switch::config::DataPlaneConfig::Simulated,
+            max_clock_skew_secs: 30,
+            reconcile_secs: 1,
+        };
+        tokio::spawn(neptune_switch::serve(
+            config,
+            listener,
+            std::future::pending(),
+        ));
+        TestSwitch {
+            url: format!("http://{listen}"),
+            key_file,
+            care_of: care_of.to_string(),
+            client: neptune_switch::client::ControlClient::new(
+                listen,
+                neptune_switch::auth::SwitchKey::from_hex_file_contents(key.as_bytes()).unwrap(),
+            ),
+        }
+    }
+
+    /// Its table's visitors and bindings of `address`: (visitor's VI,
+    /// binding's care-of).
+    fn entries(&self, address: &str) -> (Option<String>, Option<String>) {
+        let reply = self.client.call("GET", "/v1/state", "").unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let state: Value = serde_json::from_str(&reply.body).unwrap();
+        let table = &state["table"];
+        (
+            table["visitors"][address]["vi"].as_str().map(str::to_owned),
+            table["bindings"][address]["care_of"]
+                .as_str()
+                .map(str::to_owned),
+        )
+    }
+}
+
+/// A running VI moved napoli -> roma -> napoli over and over, the Manager
+/// killed at each step where each way can be interrupted, in turn (as for
+/// deploys above): every move finishes with the VI where it was sent, its
+/// VMs there and nowhere else, its addresses unchanged, and each switch
+/// holding exactly the visitor or binding of its Home Address that its
+/// place implies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manager_killed_during_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let datacenters = [("napoli", "192.0.2.0/24"), ("roma", "198.51.100.0/24")];
+    let hosts = [
+        ("napoli", "n1"),
+        ("napoli", "n2"),
+        ("roma", "r1"),
+        ("roma", "r2"),
+    ];
+    let Rig {
+        mut manager,
+        api,
+        base,
+        db,
+        sims,
+        hosts_root,
+        stop,
+    } = Rig::start(d, &datacenters, &hosts, 8).await;
+    let napoli = TestSwitch::start(d, "napoli", 1, datacenters[0].1, 2).await;
+    let roma = TestSwitch::start(d, "roma", 2, datacenters[1].1, 1).await;
+    for (dc, sw) in [("napoli", &napoli), ("roma", &roma)] {
+        let (s, v) = api
+            .call(
+                reqwest::Method::PUT,
+                &format!("/datacenters/{dc}/switch"),
+                Some(
+                    json!({"url": sw.url, "key_file": sw.key_file, "care_of": sw.care_of,
+                    "port": "dc-public"}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let id = running_vi(&api).await;
+    let first = api.get(&format!("/vis/{id}")).await;
+    let addresses = first["addresses"].clone();
+    let home = addresses["home_addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(napoli.entries(&home), (Some(id.clone()), None));
+
+    let mut points = [KillPoints::default(), KillPoints::default()];
+    for round in 0.. {
+        if points.iter().all(|p| p.complete) && round >= 4 {
+            break;
+        }
+        assert!(round < 24, "more interruptible steps than a migration has");
+        for (leg, to) in ["roma", "napoli"].into_iter().enumerate() {
+            let (s, v) = api
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/vis/{id}/migrate"),
+                    Some(json!({"to": to})),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            let total = v["jobs"].as_array().unwrap().last().unwrap()["total"]
+                .as_i64()
+                .unwrap();
+            let killed =
+                kill_next(&api, &mut manager, &db, &v, total, &mut points[leg], round).await;
+            if killed != Kill::NotKilled {
+                manager.restart();
+                wait_for_manager(&base).await;
+            }
+            let v = settle(&api, &id, "migrating").await;
+            let job = v["jobs"].as_array().unwrap().last().unwrap().clone();
+            assert_eq!(
+                (v["state"].as_str(), job["state"].as_str()),
+                (Some("running"), Some("succeeded")),
+                "to {to}, killed at step {killed:?}: {v}"
+            );
+            assert_eq!(v["location"], to, "{v}");
+            assert_eq!(v["addresses"], addresses, "addresses kept");
+            // Its 4 VMs and their disks on the hosts of `to` alone.
+            let (there, elsewhere) = if to == "roma" {
+                (&sims[2..], &sims[..2])
+            } else {
+                (&sims[..2], &sims[2..])
+            };
+            assert_eq!(
+                vm_names(there).await.len(),
+                4,
+                "killed at {killed:?}: there {:?}, elsewhere {:?}, {v}",
+                vm_names(there).await,
+                vm_names(elsewhere).await
+            );
+            assert!(
+                vm_names(elsewhere).await.is_empty(),
+                "killed at {killed:?}: there {:?}, elsewhere {:?}",
+                vm_names(there).await,
+                vm_names(elsewhere).await
+            );
+            assert_eq!(
+                everything_on(&sims, &hosts_root).await,
+                (4, 4),
+                "a VM or disk duplicated after a kill at {killed:?}"
+            );
+            let used: i64 = api
+                .get("/hosts")
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["used_slots"].as_i64().unwrap())
+                .sum();
+            assert_eq!(used, 4, "slots leaked after a kill at {killed:?}");
+            // The switches: delivered where it runs, bound at home while away.
+            if to == "roma" {
+                assert_eq!(napoli.entries(&home), (None, Some(roma.care_of.clone())));
+                assert_eq!(roma.entries(&home), (Some(id.clone()), None));
+            } else {
+                assert_eq!(napoli.entries(&home), (Some(id.clone()), None));
+                assert_eq!(roma.entries(&home), (None, None));
+            }
+        }
+    }
+    points[0].assert_complete("migrate to roma");
+    points[1].assert_complete("migrate home");
+    api.call(reqwest::Method::POST, &format!("/vis/{id}/terminate"), None)
+        .await;
+    let v = settle(&api, &id, "terminating").await;
+    assert_eq!(v["state"], "terminated", "{v}");
+    assert_eq!(everything_on(&sims, &hosts_root).await, (0, 0));
+    assert_eq!(napoli.entries(&home), (None, None));
+    assert_eq!(roma.entries(&home), (None, None));
+    let _ = stop.send(true);
+}
+
+async fn vm_names(sims: &[Arc<SimHypervisor>]) -> Vec<String> {
+    let mut all = Vec::new();
+    for sim in sims {
+        all.extend(sim.list().await.unwrap().into_iter().map(|v| v.name));
+    }
+    all
 }

@@ -1,0 +1,352 @@
+//! Migration (paper, Section 3): a VI moved to another datacenter of the
+//! Service Switching domain, keeping every private address and Home
+//! Address. A running VI moves live, VM by VM; a suspended VI is resumed
+//! there ("future reallocation"). Administrators move a VI at once; its
+//! owner asks, and an administrator grants (migrating it) or refuses the
+//! request, after seeing the plan.
+//!
+//! A live migration is one durable job:
+//!
+//! 1. the target hosts are reserved with the job (beside the slots the VMs
+//!    hold, until the move is committed);
+//! 2. the source hosts' link networks flood to the target hosts too, and
+//!    the target switch delivers the VI's Home Addresses (visitors);
+//! 3. every VM moves live, its disk copied ([`Step::MoveVm`]); its links'
+//!    segments span both datacenters meanwhile, as they span hosts;
+//! 4. the home switch binds each Home Address to the target switch's
+//!    Care-of Address (or unbinds it when the VI comes home);
+//! 5. the switch it left stops delivering them;
+//! 6. the VMs take their target slots and free their old ones, and the VI
+//!    is located in its new datacenter.
+//!
+//! Any failure undoes the finished steps, last first: VMs that moved move
+//! back, the bindings and visitors are put back as they were.
+
+use std::collections::HashMap;
+
+use neptune_api as api;
+use neptune_lifecycle::{Event, ViState};
+use neptune_store::{
+    DatacenterRecord, MigrationRequestRecord, Reservation, StoreError, Transition, ViRecord,
+};
+use uuid::Uuid;
+
+use super::access::visible;
+use super::placement::{gateway_of, plan_error, seed, wiring, Placing, Target};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::jobs::{self, JobKind, Step};
+use crate::switching::{home_addresses, tunnel_key};
+use crate::{now_ms, AppState};
+
+/// Where a VI is and may go.
+struct Course {
+    home: Uuid,
+    from: Uuid,
+    to: DatacenterRecord,
+}
+
+/// Checks that `vi` may move to the datacenter named `to`.
+async fn course(state: &AppState, vi: &ViRecord, to: &str) -> ApiResult<Course> {
+    if vi.state != ViState::Suspended {
+        vi.state.next(Event::Migrate)?;
+    }
+    let home = vi.home_datacenter_id.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "running VI {} has no home datacenter",
+            vi.id
+        ))
+    })?;
+    let from = vi.location_id.unwrap_or(home);
+    let to = state.store.datacenter_by_name(to).await?;
+    if to.id == from {
+        return Err(ApiError::Conflict(format!(
+            "the VI is in datacenter {} already",
+            to.name
+        )));
+    }
+    Ok(Course { home, from, to })
+}
+
+/// Moves a running or suspended VI to another datacenter (an
+/// administrator), or asks for it (its owner: the request waits for an
+/// administrator, and the VI is answered unchanged).
+pub async fn migrate(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    req: api::MigrateRequest,
+) -> ApiResult<ViRecord> {
+    let vi = visible(state, caller, id).await?;
+    let course = course(state, &vi, &req.to).await?;
+    if !caller.is_admin() {
+        if req.placement.is_some() {
+            return Err(ApiError::Forbidden("only administrators place VMs by hand"));
+        }
+        let request = MigrationRequestRecord {
+            vi_id: vi.id,
+            datacenter_id: course.to.id,
+            requested_by: caller.user.id,
+            requested_at: now_ms(),
+        };
+        return match state.store.request_migration(&request).await {
+            Ok(()) => Ok(state.store.vi(vi.id).await?),
+            Err(StoreError::Duplicate { .. }) => Err(ApiError::Conflict(
+                "a request to move this VI waits for an administrator already".to_owned(),
+            )),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let manual: Option<HashMap<String, String>> = req.placement.map(|m| m.into_iter().collect());
+    let moved = if vi.state == ViState::Suspended {
+        super::suspend::resume_in(state, caller, &vi, Some(&course.to), manual.as_ref()).await?
+    } else {
+        live(state, caller, &vi, &course, manual.as_ref()).await?
+    };
+    state.store.delete_migration_request(vi.id).await?;
+    Ok(moved)
+}
+
+/// Ends a waiting request: its owner takes it back, or an administrator
+/// refuses it.
+pub async fn cancel_request(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()> {
+    let vi = visible(state, caller, id).await?;
+    if state.store.delete_migration_request(vi.id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("migration request"))
+    }
+}
+
+/// Every waiting request (administrators), oldest first.
+pub async fn requests(state: &AppState, caller: &Caller) -> ApiResult<Vec<MigrationRequestRecord>> {
+    caller.require_admin()?;
+    Ok(state.store.migration_requests().await?)
+}
+
+/// What moving the VI to `to` would do now; nothing is changed. For
+/// administrators and the owner.
+pub async fn preview(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    to: &str,
+) -> ApiResult<(api::MigrationPlan, String)> {
+    let vi = visible(state, caller, id).await?;
+    let course = course(state, &vi, to).await?;
+    let topo = super::design::design_of(&vi)?;
+    let hosts = state.store.list_hosts().await?;
+    let plan = crate::plan::place(vi.id, &topo, &course.to, &hosts, None, seed(vi.id))
+        .map_err(plan_error)?;
+    let addresses = crate::plan::committed(&vi)?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("VI {} has no address plan", vi.id)))?;
+    let split_mbps = topo
+        .links
+        .iter()
+        .filter(|l| {
+            let mut nodes: Vec<&str> = l.endpoints.iter().map(|e| e.node.as_str()).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            nodes.len() > 1
+        })
+        .map(|l| l.bandwidth.0)
+        .sum();
+    let copy_mib = topo.nodes.iter().map(|n| n.ram.0 + n.disk.0).sum();
+    let bound_addresses = if course.to.id == course.home {
+        Vec::new()
+    } else {
+        addresses
+            .entry_points
+            .iter()
+            .map(|e| e.home_address.to_string())
+            .collect()
+    };
+    let from = state
+        .store
+        .list_datacenters()
+        .await?
+        .into_iter()
+        .find(|d| d.id == course.from)
+        .map(|d| d.name)
+        .unwrap_or_default();
+    Ok((
+        api::MigrationPlan {
+            from,
+            plan: api::Plan {
+                addresses: crate::plan::address_view(&addresses),
+                ..plan.view
+            },
+            split_mbps,
+            copy_mib,
+            bound_addresses,
+        },
+        course.to.name,
+    ))
+}
+
+/// The steps that make a VI's Home Addresses follow it from datacenter
+/// `from` to `to`: delivered there, routed there from home, no longer
+/// delivered where it was; and the VI located there.
+pub(super) fn follow(vi: &ViRecord, home: Uuid, from: Uuid, to: Uuid) -> ApiResult<Vec<Step>> {
+    let addresses = home_addresses(vi).map_err(ApiError::Internal)?;
+    let key = tunnel_key(vi.id);
+    let located = |dc: Uuid| (dc != home).then_some(dc);
+    Ok(addresses
+        .iter()
+        .map(|&address| Step::Visit {
+            datacenter: to,
+            address,
+            key,
+        })
+        .chain(addresses.iter().map(|&address| Step::Route {
+            address,
+            home,
+            to,
+            from,
+            key,
+        }))
+        .chain(addresses.iter().map(|&address| Step::Unvisit {
+            datacenter: from,
+            address,
+            key,
+        }))
+        .chain([Step::Locate {
+            to: located(to),
+            from: located(from),
+        }])
+        .collect())
+}
+
+/// Starts the live migration of a running VI (see the module's steps).
+async fn live(
+    state: &AppState,
+    caller: &Caller,
+    vi: &ViRecord,
+    course: &Course,
+    manual: Option<&HashMap<String, String>>,
+) -> ApiResult<ViRecord> {
+    let topo = super::design::design_of(vi)?;
+    let addresses = crate::plan::committed(vi)?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("VI {} has no address plan", vi.id)))?;
+    let keys = super::deploy::owner_keys(state, vi.owner_id).await?;
+    let home_dc = state
+        .store
+        .list_datacenters()
+        .await?
+        .into_iter()
+        .find(|d| d.id == course.home)
+        .ok_or(ApiError::NotFound("datacenter"))?;
+    // Guests keep the configuration they were given at home: nothing
+    // inside a VM changes when it moves.
+    let public_gateway = gateway_of(&home_dc)?;
+    let vms = state.store.vms(vi.id).await?;
+    let running = super::suspend::running_specs(state, &vms).await?;
+    let target = Target {
+        vi,
+        topo: &topo,
+        dc: &course.to,
+        manual,
+        pins: &[],
+    };
+    let mut placing = Placing::start(state, caller, target).await;
+    let (migrating, job) = loop {
+        let (plan, hosts) = placing.plan().await?;
+        // While the VI is split, each link spans the hosts of both sides.
+        let both: Vec<_> = vms.iter().chain(&plan.records).cloned().collect();
+        let wired = wiring(state, &topo, &addresses, &both, &hosts).await?;
+        let mut moves = Vec::new();
+        // Each source host's link networks reach the target hosts too.
+        let mut joins: std::collections::BTreeMap<Uuid, Vec<neptune_hypervisor::NetworkJoin>> =
+            std::collections::BTreeMap::new();
+        for vm in &vms {
+            let Some(node) = topo.nodes.iter().find(|n| n.id.as_str() == vm.node_id) else {
+                continue;
+            };
+            for nic in jobs::nics(vi.id, &topo, node, vm.host_id, &wired, &addresses) {
+                let networks = joins.entry(vm.host_id).or_default();
+                if nic.segment.is_some() && !networks.iter().any(|j| j.network == nic.network) {
+                    networks.push(neptune_hypervisor::NetworkJoin {
+                        network: nic.network,
+                        segment: nic.segment,
+                    });
+                }
+            }
+        }
+        let joins = joins
+            .into_iter()
+            .filter(|(_, networks)| !networks.is_empty())
+            .map(|(host, networks)| Step::JoinSegments { host, networks });
+        for node in &topo.nodes {
+            let id = node.id.as_str();
+            let (Some(src), Some(dst)) = (
+                vms.iter().find(|v| v.node_id == id),
+                plan.records.iter().find(|v| v.node_id == id),
+            ) else {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "node {id} is not placed on both sides"
+                )));
+            };
+            let name = jobs::vm_name(vi.id, id);
+            let back = running.get(&name).cloned().ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "VM {name} (node {id}) is not on its host: the VI needs an operator"
+                ))
+            })?;
+            moves.push(Step::MoveVm {
+                from: src.host_id,
+                to: dst.host_id,
+                spec: jobs::vm_spec(
+                    vi.id,
+                    &topo,
+                    node,
+                    dst.host_id,
+                    &wired,
+                    jobs::GuestConfig {
+                        addresses: &addresses,
+                        ssh_keys: &keys,
+                        public_gateway,
+                    },
+                ),
+                back,
+            });
+        }
+        let mut follow = follow(vi, course.home, course.from, course.to.id)?;
+        // The last step of `follow` locates the VI: committing the moves
+        // does it, with the slots.
+        follow.pop();
+        let visits = follow
+            .iter()
+            .take_while(|s| matches!(s, Step::Visit { .. }))
+            .count();
+        let after: Vec<Step> = follow.split_off(visits);
+        let steps: Vec<Step> = [Step::HoldMoves]
+            .into_iter()
+            .chain(joins)
+            .chain(follow)
+            .chain(moves)
+            .chain(after)
+            .chain([Step::CommitMoves {
+                location: (course.to.id != course.home).then_some(course.to.id),
+            }])
+            .collect();
+        let job = jobs::new_job(vi.id, JobKind::Migrate, &steps).map_err(ApiError::Internal)?;
+        let change = Transition {
+            to: vi.state.next(Event::Migrate)?,
+            actor: caller.user.id,
+            at: now_ms(),
+            reject_reason: None,
+            home_datacenter_id: None,
+        };
+        let reservation = Reservation {
+            moves: plan.records,
+            job: Some(job.clone()),
+            ..Default::default()
+        };
+        if let Some(migrating) = placing.commit(&change, &reservation).await? {
+            break (migrating, job);
+        }
+    };
+    drop(placing);
+    state.jobs.spawn(job.id);
+    Ok(migrating)
+}
