@@ -219,6 +219,11 @@ impl Client {
         self.call::<(), _>(Method::GET, "/users", None).await
     }
 
+    /// `POST /users`: a new account (administrators).
+    pub async fn create_user(&self, req: &api::CreateUser) -> Result<api::User, ClientError> {
+        self.call(Method::POST, "/users", Some(req)).await
+    }
+
     /// Disables (`true`) or enables a user (administrators).
     /// `POST /users/{id}/disable` or `.../enable` (administrators).
     pub async fn set_user_disabled(
@@ -258,9 +263,29 @@ impl Client {
         self.call::<(), _>(Method::GET, "/datacenters", None).await
     }
 
+    /// `POST /datacenters`: a new datacenter (administrators).
+    pub async fn create_datacenter(
+        &self,
+        req: &api::CreateDatacenter,
+    ) -> Result<api::Datacenter, ClientError> {
+        self.call(Method::POST, "/datacenters", Some(req)).await
+    }
+
     /// `GET /hosts`.
     pub async fn hosts(&self) -> Result<Vec<api::Host>, ClientError> {
         self.call::<(), _>(Method::GET, "/hosts", None).await
+    }
+
+    /// `POST /hosts`: registers a host, or updates the one of that name
+    /// (administrators, or the host's own Agent).
+    pub async fn register_host(&self, req: &api::RegisterHost) -> Result<api::Host, ClientError> {
+        self.call(Method::POST, "/hosts", Some(req)).await
+    }
+
+    /// `POST /reconcile`: one reconciliation pass over every host, now
+    /// (administrators).
+    pub async fn reconcile(&self) -> Result<api::ReconcileReport, ClientError> {
+        self.call::<(), _>(Method::POST, "/reconcile", None).await
     }
 
     /// `GET /templates`: the public ones and the caller's own.
@@ -323,6 +348,17 @@ impl Client {
     /// `POST /vis`: a new VI in state `defined`.
     pub async fn create_vi(&self, design: &api::ViDesign) -> Result<api::ViDetail, ClientError> {
         self.call(Method::POST, "/vis", Some(design)).await
+    }
+
+    /// `PUT /vis/{id}`: a new design for a defined VI; `design.version`
+    /// names the version it is based on.
+    pub async fn edit_vi(
+        &self,
+        id: Uuid,
+        design: &api::ViDesign,
+    ) -> Result<api::ViDetail, ClientError> {
+        self.call(Method::PUT, &format!("/vis/{id}"), Some(design))
+            .await
     }
 
     /// `GET /vis/{id}/plan`: what accepting it would do now (changes

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::*;
 
-/// Uploads `bytes` as an image named `name` (query `extra` appended).
+/// Uploads `bytes` with the query `query` (as sent, so that malformed
+/// ones can be; the status and the raw body).
 async fn upload(m: &TestManager, token: &str, query: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
     let resp = m
         .http
@@ -64,48 +65,41 @@ pub(crate) async fn images_are_imported_as_templates(m: &TestManager) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    let t: api::Template = serde_json::from_value(v).unwrap();
     assert_eq!(
         (
-            v["name"].as_str(),
-            v["owner"].as_str(),
-            v["visibility"].as_str(),
-            v["format"].as_str(),
-            v["size_mib"].as_i64(),
-            v["disk_mib"].as_i64(),
-            v["vcpus"].as_i64(),
-            v["os_name"].as_str()
+            t.name.as_str(),
+            t.owner.as_str(),
+            t.visibility,
+            t.format.as_str(),
+            t.size_mib,
+            t.disk_mib,
+            t.vcpus,
+            t.os_name.as_str()
         ),
         (
-            Some("mine"),
-            Some("alice"),
-            Some("private"),
-            Some("qcow2"),
-            Some(48),
-            Some(48),
-            Some(2),
-            Some("Alpine")
+            "mine",
+            "alice",
+            api::Visibility::Private,
+            "qcow2",
+            48,
+            48,
+            2,
+            "Alpine"
         )
     );
     // Hers alone: bob does not see it, and cannot deploy from it.
-    let (_, listed) = m
-        .call(Method::GET, "/api/v1/templates", Some(&p.bob), None)
-        .await;
-    assert!(
-        !listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["name"] == "mine"),
-        "{listed}"
-    );
+    let listed = m.client(&p.bob).templates().await.unwrap();
+    assert!(!listed.iter().any(|t| t.name == "mine"), "{listed:?}");
     // Her VI deploys from it: the image is where the hosts find it.
     let design = json!({"topology": {"id": "own", "nodes": [{"id": "a", "software": {"template": "mine"}, "ram": 256, "disk": 48,
         "interfaces": [{"name": "eth0"}]}], "links": []}});
     let id = m.requested_vi(&p.alice, design).await;
     m.accept(&p.admin, &id, None).await;
-    let v = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(v["state"], "running", "{v}");
-    let vm = neptune_manager::jobs::vm_name(Uuid::parse_str(&id).unwrap(), "a");
+    let id: Uuid = id.parse().unwrap();
+    let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
+    assert_eq!(v.vi.state, ViState::Running, "{v:?}");
+    let vm = neptune_manager::jobs::vm_name(id, "a");
     let disk = m.sims.sim("host0").disk_path(&vm);
     let made_from: Value = serde_json::from_slice(&std::fs::read(disk).unwrap()).unwrap();
     assert!(
@@ -214,15 +208,8 @@ pub(crate) async fn images_are_imported_as_templates(m: &TestManager) {
         "{v}"
     );
     assert!(leftovers(m).is_empty(), "{:?}", leftovers(m));
-    let (_, all) = m
-        .call(Method::GET, "/api/v1/templates", Some(&p.admin), None)
-        .await;
-    let names: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["name"].as_str())
-        .collect();
+    let all = m.client(&p.admin).templates().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names.iter().filter(|n| **n == "mine").count(),
         1,
@@ -241,13 +228,10 @@ pub(crate) async fn images_are_imported_as_templates(m: &TestManager) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    let t: api::Template = serde_json::from_value(v).unwrap();
     assert_eq!(
-        (
-            v["format"].as_str(),
-            v["size_mib"].as_i64(),
-            v["visibility"].as_str()
-        ),
-        (Some("raw"), Some(3), Some("public"))
+        (t.format.as_str(), t.size_mib, t.visibility),
+        ("raw", 3, api::Visibility::Public)
     );
 
     // A body without a declared size, or larger than the largest image, is
