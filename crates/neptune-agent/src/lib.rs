@@ -117,13 +117,8 @@ fn valid_host_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Binds the Agent API and starts serving it (and registering with the
-/// Manager, if configured) in a task; returns once the listener is bound.
-/// The Agent stops when `shutdown` completes.
-pub async fn start(
-    config: AgentConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<RunningAgent, AgentError> {
+/// Refuses a configuration the Manager would refuse.
+fn check(config: &AgentConfig) -> Result<(), AgentError> {
     if !valid_host_name(&config.name) {
         return Err(AgentError::Config(format!(
             "{:?} is not a host name (1 to 64 letters, digits, '-', '_' or '.')",
@@ -136,20 +131,16 @@ pub async fn start(
     if config.token.is_empty() {
         return Err(AgentError::Config("the agent token is empty".into()));
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AgentError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| AgentError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let url = config
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    Ok(())
+}
+
+/// An Agent's API and, when it has a Manager, its heartbeat task, for the
+/// Agent reached at `url`.
+fn agent(
+    config: &AgentConfig,
+    url: &str,
+    shared: Option<register::Shared>,
+) -> (axum::Router, Option<JoinHandle<()>>) {
     let capacity = config.hypervisor.capacity();
     let app = server::router(server::ServerState {
         hypervisor: config.hypervisor.clone(),
@@ -162,18 +153,41 @@ pub async fn start(
         let body = api::RegisterHost {
             datacenter: config.datacenter.clone(),
             name: config.name.clone(),
-            agent_url: url.clone(),
+            agent_url: url.to_owned(),
             cpus: capacity.cpus,
             ram_mib: capacity.ram_mib,
             disk_mib: capacity.disk_mib,
             vm_slots: capacity.vm_slots,
             uplink_mbps: config.uplink_mbps,
         };
-        tokio::spawn(register::heartbeat_loop(link, body))
+        tokio::spawn(register::heartbeat_loop(link, body, shared))
     });
-    tracing::info!(host = %config.name, datacenter = %config.datacenter, %addr, "agent listening");
-    let name = config.name.clone();
-    let task = tokio::spawn(async move {
+    (app, heartbeat)
+}
+
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), AgentError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: listen,
+        source,
+    })?;
+    Ok((listener, addr))
+}
+
+/// Serves `app` on `listener` until `shutdown`, then stops the heartbeats.
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    heartbeats: Vec<JoinHandle<()>>,
+    what: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<Result<(), AgentError>> {
+    tokio::spawn(async move {
         // Bounded as the Manager's API is: header, idle and body timeouts,
         // connections below the file limit (see neptune-http).
         let served = neptune_http::serve(
@@ -183,13 +197,102 @@ pub async fn start(
             shutdown,
         )
         .await;
-        if let Some(h) = heartbeat {
+        for h in heartbeats {
             h.abort();
         }
-        tracing::info!(host = %name, "agent stopped");
+        tracing::info!(agents = %what, "agent stopped");
         served.map_err(AgentError::Serve)
-    });
+    })
+}
+
+/// Binds the Agent API and starts serving it (and registering with the
+/// Manager, if configured) in a task; returns once the listener is bound.
+/// The Agent stops when `shutdown` completes.
+pub async fn start(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningAgent, AgentError> {
+    check(&config)?;
+    let (listener, addr) = bind(config.listen).await?;
+    let url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let (app, heartbeat) = agent(&config, &url, None);
+    tracing::info!(host = %config.name, datacenter = %config.datacenter, %addr, "agent listening");
+    let task = serve(
+        listener,
+        app,
+        heartbeat.into_iter().collect(),
+        config.name.clone(),
+        shutdown,
+    );
     Ok(RunningAgent { addr, url, task })
+}
+
+/// Several Agents in one process, served on one listener at `listen`, each
+/// under `/hosts/<name>` (its URL `http://ADDR/hosts/<name>`), their
+/// heartbeats sharing one HTTP client with at most 8 registrations in
+/// flight: many simulated hosts (`neptune up`, benchmarks) cost one socket
+/// and a few pooled connections, not files each. Each configuration's `listen` and `advertise_url` are ignored.
+#[derive(Debug)]
+pub struct RunningFarm {
+    /// The URL of each Agent, in the order of the configurations.
+    pub urls: Vec<String>,
+    task: JoinHandle<Result<(), AgentError>>,
+}
+
+impl RunningFarm {
+    /// Waits until the Agents stop.
+    pub async fn wait(self) -> Result<(), AgentError> {
+        self.task.await.map_err(AgentError::Task)?
+    }
+}
+
+/// Starts the Agents of `configs` on one listener (see [`RunningFarm`]).
+pub async fn start_farm(
+    configs: Vec<AgentConfig>,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningFarm, AgentError> {
+    let mut names = std::collections::HashSet::new();
+    for config in &configs {
+        check(config)?;
+        if !names.insert(config.name.as_str()) {
+            return Err(AgentError::Config(format!(
+                "host {:?} is named twice",
+                config.name
+            )));
+        }
+    }
+    let (listener, addr) = bind(listen).await?;
+    let shared = match configs.iter().find_map(|c| c.manager.as_ref()) {
+        Some(link) => Some(register::Shared {
+            http: register::heartbeat_client(link).map_err(AgentError::Config)?,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(register::SHARED_IN_FLIGHT)),
+        }),
+        None => None,
+    };
+    let mut app = axum::Router::new();
+    let mut urls = Vec::new();
+    let mut heartbeats = Vec::new();
+    for config in &configs {
+        let prefix = format!("/hosts/{}", config.name);
+        let url = format!("http://{addr}{prefix}");
+        let (one, heartbeat) = agent(config, &url, shared.clone());
+        app = app.nest(&prefix, one);
+        heartbeats.extend(heartbeat);
+        urls.push(url);
+    }
+    tracing::info!(agents = configs.len(), %addr, "agents listening");
+    let task = serve(
+        listener,
+        app,
+        heartbeats,
+        format!("{} agents", configs.len()),
+        shutdown,
+    );
+    Ok(RunningFarm { urls, task })
 }
 
 /// [`start`], then wait until the Agent stops.

@@ -99,18 +99,37 @@ fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// Registers `body` with the Manager forever (until the task is dropped).
-pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost) {
-    let http = match reqwest::Client::builder()
+/// The HTTP client heartbeats are sent with.
+pub(crate) fn heartbeat_client(link: &ManagerLink) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(link.timeout)
         // Below the Manager's 10 s idle timeout (neptune-http).
         .pool_idle_timeout(std::time::Duration::from_secs(5))
         .build()
-    {
+        .map_err(|e| chain(&e))
+}
+
+/// What the Agents of one process share to report: one HTTP client (and
+/// so its connections), and a bound on their registrations in flight, so
+/// that thousands starting together open a few connections, not one each.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) http: reqwest::Client,
+    pub(crate) in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Registrations of one process's Agents in flight at once.
+pub(crate) const SHARED_IN_FLIGHT: usize = 8;
+
+/// Registers `body` with the Manager forever (until the task is dropped),
+/// alone or sharing with the other Agents of the process.
+pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost, shared: Option<Shared>) {
+    let in_flight = shared.as_ref().map(|s| s.in_flight.clone());
+    let http = match shared.map_or_else(|| heartbeat_client(&link), |s| Ok(s.http)) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %chain(&e), "cannot build an HTTP client: not registering with the Manager");
+            tracing::error!(error = %e, "cannot build an HTTP client: not registering with the Manager");
             return;
         }
     };
@@ -126,6 +145,10 @@ pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost) {
     let mut current = 0;
     loop {
         let mut result = Err(None);
+        let permit = match &in_flight {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         for k in 0..link.urls.len() {
             let at = (current + k) % link.urls.len();
             match register_once(&http, &link, &link.urls[at], &body).await {
@@ -140,6 +163,8 @@ pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost) {
                 Err(e) => result = Err(Some(e)),
             }
         }
+        // Held for the registration only, never across the wait.
+        drop(permit);
         let manager = &link.urls[current];
         match result {
             Ok(()) => {

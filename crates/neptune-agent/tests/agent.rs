@@ -1215,3 +1215,81 @@ async fn bodies_are_refused_with_the_shared_codes() {
     assert!(host.sim.list().await.unwrap().is_empty());
     host.stop().await;
 }
+
+/// Several Agents on one listener, each at its own path: each answers for
+/// its own host only, as one Agent of its own would (tokens included), and
+/// registers that URL with the Manager.
+#[tokio::test]
+async fn a_farm_serves_many_agents_on_one_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manager, seen) = fake_manager(0).await;
+    let mut sims = Vec::new();
+    let mut configs = Vec::new();
+    for name in ["f1", "f2", "f3"] {
+        let sim = Arc::new(SimHypervisor::new(SimConfig::new(dir.path().join(name), CAP)).unwrap());
+        sims.push(sim.clone());
+        configs.push(AgentConfig {
+            name: name.into(),
+            datacenter: "napoli".into(),
+            listen: "127.0.0.1:1".parse().unwrap(),
+            advertise_url: None,
+            token: Secret::new(TOKEN),
+            manager: Some(link(manager)),
+            hypervisor: sim,
+            uplink_mbps: 10_000,
+        });
+    }
+    let mut twice = configs.clone();
+    twice.push(configs[0].clone());
+    assert!(
+        neptune_agent::start_farm(twice, "127.0.0.1:0".parse().unwrap(), async {})
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("named twice")
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let farm = neptune_agent::start_farm(configs, "127.0.0.1:0".parse().unwrap(), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(farm.urls.len(), 3);
+    let port = farm.urls[0].split('/').nth(2).unwrap().to_owned();
+    for (url, name) in farm.urls.iter().zip(["f1", "f2", "f3"]) {
+        assert_eq!(url, &format!("http://{port}/hosts/{name}"), "one listener");
+    }
+    // Each path is its host's Agent.
+    let img = image(dir.path());
+    let f2 = AgentClient::new(&farm.urls[1], Secret::new(TOKEN)).unwrap();
+    let disk = f2.prepare_disk("vi1-web", &img, 1024).await.unwrap();
+    f2.define(&spec("vi1-web", &disk)).await.unwrap();
+    assert_eq!(sims[1].list().await.unwrap().len(), 1);
+    assert!(sims[0].list().await.unwrap().is_empty());
+    assert!(sims[2].list().await.unwrap().is_empty());
+    let f1 = AgentHypervisor::connect(AgentClient::new(&farm.urls[0], Secret::new(TOKEN)).unwrap())
+        .await
+        .unwrap();
+    assert!(f1.list().await.unwrap().is_empty());
+    assert_eq!(f2.list_vms().await.unwrap()[0].name, "vi1-web");
+    let wrong = AgentClient::new(&farm.urls[2], Secret::new("not-the-token")).unwrap();
+    assert_eq!(
+        refused(&wrong.list_vms().await.unwrap_err()),
+        (401, codes::UNAUTHENTICATED)
+    );
+    let nobody = AgentClient::new(&format!("http://{port}/hosts/f9"), Secret::new(TOKEN)).unwrap();
+    assert_eq!(refused(&nobody.list_vms().await.unwrap_err()).0, 404);
+    // Every host registers its own URL.
+    wait_for_posts(&seen, 6).await;
+    let registered: std::collections::BTreeMap<String, String> = seen
+        .lock()
+        .unwrap()
+        .posts
+        .iter()
+        .map(|(_, b, _)| (b.name.clone(), b.agent_url.clone()))
+        .collect();
+    assert_eq!(registered.len(), 3, "{registered:?}");
+    assert_eq!(registered["f3"], farm.urls[2]);
+    let _ = stop.send(());
+    farm.wait().await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! `neptune up`: a whole Neptune on one machine, in one process — a Manager
 //! on SQLite in a data directory, and datacenters whose hosts are real
-//! Agents (HTTP on 127.0.0.1) over simulated hypervisors. The same pieces
+//! Agents (HTTP on 127.0.0.1, all on one listener, each at its own path)
+//! over simulated hypervisors. The same pieces
 //! as a real deployment; only the hypervisor is simulated. With
 //! [`UpHypervisor::Libvirt`] the hosts run real QEMU guests through this
 //! machine's libvirt daemon, which they share (each keeps to its own VMs;
@@ -406,7 +407,7 @@ pub async fn start(
 
     let capacity = opts.capacity_per_host();
     let mut hosts = Vec::new();
-    let mut agents = Vec::new();
+    let mut configs = Vec::new();
     for dc in &opts.datacenters {
         for i in 1..=opts.hosts_per_datacenter {
             let name = format!("{dc}-{i}");
@@ -464,10 +465,14 @@ pub async fn start(
                 hypervisor,
                 uplink_mbps: opts.uplink_mbps,
             };
-            agents.push(neptune_agent::start(config, stopped()).await?);
+            configs.push(config);
             hosts.push(name);
         }
     }
+    // One listener for every host: a host costs no file of its own.
+    let agents =
+        neptune_agent::start_farm(configs, SocketAddr::from(([127, 0, 0, 1], 0)), stopped())
+            .await?;
 
     let serve_state = stopped();
     let server = tokio::spawn(async move {
@@ -476,9 +481,7 @@ pub async fn start(
             tracing::info!(jobs = resumed, "resumed unfinished jobs");
         }
         let result = manager.serve(listener, serve_state).await;
-        for agent in agents {
-            let _ = agent.wait().await;
-        }
+        let _ = agents.wait().await;
         for switch in switches {
             let _ = switch.await;
         }

@@ -712,11 +712,11 @@ use migration::{
     a_failed_move_rolls_back, a_vi_moves_between_datacenters_and_back, switch_drift_is_repaired,
     switches_are_registered_by_administrators,
 };
-use quota_edits::administrators_change_quotas;
 use placement::{
     a_lan_fits_hosts_uplinks, capacity_is_never_exceeded, many_parallel_accepts,
     uplinks_limit_acceptance,
 };
+use quota_edits::administrators_change_quotas;
 use reads::reads_are_never_stale;
 use reconcile::drift_is_reconciled;
 use templates::{software_must_be_in_the_template, templates_from_images, vm_saved_as_template};

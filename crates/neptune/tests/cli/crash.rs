@@ -314,11 +314,11 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     )
     .await;
 
-    // One VI of 4 VMs: 16 deploy steps (disk, define, start, ready). Round k kills the Manager at the
+    // One VI of 4 VMs: 17 deploy steps (disk, define, start, ready; its Home Address delivered). Round k kills the Manager at the
     // first step at or after k where the deploy runs (once every such step
     // was interrupted, again at each of them in turn), then kills it again
     // while the VI terminates, at varying delays.
-    let total = 16;
+    let total = 17;
     let mut deploys = KillPoints::default();
     for round in 0..total {
         let id = requested_vi(&api).await;
@@ -469,7 +469,7 @@ async fn manager_killed_during_deploys_suspends_and_resumes() {
     let _ = stop.send(true);
 }
 
-/// A catalogue VI of 4 VMs (12 deploy steps), requested.
+/// A catalogue VI of 4 VMs behind a gateway (17 deploy steps), requested.
 async fn requested_vi(api: &Api) -> String {
     let (s, vi) = api
         .call(

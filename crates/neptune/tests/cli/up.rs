@@ -33,7 +33,12 @@ fn start(dir: &Path) -> Up {
 
 /// `neptune up` with `args`, checking that it names `hosts`.
 fn start_with(dir: &Path, args: &[&str], hosts: &str) -> Up {
-    let mut child = neptune()
+    start_from(neptune(), dir, args, hosts)
+}
+
+/// [`start_with`], through `command` (the binary itself, or a wrapper).
+fn start_from(mut command: Command, dir: &Path, args: &[&str], hosts: &str) -> Up {
+    let mut child = command
         .args(["up", "--listen", "127.0.0.1:0"])
         .args(args)
         .arg("--data-dir")
@@ -246,7 +251,8 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
         "running"
     );
     let shown = ok(&cli(dir.path(), &["vi", "show", &id], None));
-    assert!(shown.contains("deploy succeeded (16/16)"), "{shown}");
+    // 4 disks, 4 defines, 4 starts, 4 waits, its Home Address delivered.
+    assert!(shown.contains("deploy succeeded (17/17)"), "{shown}");
     // Each VM's state as its host reports it now.
     assert!(shown.contains(" STATE"), "{shown}");
     assert_eq!(
@@ -443,6 +449,47 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
     let after = cli(dir.path(), &["vi", "list"], None);
     assert_eq!(after.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&after.stderr).contains("not logged in"));
+    drop(up);
+}
+
+/// `neptune up`'s simulated hosts cost no file each: 600 of them (3 files
+/// each made 1800) come up and all register under a limit of 512 open
+/// files, and a VI deploys on them.
+#[test]
+fn up_runs_hundreds_of_hosts_under_a_small_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = Command::new("prlimit");
+    limited
+        .arg("--nofile=512:512")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_neptune"));
+    let up = start_from(limited, dir.path(), &["--hosts", "300"], "napoli-300");
+    let password = std::fs::read_to_string(dir.path().join("data/admin.password")).unwrap();
+    ok(&cli(
+        dir.path(),
+        &["login", "--url", &up.url, "--password-stdin"],
+        Some(&password),
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let hosts = ok(&cli(dir.path(), &["host", "list"], None));
+        let ready = hosts.lines().filter(|l| l.contains(" ready ")).count();
+        if ready == 600 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ready} of 600 hosts ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let id = create_vi(dir.path(), "cluster", 20);
+    ok(&cli(dir.path(), &["vi", "request", &id], None));
+    ok(&cli(dir.path(), &["vi", "accept", &id], None));
+    assert_eq!(
+        ok(&cli(dir.path(), &["vi", "wait", &id], None)).trim(),
+        "running"
+    );
     drop(up);
 }
 
