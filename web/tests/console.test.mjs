@@ -365,6 +365,19 @@ try {
     assert.ok(hosts.every((h) => /^napoli-\d$/.test(h)), `every VM on a napoli host: ${hosts}`);
   });
 
+  await step('an administrator refuses a request from the queue; the owner sees it gone', async () => {
+    const asAlice = await apiAs(neptune.url, 'alice', 'alice-password-1');
+    await asAlice('POST', `/vis/${viId}/migrate`, { to: 'roma' });
+    await alice.getByTestId('migration-request').getByText(/alice asks to move shop to roma/).waitFor({ timeout: 10000 });
+    await boss.goto(`${neptune.url}/admin/queue`);
+    await boss.getByRole('button', { name: 'Refuse moving shop to roma' }).click();
+    await boss.getByRole('status').getByText('Refused: shop stays where it is.').waitFor();
+    await boss.getByText('No migration waits for approval.').waitFor();
+    await alice.getByTestId('migration-request').waitFor({ state: 'detached', timeout: 10000 });
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor();
+    await alice.getByTestId('location').getByText('napoli', { exact: true }).waitFor();
+  });
+
   await step("a migration in progress shows each VM's move and the host it is moving to", async () => {
     // Simulated moves end within milliseconds: the page is served one moment
     // of a migration as the API shows it (the VI's detail, then one progress
