@@ -429,6 +429,22 @@ try {
     assert.equal(await alice.getByTestId('moves').count(), 0);
   });
 
+  await step('a suspended VI migrates by resuming in the other datacenter', async () => {
+    await alice.getByRole('button', { name: 'Suspend' }).click();
+    await alice.getByTestId('vi-state').getByText('suspended').waitFor({ timeout: 60000 });
+    await boss.goto(`${neptune.url}/vis/${viId}`);
+    await boss.getByTestId('vi-state').getByText('suspended').waitFor();
+    await boss.getByRole('toolbar', { name: 'Actions' }).getByRole('button', { name: 'Migrate', exact: true }).click();
+    const panel = boss.getByRole('region', { name: 'Migration' });
+    await panel.getByText('The VI is suspended: it resumes in roma.').waitFor();
+    await panel.getByTestId('migration-facts').getByText(/from napoli to roma/).waitFor();
+    await panel.getByRole('button', { name: 'Migrate now' }).click();
+    await boss.getByTestId('location').getByText('roma', { exact: true }).waitFor({ timeout: 60000 });
+    await boss.getByTestId('vi-state').getByText('running', { exact: true }).waitFor({ timeout: 60000 });
+    await alice.getByTestId('location').getByText('away from home').waitFor({ timeout: 10000 });
+    await alice.getByTestId('bindings').getByRole('row', { name: / roma / }).waitFor();
+  });
+
   await step("the paper's Fig. 3 imports and renders as the paper draws it", async () => {
     await alice.goto(`${neptune.url}/design`);
     const fig3 = join(repo, 'crates/neptune-topology/testdata/fig3.xml');
