@@ -1,13 +1,68 @@
 // Administration: the approval queue and its plan preview (placement on
 // hosts, address plan, cut and bandwidth, quota impact) with manual
-// placement by dragging; hosts and datacenters and their use; templates;
+// placement by dragging; the owners' migration requests beside it; hosts,
+// datacenters and their Edge Service Switches, and their use; templates;
 // users and quotas.
 import { useState } from 'preact/hooks';
-import { api, get, post, upload } from './api.js';
+import { api, del, get, post, upload } from './api.js';
 import { PlacementGraph } from './placement.jsx';
 import { navigate, usePoll, when } from './router.js';
 
 const COUNTED = ['requested', 'accepted', 'deploying', 'running', 'suspending', 'suspended', 'resuming', 'migrating', 'terminating', 'failed'];
+
+// Owners' requests to move their VIs to another datacenter: each links to
+// its VI, whose page shows the plan; granting moves the VI at once.
+function MigrationRequests({ vis }) {
+  const [requests, error, setRequests] = usePoll(() => get('/migration-requests'), 3000, []);
+  const [message, setMessage] = useState('');
+  const name = (id) => vis?.find((v) => v.id === id)?.name || id;
+  const grant = async (r) => {
+    setMessage('');
+    try {
+      await post(`/vis/${r.vi}/migrate`, { to: r.to });
+      navigate(`/vis/${r.vi}`);
+    } catch (e) {
+      setMessage(`Not granted: ${e.message}`);
+    }
+  };
+  const refuse = async (r) => {
+    setMessage('');
+    try {
+      await del(`/vis/${r.vi}/migrate`);
+      setMessage(`Refused: ${name(r.vi)} stays where it is.`);
+      setRequests(await get('/migration-requests'));
+    } catch (e) {
+      setMessage(e.message);
+    }
+  };
+  return (
+    <section aria-labelledby="migration-requests">
+      <h2 id="migration-requests">Migration requests</h2>
+      {error && <p class="error">{error.message}</p>}
+      {message && <p class="status" role="status">{message}</p>}
+      {requests && !requests.length && <p>No migration waits for approval.</p>}
+      {requests?.length > 0 && (
+        <table class="list" data-testid="migration-requests">
+          <thead><tr><th>VI</th><th>requested by</th><th>to</th><th>requested</th><th /></tr></thead>
+          <tbody>
+            {requests.map((r) => (
+              <tr>
+                <td><a href={`/vis/${r.vi}`}>{name(r.vi)}</a></td>
+                <td>{r.requested_by}</td>
+                <td>{r.to}</td>
+                <td>{when(r.requested_at)}</td>
+                <td>
+                  <button type="button" class="link" onClick={() => grant(r)} aria-label={`Grant moving ${name(r.vi)} to ${r.to}`}>grant</button>
+                  <button type="button" class="link" onClick={() => refuse(r)} aria-label={`Refuse moving ${name(r.vi)} to ${r.to}`}>refuse</button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
 
 export function Queue() {
   const [vis, error] = usePoll(() => get('/vis'), 3000, []);
@@ -37,6 +92,7 @@ export function Queue() {
           </tbody>
         </table>
       )}
+      <MigrationRequests vis={vis} />
     </main>
   );
 }
@@ -197,6 +253,37 @@ const Bar = ({ used, total, unit }) => (
   </span>
 );
 
+// Each datacenter's Edge Service Switch: its Care-of Address, whether it
+// answered the Manager's signed state request, its Mobility Binding Table's
+// size and the addresses it delivers here for VIs away from home.
+function Switches() {
+  const [switches, error] = usePoll(() => get('/switches'), 5000, []);
+  return (
+    <section aria-labelledby="switches">
+      <h2 id="switches">Edge Service Switches</h2>
+      {error && <p class="error">{error.message}</p>}
+      {switches && !switches.length && <p class="muted">No switch is registered.</p>}
+      {switches?.length > 0 && (
+        <table class="list" data-testid="switches">
+          <thead><tr><th>datacenter</th><th>care-of</th><th>answers</th><th>bindings</th><th>visitors</th><th>control</th></tr></thead>
+          <tbody>
+            {switches.map((w) => (
+              <tr>
+                <td>{w.datacenter}</td>
+                <td><code>{w.care_of}</code></td>
+                <td><span class={`state ${w.reachable ? 'ready' : 'unreachable'}`}>{w.reachable ? 'yes' : 'no'}</span></td>
+                <td>{w.bindings ?? '—'}</td>
+                <td>{w.visitors ?? '—'}</td>
+                <td><code>{w.url}</code></td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
 export function Hosts() {
   const [hosts, error] = usePoll(() => get('/hosts'), 5000, []);
   const [dcs] = usePoll(() => get('/datacenters'), 0, []);
@@ -227,6 +314,7 @@ export function Hosts() {
           </table>
         </section>
       ))}
+      <Switches />
     </main>
   );
 }

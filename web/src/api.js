@@ -62,17 +62,7 @@ export async function upload(path, file) {
 
 export const get = (path) => api('GET', path);
 export const post = (path, body) => api('POST', path, body ?? {});
-
-// The routes the served OpenAPI document has: actions appear only when the
-// Manager offers them (e.g. migration, added later).
-let routes = null;
-export async function hasRoute(method, path) {
-  if (!routes) {
-    routes = get('/openapi.json').then((doc) => doc.paths || {}).catch(() => ({}));
-  }
-  const paths = await routes;
-  return Boolean(paths[path]?.[method]);
-}
+export const del = (path) => api('DELETE', path);
 
 // A job's progress as server-sent events until it ends.
 export function followJob(id, onProgress) {

@@ -2,8 +2,10 @@
 // `neptune up` of its own, a user designs a 3-VM VI with two links and an
 // entry point by dragging and clicking, exports it (the XML passes
 // `neptune topology check`), requests it; an administrator reviews the plan
-// and accepts it; the user watches it run, suspends and resumes it; the
-// paper's Fig. 3 imports and renders; a design error is shown on its
+// and accepts it; the user watches it run, suspends and resumes it, asks to
+// move it to the other datacenter, and an administrator grants that from
+// the queue (it runs away from home, its Home Address bound) and brings it
+// back; the paper's Fig. 3 imports and renders; a design error is shown on its
 // element; another user never sees the first one's VIs. Screenshots go to
 // docs/screenshots/.
 //
@@ -268,6 +270,179 @@ try {
     );
     await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
     await boss.getByTestId('users').getByRole('row', { name: /^alice user 64/ }).waitFor();
+  });
+
+  await step('the owner asks to move her running VI to roma: the plan, a request she may withdraw', async () => {
+    await alice.goto(`${neptune.url}/vis/${viId}`);
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor();
+    await alice.getByTestId('location').getByText('napoli', { exact: true }).waitFor();
+    assert.equal(await alice.getByText('away from home').count(), 0);
+    const migrate = alice.getByRole('toolbar', { name: 'Actions' }).getByRole('button', { name: 'Migrate', exact: true });
+    await migrate.click();
+    const panel = alice.getByRole('region', { name: 'Migration' });
+    await panel.getByTestId('migration-facts').getByText(/from napoli to roma · cut \d+ Mbit\/s .* 500 Mbit\/s between datacenters while split · copies up to \d+ MiB/).waitFor();
+    assert.deepEqual(await panel.getByLabel('Target datacenter').locator('option').allTextContents(), ['roma'], 'every datacenter but its own');
+    const rows = await panel.getByTestId('migration-vms').locator('tbody tr').allTextContents();
+    assert.equal(rows.length, 3);
+    assert.ok(rows.every((r) => /napoli-\droma-\d/.test(r)), `each VM from a napoli host to a roma host: ${rows}`);
+    const home = (await admin('GET', `/vis/${viId}`)).addresses.home_addresses[0].address.split('/')[0];
+    await panel.getByTestId('migration-bound').getByText(`Home Addresses tunnelled from napoli to roma: ${home}`).waitFor();
+    await panel.getByRole('button', { name: 'Request migration' }).click();
+    await panel.getByTestId('migration-request').getByText(/alice asks to move shop to roma .*; an administrator grants or refuses it/).waitFor();
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor();
+    assert.equal(await migrate.count(), 0, 'one request at a time');
+    await panel.getByRole('button', { name: 'Withdraw request' }).click();
+    await alice.getByRole('status').getByText('Migration request withdrawn.').waitFor();
+    await alice.getByRole('region', { name: 'Migration' }).waitFor({ state: 'detached' });
+    await migrate.click();
+    await panel.getByRole('button', { name: 'Request migration' }).click();
+    await panel.getByTestId('migration-request').waitFor();
+  });
+
+  await step('an administrator finds it beside the approval queue, reads its plan and grants it', async () => {
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Approval queue' }).click();
+    const requests = boss.getByTestId('migration-requests');
+    await requests.getByRole('row', { name: /^shop alice roma/ }).waitFor();
+    await requests.getByRole('link', { name: 'shop' }).click();
+    await boss.waitForURL(`${neptune.url}/vis/${viId}`);
+    const panel = boss.getByRole('region', { name: 'Migration' });
+    await panel.getByTestId('migration-request').getByText(/alice asks to move shop to roma/).waitFor();
+    await panel.getByTestId('migration-facts').getByText(/from napoli to roma/).waitFor();
+    assert.equal(await panel.getByTestId('migration-vms').locator('tbody tr').count(), 3);
+    await boss.screenshot({ path: join(shots, 'migration-plan.png') });
+    // Whether a move's progress is drawn while it lasts (a simulated move
+    // is quick: it may end between two events).
+    await boss.evaluate(() => {
+      window.neptuneMovesSeen = [];
+      new MutationObserver(() => {
+        const t = document.querySelector('[data-testid=moves]');
+        if (t) window.neptuneMovesSeen.push(t.textContent);
+      }).observe(document.body, { childList: true, subtree: true, characterData: true });
+    });
+    await panel.getByRole('button', { name: 'Grant' }).click();
+    await boss.getByTestId('job').getByText(/^migrate$/).waitFor();
+    await boss.getByTestId('location').getByText('roma', { exact: true }).waitFor({ timeout: 60000 });
+    await boss.getByTestId('vi-state').getByText('running', { exact: true }).waitFor({ timeout: 60000 });
+    await boss.getByTestId('location').getByText('away from home').waitFor();
+    const seen = await boss.evaluate(() => window.neptuneMovesSeen);
+    for (const t of seen) assert.match(t, /VMfromtosentremaining/);
+  });
+
+  await step('the owner sees her VI running in roma, away from home, its Home Address bound there', async () => {
+    await alice.getByTestId('location').getByText('roma', { exact: true }).waitFor({ timeout: 10000 });
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor();
+    await alice.getByTestId('location').getByText('away from home').waitFor();
+    assert.equal(await alice.getByRole('region', { name: 'Migration' }).count(), 0, 'the request is gone');
+    const home = (await admin('GET', `/vis/${viId}`)).addresses.home_addresses[0].address.split('/')[0];
+    await alice.getByTestId('bindings').getByRole('row', { name: new RegExp(`^${home.replaceAll('.', '\\.')} roma \\d+\\.`) }).waitFor();
+    const hosts = await alice.getByTestId('vm-table').locator('tbody td:nth-child(2)').allTextContents();
+    assert.ok(hosts.every((h) => /^roma-\d$/.test(h)), `every VM on a roma host: ${hosts}`);
+    await alice.getByTestId('vm-table').getByText('ready').first().waitFor({ timeout: 30000 });
+    await boss.goto(`${neptune.url}/admin/queue`);
+    await boss.getByText('No migration waits for approval.').waitFor();
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Hosts' }).click();
+    const switches = boss.getByTestId('switches');
+    // The home switch tunnels the Home Address (a binding), roma's delivers it (a visitor).
+    await switches.getByRole('row', { name: /^napoli \S+ yes 1 0 / }).waitFor();
+    await switches.getByRole('row', { name: /^roma \S+ yes 0 1 / }).waitFor();
+  });
+
+  await step('an administrator brings it back home at once', async () => {
+    await boss.goto(`${neptune.url}/vis/${viId}`);
+    await boss.getByRole('toolbar', { name: 'Actions' }).getByRole('button', { name: 'Migrate', exact: true }).click();
+    const panel = boss.getByRole('region', { name: 'Migration' });
+    await panel.getByTestId('migration-facts').getByText(/from roma to napoli/).waitFor();
+    assert.deepEqual(await panel.getByLabel('Target datacenter').locator('option').allTextContents(), ['napoli']);
+    await panel.getByTestId('migration-bound').getByText(/No Home Address is tunnelled: napoli is the VI's home/).waitFor();
+    await panel.getByRole('button', { name: 'Migrate now' }).click();
+    await boss.getByTestId('location').getByText('napoli', { exact: true }).waitFor({ timeout: 60000 });
+    await boss.getByTestId('vi-state').getByText('running', { exact: true }).waitFor({ timeout: 60000 });
+    await alice.getByTestId('location').getByText('napoli', { exact: true }).waitFor({ timeout: 10000 });
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor();
+    assert.equal(await alice.getByText('away from home').count(), 0);
+    assert.equal(await alice.getByTestId('bindings').count(), 0, 'no binding at home');
+    const hosts = await alice.getByTestId('vm-table').locator('tbody td:nth-child(2)').allTextContents();
+    assert.ok(hosts.every((h) => /^napoli-\d$/.test(h)), `every VM on a napoli host: ${hosts}`);
+  });
+
+  await step('an administrator refuses a request from the queue; the owner sees it gone', async () => {
+    const asAlice = await apiAs(neptune.url, 'alice', 'alice-password-1');
+    await asAlice('POST', `/vis/${viId}/migrate`, { to: 'roma' });
+    await alice.getByTestId('migration-request').getByText(/alice asks to move shop to roma/).waitFor({ timeout: 10000 });
+    await boss.goto(`${neptune.url}/admin/queue`);
+    await boss.getByRole('button', { name: 'Refuse moving shop to roma' }).click();
+    await boss.getByRole('status').getByText('Refused: shop stays where it is.').waitFor();
+    await boss.getByText('No migration waits for approval.').waitFor();
+    await alice.getByTestId('migration-request').waitFor({ state: 'detached', timeout: 10000 });
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor();
+    await alice.getByTestId('location').getByText('napoli', { exact: true }).waitFor();
+  });
+
+  await step("a migration in progress shows each VM's move and the host it is moving to", async () => {
+    // Simulated moves end within milliseconds: the page is served one moment
+    // of a migration as the API shows it (the VI's detail, then one progress
+    // event of its job), to see that moment drawn.
+    const job = '00000000-0000-4000-8000-00000000feed';
+    const prefix = `nt-${viId.replaceAll('-', '').slice(0, 12)}-`;
+    const GiB = 1 << 30;
+    const moving = (vi, done) =>
+      vi.vms.map((v, i) => ({
+        vm: `${prefix}${v.node}`,
+        from: v.host,
+        to: `roma-${i + 1}`,
+        bytes_done: i < done ? 4 * GiB : GiB,
+        bytes_remaining: i < done ? 0 : 3 * GiB,
+        done: i < done,
+        total_ms: i < done ? 5400 : null,
+        downtime_ms: i < done ? 38 : null,
+      }));
+    let progress;
+    await alice.route(`**/api/v1/vis/${viId}`, async (route) => {
+      const vi = await (await route.fetch()).json();
+      const last = vi.jobs[vi.jobs.length - 1];
+      const running = { ...last, id: job, kind: 'migrate', state: 'running', step: 4, total: 9, percent: 44, step_name: 'move the VMs', error: null };
+      progress = { ...running, moves: moving(vi, 1) };
+      vi.jobs.push({ ...running, moves: moving(vi, 0) });
+      vi.state = 'migrating';
+      vi.vms = vi.vms.map((v, i) => ({ ...v, moving_to: `roma-${i + 1}` }));
+      await route.fulfill({ json: vi });
+    });
+    await alice.route(`**/api/v1/jobs/${job}/events`, (route) =>
+      route.fulfill({ contentType: 'text/event-stream', body: `event: progress\ndata: ${JSON.stringify(progress)}\n\n` }),
+    );
+    await alice.reload();
+    await alice.getByTestId('vi-state').getByText('migrating').waitFor();
+    const moves = alice.getByTestId('moves');
+    // The job's progress event: the first VM arrived, the others copy on.
+    await moves.getByText(/^on roma-1 after 5400 ms, paused 38 ms$/).waitFor();
+    const rows = await moves.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent).join('|')));
+    const first = (await admin('GET', `/vis/${viId}`)).vms[0].node;
+    assert.match(rows[0], new RegExp(`^${first}\\|napoli-\\d\\|roma-1\\|4096\\.0 MiB\\|0\\.0 MiB\\|\\|on roma-1`));
+    assert.ok(rows.slice(1).every((r) => /^\w+\|napoli-\d\|roma-[23]\|1024\.0 MiB\|3072\.0 MiB\|\|copying$/.test(r)), rows.join('\n'));
+    assert.equal(await moves.getByRole('progressbar').count(), 3);
+    const hosts = await alice.getByTestId('vm-table').locator('tbody td:nth-child(2)').allTextContents();
+    assert.ok(hosts.every((h) => /^napoli-\d → roma-[123]$/.test(h)), `each VM's host and the host it moves to: ${hosts}`);
+    assert.equal(await alice.getByRole('button', { name: 'Migrate', exact: true }).count(), 0, 'no second move meanwhile');
+    await alice.unrouteAll();
+    await alice.reload();
+    await alice.getByTestId('vi-state').getByText('running', { exact: true }).waitFor();
+    assert.equal(await alice.getByTestId('moves').count(), 0);
+  });
+
+  await step('a suspended VI migrates by resuming in the other datacenter', async () => {
+    await alice.getByRole('button', { name: 'Suspend' }).click();
+    await alice.getByTestId('vi-state').getByText('suspended').waitFor({ timeout: 60000 });
+    await boss.goto(`${neptune.url}/vis/${viId}`);
+    await boss.getByTestId('vi-state').getByText('suspended').waitFor();
+    await boss.getByRole('toolbar', { name: 'Actions' }).getByRole('button', { name: 'Migrate', exact: true }).click();
+    const panel = boss.getByRole('region', { name: 'Migration' });
+    await panel.getByText('The VI is suspended: it resumes in roma.').waitFor();
+    await panel.getByTestId('migration-facts').getByText(/from napoli to roma/).waitFor();
+    await panel.getByRole('button', { name: 'Migrate now' }).click();
+    await boss.getByTestId('location').getByText('roma', { exact: true }).waitFor({ timeout: 60000 });
+    await boss.getByTestId('vi-state').getByText('running', { exact: true }).waitFor({ timeout: 60000 });
+    await alice.getByTestId('location').getByText('away from home').waitFor({ timeout: 10000 });
+    await alice.getByTestId('bindings').getByRole('row', { name: / roma / }).waitFor();
   });
 
   await step("the paper's Fig. 3 imports and renders as the paper draws it", async () => {
