@@ -635,6 +635,9 @@ pub struct Vi {
     pub summary: ViSummary,
     /// The datacenter whose pools its Home Addresses come from, once accepted.
     pub home_datacenter: Option<String>,
+    /// The datacenter its VMs run in (or last ran in, suspended), once
+    /// accepted: its home, or another after a migration.
+    pub location: Option<String>,
     /// Why it was rejected, when it was.
     pub reject_reason: Option<String>,
     /// Changes at every change of the VI (an edit names the version it is based on).
@@ -663,9 +666,6 @@ pub struct ViDetail {
     pub addresses: Option<AddressPlan>,
     /// Jobs that carried out changes, oldest first.
     pub jobs: Vec<Job>,
-    /// The datacenter its VMs run in (or last ran in, suspended), once
-    /// accepted: its home, or another after a migration.
-    pub location: Option<String>,
     /// Its Home Addresses tunnelled from the home switch, while it runs
     /// away from home.
     pub bindings: Vec<Binding>,

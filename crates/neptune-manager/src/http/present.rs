@@ -72,6 +72,10 @@ pub(super) fn vi_out(
         state: vi.state,
         summary,
         home_datacenter: vi.home_datacenter_id.and_then(|d| dcs.get(&d).cloned()),
+        location: vi
+            .location_id
+            .or(vi.home_datacenter_id)
+            .and_then(|d| dcs.get(&d).cloned()),
         reject_reason: vi.reject_reason.clone(),
         version: vi.version,
         created_at: vi.created_at,
@@ -175,7 +179,6 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         events,
         vms,
         jobs,
-        location: location.and_then(|d| dcs.get(&d).cloned()),
         bindings,
         migration_request,
     })

@@ -54,7 +54,12 @@ pub(crate) async fn list_vis(
     }
     let vis = state.store.list_vis(owner).await?;
     let users = user_names(&state, vis.iter().map(|v| v.owner_id)).await?;
-    let dcs = datacenter_names(&state, vis.iter().filter_map(|v| v.home_datacenter_id)).await?;
+    let dcs = datacenter_names(
+        &state,
+        vis.iter()
+            .flat_map(|v| v.home_datacenter_id.into_iter().chain(v.location_id)),
+    )
+    .await?;
     let list = vis
         .iter()
         .map(|v| vi_out(&state.views, v, &users, &dcs))

@@ -615,7 +615,7 @@ fn show_detail_with_states(
     if let Some(reason) = &d.vi.reject_reason {
         println!("\nrejected: {reason}");
     }
-    if let Some(at) = &d.location {
+    if let Some(at) = &d.vi.location {
         if d.vi.home_datacenter.as_deref() != Some(at.as_str()) {
             println!("\nruns in {at}, away from home");
         }
