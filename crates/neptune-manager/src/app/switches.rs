@@ -50,7 +50,7 @@ pub async fn register(
         updated_at: now_ms(),
     };
     let answered = switching::state(&record).await.map_err(|e| match e {
-        SwitchError::Key(e) => ApiError::InvalidRequest(format!("{e}")),
+        SwitchError::Key(e) => ApiError::InvalidRequest(format!("{:#}", anyhow::Error::from(e))),
         SwitchError::Refused { status: 401, .. } => ApiError::InvalidRequest(format!(
             "the switch at {} refused the Manager's signed request: {}; is {} the switch's key file?",
             record.url,
