@@ -34,6 +34,19 @@ pub trait HostDirectory: Send + Sync + std::fmt::Debug {
     async fn hypervisor(&self, host: &HostRecord) -> anyhow::Result<Arc<dyn Hypervisor>>;
 }
 
+/// The Home Addresses of a VM that moves between datacenters, routed by
+/// the home switch to the datacenter it runs in as soon as it runs there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Follow {
+    pub addresses: Vec<Ipv4Addr>,
+    pub home: Uuid,
+    /// The datacenter it goes to.
+    pub to: Uuid,
+    /// The datacenter it leaves.
+    pub from: Uuid,
+    pub key: u32,
+}
+
 /// One step of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -163,12 +176,15 @@ pub enum Step {
     ReleaseMoves,
     /// Move the running VM live from host `from` to host `to` (as `spec`
     /// there; `back` is how `from` runs it, to move it back), copying its
-    /// disk, then remove its disk on `from`.
+    /// disk; at once route its Home Addresses (`follow`) to the datacenter
+    /// it runs in now, then remove its disk on `from`.
     MoveVm {
         from: Uuid,
         to: Uuid,
         spec: VmSpec,
         back: VmSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        follow: Option<Follow>,
     },
     /// The VMs take their target slots and free the ones they left; the
     /// VI is located in `location` (`None`: home).
@@ -291,11 +307,17 @@ impl Step {
                 to,
                 spec,
                 back,
+                follow,
             } => Some(Step::MoveVm {
                 from: *to,
                 to: *from,
                 spec: back.clone(),
                 back: spec.clone(),
+                follow: follow.as_ref().map(|f| Follow {
+                    to: f.from,
+                    from: f.to,
+                    ..f.clone()
+                }),
             }),
             Step::Locate { to, from } => Some(Step::Locate {
                 to: *from,
@@ -1046,25 +1068,7 @@ impl Jobs {
                 to,
                 key,
                 ..
-            } => {
-                let change = if to == home {
-                    crate::switching::Change::Unbind
-                } else {
-                    let switches = self.store.switches().await?;
-                    let Some(foreign) = switches.iter().find(|s| s.datacenter_id == *to) else {
-                        // No switch where it goes: nothing can tunnel there.
-                        tracing::warn!(%vi, %address, datacenter = %to,
-                            "no switch is registered where the VI goes: its Home Address is not routed there");
-                        return Ok(());
-                    };
-                    crate::switching::Change::Bind {
-                        care_of: foreign.care_of.parse()?,
-                        vi: vi.to_string(),
-                        key: *key,
-                    }
-                };
-                self.switch(*home, *address, &change).await?;
-            }
+            } => self.route(vi, *address, *home, *to, *key).await?,
             Step::JoinSegments { host, networks } => {
                 self.hypervisor(hosts, *host)
                     .await?
@@ -1075,8 +1079,15 @@ impl Jobs {
             Step::ReleaseMoves => {
                 self.store.release_vm_moves(vi).await?;
             }
-            Step::MoveVm { from, to, spec, .. } => {
-                self.move_vm(job, hosts, *from, *to, spec).await?
+            Step::MoveVm {
+                from,
+                to,
+                spec,
+                follow,
+                ..
+            } => {
+                self.move_vm(job, hosts, (*from, *to), spec, vi, follow.as_ref())
+                    .await?
             }
             Step::CommitMoves { location } => {
                 self.store.commit_vm_moves(vi, *location).await?;
@@ -1084,6 +1095,36 @@ impl Jobs {
             Step::Locate { to, .. } => self.store.set_vi_location(vi, *to).await?,
         }
         Ok(())
+    }
+
+    /// Has the home switch send `address` (of VI `vi`) to the switch of
+    /// datacenter `to`: bound to its Care-of Address, or unbound when `to`
+    /// is `home`.
+    async fn route(
+        &self,
+        vi: Uuid,
+        address: Ipv4Addr,
+        home: Uuid,
+        to: Uuid,
+        key: u32,
+    ) -> anyhow::Result<()> {
+        let change = if to == home {
+            crate::switching::Change::Unbind
+        } else {
+            let switches = self.store.switches().await?;
+            let Some(foreign) = switches.iter().find(|s| s.datacenter_id == to) else {
+                // No switch where it goes: nothing can tunnel there.
+                tracing::warn!(%vi, %address, datacenter = %to,
+                    "no switch is registered where the VI goes: its Home Address is not routed there");
+                return Ok(());
+            };
+            crate::switching::Change::Bind {
+                care_of: foreign.care_of.parse()?,
+                vi: vi.to_string(),
+                key,
+            }
+        };
+        self.switch(home, address, &change).await
     }
 
     /// Sends `change` of `address` to the switch of `datacenter`, if one
@@ -1104,7 +1145,8 @@ impl Jobs {
         Ok(())
     }
 
-    /// Moves one VM live (see [`Step::MoveVm`]). Asked again, it finds
+    /// Moves one VM live and routes its Home Addresses to where it runs
+    /// (see [`Step::MoveVm`]). Asked again, it finds
     /// where the VM is: still on `from` (a move in progress is joined,
     /// one that failed starts again), or already on `to` (only the end is
     /// done again).
@@ -1112,9 +1154,10 @@ impl Jobs {
         &self,
         job: Uuid,
         hosts: &[HostRecord],
-        from: Uuid,
-        to: Uuid,
+        (from, to): (Uuid, Uuid),
         spec: &VmSpec,
+        vi: Uuid,
+        follow: Option<&Follow>,
     ) -> anyhow::Result<()> {
         let vm = spec.name.as_str();
         let src = self.hypervisor(hosts, from).await?;
@@ -1180,6 +1223,13 @@ impl Jobs {
                 state.to
             ),
             Err(e) => return Err(e.into()),
+        }
+        // Its correspondents reach it where it runs now: its Home
+        // Addresses are routed before anything else is done.
+        if let Some(f) = follow {
+            for address in &f.addresses {
+                self.route(vi, *address, f.home, f.to, f.key).await?;
+            }
         }
         src.remove_disk(vm).await?;
         state.done = true;

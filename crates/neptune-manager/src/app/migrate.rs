@@ -12,11 +12,12 @@
 //! 2. the source hosts' link networks flood to the target hosts too, and
 //!    the target switch delivers the VI's Home Addresses (visitors);
 //! 3. every VM moves live, its disk copied ([`Step::MoveVm`]); its links'
-//!    segments span both datacenters meanwhile, as they span hosts;
-//! 4. the home switch binds each Home Address to the target switch's
-//!    Care-of Address (or unbinds it when the VI comes home);
-//! 5. the switch it left stops delivering them;
-//! 6. the VMs take their target slots and free their old ones, and the VI
+//!    segments span both datacenters meanwhile, as they span hosts; the
+//!    moment a VM runs in the target, the home switch binds its Home
+//!    Addresses to the target switch's Care-of Address (or unbinds them
+//!    when the VI comes home);
+//! 4. the switch it left stops delivering them;
+//! 5. the VMs take their target slots and free their old ones, and the VI
 //!    is located in its new datacenter.
 //!
 //! Any failure undoes the finished steps, last first: VMs that moved move
@@ -292,7 +293,21 @@ async fn live(
                     "VM {name} (node {id}) is not on its host: the VI needs an operator"
                 ))
             })?;
+            let homes: Vec<std::net::Ipv4Addr> = addresses
+                .entry_points
+                .iter()
+                .filter(|e| e.node.as_str() == id)
+                .map(|e| e.home_address)
+                .collect();
+            let follow = (!homes.is_empty()).then(|| jobs::Follow {
+                addresses: homes,
+                home: course.home,
+                to: course.to.id,
+                from: course.from,
+                key: tunnel_key(vi.id),
+            });
             moves.push(Step::MoveVm {
+                follow,
                 from: src.host_id,
                 to: dst.host_id,
                 spec: jobs::vm_spec(
@@ -311,9 +326,10 @@ async fn live(
             });
         }
         let mut follow = follow(vi, course.home, course.from, course.to.id)?;
-        // The last step of `follow` locates the VI: committing the moves
-        // does it, with the slots.
-        follow.pop();
+        // Each VM's move routes its own Home Addresses the moment it runs
+        // in the target; committing the moves locates the VI: of `follow`,
+        // the visits come first and the removals after the moves.
+        follow.retain(|s| !matches!(s, Step::Route { .. } | Step::Locate { .. }));
         let visits = follow
             .iter()
             .take_while(|s| matches!(s, Step::Visit { .. }))
