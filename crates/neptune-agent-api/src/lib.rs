@@ -77,6 +77,19 @@ pub const MAX_CONSOLE_BYTES: u64 = 1 << 20;
 /// The console bytes returned when the request does not say.
 pub const DEFAULT_CONSOLE_BYTES: u64 = 64 << 10;
 
+/// The query of `GET /v1/vms/{name}/migration`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationQuery {
+    /// While the move runs, answer only once it changes (progress or end)
+    /// or this many milliseconds pass (at most [`MAX_MIGRATION_WAIT_MS`]);
+    /// absent or 0: at once.
+    pub wait_ms: Option<u64>,
+}
+
+/// The longest wait `GET /v1/vms/{name}/migration?wait_ms=N` holds.
+pub const MAX_MIGRATION_WAIT_MS: u64 = 10_000;
+
 /// The query of `GET /v1/vms/{name}/console`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -211,7 +211,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         path: "/v1/vms/{name}/migration",
-        summary: "How the VM's last live move from this host goes",
+        summary: "How the VM's last live move from this host goes (?wait_ms=N, at most 10000: while it runs, answered when it progresses or ends, or after N ms)",
         request: None,
         status: 200,
         answer: Some("Migration"),

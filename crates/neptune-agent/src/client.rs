@@ -18,8 +18,9 @@ use serde::Serialize;
 
 use crate::api::{self, codes, ErrorBody};
 
-/// How often a move is asked how far it is.
-const MIGRATION_POLL: Duration = Duration::from_millis(200);
+/// How long one question about a move waits for it to change: the answer
+/// comes the moment the move progresses or ends.
+const MIGRATION_WAIT: Duration = Duration::from_secs(2);
 
 /// Default time to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -396,6 +397,21 @@ impl AgentClient {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
+    /// `GET /v1/vms/{name}/migration?wait_ms=N`: while the move runs, the
+    /// answer comes when it changes, or after `wait`.
+    pub async fn migration_changed(
+        &self,
+        name: &str,
+        wait: Duration,
+    ) -> Result<api::Migration, ClientError> {
+        let path = format!(
+            "{}?wait_ms={}",
+            vm_path(name, "/migration")?,
+            wait.as_millis()
+        );
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// `POST /v1/vms/{name}/arrived`.
     pub async fn arrived(&self, name: &str) -> Result<(), ClientError> {
         let path = vm_path(name, "/arrived")?;
@@ -686,8 +702,7 @@ impl Hypervisor for AgentHypervisor {
                 }
                 api::MigrationState::Running => {}
             }
-            tokio::time::sleep(MIGRATION_POLL).await;
-            status = match self.client.migration(vm).await {
+            status = match self.client.migration_changed(vm, MIGRATION_WAIT).await {
                 Ok(s) => s,
                 Err(ClientError::Refused { code, .. }) if code == codes::NOT_FOUND => {
                     return Err(HypervisorError::Unreachable(format!(

@@ -32,13 +32,17 @@ struct Entry {
     ended: Option<Instant>,
 }
 
-/// The moves of this host's VMs, by VM name.
+/// The moves of this host's VMs, by VM name, and a signal of every change
+/// (a move's progress or its end) for the callers waiting for one.
 #[derive(Debug, Default)]
-pub(crate) struct Migrations(Mutex<HashMap<String, Entry>>);
+pub(crate) struct Migrations {
+    moves: Mutex<HashMap<String, Entry>>,
+    changed: tokio::sync::Notify,
+}
 
 impl Migrations {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.0
+        self.moves
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -46,6 +50,21 @@ impl Migrations {
     /// The last move of `vm`, if remembered.
     pub(crate) fn get(&self, vm: &str) -> Option<Migration> {
         self.lock().get(vm).map(|e| e.status.clone())
+    }
+
+    /// The last move of `vm`; while it runs, not before it changes
+    /// (progress or end) or `wait` passes.
+    pub(crate) async fn get_changed(&self, vm: &str, wait: Duration) -> Option<Migration> {
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        // Registered before the read: a change after it wakes this call.
+        changed.as_mut().enable();
+        let now = self.get(vm)?;
+        if now.state != MigrationState::Running || wait.is_zero() {
+            return Some(now);
+        }
+        let _ = tokio::time::timeout(wait, changed).await;
+        self.get(vm)
     }
 
     /// Starts moving `vm` to `to` unless a move of it runs, or succeeded
@@ -95,6 +114,7 @@ impl Migrations {
                 if let Some(e) = watcher.lock().get_mut(&watched) {
                     e.status.progress = p;
                 }
+                watcher.changed.notify_waiters();
             };
             let result = hypervisor.migrate(&name, &to, &progress).await;
             let mut all = this.lock();
@@ -113,6 +133,8 @@ impl Migrations {
                     e.status.error = Some(refusal(err));
                 }
             }
+            drop(all);
+            this.changed.notify_waiters();
         });
         status
     }

@@ -411,14 +411,25 @@ async fn migrate(
 async fn migration(
     State(s): State<ServerState>,
     VmName(name): VmName,
+    query: Result<
+        axum::extract::Query<api::MigrationQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> ApiResult<Json<api::Migration>> {
-    s.migrations.get(&name).map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            codes::NOT_FOUND,
-            format!("no live move of VM {name:?} is known here"),
-        )
-    })
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let wait =
+        std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(api::MAX_MIGRATION_WAIT_MS));
+    s.migrations
+        .get_changed(&name, wait)
+        .await
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                format!("no live move of VM {name:?} is known here"),
+            )
+        })
 }
 
 async fn join_segments(

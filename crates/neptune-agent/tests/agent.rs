@@ -664,6 +664,42 @@ async fn a_vm_moves_live_between_agents() {
     dest.finish_incoming("vi1-web").await.unwrap();
     assert_eq!(cb.list_vms().await.unwrap().len(), 1);
 
+    // Asked with a wait, the move's status comes when the move ends, not
+    // when the wait does (a move of 300 ms, a wait of 10 s).
+    let back = source
+        .accept_incoming(&api::IncomingRequest {
+            spec: out.spec.clone(),
+            disk_bytes: out.disk_bytes,
+            uuid: out.uuid.clone(),
+            ready: out.ready,
+        })
+        .await
+        .unwrap();
+    b.sim.set_delay(Op::Migrate, Duration::from_millis(300));
+    let started = cb.migrate("vi1-web", &back).await.unwrap();
+    assert_eq!(started.state, api::MigrationState::Running);
+    let asked = Instant::now();
+    let mut seen = cb
+        .migration_changed("vi1-web", Duration::from_secs(10))
+        .await
+        .unwrap();
+    while seen.state == api::MigrationState::Running {
+        seen = cb
+            .migration_changed("vi1-web", Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    assert_eq!(seen.state, api::MigrationState::Succeeded);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered at the end, not after the wait: {:?}",
+        asked.elapsed()
+    );
+    source.finish_incoming("vi1-web").await.unwrap();
+    let to = dest.accept_incoming(&request).await.unwrap();
+    source.migrate("vi1-web", &to, &|_| {}).await.unwrap();
+    dest.finish_incoming("vi1-web").await.unwrap();
+
     // A path and a body that disagree are refused.
     let mut wrong = to.clone();
     wrong.vm = "vi1-db".into();
