@@ -29,6 +29,7 @@ use neptune_api as api;
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{
     DatacenterRecord, MigrationRequestRecord, Reservation, StoreError, Transition, ViRecord,
+    VmRecord,
 };
 use uuid::Uuid;
 
@@ -218,6 +219,108 @@ pub(super) fn follow(vi: &ViRecord, home: Uuid, from: Uuid, to: Uuid) -> ApiResu
         .collect())
 }
 
+/// What a live migration is planned from.
+struct Plan<'a> {
+    vi: &'a ViRecord,
+    topo: &'a neptune_topology::Topology,
+    course: &'a Course,
+    /// Where the VMs are.
+    here: &'a [VmRecord],
+    /// Where they go.
+    there: &'a [VmRecord],
+    /// The links wired over both sides.
+    wired: &'a crate::wiring::Wiring,
+    /// The VMs as their hosts run them, by name.
+    running: &'a HashMap<String, neptune_hypervisor::VmSpec>,
+    guests: jobs::GuestConfig<'a>,
+}
+
+/// The steps of a live migration (see the module's list). Pure.
+fn steps(p: &Plan<'_>) -> ApiResult<Vec<Step>> {
+    let (vi, topo, course) = (p.vi, p.topo, p.course);
+    // Each source host's link networks reach the target hosts too.
+    let mut joins: std::collections::BTreeMap<Uuid, Vec<neptune_hypervisor::NetworkJoin>> =
+        std::collections::BTreeMap::new();
+    for vm in p.here {
+        let Some(node) = topo.nodes.iter().find(|n| n.id.as_str() == vm.node_id) else {
+            continue;
+        };
+        for nic in jobs::nics(vi.id, topo, node, vm.host_id, p.wired, p.guests.addresses) {
+            let networks = joins.entry(vm.host_id).or_default();
+            if nic.segment.is_some() && !networks.iter().any(|j| j.network == nic.network) {
+                networks.push(neptune_hypervisor::NetworkJoin {
+                    network: nic.network,
+                    segment: nic.segment,
+                });
+            }
+        }
+    }
+    let joins = joins
+        .into_iter()
+        .filter(|(_, networks)| !networks.is_empty())
+        .map(|(host, networks)| Step::JoinSegments { host, networks });
+    let mut moves = Vec::new();
+    for node in &topo.nodes {
+        let id = node.id.as_str();
+        let (Some(src), Some(dst)) = (
+            p.here.iter().find(|v| v.node_id == id),
+            p.there.iter().find(|v| v.node_id == id),
+        ) else {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "node {id} is not placed on both sides"
+            )));
+        };
+        let name = jobs::vm_name(vi.id, id);
+        let back = p.running.get(&name).cloned().ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "VM {name} (node {id}) is not on its host: the VI needs an operator"
+            ))
+        })?;
+        let homes: Vec<std::net::Ipv4Addr> = p
+            .guests
+            .addresses
+            .entry_points
+            .iter()
+            .filter(|e| e.node.as_str() == id)
+            .map(|e| e.home_address)
+            .collect();
+        let follow = (!homes.is_empty()).then(|| jobs::Follow {
+            addresses: homes,
+            home: course.home,
+            to: course.to.id,
+            from: course.from,
+            key: tunnel_key(vi.id),
+        });
+        moves.push(Step::MoveVm {
+            follow,
+            from: src.host_id,
+            to: dst.host_id,
+            spec: jobs::vm_spec(vi.id, topo, node, dst.host_id, p.wired, p.guests),
+            back,
+        });
+    }
+    let mut follow = follow(vi, course.home, course.from, course.to.id)?;
+    // Each VM's move routes its own Home Addresses the moment it runs in
+    // the target; committing the moves locates the VI: of `follow`, the
+    // visits come first and the removals after the moves.
+    follow.retain(|s| !matches!(s, Step::Route { .. } | Step::Locate { .. }));
+    let visits = follow
+        .iter()
+        .take_while(|s| matches!(s, Step::Visit { .. }))
+        .count();
+    let after: Vec<Step> = follow.split_off(visits);
+    Ok([Step::HoldMoves]
+        .into_iter()
+        .chain(joins)
+        .chain(follow)
+        .chain(moves)
+        .chain(after)
+        .chain([Step::CommitMoves {
+            location: (course.to.id != course.home).then_some(course.to.id),
+        }])
+        .collect())
+}
+
 /// Starts the live migration of a running VI (see the module's steps).
 async fn live(
     state: &AppState,
@@ -255,96 +358,20 @@ async fn live(
         // While the VI is split, each link spans the hosts of both sides.
         let both: Vec<_> = vms.iter().chain(&plan.records).cloned().collect();
         let wired = wiring(state, &topo, &addresses, &both, &hosts).await?;
-        let mut moves = Vec::new();
-        // Each source host's link networks reach the target hosts too.
-        let mut joins: std::collections::BTreeMap<Uuid, Vec<neptune_hypervisor::NetworkJoin>> =
-            std::collections::BTreeMap::new();
-        for vm in &vms {
-            let Some(node) = topo.nodes.iter().find(|n| n.id.as_str() == vm.node_id) else {
-                continue;
-            };
-            for nic in jobs::nics(vi.id, &topo, node, vm.host_id, &wired, &addresses) {
-                let networks = joins.entry(vm.host_id).or_default();
-                if nic.segment.is_some() && !networks.iter().any(|j| j.network == nic.network) {
-                    networks.push(neptune_hypervisor::NetworkJoin {
-                        network: nic.network,
-                        segment: nic.segment,
-                    });
-                }
-            }
-        }
-        let joins = joins
-            .into_iter()
-            .filter(|(_, networks)| !networks.is_empty())
-            .map(|(host, networks)| Step::JoinSegments { host, networks });
-        for node in &topo.nodes {
-            let id = node.id.as_str();
-            let (Some(src), Some(dst)) = (
-                vms.iter().find(|v| v.node_id == id),
-                plan.records.iter().find(|v| v.node_id == id),
-            ) else {
-                return Err(ApiError::Internal(anyhow::anyhow!(
-                    "node {id} is not placed on both sides"
-                )));
-            };
-            let name = jobs::vm_name(vi.id, id);
-            let back = running.get(&name).cloned().ok_or_else(|| {
-                ApiError::Conflict(format!(
-                    "VM {name} (node {id}) is not on its host: the VI needs an operator"
-                ))
-            })?;
-            let homes: Vec<std::net::Ipv4Addr> = addresses
-                .entry_points
-                .iter()
-                .filter(|e| e.node.as_str() == id)
-                .map(|e| e.home_address)
-                .collect();
-            let follow = (!homes.is_empty()).then(|| jobs::Follow {
-                addresses: homes,
-                home: course.home,
-                to: course.to.id,
-                from: course.from,
-                key: tunnel_key(vi.id),
-            });
-            moves.push(Step::MoveVm {
-                follow,
-                from: src.host_id,
-                to: dst.host_id,
-                spec: jobs::vm_spec(
-                    vi.id,
-                    &topo,
-                    node,
-                    dst.host_id,
-                    &wired,
-                    jobs::GuestConfig {
-                        addresses: &addresses,
-                        ssh_keys: &keys,
-                        public_gateway,
-                    },
-                ),
-                back,
-            });
-        }
-        let mut follow = follow(vi, course.home, course.from, course.to.id)?;
-        // Each VM's move routes its own Home Addresses the moment it runs
-        // in the target; committing the moves locates the VI: of `follow`,
-        // the visits come first and the removals after the moves.
-        follow.retain(|s| !matches!(s, Step::Route { .. } | Step::Locate { .. }));
-        let visits = follow
-            .iter()
-            .take_while(|s| matches!(s, Step::Visit { .. }))
-            .count();
-        let after: Vec<Step> = follow.split_off(visits);
-        let steps: Vec<Step> = [Step::HoldMoves]
-            .into_iter()
-            .chain(joins)
-            .chain(follow)
-            .chain(moves)
-            .chain(after)
-            .chain([Step::CommitMoves {
-                location: (course.to.id != course.home).then_some(course.to.id),
-            }])
-            .collect();
+        let steps = steps(&Plan {
+            vi,
+            topo: &topo,
+            course,
+            here: &vms,
+            there: &plan.records,
+            wired: &wired,
+            running: &running,
+            guests: jobs::GuestConfig {
+                addresses: &addresses,
+                ssh_keys: &keys,
+                public_gateway,
+            },
+        })?;
         let job = jobs::new_job(vi.id, JobKind::Migrate, &steps).map_err(ApiError::Internal)?;
         let change = Transition {
             to: vi.state.next(Event::Migrate)?,
@@ -365,4 +392,219 @@ async fn live(
     drop(placing);
     state.jobs.spawn(job.id);
     Ok(migrating)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    use neptune_store::{DatacenterRecord, HostRecord, HostState, HostUsage};
+
+    use super::*;
+    use crate::jobs::Follow;
+
+    const SHOP: &str = include_str!("../../../neptune-topology/testdata/web-with-links.xml");
+
+    fn dc(name: &str, pool: &str) -> DatacenterRecord {
+        DatacenterRecord {
+            public_gateway: None,
+            id: Uuid::new_v4(),
+            name: name.into(),
+            created_at: 0,
+            home_pools: vec![pool.into()],
+        }
+    }
+
+    fn host(dc: &DatacenterRecord, name: &str, ip: &str) -> HostRecord {
+        HostRecord {
+            id: Uuid::new_v4(),
+            datacenter_id: dc.id,
+            name: name.into(),
+            agent_url: format!("http://{ip}:7070"),
+            cpus: 8,
+            ram_mib: 8192,
+            disk_mib: 1 << 20,
+            vm_slots: 8,
+            uplink_mbps: 0,
+            state: HostState::Ready,
+            last_seen: 0,
+            used: HostUsage::default(),
+        }
+    }
+
+    fn slot(vi: Uuid, node: &str, host: &HostRecord) -> VmRecord {
+        VmRecord {
+            vi_id: vi,
+            node_id: node.into(),
+            host_id: host.id,
+            vcpus: 1,
+            ram_mib: 512,
+            disk_mib: 1024,
+            uplink_mbps: 0,
+        }
+    }
+
+    /// The shop (gw in front of web1 and web2 on one LAN) moves from napoli
+    /// (all on one host) to roma (gw and web1 on one host, web2 on
+    /// another): the source host floods the LAN to both roma hosts first,
+    /// roma delivers the Home Address before any VM moves, gw's move
+    /// carries its Home Address (bound at home, napoli, to roma) and no
+    /// other move does, napoli stops delivering it after every move, and
+    /// the moves are committed last, locating the VI in roma. Undone, a
+    /// move goes back and routes back.
+    #[test]
+    fn a_live_migration_is_planned_in_order() {
+        let napoli = dc("napoli", "192.0.2.0/24");
+        let roma = dc("roma", "198.51.100.0/24");
+        let pools = ["10.0.0.0/8".parse().unwrap()];
+        let domain = crate::plan::domain(&pools, &[napoli.clone(), roma.clone()]).unwrap();
+        let snapshot = crate::plan::snapshot(domain, &[]).unwrap();
+        let topo = neptune_topology::from_xml(SHOP).unwrap();
+        let vi_id = Uuid::new_v4();
+        let addresses = crate::plan::addresses(&snapshot, vi_id, &topo, "napoli").unwrap();
+        let vi = ViRecord {
+            id: vi_id,
+            owner_id: Uuid::new_v4(),
+            name: "shop".into(),
+            state: ViState::Running,
+            design_xml: SHOP.into(),
+            home_datacenter_id: Some(napoli.id),
+            reject_reason: None,
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+            address_plan: Some(serde_json::to_string(&addresses).unwrap()),
+            location_id: None,
+        };
+        let n1 = host(&napoli, "n1", "10.9.1.1");
+        let (r1, r2) = (host(&roma, "r1", "10.9.2.1"), host(&roma, "r2", "10.9.2.2"));
+        let here: Vec<VmRecord> = ["gw", "web1", "web2"]
+            .iter()
+            .map(|n| slot(vi_id, n, &n1))
+            .collect();
+        let there = vec![
+            slot(vi_id, "gw", &r1),
+            slot(vi_id, "web1", &r1),
+            slot(vi_id, "web2", &r2),
+        ];
+        let hosts = [n1.clone(), r1.clone(), r2.clone()];
+        let endpoints: HashMap<Uuid, IpAddr> = hosts
+            .iter()
+            .map(|h| (h.id, h.agent_url[7..15].parse().unwrap()))
+            .collect();
+        let mut host_of: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        for v in here.iter().chain(&there) {
+            host_of
+                .entry(v.node_id.as_str())
+                .or_default()
+                .push(v.host_id);
+        }
+        let wired =
+            crate::wiring::Wiring::new(&topo, &addresses, &pools, &host_of, &hosts, &endpoints)
+                .unwrap();
+        let running: HashMap<String, neptune_hypervisor::VmSpec> = topo
+            .nodes
+            .iter()
+            .map(|n| {
+                let spec = jobs::vm_spec(
+                    vi_id,
+                    &topo,
+                    n,
+                    n1.id,
+                    &wired,
+                    jobs::GuestConfig {
+                        addresses: &addresses,
+                        ssh_keys: &[],
+                        public_gateway: None,
+                    },
+                );
+                (spec.name.clone(), spec)
+            })
+            .collect();
+        let course = Course {
+            home: napoli.id,
+            from: napoli.id,
+            to: roma.clone(),
+        };
+        let planned = steps(&Plan {
+            vi: &vi,
+            topo: &topo,
+            course: &course,
+            here: &here,
+            there: &there,
+            wired: &wired,
+            running: &running,
+            guests: jobs::GuestConfig {
+                addresses: &addresses,
+                ssh_keys: &[],
+                public_gateway: None,
+            },
+        })
+        .unwrap();
+        let home: std::net::Ipv4Addr = "192.0.2.10".parse().unwrap();
+        let kinds: Vec<String> = planned
+            .iter()
+            .map(|s| s.name().split(' ').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["reserve", "widen", "deliver", "move", "move", "move", "stop", "commit"],
+            "{planned:#?}"
+        );
+        match &planned[1] {
+            Step::JoinSegments { host, networks } => {
+                assert_eq!(*host, n1.id);
+                let peers = &networks[0].segment.as_ref().unwrap().peers;
+                let ips: Vec<String> = peers.iter().map(|p| p.ip().to_string()).collect();
+                assert_eq!(ips, ["10.9.2.1", "10.9.2.2"], "both roma hosts");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(planned[2],
+            Step::Visit { datacenter, address, .. } if datacenter == roma.id && address == home));
+        let follows: Vec<(String, Option<Follow>)> = planned[3..6]
+            .iter()
+            .map(|s| match s {
+                Step::MoveVm { spec, follow, .. } => (spec.name.clone(), follow.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        for (name, follow) in &follows {
+            if name.ends_with("-gw") {
+                let f = follow.as_ref().unwrap();
+                assert_eq!(
+                    (f.addresses.as_slice(), f.home, f.to, f.from),
+                    ([home].as_slice(), napoli.id, roma.id, napoli.id)
+                );
+            } else {
+                assert!(follow.is_none(), "{name} has no Home Address");
+            }
+        }
+        assert!(matches!(planned[6],
+            Step::Unvisit { datacenter, address, .. } if datacenter == napoli.id && address == home));
+        assert_eq!(
+            planned[7],
+            Step::CommitMoves {
+                location: Some(roma.id)
+            }
+        );
+        // Undone, the gateway's move goes back to n1 and routes home.
+        let gw = planned[3..6]
+            .iter()
+            .find(|s| matches!(s, Step::MoveVm { spec, .. } if spec.name.ends_with("-gw")))
+            .unwrap();
+        match gw.undo().unwrap() {
+            Step::MoveVm {
+                to, follow, spec, ..
+            } => {
+                assert_eq!(to, n1.id);
+                assert_eq!(follow.unwrap().to, napoli.id);
+                assert_eq!(spec, running[&jobs::vm_name(vi_id, "gw")]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
