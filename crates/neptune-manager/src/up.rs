@@ -191,6 +191,8 @@ pub struct Up {
     /// Whether this start created it (it is shown only then).
     pub admin_password_created: bool,
     pub hosts: Vec<String>,
+    /// Each datacenter's Edge Service Switch: `name (care-of ADDRESS)`.
+    pub switches: Vec<String>,
 }
 
 /// The name of the tokens `up` gives its Agents, before the host's name.
@@ -498,6 +500,12 @@ pub async fn start(
             admin_password,
             admin_password_created,
             hosts,
+            switches: opts
+                .datacenters
+                .iter()
+                .enumerate()
+                .map(|(i, dc)| format!("{dc} (care-of {})", care_of(i)))
+                .collect(),
         },
         server,
     ))

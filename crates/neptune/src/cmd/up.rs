@@ -138,6 +138,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!("  hosts:       {}", running.hosts.join(", "));
+        println!("  switches:    {}", running.switches.join(", "));
         println!("  data:        {}", args.data_dir.display());
         println!(
             "  try:         neptune login --url {} --user admin",
