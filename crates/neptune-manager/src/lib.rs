@@ -60,6 +60,9 @@ pub struct Config {
     /// How often the store is compared with what the Agents run (see
     /// [`reconcile`]); none: only on demand (`POST /api/v1/reconcile`).
     pub reconcile_every: Option<std::time::Duration>,
+    /// How long a host's Agent may stay silent before the host is marked
+    /// unreachable (nothing new is placed on it): a few of its heartbeats.
+    pub host_silence: std::time::Duration,
     /// How often every registered Edge Service Switch's table is compared
     /// with the store and repaired (see [`switching::repair`]); none: never.
     pub switch_repair_every: Option<std::time::Duration>,
@@ -94,6 +97,7 @@ impl Config {
             .expect("10.0.0.0/8 is a prefix")],
             reconcile_every: Some(std::time::Duration::from_secs(60)),
             switch_repair_every: Some(DEFAULT_SWITCH_REPAIR),
+            host_silence: DEFAULT_HOST_SILENCE,
             http: server::Limits::default(),
             host_wait: jobs::HOST_WAIT,
             ready_wait: jobs::READY_WAIT,
@@ -102,6 +106,10 @@ impl Config {
         }
     }
 }
+
+/// The default of [`Config::host_silence`]: 15 s, three of an Agent's
+/// default heartbeats.
+pub const DEFAULT_HOST_SILENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The default of [`Config::switch_repair_every`]: 30 s.
 pub const DEFAULT_SWITCH_REPAIR: std::time::Duration = std::time::Duration::from_secs(30);
@@ -279,7 +287,8 @@ async fn mark_unreachable(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tick.tick().await;
-        if let Err(err) = state.store.mark_unreachable(now_ms() - 15_000).await {
+        let silence = i64::try_from(state.config.host_silence.as_millis()).unwrap_or(i64::MAX);
+        if let Err(err) = state.store.mark_unreachable(now_ms() - silence).await {
             tracing::warn!(error = %err, "marking unreachable hosts");
         }
         if let Err(err) = state.store.delete_expired_tokens(now_ms()).await {

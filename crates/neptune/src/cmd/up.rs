@@ -67,6 +67,10 @@ pub(crate) struct ManagerArgs {
     /// (0: only on demand, POST /api/v1/reconcile).
     #[arg(long, default_value_t = 60)]
     reconcile_secs: u64,
+    /// Seconds an Agent may stay silent before its host is marked
+    /// unreachable (give Agents a --heartbeat-secs of a third of it).
+    #[arg(long, default_value_t = 15)]
+    host_silence_secs: u64,
     /// Seconds between comparisons of every registered Edge Service
     /// Switch's table with the store, which repair what drifted (0: never).
     #[arg(long, default_value_t = 30)]
@@ -172,6 +176,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     }
     config.reconcile_every =
         (args.reconcile_secs > 0).then(|| std::time::Duration::from_secs(args.reconcile_secs));
+    config.host_silence = std::time::Duration::from_secs(args.host_silence_secs.max(1));
     config.switch_repair_every = (args.switch_repair_secs > 0)
         .then(|| std::time::Duration::from_secs(args.switch_repair_secs));
     config.max_image_bytes = args.max_image_bytes;
