@@ -1,0 +1,508 @@
+//! Scale benchmark (see README.md beside this file): a `neptune manager`
+//! process (release build, SQLite or PostgreSQL) and, in this process,
+//! datacenters of simulated hosts, each a real Agent on one shared
+//! listener (`neptune_agent::start_farm`), then:
+//!
+//! 1. hosts: the time until every host is ready, and the Manager's RSS idle;
+//! 2. accepts: VIs of `--vms` VMs each created, requested and accepted by
+//!    `--clients` concurrent clients: accepts/s, accept latency p50/p99,
+//!    accept -> running p50/p99;
+//! 3. terminates: all of them terminated by the same clients; the hosts and
+//!    address pools empty again; the Manager's RSS then;
+//! 4. one VI of `--big` VMs: accept -> running, and terminate -> terminated.
+//!
+//! ```text
+//! cargo build --release -p neptune -p neptune-bench-scale
+//! target/release/neptune-bench-scale [--datacenters 3] [--hosts 10000] [--vis 1000] [--vms 20]
+//!     [--clients 64] [--big 1500] [--database-url postgres://...]
+//! target/debug/neptune-bench-scale --smoke    # tiny sizes: does it still run?
+//! ```
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports on stdout"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use neptune_agent::{AgentConfig, ManagerLink};
+use neptune_hypervisor::sim::{SimConfig, SimHypervisor};
+use neptune_hypervisor::Capacity;
+use neptune_types::Secret;
+use serde_json::{json, Value};
+
+struct Args {
+    datacenters: usize,
+    hosts: usize,
+    vis: usize,
+    vms: usize,
+    clients: usize,
+    big: usize,
+    heartbeat_secs: u64,
+    database_url: Option<String>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        datacenters: 3,
+        hosts: 10_000,
+        vis: 1000,
+        vms: 20,
+        clients: 64,
+        big: 1500,
+        heartbeat_secs: 30,
+        database_url: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--smoke" {
+            (a.hosts, a.vis, a.vms, a.clients, a.big) = (20, 8, 4, 4, 30);
+            continue;
+        }
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--datacenters" => a.datacenters = value.parse()?,
+            "--hosts" => a.hosts = value.parse()?,
+            "--vis" => a.vis = value.parse()?,
+            "--vms" => a.vms = value.parse()?,
+            "--clients" => a.clients = value.parse()?,
+            "--big" => a.big = value.parse()?,
+            "--heartbeat-secs" => a.heartbeat_secs = value.parse()?,
+            "--database-url" => a.database_url = Some(value),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if a.datacenters == 0 || a.datacenters > 3 || a.hosts == 0 || a.clients == 0 || a.vms < 2 {
+        bail!("1 to 3 datacenters, at least one host and one client, VIs of 2 VMs or more");
+    }
+    Ok(a)
+}
+
+/// The `neptune` binary built beside this one.
+fn neptune_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("neptune");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build [--release] -p neptune)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The Manager process, killed on drop.
+struct ManagerProcess(Child);
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ManagerProcess {
+    /// Its resident memory, MiB.
+    fn rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .context("no VmRSS")?
+            .trim()
+            .parse()?;
+        Ok(kib / 1024.0)
+    }
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, body).await
+    }
+
+    /// Polls the VI until it leaves `transient`; its state then.
+    async fn settle(&self, id: &str, transient: &str, limit: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.get(&format!("/vis/{id}")).await?;
+            let state = v["state"].as_str().unwrap_or_default().to_owned();
+            if state != transient {
+                return Ok(state);
+            }
+            if Instant::now() > deadline {
+                bail!("VI {id} still {transient} after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Addresses used in each pool, by pool.
+fn used_addresses(pools: &Value) -> Vec<(String, i64)> {
+    pools
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["pool"].as_str().unwrap_or_default().to_owned(),
+                        p["used"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn percentile(xs: &mut [f64], p: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    let i = ((xs.len() as f64 - 1.0) * p).round() as usize;
+    xs[i.min(xs.len() - 1)]
+}
+
+async fn wait_for_manager(base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the Manager did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    std::fs::write(path, value)?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("images"))?;
+    let agent_token = "scale-bench-agent-token-0123456789";
+    let password = "scale-bench-admin-password";
+    write_secret(&d.join("agent.token"), agent_token)?;
+    write_secret(&d.join("admin.password"), password)?;
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(d.join("images/base.qcow2"))
+        .arg("64M")
+        .status()
+        .context("running qemu-img (install qemu-utils)")?;
+    if !ok.success() {
+        bail!("qemu-img failed");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let base = format!("http://127.0.0.1:{port}");
+    let db = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", d.join("neptune.db").display()));
+    let silence = (args.heartbeat_secs * 3).to_string();
+    let manager = ManagerProcess(
+        Command::new(neptune_binary()?)
+            .arg("manager")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &db])
+            .arg("--image-dir")
+            .arg(d.join("images"))
+            .arg("--agent-token-file")
+            .arg(d.join("agent.token"))
+            .arg("--admin-password-file")
+            .arg(d.join("admin.password"))
+            .args(["--host-silence-secs", &silence])
+            .args(["--reconcile-secs", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for_manager(&base).await?;
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()?;
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"name": "admin", "password": password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let session = Api {
+        base: base.clone(),
+        http: http.clone(),
+        token: login["token"].as_str().context("no token")?.to_owned(),
+    };
+    let token = session
+        .post("/tokens", Some(json!({"name": "scale bench"})))
+        .await?["token"]
+        .as_str()
+        .context("no API token")?
+        .to_owned();
+    let api = Arc::new(Api {
+        base: base.clone(),
+        http,
+        token,
+    });
+    let admin = api.get("/me").await?;
+    let admin_id = admin["id"].as_str().context("no id")?.to_owned();
+    api.call(
+        reqwest::Method::PUT,
+        &format!("/users/{admin_id}/quota"),
+        Some(json!({"vms": 1_000_000, "vcpus": 1_000_000, "ram_mib": 1_000_000_000_000i64,
+            "public_addresses": 100_000, "designs": 100_000, "design_mib": 100_000,
+            "private_addresses": 1_000_000_000})),
+    )
+    .await?;
+    let names = ["napoli", "roma", "milano"];
+    let pools = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"];
+    for (name, pool) in names.iter().zip(pools).take(args.datacenters) {
+        api.post(
+            "/datacenters",
+            Some(json!({"name": name, "home_pools": [pool]})),
+        )
+        .await?;
+    }
+    api.post(
+        "/templates",
+        Some(json!({"name": "base", "image": "base.qcow2", "disk_mib": 1024})),
+    )
+    .await?;
+
+    // 1. Hosts.
+    let total_hosts = args.datacenters * args.hosts;
+    println!(
+        "== {} datacenters x {} simulated hosts (one listener; heartbeats every {} s), Manager on {}",
+        args.datacenters,
+        args.hosts,
+        args.heartbeat_secs,
+        if db.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
+    );
+    let capacity = Capacity {
+        cpus: 64,
+        ram_mib: 256 * 1024,
+        disk_mib: 1 << 30,
+        vm_slots: 64,
+    };
+    let mut link = ManagerLink::new(base.clone(), Secret::new(api.token.clone()));
+    link.heartbeat = Duration::from_secs(args.heartbeat_secs);
+    let mut configs = Vec::with_capacity(total_hosts);
+    for dc in names.iter().take(args.datacenters) {
+        for i in 0..args.hosts {
+            let name = format!("{dc}-{i}");
+            let sim = SimHypervisor::new(SimConfig::new(d.join("hosts").join(&name), capacity))?;
+            configs.push(AgentConfig {
+                name,
+                datacenter: (*dc).to_owned(),
+                listen: "127.0.0.1:0".parse()?,
+                advertise_url: None,
+                token: Secret::new(agent_token),
+                manager: Some(link.clone()),
+                hypervisor: Arc::new(sim),
+                uplink_mbps: 0,
+            });
+        }
+    }
+    let started = Instant::now();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let _farm = neptune_agent::start_farm(configs, "127.0.0.1:0".parse()?, async move {
+        let _ = stopped.await;
+    })
+    .await?;
+    let ready_after = loop {
+        let hosts = api.get("/hosts").await?;
+        let ready = hosts
+            .as_array()
+            .map_or(0, |h| h.iter().filter(|h| h["state"] == "ready").count());
+        if ready == total_hosts {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("{ready} of {total_hosts} hosts ready after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = manager.rss_mib()?;
+    println!(
+        "hosts: {total_hosts} ready in {:.1} s (goal <= 10 s); Manager RSS idle {idle_rss:.0} MiB (goal <= 1024)",
+        ready_after.as_secs_f64()
+    );
+
+    let pools_before = used_addresses(&api.get("/address-pools").await?);
+
+    // 2. Accepts by many clients.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for c in 0..args.clients {
+        let (api, next) = (api.clone(), next.clone());
+        let (vis, vms, dcs) = (args.vis, args.vms, args.datacenters);
+        tasks.spawn(async move {
+            let mut out: Vec<(String, f64, f64)> = Vec::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= vis {
+                    return Ok::<_, anyhow::Error>(out);
+                }
+                let vi = api
+                    .post(
+                        "/vis",
+                        Some(json!({"name": format!("s{c}-{k}"),
+                            "catalogue": {"kind": "cluster", "nodes": vms, "template": "base"}})),
+                    )
+                    .await?;
+                let id = vi["id"].as_str().context("no id")?.to_owned();
+                api.post(&format!("/vis/{id}/request"), None).await?;
+                let dc = names[k % dcs];
+                let t = Instant::now();
+                api.post(
+                    &format!("/vis/{id}/accept"),
+                    Some(json!({"datacenter": dc})),
+                )
+                .await?;
+                let accept = t.elapsed().as_secs_f64();
+                let state = api.settle(&id, "deploying", Duration::from_secs(300)).await?;
+                if state != "running" {
+                    bail!("VI {id} ended {state}");
+                }
+                out.push((id, accept, t.elapsed().as_secs_f64()));
+            }
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        done.extend(r??);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let mut accepts: Vec<f64> = done.iter().map(|d| d.1 * 1e3).collect();
+    let mut running: Vec<f64> = done.iter().map(|d| d.2 * 1e3).collect();
+    println!(
+        "accepts: {} VIs of {} VMs by {} clients in {wall:.1} s: {:.1} accepts/s end to end (goal >= 100); accept p50 {:.0} ms, p99 {:.0} ms (goal <= 500); accept -> running p50 {:.0} ms, p99 {:.0} ms (goal <= 2000)",
+        done.len(),
+        args.vms,
+        args.clients,
+        done.len() as f64 / wall,
+        percentile(&mut accepts, 0.5),
+        percentile(&mut accepts, 0.99),
+        percentile(&mut running, 0.5),
+        percentile(&mut running, 0.99),
+    );
+    let loaded_rss = manager.rss_mib()?;
+
+    // 3. Terminates.
+    let ids: Arc<Vec<String>> = Arc::new(done.into_iter().map(|d| d.0).collect());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.clients {
+        let (api, next, ids) = (api.clone(), next.clone(), ids.clone());
+        tasks.spawn(async move {
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(k) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                api.post(&format!("/vis/{id}/terminate"), None).await?;
+                let state = api.settle(id, "terminating", Duration::from_secs(300)).await?;
+                if state != "terminated" {
+                    bail!("VI {id} ended {state}");
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let terminate_wall = started.elapsed().as_secs_f64();
+    let hosts = api.get("/hosts").await?;
+    let used: i64 = hosts
+        .as_array()
+        .map_or(0, |h| h.iter().map(|h| h["used_slots"].as_i64().unwrap_or(0)).sum());
+    let pools_after = used_addresses(&api.get("/address-pools").await?);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_rss = manager.rss_mib()?;
+    println!(
+        "terminates: {} VIs in {terminate_wall:.1} s; slots still used {used} (goal 0); addresses used per pool before {pools_before:?}, after {pools_after:?} (goal: the same); Manager RSS idle {idle_rss:.0} MiB, loaded {loaded_rss:.0} MiB, after {after_rss:.0} MiB ({:+.1} % of idle; goal within 10 %)",
+        ids.len(),
+        (after_rss - idle_rss) / idle_rss * 100.0
+    );
+
+    // 4. One big VI.
+    let vi = api
+        .post(
+            "/vis",
+            Some(json!({"name": "big",
+                "catalogue": {"kind": "cluster", "nodes": args.big, "template": "base"}})),
+        )
+        .await?;
+    let id = vi["id"].as_str().context("no id")?.to_owned();
+    api.post(&format!("/vis/{id}/request"), None).await?;
+    let t = Instant::now();
+    api.post(
+        &format!("/vis/{id}/accept"),
+        Some(json!({"datacenter": names[0]})),
+    )
+    .await?;
+    let state = api.settle(&id, "deploying", Duration::from_secs(600)).await?;
+    let deploy = t.elapsed().as_secs_f64();
+    if state != "running" {
+        bail!("the big VI ended {state}");
+    }
+    let t = Instant::now();
+    api.post(&format!("/vis/{id}/terminate"), None).await?;
+    let state = api.settle(&id, "terminating", Duration::from_secs(600)).await?;
+    let terminate = t.elapsed().as_secs_f64();
+    if state != "terminated" {
+        bail!("the big VI ended {state}");
+    }
+    println!(
+        "big VI: {} VMs, accept -> running {deploy:.2} s; terminate -> terminated {terminate:.2} s (goal <= 3 s)",
+        args.big
+    );
+    drop(manager);
+    Ok(())
+}
