@@ -3,9 +3,9 @@
 //! Switch on the kernel data plane, a WAN router, an Internet
 //! correspondent, and the Manager, all the `neptune` binary in separate
 //! processes (see `service_switching/rig.rs` for the layout). A VI of two
-//! tiny guests (an entry point `gw` with a Home Address of dca, and `web`
+//! tiny guests (an entry point `gw` with a Home Address of dca, and `web1`
 //! behind it on a LAN) moves live dca -> dcb -> dca while a correspondent
-//! holds one TCP connection to the Home Address and `gw` pings `web`.
+//! holds one TCP connection to the Home Address and `gw` pings `web1`.
 //!
 //! Root only, and it boots real guests: without root, or without
 //! `NEPTUNE_TEST_LIBVIRT_URI` (libvirt is there) and
@@ -21,221 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use rig::{Api, Rig};
-
-/// The tiny template's user, as the design sets it.
-const USER: &str = "alice";
-const USER_PASSWORD: &str = "tiny-secret";
-/// The entry point's Home Address, in dca's pool.
-const HOME: &str = "192.0.2.10";
-/// The TCP echo service's port on the entry point.
-const ECHO_PORT: u16 = 7000;
-
-/// The VI: an entry point `gw` (Home Address in dca's pool) and `web`, on
-/// one LAN.
-const DESIGN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<topology id="switching">
-  <nodes>
-    <node id="gw">
-      <ram dimension="128"/>
-      <hd dimension="0,125"/>
-      <network_interfaces>
-        <interface name="eth0">
-          <interface_binding type="HIF"/>
-          <entry_point home_address="192.0.2.10"/>
-        </interface>
-        <interface name="eth1" address="10.20.0.1"><interface_binding type="bridge"/></interface>
-      </network_interfaces>
-      <operative_system name="Neptune tiny" password="tiny-secret" username="alice"/>
-      <software_configuration template="neptune-tiny"/>
-    </node>
-    <node id="web">
-      <ram dimension="128"/>
-      <hd dimension="0,125"/>
-      <network_interfaces>
-        <interface name="eth0" address="10.20.0.2"><interface_binding type="bridge"/></interface>
-      </network_interfaces>
-      <operative_system name="Neptune tiny" password="tiny-secret" username="alice"/>
-      <software_configuration template="neptune-tiny"/>
-    </node>
-  </nodes>
-  <links>
-    <link id="lan" type="lan" bandwidth="100" subnet="10.20.0.0/29">
-      <endpoint node="gw" interface="eth1"/>
-      <endpoint node="web" interface="eth0"/>
-    </link>
-  </links>
-</topology>
-"#;
-
-/// The correspondent: one TCP connection to the Home Address, a numbered
-/// line every 20 ms, each echo checked; on exit (the stop file appears)
-/// a JSON result: lines sent and echoed, echoes out of order, the largest
-/// gap between two echoes and when, and any error (reset, close).
-const CORRESPONDENT: &str = r#"
-import json, os, socket, sys, threading, time
-addr, port, out, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-res = {"sent": 0, "echoed": 0, "bad": 0, "max_gap_ms": 0.0, "max_gap_at": 0.0,
-       "gaps_over_100ms": [], "error": None, "connect_ms": None}
-t0 = time.time()
-s = None
-while time.time() - t0 < 60:
-    try:
-        s = socket.create_connection((addr, port), timeout=2)
-        break
-    except OSError as e:
-        res["error"] = "connect: %s" % e
-        time.sleep(0.2)
-if s is None:
-    json.dump(res, open(out, "w")); sys.exit(1)
-res["error"] = None
-res["connect_ms"] = (time.time() - t0) * 1000
-s.settimeout(None)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-open(out + ".up", "w").close()
-lock = threading.Lock()
-def reader():
-    buf, last, expect = b"", None, 0
-    try:
-        while True:
-            data = s.recv(65536)
-            if not data:
-                res["error"] = res["error"] or "closed by the peer"
-                return
-            now = time.time()
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                if line.strip() != str(expect).encode():
-                    res["bad"] += 1
-                expect += 1
-                with lock:
-                    res["echoed"] = expect
-                if last is not None:
-                    gap = (now - last) * 1000
-                    if gap > res["max_gap_ms"]:
-                        res["max_gap_ms"], res["max_gap_at"] = gap, last
-                    if gap > 100:
-                        res["gaps_over_100ms"].append([round(last, 3), round(gap, 1)])
-                last = now
-    except OSError as e:
-        res["error"] = res["error"] or "receive: %s" % e
-t = threading.Thread(target=reader, daemon=True)
-t.start()
-n = 0
-while not os.path.exists(stop) and t.is_alive():
-    try:
-        s.sendall(b"%d\n" % n)
-    except OSError as e:
-        res["error"] = res["error"] or "send: %s" % e
-        break
-    n += 1
-    res["sent"] = n
-    time.sleep(0.02)
-deadline = time.time() + 10
-while res["echoed"] < res["sent"] and time.time() < deadline and t.is_alive():
-    time.sleep(0.05)
-json.dump(res, open(out, "w"))
-"#;
-
-/// A VM's serial console, through the Manager's API as a user drives it.
-struct Console<'a> {
-    api: &'a Api,
-    path: String,
-    runs: std::cell::Cell<u32>,
-    node: String,
-}
-
-impl<'a> Console<'a> {
-    fn new(api: &'a Api, vi: &str, node: &str) -> Console<'a> {
-        Console {
-            api,
-            path: format!("/vis/{vi}/vms/{node}/console"),
-            runs: std::cell::Cell::new(0),
-            node: node.to_owned(),
-        }
-    }
-
-    /// Logs in as the design's user.
-    async fn login(&self) {
-        self.type_in("\n").await;
-        self.wait_for("login:", 120).await;
-        self.type_in(&format!("{USER}\n")).await;
-        self.wait_for("Password:", 30).await;
-        self.type_in(&format!("{USER_PASSWORD}\n")).await;
-        assert!(self.run("true").await, "logged in on {}", self.node);
-    }
-
-    async fn type_in(&self, input: &str) {
-        let (s, v) = self
-            .api
-            .call(
-                reqwest::Method::POST,
-                &self.path,
-                Some(json!({ "input": input })),
-            )
-            .await;
-        assert_eq!(s, 204, "{v}");
-    }
-
-    async fn text(&self) -> String {
-        let v = self.api.get(&self.path).await;
-        v["text"].as_str().unwrap().to_owned()
-    }
-
-    async fn wait_for(&self, what: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let text = self.text().await;
-            if text.contains(what) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what:?} never showed on {}'s console: {text}",
-                self.node
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Runs `command` in the guest's shell; what it printed.
-    async fn output(&self, command: &str) -> String {
-        let n = self.runs.get() + 1;
-        self.runs.set(n);
-        let mark = n * 1000 + 2;
-        // The echoed command line shows `$((n))`, never its value.
-        self.type_in(&format!(
-            "echo \"BEGIN-$((({mark})))\"; {command}; echo \"END-$((({mark})))\"\n"
-        ))
-        .await;
-        let text = self.wait_for(&format!("END-{mark}"), 60).await;
-        let begin = text.rfind(&format!("BEGIN-{mark}")).unwrap() + format!("BEGIN-{mark}").len();
-        let end = text.rfind(&format!("END-{mark}")).unwrap();
-        text[begin..end].trim().replace('\r', "")
-    }
-
-    /// Runs `command`; whether it succeeded.
-    async fn run(&self, command: &str) -> bool {
-        let n = self.runs.get() + 1;
-        self.runs.set(n);
-        let mark = n * 1000 + 1;
-        self.type_in(&format!("{command}; echo \"END-$((({mark}))) $?\"\n"))
-            .await;
-        let text = self.wait_for(&format!("END-{mark} "), 60).await;
-        let tail = &text[text.rfind(&format!("END-{mark} ")).unwrap()..];
-        tail.starts_with(&format!("END-{mark} 0"))
-    }
-
-    /// The guest's uptime in seconds.
-    async fn uptime(&self) -> f64 {
-        let text = self.output("cat /proc/uptime").await;
-        text.split_whitespace()
-            .next()
-            .and_then(|u| u.parse().ok())
-            .unwrap_or_else(|| panic!("not an uptime on {}: {text:?}", self.node))
-    }
-}
+use rig::{migrate, Console, Rig, CORRESPONDENT, ECHO_PORT, HOME};
 
 /// Why the test cannot run here; panics in CI.
 fn prerequisites() -> Option<std::path::PathBuf> {
@@ -259,57 +45,6 @@ fn prerequisites() -> Option<std::path::PathBuf> {
     None
 }
 
-/// What a move looked like.
-struct Move {
-    #[allow(dead_code)]
-    to: &'static str,
-    took: Duration,
-    moves: Vec<Value>,
-    vi: Value,
-}
-
-/// Migrates the VI to `to` and waits until it runs there, following its
-/// job's moves.
-async fn migrate(rig: &mut Rig, id: &str, to: &'static str) -> Move {
-    let started = Instant::now();
-    let v = rig
-        .api
-        .post(&format!("/vis/{id}/migrate"), json!({ "to": to }))
-        .await;
-    assert_eq!(v["state"], "migrating", "{v}");
-    let job = v["jobs"].as_array().unwrap().last().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut moves = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let j = rig.api.get(&format!("/jobs/{job}")).await;
-        if let Some(m) = j["moves"].as_array().filter(|m| !m.is_empty()) {
-            moves.clone_from(m);
-        }
-        if j["state"] != "running" {
-            break;
-        }
-        rig.check_alive();
-        assert!(Instant::now() < deadline, "the move to {to} is stuck: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let vi = loop {
-        let vi = rig.api.get(&format!("/vis/{id}")).await;
-        if vi["state"] != "migrating" {
-            break vi;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    Move {
-        to,
-        took: started.elapsed(),
-        moves,
-        vi,
-    }
-}
-
 /// The icmp_seq numbers a ping log shows answered.
 fn answered(log: &str) -> Vec<u64> {
     log.lines()
@@ -328,7 +63,7 @@ async fn a_vi_moves_between_datacenters_and_keeps_its_connections() {
     let mut rig = Rig::start(neptune, &tiny).await;
 
     // The VI, accepted in dca, running with its guests ready.
-    let v = rig.api.post("/vis", json!({ "xml": DESIGN })).await;
+    let v = rig.api.post("/vis", json!({ "xml": rig::design(1) })).await;
     let id = v["id"].as_str().unwrap().to_owned();
     rig.api.post(&format!("/vis/{id}/request"), json!({})).await;
     let deploy_started = Instant::now();
@@ -368,7 +103,7 @@ async fn a_vi_moves_between_datacenters_and_keeps_its_connections() {
     // In the guests: the echo service on gw, gw pinging web, uptimes.
     let api = &rig.api;
     let gw = Console::new(api, &id, "gw");
-    let web = Console::new(api, &id, "web");
+    let web = Console::new(api, &id, "web1");
     gw.login().await;
     web.login().await;
     assert!(
@@ -476,7 +211,7 @@ async fn a_vi_moves_between_datacenters_and_keeps_its_connections() {
     // The guests never booted again; the ping went on while they moved.
     let (gw, web) = (
         Console::new(&rig.api, &id, "gw"),
-        Console::new(&rig.api, &id, "web"),
+        Console::new(&rig.api, &id, "web1"),
     );
     gw.runs.set(100);
     web.runs.set(100);
@@ -508,10 +243,18 @@ async fn a_vi_moves_between_datacenters_and_keeps_its_connections() {
         "ping gw -> web every 200 ms: {sent} sent, {} answered, {lost} lost, at most {largest_hole} in a row",
         seqs.len()
     );
+    // Both VMs move together but each on its own: while one has moved
+    // and the other not, the link is a tunnel between the datacenters.
+    // Pings lost: those sent while a guest was paused or its hosts' tables
+    // learnt where it went. The ping went on through both moves.
     assert!(seqs.len() > 20, "{log}");
     assert!(
-        lost * 10 <= sent,
-        "more than a tenth of the pings lost: {log}"
+        lost * 4 <= sent,
+        "more than a quarter of the pings lost: {log}"
+    );
+    assert!(
+        seqs.last().copied().unwrap_or(0) + 5 >= sent,
+        "the last pings were answered: {log}"
     );
     eprintln!(
         "uptime gw {gw_up:.1} -> {gw_after:.1} s, web {web_up:.1} -> {web_after:.1} s; correspondent: {} lines echoed, largest stall {:.0} ms; test {:.0} s",

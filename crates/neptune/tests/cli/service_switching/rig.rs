@@ -474,7 +474,6 @@ impl Rig {
 
         // Each datacenter: its public bridge, libvirt daemon, Agent, switch.
         let home_gateway = DATACENTERS[0].2;
-        let mut starting = Vec::new();
         for (k, (name, home, _)) in DATACENTERS.iter().enumerate() {
             let dns = ns(name);
             let wan_addr = a(4 * (k as u8 + 1) + 2);
@@ -509,7 +508,10 @@ impl Rig {
             let h = dir.join(name);
             let (daemon, uri) = start_libvirtd(&h, &dns, name, k);
             rig.daemons.push((daemon, uri.clone()));
-            starting.push(uri.clone());
+            // It answers before the next starts: the first connection
+            // probes QEMU (seconds) unless the capabilities are cached,
+            // and the next daemon then finds them cached.
+            wait_for_libvirtd(&mut rig.daemons[k].0, &uri);
 
             // The switch.
             let key: String = (0..32u8)
@@ -622,34 +624,6 @@ impl Rig {
                 key_file,
             });
         }
-        // The daemons answer (the first connection probes QEMU, unless
-        // its capabilities are cached).
-        for (k, uri) in starting.iter().enumerate() {
-            let deadline = Instant::now() + Duration::from_secs(180);
-            loop {
-                let ok = Command::new("virsh")
-                    .args(["--quiet", "--connect", uri, "version"])
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false);
-                if ok {
-                    break;
-                }
-                let (daemon, _) = &mut rig.daemons[k];
-                assert!(
-                    daemon.alive(),
-                    "libvirtd of {} ended: {}",
-                    DATACENTERS[k].0,
-                    daemon.log_tail()
-                );
-                assert!(
-                    Instant::now() < deadline,
-                    "libvirtd of {} does not answer",
-                    DATACENTERS[k].0
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
         eprintln!(
             "rig: libvirt daemons answer {:.1} s after the start",
             rig.started.elapsed().as_secs_f64()
@@ -723,15 +697,31 @@ impl Rig {
 
     /// Runs `program` in the correspondent's namespace, in the background.
     pub(crate) fn spawn_in_inet(&mut self, name: &str, program: &str, args: &[String]) {
-        let mut all: Vec<String> = vec![
-            "netns".into(),
-            "exec".into(),
-            self.inet.clone(),
-            program.into(),
-        ];
+        let inet = self.inet.clone();
+        self.spawn_in(&inet, name, program, args);
+    }
+
+    /// Runs `program` in namespace `ns` (the root namespace: empty), in
+    /// the background, with TZ=UTC, its output in `<dir>/<name>.log`;
+    /// stopped with the rig or by [`Rig::stop`].
+    pub(crate) fn spawn_in(&mut self, ns: &str, name: &str, program: &str, args: &[String]) {
+        let mut all: Vec<String> = vec!["TZ=UTC".into()];
+        if !ns.is_empty() {
+            all.extend(["ip".into(), "netns".into(), "exec".into(), ns.to_owned()]);
+        }
+        all.push(program.into());
         all.extend_from_slice(args);
         let log = self.dir.join(format!("{name}.log"));
-        self.procs.push(Proc::spawn(name, log, "ip", &all));
+        self.procs.push(Proc::spawn(name, log, "env", &all));
+    }
+
+    /// Stops the process `name` the rig started; its log.
+    pub(crate) fn stop(&mut self, name: &str) -> String {
+        let Some(p) = self.procs.iter_mut().find(|p| p.name == name) else {
+            return String::new();
+        };
+        p.stop();
+        std::fs::read_to_string(&p.log).unwrap_or_default()
     }
 
     /// Whether the process `name` ended.
@@ -774,6 +764,28 @@ impl Rig {
     }
 }
 
+/// Waits until the daemon answers at `uri`.
+fn wait_for_libvirtd(daemon: &mut Proc, uri: &str) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let ok = Command::new("virsh")
+            .args(["--quiet", "--connect", uri, "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return;
+        }
+        assert!(
+            daemon.alive(),
+            "{} ended: {}",
+            daemon.name,
+            daemon.log_tail()
+        );
+        assert!(Instant::now() < deadline, "{} does not answer", daemon.name);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Starts the private libvirt daemon of datacenter `k` in namespace `ns`
 /// over folder `h`; its process and URI.
 fn start_libvirtd(h: &Path, ns: &str, name: &str, k: usize) -> (Proc, String) {
@@ -784,7 +796,7 @@ fn start_libvirtd(h: &Path, ns: &str, name: &str, k: usize) -> (Proc, String) {
     // Kept between runs (and shared with the libvirt adapter's tests):
     // QEMU's capability probe takes seconds.
     let cache = Path::new("/var/tmp/neptune-test-libvirt-cache");
-    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::create_dir_all(cache).unwrap();
     std::fs::write(
         h.join("etc/qemu.conf"),
         "user = \"root\"\ngroup = \"root\"\nstdio_handler = \"file\"\nmigration_address = \"0.0.0.0\"\n",
@@ -865,8 +877,294 @@ impl Drop for Rig {
         let _ = Command::new("ip")
             .args(["link", "del", &self.root_veth])
             .output();
-        if !std::thread::panicking() {
+        // Kept for a look after a failure, or when NEPTUNE_TEST_KEEP is set.
+        if !std::thread::panicking() && std::env::var_os("NEPTUNE_TEST_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
+
+/// The tiny template's user, as the design sets it.
+pub(crate) const USER: &str = "alice";
+pub(crate) const USER_PASSWORD: &str = "tiny-secret";
+/// The entry point's Home Address, in dca's pool.
+pub(crate) const HOME: &str = "192.0.2.10";
+/// The TCP echo service's port on the entry point.
+pub(crate) const ECHO_PORT: u16 = 7000;
+
+/// A VI of `1 + backends` tiny guests: an entry point `gw` with the Home
+/// Address [`HOME`] (dca's pool), and `web1`, `web2`, ... behind it on one
+/// LAN (10.20.0.0/24, gw .1, web<i> .(1 + i)).
+pub(crate) fn design(backends: usize) -> String {
+    let node = |id: &str, interfaces: &str| {
+        format!(
+            r#"    <node id="{id}">
+      <ram dimension="128"/>
+      <hd dimension="0,125"/>
+      <network_interfaces>
+{interfaces}      </network_interfaces>
+      <operative_system name="Neptune tiny" password="{USER_PASSWORD}" username="{USER}"/>
+      <software_configuration template="neptune-tiny"/>
+    </node>
+"#
+        )
+    };
+    let mut gw = format!(
+        "        <interface name=\"eth0\">\n          <interface_binding type=\"HIF\"/>\n          <entry_point home_address=\"{HOME}\"/>\n        </interface>\n"
+    );
+    if backends > 0 {
+        gw.push_str("        <interface name=\"eth1\" address=\"10.20.0.1\"><interface_binding type=\"bridge\"/></interface>\n");
+    }
+    let mut nodes = node("gw", &gw);
+    let mut endpoints = String::from("      <endpoint node=\"gw\" interface=\"eth1\"/>\n");
+    for i in 1..=backends {
+        nodes.push_str(&node(
+            &format!("web{i}"),
+            &format!(
+                "        <interface name=\"eth0\" address=\"10.20.0.{}\"><interface_binding type=\"bridge\"/></interface>\n",
+                1 + i
+            ),
+        ));
+        endpoints.push_str(&format!(
+            "      <endpoint node=\"web{i}\" interface=\"eth0\"/>\n"
+        ));
+    }
+    let links = if backends > 0 {
+        format!("  <links>\n    <link id=\"lan\" type=\"lan\" bandwidth=\"100\" subnet=\"10.20.0.0/24\">\n{endpoints}    </link>\n  </links>\n")
+    } else {
+        String::new()
+    };
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<topology id=\"switching\">\n  <nodes>\n{nodes}  </nodes>\n{links}</topology>\n")
+}
+
+/// The correspondent: one TCP connection to the Home Address, a numbered
+/// line every 20 ms, each echo checked; on exit (the stop file appears)
+/// a JSON result: lines sent and echoed, echoes out of order, the largest
+/// gap between two echoes and when, and any error (reset, close).
+pub(crate) const CORRESPONDENT: &str = r#"
+import json, os, socket, sys, threading, time
+addr, port, out, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+res = {"sent": 0, "echoed": 0, "bad": 0, "max_gap_ms": 0.0, "max_gap_at": 0.0,
+       "gaps_over_100ms": [], "error": None, "connect_ms": None}
+t0 = time.time()
+s = None
+while time.time() - t0 < 60:
+    try:
+        s = socket.create_connection((addr, port), timeout=2)
+        break
+    except OSError as e:
+        res["error"] = "connect: %s" % e
+        time.sleep(0.2)
+if s is None:
+    json.dump(res, open(out, "w")); sys.exit(1)
+res["error"] = None
+res["connect_ms"] = (time.time() - t0) * 1000
+s.settimeout(None)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+open(out + ".up", "w").close()
+lock = threading.Lock()
+def reader():
+    buf, last, expect = b"", None, 0
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                res["error"] = res["error"] or "closed by the peer"
+                return
+            now = time.time()
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip() != str(expect).encode():
+                    res["bad"] += 1
+                expect += 1
+                with lock:
+                    res["echoed"] = expect
+                if last is not None:
+                    gap = (now - last) * 1000
+                    if gap > res["max_gap_ms"]:
+                        res["max_gap_ms"], res["max_gap_at"] = gap, last
+                    if gap > 100:
+                        res["gaps_over_100ms"].append([round(last, 3), round(gap, 1)])
+                last = now
+    except OSError as e:
+        res["error"] = res["error"] or "receive: %s" % e
+t = threading.Thread(target=reader, daemon=True)
+t.start()
+n = 0
+while not os.path.exists(stop) and t.is_alive():
+    try:
+        s.sendall(b"%d\n" % n)
+    except OSError as e:
+        res["error"] = res["error"] or "send: %s" % e
+        break
+    n += 1
+    res["sent"] = n
+    time.sleep(0.02)
+deadline = time.time() + 10
+while res["echoed"] < res["sent"] and time.time() < deadline and t.is_alive():
+    time.sleep(0.05)
+json.dump(res, open(out, "w"))
+"#;
+
+/// A VM's serial console, through the Manager's API as a user drives it.
+pub(crate) struct Console<'a> {
+    api: &'a Api,
+    path: String,
+    /// Commands run so far: each one's end marker is unique.
+    pub(crate) runs: std::cell::Cell<u32>,
+    node: String,
+}
+
+impl<'a> Console<'a> {
+    pub(crate) fn new(api: &'a Api, vi: &str, node: &str) -> Console<'a> {
+        Console {
+            api,
+            path: format!("/vis/{vi}/vms/{node}/console"),
+            runs: std::cell::Cell::new(0),
+            node: node.to_owned(),
+        }
+    }
+
+    /// Logs in as the design's user.
+    pub(crate) async fn login(&self) {
+        self.type_in("\n").await;
+        self.wait_for("login:", 120).await;
+        self.type_in(&format!("{USER}\n")).await;
+        self.wait_for("Password:", 30).await;
+        self.type_in(&format!("{USER_PASSWORD}\n")).await;
+        assert!(self.run("true").await, "logged in on {}", self.node);
+    }
+
+    pub(crate) async fn type_in(&self, input: &str) {
+        let (s, v) = self
+            .api
+            .call(
+                reqwest::Method::POST,
+                &self.path,
+                Some(json!({ "input": input })),
+            )
+            .await;
+        assert_eq!(s, 204, "{v}");
+    }
+
+    pub(crate) async fn text(&self) -> String {
+        let v = self.api.get(&self.path).await;
+        v["text"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) async fn wait_for(&self, what: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.text().await;
+            if text.contains(what) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what:?} never showed on {}'s console: {text}",
+                self.node
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `command` in the guest's shell; what it printed.
+    pub(crate) async fn output(&self, command: &str) -> String {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let mark = n * 1000 + 2;
+        // The echoed command line shows `$((n))`, never its value.
+        self.type_in(&format!(
+            "echo \"BEGIN-$((({mark})))\"; {command}; echo \"END-$((({mark})))\"\n"
+        ))
+        .await;
+        let text = self.wait_for(&format!("END-{mark}"), 60).await;
+        let begin = text.rfind(&format!("BEGIN-{mark}")).unwrap() + format!("BEGIN-{mark}").len();
+        let end = text.rfind(&format!("END-{mark}")).unwrap();
+        text[begin..end].trim().replace('\r', "")
+    }
+
+    /// Runs `command`; whether it succeeded.
+    pub(crate) async fn run(&self, command: &str) -> bool {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let mark = n * 1000 + 1;
+        self.type_in(&format!("{command}; echo \"END-$((({mark}))) $?\"\n"))
+            .await;
+        let text = self.wait_for(&format!("END-{mark} "), 60).await;
+        let tail = &text[text.rfind(&format!("END-{mark} ")).unwrap()..];
+        tail.starts_with(&format!("END-{mark} 0"))
+    }
+
+    /// The guest's uptime in seconds.
+    pub(crate) async fn uptime(&self) -> f64 {
+        let text = self.output("cat /proc/uptime").await;
+        text.split_whitespace()
+            .next()
+            .and_then(|u| u.parse().ok())
+            .unwrap_or_else(|| panic!("not an uptime on {}: {text:?}", self.node))
+    }
+}
+
+/// What a move looked like.
+pub(crate) struct Move {
+    pub(crate) to: &'static str,
+    /// From the request to the VI running there.
+    pub(crate) took: Duration,
+    /// Its job's moves, each as last seen (fields absent when the job
+    /// ended before the Manager showed them).
+    pub(crate) moves: Vec<Value>,
+    /// The VI, running there.
+    pub(crate) vi: Value,
+}
+
+/// Migrates the VI to `to` and waits until it runs there, following its
+/// job's moves.
+pub(crate) async fn migrate(rig: &mut Rig, id: &str, to: &'static str) -> Move {
+    let started = Instant::now();
+    let v = rig
+        .api
+        .post(&format!("/vis/{id}/migrate"), json!({ "to": to }))
+        .await;
+    assert_eq!(v["state"], "migrating", "{v}");
+    let job = v["jobs"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut moves = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let j = rig.api.get(&format!("/jobs/{job}")).await;
+        // Each VM's move as last seen (the job shows none once it ended).
+        for m in j["moves"].as_array().into_iter().flatten() {
+            match moves
+                .iter_mut()
+                .find(|seen: &&mut Value| seen["vm"] == m["vm"])
+            {
+                Some(seen) => *seen = m.clone(),
+                None => moves.push(m.clone()),
+            }
+        }
+        if j["state"] != "running" {
+            break;
+        }
+        rig.check_alive();
+        assert!(Instant::now() < deadline, "the move to {to} is stuck: {j}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let vi = loop {
+        let vi = rig.api.get(&format!("/vis/{id}")).await;
+        if vi["state"] != "migrating" {
+            break vi;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Move {
+        to,
+        took: started.elapsed(),
+        moves,
+        vi,
+    }
+}
+
