@@ -236,6 +236,9 @@ pub(crate) struct Rig {
     pub(crate) wan_ns: String,
     /// Agents, switches, the Manager: stopped first.
     procs: Vec<Proc>,
+    /// What tests and benchmarks run beside them (correspondents,
+    /// monitors): stopped before them, and free to end.
+    helpers: Vec<Proc>,
     /// The libvirt daemons, with their URIs: stopped after their guests.
     daemons: Vec<(Proc, String)>,
     namespaces: Vec<String>,
@@ -269,6 +272,7 @@ impl Rig {
             inet: format!("{prefix}-inet"),
             wan_ns: format!("{prefix}-wan"),
             procs: Vec::new(),
+            helpers: Vec::new(),
             daemons: Vec::new(),
             namespaces: Vec::new(),
             root_veth: format!("{prefix}r"),
@@ -695,6 +699,11 @@ impl Rig {
         self.dcs.iter().find(|d| d.name == name).unwrap()
     }
 
+    /// The Manager's log so far.
+    pub(crate) fn manager_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("manager.log")).unwrap_or_default()
+    }
+
     /// Runs `program` in the correspondent's namespace, in the background.
     pub(crate) fn spawn_in_inet(&mut self, name: &str, program: &str, args: &[String]) {
         let inet = self.inet.clone();
@@ -712,21 +721,22 @@ impl Rig {
         all.push(program.into());
         all.extend_from_slice(args);
         let log = self.dir.join(format!("{name}.log"));
-        self.procs.push(Proc::spawn(name, log, "env", &all));
+        self.helpers.push(Proc::spawn(name, log, "env", &all));
     }
 
     /// Stops the process `name` the rig started; its log.
     pub(crate) fn stop(&mut self, name: &str) -> String {
-        let Some(p) = self.procs.iter_mut().find(|p| p.name == name) else {
+        let Some(k) = self.helpers.iter().position(|p| p.name == name) else {
             return String::new();
         };
+        let mut p = self.helpers.remove(k);
         p.stop();
         std::fs::read_to_string(&p.log).unwrap_or_default()
     }
 
     /// Whether the process `name` ended.
     pub(crate) fn exited(&mut self, name: &str) -> bool {
-        self.procs
+        self.helpers
             .iter_mut()
             .find(|p| p.name == name)
             .is_none_or(|p| !p.alive())
@@ -736,7 +746,7 @@ impl Rig {
     pub(crate) fn wait_for_exit(&mut self, name: &str, secs: u64) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
-            if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
+            if let Some(p) = self.helpers.iter_mut().find(|p| p.name == name) {
                 if !p.alive() {
                     return true;
                 }
@@ -757,6 +767,7 @@ impl Rig {
     pub(crate) fn logs(&self) -> String {
         self.procs
             .iter()
+            .chain(&self.helpers)
             .chain(self.daemons.iter().map(|(p, _)| p))
             .map(|p| format!("--- {} ({}):\n{}", p.name, p.log.display(), p.log_tail()))
             .collect::<Vec<_>>()
@@ -851,7 +862,7 @@ impl Drop for Rig {
         if std::thread::panicking() {
             eprintln!("rig: logs at the failure\n{}", self.logs());
         }
-        for p in &mut self.procs {
+        for p in self.helpers.iter_mut().chain(&mut self.procs) {
             p.stop();
         }
         for (daemon, uri) in &mut self.daemons {
@@ -1117,6 +1128,8 @@ pub(crate) struct Move {
     pub(crate) moves: Vec<Value>,
     /// The VI, running there.
     pub(crate) vi: Value,
+    /// Its migrate job's id.
+    pub(crate) job: String,
 }
 
 /// Migrates the VI to `to` and waits until it runs there, following its
@@ -1165,6 +1178,7 @@ pub(crate) async fn migrate(rig: &mut Rig, id: &str, to: &'static str) -> Move {
         took: started.elapsed(),
         moves,
         vi,
+        job,
     }
 }
 
