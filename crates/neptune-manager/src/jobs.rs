@@ -164,11 +164,20 @@ pub enum Step {
     /// Move the running VM live from host `from` to host `to` (as `spec`
     /// there; `back` is how `from` runs it, to move it back), copying its
     /// disk, then remove its disk on `from`.
+    ///
+    /// `homes`, the VM's Home Addresses (an entry point's), are routed from
+    /// their home switch to the datacenter of `to` as soon as the VM runs
+    /// there, before the rest of the VI has moved and before the source's
+    /// libvirt has finished with it: that is when the correspondents' packets
+    /// must go there. The VI's later route steps repeat it; moving back (the
+    /// undo) routes them back the same way.
     MoveVm {
         from: Uuid,
         to: Uuid,
         spec: VmSpec,
         back: VmSpec,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        homes: Vec<HomeRoute>,
     },
     /// The VMs take their target slots and free the ones they left; the
     /// VI is located in `location` (`None`: home).
@@ -180,6 +189,15 @@ pub enum Step {
         to: Option<Uuid>,
         from: Option<Uuid>,
     },
+}
+
+/// A Home Address that follows its VM when it moves (see
+/// [`Step::MoveVm`]): its home datacenter and its VI's tunnel key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeRoute {
+    pub address: Ipv4Addr,
+    pub home: Uuid,
+    pub key: u32,
 }
 
 impl Step {
@@ -291,11 +309,13 @@ impl Step {
                 to,
                 spec,
                 back,
+                homes,
             } => Some(Step::MoveVm {
                 from: *to,
                 to: *from,
                 spec: back.clone(),
                 back: spec.clone(),
+                homes: homes.clone(),
             }),
             Step::Locate { to, from } => Some(Step::Locate {
                 to: *from,
@@ -1046,25 +1066,7 @@ impl Jobs {
                 to,
                 key,
                 ..
-            } => {
-                let change = if to == home {
-                    crate::switching::Change::Unbind
-                } else {
-                    let switches = self.store.switches().await?;
-                    let Some(foreign) = switches.iter().find(|s| s.datacenter_id == *to) else {
-                        // No switch where it goes: nothing can tunnel there.
-                        tracing::warn!(%vi, %address, datacenter = %to,
-                            "no switch is registered where the VI goes: its Home Address is not routed there");
-                        return Ok(());
-                    };
-                    crate::switching::Change::Bind {
-                        care_of: foreign.care_of.parse()?,
-                        vi: vi.to_string(),
-                        key: *key,
-                    }
-                };
-                self.switch(*home, *address, &change).await?;
-            }
+            } => self.route(vi, *address, *home, *to, *key).await?,
             Step::JoinSegments { host, networks } => {
                 self.hypervisor(hosts, *host)
                     .await?
@@ -1075,8 +1077,15 @@ impl Jobs {
             Step::ReleaseMoves => {
                 self.store.release_vm_moves(vi).await?;
             }
-            Step::MoveVm { from, to, spec, .. } => {
-                self.move_vm(job, hosts, *from, *to, spec).await?
+            Step::MoveVm {
+                from,
+                to,
+                spec,
+                homes,
+                ..
+            } => {
+                self.move_vm(job, vi, hosts, (*from, *to), spec, homes)
+                    .await?
             }
             Step::CommitMoves { location } => {
                 self.store.commit_vm_moves(vi, *location).await?;
@@ -1084,6 +1093,49 @@ impl Jobs {
             Step::Locate { to, .. } => self.store.set_vi_location(vi, *to).await?,
         }
         Ok(())
+    }
+
+    /// Makes the home switch of `address` (the switch of `home`) send it to
+    /// the switch of datacenter `to`: bound to its Care-of Address, or
+    /// unbound when `to` is `home`.
+    async fn route(
+        &self,
+        vi: Uuid,
+        address: Ipv4Addr,
+        home: Uuid,
+        to: Uuid,
+        key: u32,
+    ) -> anyhow::Result<()> {
+        let change = if to == home {
+            crate::switching::Change::Unbind
+        } else {
+            let switches = self.store.switches().await?;
+            let Some(foreign) = switches.iter().find(|s| s.datacenter_id == to) else {
+                // No switch where it goes: nothing can tunnel there.
+                tracing::warn!(%vi, %address, datacenter = %to,
+                    "no switch is registered where the VI goes: its Home Address is not routed there");
+                return Ok(());
+            };
+            crate::switching::Change::Bind {
+                care_of: foreign.care_of.parse()?,
+                vi: vi.to_string(),
+                key,
+            }
+        };
+        self.switch(home, address, &change).await
+    }
+
+    /// Routes a moving VM's Home Addresses to datacenter `to` (see
+    /// [`Step::MoveVm`]). A switch that does not answer is left to the
+    /// VI's route steps, which wait for it.
+    async fn route_homes(&self, vi: Uuid, homes: &[HomeRoute], to: Option<Uuid>) {
+        let Some(to) = to else { return };
+        for h in homes {
+            if let Err(e) = self.route(vi, h.address, h.home, to, h.key).await {
+                tracing::warn!(%vi, address = %h.address, error = %e,
+                    "the Home Address could not follow its VM at once; the route step will");
+            }
+        }
     }
 
     /// Sends `change` of `address` to the switch of `datacenter`, if one
@@ -1111,12 +1163,15 @@ impl Jobs {
     async fn move_vm(
         &self,
         job: Uuid,
+        vi: Uuid,
         hosts: &[HostRecord],
-        from: Uuid,
-        to: Uuid,
+        (from, to): (Uuid, Uuid),
         spec: &VmSpec,
+        homes: &[HomeRoute],
     ) -> anyhow::Result<()> {
         let vm = spec.name.as_str();
+        let target = hosts.iter().find(|h| h.id == to).map(|h| h.datacenter_id);
+        let mut routed = false;
         let src = self.hypervisor(hosts, from).await?;
         let dst = self.hypervisor(hosts, to).await?;
         let host_name = |id: Uuid| {
@@ -1157,7 +1212,33 @@ impl Jobs {
                     },
                 );
             };
-            match src.migrate(vm, &incoming, &progress).await {
+            let moving = src.migrate(vm, &incoming, &progress);
+            tokio::pin!(moving);
+            // The VM runs on `to` once its guest resumed there, seconds
+            // before the source is done with it: its Home Addresses follow
+            // it then.
+            let resumed = async {
+                if homes.is_empty() {
+                    return std::future::pending().await;
+                }
+                loop {
+                    tokio::time::sleep(RESUME_POLL).await;
+                    if let Ok(Some(info)) = dst.info(vm).await {
+                        if info.state == neptune_hypervisor::VmState::Running {
+                            return;
+                        }
+                    }
+                }
+            };
+            let moved = tokio::select! {
+                moved = &mut moving => moved,
+                () = resumed => {
+                    self.route_homes(vi, homes, target).await;
+                    routed = true;
+                    moving.await
+                }
+            };
+            match moved {
                 Ok(report) => {
                     tracing::info!(%job, vm, total_ms = report.total_ms, downtime_ms = report.downtime_ms,
                         bytes = report.bytes, "VM moved live");
@@ -1169,6 +1250,9 @@ impl Jobs {
                 Err(HypervisorError::NoSuchVm(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !routed {
+            self.route_homes(vi, homes, target).await;
         }
         // Arrived (or arriving: a simulated host takes it in here): the
         // destination completes it; if it never came, it is nowhere.
@@ -1187,6 +1271,9 @@ impl Jobs {
         Ok(())
     }
 }
+
+/// How often a move looks whether its VM runs on the destination yet.
+const RESUME_POLL: Duration = Duration::from_millis(50);
 
 /// What configures a VI's guests besides its design: its address plan,
 /// its owner's SSH keys, its home datacenter's public gateway.

@@ -308,6 +308,16 @@ async fn live(
                     },
                 ),
                 back,
+                homes: addresses
+                    .entry_points
+                    .iter()
+                    .filter(|e| e.node.as_str() == id)
+                    .map(|e| jobs::HomeRoute {
+                        address: e.home_address,
+                        home: course.home,
+                        key: tunnel_key(vi.id),
+                    })
+                    .collect(),
             });
         }
         let mut follow = follow(vi, course.home, course.from, course.to.id)?;
