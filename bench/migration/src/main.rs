@@ -62,13 +62,21 @@ fn args() -> Result<Args, String> {
     let mut template = std::env::var_os("NEPTUNE_TEST_TINY_TEMPLATE").map(PathBuf::from);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--smoke" => sizes = vec![1],
             "--sizes" => {
                 sizes = value()?
                     .split(',')
-                    .map(|s| s.trim().parse::<usize>().ok().filter(|n| (1..=16).contains(n)))
+                    .map(|s| {
+                        s.trim()
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|n| (1..=16).contains(n))
+                    })
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| format!("--sizes: numbers of VMs, 1 to 16\n{USAGE}"))?;
             }
@@ -78,8 +86,9 @@ fn args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    let template = template
-        .ok_or_else(|| format!("no tiny template: --template or NEPTUNE_TEST_TINY_TEMPLATE\n{USAGE}"))?;
+    let template = template.ok_or_else(|| {
+        format!("no tiny template: --template or NEPTUNE_TEST_TINY_TEMPLATE\n{USAGE}")
+    })?;
     Ok(Args {
         sizes,
         neptune,
@@ -253,23 +262,15 @@ async fn one_vi(rig: &mut Rig, n: usize) -> Vec<Row> {
         assert_eq!(m.vi["state"], "running", "{}", m.vi);
         assert_eq!(m.vi["location"], to, "{}", m.vi);
         let t1 = now();
-        // Each VM's downtime as its source Agent reported it (libvirt's
-        // finished job), which the Manager logs with the job.
-        let log = rig.manager_log();
+        // Each VM's downtime as its source Agent reported it.
         let downtimes = m.vi["vms"]
             .as_array()
             .unwrap()
             .iter()
             .map(|vm| {
                 let node = vm["node"].as_str().unwrap_or("?").to_owned();
-                let domain = format!("vm=\"nt-{}-{node}\"", &simple[..12]);
-                let downtime = log
-                    .lines()
-                    .filter(|l| l.contains("VM moved live") && l.contains(&m.job) && l.contains(&domain))
-                    .find_map(|l| {
-                        let rest = &l[l.find("downtime_ms=")? + "downtime_ms=".len()..];
-                        rest.split_whitespace().next()?.parse::<u64>().ok()
-                    });
+                let domain = format!("nt-{}-{node}", &simple[..12]);
+                let downtime = rig.moved_live(&m.job, &domain).map(|(_, d)| d);
                 (node, downtime)
             })
             .collect::<Vec<_>>();
@@ -287,7 +288,10 @@ async fn one_vi(rig: &mut Rig, n: usize) -> Vec<Row> {
     }
 
     std::fs::write(&stop, "").unwrap();
-    assert!(rig.wait_for_exit(&name, 20), "the correspondent does not end");
+    assert!(
+        rig.wait_for_exit(&name, 20),
+        "the correspondent does not end"
+    );
     let echo: Value = serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     assert_eq!(echo["error"], Value::Null, "the connection broke: {echo}");
     assert_eq!(echo["echoed"], echo["sent"], "lines lost: {echo}");
@@ -301,7 +305,10 @@ async fn one_vi(rig: &mut Rig, n: usize) -> Vec<Row> {
     for (way, to, t0, t1, took, downtimes) in windows {
         // The largest gap between echoes that began during the move (or
         // the 2 s after it).
-        let gaps = echo["gaps_over_100ms"].as_array().cloned().unwrap_or_default();
+        let gaps = echo["gaps_over_100ms"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let stall_ms = gaps
             .iter()
             .filter_map(|g| Some((g[0].as_f64()?, g[1].as_f64()?)))
@@ -359,7 +366,9 @@ async fn one_vi(rig: &mut Rig, n: usize) -> Vec<Row> {
         echo["max_gap_ms"].as_f64().unwrap_or(0.0)
     );
 
-    rig.api.post(&format!("/vis/{id}/terminate"), json!({})).await;
+    rig.api
+        .post(&format!("/vis/{id}/terminate"), json!({}))
+        .await;
     let v = wait_while(rig, &id, "terminating", 300).await;
     assert_eq!(v["state"], "terminated", "{v}");
     rows

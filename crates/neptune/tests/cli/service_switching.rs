@@ -178,15 +178,23 @@ async fn a_vi_moves_between_datacenters_and_keeps_its_connections() {
         eprintln!(
             "moved to {to} in {:.2} s; VMs: {}",
             m.took.as_secs_f64(),
-            m.moves
+            v["vms"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .map(|mv| format!(
-                    "{} total {} ms, downtime {} ms, {} MiB",
-                    mv["vm"].as_str().unwrap_or("?"),
-                    mv["total_ms"],
-                    mv["downtime_ms"],
-                    mv["bytes_done"].as_u64().unwrap_or(0) >> 20
-                ))
+                .map(|vm| {
+                    let domain = format!(
+                        "nt-{}-{}",
+                        &id.replace('-', "")[..12],
+                        vm["node"].as_str().unwrap_or("?")
+                    );
+                    match rig.moved_live(&m.job, &domain) {
+                        Some((total, downtime)) => {
+                            format!("{domain} moved in {total} ms, paused {downtime} ms")
+                        }
+                        None => format!("{domain} (no report read)"),
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         );

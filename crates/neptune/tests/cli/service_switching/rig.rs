@@ -704,6 +704,25 @@ impl Rig {
         std::fs::read_to_string(self.dir.join("manager.log")).unwrap_or_default()
     }
 
+    /// How VM `domain`'s move in migrate job `job` went, as its source
+    /// Agent reported it (libvirt's finished job) and the Manager logged
+    /// it: `(total_ms, downtime_ms)`; `None` when the Manager found the VM
+    /// moved without reading a report.
+    pub(crate) fn moved_live(&self, job: &str, domain: &str) -> Option<(u64, u64)> {
+        let field = |line: &str, name: &str| -> Option<u64> {
+            let rest = &line[line.find(name)? + name.len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        self.manager_log()
+            .lines()
+            .filter(|l| {
+                l.contains("VM moved live")
+                    && l.contains(job)
+                    && l.contains(&format!("vm=\"{domain}\""))
+            })
+            .find_map(|l| Some((field(l, "total_ms=")?, field(l, "downtime_ms=")?)))
+    }
+
     /// Runs `program` in the correspondent's namespace, in the background.
     pub(crate) fn spawn_in_inet(&mut self, name: &str, program: &str, args: &[String]) {
         let inet = self.inet.clone();
@@ -1181,4 +1200,3 @@ pub(crate) async fn migrate(rig: &mut Rig, id: &str, to: &'static str) -> Move {
         job,
     }
 }
-
