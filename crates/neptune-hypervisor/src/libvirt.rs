@@ -857,21 +857,10 @@ impl LibvirtHypervisor {
                 continue;
             }
             // The bridge goes with the network; its tunnel would stay.
-            // Two VMs leaving at once (a VI's VMs moving together) may both
-            // find the network unused: the one that deletes the tunnel
-            // second finds it gone, which is what it wanted.
             let dev = tunnel_name(net);
-            let tunnel = Path::new("/sys/class/net").join(&dev);
-            if tunnel.exists() {
-                match self
-                    .net_tool(op, &spec.name, "ip", &["link", "del", "dev", &dev])
-                    .await
-                {
-                    Err(_) if !tunnel.exists() => {}
-                    other => {
-                        other?;
-                    }
-                }
+            if Path::new("/sys/class/net").join(&dev).exists() {
+                self.net_tool(op, &spec.name, "ip", &["link", "del", "dev", &dev])
+                    .await?;
             }
             // Stopping an inactive or absent network fails; only the
             // undefine's answer matters.
