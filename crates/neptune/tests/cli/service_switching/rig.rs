@@ -450,6 +450,12 @@ impl Rig {
             .await;
         rig.api.token = token["token"].as_str().unwrap().to_owned();
         std::fs::write(dir.join("manager.token"), &rig.api.token).unwrap();
+        // Tokens only their owner reads, as the Agents want them.
+        for token in ["agent.token", "manager.token"] {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.join(token), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
         for (name, home, gateway) in DATACENTERS {
             let body = if name == "dca" {
                 json!({"name": name, "home_pools": [home], "public_gateway": gateway})
