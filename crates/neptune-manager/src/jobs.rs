@@ -34,19 +34,6 @@ pub trait HostDirectory: Send + Sync + std::fmt::Debug {
     async fn hypervisor(&self, host: &HostRecord) -> anyhow::Result<Arc<dyn Hypervisor>>;
 }
 
-/// The Home Addresses of a VM that moves between datacenters, routed by
-/// the home switch to the datacenter it runs in as soon as it runs there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Follow {
-    pub addresses: Vec<Ipv4Addr>,
-    pub home: Uuid,
-    /// The datacenter it goes to.
-    pub to: Uuid,
-    /// The datacenter it leaves.
-    pub from: Uuid,
-    pub key: u32,
-}
-
 /// One step of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -176,15 +163,21 @@ pub enum Step {
     ReleaseMoves,
     /// Move the running VM live from host `from` to host `to` (as `spec`
     /// there; `back` is how `from` runs it, to move it back), copying its
-    /// disk; at once route its Home Addresses (`follow`) to the datacenter
-    /// it runs in now, then remove its disk on `from`.
+    /// disk, then remove its disk on `from`.
+    ///
+    /// `homes`, the VM's Home Addresses (an entry point's), are routed from
+    /// their home switch to the datacenter of `to` as soon as the VM runs
+    /// there, before the rest of the VI has moved and before the source's
+    /// libvirt has finished with it: that is when the correspondents' packets
+    /// must go there. The VI's later route steps repeat it; moving back (the
+    /// undo) routes them back the same way.
     MoveVm {
         from: Uuid,
         to: Uuid,
         spec: VmSpec,
         back: VmSpec,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        follow: Option<Follow>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        homes: Vec<HomeRoute>,
     },
     /// The VMs take their target slots and free the ones they left; the
     /// VI is located in `location` (`None`: home).
@@ -196,6 +189,15 @@ pub enum Step {
         to: Option<Uuid>,
         from: Option<Uuid>,
     },
+}
+
+/// A Home Address that follows its VM when it moves (see
+/// [`Step::MoveVm`]): its home datacenter and its VI's tunnel key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeRoute {
+    pub address: Ipv4Addr,
+    pub home: Uuid,
+    pub key: u32,
 }
 
 impl Step {
@@ -307,17 +309,13 @@ impl Step {
                 to,
                 spec,
                 back,
-                follow,
+                homes,
             } => Some(Step::MoveVm {
                 from: *to,
                 to: *from,
                 spec: back.clone(),
                 back: spec.clone(),
-                follow: follow.as_ref().map(|f| Follow {
-                    to: f.from,
-                    from: f.to,
-                    ..f.clone()
-                }),
+                homes: homes.clone(),
             }),
             Step::Locate { to, from } => Some(Step::Locate {
                 to: *from,
@@ -1083,10 +1081,10 @@ impl Jobs {
                 from,
                 to,
                 spec,
-                follow,
+                homes,
                 ..
             } => {
-                self.move_vm(job, hosts, (*from, *to), spec, vi, follow.as_ref())
+                self.move_vm(job, vi, hosts, (*from, *to), spec, homes)
                     .await?
             }
             Step::CommitMoves { location } => {
@@ -1097,9 +1095,9 @@ impl Jobs {
         Ok(())
     }
 
-    /// Has the home switch send `address` (of VI `vi`) to the switch of
-    /// datacenter `to`: bound to its Care-of Address, or unbound when `to`
-    /// is `home`.
+    /// Makes the home switch of `address` (the switch of `home`) send it to
+    /// the switch of datacenter `to`: bound to its Care-of Address, or
+    /// unbound when `to` is `home`.
     async fn route(
         &self,
         vi: Uuid,
@@ -1125,6 +1123,19 @@ impl Jobs {
             }
         };
         self.switch(home, address, &change).await
+    }
+
+    /// Routes a moving VM's Home Addresses to datacenter `to` (see
+    /// [`Step::MoveVm`]). A switch that does not answer is left to the
+    /// VI's route steps, which wait for it.
+    async fn route_homes(&self, vi: Uuid, homes: &[HomeRoute], to: Option<Uuid>) {
+        let Some(to) = to else { return };
+        for h in homes {
+            if let Err(e) = self.route(vi, h.address, h.home, to, h.key).await {
+                tracing::warn!(%vi, address = %h.address, error = %e,
+                    "the Home Address could not follow its VM at once; the route step will");
+            }
+        }
     }
 
     /// Sends `change` of `address` to the switch of `datacenter`, if one
@@ -1153,13 +1164,15 @@ impl Jobs {
     async fn move_vm(
         &self,
         job: Uuid,
+        vi: Uuid,
         hosts: &[HostRecord],
         (from, to): (Uuid, Uuid),
         spec: &VmSpec,
-        vi: Uuid,
-        follow: Option<&Follow>,
+        homes: &[HomeRoute],
     ) -> anyhow::Result<()> {
         let vm = spec.name.as_str();
+        let target = hosts.iter().find(|h| h.id == to).map(|h| h.datacenter_id);
+        let mut routed = false;
         let src = self.hypervisor(hosts, from).await?;
         let dst = self.hypervisor(hosts, to).await?;
         let host_name = |id: Uuid| {
@@ -1200,7 +1213,33 @@ impl Jobs {
                     },
                 );
             };
-            match src.migrate(vm, &incoming, &progress).await {
+            let moving = src.migrate(vm, &incoming, &progress);
+            tokio::pin!(moving);
+            // The VM runs on `to` once its guest resumed there, seconds
+            // before the source is done with it: its Home Addresses follow
+            // it then.
+            let resumed = async {
+                if homes.is_empty() {
+                    return std::future::pending().await;
+                }
+                loop {
+                    tokio::time::sleep(RESUME_POLL).await;
+                    if let Ok(Some(info)) = dst.info(vm).await {
+                        if info.state == neptune_hypervisor::VmState::Running {
+                            return;
+                        }
+                    }
+                }
+            };
+            let moved = tokio::select! {
+                moved = &mut moving => moved,
+                () = resumed => {
+                    self.route_homes(vi, homes, target).await;
+                    routed = true;
+                    moving.await
+                }
+            };
+            match moved {
                 Ok(report) => {
                     tracing::info!(%job, vm, total_ms = report.total_ms, downtime_ms = report.downtime_ms,
                         bytes = report.bytes, "VM moved live");
@@ -1213,6 +1252,9 @@ impl Jobs {
                 Err(e) => return Err(e.into()),
             }
         }
+        if !routed {
+            self.route_homes(vi, homes, target).await;
+        }
         // Arrived (or arriving: a simulated host takes it in here): the
         // destination completes it; if it never came, it is nowhere.
         match dst.finish_incoming(vm).await {
@@ -1224,19 +1266,15 @@ impl Jobs {
             ),
             Err(e) => return Err(e.into()),
         }
-        // Its correspondents reach it where it runs now: its Home
-        // Addresses are routed before anything else is done.
-        if let Some(f) = follow {
-            for address in &f.addresses {
-                self.route(vi, *address, f.home, f.to, f.key).await?;
-            }
-        }
         src.remove_disk(vm).await?;
         state.done = true;
         self.record_move(job, state);
         Ok(())
     }
 }
+
+/// How often a move looks whether its VM runs on the destination yet.
+const RESUME_POLL: Duration = Duration::from_millis(50);
 
 /// What configures a VI's guests besides its design: its address plan,
 /// its owner's SSH keys, its home datacenter's public gateway.

@@ -301,7 +301,12 @@ impl LibvirtHypervisor {
         // the move is recorded).
         self.remove_vm_files(op, vm)?;
         self.release_ifbs(op, vm).await?;
+        // Under the lock, as a save or a destroy releases them: VMs of one
+        // VI leave together, and two releases of their shared link would
+        // both find it unused and both delete it (the second failing).
+        let admitted = self.admission.lock().await;
         self.release_networks(op, &d.spec).await?;
+        drop(admitted);
         Ok(report)
     }
 

@@ -276,23 +276,20 @@ fn steps(p: &Plan<'_>) -> ApiResult<Vec<Step>> {
                 "VM {name} (node {id}) is not on its host: the VI needs an operator"
             ))
         })?;
-        let homes: Vec<std::net::Ipv4Addr> = p
+        let homes = p
             .guests
             .addresses
             .entry_points
             .iter()
             .filter(|e| e.node.as_str() == id)
-            .map(|e| e.home_address)
+            .map(|e| jobs::HomeRoute {
+                address: e.home_address,
+                home: course.home,
+                key: tunnel_key(vi.id),
+            })
             .collect();
-        let follow = (!homes.is_empty()).then(|| jobs::Follow {
-            addresses: homes,
-            home: course.home,
-            to: course.to.id,
-            from: course.from,
-            key: tunnel_key(vi.id),
-        });
         moves.push(Step::MoveVm {
-            follow,
+            homes,
             from: src.host_id,
             to: dst.host_id,
             spec: jobs::vm_spec(vi.id, topo, node, dst.host_id, p.wired, p.guests),
@@ -300,10 +297,12 @@ fn steps(p: &Plan<'_>) -> ApiResult<Vec<Step>> {
         });
     }
     let mut follow = follow(vi, course.home, course.from, course.to.id)?;
-    // Each VM's move routes its own Home Addresses the moment it runs in
-    // the target; committing the moves locates the VI: of `follow`, the
-    // visits come first and the removals after the moves.
-    follow.retain(|s| !matches!(s, Step::Route { .. } | Step::Locate { .. }));
+    // Of `follow`, the visits come first and the routes (which each VM's
+    // move did for its own addresses already, the moment it ran in the
+    // target: these confirm them, and wait for a switch that did not
+    // answer) and removals after the moves; committing the moves locates
+    // the VI.
+    follow.retain(|s| !matches!(s, Step::Locate { .. }));
     let visits = follow
         .iter()
         .take_while(|s| matches!(s, Step::Visit { .. }))
@@ -404,7 +403,7 @@ mod tests {
     use neptune_store::{DatacenterRecord, HostRecord, HostState, HostUsage};
 
     use super::*;
-    use crate::jobs::Follow;
+    use crate::jobs::HomeRoute;
 
     const SHOP: &str = include_str!("../../../neptune-topology/testdata/web-with-links.xml");
 
@@ -451,10 +450,11 @@ mod tests {
     /// (all on one host) to roma (gw and web1 on one host, web2 on
     /// another): the source host floods the LAN to both roma hosts first,
     /// roma delivers the Home Address before any VM moves, gw's move
-    /// carries its Home Address (bound at home, napoli, to roma) and no
-    /// other move does, napoli stops delivering it after every move, and
-    /// the moves are committed last, locating the VI in roma. Undone, a
-    /// move goes back and routes back.
+    /// carries its Home Address (routed from home, napoli, as soon as gw
+    /// runs in roma) and no other move does, the route is confirmed and
+    /// napoli stops delivering it after every move, and the moves are
+    /// committed last, locating the VI in roma. Undone, a move goes back
+    /// and routes back.
     #[test]
     fn a_live_migration_is_planned_in_order() {
         let napoli = dc("napoli", "192.0.2.0/24");
@@ -551,7 +551,7 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["reserve", "widen", "deliver", "move", "move", "move", "stop", "commit"],
+            ["reserve", "widen", "deliver", "move", "move", "move", "route", "stop", "commit"],
             "{planned:#?}"
         );
         match &planned[1] {
@@ -565,28 +565,34 @@ mod tests {
         }
         assert!(matches!(planned[2],
             Step::Visit { datacenter, address, .. } if datacenter == roma.id && address == home));
-        let follows: Vec<(String, Option<Follow>)> = planned[3..6]
+        let homes: Vec<(String, Vec<HomeRoute>)> = planned[3..6]
             .iter()
             .map(|s| match s {
-                Step::MoveVm { spec, follow, .. } => (spec.name.clone(), follow.clone()),
+                Step::MoveVm { spec, homes, .. } => (spec.name.clone(), homes.clone()),
                 other => panic!("{other:?}"),
             })
             .collect();
-        for (name, follow) in &follows {
+        for (name, routes) in &homes {
             if name.ends_with("-gw") {
-                let f = follow.as_ref().unwrap();
                 assert_eq!(
-                    (f.addresses.as_slice(), f.home, f.to, f.from),
-                    ([home].as_slice(), napoli.id, roma.id, napoli.id)
+                    routes,
+                    &[HomeRoute {
+                        address: home,
+                        home: napoli.id,
+                        key: tunnel_key(vi_id),
+                    }]
                 );
             } else {
-                assert!(follow.is_none(), "{name} has no Home Address");
+                assert!(routes.is_empty(), "{name} has no Home Address");
             }
         }
         assert!(matches!(planned[6],
+            Step::Route { address, home: h, to, from, .. }
+                if address == home && h == napoli.id && to == roma.id && from == napoli.id));
+        assert!(matches!(planned[7],
             Step::Unvisit { datacenter, address, .. } if datacenter == napoli.id && address == home));
         assert_eq!(
-            planned[7],
+            planned[8],
             Step::CommitMoves {
                 location: Some(roma.id)
             }
@@ -598,10 +604,10 @@ mod tests {
             .unwrap();
         match gw.undo().unwrap() {
             Step::MoveVm {
-                to, follow, spec, ..
+                to, homes, spec, ..
             } => {
                 assert_eq!(to, n1.id);
-                assert_eq!(follow.unwrap().to, napoli.id);
+                assert_eq!(homes.len(), 1, "routed back with it");
                 assert_eq!(spec, running[&jobs::vm_name(vi_id, "gw")]);
             }
             other => panic!("{other:?}"),

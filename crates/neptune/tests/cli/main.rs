@@ -5,6 +5,7 @@ mod address;
 mod crash;
 mod hostile;
 mod placement;
+mod service_switching;
 mod topology;
 mod up;
 
