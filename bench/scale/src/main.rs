@@ -236,7 +236,9 @@ async fn main() -> anyhow::Result<()> {
     if !ok.success() {
         bail!("qemu-img failed");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let db = args
         .database_url
@@ -292,9 +294,11 @@ async fn main() -> anyhow::Result<()> {
     api.call(
         reqwest::Method::PUT,
         &format!("/users/{admin_id}/quota"),
-        Some(json!({"vms": 1_000_000, "vcpus": 1_000_000, "ram_mib": 1_000_000_000_000i64,
+        Some(
+            json!({"vms": 1_000_000, "vcpus": 1_000_000, "ram_mib": 1_000_000_000_000i64,
             "public_addresses": 100_000, "designs": 100_000, "design_mib": 100_000,
-            "private_addresses": 1_000_000_000})),
+            "private_addresses": 1_000_000_000}),
+        ),
     )
     .await?;
     let names = ["napoli", "roma", "milano"];
@@ -405,7 +409,9 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?;
                 let accept = t.elapsed().as_secs_f64();
-                let state = api.settle(&id, "deploying", Duration::from_secs(300)).await?;
+                let state = api
+                    .settle(&id, "deploying", Duration::from_secs(300))
+                    .await?;
                 if state != "running" {
                     bail!("VI {id} ended {state}");
                 }
@@ -447,7 +453,9 @@ async fn main() -> anyhow::Result<()> {
                     return Ok::<_, anyhow::Error>(());
                 };
                 api.post(&format!("/vis/{id}/terminate"), None).await?;
-                let state = api.settle(id, "terminating", Duration::from_secs(300)).await?;
+                let state = api
+                    .settle(id, "terminating", Duration::from_secs(300))
+                    .await?;
                 if state != "terminated" {
                     bail!("VI {id} ended {state}");
                 }
@@ -459,9 +467,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let terminate_wall = started.elapsed().as_secs_f64();
     let hosts = api.get("/hosts").await?;
-    let used: i64 = hosts
-        .as_array()
-        .map_or(0, |h| h.iter().map(|h| h["used_slots"].as_i64().unwrap_or(0)).sum());
+    let used: i64 = hosts.as_array().map_or(0, |h| {
+        h.iter()
+            .map(|h| h["used_slots"].as_i64().unwrap_or(0))
+            .sum()
+    });
     let pools_after = used_addresses(&api.get("/address-pools").await?);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_rss = manager.rss_mib()?;
@@ -487,14 +497,18 @@ async fn main() -> anyhow::Result<()> {
         Some(json!({"datacenter": names[0]})),
     )
     .await?;
-    let state = api.settle(&id, "deploying", Duration::from_secs(600)).await?;
+    let state = api
+        .settle(&id, "deploying", Duration::from_secs(600))
+        .await?;
     let deploy = t.elapsed().as_secs_f64();
     if state != "running" {
         bail!("the big VI ended {state}");
     }
     let t = Instant::now();
     api.post(&format!("/vis/{id}/terminate"), None).await?;
-    let state = api.settle(&id, "terminating", Duration::from_secs(600)).await?;
+    let state = api
+        .settle(&id, "terminating", Duration::from_secs(600))
+        .await?;
     let terminate = t.elapsed().as_secs_f64();
     if state != "terminated" {
         bail!("the big VI ended {state}");

@@ -714,7 +714,7 @@ use migration::{
 };
 use placement::{
     a_lan_fits_hosts_uplinks, capacity_is_never_exceeded, many_parallel_accepts,
-    uplinks_limit_acceptance,
+    parallel_accepts_across_datacenters, uplinks_limit_acceptance,
 };
 use quota_edits::administrators_change_quotas;
 use reads::reads_are_never_stale;
@@ -744,6 +744,7 @@ on_both_stores!(
     failed_deploy_rolls_back,
     capacity_is_never_exceeded,
     many_parallel_accepts,
+    parallel_accepts_across_datacenters,
     suspend_and_resume,
     failed_suspend_and_resume_roll_back,
     vm_saved_as_template,

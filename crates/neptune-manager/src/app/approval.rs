@@ -123,6 +123,8 @@ pub async fn accept(
     let mut placing = Placing::start(state, caller, target).await;
     let (accepted, steps) = loop {
         let (plan, hosts) = placing.plan().await?;
+        // Other datacenters' accepts plan from the same private pools.
+        let _addressing = state.planning.addresses().await;
         let addresses = plan_addresses(state, vi.id, &topo, &dc.name).await?;
         let wiring = wiring(state, &topo, &addresses, &plan.records, &hosts).await?;
         let layout = Layout {

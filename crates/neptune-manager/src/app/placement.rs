@@ -21,20 +21,32 @@ use crate::AppState;
 
 /// One planning lock per datacenter: plans in different datacenters take
 /// different hosts, and run at once; in one datacenter they would only
-/// race for the same room and plan again.
+/// race for the same room and plan again. Addresses are planned from the
+/// pools of the whole domain, so planning and committing them takes one
+/// lock for all datacenters (short: the placement, the costly part, is
+/// planned before it).
 #[derive(Debug, Default)]
-pub struct Planning(std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>);
+pub struct Planning {
+    datacenters: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    addresses: tokio::sync::Mutex<()>,
+}
 
 impl Planning {
     async fn lock(&self, datacenter: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut all = self
-                .0
+                .datacenters
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             all.entry(datacenter).or_default().clone()
         };
         lock.lock_owned().await
+    }
+
+    /// The domain's address lock: held from planning a VI's addresses to
+    /// committing them.
+    pub async fn addresses(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.addresses.lock().await
     }
 }
 

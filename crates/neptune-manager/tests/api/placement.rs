@@ -3,6 +3,79 @@
 
 use super::*;
 
+/// Accepts in three datacenters at once draw addresses from the same
+/// private pools: every one succeeds (none is refused for an address
+/// another took meanwhile), and no address is given twice.
+pub(crate) async fn parallel_accepts_across_datacenters(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 4, 50).await;
+    for (dc, pool) in [("roma", "198.51.100.0/24"), ("milano", "203.0.113.0/24")] {
+        let (s, v) = m
+            .post(
+                &p.admin,
+                "/api/v1/datacenters",
+                Some(json!({"name": dc, "home_pools": [pool]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        for i in 0..4 {
+            let body = json!({"datacenter": dc, "name": format!("{dc}{i}"), "agent_url": "http://127.0.0.1:9",
+                "cpus": 64, "ram_mib": 65536, "disk_mib": 1 << 20, "vm_slots": 50});
+            let (s, v) = m.post(&p.admin, "/api/v1/hosts", Some(body)).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+    }
+    let admin = m.client(&p.admin);
+    let quota = json!({"vms": 1000, "vcpus": 1000, "ram_mib": 10_000_000,
+        "public_addresses": 1000, "designs": 1000});
+    admin
+        .create_user(&new_user("wide", "wide-password", Some(quota)))
+        .await
+        .unwrap();
+    let wide = m.login("wide", "wide-password").await;
+    let owner = m.client(&wide);
+    let mut ids = Vec::new();
+    for _ in 0..90 {
+        let vi = m
+            .create_vi(
+                &wide,
+                json!({"catalogue": {"kind": "nat-backends", "nodes": 2}}),
+            )
+            .await;
+        let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+        owner.act(id, "request").await.unwrap();
+        ids.push(id);
+    }
+    let mut tasks = Vec::new();
+    for (k, id) in ids.iter().enumerate() {
+        let (admin, id) = (admin.clone(), *id);
+        let dc = ["napoli", "roma", "milano"][k % 3].to_owned();
+        tasks.push(tokio::spawn(async move {
+            admin
+                .accept(
+                    id,
+                    &api::AcceptRequest {
+                        datacenter: Some(dc),
+                        placement: None,
+                    },
+                )
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut addresses = std::collections::HashSet::new();
+    for id in &ids {
+        let v = m.wait_detail(&p.admin, *id, ViState::Deploying).await;
+        assert_eq!(v.vi.state, ViState::Running, "{v:?}");
+        for i in &v.addresses.as_ref().unwrap().interfaces {
+            let a = i.address.split('/').next().unwrap().to_owned();
+            assert!(addresses.insert(a.clone()), "address {a} given twice");
+        }
+    }
+}
+
 /// 200 VIs accepted in parallel: every one placed, no address given twice,
 /// no host over capacity.
 pub(crate) async fn many_parallel_accepts(m: &TestManager) {
