@@ -201,6 +201,38 @@ pub struct HomeRoute {
 }
 
 impl Step {
+    /// The hosts the step works on.
+    pub fn hosts(&self) -> Vec<Uuid> {
+        match self {
+            Step::PrepareDisk { host, .. }
+            | Step::Define { host, .. }
+            | Step::Start { host, .. }
+            | Step::Destroy { host, .. }
+            | Step::RemoveDisk { host, .. }
+            | Step::AwaitReady { host, .. }
+            | Step::Save { host, .. }
+            | Step::ExportDisk { host, .. }
+            | Step::DropDisk { host, .. }
+            | Step::Restore { host, .. }
+            | Step::JoinSegments { host, .. } => vec![*host],
+            Step::MoveVm { from, to, .. } => vec![*from, *to],
+            Step::ReleaseHosts
+            | Step::ReleaseAddresses { .. }
+            | Step::HoldHosts
+            | Step::DeleteFile { .. }
+            | Step::MakeSavedDir { .. }
+            | Step::DeleteSaved { .. }
+            | Step::RegisterTemplate { .. }
+            | Step::Visit { .. }
+            | Step::Unvisit { .. }
+            | Step::Route { .. }
+            | Step::HoldMoves
+            | Step::ReleaseMoves
+            | Step::CommitMoves { .. }
+            | Step::Locate { .. } => Vec::new(),
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Step::PrepareDisk { vm, .. } => format!("copy image for {vm}"),
@@ -832,8 +864,12 @@ impl Jobs {
         vi: Uuid,
         steps: &[Step],
     ) -> Vec<(usize, anyhow::Error)> {
-        // The hosts are read once per batch, not once per step.
-        let hosts: Arc<Vec<HostRecord>> = match self.store.list_hosts().await {
+        // The hosts of the batch are read once for it, not once per step,
+        // and only they: a domain may have tens of thousands.
+        let mut ids: Vec<Uuid> = steps.iter().flat_map(Step::hosts).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let hosts: Arc<Vec<HostRecord>> = match self.store.hosts_by_id(&ids).await {
             Ok(h) => Arc::new(h),
             Err(e) => return vec![(0, e.into())],
         };
@@ -900,7 +936,7 @@ impl Jobs {
                 {
                     anyhow::bail!("another Manager took the job over");
                 }
-                fresh = Some(self.store.list_hosts().await?);
+                fresh = Some(self.store.hosts_by_id(&step.hosts()).await?);
                 continue;
             }
             refusals += 1;

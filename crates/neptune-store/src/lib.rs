@@ -110,6 +110,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn upsert_host(&self, host: &HostRecord) -> Result<HostRecord>;
     /// Every host, by name, with what placed VMs take of it.
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
+    /// The hosts of one datacenter, by name (what placing a VI there reads).
+    async fn hosts_in(&self, datacenter: Uuid) -> Result<Vec<HostRecord>>;
+    /// The hosts of these ids that exist, by name (what a job's steps use).
+    async fn hosts_by_id(&self, ids: &[Uuid]) -> Result<Vec<HostRecord>>;
     /// Records that a host's Agent was heard from at `now`: the host is ready.
     async fn host_heartbeat(&self, id: Uuid, now: i64) -> Result<()>;
     /// Marks hosts not heard from since `before` as unreachable; returns how many.

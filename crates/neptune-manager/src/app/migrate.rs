@@ -344,6 +344,9 @@ async fn live(
     let public_gateway = gateway_of(&home_dc)?;
     let vms = state.store.vms(vi.id).await?;
     let running = super::suspend::running_specs(state, &vms).await?;
+    let mut here_hosts: Vec<Uuid> = vms.iter().map(|v| v.host_id).collect();
+    here_hosts.sort_unstable();
+    here_hosts.dedup();
     let target = Target {
         vi,
         topo: &topo,
@@ -353,8 +356,10 @@ async fn live(
     };
     let mut placing = Placing::start(state, caller, target).await;
     let (migrating, job) = loop {
-        let (plan, hosts) = placing.plan().await?;
-        // While the VI is split, each link spans the hosts of both sides.
+        let (plan, mut hosts) = placing.plan().await?;
+        // While the VI is split, each link spans the hosts of both sides
+        // (the plan read the target datacenter's).
+        hosts.extend(state.store.hosts_by_id(&here_hosts).await?);
         let both: Vec<_> = vms.iter().chain(&plan.records).cloned().collect();
         let wired = wiring(state, &topo, &addresses, &both, &hosts).await?;
         let steps = steps(&Plan {

@@ -105,7 +105,8 @@ impl<'a> Placing<'a> {
     pub async fn plan(&mut self) -> ApiResult<(PlacementPlan, Vec<HostRecord>)> {
         self.attempt += 1;
         let t = self.target;
-        let hosts = self.state.store.list_hosts().await?;
+        // Its datacenter's hosts only: a domain may have tens of thousands.
+        let hosts = self.state.store.hosts_in(t.dc.id).await?;
         let plan =
             place(t.vi.id, t.topo, t.dc, &hosts, t.manual, seed(t.vi.id)).map_err(plan_error)?;
         require_admissible(&plan)?;

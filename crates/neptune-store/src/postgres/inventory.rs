@@ -99,3 +99,21 @@ pub(super) async fn mark_unreachable(pool: &PgPool, before: i64) -> Result<u64> 
     .map_err(db)?;
     Ok(done.rows_affected())
 }
+
+pub(super) async fn hosts_in(pool: &PgPool, datacenter: Uuid) -> Result<Vec<HostRecord>> {
+    let rows = sqlx::query("SELECT * FROM hosts WHERE datacenter_id = $1 ORDER BY name")
+        .bind(datacenter)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::host).collect()
+}
+
+pub(super) async fn hosts_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<HostRecord>> {
+    let rows = sqlx::query("SELECT * FROM hosts WHERE id = ANY($1) ORDER BY name")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::host).collect()
+}

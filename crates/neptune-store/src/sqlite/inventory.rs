@@ -99,3 +99,27 @@ pub(super) async fn mark_unreachable(pool: &SqlitePool, before: i64) -> Result<u
     .map_err(db)?;
     Ok(done.rows_affected())
 }
+
+pub(super) async fn hosts_in(pool: &SqlitePool, datacenter: Uuid) -> Result<Vec<HostRecord>> {
+    let rows = sqlx::query("SELECT * FROM hosts WHERE datacenter_id = $1 ORDER BY name")
+        .bind(datacenter.to_string())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(decode::host).collect()
+}
+
+pub(super) async fn hosts_by_id(pool: &SqlitePool, ids: &[Uuid]) -> Result<Vec<HostRecord>> {
+    // One parameter whatever the number of ids: a JSON array of them
+    // (hyphenated UUIDs need no escaping).
+    let ids: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    let ids = format!("[{}]", ids.join(","));
+    let rows = sqlx::query(
+        "SELECT * FROM hosts WHERE id IN (SELECT value FROM json_each($1)) ORDER BY name",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter().map(decode::host).collect()
+}

@@ -230,6 +230,14 @@ impl Store for SqliteStore {
         inventory::list_hosts(&self.pool).await
     }
 
+    async fn hosts_in(&self, datacenter: Uuid) -> Result<Vec<HostRecord>> {
+        inventory::hosts_in(&self.pool, datacenter).await
+    }
+
+    async fn hosts_by_id(&self, ids: &[Uuid]) -> Result<Vec<HostRecord>> {
+        inventory::hosts_by_id(&self.pool, ids).await
+    }
+
     async fn host_heartbeat(&self, id: Uuid, now: i64) -> Result<()> {
         inventory::host_heartbeat(&self.pool, id, now).await
     }
