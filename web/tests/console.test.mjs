@@ -137,6 +137,22 @@ try {
     assert.deepEqual([after.x - before.x, after.y - before.y], [20, 50]);
   });
 
+  await step('a VM dragged with the mouse moves; undo puts it back, redo moves it again', async () => {
+    const pos = () => alice.evaluate(() => window.neptuneGraph.getElementById('n:blank3').position());
+    const before = await pos();
+    const at = await drawnAt(alice, 'n:blank3');
+    await alice.mouse.move(at.x, at.y);
+    await alice.mouse.down();
+    await alice.mouse.move(at.x + 60, at.y + 30, { steps: 6 });
+    await alice.mouse.up();
+    const moved = await pos();
+    assert.ok(Math.hypot(moved.x - before.x, moved.y - before.y) > 20, `moved: ${JSON.stringify([before, moved])}`);
+    await alice.getByRole('button', { name: 'Undo' }).click();
+    assert.deepEqual(await pos(), before);
+    await alice.getByRole('button', { name: 'Redo' }).click();
+    assert.deepEqual(await pos(), moved);
+  });
+
   await step('exports the XML, which `neptune topology check` accepts unchanged', async () => {
     const download = alice.waitForEvent('download');
     await alice.getByRole('button', { name: 'Export XML' }).click();
