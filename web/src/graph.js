@@ -130,8 +130,8 @@ export function makeGraph(container, elements, options = {}) {
     // 'auto', which asks the window on every draw), at most 1 for large
     // graphs — and never exactly 1: at 1 or less Cytoscape.js draws that
     // bitmap at twice the resolution, a whole frame of its own at other
-    // cache levels (133 to 200 ms at the start of a pan of a 500-VM design
-    // on 2 shared cores; 50 ms like this). The bitmap is then as sharp as
+    // cache levels (100 to 200 ms at the start of a pan of a 500-VM design
+    // on 2 shared cores; 33 to 50 ms like this). The bitmap is as sharp as
     // the screen.
     textureOnViewport: true,
     hideEdgesOnViewport: false,
