@@ -2,7 +2,8 @@
 // hosts, address plan, cut and bandwidth, quota impact) with manual
 // placement by dragging; the owners' migration requests beside it; hosts,
 // datacenters and their Edge Service Switches, and their use; templates;
-// users and quotas.
+// users and quotas; a page of its own for each host, datacenter, template
+// and user.
 import { useState } from 'preact/hooks';
 import { api, del, get, post, upload } from './api.js';
 import { PlacementGraph } from './placement.jsx';
@@ -284,6 +285,30 @@ function Switches() {
   );
 }
 
+// A host's row: its name links to its own page.
+function HostRows({ hosts }) {
+  return (
+    <tbody>
+      {hosts.map((h) => (
+        <tr>
+          <td><a href={`/admin/hosts/${encodeURIComponent(h.name)}`}>{h.name}</a></td>
+          <td><span class={`state ${h.state}`}>{h.state}</span></td>
+          <td><Bar used={h.used_vcpus} total={h.cpus} unit="vCPU" /></td>
+          <td><Bar used={h.used_ram_mib} total={h.ram_mib} unit="MiB" /></td>
+          <td><Bar used={h.used_disk_mib} total={h.disk_mib} unit="MiB" /></td>
+          <td><Bar used={h.used_slots} total={h.vm_slots} unit="" /></td>
+          <td><Bar used={h.used_uplink_mbps} total={h.uplink_mbps} unit="Mbit/s" /></td>
+          <td>{when(h.last_seen)}</td>
+        </tr>
+      ))}
+    </tbody>
+  );
+}
+
+const HOST_HEAD = (
+  <thead><tr><th>host</th><th>state</th><th>CPU</th><th>RAM</th><th>disk</th><th>VM slots</th><th>uplink</th><th>last seen</th></tr></thead>
+);
+
 export function Hosts() {
   const [hosts, error] = usePoll(() => get('/hosts'), 5000, []);
   const [dcs] = usePoll(() => get('/datacenters'), 0, []);
@@ -293,28 +318,168 @@ export function Hosts() {
       {error && <p class="error">{error.message}</p>}
       {(dcs || []).map((dc) => (
         <section>
-          <h2>{dc.name}</h2>
+          <h2><a href={`/admin/datacenters/${encodeURIComponent(dc.name)}`}>{dc.name}</a></h2>
           <p class="muted">Home pools {dc.home_pools.join(', ')}{dc.public_gateway && ` · gateway ${dc.public_gateway}`}</p>
           <table class="list" data-testid={`hosts-${dc.name}`}>
-            <thead><tr><th>host</th><th>state</th><th>CPU</th><th>RAM</th><th>disk</th><th>VM slots</th><th>uplink</th><th>last seen</th></tr></thead>
-            <tbody>
-              {(hosts || []).filter((h) => h.datacenter === dc.name).map((h) => (
-                <tr>
-                  <td>{h.name}</td>
-                  <td><span class={`state ${h.state}`}>{h.state}</span></td>
-                  <td><Bar used={h.used_vcpus} total={h.cpus} unit="vCPU" /></td>
-                  <td><Bar used={h.used_ram_mib} total={h.ram_mib} unit="MiB" /></td>
-                  <td><Bar used={h.used_disk_mib} total={h.disk_mib} unit="MiB" /></td>
-                  <td><Bar used={h.used_slots} total={h.vm_slots} unit="" /></td>
-                  <td><Bar used={h.used_uplink_mbps} total={h.uplink_mbps} unit="Mbit/s" /></td>
-                  <td>{when(h.last_seen)}</td>
-                </tr>
-              ))}
-            </tbody>
+            {HOST_HEAD}
+            <HostRows hosts={(hosts || []).filter((h) => h.datacenter === dc.name)} />
           </table>
         </section>
       ))}
       <Switches />
+    </main>
+  );
+}
+
+// States in which a VI's VMs hold room on their hosts.
+const PLACED = COUNTED.filter((s) => s !== 'requested');
+
+// Facts as a two-column table: [label, value] pairs.
+const Facts = ({ rows, testid }) => (
+  <table class="compact facts-table" data-testid={testid}>
+    <tbody>
+      {rows.map(([k, v]) => <tr><th scope="row">{k}</th><td>{v}</td></tr>)}
+    </tbody>
+  </table>
+);
+
+const Missing = ({ what, name, back, backText }) => (
+  <main>
+    <h1>Not found</h1>
+    <p role="alert">No {what} {name}. <a href={back}>{backText}</a></p>
+  </main>
+);
+
+// One host: its capacity and use, its state, and the VMs placed on it
+// (found through the VIs that run in its datacenter or are moving: each
+// VI's placement, read once).
+export function HostPage({ name }) {
+  const [hosts, error] = usePoll(() => get('/hosts'), 5000, []);
+  const [placed] = usePoll(async () => {
+    const all = await get('/hosts');
+    const dc = all.find((h) => h.name === name)?.datacenter;
+    const vis = (await get('/vis')).filter((v) => PLACED.includes(v.state) && (v.location === dc || v.state === 'migrating'));
+    const details = await Promise.all(vis.map((v) => get(`/vis/${v.id}`).catch(() => null)));
+    return details
+      .filter(Boolean)
+      .flatMap((d) => d.vms.filter((vm) => vm.host === name || vm.moving_to === name).map((vm) => ({ ...vm, vi: d })));
+  }, 0, [name]);
+  if (error) return <main><p class="error">{error.message}</p></main>;
+  if (!hosts) return <main><p>Loading…</p></main>;
+  const h = hosts.find((x) => x.name === name);
+  if (!h) return <Missing what="host" name={name} back="/admin/hosts" backText="All hosts" />;
+  return (
+    <main data-testid="host-page">
+      <div class="heading">
+        <h1>Host {h.name} <span class={`state ${h.state}`}>{h.state}</span></h1>
+        <a href="/admin/hosts">All hosts</a>
+      </div>
+      <Facts
+        testid="host-facts"
+        rows={[
+          ['datacenter', <a href={`/admin/datacenters/${encodeURIComponent(h.datacenter)}`}>{h.datacenter}</a>],
+          ['CPU', <Bar used={h.used_vcpus} total={h.cpus} unit="vCPU" />],
+          ['RAM', <Bar used={h.used_ram_mib} total={h.ram_mib} unit="MiB" />],
+          ['disk', <Bar used={h.used_disk_mib} total={h.disk_mib} unit="MiB" />],
+          ['VM slots', <Bar used={h.used_slots} total={h.vm_slots} unit="" />],
+          ['uplink', <Bar used={h.used_uplink_mbps} total={h.uplink_mbps} unit="Mbit/s" />],
+          ['state', h.state],
+          ['last seen', when(h.last_seen)],
+          ['Agent', <code>{h.agent_url}</code>],
+          ['id', <code>{h.id}</code>],
+        ]}
+      />
+      <h2>VMs on {h.name}</h2>
+      {!placed && <p class="muted">Looking through the VIs…</p>}
+      {placed && !placed.length && <p>No VM is placed on {h.name}.</p>}
+      {placed?.length > 0 && (
+        <table class="list" data-testid="host-vms">
+          <thead><tr><th>VM</th><th>VI</th><th>owner</th><th>VI state</th><th>vCPU</th><th>RAM</th><th>disk</th><th /></tr></thead>
+          <tbody>
+            {placed.map((vm) => (
+              <tr>
+                <td>{vm.node}</td>
+                <td><a href={`/vis/${vm.vi.id}`}>{vm.vi.name}</a></td>
+                <td>{vm.vi.owner}</td>
+                <td><span class={`state ${vm.vi.state}`}>{vm.vi.state}</span></td>
+                <td>{vm.vcpus}</td>
+                <td>{vm.ram_mib} MiB</td>
+                <td>{vm.disk_mib} MiB</td>
+                <td>{vm.moving_to === name ? `moving here from ${vm.host}` : vm.moving_to ? `moving to ${vm.moving_to}` : ''}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </main>
+  );
+}
+
+// One datacenter: its pools and public gateway, its Edge Service Switch,
+// its hosts and their use, and the VIs running there.
+export function DatacenterPage({ name }) {
+  const [dcs, error] = usePoll(() => get('/datacenters'), 0, [name]);
+  const [hosts] = usePoll(() => get('/hosts'), 5000, []);
+  const [switches] = usePoll(() => get('/switches'), 5000, []);
+  const [vis] = usePoll(() => get('/vis'), 5000, []);
+  if (error) return <main><p class="error">{error.message}</p></main>;
+  if (!dcs) return <main><p>Loading…</p></main>;
+  const dc = dcs.find((d) => d.name === name);
+  if (!dc) return <Missing what="datacenter" name={name} back="/admin/hosts" backText="All datacenters" />;
+  const mine = (hosts || []).filter((h) => h.datacenter === name);
+  const sum = (k) => mine.reduce((a, h) => a + h[k], 0);
+  const w = (switches || []).find((x) => x.datacenter === name);
+  const here = (vis || []).filter((v) => v.location === name && PLACED.includes(v.state));
+  return (
+    <main data-testid="datacenter-page">
+      <div class="heading">
+        <h1>Datacenter {dc.name}</h1>
+        <a href="/admin/hosts">All hosts and datacenters</a>
+      </div>
+      <Facts
+        testid="datacenter-facts"
+        rows={[
+          ['home pools', dc.home_pools.map((p) => <code>{p} </code>)],
+          ['public gateway', dc.public_gateway ? <code>{dc.public_gateway}</code> : '—'],
+          ['hosts', mine.length],
+          ['CPU', <Bar used={sum('used_vcpus')} total={sum('cpus')} unit="vCPU" />],
+          ['RAM', <Bar used={sum('used_ram_mib')} total={sum('ram_mib')} unit="MiB" />],
+          ['disk', <Bar used={sum('used_disk_mib')} total={sum('disk_mib')} unit="MiB" />],
+          ['VM slots', <Bar used={sum('used_slots')} total={sum('vm_slots')} unit="" />],
+          ['uplinks', <Bar used={sum('used_uplink_mbps')} total={sum('uplink_mbps')} unit="Mbit/s" />],
+        ]}
+      />
+      <h2>Edge Service Switch</h2>
+      {!switches && <p class="muted">…</p>}
+      {switches && !w && <p class="muted">No switch is registered for {name}.</p>}
+      {w && (
+        <Facts
+          testid="datacenter-switch"
+          rows={[
+            ['care-of address', <code>{w.care_of}</code>],
+            ['answers', <span class={`state ${w.reachable ? 'ready' : 'unreachable'}`}>{w.reachable ? 'yes' : 'no'}</span>],
+            ['Mobility Bindings', w.bindings ?? '—'],
+            ['visitors delivered', w.visitors ?? '—'],
+            ['control', <code>{w.url}</code>],
+            ['port', <code>{w.port}</code>],
+            ['via', w.via ? <code>{w.via}</code> : '—'],
+            ['registered', when(w.updated_at)],
+          ]}
+        />
+      )}
+      <h2>Hosts</h2>
+      <table class="list" data-testid={`hosts-${name}`}>
+        {HOST_HEAD}
+        <HostRows hosts={mine} />
+      </table>
+      <h2>VIs running here</h2>
+      {here.length ? (
+        <ul data-testid="datacenter-vis">
+          {here.map((v) => (
+            <li><a href={`/vis/${v.id}`}>{v.name}</a> ({v.owner}, {v.state}{v.home_datacenter && v.home_datacenter !== name ? `, home ${v.home_datacenter}` : ''})</li>
+          ))}
+        </ul>
+      ) : <p class="muted">None.</p>}
     </main>
   );
 }
@@ -359,7 +524,7 @@ export function Templates({ user }) {
         <tbody>
           {(templates || []).map((t) => (
             <tr>
-              <td>{t.name}</td><td>{t.os_name}</td><td>{t.owner}</td><td>{t.visibility}</td><td>{t.vcpus}</td><td>{t.ram_mib} MiB</td><td>{t.disk_mib} MiB</td>
+              <td><a href={`/templates/${t.id}`}>{t.name}</a></td><td>{t.os_name}</td><td>{t.owner}</td><td>{t.visibility}</td><td>{t.vcpus}</td><td>{t.ram_mib} MiB</td><td>{t.disk_mib} MiB</td>
               <td>{t.format} · {t.size_mib} MiB</td>
               <td>{t.software.map((s) => s.name).join(', ')}</td>
               <td>
@@ -390,45 +555,153 @@ export function Templates({ user }) {
   );
 }
 
+
+// One template: every field, its software, and (administrators) publish or
+// make private.
+export function TemplatePage({ id, user }) {
+  const [templates, error, setTemplates] = usePoll(() => get('/templates'), 0, [id]);
+  const [message, setMessage] = useState('');
+  if (error) return <main><p class="error">{error.message}</p></main>;
+  if (!templates) return <main><p>Loading…</p></main>;
+  const t = templates.find((x) => x.id === id);
+  if (!t) return <Missing what="template" name={id} back="/templates" backText="The template repository" />;
+  const setVisibility = async (visibility) => {
+    setMessage('');
+    try {
+      await post(`/templates/${t.id}/visibility`, { visibility });
+      setTemplates(await get('/templates'));
+      setMessage(visibility === 'public' ? `${t.name} is public.` : `${t.name} is private.`);
+    } catch (e) {
+      setMessage(e.message);
+    }
+  };
+  return (
+    <main data-testid="template-page">
+      <div class="heading">
+        <h1>Template {t.name} <span class="state">{t.visibility}</span></h1>
+        <a href="/templates">The template repository</a>
+      </div>
+      {message && <p class="status" role="status">{message}</p>}
+      <Facts
+        testid="template-facts"
+        rows={[
+          ['name', t.name],
+          ['owner', t.owner],
+          ['visibility', t.visibility],
+          ['OS', t.os_name || '—'],
+          ['vCPUs', t.vcpus],
+          ['RAM', `${t.ram_mib} MiB`],
+          ['disk', `${t.disk_mib} MiB`],
+          ['image', `${t.format} · ${t.size_mib} MiB`],
+          ['id', <code>{t.id}</code>],
+        ]}
+      />
+      <h2>Software</h2>
+      {t.software.length ? (
+        <table class="compact" data-testid="template-software">
+          <thead><tr><th>name</th><th>kind</th><th>version</th></tr></thead>
+          <tbody>{t.software.map((sw) => <tr><td>{sw.name}</td><td>{sw.kind}</td><td>{sw.version}</td></tr>)}</tbody>
+        </table>
+      ) : <p class="muted">Not known (not checked).</p>}
+      {user.role === 'admin' && (
+        <div class="actions">
+          <button type="button" onClick={() => setVisibility(t.visibility === 'public' ? 'private' : 'public')}>
+            {t.visibility === 'public' ? 'Make private' : 'Publish'}
+          </button>
+        </div>
+      )}
+    </main>
+  );
+}
+
+// A quota's figures, in the API's order, with their labels.
+const QUOTA = [
+  ['vms', 'VMs'],
+  ['vcpus', 'vCPUs'],
+  ['ram_mib', 'RAM (MiB)'],
+  ['public_addresses', 'public addresses'],
+  ['designs', 'designs'],
+  ['design_mib', 'design text (MiB)'],
+  ['private_addresses', 'private addresses'],
+];
+
+// What a user holds, as the quota counts it (from the VI list: the stored
+// design text and private addresses are not in it).
+function holdings(vis, owner) {
+  const mine = (vis || []).filter((v) => v.owner === owner);
+  const held = mine.filter((v) => COUNTED.includes(v.state));
+  return {
+    vms: held.reduce((a, v) => a + v.summary.nodes, 0),
+    vcpus: held.reduce((a, v) => a + v.summary.vcpus, 0),
+    ram_mib: held.reduce((a, v) => a + v.summary.ram_mib, 0),
+    public_addresses: held.reduce((a, v) => a + v.summary.entry_points, 0),
+    designs: mine.filter((v) => v.state !== 'terminated').length,
+  };
+}
+
+export function QuotaTable({ quota, use }) {
+  return (
+    <table class="compact quota" data-testid="user-quota">
+      <thead><tr><th /><th>quota</th>{use && <th>in use</th>}</tr></thead>
+      <tbody>
+        {QUOTA.map(([k, label]) => (
+          <tr data-quota={k}><th scope="row">{label}</th><td>{quota[k]}</td>{use && <td>{use[k] ?? '—'}</td>}</tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
 export function Users() {
   const [users, error, setUsers] = usePoll(() => get('/users'), 0, []);
   const [message, setMessage] = useState('');
+  const [failed, setFailed] = useState(false);
   const refresh = async () => setUsers(await get('/users'));
+  const say = (text, bad = false) => {
+    setMessage(text);
+    setFailed(bad);
+  };
   const create = async (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
-    const quota = ['vms', 'vcpus', 'ram_mib', 'public_addresses'].every((k) => f.get(k))
-      ? { vms: Number(f.get('vms')), vcpus: Number(f.get('vcpus')), ram_mib: Number(f.get('ram_mib')), public_addresses: Number(f.get('public_addresses')) }
-      : null;
+    // A quota when any figure is given; the Manager's defaults otherwise.
+    const given = QUOTA.filter(([k]) => f.get(k) !== '');
+    const quota = given.length ? Object.fromEntries(given.map(([k]) => [k, Number(f.get(k))])) : null;
     try {
       await post('/users', { name: f.get('name'), password: f.get('password'), role: f.get('role'), quota });
       e.target.reset();
-      setMessage(`Created ${f.get('name')}.`);
+      say(`Created ${f.get('name')}.`);
       refresh();
     } catch (err) {
-      setMessage(err.message);
+      say(`Not created: ${err.message}`, true);
     }
   };
   const toggle = async (u) => {
     try {
       await api('POST', `/users/${u.id}/${u.disabled ? 'enable' : 'disable'}`, {});
+      say(`${u.name} is ${u.disabled ? 'enabled' : 'disabled'}.`);
       refresh();
     } catch (err) {
-      setMessage(err.message);
+      say(err.message, true);
     }
   };
   return (
     <main>
       <h1>Users and quotas</h1>
       {error && <p class="error">{error.message}</p>}
-      {message && <p class="status" role="status">{message}</p>}
+      {message && <p class={failed ? 'error' : 'status'} role={failed ? 'alert' : 'status'}>{message}</p>}
       <table class="list" data-testid="users">
-        <thead><tr><th>name</th><th>role</th><th>VMs</th><th>vCPU</th><th>RAM</th><th>public addresses</th><th>designs</th><th /></tr></thead>
+        <thead>
+          <tr><th>name</th><th>role</th><th>account</th>{QUOTA.map(([, label]) => <th>{label}</th>)}<th /></tr>
+        </thead>
         <tbody>
           {(users || []).map((u) => (
             <tr class={u.disabled ? 'disabled' : ''}>
-              <td>{u.name}</td><td>{u.role}</td><td>{u.quota.vms}</td><td>{u.quota.vcpus}</td><td>{u.quota.ram_mib} MiB</td><td>{u.quota.public_addresses}</td><td>{u.quota.designs}</td>
-              <td><button type="button" class="link" onClick={() => toggle(u)}>{u.disabled ? 'enable' : 'disable'}</button></td>
+              <td><a href={`/admin/users/${encodeURIComponent(u.name)}`}>{u.name}</a></td>
+              <td>{u.role}</td>
+              <td>{u.disabled ? 'disabled' : 'active'}</td>
+              {QUOTA.map(([k]) => <td>{u.quota[k]}</td>)}
+              <td><button type="button" class="link" onClick={() => toggle(u)} aria-label={`${u.disabled ? 'Enable' : 'Disable'} ${u.name}`}>{u.disabled ? 'enable' : 'disable'}</button></td>
             </tr>
           ))}
         </tbody>
@@ -436,14 +709,100 @@ export function Users() {
       <form class="create-user" onSubmit={create} aria-label="New user">
         <h2>New user</h2>
         <input name="name" placeholder="name" aria-label="Name" required />
-        <input name="password" type="password" placeholder="password" aria-label="Password" autocomplete="new-password" required />
+        <input name="password" type="password" placeholder="password (8 or more)" aria-label="Password" autocomplete="new-password" required />
         <select name="role" aria-label="Role"><option value="user">user</option><option value="admin">admin</option></select>
-        <input name="vms" type="number" placeholder="VMs" aria-label="Quota VMs" />
-        <input name="vcpus" type="number" placeholder="vCPUs" aria-label="Quota vCPUs" />
-        <input name="ram_mib" type="number" placeholder="RAM MiB" aria-label="Quota RAM" />
-        <input name="public_addresses" type="number" placeholder="public addr." aria-label="Quota public addresses" />
+        {QUOTA.map(([k, label]) => <input name={k} type="number" min="0" placeholder={label} aria-label={`Quota ${label}`} size="8" />)}
         <button type="submit">Create</button>
+        <p class="muted">Leave the quota empty for the Manager's defaults; VMs, vCPUs, RAM and public addresses go together.</p>
       </form>
+    </main>
+  );
+}
+
+// One user: role, whether disabled, the quota and what they hold of it,
+// their VIs; the quota edited as a whole (`PUT /api/v1/users/{id}/quota`).
+export function UserPage({ name, me }) {
+  const [users, error, setUsers] = usePoll(() => get('/users'), 0, [name]);
+  const [vis] = usePoll(() => get('/vis'), 5000, []);
+  const [message, setMessage] = useState('');
+  const [failed, setFailed] = useState(false);
+  if (error) return <main><p class="error">{error.message}</p></main>;
+  if (!users) return <main><p>Loading…</p></main>;
+  const u = users.find((x) => x.name === name);
+  if (!u) return <Missing what="user" name={name} back="/admin/users" backText="All users" />;
+  const say = (text, bad = false) => {
+    setMessage(text);
+    setFailed(bad);
+  };
+  const saveQuota = async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const quota = Object.fromEntries(QUOTA.map(([k]) => [k, Number(f.get(k))]));
+    try {
+      const updated = await api('PUT', `/users/${u.id}/quota`, quota);
+      setUsers(users.map((x) => (x.id === u.id ? updated : x)));
+      say(`The quota of ${u.name} is saved.`);
+    } catch (err) {
+      say(`Not saved: ${err.message}`, true);
+    }
+  };
+  const toggle = async () => {
+    try {
+      const updated = await api('POST', `/users/${u.id}/${u.disabled ? 'enable' : 'disable'}`, {});
+      setUsers(users.map((x) => (x.id === u.id ? updated : x)));
+      say(`${u.name} is ${updated.disabled ? 'disabled' : 'enabled'}.`);
+    } catch (err) {
+      say(err.message, true);
+    }
+  };
+  const theirs = (vis || []).filter((v) => v.owner === u.name);
+  return (
+    <main data-testid="user-page">
+      <div class="heading">
+        <h1>User {u.name} <span class={`state ${u.disabled ? 'unreachable' : 'ready'}`}>{u.disabled ? 'disabled' : 'active'}</span></h1>
+        <a href="/admin/users">All users</a>
+      </div>
+      {message && <p class={failed ? 'error' : 'status'} role={failed ? 'alert' : 'status'}>{message}</p>}
+      <Facts rows={[['role', u.role], ['id', <code>{u.id}</code>]]} />
+      <div class="actions">
+        <button type="button" onClick={toggle} disabled={u.id === me.id} title={u.id === me.id ? 'Administrators cannot disable themselves' : ''}>
+          {u.disabled ? 'Enable' : 'Disable'}
+        </button>
+      </div>
+      <h2>Quota</h2>
+      <QuotaTable quota={u.quota} use={vis ? holdings(vis, u.name) : null} />
+      <form class="quota-form" onSubmit={saveQuota} aria-label={`Quota of ${u.name}`} key={JSON.stringify(u.quota)}>
+        {QUOTA.map(([k, label]) => (
+          <label>
+            {label} <input name={k} type="number" step="1" defaultValue={u.quota[k]} required aria-label={`Quota ${label}`} />
+          </label>
+        ))}
+        <button type="submit" class="primary">Save quota</button>
+      </form>
+      <p class="muted">What the user holds already stays, even above a lower quota; only new designs and requests are held to it.</p>
+      <h2>Virtual Infrastructures</h2>
+      {theirs.length ? (
+        <ul data-testid="user-vis">
+          {theirs.map((v) => <li><a href={`/vis/${v.id}`}>{v.name}</a> ({v.state})</li>)}
+        </ul>
+      ) : <p class="muted">None.</p>}
+    </main>
+  );
+}
+
+// The signed-in user's own account: role and quota, and what they hold.
+export function Account({ user }) {
+  const [me, error] = usePoll(() => get('/me'), 0, []);
+  const [vis] = usePoll(() => get('/vis'), 0, []);
+  if (error) return <main><p class="error">{error.message}</p></main>;
+  if (!me) return <main><p>Loading…</p></main>;
+  return (
+    <main data-testid="account">
+      <h1>Your account: {me.name}</h1>
+      <Facts rows={[['role', me.role]]} />
+      <h2>Your quota</h2>
+      <QuotaTable quota={me.quota} use={vis ? holdings(vis, user.name) : null} />
+      <p class="muted">An administrator sets it; ask one for more.</p>
     </main>
   );
 }

@@ -130,21 +130,37 @@ export function Editor({ id }) {
         g.nodes().removeClass('pending');
       }
     });
-    g.on('grab', 'node.vm', () => {
-      readPositions();
-      g.scratch('before', snapshot());
+    // A drag's undo step. The grab only notes where the VMs were (a
+    // snapshot there would cost the drag's first frame); the release
+    // writes the step. (Not in cy.scratch: setting it restyles every
+    // element.)
+    const grabbed = new Map();
+    let release = null;
+    g.on('grab', 'node.vm', (e) => {
+      grabbed.set(e.target.data('node'), { ...e.target.position() });
     });
     g.on('free', 'node.vm', () => {
-      const before = g.scratch('before');
-      readPositions();
-      if (before && before !== snapshot()) {
+      clearTimeout(release);
+      // Every VM dragged together is freed before this runs.
+      release = setTimeout(() => {
+        readPositions();
+        const moved = [...grabbed].filter(([key, at]) => {
+          const now = positions.current[key];
+          return now && (now.x !== at.x || now.y !== at.y);
+        });
+        grabbed.clear();
+        if (!moved.length) return;
+        const now = moved.map(([key]) => [key, positions.current[key]]);
+        for (const [key, at] of moved) positions.current[key] = at;
+        const before = snapshot();
+        for (const [key, at] of now) positions.current[key] = at;
         // Re-render only when the Undo and Redo buttons change: with a
         // large design the inspector's lists make a render cost a frame.
         const buttonsChange = undo.current.length === 0 || redo.current.length > 0;
         undo.current.push(before);
         redo.current = [];
         if (buttonsChange) rerender();
-      }
+      });
     });
     return () => g.destroy();
   }, []);

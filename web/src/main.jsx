@@ -8,7 +8,7 @@ import { navigate, usePath } from './router.js';
 import { api, get, setSession, whenSignedOut } from './api.js';
 import { Editor } from './editor.jsx';
 import { ViList, ViWatch } from './vi.jsx';
-import { Hosts, Queue, Preview, Templates, Users } from './admin.jsx';
+import { Account, DatacenterPage, HostPage, Hosts, Queue, Preview, TemplatePage, Templates, UserPage, Users } from './admin.jsx';
 
 function Login({ onSession }) {
   const [error, setError] = useState('');
@@ -64,12 +64,21 @@ function Nav({ user, path, onLogout }) {
         {admin && link('/admin/users', 'Users')}
       </nav>
       <span class="who">
-        {user.name} ({user.role})
+        <a href="/account" aria-current={path === '/account' ? 'page' : undefined}>{user.name}</a> ({user.role})
         <button type="button" class="link" onClick={onLogout}>Log out</button>
       </span>
     </header>
   );
 }
+
+// A path's segment, decoded (names may carry characters a URL escapes).
+const segment = (s) => {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+};
 
 function Page({ path, user }) {
   let m;
@@ -78,11 +87,27 @@ function Page({ path, user }) {
   if (path === '/design') return <Editor key="new" />;
   if ((m = /^\/design\/([0-9a-f-]{36})$/.exec(path))) return <Editor key={m[1]} id={m[1]} />;
   if (path === '/templates' || path === '/admin/templates') return <Templates user={user} />;
-  if (user.role === 'admin') {
+  if ((m = /^\/templates\/([0-9a-f-]{36})$/.exec(path))) return <TemplatePage key={m[1]} id={m[1]} user={user} />;
+  if (path === '/account') return <Account user={user} />;
+  if (path === '/admin' || path.startsWith('/admin/')) {
+    // Administrators only: anyone else is told so, and no admin API is called.
+    if (user.role !== 'admin') {
+      return (
+        <main data-testid="refused">
+          <h1>Administrators only</h1>
+          <p role="alert">
+            {path} is for administrators; you are signed in as {user.name}. <a href="/vis">Your Virtual Infrastructures</a>
+          </p>
+        </main>
+      );
+    }
     if (path === '/admin' || path === '/admin/queue') return <Queue />;
     if ((m = /^\/admin\/queue\/([0-9a-f-]{36})$/.exec(path))) return <Preview id={m[1]} />;
-    if (path === '/admin/hosts') return <Hosts />;
+    if (path === '/admin/hosts' || path === '/admin/datacenters') return <Hosts />;
+    if ((m = /^\/admin\/hosts\/([^/]+)$/.exec(path))) return <HostPage key={m[1]} name={segment(m[1])} />;
+    if ((m = /^\/admin\/datacenters\/([^/]+)$/.exec(path))) return <DatacenterPage key={m[1]} name={segment(m[1])} />;
     if (path === '/admin/users') return <Users />;
+    if ((m = /^\/admin\/users\/([^/]+)$/.exec(path))) return <UserPage key={m[1]} name={segment(m[1])} me={user} />;
   }
   return (
     <main>

@@ -39,7 +39,12 @@ export function ViList({ user }) {
                 <td>{vi.summary.entry_points}</td>
                 <td>{vi.summary.vcpus}</td>
                 <td>{vi.summary.ram_mib} MiB</td>
-                <td>{vi.home_datacenter || ''}</td>
+                <td>
+                  {vi.home_datacenter || ''}
+                  {vi.location && vi.location !== vi.home_datacenter && (
+                    <span class="state away" title={`runs in ${vi.location}, away from home`}> at {vi.location}</span>
+                  )}
+                </td>
                 <td>{when(vi.updated_at)}</td>
               </tr>
             ))}

@@ -137,6 +137,22 @@ try {
     assert.deepEqual([after.x - before.x, after.y - before.y], [20, 50]);
   });
 
+  await step('a VM dragged with the mouse moves; undo puts it back, redo moves it again', async () => {
+    const pos = () => alice.evaluate(() => window.neptuneGraph.getElementById('n:blank3').position());
+    const before = await pos();
+    const at = await drawnAt(alice, 'n:blank3');
+    await alice.mouse.move(at.x, at.y);
+    await alice.mouse.down();
+    await alice.mouse.move(at.x + 60, at.y + 30, { steps: 6 });
+    await alice.mouse.up();
+    const moved = await pos();
+    assert.ok(Math.hypot(moved.x - before.x, moved.y - before.y) > 20, `moved: ${JSON.stringify([before, moved])}`);
+    await alice.getByRole('button', { name: 'Undo' }).click();
+    assert.deepEqual(await pos(), before);
+    await alice.getByRole('button', { name: 'Redo' }).click();
+    assert.deepEqual(await pos(), moved);
+  });
+
   await step('exports the XML, which `neptune topology check` accepts unchanged', async () => {
     const download = alice.waitForEvent('download');
     await alice.getByRole('button', { name: 'Export XML' }).click();
@@ -269,7 +285,102 @@ try {
       { timeout: 20000 },
     );
     await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' }).click();
-    await boss.getByTestId('users').getByRole('row', { name: /^alice user 64/ }).waitFor();
+    await boss.getByTestId('users').getByRole('row', { name: /^alice user active 64/ }).waitFor();
+  });
+
+  await step('each host, datacenter, template and user has its own URL, which a fresh load opens', async () => {
+    // A host: from the list, then reloaded; the VMs placed on it.
+    const busy = (await admin('GET', '/hosts')).find((h) => h.datacenter === 'napoli' && h.used_vcpus > 0);
+    await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Hosts' }).click();
+    await boss.getByTestId('hosts-napoli').getByRole('link', { name: busy.name, exact: true }).click();
+    await boss.waitForURL(`${neptune.url}/admin/hosts/${busy.name}`);
+    await boss.reload();
+    const facts = boss.getByTestId('host-facts');
+    await facts.getByRole('row', { name: /^datacenter napoli$/ }).waitFor();
+    await facts.getByText(`${busy.used_vcpus}/${busy.cpus} vCPU`, { exact: true }).waitFor();
+    assert.equal(await facts.locator('meter').count(), 5, 'CPU, RAM, disk, slots and uplink');
+    await boss.getByTestId('host-vms').getByRole('row', { name: /shop alice running/ }).first().waitFor();
+    await boss.screenshot({ path: join(shots, 'host.png') });
+    // A datacenter: its pools, gateway, switch, hosts and the VIs there.
+    await boss.goto(`${neptune.url}/admin/datacenters/napoli`);
+    await boss.getByRole('heading', { name: 'Datacenter napoli' }).waitFor();
+    await boss.getByTestId('datacenter-facts').getByRole('row', { name: /^home pools \S/ }).waitFor();
+    await boss.getByTestId('datacenter-switch').getByRole('row', { name: 'answers yes' }).waitFor();
+    assert.equal(await boss.getByTestId('hosts-napoli').locator('tbody tr').count(), 3);
+    await boss.getByTestId('datacenter-vis').getByRole('link', { name: 'shop' }).waitFor();
+    // A template: every field; an administrator publishes it and makes it private again.
+    const tpl = (await admin('GET', '/templates')).find((t) => t.visibility === 'private') || (await admin('GET', '/templates'))[0];
+    await boss.goto(`${neptune.url}/templates/${tpl.id}`);
+    const tfacts = boss.getByTestId('template-facts');
+    await tfacts.getByRole('row', { name: `owner ${tpl.owner}` }).waitFor();
+    await tfacts.getByRole('row', { name: `image ${tpl.format} · ${tpl.size_mib} MiB` }).waitFor();
+    const flip = tpl.visibility === 'public' ? ['Make private', 'private', 'Publish', 'public'] : ['Publish', 'public', 'Make private', 'private'];
+    await boss.getByRole('button', { name: flip[0] }).click();
+    await boss.getByRole('status').getByText(`${tpl.name} is ${flip[1]}.`).waitFor();
+    assert.equal((await admin('GET', '/templates')).find((t) => t.id === tpl.id).visibility, flip[1]);
+    await boss.getByRole('button', { name: flip[2] }).click();
+    await boss.getByRole('status').getByText(`${tpl.name} is ${flip[3]}.`).waitFor();
+    // A user: role, account, quota and what they hold.
+    await boss.goto(`${neptune.url}/admin/users/alice`);
+    await boss.getByRole('heading', { name: 'User alice active' }).waitFor();
+    await boss.getByTestId('user-quota').getByRole('row', { name: /^VMs 64 3$/ }).waitFor();
+    await boss.getByTestId('user-vis').getByRole('link', { name: 'shop' }).waitFor();
+  });
+
+  await step('an administrator creates a user and edits the quota; the user sees it; admin URLs refuse her', async () => {
+    await boss.goto(`${neptune.url}/admin/users`);
+    const form = boss.getByRole('form', { name: 'New user' });
+    await form.getByLabel('Name').fill('carol');
+    await form.getByLabel('Password').fill('carol-password-1');
+    await form.getByRole('button', { name: 'Create' }).click();
+    await boss.getByRole('status').getByText('Created carol.').waitFor();
+    await boss.getByTestId('users').getByRole('link', { name: 'carol', exact: true }).click();
+    await boss.waitForURL(`${neptune.url}/admin/users/carol`);
+    const quota = boss.getByRole('form', { name: 'Quota of carol' });
+    // A negative figure: the Manager's message, nothing saved.
+    await quota.getByLabel('Quota VMs').fill('-1');
+    await quota.getByRole('button', { name: 'Save quota' }).click();
+    await boss.getByRole('alert').getByText(/^Not saved: quota vms is -1: a quota is 0 or more$/).waitFor();
+    await quota.getByLabel('Quota VMs').fill('7');
+    await quota.getByLabel('Quota vCPUs').fill('9');
+    await quota.getByLabel('Quota RAM (MiB)').fill('3072');
+    await quota.getByRole('button', { name: 'Save quota' }).click();
+    await boss.getByRole('status').getByText('The quota of carol is saved.').waitFor();
+    await boss.reload();
+    await boss.getByTestId('user-quota').getByRole('row', { name: /^VMs 7 0$/ }).waitFor();
+    await boss.getByTestId('user-quota').getByRole('row', { name: /^RAM \(MiB\) 3072 0$/ }).waitFor();
+    await boss.screenshot({ path: join(shots, 'user.png') });
+
+    const carol = await newPage(browser, problems);
+    await logIn(carol, neptune.url, 'carol', 'carol-password-1');
+    await carol.getByRole('link', { name: 'carol', exact: true }).click();
+    await carol.waitForURL(`${neptune.url}/account`);
+    await carol.getByTestId('user-quota').getByRole('row', { name: /^VMs 7 0$/ }).waitFor();
+    await carol.getByTestId('user-quota').getByRole('row', { name: /^vCPUs 9 0$/ }).waitFor();
+    const asCarol = await apiAs(neptune.url, 'carol', 'carol-password-1');
+    const me = await asCarol('GET', '/me');
+    assert.deepEqual([me.quota.vms, me.quota.vcpus, me.quota.ram_mib], [7, 9, 3072]);
+    // Admin URLs, opened directly: refused, no admin API called.
+    const denied = [];
+    carol.on('response', (r) => {
+      if (r.status() === 403) denied.push(r.url());
+    });
+    for (const path of ['/admin/users/alice', `/admin/hosts/napoli-1`, '/admin/datacenters/napoli', '/admin/queue']) {
+      await carol.goto(`${neptune.url}${path}`);
+      await carol.getByRole('heading', { name: 'Administrators only' }).waitFor();
+      await carol.getByRole('alert').getByText(`${path} is for administrators`).waitFor();
+    }
+    assert.deepEqual(denied, [], 'no admin API is called');
+    // Disabled (her session ends), then enabled again.
+    await boss.getByRole('button', { name: 'Disable' }).click();
+    await boss.getByRole('status').getByText('carol is disabled.').waitFor();
+    await boss.getByRole('heading', { name: 'User carol disabled' }).waitFor();
+    assert.equal((await admin('GET', '/users')).find((u) => u.name === 'carol').disabled, true);
+    assert.equal(await carol.evaluate(() => fetch('/api/v1/me').then((r) => r.status)), 401);
+    await boss.getByRole('button', { name: 'Enable' }).click();
+    await boss.getByRole('status').getByText('carol is enabled.').waitFor();
+    assert.equal((await admin('GET', '/users')).find((u) => u.name === 'carol').disabled, false);
+    await carol.context().close();
   });
 
   await step('the owner asks to move her running VI to roma: the plan, a request she may withdraw', async () => {
@@ -345,6 +456,9 @@ try {
     // The home switch tunnels the Home Address (a binding), roma's delivers it (a visitor).
     await switches.getByRole('row', { name: /^napoli \S+ yes 1 0 / }).waitFor();
     await switches.getByRole('row', { name: /^roma \S+ yes 0 1 / }).waitFor();
+    // The VI list shows where it runs beside its home.
+    await boss.goto(`${neptune.url}/vis`);
+    await boss.getByTestId('vi-list').getByRole('row', { name: /^shop alice running .*napoli at roma/ }).waitFor();
   });
 
   await step('an administrator brings it back home at once', async () => {
@@ -489,7 +603,7 @@ try {
     await bob.getByText(/not found/i).first().waitFor();
     assert.equal(await bob.getByText('shop').count(), 0);
     await bob.goto(`${neptune.url}/admin/queue`);
-    await bob.getByRole('heading', { name: 'Not found' }).waitFor();
+    await bob.getByRole('heading', { name: 'Administrators only' }).waitFor();
 
     // Bob's own request, rejected with a reason he then reads.
     const asBob = await apiAs(neptune.url, 'bob', 'bob-password-12');

@@ -33,12 +33,18 @@ const PAGES: &[&str] = &[
     "/vis",
     "/vis/{id}",
     "/templates",
+    "/templates/{id}",
+    "/account",
     "/admin",
     "/admin/queue",
     "/admin/queue/{id}",
     "/admin/hosts",
+    "/admin/hosts/{name}",
+    "/admin/datacenters",
+    "/admin/datacenters/{name}",
     "/admin/templates",
     "/admin/users",
+    "/admin/users/{name}",
 ];
 
 pub(crate) fn router() -> Router<AppState> {

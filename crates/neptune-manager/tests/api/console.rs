@@ -62,12 +62,27 @@ async fn the_console_is_served_with_its_headers() {
         "/design",
         "/admin/queue",
         "/vis/6c1b8a1e-7c38-4a4e-9a55-3d5c2b1e0f00",
+        // Each resource's own page: a reload or a pasted URL opens it.
+        "/admin/hosts/napoli-1",
+        "/admin/datacenters",
+        "/admin/datacenters/napoli",
+        "/admin/users/alice.b",
+        "/templates/6c1b8a1e-7c38-4a4e-9a55-3d5c2b1e0f00",
+        "/account",
     ] {
         let r = get(&m, path, &[]).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         assert_eq!(r.text().await.unwrap(), html, "{path}");
     }
-    for path in ["/api/v1/nothing", "/vis/a/b", "/nothing", "/assets/none.js"] {
+    for path in [
+        "/api/v1/nothing",
+        "/vis/a/b",
+        "/nothing",
+        "/assets/none.js",
+        "/admin/hosts/napoli-1/more",
+        "/admin/users/",
+        "/templates/a/b",
+    ] {
         let r = get(&m, path, &[]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
         let body: Value = r.json().await.unwrap();
