@@ -590,7 +590,10 @@ fn vi_rows(vis: &[api::Vi]) -> Vec<Vec<String>> {
                 v.owner.clone(),
                 v.state.to_string(),
                 v.summary.nodes.to_string(),
-                v.home_datacenter.clone().unwrap_or_default(),
+                match (&v.home_datacenter, &v.location) {
+                    (Some(home), Some(at)) if home != at => format!("{home} (at {at})"),
+                    (home, _) => home.clone().unwrap_or_default(),
+                },
             ]
         })
         .collect()

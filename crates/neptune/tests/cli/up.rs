@@ -595,6 +595,7 @@ fn up_moves_a_100_vm_vi_between_datacenters() {
             assert_eq!(roma_table["visitors"][&home]["vi"], id.as_str());
             let shown = ok(&cli(dir.path(), &["vi", "show", &id], None));
             assert!(shown.contains("runs in roma, away from home"), "{shown}");
+            assert!(shown.contains(" napoli (at roma)"), "{shown}");
             assert!(
                 shown.contains(&format!("binding: {home} -> roma (care-of 198.18.0.2)")),
                 "{shown}"
