@@ -121,6 +121,32 @@ pub(crate) async fn two_datacenters(m: &TestManager) -> (People, TestSwitch, Tes
     (p, napoli, roma)
 }
 
+/// Alice's shop, requested, accepted in napoli and running: its id and
+/// detail.
+async fn running_shop(m: &TestManager, p: &People) -> (String, Value) {
+    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
+    let id = vi["id"].as_str().unwrap().to_owned();
+    let (s, v) = m
+        .post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    m.accept(&p.admin, &id, Some(json!({"datacenter": "napoli"})))
+        .await;
+    let running = m.wait_vi(&p.alice, &id, "deploying").await;
+    assert_eq!(running["state"], "running", "{running}");
+    (id, running)
+}
+
+/// `POST /api/v1/vis/{id}/migrate {"to": to}` as `token`.
+async fn migrate(m: &TestManager, token: &str, id: &str, to: &str) -> (StatusCode, Value) {
+    m.post(
+        token,
+        &format!("/api/v1/vis/{id}/migrate"),
+        Some(json!({ "to": to })),
+    )
+    .await
+}
+
 fn hosts_of(vi: &Value) -> Vec<String> {
     let mut hosts: Vec<String> = vi["vms"]
         .as_array()
@@ -246,16 +272,7 @@ pub(crate) async fn switches_are_registered_by_administrators(m: &TestManager) {
 /// while it is away; its owner asks first, an administrator moves it.
 pub(crate) async fn a_vi_moves_between_datacenters_and_back(m: &TestManager) {
     let (p, napoli, roma) = two_datacenters(m).await;
-    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    let (s, _) = m
-        .post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    m.accept(&p.admin, &id, Some(json!({"datacenter": "napoli"})))
-        .await;
-    let running = m.wait_vi(&p.alice, &id, "deploying").await;
-    assert_eq!(running["state"], "running", "{running}");
+    let (id, running) = running_shop(m, &p).await;
     assert_eq!(running["location"], "napoli");
     let home = "192.0.2.10";
     // Delivered at home, tunnelled from nowhere.
@@ -266,32 +283,14 @@ pub(crate) async fn a_vi_moves_between_datacenters_and_back(m: &TestManager) {
     assert!(roma.table()["visitors"].as_object().unwrap().is_empty());
 
     // The owner asks; an administrator sees the request and the plan.
-    let (s, v) = m
-        .post(
-            &p.alice,
-            &format!("/api/v1/vis/{id}/migrate"),
-            Some(json!({"to": "roma"})),
-        )
-        .await;
+    let (s, v) = migrate(m, &p.alice, &id, "roma").await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["state"], "running");
     assert_eq!(v["migration_request"]["to"], "roma", "{v}");
     assert_eq!(v["migration_request"]["requested_by"], "alice");
-    let (s, v) = m
-        .post(
-            &p.alice,
-            &format!("/api/v1/vis/{id}/migrate"),
-            Some(json!({"to": "roma"})),
-        )
-        .await;
+    let (s, v) = migrate(m, &p.alice, &id, "roma").await;
     assert_eq!(s, StatusCode::CONFLICT, "one request at a time: {v}");
-    let (s, v) = m
-        .post(
-            &p.bob,
-            &format!("/api/v1/vis/{id}/migrate"),
-            Some(json!({"to": "roma"})),
-        )
-        .await;
+    let (s, v) = migrate(m, &p.bob, &id, "roma").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "not bob's: {v}");
     let (_, requests) = m
         .call(
@@ -331,13 +330,7 @@ pub(crate) async fn a_vi_moves_between_datacenters_and_back(m: &TestManager) {
 
     // Granted: moved live.
     let addresses = running["addresses"].clone();
-    let (s, v) = m
-        .post(
-            &p.admin,
-            &format!("/api/v1/vis/{id}/migrate"),
-            Some(json!({"to": "roma"})),
-        )
-        .await;
+    let (s, v) = migrate(m, &p.admin, &id, "roma").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "migrating", "{v}");
     assert_eq!(
@@ -423,13 +416,7 @@ pub(crate) async fn a_vi_moves_between_datacenters_and_back(m: &TestManager) {
     assert!(r["bindings"].as_object().unwrap().is_empty());
 
     // Back home: the binding goes, napoli delivers again.
-    let (s, v) = m
-        .post(
-            &p.admin,
-            &format!("/api/v1/vis/{id}/migrate"),
-            Some(json!({"to": "napoli"})),
-        )
-        .await;
+    let (s, v) = migrate(m, &p.admin, &id, "napoli").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let back = m.wait_vi(&p.alice, &id, "migrating").await;
     assert_eq!(back["state"], "running", "{back}");
@@ -465,13 +452,7 @@ pub(crate) async fn a_vi_moves_between_datacenters_and_back(m: &TestManager) {
 /// hold what they held.
 pub(crate) async fn a_failed_move_rolls_back(m: &TestManager) {
     let (p, napoli, roma) = two_datacenters(m).await;
-    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
-        .await;
-    m.accept(&p.admin, &id, Some(json!({"datacenter": "napoli"})))
-        .await;
-    let running = m.wait_vi(&p.alice, &id, "deploying").await;
+    let (id, running) = running_shop(m, &p).await;
     let before_hosts = hosts_of(&running);
     let before = m.vms_everywhere().await;
     let napoli_table = napoli.table();
@@ -480,13 +461,7 @@ pub(crate) async fn a_failed_move_rolls_back(m: &TestManager) {
             .sim(h)
             .add_fault(Fault::always(Op::Incoming).for_vm("web2"));
     }
-    let (s, v) = m
-        .post(
-            &p.admin,
-            &format!("/api/v1/vis/{id}/migrate"),
-            Some(json!({"to": "roma"})),
-        )
-        .await;
+    let (s, v) = migrate(m, &p.admin, &id, "roma").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let after = m.wait_vi_for(&p.alice, &id, "migrating", 4000).await;
     assert_eq!(after["state"], "running", "{after}");
@@ -517,13 +492,7 @@ pub(crate) async fn a_failed_move_rolls_back(m: &TestManager) {
 /// registered after the VI deployed) is put back by a reconcile pass.
 pub(crate) async fn switch_drift_is_repaired(m: &TestManager) {
     let (p, napoli, _roma) = two_datacenters(m).await;
-    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    m.post(&p.alice, &format!("/api/v1/vis/{id}/request"), None)
-        .await;
-    m.accept(&p.admin, &id, Some(json!({"datacenter": "napoli"})))
-        .await;
-    m.wait_vi(&p.alice, &id, "deploying").await;
+    let (id, _) = running_shop(m, &p).await;
     let home = "192.0.2.10";
     // Deleted by hand (with a generation far ahead), and a stray binding
     // of the VI added.
