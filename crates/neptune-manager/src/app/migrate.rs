@@ -50,8 +50,12 @@ struct Course {
 
 /// Checks that `vi` may move to the datacenter named `to`.
 async fn course(state: &AppState, vi: &ViRecord, to: &str) -> ApiResult<Course> {
-    if vi.state != ViState::Suspended {
-        vi.state.next(Event::Migrate)?;
+    // A running VI moves live; a suspended one is resumed there.
+    if vi.state != ViState::Suspended && vi.state.next(Event::Migrate).is_err() {
+        return Err(ApiError::Conflict(format!(
+            "cannot migrate a VI that is {}: only a running or suspended VI can be migrated",
+            vi.state
+        )));
     }
     let home = vi.home_datacenter_id.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(

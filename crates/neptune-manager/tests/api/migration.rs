@@ -264,6 +264,18 @@ pub(crate) async fn switches_are_registered_by_administrators(m: &TestManager) {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    // Only a running or suspended VI moves.
+    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
+    let id = vi["id"].as_str().unwrap().to_owned();
+    let (s, v) = migrate(m, &p.admin, &id, "roma").await;
+    assert_eq!(
+        (s, v["message"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("cannot migrate a VI that is defined: only a running or suspended VI can be migrated")
+        ),
+        "{v}"
+    );
 }
 
 /// A running VI moves live napoli -> roma -> napoli: same addresses, its
