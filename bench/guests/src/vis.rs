@@ -310,7 +310,7 @@ impl Bench {
                 Target::new(
                     &self.host_dir,
                     &self.uri,
-                    &vm_name(uuid, &node),
+                    &vm_name(uuid.into(), &node),
                     &format!("NEPTUNE-READY iid-{simple}-{node}"),
                     node,
                 )

@@ -9,9 +9,9 @@
 #![deny(missing_docs)]
 
 use neptune_lifecycle::ViState;
+pub use neptune_types::{DatacenterId, HostId, JobId, SshKeyId, TemplateId, TokenId, UserId, ViId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// Every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -60,7 +60,7 @@ impl std::fmt::Debug for LoginRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     /// What `GET /api/v1/tokens` lists it by and `DELETE` revokes it by.
-    pub id: Uuid,
+    pub id: TokenId,
     /// The bearer token: shown once, kept only as its SHA-256 by the Manager.
     pub token: String,
     /// Milliseconds since the Unix epoch.
@@ -97,7 +97,7 @@ pub struct CreateApiToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TokenInfo {
     /// The token's id (to revoke it).
-    pub id: Uuid,
+    pub id: TokenId,
     /// The name given to it.
     pub name: String,
     /// `session` (from a login) or `api`.
@@ -176,7 +176,7 @@ fn default_design_mib() -> i64 {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct User {
     /// The user's id.
-    pub id: Uuid,
+    pub id: UserId,
     /// The login name.
     pub name: String,
     /// What the user may do.
@@ -215,7 +215,7 @@ impl std::fmt::Debug for CreateUser {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Datacenter {
     /// The datacenter's id.
-    pub id: Uuid,
+    pub id: DatacenterId,
     /// Its name, unique.
     pub name: String,
     /// The public prefixes its entry points' Home Addresses come from.
@@ -257,7 +257,7 @@ pub enum HostState {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Host {
     /// The host's id.
-    pub id: Uuid,
+    pub id: HostId,
     /// The datacenter it is in.
     pub datacenter: String,
     /// Its name, unique in its datacenter.
@@ -332,7 +332,7 @@ pub struct Software {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Template {
     /// The template's id.
-    pub id: Uuid,
+    pub id: TemplateId,
     /// Its name, unique per owner and among public templates.
     pub name: String,
     /// The user who registered or saved it.
@@ -462,7 +462,7 @@ pub struct ReconcileReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FailedVi {
     /// The VI's id.
-    pub vi: Uuid,
+    pub vi: ViId,
     /// Why (the VM and host it is missing from).
     pub reason: String,
 }
@@ -623,7 +623,7 @@ pub struct ViSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Vi {
     /// The VI's id.
-    pub id: Uuid,
+    pub id: ViId,
     /// Its name.
     pub name: String,
     /// Its owner's user name.
@@ -861,9 +861,9 @@ impl std::fmt::Display for JobState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     /// The job's id.
-    pub id: Uuid,
+    pub id: JobId,
     /// The VI it works on.
-    pub vi: Uuid,
+    pub vi: ViId,
     /// What it does.
     pub kind: JobKind,
     /// Where it is.
@@ -945,7 +945,7 @@ pub struct MigrationPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MigrationRequest {
     /// The VI.
-    pub vi: Uuid,
+    pub vi: ViId,
     /// The datacenter it is to go to.
     pub to: String,
     /// Who asked.
@@ -1107,7 +1107,7 @@ pub struct ConsoleInput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SshKey {
     /// The key's id (to remove it).
-    pub id: Uuid,
+    pub id: SshKeyId,
     /// The key's comment, or the name given.
     pub name: String,
     /// `SHA256:...`, as `ssh-keygen -l` prints it.

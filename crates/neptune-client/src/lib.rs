@@ -2,10 +2,10 @@
 #![deny(missing_docs)]
 
 use neptune_api as api;
+use neptune_api::{JobId, SshKeyId, TemplateId, TokenId, UserId, ViId};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use uuid::Uuid;
 
 /// A request body, such as an image file to upload
 /// (`Body::from(tokio::fs::File)` streams it).
@@ -180,7 +180,7 @@ impl Client {
     }
 
     /// `DELETE /tokens/{id}`.
-    pub async fn revoke_token(&self, id: Uuid) -> Result<(), ClientError> {
+    pub async fn revoke_token(&self, id: TokenId) -> Result<(), ClientError> {
         self.call::<(), Option<()>>(Method::DELETE, &format!("/tokens/{id}"), None)
             .await
             .map(|_| ())
@@ -208,7 +208,7 @@ impl Client {
     }
 
     /// `DELETE /me/ssh-keys/{id}`.
-    pub async fn remove_ssh_key(&self, id: Uuid) -> Result<(), ClientError> {
+    pub async fn remove_ssh_key(&self, id: SshKeyId) -> Result<(), ClientError> {
         self.call::<(), Option<()>>(Method::DELETE, &format!("/me/ssh-keys/{id}"), None)
             .await
             .map(|_| ())
@@ -228,7 +228,7 @@ impl Client {
     /// `POST /users/{id}/disable` or `.../enable` (administrators).
     pub async fn set_user_disabled(
         &self,
-        id: Uuid,
+        id: UserId,
         disabled: bool,
     ) -> Result<api::User, ClientError> {
         let action = if disabled { "disable" } else { "enable" };
@@ -239,7 +239,7 @@ impl Client {
     /// `PUT /users/{id}/quota` (administrators): replaces a user's quota.
     pub async fn set_user_quota(
         &self,
-        id: Uuid,
+        id: UserId,
         quota: &api::Quota,
     ) -> Result<api::User, ClientError> {
         self.call(Method::PUT, &format!("/users/{id}/quota"), Some(quota))
@@ -323,7 +323,7 @@ impl Client {
     /// `POST /templates/{id}/visibility` (administrators).
     pub async fn set_template_visibility(
         &self,
-        id: Uuid,
+        id: TemplateId,
         visibility: api::Visibility,
     ) -> Result<api::Template, ClientError> {
         self.call(
@@ -340,7 +340,7 @@ impl Client {
     }
 
     /// `GET /vis/{id}`.
-    pub async fn vi(&self, id: Uuid) -> Result<api::ViDetail, ClientError> {
+    pub async fn vi(&self, id: ViId) -> Result<api::ViDetail, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/vis/{id}"), None)
             .await
     }
@@ -354,7 +354,7 @@ impl Client {
     /// names the version it is based on.
     pub async fn edit_vi(
         &self,
-        id: Uuid,
+        id: ViId,
         design: &api::ViDesign,
     ) -> Result<api::ViDetail, ClientError> {
         self.call(Method::PUT, &format!("/vis/{id}"), Some(design))
@@ -363,7 +363,7 @@ impl Client {
 
     /// `GET /vis/{id}/plan`: what accepting it would do now (changes
     /// nothing).
-    pub async fn plan(&self, id: Uuid, datacenter: Option<&str>) -> Result<api::Plan, ClientError> {
+    pub async fn plan(&self, id: ViId, datacenter: Option<&str>) -> Result<api::Plan, ClientError> {
         let query = datacenter
             .map(|d| format!("?datacenter={d}"))
             .unwrap_or_default();
@@ -374,7 +374,7 @@ impl Client {
     /// `request`, `withdraw`, `revise`, `suspend`, `resume` or `terminate`.
     /// `POST /vis/{id}/{action}`: `request`, `withdraw`, `revise`,
     /// `deploy`, `release`, `suspend`, `resume` or `terminate`.
-    pub async fn act(&self, id: Uuid, action: &str) -> Result<api::ViDetail, ClientError> {
+    pub async fn act(&self, id: ViId, action: &str) -> Result<api::ViDetail, ClientError> {
         self.call::<(), _>(Method::POST, &format!("/vis/{id}/{action}"), None)
             .await
     }
@@ -383,7 +383,7 @@ impl Client {
     /// and a manual placement when given.
     pub async fn accept(
         &self,
-        id: Uuid,
+        id: ViId,
         req: &api::AcceptRequest,
     ) -> Result<api::ViDetail, ClientError> {
         self.call(Method::POST, &format!("/vis/{id}/accept"), Some(req))
@@ -391,7 +391,7 @@ impl Client {
     }
 
     /// `POST /vis/{id}/reject` (administrators).
-    pub async fn reject(&self, id: Uuid, reason: &str) -> Result<api::ViDetail, ClientError> {
+    pub async fn reject(&self, id: ViId, reason: &str) -> Result<api::ViDetail, ClientError> {
         let body = api::RejectRequest {
             reason: reason.to_owned(),
         };
@@ -404,7 +404,7 @@ impl Client {
     /// waits for an administrator).
     pub async fn migrate(
         &self,
-        id: Uuid,
+        id: ViId,
         req: &api::MigrateRequest,
     ) -> Result<api::ViDetail, ClientError> {
         self.call(Method::POST, &format!("/vis/{id}/migrate"), Some(req))
@@ -413,7 +413,7 @@ impl Client {
 
     /// `DELETE /vis/{id}/migrate`: takes back (owner) or refuses
     /// (administrator) a waiting migration request.
-    pub async fn cancel_migration(&self, id: Uuid) -> Result<(), ClientError> {
+    pub async fn cancel_migration(&self, id: ViId) -> Result<(), ClientError> {
         self.call::<(), Option<()>>(Method::DELETE, &format!("/vis/{id}/migrate"), None)
             .await
             .map(|_| ())
@@ -423,7 +423,7 @@ impl Client {
     /// would do now.
     pub async fn migration_plan(
         &self,
-        id: Uuid,
+        id: ViId,
         to: &str,
     ) -> Result<api::MigrationPlan, ClientError> {
         self.call::<(), _>(
@@ -474,7 +474,7 @@ impl Client {
     /// `POST /vis/{id}/templates`: saves a VM as a template (a job).
     pub async fn save_template(
         &self,
-        vi: Uuid,
+        vi: ViId,
         req: &api::SaveTemplate,
     ) -> Result<api::Job, ClientError> {
         self.call(Method::POST, &format!("/vis/{vi}/templates"), Some(req))
@@ -483,14 +483,14 @@ impl Client {
 
     /// Each VM of the VI as its host runs it now.
     /// `GET /vis/{id}/vms`: where each VM is and how it is.
-    pub async fn vm_states(&self, vi: Uuid) -> Result<Vec<api::VmStatus>, ClientError> {
+    pub async fn vm_states(&self, vi: ViId) -> Result<Vec<api::VmStatus>, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/vis/{vi}/vms"), None)
             .await
     }
 
     /// The last `bytes` of the serial console of `node`'s VM.
     /// `GET /vis/{id}/vms/{node}/console`: the end of a VM's console.
-    pub async fn console(&self, vi: Uuid, node: &str, bytes: u64) -> Result<String, ClientError> {
+    pub async fn console(&self, vi: ViId, node: &str, bytes: u64) -> Result<String, ClientError> {
         let text: api::ConsoleText = self
             .call::<(), _>(
                 Method::GET,
@@ -505,7 +505,7 @@ impl Client {
     /// `POST /vis/{id}/vms/{node}/console`: types on a VM's console.
     pub async fn type_on_console(
         &self,
-        vi: Uuid,
+        vi: ViId,
         node: &str,
         input: &str,
     ) -> Result<(), ClientError> {
@@ -522,7 +522,7 @@ impl Client {
     }
 
     /// `GET /jobs/{id}`.
-    pub async fn job(&self, id: Uuid) -> Result<api::Job, ClientError> {
+    pub async fn job(&self, id: JobId) -> Result<api::Job, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/jobs/{id}"), None)
             .await
     }

@@ -1,6 +1,7 @@
 //! How the Manager reaches hosts in production: each host's Agent over
 //! HTTP, authenticated with the Agents' token ([`AgentDirectory`]).
 
+use neptune_types::HostId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +10,6 @@ use neptune_agent::{AgentHypervisor, AgentPool};
 use neptune_hypervisor::{Capacity, Hypervisor};
 use neptune_store::HostRecord;
 use neptune_types::Secret;
-use uuid::Uuid;
 
 use crate::jobs::HostDirectory;
 
@@ -21,7 +21,7 @@ use crate::jobs::HostDirectory;
 pub struct AgentDirectory {
     token: Secret,
     pool: AgentPool,
-    clients: Mutex<HashMap<Uuid, (String, Arc<AgentHypervisor>)>>,
+    clients: Mutex<HashMap<HostId, (String, Arc<AgentHypervisor>)>>,
 }
 
 /// Requests to Agents in flight at once, over every host and job: each

@@ -131,7 +131,7 @@ mod tests {
                 prefix: "192.0.2.14/32".into(),
             },
             StoreError::NoRoom {
-                host: uuid::Uuid::nil(),
+                host: neptune_types::HostId::nil(),
                 node: "web".into(),
             },
         ] {

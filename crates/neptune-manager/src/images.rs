@@ -2,12 +2,13 @@
 //! and registering an image (an uploaded one, or a VM's exported disk) as a
 //! template.
 
+use neptune_types::TemplateId;
+use neptune_types::UserId;
 use std::path::Path;
 
 use neptune_store::{Store, StoreError, TemplateRecord};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use uuid::Uuid;
 
 /// What `qemu-img info` says of an image.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,9 +90,9 @@ pub async fn check(path: &Path) -> Result<(), ImageError> {
 /// a crash recognises the template it made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTemplate {
-    pub id: Uuid,
+    pub id: TemplateId,
     pub name: String,
-    pub owner_id: Uuid,
+    pub owner_id: UserId,
     pub image_path: String,
     pub os_name: String,
     pub vcpus: i64,

@@ -12,6 +12,7 @@
 //! A lease per Manager keeps two Managers sharing a database from running
 //! the same job.
 
+use neptune_types::{DatacenterId, HostId, JobId, UserId, ViId};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -40,34 +41,34 @@ pub trait HostDirectory: Send + Sync + std::fmt::Debug {
 pub enum Step {
     /// Copy the template image to the host as the VM's disk.
     PrepareDisk {
-        host: Uuid,
+        host: HostId,
         vm: String,
         image: String,
         size_mib: u64,
     },
     /// Create the VM with the node's resources and NICs.
     Define {
-        host: Uuid,
+        host: HostId,
         spec: VmSpec,
         image: String,
     },
     Start {
-        host: Uuid,
+        host: HostId,
         vm: String,
     },
     /// Stop and undefine the VM.
     Destroy {
-        host: Uuid,
+        host: HostId,
         vm: String,
     },
     RemoveDisk {
-        host: Uuid,
+        host: HostId,
         vm: String,
     },
     /// Wait until the VM's guest says it is ready (its seed's ready line
     /// on its console).
     AwaitReady {
-        host: Uuid,
+        host: HostId,
         vm: String,
     },
     /// Free the VI's VM slots on its hosts.
@@ -75,20 +76,20 @@ pub enum Step {
     /// Save the VM's memory to `state` (in the image repository) and take
     /// it off its host. `spec` is the VM as its host runs it, to put it back.
     Save {
-        host: Uuid,
+        host: HostId,
         spec: VmSpec,
         state: String,
     },
     /// Copy the VM's disk to `dest` in the image repository.
     ExportDisk {
-        host: Uuid,
+        host: HostId,
         vm: String,
         dest: String,
     },
     /// Remove a disk that has been exported to `export` (undone by copying
     /// it back).
     DropDisk {
-        host: Uuid,
+        host: HostId,
         vm: String,
         export: String,
         size_mib: u64,
@@ -97,7 +98,7 @@ pub enum Step {
     /// disk copied from it (the step before made it; asking again returns
     /// its path).
     Restore {
-        host: Uuid,
+        host: HostId,
         spec: VmSpec,
         state: String,
         image: Option<String>,
@@ -130,13 +131,13 @@ pub enum Step {
     /// Deliver a Home Address of the VI at the switch of `datacenter`
     /// (nothing to do where no switch is registered).
     Visit {
-        datacenter: Uuid,
+        datacenter: DatacenterId,
         address: Ipv4Addr,
         key: u32,
     },
     /// Stop delivering it there.
     Unvisit {
-        datacenter: Uuid,
+        datacenter: DatacenterId,
         address: Ipv4Addr,
         key: u32,
     },
@@ -144,16 +145,16 @@ pub enum Step {
     /// bound to its Care-of Address, or unbound when `to` is `home`.
     Route {
         address: Ipv4Addr,
-        home: Uuid,
-        to: Uuid,
-        from: Uuid,
+        home: DatacenterId,
+        to: DatacenterId,
+        from: DatacenterId,
         key: u32,
     },
     /// Widen the host's link networks to their segments' peers: the hosts
     /// a migration moves the VMs' neighbours to (extra peers are harmless;
     /// nothing to undo).
     JoinSegments {
-        host: Uuid,
+        host: HostId,
         networks: Vec<neptune_hypervisor::NetworkJoin>,
     },
     /// Nothing to do: the target slots of a migration were reserved with
@@ -172,8 +173,8 @@ pub enum Step {
     /// must go there. The VI's later route steps repeat it; moving back (the
     /// undo) routes them back the same way.
     MoveVm {
-        from: Uuid,
-        to: Uuid,
+        from: HostId,
+        to: HostId,
         spec: VmSpec,
         back: VmSpec,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -182,12 +183,12 @@ pub enum Step {
     /// The VMs take their target slots and free the ones they left; the
     /// VI is located in `location` (`None`: home).
     CommitMoves {
-        location: Option<Uuid>,
+        location: Option<DatacenterId>,
     },
     /// Record that the VI's VMs run in `to` (`None`: home), after `from`.
     Locate {
-        to: Option<Uuid>,
-        from: Option<Uuid>,
+        to: Option<DatacenterId>,
+        from: Option<DatacenterId>,
     },
 }
 
@@ -196,13 +197,13 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HomeRoute {
     pub address: Ipv4Addr,
-    pub home: Uuid,
+    pub home: DatacenterId,
     pub key: u32,
 }
 
 impl Step {
     /// The hosts the step works on.
-    pub fn hosts(&self) -> Vec<Uuid> {
+    pub fn hosts(&self) -> Vec<HostId> {
         match self {
             Step::PrepareDisk { host, .. }
             | Step::Define { host, .. }
@@ -390,10 +391,10 @@ fn rolls_back(kind: JobKind) -> bool {
 }
 
 /// A new job record with its steps, ready for [`Store::start_job`].
-pub fn new_job(vi: Uuid, kind: JobKind, steps: &[Step]) -> anyhow::Result<JobRecord> {
+pub fn new_job(vi: ViId, kind: JobKind, steps: &[Step]) -> anyhow::Result<JobRecord> {
     let now = now_ms();
     Ok(JobRecord {
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         vi_id: vi,
         kind: kind.as_str().to_owned(),
         state: JobState::Running,
@@ -409,14 +410,14 @@ pub fn new_job(vi: Uuid, kind: JobKind, steps: &[Step]) -> anyhow::Result<JobRec
 }
 
 /// The name of a VM on its host.
-pub fn vm_name(vi: Uuid, node: &str) -> String {
-    let id = vi.simple().to_string();
+pub fn vm_name(vi: ViId, node: &str) -> String {
+    let id = vi.uuid().simple().to_string();
     format!("nt-{}-{node}", &id[..12])
 }
 
 /// The host network (bridge) of a virtual link.
-pub fn link_network(vi: Uuid, link: &str) -> String {
-    let id = vi.simple().to_string();
+pub fn link_network(vi: ViId, link: &str) -> String {
+    let id = vi.uuid().simple().to_string();
     format!("nt-{}-{link}", &id[..8])
 }
 
@@ -434,10 +435,10 @@ pub struct Jobs {
     /// How long a guest may take to be ready.
     ready_wait: Duration,
     /// Jobs this process is running now.
-    running: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    running: Arc<std::sync::Mutex<std::collections::HashSet<JobId>>>,
     /// How far the live moves of the migrations this process runs are,
     /// by job and VM.
-    moves: Arc<std::sync::Mutex<HashMap<Uuid, BTreeMap<String, neptune_api::VmMove>>>>,
+    moves: Arc<std::sync::Mutex<HashMap<JobId, BTreeMap<String, neptune_api::VmMove>>>>,
 }
 
 /// Tries of a step before it counts as failed (hosts and networks blink).
@@ -562,7 +563,7 @@ impl Jobs {
 
     /// How far the live moves of job `id` are, VM by VM, as this process
     /// sees them (empty unless it runs a migration).
-    pub fn moves_of(&self, id: Uuid) -> Vec<neptune_api::VmMove> {
+    pub fn moves_of(&self, id: JobId) -> Vec<neptune_api::VmMove> {
         self.moves
             .lock()
             .map(|m| {
@@ -573,7 +574,7 @@ impl Jobs {
             .unwrap_or_default()
     }
 
-    fn record_move(&self, job: Uuid, progress: neptune_api::VmMove) {
+    fn record_move(&self, job: JobId, progress: neptune_api::VmMove) {
         if let Ok(mut moves) = self.moves.lock() {
             moves
                 .entry(job)
@@ -584,7 +585,7 @@ impl Jobs {
 
     /// Runs the job in the background, unless this process already runs
     /// it; whether it started it.
-    pub fn spawn(&self, id: Uuid) -> bool {
+    pub fn spawn(&self, id: JobId) -> bool {
         match self.running.lock() {
             Ok(mut running) => {
                 if !running.insert(id) {
@@ -642,7 +643,7 @@ impl Jobs {
     }
 
     /// Runs a job to its end. Returns early if another Manager holds it.
-    pub async fn run(&self, id: Uuid) -> anyhow::Result<()> {
+    pub async fn run(&self, id: JobId) -> anyhow::Result<()> {
         loop {
             let now = now_ms();
             let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
@@ -770,7 +771,7 @@ impl Jobs {
     /// (its steps are idempotent: the other Manager runs them again).
     async fn keeping_lease<T>(
         &self,
-        id: Uuid,
+        id: JobId,
         work: impl std::future::Future<Output = T>,
     ) -> anyhow::Result<T> {
         tokio::pin!(work);
@@ -824,7 +825,7 @@ impl Jobs {
         let to = from.next(event)?;
         let change = Transition {
             to,
-            actor: Uuid::nil(),
+            actor: UserId::nil(),
             at: now_ms(),
             reject_reason: None,
             home_datacenter_id: None,
@@ -847,7 +848,7 @@ impl Jobs {
     async fn hypervisor(
         &self,
         hosts: &[HostRecord],
-        host: Uuid,
+        host: HostId,
     ) -> anyhow::Result<Arc<dyn Hypervisor>> {
         let record = hosts
             .iter()
@@ -860,13 +861,13 @@ impl Jobs {
     /// the failures by index, in order.
     async fn execute_all(
         &self,
-        job: Uuid,
-        vi: Uuid,
+        job: JobId,
+        vi: ViId,
         steps: &[Step],
     ) -> Vec<(usize, anyhow::Error)> {
         // The hosts of the batch are read once for it, not once per step,
         // and only they: a domain may have tens of thousands.
-        let mut ids: Vec<Uuid> = steps.iter().flat_map(Step::hosts).collect();
+        let mut ids: Vec<HostId> = steps.iter().flat_map(Step::hosts).collect();
         ids.sort_unstable();
         ids.dedup();
         let hosts: Arc<Vec<HostRecord>> = match self.store.hosts_by_id(&ids).await {
@@ -902,9 +903,9 @@ impl Jobs {
     /// job's lease kept meanwhile.
     async fn execute(
         &self,
-        job: Uuid,
+        job: JobId,
         hosts: &[HostRecord],
-        vi: Uuid,
+        vi: ViId,
         step: &Step,
     ) -> anyhow::Result<()> {
         let mut fresh: Option<Vec<HostRecord>> = None;
@@ -983,9 +984,9 @@ impl Jobs {
 
     async fn execute_once(
         &self,
-        job: Uuid,
+        job: JobId,
         hosts: &[HostRecord],
-        vi: Uuid,
+        vi: ViId,
         step: &Step,
     ) -> anyhow::Result<()> {
         match step {
@@ -1136,10 +1137,10 @@ impl Jobs {
     /// unbound when `to` is `home`.
     async fn route(
         &self,
-        vi: Uuid,
+        vi: ViId,
         address: Ipv4Addr,
-        home: Uuid,
-        to: Uuid,
+        home: DatacenterId,
+        to: DatacenterId,
         key: u32,
     ) -> anyhow::Result<()> {
         let change = if to == home {
@@ -1164,7 +1165,7 @@ impl Jobs {
     /// Routes a moving VM's Home Addresses to datacenter `to` (see
     /// [`Step::MoveVm`]). A switch that does not answer is left to the
     /// VI's route steps, which wait for it.
-    async fn route_homes(&self, vi: Uuid, homes: &[HomeRoute], to: Option<Uuid>) {
+    async fn route_homes(&self, vi: ViId, homes: &[HomeRoute], to: Option<DatacenterId>) {
         let Some(to) = to else { return };
         for h in homes {
             if let Err(e) = self.route(vi, h.address, h.home, to, h.key).await {
@@ -1178,7 +1179,7 @@ impl Jobs {
     /// is registered.
     async fn switch(
         &self,
-        datacenter: Uuid,
+        datacenter: DatacenterId,
         address: Ipv4Addr,
         change: &crate::switching::Change,
     ) -> anyhow::Result<()> {
@@ -1199,10 +1200,10 @@ impl Jobs {
     /// done again).
     async fn move_vm(
         &self,
-        job: Uuid,
-        vi: Uuid,
+        job: JobId,
+        vi: ViId,
         hosts: &[HostRecord],
-        (from, to): (Uuid, Uuid),
+        (from, to): (HostId, HostId),
         spec: &VmSpec,
         homes: &[HomeRoute],
     ) -> anyhow::Result<()> {
@@ -1211,7 +1212,7 @@ impl Jobs {
         let mut routed = false;
         let src = self.hypervisor(hosts, from).await?;
         let dst = self.hypervisor(hosts, to).await?;
-        let host_name = |id: Uuid| {
+        let host_name = |id: HostId| {
             hosts
                 .iter()
                 .find(|h| h.id == id)
@@ -1326,10 +1327,10 @@ pub struct GuestConfig<'a> {
 /// VI's address plan, its guest accepting the owner's SSH keys, an entry
 /// point routed through its datacenter's public gateway (`guests`).
 pub fn vm_spec(
-    vi: Uuid,
+    vi: ViId,
     topo: &neptune_topology::Topology,
     node: &neptune_topology::VirtualNode,
-    host: Uuid,
+    host: HostId,
     wiring: &crate::wiring::Wiring,
     guests: GuestConfig<'_>,
 ) -> VmSpec {
@@ -1356,10 +1357,10 @@ pub fn vm_spec(
 /// with the link's segment when the link spans hosts, its MAC as
 /// [`crate::seed::mac_of`] says.
 pub fn nics(
-    vi: Uuid,
+    vi: ViId,
     topo: &neptune_topology::Topology,
     node: &neptune_topology::VirtualNode,
-    host: Uuid,
+    host: HostId,
     wiring: &crate::wiring::Wiring,
     addresses: &neptune_ipam::Plan,
 ) -> Vec<Nic> {

@@ -184,7 +184,7 @@ impl Manager {
                 None => auth::generate_password()?,
             };
             let admin = UserRecord {
-                id: Uuid::new_v4(),
+                id: Uuid::new_v4().into(),
                 name: "admin".to_owned(),
                 password_hash: auth::hash_password(&password)?,
                 role: Role::Admin,

@@ -8,7 +8,7 @@ use neptune_api::{AddressPlan, HomeAddress, InterfaceAddress, LinkAddresses, Pla
 use neptune_ipam::ipnet::Ipv4Net;
 use neptune_ipam::{
     Allocation, Allocations, DatacenterConfig, DatacenterName, DomainConfig, Owner, PointToPoint,
-    StoreRow, ViId, ViRequest,
+    StoreRow, ViRequest,
 };
 use neptune_placement::{
     Constraints, Host, Inventory, Options, PhysicalNetwork, Problem, Resources, SolverKind, Switch,
@@ -16,7 +16,7 @@ use neptune_placement::{
 };
 use neptune_store::{AddressRow, DatacenterRecord, HostRecord, HostState, OwnedAddress, VmRecord};
 use neptune_topology::Topology;
-use uuid::Uuid;
+use neptune_types::ViId;
 
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ pub fn uplink_shares(graph: &VirtualGraph, host_of: &[usize]) -> Vec<u64> {
 /// `manual` maps node ids to host names, as the admin says (validated the
 /// same way, every violation reported).
 pub fn place(
-    vi: Uuid,
+    vi: ViId,
     topo: &Topology,
     dc: &DatacenterRecord,
     hosts: &[HostRecord],
@@ -266,12 +266,14 @@ pub fn place(
 mod tests {
     use neptune_store::HostUsage;
     use neptune_topology::catalogue::{generate, Kind, Params};
+    use neptune_types::DatacenterId;
+    use uuid::Uuid;
 
     use super::*;
 
-    fn host(dc: Uuid, name: &str, cpus: i64, slots: i64) -> HostRecord {
+    fn host(dc: DatacenterId, name: &str, cpus: i64, slots: i64) -> HostRecord {
         HostRecord {
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             datacenter_id: dc,
             name: name.to_owned(),
             agent_url: String::new(),
@@ -289,7 +291,7 @@ mod tests {
     fn datacenter(name: &str) -> DatacenterRecord {
         DatacenterRecord {
             public_gateway: None,
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             name: name.into(),
             created_at: 0,
             home_pools: vec![],
@@ -323,7 +325,7 @@ mod tests {
             ..host(dc.id, name, 8, 3)
         };
         let hosts = vec![with_uplink("h1", 100, 0), with_uplink("h2", 100, 0)];
-        let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap();
+        let plan = place(Uuid::new_v4().into(), &topo, &dc, &hosts, None, 1).unwrap();
         assert!(plan.view.admissible);
         for h in &hosts {
             let on_host: i64 = plan
@@ -336,7 +338,7 @@ mod tests {
         }
         // Half of h1's uplink is taken by another VI: no placement fits.
         let busy = vec![with_uplink("h1", 100, 50), with_uplink("h2", 100, 0)];
-        let plan = place(Uuid::new_v4(), &topo, &dc, &busy, None, 1).unwrap();
+        let plan = place(Uuid::new_v4().into(), &topo, &dc, &busy, None, 1).unwrap();
         assert!(!plan.view.admissible, "{:?}", plan.view);
         // A manual map cutting three links is refused, naming the uplink.
         let map: HashMap<String, String> = topo
@@ -350,25 +352,25 @@ mod tests {
                 )
             })
             .collect();
-        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&map), 1).unwrap_err();
+        let err = place(Uuid::new_v4().into(), &topo, &dc, &hosts, Some(&map), 1).unwrap_err();
         assert!(matches!(err, PlanError::Manual(_)), "{err}");
         assert!(err.to_string().to_lowercase().contains("uplink"), "{err}");
         // Without registered uplinks, bandwidth does not limit placement.
         let plain = vec![host(dc.id, "h1", 8, 3), host(dc.id, "h2", 8, 3)];
-        assert!(place(Uuid::new_v4(), &topo, &dc, &plain, Some(&map), 1).is_ok());
+        assert!(place(Uuid::new_v4().into(), &topo, &dc, &plain, Some(&map), 1).is_ok());
     }
 
     #[test]
     fn places_within_capacity_and_minimises_the_cut() {
         let dc = datacenter("a");
-        let other = Uuid::new_v4();
+        let other = Uuid::new_v4().into();
         let hosts = vec![
             host(dc.id, "h1", 8, 3),
             host(dc.id, "h2", 8, 3),
             host(other, "elsewhere", 64, 64),
         ];
         let topo = design(Kind::Line, 6);
-        let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap();
+        let plan = place(Uuid::new_v4().into(), &topo, &dc, &hosts, None, 1).unwrap();
         assert_eq!(plan.view.vms.len(), 6);
         assert!(
             plan.view.vms.iter().all(|v| v.host != "elsewhere"),
@@ -388,11 +390,11 @@ mod tests {
         let dc = datacenter("a");
         let hosts = vec![host(dc.id, "h1", 2, 10)];
         let topo = design(Kind::Star, 4);
-        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, None, 1).unwrap_err();
+        let err = place(Uuid::new_v4().into(), &topo, &dc, &hosts, None, 1).unwrap_err();
         assert!(err.to_string().contains("nothing fits"), "{err}");
         let empty = datacenter("b");
         assert!(matches!(
-            place(Uuid::new_v4(), &topo, &empty, &hosts, None, 1),
+            place(Uuid::new_v4().into(), &topo, &empty, &hosts, None, 1),
             Err(PlanError::NoHosts(_))
         ));
 
@@ -404,7 +406,7 @@ mod tests {
             .collect();
         map.insert("ghost".into(), "h1".into());
         map.insert("spoke1".into(), "nowhere".into());
-        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&map), 1)
+        let err = place(Uuid::new_v4().into(), &topo, &dc, &hosts, Some(&map), 1)
             .unwrap_err()
             .to_string();
         assert!(err.contains("the design has no node \"ghost\""), "{err}");
@@ -414,7 +416,7 @@ mod tests {
         );
         map.remove("ghost");
         map.insert("spoke1".into(), "h1".into());
-        let err = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&map), 1)
+        let err = place(Uuid::new_v4().into(), &topo, &dc, &hosts, Some(&map), 1)
             .unwrap_err()
             .to_string();
         assert!(err.contains("h2"), "too many VMs on h2: {err}");
@@ -423,7 +425,7 @@ mod tests {
             .iter()
             .map(|n| (n.id.to_string(), "h1".to_owned()))
             .collect();
-        let plan = place(Uuid::new_v4(), &topo, &dc, &hosts, Some(&fine), 1).unwrap();
+        let plan = place(Uuid::new_v4().into(), &topo, &dc, &hosts, Some(&fine), 1).unwrap();
         assert_eq!((plan.view.cut_mbps, plan.view.vms.len()), (0, 4));
     }
 }
@@ -573,12 +575,13 @@ pub fn committed(
 /// is committed).
 pub fn private_demand(
     private_pools: &[Ipv4Net],
-    vi: Uuid,
+    vi: ViId,
     topo: &Topology,
 ) -> Result<u64, AddressError> {
     let empty = Allocations::new(domain(private_pools, &[])?)
         .map_err(|e| AddressError::Config(e.to_string()))?;
-    let vi = ViId::new(vi.to_string()).map_err(|e| AddressError::Config(e.to_string()))?;
+    let vi =
+        neptune_ipam::ViId::new(vi.to_string()).map_err(|e| AddressError::Config(e.to_string()))?;
     let mut request = ViRequest::from_topology(topo, vi, None);
     // Home Addresses come from the public pools: not counted here.
     request.entry_points.clear();
@@ -588,11 +591,12 @@ pub fn private_demand(
 /// Plans the addresses of `topo` as VI `vi` homed in `home`.
 pub fn addresses(
     snapshot: &Allocations,
-    vi: Uuid,
+    vi: ViId,
     topo: &Topology,
     home: &str,
 ) -> Result<neptune_ipam::Plan, AddressError> {
-    let vi = ViId::new(vi.to_string()).map_err(|e| AddressError::Config(e.to_string()))?;
+    let vi =
+        neptune_ipam::ViId::new(vi.to_string()).map_err(|e| AddressError::Config(e.to_string()))?;
     let home = DatacenterName::new(home).map_err(|e| AddressError::Config(e.to_string()))?;
     let request = ViRequest::from_topology(topo, vi, Some(home));
     Ok(neptune_ipam::plan(snapshot, &request)?)
@@ -625,7 +629,7 @@ pub fn address_rows(plan: &neptune_ipam::Plan) -> Vec<AddressRow> {
 /// decrements). A row that does not load is an error: skipping it would
 /// keep its addresses taken for ever.
 pub fn covers_of(
-    vi: Uuid,
+    vi: ViId,
     stored: &[OwnedAddress],
 ) -> Result<Vec<(String, String)>, neptune_store::StoreError> {
     let damaged = |row: &OwnedAddress, what: &str| neptune_store::StoreError::Corrupt {

@@ -20,13 +20,14 @@
 //! to a VI that the store already shows in progress; a VM reported missing
 //! is listed again, after the store read, before its VI is failed.
 
+use neptune_types::HostId;
+use neptune_types::{UserId, ViId};
 use std::collections::{HashMap, HashSet};
 
 use neptune_api::{FailedVi, ReconcileReport as Report};
 use neptune_hypervisor::{VmInfo, VmState};
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{HostRecord, HostState, StoreError, Transition, ViRecord};
-use uuid::Uuid;
 
 use crate::{jobs, now_ms, AppState};
 
@@ -71,16 +72,16 @@ pub async fn reconcile(state: &AppState) -> anyhow::Result<Report> {
     let vis = state.store.list_vis(None).await?;
     let by_prefix: HashMap<String, &ViRecord> = vis
         .iter()
-        .map(|v| (v.id.simple().to_string()[..12].to_owned(), v))
+        .map(|v| (v.id.uuid().simple().to_string()[..12].to_owned(), v))
         .collect();
-    let mut expected: HashMap<(Uuid, String), &ViRecord> = HashMap::new();
+    let mut expected: HashMap<(HostId, String), &ViRecord> = HashMap::new();
     for vi in vis.iter().filter(|v| v.state == ViState::Running) {
         for vm in state.store.vms(vi.id).await? {
             expected.insert((vm.host_id, jobs::vm_name(vi.id, &vm.node_id)), vi);
         }
     }
 
-    let mut missing: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let mut missing: HashMap<HostId, Vec<String>> = HashMap::new();
     for (host, vms) in &listed {
         let present: HashSet<&str> = vms.iter().map(|v| v.name.as_str()).collect();
         for (host_id, name) in expected.keys() {
@@ -159,7 +160,7 @@ async fn reap(
     state: &AppState,
     host: &HostRecord,
     vm: &str,
-    vi: Option<Uuid>,
+    vi: Option<ViId>,
     report: &mut Report,
 ) {
     // The VI may have started a job since the store was read.
@@ -218,7 +219,7 @@ async fn fail(state: &AppState, vi: &ViRecord, reason: &str, report: &mut Report
     };
     let change = Transition {
         to,
-        actor: Uuid::nil(),
+        actor: UserId::nil(),
         at: now_ms(),
         reject_reason: Some(reason.to_owned()),
         home_datacenter_id: None,

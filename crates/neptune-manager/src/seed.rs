@@ -16,13 +16,13 @@
 //! test template's init (guest/tiny). Pure: the same VI, design and plan
 //! always give the same seed.
 
+use neptune_types::ViId;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use neptune_hypervisor::{Seed, READY_MARKER};
 use neptune_topology::{NetworkInterface, Topology, VirtualNode};
 use neptune_types::MacAddr;
-use uuid::Uuid;
 
 /// The first two bytes of the MACs Neptune allocates.
 pub const MAC_PREFIX: [u8; 2] = [0x02, 0x4e];
@@ -41,7 +41,7 @@ pub fn is_neptunes(mac: MacAddr) -> bool {
 /// (on no link, not an entry point: no network to be on) gets one derived
 /// from its names, outside the addresses' range.
 pub fn mac_of(
-    vi: Uuid,
+    vi: ViId,
     plan: &neptune_ipam::Plan,
     node: &VirtualNode,
     iface: &NetworkInterface,
@@ -98,8 +98,8 @@ fn planned_address(
 
 /// The instance id of `node` in VI `vi`: new for every VI, so a disk
 /// saved from a VM of another VI configures itself anew.
-pub fn instance_id(vi: Uuid, node: &VirtualNode) -> String {
-    format!("iid-{}-{}", vi.simple(), node.id)
+pub fn instance_id(vi: ViId, node: &VirtualNode) -> String {
+    format!("iid-{}-{}", vi.uuid().simple(), node.id)
 }
 
 /// The guest's host name: the node's name as a DNS label (letters,
@@ -156,7 +156,7 @@ fn q(s: &str) -> String {
 /// owner's public keys; `public_gateway`: the home datacenter's router on
 /// its public network, an entry point's default route.
 pub fn render(
-    vi: Uuid,
+    vi: ViId,
     node: &VirtualNode,
     plan: &neptune_ipam::Plan,
     ssh_keys: &[String],
@@ -308,6 +308,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use uuid::Uuid;
 
     const NAT: &str = r#"<?xml version="1.0"?>
 <topology id="shop">
@@ -339,13 +340,13 @@ mod tests {
   </links>
 </topology>"#;
 
-    fn planned() -> (Uuid, Topology, neptune_ipam::Plan) {
+    fn planned() -> (ViId, Topology, neptune_ipam::Plan) {
         let topo = neptune_topology::from_xml(NAT).unwrap();
-        let vi = Uuid::from_u128(0x7f3c_2a10_b5e4_0000_0000_0000_0000_0001);
+        let vi = Uuid::from_u128(0x7f3c_2a10_b5e4_0000_0000_0000_0000_0001).into();
         let pools = ["10.20.0.0/16".parse().unwrap()];
         let dcs = [neptune_store::DatacenterRecord {
             public_gateway: None,
-            id: Uuid::from_u128(1),
+            id: Uuid::from_u128(1).into(),
             name: "dc1".to_owned(),
             created_at: 0,
             home_pools: vec!["192.0.2.0/24".to_owned()],
@@ -446,9 +447,9 @@ mod tests {
     #[test]
     fn the_public_gateway_is_never_a_home_address() {
         let topo = neptune_topology::from_xml(NAT).unwrap();
-        let vi = Uuid::from_u128(7);
+        let vi = Uuid::from_u128(7).into();
         let mut dc = neptune_store::DatacenterRecord {
-            id: Uuid::from_u128(1),
+            id: Uuid::from_u128(1).into(),
             name: "dc1".to_owned(),
             created_at: 0,
             home_pools: vec!["192.0.2.0/24".to_owned()],

@@ -14,6 +14,7 @@
 //! reachable only inside it), and drift repair ([`repair`]) fills it in
 //! once one is registered.
 
+use neptune_types::{DatacenterId, ViId};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,21 +25,20 @@ use neptune_switch::auth::SwitchKey;
 use neptune_switch::client::{ControlClient, Reply};
 use neptune_switch::state::{MobilityBinding, SwitchTable, Visitor};
 use serde::Deserialize;
-use uuid::Uuid;
 
 /// Why a switch could not be driven.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
     #[error("the switch of datacenter {datacenter} at {url} does not answer")]
     Unreachable {
-        datacenter: Uuid,
+        datacenter: DatacenterId,
         url: String,
         #[source]
         source: std::io::Error,
     },
     #[error("the switch of datacenter {datacenter} refused {what} ({status} {code}): {message}")]
     Refused {
-        datacenter: Uuid,
+        datacenter: DatacenterId,
         what: String,
         status: u16,
         code: String,
@@ -50,7 +50,7 @@ pub enum SwitchError {
     Url(String),
     #[error("the switch of datacenter {datacenter} answered a state that does not parse")]
     State {
-        datacenter: Uuid,
+        datacenter: DatacenterId,
         #[source]
         source: serde_json::Error,
     },
@@ -209,8 +209,8 @@ impl Change {
 /// The tunnel key of a VI's addresses: 24 bits of its id. It labels the
 /// VI's traffic between switches (the VXLAN-GPE VNI); two VIs sharing one
 /// changes nothing in delivery, which is by address.
-pub fn tunnel_key(vi: Uuid) -> u32 {
-    let b = vi.as_bytes();
+pub fn tunnel_key(vi: ViId) -> u32 {
+    let b = vi.uuid().into_bytes();
     u32::from_be_bytes([0, b[0], b[1], b[2]])
 }
 
@@ -302,11 +302,11 @@ pub fn home_addresses(vi: &ViRecord) -> anyhow::Result<Vec<Ipv4Addr>> {
 /// progress is moving their entries itself.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Desired {
-    pub visitors: HashMap<Uuid, BTreeMap<Ipv4Addr, (String, u32)>>,
-    pub bindings: HashMap<Uuid, BTreeMap<Ipv4Addr, (Uuid, String, u32)>>,
+    pub visitors: HashMap<DatacenterId, BTreeMap<Ipv4Addr, (String, u32)>>,
+    pub bindings: HashMap<DatacenterId, BTreeMap<Ipv4Addr, (DatacenterId, String, u32)>>,
     /// Addresses of VIs at rest: any entry for them the above do not
     /// name is removed.
-    pub managed: BTreeMap<Ipv4Addr, Uuid>,
+    pub managed: BTreeMap<Ipv4Addr, ViId>,
 }
 
 /// The switch entries the store implies for `vis`.
@@ -359,7 +359,7 @@ pub async fn repair(store: &dyn Store) -> anyhow::Result<Repaired> {
     }
     let vis = store.list_vis(None).await?;
     let want = desired(&vis)?;
-    let care_of: HashMap<Uuid, Ipv4Addr> = switches
+    let care_of: HashMap<DatacenterId, Ipv4Addr> = switches
         .iter()
         .filter_map(|s| Some((s.datacenter_id, s.care_of.parse().ok()?)))
         .collect();
@@ -388,7 +388,7 @@ async fn repair_one(
     store: &dyn Store,
     switch: &SwitchRecord,
     want: &Desired,
-    care_of: &HashMap<Uuid, Ipv4Addr>,
+    care_of: &HashMap<DatacenterId, Ipv4Addr>,
     terminated: &HashMap<String, bool>,
 ) -> Result<(usize, usize), SwitchError> {
     let dc = switch.datacenter_id;
@@ -488,6 +488,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn control_addresses_are_literal() {
@@ -508,7 +509,7 @@ mod tests {
     #[test]
     fn tunnel_keys_fit_24_bits() {
         for _ in 0..100 {
-            assert!(tunnel_key(Uuid::new_v4()) <= neptune_switch::state::MAX_TUNNEL_KEY);
+            assert!(tunnel_key(Uuid::new_v4().into()) <= neptune_switch::state::MAX_TUNNEL_KEY);
         }
     }
 }

@@ -373,7 +373,7 @@ pub async fn start(
             .copied();
         let dc = DatacenterRecord {
             public_gateway: None,
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             name: name.clone(),
             created_at: now_ms(),
             home_pools: pool.map(str::to_owned).into_iter().collect(),
@@ -444,7 +444,7 @@ pub async fn start(
             state
                 .store
                 .insert_token(&TokenRecord {
-                    id: Uuid::new_v4(),
+                    id: Uuid::new_v4().into(),
                     hash,
                     user_id: admin.id,
                     kind: TokenKind::Api,

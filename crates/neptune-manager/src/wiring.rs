@@ -11,13 +11,13 @@
 //!
 //! Pure, but for [`tunnel_endpoints`], which resolves host names.
 
+use neptune_types::HostId;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use neptune_hypervisor::{Segment, MAX_VNI};
 use neptune_ipam::ipnet::Ipv4Net;
 use neptune_store::HostRecord;
-use uuid::Uuid;
 
 /// The UDP port of VXLAN (IANA), on every host.
 pub const VXLAN_PORT: u16 = 4789;
@@ -59,7 +59,7 @@ pub fn vni(pools: &[Ipv4Net], subnet: Ipv4Net) -> Option<u32> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LinkSegment {
     vni: u32,
-    hosts: Vec<(Uuid, IpAddr)>,
+    hosts: Vec<(HostId, IpAddr)>,
 }
 
 /// The segments of one VI's links, for the hosts it is placed on.
@@ -76,13 +76,13 @@ impl Wiring {
         topo: &neptune_topology::Topology,
         addresses: &neptune_ipam::Plan,
         pools: &[Ipv4Net],
-        host_of: &HashMap<&str, Vec<Uuid>>,
+        host_of: &HashMap<&str, Vec<HostId>>,
         hosts: &[HostRecord],
-        endpoints: &HashMap<Uuid, IpAddr>,
+        endpoints: &HashMap<HostId, IpAddr>,
     ) -> Result<Wiring, WiringError> {
         let mut links = HashMap::new();
         for link in &topo.links {
-            let on: BTreeSet<Uuid> = link
+            let on: BTreeSet<HostId> = link
                 .endpoints
                 .iter()
                 .flat_map(|e| host_of.get(e.node.as_str()).into_iter().flatten().copied())
@@ -124,7 +124,7 @@ impl Wiring {
     /// endpoints. `None` when no other host is reached through a tunnel:
     /// the link is on this host alone, or the other hosts share its
     /// endpoint (one machine, one bridge: a tunnel to itself would loop).
-    pub fn segment(&self, link: &str, host: Uuid) -> Option<Segment> {
+    pub fn segment(&self, link: &str, host: HostId) -> Option<Segment> {
         let seg = self.links.get(link)?;
         let own = seg.hosts.iter().find(|(h, _)| *h == host)?.1;
         let peers: Vec<SocketAddr> = seg
@@ -159,7 +159,7 @@ fn url_host(url: &str) -> Option<&str> {
 /// The tunnel endpoint of every host whose Agent URL names an address or
 /// a name that resolves (the first address it resolves to). Hosts that
 /// have none are left out: [`Wiring::new`] names them if a link needs them.
-pub async fn tunnel_endpoints(hosts: &[HostRecord]) -> HashMap<Uuid, IpAddr> {
+pub async fn tunnel_endpoints(hosts: &[HostRecord]) -> HashMap<HostId, IpAddr> {
     let mut out = HashMap::new();
     for h in hosts {
         let Some(host) = url_host(&h.agent_url) else {
@@ -185,7 +185,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use neptune_types::ViId;
     use proptest::prelude::*;
+    use uuid::Uuid;
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
@@ -256,7 +258,7 @@ mod tests {
         .unwrap();
         let dc = DatacenterRecord {
             public_gateway: None,
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             name: "napoli".into(),
             created_at: 0,
             home_pools: vec!["192.0.2.0/24".into()],
@@ -264,11 +266,11 @@ mod tests {
         let pools = [net("10.0.0.0/8")];
         let domain = crate::plan::domain(&pools, std::slice::from_ref(&dc)).unwrap();
         let snapshot = crate::plan::snapshot(domain, &[]).unwrap();
-        let vi = Uuid::new_v4();
+        let vi = ViId::from(Uuid::new_v4());
         let addresses = crate::plan::addresses(&snapshot, vi, &topo, "napoli").unwrap();
         let hosts: Vec<HostRecord> = (0..3)
             .map(|i| HostRecord {
-                id: Uuid::new_v4(),
+                id: Uuid::new_v4().into(),
                 datacenter_id: dc.id,
                 name: format!("h{i}"),
                 agent_url: format!("http://10.9.0.{i}:7070"),
@@ -282,13 +284,13 @@ mod tests {
                 used: HostUsage::default(),
             })
             .collect();
-        let host_of: HashMap<&str, Vec<Uuid>> = topo
+        let host_of: HashMap<&str, Vec<HostId>> = topo
             .nodes
             .iter()
             .zip(&hosts)
             .map(|(n, h)| (n.id.as_str(), vec![h.id]))
             .collect();
-        let endpoints: HashMap<Uuid, IpAddr> = hosts
+        let endpoints: HashMap<HostId, IpAddr> = hosts
             .iter()
             .map(|h| (h.id, url_host(&h.agent_url).unwrap().parse().unwrap()))
             .collect();

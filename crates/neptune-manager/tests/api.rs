@@ -29,6 +29,7 @@ use neptune_lifecycle::ViState;
 use neptune_manager::jobs::HostDirectory;
 use neptune_manager::{Config, Manager};
 use neptune_types::Secret;
+use neptune_types::{JobId, ViId};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -479,7 +480,7 @@ impl TestManager {
 
     /// Polls VI `id` as the holder of `token` until it leaves `transient`,
     /// returning its detail (as `wait_vi`, typed).
-    async fn wait_detail(&self, token: &str, id: Uuid, transient: ViState) -> api::ViDetail {
+    async fn wait_detail(&self, token: &str, id: ViId, transient: ViState) -> api::ViDetail {
         let client = self.client(token);
         for _ in 0..400 {
             let v = client.vi(id).await.unwrap();

@@ -180,12 +180,13 @@ impl<'r, R: Cells> Stored<'r, R> {
         self.optional(column, self.row.int(column))
     }
 
-    pub(crate) fn uuid(&self, column: &'static str) -> Result<Uuid> {
-        self.required(column, self.row.uuid(column))
+    /// A UUID column, as the typed id of what it names.
+    pub(crate) fn uuid<T: From<Uuid>>(&self, column: &'static str) -> Result<T> {
+        self.required(column, self.row.uuid(column)).map(T::from)
     }
 
-    pub(crate) fn opt_uuid(&self, column: &'static str) -> Result<Option<Uuid>> {
-        self.optional(column, self.row.uuid(column))
+    pub(crate) fn opt_uuid<T: From<Uuid>>(&self, column: &'static str) -> Result<Option<T>> {
+        Ok(self.optional(column, self.row.uuid(column))?.map(T::from))
     }
 
     pub(crate) fn json(&self, column: &'static str) -> Result<String> {
@@ -476,6 +477,6 @@ pub(crate) fn migration_request<R: Cells>(row: &R) -> Result<MigrationRequestRec
 }
 
 /// The `id` of a `vis` row.
-pub(crate) fn vi_id<R: Cells>(row: &R) -> Result<Uuid> {
+pub(crate) fn vi_id<R: Cells>(row: &R) -> Result<ViId> {
     Stored::new(row, "vis", &["id"]).uuid("id")
 }

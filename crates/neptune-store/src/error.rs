@@ -3,8 +3,8 @@
 //! caller sees the same error whichever database answers.
 
 use neptune_lifecycle::ViState;
+use neptune_types::HostId;
 use thiserror::Error;
-use uuid::Uuid;
 
 use crate::records::UserRecord;
 
@@ -41,7 +41,7 @@ pub enum StoreError {
     #[error("host {host} has no room for VM {node}")]
     NoRoom {
         /// The host that refused.
-        host: Uuid,
+        host: HostId,
         /// The virtual node that did not fit.
         node: String,
     },

@@ -32,7 +32,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use neptune_lifecycle::ViState;
-use uuid::Uuid;
 
 pub use error::{Result, StoreError};
 pub use postgres::PostgresStore;
@@ -61,7 +60,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a new user ([`StoreError::Duplicate`] if the name is taken).
     async fn create_user(&self, user: &UserRecord) -> Result<()>;
     /// The user of an id.
-    async fn user(&self, id: Uuid) -> Result<UserRecord>;
+    async fn user(&self, id: UserId) -> Result<UserRecord>;
     /// The user of a login name.
     async fn user_by_name(&self, name: &str) -> Result<UserRecord>;
     /// Every user, by name.
@@ -75,29 +74,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Forgets a token by its hash (a logout); no error if it is gone already.
     async fn delete_token(&self, hash: &str) -> Result<()>;
     /// A user's tokens that have not expired, oldest first.
-    async fn list_tokens(&self, user: Uuid, now: i64) -> Result<Vec<TokenRecord>>;
+    async fn list_tokens(&self, user: UserId, now: i64) -> Result<Vec<TokenRecord>>;
     /// Revokes a token by id; with `user`, only one of theirs.
-    async fn revoke_token(&self, id: Uuid, user: Option<Uuid>) -> Result<()>;
+    async fn revoke_token(&self, id: TokenId, user: Option<UserId>) -> Result<()>;
     /// Keeps an SSH key of its user, unless they have `max` already
     /// ([`StoreError::QuotaExceeded`]) or this one ([`StoreError::Duplicate`]).
     async fn add_ssh_key(&self, key: &SshKeyRecord, max: i64) -> Result<()>;
     /// A user's SSH keys, oldest first.
-    async fn ssh_keys(&self, user: Uuid) -> Result<Vec<SshKeyRecord>>;
+    async fn ssh_keys(&self, user: UserId) -> Result<Vec<SshKeyRecord>>;
     /// Forgets an SSH key of `user`.
-    async fn delete_ssh_key(&self, user: Uuid, id: Uuid) -> Result<()>;
+    async fn delete_ssh_key(&self, user: UserId, id: SshKeyId) -> Result<()>;
     /// Revokes every token of `user` but the one whose hash is `except_hash`.
-    async fn revoke_tokens_of(&self, user: Uuid, except_hash: Option<&str>) -> Result<u64>;
+    async fn revoke_tokens_of(&self, user: UserId, except_hash: Option<&str>) -> Result<u64>;
     /// Forgets every token expired at `now`; returns how many.
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64>;
     /// Replaces a user's password hash.
-    async fn set_password(&self, user: Uuid, password_hash: &str) -> Result<()>;
+    async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()>;
     /// Disables (`Some(when)`; every token of the user is revoked with it)
     /// or enables (`None`) a user.
-    async fn set_user_disabled(&self, user: Uuid, disabled_at: Option<i64>) -> Result<UserRecord>;
+    async fn set_user_disabled(&self, user: UserId, disabled_at: Option<i64>)
+        -> Result<UserRecord>;
 
     /// Replaces a user's quota. What they hold already stays, even above it;
     /// only new requests are held to it.
-    async fn set_user_quota(&self, user: Uuid, quota: &Quota) -> Result<UserRecord>;
+    async fn set_user_quota(&self, user: UserId, quota: &Quota) -> Result<UserRecord>;
 
     // Datacenters and hosts.
     /// Stores a new datacenter ([`StoreError::Duplicate`] if the name is taken).
@@ -111,11 +111,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every host, by name, with what placed VMs take of it.
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
     /// The hosts of one datacenter, by name (what placing a VI there reads).
-    async fn hosts_in(&self, datacenter: Uuid) -> Result<Vec<HostRecord>>;
+    async fn hosts_in(&self, datacenter: DatacenterId) -> Result<Vec<HostRecord>>;
     /// The hosts of these ids that exist, by name (what a job's steps use).
-    async fn hosts_by_id(&self, ids: &[Uuid]) -> Result<Vec<HostRecord>>;
+    async fn hosts_by_id(&self, ids: &[HostId]) -> Result<Vec<HostRecord>>;
     /// Records that a host's Agent was heard from at `now`: the host is ready.
-    async fn host_heartbeat(&self, id: Uuid, now: i64) -> Result<()>;
+    async fn host_heartbeat(&self, id: HostId, now: i64) -> Result<()>;
     /// Marks hosts not heard from since `before` as unreachable; returns how many.
     async fn mark_unreachable(&self, before: i64) -> Result<u64>;
 
@@ -127,14 +127,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
     /// The template `name` as `owner` sees it: their own of that name, or
     /// else the public one.
-    async fn template_for(&self, owner: Uuid, name: &str) -> Result<TemplateRecord>;
+    async fn template_for(&self, owner: UserId, name: &str) -> Result<TemplateRecord>;
     /// The template of an id.
-    async fn template(&self, id: Uuid) -> Result<TemplateRecord>;
+    async fn template(&self, id: TemplateId) -> Result<TemplateRecord>;
     /// Makes a template private or public; a public template's name must be
     /// unique among public templates ([`StoreError::Duplicate`]).
     async fn set_template_visibility(
         &self,
-        id: Uuid,
+        id: TemplateId,
         visibility: Visibility,
     ) -> Result<TemplateRecord>;
 
@@ -144,22 +144,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// never take a user past it ([`StoreError::QuotaExceeded`]).
     async fn create_vi(&self, vi: &ViRecord) -> Result<()>;
     /// The VI of an id.
-    async fn vi(&self, id: Uuid) -> Result<ViRecord>;
+    async fn vi(&self, id: ViId) -> Result<ViRecord>;
     /// The VI's owner and revision, in one indexed read: enough to
     /// authorise a read and to tell whether a view of the VI built at an
     /// earlier revision is still current.
-    async fn vi_stamp(&self, id: Uuid) -> Result<ViStamp>;
+    async fn vi_stamp(&self, id: ViId) -> Result<ViStamp>;
     /// All VIs, or those of one owner.
-    async fn list_vis(&self, owner: Option<Uuid>) -> Result<Vec<ViRecord>>;
+    async fn list_vis(&self, owner: Option<UserId>) -> Result<Vec<ViRecord>>;
     /// How many VIs [`Store::list_vis`] would list and their revisions'
     /// total, from an index: enough to tell whether a list built earlier
     /// is still current.
-    async fn vi_list_stamp(&self, owner: Option<Uuid>) -> Result<ViListStamp>;
+    async fn vi_list_stamp(&self, owner: Option<UserId>) -> Result<ViListStamp>;
     /// Replaces the design of a VI that is still `defined` and at `version`,
     /// within its owner's [`Quota::design_mib`].
     async fn update_vi_design(
         &self,
-        id: Uuid,
+        id: ViId,
         version: i64,
         name: &str,
         design_xml: &str,
@@ -167,17 +167,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<ViRecord>;
     /// Moves a VI from `from` to `change.to`, only if it is still in `from`
     /// (compare-and-set), and records the event.
-    async fn transition_vi(&self, id: Uuid, from: ViState, change: &Transition)
+    async fn transition_vi(&self, id: ViId, from: ViState, change: &Transition)
         -> Result<ViRecord>;
     /// What the VIs of `owner` that count against the quota (requested and
     /// beyond: not defined, rejected or terminated) take together, but for
     /// `except`, as each recorded it ([`Store::set_vi_usage`]); and the ids
     /// of those that recorded nothing yet.
-    async fn quota_usage(&self, owner: Uuid, except: Uuid) -> Result<(ViUsage, Vec<Uuid>)>;
+    async fn quota_usage(&self, owner: UserId, except: ViId) -> Result<(ViUsage, Vec<ViId>)>;
     /// Records what a VI takes of its owner's quota.
-    async fn set_vi_usage(&self, vi: Uuid, usage: &ViUsage) -> Result<()>;
+    async fn set_vi_usage(&self, vi: ViId, usage: &ViUsage) -> Result<()>;
     /// A VI's lifecycle changes, oldest first.
-    async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>>;
+    async fn vi_events(&self, id: ViId) -> Result<Vec<ViEventRecord>>;
 
     // Placement reservations.
     /// In one transaction: moves the VI from `from` (compare-and-set) and
@@ -185,7 +185,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// room (or not ready) fails the whole commit with [`StoreError::NoRoom`].
     async fn transition_with_placement(
         &self,
-        id: Uuid,
+        id: ViId,
         from: ViState,
         change: &Transition,
         reservation: &Reservation,
@@ -194,24 +194,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn owned_addresses(&self) -> Result<Vec<OwnedAddress>>;
     /// Deletes the VI's owned address rows and, if it removed any,
     /// decrements `covers` (pool, prefix) rows. Idempotent.
-    async fn release_addresses(&self, vi: Uuid, covers: &[(String, String)]) -> Result<u64>;
+    async fn release_addresses(&self, vi: ViId, covers: &[(String, String)]) -> Result<u64>;
     /// A VI's placed VMs, by node id.
-    async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>>;
+    async fn vms(&self, vi: ViId) -> Result<Vec<VmRecord>>;
     /// Frees every VM slot of the VI, moves included; returns how many.
     /// Idempotent.
-    async fn release_vms(&self, vi: Uuid) -> Result<u64>;
+    async fn release_vms(&self, vi: ViId) -> Result<u64>;
     /// The slots a migrating VI's VMs hold on their target hosts, by node
     /// id ([`Reservation::moves`]).
-    async fn vm_moves(&self, vi: Uuid) -> Result<Vec<VmRecord>>;
+    async fn vm_moves(&self, vi: ViId) -> Result<Vec<VmRecord>>;
     /// Frees the slots of the VI's moves (a migration undone), leaving
     /// its VMs' slots; returns how many. Idempotent.
-    async fn release_vm_moves(&self, vi: Uuid) -> Result<u64>;
+    async fn release_vm_moves(&self, vi: ViId) -> Result<u64>;
     /// In one transaction: every VM with a move takes its target slot and
     /// frees the one it held, and the VI is located in `location`. Returns
     /// how many VMs moved. Idempotent (a second call only locates).
-    async fn commit_vm_moves(&self, vi: Uuid, location: Option<Uuid>) -> Result<u64>;
+    async fn commit_vm_moves(&self, vi: ViId, location: Option<DatacenterId>) -> Result<u64>;
     /// Records the datacenter a VI's VMs run in (`None`: its home).
-    async fn set_vi_location(&self, vi: Uuid, location: Option<Uuid>) -> Result<()>;
+    async fn set_vi_location(&self, vi: ViId, location: Option<DatacenterId>) -> Result<()>;
 
     // Service Switching.
     /// Registers a datacenter's switch, or replaces its registration.
@@ -219,7 +219,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every registered switch.
     async fn switches(&self) -> Result<Vec<SwitchRecord>>;
     /// Forgets a datacenter's switch ([`StoreError::NotFound`] if none).
-    async fn delete_switch(&self, datacenter: Uuid) -> Result<()>;
+    async fn delete_switch(&self, datacenter: DatacenterId) -> Result<()>;
     /// The next generation of an update of `address` on any switch: one
     /// more than every generation given before for it and than `above`
     /// (what a switch reported as current), from 1. Durable once returned.
@@ -228,11 +228,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// the VI has one waiting).
     async fn request_migration(&self, request: &MigrationRequestRecord) -> Result<()>;
     /// The request waiting for a VI, if any.
-    async fn migration_request(&self, vi: Uuid) -> Result<Option<MigrationRequestRecord>>;
+    async fn migration_request(&self, vi: ViId) -> Result<Option<MigrationRequestRecord>>;
     /// Every waiting request, oldest first.
     async fn migration_requests(&self) -> Result<Vec<MigrationRequestRecord>>;
     /// Ends a VI's waiting request (granted or refused); whether there was one.
-    async fn delete_migration_request(&self, vi: Uuid) -> Result<bool>;
+    async fn delete_migration_request(&self, vi: ViId) -> Result<bool>;
 
     // Durable jobs.
     /// In one transaction: moves the VI from `from` and creates the job that carries the change out.
@@ -246,18 +246,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// template), only if the VI is in `vi_state`.
     async fn add_job(&self, job: &JobRecord, vi_state: ViState) -> Result<()>;
     /// The job of an id.
-    async fn job(&self, id: Uuid) -> Result<JobRecord>;
+    async fn job(&self, id: JobId) -> Result<JobRecord>;
     /// A VI's jobs, oldest first.
-    async fn jobs_of_vi(&self, vi: Uuid) -> Result<Vec<JobRecord>>;
+    async fn jobs_of_vi(&self, vi: ViId) -> Result<Vec<JobRecord>>;
     /// Jobs running or rolling back, oldest first.
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
     /// Takes (or renews) the job's lease for `owner` until `until`, unless
     /// another owner holds an unexpired lease at `now`.
-    async fn claim_job(&self, id: Uuid, owner: &str, now: i64, until: i64) -> Result<bool>;
+    async fn claim_job(&self, id: JobId, owner: &str, now: i64, until: i64) -> Result<bool>;
     /// Records progress: compare-and-set on (state, cursor).
     async fn update_job(
         &self,
-        id: Uuid,
+        id: JobId,
         expected: (JobState, i64),
         state: JobState,
         cursor: i64,
@@ -267,7 +267,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// In one transaction: ends the job in `state` and moves its VI from `from`.
     async fn finish_job(
         &self,
-        id: Uuid,
+        id: JobId,
         expected: JobState,
         state: JobState,
         error: Option<&str>,

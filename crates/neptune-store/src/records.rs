@@ -1,9 +1,9 @@
 //! Rows as the Manager sees them. Times are milliseconds since the Unix epoch.
 
 use neptune_lifecycle::ViState;
+pub use neptune_types::{DatacenterId, HostId, JobId, SshKeyId, TemplateId, TokenId, UserId, ViId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::decode::document;
 use crate::Result;
@@ -104,7 +104,7 @@ impl Default for Quota {
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// The user's id.
-    pub id: Uuid,
+    pub id: UserId,
     /// The login name, unique.
     pub name: String,
     /// An argon2 PHC string; never leaves the Manager.
@@ -174,9 +174,9 @@ pub enum TokenScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshKeyRecord {
     /// The key's id.
-    pub id: Uuid,
+    pub id: SshKeyId,
     /// Its user.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// What its user calls it.
     pub name: String,
     /// The key in OpenSSH's one-line form (`ssh-ed25519 AAAA... comment`).
@@ -192,11 +192,11 @@ pub struct SshKeyRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     /// What lists and revocations name it by.
-    pub id: Uuid,
+    pub id: TokenId,
     /// The SHA-256 of the token, hex: what a request's token is looked up by.
     pub hash: String,
     /// Whose rights it carries.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// How it was made.
     pub kind: TokenKind,
     /// What it may do.
@@ -213,7 +213,7 @@ pub struct TokenRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DatacenterRecord {
     /// The datacenter's id.
-    pub id: Uuid,
+    pub id: DatacenterId,
     /// Its name, unique.
     pub name: String,
     /// When it was made.
@@ -258,9 +258,9 @@ impl HostState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostRecord {
     /// The host's id.
-    pub id: Uuid,
+    pub id: HostId,
     /// Its datacenter.
-    pub datacenter_id: Uuid,
+    pub datacenter_id: DatacenterId,
     /// Its name, unique.
     pub name: String,
     /// Where its Agent's API answers.
@@ -303,11 +303,11 @@ pub struct HostUsage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
     /// Its VI.
-    pub vi_id: Uuid,
+    pub vi_id: ViId,
     /// Its virtual node's id in the VI's design.
     pub node_id: String,
     /// The host it is placed on.
-    pub host_id: Uuid,
+    pub host_id: HostId,
     /// vCPUs it takes there.
     pub vcpus: i64,
     /// MiB of RAM it takes there.
@@ -372,9 +372,9 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     /// The job's id.
-    pub id: Uuid,
+    pub id: JobId,
     /// The VI it works on.
-    pub vi_id: Uuid,
+    pub vi_id: ViId,
     /// What it does (`deploy`, `suspend`, ...), as the Manager names it.
     pub kind: String,
     /// Where it is.
@@ -402,11 +402,11 @@ pub struct JobRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TemplateRecord {
     /// The template's id.
-    pub id: Uuid,
+    pub id: TemplateId,
     /// Unique per owner, and among public templates.
     pub name: String,
     /// Who saved it; `None` for templates the Manager was given.
-    pub owner_id: Option<Uuid>,
+    pub owner_id: Option<UserId>,
     /// Who may use it.
     pub visibility: Visibility,
     /// Where its image lies.
@@ -434,9 +434,9 @@ pub struct TemplateRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViRecord {
     /// The VI's id.
-    pub id: Uuid,
+    pub id: ViId,
     /// Its user.
-    pub owner_id: Uuid,
+    pub owner_id: UserId,
     /// What its user calls it.
     pub name: String,
     /// Where it is in its life.
@@ -444,7 +444,7 @@ pub struct ViRecord {
     /// The design in the XML dialect: the exact, password-carrying form.
     pub design_xml: String,
     /// The datacenter whose switch holds its Home Addresses (chosen at accept).
-    pub home_datacenter_id: Option<Uuid>,
+    pub home_datacenter_id: Option<DatacenterId>,
     /// Why an administrator rejected it, while it stays rejected.
     pub reject_reason: Option<String>,
     /// Bumped by every change; edits are compare-and-set on it.
@@ -458,7 +458,7 @@ pub struct ViRecord {
     pub address_plan: Option<String>,
     /// The datacenter its VMs run in, or last ran in while suspended;
     /// `None`: its home datacenter.
-    pub location_id: Option<Uuid>,
+    pub location_id: Option<DatacenterId>,
 }
 
 /// What a reader checks before reusing a view of a VI.
@@ -471,7 +471,7 @@ pub struct ViRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViStamp {
     /// The VI's user.
-    pub owner_id: Uuid,
+    pub owner_id: UserId,
     /// The VI's revision.
     pub revision: i64,
 }
@@ -493,20 +493,20 @@ pub struct Transition {
     /// The state the VI moves to.
     pub to: ViState,
     /// Who moves it (a user, or the Manager's own id for its jobs).
-    pub actor: Uuid,
+    pub actor: UserId,
     /// When.
     pub at: i64,
     /// Set on reject, cleared otherwise.
     pub reject_reason: Option<String>,
     /// The home datacenter chosen at accept (kept otherwise).
-    pub home_datacenter_id: Option<Uuid>,
+    pub home_datacenter_id: Option<DatacenterId>,
 }
 
 /// One recorded lifecycle change of a VI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ViEventRecord {
     /// The VI.
-    pub vi_id: Uuid,
+    pub vi_id: ViId,
     /// When it changed.
     pub at: i64,
     /// The state it left.
@@ -514,7 +514,7 @@ pub struct ViEventRecord {
     /// The state it entered.
     pub to_state: ViState,
     /// Who changed it.
-    pub actor: Uuid,
+    pub actor: UserId,
     /// Why, for a rejection.
     pub reason: Option<String>,
 }
@@ -559,7 +559,7 @@ pub struct OwnedAddress {
     /// The prefix.
     pub prefix: String,
     /// The VI holding it.
-    pub vi_id: Option<Uuid>,
+    pub vi_id: Option<ViId>,
     /// Its owner inside the VI (JSON; the same value comes back, not
     /// necessarily the same text).
     pub owner: String,
@@ -613,7 +613,7 @@ impl OwnedAddress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchRecord {
     /// Its datacenter (one switch each).
-    pub datacenter_id: Uuid,
+    pub datacenter_id: DatacenterId,
     /// Its control API (`http://IP:PORT`).
     pub url: String,
     /// The file holding the key it shares with the Manager, on the
@@ -635,11 +635,11 @@ pub struct SwitchRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationRequestRecord {
     /// The VI.
-    pub vi_id: Uuid,
+    pub vi_id: ViId,
     /// Where it is to go.
-    pub datacenter_id: Uuid,
+    pub datacenter_id: DatacenterId,
     /// Who asked.
-    pub requested_by: Uuid,
+    pub requested_by: UserId,
     /// When.
     pub requested_at: i64,
 }

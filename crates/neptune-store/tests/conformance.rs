@@ -17,6 +17,16 @@ use neptune_lifecycle::ViState;
 use neptune_store::*;
 use uuid::Uuid;
 
+/// A new random id of any resource.
+fn fresh<T: From<Uuid>>() -> T {
+    Uuid::new_v4().into()
+}
+
+/// The nil id of any resource (an actor that is no user, an id no row has).
+fn nil<T: From<Uuid>>() -> T {
+    Uuid::nil().into()
+}
+
 /// A store on a database the previous release made (see `migrations`).
 async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +74,7 @@ async fn postgres_database() -> Option<String> {
 
 fn user(name: &str, role: Role) -> UserRecord {
     UserRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         name: name.to_owned(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
         role,
@@ -74,9 +84,9 @@ fn user(name: &str, role: Role) -> UserRecord {
     }
 }
 
-fn vi(owner: Uuid, name: &str) -> ViRecord {
+fn vi(owner: UserId, name: &str) -> ViRecord {
     ViRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         owner_id: owner,
         name: name.to_owned(),
         state: ViState::Defined,
@@ -101,7 +111,7 @@ async fn users_and_tokens(s: &dyn Store) {
     assert_eq!(s.user_by_name("alice").await.unwrap(), alice);
     assert_eq!(s.user(alice.id).await.unwrap().name, "alice");
     assert!(matches!(
-        s.user(Uuid::new_v4()).await,
+        s.user(fresh()).await,
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(s.count_admins().await.unwrap(), 0);
@@ -118,7 +128,7 @@ async fn users_and_tokens(s: &dyn Store) {
     );
 
     let token = TokenRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         hash: "h1".into(),
         user_id: alice.id,
         kind: TokenKind::Session,
@@ -142,7 +152,7 @@ async fn users_and_tokens(s: &dyn Store) {
         "expired"
     );
     let api = TokenRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         hash: "h2".into(),
         kind: TokenKind::Api,
         expires_at: None,
@@ -158,7 +168,7 @@ async fn users_and_tokens(s: &dyn Store) {
 
     // Listed (unexpired only), revoked by id, by owner only when asked so.
     let agent = TokenRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         hash: "h3".into(),
         kind: TokenKind::Api,
         scope: TokenScope::Agent {
@@ -195,7 +205,7 @@ async fn users_and_tokens(s: &dyn Store) {
     assert_eq!(s.delete_expired_tokens(300).await.unwrap(), 1);
     for (n, hash) in ["k1", "k2", "k3"].into_iter().enumerate() {
         s.insert_token(&TokenRecord {
-            id: Uuid::new_v4(),
+            id: fresh(),
             hash: hash.into(),
             expires_at: None,
             created_at: 100 + n as i64,
@@ -224,7 +234,7 @@ async fn users_and_tokens(s: &dyn Store) {
 async fn datacenters_and_hosts(s: &dyn Store) {
     let dc = DatacenterRecord {
         public_gateway: None,
-        id: Uuid::new_v4(),
+        id: fresh(),
         name: "napoli".into(),
         created_at: 1,
         home_pools: vec![],
@@ -233,7 +243,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
     assert!(matches!(
         s.create_datacenter(&DatacenterRecord {
             public_gateway: None,
-            id: Uuid::new_v4(),
+            id: fresh(),
             ..dc.clone()
         })
         .await,
@@ -241,7 +251,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
     ));
     assert_eq!(s.datacenter_by_name("napoli").await.unwrap(), dc);
     let host = HostRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         datacenter_id: dc.id,
         name: "h1".into(),
         agent_url: "http://127.0.0.1:1".into(),
@@ -259,7 +269,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
     // Re-registration by name keeps the id and updates capacities.
     let again = s
         .upsert_host(&HostRecord {
-            id: Uuid::new_v4(),
+            id: fresh(),
             cpus: 16,
             ..host.clone()
         })
@@ -276,13 +286,13 @@ async fn datacenters_and_hosts(s: &dyn Store) {
     s.host_heartbeat(host.id, 3000).await.unwrap();
     assert_eq!(s.list_hosts().await.unwrap()[0].state, HostState::Ready);
     assert!(matches!(
-        s.host_heartbeat(Uuid::new_v4(), 1).await,
+        s.host_heartbeat(fresh(), 1).await,
         Err(StoreError::NotFound { .. })
     ));
     // The database refuses nonsense capacities.
     assert!(s
         .upsert_host(&HostRecord {
-            id: Uuid::new_v4(),
+            id: fresh(),
             name: "h2".into(),
             cpus: 0,
             ..host
@@ -293,7 +303,7 @@ async fn datacenters_and_hosts(s: &dyn Store) {
 
 async fn templates(s: &dyn Store) {
     let t = TemplateRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         name: "debian-12".into(),
         owner_id: None,
         visibility: Visibility::Public,
@@ -319,7 +329,7 @@ async fn templates(s: &dyn Store) {
     assert_eq!(s.template(t.id).await.unwrap(), t);
     // Ann's own "debian-12" is hers alone and comes first for her.
     let mine = TemplateRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         owner_id: Some(ann.id),
         visibility: Visibility::Private,
         ..t.clone()
@@ -330,7 +340,7 @@ async fn templates(s: &dyn Store) {
     // Names are unique per owner...
     assert!(matches!(
         s.create_template(&TemplateRecord {
-            id: Uuid::new_v4(),
+            id: fresh(),
             ..mine.clone()
         })
         .await,
@@ -342,7 +352,7 @@ async fn templates(s: &dyn Store) {
         Err(StoreError::Duplicate { .. })
     ));
     let other = TemplateRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         name: "tools".into(),
         ..mine.clone()
     };
@@ -359,8 +369,7 @@ async fn templates(s: &dyn Store) {
     assert_eq!(s.template_for(ben.id, "tools").await.unwrap(), public);
     assert_eq!(s.list_templates().await.unwrap().len(), 3);
     assert!(matches!(
-        s.set_template_visibility(Uuid::new_v4(), Visibility::Public)
-            .await,
+        s.set_template_visibility(fresh(), Visibility::Public).await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -448,7 +457,7 @@ async fn vi_lifecycle(s: &dyn Store) {
     assert_eq!(events[1].actor, admin.id);
     assert_eq!(events[1].reason.as_deref(), Some("too big"));
     assert!(matches!(
-        s.vi(Uuid::new_v4()).await,
+        s.vi(fresh()).await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -495,7 +504,7 @@ async fn owner_and_datacenter(
     s.create_user(&owner).await.unwrap();
     let dc = DatacenterRecord {
         public_gateway: None,
-        id: Uuid::new_v4(),
+        id: fresh(),
         name: dc.into(),
         created_at: 1,
         home_pools: vec![],
@@ -504,9 +513,9 @@ async fn owner_and_datacenter(
     (owner, dc)
 }
 
-fn host(dc: Uuid, name: &str, cpus: i64, ram_mib: i64, slots: i64) -> HostRecord {
+fn host(dc: DatacenterId, name: &str, cpus: i64, ram_mib: i64, slots: i64) -> HostRecord {
     HostRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         datacenter_id: dc,
         name: name.to_owned(),
         agent_url: "http://127.0.0.1:1".into(),
@@ -521,7 +530,7 @@ fn host(dc: Uuid, name: &str, cpus: i64, ram_mib: i64, slots: i64) -> HostRecord
     }
 }
 
-fn vm(vi: Uuid, node: &str, host: Uuid, vcpus: i64, ram_mib: i64) -> VmRecord {
+fn vm(vi: ViId, node: &str, host: HostId, vcpus: i64, ram_mib: i64) -> VmRecord {
     VmRecord {
         vi_id: vi,
         node_id: node.to_owned(),
@@ -533,7 +542,7 @@ fn vm(vi: Uuid, node: &str, host: Uuid, vcpus: i64, ram_mib: i64) -> VmRecord {
     }
 }
 
-fn to(state: ViState, actor: Uuid) -> Transition {
+fn to(state: ViState, actor: UserId) -> Transition {
     Transition {
         to: state,
         actor,
@@ -691,7 +700,7 @@ async fn quota_usage_sums(s: &dyn Store) {
     }
     // Counted: requested (1), running (2), suspended (5); not defined (3)
     // or terminated (4); the sixth recorded nothing.
-    let (sum, missing) = s.quota_usage(dave.id, Uuid::nil()).await.unwrap();
+    let (sum, missing) = s.quota_usage(dave.id, nil()).await.unwrap();
     assert_eq!(
         sum,
         ViUsage {
@@ -709,10 +718,10 @@ async fn quota_usage_sums(s: &dyn Store) {
     let (sum, missing) = s.quota_usage(dave.id, ids[5]).await.unwrap();
     assert_eq!((sum.vms, missing), (8, vec![]));
     assert!(matches!(
-        s.set_vi_usage(Uuid::new_v4(), &usage(1)).await,
+        s.set_vi_usage(fresh(), &usage(1)).await,
         Err(StoreError::NotFound { .. })
     ));
-    let (sum, _) = s.quota_usage(Uuid::new_v4(), Uuid::nil()).await.unwrap();
+    let (sum, _) = s.quota_usage(fresh(), nil()).await.unwrap();
     assert_eq!(sum, ViUsage::default(), "no VI, nothing used");
 }
 
@@ -735,12 +744,12 @@ async fn user_quotas(s: &dyn Store) {
     );
     assert_eq!(s.user(carol.id).await.unwrap().quota, quota);
     assert!(matches!(
-        s.set_user_quota(Uuid::new_v4(), &quota).await,
+        s.set_user_quota(fresh(), &quota).await,
         Err(StoreError::NotFound { what: "user" })
     ));
 }
 
-fn usage_of(hosts: &[HostRecord], id: Uuid) -> HostUsage {
+fn usage_of(hosts: &[HostRecord], id: HostId) -> HostUsage {
     hosts.iter().find(|h| h.id == id).unwrap().used
 }
 
@@ -751,7 +760,7 @@ async fn migration_moves(s: &dyn Store) {
     let (owner, dc) = owner_and_datacenter(s, "mover", "dc-from").await;
     let other = DatacenterRecord {
         public_gateway: None,
-        id: Uuid::new_v4(),
+        id: fresh(),
         name: "dc-to".into(),
         created_at: 1,
         home_pools: vec![],
@@ -882,7 +891,7 @@ async fn migration_moves(s: &dyn Store) {
     s.set_vi_location(v.id, None).await.unwrap();
     assert_eq!(s.vi(v.id).await.unwrap().location_id, None);
     assert!(matches!(
-        s.set_vi_location(Uuid::new_v4(), None).await,
+        s.set_vi_location(fresh(), None).await,
         Err(StoreError::NotFound { .. })
     ));
 
@@ -1036,7 +1045,7 @@ async fn crossing_reservations_and_releases(s: Arc<dyn Store>) {
         let h = host(dc.id, &format!("x{i}"), 1024, 1 << 20, 1024);
         hosts.push(s.upsert_host(&h).await.unwrap().id);
     }
-    let spread = |vi: Uuid, reverse: bool| {
+    let spread = |vi: ViId, reverse: bool| {
         let mut vms: Vec<VmRecord> = hosts
             .iter()
             .enumerate()
@@ -1047,11 +1056,11 @@ async fn crossing_reservations_and_releases(s: Arc<dyn Store>) {
         }
         vms
     };
-    let accept = |s: Arc<dyn Store>, vi: Uuid, vms: Vec<VmRecord>| async move {
+    let accept = |s: Arc<dyn Store>, vi: ViId, vms: Vec<VmRecord>| async move {
         s.transition_with_placement(
             vi,
             ViState::Requested,
-            &to(ViState::Accepted, Uuid::nil()),
+            &to(ViState::Accepted, nil()),
             &Reservation {
                 vms,
                 ..Default::default()
@@ -1109,7 +1118,7 @@ async fn uplink_reservations(s: &dyn Store) {
         .upsert_host(&host(dc.id, "u2", 16, 65536, 16))
         .await
         .unwrap();
-    let with_uplink = |vi: Uuid, node: &str, h: Uuid, mbps: i64| VmRecord {
+    let with_uplink = |vi: ViId, node: &str, h: HostId, mbps: i64| VmRecord {
         uplink_mbps: mbps,
         ..vm(vi, node, h, 1, 10)
     };
@@ -1133,7 +1142,7 @@ async fn uplink_reservations(s: &dyn Store) {
         .await
         .map(|r| r.id)
     };
-    let nil = Uuid::nil();
+    let nil = nil();
     let err = reserve(vec![
         with_uplink(nil, "a", narrow.id, 60),
         with_uplink(nil, "b", narrow.id, 50),
@@ -1150,7 +1159,7 @@ async fn uplink_reservations(s: &dyn Store) {
     ])
     .await
     .unwrap();
-    let usage = |id: Uuid| async move {
+    let usage = |id: HostId| async move {
         s.list_hosts()
             .await
             .unwrap()
@@ -1185,7 +1194,7 @@ async fn durable_jobs(s: &dyn Store) {
     v.state = ViState::Accepted;
     s.create_vi(&v).await.unwrap();
     let job = JobRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         vi_id: v.id,
         kind: "deploy".into(),
         state: JobState::Running,
@@ -1206,7 +1215,7 @@ async fn durable_jobs(s: &dyn Store) {
     assert!(s
         .start_job(
             &JobRecord {
-                id: Uuid::new_v4(),
+                id: fresh(),
                 ..job.clone()
             },
             ViState::Accepted,
@@ -1485,7 +1494,7 @@ async fn crossing_address_releases(s: Arc<dyn Store>) {
                 s2.transition_with_placement(
                     id,
                     ViState::Requested,
-                    &to(ViState::Accepted, Uuid::nil()),
+                    &to(ViState::Accepted, nil()),
                     &Reservation {
                         addresses: rows,
                         address_plan: Some("{}".into()),
@@ -1525,7 +1534,7 @@ async fn crossing_address_releases(s: Arc<dyn Store>) {
         s.transition_with_placement(
             probe.id,
             ViState::Requested,
-            &to(ViState::Accepted, Uuid::nil()),
+            &to(ViState::Accepted, nil()),
             &Reservation {
                 addresses: vec![owned(p, "10.9.0.0/16")],
                 address_plan: Some("{}".into()),
@@ -1548,7 +1557,7 @@ async fn vi_revisions(s: &dyn Store) {
     s.create_vi(&v).await.unwrap();
     s.create_vi(&other).await.unwrap();
     assert!(matches!(
-        s.vi_stamp(Uuid::new_v4()).await,
+        s.vi_stamp(fresh()).await,
         Err(StoreError::NotFound { what: "VI" })
     ));
     let first = s.vi_stamp(v.id).await.unwrap();
@@ -1560,14 +1569,20 @@ async fn vi_revisions(s: &dyn Store) {
     let all = s.vi_list_stamp(None).await.unwrap();
     assert!(all.count >= 2 && all.revisions >= before.revisions);
     let mut last = (first.revision, before);
-    async fn grew(s: &dyn Store, vi: Uuid, owner: Uuid, last: &mut (i64, ViListStamp), what: &str) {
+    async fn grew(
+        s: &dyn Store,
+        vi: ViId,
+        owner: UserId,
+        last: &mut (i64, ViListStamp),
+        what: &str,
+    ) {
         let stamp = s.vi_stamp(vi).await.unwrap();
         let list = s.vi_list_stamp(Some(owner)).await.unwrap();
         assert!(stamp.revision > last.0, "{what} did not grow the revision");
         assert_ne!(list, last.1, "{what} did not change the list's stamp");
         *last = (stamp.revision, list);
     }
-    async fn unchanged(s: &dyn Store, vi: Uuid, owner: Uuid, last: &(i64, ViListStamp)) {
+    async fn unchanged(s: &dyn Store, vi: ViId, owner: UserId, last: &(i64, ViListStamp)) {
         assert_eq!(s.vi_stamp(vi).await.unwrap().revision, last.0);
         assert_eq!(s.vi_list_stamp(Some(owner)).await.unwrap(), last.1);
     }
@@ -1604,7 +1619,7 @@ async fn vi_revisions(s: &dyn Store) {
     .unwrap();
     grew(s, v.id, owner.id, &mut last, "a placement").await;
     let job = JobRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         vi_id: v.id,
         kind: "deploy".into(),
         state: JobState::Running,
@@ -1638,7 +1653,7 @@ async fn vi_revisions(s: &dyn Store) {
         JobState::Succeeded,
         None,
         ViState::Deploying,
-        &to(ViState::Running, Uuid::nil()),
+        &to(ViState::Running, nil()),
     )
     .await
     .unwrap();
@@ -1646,7 +1661,7 @@ async fn vi_revisions(s: &dyn Store) {
     // A side job (saving a template) leaves the VI row alone, yet shows in its detail.
     s.add_job(
         &JobRecord {
-            id: Uuid::new_v4(),
+            id: fresh(),
             kind: "save_template".into(),
             ..job.clone()
         },
@@ -1695,7 +1710,7 @@ async fn resume_reservations_and_side_jobs(s: &dyn Store) {
     v.address_plan = Some("{\"kept\":true}".into());
     s.create_vi(&v).await.unwrap();
     let job = |kind: &str| JobRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         vi_id: v.id,
         kind: kind.into(),
         state: JobState::Running,
@@ -1846,8 +1861,8 @@ async fn ssh_keys(s: &dyn Store) {
     let ben = user("ben-keys", Role::User);
     s.create_user(&ann).await.unwrap();
     s.create_user(&ben).await.unwrap();
-    let key = |owner: Uuid, n: u8| SshKeyRecord {
-        id: Uuid::new_v4(),
+    let key = |owner: UserId, n: u8| SshKeyRecord {
+        id: fresh(),
         user_id: owner,
         name: format!("key{n}"),
         public_key: format!("ssh-ed25519 AAAA{n} ann@laptop"),
@@ -1858,7 +1873,7 @@ async fn ssh_keys(s: &dyn Store) {
     s.add_ssh_key(&first, 2).await.unwrap();
     // The same key again is refused; Ben may have it too.
     let again = SshKeyRecord {
-        id: Uuid::new_v4(),
+        id: fresh(),
         ..first.clone()
     };
     assert!(matches!(
@@ -1867,7 +1882,7 @@ async fn ssh_keys(s: &dyn Store) {
     ));
     s.add_ssh_key(
         &SshKeyRecord {
-            id: Uuid::new_v4(),
+            id: fresh(),
             user_id: ben.id,
             ..first.clone()
         },

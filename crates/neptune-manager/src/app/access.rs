@@ -3,19 +3,20 @@
 //! administrators see all. The one place these rules are written.
 
 use neptune_store::{JobRecord, ViRecord};
-use uuid::Uuid;
+use neptune_types::UserId;
+use neptune_types::{JobId, ViId};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
 /// Whether the caller may see a VI of `owner`: its owner and administrators.
-pub fn may_see(caller: &Caller, owner: Uuid) -> bool {
+pub fn may_see(caller: &Caller, owner: UserId) -> bool {
     owner == caller.user.id || caller.is_admin()
 }
 
 /// The VI if the caller may see it; someone else's VI is "not found".
-pub async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+pub async fn visible(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<ViRecord> {
     let vi = state.store.vi(id).await?;
     if !may_see(caller, vi.owner_id) {
         return Err(ApiError::NotFound("VI"));
@@ -24,7 +25,7 @@ pub async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<V
 }
 
 /// The job if the caller may see its VI; another user's is "not found".
-pub async fn visible_job(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<JobRecord> {
+pub async fn visible_job(state: &AppState, caller: &Caller, id: JobId) -> ApiResult<JobRecord> {
     let job = state.store.job(id).await?;
     let vi = state.store.vi(job.vi_id).await?;
     if !may_see(caller, vi.owner_id) {
@@ -45,6 +46,6 @@ pub fn require_owner(caller: &Caller, vi: &ViRecord) -> ApiResult<()> {
 
 /// Whose VIs a caller lists: their own, or all of them (`None`) for an
 /// administrator.
-pub fn listed_owner(caller: &Caller) -> Option<Uuid> {
+pub fn listed_owner(caller: &Caller) -> Option<UserId> {
     (!caller.is_admin()).then_some(caller.user.id)
 }

@@ -4,12 +4,12 @@
 //! reserving its hosts and addresses, and starting its deploy) or rejects
 //! with a reason, and may release an accepted VI whose deploy rolled back.
 
+use neptune_types::ViId;
 use std::collections::HashMap;
 
 use neptune_api as api;
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{Reservation, Transition, ViRecord};
-use uuid::Uuid;
 
 use super::access::{require_owner, visible};
 use super::deploy::{start_job, Layout};
@@ -47,7 +47,7 @@ async fn apply(
 pub async fn owner_event(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     event: Event,
 ) -> ApiResult<ViRecord> {
     let vi = visible(state, caller, id).await?;
@@ -68,7 +68,7 @@ pub async fn owner_event(
 pub async fn preview(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     datacenter: Option<&str>,
 ) -> ApiResult<api::Plan> {
     let vi = visible(state, caller, id).await?;
@@ -101,7 +101,7 @@ pub async fn preview(
 pub async fn accept(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     req: api::AcceptRequest,
 ) -> ApiResult<ViRecord> {
     caller.require_admin()?;
@@ -167,7 +167,7 @@ pub async fn accept(
 pub async fn reject(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     reason: &str,
 ) -> ApiResult<ViRecord> {
     caller.require_admin()?;
@@ -184,7 +184,7 @@ pub async fn reject(
 /// Gives an accepted VI's hosts and addresses back and returns it to
 /// `requested`, to be planned and accepted anew (administrators only):
 /// the way forward from a deploy that rolled back when its hosts are gone.
-pub async fn release(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+pub async fn release(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<ViRecord> {
     caller.require_admin()?;
     let vi = visible(state, caller, id).await?;
     vi.state.next(Event::Release)?;

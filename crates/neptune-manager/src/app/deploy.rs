@@ -6,7 +6,8 @@
 use neptune_lifecycle::Event;
 use neptune_store::{Transition, ViRecord, VmRecord};
 use neptune_topology::Topology;
-use uuid::Uuid;
+use neptune_types::ViId;
+use neptune_types::{DatacenterId, UserId};
 
 use super::access::visible;
 use super::placement::{gateway_of, wiring};
@@ -26,7 +27,7 @@ pub struct Layout<'a> {
     /// The home datacenter's gateway, which entry points route through.
     pub public_gateway: Option<std::net::Ipv4Addr>,
     /// The home datacenter, whose switch delivers the Home Addresses.
-    pub home: Uuid,
+    pub home: DatacenterId,
 }
 
 /// The deploy steps of a placed VI: prepare every VM's disk from its
@@ -95,7 +96,7 @@ pub async fn steps(state: &AppState, vi: &ViRecord, at: Layout<'_>) -> ApiResult
 }
 
 /// The SSH public keys of a VI's owner, which its guests accept.
-pub async fn owner_keys(state: &AppState, owner: Uuid) -> ApiResult<Vec<String>> {
+pub async fn owner_keys(state: &AppState, owner: UserId) -> ApiResult<Vec<String>> {
     Ok(state
         .store
         .ssh_keys(owner)
@@ -140,7 +141,7 @@ pub async fn start_job(
 
 /// Deploys an accepted VI again on the hosts and addresses it holds, after
 /// a deploy that rolled back (administrators only).
-pub async fn deploy_again(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+pub async fn deploy_again(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<ViRecord> {
     caller.require_admin()?;
     let vi = visible(state, caller, id).await?;
     vi.state.next(Event::Deploy)?;

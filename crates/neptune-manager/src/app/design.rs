@@ -2,6 +2,7 @@
 //! the catalogue, validated, its OS passwords sealed as crypt(3) hashes,
 //! stored as XML in state `defined`; edited only while `defined`.
 
+use neptune_types::ViId;
 use std::collections::HashMap;
 
 use neptune_api as api;
@@ -118,7 +119,7 @@ pub async fn create(
     let topo = seal_passwords(state, topology_of(design)?).await?;
     let now = now_ms();
     let vi = ViRecord {
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         owner_id: caller.user.id,
         name: vi_name(design, &topo)?,
         state: ViState::Defined,
@@ -139,7 +140,7 @@ pub async fn create(
 pub async fn edit(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     design: &api::ViDesign,
 ) -> ApiResult<ViRecord> {
     let vi = visible(state, caller, id).await?;

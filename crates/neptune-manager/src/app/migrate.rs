@@ -23,6 +23,8 @@
 //! Any failure undoes the finished steps, last first: VMs that moved move
 //! back, the bindings and visitors are put back as they were.
 
+use neptune_types::HostId;
+use neptune_types::{DatacenterId, ViId};
 use std::collections::HashMap;
 
 use neptune_api as api;
@@ -31,7 +33,6 @@ use neptune_store::{
     DatacenterRecord, MigrationRequestRecord, Reservation, StoreError, Transition, ViRecord,
     VmRecord,
 };
-use uuid::Uuid;
 
 use super::access::visible;
 use super::placement::{gateway_of, plan_error, seed, wiring, Placing, Target};
@@ -43,8 +44,8 @@ use crate::{now_ms, AppState};
 
 /// Where a VI is and may go.
 struct Course {
-    home: Uuid,
-    from: Uuid,
+    home: DatacenterId,
+    from: DatacenterId,
     to: DatacenterRecord,
 }
 
@@ -80,7 +81,7 @@ async fn course(state: &AppState, vi: &ViRecord, to: &str) -> ApiResult<Course> 
 pub async fn migrate(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     req: api::MigrateRequest,
 ) -> ApiResult<ViRecord> {
     let vi = visible(state, caller, id).await?;
@@ -115,7 +116,7 @@ pub async fn migrate(
 
 /// Ends a waiting request: its owner takes it back, or an administrator
 /// refuses it.
-pub async fn cancel_request(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()> {
+pub async fn cancel_request(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<()> {
     let vi = visible(state, caller, id).await?;
     if state.store.delete_migration_request(vi.id).await? {
         Ok(())
@@ -135,7 +136,7 @@ pub async fn requests(state: &AppState, caller: &Caller) -> ApiResult<Vec<Migrat
 pub async fn preview(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     to: &str,
 ) -> ApiResult<(api::MigrationPlan, String)> {
     let vi = visible(state, caller, id).await?;
@@ -193,10 +194,15 @@ pub async fn preview(
 /// The steps that make a VI's Home Addresses follow it from datacenter
 /// `from` to `to`: delivered there, routed there from home, no longer
 /// delivered where it was; and the VI located there.
-pub(super) fn follow(vi: &ViRecord, home: Uuid, from: Uuid, to: Uuid) -> ApiResult<Vec<Step>> {
+pub(super) fn follow(
+    vi: &ViRecord,
+    home: DatacenterId,
+    from: DatacenterId,
+    to: DatacenterId,
+) -> ApiResult<Vec<Step>> {
     let addresses = home_addresses(vi).map_err(ApiError::Internal)?;
     let key = tunnel_key(vi.id);
-    let located = |dc: Uuid| (dc != home).then_some(dc);
+    let located = |dc: DatacenterId| (dc != home).then_some(dc);
     Ok(addresses
         .iter()
         .map(|&address| Step::Visit {
@@ -243,7 +249,7 @@ struct Plan<'a> {
 fn steps(p: &Plan<'_>) -> ApiResult<Vec<Step>> {
     let (vi, topo, course) = (p.vi, p.topo, p.course);
     // Each source host's link networks reach the target hosts too.
-    let mut joins: std::collections::BTreeMap<Uuid, Vec<neptune_hypervisor::NetworkJoin>> =
+    let mut joins: std::collections::BTreeMap<HostId, Vec<neptune_hypervisor::NetworkJoin>> =
         std::collections::BTreeMap::new();
     for vm in p.here {
         let Some(node) = topo.nodes.iter().find(|n| n.id.as_str() == vm.node_id) else {
@@ -348,7 +354,7 @@ async fn live(
     let public_gateway = gateway_of(&home_dc)?;
     let vms = state.store.vms(vi.id).await?;
     let running = super::suspend::running_specs(state, &vms).await?;
-    let mut here_hosts: Vec<Uuid> = vms.iter().map(|v| v.host_id).collect();
+    let mut here_hosts: Vec<HostId> = vms.iter().map(|v| v.host_id).collect();
     here_hosts.sort_unstable();
     here_hosts.dedup();
     let target = Target {
@@ -406,8 +412,10 @@ async fn live(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use neptune_types::UserId;
     use std::collections::HashMap;
     use std::net::IpAddr;
+    use uuid::Uuid;
 
     use neptune_store::{DatacenterRecord, HostRecord, HostState, HostUsage};
 
@@ -419,7 +427,7 @@ mod tests {
     fn dc(name: &str, pool: &str) -> DatacenterRecord {
         DatacenterRecord {
             public_gateway: None,
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             name: name.into(),
             created_at: 0,
             home_pools: vec![pool.into()],
@@ -428,7 +436,7 @@ mod tests {
 
     fn host(dc: &DatacenterRecord, name: &str, ip: &str) -> HostRecord {
         HostRecord {
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             datacenter_id: dc.id,
             name: name.into(),
             agent_url: format!("http://{ip}:7070"),
@@ -443,7 +451,7 @@ mod tests {
         }
     }
 
-    fn slot(vi: Uuid, node: &str, host: &HostRecord) -> VmRecord {
+    fn slot(vi: ViId, node: &str, host: &HostRecord) -> VmRecord {
         VmRecord {
             vi_id: vi,
             node_id: node.into(),
@@ -472,11 +480,11 @@ mod tests {
         let domain = crate::plan::domain(&pools, &[napoli.clone(), roma.clone()]).unwrap();
         let snapshot = crate::plan::snapshot(domain, &[]).unwrap();
         let topo = neptune_topology::from_xml(SHOP).unwrap();
-        let vi_id = Uuid::new_v4();
+        let vi_id = ViId::from(Uuid::new_v4());
         let addresses = crate::plan::addresses(&snapshot, vi_id, &topo, "napoli").unwrap();
         let vi = ViRecord {
             id: vi_id,
-            owner_id: Uuid::new_v4(),
+            owner_id: UserId::from(Uuid::new_v4()),
             name: "shop".into(),
             state: ViState::Running,
             design_xml: SHOP.into(),
@@ -500,11 +508,11 @@ mod tests {
             slot(vi_id, "web2", &r2),
         ];
         let hosts = [n1.clone(), r1.clone(), r2.clone()];
-        let endpoints: HashMap<Uuid, IpAddr> = hosts
+        let endpoints: HashMap<HostId, IpAddr> = hosts
             .iter()
             .map(|h| (h.id, h.agent_url[7..15].parse().unwrap()))
             .collect();
-        let mut host_of: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        let mut host_of: HashMap<&str, Vec<HostId>> = HashMap::new();
         for v in here.iter().chain(&there) {
             host_of
                 .entry(v.node_id.as_str())

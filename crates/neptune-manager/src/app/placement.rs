@@ -3,6 +3,8 @@
 //! against what is stored, and [`Placing`], the one loop that plans on a
 //! snapshot and commits with the store's checks (accept and resume).
 
+use neptune_types::HostId;
+use neptune_types::{DatacenterId, ViId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,7 +13,6 @@ use neptune_store::{
     VmRecord,
 };
 use neptune_topology::Topology;
-use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -27,12 +28,12 @@ use crate::AppState;
 /// planned before it).
 #[derive(Debug, Default)]
 pub struct Planning {
-    datacenters: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    datacenters: std::sync::Mutex<HashMap<DatacenterId, Arc<tokio::sync::Mutex<()>>>>,
     addresses: tokio::sync::Mutex<()>,
 }
 
 impl Planning {
-    async fn lock(&self, datacenter: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+    async fn lock(&self, datacenter: DatacenterId) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut all = self
                 .datacenters
@@ -147,7 +148,7 @@ impl<'a> Placing<'a> {
 /// The address plan of `topo` against the stored allocations (changes nothing).
 pub async fn plan_addresses(
     state: &AppState,
-    vi: Uuid,
+    vi: ViId,
     topo: &Topology,
     home: &str,
 ) -> ApiResult<neptune_ipam::Plan> {
@@ -200,8 +201,8 @@ pub fn require_admissible(plan: &PlacementPlan) -> ApiResult<()> {
 
 /// A placement seed that is stable for a VI, so its plan preview and its
 /// acceptance agree when nothing changed in between.
-pub fn seed(vi: Uuid) -> u64 {
-    vi.as_u64_pair().0
+pub fn seed(vi: ViId) -> u64 {
+    vi.uuid().as_u64_pair().0
 }
 
 /// How the links of a VI placed as `vms` are wired across `hosts`, its
@@ -213,7 +214,7 @@ pub async fn wiring(
     vms: &[VmRecord],
     hosts: &[HostRecord],
 ) -> ApiResult<Wiring> {
-    let mut host_of: HashMap<&str, Vec<Uuid>> = HashMap::new();
+    let mut host_of: HashMap<&str, Vec<HostId>> = HashMap::new();
     for v in vms {
         host_of
             .entry(v.node_id.as_str())

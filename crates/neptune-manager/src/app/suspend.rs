@@ -12,13 +12,13 @@
 //! <image_dir>/saved-templates/<id>.img    a VM saved as a template
 //! ```
 
+use neptune_types::ViId;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use neptune_hypervisor::VmSpec;
 use neptune_lifecycle::Event;
 use neptune_store::{Reservation, Transition, ViRecord};
-use uuid::Uuid;
 
 use super::access::visible;
 use super::placement::{gateway_of, wiring, Placing, Target};
@@ -28,12 +28,12 @@ use crate::jobs::{self, JobKind, Step};
 use crate::{now_ms, AppState};
 
 /// Where a suspended VI's states and disks are kept.
-pub fn suspended_dir(state: &AppState, vi: Uuid) -> PathBuf {
+pub fn suspended_dir(state: &AppState, vi: ViId) -> PathBuf {
     state
         .config
         .image_dir
         .join("suspended")
-        .join(vi.simple().to_string())
+        .join(vi.uuid().simple().to_string())
 }
 
 /// A path as the job steps carry it.
@@ -44,7 +44,7 @@ pub(super) fn path_string(p: PathBuf) -> String {
 /// Suspends a running VI (its owner or an administrator): every VM's
 /// memory is saved and its disk copied to the image repository, then the
 /// hosts are freed.
-pub async fn suspend(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+pub async fn suspend(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<ViRecord> {
     let vi = visible(state, caller, id).await?;
     vi.state.next(Event::Suspend)?;
     let vms = state.store.vms(vi.id).await?;
@@ -123,7 +123,7 @@ pub(super) async fn running_specs(
 /// Resumes a suspended VI (its owner or an administrator): placed again in
 /// the datacenter it last ran in (on whichever hosts have room now), every
 /// VM's disk copied back and its memory restored. Addresses are kept.
-pub async fn resume(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+pub async fn resume(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<ViRecord> {
     let vi = visible(state, caller, id).await?;
     resume_in(state, caller, &vi, None, None).await
 }

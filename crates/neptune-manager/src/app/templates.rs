@@ -3,6 +3,8 @@
 //! carries, registering an image as a template, and saving the VM of a
 //! running VI as a new one.
 
+use neptune_types::UserId;
+use neptune_types::{TemplateId, ViId};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ pub fn name_of<'a>(state: &'a AppState, node: &'a VirtualNode) -> &'a str {
 /// that name, or else a public one.
 pub async fn of_node(
     state: &AppState,
-    owner: Uuid,
+    owner: UserId,
     node: &VirtualNode,
 ) -> ApiResult<TemplateRecord> {
     let name = name_of(state, node);
@@ -99,7 +101,7 @@ pub fn visibility(v: api::Visibility) -> Visibility {
 /// `qemu-img` reads its format and size.
 pub async fn register(
     state: &AppState,
-    owner: Uuid,
+    owner: UserId,
     req: api::CreateTemplate,
 ) -> ApiResult<TemplateRecord> {
     valid_name(&req.name)?;
@@ -110,7 +112,7 @@ pub async fn register(
     })?;
     let size_mib = info.size_mib();
     let t = TemplateRecord {
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         name: req.name,
         owner_id: Some(owner),
         visibility: visibility(req.visibility.unwrap_or(api::Visibility::Public)),
@@ -167,7 +169,7 @@ fn resource(asked: Option<i64>, default: i64, what: &str) -> ApiResult<i64> {
 pub async fn save(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     req: api::SaveTemplate,
 ) -> ApiResult<JobRecord> {
     let vi = visible(state, caller, id).await?;
@@ -214,13 +216,13 @@ pub async fn save(
             Err(e) => return Err(e.into()),
         },
     };
-    let template_id = Uuid::new_v4();
+    let template_id = TemplateId::from(Uuid::new_v4());
     let image = super::suspend::path_string(
         state
             .config
             .image_dir
             .join("saved-templates")
-            .join(format!("{}.img", template_id.simple())),
+            .join(format!("{}.img", template_id.uuid().simple())),
     );
     let software: Vec<api::Software> = node
         .software
@@ -357,9 +359,9 @@ pub async fn import<E>(
 where
     E: std::fmt::Display,
 {
-    let id = Uuid::new_v4();
+    let id = TemplateId::from(Uuid::new_v4());
     let uploads = state.config.image_dir.join("uploads");
-    let part = uploads.join(format!("{}.part", id.simple()));
+    let part = uploads.join(format!("{}.part", id.uuid().simple()));
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         ApiError::Internal(anyhow::anyhow!("{what} {}: {e}", part.display()))
     };
@@ -420,7 +422,7 @@ where
     tokio::fs::create_dir_all(&imported)
         .await
         .map_err(|e| internal("cannot make the folder beside", &e))?;
-    let image = imported.join(format!("{}.{}", id.simple(), info.format));
+    let image = imported.join(format!("{}.{}", id.uuid().simple(), info.format));
     let size_mib = info.size_mib();
     let t = TemplateRecord {
         id,

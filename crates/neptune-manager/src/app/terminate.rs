@@ -4,7 +4,7 @@
 
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{Transition, ViRecord, VmRecord};
-use uuid::Uuid;
+use neptune_types::{HostId, ViId};
 
 use super::access::visible;
 use crate::auth::Caller;
@@ -13,7 +13,7 @@ use crate::jobs::{self, JobKind, Step};
 use crate::{now_ms, AppState};
 
 /// Terminates a VI (its owner or an administrator).
-pub async fn terminate(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ViRecord> {
+pub async fn terminate(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<ViRecord> {
     let vi = visible(state, caller, id).await?;
     let to = vi.state.next(Event::Terminate)?;
     if to == ViState::Terminating {
@@ -73,8 +73,8 @@ async fn unroute(state: &AppState, vi: &ViRecord) -> ApiResult<Vec<Step>> {
 /// and what a suspend saved of it. Every destroy comes before every disk
 /// removal: steps of one kind in a row run as one batch, 16 at a time,
 /// where alternating them made every batch a single step.
-fn steps(vi: Uuid, vms: &[VmRecord], covers: Vec<(String, String)>, saved: String) -> Vec<Step> {
-    let names: Vec<(Uuid, String)> = vms
+fn steps(vi: ViId, vms: &[VmRecord], covers: Vec<(String, String)>, saved: String) -> Vec<Step> {
+    let names: Vec<(HostId, String)> = vms
         .iter()
         .map(|v| (v.host_id, jobs::vm_name(vi, &v.node_id)))
         .collect();
@@ -99,15 +99,16 @@ fn steps(vi: Uuid, vms: &[VmRecord], covers: Vec<(String, String)>, saved: Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn terminate_destroys_every_vm_before_removing_any_disk() {
-        let vi = Uuid::from_u128(7);
+        let vi = ViId::from(Uuid::from_u128(7));
         let vms: Vec<VmRecord> = (0..3)
             .map(|i| VmRecord {
                 vi_id: vi,
                 node_id: format!("n{i}"),
-                host_id: Uuid::from_u128(i),
+                host_id: HostId::from(Uuid::from_u128(i)),
                 vcpus: 1,
                 ram_mib: 512,
                 disk_mib: 4096,

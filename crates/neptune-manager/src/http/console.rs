@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
 use neptune_hypervisor::{Hypervisor, HypervisorError};
-use uuid::Uuid;
+use neptune_types::{HostId, ViId};
 
 use crate::app::access::visible;
 use crate::auth::Caller;
@@ -32,7 +32,7 @@ pub(crate) struct ConsoleQuery {
 async fn vm_of(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     node: &str,
 ) -> ApiResult<(std::sync::Arc<dyn Hypervisor>, String)> {
     let vi = visible(state, caller, id).await?;
@@ -67,13 +67,13 @@ fn console_error(node: &str, err: HypervisorError) -> ApiError {
 
 /// The end of a VM's serial console (the VI's owner or an administrator).
 #[utoipa::path(get, path = "/api/v1/vis/{id}/vms/{node}/console",
-    params(("id" = Uuid, Path), ("node" = String, Path), ConsoleQuery), security(("bearer" = [])),
+    params(("id" = ViId, Path), ("node" = String, Path), ConsoleQuery), security(("bearer" = [])),
     responses((status = 200, body = api::ConsoleText), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn read_console(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, node)): Path<(Uuid, String)>,
+    Path((id, node)): Path<(ViId, String)>,
     Query(query): Query<ConsoleQuery>,
 ) -> ApiResult<Json<api::ConsoleText>> {
     let (hv, vm) = vm_of(&state, &caller, id, &node).await?;
@@ -88,14 +88,14 @@ pub(crate) async fn read_console(
 /// Types on a VM's serial console (the VI's owner or an administrator);
 /// the guest's answer shows in the console.
 #[utoipa::path(post, path = "/api/v1/vis/{id}/vms/{node}/console",
-    params(("id" = Uuid, Path), ("node" = String, Path)), request_body = api::ConsoleInput,
+    params(("id" = ViId, Path), ("node" = String, Path)), request_body = api::ConsoleInput,
     security(("bearer" = [])),
     responses((status = 204), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
 pub(crate) async fn type_on_console(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, node)): Path<(Uuid, String)>,
+    Path((id, node)): Path<(ViId, String)>,
     Json(req): Json<api::ConsoleInput>,
 ) -> ApiResult<StatusCode> {
     if req.input.len() > neptune_hypervisor::MAX_CONSOLE_INPUT {
@@ -115,12 +115,12 @@ pub(crate) async fn type_on_console(
 /// Each VM of the VI as its host's Agent reports it now: `defined`,
 /// `booting`, `ready`, `missing` or `unknown` (the VI's owner or an
 /// administrator).
-#[utoipa::path(get, path = "/api/v1/vis/{id}/vms", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/vis/{id}/vms", params(("id" = ViId, Path)), security(("bearer" = [])),
     responses((status = 200, body = [api::VmStatus]), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn vm_states(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<Vec<api::VmStatus>>> {
     let vi = visible(&state, &caller, id).await?;
     let vms = state.store.vms(vi.id).await?;
@@ -142,7 +142,7 @@ pub(crate) async fn vm_states(
             (host.id, listed)
         });
     }
-    let listings: std::collections::HashMap<Uuid, Option<Vec<neptune_hypervisor::VmInfo>>> =
+    let listings: std::collections::HashMap<HostId, Option<Vec<neptune_hypervisor::VmInfo>>> =
         futures_util::future::join_all(asked)
             .await
             .into_iter()

@@ -1,5 +1,6 @@
 //! Login, tokens and users.
 
+use neptune_types::{SshKeyId, TokenId, UserId};
 use std::time::Instant;
 
 use axum::extract::{Path, State};
@@ -57,7 +58,7 @@ pub(crate) async fn login(
     let (token, token_hash) = auth::new_token().map_err(ApiError::Internal)?;
     let now = now_ms();
     let expires_at = now + state.config.session_ttl_ms;
-    let id = Uuid::new_v4();
+    let id = TokenId::from(Uuid::new_v4());
     state
         .store
         .insert_token(&TokenRecord {
@@ -147,7 +148,7 @@ pub(crate) async fn create_api_token(
     let (token, hash) = auth::new_token().map_err(ApiError::Internal)?;
     let now = now_ms();
     let expires_at = now.saturating_add(i64::from(days) * 86_400_000);
-    let id = Uuid::new_v4();
+    let id = TokenId::from(Uuid::new_v4());
     state
         .store
         .insert_token(&TokenRecord {
@@ -204,12 +205,12 @@ pub(crate) async fn list_tokens(
 }
 
 /// Revokes a token: the caller's own, or any (administrators).
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = TokenId, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 401, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TokenId>,
 ) -> ApiResult<StatusCode> {
     let only = (!caller.is_admin()).then_some(caller.user.id);
     state.store.revoke_token(id, only).await?;
@@ -299,7 +300,7 @@ pub(crate) async fn add_ssh_key(
         ));
     }
     let record = neptune_store::SshKeyRecord {
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         user_id: caller.user.id,
         name,
         public_key: key.line,
@@ -322,12 +323,12 @@ pub(crate) async fn add_ssh_key(
 
 /// Forgets an SSH public key of the caller's (guests already deployed keep
 /// it).
-#[utoipa::path(delete, path = "/api/v1/me/ssh-keys/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/me/ssh-keys/{id}", params(("id" = SshKeyId, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 401, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn delete_ssh_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<SshKeyId>,
 ) -> ApiResult<StatusCode> {
     state.store.delete_ssh_key(caller.user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -335,12 +336,12 @@ pub(crate) async fn delete_ssh_key(
 
 /// Disables a user (administrators; not themselves): they can no longer
 /// log in, and every token of theirs is revoked. Their VIs stay.
-#[utoipa::path(post, path = "/api/v1/users/{id}/disable", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/users/{id}/disable", params(("id" = UserId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::User), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn disable_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
 ) -> ApiResult<Json<api::User>> {
     caller.require_admin()?;
     if id == caller.user.id {
@@ -353,12 +354,12 @@ pub(crate) async fn disable_user(
 }
 
 /// Enables a disabled user again (administrators); they log in anew.
-#[utoipa::path(post, path = "/api/v1/users/{id}/enable", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/users/{id}/enable", params(("id" = UserId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::User), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn enable_user(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
 ) -> ApiResult<Json<api::User>> {
     caller.require_admin()?;
     let user = state.store.set_user_disabled(id, None).await?;
@@ -420,7 +421,7 @@ pub(crate) async fn create_user(
     let password = req.password.clone();
     let password_hash = auth::off_thread(&state, move || auth::hash_password(&password)).await?;
     let user = UserRecord {
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         name: req.name,
         password_hash,
         role: match req.role {
@@ -450,14 +451,14 @@ fn quota_in(q: api::Quota) -> Quota {
 /// Replaces a user's quota (administrators; themselves included). What
 /// the user holds already stays, even above the new quota: only their new
 /// designs and requests are held to it. Every figure is 0 or more.
-#[utoipa::path(put, path = "/api/v1/users/{id}/quota", params(("id" = Uuid, Path)), request_body = api::Quota,
+#[utoipa::path(put, path = "/api/v1/users/{id}/quota", params(("id" = UserId, Path)), request_body = api::Quota,
     security(("bearer" = [])),
     responses((status = 200, body = api::User), (status = 403, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
 pub(crate) async fn set_user_quota(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<UserId>,
     Json(quota): Json<api::Quota>,
 ) -> ApiResult<Json<api::User>> {
     caller.require_admin()?;

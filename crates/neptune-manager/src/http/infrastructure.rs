@@ -1,5 +1,6 @@
 //! Datacenters, hosts, templates and the topology catalogue.
 
+use neptune_types::{DatacenterId, TemplateId};
 use std::collections::HashMap;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -51,7 +52,7 @@ pub(crate) async fn create_datacenter(
     })?;
     let dc = DatacenterRecord {
         public_gateway: req.public_gateway,
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         name: req.name,
         created_at: now_ms(),
         home_pools: req.home_pools,
@@ -73,7 +74,7 @@ pub(crate) async fn list_hosts(
     caller: Caller,
 ) -> ApiResult<Json<Vec<api::Host>>> {
     caller.require_admin()?;
-    let names: HashMap<Uuid, String> = state
+    let names: HashMap<DatacenterId, String> = state
         .store
         .list_datacenters()
         .await?
@@ -126,7 +127,7 @@ pub(crate) async fn register_host(
     let host = state
         .store
         .upsert_host(&HostRecord {
-            id: Uuid::new_v4(),
+            id: Uuid::new_v4().into(),
             datacenter_id: dc.id,
             name: req.name,
             agent_url: req.agent_url,
@@ -248,14 +249,14 @@ pub(crate) async fn import_template(
 /// Makes a template public (every user may deploy from it) or private
 /// (its owner's alone). Administrators only; a public template's name must
 /// be unique among public templates.
-#[utoipa::path(post, path = "/api/v1/templates/{id}/visibility", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/v1/templates/{id}/visibility", params(("id" = TemplateId, Path)),
     request_body = api::SetVisibility, security(("bearer" = [])),
     responses((status = 200, body = api::Template), (status = 403, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn set_template_visibility(
     State(state): State<AppState>,
     caller: Caller,
-    UrlPath(id): UrlPath<Uuid>,
+    UrlPath(id): UrlPath<TemplateId>,
     Json(req): Json<api::SetVisibility>,
 ) -> ApiResult<Json<api::Template>> {
     caller.require_admin()?;

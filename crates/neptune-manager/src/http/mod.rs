@@ -20,6 +20,7 @@ use neptune_api as api;
 use neptune_store::{
     DatacenterRecord, HostRecord, HostState, Quota, Role, TemplateRecord, UserRecord, Visibility,
 };
+use neptune_types::UserId;
 
 use crate::AppState;
 
@@ -203,7 +204,7 @@ pub(crate) fn host_out(h: &HostRecord, datacenter: &str) -> api::Host {
 
 pub(crate) fn template_out(
     t: &TemplateRecord,
-    users: &std::collections::HashMap<uuid::Uuid, String>,
+    users: &std::collections::HashMap<UserId, String>,
 ) -> crate::error::ApiResult<api::Template> {
     Ok(api::Template {
         id: t.id,

@@ -2,25 +2,25 @@
 //! detail, a job's progress, with the names of the users, datacenters and
 //! hosts they refer to (read through [`crate::views`]'s name maps).
 
+use neptune_types::{DatacenterId, HostId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use neptune_api as api;
 use neptune_store::{JobRecord, JobState, ViRecord};
-use uuid::Uuid;
 
 use crate::app::design::design_of;
 use crate::error::{ApiError, ApiResult};
 use crate::views::Views;
 use crate::AppState;
 
-type Names = Arc<HashMap<Uuid, String>>;
+type Names<K> = Arc<HashMap<K, String>>;
 
 /// Names of the users `ids`; the store is read only when one is new here.
 pub(crate) async fn user_names(
     state: &AppState,
-    ids: impl Iterator<Item = Uuid>,
-) -> ApiResult<Names> {
+    ids: impl Iterator<Item = UserId>,
+) -> ApiResult<Names<UserId>> {
     if let Some(names) = state.views.users.covering(ids) {
         return Ok(names);
     }
@@ -34,8 +34,8 @@ pub(crate) async fn user_names(
 /// Names of the datacenters `ids`; the store is read only when one is new here.
 pub(super) async fn datacenter_names(
     state: &AppState,
-    ids: impl Iterator<Item = Uuid>,
-) -> ApiResult<Names> {
+    ids: impl Iterator<Item = DatacenterId>,
+) -> ApiResult<Names<DatacenterId>> {
     if let Some(names) = state.views.datacenters.covering(ids) {
         return Ok(names);
     }
@@ -47,7 +47,10 @@ pub(super) async fn datacenter_names(
 }
 
 /// Names of the hosts `ids`; the store is read only when one is new here.
-async fn host_names(state: &AppState, ids: impl Iterator<Item = Uuid>) -> ApiResult<Names> {
+async fn host_names(
+    state: &AppState,
+    ids: impl Iterator<Item = HostId>,
+) -> ApiResult<Names<HostId>> {
     if let Some(names) = state.views.hosts.covering(ids) {
         return Ok(names);
     }
@@ -61,8 +64,8 @@ async fn host_names(state: &AppState, ids: impl Iterator<Item = Uuid>) -> ApiRes
 pub(super) fn vi_out(
     views: &Views,
     vi: &ViRecord,
-    users: &HashMap<Uuid, String>,
-    dcs: &HashMap<Uuid, String>,
+    users: &HashMap<UserId, String>,
+    dcs: &HashMap<DatacenterId, String>,
 ) -> ApiResult<api::Vi> {
     let summary = views.summary(vi)?;
     Ok(api::Vi {

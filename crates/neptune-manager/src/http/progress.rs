@@ -1,6 +1,7 @@
 //! The HTTP handlers of job progress: by polling and as a server-sent
 //! event stream.
 
+use neptune_types::{JobId, ViId};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures_util::stream::{self, Stream};
 use neptune_api as api;
-use uuid::Uuid;
 
 use super::present::job_out;
 use crate::app::access;
@@ -18,12 +18,12 @@ use crate::error::ApiResult;
 use crate::AppState;
 
 /// A job's progress.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = JobId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::Job), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn show_job(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<JobId>,
 ) -> ApiResult<Json<api::Job>> {
     let job = access::visible_job(&state, &caller, id).await?;
     Ok(Json(job_out(&state, &job)?))
@@ -31,13 +31,13 @@ pub(crate) async fn show_job(
 
 /// A job's progress as server-sent events: one `progress` event (a Job) per
 /// change, the stream ends after the job does.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", params(("id" = JobId, Path)), security(("bearer" = [])),
     responses((status = 200, description = "text/event-stream of `progress` events, each a Job"),
         (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn job_events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<JobId>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let first = access::visible_job(&state, &caller, id).await?;
     // Polling the store keeps this right when another Manager runs the job.
@@ -81,12 +81,12 @@ pub(crate) async fn job_events(
 }
 
 /// A VI's jobs, oldest first.
-#[utoipa::path(get, path = "/api/v1/vis/{id}/jobs", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/vis/{id}/jobs", params(("id" = JobId, Path)), security(("bearer" = [])),
     responses((status = 200, body = Vec<api::Job>), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn vi_jobs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<Vec<api::Job>>> {
     access::visible(&state, &caller, id).await?;
     Ok(Json(

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use neptune_api as api;
-use uuid::Uuid;
+use neptune_types::ViId;
 
 use super::present::{datacenter_names, detail, user_names};
 use crate::app;
@@ -63,7 +63,7 @@ pub(crate) async fn list_switches(
 /// one there (administrators: at once; follow the returned VI's job). Its
 /// owner asks instead: the request waits for an administrator, shown as
 /// the VI's `migration_request`, and the VI is answered unchanged (202).
-#[utoipa::path(post, path = "/api/v1/vis/{id}/migrate", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/api/v1/vis/{id}/migrate", params(("id" = ViId, Path)),
     request_body = api::MigrateRequest, security(("bearer" = [])),
     responses((status = 200, description = "Moving (administrators)", body = api::ViDetail),
         (status = 202, description = "Requested (the owner)", body = api::ViDetail),
@@ -72,7 +72,7 @@ pub(crate) async fn list_switches(
 pub(crate) async fn migrate_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
     Json(req): Json<api::MigrateRequest>,
 ) -> ApiResult<(StatusCode, Json<api::ViDetail>)> {
     let vi = app::migrate::migrate(&state, &caller, id, req).await?;
@@ -86,13 +86,13 @@ pub(crate) async fn migrate_vi(
 
 /// Ends a VI's waiting migration request: its owner takes it back, or an
 /// administrator refuses it.
-#[utoipa::path(delete, path = "/api/v1/vis/{id}/migrate", params(("id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/api/v1/vis/{id}/migrate", params(("id" = ViId, Path)),
     security(("bearer" = [])),
     responses((status = 204), (status = 404, body = api::ErrorBody)))]
 pub(crate) async fn cancel_migration(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<StatusCode> {
     app::migrate::cancel_request(&state, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -110,14 +110,14 @@ pub(crate) struct MigrationPlanQuery {
 /// hosts, the cut, what the move copies and what the inter-datacenter
 /// network carries while the VI is split. Nothing is changed. For
 /// administrators and the VI's owner.
-#[utoipa::path(get, path = "/api/v1/vis/{id}/migrate/plan", params(("id" = Uuid, Path), MigrationPlanQuery),
+#[utoipa::path(get, path = "/api/v1/vis/{id}/migrate/plan", params(("id" = ViId, Path), MigrationPlanQuery),
     security(("bearer" = [])),
     responses((status = 200, body = api::MigrationPlan), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn migration_plan(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
     Query(query): Query<MigrationPlanQuery>,
 ) -> ApiResult<Json<api::MigrationPlan>> {
     let (plan, _) = app::migrate::preview(&state, &caller, id, &query.to).await?;

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::Json;
 use neptune_api as api;
 use neptune_lifecycle::Event;
-use uuid::Uuid;
+use neptune_types::ViId;
 
 use super::present::{datacenter_names, detail, user_names, vi_out};
 use crate::app::{self, access};
@@ -77,7 +77,7 @@ pub(crate) async fn list_vis(
 /// The answer carries an `ETag`; sent back in `If-None-Match`, it gets
 /// `304 Not Modified` while the VI is unchanged.
 #[utoipa::path(get, path = "/api/v1/vis/{id}",
-    params(("id" = Uuid, Path),
+    params(("id" = ViId, Path),
         ("If-None-Match" = Option<String>, Header, description = "The ETag of a detail already held")),
     security(("bearer" = [])),
     responses(
@@ -89,7 +89,7 @@ pub(crate) async fn list_vis(
 pub(crate) async fn show_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     // The stamp is read before anything the detail shows, so a body built
@@ -112,14 +112,14 @@ pub(crate) async fn show_vi(
 }
 
 /// Replaces the design of a defined VI (the owner's; `version` must match).
-#[utoipa::path(put, path = "/api/v1/vis/{id}", params(("id" = Uuid, Path)), request_body = api::ViDesign,
+#[utoipa::path(put, path = "/api/v1/vis/{id}", params(("id" = ViId, Path)), request_body = api::ViDesign,
     security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
 pub(crate) async fn edit_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
     Json(design): Json<api::ViDesign>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::design::edit(&state, &caller, id, &design).await?;
@@ -129,7 +129,7 @@ pub(crate) async fn edit_vi(
 async fn owner_event(
     state: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: ViId,
     event: Event,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::approval::owner_event(state, caller, id, event).await?;
@@ -137,35 +137,35 @@ async fn owner_event(
 }
 
 /// Asks for the VI to be allocated (the owner; checks the quota).
-#[utoipa::path(post, path = "/api/v1/vis/{id}/request", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/vis/{id}/request", params(("id" = ViId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn request_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     owner_event(&state, &caller, id, Event::Request).await
 }
 
 /// Takes a pending request back (the owner), to edit the design.
-#[utoipa::path(post, path = "/api/v1/vis/{id}/withdraw", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/vis/{id}/withdraw", params(("id" = ViId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn withdraw_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     owner_event(&state, &caller, id, Event::Withdraw).await
 }
 
 /// Takes a rejected design back to `defined` (the owner), to edit it.
-#[utoipa::path(post, path = "/api/v1/vis/{id}/revise", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/vis/{id}/revise", params(("id" = ViId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn revise_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     owner_event(&state, &caller, id, Event::Revise).await
 }
@@ -180,12 +180,12 @@ pub(crate) struct PlanQuery {
 
 /// What accepting the VI would do now: the placement of every VM (nothing
 /// is changed). For administrators and the VI's owner.
-#[utoipa::path(get, path = "/api/v1/vis/{id}/plan", params(("id" = Uuid, Path), PlanQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/vis/{id}/plan", params(("id" = ViId, Path), PlanQuery), security(("bearer" = [])),
     responses((status = 200, body = api::Plan), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn plan_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
     Query(query): Query<PlanQuery>,
 ) -> ApiResult<Json<api::Plan>> {
     let plan = app::approval::preview(&state, &caller, id, query.datacenter.as_deref()).await?;
@@ -195,14 +195,14 @@ pub(crate) async fn plan_vi(
 /// Accepts a requested VI (administrators only): places it (automatically,
 /// or as the request's manual map says), reserves its hosts and starts
 /// deploying it. Follow the returned VI's job for progress.
-#[utoipa::path(post, path = "/api/v1/vis/{id}/accept", params(("id" = Uuid, Path)), request_body = api::AcceptRequest,
+#[utoipa::path(post, path = "/api/v1/vis/{id}/accept", params(("id" = ViId, Path)), request_body = api::AcceptRequest,
     security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
 pub(crate) async fn accept_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
     body: Option<Json<api::AcceptRequest>>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
@@ -212,13 +212,13 @@ pub(crate) async fn accept_vi(
 
 /// Deploys an accepted VI again on the hosts and addresses it holds, after
 /// a deploy that rolled back (administrators only). Follow the job.
-#[utoipa::path(post, path = "/api/v1/vis/{id}/deploy", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/vis/{id}/deploy", params(("id" = ViId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn deploy_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::deploy::deploy_again(&state, &caller, id).await?;
     Ok(Json(detail(&state, &vi).await?))
@@ -227,27 +227,27 @@ pub(crate) async fn deploy_vi(
 /// Gives an accepted VI's hosts and addresses back and returns it to
 /// `requested`, to be planned and accepted anew (administrators only):
 /// the way forward from a deploy that rolled back when its hosts are gone.
-#[utoipa::path(post, path = "/api/v1/vis/{id}/release", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/vis/{id}/release", params(("id" = ViId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn release_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::approval::release(&state, &caller, id).await?;
     Ok(Json(detail(&state, &vi).await?))
 }
 
 /// Rejects a requested VI with a reason (administrators only).
-#[utoipa::path(post, path = "/api/v1/vis/{id}/reject", params(("id" = Uuid, Path)), request_body = api::RejectRequest,
+#[utoipa::path(post, path = "/api/v1/vis/{id}/reject", params(("id" = ViId, Path)), request_body = api::RejectRequest,
     security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 403, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn reject_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
     Json(req): Json<api::RejectRequest>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::approval::reject(&state, &caller, id, &req.reason).await?;
@@ -256,12 +256,12 @@ pub(crate) async fn reject_vi(
 
 /// Terminates a VI (its owner or an administrator). A VI with VMs on
 /// hosts is terminated by a job (follow it); one without ends at once.
-#[utoipa::path(post, path = "/api/v1/vis/{id}/terminate", params(("id" = Uuid, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/vis/{id}/terminate", params(("id" = ViId, Path)), security(("bearer" = [])),
     responses((status = 200, body = api::ViDetail), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
 pub(crate) async fn terminate_vi(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::terminate::terminate(&state, &caller, id).await?;
     Ok(Json(detail(&state, &vi).await?))

@@ -23,7 +23,6 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 /// Bytes of bodies kept before the least recently used are dropped.
 const MAX_BODY_BYTES: usize = 64 << 20;
@@ -185,21 +184,27 @@ impl<K: Hash + Eq + Copy, S> Kept<K, S> {
 }
 
 /// Names by id of one kind of thing that is never renamed nor deleted.
-#[derive(Debug, Default)]
-pub(crate) struct NameMap(Mutex<Arc<HashMap<Uuid, String>>>);
+#[derive(Debug)]
+pub(crate) struct NameMap<K>(Mutex<Arc<HashMap<K, String>>>);
 
-impl NameMap {
+impl<K> Default for NameMap<K> {
+    fn default() -> Self {
+        Self(Mutex::new(Arc::new(HashMap::new())))
+    }
+}
+
+impl<K: Eq + Hash> NameMap<K> {
     /// The map, if it names every one of `ids`.
     pub(crate) fn covering(
         &self,
-        mut ids: impl Iterator<Item = Uuid>,
-    ) -> Option<Arc<HashMap<Uuid, String>>> {
+        mut ids: impl Iterator<Item = K>,
+    ) -> Option<Arc<HashMap<K, String>>> {
         let map = self.0.lock().ok()?.clone();
         ids.all(|id| map.contains_key(&id)).then_some(map)
     }
 
     /// Replaces the map with one freshly read from the store.
-    pub(crate) fn replace(&self, map: HashMap<Uuid, String>) -> Arc<HashMap<Uuid, String>> {
+    pub(crate) fn replace(&self, map: HashMap<K, String>) -> Arc<HashMap<K, String>> {
         let map = Arc::new(map);
         if let Ok(mut kept) = self.0.lock() {
             *kept = map.clone();
@@ -211,6 +216,7 @@ impl NameMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)

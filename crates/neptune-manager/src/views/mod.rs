@@ -10,12 +10,12 @@
 
 pub(crate) mod cache;
 
+use neptune_types::{DatacenterId, HostId, JobId, UserId, ViId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use neptune_api as api;
 use neptune_store::{JobRecord, ViRecord};
-use uuid::Uuid;
 
 use crate::error::ApiResult;
 use crate::jobs::Step;
@@ -27,17 +27,17 @@ const MAX_STEP_NAME_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct Views {
-    summaries: Weighed<(Uuid, i64), api::ViSummary>,
+    summaries: Weighed<(ViId, i64), api::ViSummary>,
     /// Private addresses each design would take (see `plan::private_demand`).
-    demands: Weighed<(Uuid, i64), Result<u64, String>>,
-    steps: Weighed<Uuid, Arc<Vec<String>>>,
+    demands: Weighed<(ViId, i64), Result<u64, String>>,
+    steps: Weighed<JobId, Arc<Vec<String>>>,
     /// VI details as sent, each valid at one store revision of its VI.
-    pub(crate) details: cache::Bodies<Uuid, i64>,
+    pub(crate) details: cache::Bodies<ViId, i64>,
     /// VI lists as sent, by owner (`None`: all VIs, for administrators).
-    pub(crate) lists: cache::Bodies<Option<Uuid>, neptune_store::ViListStamp>,
-    pub(crate) users: cache::NameMap,
-    pub(crate) datacenters: cache::NameMap,
-    pub(crate) hosts: cache::NameMap,
+    pub(crate) lists: cache::Bodies<Option<UserId>, neptune_store::ViListStamp>,
+    pub(crate) users: cache::NameMap<UserId>,
+    pub(crate) datacenters: cache::NameMap<DatacenterId>,
+    pub(crate) hosts: cache::NameMap<HostId>,
 }
 
 /// Values by key with a total weight; emptied when a value would take it

@@ -18,7 +18,7 @@ pub(crate) async fn lifecycle_with_approval(m: &TestManager) {
     let (alice, bob, admin) = (m.client(&p.alice), m.client(&p.bob), m.client(&p.admin));
     // As sent on the wire: the OS password must appear nowhere in it.
     let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
-    let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+    let id: ViId = vi["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(vi["state"], "defined");
     assert_eq!(vi["owner"], "alice");
     assert_eq!(vi["summary"]["nodes"], 3);
@@ -111,7 +111,7 @@ pub(crate) async fn lifecycle_with_approval(m: &TestManager) {
             json!({"catalogue": {"kind": "three-tier", "nodes": 4}}),
         )
         .await;
-    let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+    let id: ViId = vi["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(vi["summary"]["nodes"], 4);
     bob.act(id, "request").await.unwrap();
     let e = refused(admin.reject(id, " ").await);
@@ -139,7 +139,7 @@ pub(crate) async fn concurrent_accepts_have_one_winner(m: &TestManager) {
     let vi = m
         .create_vi(&p.alice, json!({"catalogue": {"kind": "star", "nodes": 3}}))
         .await;
-    let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+    let id: ViId = vi["id"].as_str().unwrap().parse().unwrap();
     m.client(&p.alice).act(id, "request").await.unwrap();
     let admin = m.client(&p.admin);
     let mut tasks = Vec::new();

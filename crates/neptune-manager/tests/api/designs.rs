@@ -79,7 +79,7 @@ pub(crate) async fn quotas_are_enforced(m: &TestManager) {
             json!({"catalogue": {"kind": "line", "nodes": 2}}),
         )
         .await;
-    let id = |vi: &Value| -> Uuid { vi["id"].as_str().unwrap().parse().unwrap() };
+    let id = |vi: &Value| -> ViId { vi["id"].as_str().unwrap().parse().unwrap() };
     carol.act(id(&small), "request").await.unwrap();
     let e = refused(carol.act(id(&big), "request").await);
     assert_eq!(
@@ -152,7 +152,7 @@ pub(crate) async fn private_addresses_are_a_quota(m: &TestManager) {
     let request = |vi: Value| {
         let client = m.client(&dave);
         async move {
-            let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+            let id: ViId = vi["id"].as_str().unwrap().parse().unwrap();
             client.act(id, "request").await
         }
     };

@@ -408,7 +408,7 @@ pub(crate) async fn conflicts_name_no_other_tenant(m: &TestManager) {
     // Alice's shop holds its pinned subnet 10.20.0.0/29 once accepted.
     let shop = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
     let id = shop["id"].as_str().unwrap();
-    let uuid: Uuid = id.parse().unwrap();
+    let uuid: ViId = id.parse().unwrap();
     m.client(&p.alice).act(uuid, "request").await.unwrap();
     m.client(&p.admin)
         .accept(uuid, &api::AcceptRequest::default())
@@ -416,7 +416,7 @@ pub(crate) async fn conflicts_name_no_other_tenant(m: &TestManager) {
         .unwrap();
     // Bob pins the same subnet: he learns it is taken, not by whom.
     let copy = m.create_vi(&p.bob, json!({"xml": SHOP})).await;
-    let copy: Uuid = copy["id"].as_str().unwrap().parse().unwrap();
+    let copy: ViId = copy["id"].as_str().unwrap().parse().unwrap();
     let e = refused(m.client(&p.bob).plan(copy, None).await);
     assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
     let message = e.message.as_str();

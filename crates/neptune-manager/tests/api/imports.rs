@@ -96,7 +96,7 @@ pub(crate) async fn images_are_imported_as_templates(m: &TestManager) {
         "interfaces": [{"name": "eth0"}]}], "links": []}});
     let id = m.requested_vi(&p.alice, design).await;
     m.accept(&p.admin, &id, None).await;
-    let id: Uuid = id.parse().unwrap();
+    let id: ViId = id.parse().unwrap();
     let v = m.wait_detail(&p.alice, id, ViState::Deploying).await;
     assert_eq!(v.vi.state, ViState::Running, "{v:?}");
     let vm = neptune_manager::jobs::vm_name(id, "a");

@@ -7,7 +7,7 @@ pub(crate) async fn deploy_and_terminate(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 2, 4).await;
     let (alice, bob, admin) = (m.client(&p.alice), m.client(&p.bob), m.client(&p.admin));
-    let id: Uuid = m
+    let id: ViId = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
@@ -83,7 +83,7 @@ pub(crate) async fn deploy_and_terminate(m: &TestManager) {
         "{hosts:?}"
     );
     // The freed Home Address and block serve the next VI.
-    let id2: Uuid = m
+    let id2: ViId = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "nat-backends", "nodes": 6}}),
@@ -99,7 +99,7 @@ pub(crate) async fn failed_deploy_rolls_back(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
     let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
-    let id: Uuid = m
+    let id: ViId = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "cluster", "nodes": 3}}),
@@ -184,7 +184,7 @@ pub(crate) async fn a_host_that_does_not_answer_is_waited_for(m: &TestManager) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 10).await;
     let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
-    let id: Uuid = m
+    let id: ViId = m
         .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 2}}))
         .await
         .parse()
@@ -222,7 +222,7 @@ pub(crate) async fn suspend_and_resume(m: &TestManager) {
     m.infrastructure(&p.admin, 2, 4).await;
     let alice = m.client(&p.alice);
     let id = m.running_vi(&p, "nat-backends", 6).await;
-    let uuid: Uuid = id.parse().unwrap();
+    let uuid: ViId = id.parse().unwrap();
     let before = alice.vi(uuid).await.unwrap();
     assert_eq!(m.used_slots(&p.admin).await, 6);
 
@@ -241,7 +241,7 @@ pub(crate) async fn suspend_and_resume(m: &TestManager) {
     assert_eq!(v.addresses, before.addresses, "addresses are kept");
 
     // Another VI takes the room meanwhile: resuming is refused, nothing changes.
-    let other: Uuid = m.running_vi(&p, "cluster", 3).await.parse().unwrap();
+    let other: ViId = m.running_vi(&p, "cluster", 3).await.parse().unwrap();
     let e = refused(alice.act(uuid, "resume").await);
     assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
     let still = alice.vi(uuid).await.unwrap();
@@ -288,7 +288,7 @@ pub(crate) async fn failed_suspend_and_resume_roll_back(m: &TestManager) {
     m.infrastructure(&p.admin, 1, 10).await;
     let alice = m.client(&p.alice);
     let id = m.running_vi(&p, "cluster", 3).await;
-    let uuid: Uuid = id.parse().unwrap();
+    let uuid: ViId = id.parse().unwrap();
     let sim = m.sims.sim("host0");
     sim.add_fault(Fault::always(Op::ExportDisk).for_vm("worker2"));
     alice.act(uuid, "suspend").await.unwrap();

@@ -42,7 +42,7 @@ pub(crate) async fn parallel_accepts_across_datacenters(m: &TestManager) {
                 json!({"catalogue": {"kind": "nat-backends", "nodes": 2}}),
             )
             .await;
-        let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+        let id: ViId = vi["id"].as_str().unwrap().parse().unwrap();
         owner.act(id, "request").await.unwrap();
         ids.push(id);
     }
@@ -98,7 +98,7 @@ pub(crate) async fn many_parallel_accepts(m: &TestManager) {
                 json!({"catalogue": {"kind": "nat-backends", "nodes": 2}}),
             )
             .await;
-        let id: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+        let id: ViId = vi["id"].as_str().unwrap().parse().unwrap();
         owner.act(id, "request").await.unwrap();
         ids.push(id);
     }
@@ -152,7 +152,7 @@ pub(crate) async fn a_lan_fits_hosts_uplinks(m: &TestManager) {
         let host = napoli_host(&format!("h{i}"), "http://127.0.0.1:9", 12, 10_000);
         admin.register_host(&host).await.unwrap();
     }
-    let id: Uuid = m
+    let id: ViId = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "nat-backends", "nodes": 40, "bandwidth": 100}}),
@@ -175,7 +175,7 @@ pub(crate) async fn a_lan_fits_hosts_uplinks(m: &TestManager) {
         "{gap}"
     );
     // A small VI's plan is proven the best.
-    let small: Uuid = m
+    let small: ViId = m
         .requested_vi(
             &p.alice,
             json!({"catalogue": {"kind": "ring", "nodes": 24}}),
@@ -221,8 +221,8 @@ pub(crate) async fn capacity_is_never_exceeded(m: &TestManager) {
     let b = m
         .create_vi(&p.bob, json!({"catalogue": {"kind": "line", "nodes": 2}}))
         .await;
-    let a: Uuid = a["id"].as_str().unwrap().parse().unwrap();
-    let b: Uuid = b["id"].as_str().unwrap().parse().unwrap();
+    let a: ViId = a["id"].as_str().unwrap().parse().unwrap();
+    let b: ViId = b["id"].as_str().unwrap().parse().unwrap();
     for (vi, t) in [(a, &p.alice), (b, &p.bob)] {
         m.client(t).act(vi, "request").await.unwrap();
     }
@@ -270,7 +270,7 @@ pub(crate) async fn uplinks_limit_acceptance(m: &TestManager) {
     }
     // A line of 6 VMs over two hosts of 3 slots cuts one 100 Mbit/s link,
     // which only the wide hosts' uplinks can carry.
-    let first: Uuid = m.running_vi(&p, "line", 6).await.parse().unwrap();
+    let first: ViId = m.running_vi(&p, "line", 6).await.parse().unwrap();
     let v = alice.vi(first).await.unwrap();
     assert!(v.vms.iter().all(|vm| vm.host.starts_with("wide")), "{v:?}");
     let hosts = admin.hosts().await.unwrap();
@@ -284,7 +284,7 @@ pub(crate) async fn uplinks_limit_acceptance(m: &TestManager) {
     assert_eq!((used("wide0"), used("wide1"), used("thin0")), (100, 100, 0));
 
     // The next one would have to cross the thin uplinks: refused, nothing reserved.
-    let id: Uuid = m
+    let id: ViId = m
         .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 6}}))
         .await
         .parse()

@@ -43,7 +43,7 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
     let other = m.second().await;
     let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
     let id = vi["id"].as_str().unwrap().to_owned();
-    let uuid: Uuid = id.parse().unwrap();
+    let uuid: ViId = id.parse().unwrap();
     let alice = m.client(&p.alice);
 
     let (s, tag, v) = detail_with_tag(m, &p.alice, &id, None).await;
@@ -108,7 +108,7 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
         .sim("host0")
         .set_delay(Op::Start, std::time::Duration::from_millis(150));
     let v = m.accept(&p.admin, &id, None).await;
-    let job: Uuid = v["jobs"][0]["id"].as_str().unwrap().parse().unwrap();
+    let job: JobId = v["jobs"][0]["id"].as_str().unwrap().parse().unwrap();
     let mut seen_steps = std::collections::BTreeSet::new();
     loop {
         let j = alice.job(job).await.unwrap();

@@ -11,7 +11,7 @@ pub(crate) async fn drift_is_reconciled(m: &TestManager) {
     let (alice, admin) = (m.client(&p.alice), m.client(&p.admin));
     let id = m.running_vi(&p, "cluster", 3).await;
     let gone = m.running_vi(&p, "line", 2).await;
-    let (uuid, gone_uuid): (Uuid, Uuid) = (id.parse().unwrap(), gone.parse().unwrap());
+    let (uuid, gone_uuid): (ViId, ViId) = (id.parse().unwrap(), gone.parse().unwrap());
     alice.act(gone_uuid, "terminate").await.unwrap();
     let v = m
         .wait_detail(&p.alice, gone_uuid, ViState::Terminating)

@@ -73,7 +73,7 @@ pub(crate) async fn vm_saved_as_template(m: &TestManager) {
     m.infrastructure(&p.admin, 1, 10).await;
     let (alice, bob, admin) = (m.client(&p.alice), m.client(&p.bob), m.client(&p.admin));
     let id = m.running_vi(&p, "line", 2).await;
-    let uuid: Uuid = id.parse().unwrap();
+    let uuid: ViId = id.parse().unwrap();
     // Accepted is 202 exactly: no other test pins it.
     let job: api::Job = m
         .post_exactly(
@@ -114,7 +114,7 @@ pub(crate) async fn vm_saved_as_template(m: &TestManager) {
         .dir
         .path()
         .join("images/saved-templates")
-        .join(format!("{}.img", golden.id.simple()));
+        .join(format!("{}.img", golden.id.uuid().simple()));
     let disk = m
         .sims
         .sim("host0")
@@ -141,7 +141,7 @@ pub(crate) async fn vm_saved_as_template(m: &TestManager) {
     // Bob cannot deploy from Alice's private template...
     let xml = r#"<topology id="from-golden"><nodes><node id="solo"><ram dimension="512"/><hd dimension="4"/><software_configuration template="golden"/></node></nodes></topology>"#;
     let vi = m.create_vi(&p.bob, json!({"xml": xml})).await;
-    let bob_vi: Uuid = vi["id"].as_str().unwrap().parse().unwrap();
+    let bob_vi: ViId = vi["id"].as_str().unwrap().parse().unwrap();
     bob.act(bob_vi, "request").await.unwrap();
     let e = refused(admin.accept(bob_vi, &api::AcceptRequest::default()).await);
     assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
@@ -205,7 +205,7 @@ pub(crate) async fn vm_saved_as_template(m: &TestManager) {
     let defined = m
         .create_vi(&p.bob, json!({"catalogue": {"kind": "line", "nodes": 2}}))
         .await;
-    let defined: Uuid = defined["id"].as_str().unwrap().parse().unwrap();
+    let defined: ViId = defined["id"].as_str().unwrap().parse().unwrap();
     let e = refused(bob.save_template(defined, &save("node0", "early")).await);
     assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
     assert!(e.message.contains("only a running VI"), "{e:?}");
@@ -232,7 +232,7 @@ pub(crate) async fn software_must_be_in_the_template(m: &TestManager) {
              "software": {"template": "webby",
                 "software": [{"name": software, "type": "webserver", "version": ""}]}}]}})
     };
-    let apache: Uuid = m
+    let apache: ViId = m
         .requested_vi(&p.alice, design("apache"))
         .await
         .parse()
@@ -244,7 +244,7 @@ pub(crate) async fn software_must_be_in_the_template(m: &TestManager) {
         "node web asks for software \"apache\", which template \"webby\" does not carry \
          (its image has 1 packages; a node's software must be in its template)"
     );
-    let nginx: Uuid = m
+    let nginx: ViId = m
         .requested_vi(&p.alice, design("nginx"))
         .await
         .parse()
@@ -258,7 +258,7 @@ pub(crate) async fn software_must_be_in_the_template(m: &TestManager) {
                 "interfaces": [], "software": {"template": "nowhere"}}]}}),
         )
         .await;
-    let none: Uuid = none.parse().unwrap();
+    let none: ViId = none.parse().unwrap();
     let e = refused(admin.accept(none, &api::AcceptRequest::default()).await);
     assert_eq!(e.status, StatusCode::CONFLICT, "{e:?}");
     assert!(e.message.contains("\"nowhere\""), "{e:?}");

@@ -1,7 +1,6 @@
 //! Datacenters and their hosts.
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::decode;
 use crate::error::{db, read_err, write_err};
@@ -76,7 +75,7 @@ pub(super) async fn list_hosts(pool: &PgPool) -> Result<Vec<HostRecord>> {
     rows.iter().map(decode::host).collect()
 }
 
-pub(super) async fn host_heartbeat(pool: &PgPool, id: Uuid, now: i64) -> Result<()> {
+pub(super) async fn host_heartbeat(pool: &PgPool, id: HostId, now: i64) -> Result<()> {
     let done = sqlx::query("UPDATE hosts SET last_seen = $1, state = 'ready' WHERE id = $2")
         .bind(now)
         .bind(id)
@@ -100,7 +99,7 @@ pub(super) async fn mark_unreachable(pool: &PgPool, before: i64) -> Result<u64> 
     Ok(done.rows_affected())
 }
 
-pub(super) async fn hosts_in(pool: &PgPool, datacenter: Uuid) -> Result<Vec<HostRecord>> {
+pub(super) async fn hosts_in(pool: &PgPool, datacenter: DatacenterId) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query("SELECT * FROM hosts WHERE datacenter_id = $1 ORDER BY name")
         .bind(datacenter)
         .fetch_all(pool)
@@ -109,7 +108,7 @@ pub(super) async fn hosts_in(pool: &PgPool, datacenter: Uuid) -> Result<Vec<Host
     rows.iter().map(decode::host).collect()
 }
 
-pub(super) async fn hosts_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<HostRecord>> {
+pub(super) async fn hosts_by_id(pool: &PgPool, ids: &[HostId]) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query("SELECT * FROM hosts WHERE id = ANY($1) ORDER BY name")
         .bind(ids)
         .fetch_all(pool)

@@ -3,7 +3,6 @@
 
 use neptune_lifecycle::ViState;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::vis::{transition_in, vi_conflict};
 use super::Tx;
@@ -73,7 +72,7 @@ pub(super) async fn add_job(pool: &PgPool, job: &JobRecord, vi_state: ViState) -
     Ok(())
 }
 
-pub(super) async fn job(pool: &PgPool, id: Uuid) -> Result<JobRecord> {
+pub(super) async fn job(pool: &PgPool, id: JobId) -> Result<JobRecord> {
     let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
         .bind(id)
         .fetch_one(pool)
@@ -82,7 +81,7 @@ pub(super) async fn job(pool: &PgPool, id: Uuid) -> Result<JobRecord> {
     decode::job(&row)
 }
 
-pub(super) async fn jobs_of_vi(pool: &PgPool, vi: Uuid) -> Result<Vec<JobRecord>> {
+pub(super) async fn jobs_of_vi(pool: &PgPool, vi: ViId) -> Result<Vec<JobRecord>> {
     let rows = sqlx::query(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE vi_id = $1 ORDER BY created_at, id"
     ))
@@ -106,7 +105,7 @@ pub(super) async fn unfinished_jobs(pool: &PgPool) -> Result<Vec<JobRecord>> {
 
 pub(super) async fn claim_job(
     pool: &PgPool,
-    id: Uuid,
+    id: JobId,
     owner: &str,
     now: i64,
     until: i64,
@@ -127,7 +126,7 @@ pub(super) async fn claim_job(
 
 pub(super) async fn update_job(
     pool: &PgPool,
-    id: Uuid,
+    id: JobId,
     expected: (JobState, i64),
     state: JobState,
     cursor: i64,
@@ -159,7 +158,7 @@ pub(super) async fn update_job(
 
 pub(super) async fn finish_job(
     pool: &PgPool,
-    id: Uuid,
+    id: JobId,
     expected: JobState,
     state: JobState,
     error: Option<&str>,

@@ -3,7 +3,6 @@
 
 use neptune_lifecycle::ViState;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::vis::{transition_in, vi_conflict};
 use crate::decode::{self, json_param};
@@ -13,7 +12,7 @@ use crate::{Result, StoreError};
 
 pub(super) async fn transition_with_placement(
     pool: &PgPool,
-    id: Uuid,
+    id: ViId,
     from: ViState,
     change: &Transition,
     reservation: &Reservation,
@@ -145,7 +144,7 @@ pub(super) async fn owned_addresses(pool: &PgPool) -> Result<Vec<OwnedAddress>> 
 
 pub(super) async fn release_addresses(
     pool: &PgPool,
-    vi: Uuid,
+    vi: ViId,
     covers: &[(String, String)],
 ) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
@@ -189,7 +188,7 @@ pub(super) async fn release_addresses(
     Ok(deleted)
 }
 
-pub(super) async fn vms(pool: &PgPool, vi: Uuid) -> Result<Vec<VmRecord>> {
+pub(super) async fn vms(pool: &PgPool, vi: ViId) -> Result<Vec<VmRecord>> {
     let rows = sqlx::query("SELECT * FROM vms WHERE vi_id = $1 ORDER BY node_id")
         .bind(vi)
         .fetch_all(pool)
@@ -198,7 +197,7 @@ pub(super) async fn vms(pool: &PgPool, vi: Uuid) -> Result<Vec<VmRecord>> {
     rows.iter().map(decode::vm).collect()
 }
 
-pub(super) async fn release_vms(pool: &PgPool, vi: Uuid) -> Result<u64> {
+pub(super) async fn release_vms(pool: &PgPool, vi: ViId) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
     let mut released = release_in(&mut tx, vi, "vms").await?;
     released.extend(release_in(&mut tx, vi, "vm_moves").await?);
@@ -207,7 +206,7 @@ pub(super) async fn release_vms(pool: &PgPool, vi: Uuid) -> Result<u64> {
     Ok(released.len() as u64)
 }
 
-pub(super) async fn release_vm_moves(pool: &PgPool, vi: Uuid) -> Result<u64> {
+pub(super) async fn release_vm_moves(pool: &PgPool, vi: ViId) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
     let released = release_in(&mut tx, vi, "vm_moves").await?;
     give_back(&mut tx, released.iter()).await?;
@@ -215,7 +214,7 @@ pub(super) async fn release_vm_moves(pool: &PgPool, vi: Uuid) -> Result<u64> {
     Ok(released.len() as u64)
 }
 
-pub(super) async fn vm_moves(pool: &PgPool, vi: Uuid) -> Result<Vec<VmRecord>> {
+pub(super) async fn vm_moves(pool: &PgPool, vi: ViId) -> Result<Vec<VmRecord>> {
     let rows = sqlx::query("SELECT * FROM vm_moves WHERE vi_id = $1 ORDER BY node_id")
         .bind(vi)
         .fetch_all(pool)
@@ -226,8 +225,8 @@ pub(super) async fn vm_moves(pool: &PgPool, vi: Uuid) -> Result<Vec<VmRecord>> {
 
 pub(super) async fn commit_vm_moves(
     pool: &PgPool,
-    vi: Uuid,
-    location: Option<Uuid>,
+    vi: ViId,
+    location: Option<DatacenterId>,
 ) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
     let moves = release_in(&mut tx, vi, "vm_moves").await?;
@@ -273,7 +272,11 @@ pub(super) async fn commit_vm_moves(
     Ok(moves.len() as u64)
 }
 
-pub(super) async fn set_vi_location(pool: &PgPool, vi: Uuid, location: Option<Uuid>) -> Result<()> {
+pub(super) async fn set_vi_location(
+    pool: &PgPool,
+    vi: ViId,
+    location: Option<DatacenterId>,
+) -> Result<()> {
     let done = sqlx::query("UPDATE vis SET location_id = $1 WHERE id = $2")
         .bind(location)
         .bind(vi)
@@ -290,7 +293,7 @@ pub(super) async fn set_vi_location(pool: &PgPool, vi: Uuid, location: Option<Uu
 /// slots this call releases.
 async fn release_in(
     tx: &mut super::Tx<'_>,
-    vi: Uuid,
+    vi: ViId,
     table: &'static str,
 ) -> Result<Vec<VmRecord>> {
     let rows = sqlx::query(&format!("DELETE FROM {table} WHERE vi_id = $1 RETURNING *"))

@@ -2,7 +2,6 @@
 //! Address updates, and owners' requests to move a VI.
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::decode;
 use crate::error::{db, write_err};
@@ -37,7 +36,7 @@ pub(super) async fn switches(pool: &PgPool) -> Result<Vec<SwitchRecord>> {
     rows.iter().map(decode::switch).collect()
 }
 
-pub(super) async fn delete_switch(pool: &PgPool, datacenter: Uuid) -> Result<()> {
+pub(super) async fn delete_switch(pool: &PgPool, datacenter: DatacenterId) -> Result<()> {
     let done = sqlx::query("DELETE FROM switches WHERE datacenter_id = $1")
         .bind(datacenter)
         .execute(pool)
@@ -82,7 +81,7 @@ pub(super) async fn request_migration(pool: &PgPool, r: &MigrationRequestRecord)
 
 pub(super) async fn migration_request(
     pool: &PgPool,
-    vi: Uuid,
+    vi: ViId,
 ) -> Result<Option<MigrationRequestRecord>> {
     let row = sqlx::query("SELECT * FROM migration_requests WHERE vi_id = $1")
         .bind(vi)
@@ -100,7 +99,7 @@ pub(super) async fn migration_requests(pool: &PgPool) -> Result<Vec<MigrationReq
     rows.iter().map(decode::migration_request).collect()
 }
 
-pub(super) async fn delete_migration_request(pool: &PgPool, vi: Uuid) -> Result<bool> {
+pub(super) async fn delete_migration_request(pool: &PgPool, vi: ViId) -> Result<bool> {
     let done = sqlx::query("DELETE FROM migration_requests WHERE vi_id = $1")
         .bind(vi)
         .execute(pool)

@@ -1,7 +1,6 @@
 //! Templates: VM images and their defaults, private or public.
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::decode::{self, json_param};
 use crate::error::{db, read_err, write_err};
@@ -41,7 +40,11 @@ pub(super) async fn list_templates(pool: &PgPool) -> Result<Vec<TemplateRecord>>
     rows.iter().map(decode::template).collect()
 }
 
-pub(super) async fn template_for(pool: &PgPool, owner: Uuid, name: &str) -> Result<TemplateRecord> {
+pub(super) async fn template_for(
+    pool: &PgPool,
+    owner: UserId,
+    name: &str,
+) -> Result<TemplateRecord> {
     // The owner's own template of that name first, then the public one.
     let row = sqlx::query(
         "SELECT * FROM templates WHERE name = $1 AND (owner_id = $2 OR visibility = 'public') \
@@ -55,7 +58,7 @@ pub(super) async fn template_for(pool: &PgPool, owner: Uuid, name: &str) -> Resu
     decode::template(&row)
 }
 
-pub(super) async fn template(pool: &PgPool, id: Uuid) -> Result<TemplateRecord> {
+pub(super) async fn template(pool: &PgPool, id: TemplateId) -> Result<TemplateRecord> {
     let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
@@ -66,7 +69,7 @@ pub(super) async fn template(pool: &PgPool, id: Uuid) -> Result<TemplateRecord> 
 
 pub(super) async fn set_template_visibility(
     pool: &PgPool,
-    id: Uuid,
+    id: TemplateId,
     visibility: Visibility,
 ) -> Result<TemplateRecord> {
     let row = sqlx::query("UPDATE templates SET visibility = $1 WHERE id = $2 RETURNING *")

@@ -1,7 +1,6 @@
 //! Users and their credentials: tokens and SSH keys.
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::decode::{self, TOKEN_COLUMNS};
 use crate::error::{db, read_err, ssh_key_quota, write_err};
@@ -32,7 +31,7 @@ pub(super) async fn create_user(pool: &PgPool, u: &UserRecord) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn user(pool: &PgPool, id: Uuid) -> Result<UserRecord> {
+pub(super) async fn user(pool: &PgPool, id: UserId) -> Result<UserRecord> {
     let row = sqlx::query("SELECT * FROM users WHERE id = $1")
         .bind(id)
         .fetch_one(pool)
@@ -117,7 +116,7 @@ pub(super) async fn delete_token(pool: &PgPool, hash: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn list_tokens(pool: &PgPool, user: Uuid, now: i64) -> Result<Vec<TokenRecord>> {
+pub(super) async fn list_tokens(pool: &PgPool, user: UserId, now: i64) -> Result<Vec<TokenRecord>> {
     let rows = sqlx::query(&format!(
         "SELECT {TOKEN_COLUMNS} FROM tokens t \
          WHERE t.user_id = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) \
@@ -131,7 +130,7 @@ pub(super) async fn list_tokens(pool: &PgPool, user: Uuid, now: i64) -> Result<V
     rows.iter().map(decode::token).collect()
 }
 
-pub(super) async fn revoke_token(pool: &PgPool, id: Uuid, user: Option<Uuid>) -> Result<()> {
+pub(super) async fn revoke_token(pool: &PgPool, id: TokenId, user: Option<UserId>) -> Result<()> {
     let done = match user {
         Some(u) => {
             sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
@@ -179,7 +178,7 @@ pub(super) async fn add_ssh_key(pool: &PgPool, key: &SshKeyRecord, max: i64) -> 
     Ok(())
 }
 
-pub(super) async fn ssh_keys(pool: &PgPool, user: Uuid) -> Result<Vec<SshKeyRecord>> {
+pub(super) async fn ssh_keys(pool: &PgPool, user: UserId) -> Result<Vec<SshKeyRecord>> {
     let rows = sqlx::query(
         "SELECT id, user_id, name, public_key, fingerprint, created_at FROM ssh_keys \
          WHERE user_id = $1 ORDER BY created_at, id",
@@ -191,7 +190,7 @@ pub(super) async fn ssh_keys(pool: &PgPool, user: Uuid) -> Result<Vec<SshKeyReco
     rows.iter().map(decode::ssh_key).collect()
 }
 
-pub(super) async fn delete_ssh_key(pool: &PgPool, user: Uuid, id: Uuid) -> Result<()> {
+pub(super) async fn delete_ssh_key(pool: &PgPool, user: UserId, id: SshKeyId) -> Result<()> {
     let done = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
         .bind(id)
         .bind(user)
@@ -206,7 +205,7 @@ pub(super) async fn delete_ssh_key(pool: &PgPool, user: Uuid, id: Uuid) -> Resul
 
 pub(super) async fn revoke_tokens_of(
     pool: &PgPool,
-    user: Uuid,
+    user: UserId,
     except_hash: Option<&str>,
 ) -> Result<u64> {
     let done = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND hash <> $2")
@@ -227,7 +226,7 @@ pub(super) async fn delete_expired_tokens(pool: &PgPool, now: i64) -> Result<u64
     Ok(done.rows_affected())
 }
 
-pub(super) async fn set_password(pool: &PgPool, user: Uuid, password_hash: &str) -> Result<()> {
+pub(super) async fn set_password(pool: &PgPool, user: UserId, password_hash: &str) -> Result<()> {
     let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(password_hash)
         .bind(user)
@@ -242,7 +241,7 @@ pub(super) async fn set_password(pool: &PgPool, user: Uuid, password_hash: &str)
 
 pub(super) async fn set_user_disabled(
     pool: &PgPool,
-    user: Uuid,
+    user: UserId,
     disabled_at: Option<i64>,
 ) -> Result<UserRecord> {
     let mut tx = pool.begin().await.map_err(db)?;
@@ -266,7 +265,11 @@ pub(super) async fn set_user_disabled(
     Ok(record)
 }
 
-pub(super) async fn set_user_quota(pool: &PgPool, user: Uuid, quota: &Quota) -> Result<UserRecord> {
+pub(super) async fn set_user_quota(
+    pool: &PgPool,
+    user: UserId,
+    quota: &Quota,
+) -> Result<UserRecord> {
     let row = sqlx::query(
         "UPDATE users SET quota_vms = $1, quota_vcpus = $2, quota_ram_mib = $3, \
          quota_public_addresses = $4, quota_designs = $5, quota_design_mib = $6, \

@@ -3,7 +3,6 @@
 
 use neptune_lifecycle::ViState;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::Tx;
 use crate::decode::{self, design_bytes, json_param, VI_COLUMNS};
@@ -52,7 +51,7 @@ pub(super) async fn create_vi(pool: &PgPool, vi: &ViRecord) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn vi(pool: &PgPool, id: Uuid) -> Result<ViRecord> {
+pub(super) async fn vi(pool: &PgPool, id: ViId) -> Result<ViRecord> {
     let row = sqlx::query(&format!("SELECT {VI_COLUMNS} FROM vis WHERE id = $1"))
         .bind(id)
         .fetch_one(pool)
@@ -61,7 +60,7 @@ pub(super) async fn vi(pool: &PgPool, id: Uuid) -> Result<ViRecord> {
     decode::vi(&row)
 }
 
-pub(super) async fn vi_stamp(pool: &PgPool, id: Uuid) -> Result<ViStamp> {
+pub(super) async fn vi_stamp(pool: &PgPool, id: ViId) -> Result<ViStamp> {
     // PostgreSQL keeps designs out of line and plans the stamp well alone.
     let row = sqlx::query("SELECT owner_id, revision FROM vis WHERE id = $1")
         .bind(id)
@@ -71,7 +70,7 @@ pub(super) async fn vi_stamp(pool: &PgPool, id: Uuid) -> Result<ViStamp> {
     decode::vi_stamp(&row)
 }
 
-pub(super) async fn vi_list_stamp(pool: &PgPool, owner: Option<Uuid>) -> Result<ViListStamp> {
+pub(super) async fn vi_list_stamp(pool: &PgPool, owner: Option<UserId>) -> Result<ViListStamp> {
     const STAMP: &str =
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(revision), 0) AS BIGINT) AS total FROM vis";
     let row = match owner {
@@ -90,7 +89,7 @@ pub(super) async fn vi_list_stamp(pool: &PgPool, owner: Option<Uuid>) -> Result<
     })
 }
 
-pub(super) async fn list_vis(pool: &PgPool, owner: Option<Uuid>) -> Result<Vec<ViRecord>> {
+pub(super) async fn list_vis(pool: &PgPool, owner: Option<UserId>) -> Result<Vec<ViRecord>> {
     let rows = match owner {
         Some(o) => {
             sqlx::query(&format!(
@@ -114,7 +113,7 @@ pub(super) async fn list_vis(pool: &PgPool, owner: Option<Uuid>) -> Result<Vec<V
 
 pub(super) async fn update_vi_design(
     pool: &PgPool,
-    id: Uuid,
+    id: ViId,
     version: i64,
     name: &str,
     design_xml: &str,
@@ -159,7 +158,7 @@ pub(super) async fn update_vi_design(
 
 pub(super) async fn transition_vi(
     pool: &PgPool,
-    id: Uuid,
+    id: ViId,
     from: ViState,
     change: &Transition,
 ) -> Result<ViRecord> {
@@ -176,7 +175,7 @@ pub(super) async fn transition_vi(
     }
 }
 
-pub(super) async fn vi_events(pool: &PgPool, id: Uuid) -> Result<Vec<ViEventRecord>> {
+pub(super) async fn vi_events(pool: &PgPool, id: ViId) -> Result<Vec<ViEventRecord>> {
     let rows = sqlx::query("SELECT * FROM vi_events WHERE vi_id = $1 ORDER BY seq")
         .bind(id)
         .fetch_all(pool)
@@ -189,7 +188,7 @@ pub(super) async fn vi_events(pool: &PgPool, id: Uuid) -> Result<Vec<ViEventReco
 /// the VI is not in `from` (nothing written).
 pub(super) async fn transition_in(
     tx: &mut Tx<'_>,
-    id: Uuid,
+    id: ViId,
     from: ViState,
     change: &Transition,
 ) -> Result<Option<ViRecord>> {
@@ -228,7 +227,7 @@ pub(super) async fn transition_in(
 /// Serialises quota checks of one user's writes: the user's row stays
 /// locked until the transaction ends, so two designs checked at once
 /// cannot both take the last of the quota.
-async fn lock_user(tx: &mut Tx<'_>, user: Uuid) -> Result<()> {
+async fn lock_user(tx: &mut Tx<'_>, user: UserId) -> Result<()> {
     sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
         .bind(user)
         .fetch_optional(&mut **tx)
@@ -238,7 +237,7 @@ async fn lock_user(tx: &mut Tx<'_>, user: Uuid) -> Result<()> {
 }
 
 /// Why a compare-and-set from `from` lost (read after the transaction).
-pub(super) async fn vi_conflict(pool: &PgPool, id: Uuid, from: ViState) -> StoreError {
+pub(super) async fn vi_conflict(pool: &PgPool, id: ViId, from: ViState) -> StoreError {
     match vi(pool, id).await {
         Ok(current) => error::vi_conflict(from, current.state),
         Err(e) => e,
@@ -247,7 +246,7 @@ pub(super) async fn vi_conflict(pool: &PgPool, id: Uuid, from: ViState) -> Store
 
 /// Why a design of `owner` was refused: which part of the design quota
 /// it would exceed (`except`: the VI being edited, not counted).
-async fn design_quota_error(pool: &PgPool, owner: Uuid, except: Option<Uuid>) -> StoreError {
+async fn design_quota_error(pool: &PgPool, owner: UserId, except: Option<ViId>) -> StoreError {
     let user = match super::users::user(pool, owner).await {
         Ok(u) => u,
         Err(e) => return e,
@@ -258,7 +257,7 @@ async fn design_quota_error(pool: &PgPool, owner: Uuid, except: Option<Uuid>) ->
         design_bytes("$1", Some("$2"))
     ))
     .bind(owner)
-    .bind(except.unwrap_or_default())
+    .bind(except.map(ViId::uuid).unwrap_or_default())
     .fetch_one(pool)
     .await;
     let held = row.map_err(db).and_then(|row| {
@@ -278,9 +277,9 @@ const COUNTED: &str = "state NOT IN ('defined', 'rejected', 'terminated')";
 
 pub(super) async fn quota_usage(
     pool: &PgPool,
-    owner: Uuid,
-    except: Uuid,
-) -> Result<(ViUsage, Vec<Uuid>)> {
+    owner: UserId,
+    except: ViId,
+) -> Result<(ViUsage, Vec<ViId>)> {
     let sum = |c: &str| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT)");
     let row = sqlx::query(&format!(
         "SELECT {}, {}, {}, {}, {} FROM vis \
@@ -314,11 +313,11 @@ pub(super) async fn quota_usage(
     .map_err(db)?
     .iter()
     .map(decode::vi_id)
-    .collect::<Result<Vec<Uuid>>>()?;
+    .collect::<Result<Vec<ViId>>>()?;
     Ok((usage, missing))
 }
 
-pub(super) async fn set_vi_usage(pool: &PgPool, vi: Uuid, usage: &ViUsage) -> Result<()> {
+pub(super) async fn set_vi_usage(pool: &PgPool, vi: ViId, usage: &ViUsage) -> Result<()> {
     let done = sqlx::query(
         "UPDATE vis SET usage_vms = $1, usage_vcpus = $2, usage_ram_mib = $3, \
          usage_public_addresses = $4, usage_private_addresses = $5 WHERE id = $6",

@@ -1,7 +1,6 @@
 //! Datacenters and their hosts.
 
 use sqlx::SqlitePool;
-use uuid::Uuid;
 
 use crate::decode;
 use crate::error::{db, read_err, write_err};
@@ -76,7 +75,7 @@ pub(super) async fn list_hosts(pool: &SqlitePool) -> Result<Vec<HostRecord>> {
     rows.iter().map(decode::host).collect()
 }
 
-pub(super) async fn host_heartbeat(pool: &SqlitePool, id: Uuid, now: i64) -> Result<()> {
+pub(super) async fn host_heartbeat(pool: &SqlitePool, id: HostId, now: i64) -> Result<()> {
     let done = sqlx::query("UPDATE hosts SET last_seen = $1, state = 'ready' WHERE id = $2")
         .bind(now)
         .bind(id.to_string())
@@ -100,7 +99,10 @@ pub(super) async fn mark_unreachable(pool: &SqlitePool, before: i64) -> Result<u
     Ok(done.rows_affected())
 }
 
-pub(super) async fn hosts_in(pool: &SqlitePool, datacenter: Uuid) -> Result<Vec<HostRecord>> {
+pub(super) async fn hosts_in(
+    pool: &SqlitePool,
+    datacenter: DatacenterId,
+) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query("SELECT * FROM hosts WHERE datacenter_id = $1 ORDER BY name")
         .bind(datacenter.to_string())
         .fetch_all(pool)
@@ -109,7 +111,7 @@ pub(super) async fn hosts_in(pool: &SqlitePool, datacenter: Uuid) -> Result<Vec<
     rows.iter().map(decode::host).collect()
 }
 
-pub(super) async fn hosts_by_id(pool: &SqlitePool, ids: &[Uuid]) -> Result<Vec<HostRecord>> {
+pub(super) async fn hosts_by_id(pool: &SqlitePool, ids: &[HostId]) -> Result<Vec<HostRecord>> {
     // One parameter whatever the number of ids: a JSON array of them
     // (hyphenated UUIDs need no escaping).
     let ids: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();

@@ -142,7 +142,7 @@ impl Store for SqliteStore {
         users::create_user(&self.pool, user).await
     }
 
-    async fn user(&self, id: Uuid) -> Result<UserRecord> {
+    async fn user(&self, id: UserId) -> Result<UserRecord> {
         users::user(&self.pool, id).await
     }
 
@@ -170,11 +170,11 @@ impl Store for SqliteStore {
         users::delete_token(&self.pool, hash).await
     }
 
-    async fn list_tokens(&self, user: Uuid, now: i64) -> Result<Vec<TokenRecord>> {
+    async fn list_tokens(&self, user: UserId, now: i64) -> Result<Vec<TokenRecord>> {
         users::list_tokens(&self.pool, user, now).await
     }
 
-    async fn revoke_token(&self, id: Uuid, user: Option<Uuid>) -> Result<()> {
+    async fn revoke_token(&self, id: TokenId, user: Option<UserId>) -> Result<()> {
         users::revoke_token(&self.pool, id, user).await
     }
 
@@ -182,15 +182,15 @@ impl Store for SqliteStore {
         users::add_ssh_key(&self.pool, key, max).await
     }
 
-    async fn ssh_keys(&self, user: Uuid) -> Result<Vec<SshKeyRecord>> {
+    async fn ssh_keys(&self, user: UserId) -> Result<Vec<SshKeyRecord>> {
         users::ssh_keys(&self.pool, user).await
     }
 
-    async fn delete_ssh_key(&self, user: Uuid, id: Uuid) -> Result<()> {
+    async fn delete_ssh_key(&self, user: UserId, id: SshKeyId) -> Result<()> {
         users::delete_ssh_key(&self.pool, user, id).await
     }
 
-    async fn revoke_tokens_of(&self, user: Uuid, except_hash: Option<&str>) -> Result<u64> {
+    async fn revoke_tokens_of(&self, user: UserId, except_hash: Option<&str>) -> Result<u64> {
         users::revoke_tokens_of(&self.pool, user, except_hash).await
     }
 
@@ -198,15 +198,19 @@ impl Store for SqliteStore {
         users::delete_expired_tokens(&self.pool, now).await
     }
 
-    async fn set_password(&self, user: Uuid, password_hash: &str) -> Result<()> {
+    async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()> {
         users::set_password(&self.pool, user, password_hash).await
     }
 
-    async fn set_user_disabled(&self, user: Uuid, disabled_at: Option<i64>) -> Result<UserRecord> {
+    async fn set_user_disabled(
+        &self,
+        user: UserId,
+        disabled_at: Option<i64>,
+    ) -> Result<UserRecord> {
         users::set_user_disabled(&self.pool, user, disabled_at).await
     }
 
-    async fn set_user_quota(&self, user: Uuid, quota: &Quota) -> Result<UserRecord> {
+    async fn set_user_quota(&self, user: UserId, quota: &Quota) -> Result<UserRecord> {
         users::set_user_quota(&self.pool, user, quota).await
     }
 
@@ -230,15 +234,15 @@ impl Store for SqliteStore {
         inventory::list_hosts(&self.pool).await
     }
 
-    async fn hosts_in(&self, datacenter: Uuid) -> Result<Vec<HostRecord>> {
+    async fn hosts_in(&self, datacenter: DatacenterId) -> Result<Vec<HostRecord>> {
         inventory::hosts_in(&self.pool, datacenter).await
     }
 
-    async fn hosts_by_id(&self, ids: &[Uuid]) -> Result<Vec<HostRecord>> {
+    async fn hosts_by_id(&self, ids: &[HostId]) -> Result<Vec<HostRecord>> {
         inventory::hosts_by_id(&self.pool, ids).await
     }
 
-    async fn host_heartbeat(&self, id: Uuid, now: i64) -> Result<()> {
+    async fn host_heartbeat(&self, id: HostId, now: i64) -> Result<()> {
         inventory::host_heartbeat(&self.pool, id, now).await
     }
 
@@ -254,17 +258,17 @@ impl Store for SqliteStore {
         templates::list_templates(&self.pool).await
     }
 
-    async fn template_for(&self, owner: Uuid, name: &str) -> Result<TemplateRecord> {
+    async fn template_for(&self, owner: UserId, name: &str) -> Result<TemplateRecord> {
         templates::template_for(&self.pool, owner, name).await
     }
 
-    async fn template(&self, id: Uuid) -> Result<TemplateRecord> {
+    async fn template(&self, id: TemplateId) -> Result<TemplateRecord> {
         templates::template(&self.pool, id).await
     }
 
     async fn set_template_visibility(
         &self,
-        id: Uuid,
+        id: TemplateId,
         visibility: Visibility,
     ) -> Result<TemplateRecord> {
         templates::set_template_visibility(&self.pool, id, visibility).await
@@ -274,25 +278,25 @@ impl Store for SqliteStore {
         vis::create_vi(&self.pool, vi).await
     }
 
-    async fn vi(&self, id: Uuid) -> Result<ViRecord> {
+    async fn vi(&self, id: ViId) -> Result<ViRecord> {
         vis::vi(&self.pool, id).await
     }
 
-    async fn vi_stamp(&self, id: Uuid) -> Result<ViStamp> {
+    async fn vi_stamp(&self, id: ViId) -> Result<ViStamp> {
         vis::vi_stamp(&self.pool, id).await
     }
 
-    async fn list_vis(&self, owner: Option<Uuid>) -> Result<Vec<ViRecord>> {
+    async fn list_vis(&self, owner: Option<UserId>) -> Result<Vec<ViRecord>> {
         vis::list_vis(&self.pool, owner).await
     }
 
-    async fn vi_list_stamp(&self, owner: Option<Uuid>) -> Result<ViListStamp> {
+    async fn vi_list_stamp(&self, owner: Option<UserId>) -> Result<ViListStamp> {
         vis::vi_list_stamp(&self.pool, owner).await
     }
 
     async fn update_vi_design(
         &self,
-        id: Uuid,
+        id: ViId,
         version: i64,
         name: &str,
         design_xml: &str,
@@ -303,28 +307,28 @@ impl Store for SqliteStore {
 
     async fn transition_vi(
         &self,
-        id: Uuid,
+        id: ViId,
         from: ViState,
         change: &Transition,
     ) -> Result<ViRecord> {
         vis::transition_vi(&self.pool, id, from, change).await
     }
 
-    async fn quota_usage(&self, owner: Uuid, except: Uuid) -> Result<(ViUsage, Vec<Uuid>)> {
+    async fn quota_usage(&self, owner: UserId, except: ViId) -> Result<(ViUsage, Vec<ViId>)> {
         vis::quota_usage(&self.pool, owner, except).await
     }
 
-    async fn set_vi_usage(&self, vi: Uuid, usage: &ViUsage) -> Result<()> {
+    async fn set_vi_usage(&self, vi: ViId, usage: &ViUsage) -> Result<()> {
         vis::set_vi_usage(&self.pool, vi, usage).await
     }
 
-    async fn vi_events(&self, id: Uuid) -> Result<Vec<ViEventRecord>> {
+    async fn vi_events(&self, id: ViId) -> Result<Vec<ViEventRecord>> {
         vis::vi_events(&self.pool, id).await
     }
 
     async fn transition_with_placement(
         &self,
-        id: Uuid,
+        id: ViId,
         from: ViState,
         change: &Transition,
         reservation: &Reservation,
@@ -336,31 +340,31 @@ impl Store for SqliteStore {
         placement::owned_addresses(&self.pool).await
     }
 
-    async fn release_addresses(&self, vi: Uuid, covers: &[(String, String)]) -> Result<u64> {
+    async fn release_addresses(&self, vi: ViId, covers: &[(String, String)]) -> Result<u64> {
         placement::release_addresses(&self.pool, vi, covers).await
     }
 
-    async fn vms(&self, vi: Uuid) -> Result<Vec<VmRecord>> {
+    async fn vms(&self, vi: ViId) -> Result<Vec<VmRecord>> {
         placement::vms(&self.pool, vi).await
     }
 
-    async fn release_vms(&self, vi: Uuid) -> Result<u64> {
+    async fn release_vms(&self, vi: ViId) -> Result<u64> {
         placement::release_vms(&self.pool, vi).await
     }
 
-    async fn vm_moves(&self, vi: Uuid) -> Result<Vec<VmRecord>> {
+    async fn vm_moves(&self, vi: ViId) -> Result<Vec<VmRecord>> {
         placement::vm_moves(&self.pool, vi).await
     }
 
-    async fn release_vm_moves(&self, vi: Uuid) -> Result<u64> {
+    async fn release_vm_moves(&self, vi: ViId) -> Result<u64> {
         placement::release_vm_moves(&self.pool, vi).await
     }
 
-    async fn commit_vm_moves(&self, vi: Uuid, location: Option<Uuid>) -> Result<u64> {
+    async fn commit_vm_moves(&self, vi: ViId, location: Option<DatacenterId>) -> Result<u64> {
         placement::commit_vm_moves(&self.pool, vi, location).await
     }
 
-    async fn set_vi_location(&self, vi: Uuid, location: Option<Uuid>) -> Result<()> {
+    async fn set_vi_location(&self, vi: ViId, location: Option<DatacenterId>) -> Result<()> {
         placement::set_vi_location(&self.pool, vi, location).await
     }
 
@@ -372,7 +376,7 @@ impl Store for SqliteStore {
         switching::switches(&self.pool).await
     }
 
-    async fn delete_switch(&self, datacenter: Uuid) -> Result<()> {
+    async fn delete_switch(&self, datacenter: DatacenterId) -> Result<()> {
         switching::delete_switch(&self.pool, datacenter).await
     }
 
@@ -384,7 +388,7 @@ impl Store for SqliteStore {
         switching::request_migration(&self.pool, request).await
     }
 
-    async fn migration_request(&self, vi: Uuid) -> Result<Option<MigrationRequestRecord>> {
+    async fn migration_request(&self, vi: ViId) -> Result<Option<MigrationRequestRecord>> {
         switching::migration_request(&self.pool, vi).await
     }
 
@@ -392,7 +396,7 @@ impl Store for SqliteStore {
         switching::migration_requests(&self.pool).await
     }
 
-    async fn delete_migration_request(&self, vi: Uuid) -> Result<bool> {
+    async fn delete_migration_request(&self, vi: ViId) -> Result<bool> {
         switching::delete_migration_request(&self.pool, vi).await
     }
 
@@ -409,11 +413,11 @@ impl Store for SqliteStore {
         jobs::add_job(&self.pool, job, vi_state).await
     }
 
-    async fn job(&self, id: Uuid) -> Result<JobRecord> {
+    async fn job(&self, id: JobId) -> Result<JobRecord> {
         jobs::job(&self.pool, id).await
     }
 
-    async fn jobs_of_vi(&self, vi: Uuid) -> Result<Vec<JobRecord>> {
+    async fn jobs_of_vi(&self, vi: ViId) -> Result<Vec<JobRecord>> {
         jobs::jobs_of_vi(&self.pool, vi).await
     }
 
@@ -421,13 +425,13 @@ impl Store for SqliteStore {
         jobs::unfinished_jobs(&self.pool).await
     }
 
-    async fn claim_job(&self, id: Uuid, owner: &str, now: i64, until: i64) -> Result<bool> {
+    async fn claim_job(&self, id: JobId, owner: &str, now: i64, until: i64) -> Result<bool> {
         jobs::claim_job(&self.pool, id, owner, now, until).await
     }
 
     async fn update_job(
         &self,
-        id: Uuid,
+        id: JobId,
         expected: (JobState, i64),
         state: JobState,
         cursor: i64,
@@ -439,7 +443,7 @@ impl Store for SqliteStore {
 
     async fn finish_job(
         &self,
-        id: Uuid,
+        id: JobId,
         expected: JobState,
         state: JobState,
         error: Option<&str>,

@@ -3,7 +3,6 @@
 
 use neptune_lifecycle::ViState;
 use sqlx::SqlitePool;
-use uuid::Uuid;
 
 use super::vis::{transition_in, vi_conflict};
 use crate::decode::{self, json_param};
@@ -13,7 +12,7 @@ use crate::{Result, StoreError};
 
 pub(super) async fn transition_with_placement(
     pool: &SqlitePool,
-    id: Uuid,
+    id: ViId,
     from: ViState,
     change: &Transition,
     reservation: &Reservation,
@@ -141,7 +140,7 @@ pub(super) async fn owned_addresses(pool: &SqlitePool) -> Result<Vec<OwnedAddres
 
 pub(super) async fn release_addresses(
     pool: &SqlitePool,
-    vi: Uuid,
+    vi: ViId,
     covers: &[(String, String)],
 ) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
@@ -173,7 +172,7 @@ pub(super) async fn release_addresses(
     Ok(deleted)
 }
 
-pub(super) async fn vms(pool: &SqlitePool, vi: Uuid) -> Result<Vec<VmRecord>> {
+pub(super) async fn vms(pool: &SqlitePool, vi: ViId) -> Result<Vec<VmRecord>> {
     let rows = sqlx::query("SELECT * FROM vms WHERE vi_id = $1 ORDER BY node_id")
         .bind(vi.to_string())
         .fetch_all(pool)
@@ -182,7 +181,7 @@ pub(super) async fn vms(pool: &SqlitePool, vi: Uuid) -> Result<Vec<VmRecord>> {
     rows.iter().map(decode::vm).collect()
 }
 
-pub(super) async fn release_vms(pool: &SqlitePool, vi: Uuid) -> Result<u64> {
+pub(super) async fn release_vms(pool: &SqlitePool, vi: ViId) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
     let mut released = release_in(&mut tx, vi, "vms").await?;
     released.extend(release_in(&mut tx, vi, "vm_moves").await?);
@@ -191,7 +190,7 @@ pub(super) async fn release_vms(pool: &SqlitePool, vi: Uuid) -> Result<u64> {
     Ok(released.len() as u64)
 }
 
-pub(super) async fn release_vm_moves(pool: &SqlitePool, vi: Uuid) -> Result<u64> {
+pub(super) async fn release_vm_moves(pool: &SqlitePool, vi: ViId) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
     let released = release_in(&mut tx, vi, "vm_moves").await?;
     give_back(&mut tx, released.iter()).await?;
@@ -199,7 +198,7 @@ pub(super) async fn release_vm_moves(pool: &SqlitePool, vi: Uuid) -> Result<u64>
     Ok(released.len() as u64)
 }
 
-pub(super) async fn vm_moves(pool: &SqlitePool, vi: Uuid) -> Result<Vec<VmRecord>> {
+pub(super) async fn vm_moves(pool: &SqlitePool, vi: ViId) -> Result<Vec<VmRecord>> {
     let rows = sqlx::query("SELECT * FROM vm_moves WHERE vi_id = $1 ORDER BY node_id")
         .bind(vi.to_string())
         .fetch_all(pool)
@@ -210,8 +209,8 @@ pub(super) async fn vm_moves(pool: &SqlitePool, vi: Uuid) -> Result<Vec<VmRecord
 
 pub(super) async fn commit_vm_moves(
     pool: &SqlitePool,
-    vi: Uuid,
-    location: Option<Uuid>,
+    vi: ViId,
+    location: Option<DatacenterId>,
 ) -> Result<u64> {
     let mut tx = pool.begin().await.map_err(db)?;
     let moves = release_in(&mut tx, vi, "vm_moves").await?;
@@ -259,8 +258,8 @@ pub(super) async fn commit_vm_moves(
 
 pub(super) async fn set_vi_location(
     pool: &SqlitePool,
-    vi: Uuid,
-    location: Option<Uuid>,
+    vi: ViId,
+    location: Option<DatacenterId>,
 ) -> Result<()> {
     let done = sqlx::query("UPDATE vis SET location_id = $1 WHERE id = $2")
         .bind(location.map(|u| u.to_string()))
@@ -278,7 +277,7 @@ pub(super) async fn set_vi_location(
 /// slots this call releases.
 async fn release_in(
     tx: &mut super::Tx<'_>,
-    vi: Uuid,
+    vi: ViId,
     table: &'static str,
 ) -> Result<Vec<VmRecord>> {
     let rows = sqlx::query(&format!("DELETE FROM {table} WHERE vi_id = $1 RETURNING *"))

@@ -2,7 +2,6 @@
 //! Address updates, and owners' requests to move a VI.
 
 use sqlx::SqlitePool;
-use uuid::Uuid;
 
 use crate::decode;
 use crate::error::{db, write_err};
@@ -37,7 +36,7 @@ pub(super) async fn switches(pool: &SqlitePool) -> Result<Vec<SwitchRecord>> {
     rows.iter().map(decode::switch).collect()
 }
 
-pub(super) async fn delete_switch(pool: &SqlitePool, datacenter: Uuid) -> Result<()> {
+pub(super) async fn delete_switch(pool: &SqlitePool, datacenter: DatacenterId) -> Result<()> {
     let done = sqlx::query("DELETE FROM switches WHERE datacenter_id = $1")
         .bind(datacenter.to_string())
         .execute(pool)
@@ -82,7 +81,7 @@ pub(super) async fn request_migration(pool: &SqlitePool, r: &MigrationRequestRec
 
 pub(super) async fn migration_request(
     pool: &SqlitePool,
-    vi: Uuid,
+    vi: ViId,
 ) -> Result<Option<MigrationRequestRecord>> {
     let row = sqlx::query("SELECT * FROM migration_requests WHERE vi_id = $1")
         .bind(vi.to_string())
@@ -100,7 +99,7 @@ pub(super) async fn migration_requests(pool: &SqlitePool) -> Result<Vec<Migratio
     rows.iter().map(decode::migration_request).collect()
 }
 
-pub(super) async fn delete_migration_request(pool: &SqlitePool, vi: Uuid) -> Result<bool> {
+pub(super) async fn delete_migration_request(pool: &SqlitePool, vi: ViId) -> Result<bool> {
     let done = sqlx::query("DELETE FROM migration_requests WHERE vi_id = $1")
         .bind(vi.to_string())
         .execute(pool)

@@ -1,7 +1,6 @@
 //! Templates: VM images and their defaults, private or public.
 
 use sqlx::SqlitePool;
-use uuid::Uuid;
 
 use crate::decode::{self, json_param};
 use crate::error::{db, read_err, write_err};
@@ -43,7 +42,7 @@ pub(super) async fn list_templates(pool: &SqlitePool) -> Result<Vec<TemplateReco
 
 pub(super) async fn template_for(
     pool: &SqlitePool,
-    owner: Uuid,
+    owner: UserId,
     name: &str,
 ) -> Result<TemplateRecord> {
     // The owner's own template of that name first, then the public one.
@@ -59,7 +58,7 @@ pub(super) async fn template_for(
     decode::template(&row)
 }
 
-pub(super) async fn template(pool: &SqlitePool, id: Uuid) -> Result<TemplateRecord> {
+pub(super) async fn template(pool: &SqlitePool, id: TemplateId) -> Result<TemplateRecord> {
     let row = sqlx::query("SELECT * FROM templates WHERE id = $1")
         .bind(id.to_string())
         .fetch_one(pool)
@@ -70,7 +69,7 @@ pub(super) async fn template(pool: &SqlitePool, id: Uuid) -> Result<TemplateReco
 
 pub(super) async fn set_template_visibility(
     pool: &SqlitePool,
-    id: Uuid,
+    id: TemplateId,
     visibility: Visibility,
 ) -> Result<TemplateRecord> {
     let row = sqlx::query("UPDATE templates SET visibility = $1 WHERE id = $2 RETURNING *")

@@ -1,7 +1,6 @@
 //! Users and their credentials: tokens and SSH keys.
 
 use sqlx::SqlitePool;
-use uuid::Uuid;
 
 use crate::decode::{self, TOKEN_COLUMNS};
 use crate::error::{db, read_err, ssh_key_quota, write_err};
@@ -32,7 +31,7 @@ pub(super) async fn create_user(pool: &SqlitePool, u: &UserRecord) -> Result<()>
     Ok(())
 }
 
-pub(super) async fn user(pool: &SqlitePool, id: Uuid) -> Result<UserRecord> {
+pub(super) async fn user(pool: &SqlitePool, id: UserId) -> Result<UserRecord> {
     let row = sqlx::query("SELECT * FROM users WHERE id = $1")
         .bind(id.to_string())
         .fetch_one(pool)
@@ -119,7 +118,7 @@ pub(super) async fn delete_token(pool: &SqlitePool, hash: &str) -> Result<()> {
 
 pub(super) async fn list_tokens(
     pool: &SqlitePool,
-    user: Uuid,
+    user: UserId,
     now: i64,
 ) -> Result<Vec<TokenRecord>> {
     let rows = sqlx::query(&format!(
@@ -135,7 +134,11 @@ pub(super) async fn list_tokens(
     rows.iter().map(decode::token).collect()
 }
 
-pub(super) async fn revoke_token(pool: &SqlitePool, id: Uuid, user: Option<Uuid>) -> Result<()> {
+pub(super) async fn revoke_token(
+    pool: &SqlitePool,
+    id: TokenId,
+    user: Option<UserId>,
+) -> Result<()> {
     let done = match user {
         Some(u) => {
             sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
@@ -182,7 +185,7 @@ pub(super) async fn add_ssh_key(pool: &SqlitePool, key: &SshKeyRecord, max: i64)
     Ok(())
 }
 
-pub(super) async fn ssh_keys(pool: &SqlitePool, user: Uuid) -> Result<Vec<SshKeyRecord>> {
+pub(super) async fn ssh_keys(pool: &SqlitePool, user: UserId) -> Result<Vec<SshKeyRecord>> {
     let rows = sqlx::query(
         "SELECT id, user_id, name, public_key, fingerprint, created_at FROM ssh_keys \
          WHERE user_id = $1 ORDER BY created_at, id",
@@ -194,7 +197,7 @@ pub(super) async fn ssh_keys(pool: &SqlitePool, user: Uuid) -> Result<Vec<SshKey
     rows.iter().map(decode::ssh_key).collect()
 }
 
-pub(super) async fn delete_ssh_key(pool: &SqlitePool, user: Uuid, id: Uuid) -> Result<()> {
+pub(super) async fn delete_ssh_key(pool: &SqlitePool, user: UserId, id: SshKeyId) -> Result<()> {
     let done = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
         .bind(id.to_string())
         .bind(user.to_string())
@@ -209,7 +212,7 @@ pub(super) async fn delete_ssh_key(pool: &SqlitePool, user: Uuid, id: Uuid) -> R
 
 pub(super) async fn revoke_tokens_of(
     pool: &SqlitePool,
-    user: Uuid,
+    user: UserId,
     except_hash: Option<&str>,
 ) -> Result<u64> {
     let done = sqlx::query("DELETE FROM tokens WHERE user_id = $1 AND hash <> $2")
@@ -230,7 +233,11 @@ pub(super) async fn delete_expired_tokens(pool: &SqlitePool, now: i64) -> Result
     Ok(done.rows_affected())
 }
 
-pub(super) async fn set_password(pool: &SqlitePool, user: Uuid, password_hash: &str) -> Result<()> {
+pub(super) async fn set_password(
+    pool: &SqlitePool,
+    user: UserId,
+    password_hash: &str,
+) -> Result<()> {
     let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(password_hash)
         .bind(user.to_string())
@@ -245,7 +252,7 @@ pub(super) async fn set_password(pool: &SqlitePool, user: Uuid, password_hash: &
 
 pub(super) async fn set_user_disabled(
     pool: &SqlitePool,
-    user: Uuid,
+    user: UserId,
     disabled_at: Option<i64>,
 ) -> Result<UserRecord> {
     let mut tx = pool.begin().await.map_err(db)?;
@@ -271,7 +278,7 @@ pub(super) async fn set_user_disabled(
 
 pub(super) async fn set_user_quota(
     pool: &SqlitePool,
-    user: Uuid,
+    user: UserId,
     quota: &Quota,
 ) -> Result<UserRecord> {
     let row = sqlx::query(

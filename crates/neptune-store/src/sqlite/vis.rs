@@ -3,7 +3,6 @@
 
 use neptune_lifecycle::ViState;
 use sqlx::SqlitePool;
-use uuid::Uuid;
 
 use super::Tx;
 use crate::decode::{self, design_bytes, json_param, VI_COLUMNS};
@@ -49,7 +48,7 @@ pub(super) async fn create_vi(pool: &SqlitePool, vi: &ViRecord) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn vi(pool: &SqlitePool, id: Uuid) -> Result<ViRecord> {
+pub(super) async fn vi(pool: &SqlitePool, id: ViId) -> Result<ViRecord> {
     let row = sqlx::query(&format!("SELECT {VI_COLUMNS} FROM vis WHERE id = $1"))
         .bind(id.to_string())
         .fetch_one(pool)
@@ -58,7 +57,7 @@ pub(super) async fn vi(pool: &SqlitePool, id: Uuid) -> Result<ViRecord> {
     decode::vi(&row)
 }
 
-pub(super) async fn vi_stamp(pool: &SqlitePool, id: Uuid) -> Result<ViStamp> {
+pub(super) async fn vi_stamp(pool: &SqlitePool, id: ViId) -> Result<ViStamp> {
     // SQLite would take the primary key and then read the whole row,
     // design included, to reach the revision; the stamp index has both
     // columns.
@@ -70,7 +69,7 @@ pub(super) async fn vi_stamp(pool: &SqlitePool, id: Uuid) -> Result<ViStamp> {
     decode::vi_stamp(&row)
 }
 
-pub(super) async fn vi_list_stamp(pool: &SqlitePool, owner: Option<Uuid>) -> Result<ViListStamp> {
+pub(super) async fn vi_list_stamp(pool: &SqlitePool, owner: Option<UserId>) -> Result<ViListStamp> {
     const STAMP: &str =
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(revision), 0) AS BIGINT) AS total FROM vis";
     let row = match owner {
@@ -89,7 +88,7 @@ pub(super) async fn vi_list_stamp(pool: &SqlitePool, owner: Option<Uuid>) -> Res
     })
 }
 
-pub(super) async fn list_vis(pool: &SqlitePool, owner: Option<Uuid>) -> Result<Vec<ViRecord>> {
+pub(super) async fn list_vis(pool: &SqlitePool, owner: Option<UserId>) -> Result<Vec<ViRecord>> {
     let rows = match owner {
         Some(o) => {
             sqlx::query(&format!(
@@ -113,7 +112,7 @@ pub(super) async fn list_vis(pool: &SqlitePool, owner: Option<Uuid>) -> Result<V
 
 pub(super) async fn update_vi_design(
     pool: &SqlitePool,
-    id: Uuid,
+    id: ViId,
     version: i64,
     name: &str,
     design_xml: &str,
@@ -153,7 +152,7 @@ pub(super) async fn update_vi_design(
 
 pub(super) async fn transition_vi(
     pool: &SqlitePool,
-    id: Uuid,
+    id: ViId,
     from: ViState,
     change: &Transition,
 ) -> Result<ViRecord> {
@@ -170,7 +169,7 @@ pub(super) async fn transition_vi(
     }
 }
 
-pub(super) async fn vi_events(pool: &SqlitePool, id: Uuid) -> Result<Vec<ViEventRecord>> {
+pub(super) async fn vi_events(pool: &SqlitePool, id: ViId) -> Result<Vec<ViEventRecord>> {
     let rows = sqlx::query("SELECT * FROM vi_events WHERE vi_id = $1 ORDER BY seq")
         .bind(id.to_string())
         .fetch_all(pool)
@@ -183,7 +182,7 @@ pub(super) async fn vi_events(pool: &SqlitePool, id: Uuid) -> Result<Vec<ViEvent
 /// the VI is not in `from` (nothing written).
 pub(super) async fn transition_in(
     tx: &mut Tx<'_>,
-    id: Uuid,
+    id: ViId,
     from: ViState,
     change: &Transition,
 ) -> Result<Option<ViRecord>> {
@@ -220,7 +219,7 @@ pub(super) async fn transition_in(
 }
 
 /// Why a compare-and-set from `from` lost (read after the transaction).
-pub(super) async fn vi_conflict(pool: &SqlitePool, id: Uuid, from: ViState) -> StoreError {
+pub(super) async fn vi_conflict(pool: &SqlitePool, id: ViId, from: ViState) -> StoreError {
     match vi(pool, id).await {
         Ok(current) => error::vi_conflict(from, current.state),
         Err(e) => e,
@@ -229,7 +228,7 @@ pub(super) async fn vi_conflict(pool: &SqlitePool, id: Uuid, from: ViState) -> S
 
 /// Why a design of `owner` was refused: which part of the design quota
 /// it would exceed (`except`: the VI being edited, not counted).
-async fn design_quota_error(pool: &SqlitePool, owner: Uuid, except: Option<Uuid>) -> StoreError {
+async fn design_quota_error(pool: &SqlitePool, owner: UserId, except: Option<ViId>) -> StoreError {
     let user = match super::users::user(pool, owner).await {
         Ok(u) => u,
         Err(e) => return e,
@@ -240,7 +239,7 @@ async fn design_quota_error(pool: &SqlitePool, owner: Uuid, except: Option<Uuid>
         design_bytes("$1", Some("$2"))
     ))
     .bind(owner.to_string())
-    .bind(except.unwrap_or_default().to_string())
+    .bind(except.map(ViId::uuid).unwrap_or_default().to_string())
     .fetch_one(pool)
     .await;
     let held = row.map_err(db).and_then(|row| {
@@ -260,9 +259,9 @@ const COUNTED: &str = "state NOT IN ('defined', 'rejected', 'terminated')";
 
 pub(super) async fn quota_usage(
     pool: &SqlitePool,
-    owner: Uuid,
-    except: Uuid,
-) -> Result<(ViUsage, Vec<Uuid>)> {
+    owner: UserId,
+    except: ViId,
+) -> Result<(ViUsage, Vec<ViId>)> {
     let sum = |c: &str| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT)");
     let row = sqlx::query(&format!(
         "SELECT {}, {}, {}, {}, {} FROM vis \
@@ -296,11 +295,11 @@ pub(super) async fn quota_usage(
     .map_err(db)?
     .iter()
     .map(decode::vi_id)
-    .collect::<Result<Vec<Uuid>>>()?;
+    .collect::<Result<Vec<ViId>>>()?;
     Ok((usage, missing))
 }
 
-pub(super) async fn set_vi_usage(pool: &SqlitePool, vi: Uuid, usage: &ViUsage) -> Result<()> {
+pub(super) async fn set_vi_usage(pool: &SqlitePool, vi: ViId, usage: &ViUsage) -> Result<()> {
     let done = sqlx::query(
         "UPDATE vis SET usage_vms = $1, usage_vcpus = $2, usage_ram_mib = $3, \
          usage_public_addresses = $4, usage_private_addresses = $5 WHERE id = $6",

@@ -40,9 +40,9 @@ impl Raw {
     }
 }
 
-fn job(vi: Uuid, steps: &str) -> JobRecord {
+fn job(vi: ViId, steps: &str) -> JobRecord {
     JobRecord {
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         vi_id: vi,
         kind: "deploy".into(),
         state: JobState::Running,
@@ -172,7 +172,7 @@ pub(crate) async fn corrupt_rows_are_errors(s: &dyn Store, raw: &Raw) {
 
     // An Agent's token without its host.
     let token = TokenRecord {
-        id: Uuid::new_v4(),
+        id: Uuid::new_v4().into(),
         hash: "damaged-token".into(),
         user_id: owner.id,
         kind: TokenKind::Api,

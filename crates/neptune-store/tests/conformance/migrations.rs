@@ -218,8 +218,8 @@ INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count)
 VALUES ('10.0.0.0/8', '10.0.0.0/24', 'covers', NULL, NULL, 1);
 ";
 
-fn id(text: &str) -> Uuid {
-    Uuid::from_str(text).unwrap()
+fn id<T: From<Uuid>>(text: &str) -> T {
+    Uuid::from_str(text).unwrap().into()
 }
 
 fn value(text: &str) -> Value {

@@ -16,9 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use neptune_api as api;
+use neptune_api::{JobId, SshKeyId, TemplateId, TokenId, ViId};
 use neptune_client::{Client, ClientError};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub(crate) enum Output {
@@ -61,19 +61,19 @@ pub(crate) enum ViCommand {
     },
     /// One VI: its VMs and hosts, its addresses, its last job.
     Show {
-        id: Uuid,
+        id: ViId,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
     /// Ask for the VI to be allocated.
-    Request { id: Uuid },
+    Request { id: ViId },
     /// Take a pending request back.
-    Withdraw { id: Uuid },
+    Withdraw { id: ViId },
     /// Take a rejected design back to edit it.
-    Revise { id: Uuid },
+    Revise { id: ViId },
     /// Show what accepting would do (changes nothing).
     Plan {
-        id: Uuid,
+        id: ViId,
         #[arg(long)]
         datacenter: Option<String>,
         #[arg(long, value_enum, default_value_t)]
@@ -81,7 +81,7 @@ pub(crate) enum ViCommand {
     },
     /// Accept a request (administrators): place, reserve, deploy.
     Accept {
-        id: Uuid,
+        id: ViId,
         #[arg(long)]
         datacenter: Option<String>,
         /// A manual placement: NODE=HOST for every node.
@@ -90,28 +90,28 @@ pub(crate) enum ViCommand {
     },
     /// Deploy an accepted VI again on the hosts it holds, after a deploy
     /// rolled back (administrators).
-    Deploy { id: Uuid },
+    Deploy { id: ViId },
     /// Free an accepted VI's hosts and addresses and return it to the
     /// queue (administrators).
-    Release { id: Uuid },
+    Release { id: ViId },
     /// Reject a request (administrators).
     Reject {
-        id: Uuid,
+        id: ViId,
         #[arg(long)]
         reason: String,
     },
     /// Suspend a running VI: its VMs are saved and its hosts freed.
-    Suspend { id: Uuid },
+    Suspend { id: ViId },
     /// Resume a suspended VI, placed again on whichever hosts have room.
-    Resume { id: Uuid },
+    Resume { id: ViId },
     /// Take the VI off its hosts and free everything it holds (owner or administrator).
-    Terminate { id: Uuid },
+    Terminate { id: ViId },
     /// Move a running VI live to another datacenter (a suspended one is
     /// resumed there), keeping every address: administrators move it at
     /// once; its owner asks, and an administrator grants (by migrating it)
     /// or refuses (--cancel). --plan shows what it would do.
     Migrate {
-        id: Uuid,
+        id: ViId,
         /// The datacenter to move to.
         #[arg(long, required_unless_present = "cancel")]
         to: Option<String>,
@@ -136,7 +136,7 @@ pub(crate) enum ViCommand {
     /// print its end, or follow it (lines read from standard input are
     /// typed on it) until interrupted.
     Console {
-        id: Uuid,
+        id: ViId,
         /// The node whose VM's console it is.
         node: String,
         /// A line to type first (a newline is added); repeatable.
@@ -152,7 +152,7 @@ pub(crate) enum ViCommand {
     },
     /// Wait until the operation in progress ends, showing its progress.
     Wait {
-        id: Uuid,
+        id: ViId,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -231,7 +231,7 @@ pub(crate) enum TemplateCommand {
         /// The new template's name.
         name: String,
         #[arg(long)]
-        vi: Uuid,
+        vi: ViId,
         #[arg(long)]
         node: String,
         /// Defaults to the OS of the template the VM was made from.
@@ -260,7 +260,7 @@ pub(crate) enum KeyCommand {
         name: Option<String>,
     },
     /// Forget a key (guests already deployed keep it).
-    Remove { id: Uuid },
+    Remove { id: SshKeyId },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,7 +282,7 @@ pub(crate) enum TokenCommand {
         agent: Option<String>,
     },
     /// Revoke a token by id (yours; administrators: any).
-    Revoke { id: Uuid },
+    Revoke { id: TokenId },
 }
 
 #[derive(Debug, Subcommand)]
@@ -909,7 +909,7 @@ fn build_template(name: &str, out: &std::path::Path) -> anyhow::Result<ExitCode>
 /// lines standard input reads.
 async fn console(
     client: &Client,
-    id: Uuid,
+    id: ViId,
     node: &str,
     send: &[String],
     bytes: u64,
@@ -1017,7 +1017,7 @@ fn show_job_progress(bar: &indicatif::ProgressBar, job: &api::Job) {
 /// Follows the VI's current job with a progress bar until the VI settles.
 /// Exit 0 when it reached the operation's goal, 1 when the job failed or
 /// rolled back.
-async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn wait(client: &Client, id: ViId, timeout: Duration) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + timeout;
     let bar = progress_bar()?;
     loop {
@@ -1070,7 +1070,7 @@ async fn wait(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<Ex
 
 /// Follows a job with a progress bar until it ends: exit 0 when it
 /// succeeded, 1 when it failed or rolled back.
-async fn wait_job(client: &Client, id: Uuid, timeout: Duration) -> anyhow::Result<ExitCode> {
+async fn wait_job(client: &Client, id: JobId, timeout: Duration) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + timeout;
     let bar = progress_bar()?;
     loop {
@@ -1110,7 +1110,7 @@ async fn set_visibility(
     template: &str,
     visibility: api::Visibility,
 ) -> anyhow::Result<()> {
-    let id = match Uuid::parse_str(template) {
+    let id = match template.parse::<TemplateId>() {
         Ok(id) => id,
         Err(_) => {
             let named: Vec<api::Template> = client
