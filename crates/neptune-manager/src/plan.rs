@@ -166,6 +166,102 @@ pub fn place(
     if ready.is_empty() {
         return Err(PlanError::NoHosts(dc.name.clone()));
     }
+    if manual.is_none() {
+        let some = candidates(&ready, topo, seed);
+        if some.len() < ready.len() {
+            // A few hosts with room suffice almost always; should they not
+            // (room too fragmented, uplinks too full), every ready host is
+            // tried, so the shortlist never refuses what all could take.
+            match place_on(vi, topo, dc, some, None, seed) {
+                Ok(plan) if plan.view.admissible => return Ok(plan),
+                _ => {}
+            }
+        }
+    }
+    place_on(vi, topo, dc, ready, manual, seed)
+}
+
+/// Fewest hosts an automatic placement considers (when the datacenter has
+/// them): enough choice for the partitioning to keep a VI's links inside
+/// hosts.
+pub const MIN_CANDIDATES: usize = 16;
+
+/// The hosts an automatic placement of `topo` considers: those with the
+/// most room left (vCPUs, then RAM), in an order that is stable for a VI
+/// (`seed`) and different between VIs where hosts have equal room, taken
+/// until they hold twice what the VI needs in every resource and VM slots,
+/// and at least [`MIN_CANDIDATES`]. Planning on tens of thousands of hosts
+/// costs time linear in their number in the solver; this keeps it to the
+/// size of the VI, and spreads concurrent accepts over different hosts so
+/// their commits do not collide.
+pub fn candidates<'h>(ready: &[&'h HostRecord], topo: &Topology, seed: u64) -> Vec<&'h HostRecord> {
+    let need = |f: fn(&neptune_topology::VirtualNode) -> i64| -> i64 {
+        topo.nodes.iter().map(f).fold(0i64, i64::saturating_add)
+    };
+    let want = [
+        need(|n| i64::from(n.vcpus())),
+        need(|n| i64::try_from(n.ram.0).unwrap_or(i64::MAX)),
+        need(|n| i64::try_from(n.disk.0).unwrap_or(i64::MAX)),
+        i64::try_from(topo.nodes.len()).unwrap_or(i64::MAX),
+    ]
+    .map(|x| x.saturating_mul(2));
+    let free = |h: &HostRecord| {
+        [
+            h.cpus - h.used.vcpus,
+            h.ram_mib - h.used.ram_mib,
+            h.disk_mib - h.used.disk_mib,
+            h.vm_slots - h.used.slots,
+        ]
+        .map(|x| x.max(0))
+    };
+    let smallest = topo
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                i64::from(n.vcpus()),
+                i64::try_from(n.ram.0).unwrap_or(i64::MAX),
+            )
+        })
+        .min()
+        .unwrap_or((0, 0));
+    let mut hosts: Vec<(&HostRecord, [i64; 4], u64)> = ready
+        .iter()
+        .map(|&h| (h, free(h), mix(seed ^ h.id.uuid().as_u64_pair().0)))
+        .filter(|(_, f, _)| f[3] > 0 && f[0] >= smallest.0 && f[1] >= smallest.1)
+        .collect();
+    hosts.sort_unstable_by(|a, b| (b.1[0], b.1[1]).cmp(&(a.1[0], a.1[1])).then(a.2.cmp(&b.2)));
+    let mut held = [0i64; 4];
+    let mut out = Vec::new();
+    for (h, f, _) in hosts {
+        if out.len() >= MIN_CANDIDATES && held.iter().zip(&want).all(|(h, w)| h >= w) {
+            break;
+        }
+        for (held, f) in held.iter_mut().zip(f) {
+            *held = held.saturating_add(f);
+        }
+        out.push(h);
+    }
+    out
+}
+
+/// A 64-bit mixer (SplitMix64's finaliser): nearby inputs give unrelated
+/// outputs, so hosts of equal room are ordered differently for every VI.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// [`place`] on the hosts `ready`, all of them ready hosts of `dc`.
+fn place_on(
+    vi: ViId,
+    topo: &Topology,
+    dc: &DatacenterRecord,
+    ready: Vec<&HostRecord>,
+    manual: Option<&HashMap<String, String>>,
+    seed: u64,
+) -> Result<PlacementPlan, PlanError> {
     let problem = Problem {
         graph: graph(topo),
         inventory: inventory(&ready),
@@ -308,6 +404,70 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    /// A large datacenter is planned on a shortlist: the hosts with the
+    /// most room, enough of them, the same for one VI and different
+    /// between VIs where hosts are alike.
+    #[test]
+    fn automatic_placement_considers_a_shortlist_of_the_roomiest_hosts() {
+        let dc = datacenter("a");
+        let topo = design(Kind::Cluster, 4);
+        let mut hosts: Vec<HostRecord> = (0..300)
+            .map(|i| host(dc.id, &format!("h{i}"), 16, 8))
+            .collect();
+        // Half of them are busy: the shortlist takes none of those.
+        for h in hosts.iter_mut().skip(150) {
+            h.used.vcpus = 12;
+            h.used.slots = 4;
+        }
+        // And a full one never appears.
+        hosts[0].used.slots = 8;
+        let ready: Vec<&HostRecord> = hosts.iter().collect();
+        let short = candidates(&ready, &topo, 1);
+        assert_eq!(short.len(), MIN_CANDIDATES);
+        assert!(short.iter().all(|h| h.used.vcpus == 0 && h.used.slots == 0));
+        assert!(short.iter().all(|h| h.name != "h0"));
+        let names = |c: &[&HostRecord]| c.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&short), names(&candidates(&ready, &topo, 1)));
+        assert_ne!(names(&short), names(&candidates(&ready, &topo, 2)));
+        // A VI needing more than 16 hosts' room gets twice its need.
+        let big = design(Kind::Cluster, 100);
+        let long = candidates(&ready, &big, 1);
+        let vcpus: i64 = big.nodes.iter().map(|n| i64::from(n.vcpus())).sum();
+        let held: i64 = long.iter().map(|h| h.cpus - h.used.vcpus).sum();
+        let slots: i64 = long.iter().map(|h| h.vm_slots - h.used.slots).sum();
+        assert!(held >= 2 * vcpus && slots >= 200, "{held} {slots}");
+        assert!(long.len() < ready.len());
+        // The plan uses shortlisted hosts only.
+        let plan = place(Uuid::new_v4().into(), &topo, &dc, &hosts, None, 1).unwrap();
+        let short_names = names(&short);
+        assert!(plan.view.vms.iter().all(|v| short_names.contains(&v.host)));
+    }
+
+    /// When the shortlist cannot take the VI (here: its one big node fits
+    /// only hosts with fewer vCPUs free, which sort last), every ready host
+    /// is tried.
+    #[test]
+    fn a_shortlist_that_cannot_take_the_vi_falls_back_to_every_host() {
+        let dc = datacenter("a");
+        let mut topo = design(Kind::Cluster, 4);
+        topo.nodes[0].ram = neptune_types::Mib(32768);
+        let mut hosts: Vec<HostRecord> = (0..40)
+            .map(|i| HostRecord {
+                ram_mib: 4096,
+                ..host(dc.id, &format!("small{i}"), 64, 8)
+            })
+            .collect();
+        hosts.push(host(dc.id, "roomy", 8, 8));
+        let ready: Vec<&HostRecord> = hosts.iter().collect();
+        assert!(candidates(&ready, &topo, 1)
+            .iter()
+            .all(|h| h.name != "roomy"));
+        let plan = place(Uuid::new_v4().into(), &topo, &dc, &hosts, None, 1).unwrap();
+        let first = topo.nodes[0].id.as_str();
+        let on = plan.view.vms.iter().find(|v| v.node == first).unwrap();
+        assert_eq!(on.host, "roomy");
     }
 
     /// A line of 6 VMs (links of 100 Mbit/s) on two hosts of 3 slots: any

@@ -74,7 +74,7 @@ pub async fn preview(
     let vi = visible(state, caller, id).await?;
     let dc = home_datacenter(state, datacenter).await?;
     let topo = super::design::design_of(&vi)?;
-    let hosts = state.store.list_hosts().await?;
+    let hosts = state.store.hosts_in(dc.id).await?;
     let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
     let addresses = plan_addresses(state, vi.id, &topo, &dc.name).await?;
     let wiring = wiring(state, &topo, &addresses, &plan.records, &hosts).await?;
@@ -124,8 +124,8 @@ pub async fn accept(
     let (accepted, steps) = loop {
         let (plan, hosts) = placing.plan().await?;
         // Other datacenters' accepts plan from the same private pools.
-        let _addressing = state.planning.addresses().await;
-        let addresses = plan_addresses(state, vi.id, &topo, &dc.name).await?;
+        let mut book = state.planning.addresses().await;
+        let addresses = book.plan(state, vi.id, &topo, &dc.name).await?;
         let wiring = wiring(state, &topo, &addresses, &plan.records, &hosts).await?;
         let layout = Layout {
             topo: &topo,
@@ -154,8 +154,17 @@ pub async fn accept(
             reject_reason: None,
             home_datacenter_id: Some(dc.id),
         };
-        if let Some(accepted) = placing.commit(&change, &reservation).await? {
-            break (accepted, steps);
+        match placing.commit(&change, &reservation).await {
+            Ok(Some(accepted)) => {
+                book.committed(&addresses);
+                break (accepted, steps);
+            }
+            // Another Manager may hold what the kept addresses lack.
+            Ok(None) => book.forget(),
+            Err(e) => {
+                book.forget();
+                return Err(e);
+            }
         }
     };
     // Its committed address plan is what it takes now.

@@ -4,7 +4,7 @@
 //! accepted VI again after a deploy that rolled back.
 
 use neptune_lifecycle::Event;
-use neptune_store::{Transition, ViRecord, VmRecord};
+use neptune_store::{TemplateRecord, Transition, ViRecord, VmRecord};
 use neptune_topology::Topology;
 use neptune_types::ViId;
 use neptune_types::{DatacenterId, UserId};
@@ -40,13 +40,24 @@ pub async fn steps(state: &AppState, vi: &ViRecord, at: Layout<'_>) -> ApiResult
     let mut starts = Vec::new();
     let mut readies = Vec::new();
     let keys = owner_keys(state, owner).await?;
+    let mut templates: std::collections::HashMap<String, TemplateRecord> =
+        std::collections::HashMap::new();
     for node in &at.topo.nodes {
         let placed = at
             .vms
             .iter()
             .find(|v| v.node_id == node.id.as_str())
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("node {} is not placed", node.id)))?;
-        let template = super::templates::of_node(state, owner, node).await?;
+        // A VI's nodes mostly share a few templates: each is read once.
+        let name = super::templates::name_of(state, node);
+        let template = match templates.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                let t = super::templates::of_node(state, owner, node).await?;
+                templates.insert(name.to_owned(), t.clone());
+                t
+            }
+        };
         super::templates::require_software(node, &template)?;
         let vm = jobs::vm_name(vi, node.id.as_str());
         copies.push(Step::PrepareDisk {

@@ -7,6 +7,7 @@ use neptune_types::HostId;
 use neptune_types::{DatacenterId, ViId};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use neptune_store::{
     AddressRow, DatacenterRecord, HostRecord, Reservation, StoreError, Transition, ViRecord,
@@ -24,12 +25,112 @@ use crate::AppState;
 /// different hosts, and run at once; in one datacenter they would only
 /// race for the same room and plan again. Addresses are planned from the
 /// pools of the whole domain, so planning and committing them takes one
-/// lock for all datacenters (short: the placement, the costly part, is
-/// planned before it).
+/// lock for all datacenters, the [`AddressBook`]'s (short: the placement,
+/// the costly part, is planned before it).
 #[derive(Debug, Default)]
 pub struct Planning {
     datacenters: std::sync::Mutex<HashMap<DatacenterId, Arc<tokio::sync::Mutex<()>>>>,
-    addresses: tokio::sync::Mutex<()>,
+    addresses: tokio::sync::Mutex<AddressBook>,
+}
+
+/// Reload the [`AddressBook`] from the store when it is older than this.
+const ADDRESSES_FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// The domain's address allocations as this Manager last read them, kept
+/// between accepts: reading and indexing every allocated prefix of the
+/// domain for each accept costs time linear in the domain's VIs, inside
+/// the domain-wide lock.
+///
+/// A kept copy may lack what other Managers allocated since, or still hold
+/// what was released. Neither can commit a wrong plan, since the store
+/// refuses a prefix that overlaps one it holds ([`StoreError::AddressTaken`]):
+/// a plan refused so, or one that finds the pools full, is made again
+/// from a fresh read. The copy gains this Manager's own commits as they
+/// happen, and is read again after [`ADDRESSES_FRESH_FOR`] or when the
+/// datacenters change.
+#[derive(Debug, Default)]
+pub struct AddressBook {
+    kept: Option<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    domain: neptune_ipam::DomainConfig,
+    snapshot: neptune_ipam::Allocations,
+    read_at: Instant,
+}
+
+impl AddressBook {
+    /// The address plan of `topo` as VI `vi` homed in `home` (changes
+    /// nothing; commit it with [`AddressBook::committed`]).
+    pub async fn plan(
+        &mut self,
+        state: &AppState,
+        vi: ViId,
+        topo: &Topology,
+        home: &str,
+    ) -> ApiResult<neptune_ipam::Plan> {
+        let datacenters = state.store.list_datacenters().await?;
+        let domain = crate::plan::domain(&state.config.private_pools, &datacenters)
+            .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        let fresh = match &self.kept {
+            Some(k) if k.domain == domain && k.read_at.elapsed() < ADDRESSES_FRESH_FOR => false,
+            _ => {
+                self.read(state, domain.clone()).await?;
+                true
+            }
+        };
+        let planned = self.planned(vi, topo, home);
+        match planned {
+            Err(_) if !fresh => {
+                // Perhaps only the kept copy is full: what was released
+                // since may make room.
+                self.read(state, domain).await?;
+                self.planned(vi, topo, home)
+            }
+            other => other,
+        }
+    }
+
+    fn planned(&self, vi: ViId, topo: &Topology, home: &str) -> ApiResult<neptune_ipam::Plan> {
+        let kept = self
+            .kept
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no address snapshot")))?;
+        crate::plan::addresses(&kept.snapshot, vi, topo, home)
+            .map_err(|e| ApiError::Conflict(e.for_tenant()))
+    }
+
+    async fn read(
+        &mut self,
+        state: &AppState,
+        domain: neptune_ipam::DomainConfig,
+    ) -> ApiResult<()> {
+        self.kept = None;
+        let stored = state.store.owned_addresses().await?;
+        let snapshot = crate::plan::snapshot(domain.clone(), &stored)
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        self.kept = Some(Kept {
+            domain,
+            snapshot,
+            read_at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// `plan` was committed to the store: the kept copy holds it too.
+    pub fn committed(&mut self, plan: &neptune_ipam::Plan) {
+        if let Some(kept) = &mut self.kept {
+            if kept.snapshot.commit(plan).is_err() {
+                self.kept = None;
+            }
+        }
+    }
+
+    /// The store refused a plan: the next one is made from a fresh read.
+    pub fn forget(&mut self) {
+        self.kept = None;
+    }
 }
 
 impl Planning {
@@ -44,9 +145,9 @@ impl Planning {
         lock.lock_owned().await
     }
 
-    /// The domain's address lock: held from planning a VI's addresses to
+    /// The domain's address book, locked from planning a VI's addresses to
     /// committing them.
-    pub async fn addresses(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub async fn addresses(&self) -> tokio::sync::MutexGuard<'_, AddressBook> {
         self.addresses.lock().await
     }
 }
