@@ -1,0 +1,46 @@
+//! Giving freed memory back to the kernel in the long-running daemons.
+//!
+//! glibc keeps what a program frees in its heaps (one per thread that
+//! allocated, with tokio's worker threads) for reuse, and returns only the
+//! tops of them: after a burst (a thousand VIs accepted and terminated) a
+//! Manager's resident memory stays at its peak although the memory is
+//! free. A thread watches the free memory the heaps hold and, when it
+//! passes [`SLACK`], asks glibc to release it (`malloc_trim`, which
+//! `madvise`s free pages anywhere in the heaps, not only at their tops).
+
+use std::time::Duration;
+
+/// Free bytes the heaps may hold before they are trimmed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const SLACK: usize = 16 << 20;
+
+/// How often the free memory is looked at.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the watching thread (a no-op off glibc).
+pub(crate) fn start() {
+    let _ = std::thread::Builder::new()
+        .name("neptune-trim".to_owned())
+        .spawn(|| loop {
+            std::thread::sleep(EVERY);
+            trim_if_slack();
+        });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(
+    unsafe_code,
+    reason = "mallinfo2 and malloc_trim read and release glibc's free lists"
+)]
+fn trim_if_slack() {
+    // SAFETY: both take no pointers and only read or release free memory
+    // under glibc's own arena locks; what the program holds is untouched.
+    unsafe {
+        if libc::mallinfo2().fordblks > SLACK {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_if_slack() {}
