@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod guests;
+pub mod heartbeats;
 mod http;
 pub mod jobs;
 mod openapi;
@@ -140,6 +141,8 @@ pub struct AppState {
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
     /// Images uploaded at once (see `app::templates::import`).
     pub(crate) uploads: Arc<tokio::sync::Semaphore>,
+    /// Agents' repeated registrations, written in batches.
+    pub(crate) heartbeats: Arc<heartbeats::Heartbeats>,
 }
 
 /// A Manager ready to serve.
@@ -215,6 +218,7 @@ impl Manager {
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
                 uploads: Arc::new(tokio::sync::Semaphore::new(app::templates::UPLOADS)),
+                heartbeats: Arc::default(),
             },
             created_admin,
         })
@@ -234,6 +238,8 @@ impl Manager {
                 .supervise(std::time::Duration::from_secs(2)),
         );
         tokio::spawn(mark_unreachable(self.state.clone()));
+        let (beats, store) = (self.state.heartbeats.clone(), self.state.store.clone());
+        tokio::spawn(async move { beats.flush_forever(store).await });
         if let Some(every) = self.state.config.reconcile_every {
             tokio::spawn(reconcile::run(self.state.clone(), every));
         }

@@ -114,8 +114,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn hosts_in(&self, datacenter: DatacenterId) -> Result<Vec<HostRecord>>;
     /// The hosts of these ids that exist, by name (what a job's steps use).
     async fn hosts_by_id(&self, ids: &[HostId]) -> Result<Vec<HostRecord>>;
-    /// Records that a host's Agent was heard from at `now`: the host is ready.
-    async fn host_heartbeat(&self, id: HostId, now: i64) -> Result<()>;
+    /// Records, in one transaction, that each host's Agent was heard from
+    /// at its time (a later time stays): the host is ready. Returns how
+    /// many of the hosts exist. Hosts are written in id order, the order
+    /// every transaction that changes hosts takes them in.
+    async fn host_heartbeats(&self, beats: &[(HostId, i64)]) -> Result<u64>;
     /// Marks hosts not heard from since `before` as unreachable; returns how many.
     async fn mark_unreachable(&self, before: i64) -> Result<u64>;
 

@@ -283,12 +283,19 @@ async fn datacenters_and_hosts(s: &dyn Store) {
         s.list_hosts().await.unwrap()[0].state,
         HostState::Unreachable
     );
-    s.host_heartbeat(host.id, 3000).await.unwrap();
-    assert_eq!(s.list_hosts().await.unwrap()[0].state, HostState::Ready);
-    assert!(matches!(
-        s.host_heartbeat(fresh(), 1).await,
-        Err(StoreError::NotFound { .. })
-    ));
+    // A batch of heartbeats: the known host is ready again, an unknown
+    // one is not counted, and an older beat never moves last_seen back.
+    assert_eq!(
+        s.host_heartbeats(&[(fresh(), 1), (host.id, 3000)])
+            .await
+            .unwrap(),
+        1
+    );
+    let seen = &s.list_hosts().await.unwrap()[0];
+    assert_eq!((seen.state, seen.last_seen), (HostState::Ready, 3000));
+    assert_eq!(s.host_heartbeats(&[(host.id, 2500)]).await.unwrap(), 1);
+    assert_eq!(s.list_hosts().await.unwrap()[0].last_seen, 3000);
+    assert_eq!(s.host_heartbeats(&[]).await.unwrap(), 0);
     // The database refuses nonsense capacities.
     assert!(s
         .upsert_host(&HostRecord {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{datacenter_out, host_out, template_out};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::{now_ms, AppState};
+use crate::{heartbeats, now_ms, AppState};
 
 /// The datacenters of the Service Switching domain.
 #[utoipa::path(get, path = "/api/v1/datacenters", security(("bearer" = [])),
@@ -124,6 +124,18 @@ pub(crate) async fn register_host(
         ApiError::InvalidRequest("a host name is 1 to 64 letters, digits, '-', '_' or '.'".into())
     })?;
     let dc = state.store.datacenter_by_name(&req.datacenter).await?;
+    let registration = heartbeats::Registration {
+        datacenter_id: dc.id,
+        agent_url: req.agent_url.clone(),
+        cpus: req.cpus,
+        ram_mib: req.ram_mib,
+        disk_mib: req.disk_mib,
+        vm_slots: req.vm_slots,
+        uplink_mbps: req.uplink_mbps,
+    };
+    if let Some(host) = state.heartbeats.repeat(&req.name, &registration, now_ms()) {
+        return Ok(Json(host_out(&host, &dc.name)));
+    }
     let host = state
         .store
         .upsert_host(&HostRecord {
@@ -141,6 +153,7 @@ pub(crate) async fn register_host(
             used: HostUsage::default(),
         })
         .await?;
+    state.heartbeats.registered(&host);
     Ok(Json(host_out(&host, &dc.name)))
 }
 

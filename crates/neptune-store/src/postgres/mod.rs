@@ -196,8 +196,8 @@ impl Store for PostgresStore {
         inventory::hosts_by_id(&self.pool, ids).await
     }
 
-    async fn host_heartbeat(&self, id: HostId, now: i64) -> Result<()> {
-        inventory::host_heartbeat(&self.pool, id, now).await
+    async fn host_heartbeats(&self, beats: &[(HostId, i64)]) -> Result<u64> {
+        inventory::host_heartbeats(&self.pool, beats).await
     }
 
     async fn mark_unreachable(&self, before: i64) -> Result<u64> {

@@ -5,7 +5,7 @@ use sqlx::SqlitePool;
 use crate::decode;
 use crate::error::{db, read_err, write_err};
 use crate::records::*;
-use crate::{Result, StoreError};
+use crate::Result;
 
 pub(super) async fn create_datacenter(pool: &SqlitePool, dc: &DatacenterRecord) -> Result<()> {
     sqlx::query(
@@ -75,17 +75,24 @@ pub(super) async fn list_hosts(pool: &SqlitePool) -> Result<Vec<HostRecord>> {
     rows.iter().map(decode::host).collect()
 }
 
-pub(super) async fn host_heartbeat(pool: &SqlitePool, id: HostId, now: i64) -> Result<()> {
-    let done = sqlx::query("UPDATE hosts SET last_seen = $1, state = 'ready' WHERE id = $2")
-        .bind(now)
+pub(super) async fn host_heartbeats(pool: &SqlitePool, beats: &[(HostId, i64)]) -> Result<u64> {
+    let mut beats = beats.to_vec();
+    beats.sort_unstable();
+    let mut tx = pool.begin().await.map_err(db)?;
+    let mut known = 0;
+    for (id, seen) in beats {
+        known += sqlx::query(
+            "UPDATE hosts SET last_seen = MAX(last_seen, $1), state = 'ready' WHERE id = $2",
+        )
+        .bind(seen)
         .bind(id.to_string())
-        .execute(pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound { what: "host" });
+        .map_err(db)?
+        .rows_affected();
     }
-    Ok(())
+    tx.commit().await.map_err(db)?;
+    Ok(known)
 }
 
 pub(super) async fn mark_unreachable(pool: &SqlitePool, before: i64) -> Result<u64> {
