@@ -76,6 +76,15 @@ pub(super) async fn list_hosts(pool: &SqlitePool) -> Result<Vec<HostRecord>> {
     rows.iter().map(decode::host).collect()
 }
 
+pub(super) async fn host_by_name(pool: &SqlitePool, name: &str) -> Result<HostRecord> {
+    let row = sqlx::query("SELECT * FROM hosts WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .map_err(read_err("host"))?;
+    decode::host(&row)
+}
+
 pub(super) async fn host_heartbeat(pool: &SqlitePool, id: Uuid, now: i64) -> Result<()> {
     let done = sqlx::query("UPDATE hosts SET last_seen = $1, state = 'ready' WHERE id = $2")
         .bind(now)
