@@ -350,24 +350,23 @@ const Missing = ({ what, name, back, backText }) => (
   </main>
 );
 
-// One host: its capacity and use, its state, and the VMs placed on it
-// (found through the VIs that run in its datacenter or are moving: each
-// VI's placement, read once).
+// One host (`GET /api/v1/hosts/{name}`): its capacity and use, its state,
+// and the VMs placed on it (found through the VIs that run in its
+// datacenter or are moving: each VI's placement, read once).
 export function HostPage({ name }) {
-  const [hosts, error] = usePoll(() => get('/hosts'), 5000, []);
+  const path = `/hosts/${encodeURIComponent(name)}`;
+  const [h, error] = usePoll(() => get(path), 5000, [name]);
   const [placed] = usePoll(async () => {
-    const all = await get('/hosts');
-    const dc = all.find((h) => h.name === name)?.datacenter;
+    const dc = (await get(path)).datacenter;
     const vis = (await get('/vis')).filter((v) => PLACED.includes(v.state) && (v.location === dc || v.state === 'migrating'));
     const details = await Promise.all(vis.map((v) => get(`/vis/${v.id}`).catch(() => null)));
     return details
       .filter(Boolean)
       .flatMap((d) => d.vms.filter((vm) => vm.host === name || vm.moving_to === name).map((vm) => ({ ...vm, vi: d })));
   }, 0, [name]);
+  if (error?.status === 404) return <Missing what="host" name={name} back="/admin/hosts" backText="All hosts" />;
   if (error) return <main><p class="error">{error.message}</p></main>;
-  if (!hosts) return <main><p>Loading…</p></main>;
-  const h = hosts.find((x) => x.name === name);
-  if (!h) return <Missing what="host" name={name} back="/admin/hosts" backText="All hosts" />;
+  if (!h) return <main><p>Loading…</p></main>;
   return (
     <main data-testid="host-page">
       <div class="heading">
@@ -556,20 +555,18 @@ export function Templates({ user }) {
 }
 
 
-// One template: every field, its software, and (administrators) publish or
-// make private.
+// One template (`GET /api/v1/templates/{id}`): every field, its software,
+// and (administrators) publish or make private.
 export function TemplatePage({ id, user }) {
-  const [templates, error, setTemplates] = usePoll(() => get('/templates'), 0, [id]);
+  const [t, error, setTemplate] = usePoll(() => get(`/templates/${id}`), 0, [id]);
   const [message, setMessage] = useState('');
+  if (error?.status === 404) return <Missing what="template" name={id} back="/templates" backText="The template repository" />;
   if (error) return <main><p class="error">{error.message}</p></main>;
-  if (!templates) return <main><p>Loading…</p></main>;
-  const t = templates.find((x) => x.id === id);
-  if (!t) return <Missing what="template" name={id} back="/templates" backText="The template repository" />;
+  if (!t) return <main><p>Loading…</p></main>;
   const setVisibility = async (visibility) => {
     setMessage('');
     try {
-      await post(`/templates/${t.id}/visibility`, { visibility });
-      setTemplates(await get('/templates'));
+      setTemplate(await post(`/templates/${t.id}/visibility`, { visibility }));
       setMessage(visibility === 'public' ? `${t.name} is public.` : `${t.name} is private.`);
     } catch (e) {
       setMessage(e.message);
@@ -625,27 +622,24 @@ const QUOTA = [
   ['private_addresses', 'private addresses'],
 ];
 
-// What a user holds, as the quota counts it (from the VI list: the stored
-// design text and private addresses are not in it).
-function holdings(vis, owner) {
-  const mine = (vis || []).filter((v) => v.owner === owner);
-  const held = mine.filter((v) => COUNTED.includes(v.state));
-  return {
-    vms: held.reduce((a, v) => a + v.summary.nodes, 0),
-    vcpus: held.reduce((a, v) => a + v.summary.vcpus, 0),
-    ram_mib: held.reduce((a, v) => a + v.summary.ram_mib, 0),
-    public_addresses: held.reduce((a, v) => a + v.summary.entry_points, 0),
-    designs: mine.filter((v) => v.state !== 'terminated').length,
-  };
-}
+// Design text in use, in MiB as its quota is given: to two places (the
+// API's `design_mib` is rounded up, as the quota check counts it, so a
+// small design would read as a whole MiB), the bytes in the title.
+const designText = (bytes) => {
+  const mib = bytes / 1048576;
+  return <span title={`${bytes} bytes`}>{bytes && mib < 0.01 ? '< 0.01' : Number(mib.toFixed(2))}</span>;
+};
 
-export function QuotaTable({ quota, use }) {
+// A quota beside what the user holds of it (the API's `usage`, as the
+// quota checks count it).
+export function QuotaTable({ quota, usage }) {
+  const held = (k) => (k === 'design_mib' ? designText(usage.design_bytes) : usage[k]);
   return (
     <table class="compact quota" data-testid="user-quota">
-      <thead><tr><th /><th>quota</th>{use && <th>in use</th>}</tr></thead>
+      <thead><tr><th /><th>quota</th>{usage && <th>in use</th>}</tr></thead>
       <tbody>
         {QUOTA.map(([k, label]) => (
-          <tr data-quota={k}><th scope="row">{label}</th><td>{quota[k]}</td>{use && <td>{use[k] ?? '—'}</td>}</tr>
+          <tr data-quota={k}><th scope="row">{label}</th><td>{quota[k]}</td>{usage && <td>{held(k)}</td>}</tr>
         ))}
       </tbody>
     </table>
@@ -719,17 +713,17 @@ export function Users() {
   );
 }
 
-// One user: role, whether disabled, the quota and what they hold of it,
-// their VIs; the quota edited as a whole (`PUT /api/v1/users/{id}/quota`).
+// One user (`GET /api/v1/users/{name}`): role, whether disabled, the quota
+// and what they hold of it, their VIs; the quota edited as a whole
+// (`PUT /api/v1/users/{id}/quota`).
 export function UserPage({ name, me }) {
-  const [users, error, setUsers] = usePoll(() => get('/users'), 0, [name]);
+  const [u, error, setUser] = usePoll(() => get(`/users/${encodeURIComponent(name)}`), 5000, [name]);
   const [vis] = usePoll(() => get('/vis'), 5000, []);
   const [message, setMessage] = useState('');
   const [failed, setFailed] = useState(false);
+  if (error?.status === 404) return <Missing what="user" name={name} back="/admin/users" backText="All users" />;
   if (error) return <main><p class="error">{error.message}</p></main>;
-  if (!users) return <main><p>Loading…</p></main>;
-  const u = users.find((x) => x.name === name);
-  if (!u) return <Missing what="user" name={name} back="/admin/users" backText="All users" />;
+  if (!u) return <main><p>Loading…</p></main>;
   const say = (text, bad = false) => {
     setMessage(text);
     setFailed(bad);
@@ -739,8 +733,9 @@ export function UserPage({ name, me }) {
     const f = new FormData(e.target);
     const quota = Object.fromEntries(QUOTA.map(([k]) => [k, Number(f.get(k))]));
     try {
+      // The answer carries no usage: what the user holds did not change.
       const updated = await api('PUT', `/users/${u.id}/quota`, quota);
-      setUsers(users.map((x) => (x.id === u.id ? updated : x)));
+      setUser({ ...updated, usage: u.usage });
       say(`The quota of ${u.name} is saved.`);
     } catch (err) {
       say(`Not saved: ${err.message}`, true);
@@ -749,7 +744,7 @@ export function UserPage({ name, me }) {
   const toggle = async () => {
     try {
       const updated = await api('POST', `/users/${u.id}/${u.disabled ? 'enable' : 'disable'}`, {});
-      setUsers(users.map((x) => (x.id === u.id ? updated : x)));
+      setUser({ ...updated, usage: u.usage });
       say(`${u.name} is ${updated.disabled ? 'disabled' : 'enabled'}.`);
     } catch (err) {
       say(err.message, true);
@@ -770,7 +765,7 @@ export function UserPage({ name, me }) {
         </button>
       </div>
       <h2>Quota</h2>
-      <QuotaTable quota={u.quota} use={vis ? holdings(vis, u.name) : null} />
+      <QuotaTable quota={u.quota} usage={u.usage} />
       <form class="quota-form" onSubmit={saveQuota} aria-label={`Quota of ${u.name}`} key={JSON.stringify(u.quota)}>
         {QUOTA.map(([k, label]) => (
           <label>
@@ -790,10 +785,10 @@ export function UserPage({ name, me }) {
   );
 }
 
-// The signed-in user's own account: role and quota, and what they hold.
-export function Account({ user }) {
-  const [me, error] = usePoll(() => get('/me'), 0, []);
-  const [vis] = usePoll(() => get('/vis'), 0, []);
+// The signed-in user's own account: role and quota, and what they hold
+// (`GET /api/v1/me` carries it).
+export function Account() {
+  const [me, error] = usePoll(() => get('/me'), 5000, []);
   if (error) return <main><p class="error">{error.message}</p></main>;
   if (!me) return <main><p>Loading…</p></main>;
   return (
@@ -801,7 +796,7 @@ export function Account({ user }) {
       <h1>Your account: {me.name}</h1>
       <Facts rows={[['role', me.role]]} />
       <h2>Your quota</h2>
-      <QuotaTable quota={me.quota} use={vis ? holdings(vis, user.name) : null} />
+      <QuotaTable quota={me.quota} usage={me.usage} />
       <p class="muted">An administrator sets it; ask one for more.</p>
     </main>
   );

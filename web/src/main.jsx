@@ -88,7 +88,7 @@ function Page({ path, user }) {
   if ((m = /^\/design\/([0-9a-f-]{36})$/.exec(path))) return <Editor key={m[1]} id={m[1]} />;
   if (path === '/templates' || path === '/admin/templates') return <Templates user={user} />;
   if ((m = /^\/templates\/([0-9a-f-]{36})$/.exec(path))) return <TemplatePage key={m[1]} id={m[1]} user={user} />;
-  if (path === '/account') return <Account user={user} />;
+  if (path === '/account') return <Account />;
   if (path === '/admin' || path.startsWith('/admin/')) {
     // Administrators only: anyone else is told so, and no admin API is called.
     if (user.role !== 'admin') {

@@ -289,6 +289,10 @@ try {
   });
 
   await step('each host, datacenter, template and user has its own URL, which a fresh load opens', async () => {
+    // Each page reads its one item (GET /api/v1/hosts/{name}, ...), not a list.
+    const reads = [];
+    const record = (r) => reads.push(new URL(r.url()).pathname);
+    boss.on('request', record);
     // A host: from the list, then reloaded; the VMs placed on it.
     const busy = (await admin('GET', '/hosts')).find((h) => h.datacenter === 'napoli' && h.used_vcpus > 0);
     await boss.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Hosts' }).click();
@@ -301,6 +305,11 @@ try {
     assert.equal(await facts.locator('meter').count(), 5, 'CPU, RAM, disk, slots and uplink');
     await boss.getByTestId('host-vms').getByRole('row', { name: /shop alice running/ }).first().waitFor();
     await boss.screenshot({ path: join(shots, 'host.png') });
+    assert.ok(reads.includes(`/api/v1/hosts/${busy.name}`), reads.join(' '));
+    reads.length = 0;
+    await boss.goto(`${neptune.url}/admin/hosts/nowhere`);
+    await boss.getByRole('alert').getByText('No host nowhere.').waitFor();
+    assert.ok(reads.includes('/api/v1/hosts/nowhere'), reads.join(' '));
     // A datacenter: its pools, gateway, switch, hosts and the VIs there.
     await boss.goto(`${neptune.url}/admin/datacenters/napoli`);
     await boss.getByRole('heading', { name: 'Datacenter napoli' }).waitFor();
@@ -310,6 +319,7 @@ try {
     await boss.getByTestId('datacenter-vis').getByRole('link', { name: 'shop' }).waitFor();
     // A template: every field; an administrator publishes it and makes it private again.
     const tpl = (await admin('GET', '/templates')).find((t) => t.visibility === 'private') || (await admin('GET', '/templates'))[0];
+    reads.length = 0;
     await boss.goto(`${neptune.url}/templates/${tpl.id}`);
     const tfacts = boss.getByTestId('template-facts');
     await tfacts.getByRole('row', { name: `owner ${tpl.owner}` }).waitFor();
@@ -320,11 +330,23 @@ try {
     assert.equal((await admin('GET', '/templates')).find((t) => t.id === tpl.id).visibility, flip[1]);
     await boss.getByRole('button', { name: flip[2] }).click();
     await boss.getByRole('status').getByText(`${tpl.name} is ${flip[3]}.`).waitFor();
-    // A user: role, account, quota and what they hold.
+    assert.ok(reads.includes(`/api/v1/templates/${tpl.id}`) && !reads.includes('/api/v1/templates'), reads.join(' '));
+    // A user: role, account, quota and what they hold, the stored design
+    // text and private addresses included, as the API counts them.
+    reads.length = 0;
     await boss.goto(`${neptune.url}/admin/users/alice`);
     await boss.getByRole('heading', { name: 'User alice active' }).waitFor();
-    await boss.getByTestId('user-quota').getByRole('row', { name: /^VMs 64 3$/ }).waitFor();
+    const quota = boss.getByTestId('user-quota');
+    await quota.getByRole('row', { name: /^VMs 64 3$/ }).waitFor();
     await boss.getByTestId('user-vis').getByRole('link', { name: 'shop' }).waitFor();
+    const held = (await admin('GET', '/users/alice')).usage;
+    assert.ok(held.private_addresses > 0 && held.design_bytes > 0, JSON.stringify(held));
+    await quota.getByRole('row', { name: `private addresses 4096 ${held.private_addresses}` }).waitFor();
+    const text = quota.locator('[data-quota=design_mib] td').nth(1);
+    assert.equal(await text.locator('span').getAttribute('title'), `${held.design_bytes} bytes`);
+    assert.match(await text.innerText(), /^(< 0\.01|\d+(\.\d\d?)?)$/);
+    assert.ok(reads.includes('/api/v1/users/alice') && !reads.includes('/api/v1/users'), reads.join(' '));
+    boss.off('request', record);
   });
 
   await step('an administrator creates a user and edits the quota; the user sees it; admin URLs refuse her', async () => {
@@ -357,6 +379,8 @@ try {
     await carol.waitForURL(`${neptune.url}/account`);
     await carol.getByTestId('user-quota').getByRole('row', { name: /^VMs 7 0$/ }).waitFor();
     await carol.getByTestId('user-quota').getByRole('row', { name: /^vCPUs 9 0$/ }).waitFor();
+    await carol.getByTestId('user-quota').getByRole('row', { name: 'private addresses 4096 0' }).waitFor();
+    await carol.getByTestId('user-quota').getByRole('row', { name: 'design text (MiB) 64 0' }).waitFor();
     const asCarol = await apiAs(neptune.url, 'carol', 'carol-password-1');
     const me = await asCarol('GET', '/me');
     assert.deepEqual([me.quota.vms, me.quota.vcpus, me.quota.ram_mib], [7, 9, 3072]);

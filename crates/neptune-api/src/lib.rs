@@ -186,6 +186,35 @@ pub struct User {
     /// A disabled user can neither log in nor use a token.
     #[serde(default)]
     pub disabled: bool,
+    /// What the user holds of their quota now: in `GET /api/v1/me` and
+    /// `GET /api/v1/users/{id}`, not in lists (it takes reads of every
+    /// VI of theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<QuotaUsage>,
+}
+
+/// What a user holds of their quota, counted as [`Quota`] counts it: the
+/// same figures, and the design text's exact size besides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaUsage {
+    /// VMs of the VIs requested and beyond.
+    pub vms: i64,
+    /// vCPUs of those VMs.
+    pub vcpus: i64,
+    /// MiB of RAM of those VMs.
+    pub ram_mib: i64,
+    /// Entry points of those VIs (each takes a public Home Address).
+    pub public_addresses: i64,
+    /// VIs not terminated, designs never requested included.
+    pub designs: i64,
+    /// MiB of design text those VIs take, rounded up, as the quota
+    /// check counts it.
+    pub design_mib: i64,
+    /// The same design text in bytes.
+    pub design_bytes: i64,
+    /// Addresses of the private pools the VIs requested and beyond take:
+    /// their link subnets and address blocks.
+    pub private_addresses: i64,
 }
 
 /// `POST /api/v1/users` (administrators).

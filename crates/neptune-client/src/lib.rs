@@ -219,6 +219,17 @@ impl Client {
         self.call::<(), _>(Method::GET, "/users", None).await
     }
 
+    /// `GET /users/{id}`: one user by id or name, with what they hold of
+    /// their quota (administrators; others: themselves).
+    pub async fn user(&self, id_or_name: &str) -> Result<api::User, ClientError> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/users/{}", encode_query(id_or_name)),
+            None,
+        )
+        .await
+    }
+
     /// `POST /users`: a new account (administrators).
     pub async fn create_user(&self, req: &api::CreateUser) -> Result<api::User, ClientError> {
         self.call(Method::POST, "/users", Some(req)).await
@@ -253,7 +264,7 @@ impl Client {
             .map(|_| ())
     }
 
-    /// `GET /me`.
+    /// `GET /me`, with what the caller holds of their quota.
     pub async fn me(&self) -> Result<api::User, ClientError> {
         self.call::<(), _>(Method::GET, "/me", None).await
     }
@@ -276,6 +287,12 @@ impl Client {
         self.call::<(), _>(Method::GET, "/hosts", None).await
     }
 
+    /// `GET /hosts/{name}` (administrators).
+    pub async fn host(&self, name: &str) -> Result<api::Host, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/hosts/{}", encode_query(name)), None)
+            .await
+    }
+
     /// `POST /hosts`: registers a host, or updates the one of that name
     /// (administrators, or the host's own Agent).
     pub async fn register_host(&self, req: &api::RegisterHost) -> Result<api::Host, ClientError> {
@@ -291,6 +308,12 @@ impl Client {
     /// `GET /templates`: the public ones and the caller's own.
     pub async fn templates(&self) -> Result<Vec<api::Template>, ClientError> {
         self.call::<(), _>(Method::GET, "/templates", None).await
+    }
+
+    /// `GET /templates/{id}`: a public template or the caller's own.
+    pub async fn template(&self, id: TemplateId) -> Result<api::Template, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/templates/{id}"), None)
+            .await
     }
 
     /// `POST /templates`: registers an image of the repository

@@ -18,6 +18,10 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// What the request named does not exist, or the caller may not see
+    /// it: the message says which, as the caller wrote it.
+    #[error("{what} {key} not found")]
+    Missing { what: &'static str, key: String },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -42,7 +46,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated | ApiError::BadCredentials => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::Missing { .. } => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidTopology(_) => "invalid_topology",
@@ -57,7 +61,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::Missing { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::InvalidRequest(_) | ApiError::InvalidTopology(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -66,6 +70,20 @@ impl ApiError {
             ApiError::TooManyAttempts(_) | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl ApiError {
+    /// `err`, naming `key` when it is the store's "not found" for what the
+    /// request asked by that key.
+    pub fn naming(err: StoreError, key: &str) -> ApiError {
+        match err {
+            StoreError::NotFound { what } => ApiError::Missing {
+                what,
+                key: key.to_owned(),
+            },
+            other => other.into(),
         }
     }
 }

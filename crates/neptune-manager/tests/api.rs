@@ -48,6 +48,8 @@ mod hostile;
 mod imports;
 #[path = "api/inventory.rs"]
 mod inventory;
+#[path = "api/items.rs"]
+mod items;
 #[path = "api/libvirt.rs"]
 mod libvirt;
 #[path = "api/lifecycle.rs"]
@@ -704,6 +706,7 @@ use designs::{
     private_addresses_are_a_quota, quotas_are_enforced,
 };
 use inventory::hosts_register_and_list;
+use items::{quota_usage_is_reported, single_items_are_read_by_key};
 use lifecycle::{
     a_host_that_does_not_answer_is_waited_for, deploy_and_terminate, failed_deploy_rolls_back,
     failed_suspend_and_resume_roll_back, suspend_and_resume,
@@ -761,6 +764,8 @@ on_both_stores!(
     a_host_that_does_not_answer_is_waited_for,
     private_addresses_are_a_quota,
     a_lan_fits_hosts_uplinks,
+    single_items_are_read_by_key,
+    quota_usage_is_reported,
 );
 
 /// Says that the calling test did not run, past the test harness's output

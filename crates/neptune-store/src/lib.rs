@@ -110,6 +110,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn upsert_host(&self, host: &HostRecord) -> Result<HostRecord>;
     /// Every host, by name, with what placed VMs take of it.
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
+    /// The host of a name (names are unique across datacenters).
+    async fn host_by_name(&self, name: &str) -> Result<HostRecord>;
     /// The hosts of one datacenter, by name (what placing a VI there reads).
     async fn hosts_in(&self, datacenter: DatacenterId) -> Result<Vec<HostRecord>>;
     /// The hosts of these ids that exist, by name (what a job's steps use).
@@ -177,6 +179,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `except`, as each recorded it ([`Store::set_vi_usage`]); and the ids
     /// of those that recorded nothing yet.
     async fn quota_usage(&self, owner: UserId, except: ViId) -> Result<(ViUsage, Vec<ViId>)>;
+    /// What the VIs of `owner` take of the design quota ([`Quota::designs`],
+    /// [`Quota::design_mib`]), counted as [`Store::create_vi`] counts it.
+    async fn design_holdings(&self, owner: UserId) -> Result<DesignHoldings>;
     /// Records what a VI takes of its owner's quota.
     async fn set_vi_usage(&self, vi: ViId, usage: &ViUsage) -> Result<()>;
     /// A VI's lifecycle changes, oldest first.

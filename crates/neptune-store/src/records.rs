@@ -644,6 +644,16 @@ pub struct MigrationRequestRecord {
     pub requested_at: i64,
 }
 
+/// What a user's designs take of the design quota: the VIs not
+/// terminated, and their design text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DesignHoldings {
+    /// VIs in any state but terminated.
+    pub designs: i64,
+    /// Bytes of their design text together.
+    pub bytes: i64,
+}
+
 /// What a VI takes of its owner's quota.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ViUsage {

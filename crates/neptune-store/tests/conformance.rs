@@ -277,6 +277,11 @@ async fn datacenters_and_hosts(s: &dyn Store) {
         .unwrap();
     assert_eq!((again.id, again.cpus), (host.id, 16));
     assert_eq!(s.list_hosts().await.unwrap().len(), 1);
+    assert_eq!(s.host_by_name(&host.name).await.unwrap(), again);
+    assert!(matches!(
+        s.host_by_name("nowhere").await,
+        Err(StoreError::NotFound { what: "host" })
+    ));
     assert_eq!(s.mark_unreachable(500).await.unwrap(), 0);
     assert_eq!(s.mark_unreachable(2000).await.unwrap(), 1);
     assert_eq!(
@@ -730,6 +735,22 @@ async fn quota_usage_sums(s: &dyn Store) {
     ));
     let (sum, _) = s.quota_usage(fresh(), nil()).await.unwrap();
     assert_eq!(sum, ViUsage::default(), "no VI, nothing used");
+
+    // The design quota counts every VI but the terminated one, defined
+    // ones included, with their design text.
+    let text = vi(dave.id, "x").design_xml.len() as i64;
+    assert_eq!(
+        s.design_holdings(dave.id).await.unwrap(),
+        DesignHoldings {
+            designs: 5,
+            bytes: 5 * text,
+        }
+    );
+    assert_eq!(
+        s.design_holdings(fresh()).await.unwrap(),
+        DesignHoldings::default(),
+        "no VI, no design"
+    );
 }
 
 /// An administrator changes a user's quota; it is kept whole.

@@ -3,8 +3,12 @@
 //! What each VI takes is recorded in the store when it is requested and
 //! accepted, and summed there for the VIs that count (requested and beyond:
 //! not defined, rejected or terminated), so a check reads no other design.
+//! The same sums, with the design quota's, say what a user holds
+//! ([`holdings`]).
 
+use neptune_api as api;
 use neptune_store::{Quota, ViRecord, ViUsage};
+use neptune_types::{UserId, ViId};
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -44,7 +48,25 @@ fn usage_of(state: &AppState, vi: &ViRecord) -> ApiResult<Result<ViUsage, String
 /// one whose record was lost in a crash) is computed and recorded now.
 pub async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<ViUsage> {
     let owner = state.store.user(vi.owner_id).await?;
-    let (recorded, missing) = state.store.quota_usage(vi.owner_id, vi.id).await?;
+    let mut used = committed(state, vi.owner_id, vi.id).await?;
+    // This VI's design must be plannable to count: say why it is not.
+    let this = usage_of(state, vi)?.map_err(ApiError::Conflict)?;
+    used = used.plus(this);
+    match used.over(&owner.quota) {
+        Some((what, u, q)) => Err(ApiError::QuotaExceeded(format!(
+            "this would bring {} to {u} {what}; the quota is {q}",
+            owner.name
+        ))),
+        None => Ok(this),
+    }
+}
+
+/// What the VIs of `owner` that count (but `except`) take together, from
+/// what each recorded; one that recorded nothing yet (a VI of an older
+/// version, or one whose record was lost in a crash) is computed and
+/// recorded now.
+async fn committed(state: &AppState, owner: UserId, except: ViId) -> ApiResult<Usage> {
+    let (recorded, missing) = state.store.quota_usage(owner, except).await?;
     let mut used = Usage::from(recorded);
     for id in missing {
         let other = state.store.vi(id).await?;
@@ -56,16 +78,26 @@ pub async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<ViUsage> 
         state.store.set_vi_usage(id, &usage).await?;
         used = used.plus(usage);
     }
-    // This VI's design must be plannable to count: say why it is not.
-    let this = usage_of(state, vi)?.map_err(ApiError::Conflict)?;
-    used = used.plus(this);
-    match used.over(&owner.quota) {
-        Some((what, u, q)) => Err(ApiError::QuotaExceeded(format!(
-            "this would bring {} to {u} {what}; the quota is {q}",
-            owner.name
-        ))),
-        None => Ok(this),
-    }
+    Ok(used)
+}
+
+/// What `user` holds of their quota now, counted as the checks count it:
+/// the committed VIs' recorded usage and the design quota's VIs and text.
+pub async fn holdings(state: &AppState, user: UserId) -> ApiResult<api::QuotaUsage> {
+    let used = committed(state, user, ViId::nil()).await?;
+    let designs = state.store.design_holdings(user).await?;
+    let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+    Ok(api::QuotaUsage {
+        vms: n(used.vms),
+        vcpus: n(used.vcpus),
+        ram_mib: n(used.ram_mib),
+        public_addresses: n(used.public_addresses),
+        designs: designs.designs,
+        // Rounded up, as the design quota's refusal says it.
+        design_mib: designs.bytes.saturating_add((1 << 20) - 1) >> 20,
+        design_bytes: designs.bytes,
+        private_addresses: n(used.private_addresses),
+    })
 }
 
 /// Records what `vi` takes of its owner's quota, after the change that

@@ -366,11 +366,63 @@ pub(crate) async fn enable_user(
     Ok(Json(user_out(&user)))
 }
 
-/// The caller.
+/// The caller, with what they hold of their quota (`usage`).
 #[utoipa::path(get, path = "/api/v1/me", security(("bearer" = [])),
     responses((status = 200, body = api::User), (status = 401, body = api::ErrorBody)))]
-pub(crate) async fn me(caller: Caller) -> Json<api::User> {
-    Json(user_out(&caller.user))
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<api::User>> {
+    with_usage(&state, &caller.user).await.map(Json)
+}
+
+/// A user as the API shows them, with what they hold of their quota.
+async fn with_usage(state: &AppState, user: &UserRecord) -> ApiResult<api::User> {
+    Ok(api::User {
+        usage: Some(crate::app::quota::holdings(state, user.id).await?),
+        ..user_out(user)
+    })
+}
+
+/// One user, by id or by name, with what they hold of their quota
+/// (`usage`): administrators any, other users themselves (anyone else is
+/// `403`, whether or not they exist). A key that is a UUID is taken as an
+/// id first, then as a name.
+#[utoipa::path(get, path = "/api/v1/users/{id}",
+    params(("id" = String, Path, description = "The user's id or login name")),
+    security(("bearer" = [])),
+    responses((status = 200, body = api::User), (status = 401, body = api::ErrorBody),
+        (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn show_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+) -> ApiResult<Json<api::User>> {
+    let id = key.parse::<UserId>().ok();
+    if id == Some(caller.user.id) || key == caller.user.name {
+        return with_usage(&state, &caller.user).await.map(Json);
+    }
+    // Refused before any read, so a user cannot probe others' names.
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden("only administrators see other users"));
+    }
+    let by_id = match id {
+        Some(id) => match state.store.user(id).await {
+            Ok(u) => Some(u),
+            Err(neptune_store::StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let user = match by_id {
+        Some(u) => u,
+        None => state
+            .store
+            .user_by_name(&key)
+            .await
+            .map_err(|e| ApiError::naming(e, &key))?,
+    };
+    with_usage(&state, &user).await.map(Json)
 }
 
 /// All users (administrators only).

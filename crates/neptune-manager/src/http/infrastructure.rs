@@ -90,6 +90,30 @@ pub(crate) async fn list_hosts(
     ))
 }
 
+/// One host with its capacity, use and health (administrators only).
+#[utoipa::path(get, path = "/api/v1/hosts/{name}",
+    params(("name" = String, Path, description = "The host's name (unique across datacenters)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = api::Host), (status = 401, body = api::ErrorBody),
+        (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn show_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<api::Host>> {
+    caller.require_admin()?;
+    let host = state
+        .store
+        .host_by_name(&name)
+        .await
+        .map_err(|e| ApiError::naming(e, &name))?;
+    let dcs = super::present::datacenter_names(&state, [host.datacenter_id].into_iter()).await?;
+    Ok(Json(host_out(
+        &host,
+        dcs.get(&host.datacenter_id).map_or("?", String::as_str),
+    )))
+}
+
 /// Registers a host (or refreshes its registration) in a datacenter:
 /// administrators, and an Agent with the `agent` token of that host.
 #[utoipa::path(post, path = "/api/v1/hosts", request_body = api::RegisterHost, security(("bearer" = [])),
@@ -184,6 +208,37 @@ pub(crate) async fn list_templates(
             .map(|t| template_out(t, &owners))
             .collect::<ApiResult<_>>()?,
     ))
+}
+
+/// One template the caller may use: a public one or their own (an
+/// administrator: any). Another user's private template is not found, as
+/// one that does not exist.
+#[utoipa::path(get, path = "/api/v1/templates/{id}", params(("id" = TemplateId, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = api::Template), (status = 401, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn show_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    UrlPath(id): UrlPath<TemplateId>,
+) -> ApiResult<Json<api::Template>> {
+    let missing = || ApiError::Missing {
+        what: "template",
+        key: id.to_string(),
+    };
+    let t = match state.store.template(id).await {
+        Ok(t) => t,
+        Err(neptune_store::StoreError::NotFound { .. }) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    let visible = caller.is_admin()
+        || t.visibility == Visibility::Public
+        || t.owner_id == Some(caller.user.id);
+    if !visible {
+        return Err(missing());
+    }
+    let owners = super::present::user_names(&state, t.owner_id.into_iter()).await?;
+    Ok(Json(template_out(&t, &owners)?))
 }
 
 /// Registers an image of the image repository as a template

@@ -61,6 +61,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/me/ssh-keys", get(list_ssh_keys).post(add_ssh_key))
         .route("/me/ssh-keys/{id}", axum::routing::delete(delete_ssh_key))
         .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", get(show_user))
         .route("/users/{id}/disable", post(disable_user))
         .route("/users/{id}/enable", post(enable_user))
         .route("/users/{id}/quota", put(set_user_quota))
@@ -75,8 +76,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/switches", get(list_switches))
         .route("/migration-requests", get(migration_requests))
         .route("/hosts", get(list_hosts).post(register_host))
+        .route("/hosts/{name}", get(show_host))
         .route("/templates", get(list_templates).post(create_template))
         .route("/templates/import", post(import_template))
+        .route("/templates/{id}", get(show_template))
         .route("/templates/{id}/visibility", post(set_template_visibility))
         .route("/catalogue", get(catalogue))
         .route("/address-pools", get(address_pools))
@@ -166,6 +169,7 @@ pub(crate) fn user_out(u: &UserRecord) -> api::User {
         role: role(u.role),
         quota: quota_out(u.quota),
         disabled: u.disabled_at.is_some(),
+        usage: None,
     }
 }
 

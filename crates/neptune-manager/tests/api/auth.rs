@@ -102,6 +102,18 @@ pub(crate) async fn authorization_matrix(m: &TestManager) {
             [S::UNAUTHORIZED, S::FORBIDDEN, S::FORBIDDEN, ANY],
         ),
         (
+            Method::GET,
+            "/api/v1/hosts/host0".into(),
+            None,
+            [S::UNAUTHORIZED, S::FORBIDDEN, S::FORBIDDEN, ANY],
+        ),
+        (
+            Method::GET,
+            "/api/v1/users/alice".into(),
+            None,
+            [S::UNAUTHORIZED, ANY, S::FORBIDDEN, ANY],
+        ),
+        (
             Method::POST,
             "/api/v1/hosts".into(),
             Some(

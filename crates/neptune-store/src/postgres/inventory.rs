@@ -75,6 +75,15 @@ pub(super) async fn list_hosts(pool: &PgPool) -> Result<Vec<HostRecord>> {
     rows.iter().map(decode::host).collect()
 }
 
+pub(super) async fn host_by_name(pool: &PgPool, name: &str) -> Result<HostRecord> {
+    let row = sqlx::query("SELECT * FROM hosts WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .map_err(read_err("host"))?;
+    decode::host(&row)
+}
+
 pub(super) async fn host_heartbeats(pool: &PgPool, beats: &[(HostId, i64)]) -> Result<u64> {
     let mut beats = beats.to_vec();
     beats.sort_unstable();

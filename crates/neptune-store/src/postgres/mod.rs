@@ -188,6 +188,10 @@ impl Store for PostgresStore {
         inventory::list_hosts(&self.pool).await
     }
 
+    async fn host_by_name(&self, name: &str) -> Result<HostRecord> {
+        inventory::host_by_name(&self.pool, name).await
+    }
+
     async fn hosts_in(&self, datacenter: DatacenterId) -> Result<Vec<HostRecord>> {
         inventory::hosts_in(&self.pool, datacenter).await
     }
@@ -270,6 +274,10 @@ impl Store for PostgresStore {
 
     async fn quota_usage(&self, owner: UserId, except: ViId) -> Result<(ViUsage, Vec<ViId>)> {
         vis::quota_usage(&self.pool, owner, except).await
+    }
+
+    async fn design_holdings(&self, owner: UserId) -> Result<DesignHoldings> {
+        vis::design_holdings(&self.pool, owner, None).await
     }
 
     async fn set_vi_usage(&self, vi: ViId, usage: &ViUsage) -> Result<()> {

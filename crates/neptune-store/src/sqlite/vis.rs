@@ -233,6 +233,18 @@ async fn design_quota_error(pool: &SqlitePool, owner: UserId, except: Option<ViI
         Ok(u) => u,
         Err(e) => return e,
     };
+    match design_holdings(pool, owner, except).await {
+        Ok(held) => error::design_quota(&user, held.designs, held.bytes, except.is_some()),
+        Err(e) => e,
+    }
+}
+
+/// What the VIs of `owner` but `except` take of the design quota.
+pub(super) async fn design_holdings(
+    pool: &SqlitePool,
+    owner: UserId,
+    except: Option<ViId>,
+) -> Result<DesignHoldings> {
     let row = sqlx::query(&format!(
         "SELECT COUNT(*) AS n, {} AS bytes FROM vis \
          WHERE owner_id = $1 AND state <> 'terminated' AND id <> $2",
@@ -241,17 +253,12 @@ async fn design_quota_error(pool: &SqlitePool, owner: UserId, except: Option<ViI
     .bind(owner.to_string())
     .bind(except.map(ViId::uuid).unwrap_or_default().to_string())
     .fetch_one(pool)
-    .await;
-    let held = row.map_err(db).and_then(|row| {
-        Ok((
-            decode::number(&row, "vis", "n")?,
-            decode::number(&row, "vis", "bytes")?,
-        ))
-    });
-    match held {
-        Ok((count, bytes)) => error::design_quota(&user, count, bytes, except.is_some()),
-        Err(e) => e,
-    }
+    .await
+    .map_err(db)?;
+    Ok(DesignHoldings {
+        designs: decode::number(&row, "vis", "n")?,
+        bytes: decode::number(&row, "vis", "bytes")?,
+    })
 }
 
 /// The states in which a VI counts against its owner's quota, as SQL.
