@@ -114,6 +114,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn host_by_name(&self, name: &str) -> Result<HostRecord>;
     /// The hosts of one datacenter, by name (what placing a VI there reads).
     async fn hosts_in(&self, datacenter: DatacenterId) -> Result<Vec<HostRecord>>;
+    /// At most `limit` ready hosts of one datacenter with a VM slot free,
+    /// those with the most vCPUs free first, then RAM (what an automatic
+    /// placement shortlists; reads only what it returns, whatever the
+    /// datacenter's size).
+    async fn roomiest_hosts(&self, datacenter: DatacenterId, limit: i64)
+        -> Result<Vec<HostRecord>>;
     /// The hosts of these ids that exist, by name (what a job's steps use).
     async fn hosts_by_id(&self, ids: &[HostId]) -> Result<Vec<HostRecord>>;
     /// Records, in one transaction, that each host's Agent was heard from

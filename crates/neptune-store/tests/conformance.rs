@@ -679,6 +679,69 @@ async fn placement_reservations(s: &dyn Store) {
 /// What a user's VIs take is summed from what each recorded, over the
 /// states that count, but for the VI being checked; those that recorded
 /// nothing are named.
+/// The shortlist an automatic placement reads: ready hosts of the
+/// datacenter with a free slot, most vCPUs then RAM free first, limited.
+async fn roomiest_hosts_first(s: &dyn Store) {
+    let (owner, dc) = owner_and_datacenter(s, "roomer", "dc-roomy").await;
+    let (_, other) = owner_and_datacenter(s, "roomer2", "dc-other").await;
+    let small = s
+        .upsert_host(&host(dc.id, "r-small", 8, 8192, 4))
+        .await
+        .unwrap();
+    let wide = s
+        .upsert_host(&host(dc.id, "r-wide", 16, 4096, 4))
+        .await
+        .unwrap();
+    let deep = s
+        .upsert_host(&host(dc.id, "r-deep", 16, 65536, 4))
+        .await
+        .unwrap();
+    let full = s
+        .upsert_host(&host(dc.id, "r-full", 64, 65536, 1))
+        .await
+        .unwrap();
+    s.upsert_host(&host(other.id, "r-elsewhere", 128, 65536, 4))
+        .await
+        .unwrap();
+    // "r-full" takes a VM in its one slot; "r-deep" one of 12 vCPUs.
+    let mut v = vi(owner.id, "roomy");
+    v.state = ViState::Requested;
+    s.create_vi(&v).await.unwrap();
+    s.transition_with_placement(
+        v.id,
+        ViState::Requested,
+        &to(ViState::Accepted, owner.id),
+        &Reservation {
+            vms: vec![
+                vm(v.id, "a", full.id, 1, 10),
+                vm(v.id, "b", deep.id, 12, 10),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let names = |hosts: Vec<HostRecord>| hosts.into_iter().map(|h| h.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(s.roomiest_hosts(dc.id, 10).await.unwrap()),
+        ["r-wide", "r-small", "r-deep"]
+    );
+    assert_eq!(
+        names(s.roomiest_hosts(dc.id, 2).await.unwrap()),
+        ["r-wide", "r-small"]
+    );
+    // Unreachable hosts are not shortlisted.
+    s.mark_unreachable(i64::MAX).await.unwrap();
+    assert!(s.roomiest_hosts(dc.id, 10).await.unwrap().is_empty());
+    s.host_heartbeats(&[(small.id, 5), (wide.id, 5)])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(s.roomiest_hosts(dc.id, 10).await.unwrap()),
+        ["r-wide", "r-small"]
+    );
+}
+
 async fn quota_usage_sums(s: &dyn Store) {
     let dave = user("dave", Role::User);
     s.create_user(&dave).await.unwrap();
@@ -1958,6 +2021,7 @@ async fn suite(s: Arc<dyn Store>, raw: damage::Raw) {
     crossing_reservations_and_releases(s.clone()).await;
     crossing_address_releases(s.clone()).await;
     uplink_reservations(s.as_ref()).await;
+    roomiest_hosts_first(s.as_ref()).await;
     design_quota(s.clone()).await;
     concurrent_transitions(s.clone()).await;
     migration_moves(s.as_ref()).await;

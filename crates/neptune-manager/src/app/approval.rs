@@ -14,13 +14,12 @@ use neptune_store::{Reservation, Transition, ViRecord};
 use super::access::{require_owner, visible};
 use super::deploy::{start_job, Layout};
 use super::placement::{
-    gateway_of, home_datacenter, pinned_mac_rows, plan_addresses, plan_error, seed, wiring,
+    gateway_of, home_datacenter, pinned_mac_rows, plan_addresses, plan_placement, wiring,
     Placing, Target,
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::JobKind;
-use crate::plan::place;
 use crate::{now_ms, AppState};
 
 /// Applies a lifecycle event through the state machine and the store.
@@ -74,8 +73,7 @@ pub async fn preview(
     let vi = visible(state, caller, id).await?;
     let dc = home_datacenter(state, datacenter).await?;
     let topo = super::design::design_of(&vi)?;
-    let hosts = state.store.hosts_in(dc.id).await?;
-    let plan = place(vi.id, &topo, &dc, &hosts, None, seed(vi.id)).map_err(plan_error)?;
+    let (plan, hosts) = plan_placement(state, vi.id, &topo, &dc, None).await?;
     let addresses = plan_addresses(state, vi.id, &topo, &dc.name).await?;
     let wiring = wiring(state, &topo, &addresses, &plan.records, &hosts).await?;
     // The steps are built as accept builds them, so that what would refuse

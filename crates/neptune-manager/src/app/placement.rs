@@ -207,10 +207,7 @@ impl<'a> Placing<'a> {
     pub async fn plan(&mut self) -> ApiResult<(PlacementPlan, Vec<HostRecord>)> {
         self.attempt += 1;
         let t = self.target;
-        // Its datacenter's hosts only: a domain may have tens of thousands.
-        let hosts = self.state.store.hosts_in(t.dc.id).await?;
-        let plan =
-            place(t.vi.id, t.topo, t.dc, &hosts, t.manual, seed(t.vi.id)).map_err(plan_error)?;
+        let (plan, hosts) = plan_placement(self.state, t.vi.id, t.topo, t.dc, t.manual).await?;
         require_admissible(&plan)?;
         Ok((plan, hosts))
     }
@@ -244,6 +241,43 @@ impl<'a> Placing<'a> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Hosts read for an automatic placement of a VI of `nodes` VMs: enough
+/// for [`crate::plan::candidates`]' shortlist in all but odd cases.
+fn roomiest_limit(nodes: usize) -> i64 {
+    i64::try_from(nodes.saturating_mul(4).max(4 * crate::plan::MIN_CANDIDATES))
+        .unwrap_or(i64::MAX)
+}
+
+/// A placement of `topo` in `dc` on the hosts as they are now, and the
+/// hosts it read. An automatic placement reads only the datacenter's
+/// roomiest hosts ([`Store::roomiest_hosts`]: the cost of a plan follows
+/// the VI's size, not the datacenter's); should they not take the VI,
+/// and for an administrator's map, every host of the datacenter.
+///
+/// [`Store::roomiest_hosts`]: neptune_store::Store::roomiest_hosts
+pub async fn plan_placement(
+    state: &AppState,
+    vi: ViId,
+    topo: &Topology,
+    dc: &DatacenterRecord,
+    manual: Option<&HashMap<String, String>>,
+) -> ApiResult<(PlacementPlan, Vec<HostRecord>)> {
+    if manual.is_none() {
+        let limit = roomiest_limit(topo.nodes.len());
+        let few = state.store.roomiest_hosts(dc.id, limit).await?;
+        if !few.is_empty() {
+            if let Ok(plan) = place(vi, topo, dc, &few, None, seed(vi)) {
+                if plan.view.admissible {
+                    return Ok((plan, few));
+                }
+            }
+        }
+    }
+    let hosts = state.store.hosts_in(dc.id).await?;
+    let plan = place(vi, topo, dc, &hosts, manual, seed(vi)).map_err(plan_error)?;
+    Ok((plan, hosts))
 }
 
 /// The address plan of `topo` against the stored allocations (changes nothing).

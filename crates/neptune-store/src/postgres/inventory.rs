@@ -124,6 +124,24 @@ pub(super) async fn hosts_in(pool: &PgPool, datacenter: DatacenterId) -> Result<
     rows.iter().map(decode::host).collect()
 }
 
+pub(super) async fn roomiest_hosts(
+    pool: &PgPool,
+    datacenter: DatacenterId,
+    limit: i64,
+) -> Result<Vec<HostRecord>> {
+    let rows = sqlx::query(
+        "SELECT * FROM hosts WHERE datacenter_id = $1 AND state = 'ready' \
+         AND used_slots < vm_slots \
+         ORDER BY cpus - used_vcpus DESC, ram_mib - used_ram_mib DESC, name LIMIT $2",
+    )
+    .bind(datacenter)
+    .bind(limit.max(0))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter().map(decode::host).collect()
+}
+
 pub(super) async fn hosts_by_id(pool: &PgPool, ids: &[HostId]) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query("SELECT * FROM hosts WHERE id = ANY($1) ORDER BY name")
         .bind(ids)

@@ -127,6 +127,24 @@ pub(super) async fn hosts_in(
     rows.iter().map(decode::host).collect()
 }
 
+pub(super) async fn roomiest_hosts(
+    pool: &SqlitePool,
+    datacenter: DatacenterId,
+    limit: i64,
+) -> Result<Vec<HostRecord>> {
+    let rows = sqlx::query(
+        "SELECT * FROM hosts WHERE datacenter_id = $1 AND state = 'ready' \
+         AND used_slots < vm_slots \
+         ORDER BY cpus - used_vcpus DESC, ram_mib - used_ram_mib DESC, name LIMIT $2",
+    )
+    .bind(datacenter.to_string())
+    .bind(limit.max(0))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter().map(decode::host).collect()
+}
+
 pub(super) async fn hosts_by_id(pool: &SqlitePool, ids: &[HostId]) -> Result<Vec<HostRecord>> {
     // One parameter whatever the number of ids: a JSON array of them
     // (hyphenated UUIDs need no escaping).

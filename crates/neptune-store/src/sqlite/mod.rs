@@ -242,6 +242,14 @@ impl Store for SqliteStore {
         inventory::hosts_in(&self.pool, datacenter).await
     }
 
+    async fn roomiest_hosts(
+        &self,
+        datacenter: DatacenterId,
+        limit: i64,
+    ) -> Result<Vec<HostRecord>> {
+        inventory::roomiest_hosts(&self.pool, datacenter, limit).await
+    }
+
     async fn hosts_by_id(&self, ids: &[HostId]) -> Result<Vec<HostRecord>> {
         inventory::hosts_by_id(&self.pool, ids).await
     }
