@@ -16,6 +16,7 @@ mod users;
 mod vis;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,6 +43,11 @@ type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken by every write: SQLite has one writer at a time, and writers
+    /// it makes wait sleep in its busy handler (up to 100 ms a turn), so
+    /// under load they are queued here instead, woken the moment the
+    /// previous one commits. Reads go on beside them (WAL).
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -76,7 +82,10 @@ impl SqliteStore {
         let pool = pool.connect_with(options).await.map_err(crate::error::db)?;
         restrict_files(url)?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writing: Arc::default(),
+        })
     }
 
     /// The connection pool, for tools that read the database directly.
@@ -139,6 +148,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<()> {
+        let _writing = self.writing.lock().await;
         users::create_user(&self.pool, user).await
     }
 
@@ -159,6 +169,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        let _writing = self.writing.lock().await;
         users::insert_token(&self.pool, token).await
     }
 
@@ -167,6 +178,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_token(&self, hash: &str) -> Result<()> {
+        let _writing = self.writing.lock().await;
         users::delete_token(&self.pool, hash).await
     }
 
@@ -175,10 +187,12 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, id: TokenId, user: Option<UserId>) -> Result<()> {
+        let _writing = self.writing.lock().await;
         users::revoke_token(&self.pool, id, user).await
     }
 
     async fn add_ssh_key(&self, key: &SshKeyRecord, max: i64) -> Result<()> {
+        let _writing = self.writing.lock().await;
         users::add_ssh_key(&self.pool, key, max).await
     }
 
@@ -187,18 +201,22 @@ impl Store for SqliteStore {
     }
 
     async fn delete_ssh_key(&self, user: UserId, id: SshKeyId) -> Result<()> {
+        let _writing = self.writing.lock().await;
         users::delete_ssh_key(&self.pool, user, id).await
     }
 
     async fn revoke_tokens_of(&self, user: UserId, except_hash: Option<&str>) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         users::revoke_tokens_of(&self.pool, user, except_hash).await
     }
 
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         users::delete_expired_tokens(&self.pool, now).await
     }
 
     async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()> {
+        let _writing = self.writing.lock().await;
         users::set_password(&self.pool, user, password_hash).await
     }
 
@@ -207,14 +225,17 @@ impl Store for SqliteStore {
         user: UserId,
         disabled_at: Option<i64>,
     ) -> Result<UserRecord> {
+        let _writing = self.writing.lock().await;
         users::set_user_disabled(&self.pool, user, disabled_at).await
     }
 
     async fn set_user_quota(&self, user: UserId, quota: &Quota) -> Result<UserRecord> {
+        let _writing = self.writing.lock().await;
         users::set_user_quota(&self.pool, user, quota).await
     }
 
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {
+        let _writing = self.writing.lock().await;
         inventory::create_datacenter(&self.pool, dc).await
     }
 
@@ -227,6 +248,7 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_host(&self, host: &HostRecord) -> Result<HostRecord> {
+        let _writing = self.writing.lock().await;
         inventory::upsert_host(&self.pool, host).await
     }
 
@@ -255,14 +277,17 @@ impl Store for SqliteStore {
     }
 
     async fn host_heartbeats(&self, beats: &[(HostId, i64)]) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         inventory::host_heartbeats(&self.pool, beats).await
     }
 
     async fn mark_unreachable(&self, before: i64) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         inventory::mark_unreachable(&self.pool, before).await
     }
 
     async fn create_template(&self, t: &TemplateRecord) -> Result<()> {
+        let _writing = self.writing.lock().await;
         templates::create_template(&self.pool, t).await
     }
 
@@ -283,10 +308,12 @@ impl Store for SqliteStore {
         id: TemplateId,
         visibility: Visibility,
     ) -> Result<TemplateRecord> {
+        let _writing = self.writing.lock().await;
         templates::set_template_visibility(&self.pool, id, visibility).await
     }
 
     async fn create_vi(&self, vi: &ViRecord) -> Result<()> {
+        let _writing = self.writing.lock().await;
         vis::create_vi(&self.pool, vi).await
     }
 
@@ -314,6 +341,7 @@ impl Store for SqliteStore {
         design_xml: &str,
         now: i64,
     ) -> Result<ViRecord> {
+        let _writing = self.writing.lock().await;
         vis::update_vi_design(&self.pool, id, version, name, design_xml, now).await
     }
 
@@ -323,6 +351,7 @@ impl Store for SqliteStore {
         from: ViState,
         change: &Transition,
     ) -> Result<ViRecord> {
+        let _writing = self.writing.lock().await;
         vis::transition_vi(&self.pool, id, from, change).await
     }
 
@@ -335,6 +364,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_vi_usage(&self, vi: ViId, usage: &ViUsage) -> Result<()> {
+        let _writing = self.writing.lock().await;
         vis::set_vi_usage(&self.pool, vi, usage).await
     }
 
@@ -349,6 +379,7 @@ impl Store for SqliteStore {
         change: &Transition,
         reservation: &Reservation,
     ) -> Result<ViRecord> {
+        let _writing = self.writing.lock().await;
         placement::transition_with_placement(&self.pool, id, from, change, reservation).await
     }
 
@@ -357,6 +388,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_addresses(&self, vi: ViId, covers: &[(String, String)]) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         placement::release_addresses(&self.pool, vi, covers).await
     }
 
@@ -365,6 +397,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_vms(&self, vi: ViId) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         placement::release_vms(&self.pool, vi).await
     }
 
@@ -373,18 +406,22 @@ impl Store for SqliteStore {
     }
 
     async fn release_vm_moves(&self, vi: ViId) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         placement::release_vm_moves(&self.pool, vi).await
     }
 
     async fn commit_vm_moves(&self, vi: ViId, location: Option<DatacenterId>) -> Result<u64> {
+        let _writing = self.writing.lock().await;
         placement::commit_vm_moves(&self.pool, vi, location).await
     }
 
     async fn set_vi_location(&self, vi: ViId, location: Option<DatacenterId>) -> Result<()> {
+        let _writing = self.writing.lock().await;
         placement::set_vi_location(&self.pool, vi, location).await
     }
 
     async fn set_switch(&self, switch: &SwitchRecord) -> Result<()> {
+        let _writing = self.writing.lock().await;
         switching::set_switch(&self.pool, switch).await
     }
 
@@ -393,14 +430,17 @@ impl Store for SqliteStore {
     }
 
     async fn delete_switch(&self, datacenter: DatacenterId) -> Result<()> {
+        let _writing = self.writing.lock().await;
         switching::delete_switch(&self.pool, datacenter).await
     }
 
     async fn next_generation(&self, address: &str, above: i64) -> Result<i64> {
+        let _writing = self.writing.lock().await;
         switching::next_generation(&self.pool, address, above).await
     }
 
     async fn request_migration(&self, request: &MigrationRequestRecord) -> Result<()> {
+        let _writing = self.writing.lock().await;
         switching::request_migration(&self.pool, request).await
     }
 
@@ -413,6 +453,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_migration_request(&self, vi: ViId) -> Result<bool> {
+        let _writing = self.writing.lock().await;
         switching::delete_migration_request(&self.pool, vi).await
     }
 
@@ -422,10 +463,12 @@ impl Store for SqliteStore {
         from: ViState,
         change: &Transition,
     ) -> Result<ViRecord> {
+        let _writing = self.writing.lock().await;
         jobs::start_job(&self.pool, job, from, change).await
     }
 
     async fn add_job(&self, job: &JobRecord, vi_state: ViState) -> Result<()> {
+        let _writing = self.writing.lock().await;
         jobs::add_job(&self.pool, job, vi_state).await
     }
 
@@ -442,6 +485,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_job(&self, id: JobId, owner: &str, now: i64, until: i64) -> Result<bool> {
+        let _writing = self.writing.lock().await;
         jobs::claim_job(&self.pool, id, owner, now, until).await
     }
 
@@ -454,6 +498,7 @@ impl Store for SqliteStore {
         error: Option<&str>,
         now: i64,
     ) -> Result<JobRecord> {
+        let _writing = self.writing.lock().await;
         jobs::update_job(&self.pool, id, expected, state, cursor, error, now).await
     }
 
@@ -466,6 +511,7 @@ impl Store for SqliteStore {
         vi_from: ViState,
         change: &Transition,
     ) -> Result<ViRecord> {
+        let _writing = self.writing.lock().await;
         jobs::finish_job(&self.pool, id, expected, state, error, vi_from, change).await
     }
 }
