@@ -124,8 +124,14 @@ export function Preview({ id }) {
   const [detail] = usePoll(() => get(`/vis/${id}`), 0, [id]);
   const [dcs] = usePoll(() => get('/datacenters'), 0, []);
   const [hosts] = usePoll(() => get('/hosts'), 0, []);
-  const [users] = usePoll(() => get('/users'), 0, []);
-  const [vis] = usePoll(() => get('/vis'), 0, []);
+  // The owner with what they hold of their quota, counted as the
+  // Manager's checks count it.
+  const ownerName = detail?.owner;
+  const [owner] = usePoll(
+    () => (ownerName ? get(`/users/${encodeURIComponent(ownerName)}`) : Promise.resolve(null)),
+    0,
+    [ownerName],
+  );
   const [plan, planError] = usePoll(() => get(`/vis/${id}/plan${datacenter ? `?datacenter=${encodeURIComponent(datacenter)}` : ''}`), 0, [id, datacenter]);
   const [manual, setManual] = useState(null);
   const [message, setMessage] = useState('');
@@ -149,13 +155,6 @@ export function Preview({ id }) {
     setMessage(`${node} moves to ${host} (manual placement; the Manager checks it again on accept).`);
     setManual(next);
   };
-
-  const owner = users?.find((u) => u.name === detail.owner);
-  const held = (vis || []).filter((v) => v.owner === detail.owner && COUNTED.includes(v.state));
-  const use = held.reduce(
-    (a, v) => ({ vms: a.vms + v.summary.nodes, vcpus: a.vcpus + v.summary.vcpus, ram: a.ram + v.summary.ram_mib, pub: a.pub + v.summary.entry_points }),
-    { vms: 0, vcpus: 0, ram: 0, pub: 0 },
-  );
 
   const accept = async () => {
     try {
@@ -224,16 +223,9 @@ export function Preview({ id }) {
           </table>
           <h2>Quota of {detail.owner}</h2>
           {owner ? (
-            <table class="compact" data-testid="quota">
-              <tbody>
-                <tr><td>VMs</td><td>{use.vms} / {owner.quota.vms}</td></tr>
-                <tr><td>vCPUs</td><td>{use.vcpus} / {owner.quota.vcpus}</td></tr>
-                <tr><td>RAM</td><td>{use.ram} / {owner.quota.ram_mib} MiB</td></tr>
-                <tr><td>public addresses</td><td>{use.pub} / {owner.quota.public_addresses}</td></tr>
-              </tbody>
-            </table>
+            <div data-testid="quota"><QuotaTable quota={owner.quota} usage={owner.usage} /></div>
           ) : <p class="muted">…</p>}
-          <p class="muted">Counts this VI and the owner's other requested or running VIs.</p>
+          <p class="muted">In use counts this VI and the owner's other VIs past their request (neither defined, rejected nor terminated), as the Manager's checks count them; designs count every VI not terminated.</p>
           <div class="actions">
             <button type="button" class="primary" onClick={accept} disabled={detail.state !== 'requested'}>Accept</button>
           </div>

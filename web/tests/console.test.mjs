@@ -184,6 +184,12 @@ try {
     assert.equal(await boss.getByTestId('plan-vms').locator('tbody tr').count(), 3);
     await boss.getByTestId('plan-addresses').getByText('(home)').waitFor();
     await boss.getByTestId('quota').getByText(/VMs/).waitFor();
+    // What the owner holds is the Manager's count, this requested VI's
+    // three VMs included.
+    const owner = await admin('GET', `/users/${(await admin('GET', `/vis/${viId}`)).owner}`);
+    assert.ok(owner.usage.vms >= 3, `the owner holds this VI's VMs: ${JSON.stringify(owner.usage)}`);
+    const inUse = boss.getByTestId('quota').locator('[data-quota=vms] td').nth(1);
+    await inUse.getByText(String(owner.usage.vms), { exact: true }).waitFor();
     const hosts = await graphIds(boss, 'node.host', 'neptunePlacement');
     assert.ok(hosts.length >= 3, `every host of the datacenter is drawn: ${hosts}`);
     const parents = await boss.evaluate(() => window.neptunePlacement.nodes('node.vm').map((n) => n.parent().id()));
