@@ -23,6 +23,8 @@
 //!                                        again while it runs, or after it
 //!                                        succeeded: the same move)
 //! GET    /v1/vms/{name}/migration      -> Migration (how the last move goes)
+//! GET    /v1/vms/{name}/arrival?wait_ms=N -> Arrival (whether the VM runs
+//!                                        here; waits up to N ms for it)
 //! POST   /v1/vms/{name}/arrived        -> 204 (completes a VM that arrived live)
 //! POST   /v1/networks/join JoinSegments -> 204 (widens networks to their segments)
 //! ```
@@ -89,6 +91,31 @@ pub struct MigrationQuery {
 
 /// The longest wait `GET /v1/vms/{name}/migration?wait_ms=N` holds.
 pub const MAX_MIGRATION_WAIT_MS: u64 = 10_000;
+
+/// The query of `GET /v1/vms/{name}/arrival`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArrivalQuery {
+    /// While the VM does not run here, answer only once it does or this
+    /// many milliseconds pass (at most [`MAX_ARRIVAL_WAIT_MS`]); absent
+    /// or 0: at once.
+    pub wait_ms: Option<u64>,
+}
+
+/// The longest wait `GET /v1/vms/{name}/arrival?wait_ms=N` holds.
+pub const MAX_ARRIVAL_WAIT_MS: u64 = 10_000;
+
+/// `GET /v1/vms/{name}/arrival`: whether a VM (one arriving live) runs on
+/// this host. The answer comes the moment its guest resumes here, before
+/// the source has finished the move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Arrival {
+    /// The VM asked about.
+    pub vm: String,
+    /// Whether it runs here; `false` when it did not within the wait (not
+    /// arrived yet, or not coming).
+    pub running: bool,
+}
 
 /// The query of `GET /v1/vms/{name}/console`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

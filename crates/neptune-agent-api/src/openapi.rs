@@ -218,6 +218,15 @@ pub const ROUTES: &[Route] = &[
         refusals: &[400, 401, 404],
     },
     Route {
+        method: "GET",
+        path: "/v1/vms/{name}/arrival",
+        summary: "Whether the VM runs on this host (?wait_ms=N, at most 10000: while it does not, answered the moment its guest resumes here, or after N ms)",
+        request: None,
+        status: 200,
+        answer: Some("Arrival"),
+        refusals: &[400, 401, 502, 503],
+    },
+    Route {
         method: "POST",
         path: "/v1/vms/{name}/arrived",
         summary: "Completes a VM that arrived live",
@@ -273,6 +282,7 @@ fn codes_of(status: u16) -> &'static [&'static str] {
         crate::RestoreVm,
         crate::Migration,
         crate::MigrationState,
+        crate::Arrival,
         crate::JoinSegments,
         crate::NetworkJoin,
         crate::ErrorBody,

@@ -22,6 +22,10 @@ use crate::api::{self, codes, ErrorBody};
 /// comes the moment the move progresses or ends.
 const MIGRATION_WAIT: Duration = Duration::from_secs(2);
 
+/// How often a VM arriving on a host whose Agent cannot be waited on
+/// (an older one) is looked for.
+const OLD_AGENT_LOOK_EVERY: Duration = Duration::from_millis(50);
+
 /// Default time to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time for a whole request (a simulated or real hypervisor
@@ -412,6 +416,17 @@ impl AgentClient {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
+    /// `GET /v1/vms/{name}/arrival?wait_ms=N`: whether the VM runs on the
+    /// host, answered the moment it does, or after `wait`.
+    pub async fn arrival(&self, name: &str, wait: Duration) -> Result<api::Arrival, ClientError> {
+        let path = format!(
+            "{}?wait_ms={}",
+            vm_path(name, "/arrival")?,
+            wait.as_millis()
+        );
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
     /// `POST /v1/vms/{name}/arrived`.
     pub async fn arrived(&self, name: &str) -> Result<(), ClientError> {
         let path = vm_path(name, "/arrived")?;
@@ -711,6 +726,23 @@ impl Hypervisor for AgentHypervisor {
                 }
                 Err(e) => return Err(refused(e)),
             };
+        }
+    }
+
+    /// An Agent older than `GET /v1/vms/{name}/arrival` (404 `not_found`:
+    /// no such route) is asked what the VM is instead, once per
+    /// [`OLD_AGENT_LOOK_EVERY`].
+    async fn wait_running(&self, vm: &str, within: Duration) -> neptune_hypervisor::Result<bool> {
+        match self.client.arrival(vm, within).await {
+            Ok(a) => Ok(a.running),
+            Err(ClientError::Refused { code, .. }) if code == codes::NOT_FOUND => {
+                tokio::time::sleep(OLD_AGENT_LOOK_EVERY.min(within)).await;
+                Ok(self
+                    .info(vm)
+                    .await?
+                    .is_some_and(|v| v.state == neptune_hypervisor::VmState::Running))
+            }
+            Err(e) => Err(e.into_hypervisor_error(Op::Incoming, vm, "")),
         }
     }
 

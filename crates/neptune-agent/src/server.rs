@@ -46,6 +46,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/v1/incoming", post(accept_incoming))
         .route("/v1/vms/{name}/migrate", post(migrate))
         .route("/v1/vms/{name}/migration", get(migration))
+        .route("/v1/vms/{name}/arrival", get(arrival))
         .route("/v1/vms/{name}/arrived", post(arrived))
         .route("/v1/networks/join", post(join_segments))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -430,6 +431,21 @@ async fn migration(
                 format!("no live move of VM {name:?} is known here"),
             )
         })
+}
+
+async fn arrival(
+    State(s): State<ServerState>,
+    VmName(name): VmName,
+    query: Result<
+        axum::extract::Query<api::ArrivalQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> ApiResult<Json<api::Arrival>> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let wait =
+        std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(api::MAX_ARRIVAL_WAIT_MS));
+    let running = s.hypervisor.wait_running(&name, wait).await?;
+    Ok(Json(api::Arrival { vm: name, running }))
 }
 
 async fn join_segments(

@@ -636,7 +636,43 @@ async fn a_vm_moves_live_between_agents() {
         (api::MigrationState::Succeeded, Some(report))
     );
     assert!(ca.list_vms().await.unwrap().is_empty());
+    assert!(
+        heard.iter().any(|p| p.switching_over),
+        "the switch-over is told: {heard:?}"
+    );
+    // The destination answers whether it runs the VM: not yet (a
+    // simulated host takes it in when it is completed), after the wait;
+    // then, asked with a long wait, the moment it does.
+    let asked = Instant::now();
+    let arrival = cb
+        .arrival("vi1-web", Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(!arrival.running, "{arrival:?}");
+    assert!(asked.elapsed() >= Duration::from_millis(200), "it waited");
+    let waiting = {
+        let cb = cb.clone();
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            let a = cb.arrival("vi1-web", Duration::from_secs(10)).await;
+            (a, asked.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
     dest.finish_incoming("vi1-web").await.unwrap();
+    let (arrival, took) = waiting.await.unwrap();
+    assert_eq!(
+        arrival.unwrap(),
+        api::Arrival {
+            vm: "vi1-web".into(),
+            running: true
+        }
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "answered when it ran: {took:?}"
+    );
+    assert!(dest.wait_running("vi1-web", Duration::ZERO).await.unwrap());
     let there = cb.vm("vi1-web").await.unwrap();
     assert!(there.ready && there.state == VmState::Running);
 

@@ -14,6 +14,7 @@ pub mod sim;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -195,6 +196,11 @@ pub struct MigrationProgress {
     pub bytes_done: u64,
     /// Bytes still to send (changes as the guest writes).
     pub bytes_remaining: u64,
+    /// The guest is paused here for the switch-over: it runs next on the
+    /// destination, within the move's downtime. Where a VM's traffic goes
+    /// may follow it now, so that it is there when the guest resumes.
+    #[serde(default)]
+    pub switching_over: bool,
 }
 
 /// How a live move went.
@@ -476,6 +482,12 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         to: &Incoming,
         progress: &(dyn Fn(MigrationProgress) + Send + Sync),
     ) -> Result<MigrationReport>;
+    /// Waits until the VM `vm` runs on this host, at most `within`, and
+    /// says whether it does: for a VM arriving live, the moment its guest
+    /// resumes here (the rest of the move, on the source, takes longer).
+    /// A VM running here already answers at once; one not (yet) defined
+    /// here is waited for.
+    async fn wait_running(&self, vm: &str, within: Duration) -> Result<bool>;
     /// Completes a VM that arrived live: its NICs shaped, its readiness
     /// kept. Idempotent; a VM that did not arrive is
     /// [`HypervisorError::NoSuchVm`].

@@ -29,6 +29,7 @@
 
 mod bases;
 mod console;
+mod events;
 mod migration;
 mod seed;
 mod shaping;
@@ -120,6 +121,8 @@ pub struct LibvirtHypervisor {
     preparing: std::sync::Mutex<usize>,
     /// The consoles typed on, held open.
     terminals: terminal::Terminals,
+    /// libvirt's lifecycle events, for the instants of a live move.
+    events: events::Events,
 }
 
 /// What a disk is made from, kept beside it: a second `prepare_disk` with
@@ -189,7 +192,6 @@ impl LibvirtHypervisor {
         let kvm = config.kvm.unwrap_or_else(crate::kvm::usable);
         let domain_type = if kvm { "kvm" } else { "qemu" };
         Ok(Self {
-            config,
             domain_type,
             shaping: shaping::usable(),
             admission: Mutex::new(()),
@@ -197,6 +199,8 @@ impl LibvirtHypervisor {
             copies: std::sync::Mutex::new(HashMap::new()),
             preparing: std::sync::Mutex::new(0),
             terminals: terminal::Terminals::default(),
+            events: events::Events::new(&config.uri),
+            config,
         })
     }
 
@@ -1711,6 +1715,10 @@ impl Hypervisor for LibvirtHypervisor {
         progress: &(dyn Fn(MigrationProgress) + Send + Sync),
     ) -> Result<MigrationReport> {
         self.migrate_vm(vm, to, progress).await
+    }
+
+    async fn wait_running(&self, vm: &str, within: std::time::Duration) -> Result<bool> {
+        self.wait_vm_running(vm, within).await
     }
 
     async fn finish_incoming(&self, vm: &str) -> Result<()> {

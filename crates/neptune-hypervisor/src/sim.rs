@@ -204,6 +204,8 @@ pub struct SimHypervisor {
     root: PathBuf,
     capacity: Capacity,
     inner: Mutex<Inner>,
+    /// Signals every change of the VM table, for [`Hypervisor::wait_running`].
+    changed: tokio::sync::Notify,
 }
 
 impl SimHypervisor {
@@ -302,6 +304,7 @@ impl SimHypervisor {
                 faults,
                 calls: HashMap::new(),
             }),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -462,8 +465,12 @@ impl SimHypervisor {
         let vms: Vec<&SimVm> = inner.vms.values().collect();
         let bytes = serde_json::to_vec(&vms)
             .map_err(|e| Self::failed(op, vm, "cannot encode the VM table", &e))?;
-        write_atomically(&self.root.join("vms.json"), &bytes)
-            .map_err(|e| Self::failed(op, vm, "cannot write the VM table", &e))
+        let written = write_atomically(&self.root.join("vms.json"), &bytes)
+            .map_err(|e| Self::failed(op, vm, "cannot write the VM table", &e));
+        // Waiters look again; a failed write is undone by the caller, and
+        // they find nothing new.
+        self.changed.notify_waiters();
+        written
     }
 
     /// Writes the table of VMs to arrive; called with the lock held.
@@ -898,12 +905,15 @@ impl Hypervisor for SimHypervisor {
         progress(MigrationProgress {
             bytes_done: 0,
             bytes_remaining: bytes,
+            switching_over: false,
         });
         // The delay stands for the copy: the VM runs here meanwhile.
         self.enter(op, vm).await?;
+        // Copied: the guest pauses for the switch-over and leaves.
         progress(MigrationProgress {
             bytes_done: bytes,
             bytes_remaining: 0,
+            switching_over: true,
         });
         let mut inner = self.lock();
         let Some(removed) = inner.vms.remove(vm) else {
@@ -919,6 +929,28 @@ impl Hypervisor for SimHypervisor {
             downtime_ms: 0,
             bytes,
         })
+    }
+
+    async fn wait_running(&self, vm: &str, within: Duration) -> Result<bool> {
+        validate_vm_name(vm)?;
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the look: a change after it wakes this.
+            changed.as_mut().enable();
+            let runs = self
+                .lock()
+                .vms
+                .get(vm)
+                .is_some_and(|v| v.state == VmState::Running);
+            if runs {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                return Ok(false);
+            }
+        }
     }
 
     async fn finish_incoming(&self, vm: &str) -> Result<()> {
@@ -1077,6 +1109,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_wait_for_a_vm_to_run_ends_when_it_runs() {
+        let f = fixture();
+        let a = Arc::new(host(&f, "a"));
+        let quick = Duration::from_millis(20);
+        assert!(
+            !a.wait_running("vi1-web", quick).await.unwrap(),
+            "not defined"
+        );
+        a.define(&spec("vi1-web", 1, 64, "d")).await.unwrap();
+        let waiter = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let runs = a.wait_running("vi1-web", Duration::from_secs(20)).await;
+                (runs, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "defined is not running");
+        a.start("vi1-web").await.unwrap();
+        let (runs, took) = waiter.await.unwrap();
+        assert!(runs.unwrap());
+        assert!(
+            took < Duration::from_secs(10),
+            "woken by the start, not at the end of its wait: {took:?}"
+        );
+        assert!(a.wait_running("vi1-web", Duration::ZERO).await.unwrap());
+    }
+
+    #[tokio::test]
     async fn a_move_reports_memory_and_disk_and_a_destination_remembers() {
         let f = fixture();
         let a = host(&f, "a");
@@ -1103,6 +1165,11 @@ mod tests {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.first().map(|p| p.bytes_done), Some(0));
         assert_eq!(seen.last().map(|p| p.bytes_remaining), Some(0));
+        assert_eq!(
+            seen.iter().map(|p| p.switching_over).collect::<Vec<_>>(),
+            [false, true],
+            "the switch-over is told once the copy is done"
+        );
         b.finish_incoming("vi1-web").await.unwrap();
         assert_eq!(
             b.list().await.unwrap()[0].spec.disk,

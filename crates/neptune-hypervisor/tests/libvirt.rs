@@ -1432,8 +1432,10 @@ async fn overlays_against_full_copies() {
 /// A running guest moves live to another host (another daemon, in another
 /// network namespace, its disk copied: nothing is shared) and keeps
 /// running there: the shell it was logged in to still answers on its
-/// console, with what it held in memory. The source keeps nothing but its
-/// disk, the destination nothing once the VM is destroyed there.
+/// console, with what it held in memory. The destination says it runs
+/// there before the source's move ends, and the source tells the
+/// switch-over. The source keeps nothing but its disk, the destination
+/// nothing once the VM is destroyed there.
 #[tokio::test]
 async fn a_running_guest_moves_live_to_another_host() {
     let Some(uri) = libvirt_uri() else { return };
@@ -1500,17 +1502,48 @@ async fn a_running_guest_moves_live_to_another_host() {
         "not there before the move"
     );
 
+    assert!(
+        !dest
+            .wait_running(&vm, std::time::Duration::from_millis(300))
+            .await
+            .unwrap(),
+        "not running there before the move"
+    );
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
-    let report =
-        h.hv.migrate(&vm, &to, &move |p| log.lock().unwrap().push(p))
-            .await
-            .unwrap();
-    eprintln!("moved live: {report:?}");
+    // The destination says the guest runs there (libvirt's resume event)
+    // before the source is done with the move (its confirm phase stops
+    // the source's QEMU first).
+    let (moved, arrived) = tokio::join!(
+        async {
+            let report =
+                h.hv.migrate(&vm, &to, &move |p| log.lock().unwrap().push(p))
+                    .await;
+            (report, std::time::Instant::now())
+        },
+        async {
+            let runs = dest
+                .wait_running(&vm, std::time::Duration::from_secs(600))
+                .await;
+            (runs, std::time::Instant::now())
+        }
+    );
+    let (report, moved_at) = (moved.0.unwrap(), moved.1);
+    let (runs, arrived_at) = (arrived.0.unwrap(), arrived.1);
+    eprintln!(
+        "moved live: {report:?}; running there {:?} before the move returned",
+        moved_at.duration_since(arrived_at)
+    );
+    assert!(runs && arrived_at < moved_at, "heard before the move ended");
     assert!(report.bytes > 0 && report.total_ms > 0, "{report:?}");
     assert!(
         seen.lock().unwrap().iter().any(|p| p.bytes_done > 0),
         "progress was heard"
+    );
+    assert!(
+        seen.lock().unwrap().iter().any(|p| p.switching_over),
+        "the switch-over was heard: {:?}",
+        seen.lock().unwrap()
     );
     assert!(!h.domains().contains(&vm), "gone from the source");
     assert!(!h.networks().contains(&net), "its network freed there");

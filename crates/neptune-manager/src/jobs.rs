@@ -1252,19 +1252,26 @@ impl Jobs {
             };
             let moving = src.migrate(vm, &incoming, &progress);
             tokio::pin!(moving);
-            // The VM runs on `to` once its guest resumed there, seconds
-            // before the source is done with it: its Home Addresses follow
-            // it then.
+            // Its Home Addresses follow the VM the moment its guest resumes
+            // on `to`, seconds before the source is done with it: the
+            // destination's Agent answers its long-poll then.
+            //
+            // Not earlier, at the source's switch-over pause (its progress
+            // says when), though that would spare the packets sent during
+            // the pause: bound then, the packets waited for the guest at
+            // its paused destination, and in 4 of 12 runs of bench/migration
+            // a correspondent's connection broke, 3 with the guest's kernel
+            // panicked just after its move (slab corruption in the network
+            // stack); no run binding at resume did (see its README).
             let resumed = async {
                 if homes.is_empty() {
                     return std::future::pending().await;
                 }
                 loop {
-                    tokio::time::sleep(RESUME_POLL).await;
-                    if let Ok(Some(info)) = dst.info(vm).await {
-                        if info.state == neptune_hypervisor::VmState::Running {
-                            return;
-                        }
+                    match dst.wait_running(vm, ARRIVAL_WAIT).await {
+                        Ok(true) => return,
+                        Ok(false) => {}
+                        Err(_) => tokio::time::sleep(ARRIVAL_RETRY).await,
                     }
                 }
             };
@@ -1286,7 +1293,18 @@ impl Jobs {
                 }
                 // Gone meanwhile: an earlier try moved it.
                 Err(HypervisorError::NoSuchVm(_)) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // Routed when the guest ran there, then the move failed
+                    // (libvirt's finish): the addresses go back with the
+                    // guest if it still runs where it was.
+                    if routed
+                        && matches!(src.info(vm).await, Ok(Some(v)) if v.state == neptune_hypervisor::VmState::Running)
+                    {
+                        let source = hosts.iter().find(|h| h.id == from).map(|h| h.datacenter_id);
+                        self.route_homes(vi, homes, source).await;
+                    }
+                    return Err(e.into());
+                }
             }
         }
         if !routed {
@@ -1310,8 +1328,13 @@ impl Jobs {
     }
 }
 
-/// How often a move looks whether its VM runs on the destination yet.
-const RESUME_POLL: Duration = Duration::from_millis(50);
+/// How long one question to the destination's Agent waits for a moving
+/// VM to run there; the answer comes the moment it does.
+const ARRIVAL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a move waits before asking a destination that did not answer
+/// again.
+const ARRIVAL_RETRY: Duration = Duration::from_millis(200);
 
 /// What configures a VI's guests besides its design: its address plan,
 /// its owner's SSH keys, its home datacenter's public gateway.

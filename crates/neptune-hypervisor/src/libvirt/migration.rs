@@ -39,6 +39,10 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// What the template field of a disk made for a VM arriving live says.
 const ARRIVING: &str = "(arriving live)";
 
+/// How often a wait for a VM to run asks libvirt itself, in case its
+/// events were lost (see [`super::events`]).
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// The record of a VM accepted to arrive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Arrival {
@@ -122,6 +126,9 @@ impl LibvirtHypervisor {
             ..request.spec.clone()
         };
         self.check_own_spec(&spec)?;
+        // The Manager waits for the guest to resume here: the watcher of
+        // events is connected long before it does.
+        drop(self.events.listen());
         let answer = Incoming {
             vm: vm.to_owned(),
             connect: self
@@ -245,6 +252,7 @@ impl LibvirtHypervisor {
             return Err(HypervisorError::NoSuchVm(vm.to_owned()));
         };
         self.terminals.forget(vm);
+        let mut events = self.events.listen();
         let file = self.scratch_file(op, vm, "migrate.xml", &to.definition)?;
         let mut args = vec![
             "migrate",
@@ -264,20 +272,54 @@ impl LibvirtHypervisor {
         args.extend([vm, to.connect.as_str()]);
         let started = Instant::now();
         let moving = self.virsh_at(op, vm, &self.config.uri, &args, MIGRATE_TIMEOUT);
-        tokio::pin!(moving);
-        let mut tick = tokio::time::interval(PROGRESS_EVERY);
-        let moved = loop {
-            tokio::select! {
-                done = &mut moving => break done,
-                _ = tick.tick() => {
-                    if let Ok(text) = self.virsh(op, vm, &["domjobinfo", "--rawstats", vm]).await {
-                        if let Some(p) = progress_of(&text) {
-                            progress(p);
-                        }
+        let last = std::sync::Mutex::new(MigrationProgress::default());
+        let report = |change: &dyn Fn(&mut MigrationProgress)| {
+            let mut now = last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            change(&mut now);
+            progress(*now);
+        };
+        let follow = async {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            loop {
+                tick.tick().await;
+                if let Ok(text) = self.virsh(op, vm, &["domjobinfo", "--rawstats", vm]).await {
+                    if let Some(p) = progress_of(&text) {
+                        report(&|now| {
+                            now.bytes_done = p.bytes_done;
+                            now.bytes_remaining = p.bytes_remaining;
+                        });
                     }
                 }
             }
         };
+        // The instant the guest pauses for the switch-over, which a look
+        // at the job every PROGRESS_EVERY would miss; heard beside the
+        // looks, never after one.
+        let switching_over = async {
+            loop {
+                match events.recv().await {
+                    Ok(e) if e.domain == vm && e.switching_over() => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                    _ => {}
+                }
+            }
+            report(&|now| now.switching_over = true);
+            std::future::pending::<()>().await;
+        };
+        let moved = tokio::select! {
+            done = moving => done,
+            // Neither ends: each follows the move until it does.
+            () = follow => unreachable!("following a move never ends"),
+            () = switching_over => unreachable!("waiting after the switch-over never ends"),
+        };
+        let switched = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .switching_over;
         let _ = std::fs::remove_file(&file);
         moved?;
         let total_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -296,6 +338,7 @@ impl LibvirtHypervisor {
         progress(MigrationProgress {
             bytes_done: report.bytes,
             bytes_remaining: 0,
+            switching_over: switched,
         });
         // What the VM used here, but its disk (the Manager removes it once
         // the move is recorded).
@@ -308,6 +351,48 @@ impl LibvirtHypervisor {
         self.release_networks(op, &d.spec).await?;
         drop(admitted);
         Ok(report)
+    }
+
+    /// See [`crate::Hypervisor::wait_running`]. libvirt's lifecycle event
+    /// says when the guest resumes (`Resumed Migrated` for a VM arriving
+    /// live) the moment it does; libvirt is asked at the start and every
+    /// [`RECHECK_EVERY`], for an event lost. An event of a domain of that
+    /// name is taken as this host's: names are unique among the VMs of
+    /// the hosts that share a daemon.
+    pub(super) async fn wait_vm_running(&self, vm: &str, within: Duration) -> Result<bool> {
+        use tokio::sync::broadcast::error::RecvError;
+        let op = Op::Incoming;
+        validate_vm_name(vm)?;
+        let until = tokio::time::Instant::now() + within;
+        // Listening before looking: a resume in between is heard.
+        let mut events = self.events.listen();
+        loop {
+            let runs = self
+                .domain(op, vm)
+                .await?
+                .is_some_and(|d| d.state == VmState::Running);
+            if runs {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return Ok(false);
+            }
+            let look_again = (now + RECHECK_EVERY).min(until);
+            loop {
+                match tokio::time::timeout_at(look_again, events.recv()).await {
+                    Ok(Ok(e)) if e.domain == vm && e.runs() == Some(true) => return Ok(true),
+                    Ok(Ok(_)) => {}
+                    // Lost events: libvirt is asked at once.
+                    Ok(Err(RecvError::Lagged(_))) => break,
+                    Ok(Err(RecvError::Closed)) => {
+                        tokio::time::sleep_until(look_again).await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
     pub(super) async fn finish_vm(&self, vm: &str) -> Result<()> {
@@ -349,6 +434,7 @@ fn progress_of(text: &str) -> Option<MigrationProgress> {
     Some(MigrationProgress {
         bytes_done: raw_stat(text, "data_processed")?,
         bytes_remaining: raw_stat(text, "data_remaining").unwrap_or(0),
+        switching_over: false,
     })
 }
 
@@ -373,7 +459,8 @@ mod tests {
             progress_of(running),
             Some(MigrationProgress {
                 bytes_done: 120,
-                bytes_remaining: 180
+                bytes_remaining: 180,
+                switching_over: false,
             })
         );
         assert_eq!(progress_of("type: 0\n"), None, "no job, no progress");
