@@ -302,7 +302,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let names = ["napoli", "roma", "milano"];
-    let pools = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"];
+    // A Home Address per VI: 1 000 VIs in three datacenters outgrow a /24
+    // each, so the pools are /20s of the benchmarking range (RFC 2544).
+    let pools = ["198.18.0.0/20", "198.18.16.0/20", "198.18.32.0/20"];
     for (name, pool) in names.iter().zip(pools).take(args.datacenters) {
         api.post(
             "/datacenters",

@@ -660,6 +660,9 @@ impl Jobs {
                 .ok_or_else(|| anyhow::anyhow!("unknown job kind {:?}", job.kind))?;
             let steps: Vec<Step> = job.decode_steps()?;
             let cursor = usize::try_from(job.cursor)?;
+            if job.state == JobState::Running && job.cursor == 0 {
+                self.enter(&job, kind).await?;
+            }
             match job.state {
                 JobState::Running if cursor >= steps.len() => {
                     return self
@@ -790,6 +793,31 @@ impl Jobs {
                     }
                 }
             }
+        }
+    }
+
+    /// A deploy job is stored with its VI's acceptance, which leaves the
+    /// VI `accepted`; the Manager that accepted moves it to `deploying`
+    /// next. Should that Manager have died in between, the one that runs
+    /// the job moves it.
+    async fn enter(&self, job: &JobRecord, kind: JobKind) -> anyhow::Result<()> {
+        if kind != JobKind::Deploy {
+            return Ok(());
+        }
+        let vi = self.store.vi(job.vi_id).await?;
+        if vi.state != ViState::Accepted {
+            return Ok(());
+        }
+        let change = Transition {
+            to: vi.state.next(Event::Deploy)?,
+            actor: UserId::nil(),
+            at: now_ms(),
+            reject_reason: None,
+            home_datacenter_id: None,
+        };
+        match self.store.transition_vi(vi.id, vi.state, &change).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -708,8 +708,9 @@ use designs::{
 use inventory::hosts_register_and_list;
 use items::{quota_usage_is_reported, single_items_are_read_by_key};
 use lifecycle::{
-    a_host_that_does_not_answer_is_waited_for, deploy_and_terminate, failed_deploy_rolls_back,
-    failed_suspend_and_resume_roll_back, suspend_and_resume,
+    a_host_that_does_not_answer_is_waited_for, an_acceptance_whose_manager_died_is_deployed,
+    deploy_and_terminate, failed_deploy_rolls_back, failed_suspend_and_resume_roll_back,
+    suspend_and_resume,
 };
 use links::links_spanning_hosts_are_segments;
 use migration::{
@@ -726,6 +727,7 @@ use reconcile::drift_is_reconciled;
 use templates::{software_must_be_in_the_template, templates_from_images, vm_saved_as_template};
 
 on_both_stores!(
+    an_acceptance_whose_manager_died_is_deployed,
     administrators_change_quotas,
     switches_are_registered_by_administrators,
     a_vi_moves_between_datacenters_and_back,

@@ -12,10 +12,10 @@ use neptune_lifecycle::{Event, ViState};
 use neptune_store::{Reservation, Transition, ViRecord};
 
 use super::access::{require_owner, visible};
-use super::deploy::{start_job, Layout};
+use super::deploy::Layout;
 use super::placement::{
-    gateway_of, home_datacenter, pinned_mac_rows, plan_addresses, plan_placement, wiring,
-    Placing, Target,
+    gateway_of, home_datacenter, pinned_mac_rows, plan_addresses, plan_placement, wiring, Placing,
+    Target,
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -119,7 +119,7 @@ pub async fn accept(
         pins: &pins,
     };
     let mut placing = Placing::start(state, caller, target).await;
-    let (accepted, steps) = loop {
+    let (accepted, job) = loop {
         let (plan, hosts) = placing.plan().await?;
         // Other datacenters' accepts plan from the same private pools.
         let mut book = state.planning.addresses().await;
@@ -134,6 +134,11 @@ pub async fn accept(
             home: dc.id,
         };
         let steps = super::deploy::steps(state, &vi, layout).await?;
+        // The deploy job is stored with the acceptance: a Manager that dies
+        // right after it leaves a job for another to run, not an accepted
+        // VI that nothing would deploy.
+        let job =
+            crate::jobs::new_job(vi.id, JobKind::Deploy, &steps).map_err(ApiError::Internal)?;
         let mut rows = crate::plan::address_rows(&addresses);
         rows.extend(pins.iter().cloned());
         let reservation = Reservation {
@@ -143,7 +148,7 @@ pub async fn accept(
                 serde_json::to_string(&addresses).map_err(|e| ApiError::Internal(e.into()))?,
             ),
             moves: Vec::new(),
-            job: None,
+            job: Some(job.clone()),
         };
         let change = Transition {
             to: ViState::Accepted,
@@ -155,7 +160,7 @@ pub async fn accept(
         match placing.commit(&change, &reservation).await {
             Ok(Some(accepted)) => {
                 book.committed(&addresses);
-                break (accepted, steps);
+                break (accepted, job);
             }
             // Another Manager may hold what the kept addresses lack.
             Ok(None) => book.forget(),
@@ -165,9 +170,10 @@ pub async fn accept(
             }
         }
     };
+    drop(placing);
     // Its committed address plan is what it takes now.
     super::quota::record(state, &accepted, None).await;
-    start_job(state, caller, &accepted, JobKind::Deploy, &steps).await
+    super::deploy::begin(state, caller, &accepted, &job).await
 }
 
 /// Rejects a requested VI with a reason (administrators only).

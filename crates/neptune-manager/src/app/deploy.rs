@@ -150,6 +150,32 @@ pub async fn start_job(
     Ok(vi)
 }
 
+/// Starts the deploy `job` stored with `vi`'s acceptance: the VI moves to
+/// `deploying` and the job runs. Should the VI have moved meanwhile (the
+/// job engine of another Manager moves it too, see
+/// `jobs::Jobs::run`), it is read again.
+pub async fn begin(
+    state: &AppState,
+    caller: &Caller,
+    vi: &ViRecord,
+    job: &neptune_store::JobRecord,
+) -> ApiResult<ViRecord> {
+    let change = Transition {
+        to: vi.state.next(Event::Deploy)?,
+        actor: caller.user.id,
+        at: now_ms(),
+        reject_reason: None,
+        home_datacenter_id: None,
+    };
+    let deploying = match state.store.transition_vi(vi.id, vi.state, &change).await {
+        Ok(vi) => vi,
+        Err(neptune_store::StoreError::Conflict { .. }) => state.store.vi(vi.id).await?,
+        Err(e) => return Err(e.into()),
+    };
+    state.jobs.spawn(job.id);
+    Ok(deploying)
+}
+
 /// Deploys an accepted VI again on the hosts and addresses it holds, after
 /// a deploy that rolled back (administrators only).
 pub async fn deploy_again(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<ViRecord> {

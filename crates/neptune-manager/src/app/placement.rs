@@ -246,8 +246,7 @@ impl<'a> Placing<'a> {
 /// Hosts read for an automatic placement of a VI of `nodes` VMs: enough
 /// for [`crate::plan::candidates`]' shortlist in all but odd cases.
 fn roomiest_limit(nodes: usize) -> i64 {
-    i64::try_from(nodes.saturating_mul(4).max(4 * crate::plan::MIN_CANDIDATES))
-        .unwrap_or(i64::MAX)
+    i64::try_from(nodes.saturating_mul(4).max(4 * crate::plan::MIN_CANDIDATES)).unwrap_or(i64::MAX)
 }
 
 /// A placement of `topo` in `dc` on the hosts as they are now, and the

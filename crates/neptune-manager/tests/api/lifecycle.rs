@@ -373,3 +373,69 @@ async fn a_long_batch_keeps_its_lease() {
         "each VM started once: the batch ran once"
     );
 }
+
+/// An acceptance is stored with its deploy job; the Manager that accepted
+/// then moves the VI to `deploying`. One that dies in between leaves an
+/// `accepted` VI with a job: another Manager takes the job over, moves the
+/// VI on and deploys it (here an empty deploy: the window, not the steps,
+/// is what is tested).
+pub(crate) async fn an_acceptance_whose_manager_died_is_deployed(m: &TestManager) {
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 4).await;
+    let id: ViId = m
+        .requested_vi(&p.alice, json!({"catalogue": {"kind": "line", "nodes": 2}}))
+        .await
+        .parse()
+        .unwrap();
+    let store = neptune_store::connect(&m.url).await.unwrap();
+    let job = neptune_manager::jobs::new_job(id, api::JobKind::Deploy, &[]).unwrap();
+    store
+        .transition_with_placement(
+            id,
+            ViState::Requested,
+            &neptune_store::Transition {
+                to: ViState::Accepted,
+                actor: neptune_types::UserId::nil(),
+                at: neptune_manager::now_ms(),
+                reject_reason: None,
+                home_datacenter_id: None,
+            },
+            &neptune_store::Reservation {
+                job: Some(job.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.vi(id).await.unwrap().state, ViState::Accepted);
+    let _other = m.second_with(true).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let vi = store.vi(id).await.unwrap();
+        if vi.state == ViState::Running {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VI stayed {:?}",
+            vi.state
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let states: Vec<ViState> = store
+        .vi_events(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.to_state)
+        .collect();
+    assert!(
+        states.ends_with(&[ViState::Accepted, ViState::Deploying, ViState::Running]),
+        "{states:?}"
+    );
+    assert_eq!(
+        store.job(job.id).await.unwrap().state,
+        neptune_store::JobState::Succeeded
+    );
+    store.close().await;
+}
