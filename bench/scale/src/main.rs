@@ -9,12 +9,16 @@
 //!    accept -> running p50/p99;
 //! 3. terminates: all of them terminated by the same clients; the hosts and
 //!    address pools empty again; the Manager's RSS then;
-//! 4. one VI of `--big` VMs: accept -> running, and terminate -> terminated.
+//! 4. one VI of `--big` VMs: accept -> running, and terminate -> terminated;
+//! 5. with `--managers 2` (PostgreSQL only), a second Manager on the same
+//!    database and the phases of `ha.rs`: accepts split over both, each
+//!    terminate sent to both at once, then one Manager killed mid-deploy and
+//!    mid-terminate.
 //!
 //! ```text
 //! cargo build --release -p neptune -p neptune-bench-scale
 //! target/release/neptune-bench-scale [--datacenters 3] [--hosts 10000] [--vis 1000] [--vms 20]
-//!     [--clients 64] [--big 1500] [--database-url postgres://...]
+//!     [--clients 64] [--big 1500] [--database-url postgres://...] [--managers 2]
 //! target/debug/neptune-bench-scale --smoke    # tiny sizes: does it still run?
 //! ```
 
@@ -36,6 +40,8 @@ use neptune_hypervisor::Capacity;
 use neptune_types::Secret;
 use serde_json::{json, Value};
 
+mod ha;
+
 struct Args {
     datacenters: usize,
     hosts: usize,
@@ -45,6 +51,7 @@ struct Args {
     big: usize,
     heartbeat_secs: u64,
     database_url: Option<String>,
+    managers: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -57,6 +64,7 @@ fn args() -> anyhow::Result<Args> {
         big: 1500,
         heartbeat_secs: 30,
         database_url: None,
+        managers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,11 +82,18 @@ fn args() -> anyhow::Result<Args> {
             "--big" => a.big = value.parse()?,
             "--heartbeat-secs" => a.heartbeat_secs = value.parse()?,
             "--database-url" => a.database_url = Some(value),
+            "--managers" => a.managers = value.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
     if a.datacenters == 0 || a.datacenters > 3 || a.hosts == 0 || a.clients == 0 || a.vms < 2 {
         bail!("1 to 3 datacenters, at least one host and one client, VIs of 2 VMs or more");
+    }
+    if a.managers == 0 || a.managers > 2 {
+        bail!("--managers is 1 or 2");
+    }
+    if a.managers == 2 && a.database_url.is_none() {
+        bail!("--managers 2 shares one PostgreSQL database: give --database-url");
     }
     Ok(a)
 }
@@ -96,8 +111,50 @@ fn neptune_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// The Manager process, killed on drop.
+/// The Manager process, killed (SIGKILL) on drop.
 struct ManagerProcess(Child);
+
+/// How to start a `neptune manager` process; every one of them shares the
+/// database, the image directory and the tokens.
+struct ManagerSpec {
+    binary: PathBuf,
+    dir: PathBuf,
+    db: String,
+    silence: String,
+}
+
+impl ManagerSpec {
+    /// Starts the Manager `instance` on `port`, its log appended to
+    /// `manager-<instance>.log` in the temporary directory (a restart
+    /// adds to it).
+    fn start(&self, instance: &str, port: u16) -> anyhow::Result<ManagerProcess> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(instance))?;
+        let child = Command::new(&self.binary)
+            .arg("manager")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &self.db])
+            .args(["--instance", instance])
+            .arg("--image-dir")
+            .arg(self.dir.join("images"))
+            .arg("--agent-token-file")
+            .arg(self.dir.join("agent.token"))
+            .arg("--admin-password-file")
+            .arg(self.dir.join("admin.password"))
+            .args(["--host-silence-secs", &self.silence])
+            .args(["--reconcile-secs", "0"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(ManagerProcess(child))
+    }
+
+    fn log(&self, instance: &str) -> PathBuf {
+        self.dir.join(format!("manager-{instance}.log"))
+    }
+}
 
 impl Drop for ManagerProcess {
     fn drop(&mut self) {
@@ -125,25 +182,43 @@ struct Api {
     base: String,
     http: reqwest::Client,
     token: String,
+    /// 5xx answers, counted by every `Api` of the run.
+    server_errors: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Api {
+    /// One request: its status and body, or the transport's error (the
+    /// Manager unreachable, or gone before it answered).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(reqwest::StatusCode, Value), reqwest::Error> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        if status.is_server_error() {
+            self.server_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let (status, v) = self.send(method, path, body.as_ref()).await?;
         if !status.is_success() {
             bail!("{path}: {status} {v}");
         }
@@ -236,33 +311,30 @@ async fn main() -> anyhow::Result<()> {
     if !ok.success() {
         bail!("qemu-img failed");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let db = args
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", d.join("neptune.db").display()));
-    let silence = (args.heartbeat_secs * 3).to_string();
-    let manager = ManagerProcess(
-        Command::new(neptune_binary()?)
-            .arg("manager")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", &db])
-            .arg("--image-dir")
-            .arg(d.join("images"))
-            .arg("--agent-token-file")
-            .arg(d.join("agent.token"))
-            .arg("--admin-password-file")
-            .arg(d.join("admin.password"))
-            .args(["--host-silence-secs", &silence])
-            .args(["--reconcile-secs", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let spec = ManagerSpec {
+        binary: neptune_binary()?,
+        dir: d.to_owned(),
+        db: db.clone(),
+        silence: (args.heartbeat_secs * 3).to_string(),
+    };
+    let manager = spec.start("a", port)?;
     wait_for_manager(&base).await?;
+    // The second Manager starts once the first has made the schema and the
+    // administrator, so the two do not race for them.
+    let second = if args.managers == 2 {
+        let port_b = free_port()?;
+        let m = spec.start("b", port_b)?;
+        wait_for_manager(&format!("http://127.0.0.1:{port_b}")).await?;
+        Some((m, port_b))
+    } else {
+        None
+    };
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(5))
         .build()?;
@@ -273,10 +345,12 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
+    let server_errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let session = Api {
         base: base.clone(),
         http: http.clone(),
         token: login["token"].as_str().context("no token")?.to_owned(),
+        server_errors: server_errors.clone(),
     };
     let token = session
         .post("/tokens", Some(json!({"name": "scale bench"})))
@@ -286,8 +360,9 @@ async fn main() -> anyhow::Result<()> {
         .to_owned();
     let api = Arc::new(Api {
         base: base.clone(),
-        http,
+        http: http.clone(),
         token,
+        server_errors: server_errors.clone(),
     });
     let admin = api.get("/me").await?;
     let admin_id = admin["id"].as_str().context("no id")?.to_owned();
@@ -321,11 +396,20 @@ async fn main() -> anyhow::Result<()> {
     // 1. Hosts.
     let total_hosts = args.datacenters * args.hosts;
     println!(
-        "== {} datacenters x {} simulated hosts (one listener; heartbeats every {} s), Manager on {}",
+        "== {} datacenters x {} simulated hosts (one listener; heartbeats every {} s), {} on {}",
         args.datacenters,
         args.hosts,
         args.heartbeat_secs,
-        if db.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
+        if args.managers == 2 {
+            "two Managers"
+        } else {
+            "Manager"
+        },
+        if db.starts_with("sqlite") {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        }
     );
     let capacity = Capacity {
         cpus: 64,
@@ -333,11 +417,19 @@ async fn main() -> anyhow::Result<()> {
         disk_mib: 1 << 30,
         vm_slots: 64,
     };
-    let mut link = ManagerLink::new(base.clone(), Secret::new(api.token.clone()));
-    link.heartbeat = Duration::from_secs(args.heartbeat_secs);
+    let mut urls = vec![base.clone()];
+    if let Some((_, port_b)) = &second {
+        urls.push(format!("http://127.0.0.1:{port_b}"));
+    }
     let mut configs = Vec::with_capacity(total_hosts);
     for dc in names.iter().take(args.datacenters) {
         for i in 0..args.hosts {
+            // With two Managers, half the Agents report to each first, so
+            // a killed Manager leaves half of them to move to the other.
+            let mut order = urls.clone();
+            order.rotate_left(i % urls.len());
+            let mut link = ManagerLink::to_any(order, Secret::new(api.token.clone()));
+            link.heartbeat = Duration::from_secs(args.heartbeat_secs);
             let name = format!("{dc}-{i}");
             let sim = SimHypervisor::new(SimConfig::new(d.join("hosts").join(&name), capacity))?;
             configs.push(AgentConfig {
@@ -346,7 +438,7 @@ async fn main() -> anyhow::Result<()> {
                 listen: "127.0.0.1:0".parse()?,
                 advertise_url: None,
                 token: Secret::new(agent_token),
-                manager: Some(link.clone()),
+                manager: Some(link),
                 hypervisor: Arc::new(sim),
                 uplink_mbps: 0,
             });
@@ -519,6 +611,36 @@ async fn main() -> anyhow::Result<()> {
         "big VI: {} VMs, accept -> running {deploy:.2} s; terminate -> terminated {terminate:.2} s (goal <= 3 s)",
         args.big
     );
+
+    if let Some((manager_b, port_b)) = second {
+        let b = Arc::new(Api {
+            base: format!("http://127.0.0.1:{port_b}"),
+            http,
+            token: api.token.clone(),
+            server_errors: server_errors.clone(),
+        });
+        let run = ha::Run {
+            apis: [api.clone(), b],
+            spec: &spec,
+            port_b,
+            names: &names[..args.datacenters],
+            vis: args.vis,
+            vms: args.vms,
+            clients: args.clients,
+            pools_before: &pools_before,
+        };
+        run.all(manager_b).await?;
+    }
+    println!(
+        "server errors (5xx) over the whole run: {}",
+        server_errors.load(std::sync::atomic::Ordering::Relaxed)
+    );
     drop(manager);
     Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
