@@ -9,6 +9,7 @@ use std::sync::Arc;
 use neptune_api as api;
 use neptune_store::{JobRecord, JobState, ViRecord};
 
+use crate::app::design::design_of;
 use crate::error::{ApiError, ApiResult};
 use crate::views::Views;
 use crate::AppState;
@@ -86,7 +87,10 @@ pub(super) fn vi_out(
 }
 
 pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
-    let topology = serde_json::Value::clone(&*state.views.topology(vi)?);
+    // The design's full form is built for each detail, never kept: the
+    // detail itself is kept, serialised and bounded in bytes (see `cache`).
+    let topology = serde_json::from_str(&neptune_topology::to_json(&design_of(vi)?))
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;
     let moves = state.store.vm_moves(vi.id).await?;

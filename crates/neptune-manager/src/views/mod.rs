@@ -22,17 +22,12 @@ use crate::jobs::Step;
 
 /// Summaries kept before the map is emptied (about 100 bytes each).
 const MAX_SUMMARIES: usize = 1 << 16;
-/// Bytes of designs' JSON forms kept before the map is emptied.
-const MAX_TOPOLOGY_BYTES: usize = 32 << 20;
 /// Bytes of step names kept before the map is emptied.
 const MAX_STEP_NAME_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Default)]
 pub struct Views {
     summaries: Weighed<(ViId, i64), api::ViSummary>,
-    /// Designs in the API's JSON form: a VI's detail is built again at
-    /// every change of its state or jobs, its design only at an edit.
-    topologies: Weighed<(ViId, i64), Arc<serde_json::Value>>,
     /// Private addresses each design would take (see `plan::private_demand`).
     demands: Weighed<(ViId, i64), Result<u64, String>>,
     steps: Weighed<JobId, Arc<Vec<String>>>,
@@ -93,21 +88,6 @@ impl Views {
         }
         let summary = crate::app::design::summary(&crate::app::design::design_of(vi)?);
         Ok(self.summaries.remember(key, summary, 1, MAX_SUMMARIES))
-    }
-
-    /// `vi`'s design in the API's JSON form (OS passwords only as
-    /// `password_set`).
-    pub(crate) fn topology(&self, vi: &ViRecord) -> ApiResult<Arc<serde_json::Value>> {
-        let key = (vi.id, vi.version);
-        if let Some(t) = self.topologies.get(&key) {
-            return Ok(t);
-        }
-        let json = neptune_topology::to_json(&crate::app::design::design_of(vi)?);
-        let value: serde_json::Value =
-            serde_json::from_str(&json).map_err(|e| crate::error::ApiError::Internal(e.into()))?;
-        Ok(self
-            .topologies
-            .remember(key, Arc::new(value), json.len(), MAX_TOPOLOGY_BYTES))
     }
 
     /// The private addresses `vi` takes: its committed plan's, or else
