@@ -214,17 +214,20 @@ pub fn candidates<'h>(ready: &[&'h HostRecord], topo: &Topology, seed: u64) -> V
         ]
         .map(|x| x.max(0))
     };
-    let smallest = topo
-        .nodes
-        .iter()
-        .map(|n| {
-            (
-                i64::from(n.vcpus()),
-                i64::try_from(n.ram.0).unwrap_or(i64::MAX),
-            )
-        })
-        .min()
-        .unwrap_or((0, 0));
+    // What the smallest VM needs of each resource, taken apart: a host
+    // that fits none of the VI's VMs is no candidate.
+    let smallest = (
+        topo.nodes
+            .iter()
+            .map(|n| i64::from(n.vcpus()))
+            .min()
+            .unwrap_or(0),
+        topo.nodes
+            .iter()
+            .map(|n| i64::try_from(n.ram.0).unwrap_or(i64::MAX))
+            .min()
+            .unwrap_or(0),
+    );
     let mut hosts: Vec<(&HostRecord, [i64; 4], u64)> = ready
         .iter()
         .map(|&h| (h, free(h), mix(seed ^ h.id.uuid().as_u64_pair().0)))
@@ -443,6 +446,25 @@ mod tests {
         let plan = place(Uuid::new_v4().into(), &topo, &dc, &hosts, None, 1).unwrap();
         let short_names = names(&short);
         assert!(plan.view.vms.iter().all(|v| short_names.contains(&v.host)));
+    }
+
+    /// A host is shortlisted when it fits the smallest need of each
+    /// resource, taken apart: here one VM needs little RAM, another few
+    /// vCPUs, and a host with little RAM free still takes the first.
+    #[test]
+    fn the_smallest_need_is_taken_per_resource() {
+        let dc = datacenter("a");
+        let mut topo = design(Kind::Cluster, 2);
+        topo.nodes[0].cpu.amount = 1;
+        topo.nodes[0].ram = neptune_types::Mib(8192);
+        topo.nodes[1].cpu.amount = 2;
+        topo.nodes[1].ram = neptune_types::Mib(256);
+        let lean = HostRecord {
+            ram_mib: 1024,
+            ..host(dc.id, "lean", 32, 8)
+        };
+        let ready = vec![&lean];
+        assert_eq!(candidates(&ready, &topo, 1).len(), 1);
     }
 
     /// When the shortlist cannot take the VI (here: its one big node fits

@@ -17,8 +17,11 @@ const SLACK: usize = 16 << 20;
 /// How often the free memory is looked at.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// Starts the watching thread (a no-op off glibc).
+/// Starts the watching thread (none off glibc).
 pub(crate) fn start() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
     let _ = std::thread::Builder::new()
         .name("neptune-trim".to_owned())
         .spawn(|| loop {
