@@ -472,16 +472,8 @@ impl Run<'_> {
                 }
             });
         }
-        let half = self.vis.div_ceil(2);
-        while accepted.load(Ordering::Relaxed) < half && !tasks.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let takeover = self.kill_and_watch(b, "deploying").await?;
-        let mut seen = Seen::default();
-        while let Some(r) = tasks.join_next().await {
-            seen.merge(r?);
-        }
-        Ok((seen, takeover))
+        self.kill_halfway(b, tasks, &accepted, self.vis.div_ceil(2), "deploying")
+            .await
     }
 
     /// Phase 7: `ids` terminated on `b`, killed when half are asked.
@@ -523,11 +515,25 @@ impl Run<'_> {
                 }
             });
         }
-        let half = ids.len().div_ceil(2);
-        while asked.load(Ordering::Relaxed) < half && !tasks.is_empty() {
+        self.kill_halfway(b, tasks, &asked, ids.len().div_ceil(2), "terminating")
+            .await
+    }
+
+    /// Kills `b` once `done` reaches `half` (or the clients ended), watches
+    /// the takeover of its jobs (VIs leaving `transient`), then waits for
+    /// the clients.
+    async fn kill_halfway(
+        &self,
+        b: &mut ManagerProcess,
+        mut tasks: tokio::task::JoinSet<Seen>,
+        done: &AtomicUsize,
+        half: usize,
+        transient: &str,
+    ) -> anyhow::Result<(Seen, Takeover)> {
+        while done.load(Ordering::Relaxed) < half && !tasks.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let takeover = self.kill_and_watch(b, "terminating").await?;
+        let takeover = self.kill_and_watch(b, transient).await?;
         let mut seen = Seen::default();
         while let Some(r) = tasks.join_next().await {
             seen.merge(r?);
