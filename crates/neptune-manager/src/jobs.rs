@@ -644,25 +644,41 @@ impl Jobs {
 
     /// Runs a job to its end. Returns early if another Manager holds it.
     pub async fn run(&self, id: JobId) -> anyhow::Result<()> {
+        // The lease is taken again before a batch only once it is a
+        // quarter spent (batches renew it while they run): a lease that
+        // has not run out is this Manager's alone, and every progress
+        // write is a compare-and-set besides. The job as this Manager last
+        // wrote it is kept between batches rather than read again.
+        let mut claimed: Option<std::time::Instant> = None;
+        let mut kept: Option<(JobRecord, JobKind, Vec<Step>)> = None;
         loop {
-            let now = now_ms();
-            let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
-            if !self
-                .store
-                .claim_job(id, &self.owner, now, now + lease_ms)
-                .await?
-            {
-                tracing::info!(job = %id, "another Manager runs this job");
-                return Ok(());
+            if claimed.is_none_or(|at| at.elapsed() >= self.lease / 4) {
+                let now = now_ms();
+                let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+                if !self
+                    .store
+                    .claim_job(id, &self.owner, now, now + lease_ms)
+                    .await?
+                {
+                    tracing::info!(job = %id, "another Manager runs this job");
+                    return Ok(());
+                }
+                claimed = Some(std::time::Instant::now());
             }
-            let job = self.store.job(id).await?;
-            let kind = JobKind::parse(&job.kind)
-                .ok_or_else(|| anyhow::anyhow!("unknown job kind {:?}", job.kind))?;
-            let steps: Vec<Step> = job.decode_steps()?;
+            let (job, kind, steps) = match kept.take() {
+                Some(k) => k,
+                None => {
+                    let job = self.store.job(id).await?;
+                    let kind = JobKind::parse(&job.kind)
+                        .ok_or_else(|| anyhow::anyhow!("unknown job kind {:?}", job.kind))?;
+                    let steps: Vec<Step> = job.decode_steps()?;
+                    if job.state == JobState::Running && job.cursor == 0 {
+                        self.enter(&job, kind).await?;
+                    }
+                    (job, kind, steps)
+                }
+            };
             let cursor = usize::try_from(job.cursor)?;
-            if job.state == JobState::Running && job.cursor == 0 {
-                self.enter(&job, kind).await?;
-            }
             match job.state {
                 JobState::Running if cursor >= steps.len() => {
                     return self
@@ -680,7 +696,8 @@ impl Jobs {
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
                         None => {
-                            self.store
+                            let next = self
+                                .store
                                 .update_job(
                                     id,
                                     (JobState::Running, job.cursor),
@@ -690,6 +707,7 @@ impl Jobs {
                                     now_ms(),
                                 )
                                 .await?;
+                            kept = Some((next, kind, steps));
                         }
                         Some((i, err)) => {
                             let message = format!(
@@ -743,7 +761,8 @@ impl Jobs {
                         .await?;
                     match failures.first() {
                         None => {
-                            self.store
+                            let next = self
+                                .store
                                 .update_job(
                                     id,
                                     (JobState::RollingBack, job.cursor),
@@ -753,6 +772,7 @@ impl Jobs {
                                     now_ms(),
                                 )
                                 .await?;
+                            kept = Some((next, kind, steps));
                         }
                         Some((i, err)) => {
                             let message = format!("undo ({}) failed: {err:#}", undos[*i].name());

@@ -1727,6 +1727,11 @@ async fn vi_revisions(s: &dyn Store) {
         .await
         .unwrap();
     grew(s, v.id, owner.id, &mut last, "starting a job").await;
+    // A lease is not shown to readers: taking and renewing it leaves
+    // the revision alone.
+    assert!(s.claim_job(job.id, "m1", 100, 200).await.unwrap());
+    assert!(s.claim_job(job.id, "m1", 150, 250).await.unwrap());
+    unchanged(s, v.id, owner.id, &last).await;
     s.update_job(
         job.id,
         (JobState::Running, 0),

@@ -89,8 +89,8 @@ pub(super) fn vi_out(
 pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
     // The design's full form is built for each detail, never kept: the
     // detail itself is kept, serialised and bounded in bytes (see `cache`).
-    let topology = serde_json::from_str(&neptune_topology::to_json(&design_of(vi)?))
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let topology =
+        serde_json::to_value(design_of(vi)?).map_err(|e| ApiError::Internal(e.into()))?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;
     let moves = state.store.vm_moves(vi.id).await?;
