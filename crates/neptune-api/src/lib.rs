@@ -252,6 +252,19 @@ pub struct Datacenter {
     /// Its router on the public network, if it has one: entry points'
     /// default route.
     pub public_gateway: Option<String>,
+    /// How many of its hosts are ready and unreachable (shown to
+    /// administrators only; absent for everyone else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<HostCounts>,
+}
+
+/// How many hosts of a datacenter are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostCounts {
+    /// Hosts whose Agent reports: placement may use them.
+    pub ready: u64,
+    /// Hosts whose Agent fell silent: nothing new is placed on them.
+    pub unreachable: u64,
 }
 
 /// `POST /api/v1/datacenters` (administrators).

@@ -8,14 +8,20 @@
 //! the host is instead answered at once and its time kept here; the
 //! times are written in one transaction every [`FLUSH_EVERY`]. A new host,
 //! a changed one, or one not fully registered for [`REFRESH_AFTER`] is
-//! written at once, as before.
+//! registered in full at once ([`Heartbeats::register`]): the full
+//! registrations that arrive while one is being written are written
+//! together next, in one transaction (a group commit), so a domain of
+//! thousands of hosts coming up at once is not thousands of transactions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use neptune_store::{HostRecord, HostState, Store};
+use tokio::sync::oneshot;
+
+use crate::error::{ApiError, ApiResult};
 use neptune_types::{DatacenterId, HostId};
 
 /// How often kept heartbeats are written. Far below the host silence that
@@ -25,6 +31,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// A host is registered in full again after this long, so the store
 /// catches up should another Manager have changed it meanwhile.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(600);
+
+/// The most full registrations written in one transaction.
+pub const MAX_BATCH: usize = 512;
 
 /// What a registration says of a host; equal ones only prove it alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +67,16 @@ struct Inner {
     known: HashMap<String, (HostRecord, Instant)>,
     /// Heartbeats not yet written: host and time (ms).
     pending: HashMap<HostId, i64>,
+    /// Full registrations waiting to be written, and who waits for each.
+    waiting: Vec<Waiting>,
+    /// Whether a writer is writing them.
+    writing: bool,
 }
+
+type Waiting = (
+    HostRecord,
+    oneshot::Sender<neptune_store::Result<HostRecord>>,
+);
 
 #[derive(Debug, Default)]
 pub struct Heartbeats {
@@ -86,6 +104,65 @@ impl Heartbeats {
         let seen = inner.pending.entry(host.id).or_insert(now);
         *seen = (*seen).max(now);
         Some(host)
+    }
+
+    /// Registers `host` in full: with the registrations that arrive while
+    /// another batch is written, in one transaction. The writer runs as a
+    /// task of its own, so a caller that goes away (a dropped request)
+    /// never strands the others.
+    pub async fn register(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        host: HostRecord,
+    ) -> ApiResult<HostRecord> {
+        let (done, answer) = oneshot::channel();
+        let lead = {
+            let mut inner = self.inner.lock().map_err(|_| poisoned())?;
+            inner.waiting.push((host, done));
+            !std::mem::replace(&mut inner.writing, true)
+        };
+        if lead {
+            let beats = self.clone();
+            tokio::spawn(async move { beats.write_waiting(store.as_ref()).await });
+        }
+        Ok(answer.await.map_err(|_| poisoned())??)
+    }
+
+    /// Writes waiting registrations, a batch at a time, until none waits.
+    async fn write_waiting(&self, store: &dyn Store) {
+        loop {
+            let batch: Vec<Waiting> = match self.inner.lock() {
+                Ok(mut inner) => {
+                    if inner.waiting.is_empty() {
+                        inner.writing = false;
+                        return;
+                    }
+                    let n = inner.waiting.len().min(MAX_BATCH);
+                    inner.waiting.drain(..n).collect()
+                }
+                Err(_) => return,
+            };
+            let hosts: Vec<HostRecord> = batch.iter().map(|(h, _)| h.clone()).collect();
+            match store.upsert_hosts(&hosts).await {
+                Ok(stored) if stored.len() == batch.len() => {
+                    for ((_, done), host) in batch.into_iter().zip(stored) {
+                        self.registered(&host);
+                        let _ = done.send(Ok(host));
+                    }
+                }
+                // One refused registration must not fail the others:
+                // each is written alone and gets its own answer.
+                _ => {
+                    for (host, done) in batch {
+                        let stored = store.upsert_host(&host).await;
+                        if let Ok(host) = &stored {
+                            self.registered(host);
+                        }
+                        let _ = done.send(stored);
+                    }
+                }
+            }
+        }
     }
 
     /// `host` was registered in full (and its heartbeat written with it).
@@ -134,6 +211,12 @@ impl Heartbeats {
     }
 }
 
+/// The registration writer's state was poisoned by a panic, or it
+/// dropped an answer.
+fn poisoned() -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("the host registration writer stopped"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -158,6 +241,56 @@ mod tests {
             last_seen: 1000,
             used: HostUsage::default(),
         }
+    }
+
+    /// Registrations that arrive together are written together; one the
+    /// database refuses fails alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_registrations_are_group_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            neptune_store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
+                .await
+                .unwrap()
+                .into();
+        let dc = DatacenterRecord {
+            id: Uuid::new_v4().into(),
+            name: "dc".into(),
+            created_at: 0,
+            home_pools: vec![],
+            public_gateway: None,
+        };
+        store.create_datacenter(&dc).await.unwrap();
+        let beats = Arc::new(Heartbeats::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..300 {
+            let (beats, store) = (beats.clone(), store.clone());
+            let mut h = host(dc.id);
+            h.name = format!("h{i}");
+            // The database refuses a host without CPUs.
+            h.cpus = if i == 150 { 0 } else { 8 };
+            tasks.spawn(async move { (i, beats.register(store, h).await) });
+        }
+        let mut stored = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (i, answer) = done.unwrap();
+            match answer {
+                Ok(h) => {
+                    assert_eq!(h.name, format!("h{i}"));
+                    stored += 1;
+                }
+                Err(_) => assert_eq!(i, 150),
+            }
+        }
+        assert_eq!(stored, 299);
+        assert_eq!(store.list_hosts().await.unwrap().len(), 299);
+        // Each is known as registered: its next heartbeat is a repeat.
+        beats.flushing.store(true, Ordering::Relaxed);
+        let again = store.host_by_name("h7").await.unwrap();
+        assert!(beats
+            .repeat("h7", &Registration::of(&again), 5000)
+            .is_some());
+        assert!(!beats.inner.lock().unwrap().writing);
     }
 
     /// Repeats are kept and written in one batch; a changed registration,

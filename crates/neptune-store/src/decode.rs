@@ -306,6 +306,15 @@ pub(crate) fn datacenter<R: Cells>(row: &R) -> Result<DatacenterRecord> {
     })
 }
 
+pub(crate) fn host_count<R: Cells>(row: &R) -> Result<HostCount> {
+    let r = Stored::new(row, "hosts", &["datacenter_id", "state"]);
+    Ok(HostCount {
+        datacenter_id: r.uuid("datacenter_id")?,
+        state: r.name("state", "host state", HostState::parse)?,
+        hosts: r.int("hosts")?,
+    })
+}
+
 pub(crate) fn host<R: Cells>(row: &R) -> Result<HostRecord> {
     let r = Stored::new(row, "hosts", &["id"]);
     Ok(HostRecord {

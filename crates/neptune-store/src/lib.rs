@@ -108,6 +108,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn datacenter_by_name(&self, name: &str) -> Result<DatacenterRecord>;
     /// Registers a host, or updates its capacities and Agent URL if it is known by name.
     async fn upsert_host(&self, host: &HostRecord) -> Result<HostRecord>;
+    /// Registers hosts as [`Store::upsert_host`] does, in one transaction
+    /// (all or none), answering in their order. Rows are taken in id
+    /// order, the order every transaction that changes hosts takes them in.
+    async fn upsert_hosts(&self, hosts: &[HostRecord]) -> Result<Vec<HostRecord>>;
     /// Every host, by name, with what placed VMs take of it.
     async fn list_hosts(&self) -> Result<Vec<HostRecord>>;
     /// The host of a name (names are unique across datacenters).
@@ -129,6 +133,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn host_heartbeats(&self, beats: &[(HostId, i64)]) -> Result<u64>;
     /// Marks hosts not heard from since `before` as unreachable; returns how many.
     async fn mark_unreachable(&self, before: i64) -> Result<u64>;
+    /// How many hosts each datacenter has in each state (states without
+    /// a host are left out), in one read.
+    async fn host_counts(&self) -> Result<Vec<HostCount>>;
 
     // Templates.
     /// Stores a new template ([`StoreError::Duplicate`] if its owner has one

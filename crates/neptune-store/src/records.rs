@@ -284,6 +284,17 @@ pub struct HostRecord {
     pub used: HostUsage,
 }
 
+/// How many hosts of a datacenter are in a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HostCount {
+    /// The datacenter.
+    pub datacenter_id: DatacenterId,
+    /// The state counted.
+    pub state: HostState,
+    /// How many of its hosts are in it.
+    pub hosts: i64,
+}
+
 /// Resources of a host taken by placed VMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct HostUsage {

@@ -288,6 +288,17 @@ async fn datacenters_and_hosts(s: &dyn Store) {
         s.list_hosts().await.unwrap()[0].state,
         HostState::Unreachable
     );
+    let counted = |state, hosts| HostCount {
+        datacenter_id: dc.id,
+        state,
+        hosts,
+    };
+    let counts_here = || async {
+        let mut c = s.host_counts().await.unwrap();
+        c.retain(|c| c.datacenter_id == dc.id);
+        c
+    };
+    assert_eq!(counts_here().await, [counted(HostState::Unreachable, 1)]);
     // A batch of heartbeats: the known host is ready again, an unknown
     // one is not counted, and an older beat never moves last_seen back.
     assert_eq!(
@@ -298,9 +309,71 @@ async fn datacenters_and_hosts(s: &dyn Store) {
     );
     let seen = &s.list_hosts().await.unwrap()[0];
     assert_eq!((seen.state, seen.last_seen), (HostState::Ready, 3000));
+    assert_eq!(counts_here().await, [counted(HostState::Ready, 1)]);
+    s.upsert_host(&HostRecord {
+        id: fresh(),
+        name: "hz".into(),
+        state: HostState::Ready,
+        last_seen: 100,
+        ..host.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.mark_unreachable(2000).await.unwrap(), 1);
+    assert_eq!(
+        counts_here().await,
+        [
+            counted(HostState::Ready, 1),
+            counted(HostState::Unreachable, 1)
+        ]
+    );
     assert_eq!(s.host_heartbeats(&[(host.id, 2500)]).await.unwrap(), 1);
     assert_eq!(s.list_hosts().await.unwrap()[0].last_seen, 3000);
     assert_eq!(s.host_heartbeats(&[]).await.unwrap(), 0);
+    // Registrations in one transaction: answered in their order, a known
+    // host keeping its id; a batch the database refuses stores none.
+    let batch = [
+        HostRecord {
+            id: fresh(),
+            name: "hy".into(),
+            ..host.clone()
+        },
+        HostRecord {
+            id: fresh(),
+            cpus: 12,
+            ..host.clone()
+        },
+        HostRecord {
+            id: fresh(),
+            name: "hx".into(),
+            ..host.clone()
+        },
+    ];
+    let stored = s.upsert_hosts(&batch).await.unwrap();
+    assert_eq!(
+        stored
+            .iter()
+            .map(|h| (h.name.as_str(), h.cpus))
+            .collect::<Vec<_>>(),
+        [("hy", 8), ("h1", 12), ("hx", 8)]
+    );
+    assert_eq!((stored[0].id, stored[1].id), (batch[0].id, host.id));
+    let refused = [
+        HostRecord {
+            id: fresh(),
+            name: "hw".into(),
+            ..host.clone()
+        },
+        HostRecord {
+            id: fresh(),
+            name: "hv".into(),
+            cpus: 0,
+            ..host.clone()
+        },
+    ];
+    assert!(s.upsert_hosts(&refused).await.is_err());
+    assert!(s.host_by_name("hw").await.is_err());
+    assert!(s.upsert_hosts(&[]).await.unwrap().is_empty());
     // The database refuses nonsense capacities.
     assert!(s
         .upsert_host(&HostRecord {

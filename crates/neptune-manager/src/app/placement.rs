@@ -299,7 +299,7 @@ pub async fn plan_addresses(
 /// The home datacenter named in the request, or the first one.
 pub async fn home_datacenter(state: &AppState, name: Option<&str>) -> ApiResult<DatacenterRecord> {
     match name {
-        Some(name) => Ok(state.store.datacenter_by_name(name).await?),
+        Some(name) => Ok((*state.views.datacenter(state.store.as_ref(), name).await?).clone()),
         None => state
             .store
             .list_datacenters()

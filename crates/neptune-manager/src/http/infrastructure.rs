@@ -18,22 +18,36 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::{heartbeats, now_ms, AppState};
 
-/// The datacenters of the Service Switching domain.
+/// The datacenters of the Service Switching domain; for administrators,
+/// with how many of their hosts are ready and unreachable.
 #[utoipa::path(get, path = "/api/v1/datacenters", security(("bearer" = [])),
     responses((status = 200, body = Vec<api::Datacenter>), (status = 401, body = api::ErrorBody)))]
 pub(crate) async fn list_datacenters(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<api::Datacenter>>> {
-    Ok(Json(
-        state
-            .store
-            .list_datacenters()
-            .await?
-            .iter()
-            .map(datacenter_out)
-            .collect(),
-    ))
+    let mut dcs: Vec<api::Datacenter> = state
+        .store
+        .list_datacenters()
+        .await?
+        .iter()
+        .map(datacenter_out)
+        .collect();
+    if caller.require_admin().is_ok() {
+        let counts = state.store.host_counts().await?;
+        for dc in &mut dcs {
+            let mut hosts = api::HostCounts::default();
+            for c in counts.iter().filter(|c| c.datacenter_id == dc.id) {
+                let n = u64::try_from(c.hosts).unwrap_or(0);
+                match c.state {
+                    HostState::Ready => hosts.ready = n,
+                    HostState::Unreachable => hosts.unreachable = n,
+                }
+            }
+            dc.hosts = Some(hosts);
+        }
+    }
+    Ok(Json(dcs))
 }
 
 /// Adds a datacenter (administrators only).
@@ -147,7 +161,10 @@ pub(crate) async fn register_host(
     neptune_types::NodeId::new(req.name.as_str()).map_err(|_| {
         ApiError::InvalidRequest("a host name is 1 to 64 letters, digits, '-', '_' or '.'".into())
     })?;
-    let dc = state.store.datacenter_by_name(&req.datacenter).await?;
+    let dc = state
+        .views
+        .datacenter(state.store.as_ref(), &req.datacenter)
+        .await?;
     let registration = heartbeats::Registration {
         datacenter_id: dc.id,
         agent_url: req.agent_url.clone(),
@@ -161,23 +178,25 @@ pub(crate) async fn register_host(
         return Ok(Json(host_out(&host, &dc.name)));
     }
     let host = state
-        .store
-        .upsert_host(&HostRecord {
-            id: Uuid::new_v4().into(),
-            datacenter_id: dc.id,
-            name: req.name,
-            agent_url: req.agent_url,
-            cpus: req.cpus,
-            ram_mib: req.ram_mib,
-            disk_mib: req.disk_mib,
-            vm_slots: req.vm_slots,
-            uplink_mbps: req.uplink_mbps,
-            state: HostState::Ready,
-            last_seen: now_ms(),
-            used: HostUsage::default(),
-        })
+        .heartbeats
+        .register(
+            state.store.clone(),
+            HostRecord {
+                id: Uuid::new_v4().into(),
+                datacenter_id: dc.id,
+                name: req.name,
+                agent_url: req.agent_url,
+                cpus: req.cpus,
+                ram_mib: req.ram_mib,
+                disk_mib: req.disk_mib,
+                vm_slots: req.vm_slots,
+                uplink_mbps: req.uplink_mbps,
+                state: HostState::Ready,
+                last_seen: now_ms(),
+                used: HostUsage::default(),
+            },
+        )
         .await?;
-    state.heartbeats.registered(&host);
     Ok(Json(host_out(&host, &dc.name)))
 }
 

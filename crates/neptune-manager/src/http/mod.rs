@@ -179,6 +179,7 @@ pub(crate) fn datacenter_out(d: &DatacenterRecord) -> api::Datacenter {
         id: d.id,
         name: d.name.clone(),
         public_gateway: d.public_gateway.clone(),
+        hosts: None,
     }
 }
 

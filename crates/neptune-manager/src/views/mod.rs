@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use neptune_api as api;
-use neptune_store::{JobRecord, ViRecord};
+use neptune_store::{DatacenterRecord, JobRecord, ViRecord};
 
 use crate::error::ApiResult;
 use crate::jobs::Step;
@@ -38,6 +38,9 @@ pub struct Views {
     pub(crate) users: cache::NameMap<UserId>,
     pub(crate) datacenters: cache::NameMap<DatacenterId>,
     pub(crate) hosts: cache::NameMap<HostId>,
+    /// Datacenters by name. The store never changes nor deletes one, so
+    /// an entry never goes stale; an unknown name is read from the store.
+    datacenter_records: Weighed<String, Arc<DatacenterRecord>>,
 }
 
 /// Values by key with a total weight; emptied when a value would take it
@@ -79,6 +82,21 @@ impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
 }
 
 impl Views {
+    /// The datacenter named `name` (one store read the first time).
+    pub(crate) async fn datacenter(
+        &self,
+        store: &dyn neptune_store::Store,
+        name: &str,
+    ) -> ApiResult<Arc<DatacenterRecord>> {
+        if let Some(dc) = self.datacenter_records.get(&name.to_owned()) {
+            return Ok(dc);
+        }
+        let dc = Arc::new(store.datacenter_by_name(name).await?);
+        Ok(self
+            .datacenter_records
+            .remember(name.to_owned(), dc, 1, MAX_SUMMARIES))
+    }
+
     /// The summary of `vi`'s design at its version. Every change of a VI
     /// bumps its version, so an entry never goes stale.
     pub(crate) fn summary(&self, vi: &ViRecord) -> ApiResult<api::ViSummary> {

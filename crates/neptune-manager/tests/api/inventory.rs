@@ -33,4 +33,25 @@ pub(crate) async fn hosts_register_and_list(m: &TestManager) {
         (hosts[0].name.as_str(), hosts[0].datacenter.as_str()),
         ("h1", "napoli")
     );
+    // Administrators see how many hosts each datacenter has ready and
+    // unreachable; other users see no count.
+    let counts = |dcs: Vec<api::Datacenter>| {
+        dcs.into_iter()
+            .map(|d| (d.name, d.hosts))
+            .collect::<Vec<_>>()
+    };
+    let napoli = counts(admin.datacenters().await.unwrap())
+        .into_iter()
+        .find(|(name, _)| name == "napoli")
+        .unwrap();
+    assert_eq!(
+        napoli.1,
+        Some(api::HostCounts {
+            ready: 1,
+            unreachable: 0
+        })
+    );
+    assert!(counts(alice.datacenters().await.unwrap())
+        .iter()
+        .all(|(_, hosts)| hosts.is_none()));
 }

@@ -41,6 +41,13 @@ pub(super) async fn datacenter_by_name(pool: &PgPool, name: &str) -> Result<Data
 }
 
 pub(super) async fn upsert_host(pool: &PgPool, h: &HostRecord) -> Result<HostRecord> {
+    upsert_one(pool, h).await
+}
+
+async fn upsert_one<'e>(
+    ex: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+    h: &HostRecord,
+) -> Result<HostRecord> {
     let row = sqlx::query(
         "INSERT INTO hosts (id, datacenter_id, name, agent_url, cpus, ram_mib, disk_mib, vm_slots, state, last_seen, uplink_mbps) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -61,10 +68,38 @@ pub(super) async fn upsert_host(pool: &PgPool, h: &HostRecord) -> Result<HostRec
     .bind(h.state.as_str())
     .bind(h.last_seen)
     .bind(h.uplink_mbps)
-    .fetch_one(pool)
+    .fetch_one(ex)
     .await
     .map_err(write_err("host"))?;
     decode::host(&row)
+}
+
+pub(super) async fn upsert_hosts(pool: &PgPool, hosts: &[HostRecord]) -> Result<Vec<HostRecord>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    // Rows are taken in id order, as every transaction that changes hosts
+    // takes them: a known host by the id it has, a new one by its own.
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let known: std::collections::HashMap<String, HostId> =
+        sqlx::query("SELECT id, name FROM hosts WHERE name = ANY($1)")
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| {
+                let id: uuid::Uuid = sqlx::Row::try_get(row, "id").map_err(db)?;
+                let name: String = sqlx::Row::try_get(row, "name").map_err(db)?;
+                Ok((name, HostId::from(id)))
+            })
+            .collect::<Result<_>>()?;
+    let mut order: Vec<usize> = (0..hosts.len()).collect();
+    order.sort_by_key(|&i| known.get(&hosts[i].name).copied().unwrap_or(hosts[i].id));
+    let mut stored: Vec<Option<HostRecord>> = vec![None; hosts.len()];
+    for i in order {
+        stored[i] = Some(upsert_one(&mut *tx, &hosts[i]).await?);
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(stored.into_iter().flatten().collect())
 }
 
 pub(super) async fn list_hosts(pool: &PgPool) -> Result<Vec<HostRecord>> {
@@ -102,6 +137,17 @@ pub(super) async fn host_heartbeats(pool: &PgPool, beats: &[(HostId, i64)]) -> R
     }
     tx.commit().await.map_err(db)?;
     Ok(known)
+}
+
+pub(super) async fn host_counts(pool: &PgPool) -> Result<Vec<HostCount>> {
+    let rows = sqlx::query(
+        "SELECT datacenter_id, state, COUNT(*) AS hosts FROM hosts \
+         GROUP BY datacenter_id, state ORDER BY datacenter_id, state",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter().map(decode::host_count).collect()
 }
 
 pub(super) async fn mark_unreachable(pool: &PgPool, before: i64) -> Result<u64> {

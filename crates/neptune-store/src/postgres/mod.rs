@@ -184,6 +184,10 @@ impl Store for PostgresStore {
         inventory::upsert_host(&self.pool, host).await
     }
 
+    async fn upsert_hosts(&self, hosts: &[HostRecord]) -> Result<Vec<HostRecord>> {
+        inventory::upsert_hosts(&self.pool, hosts).await
+    }
+
     async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
         inventory::list_hosts(&self.pool).await
     }
@@ -210,6 +214,10 @@ impl Store for PostgresStore {
 
     async fn host_heartbeats(&self, beats: &[(HostId, i64)]) -> Result<u64> {
         inventory::host_heartbeats(&self.pool, beats).await
+    }
+
+    async fn host_counts(&self) -> Result<Vec<HostCount>> {
+        inventory::host_counts(&self.pool).await
     }
 
     async fn mark_unreachable(&self, before: i64) -> Result<u64> {

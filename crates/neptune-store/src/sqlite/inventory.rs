@@ -41,6 +41,13 @@ pub(super) async fn datacenter_by_name(pool: &SqlitePool, name: &str) -> Result<
 }
 
 pub(super) async fn upsert_host(pool: &SqlitePool, h: &HostRecord) -> Result<HostRecord> {
+    upsert_one(pool, h).await
+}
+
+async fn upsert_one<'e>(
+    ex: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    h: &HostRecord,
+) -> Result<HostRecord> {
     let row = sqlx::query(
         "INSERT INTO hosts (id, datacenter_id, name, agent_url, cpus, ram_mib, disk_mib, vm_slots, state, last_seen, uplink_mbps) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
@@ -61,10 +68,24 @@ pub(super) async fn upsert_host(pool: &SqlitePool, h: &HostRecord) -> Result<Hos
     .bind(h.state.as_str())
     .bind(h.last_seen)
     .bind(h.uplink_mbps)
-    .fetch_one(pool)
+    .fetch_one(ex)
     .await
     .map_err(write_err("host"))?;
     decode::host(&row)
+}
+
+pub(super) async fn upsert_hosts(
+    pool: &SqlitePool,
+    hosts: &[HostRecord],
+) -> Result<Vec<HostRecord>> {
+    // SQLite has one writer: the order rows are taken in cannot deadlock.
+    let mut tx = pool.begin().await.map_err(db)?;
+    let mut stored = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        stored.push(upsert_one(&mut *tx, h).await?);
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(stored)
 }
 
 pub(super) async fn list_hosts(pool: &SqlitePool) -> Result<Vec<HostRecord>> {
@@ -102,6 +123,17 @@ pub(super) async fn host_heartbeats(pool: &SqlitePool, beats: &[(HostId, i64)]) 
     }
     tx.commit().await.map_err(db)?;
     Ok(known)
+}
+
+pub(super) async fn host_counts(pool: &SqlitePool) -> Result<Vec<HostCount>> {
+    let rows = sqlx::query(
+        "SELECT datacenter_id, state, COUNT(*) AS hosts FROM hosts \
+         GROUP BY datacenter_id, state ORDER BY datacenter_id, state",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter().map(decode::host_count).collect()
 }
 
 pub(super) async fn mark_unreachable(pool: &SqlitePool, before: i64) -> Result<u64> {

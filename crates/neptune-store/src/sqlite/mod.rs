@@ -252,6 +252,11 @@ impl Store for SqliteStore {
         inventory::upsert_host(&self.pool, host).await
     }
 
+    async fn upsert_hosts(&self, hosts: &[HostRecord]) -> Result<Vec<HostRecord>> {
+        let _writing = self.writing.lock().await;
+        inventory::upsert_hosts(&self.pool, hosts).await
+    }
+
     async fn list_hosts(&self) -> Result<Vec<HostRecord>> {
         inventory::list_hosts(&self.pool).await
     }
@@ -279,6 +284,10 @@ impl Store for SqliteStore {
     async fn host_heartbeats(&self, beats: &[(HostId, i64)]) -> Result<u64> {
         let _writing = self.writing.lock().await;
         inventory::host_heartbeats(&self.pool, beats).await
+    }
+
+    async fn host_counts(&self) -> Result<Vec<HostCount>> {
+        inventory::host_counts(&self.pool).await
     }
 
     async fn mark_unreachable(&self, before: i64) -> Result<u64> {

@@ -1342,10 +1342,23 @@ pub(crate) fn datacenter(cmd: DatacenterCommand) -> anyhow::Result<ExitCode> {
                 if output == Output::Json {
                     return json(&dcs);
                 }
+                // Host counts are shown to administrators only.
+                let counted = dcs.iter().any(|d| d.hosts.is_some());
+                let mut head = vec!["NAME", "ID", "HOME POOLS"];
+                if counted {
+                    head.extend(["READY", "UNREACHABLE"]);
+                }
                 table(
-                    &["NAME", "ID", "HOME POOLS"],
+                    &head,
                     dcs.iter()
-                        .map(|d| vec![d.name.clone(), d.id.to_string(), d.home_pools.join(",")])
+                        .map(|d| {
+                            let mut row =
+                                vec![d.name.clone(), d.id.to_string(), d.home_pools.join(",")];
+                            if let Some(h) = d.hosts {
+                                row.extend([h.ready.to_string(), h.unreachable.to_string()]);
+                            }
+                            row
+                        })
                         .collect(),
                 );
                 Ok(())
