@@ -233,19 +233,41 @@ impl Api {
         self.call(reqwest::Method::POST, path, body).await
     }
 
-    /// Polls the VI until it leaves `transient`; its state then.
+    /// Waits for the VI to leave `transient`; its state then. Each read
+    /// names the detail held and waits for it to change (`wait_ms`, a
+    /// long-poll), as a client following a VI would.
     async fn settle(&self, id: &str, transient: &str, limit: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + limit;
+        let mut held = String::new();
         loop {
-            let v = self.get(&format!("/vis/{id}")).await?;
-            let state = v["state"].as_str().unwrap_or_default().to_owned();
-            if state != transient {
-                return Ok(state);
+            let mut req = self
+                .http
+                .get(format!("{}/api/v1/vis/{id}?wait_ms=10000", self.base))
+                .bearer_auth(&self.token);
+            if !held.is_empty() {
+                req = req.header("If-None-Match", &held);
+            }
+            let resp = req.send().await?;
+            let status = resp.status();
+            if status.is_server_error() {
+                self.server_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(tag) = resp.headers().get("etag").and_then(|t| t.to_str().ok()) {
+                held = tag.to_owned();
+            }
+            if status == reqwest::StatusCode::OK {
+                let v: Value = resp.json().await?;
+                let state = v["state"].as_str().unwrap_or_default().to_owned();
+                if state != transient {
+                    return Ok(state);
+                }
+            } else if status != reqwest::StatusCode::NOT_MODIFIED {
+                bail!("/vis/{id}: {status}");
             }
             if Instant::now() > deadline {
                 bail!("VI {id} still {transient} after {limit:?}");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -251,8 +251,7 @@ mod tests {
         let store: Arc<dyn Store> =
             neptune_store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
                 .await
-                .unwrap()
-                .into();
+                .unwrap();
         let dc = DatacenterRecord {
             id: Uuid::new_v4().into(),
             name: "dc".into(),

@@ -439,6 +439,8 @@ pub struct Jobs {
     /// How far the live moves of the migrations this process runs are,
     /// by job and VM.
     moves: Arc<std::sync::Mutex<HashMap<JobId, BTreeMap<String, neptune_api::VmMove>>>>,
+    /// Told of every change of a VI the engine writes.
+    changes: Arc<crate::changes::Changes>,
 }
 
 /// Tries of a step before it counts as failed (hosts and networks blink).
@@ -536,7 +538,14 @@ impl Jobs {
             ready_wait: READY_WAIT,
             running: Arc::default(),
             moves: Arc::default(),
+            changes: Arc::default(),
         }
+    }
+
+    /// Where the engine, and whoever else changes a VI, says so (see
+    /// [`crate::changes`]).
+    pub fn changes(&self) -> &Arc<crate::changes::Changes> {
+        &self.changes
     }
 
     /// How long a step waits for an unreachable host (default [`HOST_WAIT`]).
@@ -707,6 +716,7 @@ impl Jobs {
                                     now_ms(),
                                 )
                                 .await?;
+                            self.changes.changed(next.vi_id);
                             kept = Some((next, kind, steps));
                         }
                         Some((i, err)) => {
@@ -730,6 +740,7 @@ impl Jobs {
                                         now_ms(),
                                     )
                                     .await?;
+                                self.changes.changed(job.vi_id);
                             } else {
                                 return self
                                     .finish(
@@ -772,6 +783,7 @@ impl Jobs {
                                     now_ms(),
                                 )
                                 .await?;
+                            self.changes.changed(next.vi_id);
                             kept = Some((next, kind, steps));
                         }
                         Some((i, err)) => {
@@ -836,7 +848,11 @@ impl Jobs {
             home_datacenter_id: None,
         };
         match self.store.transition_vi(vi.id, vi.state, &change).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Ok(_) => {
+                self.changes.changed(vi.id);
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -864,6 +880,7 @@ impl Jobs {
                 .await
             {
                 Ok(_) | Err(StoreError::Conflict { .. }) => {
+                    self.changes.changed(job.vi_id);
                     tracing::info!(job = %job.id, kind = kind.as_str(), state = state.as_str(), "job finished");
                     Ok(())
                 }
@@ -884,6 +901,7 @@ impl Jobs {
             .await
         {
             Ok(_) => {
+                self.changes.changed(job.vi_id);
                 tracing::info!(job = %job.id, kind = kind.as_str(), state = state.as_str(), "job finished");
                 Ok(())
             }

@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod app;
 pub mod auth;
+pub mod changes;
 pub mod error;
 pub mod guests;
 pub mod heartbeats;

@@ -722,7 +722,7 @@ use placement::{
     parallel_accepts_across_datacenters, uplinks_limit_acceptance,
 };
 use quota_edits::administrators_change_quotas;
-use reads::reads_are_never_stale;
+use reads::{reads_are_never_stale, reads_wait_for_a_change};
 use reconcile::drift_is_reconciled;
 use templates::{software_must_be_in_the_template, templates_from_images, vm_saved_as_template};
 
@@ -756,6 +756,7 @@ on_both_stores!(
     vm_saved_as_template,
     drift_is_reconciled,
     reads_are_never_stale,
+    reads_wait_for_a_change,
     uplinks_limit_acceptance,
     designs_and_sums_are_bounded,
     requests_keep_their_limits_and_shape,

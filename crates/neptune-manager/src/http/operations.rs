@@ -7,7 +7,7 @@ use axum::Json;
 use neptune_api as api;
 use neptune_types::ViId;
 
-use super::present::{detail, job_out};
+use super::present::{changed_detail, job_out};
 use crate::app;
 use crate::auth::Caller;
 use crate::error::ApiResult;
@@ -25,7 +25,7 @@ pub(crate) async fn suspend_vi(
     Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::suspend::suspend(&state, &caller, id).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }
 
 /// Resumes a suspended VI (its owner or an administrator): placed again in
@@ -40,7 +40,7 @@ pub(crate) async fn resume_vi(
     Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::suspend::resume(&state, &caller, id).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }
 
 /// Saves the VM of one node of a running VI as a new template (the VI's

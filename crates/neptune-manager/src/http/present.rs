@@ -9,7 +9,6 @@ use std::sync::Arc;
 use neptune_api as api;
 use neptune_store::{JobRecord, JobState, ViRecord};
 
-use crate::app::design::design_of;
 use crate::error::{ApiError, ApiResult};
 use crate::views::Views;
 use crate::AppState;
@@ -86,11 +85,29 @@ pub(super) fn vi_out(
     })
 }
 
+/// The detail of `vi`, which the caller has just changed. It is kept for
+/// the readers (see `views::cache`) when nothing changed the VI's row
+/// since, and whoever waits for the VI to change is woken (see
+/// [`crate::changes`]): a waiter then finds the body built.
+pub(super) async fn changed_detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
+    // A body is kept at a stamp only if built from reads made after it:
+    // the row is read again, and kept only if it is still the caller's.
+    let stamp = state.store.vi_stamp(vi.id).await?;
+    let now = state.store.vi(vi.id).await?;
+    let shown = detail(state, vi).await?;
+    if now == *vi {
+        let json = serde_json::to_vec(&shown).map_err(|e| ApiError::Internal(e.into()))?;
+        state.views.details.put(vi.id, stamp.revision, json.into());
+    }
+    state.jobs.changes().changed(vi.id);
+    Ok(shown)
+}
+
 pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
     // The design's full form is built for each detail, never kept: the
     // detail itself is kept, serialised and bounded in bytes (see `cache`).
-    let topology =
-        serde_json::to_value(design_of(vi)?).map_err(|e| ApiError::Internal(e.into()))?;
+    let topology = serde_json::to_value(&*state.views.design(vi)?)
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;
     let moves = state.store.vm_moves(vi.id).await?;

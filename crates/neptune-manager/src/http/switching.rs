@@ -8,7 +8,7 @@ use axum::Json;
 use neptune_api as api;
 use neptune_types::ViId;
 
-use super::present::{datacenter_names, detail, user_names};
+use super::present::{changed_detail, datacenter_names, user_names};
 use crate::app;
 use crate::auth::Caller;
 use crate::error::ApiResult;
@@ -81,7 +81,7 @@ pub(crate) async fn migrate_vi(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(detail(&state, &vi).await?)))
+    Ok((status, Json(changed_detail(&state, &vi).await?)))
 }
 
 /// Ends a VI's waiting migration request: its owner takes it back, or an

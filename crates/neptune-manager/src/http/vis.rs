@@ -9,8 +9,11 @@ use axum::Json;
 use neptune_api as api;
 use neptune_lifecycle::Event;
 use neptune_types::ViId;
+use std::time::Duration;
 
-use super::present::{datacenter_names, detail, user_names, vi_out};
+use crate::views::cache::Body;
+
+use super::present::{changed_detail, datacenter_names, detail, user_names, vi_out};
 use crate::app::{self, access};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -25,7 +28,10 @@ pub(crate) async fn create_vi(
     Json(design): Json<api::ViDesign>,
 ) -> ApiResult<(StatusCode, Json<api::ViDetail>)> {
     let vi = app::design::create(&state, &caller, &design).await?;
-    Ok((StatusCode::CREATED, Json(detail(&state, &vi).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(changed_detail(&state, &vi).await?),
+    ))
 }
 
 /// The caller's VIs (administrators: all VIs).
@@ -72,43 +78,90 @@ pub(crate) async fn list_vis(
         .respond(&headers))
 }
 
+/// The longest `wait_ms` of a VI's detail.
+pub(crate) const MAX_WAIT_MS: u64 = 30_000;
+
+/// How long a read of a VI's detail may wait for it to change.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct WaitQuery {
+    /// With `If-None-Match` naming the detail as it is: wait up to this
+    /// many milliseconds (at most 30000) for it to change, and answer 304
+    /// if it has not. Without `If-None-Match`, or naming another detail,
+    /// the answer is at once.
+    wait_ms: Option<u64>,
+}
+
 /// One VI with its design and history.
 ///
 /// The answer carries an `ETag`; sent back in `If-None-Match`, it gets
-/// `304 Not Modified` while the VI is unchanged.
+/// `304 Not Modified` while the VI is unchanged. With `wait_ms` as well,
+/// the answer waits for the VI to change (a long-poll): the new detail as
+/// soon as it does, or 304 once `wait_ms` has passed.
 #[utoipa::path(get, path = "/api/v1/vis/{id}",
     params(("id" = ViId, Path),
-        ("If-None-Match" = Option<String>, Header, description = "The ETag of a detail already held")),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of a detail already held"),
+        WaitQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = api::ViDetail,
             headers(("ETag" = String, description = "Changes whenever the detail does"))),
-        (status = 304, description = "The detail named by If-None-Match is current",
+        (status = 304, description = "The detail named by If-None-Match is current (after `wait_ms`, if given)",
             headers(("ETag" = String))),
-        (status = 404, body = api::ErrorBody)))]
+        (status = 404, body = api::ErrorBody),
+        (status = 422, body = api::ErrorBody)))]
 pub(crate) async fn show_vi(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<ViId>,
+    Query(wait): Query<WaitQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let wait = match wait.wait_ms {
+        Some(ms) if ms > MAX_WAIT_MS => {
+            return Err(ApiError::InvalidRequest(format!(
+                "wait_ms is at most {MAX_WAIT_MS} (got {ms})"
+            )))
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::ZERO,
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    // Registered before the first read, so a change made meanwhile wakes it.
+    let watch = (!wait.is_zero()).then(|| state.jobs.changes().watch(id));
+    loop {
+        let woken = watch.as_ref().map(|w| w.notify().notified());
+        tokio::pin!(woken);
+        if let Some(woken) = woken.as_mut().as_pin_mut() {
+            woken.enable();
+        }
+        let body = current_detail(&state, &caller, id).await?;
+        if !body.is_held(&headers) || tokio::time::Instant::now() >= deadline {
+            return Ok(body.respond(&headers));
+        }
+        let recheck = tokio::time::Instant::now() + crate::changes::RECHECK_EVERY;
+        tokio::select! {
+            _ = async { if let Some(w) = woken.as_mut().as_pin_mut() { w.await } } => {}
+            _ = tokio::time::sleep_until(recheck.min(deadline)) => {}
+        }
+    }
+}
+
+/// The VI's detail as sent, built again only if the VI changed since the
+/// kept one was built.
+async fn current_detail(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<Body> {
     // The stamp is read before anything the detail shows, so a body built
     // now reflects at least this revision (see `cache`).
     let stamp = state.store.vi_stamp(id).await?;
-    if !access::may_see(&caller, stamp.owner_id) {
+    if !access::may_see(caller, stamp.owner_id) {
         return Err(ApiError::NotFound("VI"));
     }
     if let Some(body) = state.views.details.get(id, stamp.revision) {
-        return Ok(body.respond(&headers));
+        return Ok(body);
     }
     let vi = state.store.vi(id).await?;
-    let json = serde_json::to_vec(&detail(&state, &vi).await?)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(state
-        .views
-        .details
-        .put(id, stamp.revision, json.into())
-        .respond(&headers))
+    let json =
+        serde_json::to_vec(&detail(state, &vi).await?).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(state.views.details.put(id, stamp.revision, json.into()))
 }
 
 /// Replaces the design of a defined VI (the owner's; `version` must match).
@@ -123,7 +176,7 @@ pub(crate) async fn edit_vi(
     Json(design): Json<api::ViDesign>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::design::edit(&state, &caller, id, &design).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }
 
 async fn owner_event(
@@ -133,7 +186,7 @@ async fn owner_event(
     event: Event,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::approval::owner_event(state, caller, id, event).await?;
-    Ok(Json(detail(state, &vi).await?))
+    Ok(Json(changed_detail(state, &vi).await?))
 }
 
 /// Asks for the VI to be allocated (the owner; checks the quota).
@@ -207,7 +260,7 @@ pub(crate) async fn accept_vi(
 ) -> ApiResult<Json<api::ViDetail>> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let vi = app::approval::accept(&state, &caller, id, req).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }
 
 /// Deploys an accepted VI again on the hosts and addresses it holds, after
@@ -221,7 +274,7 @@ pub(crate) async fn deploy_vi(
     Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::deploy::deploy_again(&state, &caller, id).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }
 
 /// Gives an accepted VI's hosts and addresses back and returns it to
@@ -236,7 +289,7 @@ pub(crate) async fn release_vi(
     Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::approval::release(&state, &caller, id).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }
 
 /// Rejects a requested VI with a reason (administrators only).
@@ -251,7 +304,7 @@ pub(crate) async fn reject_vi(
     Json(req): Json<api::RejectRequest>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::approval::reject(&state, &caller, id, &req.reason).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }
 
 /// Terminates a VI (its owner or an administrator). A VI with VMs on
@@ -264,5 +317,5 @@ pub(crate) async fn terminate_vi(
     Path(id): Path<ViId>,
 ) -> ApiResult<Json<api::ViDetail>> {
     let vi = app::terminate::terminate(&state, &caller, id).await?;
-    Ok(Json(detail(&state, &vi).await?))
+    Ok(Json(changed_detail(&state, &vi).await?))
 }

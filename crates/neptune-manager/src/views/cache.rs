@@ -43,14 +43,18 @@ impl Body {
         Body { body, etag }
     }
 
-    /// `304 Not Modified` when the request's `If-None-Match` names this
-    /// body's tag, the body otherwise; both carry the tag.
-    pub(crate) fn respond(&self, request: &HeaderMap) -> Response {
-        if request
+    /// Whether the request's `If-None-Match` names this body's tag.
+    pub(crate) fn is_held(&self, request: &HeaderMap) -> bool {
+        request
             .get_all(header::IF_NONE_MATCH)
             .iter()
             .any(|v| matches_tag(v, &self.etag))
-        {
+    }
+
+    /// `304 Not Modified` when the request's `If-None-Match` names this
+    /// body's tag, the body otherwise; both carry the tag.
+    pub(crate) fn respond(&self, request: &HeaderMap) -> Response {
+        if self.is_held(request) {
             return (
                 StatusCode::NOT_MODIFIED,
                 [(header::ETAG, self.etag.clone())],

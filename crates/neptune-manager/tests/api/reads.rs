@@ -152,3 +152,116 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
     assert_eq!(v["jobs"][1]["state"], "succeeded", "{v}");
     assert_eq!(list(&p.alice).await, [(shop, ViState::Terminated)]);
 }
+
+/// A long-poll of a VI's detail: `If-None-Match` naming `tag` and
+/// `wait_ms`; the answer and how long it took.
+async fn detail_waiting(
+    m: &TestManager,
+    token: &str,
+    id: &str,
+    tag: &str,
+    wait_ms: u64,
+) -> (StatusCode, String, Value, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let resp = m
+        .http
+        .get(format!("{}/api/v1/vis/{id}?wait_ms={wait_ms}", m.base))
+        .bearer_auth(token)
+        .header("If-None-Match", tag)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let tag = resp
+        .headers()
+        .get("etag")
+        .map(|t| t.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        tag,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        started.elapsed(),
+    )
+}
+
+/// A read of a VI's detail that names the detail held and `wait_ms` waits
+/// for the VI to change: it answers as soon as the owner changes it, a
+/// job's progress moves it or another Manager sharing the database changes
+/// it, and 304 once `wait_ms` has passed without a change.
+pub(crate) async fn reads_wait_for_a_change(m: &TestManager) {
+    use std::time::Duration;
+    let p = m.people().await;
+    m.infrastructure(&p.admin, 1, 64).await;
+    let other = m.second().await;
+    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
+    let id = vi["id"].as_str().unwrap().to_owned();
+    let uuid: ViId = id.parse().unwrap();
+    let (_, tag, _) = detail_with_tag(m, &p.alice, &id, None).await;
+
+    // Bounded, and only for those who may see the VI.
+    let (s, _, v, _) = detail_waiting(m, &p.alice, &id, &tag, 30_001).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("wait_ms"), "{v}");
+    let (s, _, _, took) = detail_waiting(m, &p.bob, &id, &tag, 2_000).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(took < Duration::from_millis(1_500), "{took:?}");
+    // Another detail than the one held is answered at once.
+    let (s, same, v, took) = detail_waiting(m, &p.alice, &id, "\"other\"", 5_000).await;
+    assert_eq!(
+        (s, &same, v["state"].as_str()),
+        (StatusCode::OK, &tag, Some("defined"))
+    );
+    assert!(took < Duration::from_millis(2_500), "{took:?}");
+    // Unchanged: 304 once the wait is over.
+    let (s, same, _, took) = detail_waiting(m, &p.alice, &id, &tag, 400).await;
+    assert_eq!((s, &same), (StatusCode::NOT_MODIFIED, &tag));
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+
+    // The owner's change ends the wait.
+    let ((s, requested, v, took), ()) =
+        tokio::join!(detail_waiting(m, &p.alice, &id, &tag, 20_000), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            m.client(&p.alice).act(uuid, "request").await.unwrap();
+        });
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("requested"))
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // So does a change made through another Manager (seen on a recheck).
+    let ((s, _, v, took), ()) = tokio::join!(
+        detail_waiting(m, &p.alice, &id, &requested, 20_000),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            other.client(&p.alice).act(uuid, "withdraw").await.unwrap();
+        }
+    );
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("defined")));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // And every step of a deploy: a waiter follows the job to its end.
+    m.client(&p.alice).act(uuid, "request").await.unwrap();
+    m.sims
+        .sim("host0")
+        .set_delay(Op::Start, Duration::from_millis(300));
+    let v = m.accept(&p.admin, &id, None).await;
+    assert_eq!(v["state"], "deploying", "{v}");
+    let (_, mut tag, _) = detail_with_tag(m, &p.alice, &id, None).await;
+    let mut answers = 0;
+    loop {
+        let (s, next, v, _) = detail_waiting(m, &p.alice, &id, &tag, 20_000).await;
+        assert_eq!(s, StatusCode::OK, "the deploy stalled: {v}");
+        assert_ne!(next, tag);
+        answers += 1;
+        tag = next;
+        if v["state"] != "deploying" {
+            assert_eq!(v["state"], "running", "{v}");
+            break;
+        }
+    }
+    assert!(answers >= 2, "{answers}");
+    m.sims.sim("host0").set_delays(HashMap::new());
+}
