@@ -136,6 +136,7 @@ fn host(dir: &Path) -> anyhow::Result<LibvirtHypervisor> {
         kvm: Some(false),
         public_bridge: None,
         migration: Default::default(),
+        migration_max_downtime: None,
     })?)
 }
 

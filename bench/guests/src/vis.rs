@@ -127,6 +127,7 @@ impl Bench {
             kvm: None,
             public_bridge: None,
             migration: Default::default(),
+            migration_max_downtime: None,
         })?;
         if let Some(closed) = libvirt.closed_directory() {
             bail!(

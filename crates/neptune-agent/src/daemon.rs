@@ -2,7 +2,7 @@
 //! tokens read from files (never from the command line, where `ps` would
 //! show them), a runtime, and the Agent until SIGINT or SIGTERM.
 
-pub use neptune_hypervisor::libvirt::MigrationEndpoint;
+pub use neptune_hypervisor::libvirt::{MigrationEndpoint, DEFAULT_MIGRATION_MAX_DOWNTIME_MS};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,9 @@ pub struct DaemonOptions {
     pub public_bridge: Option<String>,
     /// How other hosts' Agents move VMs here live (libvirt only).
     pub migration: MigrationEndpoint,
+    /// The longest a VM moving live from here may pause for the
+    /// switch-over (libvirt only; `None`: QEMU's own, 300 ms).
+    pub migration_max_downtime: Option<Duration>,
     pub data_dir: PathBuf,
     pub capacity: Capacity,
     /// Mbit/s of the host's uplink (0: not known).
@@ -169,6 +172,7 @@ impl DaemonOptions {
                     kvm: self.kvm,
                     public_bridge: self.public_bridge,
                     migration: self.migration,
+                    migration_max_downtime: self.migration_max_downtime,
                 })
                 .map_err(AgentError::Libvirt)?;
                 if let Some(dir) = hv.closed_directory() {
@@ -248,6 +252,7 @@ mod tests {
             kvm: None,
             public_bridge: None,
             migration: MigrationEndpoint::default(),
+            migration_max_downtime: None,
             data_dir: dir.join("data"),
             capacity: Capacity {
                 cpus: 4,

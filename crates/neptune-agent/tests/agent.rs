@@ -1147,6 +1147,7 @@ async fn an_agent_over_libvirt_runs_real_guests() {
         kvm: Some(false),
         public_bridge: None,
         migration: Default::default(),
+        migration_max_downtime: None,
         data_dir: dir.path().join("data"),
         capacity: CAP,
         uplink_mbps: 0,

@@ -732,6 +732,7 @@ impl Env for LibvirtEnv {
                 connect: Some(other.uri.clone()),
                 stream: Some(other.stream.clone()),
             },
+            migration_max_downtime: None,
         })
         .unwrap();
         *self.second.lock().unwrap() = Some(other);

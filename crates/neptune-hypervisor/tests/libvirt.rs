@@ -570,6 +570,7 @@ async fn entry_points_plug_into_the_public_bridge() {
             kvm: Some(false),
             public_bridge: Some(bridge.to_owned()),
             migration: Default::default(),
+            migration_max_downtime: None,
         })
         .unwrap()
     };
@@ -1452,6 +1453,7 @@ async fn a_running_guest_moves_live_to_another_host() {
             connect: Some(other.uri.clone()),
             stream: Some(other.stream.clone()),
         },
+        migration_max_downtime: None,
     })
     .unwrap();
     let (vm, net) = (h.name("vm"), h.name("lan"));

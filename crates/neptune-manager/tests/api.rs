@@ -149,6 +149,7 @@ impl HostDirectory for SimDirectory {
                 kvm: Some(false),
                 public_bridge: None,
                 migration: Default::default(),
+                migration_max_downtime: None,
             })?),
             None => self.sim(&host.name),
         };

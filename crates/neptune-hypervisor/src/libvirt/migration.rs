@@ -270,6 +270,13 @@ impl LibvirtHypervisor {
             args.extend(["--migrateuri", stream.as_str()]);
         }
         args.extend([vm, to.connect.as_str()]);
+        // QEMU keeps it for the guest's process, so it holds for the move
+        // started next (see DEFAULT_MIGRATION_MAX_DOWNTIME_MS for why).
+        if let Some(most) = self.config.migration_max_downtime {
+            let ms = downtime_ms(most);
+            self.virsh(op, vm, &["migrate-setmaxdowntime", vm, &ms])
+                .await?;
+        }
         let started = Instant::now();
         let moving = self.virsh_at(op, vm, &self.config.uri, &args, MIGRATE_TIMEOUT);
         let last = std::sync::Mutex::new(MigrationProgress::default());
@@ -438,6 +445,13 @@ fn progress_of(text: &str) -> Option<MigrationProgress> {
     })
 }
 
+/// A maximum downtime as `virsh migrate-setmaxdowntime` takes it: whole
+/// milliseconds, rounded up, at least 1 (at 0 a busy guest would never be
+/// paused, and its move never end).
+fn downtime_ms(most: Duration) -> String {
+    most.as_micros().div_ceil(1000).max(1).to_string()
+}
+
 /// How a finished move went, from its job's statistics; `total_ms` as the
 /// source timed it when the destination does not say.
 fn report_of(text: &str, total_ms: u64) -> MigrationReport {
@@ -474,5 +488,13 @@ mod tests {
             }
         );
         assert_eq!(report_of("", 700).total_ms, 700);
+    }
+
+    #[test]
+    fn maximum_downtimes_are_whole_milliseconds() {
+        assert_eq!(downtime_ms(Duration::from_millis(50)), "50");
+        assert_eq!(downtime_ms(Duration::from_micros(30_001)), "31");
+        assert_eq!(downtime_ms(Duration::ZERO), "1");
+        assert_eq!(downtime_ms(Duration::from_secs(2)), "2000");
     }
 }

@@ -60,6 +60,7 @@ pub(crate) fn adapter(uri: &str, data_dir: &Path, capacity: Capacity) -> Libvirt
         kvm: Some(false),
         public_bridge: None,
         migration: Default::default(),
+        migration_max_downtime: None,
     })
     .unwrap()
 }
