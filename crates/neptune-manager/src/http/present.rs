@@ -95,7 +95,7 @@ pub(super) async fn changed_detail(state: &AppState, vi: &ViRecord) -> ApiResult
     let stamp = state.store.vi_stamp(vi.id).await?;
     let now = state.store.vi(vi.id).await?;
     let shown = detail(state, vi).await?;
-    if now == *vi {
+    if now == *vi && vi.state != neptune_lifecycle::ViState::Terminated {
         let json = serde_json::to_vec(&shown).map_err(|e| ApiError::Internal(e.into()))?;
         state.views.details.put(vi.id, stamp.revision, json.into());
     }
@@ -106,7 +106,10 @@ pub(super) async fn changed_detail(state: &AppState, vi: &ViRecord) -> ApiResult
 pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
     // The design's full form is built for each detail, never kept: the
     // detail itself is kept, serialised and bounded in bytes (see `cache`).
-    let topology = serde_json::to_value(&*state.views.design(vi)?)
+    // The design's full form is built for each detail, never kept (see
+    // `views`): a live VI's parsed designs kept cost more memory than the
+    // parsing they saved, and stayed after the VIs were terminated.
+    let topology = serde_json::to_value(crate::app::design::design_of(vi)?)
         .map_err(|e| ApiError::Internal(e.into()))?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;

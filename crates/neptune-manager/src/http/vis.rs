@@ -161,6 +161,12 @@ async fn current_detail(state: &AppState, caller: &Caller, id: ViId) -> ApiResul
     let vi = state.store.vi(id).await?;
     let json =
         serde_json::to_vec(&detail(state, &vi).await?).map_err(|e| ApiError::Internal(e.into()))?;
+    // A terminated VI's detail is read rarely: kept, the bodies of a
+    // domain's terminated VIs would hold memory a shrinking domain should
+    // give back.
+    if vi.state == neptune_lifecycle::ViState::Terminated {
+        return Ok(state.views.details.pass(id, json.into()));
+    }
     Ok(state.views.details.put(id, stamp.revision, json.into()))
 }
 

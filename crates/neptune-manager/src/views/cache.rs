@@ -165,6 +165,17 @@ impl<K: Hash + Eq + Copy, S: Eq + Copy> Bodies<K, S> {
         }
         body
     }
+
+    /// A body sent without being kept, and whatever was kept for `key`
+    /// dropped: for answers that will not be asked for again soon.
+    pub(crate) fn pass(&self, key: K, body: Bytes) -> Body {
+        if let Ok(mut kept) = self.kept.lock() {
+            if let Some(old) = kept.entries.remove(&key) {
+                kept.bytes -= old.body.body.len();
+            }
+        }
+        Body::new(body)
+    }
 }
 
 impl<K: Hash + Eq + Copy, S> Kept<K, S> {
@@ -237,6 +248,17 @@ mod tests {
         c.put(id(1), 5, Bytes::from_static(b"{\"v\":5}"));
         assert!(c.get(id(1), 3).is_none());
         assert_eq!(c.get(id(1), 5).unwrap().body, &b"{\"v\":5}"[..]);
+    }
+
+    #[test]
+    fn a_passed_body_is_not_kept_and_drops_the_kept_one() {
+        let c = Bodies::<Uuid, i64>::default();
+        c.put(id(1), 3, Bytes::from_static(b"{\"v\":3}"));
+        let passed = c.pass(id(1), Bytes::from_static(b"{\"v\":4}"));
+        assert_eq!(&passed.body[..], b"{\"v\":4}");
+        assert!(c.get(id(1), 3).is_none());
+        assert!(c.get(id(1), 4).is_none());
+        assert_eq!(c.kept.lock().unwrap().bytes, 0);
     }
 
     #[test]

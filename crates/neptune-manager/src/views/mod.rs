@@ -4,10 +4,9 @@
 //!
 //! Memory is bounded by what is kept, not by how many: a summary is a few
 //! integers whatever the design's size, and step names are weighed in
-//! bytes. A live VI's parsed design is kept at its version (weighed by its
-//! XML's size, 32 MiB in all), since its detail is built again at every
-//! change of its state and jobs; a terminated VI's is dropped. The detail
-//! itself is kept, serialised, in [`cache`], which is bounded in bytes too.
+//! bytes. A design's full form is never kept here (parsed, it takes
+//! several times its XML's bytes): a VI's detail is built from the stored
+//! design and kept, serialised, in [`cache`], which is bounded in bytes too.
 
 pub(crate) mod cache;
 
@@ -25,11 +24,6 @@ use crate::jobs::Step;
 const MAX_SUMMARIES: usize = 1 << 16;
 /// Bytes of step names kept before the map is emptied.
 const MAX_STEP_NAME_BYTES: usize = 16 << 20;
-/// Parsed designs kept, weighed as their XML's bytes times
-/// [`DESIGN_WEIGHT`], before the map is emptied.
-const MAX_DESIGN_BYTES: usize = 32 << 20;
-/// About what a parsed design takes in memory, per byte of its XML.
-const DESIGN_WEIGHT: usize = 4;
 
 #[derive(Debug, Default)]
 pub struct Views {
@@ -37,9 +31,6 @@ pub struct Views {
     /// Private addresses each design would take (see `plan::private_demand`).
     demands: Weighed<(ViId, i64), Result<u64, String>>,
     steps: Weighed<JobId, Arc<Vec<String>>>,
-    /// Designs of live VIs, parsed, at a version: a VI's detail is built
-    /// again at every change of its state and jobs, its design never.
-    designs: Weighed<(ViId, i64), Arc<neptune_topology::Topology>>,
     /// VI details as sent, each valid at one store revision of its VI.
     pub(crate) details: cache::Bodies<ViId, i64>,
     /// VI lists as sent, by owner (`None`: all VIs, for administrators).
@@ -68,15 +59,6 @@ impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
         self.0.lock().ok()?.0.get(key).cloned()
     }
 
-    fn forget(&self, key: &K, weight: usize) {
-        if let Ok(mut kept) = self.0.lock() {
-            let (map, total) = &mut *kept;
-            if map.remove(key).is_some() {
-                *total = total.saturating_sub(weight);
-            }
-        }
-    }
-
     fn remember(&self, key: K, value: V, weight: usize, max: usize) -> V {
         if let Ok(mut kept) = self.0.lock() {
             let (map, total) = &mut *kept;
@@ -100,23 +82,6 @@ impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
 }
 
 impl Views {
-    /// The design of `vi` at its version, parsed once while the VI lives.
-    /// A terminated VI's design is parsed each time and forgotten here,
-    /// so the memory of a domain that shrinks comes back.
-    pub(crate) fn design(&self, vi: &ViRecord) -> ApiResult<Arc<neptune_topology::Topology>> {
-        let key = (vi.id, vi.version);
-        let weight = vi.design_xml.len().saturating_mul(DESIGN_WEIGHT);
-        if vi.state == neptune_lifecycle::ViState::Terminated {
-            self.designs.forget(&key, weight);
-            return Ok(Arc::new(crate::app::design::design_of(vi)?));
-        }
-        if let Some(topo) = self.designs.get(&key) {
-            return Ok(topo);
-        }
-        let topo = Arc::new(crate::app::design::design_of(vi)?);
-        Ok(self.designs.remember(key, topo, weight, MAX_DESIGN_BYTES))
-    }
-
     /// The datacenter named `name` (one store read the first time).
     pub(crate) async fn datacenter(
         &self,
@@ -192,46 +157,5 @@ mod tests {
         w.remember(1000, 1, 96, 95);
         assert_eq!(w.get(&1000), None);
         assert!(w.weight().1 <= 95);
-        // Forgetting gives the weight back.
-        w.remember(99, 99, 10, 95);
-        let before = w.weight();
-        w.forget(&99, 10);
-        assert_eq!(w.get(&99), None);
-        assert_eq!(w.weight(), (before.0 - 1, before.1 - 10));
-        w.forget(&99, 10);
-        assert_eq!(w.weight(), (before.0 - 1, before.1 - 10));
-    }
-
-    /// A live VI's design is parsed once per version; a terminated one's
-    /// is never kept, and forgets what was kept of it.
-    #[test]
-    fn designs_are_kept_while_their_vi_lives() {
-        let views = Views::default();
-        let mut vi = ViRecord {
-            id: uuid::Uuid::new_v4().into(),
-            owner_id: uuid::Uuid::new_v4().into(),
-            name: "web".into(),
-            state: neptune_lifecycle::ViState::Running,
-            design_xml: include_str!("../../../neptune-topology/testdata/web-with-links.xml")
-                .into(),
-            home_datacenter_id: None,
-            location_id: None,
-            reject_reason: None,
-            version: 1,
-            created_at: 0,
-            updated_at: 0,
-            address_plan: None,
-        };
-        let first = views.design(&vi).unwrap();
-        assert!(Arc::ptr_eq(&first, &views.design(&vi).unwrap()));
-        assert_eq!(views.designs.weight().0, 1);
-        vi.version = 2;
-        assert!(!Arc::ptr_eq(&first, &views.design(&vi).unwrap()));
-        assert_eq!(views.designs.weight().0, 2);
-        vi.state = neptune_lifecycle::ViState::Terminated;
-        let dead = views.design(&vi).unwrap();
-        assert_eq!(dead.nodes.len(), first.nodes.len());
-        assert!(!Arc::ptr_eq(&dead, &views.design(&vi).unwrap()));
-        assert_eq!(views.designs.weight().0, 1);
     }
 }
