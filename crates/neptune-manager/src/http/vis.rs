@@ -128,17 +128,30 @@ pub(crate) async fn show_vi(
     let deadline = tokio::time::Instant::now() + wait;
     // Registered before the first read, so a change made meanwhile wakes it.
     let watch = (!wait.is_zero()).then(|| state.jobs.changes().watch(id));
+    let mut seen = None;
     loop {
         let woken = watch.as_ref().map(|w| w.notify().notified());
         tokio::pin!(woken);
         if let Some(woken) = woken.as_mut().as_pin_mut() {
             woken.enable();
         }
-        let body = current_detail(&state, &caller, id).await?;
-        if !body.is_held(&headers) || tokio::time::Instant::now() >= deadline {
-            return Ok(body.respond(&headers));
+        // The stamp is read before anything the detail shows, so a body
+        // built now reflects at least this revision (see `cache`).
+        let stamp = state.store.vi_stamp(id).await?;
+        if !access::may_see(&caller, stamp.owner_id) {
+            return Err(ApiError::NotFound("VI"));
         }
-        let recheck = tokio::time::Instant::now() + crate::changes::RECHECK_EVERY;
+        let now = tokio::time::Instant::now();
+        // A wake-up or a recheck that finds the revision seen changes
+        // nothing: the wait goes on without building the detail again.
+        if seen != Some(stamp.revision) || now >= deadline {
+            let body = detail_at(&state, id, stamp.revision).await?;
+            if !body.is_held(&headers) || now >= deadline {
+                return Ok(body.respond(&headers));
+            }
+            seen = Some(stamp.revision);
+        }
+        let recheck = now + crate::changes::RECHECK_EVERY;
         tokio::select! {
             _ = async { if let Some(w) = woken.as_mut().as_pin_mut() { w.await } } => {}
             _ = tokio::time::sleep_until(recheck.min(deadline)) => {}
@@ -146,16 +159,10 @@ pub(crate) async fn show_vi(
     }
 }
 
-/// The VI's detail as sent, built again only if the VI changed since the
-/// kept one was built.
-async fn current_detail(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<Body> {
-    // The stamp is read before anything the detail shows, so a body built
-    // now reflects at least this revision (see `cache`).
-    let stamp = state.store.vi_stamp(id).await?;
-    if !access::may_see(caller, stamp.owner_id) {
-        return Err(ApiError::NotFound("VI"));
-    }
-    if let Some(body) = state.views.details.get(id, stamp.revision) {
+/// The VI's detail as sent, read after its `revision` was: the one kept
+/// at that revision, or else built again.
+async fn detail_at(state: &AppState, id: ViId, revision: i64) -> ApiResult<Body> {
+    if let Some(body) = state.views.details.get(id, revision) {
         return Ok(body);
     }
     let vi = state.store.vi(id).await?;
@@ -167,7 +174,7 @@ async fn current_detail(state: &AppState, caller: &Caller, id: ViId) -> ApiResul
     if vi.state == neptune_lifecycle::ViState::Terminated {
         return Ok(state.views.details.pass(id, json.into()));
     }
-    Ok(state.views.details.put(id, stamp.revision, json.into()))
+    Ok(state.views.details.put(id, revision, json.into()))
 }
 
 /// Replaces the design of a defined VI (the owner's; `version` must match).
