@@ -2,7 +2,7 @@
 //! tokens read from files (never from the command line, where `ps` would
 //! show them), a runtime, and the Agent until SIGINT or SIGTERM.
 
-pub use neptune_hypervisor::libvirt::{MigrationEndpoint, DEFAULT_MIGRATION_MAX_DOWNTIME_MS};
+pub use neptune_hypervisor::libvirt::{MigrationEndpoint, MEASURED_MIGRATION_MAX_DOWNTIME_MS};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -428,9 +428,9 @@ pub async fn start(
                         // public network.
                         public_bridge: None,
                         migration: Default::default(),
-                        migration_max_downtime: Some(std::time::Duration::from_millis(
-                            neptune_hypervisor::libvirt::DEFAULT_MIGRATION_MAX_DOWNTIME_MS,
-                        )),
+                        // QEMU's own (see `neptune agent
+                        // --migration-max-downtime-ms`).
+                        migration_max_downtime: None,
                     })
                     .with_context(|| format!("preparing {}", data_dir.display()))?;
                     if let Some(closed) = hv.closed_directory() {

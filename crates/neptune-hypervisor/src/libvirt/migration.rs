@@ -271,7 +271,7 @@ impl LibvirtHypervisor {
         }
         args.extend([vm, to.connect.as_str()]);
         // QEMU keeps it for the guest's process, so it holds for the move
-        // started next (see DEFAULT_MIGRATION_MAX_DOWNTIME_MS for why).
+        // started next (see MEASURED_MIGRATION_MAX_DOWNTIME_MS for why).
         if let Some(most) = self.config.migration_max_downtime {
             let ms = downtime_ms(most);
             self.virsh(op, vm, &["migrate-setmaxdowntime", vm, &ms])
