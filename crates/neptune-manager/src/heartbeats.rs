@@ -243,12 +243,10 @@ mod tests {
         }
     }
 
-    /// Registrations that arrive together are written together; one the
-    /// database refuses fails alone.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn full_registrations_are_group_committed() {
+    /// A store in a temporary directory, with one datacenter.
+    async fn store_with_datacenter() -> (tempfile::TempDir, Arc<dyn Store>, DatacenterRecord) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
+        let store =
             neptune_store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
                 .await
                 .unwrap();
@@ -260,6 +258,14 @@ mod tests {
             public_gateway: None,
         };
         store.create_datacenter(&dc).await.unwrap();
+        (dir, store, dc)
+    }
+
+    /// Registrations that arrive together are written together; one the
+    /// database refuses fails alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_registrations_are_group_committed() {
+        let (_dir, store, dc) = store_with_datacenter().await;
         let beats = Arc::new(Heartbeats::default());
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..300 {
@@ -296,19 +302,7 @@ mod tests {
     /// an unknown host, or a buffer not yet flushing go to the store.
     #[tokio::test]
     async fn repeated_registrations_are_written_in_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            neptune_store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))
-                .await
-                .unwrap();
-        let dc = DatacenterRecord {
-            id: Uuid::new_v4().into(),
-            name: "dc".into(),
-            created_at: 0,
-            home_pools: vec![],
-            public_gateway: None,
-        };
-        store.create_datacenter(&dc).await.unwrap();
+        let (_dir, store, dc) = store_with_datacenter().await;
         let stored = store.upsert_host(&host(dc.id)).await.unwrap();
         let beats = Heartbeats::default();
         let same = Registration::of(&stored);

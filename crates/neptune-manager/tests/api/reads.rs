@@ -11,9 +11,26 @@ pub(crate) async fn detail_with_tag(
     id: &str,
     if_none_match: Option<&str>,
 ) -> (StatusCode, String, Value) {
+    let (status, tag, v, _) = read_detail(m, token, id, if_none_match, None).await;
+    (status, tag, v)
+}
+
+/// A read of a VI's detail, with `If-None-Match` and `wait_ms` when given:
+/// its status, ETag and body, and how long it took.
+async fn read_detail(
+    m: &TestManager,
+    token: &str,
+    id: &str,
+    if_none_match: Option<&str>,
+    wait_ms: Option<u64>,
+) -> (StatusCode, String, Value, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let query = wait_ms
+        .map(|ms| format!("?wait_ms={ms}"))
+        .unwrap_or_default();
     let mut req = m
         .http
-        .get(format!("{}/api/v1/vis/{id}", m.base))
+        .get(format!("{}/api/v1/vis/{id}{query}", m.base))
         .bearer_auth(token);
     if let Some(tag) = if_none_match {
         req = req.header("If-None-Match", tag);
@@ -30,6 +47,7 @@ pub(crate) async fn detail_with_tag(
         status,
         tag,
         serde_json::from_str(&text).unwrap_or(Value::Null),
+        started.elapsed(),
     )
 }
 
@@ -162,28 +180,7 @@ async fn detail_waiting(
     tag: &str,
     wait_ms: u64,
 ) -> (StatusCode, String, Value, std::time::Duration) {
-    let started = std::time::Instant::now();
-    let resp = m
-        .http
-        .get(format!("{}/api/v1/vis/{id}?wait_ms={wait_ms}", m.base))
-        .bearer_auth(token)
-        .header("If-None-Match", tag)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let tag = resp
-        .headers()
-        .get("etag")
-        .map(|t| t.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        tag,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-        started.elapsed(),
-    )
+    read_detail(m, token, id, Some(tag), Some(wait_ms)).await
 }
 
 /// A read of a VI's detail that names the detail held and `wait_ms` waits
