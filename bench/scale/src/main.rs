@@ -42,6 +42,13 @@ use serde_json::{json, Value};
 
 mod ha;
 
+const USAGE: &str = "\
+usage: neptune-bench-scale [--datacenters 3] [--hosts 10000] [--vis 1000] [--vms 20]
+           [--clients 64] [--big 1500] [--heartbeat-secs 30]
+           [--database-url postgres://...] [--managers 1|2]
+       neptune-bench-scale --smoke    (tiny sizes: does it still run?)
+--hosts is per datacenter; --managers 2 needs --database-url (PostgreSQL).";
+
 struct Args {
     datacenters: usize,
     hosts: usize,
@@ -54,7 +61,8 @@ struct Args {
     managers: usize,
 }
 
-fn args() -> anyhow::Result<Args> {
+/// The options given, or `None` when the usage was asked for (and printed).
+fn args() -> anyhow::Result<Option<Args>> {
     let mut a = Args {
         datacenters: 3,
         hosts: 10_000,
@@ -68,6 +76,10 @@ fn args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            return Ok(None);
+        }
         if flag == "--smoke" {
             (a.hosts, a.vis, a.vms, a.clients, a.big) = (20, 8, 4, 4, 30);
             continue;
@@ -95,7 +107,7 @@ fn args() -> anyhow::Result<Args> {
     if a.managers == 2 && a.database_url.is_none() {
         bail!("--managers 2 shares one PostgreSQL database: give --database-url");
     }
-    Ok(a)
+    Ok(Some(a))
 }
 
 /// The `neptune` binary built beside this one.
@@ -316,7 +328,9 @@ fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = args()?;
+    let Some(args) = args()? else {
+        return Ok(());
+    };
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     std::fs::create_dir_all(d.join("images"))?;

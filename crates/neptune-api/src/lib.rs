@@ -699,7 +699,7 @@ pub struct ViDetail {
     /// The design in its JSON form (OS passwords shown only as
     /// `password_set`).
     #[schema(value_type = neptune_topology::Topology)]
-    pub topology: serde_json::Value,
+    pub topology: Box<serde_json::value::RawValue>,
     /// Its history, oldest first.
     pub events: Vec<ViEvent>,
     /// Where each VM runs (once accepted).

@@ -6,7 +6,9 @@
 //! reads the VI's revision again at once. A hint is all it is: the store's
 //! revision decides whether the VI changed, and a waiter also reads it
 //! again every [`RECHECK_EVERY`], which catches what another Manager
-//! sharing the database writes.
+//! sharing the database writes. A woken waiter lets the changes of the
+//! next [`SETTLE`] come before it reads, so a burst of changes is one
+//! answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,12 @@ use tokio::sync::Notify;
 
 /// How often a waiter reads its VI's revision again without a hint.
 pub const RECHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// How long a waiter woken by a change lets further changes come before
+/// it reads the VI: a deploy's batches follow one another within
+/// milliseconds on fast hosts, and each would otherwise be one more detail
+/// built and sent. Progress is shown at most this much later.
+pub const SETTLE: Duration = Duration::from_millis(50);
 
 /// The VIs someone waits for, each with what wakes its waiters.
 #[derive(Debug, Default)]

@@ -415,6 +415,24 @@ pub(crate) fn vm_of<R: Cells>(row: &R, table: &'static str) -> Result<VmRecord> 
     })
 }
 
+/// A host's room read with [`crate::batch::ROOM`].
+pub(crate) fn room<R: Cells>(row: &R) -> Result<crate::batch::Room> {
+    let r = Stored::new(row, "hosts", &[]);
+    Ok(crate::batch::Room {
+        ready: r.int("ready")? == 1,
+        cpus: r.int("cpus")?,
+        ram_mib: r.int("ram_mib")?,
+        disk_mib: r.int("disk_mib")?,
+        vm_slots: r.int("vm_slots")?,
+        uplink_mbps: r.int("uplink_mbps")?,
+        used_vcpus: r.int("used_vcpus")?,
+        used_ram_mib: r.int("used_ram_mib")?,
+        used_disk_mib: r.int("used_disk_mib")?,
+        used_slots: r.int("used_slots")?,
+        used_uplink_mbps: r.int("used_uplink_mbps")?,
+    })
+}
+
 /// A job read with [`JOB_COLUMNS`].
 pub(crate) fn job<R: Cells>(row: &R) -> Result<JobRecord> {
     let r = Stored::new(row, "jobs", &["id"]);

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod decode;
 mod error;
 pub mod postgres;

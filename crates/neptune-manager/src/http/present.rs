@@ -104,13 +104,9 @@ pub(super) async fn changed_detail(state: &AppState, vi: &ViRecord) -> ApiResult
 }
 
 pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::ViDetail> {
-    // The design's full form is built for each detail, never kept: the
-    // detail itself is kept, serialised and bounded in bytes (see `cache`).
-    // The design's full form is built for each detail, never kept (see
-    // `views`): a live VI's parsed designs kept cost more memory than the
-    // parsing they saved, and stayed after the VIs were terminated.
-    let topology = serde_json::to_value(crate::app::design::design_of(vi)?)
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    // The design is kept serialised, not parsed (see `views`): a live VI's
+    // parsed designs kept cost more memory than the parsing they saved.
+    let topology = state.views.design_json(vi)?;
     let events = state.store.vi_events(vi.id).await?;
     let vms = state.store.vms(vi.id).await?;
     let moves = state.store.vm_moves(vi.id).await?;

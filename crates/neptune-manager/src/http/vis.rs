@@ -153,7 +153,12 @@ pub(crate) async fn show_vi(
         }
         let recheck = now + crate::changes::RECHECK_EVERY;
         tokio::select! {
-            _ = async { if let Some(w) = woken.as_mut().as_pin_mut() { w.await } } => {}
+            _ = async { if let Some(w) = woken.as_mut().as_pin_mut() { w.await } } => {
+                // A job's batches come in quick succession: what changes
+                // within the settling time is answered at once, with one
+                // detail built instead of one for each change.
+                tokio::time::sleep_until((tokio::time::Instant::now() + crate::changes::SETTLE).min(deadline)).await;
+            }
             _ = tokio::time::sleep_until(recheck.min(deadline)) => {}
         }
     }

@@ -4,9 +4,10 @@
 //!
 //! Memory is bounded by what is kept, not by how many: a summary is a few
 //! integers whatever the design's size, and step names are weighed in
-//! bytes. A design's full form is never kept here (parsed, it takes
-//! several times its XML's bytes): a VI's detail is built from the stored
-//! design and kept, serialised, in [`cache`], which is bounded in bytes too.
+//! bytes. A design's full form is never kept here parsed (it takes several
+//! times its XML's bytes), only serialised: its JSON form, weighed in
+//! bytes, and a VI's detail, kept in [`cache`], which is bounded in bytes
+//! too.
 
 pub(crate) mod cache;
 
@@ -24,6 +25,8 @@ use crate::jobs::Step;
 const MAX_SUMMARIES: usize = 1 << 16;
 /// Bytes of step names kept before the map is emptied.
 const MAX_STEP_NAME_BYTES: usize = 16 << 20;
+/// Bytes of designs' JSON forms kept before the map is emptied.
+const MAX_DESIGN_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Default)]
 pub struct Views {
@@ -31,6 +34,10 @@ pub struct Views {
     /// Private addresses each design would take (see `plan::private_demand`).
     demands: Weighed<(ViId, i64), Result<u64, String>>,
     steps: Weighed<JobId, Arc<Vec<String>>>,
+    /// Each VI's design in its JSON form as a detail shows it, serialised,
+    /// at the VI's version: one detail after another of a deploying VI
+    /// parses the same XML otherwise.
+    designs: Weighed<ViId, (i64, Box<serde_json::value::RawValue>)>,
     /// VI details as sent, each valid at one store revision of its VI.
     pub(crate) details: cache::Bodies<ViId, i64>,
     /// VI lists as sent, by owner (`None`: all VIs, for administrators).
@@ -74,6 +81,12 @@ impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
         value
     }
 
+    fn forget(&self, key: &K) {
+        if let Ok(mut kept) = self.0.lock() {
+            kept.0.remove(key);
+        }
+    }
+
     #[cfg(test)]
     fn weight(&self) -> (usize, usize) {
         let kept = self.0.lock().unwrap();
@@ -106,6 +119,31 @@ impl Views {
         }
         let summary = crate::app::design::summary(&crate::app::design::design_of(vi)?);
         Ok(self.summaries.remember(key, summary, 1, MAX_SUMMARIES))
+    }
+
+    /// The design of `vi` in its JSON form (OS passwords hidden), as its
+    /// detail shows it. A terminated VI's is not kept, and its entry goes:
+    /// a shrinking domain gives the memory back.
+    pub(crate) fn design_json(&self, vi: &ViRecord) -> ApiResult<Box<serde_json::value::RawValue>> {
+        let terminated = vi.state == neptune_lifecycle::ViState::Terminated;
+        if !terminated {
+            if let Some((version, json)) = self.designs.get(&vi.id) {
+                if version == vi.version {
+                    return Ok(json);
+                }
+            }
+        }
+        let json = serde_json::value::to_raw_value(&crate::app::design::design_of(vi)?)
+            .map_err(|e| crate::error::ApiError::Internal(e.into()))?;
+        if terminated {
+            self.designs.forget(&vi.id);
+            return Ok(json);
+        }
+        let weight = json.get().len();
+        Ok(self
+            .designs
+            .remember(vi.id, (vi.version, json), weight, MAX_DESIGN_BYTES)
+            .1)
     }
 
     /// The private addresses `vi` takes: its committed plan's, or else

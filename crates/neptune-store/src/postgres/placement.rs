@@ -5,6 +5,7 @@ use neptune_lifecycle::ViState;
 use sqlx::PgPool;
 
 use super::vis::{transition_in, vi_conflict};
+use crate::batch;
 use crate::decode::{self, json_param};
 use crate::error::{db, is_unique_violation, write_err};
 use crate::records::*;
@@ -75,55 +76,45 @@ pub(super) async fn transition_with_placement(
             .map_err(db)?;
     }
     // Hosts are locked in id order here and in the releases, so an
-    // accept and a release sharing hosts cannot deadlock.
-    let mut ordered: Vec<(&VmRecord, &'static str)> = reservation
-        .vms
-        .iter()
-        .map(|vm| (vm, "vms"))
-        .chain(reservation.moves.iter().map(|vm| (vm, "vm_moves")))
-        .collect();
-    ordered.sort_by_key(|(vm, _)| vm.host_id);
-    for (vm, table) in ordered {
-        // Conditional on room: the database decides, so concurrent
-        // commits cannot overfill a host.
+    // accept and a release sharing hosts cannot deadlock. The database
+    // decides whether each has room, so concurrent commits cannot overfill
+    // one.
+    for used in batch::per_host(reservation.vms.iter().chain(&reservation.moves)) {
         let done = sqlx::query(
             "UPDATE hosts SET used_vcpus = used_vcpus + $1, used_ram_mib = used_ram_mib + $2, \
-             used_disk_mib = used_disk_mib + $3, used_slots = used_slots + 1, \
+             used_disk_mib = used_disk_mib + $3, used_slots = used_slots + $6, \
              used_uplink_mbps = used_uplink_mbps + $5 \
              WHERE id = $4 AND state = 'ready' AND used_vcpus + $1 <= cpus \
              AND used_ram_mib + $2 <= ram_mib AND used_disk_mib + $3 <= disk_mib \
-             AND used_slots + 1 <= vm_slots \
+             AND used_slots + $6 <= vm_slots \
              AND (uplink_mbps = 0 OR used_uplink_mbps + $5 <= uplink_mbps)",
         )
-        .bind(vm.vcpus)
-        .bind(vm.ram_mib)
-        .bind(vm.disk_mib)
-        .bind(vm.host_id)
-        .bind(vm.uplink_mbps)
+        .bind(used.vcpus)
+        .bind(used.ram_mib)
+        .bind(used.disk_mib)
+        .bind(used.host)
+        .bind(used.uplink_mbps)
+        .bind(used.slots)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
         if done.rows_affected() != 1 {
+            let room = sqlx::query(batch::ROOM)
+                .bind(used.host)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .map(|row| decode::room(&row))
+                .transpose()?
+                .unwrap_or_default();
             return Err(StoreError::NoRoom {
-                host: vm.host_id,
-                node: vm.node_id.clone(),
+                host: used.host,
+                node: used.misfit(&room),
             });
         }
-        sqlx::query(&format!(
-            "INSERT INTO {table} (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(vm.vi_id)
-        .bind(&vm.node_id)
-        .bind(vm.host_id)
-        .bind(vm.vcpus)
-        .bind(vm.ram_mib)
-        .bind(vm.disk_mib)
-        .bind(vm.uplink_mbps)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_err("VM placement"))?;
     }
+    insert_slots(&mut tx, "vms", &reservation.vms).await?;
+    insert_slots(&mut tx, "vm_moves", &reservation.moves).await?;
     if let Some(job) = &reservation.job {
         super::jobs::insert_job(&mut tx, job, None).await?;
     }
@@ -132,6 +123,30 @@ pub(super) async fn transition_with_placement(
         address_plan: reservation.address_plan.clone().or(vi.address_plan),
         ..vi
     })
+}
+
+/// Inserts the slots `vms` into `table` (`vms` or `vm_moves`), one
+/// statement for all.
+async fn insert_slots(tx: &mut super::Tx<'_>, table: &'static str, vms: &[VmRecord]) -> Result<()> {
+    if vms.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::bigint[], \
+         $6::bigint[], $7::bigint[])"
+    ))
+    .bind(vms.iter().map(|v| v.vi_id).collect::<Vec<_>>())
+    .bind(vms.iter().map(|v| v.node_id.clone()).collect::<Vec<_>>())
+    .bind(vms.iter().map(|v| v.host_id).collect::<Vec<_>>())
+    .bind(vms.iter().map(|v| v.vcpus).collect::<Vec<_>>())
+    .bind(vms.iter().map(|v| v.ram_mib).collect::<Vec<_>>())
+    .bind(vms.iter().map(|v| v.disk_mib).collect::<Vec<_>>())
+    .bind(vms.iter().map(|v| v.uplink_mbps).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .map_err(write_err("VM placement"))?;
+    Ok(())
 }
 
 pub(super) async fn owned_addresses(pool: &PgPool) -> Result<Vec<OwnedAddress>> {
@@ -304,22 +319,21 @@ async fn release_in(
     rows.iter().map(|r| decode::vm_of(r, table)).collect()
 }
 
-/// Gives the resources of `slots` back to their hosts, locked in id
-/// order as in `transition_with_placement`.
+/// Gives the resources of `slots` back to their hosts, one statement per
+/// host, locked in id order as in `transition_with_placement`.
 async fn give_back(tx: &mut super::Tx<'_>, slots: impl Iterator<Item = &VmRecord>) -> Result<()> {
-    let mut slots: Vec<&VmRecord> = slots.collect();
-    slots.sort_by_key(|vm| vm.host_id);
-    for vm in slots {
+    for used in batch::per_host(slots) {
         sqlx::query(
             "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
-             used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1, \
+             used_disk_mib = used_disk_mib - $3, used_slots = used_slots - $6, \
              used_uplink_mbps = used_uplink_mbps - $5 WHERE id = $4",
         )
-        .bind(vm.vcpus)
-        .bind(vm.ram_mib)
-        .bind(vm.disk_mib)
-        .bind(vm.host_id)
-        .bind(vm.uplink_mbps)
+        .bind(used.vcpus)
+        .bind(used.ram_mib)
+        .bind(used.disk_mib)
+        .bind(used.host)
+        .bind(used.uplink_mbps)
+        .bind(used.slots)
         .execute(&mut **tx)
         .await
         .map_err(db)?;

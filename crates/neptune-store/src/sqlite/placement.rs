@@ -5,6 +5,7 @@ use neptune_lifecycle::ViState;
 use sqlx::SqlitePool;
 
 use super::vis::{transition_in, vi_conflict};
+use crate::batch;
 use crate::decode::{self, json_param};
 use crate::error::{db, is_unique_violation, write_err};
 use crate::records::*;
@@ -28,40 +29,28 @@ pub(super) async fn transition_with_placement(
         return Err(vi_conflict(pool, id, from).await);
     };
     for row in &reservation.addresses {
-        let inserted = match &row.owner {
-            Some(owner) => sqlx::query(
-                "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
-                 VALUES ($1, $2, 'owned', $3, $4, 1)",
-            )
-            .bind(&row.pool)
-            .bind(&row.prefix)
-            .bind(id.to_string())
-            .bind(json_param("address owner", owner)?)
-            .execute(&mut *tx)
-            .await
-            .map(|d| d.rows_affected()),
-            None => sqlx::query(
-                "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
-                 VALUES ($1, $2, 'covers', NULL, NULL, 1) \
-                 ON CONFLICT (pool, prefix) DO UPDATE SET count = addresses.count + 1 \
-                 WHERE addresses.kind = 'covers'",
-            )
-            .bind(&row.pool)
-            .bind(&row.prefix)
-            .execute(&mut *tx)
-            .await
-            .map(|d| d.rows_affected()),
-        };
+        let Some(owner) = &row.owner else { continue };
+        let inserted = sqlx::query(
+            "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
+             VALUES ($1, $2, 'owned', $3, $4, 1)",
+        )
+        .bind(&row.pool)
+        .bind(&row.prefix)
+        .bind(id.to_string())
+        .bind(json_param("address owner", owner)?)
+        .execute(&mut *tx)
+        .await;
         match inserted {
-            Ok(1) => {}
+            Ok(_) => {}
             Err(e) if !is_unique_violation(&e) => return Err(db(e)),
-            _ => {
+            Err(_) => {
                 return Err(StoreError::AddressTaken {
                     prefix: row.prefix.clone(),
                 })
             }
         }
     }
+    add_covers(&mut tx, &reservation.addresses).await?;
     if let Some(plan) = plan {
         sqlx::query("UPDATE vis SET address_plan = $1 WHERE id = $2")
             .bind(plan)
@@ -70,56 +59,44 @@ pub(super) async fn transition_with_placement(
             .await
             .map_err(db)?;
     }
-    // Hosts are locked in id order here and in the releases, so an
-    // accept and a release sharing hosts cannot deadlock.
-    let mut ordered: Vec<(&VmRecord, &'static str)> = reservation
-        .vms
-        .iter()
-        .map(|vm| (vm, "vms"))
-        .chain(reservation.moves.iter().map(|vm| (vm, "vm_moves")))
-        .collect();
-    ordered.sort_by_key(|(vm, _)| vm.host_id);
-    for (vm, table) in ordered {
-        // Conditional on room: the database decides, so concurrent
-        // commits cannot overfill a host.
+    // The database decides whether each host has room, so concurrent
+    // commits cannot overfill one.
+    for used in batch::per_host(reservation.vms.iter().chain(&reservation.moves)) {
         let done = sqlx::query(
             "UPDATE hosts SET used_vcpus = used_vcpus + $1, used_ram_mib = used_ram_mib + $2, \
-             used_disk_mib = used_disk_mib + $3, used_slots = used_slots + 1, \
+             used_disk_mib = used_disk_mib + $3, used_slots = used_slots + $6, \
              used_uplink_mbps = used_uplink_mbps + $5 \
              WHERE id = $4 AND state = 'ready' AND used_vcpus + $1 <= cpus \
              AND used_ram_mib + $2 <= ram_mib AND used_disk_mib + $3 <= disk_mib \
-             AND used_slots + 1 <= vm_slots \
+             AND used_slots + $6 <= vm_slots \
              AND (uplink_mbps = 0 OR used_uplink_mbps + $5 <= uplink_mbps)",
         )
-        .bind(vm.vcpus)
-        .bind(vm.ram_mib)
-        .bind(vm.disk_mib)
-        .bind(vm.host_id.to_string())
-        .bind(vm.uplink_mbps)
+        .bind(used.vcpus)
+        .bind(used.ram_mib)
+        .bind(used.disk_mib)
+        .bind(used.host.to_string())
+        .bind(used.uplink_mbps)
+        .bind(used.slots)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
         if done.rows_affected() != 1 {
+            let room = sqlx::query(batch::ROOM)
+                .bind(used.host.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .map(|row| decode::room(&row))
+                .transpose()?
+                .unwrap_or_default();
             return Err(StoreError::NoRoom {
-                host: vm.host_id,
-                node: vm.node_id.clone(),
+                host: used.host,
+                node: used.misfit(&room),
             });
         }
-        sqlx::query(&format!(
-            "INSERT INTO {table} (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
-        .bind(vm.vi_id.to_string())
-        .bind(&vm.node_id)
-        .bind(vm.host_id.to_string())
-        .bind(vm.vcpus)
-        .bind(vm.ram_mib)
-        .bind(vm.disk_mib)
-        .bind(vm.uplink_mbps)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_err("VM placement"))?;
     }
+    insert_slots(&mut tx, "vms", &reservation.vms).await?;
+    insert_slots(&mut tx, "vm_moves", &reservation.moves).await?;
     if let Some(job) = &reservation.job {
         super::jobs::insert_job(&mut tx, job, None).await?;
     }
@@ -128,6 +105,87 @@ pub(super) async fn transition_with_placement(
         address_plan: reservation.address_plan.clone().or(vi.address_plan),
         ..vi
     })
+}
+
+/// Counts the reservation's covering prefixes, one statement for all: a
+/// prefix new to the table is inserted, one covered already counted once
+/// more. A prefix some VI owns is taken.
+async fn add_covers(tx: &mut super::Tx<'_>, rows: &[AddressRow]) -> Result<()> {
+    let covers = batch::counted(
+        rows.iter()
+            .filter(|r| r.owner.is_none())
+            .map(|r| (r.pool.as_str(), r.prefix.as_str())),
+    );
+    if covers.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&covers).map_err(|source| StoreError::NotJson {
+        what: "covering prefixes",
+        source,
+    })?;
+    let done = sqlx::query(
+        "INSERT INTO addresses (pool, prefix, kind, vi_id, owner, count) \
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), 'covers', NULL, NULL, \
+         json_extract(value, '$[2]') FROM json_each($1) WHERE true \
+         ON CONFLICT (pool, prefix) DO UPDATE SET count = addresses.count + excluded.count \
+         WHERE addresses.kind = 'covers'",
+    )
+    .bind(&json)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == covers.len() as u64 {
+        return Ok(());
+    }
+    let owned: Option<String> = sqlx::query_scalar(
+        "SELECT a.prefix FROM addresses a JOIN json_each($1) c \
+         ON a.pool = json_extract(c.value, '$[0]') AND a.prefix = json_extract(c.value, '$[1]') \
+         WHERE a.kind = 'owned' LIMIT 1",
+    )
+    .bind(&json)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?;
+    Err(StoreError::AddressTaken {
+        prefix: owned.unwrap_or_else(|| covers[0].1.to_owned()),
+    })
+}
+
+/// Inserts the slots `vms` into `table` (`vms` or `vm_moves`), one
+/// statement for all.
+async fn insert_slots(tx: &mut super::Tx<'_>, table: &'static str, vms: &[VmRecord]) -> Result<()> {
+    if vms.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = vms
+        .iter()
+        .map(|vm| {
+            serde_json::json!([
+                vm.vi_id.to_string(),
+                vm.node_id,
+                vm.host_id.to_string(),
+                vm.vcpus,
+                vm.ram_mib,
+                vm.disk_mib,
+                vm.uplink_mbps
+            ])
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|source| StoreError::NotJson {
+        what: "VM slots",
+        source,
+    })?;
+    sqlx::query(&format!(
+        "INSERT INTO {table} (vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps) \
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+         json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), \
+         json_extract(value, '$[6]') FROM json_each($1)"
+    ))
+    .bind(json)
+    .execute(&mut **tx)
+    .await
+    .map_err(write_err("VM placement"))?;
+    Ok(())
 }
 
 pub(super) async fn owned_addresses(pool: &SqlitePool) -> Result<Vec<OwnedAddress>> {
@@ -153,16 +211,22 @@ pub(super) async fn release_addresses(
     // Only the call that removed the owned rows releases their covers:
     // a repeated release changes nothing.
     if deleted > 0 {
-        for (pool, prefix) in covers {
-            sqlx::query(
-                "UPDATE addresses SET count = count - 1 WHERE pool = $1 AND prefix = $2 AND kind = 'covers'",
-            )
-            .bind(pool)
-            .bind(prefix)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+        let counted = batch::counted(covers.iter().map(|(p, x)| (p.as_str(), x.as_str())));
+        let json = serde_json::to_string(&counted).map_err(|source| StoreError::NotJson {
+            what: "covering prefixes",
+            source,
+        })?;
+        sqlx::query(
+            "UPDATE addresses SET count = addresses.count - c.n FROM \
+             (SELECT json_extract(value, '$[0]') AS pool, json_extract(value, '$[1]') AS prefix, \
+             json_extract(value, '$[2]') AS n FROM json_each($1)) AS c \
+             WHERE addresses.pool = c.pool AND addresses.prefix = c.prefix \
+             AND addresses.kind = 'covers'",
+        )
+        .bind(json)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         sqlx::query("DELETE FROM addresses WHERE kind = 'covers' AND count <= 0")
             .execute(&mut *tx)
             .await
@@ -288,22 +352,20 @@ async fn release_in(
     rows.iter().map(|r| decode::vm_of(r, table)).collect()
 }
 
-/// Gives the resources of `slots` back to their hosts, locked in id
-/// order as in `transition_with_placement`.
+/// Gives the resources of `slots` back to their hosts, one statement per host.
 async fn give_back(tx: &mut super::Tx<'_>, slots: impl Iterator<Item = &VmRecord>) -> Result<()> {
-    let mut slots: Vec<&VmRecord> = slots.collect();
-    slots.sort_by_key(|vm| vm.host_id);
-    for vm in slots {
+    for used in batch::per_host(slots) {
         sqlx::query(
             "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
-             used_disk_mib = used_disk_mib - $3, used_slots = used_slots - 1, \
+             used_disk_mib = used_disk_mib - $3, used_slots = used_slots - $6, \
              used_uplink_mbps = used_uplink_mbps - $5 WHERE id = $4",
         )
-        .bind(vm.vcpus)
-        .bind(vm.ram_mib)
-        .bind(vm.disk_mib)
-        .bind(vm.host_id.to_string())
-        .bind(vm.uplink_mbps)
+        .bind(used.vcpus)
+        .bind(used.ram_mib)
+        .bind(used.disk_mib)
+        .bind(used.host.to_string())
+        .bind(used.uplink_mbps)
+        .bind(used.slots)
         .execute(&mut **tx)
         .await
         .map_err(db)?;
