@@ -51,8 +51,8 @@ use utoipa::ToSchema;
 pub use openapi::{openapi, Route, OPENAPI_PATH, ROUTES};
 
 pub use neptune_hypervisor::{
-    Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport, NetworkJoin, Nic,
-    Outgoing, Seed, Segment, VmInfo, VmSpec, VmState,
+    BatchOp, BatchOut, Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport,
+    NetworkJoin, Nic, Outgoing, Seed, Segment, VmInfo, VmSpec, VmState, MAX_BATCH_OPS,
 };
 
 /// `GET /healthz`.
@@ -194,6 +194,34 @@ pub struct JoinSegments {
     /// The networks, each with its segment (peers already on the host are
     /// kept).
     pub networks: Vec<NetworkJoin>,
+}
+
+/// `POST /v1/batch`: operations on this host's VMs, run together (at most
+/// [`MAX_BATCH_OPS`]; see [`neptune_hypervisor::Hypervisor::batch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The operations; each is as idempotent as its own route.
+    pub ops: Vec<BatchOp>,
+}
+
+/// The answer to `POST /v1/batch`: one result per operation, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BatchAnswer {
+    /// The result of each operation, in the order sent.
+    pub results: Vec<BatchResult>,
+}
+
+/// What one operation of a batch came to: `ok` when it succeeded,
+/// `error` (as its own route would have refused) when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    /// What it answers, when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<BatchOut>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }
 
 /// Where a live move started by `POST /v1/vms/{name}/migrate` is.

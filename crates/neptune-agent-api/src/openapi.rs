@@ -244,6 +244,15 @@ pub const ROUTES: &[Route] = &[
         answer: None,
         refusals: &[400, 401, 413, 415, 502, 503],
     },
+    Route {
+        method: "POST",
+        path: "/v1/batch",
+        summary: "Runs operations on this host's VMs together (at most 256): each answers as its own route would, in order",
+        request: Some("Batch"),
+        status: 200,
+        answer: Some("BatchAnswer"),
+        refusals: &[400, 401, 413, 415],
+    },
 ];
 
 /// The codes a refusal with `status` may carry, for the document.
@@ -285,6 +294,11 @@ fn codes_of(status: u16) -> &'static [&'static str] {
         crate::Arrival,
         crate::JoinSegments,
         crate::NetworkJoin,
+        crate::Batch,
+        crate::BatchAnswer,
+        crate::BatchResult,
+        crate::BatchOp,
+        crate::BatchOut,
         crate::ErrorBody,
         crate::VmSpec,
         crate::VmInfo,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use neptune_hypervisor::{
-    validate_vm_name, Capacity, Hypervisor, HypervisorError, Incoming, IncomingRequest,
-    MigrationProgress, MigrationReport, NetworkJoin, Op, Outgoing, VmInfo, VmSpec,
+    validate_vm_name, BatchOp, BatchOut, Capacity, Hypervisor, HypervisorError, Incoming,
+    IncomingRequest, MigrationProgress, MigrationReport, NetworkJoin, Op, Outgoing, VmInfo, VmSpec,
 };
 use neptune_types::Secret;
 use reqwest::{Method, StatusCode};
@@ -25,6 +25,9 @@ const MIGRATION_WAIT: Duration = Duration::from_secs(2);
 /// How often a VM arriving on a host whose Agent cannot be waited on
 /// (an older one) is looked for.
 const OLD_AGENT_LOOK_EVERY: Duration = Duration::from_millis(50);
+
+/// Operations sent in one `POST /v1/batch`.
+const BATCH_CHUNK: usize = 64;
 
 /// Default time to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -266,6 +269,26 @@ impl AgentClient {
         };
         self.call_empty(Method::POST, "/v1/networks/join", Some(&body))
             .await
+    }
+
+    /// `POST /v1/batch`: `ops` (at most [`api::MAX_BATCH_OPS`]) run on
+    /// the host together; one result per operation, in order.
+    pub async fn batch(&self, ops: &[BatchOp]) -> Result<Vec<api::BatchResult>, ClientError> {
+        let body = api::Batch { ops: ops.to_vec() };
+        let answer: api::BatchAnswer = self.call(Method::POST, "/v1/batch", Some(&body)).await?;
+        if answer.results.len() != ops.len() {
+            return Err(ClientError::Refused {
+                status: 200,
+                code: "http_200".to_owned(),
+                message: format!(
+                    "{} results for {} operations of a batch",
+                    answer.results.len(),
+                    ops.len()
+                ),
+                details: Vec::new(),
+            });
+        }
+        Ok(answer.results)
     }
 
     /// `GET /v1/host`.
@@ -751,6 +774,53 @@ impl Hypervisor for AgentHypervisor {
             .arrived(vm)
             .await
             .map_err(|e| e.into_hypervisor_error(Op::Incoming, vm, ""))
+    }
+
+    async fn batch(&self, ops: &[BatchOp]) -> Vec<neptune_hypervisor::Result<BatchOut>> {
+        let mut out = Vec::with_capacity(ops.len());
+        // Chunks small enough for the Agent's body limit whatever the specs
+        // carry (a seed of several KiB each).
+        for chunk in ops.chunks(BATCH_CHUNK) {
+            match self.client.batch(chunk).await {
+                Ok(results) => out.extend(chunk.iter().zip(results).map(|(op, r)| match r {
+                    api::BatchResult { ok: Some(done), .. } => Ok(done),
+                    api::BatchResult { error, .. } => {
+                        let body = error.unwrap_or_else(|| ErrorBody {
+                            code: "http_200".to_owned(),
+                            message: "neither a result nor an error".to_owned(),
+                            details: Vec::new(),
+                        });
+                        Err(ClientError::Refused {
+                            status: 200,
+                            code: body.code,
+                            message: body.message,
+                            details: body.details,
+                        }
+                        .into_hypervisor_error(
+                            op.op(),
+                            op.vm(),
+                            op.template_image(),
+                        ))
+                    }
+                })),
+                // The whole request failed (no answer; an Agent without
+                // the route): every operation of it did.
+                Err(e) => {
+                    let shared = e.into_hypervisor_error(Op::Define, "", "");
+                    out.extend(chunk.iter().map(|op| {
+                        Err(match &shared {
+                            HypervisorError::Failed { message, .. } => HypervisorError::Failed {
+                                op: op.op(),
+                                vm: op.vm().to_owned(),
+                                message: message.clone(),
+                            },
+                            other => other.clone(),
+                        })
+                    }));
+                }
+            }
+        }
+        out
     }
 
     async fn join_segments(&self, networks: &[NetworkJoin]) -> neptune_hypervisor::Result<()> {

@@ -49,6 +49,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/v1/vms/{name}/arrival", get(arrival))
         .route("/v1/vms/{name}/arrived", post(arrived))
         .route("/v1/networks/join", post(join_segments))
+        .route("/v1/batch", post(batch))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -455,6 +456,60 @@ async fn join_segments(
     let Json(req) = body?;
     s.hypervisor.join_segments(&req.networks).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn batch(
+    State(s): State<ServerState>,
+    body: Result<Json<api::Batch>, JsonRejection>,
+) -> ApiResult<Json<api::BatchAnswer>> {
+    let Json(req) = body?;
+    if req.ops.len() > api::MAX_BATCH_OPS {
+        return Err(ApiError::invalid(format!(
+            "{} operations in one batch: at most {}",
+            req.ops.len(),
+            api::MAX_BATCH_OPS
+        )));
+    }
+    // Every name is checked before anything runs, as each route checks its own.
+    for op in &req.ops {
+        validate_vm_name(op.vm())?;
+    }
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        neptune_hypervisor::BATCH_PARALLEL,
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, op) in req.ops.into_iter().enumerate() {
+        let hv = s.hypervisor.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (i, op.run(hv.as_ref()).await)
+        });
+    }
+    let mut results: Vec<Option<api::BatchResult>> = Vec::new();
+    results.resize_with(tasks.len(), || None);
+    while let Some(done) = tasks.join_next().await {
+        let (i, outcome) = done.map_err(|e| {
+            ApiError::from(HypervisorError::Failed {
+                op: neptune_hypervisor::Op::Define,
+                vm: String::new(),
+                message: format!("a batch operation's task failed: {e}"),
+            })
+        })?;
+        results[i] = Some(match outcome {
+            Ok(out) => api::BatchResult {
+                ok: Some(out),
+                error: None,
+            },
+            Err(e) => api::BatchResult {
+                ok: None,
+                error: Some(ApiError::body_of(e)),
+            },
+        });
+    }
+    Ok(Json(api::BatchAnswer {
+        results: results.into_iter().flatten().collect(),
+    }))
 }
 
 async fn arrived(State(s): State<ServerState>, VmName(name): VmName) -> ApiResult<StatusCode> {

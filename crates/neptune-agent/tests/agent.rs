@@ -205,6 +205,146 @@ async fn full_lifecycle_is_idempotent() {
     host.stop().await;
 }
 
+/// A batch runs each operation as its own route would, answers each in
+/// order, and one failing does not stop the others; through the
+/// [`Hypervisor`] port the answers are the port's own results and errors.
+#[tokio::test]
+async fn a_batch_answers_each_operation_in_order() {
+    use neptune_hypervisor::{BatchOp, BatchOut};
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path());
+    let host = start_host(dir.path(), "h1", None).await;
+    let c = host.client();
+    let deploy: Vec<BatchOp> = ["vi1-a", "vi1-b"]
+        .iter()
+        .flat_map(|vm| {
+            [
+                BatchOp::DefineOnDisk {
+                    spec: spec(vm, ""),
+                    template_image: img.clone(),
+                },
+                BatchOp::Start { vm: (*vm).into() },
+            ]
+        })
+        .chain([
+            // Not defined: refused alone.
+            BatchOp::Start {
+                vm: "vi1-ghost".into(),
+            },
+            BatchOp::Info {
+                vm: "vi1-ghost".into(),
+            },
+            BatchOp::PrepareDisk {
+                vm: "vi1-c".into(),
+                template_image: dir.path().join("missing.qcow2").display().to_string(),
+                size_mib: 2048,
+            },
+        ])
+        .collect();
+    // Defines and starts of one VM are sent in order but run together:
+    // each VM is defined by the first batch, started by the second.
+    let results = c.batch(&deploy).await.unwrap();
+    assert_eq!(results.len(), deploy.len());
+    assert_eq!(results[0].ok, Some(BatchOut::Done), "{results:?}");
+    assert_eq!(results[2].ok, Some(BatchOut::Done), "{results:?}");
+    assert_eq!(results[4].error.as_ref().unwrap().code, codes::NO_SUCH_VM);
+    assert_eq!(results[5].ok, Some(BatchOut::Info(None)));
+    assert_eq!(results[6].error.as_ref().unwrap().code, codes::NO_IMAGE);
+    let defined = host.sim.list().await.unwrap();
+    assert_eq!(defined.len(), 2);
+    // The define put the VM on the disk it prepared.
+    let disk = c.prepare_disk("vi1-a", &img, 2048).await.unwrap();
+    assert!(defined
+        .iter()
+        .any(|v| v.spec.name == "vi1-a" && v.spec.disk == disk));
+
+    // Through the port: the hypervisor's own results and errors.
+    let hv = neptune_agent::client::AgentHypervisor::connect(c.clone())
+        .await
+        .unwrap();
+    let ops = [
+        BatchOp::Start { vm: "vi1-a".into() },
+        BatchOp::Start { vm: "vi1-b".into() },
+        BatchOp::Info { vm: "vi1-a".into() },
+        BatchOp::Destroy {
+            vm: "vi1-ghost".into(),
+        },
+        BatchOp::Start {
+            vm: "vi1-ghost".into(),
+        },
+    ];
+    let out = hv.batch(&ops).await;
+    assert!(out[0].is_ok() && out[1].is_ok(), "{out:?}");
+    match &out[2] {
+        Ok(BatchOut::Info(Some(info))) => assert_eq!(info.state, VmState::Running),
+        other => panic!("expected the VM's info, got {other:?}"),
+    }
+    assert!(
+        out[3].is_ok(),
+        "destroying what is not there is fine: {out:?}"
+    );
+    assert_eq!(out[4], Err(HypervisorError::NoSuchVm("vi1-ghost".into())));
+    let terminate: Vec<BatchOp> = ["vi1-a", "vi1-b"]
+        .iter()
+        .flat_map(|vm| [BatchOp::Destroy { vm: (*vm).into() }])
+        .collect();
+    assert!(hv.batch(&terminate).await.iter().all(Result::is_ok));
+    let remove: Vec<BatchOp> = ["vi1-a", "vi1-b"]
+        .iter()
+        .map(|vm| BatchOp::RemoveDisk { vm: (*vm).into() })
+        .collect();
+    assert!(hv.batch(&remove).await.iter().all(Result::is_ok));
+    assert!(host.sim.list().await.unwrap().is_empty());
+    assert!(!Path::new(&disk).exists());
+
+    // Refused whole: a bad name anywhere, too many operations.
+    let raw = reqwest::Client::new();
+    let url = format!("{}/v1/batch", host.url());
+    let bad_name = serde_json::json!({"ops": [
+        {"op": "start", "vm": "vi1-a"},
+        {"op": "start", "vm": "../etc"}
+    ]});
+    let resp = raw
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&bad_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let too_many: Vec<serde_json::Value> = (0..=api::MAX_BATCH_OPS)
+        .map(|i| serde_json::json!({"op": "info", "vm": format!("vi1-{i}")}))
+        .collect();
+    let resp = raw
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "ops": too_many }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: api::ErrorBody = resp.json().await.unwrap();
+    assert!(body.message.contains("at most 256"), "{}", body.message);
+    let unknown = serde_json::json!({"ops": [{"op": "reboot", "vm": "vi1-a"}]});
+    let resp = raw
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    // Without the token, nothing runs.
+    let resp = raw
+        .post(&url)
+        .json(&serde_json::json!({"ops": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn refusals_have_codes_and_statuses() {
     let dir = tempfile::tempdir().unwrap();

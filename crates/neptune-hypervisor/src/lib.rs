@@ -8,9 +8,12 @@
 //! [`sim::SimHypervisor`] (in memory, with configurable delays and fault
 //! injection, for `neptune up`, CI speed and scale tests).
 
+mod batch;
 pub mod kvm;
 pub mod libvirt;
 pub mod sim;
+
+pub use batch::{BatchOp, BatchOut, BATCH_PARALLEL, MAX_BATCH_OPS};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -503,6 +506,19 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// that leaves the host; one that no VM uses when it is joined goes
     /// when the next VM leaves.
     async fn join_segments(&self, networks: &[NetworkJoin]) -> Result<()>;
+
+    /// Runs `ops` (at most [`MAX_BATCH_OPS`]), each as its own call would,
+    /// and answers each, in order: one failing does not stop the others.
+    /// A local hypervisor runs [`BATCH_PARALLEL`] of them at a time; a
+    /// remote one's adapter sends them in one request.
+    async fn batch(&self, ops: &[BatchOp]) -> Vec<Result<BatchOut>> {
+        use futures_util::StreamExt as _;
+        let runs: Vec<_> = ops.iter().map(|op| op.run(self)).collect();
+        futures_util::stream::iter(runs)
+            .buffered(BATCH_PARALLEL)
+            .collect()
+            .await
+    }
 }
 
 /// The most bytes one [`Hypervisor::console_input`] types.

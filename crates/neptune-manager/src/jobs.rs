@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use neptune_hypervisor::{Hypervisor, HypervisorError, IncomingRequest, Nic, VmInfo, VmSpec};
+use neptune_hypervisor::{
+    BatchOp, BatchOut, Hypervisor, HypervisorError, IncomingRequest, Nic, VmInfo, VmSpec,
+};
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{HostRecord, JobRecord, JobState, Store, StoreError, Transition};
 use serde::{Deserialize, Serialize};
@@ -202,6 +204,42 @@ pub struct HomeRoute {
 }
 
 impl Step {
+    /// The step as an operation of its host's batch, for the steps one
+    /// call per host can carry ([`Hypervisor::batch`]).
+    fn batch_op(&self) -> Option<(HostId, BatchOp)> {
+        let op = match self {
+            Step::PrepareDisk {
+                vm,
+                image,
+                size_mib,
+                ..
+            } => BatchOp::PrepareDisk {
+                vm: vm.clone(),
+                template_image: image.clone(),
+                size_mib: *size_mib,
+            },
+            Step::Define { spec, image, .. } => BatchOp::DefineOnDisk {
+                spec: spec.clone(),
+                template_image: image.clone(),
+            },
+            Step::Start { vm, .. } => BatchOp::Start { vm: vm.clone() },
+            Step::AwaitReady { vm, .. } => BatchOp::Info { vm: vm.clone() },
+            Step::Destroy { vm, .. } => BatchOp::Destroy { vm: vm.clone() },
+            Step::RemoveDisk { vm, .. } => BatchOp::RemoveDisk { vm: vm.clone() },
+            _ => return None,
+        };
+        let host = match self {
+            Step::PrepareDisk { host, .. }
+            | Step::Define { host, .. }
+            | Step::Start { host, .. }
+            | Step::AwaitReady { host, .. }
+            | Step::Destroy { host, .. }
+            | Step::RemoveDisk { host, .. } => *host,
+            _ => return None,
+        };
+        Some((host, op))
+    }
+
     /// The hosts the step works on.
     pub fn hosts(&self) -> Vec<HostId> {
         match self {
@@ -925,6 +963,13 @@ impl Jobs {
 
     /// Runs `steps` concurrently (at most [`PARALLEL`] at a time); returns
     /// the failures by index, in order.
+    ///
+    /// Steps a host's batch can carry (disks, defines, starts, readiness,
+    /// destroys) go first in one call per host ([`Hypervisor::batch`]: one
+    /// request to an Agent instead of one per VM). What a batch did not
+    /// do (a failure, a guest not ready yet, a host that did not answer)
+    /// then runs one step at a time, with the retries and waits of
+    /// [`Jobs::execute`].
     async fn execute_all(
         &self,
         job: JobId,
@@ -940,9 +985,13 @@ impl Jobs {
             Ok(h) => Arc::new(h),
             Err(e) => return vec![(0, e.into())],
         };
+        let done = self.execute_batched(&hosts, steps).await;
         let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, step) in steps.iter().cloned().enumerate() {
+            if done.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let jobs = self.clone();
             let permits = permits.clone();
             let hosts = hosts.clone();
@@ -961,6 +1010,51 @@ impl Jobs {
         }
         failures.sort_by_key(|(i, _)| *i);
         failures
+    }
+
+    /// Runs the steps of `steps` that a host's batch carries, one batch
+    /// per host with two or more of them; answers which steps are done.
+    async fn execute_batched(&self, hosts: &Arc<Vec<HostRecord>>, steps: &[Step]) -> Vec<bool> {
+        let mut done = vec![false; steps.len()];
+        let mut by_host: HashMap<HostId, Vec<(usize, BatchOp)>> = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            if let Some((host, op)) = step.batch_op() {
+                by_host.entry(host).or_default().push((i, op));
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (host, ops) in by_host {
+            if ops.len() < 2 {
+                continue;
+            }
+            let jobs = self.clone();
+            let hosts = hosts.clone();
+            tasks.spawn(async move {
+                let Ok(hv) = jobs.hypervisor(&hosts, host).await else {
+                    return Vec::new();
+                };
+                let (index, ops): (Vec<usize>, Vec<BatchOp>) = ops.into_iter().unzip();
+                let results = hv.batch(&ops).await;
+                index
+                    .into_iter()
+                    .zip(results)
+                    .filter(|(_, r)| match r {
+                        // A guest is ready only when it says so; one not
+                        // yet ready is waited for on its own.
+                        Ok(BatchOut::Info(info)) => info.as_ref().is_some_and(|v| v.ready),
+                        Ok(_) => true,
+                        Err(_) => false,
+                    })
+                    .map(|(i, _)| i)
+                    .collect::<Vec<usize>>()
+            });
+        }
+        while let Some(finished) = tasks.join_next().await {
+            for i in finished.unwrap_or_default() {
+                done[i] = true;
+            }
+        }
+        done
     }
 
     /// Runs one step: a refusal is tried [`TRIES`] times; a host that does

@@ -240,7 +240,12 @@ pub(crate) async fn reads_wait_for_a_change(m: &TestManager) {
     assert!(took < Duration::from_secs(10), "{took:?}");
 
     // And every step of a deploy: a waiter follows the job to its end.
+    // Two slow phases, each longer than a waiter lets changes settle
+    // (50 ms), so at least one answer comes while the VI deploys.
     m.client(&p.alice).act(uuid, "request").await.unwrap();
+    m.sims
+        .sim("host0")
+        .set_delay(Op::Define, Duration::from_millis(300));
     m.sims
         .sim("host0")
         .set_delay(Op::Start, Duration::from_millis(300));
