@@ -121,9 +121,15 @@ pub async fn accept(
     let mut placing = Placing::start(state, caller, target).await;
     let (accepted, job) = loop {
         let (plan, hosts) = placing.plan().await?;
-        // Other datacenters' accepts plan from the same private pools.
-        let mut book = state.planning.addresses().await;
-        let addresses = book.plan(state, vi.id, &topo, &dc.name).await?;
+        // Other datacenters' accepts plan from the same private pools: the
+        // addresses are planned and reserved under one lock for all, and
+        // committed after it.
+        let (addresses, reserved) = {
+            let mut book = state.planning.addresses().await;
+            let addresses = book.plan(state, vi.id, &topo, &dc.name).await?;
+            let reserved = book.reserve(&state.planning, &addresses);
+            (addresses, reserved)
+        };
         let wiring = wiring(state, &topo, &addresses, &plan.records, &hosts).await?;
         let layout = Layout {
             topo: &topo,
@@ -157,17 +163,11 @@ pub async fn accept(
             reject_reason: None,
             home_datacenter_id: Some(dc.id),
         };
-        match placing.commit(&change, &reservation).await {
-            Ok(Some(accepted)) => {
-                book.committed(&addresses);
-                break (accepted, job);
-            }
-            // Another Manager may hold what the kept addresses lack.
-            Ok(None) => book.forget(),
-            Err(e) => {
-                book.forget();
-                return Err(e);
-            }
+        // A commit refused or failed drops the reservation (and the kept
+        // copy: another Manager may hold what it lacks).
+        if let Some(accepted) = placing.commit(&change, &reservation).await? {
+            reserved.committed().await;
+            break (accepted, job);
         }
     };
     drop(placing);

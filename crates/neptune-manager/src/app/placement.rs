@@ -24,9 +24,9 @@ use crate::AppState;
 /// One planning lock per datacenter: plans in different datacenters take
 /// different hosts, and run at once; in one datacenter they would only
 /// race for the same room and plan again. Addresses are planned from the
-/// pools of the whole domain, so planning and committing them takes one
-/// lock for all datacenters, the [`AddressBook`]'s (short: the placement,
-/// the costly part, is planned before it).
+/// pools of the whole domain, so planning them takes one lock for all
+/// datacenters, the [`AddressBook`]'s, held only while a plan is made and
+/// reserved in it: the commit to the store runs after, outside it.
 #[derive(Debug, Default)]
 pub struct Planning {
     datacenters: std::sync::Mutex<HashMap<DatacenterId, Arc<tokio::sync::Mutex<()>>>>,
@@ -51,6 +51,11 @@ const ADDRESSES_FRESH_FOR: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct AddressBook {
     kept: Option<Kept>,
+    /// Plans reserved in the kept copy and not yet known to be committed
+    /// to the store or dropped: a copy read afresh holds them too, so a
+    /// plan made meanwhile cannot take their addresses.
+    reserved: HashMap<u64, neptune_ipam::Plan>,
+    next_reservation: u64,
 }
 
 #[derive(Debug)]
@@ -108,8 +113,13 @@ impl AddressBook {
     ) -> ApiResult<()> {
         self.kept = None;
         let stored = state.store.owned_addresses().await?;
-        let snapshot = crate::plan::snapshot(domain.clone(), &stored)
+        let mut snapshot = crate::plan::snapshot(domain.clone(), &stored)
             .map_err(|e| ApiError::Internal(e.into()))?;
+        for plan in self.reserved.values() {
+            // One committed since is in the store already: refused here,
+            // it is held all the same.
+            let _ = snapshot.commit(plan);
+        }
         self.kept = Some(Kept {
             domain,
             snapshot,
@@ -118,18 +128,67 @@ impl AddressBook {
         Ok(())
     }
 
-    /// `plan` was committed to the store: the kept copy holds it too.
-    pub fn committed(&mut self, plan: &neptune_ipam::Plan) {
+    /// Holds `plan`'s addresses in the kept copy until it is committed to
+    /// the store or dropped (see [`Reserved`]), so that the book's lock
+    /// need not be held while it is committed.
+    pub fn reserve(&mut self, planning: &Arc<Planning>, plan: &neptune_ipam::Plan) -> Reserved {
+        let token = self.next_reservation;
+        self.next_reservation += 1;
         if let Some(kept) = &mut self.kept {
             if kept.snapshot.commit(plan).is_err() {
                 self.kept = None;
             }
         }
+        self.reserved.insert(token, plan.clone());
+        Reserved {
+            planning: planning.clone(),
+            token,
+            settled: false,
+        }
     }
 
-    /// The store refused a plan: the next one is made from a fresh read.
-    pub fn forget(&mut self) {
-        self.kept = None;
+    /// Reservation `token` was committed to the store (the kept copy holds
+    /// it already), or dropped: then the next plan is made from a fresh
+    /// read, which holds what is still reserved.
+    fn settle(&mut self, token: u64, committed: bool) {
+        self.reserved.remove(&token);
+        if !committed {
+            self.kept = None;
+        }
+    }
+}
+
+/// Addresses reserved in the [`AddressBook`] for a plan being committed:
+/// [`Reserved::committed`] once the store holds them; dropped otherwise
+/// (a refused commit, an error on the way), which gives them back.
+#[derive(Debug)]
+pub struct Reserved {
+    planning: Arc<Planning>,
+    token: u64,
+    settled: bool,
+}
+
+impl Reserved {
+    /// The store holds the plan now.
+    pub async fn committed(mut self) {
+        self.settled = true;
+        self.planning.addresses().await.settle(self.token, true);
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let token = self.token;
+        if let Ok(mut book) = self.planning.addresses.try_lock() {
+            book.settle(token, false);
+            return;
+        }
+        // Held by a plan under way: settled as soon as it is done.
+        let planning = self.planning.clone();
+        tokio::spawn(async move { planning.addresses().await.settle(token, false) });
     }
 }
 
