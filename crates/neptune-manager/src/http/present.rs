@@ -204,7 +204,14 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
 }
 
 pub(crate) fn job_out(state: &AppState, job: &JobRecord) -> ApiResult<api::Job> {
-    let names = state.views.step_names(job)?;
+    // A job that succeeded is past its last step and names none: its
+    // steps' names are not read, and no longer kept.
+    let names = if job.state == JobState::Succeeded && job.cursor >= job.total {
+        state.views.forget_step_names(job.id);
+        Arc::default()
+    } else {
+        state.views.step_names(job)?
+    };
     let kind = api::JobKind::parse(&job.kind).ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(
             "job {} has an unknown kind {:?}",

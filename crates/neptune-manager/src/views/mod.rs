@@ -53,7 +53,10 @@ pub struct Views {
 /// Values by key with a total weight; emptied when a value would take it
 /// over its bound (the values are cheap to derive again).
 #[derive(Debug)]
-struct Weighed<K, V>(Mutex<(HashMap<K, V>, usize)>);
+struct Weighed<K, V>(Mutex<(WeighedMap<K, V>, usize)>);
+
+/// Each value with its weight.
+type WeighedMap<K, V> = HashMap<K, (V, usize)>;
 
 impl<K, V> Default for Weighed<K, V> {
     fn default() -> Self {
@@ -63,18 +66,21 @@ impl<K, V> Default for Weighed<K, V> {
 
 impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
     fn get(&self, key: &K) -> Option<V> {
-        self.0.lock().ok()?.0.get(key).cloned()
+        self.0.lock().ok()?.0.get(key).map(|(v, _)| v.clone())
     }
 
     fn remember(&self, key: K, value: V, weight: usize, max: usize) -> V {
         if let Ok(mut kept) = self.0.lock() {
             let (map, total) = &mut *kept;
+            if let Some((_, old)) = map.remove(&key) {
+                *total -= old;
+            }
             if *total + weight > max {
                 map.clear();
                 *total = 0;
             }
             if weight <= max {
-                map.insert(key, value.clone());
+                map.insert(key, (value.clone(), weight));
                 *total += weight;
             }
         }
@@ -83,7 +89,10 @@ impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
 
     fn forget(&self, key: &K) {
         if let Ok(mut kept) = self.0.lock() {
-            kept.0.remove(key);
+            let (map, total) = &mut *kept;
+            if let Some((_, weight)) = map.remove(key) {
+                *total -= weight;
+            }
         }
     }
 
@@ -165,6 +174,11 @@ impl Views {
         Ok(self.demands.remember(key, demand, 1, MAX_SUMMARIES))
     }
 
+    /// Drops the names kept of job `id`'s steps.
+    pub(crate) fn forget_step_names(&self, id: JobId) {
+        self.steps.forget(&id);
+    }
+
     /// The names of a job's steps (a job's steps never change).
     pub(crate) fn step_names(&self, job: &JobRecord) -> ApiResult<Arc<Vec<String>>> {
         if let Some(v) = self.steps.get(&job.id) {
@@ -195,5 +209,23 @@ mod tests {
         w.remember(1000, 1, 96, 95);
         assert_eq!(w.get(&1000), None);
         assert!(w.weight().1 <= 95);
+    }
+
+    #[test]
+    fn a_value_replaced_or_forgotten_gives_its_weight_back() {
+        let w = Weighed::<u32, u32>::default();
+        w.remember(1, 1, 30, 100);
+        w.remember(2, 2, 30, 100);
+        // Replaced: counted once, at its new weight.
+        w.remember(1, 10, 40, 100);
+        assert_eq!(w.weight(), (2, 70));
+        w.forget(&2);
+        assert_eq!(w.weight(), (1, 40));
+        assert_eq!(w.get(&2), None);
+        // Room for another now, without emptying the map.
+        w.remember(3, 3, 60, 100);
+        assert_eq!((w.get(&1), w.weight()), (Some(10), (2, 100)));
+        w.forget(&99);
+        assert_eq!(w.weight(), (2, 100));
     }
 }

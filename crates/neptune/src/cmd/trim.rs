@@ -7,6 +7,13 @@
 //! free. A thread watches the free memory the heaps hold and, when it
 //! passes [`SLACK`], asks glibc to release it (`malloc_trim`, which
 //! `madvise`s free pages anywhere in the heaps, not only at their tops).
+//!
+//! Heaps are also fewer: glibc makes up to eight per core, one for each
+//! thread that allocates while the others' are busy, and memory freed in
+//! one is not reused by another. With the SQLite connections' threads
+//! beside tokio's, a Manager that had accepted and terminated 1 200 VIs
+//! held 76 MiB against 26 MiB idle; with as many heaps as cores (at least
+//! two), 43 MiB.
 
 use std::time::Duration;
 
@@ -22,6 +29,7 @@ pub(crate) fn start() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return;
     }
+    limit_heaps();
     let _ = std::thread::Builder::new()
         .name("neptune-trim".to_owned())
         .spawn(|| loop {
@@ -47,3 +55,19 @@ fn trim_if_slack() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_if_slack() {}
+
+/// As many heaps as cores, at least two.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code, reason = "mallopt sets a parameter of glibc's allocator")]
+fn limit_heaps() {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let heaps = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: sets a parameter of the allocator, before the runtime's and
+    // the store's threads start; takes no pointers.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, heaps);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_heaps() {}
