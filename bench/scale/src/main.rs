@@ -44,7 +44,7 @@ mod ha;
 
 const USAGE: &str = "\
 usage: neptune-bench-scale [--datacenters 3] [--hosts 10000] [--vis 1000] [--vms 20]
-           [--clients 64] [--big 1500] [--heartbeat-secs 30]
+           [--clients 64] [--big 1500 (0: none)] [--heartbeat-secs 30]
            [--database-url postgres://...] [--managers 1|2]
        neptune-bench-scale --smoke    (tiny sizes: does it still run?)
 --hosts is per datacenter; --managers 2 needs --database-url (PostgreSQL).";
@@ -97,6 +97,9 @@ fn args() -> anyhow::Result<Option<Args>> {
             "--managers" => a.managers = value.parse()?,
             other => bail!("unknown option {other}"),
         }
+    }
+    if a.big == 1 {
+        bail!("--big is a VI of 2 VMs or more, or 0 for none");
     }
     if a.datacenters == 0 || a.datacenters > 3 || a.hosts == 0 || a.clients == 0 || a.vms < 2 {
         bail!("1 to 3 datacenters, at least one host and one client, VIs of 2 VMs or more");
@@ -615,42 +618,44 @@ async fn main() -> anyhow::Result<()> {
         (after_rss - idle_rss) / idle_rss * 100.0
     );
 
-    // 4. One big VI.
-    let vi = api
-        .post(
-            "/vis",
-            Some(json!({"name": "big",
+    // 4. One big VI (none with --big 0).
+    if args.big > 0 {
+        let vi = api
+            .post(
+                "/vis",
+                Some(json!({"name": "big",
                 "catalogue": {"kind": "cluster", "nodes": args.big, "template": "base"}})),
+            )
+            .await?;
+        let id = vi["id"].as_str().context("no id")?.to_owned();
+        api.post(&format!("/vis/{id}/request"), None).await?;
+        let t = Instant::now();
+        api.post(
+            &format!("/vis/{id}/accept"),
+            Some(json!({"datacenter": names[0]})),
         )
         .await?;
-    let id = vi["id"].as_str().context("no id")?.to_owned();
-    api.post(&format!("/vis/{id}/request"), None).await?;
-    let t = Instant::now();
-    api.post(
-        &format!("/vis/{id}/accept"),
-        Some(json!({"datacenter": names[0]})),
-    )
-    .await?;
-    let state = api
-        .settle(&id, "deploying", Duration::from_secs(600))
-        .await?;
-    let deploy = t.elapsed().as_secs_f64();
-    if state != "running" {
-        bail!("the big VI ended {state}");
-    }
-    let t = Instant::now();
-    api.post(&format!("/vis/{id}/terminate"), None).await?;
-    let state = api
-        .settle(&id, "terminating", Duration::from_secs(600))
-        .await?;
-    let terminate = t.elapsed().as_secs_f64();
-    if state != "terminated" {
-        bail!("the big VI ended {state}");
-    }
-    println!(
+        let state = api
+            .settle(&id, "deploying", Duration::from_secs(600))
+            .await?;
+        let deploy = t.elapsed().as_secs_f64();
+        if state != "running" {
+            bail!("the big VI ended {state}");
+        }
+        let t = Instant::now();
+        api.post(&format!("/vis/{id}/terminate"), None).await?;
+        let state = api
+            .settle(&id, "terminating", Duration::from_secs(600))
+            .await?;
+        let terminate = t.elapsed().as_secs_f64();
+        if state != "terminated" {
+            bail!("the big VI ended {state}");
+        }
+        println!(
         "big VI: {} VMs, accept -> running {deploy:.2} s; terminate -> terminated {terminate:.2} s (goal <= 3 s)",
         args.big
     );
+    }
 
     if let Some((manager_b, port_b)) = second {
         let b = Arc::new(Api {
