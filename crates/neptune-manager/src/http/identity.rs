@@ -399,7 +399,10 @@ pub(crate) async fn show_user(
     Path(key): Path<String>,
 ) -> ApiResult<Json<api::User>> {
     let id = key.parse::<UserId>().ok();
-    if id == Some(caller.user.id) || key == caller.user.name {
+    // An administrator's key that is another user's id names that user,
+    // even when it is also the administrator's own name; other users see
+    // only themselves, by id or by name.
+    if id == Some(caller.user.id) || (key == caller.user.name && !caller.is_admin()) {
         return with_usage(&state, &caller.user).await.map(Json);
     }
     // Refused before any read, so a user cannot probe others' names.

@@ -90,6 +90,15 @@ pub(crate) async fn single_items_are_read_by_key(m: &TestManager) {
     let bob_id = bob.me().await.unwrap().id;
     let e = refused(alice.user(&bob_id.to_string()).await);
     assert_eq!(e.status, StatusCode::FORBIDDEN);
+    // A key that is a user's id names that user, even for an administrator
+    // whose own name it is.
+    let mut named_like = new_user(&bob_id.to_string(), "named-like-password", None);
+    named_like.role = api::Role::Admin;
+    admin.create_user(&named_like).await.unwrap();
+    let twin = m.client(&m.login(&bob_id.to_string(), "named-like-password").await);
+    let twin_id = twin.me().await.unwrap().id;
+    assert_eq!(twin.user(&bob_id.to_string()).await.unwrap().id, bob_id);
+    assert_eq!(twin.user(&twin_id.to_string()).await.unwrap().id, twin_id);
     let e = refused(admin.user("nobody").await);
     assert_eq!(
         (e.status, e.message.as_str()),
