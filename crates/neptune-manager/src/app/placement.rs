@@ -188,7 +188,9 @@ impl Drop for Reserved {
         }
         // Held by a plan under way: settled as soon as it is done.
         let planning = self.planning.clone();
-        tokio::spawn(async move { planning.addresses().await.settle(token, false) });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { planning.addresses().await.settle(token, false) });
+        }
     }
 }
 
