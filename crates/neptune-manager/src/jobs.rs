@@ -981,9 +981,14 @@ impl Jobs {
         let mut ids: Vec<HostId> = steps.iter().flat_map(Step::hosts).collect();
         ids.sort_unstable();
         ids.dedup();
-        let hosts: Arc<Vec<HostRecord>> = match self.store.hosts_by_id(&ids).await {
-            Ok(h) => Arc::new(h),
-            Err(e) => return vec![(0, e.into())],
+        let hosts: Arc<Vec<HostRecord>> = if ids.is_empty() {
+            // A batch on no host (addresses, switches, the store): nothing to read.
+            Arc::default()
+        } else {
+            match self.store.hosts_by_id(&ids).await {
+                Ok(h) => Arc::new(h),
+                Err(e) => return vec![(0, e.into())],
+            }
         };
         let done = self.execute_batched(&hosts, steps).await;
         let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
