@@ -130,3 +130,38 @@ impl BatchOp {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_read_as_documented_and_refuse_what_they_do_not_know() {
+        let op: BatchOp = serde_json::from_str(r#"{"op": "start", "vm": "vi1-a"}"#).unwrap();
+        assert_eq!(op, BatchOp::Start { vm: "vi1-a".into() });
+        let op: BatchOp = serde_json::from_str(
+            r#"{"op": "prepare_disk", "vm": "vi1-a", "template_image": "/t.qcow2", "size_mib": 2048}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (op.vm(), op.template_image(), op.op()),
+            ("vi1-a", "/t.qcow2", Op::PrepareDisk)
+        );
+        for bad in [
+            r#"{"op": "reboot", "vm": "vi1-a"}"#,
+            r#"{"op": "start", "vm": "vi1-a", "force": true}"#,
+            r#"{"op": "start"}"#,
+        ] {
+            assert!(serde_json::from_str::<BatchOp>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(serde_json::to_string(&BatchOut::Done).unwrap(), r#""done""#);
+        assert_eq!(
+            serde_json::to_string(&BatchOut::Disk("/d".into())).unwrap(),
+            r#"{"disk":"/d"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&BatchOut::Info(None)).unwrap(),
+            r#"{"info":null}"#
+        );
+    }
+}

@@ -73,6 +73,23 @@ pub(crate) struct Room {
     pub used_uplink_mbps: i64,
 }
 
+/// Takes a [`HostUse`] of its host, only if the host is ready and has
+/// room for all of it: the database decides, so concurrent commits cannot
+/// overfill a host. `$1` vCPUs, `$2` RAM, `$3` disk, `$4` the host's id,
+/// `$5` uplink, `$6` slots.
+pub(crate) const TAKE_ROOM: &str = "UPDATE hosts SET used_vcpus = used_vcpus + $1, \
+     used_ram_mib = used_ram_mib + $2, used_disk_mib = used_disk_mib + $3, \
+     used_slots = used_slots + $6, used_uplink_mbps = used_uplink_mbps + $5 \
+     WHERE id = $4 AND state = 'ready' AND used_vcpus + $1 <= cpus \
+     AND used_ram_mib + $2 <= ram_mib AND used_disk_mib + $3 <= disk_mib \
+     AND used_slots + $6 <= vm_slots \
+     AND (uplink_mbps = 0 OR used_uplink_mbps + $5 <= uplink_mbps)";
+
+/// Gives a [`HostUse`] back to its host; the parameters as [`TAKE_ROOM`]'s.
+pub(crate) const GIVE_ROOM: &str = "UPDATE hosts SET used_vcpus = used_vcpus - $1, \
+     used_ram_mib = used_ram_mib - $2, used_disk_mib = used_disk_mib - $3, \
+     used_slots = used_slots - $6, used_uplink_mbps = used_uplink_mbps - $5 WHERE id = $4";
+
 /// The query that reads a [`Room`] (`$1`: the host's id).
 pub(crate) const ROOM: &str = "SELECT CAST(CASE WHEN state = 'ready' THEN 1 ELSE 0 END AS BIGINT) AS ready, cpus, ram_mib, disk_mib, vm_slots, \
      uplink_mbps, used_vcpus, used_ram_mib, used_disk_mib, used_slots, used_uplink_mbps \

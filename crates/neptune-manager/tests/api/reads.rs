@@ -51,17 +51,24 @@ async fn read_detail(
     )
 }
 
-/// Reads of a VI's detail are answered from a cache of serialised bodies;
-/// none may be older than a write the reader could have observed: its own
-/// changes, a job's progress recorded by the job runner, and changes made
-/// through another Manager sharing the database. Who may read is unchanged.
-pub(crate) async fn reads_are_never_stale(m: &TestManager) {
+/// The people, one host, a second Manager on the same database, and
+/// alice's SHOP VI (its id as text and as a `ViId`).
+async fn shop_beside_a_second_manager(m: &TestManager) -> (People, TestManager, String, ViId) {
     let p = m.people().await;
     m.infrastructure(&p.admin, 1, 64).await;
     let other = m.second().await;
     let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
     let id = vi["id"].as_str().unwrap().to_owned();
     let uuid: ViId = id.parse().unwrap();
+    (p, other, id, uuid)
+}
+
+/// Reads of a VI's detail are answered from a cache of serialised bodies;
+/// none may be older than a write the reader could have observed: its own
+/// changes, a job's progress recorded by the job runner, and changes made
+/// through another Manager sharing the database. Who may read is unchanged.
+pub(crate) async fn reads_are_never_stale(m: &TestManager) {
+    let (p, other, id, uuid) = shop_beside_a_second_manager(m).await;
     let alice = m.client(&p.alice);
 
     let (s, tag, v) = detail_with_tag(m, &p.alice, &id, None).await;
@@ -91,7 +98,7 @@ pub(crate) async fn reads_are_never_stale(m: &TestManager) {
                 .collect::<Vec<_>>()
         }
     };
-    let shop = vi["name"].as_str().unwrap().to_owned();
+    let shop = alice.vi(uuid).await.unwrap().vi.name;
     assert_eq!(list(&p.alice).await, [(shop.clone(), ViState::Defined)]);
     assert_eq!(list(&p.admin).await, [(shop.clone(), ViState::Defined)]);
     assert!(list(&p.bob).await.is_empty());
@@ -189,12 +196,7 @@ async fn detail_waiting(
 /// it, and 304 once `wait_ms` has passed without a change.
 pub(crate) async fn reads_wait_for_a_change(m: &TestManager) {
     use std::time::Duration;
-    let p = m.people().await;
-    m.infrastructure(&p.admin, 1, 64).await;
-    let other = m.second().await;
-    let vi = m.create_vi(&p.alice, json!({"xml": SHOP})).await;
-    let id = vi["id"].as_str().unwrap().to_owned();
-    let uuid: ViId = id.parse().unwrap();
+    let (p, other, id, uuid) = shop_beside_a_second_manager(m).await;
     let (_, tag, _) = detail_with_tag(m, &p.alice, &id, None).await;
 
     // Bounded, and only for those who may see the VI.

@@ -62,24 +62,16 @@ pub(super) async fn transition_with_placement(
     // The database decides whether each host has room, so concurrent
     // commits cannot overfill one.
     for used in batch::per_host(reservation.vms.iter().chain(&reservation.moves)) {
-        let done = sqlx::query(
-            "UPDATE hosts SET used_vcpus = used_vcpus + $1, used_ram_mib = used_ram_mib + $2, \
-             used_disk_mib = used_disk_mib + $3, used_slots = used_slots + $6, \
-             used_uplink_mbps = used_uplink_mbps + $5 \
-             WHERE id = $4 AND state = 'ready' AND used_vcpus + $1 <= cpus \
-             AND used_ram_mib + $2 <= ram_mib AND used_disk_mib + $3 <= disk_mib \
-             AND used_slots + $6 <= vm_slots \
-             AND (uplink_mbps = 0 OR used_uplink_mbps + $5 <= uplink_mbps)",
-        )
-        .bind(used.vcpus)
-        .bind(used.ram_mib)
-        .bind(used.disk_mib)
-        .bind(used.host.to_string())
-        .bind(used.uplink_mbps)
-        .bind(used.slots)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(batch::TAKE_ROOM)
+            .bind(used.vcpus)
+            .bind(used.ram_mib)
+            .bind(used.disk_mib)
+            .bind(used.host.to_string())
+            .bind(used.uplink_mbps)
+            .bind(used.slots)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         if done.rows_affected() != 1 {
             let room = sqlx::query(batch::ROOM)
                 .bind(used.host.to_string())
@@ -355,20 +347,16 @@ async fn release_in(
 /// Gives the resources of `slots` back to their hosts, one statement per host.
 async fn give_back(tx: &mut super::Tx<'_>, slots: impl Iterator<Item = &VmRecord>) -> Result<()> {
     for used in batch::per_host(slots) {
-        sqlx::query(
-            "UPDATE hosts SET used_vcpus = used_vcpus - $1, used_ram_mib = used_ram_mib - $2, \
-             used_disk_mib = used_disk_mib - $3, used_slots = used_slots - $6, \
-             used_uplink_mbps = used_uplink_mbps - $5 WHERE id = $4",
-        )
-        .bind(used.vcpus)
-        .bind(used.ram_mib)
-        .bind(used.disk_mib)
-        .bind(used.host.to_string())
-        .bind(used.uplink_mbps)
-        .bind(used.slots)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+        sqlx::query(batch::GIVE_ROOM)
+            .bind(used.vcpus)
+            .bind(used.ram_mib)
+            .bind(used.disk_mib)
+            .bind(used.host.to_string())
+            .bind(used.uplink_mbps)
+            .bind(used.slots)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
     }
     Ok(())
 }
