@@ -2,7 +2,7 @@
 // templates to drag from, an inspector for the selected element, undo/redo,
 // the paper's XML both ways, and the Manager's own validation shown on the
 // element each problem concerns.
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { api, get, post } from './api.js';
 import { designElements, fitGraph, layoutDesign, makeGraph, portsFollow, tuneForSize } from './graph.js';
 import * as M from './model.js';
@@ -165,9 +165,14 @@ export function Editor({ id }) {
     return () => g.destroy();
   }, []);
 
-  // Link mode: press on one VM, release on another (or click one, then the other).
-  useEffect(() => {
+  // Link mode: press on one VM, release on another (or click one, then the
+  // other). A layout effect, so that the handlers are on the graph by the time
+  // the button shows the mode: a press right after the click is a link, never
+  // a node drag.
+  useLayoutEffect(() => {
     const g = cy.current;
+    // On mount this runs before the graph exists, in a mode that needs nothing.
+    if (!g) return undefined;
     g.autoungrabify(linkMode);
     g.userPanningEnabled(!linkMode);
     if (!linkMode) return undefined;

@@ -88,6 +88,7 @@ try {
   await step('draws two links with their bandwidth by dragging from VM to VM', async () => {
     await alice.getByLabel('Bandwidth of new links').fill('250');
     await alice.getByRole('button', { name: 'Draw links' }).click();
+    await alice.getByRole('button', { name: 'Drawing links…', pressed: true }).waitFor();
     for (const [a, b] of [['n:blank1', 'n:blank2'], ['n:blank2', 'n:blank3']]) {
       const from = await drawnAt(alice, a);
       const to = await drawnAt(alice, b);
