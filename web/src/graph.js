@@ -139,7 +139,35 @@ export function makeGraph(container, elements, options = {}) {
     ...options,
   });
   redrawOnlyTheDragLayer(cy);
+  buildLayersWhenIdle(cy);
   return cy;
+}
+
+// Cytoscape.js draws the elements that do not move from a cached bitmap
+// layer, made lazily: a redraw within 250 ms of a change draws element by
+// element and queues no layer, and a queued layer is then drawn whole in
+// one frame (about 40 ms for a 500-VM design). Left alone, that frame is
+// the first of the next pan: its one dropped frame. So once the graph has
+// been still for a moment, one more redraw queues the layer and it is
+// built while nobody is looking.
+function buildLayersWhenIdle(cy) {
+  const r = cy.renderer();
+  if (!r || typeof r.redrawHint !== 'function') return;
+  let timer = null;
+  let ours = false;
+  cy.on('render', () => {
+    if (ours) {
+      ours = false;
+      return;
+    }
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      ours = true;
+      r.redrawHint('eles', true);
+      r.redraw();
+    }, 300);
+  });
+  cy.on('destroy', () => clearTimeout(timer));
 }
 
 // While a VM is dragged, Cytoscape.js hears at every move that the bounds
