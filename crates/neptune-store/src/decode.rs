@@ -469,13 +469,19 @@ pub(crate) fn number<R: Cells>(row: &R, table: &'static str, column: &'static st
 }
 
 /// Bytes of design text that the owner bound at `owner` holds in VIs not
-/// terminated, besides the VI bound at `except` if any.
+/// terminated, besides the VI bound at `except` if any: summed from the
+/// holdings index, never from the designs themselves.
 pub(crate) fn design_bytes(owner: &str, except: Option<&str>) -> String {
     let except = except.map_or(String::new(), |e| format!(" AND id <> {e}"));
     format!(
-        "(SELECT CAST(COALESCE(SUM(LENGTH(design_xml)), 0) AS BIGINT) FROM vis \
+        "(SELECT CAST(COALESCE(SUM(design_bytes), 0) AS BIGINT) FROM vis \
          WHERE owner_id = {owner} AND state <> 'terminated'{except})"
     )
+}
+
+/// What a design weighs against its owner's design quota: its bytes.
+pub(crate) fn design_size(design_xml: &str) -> i64 {
+    i64::try_from(design_xml.len()).unwrap_or(i64::MAX)
 }
 
 /// A switch read from the `switches` table.

@@ -1993,6 +1993,13 @@ async fn design_quota(s: Arc<dyn Store>) {
         s.create_vi(&big).await,
         Err(StoreError::QuotaExceeded(_))
     ));
+    // Bytes, not characters: half a mebi-character of 'é' is a whole MiB.
+    let mut wide = vi(owner.id, "wide");
+    wide.design_xml = "é".repeat(1 << 19);
+    assert!(matches!(
+        s.create_vi(&wide).await,
+        Err(StoreError::QuotaExceeded(_))
+    ));
     s.create_vi(&vi(owner.id, "small")).await.unwrap();
     // An edit is held to the bytes too; within them it goes through.
     let edited = &held[1];

@@ -5,7 +5,7 @@ use neptune_lifecycle::ViState;
 use sqlx::SqlitePool;
 
 use super::Tx;
-use crate::decode::{self, design_bytes, json_param, VI_COLUMNS};
+use crate::decode::{self, design_bytes, design_size, json_param, VI_COLUMNS};
 use crate::error::{self, db, read_err, write_err};
 use crate::records::*;
 use crate::{Result, StoreError};
@@ -19,12 +19,12 @@ pub(super) async fn create_vi(pool: &SqlitePool, vi: &ViRecord) -> Result<()> {
     // One statement, under SQLite's one writer: the quota is read and the
     // row written together.
     let inserted = sqlx::query(&format!(
-        "INSERT INTO vis ({VI_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM users u \
+        "INSERT INTO vis ({VI_COLUMNS}, design_bytes) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM users u \
          WHERE u.id = $2 \
            AND (SELECT COUNT(*) FROM vis WHERE owner_id = $2 AND state <> 'terminated') \
                < u.quota_designs \
-           AND {} + LENGTH($5) <= u.quota_design_mib * 1048576",
+           AND {} + $13 <= u.quota_design_mib * 1048576",
         design_bytes("$2", None)
     ))
     .bind(vi.id.to_string())
@@ -39,6 +39,7 @@ pub(super) async fn create_vi(pool: &SqlitePool, vi: &ViRecord) -> Result<()> {
     .bind(vi.updated_at)
     .bind(plan)
     .bind(vi.location_id.map(|u| u.to_string()))
+    .bind(design_size(&vi.design_xml))
     .execute(pool)
     .await
     .map_err(write_err("VI"))?;
@@ -120,9 +121,10 @@ pub(super) async fn update_vi_design(
 ) -> Result<ViRecord> {
     let current = vi(pool, id).await?;
     let row = sqlx::query(&format!(
-        "UPDATE vis SET name = $1, design_xml = $2, version = version + 1, updated_at = $3 \
+        "UPDATE vis SET name = $1, design_xml = $2, design_bytes = $7, version = version + 1, \
+         updated_at = $3 \
          WHERE id = $4 AND version = $5 AND state = 'defined' \
-           AND {} + LENGTH($2) \
+           AND {} + $7 \
                <= (SELECT quota_design_mib * 1048576 FROM users WHERE id = $6) \
          RETURNING {VI_COLUMNS}",
         design_bytes("$6", Some("$4"))
@@ -133,6 +135,7 @@ pub(super) async fn update_vi_design(
     .bind(id.to_string())
     .bind(version)
     .bind(current.owner_id.to_string())
+    .bind(design_size(design_xml))
     .fetch_optional(pool)
     .await
     .map_err(db)?;
