@@ -28,6 +28,7 @@ mod error;
 pub mod postgres;
 mod records;
 pub mod sqlite;
+mod token_cache;
 
 use std::sync::Arc;
 

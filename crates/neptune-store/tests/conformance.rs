@@ -2192,3 +2192,72 @@ fn skipped(why: &str) {
         "SKIPPED {test}: {why} (passes without running; see README.md, Test)"
     );
 }
+
+/// Two Managers on one database: a token one of them verified (and keeps)
+/// is refused by it within a second of being revoked through the other,
+/// and so is every token of a user disabled through the other.
+async fn revocations_reach_the_other_manager(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let alice = user("epoch-alice", Role::User);
+    a.create_user(&alice).await.unwrap();
+    let token = |hash: &str| TokenRecord {
+        id: fresh(),
+        hash: hash.into(),
+        user_id: alice.id,
+        kind: TokenKind::Api,
+        scope: TokenScope::User,
+        name: hash.into(),
+        created_at: 1,
+        expires_at: None,
+    };
+    let (t1, t2) = (token("e1"), token("e2"));
+    a.insert_token(&t1).await.unwrap();
+    a.insert_token(&t2).await.unwrap();
+    for hash in ["e1", "e2"] {
+        assert_eq!(b.user_for_token(hash, 2).await.unwrap().1.id, alice.id);
+    }
+    // Revoked through A: A refuses it at once, B within its epoch check.
+    a.revoke_token(t1.id, Some(alice.id)).await.unwrap();
+    assert!(a.user_for_token("e1", 2).await.is_err());
+    let refused = |s: Arc<dyn Store>, hash: &'static str| async move {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        loop {
+            if s.user_for_token(hash, 2).await.is_err() {
+                return true;
+            }
+            if std::time::Instant::now() > until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        refused(b.clone(), "e1").await,
+        "B still accepts a revoked token"
+    );
+    assert_eq!(b.user_for_token("e2", 2).await.unwrap().0.id, t2.id);
+    // A disabled user: every token of theirs, on both.
+    a.set_user_disabled(alice.id, Some(3)).await.unwrap();
+    assert!(a.user_for_token("e2", 3).await.is_err());
+    assert!(
+        refused(b.clone(), "e2").await,
+        "B still accepts a disabled user's token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_revocations_reach_the_other_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let a = SqliteStore::connect(&url).await.unwrap();
+    let b = SqliteStore::connect(&url).await.unwrap();
+    revocations_reach_the_other_manager(Arc::new(a), Arc::new(b)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_revocations_reach_the_other_manager() {
+    if let Some(url) = postgres_database().await {
+        let a = PostgresStore::connect(&url).await.unwrap();
+        let b = PostgresStore::connect(&url).await.unwrap();
+        revocations_reach_the_other_manager(Arc::new(a), Arc::new(b)).await;
+    }
+}

@@ -14,6 +14,7 @@ mod templates;
 mod users;
 mod vis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 use crate::decode::{Cells, Fault};
 use crate::records::*;
+use crate::token_cache::TokenCache;
 use crate::{Backend, Result, Store, StoreError};
 
 /// The schema's migrations, in order, as applied at connect. An applied
@@ -38,6 +40,8 @@ type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Tokens verified, kept until a token or user changes.
+    tokens: Arc<TokenCache>,
 }
 
 impl PostgresStore {
@@ -52,7 +56,10 @@ impl PostgresStore {
             .await
             .map_err(crate::error::db)?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            tokens: Arc::default(),
+        })
     }
 
     /// The connection pool, for tools that read the database directly.
@@ -117,11 +124,20 @@ impl Store for PostgresStore {
     }
 
     async fn user_for_token(&self, hash: &str, now: i64) -> Result<(TokenRecord, UserRecord)> {
-        users::user_for_token(&self.pool, hash, now).await
+        self.tokens
+            .verify(
+                hash,
+                now,
+                || users::auth_epoch(&self.pool),
+                || users::user_for_token(&self.pool, hash, now),
+            )
+            .await
     }
 
     async fn delete_token(&self, hash: &str) -> Result<()> {
-        users::delete_token(&self.pool, hash).await
+        let done = users::delete_token(&self.pool, hash).await;
+        self.tokens.forget();
+        done
     }
 
     async fn list_tokens(&self, user: UserId, now: i64) -> Result<Vec<TokenRecord>> {
@@ -129,7 +145,9 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_token(&self, id: TokenId, user: Option<UserId>) -> Result<()> {
-        users::revoke_token(&self.pool, id, user).await
+        let done = users::revoke_token(&self.pool, id, user).await;
+        self.tokens.forget();
+        done
     }
 
     async fn add_ssh_key(&self, key: &SshKeyRecord, max: i64) -> Result<()> {
@@ -145,15 +163,21 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_tokens_of(&self, user: UserId, except_hash: Option<&str>) -> Result<u64> {
-        users::revoke_tokens_of(&self.pool, user, except_hash).await
+        let done = users::revoke_tokens_of(&self.pool, user, except_hash).await;
+        self.tokens.forget();
+        done
     }
 
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64> {
-        users::delete_expired_tokens(&self.pool, now).await
+        let done = users::delete_expired_tokens(&self.pool, now).await;
+        self.tokens.forget();
+        done
     }
 
     async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()> {
-        users::set_password(&self.pool, user, password_hash).await
+        let done = users::set_password(&self.pool, user, password_hash).await;
+        self.tokens.forget();
+        done
     }
 
     async fn set_user_disabled(
@@ -161,11 +185,15 @@ impl Store for PostgresStore {
         user: UserId,
         disabled_at: Option<i64>,
     ) -> Result<UserRecord> {
-        users::set_user_disabled(&self.pool, user, disabled_at).await
+        let done = users::set_user_disabled(&self.pool, user, disabled_at).await;
+        self.tokens.forget();
+        done
     }
 
     async fn set_user_quota(&self, user: UserId, quota: &Quota) -> Result<UserRecord> {
-        users::set_user_quota(&self.pool, user, quota).await
+        let done = users::set_user_quota(&self.pool, user, quota).await;
+        self.tokens.forget();
+        done
     }
 
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {

@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::decode::{check_json, parse_uuid, Cells, Fault};
 use crate::records::*;
+use crate::token_cache::TokenCache;
 use crate::{Backend, Result, Store, StoreError};
 
 /// The schema's migrations, in order, as applied at connect. An applied
@@ -48,6 +49,8 @@ pub struct SqliteStore {
     /// under load they are queued here instead, woken the moment the
     /// previous one commits. Reads go on beside them (WAL).
     writing: Arc<tokio::sync::Mutex<()>>,
+    /// Tokens verified, kept until a token or user changes.
+    tokens: Arc<TokenCache>,
 }
 
 impl SqliteStore {
@@ -85,6 +88,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writing: Arc::default(),
+            tokens: Arc::default(),
         })
     }
 
@@ -174,12 +178,21 @@ impl Store for SqliteStore {
     }
 
     async fn user_for_token(&self, hash: &str, now: i64) -> Result<(TokenRecord, UserRecord)> {
-        users::user_for_token(&self.pool, hash, now).await
+        self.tokens
+            .verify(
+                hash,
+                now,
+                || users::auth_epoch(&self.pool),
+                || users::user_for_token(&self.pool, hash, now),
+            )
+            .await
     }
 
     async fn delete_token(&self, hash: &str) -> Result<()> {
         let _writing = self.writing.lock().await;
-        users::delete_token(&self.pool, hash).await
+        let done = users::delete_token(&self.pool, hash).await;
+        self.tokens.forget();
+        done
     }
 
     async fn list_tokens(&self, user: UserId, now: i64) -> Result<Vec<TokenRecord>> {
@@ -188,7 +201,9 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, id: TokenId, user: Option<UserId>) -> Result<()> {
         let _writing = self.writing.lock().await;
-        users::revoke_token(&self.pool, id, user).await
+        let done = users::revoke_token(&self.pool, id, user).await;
+        self.tokens.forget();
+        done
     }
 
     async fn add_ssh_key(&self, key: &SshKeyRecord, max: i64) -> Result<()> {
@@ -207,17 +222,23 @@ impl Store for SqliteStore {
 
     async fn revoke_tokens_of(&self, user: UserId, except_hash: Option<&str>) -> Result<u64> {
         let _writing = self.writing.lock().await;
-        users::revoke_tokens_of(&self.pool, user, except_hash).await
+        let done = users::revoke_tokens_of(&self.pool, user, except_hash).await;
+        self.tokens.forget();
+        done
     }
 
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64> {
         let _writing = self.writing.lock().await;
-        users::delete_expired_tokens(&self.pool, now).await
+        let done = users::delete_expired_tokens(&self.pool, now).await;
+        self.tokens.forget();
+        done
     }
 
     async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()> {
         let _writing = self.writing.lock().await;
-        users::set_password(&self.pool, user, password_hash).await
+        let done = users::set_password(&self.pool, user, password_hash).await;
+        self.tokens.forget();
+        done
     }
 
     async fn set_user_disabled(
@@ -226,12 +247,16 @@ impl Store for SqliteStore {
         disabled_at: Option<i64>,
     ) -> Result<UserRecord> {
         let _writing = self.writing.lock().await;
-        users::set_user_disabled(&self.pool, user, disabled_at).await
+        let done = users::set_user_disabled(&self.pool, user, disabled_at).await;
+        self.tokens.forget();
+        done
     }
 
     async fn set_user_quota(&self, user: UserId, quota: &Quota) -> Result<UserRecord> {
         let _writing = self.writing.lock().await;
-        users::set_user_quota(&self.pool, user, quota).await
+        let done = users::set_user_quota(&self.pool, user, quota).await;
+        self.tokens.forget();
+        done
     }
 
     async fn create_datacenter(&self, dc: &DatacenterRecord) -> Result<()> {

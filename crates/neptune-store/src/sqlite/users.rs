@@ -89,6 +89,15 @@ pub(super) async fn insert_token(pool: &SqlitePool, t: &TokenRecord) -> Result<(
     Ok(())
 }
 
+/// The epoch every change to tokens and users advances (`token_cache`).
+pub(super) async fn auth_epoch(pool: &SqlitePool) -> Result<i64> {
+    let row = sqlx::query("SELECT epoch FROM auth_epoch WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .map_err(read_err("authentication epoch"))?;
+    decode::number(&row, "auth_epoch", "epoch")
+}
+
 pub(super) async fn user_for_token(
     pool: &SqlitePool,
     hash: &str,
