@@ -215,6 +215,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<ViRecord>;
     /// Every owned address row (to rebuild the planner's snapshot).
     async fn owned_addresses(&self) -> Result<Vec<OwnedAddress>>;
+    /// The owned address rows of one VI (what it releases).
+    async fn owned_addresses_of(&self, vi: ViId) -> Result<Vec<OwnedAddress>>;
     /// Deletes the VI's owned address rows and, if it removed any,
     /// decrements `covers` (pool, prefix) rows. Idempotent.
     async fn release_addresses(&self, vi: ViId, covers: &[(String, String)]) -> Result<u64>;

@@ -1587,6 +1587,17 @@ async fn address_uniqueness(s: &dyn Store) {
     assert!(owned_rows
         .iter()
         .any(|o| o.prefix == "10.0.0.0/29" && o.vi_id == Some(a.id)));
+    // One VI's rows: its own only.
+    let of_a = s.owned_addresses_of(a.id).await.unwrap();
+    assert_eq!(of_a.len(), 1);
+    assert_eq!(
+        (of_a[0].prefix.as_str(), of_a[0].vi_id),
+        ("10.0.0.0/29", Some(a.id))
+    );
+    assert_eq!(
+        s.owned_addresses_of(c.id).await.unwrap()[0].prefix,
+        "10.0.0.8/29"
+    );
     // Releasing a keeps c's cover alive; releasing twice changes nothing.
     assert_eq!(
         s.release_addresses(a.id, &[(p.into(), "10.0.0.0/28".into())])

@@ -204,7 +204,7 @@ pub async fn release(state: &AppState, caller: &Caller, id: ViId) -> ApiResult<V
     // Each release is idempotent, and the state moves last: a crash in
     // between leaves an accepted VI that is released again.
     state.store.release_vms(vi.id).await?;
-    let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?)?;
+    let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses_of(vi.id).await?)?;
     state.store.release_addresses(vi.id, &covers).await?;
     apply(state, caller, &vi, Event::Release, None).await
 }

@@ -20,7 +20,7 @@ pub async fn terminate(state: &AppState, caller: &Caller, id: ViId) -> ApiResult
         // A VI caught in a migration may have VMs on either side.
         let mut vms = state.store.vms(vi.id).await?;
         vms.extend(state.store.vm_moves(vi.id).await?);
-        let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses().await?)?;
+        let covers = crate::plan::covers_of(vi.id, &state.store.owned_addresses_of(vi.id).await?)?;
         let saved = super::suspend::suspended_dir(state, vi.id);
         let mut steps = steps(vi.id, &vms, covers, saved.to_string_lossy().into_owned());
         // Its Home Addresses leave every switch (before the addresses are

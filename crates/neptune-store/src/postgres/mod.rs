@@ -346,6 +346,10 @@ impl Store for PostgresStore {
         placement::owned_addresses(&self.pool).await
     }
 
+    async fn owned_addresses_of(&self, vi: ViId) -> Result<Vec<OwnedAddress>> {
+        placement::owned_addresses_of(&self.pool, vi).await
+    }
+
     async fn release_addresses(&self, vi: ViId, covers: &[(String, String)]) -> Result<u64> {
         placement::release_addresses(&self.pool, vi, covers).await
     }

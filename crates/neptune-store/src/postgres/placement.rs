@@ -149,6 +149,17 @@ pub(super) async fn owned_addresses(pool: &PgPool) -> Result<Vec<OwnedAddress>> 
     rows.iter().map(decode::owned_address).collect()
 }
 
+pub(super) async fn owned_addresses_of(pool: &PgPool, vi: ViId) -> Result<Vec<OwnedAddress>> {
+    let rows = sqlx::query(
+        "SELECT pool, prefix, vi_id, owner FROM addresses WHERE vi_id = $1 AND kind = 'owned'",
+    )
+    .bind(vi)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter().map(decode::owned_address).collect()
+}
+
 pub(super) async fn release_addresses(
     pool: &PgPool,
     vi: ViId,

@@ -188,6 +188,17 @@ pub(super) async fn owned_addresses(pool: &SqlitePool) -> Result<Vec<OwnedAddres
     rows.iter().map(decode::owned_address).collect()
 }
 
+pub(super) async fn owned_addresses_of(pool: &SqlitePool, vi: ViId) -> Result<Vec<OwnedAddress>> {
+    let rows = sqlx::query(
+        "SELECT pool, prefix, vi_id, owner FROM addresses WHERE vi_id = $1 AND kind = 'owned'",
+    )
+    .bind(vi.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter().map(decode::owned_address).collect()
+}
+
 pub(super) async fn release_addresses(
     pool: &SqlitePool,
     vi: ViId,
