@@ -54,9 +54,12 @@ pub async fn owner_event(
     if event == Event::Request {
         vi.state.next(event)?;
         let usage = super::quota::check_quota(state, &vi).await?;
-        let requested = apply(state, caller, &vi, event, None).await?;
-        super::quota::record(state, &requested, Some(usage)).await;
-        return Ok(requested);
+        // Recorded before the VI counts (a defined VI does not), so that
+        // no other check finds it requested with nothing recorded and
+        // computes its usage again: with many requests at once, each one
+        // did so for every request still between its change and its record.
+        super::quota::record(state, &vi, Some(usage)).await;
+        return apply(state, caller, &vi, event, None).await;
     }
     apply(state, caller, &vi, event, None).await
 }

@@ -100,10 +100,10 @@ pub async fn holdings(state: &AppState, user: UserId) -> ApiResult<api::QuotaUsa
     })
 }
 
-/// Records what `vi` takes of its owner's quota, after the change that
-/// made it count (a request) or changed it (an acceptance, which commits
-/// its address plan). A record that fails is computed again when next
-/// needed, so it is only logged.
+/// Records what `vi` takes of its owner's quota: just before a request
+/// makes it count, and after an acceptance changed it (it commits the
+/// address plan). A record that fails is computed again when next needed,
+/// so it is only logged.
 pub async fn record(state: &AppState, vi: &ViRecord, usage: Option<ViUsage>) {
     let usage = match usage {
         Some(u) => Ok(u),
