@@ -565,6 +565,12 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// lease, so a slow store write or two does not lose it.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
 
+/// The longest a running job's progress waits in memory before it is
+/// written (and its VI's readers woken): a job whose batches take
+/// milliseconds writes its cursor once or twice, not after every batch,
+/// and one whose batches take longer still shows each as it ends.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 impl Jobs {
     pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>, owner: String) -> Self {
         Jobs {
@@ -698,6 +704,11 @@ impl Jobs {
         // wrote it is kept between batches rather than read again.
         let mut claimed: Option<std::time::Instant> = None;
         let mut kept: Option<(JobRecord, JobKind, Vec<Step>)> = None;
+        // The cursor as stored, which every write compares against, and
+        // when progress was last written: the kept job may be ahead of it
+        // by the batches of the last [`PROGRESS_EVERY`].
+        let mut stored = 0;
+        let mut written = std::time::Instant::now();
         loop {
             if claimed.is_none_or(|at| at.elapsed() >= self.lease / 4) {
                 let now = now_ms();
@@ -722,6 +733,7 @@ impl Jobs {
                     if job.state == JobState::Running && job.cursor == 0 {
                         self.enter(&job, kind).await?;
                     }
+                    stored = job.cursor;
                     (job, kind, steps)
                 }
             };
@@ -729,7 +741,14 @@ impl Jobs {
             match job.state {
                 JobState::Running if cursor >= steps.len() => {
                     return self
-                        .finish(&job, kind, JobState::Succeeded, Event::Succeeded, None)
+                        .finish(
+                            &job,
+                            stored,
+                            kind,
+                            JobState::Succeeded,
+                            Event::Succeeded,
+                            None,
+                        )
                         .await;
                 }
                 JobState::Running => {
@@ -742,18 +761,29 @@ impl Jobs {
                         .await?;
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
+                        None if end >= steps.len() || written.elapsed() < PROGRESS_EVERY => {
+                            // Progress kept in memory: written with the
+                            // next batch past PROGRESS_EVERY, or with the
+                            // job's end. A crash meanwhile repeats these
+                            // steps (they are idempotent).
+                            let mut next = job;
+                            next.cursor += batch;
+                            kept = Some((next, kind, steps));
+                        }
                         None => {
                             let next = self
                                 .store
                                 .update_job(
                                     id,
-                                    (JobState::Running, job.cursor),
+                                    (JobState::Running, stored),
                                     JobState::Running,
                                     job.cursor + batch,
                                     None,
                                     now_ms(),
                                 )
                                 .await?;
+                            stored = next.cursor;
+                            written = std::time::Instant::now();
                             self.changes.changed(next.vi_id);
                             kept = Some((next, kind, steps));
                         }
@@ -771,7 +801,7 @@ impl Jobs {
                                 self.store
                                     .update_job(
                                         id,
-                                        (JobState::Running, job.cursor),
+                                        (JobState::Running, stored),
                                         JobState::RollingBack,
                                         job.cursor + batch,
                                         Some(&message),
@@ -783,6 +813,7 @@ impl Jobs {
                                 return self
                                     .finish(
                                         &job,
+                                        stored,
                                         kind,
                                         JobState::Failed,
                                         Event::Fail,
@@ -795,7 +826,14 @@ impl Jobs {
                 }
                 JobState::RollingBack if cursor == 0 => {
                     return self
-                        .finish(&job, kind, JobState::RolledBack, Event::RolledBack, None)
+                        .finish(
+                            &job,
+                            stored,
+                            kind,
+                            JobState::RolledBack,
+                            Event::RolledBack,
+                            None,
+                        )
                         .await;
                 }
                 JobState::RollingBack => {
@@ -814,20 +852,28 @@ impl Jobs {
                                 .store
                                 .update_job(
                                     id,
-                                    (JobState::RollingBack, job.cursor),
+                                    (JobState::RollingBack, stored),
                                     JobState::RollingBack,
                                     i64::try_from(start)?,
                                     None,
                                     now_ms(),
                                 )
                                 .await?;
+                            stored = next.cursor;
                             self.changes.changed(next.vi_id);
                             kept = Some((next, kind, steps));
                         }
                         Some((i, err)) => {
                             let message = format!("undo ({}) failed: {err:#}", undos[*i].name());
                             return self
-                                .finish(&job, kind, JobState::Failed, Event::Fail, Some(&message))
+                                .finish(
+                                    &job,
+                                    stored,
+                                    kind,
+                                    JobState::Failed,
+                                    Event::Fail,
+                                    Some(&message),
+                                )
                                 .await;
                         }
                     }
@@ -895,9 +941,12 @@ impl Jobs {
         }
     }
 
+    /// Ends `job` (as kept: its cursor may be ahead of `stored`, the one
+    /// in the store) and, for the jobs that own it, moves its VI.
     async fn finish(
         &self,
         job: &JobRecord,
+        stored: i64,
         kind: JobKind,
         state: JobState,
         event: Event,
@@ -909,7 +958,7 @@ impl Jobs {
                 .store
                 .update_job(
                     job.id,
-                    (job.state, job.cursor),
+                    (job.state, stored),
                     state,
                     job.cursor,
                     error,
@@ -935,7 +984,15 @@ impl Jobs {
         };
         match self
             .store
-            .finish_job(job.id, job.state, state, error, from, &change)
+            .finish_job(
+                job.id,
+                (job.state, stored),
+                state,
+                job.cursor,
+                error,
+                from,
+                &change,
+            )
             .await
         {
             Ok(_) => {

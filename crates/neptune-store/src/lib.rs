@@ -289,12 +289,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         error: Option<&str>,
         now: i64,
     ) -> Result<JobRecord>;
-    /// In one transaction: ends the job in `state` and moves its VI from `from`.
+    /// In one transaction: ends the job in `state` at `cursor` and moves its
+    /// VI from `from`; compare-and-set on the job's (state, cursor).
+    #[allow(clippy::too_many_arguments)]
     async fn finish_job(
         &self,
         id: JobId,
-        expected: JobState,
+        expected: (JobState, i64),
         state: JobState,
+        cursor: i64,
         error: Option<&str>,
         vi_from: ViState,
         change: &Transition,

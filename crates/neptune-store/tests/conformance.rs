@@ -1462,11 +1462,26 @@ async fn durable_jobs(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(j.error.as_deref(), Some("boom"), "the first error is kept");
+    // A finish is a compare-and-set on the cursor too.
+    assert!(matches!(
+        s.finish_job(
+            job.id,
+            (JobState::RollingBack, 1),
+            JobState::RolledBack,
+            0,
+            None,
+            ViState::Deploying,
+            &to(ViState::Accepted, owner.id),
+        )
+        .await,
+        Err(StoreError::Conflict { .. })
+    ));
     let back = s
         .finish_job(
             job.id,
-            JobState::RollingBack,
+            (JobState::RollingBack, 0),
             JobState::RolledBack,
+            0,
             None,
             ViState::Deploying,
             &to(ViState::Accepted, owner.id),
@@ -1487,8 +1502,9 @@ async fn durable_jobs(s: &dyn Store) {
     assert!(s
         .finish_job(
             job.id,
-            JobState::RollingBack,
+            (JobState::RollingBack, 0),
             JobState::RolledBack,
+            0,
             None,
             ViState::Deploying,
             &to(ViState::Accepted, owner.id)
@@ -1827,16 +1843,19 @@ async fn vi_revisions(s: &dyn Store) {
     .await
     .unwrap();
     grew(s, v.id, owner.id, &mut last, "a job's progress").await;
+    // The end writes the cursor that progress kept in memory reached.
     s.finish_job(
         job.id,
-        JobState::Running,
+        (JobState::Running, 1),
         JobState::Succeeded,
+        2,
         None,
         ViState::Deploying,
         &to(ViState::Running, nil()),
     )
     .await
     .unwrap();
+    assert_eq!(s.job(job.id).await.unwrap().cursor, 2);
     grew(s, v.id, owner.id, &mut last, "finishing a job").await;
     // A side job (saving a template) leaves the VI row alone, yet shows in its detail.
     s.add_job(

@@ -156,32 +156,36 @@ pub(super) async fn update_job(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn finish_job(
     pool: &PgPool,
     id: JobId,
-    expected: JobState,
+    expected: (JobState, i64),
     state: JobState,
+    cursor: i64,
     error: Option<&str>,
     vi_from: ViState,
     change: &Transition,
 ) -> Result<ViRecord> {
     let mut tx = pool.begin().await.map_err(db)?;
     let row = sqlx::query(
-        "UPDATE jobs SET state = $1, error = COALESCE($2, error), updated_at = $3, owner = NULL \
-         WHERE id = $4 AND state = $5 RETURNING id, vi_id",
+        "UPDATE jobs SET state = $1, cursor = $6, error = COALESCE($2, error), updated_at = $3, \
+         owner = NULL WHERE id = $4 AND state = $5 AND cursor = $7 RETURNING id, vi_id",
     )
     .bind(state.as_str())
     .bind(error)
     .bind(change.at)
     .bind(id)
-    .bind(expected.as_str())
+    .bind(expected.0.as_str())
+    .bind(cursor)
+    .bind(expected.1)
     .fetch_optional(&mut *tx)
     .await
     .map_err(db)?;
     let Some(row) = row else {
         return Err(StoreError::Conflict {
             what: "job",
-            expected: expected.as_str().to_owned(),
+            expected: format!("{} at step {}", expected.0.as_str(), expected.1),
         });
     };
     let vi_id = decode::Stored::new(&row, "jobs", &["id"]).uuid("vi_id")?;

@@ -454,12 +454,16 @@ impl Store for PostgresStore {
     async fn finish_job(
         &self,
         id: JobId,
-        expected: JobState,
+        expected: (JobState, i64),
         state: JobState,
+        cursor: i64,
         error: Option<&str>,
         vi_from: ViState,
         change: &Transition,
     ) -> Result<ViRecord> {
-        jobs::finish_job(&self.pool, id, expected, state, error, vi_from, change).await
+        jobs::finish_job(
+            &self.pool, id, expected, state, cursor, error, vi_from, change,
+        )
+        .await
     }
 }
