@@ -96,6 +96,9 @@ pub struct SimConfig {
     pub delays: HashMap<Op, Duration>,
     /// Faults active from the start.
     pub faults: Vec<Fault>,
+    /// Disks and tables in memory only, nothing under `root` (see
+    /// [`SimConfig::volatile`]).
+    pub volatile: bool,
 }
 
 impl SimConfig {
@@ -106,7 +109,19 @@ impl SimConfig {
             capacity,
             delays: HashMap::new(),
             faults: Vec::new(),
+            volatile: false,
         }
+    }
+
+    /// Keeps the disks and the VM, incoming and network tables in memory
+    /// only: nothing is written under `root`, and a new instance starts
+    /// empty. For thousands of simulated hosts in one process (the scale
+    /// benchmark), whose file writes would otherwise cost more than the
+    /// Manager they measure. Saved states and exported disks still go to
+    /// the paths their callers name.
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
     }
 
     /// The same delay for every operation.
@@ -196,6 +211,8 @@ struct Inner {
     faults: Vec<Fault>,
     /// Calls of each operation so far (not persisted).
     calls: HashMap<Op, u64>,
+    /// A volatile instance's disk files, by VM name.
+    disk_files: BTreeMap<String, Vec<u8>>,
 }
 
 /// The simulated adapter of the [`Hypervisor`] port.
@@ -203,6 +220,7 @@ struct Inner {
 pub struct SimHypervisor {
     root: PathBuf,
     capacity: Capacity,
+    volatile: bool,
     inner: Mutex<Inner>,
     /// Signals every change of the VM table, for [`Hypervisor::wait_running`].
     changed: tokio::sync::Notify,
@@ -217,7 +235,21 @@ impl SimHypervisor {
             capacity,
             delays,
             faults,
+            volatile,
         } = config;
+        if volatile {
+            return Ok(SimHypervisor {
+                root,
+                capacity,
+                volatile,
+                inner: Mutex::new(Inner {
+                    delays,
+                    faults,
+                    ..Inner::default()
+                }),
+                changed: tokio::sync::Notify::new(),
+            });
+        }
         let disks_dir = root.join("disks");
         std::fs::create_dir_all(&disks_dir).map_err(|source| SimError::CreateRoot {
             path: disks_dir.clone(),
@@ -294,6 +326,7 @@ impl SimHypervisor {
         Ok(SimHypervisor {
             root,
             capacity,
+            volatile,
             inner: Mutex::new(Inner {
                 vms,
                 disks,
@@ -303,6 +336,7 @@ impl SimHypervisor {
                 delays,
                 faults,
                 calls: HashMap::new(),
+                disk_files: BTreeMap::new(),
             }),
             changed: tokio::sync::Notify::new(),
         })
@@ -313,9 +347,55 @@ impl SimHypervisor {
         &self.root
     }
 
-    /// Where the disk of `vm` lives.
+    /// Where the disk of `vm` lives (a volatile instance's: where it would).
     pub fn disk_path(&self, vm: &str) -> PathBuf {
         self.root.join("disks").join(format!("{vm}.img"))
+    }
+
+    /// Whether this host holds the disk at `path` (as [`Self::disk_path`]
+    /// names it), in memory or as a file.
+    pub fn holds_disk(&self, path: &Path) -> bool {
+        let Some(vm) = path
+            .strip_prefix(self.root.join("disks"))
+            .ok()
+            .and_then(|p| p.to_str())
+            .and_then(|p| p.strip_suffix(".img"))
+        else {
+            return false;
+        };
+        self.read_disk(&self.lock(), vm).is_ok()
+    }
+
+    /// The disk file of `vm`; called with the lock held.
+    fn read_disk(&self, inner: &Inner, vm: &str) -> std::io::Result<Vec<u8>> {
+        if self.volatile {
+            return inner
+                .disk_files
+                .get(vm)
+                .cloned()
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into());
+        }
+        std::fs::read(self.disk_path(vm))
+    }
+
+    /// Writes the disk file of `vm`; called with the lock held.
+    fn write_disk(&self, inner: &mut Inner, vm: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+        if self.volatile {
+            inner.disk_files.insert(vm.to_owned(), bytes);
+            return Ok(());
+        }
+        write_atomically(&self.disk_path(vm), &bytes)
+    }
+
+    /// Deletes the disk file of `vm`; called with the lock held.
+    fn delete_disk(&self, inner: &mut Inner, vm: &str) -> std::io::Result<()> {
+        if self.volatile {
+            return match inner.disk_files.remove(vm) {
+                Some(_) => Ok(()),
+                None => Err(std::io::ErrorKind::NotFound.into()),
+            };
+        }
+        std::fs::remove_file(self.disk_path(vm))
     }
 
     /// Replaces the active faults.
@@ -420,6 +500,9 @@ impl SimHypervisor {
 
     /// Writes the table of joined networks; called with the lock held.
     fn persist_networks(&self, op: Op, vm: &str, inner: &Inner) -> Result<()> {
+        if self.volatile {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec(&inner.joined)
             .map_err(|e| Self::failed(op, vm, "cannot encode the joined networks", &e))?;
         write_atomically(&self.root.join("networks.json"), &bytes)
@@ -462,6 +545,10 @@ impl SimHypervisor {
 
     /// Writes the VM table; called with the lock held so writes are ordered.
     fn persist(&self, op: Op, vm: &str, inner: &Inner) -> Result<()> {
+        if self.volatile {
+            self.changed.notify_waiters();
+            return Ok(());
+        }
         let vms: Vec<&SimVm> = inner.vms.values().collect();
         let bytes = serde_json::to_vec(&vms)
             .map_err(|e| Self::failed(op, vm, "cannot encode the VM table", &e))?;
@@ -475,6 +562,9 @@ impl SimHypervisor {
 
     /// Writes the table of VMs to arrive; called with the lock held.
     fn persist_incoming(&self, op: Op, vm: &str, inner: &Inner) -> Result<()> {
+        if self.volatile {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec(&inner.incoming)
             .map_err(|e| Self::failed(op, vm, "cannot encode the incoming VMs", &e))?;
         write_atomically(&self.root.join("incoming.json"), &bytes)
@@ -504,7 +594,7 @@ impl Hypervisor for SimHypervisor {
             size_mib,
         };
         let mut inner = self.lock();
-        match std::fs::read(&path) {
+        match self.read_disk(&inner, vm) {
             Ok(bytes) => {
                 return match serde_json::from_slice::<DiskFile>(&bytes) {
                     Ok(existing) if existing == wanted => Ok(shown),
@@ -533,7 +623,7 @@ impl Hypervisor for SimHypervisor {
         }
         let bytes = serde_json::to_vec(&wanted)
             .map_err(|e| Self::failed(op, vm, "cannot encode the disk", &e))?;
-        write_atomically(&path, &bytes)
+        self.write_disk(&mut inner, vm, bytes)
             .map_err(|e| Self::failed(op, vm, "cannot write the disk", &e))?;
         inner.disks.insert(vm.to_owned(), size_mib);
         Ok(shown)
@@ -544,7 +634,7 @@ impl Hypervisor for SimHypervisor {
         validate_vm_name(vm)?;
         self.enter(op, vm).await?;
         let mut inner = self.lock();
-        match std::fs::remove_file(self.disk_path(vm)) {
+        match self.delete_disk(&mut inner, vm) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Self::failed(op, vm, "cannot delete the disk", &e)),
@@ -694,8 +784,8 @@ impl Hypervisor for SimHypervisor {
         self.enter(op, vm).await?;
         // The lock keeps a concurrent remove_disk from deleting the disk
         // half-way through the copy.
-        let _inner = self.lock();
-        let bytes = match std::fs::read(self.disk_path(vm)) {
+        let inner = self.lock();
+        let bytes = match self.read_disk(&inner, vm) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(HypervisorError::NoDisk(vm.to_owned()))
@@ -867,7 +957,7 @@ impl Hypervisor for SimHypervisor {
         };
         let bytes = serde_json::to_vec(&disk)
             .map_err(|e| Self::failed(op, vm, "cannot encode the disk", &e))?;
-        write_atomically(&path, &bytes)
+        self.write_disk(&mut inner, vm, bytes)
             .map_err(|e| Self::failed(op, vm, "cannot write the disk", &e))?;
         inner.disks.insert(vm.to_owned(), size_mib);
         inner.incoming.insert(vm.to_owned(), spec);
