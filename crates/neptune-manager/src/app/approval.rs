@@ -76,7 +76,7 @@ pub async fn preview(
     let vi = visible(state, caller, id).await?;
     let dc = home_datacenter(state, datacenter).await?;
     let topo = super::design::design_of(&vi)?;
-    let (plan, hosts) = plan_placement(state, vi.id, &topo, &dc, None).await?;
+    let (plan, hosts) = plan_placement(state, vi.id, &topo, &dc, None, &Default::default()).await?;
     let addresses = plan_addresses(state, vi.id, &topo, &dc.name).await?;
     let wiring = wiring(state, &topo, &addresses, &plan.records, &hosts).await?;
     // The steps are built as accept builds them, so that what would refuse
@@ -121,7 +121,7 @@ pub async fn accept(
         manual: manual.as_ref(),
         pins: &pins,
     };
-    let mut placing = Placing::start(state, caller, target).await;
+    let mut placing = Placing::start(state, caller, target);
     let (accepted, job) = loop {
         let (plan, hosts) = placing.plan().await?;
         // Other datacenters' accepts plan from the same private pools: the

@@ -364,7 +364,7 @@ async fn live(
         manual,
         pins: &[],
     };
-    let mut placing = Placing::start(state, caller, target).await;
+    let mut placing = Placing::start(state, caller, target);
     let (migrating, job) = loop {
         let (plan, mut hosts) = placing.plan().await?;
         // While the VI is split, each link spans the hosts of both sides

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use neptune_store::{
-    AddressRow, DatacenterRecord, HostRecord, Reservation, StoreError, Transition, ViRecord,
-    VmRecord,
+    AddressRow, DatacenterRecord, HostRecord, HostUsage, Reservation, StoreError, Transition,
+    ViRecord, VmRecord,
 };
 use neptune_topology::Topology;
 
@@ -23,14 +23,65 @@ use crate::AppState;
 
 /// One planning lock per datacenter: plans in different datacenters take
 /// different hosts, and run at once; in one datacenter they would only
-/// race for the same room and plan again. Addresses are planned from the
-/// pools of the whole domain, so planning them takes one lock for all
-/// datacenters, the [`AddressBook`]'s, held only while a plan is made and
-/// reserved in it: the commit to the store runs after, outside it.
+/// race for the same room and plan again. The lock is held while a
+/// placement is planned, and the room it takes is then held in memory
+/// ([`HeldRoom`]) until its commit to the store is over: the next plan in
+/// the datacenter counts it as taken, without waiting for that commit
+/// (tens of milliseconds behind the database's other writes). Addresses
+/// are planned from the pools of the whole domain, so planning them takes
+/// one lock for all datacenters, the [`AddressBook`]'s, held only while a
+/// plan is made and reserved in it: the commit runs after, outside it.
 #[derive(Debug, Default)]
 pub struct Planning {
     datacenters: std::sync::Mutex<HashMap<DatacenterId, Arc<tokio::sync::Mutex<()>>>>,
     addresses: tokio::sync::Mutex<AddressBook>,
+    room: std::sync::Mutex<PendingRoom>,
+}
+
+/// Room planned for VIs whose commit is under way, by reservation.
+#[derive(Debug, Default)]
+struct PendingRoom {
+    next: u64,
+    held: HashMap<u64, (DatacenterId, Vec<(HostId, HostUsage)>)>,
+}
+
+/// What the plans being committed in a datacenter take of its hosts.
+#[derive(Debug, Default)]
+pub struct Pending {
+    by_host: HashMap<HostId, HostUsage>,
+    /// VMs in all: how many more hosts a plan may need to read to find
+    /// the room they leave.
+    vms: usize,
+}
+
+impl Pending {
+    /// `hosts` as they will be once the pending commits are done.
+    fn apply(&self, hosts: &mut [HostRecord]) {
+        for h in hosts {
+            if let Some(u) = self.by_host.get(&h.id) {
+                h.used.vcpus += u.vcpus;
+                h.used.ram_mib += u.ram_mib;
+                h.used.disk_mib += u.disk_mib;
+                h.used.slots += u.slots;
+                h.used.uplink_mbps += u.uplink_mbps;
+            }
+        }
+    }
+}
+
+/// Room of a datacenter's hosts held for a plan until its commit is over
+/// (either way): dropping it gives the room back to the next plans, which
+/// then see it taken in the store, or free.
+#[derive(Debug)]
+pub struct HeldRoom {
+    planning: Arc<Planning>,
+    token: u64,
+}
+
+impl Drop for HeldRoom {
+    fn drop(&mut self) {
+        self.planning.room().held.remove(&self.token);
+    }
 }
 
 /// Reload the [`AddressBook`] from the store when it is older than this.
@@ -195,6 +246,57 @@ impl Drop for Reserved {
 }
 
 impl Planning {
+    fn room(&self) -> std::sync::MutexGuard<'_, PendingRoom> {
+        self.room
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The room held in `datacenter` by plans being committed.
+    pub fn pending(&self, datacenter: DatacenterId) -> Pending {
+        let mut out = Pending::default();
+        for (dc, vms) in self.room().held.values() {
+            if *dc != datacenter {
+                continue;
+            }
+            for (host, u) in vms {
+                let sum = out.by_host.entry(*host).or_default();
+                sum.vcpus += u.vcpus;
+                sum.ram_mib += u.ram_mib;
+                sum.disk_mib += u.disk_mib;
+                sum.slots += u.slots;
+                sum.uplink_mbps += u.uplink_mbps;
+            }
+            out.vms += vms.len();
+        }
+        out
+    }
+
+    /// Holds the room `vms` take in `datacenter` until the guard drops.
+    fn hold(self: &Arc<Self>, datacenter: DatacenterId, vms: &[VmRecord]) -> HeldRoom {
+        let taken = vms
+            .iter()
+            .map(|v| {
+                let u = HostUsage {
+                    vcpus: v.vcpus,
+                    ram_mib: v.ram_mib,
+                    disk_mib: v.disk_mib,
+                    slots: 1,
+                    uplink_mbps: v.uplink_mbps,
+                };
+                (v.host_id, u)
+            })
+            .collect();
+        let mut room = self.room();
+        let token = room.next;
+        room.next += 1;
+        room.held.insert(token, (datacenter, taken));
+        HeldRoom {
+            planning: self.clone(),
+            token,
+        }
+    }
+
     async fn lock(&self, datacenter: DatacenterId) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut all = self
@@ -232,7 +334,7 @@ pub struct Target<'a> {
 /// the room or an address in between. Accept and resume both run it:
 ///
 /// ```text
-/// let mut placing = Placing::start(state, caller, target).await;
+/// let mut placing = Placing::start(state, caller, target);
 /// let committed = loop {
 ///     let (plan, hosts) = placing.plan().await?;
 ///     let reservation = ...;           // what the plan reserves
@@ -247,29 +349,39 @@ pub struct Placing<'a> {
     caller: &'a Caller,
     target: Target<'a>,
     attempt: u32,
-    /// This Manager plans and commits one VI at a time per datacenter;
-    /// Managers sharing a database are kept apart by its constraints.
-    _planning: tokio::sync::OwnedMutexGuard<()>,
+    /// The room of the last plan, until its commit is over. This Manager
+    /// plans one VI at a time per datacenter, counting the room of the
+    /// plans still being committed; Managers sharing a database are kept
+    /// apart by its constraints.
+    room: Option<HeldRoom>,
 }
 
 impl<'a> Placing<'a> {
-    pub async fn start(state: &'a AppState, caller: &'a Caller, target: Target<'a>) -> Placing<'a> {
+    pub fn start(state: &'a AppState, caller: &'a Caller, target: Target<'a>) -> Placing<'a> {
         Placing {
-            _planning: state.planning.lock(target.dc.id).await,
             state,
             caller,
             target,
             attempt: 0,
+            room: None,
         }
     }
 
-    /// A placement on the hosts as they are now, refused when it does not
-    /// fit their uplinks.
+    /// A placement on the hosts as they are now, less the room of the
+    /// plans being committed, refused when it does not fit their uplinks.
     pub async fn plan(&mut self) -> ApiResult<(PlacementPlan, Vec<HostRecord>)> {
         self.attempt += 1;
+        self.room = None;
         let t = self.target;
-        let (plan, hosts) = plan_placement(self.state, t.vi.id, t.topo, t.dc, t.manual).await?;
+        let planning = &self.state.planning;
+        let _planning = planning.lock(t.dc.id).await;
+        // Taken before the hosts are read: a commit that ends between the
+        // two is counted twice (a plan a little worse), never not at all.
+        let pending = planning.pending(t.dc.id);
+        let (plan, hosts) =
+            plan_placement(self.state, t.vi.id, t.topo, t.dc, t.manual, &pending).await?;
         require_admissible(&plan)?;
+        self.room = Some(planning.hold(t.dc.id, &plan.records));
         Ok((plan, hosts))
     }
 
@@ -277,18 +389,20 @@ impl<'a> Placing<'a> {
     /// stored, or `None` when the room or an address was taken meanwhile
     /// and planning again may succeed.
     pub async fn commit(
-        &self,
+        &mut self,
         change: &Transition,
         reservation: &Reservation,
     ) -> ApiResult<Option<ViRecord>> {
         let t = self.target;
         let again = self.attempt < ATTEMPTS;
-        match self
+        let stored = self
             .state
             .store
             .transition_with_placement(t.vi.id, t.vi.state, change, reservation)
-            .await
-        {
+            .await;
+        // Committed (the store counts the room now) or refused (it is free).
+        self.room = None;
+        match stored {
             Ok(vi) => Ok(Some(vi)),
             // An administrator's map is not planned again: it is theirs.
             Err(StoreError::NoRoom { .. }) if again && t.manual.is_none() => Ok(None),
@@ -323,10 +437,15 @@ pub async fn plan_placement(
     topo: &Topology,
     dc: &DatacenterRecord,
     manual: Option<&HashMap<String, String>>,
+    pending: &Pending,
 ) -> ApiResult<(PlacementPlan, Vec<HostRecord>)> {
     if manual.is_none() {
-        let limit = roomiest_limit(topo.nodes.len());
-        let few = state.store.roomiest_hosts(dc.id, limit).await?;
+        // Pending plans may fill some of the roomiest hosts: read as many
+        // more as they have VMs.
+        let limit = roomiest_limit(topo.nodes.len())
+            .saturating_add(i64::try_from(pending.vms).unwrap_or(i64::MAX));
+        let mut few = state.store.roomiest_hosts(dc.id, limit).await?;
+        pending.apply(&mut few);
         if !few.is_empty() {
             if let Ok(plan) = place(vi, topo, dc, &few, None, seed(vi)) {
                 if plan.view.admissible {
@@ -335,7 +454,8 @@ pub async fn plan_placement(
             }
         }
     }
-    let hosts = state.store.hosts_in(dc.id).await?;
+    let mut hosts = state.store.hosts_in(dc.id).await?;
+    pending.apply(&mut hosts);
     let plan = place(vi, topo, dc, &hosts, manual, seed(vi)).map_err(plan_error)?;
     Ok((plan, hosts))
 }
@@ -480,4 +600,76 @@ async fn mac_taken(state: &AppState, caller: &Caller, mac: &str) -> ApiError {
     ApiError::Conflict(format!(
         "MAC {mac} is pinned in the design and {named} holds it"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neptune_store::HostState;
+    use uuid::Uuid;
+
+    fn host(dc: DatacenterId) -> HostRecord {
+        HostRecord {
+            id: Uuid::new_v4().into(),
+            datacenter_id: dc,
+            name: "h".into(),
+            agent_url: String::new(),
+            cpus: 16,
+            ram_mib: 65536,
+            disk_mib: 1 << 20,
+            vm_slots: 8,
+            uplink_mbps: 1000,
+            state: HostState::Ready,
+            last_seen: 0,
+            used: HostUsage {
+                vcpus: 1,
+                ..HostUsage::default()
+            },
+        }
+    }
+
+    fn vm(host: HostId, vcpus: i64) -> VmRecord {
+        VmRecord {
+            vi_id: Uuid::new_v4().into(),
+            node_id: "n".into(),
+            host_id: host,
+            vcpus,
+            ram_mib: 512,
+            disk_mib: 1024,
+            uplink_mbps: 10,
+        }
+    }
+
+    #[test]
+    fn held_room_counts_in_its_datacenter_until_dropped() {
+        let planning = Arc::new(Planning::default());
+        let (dc, other) = (Uuid::new_v4().into(), Uuid::new_v4().into());
+        let (a, b) = (host(dc), host(dc));
+        let first = planning.hold(dc, &[vm(a.id, 2), vm(a.id, 3)]);
+        let second = planning.hold(dc, &[vm(b.id, 4)]);
+        let _elsewhere = planning.hold(other, &[vm(a.id, 8)]);
+        let pending = planning.pending(dc);
+        assert_eq!(pending.vms, 3);
+        let mut hosts = vec![a.clone(), b.clone()];
+        pending.apply(&mut hosts);
+        assert_eq!(
+            hosts[0].used,
+            HostUsage {
+                vcpus: 6,
+                ram_mib: 1024,
+                disk_mib: 2048,
+                slots: 2,
+                uplink_mbps: 20,
+            }
+        );
+        assert_eq!((hosts[1].used.vcpus, hosts[1].used.slots), (5, 1));
+        // A commit over (either way) gives its room back.
+        drop(first);
+        let mut hosts = vec![a.clone()];
+        planning.pending(dc).apply(&mut hosts);
+        assert_eq!(hosts[0].used, a.used);
+        drop(second);
+        assert_eq!(planning.pending(dc).vms, 0);
+        assert_eq!(planning.pending(other).vms, 1);
+    }
 }

@@ -181,7 +181,7 @@ pub(super) async fn resume_in(
     } else {
         super::migrate::follow(&vi, home, from, dc.id)?
     };
-    let mut placing = Placing::start(state, caller, target).await;
+    let mut placing = Placing::start(state, caller, target);
     let (resuming, job) = loop {
         let (plan, hosts) = placing.plan().await?;
         let wiring = wiring(state, &topo, &addresses, &plan.records, &hosts).await?;
