@@ -12,7 +12,7 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { apiAs, launchChromium, logIn, neptuneBinary, startNeptune } from '../../web/tests/harness.mjs';
+import { apiAs, launchChromiumBeside, logIn, neptuneBinary, startNeptune } from '../../web/tests/harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -73,7 +73,7 @@ async function frameStats(page, action) {
 }
 
 const neptune = await startNeptune();
-const browser = await launchChromium();
+const browser = await launchChromiumBeside(neptune);
 const report = { vms, runs, machine: `${(await import('node:os')).cpus().length} cores` };
 try {
   const admin = await apiAs(neptune.url, 'admin', neptune.password);

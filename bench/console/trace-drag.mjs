@@ -12,7 +12,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { apiAs, launchChromium, logIn, neptuneBinary, startNeptune } from '../../web/tests/harness.mjs';
+import { apiAs, launchChromiumBeside, logIn, neptuneBinary, startNeptune } from '../../web/tests/harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -33,7 +33,7 @@ const FRAMES = `
 `;
 
 const neptune = await startNeptune();
-const browser = await launchChromium();
+const browser = await launchChromiumBeside(neptune);
 try {
   const admin = await apiAs(neptune.url, 'admin', neptune.password);
   await admin('POST', '/users', { name: 'bench', password: 'bench-password-1', role: 'user' });

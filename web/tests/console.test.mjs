@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { apiAs, launchChromium, logIn, neptuneBinary, newPage, repo, startNeptune } from './harness.mjs';
+import { apiAs, launchChromiumBeside, logIn, neptuneBinary, newPage, repo, startNeptune } from './harness.mjs';
 
 const shots = process.env.NEPTUNE_SCREENSHOTS || join(repo, 'docs', 'screenshots');
 mkdirSync(shots, { recursive: true });
@@ -45,7 +45,7 @@ const graphIds = (page, selector, graph = 'neptuneGraph') =>
   page.evaluate(([s, g]) => window[g].elements(s).map((e) => e.id()), [selector, graph]);
 
 const neptune = await startNeptune();
-const browser = await launchChromium();
+const browser = await launchChromiumBeside(neptune);
 const problems = [];
 let failed = false;
 try {

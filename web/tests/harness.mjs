@@ -107,6 +107,18 @@ export function launchChromium() {
   });
 }
 
+// Chromium beside a started `neptune up`: should it not launch (no
+// chromium installed, say), the server is stopped before the error goes
+// on, so that no `neptune up` outlives the script.
+export async function launchChromiumBeside(neptune) {
+  try {
+    return await launchChromium();
+  } catch (e) {
+    await neptune.stop();
+    throw e;
+  }
+}
+
 // A page whose console errors (a CSP violation among them) fail the test.
 export async function newPage(browser, problems, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport, acceptDownloads: true });
