@@ -45,19 +45,24 @@ pub(super) async fn datacenter_names(
         .replace(dcs.into_iter().map(|d| (d.id, d.name)).collect()))
 }
 
-/// Names of the hosts `ids`; the store is read only when one is new here.
+/// Names of the hosts `ids`; the store is read only when one is new here,
+/// and then only for those: a domain's hosts are tens of thousands, and
+/// the first details after a start would each read all of them at once.
 async fn host_names(
     state: &AppState,
     ids: impl Iterator<Item = HostId>,
 ) -> ApiResult<Names<HostId>> {
-    if let Some(names) = state.views.hosts.covering(ids) {
+    let mut ids: Vec<HostId> = ids.collect();
+    if let Some(names) = state.views.hosts.covering(ids.iter().copied()) {
         return Ok(names);
     }
-    let hosts = state.store.list_hosts().await?;
+    ids.sort_unstable();
+    ids.dedup();
+    let hosts = state.store.hosts_by_id(&ids).await?;
     Ok(state
         .views
         .hosts
-        .replace(hosts.into_iter().map(|h| (h.id, h.name)).collect()))
+        .add(hosts.into_iter().map(|h| (h.id, h.name))))
 }
 
 pub(super) fn vi_out(

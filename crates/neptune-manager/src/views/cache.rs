@@ -226,6 +226,22 @@ impl<K: Eq + Hash> NameMap<K> {
         }
         map
     }
+
+    /// Adds names read from the store to the map (copied only if a
+    /// reader holds it meanwhile).
+    pub(crate) fn add(
+        &self,
+        names: impl IntoIterator<Item = (K, String)>,
+    ) -> Arc<HashMap<K, String>>
+    where
+        K: Clone,
+    {
+        let Ok(mut kept) = self.0.lock() else {
+            return Arc::new(names.into_iter().collect());
+        };
+        Arc::make_mut(&mut kept).extend(names);
+        kept.clone()
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +251,19 @@ mod tests {
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn names_added_join_those_kept() {
+        let names = NameMap::<Uuid>::default();
+        names.replace(HashMap::from([(id(1), "a".to_owned())]));
+        let held = names.covering([id(1)].into_iter()).unwrap();
+        assert!(names.covering([id(1), id(2)].into_iter()).is_none());
+        let now = names.add([(id(2), "b".to_owned())]);
+        assert_eq!((now[&id(1)].as_str(), now[&id(2)].as_str()), ("a", "b"));
+        assert!(names.covering([id(1), id(2)].into_iter()).is_some());
+        // A reader's copy is its own.
+        assert_eq!(held.len(), 1);
     }
 
     #[test]
