@@ -810,16 +810,7 @@ impl Jobs {
                                     .await?;
                                 self.changes.changed(job.vi_id);
                             } else {
-                                return self
-                                    .finish(
-                                        &job,
-                                        stored,
-                                        kind,
-                                        JobState::Failed,
-                                        Event::Fail,
-                                        Some(&message),
-                                    )
-                                    .await;
+                                return self.fail(&job, stored, kind, &message).await;
                             }
                         }
                     }
@@ -865,16 +856,7 @@ impl Jobs {
                         }
                         Some((i, err)) => {
                             let message = format!("undo ({}) failed: {err:#}", undos[*i].name());
-                            return self
-                                .finish(
-                                    &job,
-                                    stored,
-                                    kind,
-                                    JobState::Failed,
-                                    Event::Fail,
-                                    Some(&message),
-                                )
-                                .await;
+                            return self.fail(&job, stored, kind, &message).await;
                         }
                     }
                 }
@@ -939,6 +921,25 @@ impl Jobs {
             Err(StoreError::Conflict { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Ends `job` as failed, for `message` (see [`Jobs::finish`]).
+    async fn fail(
+        &self,
+        job: &JobRecord,
+        stored: i64,
+        kind: JobKind,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        self.finish(
+            job,
+            stored,
+            kind,
+            JobState::Failed,
+            Event::Fail,
+            Some(message),
+        )
+        .await
     }
 
     /// Ends `job` (as kept: its cursor may be ahead of `stored`, the one
