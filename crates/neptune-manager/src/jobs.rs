@@ -474,6 +474,9 @@ pub struct Jobs {
     ready_wait: Duration,
     /// Jobs this process is running now.
     running: Arc<std::sync::Mutex<std::collections::HashSet<JobId>>>,
+    /// Jobs made here with this Manager's lease in them ([`Jobs::new_job`]),
+    /// and when it was taken: their first run need not claim them again.
+    leased: Arc<std::sync::Mutex<HashMap<JobId, std::time::Instant>>>,
     /// How far the live moves of the migrations this process runs are,
     /// by job and VM.
     moves: Arc<std::sync::Mutex<HashMap<JobId, BTreeMap<String, neptune_api::VmMove>>>>,
@@ -581,9 +584,27 @@ impl Jobs {
             host_wait: HOST_WAIT,
             ready_wait: READY_WAIT,
             running: Arc::default(),
+            leased: Arc::default(),
             moves: Arc::default(),
             changes: Arc::default(),
         }
+    }
+
+    /// A new job, stored already leased to this Manager: the write that
+    /// stores it (with its VI's change) claims it too, and its run here
+    /// does not write a claim of its own before its first batch.
+    pub fn new_job(&self, vi: ViId, kind: JobKind, steps: &[Step]) -> anyhow::Result<JobRecord> {
+        let mut job = new_job(vi, kind, steps)?;
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        job.owner = Some(self.owner.clone());
+        job.lease_until = job.created_at.saturating_add(lease_ms);
+        if let Ok(mut leased) = self.leased.lock() {
+            // Jobs never stored (a commit refused, planned again) leave
+            // their entry: it is useless once a quarter of the lease is.
+            leased.retain(|_, at| at.elapsed() < self.lease / 4);
+            leased.insert(job.id, std::time::Instant::now());
+        }
+        Ok(job)
     }
 
     /// Where the engine, and whoever else changes a VI, says so (see
@@ -702,7 +723,11 @@ impl Jobs {
         // has not run out is this Manager's alone, and every progress
         // write is a compare-and-set besides. The job as this Manager last
         // wrote it is kept between batches rather than read again.
-        let mut claimed: Option<std::time::Instant> = None;
+        let mut claimed: Option<std::time::Instant> = self
+            .leased
+            .lock()
+            .ok()
+            .and_then(|mut leased| leased.remove(&id));
         let mut kept: Option<(JobRecord, JobKind, Vec<Step>)> = None;
         // The cursor as stored, which every write compares against, and
         // when progress was last written: the kept job may be ahead of it
@@ -1629,4 +1654,37 @@ pub fn nics(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct NoHosts;
+
+    #[async_trait]
+    impl HostDirectory for NoHosts {
+        async fn hypervisor(&self, host: &HostRecord) -> anyhow::Result<Arc<dyn Hypervisor>> {
+            anyhow::bail!("no host {} here", host.name)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_made_here_is_stored_with_this_managers_lease() {
+        let store = neptune_store::connect("sqlite::memory:").await.unwrap();
+        let jobs = Jobs::new(store, Arc::new(NoHosts), "manager-a".into());
+        let vi: ViId = Uuid::new_v4().into();
+        let job = jobs.new_job(vi, JobKind::Deploy, &[]).unwrap();
+        assert_eq!(job.owner.as_deref(), Some("manager-a"));
+        assert_eq!(
+            job.lease_until - job.created_at,
+            i64::try_from(LEASE.as_millis()).unwrap()
+        );
+        // Its first run here takes that lease as its claim.
+        assert!(jobs.leased.lock().unwrap().contains_key(&job.id));
+        // A plain job (made for another Manager to pick up) has none.
+        let free = new_job(vi, JobKind::Deploy, &[]).unwrap();
+        assert_eq!((free.owner, free.lease_until), (None, 0));
+    }
 }

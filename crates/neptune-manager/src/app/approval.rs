@@ -146,8 +146,10 @@ pub async fn accept(
         // The deploy job is stored with the acceptance: a Manager that dies
         // right after it leaves a job for another to run, not an accepted
         // VI that nothing would deploy.
-        let job =
-            crate::jobs::new_job(vi.id, JobKind::Deploy, &steps).map_err(ApiError::Internal)?;
+        let job = state
+            .jobs
+            .new_job(vi.id, JobKind::Deploy, &steps)
+            .map_err(ApiError::Internal)?;
         let mut rows = crate::plan::address_rows(&addresses);
         rows.extend(pins.iter().cloned());
         let reservation = Reservation {

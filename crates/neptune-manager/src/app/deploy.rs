@@ -125,7 +125,10 @@ pub async fn start_job(
     kind: JobKind,
     steps: &[Step],
 ) -> ApiResult<ViRecord> {
-    let job = jobs::new_job(vi.id, kind, steps).map_err(ApiError::Internal)?;
+    let job = state
+        .jobs
+        .new_job(vi.id, kind, steps)
+        .map_err(ApiError::Internal)?;
     let event = match kind {
         JobKind::Deploy => Event::Deploy,
         JobKind::Suspend => Event::Suspend,

@@ -386,7 +386,10 @@ async fn live(
                 public_gateway,
             },
         })?;
-        let job = jobs::new_job(vi.id, JobKind::Migrate, &steps).map_err(ApiError::Internal)?;
+        let job = state
+            .jobs
+            .new_job(vi.id, JobKind::Migrate, &steps)
+            .map_err(ApiError::Internal)?;
         let change = Transition {
             to: vi.state.next(Event::Migrate)?,
             actor: caller.user.id,

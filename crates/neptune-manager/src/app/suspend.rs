@@ -236,7 +236,10 @@ pub(super) async fn resume_in(
                 dir: path_string(dir.clone()),
             }])
             .collect();
-        let job = jobs::new_job(vi.id, JobKind::Resume, &steps).map_err(ApiError::Internal)?;
+        let job = state
+            .jobs
+            .new_job(vi.id, JobKind::Resume, &steps)
+            .map_err(ApiError::Internal)?;
         let change = Transition {
             to: next,
             actor: caller.user.id,

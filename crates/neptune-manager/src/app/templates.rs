@@ -253,7 +253,10 @@ pub async fn save(
         },
         Step::RegisterTemplate { template },
     ];
-    let job = jobs::new_job(vi.id, JobKind::SaveTemplate, &steps).map_err(ApiError::Internal)?;
+    let job = state
+        .jobs
+        .new_job(vi.id, JobKind::SaveTemplate, &steps)
+        .map_err(ApiError::Internal)?;
     state.store.add_job(&job, ViState::Running).await?;
     state.jobs.spawn(job.id);
     Ok(job)
