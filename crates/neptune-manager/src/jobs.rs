@@ -472,6 +472,8 @@ pub struct Jobs {
     host_wait: Duration,
     /// How long a guest may take to be ready.
     ready_wait: Duration,
+    /// The longest progress waits in memory before it is written.
+    progress_every: Duration,
     /// Jobs this process is running now.
     running: Arc<std::sync::Mutex<std::collections::HashSet<JobId>>>,
     /// Jobs made here with this Manager's lease in them ([`Jobs::new_job`]),
@@ -583,6 +585,7 @@ impl Jobs {
             lease: LEASE,
             host_wait: HOST_WAIT,
             ready_wait: READY_WAIT,
+            progress_every: PROGRESS_EVERY,
             running: Arc::default(),
             leased: Arc::default(),
             moves: Arc::default(),
@@ -622,6 +625,13 @@ impl Jobs {
     /// How long a guest may take to be ready (default [`READY_WAIT`]).
     pub fn with_ready_wait(mut self, wait: Duration) -> Self {
         self.ready_wait = wait;
+        self
+    }
+
+    /// The longest a running job's progress waits in memory before it is
+    /// written (default [`PROGRESS_EVERY`]; zero: after every batch).
+    pub fn with_progress_every(mut self, every: Duration) -> Self {
+        self.progress_every = every;
         self
     }
 
@@ -786,7 +796,7 @@ impl Jobs {
                         .await?;
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
-                        None if end >= steps.len() || written.elapsed() < PROGRESS_EVERY => {
+                        None if end >= steps.len() || written.elapsed() < self.progress_every => {
                             // Progress kept in memory: written with the
                             // next batch past PROGRESS_EVERY, or with the
                             // job's end. A crash meanwhile repeats these
@@ -937,6 +947,7 @@ impl Jobs {
             at: now_ms(),
             reject_reason: None,
             home_datacenter_id: None,
+            usage: None,
         };
         match self.store.transition_vi(vi.id, vi.state, &change).await {
             Ok(_) => {
@@ -1007,6 +1018,7 @@ impl Jobs {
             at: now_ms(),
             reject_reason: None,
             home_datacenter_id: None,
+            usage: None,
         };
         match self
             .store

@@ -77,6 +77,10 @@ pub struct Config {
     /// How long a deploy or resume waits for each guest to say it is ready
     /// before it fails (and its job rolls back).
     pub ready_wait: std::time::Duration,
+    /// The longest a running job's progress waits in memory before it is
+    /// written (see [`jobs::PROGRESS_EVERY`]); zero writes it after every
+    /// batch.
+    pub progress_every: std::time::Duration,
     /// The largest image `POST /api/v1/templates/import` takes, in bytes.
     pub max_image_bytes: u64,
     /// Bounds of the API's connections; the number of connections is
@@ -103,6 +107,7 @@ impl Config {
             http: server::Limits::default(),
             host_wait: jobs::HOST_WAIT,
             ready_wait: jobs::READY_WAIT,
+            progress_every: jobs::PROGRESS_EVERY,
             default_template: DEFAULT_TEMPLATE.to_owned(),
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
@@ -205,7 +210,8 @@ impl Manager {
         }
         let jobs = jobs::Jobs::new(store.clone(), hosts, config.instance.clone())
             .with_host_wait(config.host_wait)
-            .with_ready_wait(config.ready_wait);
+            .with_ready_wait(config.ready_wait)
+            .with_progress_every(config.progress_every);
         Ok(Manager {
             state: AppState {
                 store,

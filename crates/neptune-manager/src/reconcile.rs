@@ -223,6 +223,7 @@ async fn fail(state: &AppState, vi: &ViRecord, reason: &str, report: &mut Report
         at: now_ms(),
         reject_reason: Some(reason.to_owned()),
         home_datacenter_id: None,
+        usage: None,
     };
     match state
         .store

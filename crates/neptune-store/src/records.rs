@@ -511,6 +511,9 @@ pub struct Transition {
     pub reject_reason: Option<String>,
     /// The home datacenter chosen at accept (kept otherwise).
     pub home_datacenter_id: Option<DatacenterId>,
+    /// What the VI takes of its owner's quota from this change on,
+    /// recorded with it (a request, an acceptance); kept when `None`.
+    pub usage: Option<ViUsage>,
 }
 
 /// One recorded lifecycle change of a VI.

@@ -489,6 +489,7 @@ async fn vi_lifecycle(s: &dyn Store) {
         at: 30,
         reject_reason: None,
         home_datacenter_id: None,
+        usage: None,
     };
     let requested = s
         .transition_vi(
@@ -563,6 +564,7 @@ async fn concurrent_transitions(s: Arc<dyn Store>) {
                 at: 1,
                 reject_reason: None,
                 home_datacenter_id: None,
+                usage: None,
             };
             s.transition_vi(v.id, ViState::Defined, &change)
                 .await
@@ -634,6 +636,7 @@ fn to(state: ViState, actor: UserId) -> Transition {
         at: 50,
         reject_reason: None,
         home_datacenter_id: None,
+        usage: None,
     }
 }
 
@@ -871,6 +874,32 @@ async fn quota_usage_sums(s: &dyn Store) {
     ));
     let (sum, _) = s.quota_usage(fresh(), nil()).await.unwrap();
     assert_eq!(sum, ViUsage::default(), "no VI, nothing used");
+    // A change that records usage records it with itself: the sixth,
+    // withdrawn and requested again with its usage, counts at once.
+    let back = Transition {
+        usage: None,
+        ..to(ViState::Defined, dave.id)
+    };
+    s.transition_vi(ids[5], ViState::Requested, &back)
+        .await
+        .unwrap();
+    let again = Transition {
+        usage: Some(usage(10)),
+        ..to(ViState::Requested, dave.id)
+    };
+    s.transition_vi(ids[5], ViState::Defined, &again)
+        .await
+        .unwrap();
+    let (sum, missing) = s.quota_usage(dave.id, nil()).await.unwrap();
+    assert_eq!((sum.vms, sum.private_addresses, missing), (18, 144, vec![]));
+    // One without usage keeps what was recorded.
+    s.transition_vi(ids[5], ViState::Requested, &back)
+        .await
+        .unwrap();
+    s.transition_vi(ids[5], ViState::Defined, &to(ViState::Requested, dave.id))
+        .await
+        .unwrap();
+    assert_eq!(s.quota_usage(dave.id, nil()).await.unwrap().0.vms, 18);
 
     // The design quota counts every VI but the terminated one, defined
     // ones included, with their design text.

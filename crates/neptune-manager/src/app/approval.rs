@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use neptune_api as api;
 use neptune_lifecycle::{Event, ViState};
-use neptune_store::{Reservation, Transition, ViRecord};
+use neptune_store::{Reservation, Transition, ViRecord, ViUsage};
 
 use super::access::{require_owner, visible};
 use super::deploy::Layout;
@@ -30,6 +30,18 @@ async fn apply(
     event: Event,
     reject_reason: Option<String>,
 ) -> ApiResult<ViRecord> {
+    apply_with(state, caller, vi, event, reject_reason, None).await
+}
+
+/// [`apply`], recording `usage` (what the VI takes of the quota) with it.
+async fn apply_with(
+    state: &AppState,
+    caller: &Caller,
+    vi: &ViRecord,
+    event: Event,
+    reject_reason: Option<String>,
+    usage: Option<ViUsage>,
+) -> ApiResult<ViRecord> {
     let to = vi.state.next(event)?;
     let change = Transition {
         to,
@@ -37,6 +49,7 @@ async fn apply(
         at: now_ms(),
         reject_reason,
         home_datacenter_id: None,
+        usage,
     };
     Ok(state.store.transition_vi(vi.id, vi.state, &change).await?)
 }
@@ -54,12 +67,11 @@ pub async fn owner_event(
     if event == Event::Request {
         vi.state.next(event)?;
         let usage = super::quota::check_quota(state, &vi).await?;
-        // Recorded before the VI counts (a defined VI does not), so that
-        // no other check finds it requested with nothing recorded and
+        // Recorded with the change that makes the VI count, so that no
+        // other check finds it requested with nothing recorded (and
         // computes its usage again: with many requests at once, each one
-        // did so for every request still between its change and its record.
-        super::quota::record(state, &vi, Some(usage)).await;
-        return apply(state, caller, &vi, event, None).await;
+        // did so for every request still between a change and its record).
+        return apply_with(state, caller, &vi, event, None, Some(usage)).await;
     }
     apply(state, caller, &vi, event, None).await
 }
@@ -167,6 +179,8 @@ pub async fn accept(
             at: now_ms(),
             reject_reason: None,
             home_datacenter_id: Some(dc.id),
+            // Its committed address plan is what it takes from now on.
+            usage: Some(super::quota::accepted_usage(state, &vi, &addresses)?),
         };
         // A commit refused or failed drops the reservation (and the kept
         // copy: another Manager may hold what it lacks).
@@ -176,8 +190,6 @@ pub async fn accept(
         }
     };
     drop(placing);
-    // Its committed address plan is what it takes now.
-    super::quota::record(state, &accepted, None).await;
     super::deploy::begin(state, caller, &accepted, &job).await
 }
 

@@ -147,6 +147,7 @@ pub async fn start_job(
         at: now_ms(),
         reject_reason: None,
         home_datacenter_id: None,
+        usage: None,
     };
     let vi = state.store.start_job(&job, vi.state, &change).await?;
     state.jobs.spawn(job.id);
@@ -169,6 +170,7 @@ pub async fn begin(
         at: now_ms(),
         reject_reason: None,
         home_datacenter_id: None,
+        usage: None,
     };
     let deploying = match state.store.transition_vi(vi.id, vi.state, &change).await {
         Ok(vi) => vi,

@@ -396,6 +396,7 @@ async fn live(
             at: now_ms(),
             reject_reason: None,
             home_datacenter_id: None,
+            usage: None,
         };
         let reservation = Reservation {
             moves: plan.records,

@@ -42,10 +42,10 @@ fn usage_of(state: &AppState, vi: &ViRecord) -> ApiResult<Result<ViUsage, String
 }
 
 /// Refuses when `vi` together with the owner's other committed VIs exceeds
-/// the quota; else what `vi` takes, to record once its change is made
-/// ([`record`]). The others' usage is summed in the store from what each
-/// recorded; one that recorded nothing yet (a VI of an older version, or
-/// one whose record was lost in a crash) is computed and recorded now.
+/// the quota; else what `vi` takes, to record with the change that makes
+/// it count (a request). The others' usage is summed in the store from what each
+/// recorded; one that recorded nothing yet (a VI requested by an older
+/// version) is computed and recorded now.
 pub async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<ViUsage> {
     let owner = state.store.user(vi.owner_id).await?;
     let mut used = committed(state, vi.owner_id, vi.id).await?;
@@ -62,9 +62,8 @@ pub async fn check_quota(state: &AppState, vi: &ViRecord) -> ApiResult<ViUsage> 
 }
 
 /// What the VIs of `owner` that count (but `except`) take together, from
-/// what each recorded; one that recorded nothing yet (a VI of an older
-/// version, or one whose record was lost in a crash) is computed and
-/// recorded now.
+/// what each recorded; one that recorded nothing yet (a VI requested by
+/// an older version) is computed and recorded now.
 async fn committed(state: &AppState, owner: UserId, except: ViId) -> ApiResult<Usage> {
     let (recorded, missing) = state.store.quota_usage(owner, except).await?;
     let mut used = Usage::from(recorded);
@@ -100,29 +99,17 @@ pub async fn holdings(state: &AppState, user: UserId) -> ApiResult<api::QuotaUsa
     })
 }
 
-/// Records what `vi` takes of its owner's quota: just before a request
-/// makes it count, and after an acceptance changed it (it commits the
-/// address plan). A record that fails is computed again when next needed,
-/// so it is only logged.
-pub async fn record(state: &AppState, vi: &ViRecord, usage: Option<ViUsage>) {
-    let usage = match usage {
-        Some(u) => Ok(u),
-        None => usage_of(state, vi).and_then(|u| match u {
-            Ok(u) => Ok(u),
-            Err(_) => design_usage(state, vi),
-        }),
-    };
-    let done = match usage {
-        Ok(u) => state
-            .store
-            .set_vi_usage(vi.id, &u)
-            .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = done {
-        tracing::warn!(vi = %vi.id, error = %e, "recording what the VI takes of its quota");
-    }
+/// What `vi` takes of its owner's quota once accepted with address plan
+/// `plan`: recorded with the acceptance.
+pub fn accepted_usage(
+    state: &AppState,
+    vi: &ViRecord,
+    plan: &neptune_ipam::Plan,
+) -> ApiResult<ViUsage> {
+    Ok(ViUsage {
+        private_addresses: i64::try_from(plan.private_addresses()).unwrap_or(i64::MAX),
+        ..design_usage(state, vi)?
+    })
 }
 
 /// Resources summed over VIs. Every sum saturates, and a quota is at most

@@ -246,6 +246,7 @@ pub(super) async fn resume_in(
             at: now_ms(),
             reject_reason: None,
             home_datacenter_id: None,
+            usage: None,
         };
         let reservation = Reservation {
             vms: plan.records,

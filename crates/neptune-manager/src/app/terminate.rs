@@ -36,6 +36,7 @@ pub async fn terminate(state: &AppState, caller: &Caller, id: ViId) -> ApiResult
             at: now_ms(),
             reject_reason: None,
             home_datacenter_id: None,
+            usage: None,
         };
         Ok(state.store.transition_vi(vi.id, vi.state, &change).await?)
     }

@@ -399,6 +399,7 @@ pub(crate) async fn an_acceptance_whose_manager_died_is_deployed(m: &TestManager
                 at: neptune_manager::now_ms(),
                 reject_reason: None,
                 home_datacenter_id: None,
+                usage: None,
             },
             &neptune_store::Reservation {
                 job: Some(job.clone()),

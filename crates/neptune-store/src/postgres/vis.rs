@@ -198,7 +198,11 @@ pub(super) async fn transition_in(
     let row = sqlx::query(&format!(
         "UPDATE vis SET state = $1, reject_reason = $2, \
          home_datacenter_id = COALESCE($3, home_datacenter_id), version = version + 1, updated_at = $4, \
-         address_plan = CASE WHEN $1 IN ('defined', 'requested') THEN NULL ELSE address_plan END \
+         address_plan = CASE WHEN $1 IN ('defined', 'requested') THEN NULL ELSE address_plan END, \
+         usage_vms = COALESCE($7, usage_vms), usage_vcpus = COALESCE($8, usage_vcpus), \
+         usage_ram_mib = COALESCE($9, usage_ram_mib), \
+         usage_public_addresses = COALESCE($10, usage_public_addresses), \
+         usage_private_addresses = COALESCE($11, usage_private_addresses) \
          WHERE id = $5 AND state = $6 RETURNING {VI_COLUMNS}"
     ))
     .bind(change.to.as_str())
@@ -207,6 +211,11 @@ pub(super) async fn transition_in(
     .bind(change.at)
     .bind(id)
     .bind(from.as_str())
+    .bind(change.usage.map(|u| u.vms))
+    .bind(change.usage.map(|u| u.vcpus))
+    .bind(change.usage.map(|u| u.ram_mib))
+    .bind(change.usage.map(|u| u.public_addresses))
+    .bind(change.usage.map(|u| u.private_addresses))
     .fetch_optional(&mut **tx)
     .await
     .map_err(db)?;

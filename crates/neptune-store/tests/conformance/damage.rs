@@ -133,6 +133,7 @@ pub(crate) async fn corrupt_rows_are_errors(s: &dyn Store, raw: &Raw) {
         at: 20,
         reject_reason: None,
         home_datacenter_id: None,
+        usage: None,
     };
     s.transition_vi(b.id, ViState::Defined, &to(ViState::Requested))
         .await

@@ -79,6 +79,10 @@ pub(crate) struct ManagerArgs {
     /// bytes.
     #[arg(long, default_value_t = neptune_manager::DEFAULT_MAX_IMAGE_BYTES)]
     max_image_bytes: u64,
+    /// The longest a running job's progress waits in memory before it is
+    /// written, in milliseconds (0: after every batch of steps).
+    #[arg(long, default_value_t = 250)]
+    job_progress_ms: u64,
 }
 
 pub(crate) fn init_logging() {
@@ -182,6 +186,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     config.switch_repair_every = (args.switch_repair_secs > 0)
         .then(|| std::time::Duration::from_secs(args.switch_repair_secs));
     config.max_image_bytes = args.max_image_bytes;
+    config.progress_every = std::time::Duration::from_millis(args.job_progress_ms);
     runtime()?.block_on(async {
         let hosts = Arc::new(neptune_manager::agents::AgentDirectory::new(agent_token)?);
         let manager = Manager::open(config, hosts).await?;

@@ -6,7 +6,8 @@
 //! part-way through.
 //!
 //! A job runs the steps of a phase together (all copies, then all defines,
-//! ...) and records its progress once per batch, so it can be interrupted
+//! ...) and records its progress once per batch (here: by default at most
+//! every 250 ms, see `--job-progress-ms`), so it can be interrupted
 //! at the first step of each batch, not after every step. The test finds
 //! those steps as it goes: each kill waits for the job to be running at a
 //! step past the last one interrupted, and every kill is checked in the
@@ -192,6 +193,12 @@ impl Rig {
             d.join("agent.token").display().to_string(),
             "--admin-password-file".into(),
             d.join("admin.password").display().to_string(),
+            // Progress written after every batch, so that the test sees
+            // each batch start and can kill the Manager there. (Written
+            // less often, as by default, a kill repeats the batches since
+            // the last write: the same recovery as a kill within a batch.)
+            "--job-progress-ms".into(),
+            "0".into(),
         ];
         let manager = ManagerProcess::start(&args);
         wait_for_manager(&base).await;
