@@ -12,7 +12,9 @@
 //! - another Manager sharing the database does: every change to the
 //!   `tokens` and `users` tables advances the `auth_epoch` row (triggers,
 //!   in the same transaction), which is read at most every
-//!   [`CHECK_EVERY`]; a new epoch forgets everything kept;
+//!   [`CHECK_EVERY`]; a new epoch forgets everything kept. Deleting a
+//!   token that has expired (the sweep every few seconds) changes
+//!   nothing kept, and advances nothing;
 //! - the token expires (its `expires_at`, checked at each use);
 //! - it has been kept for [`MAX_AGE`].
 //!

@@ -2303,20 +2303,69 @@ async fn revocations_reach_the_other_manager(a: Arc<dyn Store>, b: Arc<dyn Store
     );
 }
 
+/// The sweep of expired tokens leaves the epoch alone (what the Managers
+/// keep is not forgotten every few seconds), and a revocation of a token
+/// that has not expired yet advances it. `epoch` reads it.
+async fn only_live_tokens_advance_the_epoch<F>(s: Arc<dyn Store>, epoch: impl Fn() -> F)
+where
+    F: std::future::Future<Output = i64>,
+{
+    let carol = user("epoch-carol", Role::User);
+    s.create_user(&carol).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let token = |hash: &str, expires_at| TokenRecord {
+        id: fresh(),
+        hash: hash.into(),
+        user_id: carol.id,
+        kind: TokenKind::Session,
+        scope: TokenScope::User,
+        name: hash.into(),
+        created_at: 1,
+        expires_at: Some(expires_at),
+    };
+    s.insert_token(&token("old", now - 60_000)).await.unwrap();
+    let live = token("live", now + 3_600_000);
+    s.insert_token(&live).await.unwrap();
+    let before = epoch().await;
+    assert_eq!(s.delete_expired_tokens(now).await.unwrap(), 1);
+    assert_eq!(epoch().await, before, "a sweep of expired tokens");
+    s.revoke_token(live.id, Some(carol.id)).await.unwrap();
+    assert!(epoch().await > before, "a live token revoked");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_revocations_reach_the_other_manager() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("n.db").display());
-    let a = SqliteStore::connect(&url).await.unwrap();
+    let a = Arc::new(SqliteStore::connect(&url).await.unwrap());
     let b = SqliteStore::connect(&url).await.unwrap();
-    revocations_reach_the_other_manager(Arc::new(a), Arc::new(b)).await;
+    revocations_reach_the_other_manager(a.clone(), Arc::new(b)).await;
+    let pool = a.pool().clone();
+    only_live_tokens_advance_the_epoch(a, || async {
+        sqlx::query_scalar("SELECT epoch FROM auth_epoch")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_revocations_reach_the_other_manager() {
     if let Some(url) = postgres_database().await {
-        let a = PostgresStore::connect(&url).await.unwrap();
+        let a = Arc::new(PostgresStore::connect(&url).await.unwrap());
         let b = PostgresStore::connect(&url).await.unwrap();
-        revocations_reach_the_other_manager(Arc::new(a), Arc::new(b)).await;
+        revocations_reach_the_other_manager(a.clone(), Arc::new(b)).await;
+        let pool = a.pool().clone();
+        only_live_tokens_advance_the_epoch(a, || async {
+            sqlx::query_scalar("SELECT epoch FROM auth_epoch")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        })
+        .await;
     }
 }

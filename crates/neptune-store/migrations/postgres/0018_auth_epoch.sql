@@ -27,9 +27,15 @@ CREATE TRIGGER tokens_epoch_lock BEFORE UPDATE OR DELETE ON tokens
 FOR EACH STATEMENT EXECUTE FUNCTION lock_auth_epoch();
 CREATE TRIGGER users_epoch_lock BEFORE UPDATE OR DELETE ON users
 FOR EACH STATEMENT EXECUTE FUNCTION lock_auth_epoch();
--- Row by row: a statement that changes nothing (the sweep of expired
--- tokens, most of the time) leaves the epoch, and the tokens kept, alone.
-CREATE TRIGGER tokens_epoch AFTER UPDATE OR DELETE ON tokens
+-- Row by row: a statement that changes nothing leaves the epoch, and the
+-- tokens kept, alone. So does a token deleted once expired (the Manager's
+-- sweep, every few seconds): it was refused already, nowhere usable.
+CREATE TRIGGER tokens_epoch AFTER UPDATE ON tokens
 FOR EACH ROW EXECUTE FUNCTION advance_auth_epoch();
+CREATE TRIGGER tokens_delete_epoch AFTER DELETE ON tokens
+FOR EACH ROW
+WHEN (OLD.expires_at IS NULL
+      OR OLD.expires_at > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)
+EXECUTE FUNCTION advance_auth_epoch();
 CREATE TRIGGER users_epoch AFTER UPDATE OR DELETE ON users
 FOR EACH ROW EXECUTE FUNCTION advance_auth_epoch();

@@ -9,7 +9,12 @@ CREATE TABLE auth_epoch (
 INSERT INTO auth_epoch (id, epoch) VALUES (1, 0);
 CREATE TRIGGER tokens_update_epoch AFTER UPDATE ON tokens
 BEGIN UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1; END;
+-- A token deleted once expired (the Manager's sweep, every few seconds)
+-- was refused already: no Manager kept it usable, so the epoch stays and
+-- what the Managers keep is not forgotten at every sweep.
 CREATE TRIGGER tokens_delete_epoch AFTER DELETE ON tokens
+WHEN OLD.expires_at IS NULL
+  OR OLD.expires_at > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
 BEGIN UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1; END;
 CREATE TRIGGER users_update_epoch AFTER UPDATE ON users
 BEGIN UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1; END;

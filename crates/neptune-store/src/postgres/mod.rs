@@ -169,9 +169,8 @@ impl Store for PostgresStore {
     }
 
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64> {
-        let done = users::delete_expired_tokens(&self.pool, now).await;
-        self.tokens.forget();
-        done
+        // Expired tokens are refused from memory already: nothing to forget.
+        users::delete_expired_tokens(&self.pool, now).await
     }
 
     async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()> {

@@ -229,9 +229,8 @@ impl Store for SqliteStore {
 
     async fn delete_expired_tokens(&self, now: i64) -> Result<u64> {
         let _writing = self.writing.lock().await;
-        let done = users::delete_expired_tokens(&self.pool, now).await;
-        self.tokens.forget();
-        done
+        // Expired tokens are refused from memory already: nothing to forget.
+        users::delete_expired_tokens(&self.pool, now).await
     }
 
     async fn set_password(&self, user: UserId, password_hash: &str) -> Result<()> {
