@@ -80,13 +80,7 @@ pub(super) async fn transition_with_placement(
     // decides whether each has room, so concurrent commits cannot overfill
     // one.
     for used in batch::per_host(reservation.vms.iter().chain(&reservation.moves)) {
-        let done = sqlx::query(batch::TAKE_ROOM)
-            .bind(used.vcpus)
-            .bind(used.ram_mib)
-            .bind(used.disk_mib)
-            .bind(used.host)
-            .bind(used.uplink_mbps)
-            .bind(used.slots)
+        let done = room_change(batch::TAKE_ROOM, &used)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -322,17 +316,26 @@ async fn release_in(
     rows.iter().map(|r| decode::vm_of(r, table)).collect()
 }
 
+/// `sql` ([`batch::TAKE_ROOM`] or [`batch::GIVE_ROOM`]) bound to what
+/// `used` takes of its host.
+fn room_change<'q>(
+    sql: &'q str,
+    used: &batch::HostUse<'_>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(used.vcpus)
+        .bind(used.ram_mib)
+        .bind(used.disk_mib)
+        .bind(used.host)
+        .bind(used.uplink_mbps)
+        .bind(used.slots)
+}
+
 /// Gives the resources of `slots` back to their hosts, one statement per
 /// host, locked in id order as in `transition_with_placement`.
 async fn give_back(tx: &mut super::Tx<'_>, slots: impl Iterator<Item = &VmRecord>) -> Result<()> {
     for used in batch::per_host(slots) {
-        sqlx::query(batch::GIVE_ROOM)
-            .bind(used.vcpus)
-            .bind(used.ram_mib)
-            .bind(used.disk_mib)
-            .bind(used.host)
-            .bind(used.uplink_mbps)
-            .bind(used.slots)
+        room_change(batch::GIVE_ROOM, &used)
             .execute(&mut **tx)
             .await
             .map_err(db)?;
