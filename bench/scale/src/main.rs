@@ -45,9 +45,18 @@ mod ha;
 const USAGE: &str = "\
 usage: neptune-bench-scale [--datacenters 3] [--hosts 10000] [--vis 1000] [--vms 20]
            [--clients 64] [--big 1500 (0: none)] [--heartbeat-secs 30]
-           [--database-url postgres://...] [--managers 1|2]
+           [--database-url postgres://...] [--managers 1|2] [--rounds 1]
        neptune-bench-scale --smoke    (tiny sizes: does it still run?)
 --hosts is per datacenter; --managers 2 needs --database-url (PostgreSQL).";
+
+/// " (round 2 of 3)" when phases 2 and 3 run more than once.
+fn round_label(round: usize, rounds: usize) -> String {
+    if rounds == 1 {
+        String::new()
+    } else {
+        format!(" (round {round} of {rounds})")
+    }
+}
 
 struct Args {
     datacenters: usize,
@@ -59,6 +68,7 @@ struct Args {
     heartbeat_secs: u64,
     database_url: Option<String>,
     managers: usize,
+    rounds: usize,
 }
 
 /// The options given, or `None` when the usage was asked for (and printed).
@@ -73,6 +83,7 @@ fn args() -> anyhow::Result<Option<Args>> {
         heartbeat_secs: 30,
         database_url: None,
         managers: 1,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +106,7 @@ fn args() -> anyhow::Result<Option<Args>> {
             "--heartbeat-secs" => a.heartbeat_secs = value.parse()?,
             "--database-url" => a.database_url = Some(value),
             "--managers" => a.managers = value.parse()?,
+            "--rounds" => a.rounds = value.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -103,6 +115,9 @@ fn args() -> anyhow::Result<Option<Args>> {
     }
     if a.datacenters == 0 || a.datacenters > 3 || a.hosts == 0 || a.clients == 0 || a.vms < 2 {
         bail!("1 to 3 datacenters, at least one host and one client, VIs of 2 VMs or more");
+    }
+    if a.rounds == 0 {
+        bail!("--rounds is 1 or more");
     }
     if a.managers == 0 || a.managers > 2 {
         bail!("--managers is 1 or 2");
@@ -190,6 +205,24 @@ impl ManagerProcess {
             .trim()
             .parse()?;
         Ok(kib / 1024.0)
+    }
+
+    /// Its resident memory once it has settled: read every half second
+    /// until two readings in a row are within 0.25 MiB (at most 10 s).
+    /// Idle and after terminating are both read so, as an operator would
+    /// read a quiet Manager: right after a burst the allocator is still
+    /// giving pages back.
+    async fn settled_rss_mib(&self) -> anyhow::Result<f64> {
+        let mut last = self.rss_mib()?;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.rss_mib()?;
+            if (now - last).abs() < 0.25 {
+                return Ok(now);
+            }
+            last = now;
+        }
+        Ok(last)
     }
 }
 
@@ -508,8 +541,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_rss = manager.rss_mib()?;
+    let idle_rss = manager.settled_rss_mib().await?;
     println!(
         "hosts: {total_hosts} ready in {:.1} s (goal <= 10 s); Manager RSS idle {idle_rss:.0} MiB (goal <= 1024)",
         ready_after.as_secs_f64()
@@ -517,110 +549,113 @@ async fn main() -> anyhow::Result<()> {
 
     let pools_before = used_addresses(&api.get("/address-pools").await?);
 
-    // 2. Accepts by many clients.
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    let started = Instant::now();
-    for c in 0..args.clients {
-        let (api, next) = (api.clone(), next.clone());
-        let (vis, vms, dcs) = (args.vis, args.vms, args.datacenters);
-        tasks.spawn(async move {
-            let mut out: Vec<(String, f64, f64)> = Vec::new();
-            loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if k >= vis {
-                    return Ok::<_, anyhow::Error>(out);
-                }
-                let vi = api
-                    .post(
-                        "/vis",
-                        Some(json!({"name": format!("s{c}-{k}"),
-                            "catalogue": {"kind": "cluster", "nodes": vms, "template": "base"}})),
+    for round in 1..=args.rounds {
+        // 2. Accepts by many clients.
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        for c in 0..args.clients {
+            let (api, next) = (api.clone(), next.clone());
+            let (vis, vms, dcs) = (args.vis, args.vms, args.datacenters);
+            tasks.spawn(async move {
+                let mut out: Vec<(String, f64, f64)> = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if k >= vis {
+                        return Ok::<_, anyhow::Error>(out);
+                    }
+                    let vi = api
+                        .post(
+                            "/vis",
+                            Some(json!({"name": format!("s{round}-{c}-{k}"),
+                                "catalogue": {"kind": "cluster", "nodes": vms, "template": "base"}})),
+                        )
+                        .await?;
+                    let id = vi["id"].as_str().context("no id")?.to_owned();
+                    api.post(&format!("/vis/{id}/request"), None).await?;
+                    let dc = names[k % dcs];
+                    let t = Instant::now();
+                    api.post(
+                        &format!("/vis/{id}/accept"),
+                        Some(json!({"datacenter": dc})),
                     )
                     .await?;
-                let id = vi["id"].as_str().context("no id")?.to_owned();
-                api.post(&format!("/vis/{id}/request"), None).await?;
-                let dc = names[k % dcs];
-                let t = Instant::now();
-                api.post(
-                    &format!("/vis/{id}/accept"),
-                    Some(json!({"datacenter": dc})),
-                )
-                .await?;
-                let accept = t.elapsed().as_secs_f64();
-                let state = api
-                    .settle(&id, "deploying", Duration::from_secs(300))
-                    .await?;
-                if state != "running" {
-                    bail!("VI {id} ended {state}");
+                    let accept = t.elapsed().as_secs_f64();
+                    let state = api
+                        .settle(&id, "deploying", Duration::from_secs(300))
+                        .await?;
+                    if state != "running" {
+                        bail!("VI {id} ended {state}");
+                    }
+                    out.push((id, accept, t.elapsed().as_secs_f64()));
                 }
-                out.push((id, accept, t.elapsed().as_secs_f64()));
-            }
-        });
-    }
-    let mut done = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        done.extend(r??);
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let mut accepts: Vec<f64> = done.iter().map(|d| d.1 * 1e3).collect();
-    let mut running: Vec<f64> = done.iter().map(|d| d.2 * 1e3).collect();
-    println!(
-        "accepts: {} VIs of {} VMs by {} clients in {wall:.1} s: {:.1} accepts/s end to end (goal >= 100); accept p50 {:.0} ms, p99 {:.0} ms (goal <= 500); accept -> running p50 {:.0} ms, p99 {:.0} ms (goal <= 2000)",
-        done.len(),
-        args.vms,
-        args.clients,
-        done.len() as f64 / wall,
-        percentile(&mut accepts, 0.5),
-        percentile(&mut accepts, 0.99),
-        percentile(&mut running, 0.5),
-        percentile(&mut running, 0.99),
-    );
-    let loaded_rss = manager.rss_mib()?;
+            });
+        }
+        let mut done = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            done.extend(r??);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let mut accepts: Vec<f64> = done.iter().map(|d| d.1 * 1e3).collect();
+        let mut running: Vec<f64> = done.iter().map(|d| d.2 * 1e3).collect();
+        println!(
+            "accepts{}: {} VIs of {} VMs by {} clients in {wall:.1} s: {:.1} accepts/s end to end (goal >= 100); accept p50 {:.0} ms, p99 {:.0} ms (goal <= 500); accept -> running p50 {:.0} ms, p99 {:.0} ms (goal <= 2000)",
+            round_label(round, args.rounds),
+            done.len(),
+            args.vms,
+            args.clients,
+            done.len() as f64 / wall,
+            percentile(&mut accepts, 0.5),
+            percentile(&mut accepts, 0.99),
+            percentile(&mut running, 0.5),
+            percentile(&mut running, 0.99),
+        );
+        let loaded_rss = manager.rss_mib()?;
 
-    // 3. Terminates.
-    let ids: Arc<Vec<String>> = Arc::new(done.into_iter().map(|d| d.0).collect());
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.clients {
-        let (api, next, ids) = (api.clone(), next.clone(), ids.clone());
-        tasks.spawn(async move {
-            loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(id) = ids.get(k) else {
-                    return Ok::<_, anyhow::Error>(());
-                };
-                api.post(&format!("/vis/{id}/terminate"), None).await?;
-                let state = api
-                    .settle(id, "terminating", Duration::from_secs(300))
-                    .await?;
-                if state != "terminated" {
-                    bail!("VI {id} ended {state}");
+        // 3. Terminates.
+        let ids: Arc<Vec<String>> = Arc::new(done.into_iter().map(|d| d.0).collect());
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..args.clients {
+            let (api, next, ids) = (api.clone(), next.clone(), ids.clone());
+            tasks.spawn(async move {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(id) = ids.get(k) else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    api.post(&format!("/vis/{id}/terminate"), None).await?;
+                    let state = api
+                        .settle(id, "terminating", Duration::from_secs(300))
+                        .await?;
+                    if state != "terminated" {
+                        bail!("VI {id} ended {state}");
+                    }
                 }
-            }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        let terminate_wall = started.elapsed().as_secs_f64();
+        // Measured before the checks below: listing every host is the
+        // benchmark's own read, as large as the domain, not the workload's.
+        let after_rss = manager.settled_rss_mib().await?;
+        let hosts = api.get("/hosts").await?;
+        let used: i64 = hosts.as_array().map_or(0, |h| {
+            h.iter()
+                .map(|h| h["used_slots"].as_i64().unwrap_or(0))
+                .sum()
         });
+        let pools_after = used_addresses(&api.get("/address-pools").await?);
+        println!(
+            "terminates{}: {} VIs in {terminate_wall:.1} s; slots still used {used} (goal 0); addresses used per pool before {pools_before:?}, after {pools_after:?} (goal: the same); Manager RSS idle {idle_rss:.0} MiB, loaded {loaded_rss:.0} MiB, after {after_rss:.0} MiB ({:+.1} % of idle; goal within 10 %)",
+            round_label(round, args.rounds),
+            ids.len(),
+            (after_rss - idle_rss) / idle_rss * 100.0
+        );
     }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    let terminate_wall = started.elapsed().as_secs_f64();
-    // Measured before the checks below: listing every host is the
-    // benchmark's own read, as large as the domain, not the workload's.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after_rss = manager.rss_mib()?;
-    let hosts = api.get("/hosts").await?;
-    let used: i64 = hosts.as_array().map_or(0, |h| {
-        h.iter()
-            .map(|h| h["used_slots"].as_i64().unwrap_or(0))
-            .sum()
-    });
-    let pools_after = used_addresses(&api.get("/address-pools").await?);
-    println!(
-        "terminates: {} VIs in {terminate_wall:.1} s; slots still used {used} (goal 0); addresses used per pool before {pools_before:?}, after {pools_after:?} (goal: the same); Manager RSS idle {idle_rss:.0} MiB, loaded {loaded_rss:.0} MiB, after {after_rss:.0} MiB ({:+.1} % of idle; goal within 10 %)",
-        ids.len(),
-        (after_rss - idle_rss) / idle_rss * 100.0
-    );
 
     // 4. One big VI (none with --big 0).
     if args.big > 0 {
