@@ -251,22 +251,27 @@ async fn design_quota_error(pool: &SqlitePool, owner: UserId, except: Option<ViI
     }
 }
 
+/// The designs of an owner but one, and their bytes.
+fn design_holdings_sql() -> String {
+    format!(
+        "SELECT COUNT(*) AS n, {} AS bytes FROM vis \
+         WHERE owner_id = $1 AND state <> 'terminated' AND id <> $2",
+        design_bytes("$1", Some("$2"))
+    )
+}
+
 /// What the VIs of `owner` but `except` take of the design quota.
 pub(super) async fn design_holdings(
     pool: &SqlitePool,
     owner: UserId,
     except: Option<ViId>,
 ) -> Result<DesignHoldings> {
-    let row = sqlx::query(&format!(
-        "SELECT COUNT(*) AS n, {} AS bytes FROM vis \
-         WHERE owner_id = $1 AND state <> 'terminated' AND id <> $2",
-        design_bytes("$1", Some("$2"))
-    ))
-    .bind(owner.to_string())
-    .bind(except.map(ViId::uuid).unwrap_or_default().to_string())
-    .fetch_one(pool)
-    .await
-    .map_err(db)?;
+    let row = sqlx::query(&design_holdings_sql())
+        .bind(owner.to_string())
+        .bind(except.map(ViId::uuid).unwrap_or_default().to_string())
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
     Ok(DesignHoldings {
         designs: decode::number(&row, "vis", "n")?,
         bytes: decode::number(&row, "vis", "bytes")?,
@@ -276,13 +281,10 @@ pub(super) async fn design_holdings(
 /// The states in which a VI counts against its owner's quota, as SQL.
 const COUNTED: &str = "state NOT IN ('defined', 'rejected', 'terminated')";
 
-pub(super) async fn quota_usage(
-    pool: &SqlitePool,
-    owner: UserId,
-    except: ViId,
-) -> Result<(ViUsage, Vec<ViId>)> {
+/// The recorded usage of an owner's counted VIs but one.
+fn usage_sum_sql() -> String {
     let sum = |c: &str| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT)");
-    let row = sqlx::query(&format!(
+    format!(
         "SELECT {}, {}, {}, {}, {} FROM vis \
          WHERE owner_id = $1 AND id <> $2 AND {COUNTED} AND usage_vms IS NOT NULL",
         sum("usage_vms"),
@@ -290,12 +292,27 @@ pub(super) async fn quota_usage(
         sum("usage_ram_mib"),
         sum("usage_public_addresses"),
         sum("usage_private_addresses"),
-    ))
-    .bind(owner.to_string())
-    .bind(except.to_string())
-    .fetch_one(pool)
-    .await
-    .map_err(db)?;
+    )
+}
+
+/// An owner's counted VIs but one whose usage is not recorded yet.
+fn usage_missing_sql() -> String {
+    format!(
+        "SELECT id FROM vis WHERE owner_id = $1 AND id <> $2 AND {COUNTED} AND usage_vms IS NULL"
+    )
+}
+
+pub(super) async fn quota_usage(
+    pool: &SqlitePool,
+    owner: UserId,
+    except: ViId,
+) -> Result<(ViUsage, Vec<ViId>)> {
+    let row = sqlx::query(&usage_sum_sql())
+        .bind(owner.to_string())
+        .bind(except.to_string())
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
     let get = |i: usize| -> Result<i64> { sqlx::Row::try_get::<i64, _>(&row, i).map_err(db) };
     let usage = ViUsage {
         vms: get(0)?,
@@ -304,17 +321,15 @@ pub(super) async fn quota_usage(
         public_addresses: get(3)?,
         private_addresses: get(4)?,
     };
-    let missing = sqlx::query(&format!(
-        "SELECT id FROM vis WHERE owner_id = $1 AND id <> $2 AND {COUNTED} AND usage_vms IS NULL"
-    ))
-    .bind(owner.to_string())
-    .bind(except.to_string())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?
-    .iter()
-    .map(decode::vi_id)
-    .collect::<Result<Vec<ViId>>>()?;
+    let missing = sqlx::query(&usage_missing_sql())
+        .bind(owner.to_string())
+        .bind(except.to_string())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(decode::vi_id)
+        .collect::<Result<Vec<ViId>>>()?;
     Ok((usage, missing))
 }
 
@@ -336,4 +351,50 @@ pub(super) async fn set_vi_usage(pool: &SqlitePool, vi: ViId, usage: &ViUsage) -
         return Err(StoreError::NotFound { what: "VI" });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test helpers fail loudly
+
+    use super::*;
+
+    /// How SQLite runs `sql`: its query plan's details, one a line.
+    async fn plan(store: &crate::SqliteStore, sql: &str) -> String {
+        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .bind("owner")
+            .bind("vi")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| sqlx::Row::get::<String, _>(r, "detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The quota checks read only the VIs that count, from their partial
+    /// indexes, never the rows: terminated VIs stay forever, and a check
+    /// that read them would grow slower with every VI ever ended.
+    #[tokio::test]
+    async fn quota_checks_read_only_the_counted_vis_indexes() {
+        let store = crate::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        for sql in [usage_sum_sql(), usage_missing_sql()] {
+            let plan = plan(&store, &sql).await;
+            assert_eq!(
+                plan, "SEARCH vis USING COVERING INDEX vis_usage (owner_id=?)",
+                "{sql}"
+            );
+        }
+        let plan = plan(&store, &design_holdings_sql()).await;
+        for line in plan.lines().filter(|l| l.starts_with("SEARCH")) {
+            assert!(
+                line.contains("USING COVERING INDEX vis_designs (owner_id=?)"),
+                "{plan}"
+            );
+        }
+        assert_eq!(plan.matches("SEARCH").count(), 2, "{plan}");
+    }
 }
