@@ -1,25 +1,38 @@
 //! Giving freed memory back to the kernel in the long-running daemons.
 //!
-//! glibc keeps what a program frees in its heaps (one per thread that
-//! allocated, with tokio's worker threads) for reuse, and returns only the
-//! tops of them: after a burst (a thousand VIs accepted and terminated) a
-//! Manager's resident memory stays at its peak although the memory is
-//! free. A thread watches the free memory the heaps hold and, when it
-//! passes [`SLACK`], asks glibc to release it (`malloc_trim`, which
-//! `madvise`s free pages anywhere in the heaps, not only at their tops).
+//! Rust's allocations go to jemalloc (see `main.rs`), which returns what
+//! stays unused by itself; the C libraries linked in (SQLite, with its
+//! page caches and prepared statements, and libvirt) allocate from glibc.
+//! glibc keeps what a program frees in its heaps for reuse and returns
+//! only their tops: after a burst a daemon's resident memory would stay
+//! at its peak although the memory is free. A thread watches the free
+//! memory the heaps hold and asks glibc to release it (`malloc_trim`,
+//! which `madvise`s free pages anywhere in the heaps, not only at their
+//! tops) when it passes a slack: [`BUSY_SLACK`] while the memory in use
+//! grows, so that a burst does not hand back pages it is about to fault
+//! in again, and [`QUIET_SLACK`] once it stops growing.
 //!
 //! Heaps are also fewer: glibc makes up to eight per core, one for each
 //! thread that allocates while the others' are busy, and memory freed in
 //! one is not reused by another. With the SQLite connections' threads
-//! beside tokio's, a Manager that had accepted and terminated 1 200 VIs
-//! held 76 MiB against 26 MiB idle; with as many heaps as cores (at least
-//! two), 43 MiB.
+//! beside tokio's (measured when Rust's allocations were glibc's too), a
+//! Manager that had accepted and terminated 1 200 VIs held 76 MiB against
+//! 26 MiB idle; with as many heaps as cores (at least two), 43 MiB.
 
 use std::time::Duration;
 
-/// Free bytes the heaps may hold before they are trimmed.
+/// Free bytes the heaps may hold while the memory in use grows.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const SLACK: usize = 16 << 20;
+const BUSY_SLACK: usize = 16 << 20;
+
+/// Free bytes the heaps may hold once the memory in use stops growing.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const QUIET_SLACK: usize = 1 << 20;
+
+/// Growth of the memory in use, over one look, that counts as busy: an
+/// idle Manager's heartbeats move it by less.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const GROWTH: usize = 1 << 20;
 
 /// How often the free memory is looked at.
 const EVERY: Duration = Duration::from_secs(1);
@@ -32,9 +45,12 @@ pub(crate) fn start() {
     limit_heaps();
     let _ = std::thread::Builder::new()
         .name("neptune-trim".to_owned())
-        .spawn(|| loop {
-            std::thread::sleep(EVERY);
-            trim_if_slack();
+        .spawn(|| {
+            let mut in_use = 0;
+            loop {
+                std::thread::sleep(EVERY);
+                in_use = trim_if_slack(in_use);
+            }
         });
 }
 
@@ -43,18 +59,27 @@ pub(crate) fn start() {
     unsafe_code,
     reason = "mallinfo2 and malloc_trim read and release glibc's free lists"
 )]
-fn trim_if_slack() {
+fn trim_if_slack(in_use_before: usize) -> usize {
     // SAFETY: both take no pointers and only read or release free memory
     // under glibc's own arena locks; what the program holds is untouched.
     unsafe {
-        if libc::mallinfo2().fordblks > SLACK {
+        let info = libc::mallinfo2();
+        let slack = if info.uordblks > in_use_before.saturating_add(GROWTH) {
+            BUSY_SLACK
+        } else {
+            QUIET_SLACK
+        };
+        if info.fordblks > slack {
             libc::malloc_trim(0);
         }
+        info.uordblks
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_if_slack() {}
+fn trim_if_slack(in_use_before: usize) -> usize {
+    in_use_before
+}
 
 /// As many heaps as cores, at least two.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
