@@ -41,6 +41,83 @@ pub(crate) trait Cells {
     fn json(&self, column: &str) -> Result<Option<String>, Fault>;
 }
 
+/// A row that the database gave as a JSON object (SQLite's `json_object`,
+/// PostgreSQL's `json_agg` of rows): reads that fold several tables' rows
+/// into one statement decode them with the same decoders.
+pub(crate) struct JsonRow(pub(crate) serde_json::Map<String, serde_json::Value>);
+
+impl JsonRow {
+    /// The objects of a JSON array of rows, as `table`'s rows.
+    pub(crate) fn all(table: &'static str, array: Option<String>) -> Result<Vec<JsonRow>> {
+        let Some(array) = array else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&array)
+            .map_err(|e| StoreError::Corrupt {
+                table,
+                column: "*",
+                row: "every row read together".to_owned(),
+                problem: "the rows are not a JSON array of objects".to_owned(),
+                source: Some(e.into()),
+            })?;
+        Ok(rows.into_iter().map(JsonRow).collect())
+    }
+
+    fn get(&self, column: &str) -> Result<Option<&serde_json::Value>, Fault> {
+        match self.0.get(column) {
+            None => Err(Fault::Invalid(
+                format!("no column {column:?} was read"),
+                None,
+            )),
+            Some(serde_json::Value::Null) => Ok(None),
+            Some(value) => Ok(Some(value)),
+        }
+    }
+
+    /// The value of a column as a sort key: text or a number.
+    pub(crate) fn key(&self, column: &str) -> (i64, String) {
+        match self.0.get(column) {
+            Some(serde_json::Value::Number(n)) => (n.as_i64().unwrap_or_default(), String::new()),
+            Some(serde_json::Value::String(s)) => (0, s.clone()),
+            _ => (0, String::new()),
+        }
+    }
+}
+
+impl Cells for JsonRow {
+    fn text(&self, column: &str) -> Result<Option<String>, Fault> {
+        match self.get(column)? {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(Fault::Invalid(format!("{other} is not text"), None)),
+        }
+    }
+
+    fn int(&self, column: &str) -> Result<Option<i64>, Fault> {
+        match self.get(column)? {
+            None => Ok(None),
+            Some(serde_json::Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| Fault::Invalid(format!("{n} is not a 64-bit integer"), None)),
+            Some(other) => Err(Fault::Invalid(format!("{other} is not a number"), None)),
+        }
+    }
+
+    fn uuid(&self, column: &str) -> Result<Option<Uuid>, Fault> {
+        self.text(column)?.map(parse_uuid).transpose()
+    }
+
+    fn json(&self, column: &str) -> Result<Option<String>, Fault> {
+        match self.get(column)? {
+            None => Ok(None),
+            // SQLite keeps JSON as text; PostgreSQL's jsonb arrives nested.
+            Some(serde_json::Value::String(s)) => check_json(s.clone()).map(Some),
+            Some(other) => Ok(Some(other.to_string())),
+        }
+    }
+}
+
 /// Parses a UUID kept as text.
 pub(crate) fn parse_uuid(text: String) -> Result<Uuid, Fault> {
     Uuid::parse_str(&text)
@@ -223,6 +300,34 @@ pub(crate) const TOKEN_COLUMNS: &str =
 pub(crate) const VI_COLUMNS: &str =
     "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, \
      version, created_at, updated_at, address_plan, location_id";
+
+/// The columns of `vi_events`, `vms` (and `vm_moves`) and
+/// `migration_requests`, for the reads that name them one by one.
+pub(crate) const EVENT_COLUMNS: &str = "seq, vi_id, at, from_state, to_state, actor, reason";
+pub(crate) const VM_COLUMNS: &str =
+    "vi_id, node_id, host_id, vcpus, ram_mib, disk_mib, uplink_mbps";
+pub(crate) const MIGRATION_REQUEST_COLUMNS: &str =
+    "vi_id, datacenter_id, requested_by, requested_at";
+
+/// A VI's parts from its rows of each table, in the order they are shown.
+pub(crate) fn vi_parts(
+    events: &[JsonRow],
+    vms: &[JsonRow],
+    moves: &[JsonRow],
+    requests: &[JsonRow],
+    jobs: &[JsonRow],
+) -> Result<ViParts> {
+    Ok(ViParts {
+        events: events.iter().map(vi_event).collect::<Result<_>>()?,
+        vms: vms.iter().map(vm).collect::<Result<_>>()?,
+        moves: moves
+            .iter()
+            .map(|r| vm_of(r, "vm_moves"))
+            .collect::<Result<_>>()?,
+        migration_request: requests.first().map(migration_request).transpose()?,
+        jobs: jobs.iter().map(job).collect::<Result<_>>()?,
+    })
+}
 
 pub(crate) const JOB_COLUMNS: &str =
     "id, vi_id, kind, state, steps, cursor, total, error, owner, lease_until, created_at, updated_at";

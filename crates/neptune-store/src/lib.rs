@@ -201,6 +201,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_vi_usage(&self, vi: ViId, usage: &ViUsage) -> Result<()>;
     /// A VI's lifecycle changes, oldest first.
     async fn vi_events(&self, id: ViId) -> Result<Vec<ViEventRecord>>;
+    /// What a VI's detail shows besides its row: what [`Store::vi_events`],
+    /// [`Store::vms`], [`Store::vm_moves`], [`Store::migration_request`]
+    /// and [`Store::jobs_of_vi`] read, in one statement. A detail is built
+    /// about four times per VI deployed, and on SQLite each statement is a
+    /// hand-over to a connection's thread and back.
+    async fn vi_parts(&self, id: ViId) -> Result<ViParts>;
 
     // Placement reservations.
     /// In one transaction: moves the VI from `from` (compare-and-set) and

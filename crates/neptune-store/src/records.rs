@@ -644,6 +644,22 @@ pub struct SwitchRecord {
     pub updated_at: i64,
 }
 
+/// What a VI's detail shows besides its row, read together
+/// ([`crate::Store::vi_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ViParts {
+    /// Its lifecycle changes, oldest first.
+    pub events: Vec<ViEventRecord>,
+    /// Its placed VMs, by node id.
+    pub vms: Vec<VmRecord>,
+    /// The slots its moving VMs hold on their target hosts, by node id.
+    pub moves: Vec<VmRecord>,
+    /// Its waiting migration request.
+    pub migration_request: Option<MigrationRequestRecord>,
+    /// Its jobs, oldest first.
+    pub jobs: Vec<JobRecord>,
+}
+
 /// An owner's request to move a VI to another datacenter, waiting for an
 /// administrator.
 #[derive(Debug, Clone, PartialEq, Eq)]

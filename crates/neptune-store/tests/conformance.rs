@@ -1036,6 +1036,7 @@ async fn migration_moves(s: &dyn Store) {
         here.to_vec(),
         "the VMs keep their slots"
     );
+    parts_are_the_reads(s, v.id, dc.id, owner.id).await;
     let hosts = s.list_hosts().await.unwrap();
     assert_eq!(usage_of(&hosts, a.id).slots, 2);
     assert_eq!(usage_of(&hosts, b.id).slots, 2);
@@ -1105,6 +1106,64 @@ async fn migration_moves(s: &dyn Store) {
         .iter()
         .filter(|h| [a.id, b.id, small.id].contains(&h.id))
         .all(|h| h.used == HostUsage::default()));
+}
+
+/// [`Store::vi_parts`] reads in one statement what the reads of a VI's
+/// events, VMs, moves, migration request and jobs read one by one, in
+/// their order; `vi` is migrating, and is given jobs (one with a JSON
+/// step list holding text to escape, created in an order their ids do
+/// not sort in) and a migration request here.
+async fn parts_are_the_reads(s: &dyn Store, vi: ViId, dc: DatacenterId, owner: UserId) {
+    let job = |created_at: i64, id: u128, steps: &str| JobRecord {
+        id: Uuid::from_u128(id).into(),
+        vi_id: vi,
+        kind: "save-template".into(),
+        state: JobState::Running,
+        steps: steps.into(),
+        cursor: 1,
+        total: 2,
+        error: Some("a \"quoted\" error".into()),
+        owner: Some("manager-a".into()),
+        lease_until: 9_007_199_254_740_993,
+        created_at,
+        updated_at: created_at,
+    };
+    let jobs = [
+        job(5, 0xff, r#"[{"step":"é \" \\ ok"},2]"#),
+        job(5, 0x01, "[]"),
+        job(3, 0x80, "{}"),
+    ];
+    for j in &jobs {
+        s.add_job(j, ViState::Migrating).await.unwrap();
+    }
+    let request = MigrationRequestRecord {
+        vi_id: vi,
+        datacenter_id: dc,
+        requested_by: owner,
+        requested_at: 42,
+    };
+    s.request_migration(&request).await.unwrap();
+
+    let parts = s.vi_parts(vi).await.unwrap();
+    assert_eq!(parts.events, s.vi_events(vi).await.unwrap());
+    assert!(parts.events.len() >= 3, "{:?}", parts.events);
+    assert_eq!(parts.vms, s.vms(vi).await.unwrap());
+    assert_eq!(parts.moves, s.vm_moves(vi).await.unwrap());
+    assert_eq!(parts.vms.len(), 2);
+    assert_eq!(parts.moves.len(), 2);
+    assert_eq!(parts.migration_request, Some(request));
+    assert_eq!(parts.jobs, s.jobs_of_vi(vi).await.unwrap());
+    let order: Vec<_> = parts.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(
+        order,
+        [jobs[2].id, jobs[1].id, jobs[0].id],
+        "by creation, then id"
+    );
+    assert_eq!(parts.jobs[2], jobs[0], "read as written");
+
+    assert!(s.delete_migration_request(vi).await.unwrap());
+    let none = s.vi_parts(fresh()).await.unwrap();
+    assert_eq!(none, ViParts::default(), "a VI with no rows has no parts");
 }
 
 /// Switch registrations, the per-address generation counter (concurrent

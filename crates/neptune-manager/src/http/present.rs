@@ -112,10 +112,13 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
     // The design is kept serialised, not parsed (see `views`): a live VI's
     // parsed designs kept cost more memory than the parsing they saved.
     let topology = state.views.design_json(vi)?;
-    let events = state.store.vi_events(vi.id).await?;
-    let vms = state.store.vms(vi.id).await?;
-    let moves = state.store.vm_moves(vi.id).await?;
-    let request = state.store.migration_request(vi.id).await?;
+    let neptune_store::ViParts {
+        events,
+        vms,
+        moves,
+        migration_request: request,
+        jobs,
+    } = state.store.vi_parts(vi.id).await?;
     let users = user_names(
         state,
         [vi.owner_id]
@@ -188,10 +191,7 @@ pub(super) async fn detail(state: &AppState, vi: &ViRecord) -> ApiResult<api::Vi
         requested_by: users.get(&r.requested_by).cloned().unwrap_or_default(),
         requested_at: r.requested_at,
     });
-    let jobs = state
-        .store
-        .jobs_of_vi(vi.id)
-        .await?
+    let jobs = jobs
         .iter()
         .map(|j| job_out(state, j))
         .collect::<ApiResult<_>>()?;

@@ -2,10 +2,13 @@
 //! lifecycle changes and history, and the revisions readers check.
 
 use neptune_lifecycle::ViState;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row as _};
 
 use super::Tx;
-use crate::decode::{self, design_bytes, design_size, json_param, VI_COLUMNS};
+use crate::decode::{
+    self, design_bytes, design_size, json_param, JsonRow, EVENT_COLUMNS, JOB_COLUMNS,
+    MIGRATION_REQUEST_COLUMNS, VI_COLUMNS, VM_COLUMNS,
+};
 use crate::error::{self, db, read_err, write_err};
 use crate::records::*;
 use crate::{Result, StoreError};
@@ -185,6 +188,43 @@ pub(super) async fn vi_events(pool: &PgPool, id: ViId) -> Result<Vec<ViEventReco
         .await
         .map_err(db)?;
     rows.iter().map(decode::vi_event).collect()
+}
+
+/// A VI's events, VMs, moves, migration request and jobs, each table's
+/// rows as a JSON array in one statement, ordered as the reads one by one
+/// order them.
+pub(super) async fn vi_parts(pool: &PgPool, id: ViId) -> Result<ViParts> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let rows = |table: &str, columns: &str, order: &str| {
+            format!(
+                "(SELECT json_agg(r{order})::text FROM (SELECT {columns} FROM {table} \
+                 WHERE vi_id = $1) r) AS {table}"
+            )
+        };
+        format!(
+            "SELECT {}, {}, {}, {}, {}",
+            rows("vi_events", EVENT_COLUMNS, " ORDER BY r.seq"),
+            rows("vms", VM_COLUMNS, " ORDER BY r.node_id"),
+            rows("vm_moves", VM_COLUMNS, " ORDER BY r.node_id"),
+            rows("migration_requests", MIGRATION_REQUEST_COLUMNS, ""),
+            rows("jobs", JOB_COLUMNS, " ORDER BY r.created_at, r.id"),
+        )
+    });
+    let row = sqlx::query(&SQL)
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    let rows = |table: &'static str| -> Result<Vec<JsonRow>> {
+        JsonRow::all(table, row.try_get(table).map_err(db)?)
+    };
+    decode::vi_parts(
+        &rows("vi_events")?,
+        &rows("vms")?,
+        &rows("vm_moves")?,
+        &rows("migration_requests")?,
+        &rows("jobs")?,
+    )
 }
 
 /// The VI compare-and-set and its event, inside a transaction: `None` if

@@ -405,6 +405,10 @@ impl Store for SqliteStore {
         vis::vi_events(&self.pool, id).await
     }
 
+    async fn vi_parts(&self, id: ViId) -> Result<ViParts> {
+        vis::vi_parts(&self.pool, id).await
+    }
+
     async fn transition_with_placement(
         &self,
         id: ViId,

@@ -2,10 +2,13 @@
 //! lifecycle changes and history, and the revisions readers check.
 
 use neptune_lifecycle::ViState;
-use sqlx::SqlitePool;
+use sqlx::{Row as _, SqlitePool};
 
 use super::Tx;
-use crate::decode::{self, design_bytes, design_size, json_param, VI_COLUMNS};
+use crate::decode::{
+    self, design_bytes, design_size, json_param, JsonRow, EVENT_COLUMNS, JOB_COLUMNS,
+    MIGRATION_REQUEST_COLUMNS, VI_COLUMNS, VM_COLUMNS,
+};
 use crate::error::{self, db, read_err, write_err};
 use crate::records::*;
 use crate::{Result, StoreError};
@@ -179,6 +182,51 @@ pub(super) async fn vi_events(pool: &SqlitePool, id: ViId) -> Result<Vec<ViEvent
         .await
         .map_err(db)?;
     rows.iter().map(decode::vi_event).collect()
+}
+
+/// A VI's events, VMs, moves, migration request and jobs, each table's
+/// rows as a JSON array in one statement. `json_group_array` promises no
+/// order, so the rows are sorted here as the reads one by one sort them.
+pub(super) async fn vi_parts(pool: &SqlitePool, id: ViId) -> Result<ViParts> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let rows = |table: &str, columns: &str| {
+            let object = columns
+                .split(", ")
+                .map(|c| format!("'{c}', {c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "(SELECT json_group_array(json_object({object})) FROM {table} \
+                 WHERE vi_id = $1) AS {table}"
+            )
+        };
+        format!(
+            "SELECT {}, {}, {}, {}, {}",
+            rows("vi_events", EVENT_COLUMNS),
+            rows("vms", VM_COLUMNS),
+            rows("vm_moves", VM_COLUMNS),
+            rows("migration_requests", MIGRATION_REQUEST_COLUMNS),
+            rows("jobs", JOB_COLUMNS),
+        )
+    });
+    let row = sqlx::query(&SQL)
+        .bind(id.to_string())
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    let rows = |table: &'static str, keys: &[&str]| -> Result<Vec<JsonRow>> {
+        let text: Option<String> = row.try_get(table).map_err(db)?;
+        let mut rows = JsonRow::all(table, text)?;
+        rows.sort_by_cached_key(|r| keys.iter().map(|k| r.key(k)).collect::<Vec<_>>());
+        Ok(rows)
+    };
+    decode::vi_parts(
+        &rows("vi_events", &["seq"])?,
+        &rows("vms", &["node_id"])?,
+        &rows("vm_moves", &["node_id"])?,
+        &rows("migration_requests", &[])?,
+        &rows("jobs", &["created_at", "id"])?,
+    )
 }
 
 /// The VI compare-and-set and its event, inside a transaction: `None` if
