@@ -744,6 +744,7 @@ impl Jobs {
         // by the batches of the last [`PROGRESS_EVERY`].
         let mut stored = 0;
         let mut written = std::time::Instant::now();
+        let mut hosts = KnownHosts::default();
         loop {
             if claimed.is_none_or(|at| at.elapsed() >= self.lease / 4) {
                 let now = now_ms();
@@ -792,7 +793,10 @@ impl Jobs {
                     // whole batch once all of it is done.
                     let end = batch_end(&steps, cursor);
                     let failures = self
-                        .keeping_lease(id, self.execute_all(id, job.vi_id, &steps[cursor..end]))
+                        .keeping_lease(
+                            id,
+                            self.execute_all(id, job.vi_id, &mut hosts, &steps[cursor..end]),
+                        )
                         .await?;
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
@@ -870,7 +874,7 @@ impl Jobs {
                         .filter_map(Step::undo)
                         .collect();
                     let failures = self
-                        .keeping_lease(id, self.execute_all(id, job.vi_id, &undos))
+                        .keeping_lease(id, self.execute_all(id, job.vi_id, &mut hosts, &undos))
                         .await?;
                     match failures.first() {
                         None => {
@@ -1069,21 +1073,15 @@ impl Jobs {
         &self,
         job: JobId,
         vi: ViId,
+        known: &mut KnownHosts,
         steps: &[Step],
     ) -> Vec<(usize, anyhow::Error)> {
-        // The hosts of the batch are read once for it, not once per step,
-        // and only they: a domain may have tens of thousands.
         let mut ids: Vec<HostId> = steps.iter().flat_map(Step::hosts).collect();
         ids.sort_unstable();
         ids.dedup();
-        let hosts: Arc<Vec<HostRecord>> = if ids.is_empty() {
-            // A batch on no host (addresses, switches, the store): nothing to read.
-            Arc::default()
-        } else {
-            match self.store.hosts_by_id(&ids).await {
-                Ok(h) => Arc::new(h),
-                Err(e) => return vec![(0, e.into())],
-            }
+        let hosts = match known.of(self.store.as_ref(), &ids).await {
+            Ok(h) => h,
+            Err(e) => return vec![(0, e.into())],
         };
         let done = self.execute_batched(&hosts, steps).await;
         let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
@@ -1668,6 +1666,50 @@ pub fn nics(
         .collect()
 }
 
+/// How long a job keeps the host records it read for its batches: a
+/// deploy on fast hosts runs all its batches on one read, a slow one reads
+/// again, and a host that moved meanwhile (a restarted Agent registers at
+/// a new address) is read again by the step that finds it gone anyway.
+const HOSTS_FRESH: Duration = Duration::from_secs(5);
+
+/// The hosts a job's batches run on, read for the first batch that needs
+/// them and kept for [`HOSTS_FRESH`]: only they, since a domain may have
+/// tens of thousands, and not once per batch, since a deploy is four to
+/// six batches on the same hosts.
+#[derive(Default)]
+struct KnownHosts {
+    read_at: Option<std::time::Instant>,
+    hosts: HashMap<HostId, HostRecord>,
+}
+
+impl KnownHosts {
+    /// The records of `ids` (sorted, unique) that exist.
+    async fn of(
+        &mut self,
+        store: &dyn Store,
+        ids: &[HostId],
+    ) -> Result<Arc<Vec<HostRecord>>, StoreError> {
+        if self.read_at.is_some_and(|at| at.elapsed() >= HOSTS_FRESH) {
+            *self = KnownHosts::default();
+        }
+        let missing: Vec<HostId> = ids
+            .iter()
+            .filter(|id| !self.hosts.contains_key(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let read = store.hosts_by_id(&missing).await?;
+            self.read_at.get_or_insert_with(std::time::Instant::now);
+            self.hosts.extend(read.into_iter().map(|h| (h.id, h)));
+        }
+        Ok(Arc::new(
+            ids.iter()
+                .filter_map(|id| self.hosts.get(id).cloned())
+                .collect(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1698,5 +1740,79 @@ mod tests {
         // A plain job (made for another Manager to pick up) has none.
         let free = new_job(vi, JobKind::Deploy, &[]).unwrap();
         assert_eq!((free.owner, free.lease_until), (None, 0));
+    }
+
+    /// A job's batches share one read of their hosts while it is fresh;
+    /// a host new to the job is read when a batch needs it, and a stale
+    /// read is made again.
+    #[tokio::test]
+    async fn a_jobs_batches_share_a_fresh_read_of_their_hosts() {
+        let store = neptune_store::connect("sqlite::memory:").await.unwrap();
+        let dc = neptune_store::DatacenterRecord {
+            id: Uuid::new_v4().into(),
+            name: "dc".into(),
+            created_at: 1,
+            home_pools: vec![],
+            public_gateway: None,
+        };
+        store.create_datacenter(&dc).await.unwrap();
+        let host = |name: &str, url: &str| HostRecord {
+            id: Uuid::new_v4().into(),
+            datacenter_id: dc.id,
+            name: name.into(),
+            agent_url: url.into(),
+            cpus: 4,
+            ram_mib: 4096,
+            disk_mib: 10_000,
+            vm_slots: 4,
+            uplink_mbps: 0,
+            state: neptune_store::HostState::Ready,
+            last_seen: 1,
+            used: neptune_store::HostUsage::default(),
+        };
+        let a = store.upsert_host(&host("a", "http://a:1")).await.unwrap();
+        let b = store.upsert_host(&host("b", "http://b:1")).await.unwrap();
+        let mut known = KnownHosts::default();
+        let urls = |hosts: &[HostRecord]| {
+            hosts
+                .iter()
+                .map(|h| h.agent_url.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            urls(&known.of(store.as_ref(), &[a.id]).await.unwrap()),
+            ["http://a:1"]
+        );
+
+        // Both Agents restart at new addresses: the kept read of `a` is
+        // used, `b`, new to the job, is read as it is now.
+        store
+            .upsert_host(&HostRecord {
+                agent_url: "http://a:2".into(),
+                ..a.clone()
+            })
+            .await
+            .unwrap();
+        store
+            .upsert_host(&HostRecord {
+                agent_url: "http://b:2".into(),
+                ..b.clone()
+            })
+            .await
+            .unwrap();
+        let mut ids = [a.id, b.id];
+        ids.sort_unstable();
+        let mut both = urls(&known.of(store.as_ref(), &ids).await.unwrap());
+        both.sort();
+        assert_eq!(both, ["http://a:1", "http://b:2"]);
+
+        // Once stale, everything is read again.
+        known.read_at = known.read_at.map(|at| at - HOSTS_FRESH);
+        let mut both = urls(&known.of(store.as_ref(), &ids).await.unwrap());
+        both.sort();
+        assert_eq!(both, ["http://a:2", "http://b:2"]);
+        // A host that does not exist is left out.
+        let gone: HostId = Uuid::new_v4().into();
+        assert!(known.of(store.as_ref(), &[gone]).await.unwrap().is_empty());
     }
 }
