@@ -124,6 +124,18 @@ pub(crate) const SHARED_IN_FLIGHT: usize = 8;
 
 /// Registers `body` with the Manager forever (until the task is dropped),
 /// alone or sharing with the other Agents of the process.
+/// The wait until the next heartbeat: a random part of `period` after a
+/// first registration, else `period` give or take a tenth (so that Agents
+/// do not fall into step again). Never longer than 1.1 periods: a
+/// Manager's host silence is three.
+fn next_wait(period: Duration, first: bool) -> Duration {
+    if first {
+        period.mul_f64(fastrand::f64())
+    } else {
+        period.mul_f64(0.9 + 0.2 * fastrand::f64())
+    }
+}
+
 pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost, shared: Option<Shared>) {
     let in_flight = shared.as_ref().map(|s| s.in_flight.clone());
     let http = match shared.map_or_else(|| heartbeat_client(&link), |s| Ok(s.http)) {
@@ -175,10 +187,16 @@ pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost, shared
                 } else {
                     tracing::debug!(manager = %manager, host = %body.name, "heartbeat");
                 }
+                // After a first registration, or one after failures, a
+                // random part of the period: Agents that start together (a
+                // datacenter powered on) or that lost the same Manager
+                // spread out instead of heartbeating at the same instant
+                // ever after.
+                let wait = next_wait(link.heartbeat, !registered || failures > 0);
                 registered = true;
                 failures = 0;
                 backoff = first_retry;
-                tokio::time::sleep(link.heartbeat).await;
+                tokio::time::sleep(wait).await;
             }
             Err(e) => {
                 failures += 1;
@@ -199,5 +217,32 @@ pub(crate) async fn heartbeat_loop(link: ManagerLink, body: RegisterHost, shared
                 backoff = (backoff * 2).min(link.max_backoff.max(first_retry));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A first wait falls anywhere in the period, the next ones within a
+    /// tenth of it: Agents started together spread over the period.
+    #[test]
+    fn heartbeats_spread_over_the_period() {
+        let period = Duration::from_secs(10);
+        let firsts: Vec<Duration> = (0..1000).map(|_| next_wait(period, true)).collect();
+        assert!(firsts.iter().all(|w| *w <= period));
+        // Each tenth of the period gets some of 1 000 first waits.
+        for tenth in 0..10 {
+            let (lo, hi) = (period / 10 * tenth, period / 10 * (tenth + 1));
+            assert!(
+                firsts.iter().any(|w| *w >= lo && *w < hi),
+                "no first wait in [{lo:?}, {hi:?})"
+            );
+        }
+        let nexts: Vec<Duration> = (0..1000).map(|_| next_wait(period, false)).collect();
+        assert!(nexts
+            .iter()
+            .all(|w| *w >= period * 9 / 10 && *w <= period * 11 / 10));
+        assert!(nexts.iter().any(|w| *w < period) && nexts.iter().any(|w| *w > period));
     }
 }

@@ -1022,10 +1022,11 @@ async fn registers_with_the_manager_and_keeps_the_heartbeat() {
                 uplink_mbps: 10_000,
             }
         );
-        // Heartbeats about every 100 ms, not a busy loop.
+        // Heartbeats about every 100 ms, not a busy loop: the first wait
+        // is a random part of the period, the second at least 90 % of it.
         let first = s.posts[0].2;
         let third = s.posts[2].2;
-        assert!(third - first >= Duration::from_millis(150));
+        assert!(third - first >= Duration::from_millis(90));
     }
     // The registered URL reaches the Agent.
     let registered = seen.lock().unwrap().posts[0].1.agent_url.clone();
