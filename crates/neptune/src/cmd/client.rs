@@ -1017,6 +1017,18 @@ fn show_job_progress(bar: &indicatif::ProgressBar, job: &api::Job) {
 /// Follows the VI's current job with a progress bar until the VI settles.
 /// Exit 0 when it reached the operation's goal, 1 when the job failed or
 /// rolled back.
+/// Whether a VI in `state`, whose last job is in `job`, has an operation
+/// in progress. An accepted VI's deploy job may not have started yet (it
+/// starts at once, or once another Manager takes it over from one that
+/// died): the operation is in progress while its job runs.
+fn in_progress(state: neptune_lifecycle::ViState, job: Option<api::JobState>) -> bool {
+    state.is_in_progress()
+        || matches!(
+            job,
+            Some(api::JobState::Running | api::JobState::RollingBack)
+        )
+}
+
 async fn wait(client: &Client, id: ViId, timeout: Duration) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + timeout;
     let bar = progress_bar()?;
@@ -1034,7 +1046,7 @@ async fn wait(client: &Client, id: ViId, timeout: Duration) -> anyhow::Result<Ex
                 _ => show_job_progress(&bar, job),
             }
         }
-        if !d.vi.state.is_in_progress() {
+        if !in_progress(d.vi.state, job.map(|j| j.state)) {
             bar.finish_and_clear();
             let failed = job.is_some_and(|j| {
                 matches!(j.state, api::JobState::Failed | api::JobState::RolledBack)
@@ -1696,5 +1708,26 @@ mod console_tests {
         assert_eq!(console_news(&before, &now), "ls\n");
         // Nothing in common: everything.
         assert_eq!(console_news("zzz", "abc"), "abc");
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::in_progress;
+    use neptune_api::JobState;
+    use neptune_lifecycle::ViState;
+
+    /// `vi wait` waits through an accepted VI whose deploy job has not
+    /// started yet, and stops at a settled VI whatever its last job did.
+    #[test]
+    fn an_accepted_vi_with_a_running_job_is_in_progress() {
+        assert!(in_progress(ViState::Accepted, Some(JobState::Running)));
+        assert!(in_progress(ViState::Deploying, Some(JobState::Running)));
+        assert!(in_progress(ViState::Deploying, None));
+        assert!(in_progress(ViState::Running, Some(JobState::RollingBack)));
+        assert!(!in_progress(ViState::Accepted, None));
+        assert!(!in_progress(ViState::Running, Some(JobState::Succeeded)));
+        assert!(!in_progress(ViState::Accepted, Some(JobState::RolledBack)));
+        assert!(!in_progress(ViState::Failed, Some(JobState::Failed)));
     }
 }
