@@ -49,6 +49,11 @@ usage: neptune-bench-scale [--datacenters 3] [--hosts 10000] [--vis 1000] [--vms
        neptune-bench-scale --smoke    (tiny sizes: does it still run?)
 --hosts is per datacenter; --managers 2 needs --database-url (PostgreSQL).";
 
+/// The states of a VI being deployed: `accepted` until its deploy job
+/// starts (at once, or once another Manager takes the job over from one
+/// that died), then `deploying`.
+const DEPLOYING: &[&str] = &["accepted", "deploying"];
+
 /// " (round 2 of 3)" when phases 2 and 3 run more than once.
 fn round_label(round: usize, rounds: usize) -> String {
     if rounds == 1 {
@@ -284,7 +289,12 @@ impl Api {
     /// Waits for the VI to leave `transient`; its state then. Each read
     /// names the detail held and waits for it to change (`wait_ms`, a
     /// long-poll), as a client following a VI would.
-    async fn settle(&self, id: &str, transient: &str, limit: Duration) -> anyhow::Result<String> {
+    async fn settle(
+        &self,
+        id: &str,
+        transient: &[&str],
+        limit: Duration,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + limit;
         let mut held = String::new();
         loop {
@@ -307,14 +317,14 @@ impl Api {
             if status == reqwest::StatusCode::OK {
                 let v: Value = resp.json().await?;
                 let state = v["state"].as_str().unwrap_or_default().to_owned();
-                if state != transient {
+                if !transient.contains(&state.as_str()) {
                     return Ok(state);
                 }
             } else if status != reqwest::StatusCode::NOT_MODIFIED {
                 bail!("/vis/{id}: {status}");
             }
             if Instant::now() > deadline {
-                bail!("VI {id} still {transient} after {limit:?}");
+                bail!("VI {id} still {transient:?} after {limit:?}");
             }
         }
     }
@@ -582,7 +592,7 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
                     let accept = t.elapsed().as_secs_f64();
                     let state = api
-                        .settle(&id, "deploying", Duration::from_secs(300))
+                        .settle(&id, DEPLOYING, Duration::from_secs(300))
                         .await?;
                     if state != "running" {
                         bail!("VI {id} ended {state}");
@@ -627,7 +637,7 @@ async fn main() -> anyhow::Result<()> {
                     };
                     api.post(&format!("/vis/{id}/terminate"), None).await?;
                     let state = api
-                        .settle(id, "terminating", Duration::from_secs(300))
+                        .settle(id, &["terminating"], Duration::from_secs(300))
                         .await?;
                     if state != "terminated" {
                         bail!("VI {id} ended {state}");
@@ -713,9 +723,7 @@ async fn big_vi(api: &Api, datacenter: &str, vms: usize) -> anyhow::Result<()> {
         Some(json!({"datacenter": datacenter})),
     )
     .await?;
-    let state = api
-        .settle(&id, "deploying", Duration::from_secs(600))
-        .await?;
+    let state = api.settle(&id, DEPLOYING, Duration::from_secs(600)).await?;
     let deploy = t.elapsed().as_secs_f64();
     if state != "running" {
         bail!("the big VI ended {state}");
@@ -723,7 +731,7 @@ async fn big_vi(api: &Api, datacenter: &str, vms: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     api.post(&format!("/vis/{id}/terminate"), None).await?;
     let state = api
-        .settle(&id, "terminating", Duration::from_secs(600))
+        .settle(&id, &["terminating"], Duration::from_secs(600))
         .await?;
     let terminate = t.elapsed().as_secs_f64();
     if state != "terminated" {
