@@ -127,18 +127,19 @@ fn main() -> ExitCode {
 }
 
 /// jemalloc for Rust's allocations, not glibc's malloc. Under a burst of
-/// accepts (64 clients), glibc's two heaps were contended and a Manager
-/// accepted 72-80 VIs/s on this benchmark's machine; with jemalloc's
-/// per-thread caches and arenas, 93-104 (`bench/scale`). Its background
-/// thread gives freed pages back to the kernel when they have stayed
-/// unused for [`malloc_conf`]'s `dirty_decay_ms`. C libraries (SQLite,
-/// libvirt) still allocate from glibc, which `cmd::trim` keeps lean.
+/// accepts (64 clients, `bench/scale`), a Manager on glibc's malloc (held
+/// to two heaps, see `cmd::trim`) accepted 72-80 VIs/s on the benchmark's
+/// machine, and 93-104 on jemalloc. Its background thread gives freed
+/// pages back to the kernel once they have stayed unused for
+/// [`malloc_conf`]'s `dirty_decay_ms`. C libraries (SQLite, libvirt)
+/// still allocate from glibc, which `cmd::trim` keeps lean.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read at its first allocation: freed pages go back
-/// to the kernel after a second unused (its default is ten), at once once
-/// purged (`muzzy_decay_ms:0`), by a background thread.
+/// jemalloc's options, read at its first allocation: a background thread
+/// gives freed pages back to the kernel after a second unused (jemalloc's
+/// default is ten seconds), for good (`muzzy_decay_ms:0`: no lazy second
+/// stage that the kernel may or may not reclaim).
 #[allow(unsafe_code, non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: Option<&'static std::ffi::c_char> =
