@@ -574,7 +574,10 @@ const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// written (and its VI's readers woken): a job whose batches take
 /// milliseconds writes its cursor once or twice, not after every batch,
 /// and one whose batches take longer still shows each as it ends.
-pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(PROGRESS_EVERY_MS);
+
+/// [`PROGRESS_EVERY`] in milliseconds (`neptune manager --job-progress-ms`).
+pub const PROGRESS_EVERY_MS: u64 = 250;
 
 impl Jobs {
     pub fn new(store: Arc<dyn Store>, hosts: Arc<dyn HostDirectory>, owner: String) -> Self {

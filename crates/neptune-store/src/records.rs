@@ -310,6 +310,16 @@ pub struct HostUsage {
     pub uplink_mbps: i64,
 }
 
+impl std::ops::AddAssign for HostUsage {
+    fn add_assign(&mut self, other: HostUsage) {
+        self.vcpus += other.vcpus;
+        self.ram_mib += other.ram_mib;
+        self.disk_mib += other.disk_mib;
+        self.slots += other.slots;
+        self.uplink_mbps += other.uplink_mbps;
+    }
+}
+
 /// A VM of a VI placed on a host: the slot and resources it holds there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -328,6 +338,19 @@ pub struct VmRecord {
     /// Mbit/s of the VM's virtual links to VMs on other hosts: its share of
     /// its host's uplink.
     pub uplink_mbps: i64,
+}
+
+impl VmRecord {
+    /// What the VM takes of its host: its resources and one slot.
+    pub fn usage(&self) -> HostUsage {
+        HostUsage {
+            vcpus: self.vcpus,
+            ram_mib: self.ram_mib,
+            disk_mib: self.disk_mib,
+            slots: 1,
+            uplink_mbps: self.uplink_mbps,
+        }
+    }
 }
 
 /// Where a durable job is.

@@ -59,11 +59,7 @@ impl Pending {
     fn apply(&self, hosts: &mut [HostRecord]) {
         for h in hosts {
             if let Some(u) = self.by_host.get(&h.id) {
-                h.used.vcpus += u.vcpus;
-                h.used.ram_mib += u.ram_mib;
-                h.used.disk_mib += u.disk_mib;
-                h.used.slots += u.slots;
-                h.used.uplink_mbps += u.uplink_mbps;
+                h.used += *u;
             }
         }
     }
@@ -260,12 +256,7 @@ impl Planning {
                 continue;
             }
             for (host, u) in vms {
-                let sum = out.by_host.entry(*host).or_default();
-                sum.vcpus += u.vcpus;
-                sum.ram_mib += u.ram_mib;
-                sum.disk_mib += u.disk_mib;
-                sum.slots += u.slots;
-                sum.uplink_mbps += u.uplink_mbps;
+                *out.by_host.entry(*host).or_default() += *u;
             }
             out.vms += vms.len();
         }
@@ -274,19 +265,7 @@ impl Planning {
 
     /// Holds the room `vms` take in `datacenter` until the guard drops.
     fn hold(self: &Arc<Self>, datacenter: DatacenterId, vms: &[VmRecord]) -> HeldRoom {
-        let taken = vms
-            .iter()
-            .map(|v| {
-                let u = HostUsage {
-                    vcpus: v.vcpus,
-                    ram_mib: v.ram_mib,
-                    disk_mib: v.disk_mib,
-                    slots: 1,
-                    uplink_mbps: v.uplink_mbps,
-                };
-                (v.host_id, u)
-            })
-            .collect();
+        let taken = vms.iter().map(|v| (v.host_id, v.usage())).collect();
         let mut room = self.room();
         let token = room.next;
         room.next += 1;

@@ -81,7 +81,7 @@ pub(crate) struct ManagerArgs {
     max_image_bytes: u64,
     /// The longest a running job's progress waits in memory before it is
     /// written, in milliseconds (0: after every batch of steps).
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = neptune_manager::jobs::PROGRESS_EVERY_MS)]
     job_progress_ms: u64,
 }
 
