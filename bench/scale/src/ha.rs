@@ -113,22 +113,22 @@ impl Client {
         bail!("{path}: neither Manager answers")
     }
 
-    /// Polls VI `id` until it leaves `transient`; its state then.
+    /// Polls VI `id` until it leaves `transient` and its last job ends
+    /// ([`unsettled`]); its state then.
     async fn settle(
         &mut self,
         id: &str,
-        transient: &[&str],
+        transient: &str,
         limit: Duration,
     ) -> anyhow::Result<String> {
         let deadline = Instant::now() + limit;
         loop {
             let v = self.call(Method::GET, &format!("/vis/{id}"), None).await?;
-            let state = v["state"].as_str().unwrap_or_default().to_owned();
-            if !transient.contains(&state.as_str()) {
-                return Ok(state);
+            if !unsettled(&v, transient) {
+                return Ok(v["state"].as_str().unwrap_or_default().to_owned());
             }
             if Instant::now() > deadline {
-                bail!("VI {id} still {state} after {limit:?}");
+                bail!("VI {id} still {transient} after {limit:?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -235,7 +235,7 @@ impl Run<'_> {
             if state != "terminated" {
                 left.push(format!("{id} {state}"));
                 if a.post(&format!("/vis/{id}/terminate"), None).await.is_ok() {
-                    a.settle(id, &["terminating"], Duration::from_secs(120))
+                    a.settle(id, "terminating", Duration::from_secs(120))
                         .await?;
                 }
             }
@@ -317,7 +317,7 @@ impl Run<'_> {
                             }
                             retried.fetch_add(1, Ordering::Relaxed);
                         }
-                        let state = home.settle(&id, DEPLOYING, Duration::from_secs(300)).await?;
+                        let state = home.settle(&id, "deploying", Duration::from_secs(300)).await?;
                         if state != "running" {
                             bail!("VI {id} ended {state}");
                         }
@@ -367,7 +367,7 @@ impl Run<'_> {
                         o.push(statuses);
                     }
                     match apis[k % 2]
-                        .settle(id, &["terminating"], Duration::from_secs(300))
+                        .settle(id, "terminating", Duration::from_secs(300))
                         .await
                     {
                         Ok(state) if state == "terminated" => seen.ids.push(id.clone()),
@@ -458,7 +458,7 @@ impl Run<'_> {
                             .await?;
                         accepted.fetch_add(1, Ordering::Relaxed);
                         let state = client
-                            .settle(&id, DEPLOYING, Duration::from_secs(300))
+                            .settle(&id, "deploying", Duration::from_secs(300))
                             .await?;
                         if state != "running" {
                             bail!("VI {id} ended {state}");
@@ -472,7 +472,7 @@ impl Run<'_> {
                 }
             });
         }
-        self.kill_halfway(b, tasks, &accepted, self.vis.div_ceil(2), DEPLOYING)
+        self.kill_halfway(b, tasks, &accepted, self.vis.div_ceil(2), "deploying")
             .await
     }
 
@@ -501,7 +501,7 @@ impl Run<'_> {
                         client.act(id, "terminate", None, "running").await?;
                         asked.fetch_add(1, Ordering::Relaxed);
                         let state = client
-                            .settle(id, &["terminating"], Duration::from_secs(300))
+                            .settle(id, "terminating", Duration::from_secs(300))
                             .await?;
                         if state != "terminated" {
                             bail!("VI {id} ended {state}");
@@ -515,7 +515,7 @@ impl Run<'_> {
                 }
             });
         }
-        self.kill_halfway(b, tasks, &asked, ids.len().div_ceil(2), &["terminating"])
+        self.kill_halfway(b, tasks, &asked, ids.len().div_ceil(2), "terminating")
             .await
     }
 
@@ -528,7 +528,7 @@ impl Run<'_> {
         mut tasks: tokio::task::JoinSet<Seen>,
         done: &AtomicUsize,
         half: usize,
-        transient: &[&str],
+        transient: &str,
     ) -> anyhow::Result<(Seen, Takeover)> {
         while done.load(Ordering::Relaxed) < half && !tasks.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -547,7 +547,7 @@ impl Run<'_> {
     async fn kill_and_watch(
         &self,
         b: &mut ManagerProcess,
-        transient: &[&str],
+        transient: &str,
     ) -> anyhow::Result<Takeover> {
         b.0.kill()?;
         let killed = Instant::now();
@@ -579,11 +579,9 @@ impl Run<'_> {
         while !pending.is_empty() {
             let mut still = Vec::new();
             for (vi, lease) in pending {
-                let state = a.get(&format!("/vis/{vi}")).await?["state"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                if transient.contains(&state.as_str()) {
+                let v = a.get(&format!("/vis/{vi}")).await?;
+                let state = v["state"].as_str().unwrap_or_default().to_owned();
+                if unsettled(&v, transient) {
                     still.push((vi, lease));
                     continue;
                 }
@@ -596,7 +594,7 @@ impl Run<'_> {
             pending = still;
             if Instant::now() > limit {
                 bail!(
-                    "{} VIs still {transient:?} 300 s after the kill",
+                    "{} VIs still {transient} 300 s after the kill",
                     pending.len()
                 );
             }

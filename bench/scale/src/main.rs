@@ -49,10 +49,19 @@ usage: neptune-bench-scale [--datacenters 3] [--hosts 10000] [--vis 1000] [--vms
        neptune-bench-scale --smoke    (tiny sizes: does it still run?)
 --hosts is per datacenter; --managers 2 needs --database-url (PostgreSQL).";
 
-/// The states of a VI being deployed: `accepted` until its deploy job
-/// starts (at once, or once another Manager takes the job over from one
-/// that died), then `deploying`.
-const DEPLOYING: &[&str] = &["accepted", "deploying"];
+/// Whether the VI of detail `v` is still in `transient`, or its last job
+/// still runs: an accepted VI's deploy job may not have started (it starts
+/// at once, or once another Manager takes it over from one that died).
+/// `neptune vi wait` waits the same way; a deploy rolled back leaves its
+/// VI `accepted` with its job ended, which ends the wait.
+fn unsettled(v: &Value, transient: &str) -> bool {
+    let job_runs = v["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.last())
+        .and_then(|job| job["state"].as_str())
+        .is_some_and(|s| s == "running" || s == "rolling_back");
+    v["state"].as_str() == Some(transient) || job_runs
+}
 
 /// " (round 2 of 3)" when phases 2 and 3 run more than once.
 fn round_label(round: usize, rounds: usize) -> String {
@@ -286,15 +295,11 @@ impl Api {
         self.call(reqwest::Method::POST, path, body).await
     }
 
-    /// Waits for the VI to leave `transient`; its state then. Each read
+    /// Waits for the VI to leave `transient` and its last job to end
+    /// ([`unsettled`]); its state then. Each read
     /// names the detail held and waits for it to change (`wait_ms`, a
     /// long-poll), as a client following a VI would.
-    async fn settle(
-        &self,
-        id: &str,
-        transient: &[&str],
-        limit: Duration,
-    ) -> anyhow::Result<String> {
+    async fn settle(&self, id: &str, transient: &str, limit: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + limit;
         let mut held = String::new();
         loop {
@@ -316,15 +321,14 @@ impl Api {
             }
             if status == reqwest::StatusCode::OK {
                 let v: Value = resp.json().await?;
-                let state = v["state"].as_str().unwrap_or_default().to_owned();
-                if !transient.contains(&state.as_str()) {
-                    return Ok(state);
+                if !unsettled(&v, transient) {
+                    return Ok(v["state"].as_str().unwrap_or_default().to_owned());
                 }
             } else if status != reqwest::StatusCode::NOT_MODIFIED {
                 bail!("/vis/{id}: {status}");
             }
             if Instant::now() > deadline {
-                bail!("VI {id} still {transient:?} after {limit:?}");
+                bail!("VI {id} still {transient} after {limit:?}");
             }
         }
     }
@@ -592,7 +596,7 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
                     let accept = t.elapsed().as_secs_f64();
                     let state = api
-                        .settle(&id, DEPLOYING, Duration::from_secs(300))
+                        .settle(&id, "deploying", Duration::from_secs(300))
                         .await?;
                     if state != "running" {
                         bail!("VI {id} ended {state}");
@@ -637,7 +641,7 @@ async fn main() -> anyhow::Result<()> {
                     };
                     api.post(&format!("/vis/{id}/terminate"), None).await?;
                     let state = api
-                        .settle(id, &["terminating"], Duration::from_secs(300))
+                        .settle(id, "terminating", Duration::from_secs(300))
                         .await?;
                     if state != "terminated" {
                         bail!("VI {id} ended {state}");
@@ -723,7 +727,9 @@ async fn big_vi(api: &Api, datacenter: &str, vms: usize) -> anyhow::Result<()> {
         Some(json!({"datacenter": datacenter})),
     )
     .await?;
-    let state = api.settle(&id, DEPLOYING, Duration::from_secs(600)).await?;
+    let state = api
+        .settle(&id, "deploying", Duration::from_secs(600))
+        .await?;
     let deploy = t.elapsed().as_secs_f64();
     if state != "running" {
         bail!("the big VI ended {state}");
@@ -731,7 +737,7 @@ async fn big_vi(api: &Api, datacenter: &str, vms: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     api.post(&format!("/vis/{id}/terminate"), None).await?;
     let state = api
-        .settle(&id, &["terminating"], Duration::from_secs(600))
+        .settle(&id, "terminating", Duration::from_secs(600))
         .await?;
     let terminate = t.elapsed().as_secs_f64();
     if state != "terminated" {
