@@ -428,6 +428,17 @@ fn rolls_back(kind: JobKind) -> bool {
     !matches!(kind, JobKind::Terminate)
 }
 
+/// Whether a job of `kind` may keep its progress in memory between
+/// batches ([`PROGRESS_EVERY`]): a crash then repeats the batches done
+/// since the last write, so any run of them must be safe to repeat after
+/// the ones that followed. A deploy's (make a disk, define, start, wait)
+/// and a terminate's (destroy, remove the disk) are; a suspend's is not (a
+/// disk is copied, then removed: the copy repeated finds no disk), nor a
+/// resume's, a migration's or a template's, which write after every batch.
+fn defers_progress(kind: JobKind) -> bool {
+    matches!(kind, JobKind::Deploy | JobKind::Terminate)
+}
+
 /// A new job record with its steps, ready for [`Store::start_job`].
 pub fn new_job(vi: ViId, kind: JobKind, steps: &[Step]) -> anyhow::Result<JobRecord> {
     let now = now_ms();
@@ -570,10 +581,11 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// lease, so a slow store write or two does not lose it.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
 
-/// The longest a running job's progress waits in memory before it is
-/// written (and its VI's readers woken): a job whose batches take
-/// milliseconds writes its cursor once or twice, not after every batch,
-/// and one whose batches take longer still shows each as it ends.
+/// The longest a running deploy's or terminate's progress waits in memory
+/// before it is written (and its VI's readers woken): a job whose batches
+/// take milliseconds writes its cursor once or twice, not after every
+/// batch, and one whose batches take longer still shows each as it ends.
+/// Other jobs write after every batch ([`defers_progress`]).
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(PROGRESS_EVERY_MS);
 
 /// [`PROGRESS_EVERY`] in milliseconds (`neptune manager --job-progress-ms`).
@@ -803,7 +815,10 @@ impl Jobs {
                         .await?;
                     let batch = i64::try_from(end - cursor)?;
                     match failures.first() {
-                        None if end >= steps.len() || written.elapsed() < self.progress_every => {
+                        None if end >= steps.len()
+                            || (defers_progress(kind)
+                                && written.elapsed() < self.progress_every) =>
+                        {
                             // Progress kept in memory: written with the
                             // next batch past PROGRESS_EVERY, or with the
                             // job's end. A crash meanwhile repeats these
@@ -1724,6 +1739,23 @@ mod tests {
     impl HostDirectory for NoHosts {
         async fn hypervisor(&self, host: &HostRecord) -> anyhow::Result<Arc<dyn Hypervisor>> {
             anyhow::bail!("no host {} here", host.name)
+        }
+    }
+
+    /// Only the jobs whose batches may all be run again after a crash
+    /// keep their progress in memory.
+    #[test]
+    fn only_deploys_and_terminates_defer_their_progress() {
+        for kind in [JobKind::Deploy, JobKind::Terminate] {
+            assert!(defers_progress(kind), "{kind:?}");
+        }
+        for kind in [
+            JobKind::Suspend,
+            JobKind::Resume,
+            JobKind::Migrate,
+            JobKind::SaveTemplate,
+        ] {
+            assert!(!defers_progress(kind), "{kind:?}");
         }
     }
 

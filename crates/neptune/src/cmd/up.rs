@@ -79,8 +79,9 @@ pub(crate) struct ManagerArgs {
     /// bytes.
     #[arg(long, default_value_t = neptune_manager::DEFAULT_MAX_IMAGE_BYTES)]
     max_image_bytes: u64,
-    /// The longest a running job's progress waits in memory before it is
-    /// written, in milliseconds (0: after every batch of steps).
+    /// The longest a running deploy's or terminate's progress waits in
+    /// memory before it is written, in milliseconds (0: after every batch
+    /// of steps; other jobs always write after every batch).
     #[arg(long, default_value_t = neptune_manager::jobs::PROGRESS_EVERY_MS)]
     job_progress_ms: u64,
 }

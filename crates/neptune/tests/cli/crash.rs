@@ -6,9 +6,10 @@
 //! part-way through.
 //!
 //! A job runs the steps of a phase together (all copies, then all defines,
-//! ...) and records its progress once per batch (here: by default at most
-//! every 250 ms, see `--job-progress-ms`), so it can be interrupted
-//! at the first step of each batch, not after every step. The test finds
+//! ...) and records its progress once per batch (here after every batch;
+//! a deploy or terminate by default at most every 250 ms, see
+//! `--job-progress-ms`), so it can be interrupted at the first step of
+//! each batch, not after every step. The test finds
 //! those steps as it goes: each kill waits for the job to be running at a
 //! step past the last one interrupted, and every kill is checked in the
 //! database, read while the Manager is dead: the job was running, at the
@@ -195,8 +196,10 @@ impl Rig {
             d.join("admin.password").display().to_string(),
             // Progress written after every batch, so that the test sees
             // each batch start and can kill the Manager there. (Written
-            // less often, as by default, a kill repeats the batches since
-            // the last write: the same recovery as a kill within a batch.)
+            // less often, as deploys and terminates do by default, a kill
+            // repeats the batches since the last write: the same recovery
+            // as a kill within a batch, for those two kinds of job. The
+            // others write after every batch whatever this says.)
             "--job-progress-ms".into(),
             "0".into(),
         ];
