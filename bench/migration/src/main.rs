@@ -48,10 +48,12 @@ struct Args {
     sizes: Vec<usize>,
     neptune: PathBuf,
     template: PathBuf,
+    /// `neptune agent --migration-max-downtime-ms`, for every Agent.
+    max_downtime_ms: Option<u64>,
 }
 
 const USAGE: &str =
-    "usage: neptune-bench-migration [--smoke] [--sizes 1,2,4] [--neptune PATH] [--template PATH]";
+    "usage: neptune-bench-migration [--smoke] [--sizes 1,2,4] [--max-downtime-ms MS] [--neptune PATH] [--template PATH]";
 
 fn args() -> Result<Args, String> {
     let mut sizes = vec![1, 2, 4];
@@ -60,6 +62,7 @@ fn args() -> Result<Args, String> {
         .and_then(|e| e.parent().map(|d| d.join("neptune")))
         .unwrap_or_else(|| PathBuf::from("neptune"));
     let mut template = std::env::var_os("NEPTUNE_TEST_TINY_TEMPLATE").map(PathBuf::from);
+    let mut max_downtime_ms = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || {
@@ -80,6 +83,15 @@ fn args() -> Result<Args, String> {
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| format!("--sizes: numbers of VMs, 1 to 16\n{USAGE}"))?;
             }
+            "--max-downtime-ms" => {
+                max_downtime_ms = Some(
+                    value()?
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|ms| (1..=60_000).contains(ms))
+                        .ok_or_else(|| format!("--max-downtime-ms: 1 to 60000\n{USAGE}"))?,
+                );
+            }
             "--neptune" => neptune = value()?.into(),
             "--template" => template = Some(value()?.into()),
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -93,6 +105,7 @@ fn args() -> Result<Args, String> {
         sizes,
         neptune,
         template,
+        max_downtime_ms,
     })
 }
 
@@ -132,10 +145,21 @@ struct Row {
 
 async fn run(args: &Args) {
     let started = Instant::now();
-    let mut rig = Rig::start(&args.neptune.display().to_string(), &args.template).await;
+    let agent_args: Vec<String> = args
+        .max_downtime_ms
+        .map(|ms| vec!["--migration-max-downtime-ms".to_owned(), ms.to_string()])
+        .unwrap_or_default();
+    let mut rig = Rig::start(
+        &args.neptune.display().to_string(),
+        &args.template,
+        &agent_args,
+    )
+    .await;
     println!(
-        "rig up in {:.1} s: two datacenters (dca, dcb), each a libvirt daemon, an Agent and a kernel-plane switch",
-        started.elapsed().as_secs_f64()
+        "rig up in {:.1} s: two datacenters (dca, dcb), each a libvirt daemon, an Agent and a kernel-plane switch; maximum downtime {}",
+        started.elapsed().as_secs_f64(),
+        args.max_downtime_ms
+            .map_or("QEMU's default (300 ms)".to_owned(), |ms| format!("{ms} ms")),
     );
     let mut rows = Vec::new();
     for &n in &args.sizes {

@@ -60,7 +60,7 @@ async fn a_vi_moves_between_datacenters_and_keeps_its_connections() {
     let Some(tiny) = prerequisites() else { return };
     let neptune = env!("CARGO_BIN_EXE_neptune");
     let test_started = Instant::now();
-    let mut rig = Rig::start(neptune, &tiny).await;
+    let mut rig = Rig::start(neptune, &tiny, &[]).await;
 
     // The VI, accepted in dca, running with its guests ready.
     let v = rig.api.post("/vis", json!({ "xml": rig::design(1) })).await;

@@ -250,8 +250,9 @@ impl Rig {
     /// Builds the namespaces, starts the daemons, the Manager, the Agents
     /// and the switches, creates the datacenters (dca's public gateway
     /// set), registers the switches and the tiny template (`tiny`: its
-    /// image). `neptune`: the binary.
-    pub(crate) async fn start(neptune: &str, tiny: &Path) -> Rig {
+    /// image). `neptune`: the binary; `agent_args`: more arguments for
+    /// every Agent (`--migration-max-downtime-ms 50`).
+    pub(crate) async fn start(neptune: &str, tiny: &Path, agent_args: &[String]) -> Rig {
         let pid = std::process::id();
         let prefix = format!("nss{pid}");
         let net = u8::try_from(16 + pid % 200).unwrap();
@@ -570,7 +571,7 @@ impl Rig {
             // The Agent.
             let host = format!("{name}-1");
             let agent_listen = SocketAddr::from((wan_addr, AGENT_PORT));
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "netns".into(),
                 "exec".into(),
                 dns.clone(),
@@ -613,6 +614,7 @@ impl Rig {
                 "--heartbeat-secs".into(),
                 "1".into(),
             ];
+            args.extend_from_slice(agent_args);
             rig.procs.push(Proc::spawn(
                 &format!("agent {name}"),
                 h.join("agent.log"),
