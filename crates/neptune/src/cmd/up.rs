@@ -102,8 +102,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
+/// SIGINT (Ctrl-C) or SIGTERM, an init system's stop: the Manager stops
+/// taking connections, lets open requests finish and exits; its jobs
+/// resume at the next start. (SIGTERM's default would end it mid-request.)
+async fn stop_signal() {
+    neptune_agent::daemon::shutdown_signal().await;
 }
 
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -121,7 +124,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 kvm: args.libvirt.kvm.into(),
             };
         }
-        let (running, server) = up::start(opts, ctrl_c()).await?;
+        let (running, server) = up::start(opts, stop_signal()).await?;
         println!("Neptune is up at {}", running.url);
         println!(
             "  console:     {}/  (the web console; log in as below)",
@@ -209,7 +212,7 @@ pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         if resumed > 0 {
             println!("resumed {resumed} unfinished jobs");
         }
-        manager.serve(listener, ctrl_c()).await?;
+        manager.serve(listener, stop_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

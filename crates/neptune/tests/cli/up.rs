@@ -455,6 +455,64 @@ fn up_then_a_vi_lifecycle_from_the_cli() {
 /// `neptune up`'s simulated hosts cost no file each: 600 of them (3 files
 /// each made 1800) come up and all register under a limit of 512 open
 /// files, and a VI deploys on them.
+/// An init system stops `neptune up` with SIGTERM (SIGTERM's default
+/// action would end it mid-request): it exits 0, and the next start on
+/// the same data directory serves the same administrator.
+#[test]
+fn up_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = start(dir.path());
+    let password = std::fs::read_to_string(dir.path().join("data/admin.password")).unwrap();
+    ok(&cli(
+        dir.path(),
+        &["login", "--url", &up.url, "--password-stdin"],
+        Some(&password),
+    ));
+    let term = Command::new("kill")
+        .args(["-TERM", &up.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "neptune up still runs 30 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(up);
+
+    let mut again = neptune()
+        .args(["up", "--listen", "127.0.0.1:0", "--hosts", "2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(again.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let restarted = Up {
+        url: first
+            .strip_prefix("Neptune is up at ")
+            .unwrap_or_else(|| panic!("{first}"))
+            .to_owned(),
+        child: again,
+    };
+    ok(&cli(
+        dir.path(),
+        &["login", "--url", &restarted.url, "--password-stdin"],
+        Some(&password),
+    ));
+}
+
 #[test]
 fn up_runs_hundreds_of_hosts_under_a_small_file_limit() {
     let dir = tempfile::tempdir().unwrap();
