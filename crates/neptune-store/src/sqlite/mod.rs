@@ -10,6 +10,7 @@
 mod inventory;
 mod jobs;
 mod placement;
+mod quiet;
 mod switching;
 mod templates;
 mod users;
@@ -51,6 +52,9 @@ pub struct SqliteStore {
     writing: Arc<tokio::sync::Mutex<()>>,
     /// Tokens verified, kept until a token or user changes.
     tokens: Arc<TokenCache>,
+    /// Closes the connections a burst opened once the pool is quiet again
+    /// (see [`quiet`]); stops with the last clone of the store.
+    _shedding: Option<Arc<quiet::Shedding>>,
 }
 
 impl SqliteStore {
@@ -85,10 +89,12 @@ impl SqliteStore {
         let pool = pool.connect_with(options).await.map_err(crate::error::db)?;
         restrict_files(url)?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
+        let shedding = (!memory).then(|| Arc::new(quiet::Shedding::start(pool.clone())));
         Ok(SqliteStore {
             pool,
             writing: Arc::default(),
             tokens: Arc::default(),
+            _shedding: shedding,
         })
     }
 
