@@ -295,7 +295,8 @@ impl Manager {
 }
 
 /// Hosts whose Agent has not been heard from for three heartbeats (15 s)
-/// are unreachable; placement skips them until they report again.
+/// are unreachable; placement skips them until they report again. Expired
+/// tokens and a stale copy of the domain's addresses go at the same pace.
 async fn mark_unreachable(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
@@ -307,6 +308,7 @@ async fn mark_unreachable(state: AppState) {
         if let Err(err) = state.store.delete_expired_tokens(now_ms()).await {
             tracing::warn!(error = %err, "deleting expired tokens");
         }
+        state.planning.forget_stale_addresses();
     }
 }
 

@@ -292,6 +292,23 @@ impl Planning {
     pub async fn addresses(&self) -> tokio::sync::MutexGuard<'_, AddressBook> {
         self.addresses.lock().await
     }
+
+    /// Drops the kept copy of the domain's addresses once it is stale (a
+    /// plan made now would read them again first): after a burst of
+    /// accepts it holds every VI's allocations, and would otherwise stay
+    /// until the next accept, however long the domain stays quiet. A book
+    /// in use is left alone.
+    pub fn forget_stale_addresses(&self) {
+        if let Ok(mut book) = self.addresses.try_lock() {
+            if book
+                .kept
+                .as_ref()
+                .is_some_and(|k| k.read_at.elapsed() >= ADDRESSES_FRESH_FOR)
+            {
+                book.kept = None;
+            }
+        }
+    }
 }
 
 /// Plans a commit refused for want of room or addresses this many times.
@@ -650,5 +667,28 @@ mod tests {
         drop(second);
         assert_eq!(planning.pending(dc).vms, 0);
         assert_eq!(planning.pending(other).vms, 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_copy_of_the_addresses_is_dropped_a_fresh_one_kept() {
+        let planning = Planning::default();
+        let domain = crate::plan::domain(&["10.0.0.0/8".parse().unwrap()], &[]).unwrap();
+        let kept = |age: Duration| Kept {
+            domain: domain.clone(),
+            snapshot: crate::plan::snapshot(domain.clone(), &[]).unwrap(),
+            read_at: Instant::now() - age,
+        };
+        planning.addresses().await.kept = Some(kept(Duration::ZERO));
+        planning.forget_stale_addresses();
+        assert!(planning.addresses().await.kept.is_some());
+        planning.addresses().await.kept = Some(kept(ADDRESSES_FRESH_FOR));
+        // In use: left alone.
+        {
+            let _book = planning.addresses().await;
+            planning.forget_stale_addresses();
+        }
+        assert!(planning.addresses().await.kept.is_some());
+        planning.forget_stale_addresses();
+        assert!(planning.addresses().await.kept.is_none());
     }
 }

@@ -30,9 +30,13 @@ const MAX_DESIGN_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Default)]
 pub struct Views {
-    summaries: Weighed<(ViId, i64), api::ViSummary>,
-    /// Private addresses each design would take (see `plan::private_demand`).
-    demands: Weighed<(ViId, i64), Result<u64, String>>,
+    /// Each VI's summary at its version: one entry per VI, the last
+    /// version's (a VI's every change makes a version; kept by version, a
+    /// thousand VIs deployed and terminated left six entries each).
+    summaries: Weighed<ViId, (i64, api::ViSummary)>,
+    /// Private addresses each design would take (see `plan::private_demand`),
+    /// at its version.
+    demands: Weighed<ViId, (i64, Result<u64, String>)>,
     steps: Weighed<JobId, Arc<Vec<String>>>,
     /// Each VI's design in its JSON form as a detail shows it, serialised,
     /// at the VI's version: one detail after another of a deploying VI
@@ -122,12 +126,16 @@ impl Views {
     /// The summary of `vi`'s design at its version. Every change of a VI
     /// bumps its version, so an entry never goes stale.
     pub(crate) fn summary(&self, vi: &ViRecord) -> ApiResult<api::ViSummary> {
-        let key = (vi.id, vi.version);
-        if let Some(s) = self.summaries.get(&key) {
-            return Ok(s);
+        if let Some((version, s)) = self.summaries.get(&vi.id) {
+            if version == vi.version {
+                return Ok(s);
+            }
         }
         let summary = crate::app::design::summary(&crate::app::design::design_of(vi)?);
-        Ok(self.summaries.remember(key, summary, 1, MAX_SUMMARIES))
+        Ok(self
+            .summaries
+            .remember(vi.id, (vi.version, summary), 1, MAX_SUMMARIES)
+            .1)
     }
 
     /// The design of `vi` in its JSON form (OS passwords hidden), as its
@@ -165,13 +173,17 @@ impl Views {
         if let Some(plan) = crate::plan::committed(vi)? {
             return Ok(Ok(plan.private_addresses()));
         }
-        let key = (vi.id, vi.version);
-        if let Some(d) = self.demands.get(&key) {
-            return Ok(d);
+        if let Some((version, d)) = self.demands.get(&vi.id) {
+            if version == vi.version {
+                return Ok(d);
+            }
         }
         let topo = crate::app::design::design_of(vi)?;
         let demand = crate::plan::private_demand(pools, vi.id, &topo).map_err(|e| e.for_tenant());
-        Ok(self.demands.remember(key, demand, 1, MAX_SUMMARIES))
+        Ok(self
+            .demands
+            .remember(vi.id, (vi.version, demand), 1, MAX_SUMMARIES)
+            .1)
     }
 
     /// Drops the names kept of job `id`'s steps.
@@ -227,5 +239,49 @@ mod tests {
         assert_eq!((w.get(&1), w.weight()), (Some(10), (2, 100)));
         w.forget(&99);
         assert_eq!(w.weight(), (2, 100));
+    }
+
+    fn vi(xml: &str, version: i64) -> ViRecord {
+        ViRecord {
+            id: ViId::from(uuid::Uuid::from_u128(7)),
+            owner_id: UserId::from(uuid::Uuid::from_u128(1)),
+            name: "v".into(),
+            state: neptune_lifecycle::ViState::Defined,
+            design_xml: xml.into(),
+            home_datacenter_id: None,
+            reject_reason: None,
+            version,
+            created_at: 0,
+            updated_at: 0,
+            address_plan: None,
+            location_id: None,
+        }
+    }
+
+    #[test]
+    fn a_vi_keeps_one_summary_and_one_demand_its_last_versions() {
+        let views = Views::default();
+        let pools = ["10.0.0.0/8".parse().unwrap()];
+        let small = include_str!("../../../neptune-topology/testdata/web-with-links.xml");
+        let json = |s: api::ViSummary| serde_json::to_value(s).unwrap();
+        let one = json(views.summary(&vi(small, 1)).unwrap());
+        let demand = views.private_addresses(&vi(small, 1), &pools).unwrap();
+        for version in 2..50 {
+            assert_eq!(json(views.summary(&vi(small, version)).unwrap()), one);
+            assert_eq!(
+                views
+                    .private_addresses(&vi(small, version), &pools)
+                    .unwrap(),
+                demand
+            );
+        }
+        assert_eq!(views.summaries.weight().0, 1);
+        assert_eq!(views.demands.weight().0, 1);
+        // A new version's design is read, not the old one's summary kept.
+        let fig3 = include_str!("../../../neptune-topology/testdata/fig3.xml");
+        let other = json(views.summary(&vi(fig3, 50)).unwrap());
+        assert_ne!(other, one);
+        assert_eq!(json(views.summary(&vi(fig3, 50)).unwrap()), other);
+        assert_eq!(views.summaries.weight().0, 1);
     }
 }
