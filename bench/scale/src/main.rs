@@ -222,23 +222,34 @@ impl ManagerProcess {
     }
 
     /// Its resident memory once it has settled: read every half second
-    /// until two readings in a row are within 0.25 MiB (at most 10 s).
-    /// Idle and after terminating are both read so, as an operator would
-    /// read a quiet Manager: right after a burst the allocator is still
-    /// giving pages back.
+    /// until it has not fallen by 0.25 MiB or more for [`SETTLED_FOR`]
+    /// (at most [`SETTLE_AT_MOST`]). Idle and after terminating are both
+    /// read so, as an operator would read a quiet Manager: after a burst
+    /// it gives memory back in steps over seconds (the allocator's pages
+    /// after a second unused, the SQLite connections after three quiet
+    /// seconds, glibc's heaps at its trim thread's next look).
     async fn settled_rss_mib(&self) -> anyhow::Result<f64> {
-        let mut last = self.rss_mib()?;
-        for _ in 0..20 {
+        let started = Instant::now();
+        let mut low = self.rss_mib()?;
+        let mut low_since = Instant::now();
+        loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let now = self.rss_mib()?;
-            if (now - last).abs() < 0.25 {
+            if now <= low - 0.25 {
+                low = now;
+                low_since = Instant::now();
+            }
+            if low_since.elapsed() >= SETTLED_FOR || started.elapsed() >= SETTLE_AT_MOST {
                 return Ok(now);
             }
-            last = now;
         }
-        Ok(last)
     }
 }
+
+/// How long the Manager's memory must not fall to count as settled.
+const SETTLED_FOR: Duration = Duration::from_secs(10);
+/// The longest a reading of settled memory waits.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(60);
 
 struct Api {
     base: String,
