@@ -6,7 +6,6 @@ pub(crate) mod client;
 pub(crate) mod placement;
 pub(crate) mod switch;
 pub(crate) mod topology;
-pub(crate) mod trim;
 pub(crate) mod up;
 
 /// Makes the files a daemon creates its own: the database, disks, saved

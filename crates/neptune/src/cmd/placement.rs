@@ -69,28 +69,7 @@ pub(crate) enum OutputArg {
     Json,
 }
 
-/// The solver allocates large arrays and frees them level after level.
-/// glibc hands blocks over 128 KiB back to the kernel when they are freed,
-/// and the next array is then faulted in page by page, zeroed: a tenth of
-/// a 10 000-node solve. A one-shot command keeps what it frees for reuse.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code, reason = "mallopt only sets two allocator thresholds")]
-fn keep_freed_memory() {
-    // 32 MiB: glibc's largest mmap threshold on 64-bit targets.
-    const KEEP: libc::c_int = 32 << 20;
-    // SAFETY: mallopt takes plain integers and may be called at any time;
-    // it changes when glibc maps and trims, never what it has handed out.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
 pub(crate) fn run(cmd: PlacementCommand) -> anyhow::Result<ExitCode> {
-    keep_freed_memory();
     match cmd {
         PlacementCommand::Solve {
             graph,

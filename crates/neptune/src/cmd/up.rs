@@ -111,7 +111,6 @@ async fn stop_signal() {
 
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    super::trim::start();
     super::private_files(args.hypervisor == HypervisorFlag::Libvirt);
     runtime()?.block_on(async {
         let mut opts = UpOptions::new(&args.data_dir);
@@ -165,7 +164,6 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn manager(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    super::trim::start();
     super::private_files(false);
     let read = |p: &PathBuf| -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(p)

@@ -488,7 +488,14 @@ fn up_stops_cleanly_on_sigterm() {
     drop(up);
 
     let mut again = neptune()
-        .args(["up", "--listen", "127.0.0.1:0", "--hosts", "2", "--data-dir"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--hosts",
+            "2",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
