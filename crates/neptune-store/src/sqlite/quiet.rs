@@ -104,17 +104,18 @@ mod tests {
         assert_eq!(pool.size() as usize, n);
     }
 
-    #[tokio::test]
-    async fn a_quiet_pool_keeps_only_its_few_connections() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = pool(&dir).await;
-        burst(&pool, 6).await;
-        let task = tokio::spawn(shed(
+    /// Sheds connections beyond 2 after 100 ms quiet, looking every 20 ms.
+    fn shed_quickly(pool: &SqlitePool) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(shed(
             pool.clone(),
             2,
             Duration::from_millis(100),
             Duration::from_millis(20),
-        ));
+        ))
+    }
+
+    /// Waits (at most 5 s) until the pool has no connection open.
+    async fn all_closed(pool: &SqlitePool) {
         let started = std::time::Instant::now();
         while pool.size() > 0 {
             assert!(
@@ -124,6 +125,15 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_pool_grown_by_a_burst_closes_its_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(&dir).await;
+        burst(&pool, 6).await;
+        let task = shed_quickly(&pool);
+        all_closed(&pool).await;
         // The pool still serves, and a trickle within `keep` is left alone.
         let mut one = pool.acquire().await.unwrap();
         sqlx::query("SELECT 1").execute(&mut *one).await.unwrap();
@@ -141,24 +151,11 @@ mod tests {
         // One connection stays in use throughout: the pool is not quiet.
         let held = pool.acquire().await.unwrap();
         let size = pool.size();
-        let task = tokio::spawn(shed(
-            pool.clone(),
-            2,
-            Duration::from_millis(100),
-            Duration::from_millis(20),
-        ));
+        let task = shed_quickly(&pool);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(pool.size(), size);
         drop(held);
-        let started = std::time::Instant::now();
-        while pool.size() > 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "still {}",
-                pool.size()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        all_closed(&pool).await;
         task.abort();
     }
 
