@@ -167,6 +167,18 @@ fn doctype_and_entities_are_refused() {
 }
 
 #[test]
+fn a_text_cut_short_is_reported_where_it_ends() {
+    let cut = "<topology id=\"x\">\n  <nodes>\n    <node";
+    let errs = from_xml(cut).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!((errs[0].line, errs[0].column), (3, 10), "{errs:?}");
+    assert!(matches!(errs[0].problem, Problem::Syntax(_)));
+    // Cut inside a tag, not only after one.
+    let errs = from_xml("<topology id=\"x\"><nodes><no").unwrap_err();
+    assert_eq!((errs[0].line, errs[0].column), (1, 28), "{errs:?}");
+}
+
+#[test]
 fn size_and_depth_are_bounded() {
     let big = " ".repeat(xml::MAX_INPUT_BYTES + 1);
     assert!(matches!(

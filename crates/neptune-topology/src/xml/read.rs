@@ -76,6 +76,17 @@ pub fn from_xml(text: &str) -> Result<Topology, Vec<Diagnostic>> {
             let (line, column) = line_col(text, at);
             return Err(vec![Diagnostic::at(line, column, Problem::Doctype)]);
         }
+        // roxmltree places a text cut short at 1:1; the problem is at its end.
+        Err(
+            err @ (roxmltree::Error::UnexpectedEndOfStream | roxmltree::Error::UnclosedRootNode),
+        ) => {
+            let (line, column) = line_col(text, text.len());
+            return Err(vec![Diagnostic::at(
+                line,
+                column,
+                Problem::Syntax(err.to_string()),
+            )]);
+        }
         Err(err) => {
             let pos = err.pos();
             return Err(vec![Diagnostic::at(
