@@ -37,7 +37,21 @@ fn start_with(dir: &Path, args: &[&str], hosts: &str) -> Up {
 }
 
 /// [`start_with`], through `command` (the binary itself, or a wrapper).
-fn start_from(mut command: Command, dir: &Path, args: &[&str], hosts: &str) -> Up {
+fn start_from(command: Command, dir: &Path, args: &[&str], hosts: &str) -> Up {
+    let (up, rest) = spawn_up(command, dir, args);
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("admin:") && l.contains("admin /")),
+        "{rest:?}"
+    );
+    assert!(rest.iter().any(|l| l.contains(hosts)), "{rest:?}");
+    up
+}
+
+/// `neptune up` with `args` on `dir/data`, and the six lines it prints
+/// after its URL. Its output is read to the end meanwhile: a closed pipe
+/// would end it at its next line.
+fn spawn_up(mut command: Command, dir: &Path, args: &[&str]) -> (Up, Vec<String>) {
     let mut child = command
         .args(["up", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -54,15 +68,9 @@ fn start_from(mut command: Command, dir: &Path, args: &[&str], hosts: &str) -> U
         .unwrap_or_else(|| panic!("{first}"))
         .to_owned();
     let rest: Vec<String> = lines.by_ref().take(6).map(Result::unwrap).collect();
-    assert!(
-        rest.iter()
-            .any(|l| l.contains("admin:") && l.contains("admin /")),
-        "{rest:?}"
-    );
-    assert!(rest.iter().any(|l| l.contains(hosts)), "{rest:?}");
     // Keep draining stdout so the daemon never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Up { child, url }
+    (Up { child, url }, rest)
 }
 
 fn cli(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -487,32 +495,12 @@ fn up_stops_cleanly_on_sigterm() {
     assert!(status.success(), "{status:?}");
     drop(up);
 
-    let mut again = neptune()
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--hosts",
-            "2",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(again.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let restarted = Up {
-        url: first
-            .strip_prefix("Neptune is up at ")
-            .unwrap_or_else(|| panic!("{first}"))
-            .to_owned(),
-        child: again,
-    };
+    let (restarted, rest) = spawn_up(neptune(), dir.path(), &["--hosts", "2"]);
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("admin:") && l.contains("password in")),
+        "{rest:?}"
+    );
     ok(&cli(
         dir.path(),
         &["login", "--url", &restarted.url, "--password-stdin"],
