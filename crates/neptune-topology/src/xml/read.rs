@@ -76,22 +76,18 @@ pub fn from_xml(text: &str) -> Result<Topology, Vec<Diagnostic>> {
             let (line, column) = line_col(text, at);
             return Err(vec![Diagnostic::at(line, column, Problem::Doctype)]);
         }
-        // roxmltree places a text cut short at 1:1; the problem is at its end.
-        Err(
-            err @ (roxmltree::Error::UnexpectedEndOfStream | roxmltree::Error::UnclosedRootNode),
-        ) => {
-            let (line, column) = line_col(text, text.len());
+        Err(err) => {
+            let (line, column) = match err {
+                // roxmltree places a text cut short at 1:1; the problem
+                // is at its end.
+                roxmltree::Error::UnexpectedEndOfStream | roxmltree::Error::UnclosedRootNode => {
+                    line_col(text, text.len())
+                }
+                _ => (err.pos().row, err.pos().col),
+            };
             return Err(vec![Diagnostic::at(
                 line,
                 column,
-                Problem::Syntax(err.to_string()),
-            )]);
-        }
-        Err(err) => {
-            let pos = err.pos();
-            return Err(vec![Diagnostic::at(
-                pos.row,
-                pos.col,
                 Problem::Syntax(err.to_string()),
             )]);
         }
