@@ -227,7 +227,7 @@ impl ManagerProcess {
     /// read so, as an operator would read a quiet Manager: after a burst
     /// it gives memory back in steps over seconds (the allocator's pages
     /// after a second unused, the SQLite connections after three quiet
-    /// seconds, glibc's heaps at its trim thread's next look).
+    /// seconds, tokio's blocking threads after ten idle).
     async fn settled_rss_mib(&self) -> anyhow::Result<f64> {
         let started = Instant::now();
         let mut low = self.rss_mib()?;

@@ -52,7 +52,7 @@ pub struct SqliteStore {
     writing: Arc<tokio::sync::Mutex<()>>,
     /// Tokens verified, kept until a token or user changes.
     tokens: Arc<TokenCache>,
-    /// Closes the connections a burst opened once the pool is quiet again
+    /// Closes the pool's connections once a burst that grew it is over
     /// (see [`quiet`]); stops with the last clone of the store.
     _shedding: Option<Arc<quiet::Shedding>>,
 }

@@ -17,17 +17,17 @@ use sqlx::SqlitePool;
 
 /// Connections a quiet pool may have without being closed: the trickle of
 /// work an idle Manager does (heartbeats, leases) is served by one or two.
-pub(super) const KEEP: u32 = 2;
+const KEEP: u32 = 2;
 
 /// How long every connection of a pool grown beyond [`KEEP`] must have
 /// been idle, looked at every [`LOOK_EVERY`], before they are closed.
-pub(super) const QUIET_AFTER: Duration = Duration::from_secs(3);
+const QUIET_AFTER: Duration = Duration::from_secs(3);
 
 /// How often the pool is looked at.
-pub(super) const LOOK_EVERY: Duration = Duration::from_millis(500);
+const LOOK_EVERY: Duration = Duration::from_millis(500);
 
-/// The task that closes a quiet pool's extra connections; it stops when
-/// this is dropped.
+/// The task that closes the connections of a pool a burst grew, once it
+/// is quiet; it stops when this is dropped.
 #[derive(Debug)]
 pub(super) struct Shedding(tokio::task::AbortHandle);
 
