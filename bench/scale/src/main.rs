@@ -210,15 +210,32 @@ impl Drop for ManagerProcess {
 impl ManagerProcess {
     /// Its resident memory, MiB.
     fn rss_mib(&self) -> anyhow::Result<f64> {
+        self.status_mib("VmRSS")
+    }
+
+    /// One memory field of `/proc/PID/status` (`VmRSS`, `RssAnon`, ...), MiB.
+    fn status_mib(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().strip_suffix("kB"))
-            .context("no VmRSS")?
+            .with_context(|| format!("no {field}"))?
             .trim()
             .parse()?;
         Ok(kib / 1024.0)
+    }
+
+    /// Where its resident memory is: the heap and stacks, the mapped files
+    /// (the binary's code paged in, mostly), and shared memory (SQLite's
+    /// WAL index).
+    fn rss_parts(&self) -> anyhow::Result<String> {
+        Ok(format!(
+            "anon {:.1}, file {:.1}, shmem {:.1} MiB",
+            self.status_mib("RssAnon")?,
+            self.status_mib("RssFile")?,
+            self.status_mib("RssShmem")?
+        ))
     }
 
     /// Its resident memory once it has settled: read every half second
@@ -568,8 +585,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let idle_rss = manager.settled_rss_mib().await?;
     println!(
-        "hosts: {total_hosts} ready in {:.1} s (goal <= 10 s); Manager RSS idle {idle_rss:.0} MiB (goal <= 1024)",
-        ready_after.as_secs_f64()
+        "hosts: {total_hosts} ready in {:.1} s (goal <= 10 s); Manager RSS idle {idle_rss:.0} MiB (goal <= 1024; {})",
+        ready_after.as_secs_f64(),
+        manager.rss_parts()?
     );
 
     let pools_before = used_addresses(&api.get("/address-pools").await?);
@@ -667,6 +685,7 @@ async fn main() -> anyhow::Result<()> {
         // Measured before the checks below: listing every host is the
         // benchmark's own read, as large as the domain, not the workload's.
         let after_rss = manager.settled_rss_mib().await?;
+        let after_parts = manager.rss_parts()?;
         let hosts = api.get("/hosts").await?;
         let used: i64 = hosts.as_array().map_or(0, |h| {
             h.iter()
@@ -675,7 +694,7 @@ async fn main() -> anyhow::Result<()> {
         });
         let pools_after = used_addresses(&api.get("/address-pools").await?);
         println!(
-            "terminates{}: {} VIs in {terminate_wall:.1} s; slots still used {used} (goal 0); addresses used per pool before {pools_before:?}, after {pools_after:?} (goal: the same); Manager RSS idle {idle_rss:.0} MiB, loaded {loaded_rss:.0} MiB, after {after_rss:.0} MiB ({:+.1} % of idle; goal within 10 %)",
+            "terminates{}: {} VIs in {terminate_wall:.1} s; slots still used {used} (goal 0); addresses used per pool before {pools_before:?}, after {pools_after:?} (goal: the same); Manager RSS idle {idle_rss:.0} MiB, loaded {loaded_rss:.0} MiB, after {after_rss:.0} MiB ({:+.1} % of idle; goal within 10 %; {after_parts})",
             round_label(round, args.rounds),
             ids.len(),
             (after_rss - idle_rss) / idle_rss * 100.0
