@@ -186,6 +186,7 @@ pub async fn accept(
         // copy: another Manager may hold what it lacks).
         if let Some(accepted) = placing.commit(&change, &reservation).await? {
             reserved.committed().await;
+            state.views.forget_demand(vi.id);
             break (accepted, job);
         }
     };

@@ -172,6 +172,7 @@ impl<K: Hash + Eq + Copy, S: Eq + Copy> Bodies<K, S> {
         if let Ok(mut kept) = self.kept.lock() {
             if let Some(old) = kept.entries.remove(&key) {
                 kept.bytes -= old.body.body.len();
+                super::shrink_if_sparse(&mut kept.entries);
             }
         }
         Body::new(body)
@@ -195,6 +196,7 @@ impl<K: Hash + Eq + Copy, S> Kept<K, S> {
             self.entries.remove(&key);
             self.bytes -= size;
         }
+        super::shrink_if_sparse(&mut self.entries);
     }
 }
 

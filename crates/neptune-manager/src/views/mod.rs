@@ -96,6 +96,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
             let (map, total) = &mut *kept;
             if let Some((_, weight)) = map.remove(key) {
                 *total -= weight;
+                shrink_if_sparse(map);
             }
         }
     }
@@ -104,6 +105,17 @@ impl<K: std::hash::Hash + Eq, V: Clone> Weighed<K, V> {
     fn weight(&self) -> (usize, usize) {
         let kept = self.0.lock().unwrap();
         (kept.0.len(), kept.1)
+    }
+}
+
+/// Gives back the table of a map that a burst grew and removals have
+/// since mostly emptied: a map never shrinks by itself, so the designs and
+/// step names of a thousand VIs deployed at once held their table after
+/// every one was terminated. Halving at a quarter full keeps the shrinking
+/// rare (a map must lose three quarters of its entries again).
+pub(crate) fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }
 
@@ -171,6 +183,8 @@ impl Views {
         pools: &[neptune_ipam::ipnet::Ipv4Net],
     ) -> ApiResult<Result<u64, String>> {
         if let Some(plan) = crate::plan::committed(vi)? {
+            // What its design would have taken is not asked again.
+            self.demands.forget(&vi.id);
             return Ok(Ok(plan.private_addresses()));
         }
         if let Some((version, d)) = self.demands.get(&vi.id) {
@@ -184,6 +198,12 @@ impl Views {
             .demands
             .remember(vi.id, (vi.version, demand), 1, MAX_SUMMARIES)
             .1)
+    }
+
+    /// Drops what VI `id`'s design would take of the private pools: once
+    /// it is accepted, its committed plan says what it takes.
+    pub(crate) fn forget_demand(&self, id: ViId) {
+        self.demands.forget(&id);
     }
 
     /// Drops the names kept of job `id`'s steps.
@@ -221,6 +241,26 @@ mod tests {
         w.remember(1000, 1, 96, 95);
         assert_eq!(w.get(&1000), None);
         assert!(w.weight().1 <= 95);
+    }
+
+    #[test]
+    fn a_map_mostly_forgotten_gives_its_table_back() {
+        let w = Weighed::<u32, u32>::default();
+        for k in 0..1000 {
+            w.remember(k, k, 1, 10_000);
+        }
+        let grown = w.0.lock().unwrap().0.capacity();
+        assert!(grown >= 1000);
+        for k in 0..990 {
+            w.forget(&k);
+        }
+        let (len, capacity) = {
+            let kept = w.0.lock().unwrap();
+            (kept.0.len(), kept.0.capacity())
+        };
+        assert!(capacity <= 64, "{capacity} of {grown} kept");
+        assert_eq!(len, 10);
+        assert_eq!(w.get(&995), Some(995));
     }
 
     #[test]
@@ -283,5 +323,8 @@ mod tests {
         assert_ne!(other, one);
         assert_eq!(json(views.summary(&vi(fig3, 50)).unwrap()), other);
         assert_eq!(views.summaries.weight().0, 1);
+        // Accepted, its plan says what it takes: the demand goes.
+        views.forget_demand(vi(small, 50).id);
+        assert_eq!(views.demands.weight().0, 0);
     }
 }
