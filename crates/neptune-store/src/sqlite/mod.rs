@@ -81,6 +81,11 @@ impl SqliteStore {
         }
         let mut pool = SqlitePoolOptions::new()
             .acquire_timeout(Duration::from_secs(30))
+            // A SQLite connection is a library's state in this process,
+            // not a peer that may have gone: a test before each use is one
+            // more round trip to its worker thread for every statement
+            // (sqlx tests it again when it is given back).
+            .test_before_acquire(false)
             .max_connections(if memory { 1 } else { 8 });
         if memory {
             // The database lives only as long as its one connection.
