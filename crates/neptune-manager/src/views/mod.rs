@@ -183,8 +183,6 @@ impl Views {
         pools: &[neptune_ipam::ipnet::Ipv4Net],
     ) -> ApiResult<Result<u64, String>> {
         if let Some(plan) = crate::plan::committed(vi)? {
-            // What its design would have taken is not asked again.
-            self.demands.forget(&vi.id);
             return Ok(Ok(plan.private_addresses()));
         }
         if let Some((version, d)) = self.demands.get(&vi.id) {
