@@ -51,8 +51,9 @@ use utoipa::ToSchema;
 pub use openapi::{openapi, Route, OPENAPI_PATH, ROUTES};
 
 pub use neptune_hypervisor::{
-    BatchOp, BatchOut, Capacity, Incoming, IncomingRequest, MigrationProgress, MigrationReport,
-    NetworkJoin, Nic, Outgoing, Seed, Segment, VmInfo, VmSpec, VmState, MAX_BATCH_OPS,
+    BatchOp, BatchOut, Capacity, DiskBase, Incoming, IncomingRequest, MigrationProgress,
+    MigrationReport, NetworkJoin, Nic, Outgoing, Seed, Segment, VmInfo, VmSpec, VmState,
+    MAX_BATCH_OPS,
 };
 
 /// `GET /healthz`.

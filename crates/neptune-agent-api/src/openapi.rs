@@ -304,6 +304,7 @@ fn codes_of(status: u16) -> &'static [&'static str] {
         crate::VmInfo,
         crate::VmState,
         crate::Outgoing,
+        crate::DiskBase,
         crate::IncomingRequest,
         crate::Incoming,
         crate::MigrationProgress,

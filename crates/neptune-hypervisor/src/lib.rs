@@ -156,6 +156,23 @@ pub struct Outgoing {
     /// Whether the guest is ready: it stays so on the destination, where
     /// it does not boot again.
     pub ready: bool,
+    /// The template base its disk is an overlay of, if it is one: a
+    /// destination holding the same base copies only the overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<DiskBase>,
+}
+
+/// The template image a VM's disk is an overlay of, and which copy of it:
+/// hosts copy a template into a base named for its content, so two hosts
+/// with the same base name hold the same bytes under the overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DiskBase {
+    /// The template's image, as deploys name it to every host.
+    pub template_image: String,
+    /// The base's content name on the source host (the libvirt adapter's
+    /// `<sha256>.<format>`).
+    pub base: String,
 }
 
 /// What a destination host is asked to prepare for a VM arriving live
@@ -172,6 +189,9 @@ pub struct IncomingRequest {
     pub uuid: String,
     /// See [`Outgoing::ready`].
     pub ready: bool,
+    /// See [`Outgoing::base`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<DiskBase>,
 }
 
 /// What the source host needs to send a VM to the destination that
@@ -189,6 +209,12 @@ pub struct Incoming {
     pub stream: Option<String>,
     /// The VM's definition on the destination (libvirt's domain XML).
     pub definition: String,
+    /// Whether the destination's disk is an overlay of the request's base,
+    /// so the move copies only the source's overlay (libvirt's
+    /// `--copy-storage-inc`); else a blank disk the whole disk is copied
+    /// into (`--copy-storage-all`).
+    #[serde(default)]
+    pub incremental: bool,
 }
 
 /// How far a live move is.

@@ -36,9 +36,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    check_joins, check_room, check_spec, validate_vm_name, write_atomically, Capacity, Hypervisor,
-    HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport, NetworkJoin,
-    Op, Outgoing, Result, Segment, VmInfo, VmSpec, VmState,
+    check_joins, check_room, check_spec, validate_vm_name, write_atomically, Capacity, DiskBase,
+    Hypervisor, HypervisorError, Incoming, IncomingRequest, MigrationProgress, MigrationReport,
+    NetworkJoin, Op, Outgoing, Result, Segment, VmInfo, VmSpec, VmState,
 };
 
 /// Makes the next calls of an operation fail with
@@ -169,6 +169,16 @@ pub enum SimError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// What the template field of a disk made for a VM arriving live, to be
+/// filled by the move, starts with.
+const ARRIVING: &str = "(arriving live";
+
+/// The simulated hosts' name of a template's base: they copy nothing, so
+/// the template's path stands for its bytes.
+fn sim_base(template_image: &str) -> String {
+    format!("sim:{template_image}")
 }
 
 /// The content of a simulated disk file.
@@ -896,11 +906,21 @@ impl Hypervisor for SimHypervisor {
             .get(vm)
             .copied()
             .ok_or_else(|| HypervisorError::NoDisk(vm.to_owned()))?;
+        let base = self
+            .read_disk(&inner, vm)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DiskFile>(&b).ok())
+            .filter(|d| !d.template_image.starts_with(ARRIVING))
+            .map(|d| DiskBase {
+                base: sim_base(&d.template_image),
+                template_image: d.template_image,
+            });
         Ok(Outgoing {
             spec: v.spec.clone(),
             disk_bytes: size_mib << 20,
             uuid: format!("sim-{vm}"),
             ready: true,
+            base,
         })
     }
 
@@ -921,10 +941,21 @@ impl Hypervisor for SimHypervisor {
             stream: None,
             definition: serde_json::to_string(&spec)
                 .map_err(|e| Self::failed(op, vm, "cannot encode the spec", &e))?,
+            incremental: false,
+        };
+        let made = self
+            .read_disk(&inner, vm)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DiskFile>(&b).ok());
+        let done = |answer: Incoming| Incoming {
+            incremental: made
+                .as_ref()
+                .is_some_and(|d| !d.template_image.starts_with(ARRIVING)),
+            ..answer
         };
         match (inner.incoming.get(vm), inner.vms.get(vm)) {
-            (Some(pending), _) if *pending == spec => return Ok(answer),
-            (None, Some(arrived)) if arrived.spec == spec => return Ok(answer),
+            (Some(pending), _) if *pending == spec => return Ok(done(answer)),
+            (None, Some(arrived)) if arrived.spec == spec => return Ok(done(answer)),
             (None, None) => {}
             _ => {
                 return Err(HypervisorError::SpecMismatch {
@@ -951,8 +982,17 @@ impl Hypervisor for SimHypervisor {
                 self.capacity.disk_mib
             )));
         }
+        // The same base is here when the template is, unchanged by name.
+        let base = request
+            .base
+            .as_ref()
+            .filter(|b| b.base == sim_base(&b.template_image))
+            .filter(|b| Path::new(&b.template_image).is_file());
         let disk = DiskFile {
-            template_image: format!("(arriving live: {vm})"),
+            template_image: base.map_or_else(
+                || format!("{ARRIVING}: {vm})"),
+                |b| b.template_image.clone(),
+            ),
             size_mib,
         };
         let bytes = serde_json::to_vec(&disk)
@@ -965,7 +1005,10 @@ impl Hypervisor for SimHypervisor {
             inner.incoming.remove(vm);
             return Err(e);
         }
-        Ok(answer)
+        Ok(Incoming {
+            incremental: base.is_some(),
+            ..answer
+        })
     }
 
     async fn migrate(
@@ -989,7 +1032,14 @@ impl Hypervisor for SimHypervisor {
                 .get(vm)
                 .filter(|v| v.state == VmState::Running)
                 .ok_or_else(|| HypervisorError::NoSuchVm(vm.to_owned()))?;
-            (v.spec.ram_mib << 20).saturating_add(inner.disks.get(vm).copied().unwrap_or(0) << 20)
+            // An overlay holds no guest writes here: nothing of the disk
+            // is sent when the destination has its base.
+            let disk = if to.incremental {
+                0
+            } else {
+                inner.disks.get(vm).copied().unwrap_or(0) << 20
+            };
+            (v.spec.ram_mib << 20).saturating_add(disk)
         };
         let started = std::time::Instant::now();
         progress(MigrationProgress {
@@ -1238,13 +1288,16 @@ mod tests {
         a.define(&s).await.unwrap();
         a.start("vi1-web").await.unwrap();
         let out = a.outgoing("vi1-web").await.unwrap();
+        // No base named: the whole disk is copied.
         let request = IncomingRequest {
             spec: out.spec.clone(),
             disk_bytes: out.disk_bytes,
             uuid: out.uuid.clone(),
             ready: out.ready,
+            base: None,
         };
         let to = b.accept_incoming(&request).await.unwrap();
+        assert!(!to.incremental);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let report = a
@@ -1291,6 +1344,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_memory_moves_where_the_template_base_is() {
+        let f = fixture();
+        let a = host(&f, "a");
+        let b = host(&f, "b");
+        let disk = a.prepare_disk("vi1-web", &f.image, 1024).await.unwrap();
+        a.define(&spec("vi1-web", 2, 512, &disk)).await.unwrap();
+        a.start("vi1-web").await.unwrap();
+        let out = a.outgoing("vi1-web").await.unwrap();
+        assert_eq!(
+            out.base.as_ref().map(|b| b.template_image.as_str()),
+            Some(f.image.as_str())
+        );
+        let request = IncomingRequest {
+            spec: out.spec.clone(),
+            disk_bytes: out.disk_bytes,
+            uuid: out.uuid.clone(),
+            ready: out.ready,
+            base: out.base.clone(),
+        };
+        let to = b.accept_incoming(&request).await.unwrap();
+        assert!(to.incremental);
+        assert_eq!(b.accept_incoming(&request).await.unwrap(), to);
+        let report = a.migrate("vi1-web", &to, &|_| {}).await.unwrap();
+        assert_eq!(report.bytes, 512 << 20, "the memory alone");
+        b.finish_incoming("vi1-web").await.unwrap();
+        assert_eq!(b.outgoing("vi1-web").await.unwrap().base, out.base);
+    }
+
+    #[tokio::test]
     async fn nothing_is_kept_of_a_move_refused_for_room() {
         let f = fixture();
         let a = host(&f, "a");
@@ -1304,6 +1386,7 @@ mod tests {
             disk_bytes: out.disk_bytes,
             uuid: out.uuid,
             ready: true,
+            base: out.base,
         };
         let small = SimHypervisor::new(SimConfig::new(
             f.dir.path().join("small"),

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use neptune_hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor, MigrationEndpoint};
 use neptune_hypervisor::sim::{Fault, SimConfig, SimHypervisor};
 use neptune_hypervisor::{
-    Capacity, Hypervisor, HypervisorError, Incoming, IncomingRequest, NetworkJoin, Nic, Op,
-    Segment, VmSpec, VmState, MAX_CONSOLE_INPUT,
+    Capacity, DiskBase, Hypervisor, HypervisorError, Incoming, IncomingRequest, NetworkJoin, Nic,
+    Op, Segment, VmSpec, VmState, MAX_CONSOLE_INPUT,
 };
 use support::{adapter, libvirt_uri, names, virsh, SecondDaemon};
 
@@ -162,6 +162,7 @@ async fn refusals(env: &dyn Env) {
         connect: "nowhere".into(),
         stream: None,
         definition: String::new(),
+        incremental: false,
     };
     assert_eq!(h.migrate(&ghost, &to, &|_| {}).await, Err(no_vm.clone()));
     assert!(matches!(
@@ -260,6 +261,7 @@ async fn capacity_is_enforced(env: &dyn Env) {
         disk_bytes: DISK_MIB << 20,
         uuid: "6e657074-756e-4500-8000-00000000c0de".into(),
         ready: true,
+        base: None,
     };
     assert!(matches!(
         h.accept_incoming(&arriving).await,
@@ -415,15 +417,46 @@ async fn a_running_vm_moves_live(env: &dyn Env) {
         (&out.spec, out.disk_bytes, out.ready),
         (&spec, DISK_MIB << 20, true)
     );
+    let base = out.base.clone().expect("an overlay of the template");
+    assert_eq!(base.template_image, env.template());
+
+    // Another base than the destination's copy of the template (the
+    // template was replaced since the source copied it), or none: the
+    // whole disk is to be copied.
+    let other = env.name("other");
+    for base in [
+        None,
+        Some(DiskBase {
+            base: format!("{}.qcow2", "0".repeat(64)),
+            ..base.clone()
+        }),
+    ] {
+        let whole = IncomingRequest {
+            spec: VmSpec {
+                name: other.clone(),
+                ..spec.clone()
+            },
+            disk_bytes: out.disk_bytes,
+            uuid: "6e657074-756e-4500-8000-0000000000ff".into(),
+            ready: true,
+            base,
+        };
+        assert!(!b.accept_incoming(&whole).await.unwrap().incremental);
+        b.destroy(&other).await.unwrap();
+        b.remove_disk(&other).await.unwrap();
+    }
+
     let request = IncomingRequest {
         spec: out.spec.clone(),
         disk_bytes: out.disk_bytes,
         uuid: out.uuid.clone(),
         ready: out.ready,
+        base: out.base.clone(),
     };
     let to = b.accept_incoming(&request).await.unwrap();
     assert_eq!(b.accept_incoming(&request).await.unwrap(), to, "idempotent");
     assert_eq!(to.vm, vm);
+    assert!(to.incremental, "the destination holds the same base");
     assert!(
         b.list().await.unwrap().is_empty(),
         "not defined before it arrives"
@@ -461,6 +494,11 @@ async fn a_running_vm_moves_live(env: &dyn Env) {
     let there = b.info(&vm).await.unwrap().unwrap();
     assert!(there.state == VmState::Running && there.ready, "{there:?}");
     assert_ne!(there.spec.disk, disk, "on the destination's own disk");
+    assert_eq!(
+        b.outgoing(&vm).await.unwrap().base,
+        Some(base),
+        "an overlay of the same base there, so the next move copies little too"
+    );
     assert_eq!(
         VmSpec {
             disk: disk.clone(),

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // test helpers fail loudly
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod support;
@@ -1178,6 +1178,28 @@ impl Console<'_> {
     }
 }
 
+/// What `md5sum` prints for no bytes at all.
+const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+/// The MD5 sum `md5sum` printed in a console's text.
+fn md5_in(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+}
+
+/// The backing file of a qcow2 image, if it has one.
+fn backing_of(image: &Path) -> Option<PathBuf> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu-img info {image:?}");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    info["backing-filename"].as_str().map(PathBuf::from)
+}
+
 fn tail(text: &str, max: usize) -> &str {
     let mut at = text.len().saturating_sub(max);
     while !text.is_char_boundary(at) {
@@ -1463,12 +1485,16 @@ async fn a_running_guest_moves_live_to_another_host() {
     let disk = h.hv.prepare_disk(&vm, &tiny, 128).await.unwrap();
     let mut spec = h.spec(&vm, &disk, &net, &mac);
     spec.ram_mib = 128;
-    spec.seed = Some(guest_seed(
+    let mut seed = guest_seed(
         &format!("{vm}-1"),
         "mover",
         &[(&mac, "10.77.0.1/24")],
         &password_hash(password),
-    ));
+    );
+    // The user the test logs in as reads and writes the disk.
+    seed.user_data
+        .push_str("bootcmd:\n  - \"chmod 0666 /dev/vda\"\n");
+    spec.seed = Some(seed);
     h.hv.define(&spec).await.unwrap();
     h.hv.start(&vm).await.unwrap();
     let mut console = Console {
@@ -1481,23 +1507,71 @@ async fn a_running_guest_moves_live_to_another_host() {
         .await;
     console.log_in("alice", password, "mover").await;
     console.run("echo kept-in-memory > /tmp/mark", 30).await;
+    // Written past the template's files, where the overlay alone holds
+    // it; the kernel's file is the template's, read from the base. Both
+    // are read past the guest's page cache (which moves with its memory).
+    console
+        .run(
+            "echo kept-on-disk | dd of=/dev/vda bs=1M seek=120 conv=sync,fsync oflag=direct",
+            30,
+        )
+        .await;
+    let kernel_sum = "dd if=/disk/vmlinuz bs=1M iflag=direct 2>/dev/null | md5sum";
+    let template_sum = md5_in(&console.run(kernel_sum, 60).await);
+    assert!(
+        template_sum.as_ref().is_some_and(|sum| sum != EMPTY_MD5),
+        "the disk was read"
+    );
 
     let out = h.hv.outgoing(&vm).await.unwrap();
     assert_eq!(
         (out.disk_bytes, out.ready, &out.spec),
         (128 << 20, true, &spec)
     );
+    let base = out.base.clone().expect("an overlay of the template's base");
+    assert_eq!(base.template_image, tiny);
+
+    // A base that is not the destination's copy of the template (the
+    // template was replaced since): the whole disk is to be copied.
+    let other_vm = h.name("vm2");
+    let replaced = neptune_hypervisor::IncomingRequest {
+        spec: VmSpec {
+            name: other_vm.clone(),
+            ..out.spec.clone()
+        },
+        disk_bytes: out.disk_bytes,
+        uuid: "6f1b1d5e-2f6a-4c1e-9d1e-0a6c2b7e9f01".to_owned(),
+        ready: true,
+        base: Some(neptune_hypervisor::DiskBase {
+            base: format!("{}.qcow2", "0".repeat(64)),
+            ..base.clone()
+        }),
+    };
+    let full = dest.accept_incoming(&replaced).await.unwrap();
+    assert!(!full.incremental, "not the same base");
+    assert!(backing_of(&dest.disk_path(&other_vm)).is_none());
+    dest.destroy(&other_vm).await.unwrap();
+    dest.remove_disk(&other_vm).await.unwrap();
+
     let request = neptune_hypervisor::IncomingRequest {
         spec: out.spec.clone(),
         disk_bytes: out.disk_bytes,
         uuid: out.uuid.clone(),
         ready: out.ready,
+        base: out.base.clone(),
     };
     let to = dest.accept_incoming(&request).await.unwrap();
     assert_eq!(
         dest.accept_incoming(&request).await.unwrap(),
         to,
         "idempotent"
+    );
+    assert!(to.incremental, "the destination made the same base");
+    let backing = backing_of(&dest.disk_path(&vm)).expect("an overlay");
+    assert!(
+        backing.starts_with(h.dir.path().join("destination").join("bases"))
+            && backing.ends_with(&base.base),
+        "{backing:?}"
     );
     assert!(
         dest.list().await.unwrap().is_empty(),
@@ -1566,6 +1640,16 @@ async fn a_running_guest_moves_live_to_another_host() {
     };
     let shown = console.run("cat /tmp/mark", 60).await;
     assert!(shown.contains("kept-in-memory"), "{shown}");
+    // Only the overlay was copied, over the destination's own base.
+    let shown = console
+        .run(
+            "dd if=/dev/vda bs=1M skip=120 count=1 iflag=direct 2>/dev/null | head -c 12",
+            60,
+        )
+        .await;
+    assert!(shown.contains("kept-on-disk"), "{shown}");
+    let shown = console.run(kernel_sum, 60).await;
+    assert_eq!(md5_in(&shown), template_sum, "{shown}");
 
     dest.destroy(&vm).await.unwrap();
     dest.remove_disk(&vm).await.unwrap();

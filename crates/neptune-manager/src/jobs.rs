@@ -1511,6 +1511,9 @@ impl Jobs {
                     disk_bytes: out.disk_bytes,
                     uuid: out.uuid,
                     ready: out.ready,
+                    // Only the overlay is copied where the target holds
+                    // the same template base.
+                    base: out.base,
                 })
                 .await?;
             self.record_move(job, state.clone());

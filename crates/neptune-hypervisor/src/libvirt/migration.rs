@@ -1,13 +1,17 @@
 //! Live migration between two hosts' libvirt daemons.
 //!
 //! The destination prepares first ([`LibvirtHypervisor::accept_incoming`]):
-//! a blank qcow2 disk of the VM's exact virtual size, its seed image, its
+//! a qcow2 disk of the VM's exact virtual size, its seed image, its
 //! networks (bridges and VXLAN segments) and room, and answers with the
 //! domain XML it will run the VM under (its own disk, seed and console
-//! paths). The source then drives the move through both daemons (libvirt's
-//! "managed direct" mode: the source never needs to reach the
-//! destination's socket by itself): `virsh migrate --live --persistent
-//! --undefinesource --copy-storage-all --xml DEST.xml`, with the disk copied
+//! paths). The disk is an overlay of the destination's own base of the
+//! VM's template when that base holds the same bytes as the source's (both
+//! are named for their content), else blank. The source then drives the
+//! move through both daemons (libvirt's "managed direct" mode: the source
+//! never needs to reach the destination's socket by itself): `virsh
+//! migrate --live --persistent --undefinesource --copy-storage-inc --xml
+//! DEST.xml` onto an overlay (only what the guest wrote over the template
+//! is sent), `--copy-storage-all` onto a blank disk, with the disk copied
 //! over NBD (no shared storage is assumed), watching `domjobinfo` for
 //! progress. Once the VM runs there, the destination completes it
 //! ([`LibvirtHypervisor::finish_incoming`]): taps shaped to the links'
@@ -26,11 +30,11 @@ use super::{
     console, domain_xml, failed, path_str, remove_if_there, DiskRecord, LibvirtHypervisor,
 };
 use crate::{
-    check_room, validate_vm_name, write_atomically, HypervisorError, Incoming, IncomingRequest,
-    MigrationProgress, MigrationReport, Op, Outgoing, Result, VmSpec, VmState,
+    check_room, validate_vm_name, write_atomically, DiskBase, HypervisorError, Incoming,
+    IncomingRequest, MigrationProgress, MigrationReport, Op, Outgoing, Result, VmSpec, VmState,
 };
 
-/// The longest a live move may take: it copies the VM's whole disk.
+/// The longest a live move may take: it may copy the VM's whole disk.
 pub(super) const MIGRATE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How often the source asks how far a move is.
@@ -114,6 +118,20 @@ impl LibvirtHypervisor {
             disk_bytes,
             uuid,
             ready: d.ready,
+            base: self.disk_base(vm),
+        })
+    }
+
+    /// The base `vm`'s disk is an overlay of, if it is one and the base
+    /// is still here.
+    fn disk_base(&self, vm: &str) -> Option<DiskBase> {
+        let record = std::fs::read(self.record_path(vm))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DiskRecord>(&b).ok())?;
+        let base = record.base?;
+        self.bases_dir().join(&base).is_file().then_some(DiskBase {
+            template_image: record.template_image,
+            base,
         })
     }
 
@@ -129,7 +147,7 @@ impl LibvirtHypervisor {
         // The Manager waits for the guest to resume here: the watcher of
         // events is connected long before it does.
         drop(self.events.listen());
-        let answer = Incoming {
+        let mut answer = Incoming {
             vm: vm.to_owned(),
             connect: self
                 .config
@@ -145,9 +163,15 @@ impl LibvirtHypervisor {
                 self.config.public_bridge.as_deref(),
                 &self.files_of(&spec),
             ),
+            incremental: false,
         };
         // Arrived already (an earlier call's answer was lost).
         if let Some(d) = self.domain(op, vm).await? {
+            let size_mib = request.disk_bytes.div_ceil(1 << 20);
+            answer.incremental = matches!(
+                self.arrived_disk(vm, size_mib, request.base.as_ref()).await,
+                Some(Ok(true))
+            );
             return if d.spec == spec {
                 Ok(answer)
             } else {
@@ -156,7 +180,7 @@ impl LibvirtHypervisor {
                 })
             };
         }
-        self.blank_disk(op, vm, request.disk_bytes).await?;
+        answer.incremental = self.arriving_disk(op, vm, request).await?;
         self.write_seed(op, &spec).await?;
         {
             let _admitted = self.admission.lock().await;
@@ -178,27 +202,47 @@ impl LibvirtHypervisor {
         Ok(answer)
     }
 
-    /// Makes `vm`'s disk a blank qcow2 of `bytes`, which the move fills;
-    /// done when it is there from an earlier call.
-    async fn blank_disk(&self, op: Op, vm: &str, bytes: u64) -> Result<()> {
-        let size_mib = bytes.div_ceil(1 << 20);
-        let record = DiskRecord {
-            template_image: ARRIVING.to_owned(),
-            size_mib,
-            base: None,
-        };
+    /// Makes `vm`'s disk for its arrival, which the move fills: an overlay
+    /// of the source's base when this host holds the same bytes (or copies
+    /// them from the template now), else a blank qcow2 the whole disk is
+    /// copied into; either of exactly `request.disk_bytes`. Whether it is
+    /// an overlay. Done when it is there from an earlier call.
+    async fn arriving_disk(&self, op: Op, vm: &str, request: &IncomingRequest) -> Result<bool> {
+        // A base this host holds for no disk yet is not collected meanwhile.
+        let _preparing = super::Preparing::enter(&self.preparing);
+        let size_mib = request.disk_bytes.div_ceil(1 << 20);
         let path = self.disk_path(vm);
+        if let Some(existing) = self.arrived_disk(vm, size_mib, request.base.as_ref()).await {
+            return existing;
+        }
+        let base = match &request.base {
+            Some(want) => self.same_base(op, vm, want).await?,
+            None => None,
+        };
+        let record = match (&base, &request.base) {
+            (Some((file, _)), Some(want)) => DiskRecord {
+                template_image: want.template_image.clone(),
+                size_mib,
+                base: file.file_name().and_then(|n| n.to_str()).map(str::to_owned),
+            },
+            _ => DiskRecord {
+                template_image: ARRIVING.to_owned(),
+                size_mib,
+                base: None,
+            },
+        };
         let reserving = self.disks.lock().await;
         if path.is_file() {
-            return match std::fs::read(self.record_path(vm))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<DiskRecord>(&b).ok())
-            {
-                Some(existing) if existing.same_request(&record) => Ok(()),
-                _ => Err(HypervisorError::SpecMismatch {
-                    name: vm.to_owned(),
-                }),
-            };
+            // Made meanwhile by a concurrent call.
+            drop(reserving);
+            return self
+                .arrived_disk(vm, size_mib, request.base.as_ref())
+                .await
+                .unwrap_or_else(|| {
+                    Err(HypervisorError::SpecMismatch {
+                        name: vm.to_owned(),
+                    })
+                });
         }
         let used = self.disk_usage(vm)?.saturating_add(size_mib);
         if used > self.config.capacity.disk_mib {
@@ -210,24 +254,84 @@ impl LibvirtHypervisor {
         self.write_record(op, vm, &record)?;
         drop(reserving);
         let tmp = path.with_extension("qcow2.tmp");
-        let size = bytes.to_string();
-        let made = self
-            .qemu_img(
-                op,
-                vm,
-                &["create", "-q", "-f", "qcow2", path_str(&tmp), &size],
-            )
-            .await
-            .and_then(|()| {
-                std::fs::rename(&tmp, &path)
-                    .map_err(|e| failed(op, vm, "cannot place the disk", &e))
-            });
+        let _ = std::fs::remove_file(&tmp);
+        let size = request.disk_bytes.to_string();
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        // The backing format is always named: a guessed one lets a raw
+        // image whose bytes look like qcow2 name any file as its backing.
+        if let Some((file, format)) = &base {
+            args.extend(["-b", path_str(file), "-F", format.as_str()]);
+        }
+        args.extend([path_str(&tmp), size.as_str()]);
+        let made = self.qemu_img(op, vm, &args).await.and_then(|()| {
+            std::fs::rename(&tmp, &path).map_err(|e| failed(op, vm, "cannot place the disk", &e))
+        });
         if let Err(e) = made {
             let _ = std::fs::remove_file(&tmp);
             let _ = std::fs::remove_file(self.record_path(vm));
             return Err(e);
         }
-        Ok(())
+        Ok(base.is_some())
+    }
+
+    /// What an earlier call made for `vm`'s arrival, if it made its disk:
+    /// whether that is an overlay, or a mismatch when it is no disk this
+    /// request could have made.
+    async fn arrived_disk(
+        &self,
+        vm: &str,
+        size_mib: u64,
+        want: Option<&DiskBase>,
+    ) -> Option<Result<bool>> {
+        let _reserving = self.disks.lock().await;
+        if !self.disk_path(vm).is_file() {
+            return None;
+        }
+        let existing = std::fs::read(self.record_path(vm))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<DiskRecord>(&b).ok());
+        Some(match existing {
+            Some(r) if r.size_mib == size_mib && r.template_image == ARRIVING => Ok(false),
+            Some(r)
+                if r.size_mib == size_mib
+                    && want.is_some_and(|w| {
+                        r.template_image == w.template_image && r.base.as_ref() == Some(&w.base)
+                    }) =>
+            {
+                Ok(true)
+            }
+            _ => Err(HypervisorError::SpecMismatch {
+                name: vm.to_owned(),
+            }),
+        })
+    }
+
+    /// This host's base of `want`'s template and its format, when it holds
+    /// the same bytes as the source's; copied from the template if this
+    /// host has none. `None` when the template is not here or changed
+    /// since the source copied it: the move then copies the whole disk.
+    async fn same_base(
+        &self,
+        op: Op,
+        vm: &str,
+        want: &DiskBase,
+    ) -> Result<Option<(PathBuf, String)>> {
+        if !std::path::Path::new(&want.template_image).is_file() {
+            return Ok(None);
+        }
+        let info = self
+            .qemu_img_out(
+                op,
+                vm,
+                &["info", "-U", "--output=json", &want.template_image],
+            )
+            .await?;
+        let Some((format, _)) = super::image_info(&info) else {
+            return Ok(None);
+        };
+        let base = self.base_for(op, vm, &want.template_image, &format).await?;
+        let same = base.file_name().and_then(|n| n.to_str()) == Some(want.base.as_str());
+        Ok(same.then_some((base, format)))
     }
 
     pub(super) async fn migrate_vm(
@@ -259,7 +363,11 @@ impl LibvirtHypervisor {
             "--live",
             "--persistent",
             "--undefinesource",
-            "--copy-storage-all",
+            if to.incremental {
+                "--copy-storage-inc"
+            } else {
+                "--copy-storage-all"
+            },
             // The seed is read-only and remade on the destination.
             "--migrate-disks",
             "vda",
