@@ -8,8 +8,9 @@
 //! correspondent, every daemon the `neptune` binary). For each move:
 //!
 //! - the whole VI's move, from the request to the VI running there;
-//! - each VM's downtime, as its source Agent reports it from libvirt's
-//!   finished job (the Manager logs it with the job);
+//! - each VM's downtime, and the memory and disk bytes sent over all the
+//!   VMs, as their source Agents report them from libvirt's finished jobs
+//!   (the Manager logs them with the job);
 //! - the largest stall of a correspondent's one TCP connection to the Home
 //!   Address (a line every 20 ms, each echoed);
 //! - from the entry point resuming on the destination (libvirt's lifecycle
@@ -139,6 +140,8 @@ struct Row {
     way: String,
     move_s: f64,
     downtimes: Vec<(String, Option<u64>)>,
+    /// Memory and disk bytes sent over all the VMs, if every report was read.
+    sent: Option<u64>,
     stall_ms: f64,
     binding_ms: Option<f64>,
 }
@@ -166,14 +169,15 @@ async fn run(args: &Args) {
         rows.extend(one_vi(&mut rig, n).await);
     }
     println!();
-    println!("| VMs | move | whole VI (s) | downtime per VM (ms) | correspondent's largest stall (ms) | entry point resumed -> bound at home (ms) |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| VMs | move | whole VI (s) | MiB sent | downtime per VM (ms) | correspondent's largest stall (ms) | entry point resumed -> bound at home (ms) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| {} | {} | {:.2} | {} | {:.0} | {} |",
+            "| {} | {} | {:.2} | {} | {} | {:.0} | {} |",
             r.vms,
             r.way,
             r.move_s,
+            r.sent.map_or("?".to_owned(), |b| (b >> 20).to_string()),
             r.downtimes
                 .iter()
                 .map(|(vm, d)| format!("{vm} {}", d.map_or("?".to_owned(), |d| d.to_string())))
@@ -286,28 +290,44 @@ async fn one_vi(rig: &mut Rig, n: usize) -> Vec<Row> {
         assert_eq!(m.vi["state"], "running", "{}", m.vi);
         assert_eq!(m.vi["location"], to, "{}", m.vi);
         let t1 = now();
-        // Each VM's downtime as its source Agent reported it.
-        let downtimes = m.vi["vms"]
+        // Each VM's move as its source Agent reported it.
+        let reports = m.vi["vms"]
             .as_array()
             .unwrap()
             .iter()
             .map(|vm| {
                 let node = vm["node"].as_str().unwrap_or("?").to_owned();
                 let domain = format!("nt-{}-{node}", &simple[..12]);
-                let downtime = rig.moved_live(&m.job, &domain).map(|(_, d)| d);
-                (node, downtime)
+                (node, rig.moved_live(&m.job, &domain))
             })
             .collect::<Vec<_>>();
+        let sent = reports
+            .iter()
+            .map(|(_, r)| r.map(|r| r.bytes))
+            .sum::<Option<u64>>();
+        let downtimes = reports
+            .into_iter()
+            .map(|(node, r)| (node, r.map(|r| r.downtime_ms)))
+            .collect::<Vec<_>>();
         println!(
-            "  {from} -> {to}: whole VI {:.2} s; downtime {}",
+            "  {from} -> {to}: whole VI {:.2} s, {} MiB sent; downtime {}",
             m.took.as_secs_f64(),
+            sent.map_or("?".to_owned(), |b| (b >> 20).to_string()),
             downtimes
                 .iter()
                 .map(|(vm, d)| format!("{vm} {} ms", d.map_or("?".to_owned(), |d| d.to_string())))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        windows.push((format!("{from} -> {to}"), to, t0, t1, m.took, downtimes));
+        windows.push((
+            format!("{from} -> {to}"),
+            to,
+            t0,
+            t1,
+            m.took,
+            downtimes,
+            sent,
+        ));
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
@@ -326,7 +346,7 @@ async fn one_vi(rig: &mut Rig, n: usize) -> Vec<Row> {
     ];
 
     let mut rows = Vec::new();
-    for (way, to, t0, t1, took, downtimes) in windows {
+    for (way, to, t0, t1, took, downtimes, sent) in windows {
         // The largest gap between echoes that began during the move (or
         // the 2 s after it).
         let gaps = echo["gaps_over_100ms"]
@@ -380,6 +400,7 @@ async fn one_vi(rig: &mut Rig, n: usize) -> Vec<Row> {
             way,
             move_s: took.as_secs_f64(),
             downtimes,
+            sent,
             stall_ms,
             binding_ms,
         });

@@ -773,7 +773,11 @@ async fn a_vm_moves_live_between_agents() {
         .migrate("vi1-web", &to, &move |p| log.lock().unwrap().push(p))
         .await
         .unwrap();
-    assert_eq!(report.bytes, 1024 << 20, "the memory: the disk is the base's");
+    assert_eq!(
+        report.bytes,
+        1024 << 20,
+        "the memory: the disk is the base's"
+    );
     let heard = heard.lock().unwrap().clone();
     assert!(heard.len() >= 2, "followed while running: {heard:?}");
     assert_eq!(heard.last().map(|p| p.bytes_remaining), Some(0));

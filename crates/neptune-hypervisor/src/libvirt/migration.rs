@@ -395,11 +395,17 @@ impl LibvirtHypervisor {
             change(&mut now);
             progress(*now);
         };
+        // The disk's copy as the source last saw it: the destination's
+        // finished job counts the memory alone.
+        let disk_seen = std::sync::atomic::AtomicU64::new(0);
         let follow = async {
             let mut tick = tokio::time::interval(PROGRESS_EVERY);
             loop {
                 tick.tick().await;
                 if let Ok(text) = self.virsh(op, vm, &["domjobinfo", "--rawstats", vm]).await {
+                    if let Some(total) = raw_stat(&text, "disk_total") {
+                        disk_seen.store(total, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if let Some(p) = progress_of(&text) {
                         report(&|now| {
                             now.bytes_done = p.bytes_done;
@@ -449,7 +455,11 @@ impl LibvirtHypervisor {
             )
             .await
             .unwrap_or_default();
-        let report = report_of(&stats, total_ms);
+        let report = report_of(
+            &stats,
+            total_ms,
+            disk_seen.load(std::sync::atomic::Ordering::Relaxed),
+        );
         progress(MigrationProgress {
             bytes_done: report.bytes,
             bytes_remaining: 0,
@@ -560,13 +570,22 @@ fn downtime_ms(most: Duration) -> String {
     most.as_micros().div_ceil(1000).max(1).to_string()
 }
 
-/// How a finished move went, from its job's statistics; `total_ms` as the
-/// source timed it when the destination does not say.
-fn report_of(text: &str, total_ms: u64) -> MigrationReport {
+/// How a finished move went, from the destination's statistics of its
+/// job; `total_ms` as the source timed it when the destination does not
+/// say, and the disk's bytes as the source saw them (`disk_seen`) when
+/// the destination counted none: the disk is copied by the source's
+/// mirror, which only the source's job counts.
+fn report_of(text: &str, total_ms: u64, disk_seen: u64) -> MigrationReport {
+    let disk = match raw_stat(text, "disk_processed") {
+        Some(counted) if counted > 0 => 0,
+        _ => disk_seen,
+    };
     MigrationReport {
         total_ms: raw_stat(text, "time_elapsed").unwrap_or(total_ms),
         downtime_ms: raw_stat(text, "downtime").unwrap_or(0),
-        bytes: raw_stat(text, "data_processed").unwrap_or(0),
+        bytes: raw_stat(text, "data_processed")
+            .unwrap_or(0)
+            .saturating_add(disk),
     }
 }
 
@@ -586,16 +605,24 @@ mod tests {
             })
         );
         assert_eq!(progress_of("type: 0\n"), None, "no job, no progress");
-        let done = "type: 3\ntime_elapsed: 648\ndowntime: 217\ndata_processed: 93000000\n";
+        // As libvirt's destination tells a finished move: memory only.
+        let done = "type: 3\ntime_elapsed: 648\ndowntime: 217\ndata_processed: 93000000\ndisk_processed: 0\n";
         assert_eq!(
-            report_of(done, 9999),
+            report_of(done, 9999, 1_572_864),
             MigrationReport {
                 total_ms: 648,
                 downtime_ms: 217,
-                bytes: 93_000_000
-            }
+                bytes: 94_572_864
+            },
+            "the disk as the source saw it is added"
         );
-        assert_eq!(report_of("", 700).total_ms, 700);
+        let counted = "type: 3\ndata_processed: 93000000\ndisk_processed: 1000\n";
+        assert_eq!(
+            report_of(counted, 9999, 1_572_864).bytes,
+            93_000_000,
+            "counted once"
+        );
+        assert_eq!(report_of("", 700, 0).total_ms, 700);
     }
 
     #[test]

@@ -189,9 +189,12 @@ async fn a_vi_moves_between_datacenters_and_keeps_its_connections() {
                         vm["node"].as_str().unwrap_or("?")
                     );
                     match rig.moved_live(&m.job, &domain) {
-                        Some((total, downtime)) => {
-                            format!("{domain} moved in {total} ms, paused {downtime} ms")
-                        }
+                        Some(m) => format!(
+                            "{domain} moved in {} ms, paused {} ms, {} MiB sent",
+                            m.total_ms,
+                            m.downtime_ms,
+                            m.bytes >> 20
+                        ),
                         None => format!("{domain} (no report read)"),
                     }
                 })

@@ -224,6 +224,16 @@ impl Api {
     }
 }
 
+/// One VM's live move as its source Agent reported it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MovedLive {
+    pub(crate) total_ms: u64,
+    /// How long the guest was paused for the switch-over.
+    pub(crate) downtime_ms: u64,
+    /// Memory and disk bytes sent.
+    pub(crate) bytes: u64,
+}
+
 /// The whole rig.
 pub(crate) struct Rig {
     pub(crate) prefix: String,
@@ -714,9 +724,9 @@ impl Rig {
 
     /// How VM `domain`'s move in migrate job `job` went, as its source
     /// Agent reported it (libvirt's finished job) and the Manager logged
-    /// it: `(total_ms, downtime_ms)`; `None` when the Manager found the VM
-    /// moved without reading a report.
-    pub(crate) fn moved_live(&self, job: &str, domain: &str) -> Option<(u64, u64)> {
+    /// it; `None` when the Manager found the VM moved without reading a
+    /// report.
+    pub(crate) fn moved_live(&self, job: &str, domain: &str) -> Option<MovedLive> {
         let field = |line: &str, name: &str| -> Option<u64> {
             let rest = &line[line.find(name)? + name.len()..];
             rest.split_whitespace().next()?.parse().ok()
@@ -728,7 +738,13 @@ impl Rig {
                     && l.contains(job)
                     && l.contains(&format!("vm=\"{domain}\""))
             })
-            .find_map(|l| Some((field(l, "total_ms=")?, field(l, "downtime_ms=")?)))
+            .find_map(|l| {
+                Some(MovedLive {
+                    total_ms: field(l, "total_ms=")?,
+                    downtime_ms: field(l, "downtime_ms=")?,
+                    bytes: field(l, "bytes=")?,
+                })
+            })
     }
 
     /// Runs `program` in the correspondent's namespace, in the background.
