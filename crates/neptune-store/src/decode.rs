@@ -17,6 +17,23 @@ use uuid::Uuid;
 use crate::records::*;
 use crate::{Result, StoreError};
 
+/// Every row of `rows` decoded as it arrives, for the lists that grow with
+/// the domain (hosts, VIs): the rows are never all held beside their
+/// records. On SQLite each row is a copy of its values in SQLite's heap:
+/// the 30 000 rows of `GET /hosts`, read whole before being decoded, took
+/// 21 MiB there, and the allocator kept some of it after.
+pub(crate) async fn each_row<R, T>(
+    mut rows: impl futures_util::Stream<Item = sqlx::Result<R>> + Unpin,
+    decode: impl Fn(&R) -> Result<T>,
+) -> Result<Vec<T>> {
+    use futures_util::TryStreamExt as _;
+    let mut records = Vec::new();
+    while let Some(row) = rows.try_next().await.map_err(crate::error::db)? {
+        records.push(decode(&row)?);
+    }
+    Ok(records)
+}
+
 /// Why one cell could not be read.
 #[derive(Debug)]
 pub(crate) enum Fault {

@@ -103,11 +103,8 @@ pub(super) async fn upsert_hosts(pool: &PgPool, hosts: &[HostRecord]) -> Result<
 }
 
 pub(super) async fn list_hosts(pool: &PgPool) -> Result<Vec<HostRecord>> {
-    let rows = sqlx::query("SELECT * FROM hosts ORDER BY name")
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
-    rows.iter().map(decode::host).collect()
+    let rows = sqlx::query("SELECT * FROM hosts ORDER BY name").fetch(pool);
+    decode::each_row(rows, decode::host).await
 }
 
 pub(super) async fn host_by_name(pool: &PgPool, name: &str) -> Result<HostRecord> {
@@ -164,10 +161,8 @@ pub(super) async fn mark_unreachable(pool: &PgPool, before: i64) -> Result<u64> 
 pub(super) async fn hosts_in(pool: &PgPool, datacenter: DatacenterId) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query("SELECT * FROM hosts WHERE datacenter_id = $1 ORDER BY name")
         .bind(datacenter)
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
-    rows.iter().map(decode::host).collect()
+        .fetch(pool);
+    decode::each_row(rows, decode::host).await
 }
 
 pub(super) async fn roomiest_hosts(

@@ -94,25 +94,17 @@ pub(super) async fn vi_list_stamp(pool: &PgPool, owner: Option<UserId>) -> Resul
 }
 
 pub(super) async fn list_vis(pool: &PgPool, owner: Option<UserId>) -> Result<Vec<ViRecord>> {
-    let rows = match owner {
-        Some(o) => {
-            sqlx::query(&format!(
-                "SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id"
-            ))
-            .bind(o)
-            .fetch_all(pool)
-            .await
+    let sql = match owner {
+        Some(_) => {
+            format!("SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id")
         }
-        None => {
-            sqlx::query(&format!(
-                "SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"
-            ))
-            .fetch_all(pool)
-            .await
-        }
+        None => format!("SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"),
+    };
+    let mut query = sqlx::query(&sql);
+    if let Some(o) = owner {
+        query = query.bind(o);
     }
-    .map_err(db)?;
-    rows.iter().map(decode::vi).collect()
+    decode::each_row(query.fetch(pool), decode::vi).await
 }
 
 pub(super) async fn update_vi_design(

@@ -89,11 +89,8 @@ pub(super) async fn upsert_hosts(
 }
 
 pub(super) async fn list_hosts(pool: &SqlitePool) -> Result<Vec<HostRecord>> {
-    let rows = sqlx::query("SELECT * FROM hosts ORDER BY name")
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
-    rows.iter().map(decode::host).collect()
+    let rows = sqlx::query("SELECT * FROM hosts ORDER BY name").fetch(pool);
+    decode::each_row(rows, decode::host).await
 }
 
 pub(super) async fn host_by_name(pool: &SqlitePool, name: &str) -> Result<HostRecord> {
@@ -160,10 +157,8 @@ pub(super) async fn hosts_in(
 ) -> Result<Vec<HostRecord>> {
     let rows = sqlx::query("SELECT * FROM hosts WHERE datacenter_id = $1 ORDER BY name")
         .bind(datacenter.to_string())
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
-    rows.iter().map(decode::host).collect()
+        .fetch(pool);
+    decode::each_row(rows, decode::host).await
 }
 
 pub(super) async fn roomiest_hosts(

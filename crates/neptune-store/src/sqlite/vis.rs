@@ -93,25 +93,17 @@ pub(super) async fn vi_list_stamp(pool: &SqlitePool, owner: Option<UserId>) -> R
 }
 
 pub(super) async fn list_vis(pool: &SqlitePool, owner: Option<UserId>) -> Result<Vec<ViRecord>> {
-    let rows = match owner {
-        Some(o) => {
-            sqlx::query(&format!(
-                "SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id"
-            ))
-            .bind(o.to_string())
-            .fetch_all(pool)
-            .await
+    let sql = match owner {
+        Some(_) => {
+            format!("SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id")
         }
-        None => {
-            sqlx::query(&format!(
-                "SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"
-            ))
-            .fetch_all(pool)
-            .await
-        }
+        None => format!("SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"),
+    };
+    let mut query = sqlx::query(&sql);
+    if let Some(o) = owner {
+        query = query.bind(o.to_string());
     }
-    .map_err(db)?;
-    rows.iter().map(decode::vi).collect()
+    decode::each_row(query.fetch(pool), decode::vi).await
 }
 
 pub(super) async fn update_vi_design(
