@@ -600,9 +600,15 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // One VI through its life before idle is read, so that what the
+    // Manager makes once for the paths a VI takes is in both readings, not
+    // counted against the rounds: the binary's code for those paths, paged
+    // in on first use (1.9 MiB of RssFile, file pages the kernel may drop
+    // at any time), SQLite's compiled statements, tables built lazily.
+    one_life(&api, "warm-up", names[0], args.vms).await?;
     let idle_rss = manager.settled_rss_mib().await?;
     println!(
-        "hosts: {total_hosts} ready in {:.1} s (goal <= 10 s); Manager RSS idle {idle_rss:.0} MiB (goal <= 1024; {})",
+        "hosts: {total_hosts} ready in {:.1} s (goal <= 10 s); Manager RSS idle {idle_rss:.0} MiB after one warm-up VI (goal <= 1024; {})",
         ready_after.as_secs_f64(),
         manager.rss_parts()?
     );
@@ -762,10 +768,26 @@ fn free_port() -> anyhow::Result<u16> {
 /// Phase 4: one VI of `vms` VMs in `datacenter`, accepted until running,
 /// then terminated.
 async fn big_vi(api: &Api, datacenter: &str, vms: usize) -> anyhow::Result<()> {
+    let (deploy, terminate) = one_life(api, "big", datacenter, vms).await?;
+    println!(
+        "big VI: {vms} VMs, accept -> running {deploy:.2} s; terminate -> terminated {terminate:.2} s (goal <= 3 s)"
+    );
+    Ok(())
+}
+
+/// A VI `name` of `vms` VMs created, requested, accepted in `datacenter`,
+/// run and terminated: the seconds from its accept to `running`, and from
+/// its terminate to `terminated`.
+async fn one_life(
+    api: &Api,
+    name: &str,
+    datacenter: &str,
+    vms: usize,
+) -> anyhow::Result<(f64, f64)> {
     let vi = api
         .post(
             "/vis",
-            Some(json!({"name": "big",
+            Some(json!({"name": name,
             "catalogue": {"kind": "cluster", "nodes": vms, "template": "base"}})),
         )
         .await?;
@@ -782,20 +804,15 @@ async fn big_vi(api: &Api, datacenter: &str, vms: usize) -> anyhow::Result<()> {
         .await?;
     let deploy = t.elapsed().as_secs_f64();
     if state != "running" {
-        bail!("the big VI ended {state}");
+        bail!("VI {name} ended {state}");
     }
     let t = Instant::now();
     api.post(&format!("/vis/{id}/terminate"), None).await?;
     let state = api
         .settle(&id, "terminating", Duration::from_secs(600))
         .await?;
-    let terminate = t.elapsed().as_secs_f64();
     if state != "terminated" {
-        bail!("the big VI ended {state}");
+        bail!("VI {name} ended {state}");
     }
-    println!(
-    "big VI: {} VMs, accept -> running {deploy:.2} s; terminate -> terminated {terminate:.2} s (goal <= 3 s)",
-    vms
-);
-    Ok(())
+    Ok((deploy, t.elapsed().as_secs_f64()))
 }
