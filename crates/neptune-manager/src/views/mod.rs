@@ -21,7 +21,7 @@ use neptune_store::{DatacenterRecord, JobRecord, ViRecord};
 use crate::error::ApiResult;
 use crate::jobs::Step;
 
-/// Summaries kept before the map is emptied (about 100 bytes each).
+/// Summaries kept before the map is emptied (about 120 bytes each).
 const MAX_SUMMARIES: usize = 1 << 16;
 /// Bytes of step names kept before the map is emptied.
 const MAX_STEP_NAME_BYTES: usize = 16 << 20;
@@ -30,18 +30,17 @@ const MAX_DESIGN_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Default)]
 pub struct Views {
-    /// Each VI's summary at its version: one entry per VI, the last
-    /// version's (a VI's every change makes a version; kept by version, a
-    /// thousand VIs deployed and terminated left six entries each).
-    summaries: Weighed<ViId, (i64, api::ViSummary)>,
-    /// Private addresses each design would take (see `plan::private_demand`),
-    /// at its version.
-    demands: Weighed<ViId, (i64, Result<u64, String>)>,
+    /// Each VI's summary: one entry per VI, its last version's (a VI's
+    /// every change makes a version; kept by version, a thousand VIs
+    /// deployed and terminated left six entries each).
+    summaries: Weighed<ViId, Derived<api::ViSummary>>,
+    /// Private addresses each design would take (see `plan::private_demand`).
+    demands: Weighed<ViId, Derived<Result<u64, String>>>,
     steps: Weighed<JobId, Arc<Vec<String>>>,
-    /// Each VI's design in its JSON form as a detail shows it, serialised,
-    /// at the VI's version: one detail after another of a deploying VI
-    /// parses the same XML otherwise.
-    designs: Weighed<ViId, (i64, Box<serde_json::value::RawValue>)>,
+    /// Each VI's design in its JSON form as a detail shows it, serialised:
+    /// one detail after another of a deploying VI parses the same XML
+    /// otherwise.
+    designs: Weighed<ViId, Derived<Box<serde_json::value::RawValue>>>,
     /// VI details as sent, each valid at one store revision of its VI.
     pub(crate) details: cache::Bodies<ViId, i64>,
     /// VI lists as sent, by owner (`None`: all VIs, for administrators).
@@ -52,6 +51,65 @@ pub struct Views {
     /// Datacenters by name. The store never changes nor deletes one, so
     /// an entry never goes stale; an unknown name is read from the store.
     datacenter_records: Weighed<String, Arc<DatacenterRecord>>,
+    /// Views derived from a design, counted for the tests.
+    #[cfg(test)]
+    derivations: std::sync::atomic::AtomicUsize,
+}
+
+/// A view of a VI's design, and what it was derived from. A VI's version
+/// changes with its every change, its design far more rarely (only while
+/// defined): a view made at another version still holds when the design
+/// has the same digest, and the XML is not parsed again (a VI accepted,
+/// deploying and running was parsed three times over for its detail).
+#[derive(Debug, Clone)]
+struct Derived<V> {
+    version: i64,
+    design: DesignDigest,
+    value: V,
+}
+
+/// The first 128 bits of the SHA-256 of a design's XML: no tenant can make
+/// two designs that share it.
+type DesignDigest = [u8; 16];
+
+fn design_digest(xml: &str) -> DesignDigest {
+    use sha2::{Digest as _, Sha256};
+    let full = Sha256::digest(xml.as_bytes());
+    let mut digest = DesignDigest::default();
+    digest.copy_from_slice(&full[..16]);
+    digest
+}
+
+impl<V: Clone> Weighed<ViId, Derived<V>> {
+    /// The view of `vi`'s design: kept if it was derived from the same
+    /// design, else made by `make` (from the design, whose weight `weigh`
+    /// tells) and kept under `max`.
+    fn derived(
+        &self,
+        vi: &ViRecord,
+        max: usize,
+        weigh: impl Fn(&V) -> usize,
+        make: impl FnOnce() -> ApiResult<V>,
+    ) -> ApiResult<V> {
+        let kept = self.get(&vi.id);
+        if let Some(k) = &kept {
+            if k.version == vi.version {
+                return Ok(k.value.clone());
+            }
+        }
+        let design = design_digest(&vi.design_xml);
+        let value = match kept {
+            Some(k) if k.design == design => k.value,
+            _ => make()?,
+        };
+        let weight = weigh(&value);
+        let entry = Derived {
+            version: vi.version,
+            design,
+            value,
+        };
+        Ok(self.remember(vi.id, entry, weight, max).value)
+    }
 }
 
 /// Values by key with a total weight; emptied when a value would take it
@@ -135,44 +193,45 @@ impl Views {
             .remember(name.to_owned(), dc, 1, MAX_SUMMARIES))
     }
 
-    /// The summary of `vi`'s design at its version. Every change of a VI
-    /// bumps its version, so an entry never goes stale.
+    /// The summary of `vi`'s design.
     pub(crate) fn summary(&self, vi: &ViRecord) -> ApiResult<api::ViSummary> {
-        if let Some((version, s)) = self.summaries.get(&vi.id) {
-            if version == vi.version {
-                return Ok(s);
-            }
-        }
-        let summary = crate::app::design::summary(&crate::app::design::design_of(vi)?);
-        Ok(self
-            .summaries
-            .remember(vi.id, (vi.version, summary), 1, MAX_SUMMARIES)
-            .1)
+        self.summaries.derived(
+            vi,
+            MAX_SUMMARIES,
+            |_| 1,
+            || {
+                self.count_derivation();
+                Ok(crate::app::design::summary(&crate::app::design::design_of(
+                    vi,
+                )?))
+            },
+        )
     }
+
+    #[cfg(test)]
+    fn count_derivation(&self) {
+        self.derivations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[cfg(not(test))]
+    fn count_derivation(&self) {}
 
     /// The design of `vi` in its JSON form (OS passwords hidden), as its
     /// detail shows it. A terminated VI's is not kept, and its entry goes:
     /// a shrinking domain gives the memory back.
     pub(crate) fn design_json(&self, vi: &ViRecord) -> ApiResult<Box<serde_json::value::RawValue>> {
-        let terminated = vi.state == neptune_lifecycle::ViState::Terminated;
-        if !terminated {
-            if let Some((version, json)) = self.designs.get(&vi.id) {
-                if version == vi.version {
-                    return Ok(json);
-                }
-            }
-        }
-        let json = serde_json::value::to_raw_value(&crate::app::design::design_of(vi)?)
-            .map_err(|e| crate::error::ApiError::Internal(e.into()))?;
-        if terminated {
+        let make = || {
+            self.count_derivation();
+            serde_json::value::to_raw_value(&crate::app::design::design_of(vi)?)
+                .map_err(|e| crate::error::ApiError::Internal(e.into()))
+        };
+        if vi.state == neptune_lifecycle::ViState::Terminated {
             self.designs.forget(&vi.id);
-            return Ok(json);
+            return make();
         }
-        let weight = json.get().len();
-        Ok(self
-            .designs
-            .remember(vi.id, (vi.version, json), weight, MAX_DESIGN_BYTES)
-            .1)
+        self.designs
+            .derived(vi, MAX_DESIGN_BYTES, |json| json.get().len(), make)
     }
 
     /// The private addresses `vi` takes: its committed plan's, or else
@@ -185,17 +244,16 @@ impl Views {
         if let Some(plan) = crate::plan::committed(vi)? {
             return Ok(Ok(plan.private_addresses()));
         }
-        if let Some((version, d)) = self.demands.get(&vi.id) {
-            if version == vi.version {
-                return Ok(d);
-            }
-        }
-        let topo = crate::app::design::design_of(vi)?;
-        let demand = crate::plan::private_demand(pools, vi.id, &topo).map_err(|e| e.for_tenant());
-        Ok(self
-            .demands
-            .remember(vi.id, (vi.version, demand), 1, MAX_SUMMARIES)
-            .1)
+        self.demands.derived(
+            vi,
+            MAX_SUMMARIES,
+            |_| 1,
+            || {
+                self.count_derivation();
+                let topo = crate::app::design::design_of(vi)?;
+                Ok(crate::plan::private_demand(pools, vi.id, &topo).map_err(|e| e.for_tenant()))
+            },
+        )
     }
 
     /// Drops what VI `id`'s design would take of the private pools: once
@@ -315,12 +373,23 @@ mod tests {
         }
         assert_eq!(views.summaries.weight().0, 1);
         assert_eq!(views.demands.weight().0, 1);
+        let derived = |v: &Views| v.derivations.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            derived(&views),
+            2,
+            "the same design is parsed once per view"
+        );
         // A new version's design is read, not the old one's summary kept.
         let fig3 = include_str!("../../../neptune-topology/testdata/fig3.xml");
         let other = json(views.summary(&vi(fig3, 50)).unwrap());
         assert_ne!(other, one);
         assert_eq!(json(views.summary(&vi(fig3, 50)).unwrap()), other);
         assert_eq!(views.summaries.weight().0, 1);
+        assert_eq!(derived(&views), 3);
+        // And the first design again at a later version: its summary
+        // again, not the second design's.
+        assert_eq!(json(views.summary(&vi(small, 51)).unwrap()), one);
+        assert_eq!(derived(&views), 4);
         // Accepted, its plan says what it takes: the demand goes.
         views.forget_demand(vi(small, 50).id);
         assert_eq!(views.demands.weight().0, 0);
