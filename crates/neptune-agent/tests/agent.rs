@@ -727,13 +727,7 @@ async fn a_vm_moves_live_between_agents() {
 
     let out = source.outgoing("vi1-web").await.unwrap();
     assert_eq!(out.disk_bytes, 2048 << 20);
-    let request = api::IncomingRequest {
-        spec: out.spec.clone(),
-        disk_bytes: out.disk_bytes,
-        uuid: out.uuid.clone(),
-        ready: out.ready,
-        base: out.base.clone(),
-    };
+    let request = out.incoming_request(out.spec.clone());
     let to = dest.accept_incoming(&request).await.unwrap();
     // Through both APIs: the disk is an overlay of the template both
     // hosts see, so only the overlay is to be copied.
@@ -832,13 +826,7 @@ async fn a_vm_moves_live_between_agents() {
     // move `a` remembers succeeded before the VM came back, so this is a
     // new move, and the VM leaves `a` again.
     let home = source
-        .accept_incoming(&api::IncomingRequest {
-            spec: out.spec.clone(),
-            disk_bytes: out.disk_bytes,
-            uuid: out.uuid.clone(),
-            ready: out.ready,
-            base: out.base.clone(),
-        })
+        .accept_incoming(&out.incoming_request(out.spec.clone()))
         .await
         .unwrap();
     dest.migrate("vi1-web", &home, &|_| {}).await.unwrap();
@@ -856,13 +844,7 @@ async fn a_vm_moves_live_between_agents() {
     // Asked with a wait, the move's status comes when the move ends, not
     // when the wait does (a move of 300 ms, a wait of 10 s).
     let back = source
-        .accept_incoming(&api::IncomingRequest {
-            spec: out.spec.clone(),
-            disk_bytes: out.disk_bytes,
-            uuid: out.uuid.clone(),
-            ready: out.ready,
-            base: out.base.clone(),
-        })
+        .accept_incoming(&out.incoming_request(out.spec.clone()))
         .await
         .unwrap();
     b.sim.set_delay(Op::Migrate, Duration::from_millis(300));

@@ -162,6 +162,20 @@ pub struct Outgoing {
     pub base: Option<DiskBase>,
 }
 
+impl Outgoing {
+    /// What a destination is asked to prepare for this VM, to run it
+    /// there as `spec` (its NICs on the destination's segments).
+    pub fn incoming_request(&self, spec: VmSpec) -> IncomingRequest {
+        IncomingRequest {
+            spec,
+            disk_bytes: self.disk_bytes,
+            uuid: self.uuid.clone(),
+            ready: self.ready,
+            base: self.base.clone(),
+        }
+    }
+}
+
 /// The template image a VM's disk is an overlay of, and which copy of it:
 /// hosts copy a template into a base named for its content, so two hosts
 /// with the same base name hold the same bytes under the overlay.

@@ -1356,13 +1356,7 @@ mod tests {
             out.base.as_ref().map(|b| b.template_image.as_str()),
             Some(f.image.as_str())
         );
-        let request = IncomingRequest {
-            spec: out.spec.clone(),
-            disk_bytes: out.disk_bytes,
-            uuid: out.uuid.clone(),
-            ready: out.ready,
-            base: out.base.clone(),
-        };
+        let request = out.incoming_request(out.spec.clone());
         let to = b.accept_incoming(&request).await.unwrap();
         assert!(to.incremental);
         assert_eq!(b.accept_incoming(&request).await.unwrap(), to);
@@ -1381,13 +1375,7 @@ mod tests {
         a.define(&s).await.unwrap();
         a.start("vi1-web").await.unwrap();
         let out = a.outgoing("vi1-web").await.unwrap();
-        let request = IncomingRequest {
-            spec: out.spec,
-            disk_bytes: out.disk_bytes,
-            uuid: out.uuid,
-            ready: true,
-            base: out.base,
-        };
+        let request = out.incoming_request(out.spec.clone());
         let small = SimHypervisor::new(SimConfig::new(
             f.dir.path().join("small"),
             Capacity { cpus: 1, ..CAP },

@@ -446,13 +446,7 @@ async fn a_running_vm_moves_live(env: &dyn Env) {
         b.remove_disk(&other).await.unwrap();
     }
 
-    let request = IncomingRequest {
-        spec: out.spec.clone(),
-        disk_bytes: out.disk_bytes,
-        uuid: out.uuid.clone(),
-        ready: out.ready,
-        base: out.base.clone(),
-    };
+    let request = out.incoming_request(out.spec.clone());
     let to = b.accept_incoming(&request).await.unwrap();
     assert_eq!(b.accept_incoming(&request).await.unwrap(), to, "idempotent");
     assert_eq!(to.vm, vm);

@@ -1553,13 +1553,7 @@ async fn a_running_guest_moves_live_to_another_host() {
     dest.destroy(&other_vm).await.unwrap();
     dest.remove_disk(&other_vm).await.unwrap();
 
-    let request = neptune_hypervisor::IncomingRequest {
-        spec: out.spec.clone(),
-        disk_bytes: out.disk_bytes,
-        uuid: out.uuid.clone(),
-        ready: out.ready,
-        base: out.base.clone(),
-    };
+    let request = out.incoming_request(out.spec.clone());
     let to = dest.accept_incoming(&request).await.unwrap();
     assert_eq!(
         dest.accept_incoming(&request).await.unwrap(),

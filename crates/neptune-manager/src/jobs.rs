@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use neptune_hypervisor::{
-    BatchOp, BatchOut, Hypervisor, HypervisorError, IncomingRequest, Nic, VmInfo, VmSpec,
-};
+use neptune_hypervisor::{BatchOp, BatchOut, Hypervisor, HypervisorError, Nic, VmInfo, VmSpec};
 use neptune_lifecycle::{Event, ViState};
 use neptune_store::{HostRecord, JobRecord, JobState, Store, StoreError, Transition};
 use serde::{Deserialize, Serialize};
@@ -1503,18 +1501,10 @@ impl Jobs {
         if src.info(vm).await?.is_some() {
             let out = src.outgoing(vm).await?;
             let incoming = dst
-                .accept_incoming(&IncomingRequest {
-                    spec: VmSpec {
-                        disk: String::new(),
-                        ..spec.clone()
-                    },
-                    disk_bytes: out.disk_bytes,
-                    uuid: out.uuid,
-                    ready: out.ready,
-                    // Only the overlay is copied where the target holds
-                    // the same template base.
-                    base: out.base,
-                })
+                .accept_incoming(&out.incoming_request(VmSpec {
+                    disk: String::new(),
+                    ..spec.clone()
+                }))
                 .await?;
             self.record_move(job, state.clone());
             let jobs = self.clone();

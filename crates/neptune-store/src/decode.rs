@@ -318,6 +318,13 @@ pub(crate) const VI_COLUMNS: &str =
     "id, owner_id, name, state, design_xml, home_datacenter_id, reject_reason, \
      version, created_at, updated_at, address_plan, location_id";
 
+/// The query listing VIs in the order they were made: every VI, or
+/// (`by_owner`) those of the owner bound as `$1`.
+pub(crate) fn list_vis_sql(by_owner: bool) -> String {
+    let only = if by_owner { " WHERE owner_id = $1" } else { "" };
+    format!("SELECT {VI_COLUMNS} FROM vis{only} ORDER BY created_at, id")
+}
+
 /// The columns of `vi_events`, `vms` (and `vm_moves`) and
 /// `migration_requests`, for the reads that name them one by one.
 pub(crate) const EVENT_COLUMNS: &str = "seq, vi_id, at, from_state, to_state, actor, reason";

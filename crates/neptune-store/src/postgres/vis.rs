@@ -94,12 +94,7 @@ pub(super) async fn vi_list_stamp(pool: &PgPool, owner: Option<UserId>) -> Resul
 }
 
 pub(super) async fn list_vis(pool: &PgPool, owner: Option<UserId>) -> Result<Vec<ViRecord>> {
-    let sql = match owner {
-        Some(_) => {
-            format!("SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id")
-        }
-        None => format!("SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"),
-    };
+    let sql = decode::list_vis_sql(owner.is_some());
     let mut query = sqlx::query(&sql);
     if let Some(o) = owner {
         query = query.bind(o);

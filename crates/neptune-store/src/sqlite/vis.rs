@@ -93,12 +93,7 @@ pub(super) async fn vi_list_stamp(pool: &SqlitePool, owner: Option<UserId>) -> R
 }
 
 pub(super) async fn list_vis(pool: &SqlitePool, owner: Option<UserId>) -> Result<Vec<ViRecord>> {
-    let sql = match owner {
-        Some(_) => {
-            format!("SELECT {VI_COLUMNS} FROM vis WHERE owner_id = $1 ORDER BY created_at, id")
-        }
-        None => format!("SELECT {VI_COLUMNS} FROM vis ORDER BY created_at, id"),
-    };
+    let sql = decode::list_vis_sql(owner.is_some());
     let mut query = sqlx::query(&sql);
     if let Some(o) = owner {
         query = query.bind(o.to_string());
