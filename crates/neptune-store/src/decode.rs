@@ -356,6 +356,15 @@ pub(crate) fn vi_parts(
 pub(crate) const JOB_COLUMNS: &str =
     "id, vi_id, kind, state, steps, cursor, total, error, owner, lease_until, created_at, updated_at";
 
+/// A job's steps as [`crate::Store::vi_parts`] reads them: an empty array
+/// once the job has succeeded past its last step, whose detail names no
+/// step. A deploy's steps are tens of KiB, and a VI's detail is built at
+/// every change of the VI. The same in both databases' SQL but for the
+/// type of the empty array (`{empty}`).
+pub(crate) fn shown_steps(empty: &str) -> String {
+    format!("CASE WHEN state = 'succeeded' AND cursor >= total THEN {empty} ELSE steps END")
+}
+
 pub(crate) fn user<R: Cells>(row: &R) -> Result<UserRecord> {
     let r = Stored::new(row, "users", &["id"]);
     Ok(UserRecord {

@@ -203,7 +203,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn vi_events(&self, id: ViId) -> Result<Vec<ViEventRecord>>;
     /// What a VI's detail shows besides its row: what [`Store::vi_events`],
     /// [`Store::vms`], [`Store::vm_moves`], [`Store::migration_request`]
-    /// and [`Store::jobs_of_vi`] read, in one statement. A detail is built
+    /// and [`Store::jobs_of_vi`] read, in one statement, but for the steps
+    /// of jobs that succeeded (see [`ViParts::jobs`]). A detail is built
     /// about four times per VI deployed, and on SQLite each statement is a
     /// hand-over to a connection's thread and back.
     async fn vi_parts(&self, id: ViId) -> Result<ViParts>;

@@ -679,7 +679,9 @@ pub struct ViParts {
     pub moves: Vec<VmRecord>,
     /// Its waiting migration request.
     pub migration_request: Option<MigrationRequestRecord>,
-    /// Its jobs, oldest first.
+    /// Its jobs, oldest first. A job that has succeeded past its last step
+    /// comes with no steps (`steps` is `[]`): nothing shown of it needs
+    /// them, and a deploy's are tens of KiB.
     pub jobs: Vec<JobRecord>,
 }
 

@@ -1161,6 +1161,32 @@ async fn parts_are_the_reads(s: &dyn Store, vi: ViId, dc: DatacenterId, owner: U
     );
     assert_eq!(parts.jobs[2], jobs[0], "read as written");
 
+    // A job that succeeded past its last step comes without its steps;
+    // one that succeeded short of it (never written so) keeps them.
+    let done = |id: u128, cursor: i64| JobRecord {
+        state: JobState::Succeeded,
+        cursor,
+        created_at: 9 + cursor,
+        ..job(0, id, r#"[{"step":"long"}]"#)
+    };
+    let (finished, short) = (done(0x0f, 2), done(0x0e, 1));
+    s.add_job(&finished, ViState::Migrating).await.unwrap();
+    s.add_job(&short, ViState::Migrating).await.unwrap();
+    let parts = s.vi_parts(vi).await.unwrap();
+    assert_eq!(parts.jobs.len(), 5);
+    assert_eq!(parts.jobs[3], short, "short of its last step");
+    assert_eq!(
+        parts.jobs[4],
+        JobRecord {
+            steps: "[]".into(),
+            ..finished.clone()
+        },
+        "past its last step"
+    );
+    let read = s.jobs_of_vi(vi).await.unwrap();
+    assert_eq!(read[4], finished, "the job's own read keeps its steps");
+    assert_eq!(parts.jobs[..4], read[..4]);
+
     assert!(s.delete_migration_request(vi).await.unwrap());
     let none = s.vi_parts(fresh()).await.unwrap();
     assert_eq!(none, ViParts::default(), "a VI with no rows has no parts");

@@ -177,7 +177,8 @@ pub(super) async fn vi_events(pool: &PgPool, id: ViId) -> Result<Vec<ViEventReco
     rows.iter().map(decode::vi_event).collect()
 }
 
-/// A VI's events, VMs, moves, migration request and jobs, each table's
+/// A VI's events, VMs, moves, migration request and jobs (a job that
+/// succeeded without its steps: see [`decode::shown_steps`]), each table's
 /// rows as a JSON array in one statement, ordered as the reads one by one
 /// order them.
 pub(super) async fn vi_parts(pool: &PgPool, id: ViId) -> Result<ViParts> {
@@ -194,7 +195,14 @@ pub(super) async fn vi_parts(pool: &PgPool, id: ViId) -> Result<ViParts> {
             rows("vms", VM_COLUMNS, " ORDER BY r.node_id"),
             rows("vm_moves", VM_COLUMNS, " ORDER BY r.node_id"),
             rows("migration_requests", MIGRATION_REQUEST_COLUMNS, ""),
-            rows("jobs", JOB_COLUMNS, " ORDER BY r.created_at, r.id"),
+            rows(
+                "jobs",
+                &JOB_COLUMNS.replace(
+                    "steps",
+                    &format!("{} AS steps", decode::shown_steps("'[]'::jsonb")),
+                ),
+                " ORDER BY r.created_at, r.id",
+            ),
         )
     });
     let row = sqlx::query(&SQL)

@@ -171,15 +171,20 @@ pub(super) async fn vi_events(pool: &SqlitePool, id: ViId) -> Result<Vec<ViEvent
     rows.iter().map(decode::vi_event).collect()
 }
 
-/// A VI's events, VMs, moves, migration request and jobs, each table's
+/// A VI's events, VMs, moves, migration request and jobs (a job that
+/// succeeded without its steps: see [`decode::shown_steps`]), each table's
 /// rows as a JSON array in one statement. `json_group_array` promises no
 /// order, so the rows are sorted here as the reads one by one sort them.
 pub(super) async fn vi_parts(pool: &SqlitePool, id: ViId) -> Result<ViParts> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let steps = decode::shown_steps("'[]'");
         let rows = |table: &str, columns: &str| {
             let object = columns
                 .split(", ")
-                .map(|c| format!("'{c}', {c}"))
+                .map(|c| match c {
+                    "steps" => format!("'{c}', {steps}"),
+                    _ => format!("'{c}', {c}"),
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             format!(
