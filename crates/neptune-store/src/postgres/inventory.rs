@@ -116,22 +116,36 @@ pub(super) async fn host_by_name(pool: &PgPool, name: &str) -> Result<HostRecord
     decode::host(&row)
 }
 
+/// Three statements for the whole batch, not one per host (a thousand
+/// hosts a second in a domain of 30 000 with 30 s heartbeats): the hosts
+/// are locked first in id order, the order every transaction that writes
+/// several hosts locks them in, so that no two wait on each other; the
+/// state is set only where it changes.
 pub(super) async fn host_heartbeats(pool: &PgPool, beats: &[(HostId, i64)]) -> Result<u64> {
-    let mut beats = beats.to_vec();
-    beats.sort_unstable();
+    let (ids, seen): (Vec<HostId>, Vec<i64>) = beats.iter().copied().unzip();
     let mut tx = pool.begin().await.map_err(db)?;
-    let mut known = 0;
-    for (id, seen) in beats {
-        known += sqlx::query(
-            "UPDATE hosts SET last_seen = GREATEST(last_seen, $1), state = 'ready' WHERE id = $2",
-        )
-        .bind(seen)
-        .bind(id)
+    sqlx::query("SELECT id FROM hosts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+    let known = sqlx::query(
+        "UPDATE hosts SET last_seen = GREATEST(hosts.last_seen, b.seen) FROM \
+         (SELECT id, MAX(seen) AS seen FROM unnest($1::uuid[], $2::bigint[]) AS t (id, seen) \
+          GROUP BY id) AS b \
+         WHERE hosts.id = b.id",
+    )
+    .bind(&ids)
+    .bind(&seen)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    sqlx::query("UPDATE hosts SET state = 'ready' WHERE state <> 'ready' AND id = ANY($1)")
+        .bind(&ids)
         .execute(&mut *tx)
         .await
-        .map_err(db)?
-        .rows_affected();
-    }
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(known)
 }

@@ -107,6 +107,11 @@ pub(super) async fn host_by_name(pool: &SqlitePool, name: &str) -> Result<HostRe
 /// hand-over to the connection's thread and back, and the batch holds the
 /// database's one writer meanwhile. Hosts are not row-locked here, so
 /// their order does not matter.
+///
+/// The state is set apart, and only where it changes: a statement that
+/// sets a column rewrites every index that names it (`hosts_roomiest`
+/// names the state), even to the same value, and nearly every heartbeat
+/// finds its host ready.
 pub(super) async fn host_heartbeats(pool: &SqlitePool, beats: &[(HostId, i64)]) -> Result<u64> {
     let rows: Vec<(String, i64)> = beats
         .iter()
@@ -116,16 +121,26 @@ pub(super) async fn host_heartbeats(pool: &SqlitePool, beats: &[(HostId, i64)]) 
         what: "heartbeats",
         source,
     })?;
+    let mut tx = pool.begin().await.map_err(db)?;
     let done = sqlx::query(
-        "UPDATE hosts SET last_seen = MAX(hosts.last_seen, b.seen), state = 'ready' FROM \
+        "UPDATE hosts SET last_seen = MAX(hosts.last_seen, b.seen) FROM \
          (SELECT json_extract(value, '$[0]') AS id, MAX(json_extract(value, '$[1]')) AS seen \
           FROM json_each($1) GROUP BY 1) AS b \
          WHERE hosts.id = b.id",
     )
-    .bind(json)
-    .execute(pool)
+    .bind(&json)
+    .execute(&mut *tx)
     .await
     .map_err(db)?;
+    sqlx::query(
+        "UPDATE hosts SET state = 'ready' WHERE state <> 'ready' \
+         AND id IN (SELECT json_extract(value, '$[0]') FROM json_each($1))",
+    )
+    .bind(&json)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
     Ok(done.rows_affected())
 }
 
