@@ -863,7 +863,7 @@ impl Jobs {
                                         now_ms(),
                                     )
                                     .await?;
-                                self.changes.changed(job.vi_id);
+                                self.changes.changed_state(job.vi_id);
                             } else {
                                 return self.fail(&job, stored, kind, &message).await;
                             }
@@ -971,7 +971,7 @@ impl Jobs {
         };
         match self.store.transition_vi(vi.id, vi.state, &change).await {
             Ok(_) => {
-                self.changes.changed(vi.id);
+                self.changes.changed_state(vi.id);
                 Ok(())
             }
             Err(StoreError::Conflict { .. }) => Ok(()),
@@ -1024,7 +1024,7 @@ impl Jobs {
                 .await
             {
                 Ok(_) | Err(StoreError::Conflict { .. }) => {
-                    self.changes.changed(job.vi_id);
+                    self.changes.changed_state(job.vi_id);
                     tracing::info!(job = %job.id, kind = kind.as_str(), state = state.as_str(), "job finished");
                     Ok(())
                 }
@@ -1054,7 +1054,7 @@ impl Jobs {
             .await
         {
             Ok(_) => {
-                self.changes.changed(job.vi_id);
+                self.changes.changed_state(job.vi_id);
                 tracing::info!(job = %job.id, kind = kind.as_str(), state = state.as_str(), "job finished");
                 Ok(())
             }

@@ -104,7 +104,7 @@ pub(super) async fn changed_detail(state: &AppState, vi: &ViRecord) -> ApiResult
         let json = serde_json::to_vec(&shown).map_err(|e| ApiError::Internal(e.into()))?;
         state.views.details.put(vi.id, stamp.revision, json.into());
     }
-    state.jobs.changes().changed(vi.id);
+    state.jobs.changes().changed_state(vi.id);
     Ok(shown)
 }
 

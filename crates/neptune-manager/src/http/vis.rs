@@ -135,6 +135,7 @@ pub(crate) async fn show_vi(
         if let Some(woken) = woken.as_mut().as_pin_mut() {
             woken.enable();
         }
+        let states = watch.as_ref().map(|w| w.state_changes());
         // The stamp is read before anything the detail shows, so a body
         // built now reflects at least this revision (see `cache`).
         let stamp = state.store.vi_stamp(id).await?;
@@ -156,8 +157,11 @@ pub(crate) async fn show_vi(
             _ = async { if let Some(w) = woken.as_mut().as_pin_mut() { w.await } } => {
                 // A job's batches come in quick succession: what changes
                 // within the settling time is answered at once, with one
-                // detail built instead of one for each change.
-                tokio::time::sleep_until((tokio::time::Instant::now() + crate::changes::SETTLE).min(deadline)).await;
+                // detail built instead of one for each change. A change
+                // of state is answered without it.
+                if let (Some(watch), Some(seen)) = (&watch, states) {
+                    watch.settle(seen, deadline).await;
+                }
             }
             _ = tokio::time::sleep_until(recheck.min(deadline)) => {}
         }
