@@ -44,7 +44,7 @@ pub struct Changes {
 struct Waited {
     /// Every change.
     any: Notify,
-    /// Changes of state and ends of jobs.
+    /// Changes of state, the VI's or its jobs'.
     states: Notify,
     /// How many of those there have been.
     state_changes: AtomicU64,
@@ -197,6 +197,11 @@ mod tests {
         // Progress alone: the whole settling time.
         let seen = watch.state_changes();
         changes.changed(vi);
+        assert_eq!(
+            watch.state_changes(),
+            seen,
+            "progress is no change of state"
+        );
         let started = Instant::now();
         watch.settle(seen, far).await;
         assert_eq!(started.elapsed(), SETTLE);
