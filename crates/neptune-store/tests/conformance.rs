@@ -373,6 +373,25 @@ async fn datacenters_and_hosts(s: &dyn Store) {
     ];
     assert!(s.upsert_hosts(&refused).await.is_err());
     assert!(s.host_by_name("hw").await.is_err());
+    // A host named twice in a batch: the later registration wins.
+    let twice = [
+        HostRecord {
+            id: fresh(),
+            name: "hu".into(),
+            cpus: 4,
+            ..host.clone()
+        },
+        HostRecord {
+            id: fresh(),
+            name: "hu".into(),
+            cpus: 6,
+            ..host.clone()
+        },
+    ];
+    let stored = s.upsert_hosts(&twice).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].cpus, 6);
+    assert_eq!(s.host_by_name("hu").await.unwrap().cpus, 6);
     assert!(s.upsert_hosts(&[]).await.unwrap().is_empty());
     // The database refuses nonsense capacities.
     assert!(s

@@ -92,8 +92,18 @@ pub(super) async fn upsert_hosts(pool: &PgPool, hosts: &[HostRecord]) -> Result<
                 Ok((name, HostId::from(id)))
             })
             .collect::<Result<_>>()?;
+    // A name given twice is one row, created by its first registration:
+    // both sort by that row's id, and keep their order (the sort is
+    // stable), so the later one is written last, as on SQLite.
+    let mut first: std::collections::HashMap<&str, HostId> = std::collections::HashMap::new();
+    for h in hosts {
+        first.entry(h.name.as_str()).or_insert(h.id);
+    }
     let mut order: Vec<usize> = (0..hosts.len()).collect();
-    order.sort_by_key(|&i| known.get(&hosts[i].name).copied().unwrap_or(hosts[i].id));
+    order.sort_by_key(|&i| {
+        let name = hosts[i].name.as_str();
+        known.get(name).copied().unwrap_or(first[name])
+    });
     let mut stored: Vec<Option<HostRecord>> = vec![None; hosts.len()];
     for i in order {
         stored[i] = Some(upsert_one(&mut *tx, &hosts[i]).await?);
