@@ -360,7 +360,7 @@ pub(crate) const JOB_COLUMNS: &str =
 /// once the job has succeeded past its last step, whose detail names no
 /// step. A deploy's steps are tens of KiB, and a VI's detail is built at
 /// every change of the VI. The same in both databases' SQL but for the
-/// type of the empty array (`{empty}`).
+/// type of the empty array, which `empty` writes (`'[]'`, `'[]'::jsonb`).
 pub(crate) fn shown_steps(empty: &str) -> String {
     format!("CASE WHEN state = 'succeeded' AND cursor >= total THEN {empty} ELSE steps END")
 }
