@@ -192,6 +192,17 @@ pub enum Step {
     },
 }
 
+/// What a moving VM's Home Address needs at its home switch, made ready
+/// before the move (see `Jobs::prepare_homes`).
+#[derive(Debug)]
+enum HomeUpdate {
+    Ready(crate::switching::Prepared),
+    /// No switch takes it.
+    Nothing,
+    /// Preparing it failed: it is tried whole when due.
+    Unprepared,
+}
+
 /// A Home Address that follows its VM when it moves (see
 /// [`Step::MoveVm`]): its home datacenter and its VI's tunnel key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1417,15 +1428,32 @@ impl Jobs {
         to: DatacenterId,
         key: u32,
     ) -> anyhow::Result<()> {
+        if let Some(ready) = self.routing(vi, address, home, to, key).await? {
+            crate::switching::send(self.store.as_ref(), &ready).await?;
+        }
+        Ok(())
+    }
+
+    /// The update of `address`'s home switch that routes it to datacenter
+    /// `to`, ready to send; `None` when no switch is registered to take it
+    /// or to tunnel to.
+    async fn routing(
+        &self,
+        vi: ViId,
+        address: Ipv4Addr,
+        home: DatacenterId,
+        to: DatacenterId,
+        key: u32,
+    ) -> anyhow::Result<Option<crate::switching::Prepared>> {
+        let switches = self.store.switches().await?;
         let change = if to == home {
             crate::switching::Change::Unbind
         } else {
-            let switches = self.store.switches().await?;
             let Some(foreign) = switches.iter().find(|s| s.datacenter_id == to) else {
                 // No switch where it goes: nothing can tunnel there.
                 tracing::warn!(%vi, %address, datacenter = %to,
                     "no switch is registered where the VI goes: its Home Address is not routed there");
-                return Ok(());
+                return Ok(None);
             };
             crate::switching::Change::Bind {
                 care_of: foreign.care_of.parse()?,
@@ -1433,16 +1461,61 @@ impl Jobs {
                 key,
             }
         };
-        self.switch(home, address, &change).await
+        let Some(switch) = switches.iter().find(|s| s.datacenter_id == home) else {
+            tracing::debug!(datacenter = %home, %address, "no switch registered; nothing to tell");
+            return Ok(None);
+        };
+        Ok(Some(
+            crate::switching::prepare(self.store.as_ref(), switch, address, change).await?,
+        ))
     }
 
     /// Routes a moving VM's Home Addresses to datacenter `to` (see
     /// [`Step::MoveVm`]). A switch that does not answer is left to the
     /// VI's route steps, which wait for it.
     async fn route_homes(&self, vi: ViId, homes: &[HomeRoute], to: Option<DatacenterId>) {
-        let Some(to) = to else { return };
+        let ready = self.prepare_homes(vi, homes, to).await;
+        self.send_homes(vi, &ready).await;
+    }
+
+    /// [`Self::route_homes`] made ready ahead of its time, so that the
+    /// moment it is due costs the switch's call alone: each Home
+    /// Address's update, or the address alone when its update could not
+    /// be prepared (it is tried whole when sent).
+    async fn prepare_homes(
+        &self,
+        vi: ViId,
+        homes: &[HomeRoute],
+        to: Option<DatacenterId>,
+    ) -> Vec<(HomeRoute, DatacenterId, HomeUpdate)> {
+        let Some(to) = to else { return Vec::new() };
+        let mut ready = Vec::with_capacity(homes.len());
         for h in homes {
-            if let Err(e) = self.route(vi, h.address, h.home, to, h.key).await {
+            let update = match self.routing(vi, h.address, h.home, to, h.key).await {
+                Ok(Some(update)) => HomeUpdate::Ready(update),
+                Ok(None) => HomeUpdate::Nothing,
+                Err(e) => {
+                    tracing::debug!(%vi, address = %h.address, error = %e,
+                        "the Home Address's update is prepared when it is due");
+                    HomeUpdate::Unprepared
+                }
+            };
+            ready.push((h.clone(), to, update));
+        }
+        ready
+    }
+
+    /// Sends what [`Self::prepare_homes`] made ready.
+    async fn send_homes(&self, vi: ViId, ready: &[(HomeRoute, DatacenterId, HomeUpdate)]) {
+        for (h, to, update) in ready {
+            let sent = match update {
+                HomeUpdate::Ready(update) => crate::switching::send(self.store.as_ref(), update)
+                    .await
+                    .map_err(anyhow::Error::from),
+                HomeUpdate::Nothing => Ok(()),
+                HomeUpdate::Unprepared => self.route(vi, h.address, h.home, *to, h.key).await,
+            };
+            if let Err(e) = sent {
                 tracing::warn!(%vi, address = %h.address, error = %e,
                     "the Home Address could not follow its VM at once; the route step will");
             }
@@ -1519,6 +1592,14 @@ impl Jobs {
                     },
                 );
             };
+            // Made ready now, so that the resume costs the switch's call
+            // alone (a read of the switches and a durable generation
+            // otherwise come first).
+            let homes_ready = if homes.is_empty() {
+                Vec::new()
+            } else {
+                self.prepare_homes(vi, homes, target).await
+            };
             let moving = src.migrate(vm, &incoming, &progress);
             tokio::pin!(moving);
             // Its Home Addresses follow the VM the moment its guest resumes
@@ -1547,7 +1628,7 @@ impl Jobs {
             let moved = tokio::select! {
                 moved = &mut moving => moved,
                 () = resumed => {
-                    self.route_homes(vi, homes, target).await;
+                    self.send_homes(vi, &homes_ready).await;
                     routed = true;
                     moving.await
                 }

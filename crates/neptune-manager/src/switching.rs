@@ -225,14 +225,53 @@ pub async fn apply(
     address: Ipv4Addr,
     change: &Change,
 ) -> Result<(), SwitchError> {
-    let mut above = 0i64;
+    let ready = prepare(store, switch, address, change.clone()).await?;
+    send(store, &ready).await
+}
+
+/// An update made ready ahead of its time: its switch found and its
+/// generation taken, so that sending it is one call. A moving VM's
+/// binding is prepared before the move, and sent the moment its guest
+/// resumes.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    switch: SwitchRecord,
+    address: Ipv4Addr,
+    change: Change,
+    generation: u64,
+}
+
+/// `change` of `address` at `switch`, with a fresh generation.
+pub async fn prepare(
+    store: &dyn Store,
+    switch: &SwitchRecord,
+    address: Ipv4Addr,
+    change: Change,
+) -> Result<Prepared, SwitchError> {
+    let generation = store.next_generation(&address.to_string(), 0).await?;
+    Ok(Prepared {
+        switch: switch.clone(),
+        address,
+        change,
+        generation: u64::try_from(generation).unwrap_or(0).max(1),
+    })
+}
+
+/// Sends a prepared update. A switch that holds a newer generation for
+/// the entry (another update came between, or the switch's table was
+/// restored) gets the update again with one above it, twice at most.
+pub async fn send(store: &dyn Store, ready: &Prepared) -> Result<(), SwitchError> {
+    let Prepared {
+        switch,
+        address,
+        change,
+        ..
+    } = ready;
+    let address = *address;
+    let mut generation = ready.generation;
     let mut tries = 0;
     loop {
         tries += 1;
-        let generation = store
-            .next_generation(&address.to_string(), above)
-            .await?
-            .max(1);
         let (method, target, body) = match change {
             Change::Visit { vi, key } => {
                 let visitor = Visitor {
@@ -240,7 +279,7 @@ pub async fn apply(
                     via: switch.via.as_deref().and_then(|v| v.parse().ok()),
                     vi: vi.clone(),
                     key: *key,
-                    generation: generation as u64,
+                    generation,
                     reverse_tunnel: None,
                 };
                 (
@@ -259,7 +298,7 @@ pub async fn apply(
                     care_of: *care_of,
                     vi: vi.clone(),
                     key: *key,
-                    generation: generation as u64,
+                    generation,
                 };
                 (
                     "PUT",
@@ -283,7 +322,9 @@ pub async fn apply(
             }
             (409, Some(neptune_switch::api::codes::STALE_GENERATION)) if tries < 3 => {
                 let held = state(switch).await?;
-                above = i64::try_from(change.current(&held.table, address)).unwrap_or(i64::MAX);
+                let above = i64::try_from(change.current(&held.table, address)).unwrap_or(i64::MAX);
+                let next = store.next_generation(&address.to_string(), above).await?;
+                generation = u64::try_from(next).unwrap_or(0).max(1);
             }
             _ => return Err(refused(switch, &change.describe(address), &reply)),
         }

@@ -500,6 +500,29 @@ pub(crate) async fn a_failed_move_rolls_back(m: &TestManager) {
     assert!(roma.table()["visitors"].as_object().unwrap().is_empty());
 }
 
+/// A moving entry point's binding is made ready before the move and sent
+/// when its guest resumes; a switch that meanwhile holds a newer
+/// generation for it (here: a binding removed by hand far ahead) gets it
+/// again above that, and the VI is bound all the same.
+pub(crate) async fn a_binding_made_ready_early_catches_up(m: &TestManager) {
+    let (p, napoli, _roma) = two_datacenters(m).await;
+    let (id, _) = running_shop(m, &p).await;
+    let home = "192.0.2.10";
+    let reply = napoli.client.delete_binding(home, 5000).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let (s, v) = migrate(m, &p.admin, &id, "roma").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let moved = m.wait_vi(&p.alice, &id, "migrating").await;
+    assert_eq!(moved["state"], "running", "{moved}");
+    assert_eq!(moved["location"], "roma", "{moved}");
+    let t = napoli.table();
+    assert_eq!(t["bindings"][home]["care_of"], "198.18.0.2", "{t}");
+    assert!(
+        t["bindings"][home]["generation"].as_u64().unwrap() > 5000,
+        "sent again above the switch's: {t}"
+    );
+}
+
 /// What drifts on a switch (an entry deleted or changed by hand, a switch
 /// registered after the VI deployed) is put back by a reconcile pass.
 pub(crate) async fn switch_drift_is_repaired(m: &TestManager) {
