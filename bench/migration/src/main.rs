@@ -49,7 +49,8 @@ struct Args {
     sizes: Vec<usize>,
     neptune: PathBuf,
     template: PathBuf,
-    /// `neptune agent --migration-max-downtime-ms`, for every Agent.
+    /// `neptune agent --migration-max-downtime-ms`, for every Agent (unset:
+    /// the Agent's default).
     max_downtime_ms: Option<u64>,
 }
 
@@ -162,7 +163,7 @@ async fn run(args: &Args) {
         "rig up in {:.1} s: two datacenters (dca, dcb), each a libvirt daemon, an Agent and a kernel-plane switch; maximum downtime {}",
         started.elapsed().as_secs_f64(),
         args.max_downtime_ms
-            .map_or("QEMU's default (300 ms)".to_owned(), |ms| format!("{ms} ms")),
+            .map_or("the Agent's default".to_owned(), |ms| format!("{ms} ms")),
     );
     let mut rows = Vec::new();
     for &n in &args.sizes {

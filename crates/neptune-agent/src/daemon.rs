@@ -2,7 +2,7 @@
 //! tokens read from files (never from the command line, where `ps` would
 //! show them), a runtime, and the Agent until SIGINT or SIGTERM.
 
-pub use neptune_hypervisor::libvirt::{MigrationEndpoint, MEASURED_MIGRATION_MAX_DOWNTIME_MS};
+pub use neptune_hypervisor::libvirt::{MigrationEndpoint, DEFAULT_MIGRATION_MAX_DOWNTIME_MS};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,7 +86,8 @@ pub struct DaemonOptions {
     /// How other hosts' Agents move VMs here live (libvirt only).
     pub migration: MigrationEndpoint,
     /// The longest a VM moving live from here may pause for the
-    /// switch-over (libvirt only; `None`: QEMU's own, 300 ms).
+    /// switch-over (libvirt only; `None`: QEMU's own, 300 ms; see
+    /// [`DEFAULT_MIGRATION_MAX_DOWNTIME_MS`]).
     pub migration_max_downtime: Option<Duration>,
     pub data_dir: PathBuf,
     pub capacity: Capacity,

@@ -87,27 +87,27 @@ pub struct LibvirtConfig {
     pub migration: MigrationEndpoint,
     /// The longest a VM moving live from this host may stay paused for
     /// the switch-over, as QEMU foresees it (libvirt's maximum downtime,
-    /// see [`MEASURED_MIGRATION_MAX_DOWNTIME_MS`]); `None`: QEMU's own,
-    /// 300 ms.
+    /// see [`DEFAULT_MIGRATION_MAX_DOWNTIME_MS`]), raised from the sixth
+    /// pass over its memory on; `None`: QEMU's own, 300 ms, never raised.
     pub migration_max_downtime: Option<std::time::Duration>,
 }
 
-/// The maximum downtime (ms) measured for the VMs an Agent moves away
-/// live (`neptune agent --migration-max-downtime-ms 50`; the Agent leaves
-/// QEMU's own unless told).
+/// The maximum downtime (ms) of the VMs an Agent moves away live, unless
+/// told otherwise (`neptune agent --migration-max-downtime-ms`, and
+/// `neptune up`).
 ///
 /// QEMU pauses a moving guest once what is left to send fits in this time
-/// at the rate it measured; at its own default, 300 ms, the copy in the
-/// pause alone took 80 to 441 ms for tiny emulated guests. A pause past a
-/// correspondent's first TCP retransmission timeout (200 ms at least)
-/// costs it that timeout doubled on top; at 50 ms the copy took 9 to 97
-/// ms and most pauses ended before the timeout (bench/migration/README.md).
-/// What is left of a pause is libvirt's and QEMU's own work around it,
-/// which a lower limit does not shorten. Not lower: at 30 ms emulated
-/// guests' kernels panicked after moves in 2 of 4 benchmark runs (in 1 of
-/// 21 at 50 ms, and 1 of 15 at QEMU's own), for a reason not found, and
-/// not the default until that is understood.
-pub const MEASURED_MIGRATION_MAX_DOWNTIME_MS: u64 = 50;
+/// at the rate it measured. A pause past a correspondent's first TCP
+/// retransmission timeout (200 ms at least) costs it that timeout
+/// doubled on top. At QEMU's own limit, 300 ms, tiny emulated entry points
+/// paused up to 488 ms and stalled their correspondent 185 to 687 ms; at
+/// 30 ms they paused 25 to 226 ms and stalled it 300 ms or less in 34 of
+/// 36 moves, under QEMU 10 (bench/migration/README.md). What is left of a
+/// pause is libvirt's and QEMU's own work around it, which a lower limit
+/// does not shorten. A guest writing its memory faster than it is sent
+/// does not fit so low a limit: the move raises it from its sixth pass
+/// over the memory on (doubling it at each pass, up to a second).
+pub const DEFAULT_MIGRATION_MAX_DOWNTIME_MS: u64 = 30;
 
 /// How other hosts' daemons reach this host's to move a VM here live.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -428,9 +428,11 @@ pub async fn start(
                         // public network.
                         public_bridge: None,
                         migration: Default::default(),
-                        // QEMU's own (see `neptune agent
+                        // As an Agent's (`neptune agent
                         // --migration-max-downtime-ms`).
-                        migration_max_downtime: None,
+                        migration_max_downtime: Some(std::time::Duration::from_millis(
+                            neptune_hypervisor::libvirt::DEFAULT_MIGRATION_MAX_DOWNTIME_MS,
+                        )),
                     })
                     .with_context(|| format!("preparing {}", data_dir.display()))?;
                     if let Some(closed) = hv.closed_directory() {

@@ -100,13 +100,14 @@ pub(crate) struct Args {
     #[arg(long)]
     migration_stream: Option<String>,
     /// The longest a VM moving live from this host may stay paused for
-    /// the switch-over, in milliseconds (libvirt's maximum downtime).
-    /// Unset: QEMU's own, 300, which pauses long enough to stall TCP
-    /// connections; 50 roughly halves the stall (docs/agent.md), but is
-    /// not the default while guests' kernels panicking after some moves
-    /// under emulation, at every limit, is not understood.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    migration_max_downtime_ms: Option<u64>,
+    /// the switch-over, in milliseconds (libvirt's maximum downtime;
+    /// QEMU's own is 300, which pauses long enough to stall TCP
+    /// connections). A move that has not fitted it after five passes over
+    /// the guest's memory doubles it at each pass, up to 1000 (a limit
+    /// above that stays as it is; docs/agent.md).
+    #[arg(long, default_value_t = neptune_agent::daemon::DEFAULT_MIGRATION_MAX_DOWNTIME_MS,
+        value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    migration_max_downtime_ms: u64,
     /// Where disks and the VM table live.
     #[arg(long)]
     data_dir: PathBuf,
@@ -162,7 +163,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             connect: args.migration_connect,
             stream: args.migration_stream,
         },
-        migration_max_downtime: args.migration_max_downtime_ms.map(Duration::from_millis),
+        migration_max_downtime: Some(Duration::from_millis(args.migration_max_downtime_ms)),
         data_dir: args.data_dir,
         capacity: Capacity {
             cpus: args.cpus,
