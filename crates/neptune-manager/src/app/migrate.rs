@@ -11,7 +11,8 @@
 //!    hold, until the move is committed);
 //! 2. the source hosts' link networks flood to the target hosts too, and
 //!    the target switch delivers the VI's Home Addresses (visitors);
-//! 3. every VM moves live, its disk copied ([`Step::MoveVm`]); its links'
+//! 3. every VM moves live, its disk copied ([`Step::MoveVm`]), the entry
+//!    points after the others; its links'
 //!    segments span both datacenters meanwhile, as they span hosts; the
 //!    moment a VM runs in the target, the home switch binds its Home
 //!    Addresses to the target switch's Care-of Address (or unbinds them
@@ -306,6 +307,8 @@ fn steps(p: &Plan<'_>) -> ApiResult<Vec<Step>> {
             back,
         });
     }
+    // Entry points last, a batch of their own (see Step::MoveVm).
+    moves.sort_by_key(|s| matches!(s, Step::MoveVm { homes, .. } if !homes.is_empty()));
     let mut follow = follow(vi, course.home, course.from, course.to.id)?;
     // Of `follow`, the visits come first and the routes (which each VM's
     // move did for its own addresses already, the moment it ran in the
@@ -593,6 +596,10 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
+        // The entry point last, alone: the others move together first.
+        assert!(homes[2].0.ends_with("-gw"), "{homes:?}");
+        assert_eq!(jobs::batch_end(&planned, 3), 5, "the two backends together");
+        assert_eq!(jobs::batch_end(&planned, 5), 6, "the gateway alone");
         for (name, routes) in &homes {
             if name.ends_with("-gw") {
                 assert_eq!(
