@@ -387,7 +387,6 @@ impl LibvirtHypervisor {
             self.virsh(op, vm, &["migrate-setmaxdowntime", vm, &ms])
                 .await?;
         }
-        let limit_set = std::sync::Mutex::new(start_limit);
         let started = Instant::now();
         let moving = self.virsh_at(op, vm, &self.config.uri, &args, MIGRATE_TIMEOUT);
         let last = std::sync::Mutex::new(MigrationProgress::default());
@@ -402,6 +401,7 @@ impl LibvirtHypervisor {
         // finished job counts the memory alone.
         let disk_seen = std::sync::atomic::AtomicU64::new(0);
         let follow = async {
+            let mut limit_set = start_limit;
             let mut tick = tokio::time::interval(PROGRESS_EVERY);
             loop {
                 tick.tick().await;
@@ -421,19 +421,14 @@ impl LibvirtHypervisor {
                     let raised = start_limit
                         .zip(raw_stat(&text, "memory_iteration"))
                         .map(|(start, pass)| limit_for_pass(start, pass));
-                    let was = *limit_set
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Some(limit) = raised.filter(|l| Some(*l) > was) {
+                    if let Some(limit) = raised.filter(|l| Some(*l) > limit_set) {
                         let ms = downtime_ms(limit);
                         if self
                             .virsh(op, vm, &["migrate-setmaxdowntime", vm, &ms])
                             .await
                             .is_ok()
                         {
-                            *limit_set
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(limit);
+                            limit_set = Some(limit);
                         }
                     }
                 }
