@@ -1604,11 +1604,7 @@ impl Jobs {
             // Made ready now, so that the resume costs the switch's call
             // alone (a read of the switches and a durable generation
             // otherwise come first).
-            let homes_ready = if homes.is_empty() {
-                Vec::new()
-            } else {
-                self.prepare_homes(vi, homes, target).await
-            };
+            let homes_ready = self.prepare_homes(vi, homes, target).await;
             let moving = src.migrate(vm, &incoming, &progress);
             tokio::pin!(moving);
             // Its Home Addresses follow the VM the moment its guest resumes

@@ -715,7 +715,7 @@ use lifecycle::{
 };
 use links::links_spanning_hosts_are_segments;
 use migration::{
-    a_binding_made_ready_early_catches_up, a_failed_move_rolls_back,
+    a_failed_move_rolls_back, a_stale_binding_is_sent_above_the_switchs,
     a_vi_moves_between_datacenters_and_back, switch_drift_is_repaired,
     switches_are_registered_by_administrators,
 };
@@ -734,7 +734,7 @@ on_both_stores!(
     switches_are_registered_by_administrators,
     a_vi_moves_between_datacenters_and_back,
     a_failed_move_rolls_back,
-    a_binding_made_ready_early_catches_up,
+    a_stale_binding_is_sent_above_the_switchs,
     switch_drift_is_repaired,
     images_are_imported_as_templates,
     ssh_keys_reach_the_guests,
